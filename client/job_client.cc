@@ -1,0 +1,138 @@
+#include "client/job_client.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace jobstream::client {
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+}
+
+JobClient::JobClient(std::shared_ptr<grpc::Channel> channel)
+    : stub_(v1::JobService::NewStub(std::move(channel))) {}
+
+std::shared_ptr<grpc::Channel> JobClient::Connect(const std::string& address) {
+  grpc::ChannelArguments args;
+  // Reconnect quickly after a server restart; Watch does its own pacing on top.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+absl::StatusOr<v1::Job> JobClient::Submit(const v1::SubmitRequest& request) {
+  grpc::ClientContext ctx;
+  v1::Job job;
+  if (auto s = FromGrpc(stub_->Submit(&ctx, request, &job)); !s.ok()) return s;
+  return job;
+}
+
+absl::StatusOr<v1::Job> JobClient::GetStatus(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  v1::GetStatusRequest request;
+  request.set_job_id(job_id);
+  v1::Job job;
+  if (auto s = FromGrpc(stub_->GetStatus(&ctx, request, &job)); !s.ok()) return s;
+  return job;
+}
+
+absl::StatusOr<v1::ListJobsResponse> JobClient::List(const v1::ListJobsRequest& request) {
+  grpc::ClientContext ctx;
+  v1::ListJobsResponse response;
+  if (auto s = FromGrpc(stub_->ListJobs(&ctx, request, &response)); !s.ok()) return s;
+  return response;
+}
+
+absl::StatusOr<v1::Job> JobClient::Cancel(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  v1::CancelJobRequest request;
+  request.set_job_id(job_id);
+  v1::Job job;
+  if (auto s = FromGrpc(stub_->CancelJob(&ctx, request, &job)); !s.ok()) return s;
+  return job;
+}
+
+absl::Status JobClient::Delete(const std::string& job_id) {
+  grpc::ClientContext ctx;
+  v1::DeleteJobRequest request;
+  request.set_job_id(job_id);
+  v1::DeleteJobResponse response;
+  return FromGrpc(stub_->DeleteJob(&ctx, request, &response));
+}
+
+namespace {
+// Stream endings after which a fresh WatchJob resumes without loss.
+bool Resumable(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:  // ended without a terminal event: just resume
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDeadlineExceeded:
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
+
+absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, int64_t after_sequence,
+                                         const std::function<void(const v1::JobEvent&)>& on_event,
+                                         const WatchOptions& options) {
+  int64_t last = after_sequence;
+  absl::Duration backoff = options.initial_backoff;
+  absl::Time last_contact = absl::Now();
+  for (;;) {
+    grpc::ClientContext ctx;
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    request.set_after_sequence(last);
+    auto reader = stub_->WatchJob(&ctx, request);
+    v1::JobEvent event;
+    bool received = false;
+    while (reader->Read(&event)) {
+      received = true;
+      if (event.sequence() <= last) continue;  // never deliver twice
+      last = event.sequence();
+      on_event(event);
+      if (event.type() == v1::JobEvent::SUCCEEDED || event.type() == v1::JobEvent::FAILED ||
+          event.type() == v1::JobEvent::CANCELLED) {
+        ctx.TryCancel();
+        reader->Finish().ok();
+        return event.status();
+      }
+    }
+    absl::Status status = FromGrpc(reader->Finish());
+    if (status.ok()) {
+      // A finished job with nothing after `last`: report where it stands.
+      auto job = GetStatus(job_id);
+      if (job.ok() && (job->state() == v1::Job::SUCCEEDED || job->state() == v1::Job::FAILED ||
+                       job->state() == v1::Job::CANCELLED) &&
+          job->last_sequence() <= last) {
+        return job;
+      }
+    }
+    if (!Resumable(status.code())) return status;
+    const absl::Time now = absl::Now();
+    if (received || status.ok()) {
+      last_contact = now;
+      backoff = options.initial_backoff;
+    }
+    if (now - last_contact > options.reconnect_timeout) {
+      return absl::UnavailableError(absl::StrCat("gave up after ",
+                                                 absl::FormatDuration(now - last_contact),
+                                                 " without the server: ", status.message()));
+    }
+    if (options.on_reconnect) options.on_reconnect(status);
+    std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
+    backoff = std::min(backoff * 2, options.max_backoff);
+  }
+}
+
+}  // namespace jobstream::client

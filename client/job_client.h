@@ -1,0 +1,50 @@
+// JobClient: a typed, synchronous wrapper of JobService for tools and the gateway. Its
+// Watch follows a job to its end across broken streams and server restarts, resuming
+// after the last sequence it delivered, so the caller sees every event once, in order.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "jobstream/v1/jobs.grpc.pb.h"
+
+namespace jobstream::client {
+
+absl::Status FromGrpc(const grpc::Status& s);
+
+struct WatchOptions {
+  // Give up when the server has been unreachable this long.
+  absl::Duration reconnect_timeout = absl::Seconds(60);
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(2);
+  // Told about each reconnect attempt and why (for a status line).
+  std::function<void(const absl::Status& why)> on_reconnect;
+};
+
+class JobClient {
+ public:
+  explicit JobClient(std::shared_ptr<grpc::Channel> channel);
+  static std::shared_ptr<grpc::Channel> Connect(const std::string& address);
+
+  absl::StatusOr<v1::Job> Submit(const v1::SubmitRequest& request);
+  absl::StatusOr<v1::Job> GetStatus(const std::string& job_id);
+  absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request);
+  absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
+  absl::Status Delete(const std::string& job_id);
+
+  // Calls on_event for every event after `after_sequence` until the terminal one, and
+  // returns the job as of that event. Errors: those WatchJob returns for a bad request,
+  // or UNAVAILABLE once reconnect_timeout passed without reaching the server.
+  absl::StatusOr<v1::Job> Watch(const std::string& job_id, int64_t after_sequence,
+                                const std::function<void(const v1::JobEvent&)>& on_event,
+                                const WatchOptions& options = {});
+
+ private:
+  std::unique_ptr<v1::JobService::Stub> stub_;
+};
+
+}  // namespace jobstream::client

@@ -1,0 +1,290 @@
+// jobstream: the command-line client. See Usage() or `jobstream COMMAND --help`.
+//
+// Exit codes: 0 success (for watch: the job SUCCEEDED), 1 the job FAILED or the server
+// refused the call, 2 the job was CANCELLED, 3 usage or connection error.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "client/job_client.h"
+#include "google/protobuf/util/json_util.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "jobstream-server address");
+ABSL_FLAG(std::string, params, "", "submit: job params as a JSON object");
+ABSL_FLAG(std::string, request_id, "", "submit: idempotency key");
+ABSL_FLAG(std::vector<std::string>, labels, {}, "submit/list: labels as key=value,key=value");
+ABSL_FLAG(int, priority, 0, "submit: -1000..1000, higher runs first");
+ABSL_FLAG(int, max_attempts, 0, "submit: attempts allowed (0: the type's default)");
+ABSL_FLAG(bool, watch, false, "submit: then watch the job to its end");
+ABSL_FLAG(int64_t, after, 0, "watch: start after this sequence");
+ABSL_FLAG(bool, json, false, "print one JSON object per line instead of text");
+ABSL_FLAG(std::string, type, "", "list: only jobs of this type");
+ABSL_FLAG(std::vector<std::string>, state, {}, "list: only jobs in these states");
+ABSL_FLAG(int, page_size, 20, "list: jobs per page (1..1000)");
+ABSL_FLAG(std::string, page_token, "", "list: continue from a previous page");
+ABSL_FLAG(absl::Duration, reconnect_timeout, absl::Seconds(60),
+          "watch: give up after the server is unreachable this long");
+
+namespace {
+
+using jobstream::v1::Job;
+using jobstream::v1::JobEvent;
+
+constexpr int kExitOk = 0, kExitFailed = 1, kExitCancelled = 2, kExitUsage = 3;
+
+const std::map<std::string, std::string>& CommandHelp() {
+  static const auto* help = new std::map<std::string, std::string>{
+      {"submit",
+       "jobstream submit TYPE [--params=JSON] [--request_id=ID] [--labels=k=v,...]\n"
+       "                 [--priority=N] [--max_attempts=N] [--watch] [--json]\n"
+       "  Creates a job and prints its id (or the job as JSON with --json). With --watch,\n"
+       "  follows it to its end; the exit code is then the job's outcome."},
+      {"status", "jobstream status ID [--json]\n  Prints the job as JSON."},
+      {"watch",
+       "jobstream watch ID [--after=N] [--json]\n"
+       "  Follows the job to its end: a live bar on a terminal, otherwise (or with --json)\n"
+       "  one JSON event per line. Reconnects and resumes if the server goes away.\n"
+       "  Exit code: 0 succeeded, 1 failed, 2 cancelled, 3 usage or connection error."},
+      {"list",
+       "jobstream list [--state=QUEUED,...] [--type=T] [--labels=k=v] [--page_size=N]\n"
+       "               [--page_token=TOKEN] [--json]\n"
+       "  Lists jobs, newest first."},
+      {"cancel", "jobstream cancel ID [--json]\n  Cancels a queued or running job."},
+      {"delete", "jobstream delete ID\n  Removes a finished job and its events."},
+  };
+  return *help;
+}
+
+std::string Usage() {
+  std::string usage =
+      "jobstream [--server=HOST:PORT] COMMAND ARGS...\n\n"
+      "Commands (jobstream COMMAND --help for each):\n";
+  for (const auto& [name, help] : CommandHelp()) {
+    absl::StrAppend(&usage, "  ", help.substr(0, help.find('\n')), "\n");
+  }
+  return usage;
+}
+
+int UsageError(const std::string& message) {
+  std::cerr << "jobstream: " << message << "\n\n" << Usage();
+  return kExitUsage;
+}
+
+// Server errors: a connection problem is 3, anything the server said is 1.
+int CallError(const absl::Status& s) {
+  std::cerr << "jobstream: " << absl::StatusCodeToString(s.code()) << ": " << s.message()
+            << "\n";
+  return s.code() == absl::StatusCode::kUnavailable ||
+                 s.code() == absl::StatusCode::kDeadlineExceeded
+             ? kExitUsage
+             : kExitFailed;
+}
+
+std::string ToJson(const google::protobuf::Message& m, bool pretty = false) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = pretty;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+bool Interactive() { return isatty(STDOUT_FILENO) && !absl::GetFlag(FLAGS_json); }
+
+int OutcomeExit(const Job& job) {
+  switch (job.state()) {
+    case Job::SUCCEEDED: return kExitOk;
+    case Job::CANCELLED: return kExitCancelled;
+    default: return kExitFailed;
+  }
+}
+
+absl::Status ParseLabels(google::protobuf::Map<std::string, std::string>* labels) {
+  for (const std::string& pair : absl::GetFlag(FLAGS_labels)) {
+    std::vector<std::string> kv = absl::StrSplit(pair, absl::MaxSplits('=', 1));
+    if (kv.size() != 2 || kv[0].empty()) {
+      return absl::InvalidArgumentError("--labels takes key=value pairs, not \"" + pair + "\"");
+    }
+    (*labels)[kv[0]] = kv[1];
+  }
+  return absl::OkStatus();
+}
+
+// The live bar: [#####-----]  50%  step 2/3 render · render 3/5  00:01.2
+class Bar {
+ public:
+  void Draw(const JobEvent& event) {
+    const Job& job = event.status();
+    const auto& p = job.progress();
+    constexpr int kWidth = 24;
+    const int filled = static_cast<int>(p.fraction() * kWidth + 0.5);
+    std::string line = absl::StrFormat(
+        "\r\x1b[K[%s%s] %3d%%  %-9s", std::string(filled, '#'), std::string(kWidth - filled, '-'),
+        static_cast<int>(p.fraction() * 100 + 0.5), Job::State_Name(job.state()));
+    if (p.step_count() > 0 || !p.step().empty()) {
+      absl::StrAppendFormat(&line, "  step %d/%d %s", p.step_index(), p.step_count(), p.step());
+    }
+    if (!p.message().empty()) absl::StrAppend(&line, " · ", p.message());
+    absl::StrAppendFormat(&line, "  %s", Elapsed());
+    std::cout << line << std::flush;
+  }
+  void End(const Job& job) {
+    std::cout << "\n" << Job::State_Name(job.state()) << " after " << Elapsed();
+    if (job.state() == Job::SUCCEEDED) std::cout << "  result: " << ToJson(job.result());
+    if (job.has_error()) std::cout << "  error: " << job.error().message();
+    std::cout << std::endl;
+  }
+
+ private:
+  std::string Elapsed() const {
+    const double s = absl::ToDoubleSeconds(absl::Now() - start_);
+    return absl::StrFormat("%02d:%04.1f", static_cast<int>(s) / 60, s - 60 * (static_cast<int>(s) / 60));
+  }
+  const absl::Time start_ = absl::Now();
+};
+
+int Watch(jobstream::client::JobClient& client, const std::string& id, int64_t after) {
+  const bool interactive = Interactive();
+  Bar bar;
+  jobstream::client::WatchOptions options;
+  options.reconnect_timeout = absl::GetFlag(FLAGS_reconnect_timeout);
+  options.on_reconnect = [&](const absl::Status& why) {
+    if (interactive) std::cout << "\r\x1b[K(reconnecting: " << why.message() << ")" << std::flush;
+  };
+  auto job = client.Watch(id, after, [&](const JobEvent& event) {
+    if (interactive) bar.Draw(event); else std::cout << ToJson(event) << std::endl;
+  }, options);
+  if (!job.ok()) {
+    if (interactive) std::cout << "\n";
+    return CallError(job.status());
+  }
+  if (interactive) bar.End(*job);
+  return OutcomeExit(*job);
+}
+
+int Submit(jobstream::client::JobClient& client, const std::vector<std::string>& args) {
+  if (args.size() != 1) return UsageError("submit takes one TYPE");
+  jobstream::v1::SubmitRequest request;
+  request.set_type(args[0]);
+  const std::string params = absl::GetFlag(FLAGS_params);
+  if (!params.empty()) {
+    auto s = google::protobuf::util::JsonStringToMessage(params, request.mutable_params());
+    if (!s.ok()) {
+      return UsageError("--params must be a JSON object: " + s.message().as_string());
+    }
+  }
+  request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  request.set_priority(absl::GetFlag(FLAGS_priority));
+  request.set_max_attempts(absl::GetFlag(FLAGS_max_attempts));
+  if (auto s = ParseLabels(request.mutable_labels()); !s.ok()) {
+    return UsageError(std::string(s.message()));
+  }
+  auto job = client.Submit(request);
+  if (!job.ok()) return CallError(job.status());
+  if (Interactive()) std::cout << job->id() << std::endl;
+  else std::cout << ToJson(*job) << std::endl;
+  return absl::GetFlag(FLAGS_watch) ? Watch(client, job->id(), 0) : kExitOk;
+}
+
+int List(jobstream::client::JobClient& client) {
+  jobstream::v1::ListJobsRequest request;
+  for (const std::string& name : absl::GetFlag(FLAGS_state)) {
+    Job::State state;
+    if (!Job::State_Parse(name, &state) || state == Job::STATE_UNSPECIFIED) {
+      return UsageError("--state takes QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED");
+    }
+    request.add_states(state);
+  }
+  request.set_type(absl::GetFlag(FLAGS_type));
+  request.set_page_size(absl::GetFlag(FLAGS_page_size));
+  request.set_page_token(absl::GetFlag(FLAGS_page_token));
+  if (auto s = ParseLabels(request.mutable_labels()); !s.ok()) {
+    return UsageError(std::string(s.message()));
+  }
+  auto response = client.List(request);
+  if (!response.ok()) return CallError(response.status());
+  const bool interactive = Interactive();
+  if (interactive) {
+    std::cout << absl::StrFormat("%-26s  %-9s  %-16s  %4s  %s\n", "ID", "STATE", "TYPE", "%",
+                                 "STEP");
+  }
+  for (const Job& job : response->jobs()) {
+    if (!interactive) {
+      std::cout << ToJson(job) << "\n";
+      continue;
+    }
+    std::cout << absl::StrFormat("%-26s  %-9s  %-16s  %3d%%  %s\n", job.id(),
+                                 Job::State_Name(job.state()), job.type(),
+                                 static_cast<int>(job.progress().fraction() * 100 + 0.5),
+                                 job.progress().step());
+  }
+  if (!response->next_page_token().empty()) {
+    std::cerr << "more: --page_token=" << response->next_page_token() << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(Usage());
+  // `jobstream COMMAND --help` prints that command's help (absl's --help lists flags).
+  std::string command;
+  bool help = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--") break;
+    if (arg == "--help" || arg == "-h" || arg == "--helpfull") help = true;
+    else if (command.empty() && !arg.empty() && arg[0] != '-') command = arg;
+  }
+  if (help || command == "help") {
+    auto it = CommandHelp().find(command);
+    std::cout << (it != CommandHelp().end() ? it->second + "\n" : Usage());
+    return kExitOk;
+  }
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (positional.size() < 2) return UsageError("no command given");
+  command = positional[1];
+  std::vector<std::string> args(positional.begin() + 2, positional.end());
+
+  jobstream::client::JobClient client(
+      jobstream::client::JobClient::Connect(absl::GetFlag(FLAGS_server)));
+  if (command == "submit") return Submit(client, args);
+  if (command == "list") {
+    if (!args.empty()) return UsageError("list takes no arguments");
+    return List(client);
+  }
+  if (CommandHelp().count(command) == 0) return UsageError("unknown command \"" + command + "\"");
+  if (args.size() != 1) return UsageError(command + " takes one job ID");
+  const std::string* id = &args[0];
+  if (command == "watch") return Watch(client, *id, absl::GetFlag(FLAGS_after));
+  if (command == "status") {
+    auto job = client.GetStatus(*id);
+    if (!job.ok()) return CallError(job.status());
+    std::cout << ToJson(*job, Interactive()) << std::endl;
+    return kExitOk;
+  }
+  if (command == "cancel") {
+    auto job = client.Cancel(*id);
+    if (!job.ok()) return CallError(job.status());
+    std::cout << ToJson(*job, Interactive()) << std::endl;
+    return kExitOk;
+  }
+  // delete
+  if (auto s = client.Delete(*id); !s.ok()) return CallError(s);
+  std::cout << "deleted " << *id << std::endl;
+  return kExitOk;
+}

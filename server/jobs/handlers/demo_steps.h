@@ -1,0 +1,20 @@
+// demo.steps: walks through named steps, sleeping step_ms in each and reporting `ticks`
+// PROGRESS events per step. The demo and test workhorse. Params, all optional:
+//   {"steps": ["fetch", "render", "upload"], "step_ms": 500, "ticks": 5,
+//    "fail_at": "render", "retryable": false}
+// Result: {"steps": N}. With fail_at it fails when that step starts (retryable: the
+// failure is UNAVAILABLE and is retried while attempts remain).
+#pragma once
+
+#include "server/jobs/handler.h"
+
+namespace jobstream::jobs {
+
+class DemoStepsHandler : public Handler {
+ public:
+  static constexpr char kType[] = "demo.steps";
+  absl::Status Validate(const google::protobuf::Struct& params) const override;
+  absl::StatusOr<google::protobuf::Value> Run(JobContext& ctx) const override;
+};
+
+}  // namespace jobstream::jobs

@@ -1,0 +1,122 @@
+#include "absl/strings/string_view.h"
+#include "server/jobs/validation.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace jobstream::jobs {
+
+namespace {
+constexpr size_t kMaxRequestId = 128;
+constexpr size_t kMaxLabels = 32;
+constexpr size_t kMaxLabelKey = 63;
+constexpr size_t kMaxLabelValue = 256;
+constexpr int kMaxPriority = 1000;
+constexpr int kMaxAttempts = 100;
+
+std::string Shown(absl::string_view s) {
+  return absl::StrCat("\"", absl::CHexEscape(s.substr(0, 64)), s.size() > 64 ? "…" : "", "\"");
+}
+}  // namespace
+
+absl::Status ValidateRequestId(absl::string_view id) {
+  if (id.size() > kMaxRequestId) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "request_id has ", id.size(), " characters; at most ", kMaxRequestId, " are allowed"));
+  }
+  for (char c : id) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "request_id ", Shown(id), " must be printable ASCII without spaces"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels) {
+  if (labels.size() > kMaxLabels) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("at most ", kMaxLabels, " labels are allowed, not ", labels.size()));
+  }
+  for (const auto& [key, value] : labels) {
+    bool ok = !key.empty() && key.size() <= kMaxLabelKey;
+    for (char c : key) {
+      ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '.' || c == '_' ||
+                  c == '-' || c == '/');
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "label key ", Shown(key), " must be 1 to ", kMaxLabelKey,
+          " characters of a-z 0-9 . _ - /"));
+    }
+    if (value.size() > kMaxLabelValue) {
+      return absl::InvalidArgumentError(absl::StrCat("label ", key, " has a value of ",
+                                                     value.size(), " bytes; the limit is ",
+                                                     kMaxLabelValue));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states) {
+  for (int state : states) {
+    if (state == v1::Job::STATE_UNSPECIFIED || !v1::Job::State_IsValid(state)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "state ", state, " is not a job state (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool IsValidTimestamp(const google::protobuf::Timestamp& ts) {
+  return ts.seconds() >= -62'135'596'800 && ts.seconds() <= 253'402'300'799 && ts.nanos() >= 0 &&
+         ts.nanos() <= 999'999'999;
+}
+
+absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& types,
+                            const Limits& limits, absl::Time now) {
+  if (request.type().empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "type is required; known types: ", absl::StrJoin(types.Names(), ", ")));
+  }
+  const JobType* type = types.Find(request.type());
+  if (type == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("unknown job type ", Shown(request.type()),
+                                                   "; known types: ",
+                                                   absl::StrJoin(types.Names(), ", ")));
+  }
+  const size_t params_bytes = request.params().ByteSizeLong();
+  if (params_bytes > limits.max_params_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("params is ", params_bytes,
+                                                   " bytes; the limit is ",
+                                                   limits.max_params_bytes));
+  }
+  if (absl::Status s = ValidateRequestId(request.request_id()); !s.ok()) return s;
+  if (absl::Status s = ValidateLabels(request.labels()); !s.ok()) return s;
+  if (request.priority() < -kMaxPriority || request.priority() > kMaxPriority) {
+    return absl::InvalidArgumentError(absl::StrCat("priority ", request.priority(),
+                                                   " is outside -", kMaxPriority, "..",
+                                                   kMaxPriority));
+  }
+  if (request.max_attempts() < 0 || request.max_attempts() > kMaxAttempts) {
+    return absl::InvalidArgumentError(absl::StrCat("max_attempts ", request.max_attempts(),
+                                                   " is outside 1..", kMaxAttempts,
+                                                   " (0 takes the type's default)"));
+  }
+  if (request.has_run_at()) {
+    if (!IsValidTimestamp(request.run_at())) {
+      return absl::InvalidArgumentError("run_at is not a valid timestamp");
+    }
+    absl::Time run_at = absl::FromUnixSeconds(request.run_at().seconds()) +
+                        absl::Nanoseconds(request.run_at().nanos());
+    if (run_at > now + absl::Hours(24 * 366)) {
+      return absl::InvalidArgumentError("run_at is more than a year ahead");
+    }
+  }
+  if (type->handler != nullptr) return type->handler->Validate(request.params());
+  return absl::OkStatus();
+}
+
+}  // namespace jobstream::jobs

@@ -1,0 +1,27 @@
+// Checks of client input that need no storage. Each returns INVALID_ARGUMENT with a
+// message naming the field and the rule, so a client can fix the call.
+#pragma once
+
+#include "absl/strings/string_view.h"
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "jobstream/v1/jobs.pb.h"
+#include "server/jobs/job_types.h"
+
+namespace jobstream::jobs {
+
+struct Limits {
+  size_t max_params_bytes = 1 << 20;
+};
+
+// The whole SubmitRequest, including the type's own check of params.
+absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& types,
+                            const Limits& limits, absl::Time now);
+absl::Status ValidateRequestId(absl::string_view request_id);
+absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels);
+absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states);
+// A Timestamp within 0001-01-01 .. 9999-12-31 with nanos in 0..999999999.
+bool IsValidTimestamp(const google::protobuf::Timestamp& ts);
+
+}  // namespace jobstream::jobs

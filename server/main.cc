@@ -1,0 +1,173 @@
+// jobstream-server: opens the store, recovers, starts the runner, serves gRPC, and on
+// SIGTERM/SIGINT shuts down in order: streams end UNAVAILABLE, in-flight calls finish,
+// running handlers stop (their jobs are requeued), the committer drains, RocksDB closes.
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/jobs/job_manager.h"
+#include "server/jobs/job_types.h"
+#include "server/jobs/runner.h"
+#include "server/rpc/job_service.h"
+#include "server/storage/job_store.h"
+#include "server/watch/event_hub.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "HOST:PORT to serve on; port 0 picks one");
+ABSL_FLAG(std::string, data_dir, "./jobstream-data", "RocksDB directory (created if missing)");
+ABSL_FLAG(std::string, config, "", "ServerConfig JSON file declaring job types");
+ABSL_FLAG(absl::Duration, retention, absl::Hours(168),
+          "how long finished jobs are kept (tombstones as long again)");
+ABSL_FLAG(absl::Duration, sweep_interval, absl::Minutes(1), "how often retention runs");
+ABSL_FLAG(int, runner_threads, 16, "jobs run at once by in-server handlers");
+ABSL_FLAG(int64_t, max_params_bytes, 1 << 20, "largest params accepted by Submit");
+ABSL_FLAG(int64_t, max_watchers, 100000, "open watch streams accepted");
+ABSL_FLAG(int64_t, watch_queue_limit, 256,
+          "state events queued per watcher before it is cut off RESOURCE_EXHAUSTED");
+ABSL_FLAG(absl::Duration, retry_backoff, absl::Seconds(1),
+          "first retry delay; doubles per attempt with jitter");
+
+namespace {
+
+int Fail(const std::string& message) {
+  std::cerr << "jobstream-server: " << message << "\n";
+  return 2;
+}
+
+// HOST:PORT with a port in 0..65535; returns the host.
+bool ParseListen(const std::string& listen, std::string* host) {
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return false;
+  }
+  *host = listen.substr(0, colon);
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "jobstream-server --listen=127.0.0.1:50051 --data_dir=./jobstream-data [--config=FILE]");
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument: ", rest[1]));
+
+  std::string host;
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  if (!ParseListen(listen, &host)) {
+    return Fail("--listen must be HOST:PORT with a port from 0 to 65535, not \"" + listen + "\"");
+  }
+  if (absl::GetFlag(FLAGS_runner_threads) < 1 || absl::GetFlag(FLAGS_runner_threads) > 1024) {
+    return Fail("--runner_threads must be 1..1024");
+  }
+  if (absl::GetFlag(FLAGS_max_params_bytes) < 1 ||
+      absl::GetFlag(FLAGS_max_params_bytes) > (3 << 20)) {
+    return Fail("--max_params_bytes must be 1..3145728 (gRPC messages are at most 4 MiB)");
+  }
+  if (absl::GetFlag(FLAGS_max_watchers) < 1 || absl::GetFlag(FLAGS_watch_queue_limit) < 1) {
+    return Fail("--max_watchers and --watch_queue_limit must be at least 1");
+  }
+  if (absl::GetFlag(FLAGS_retention) <= absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_sweep_interval) <= absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_retry_backoff) < absl::ZeroDuration()) {
+    return Fail("--retention and --sweep_interval must be positive, --retry_backoff >= 0");
+  }
+
+  jobstream::v1::ServerConfig config;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    auto read = jobstream::jobs::JobTypes::ReadConfigFile(absl::GetFlag(FLAGS_config));
+    if (!read.ok()) return Fail(std::string(read.status().message()));
+    config = *std::move(read);
+  }
+  auto types = jobstream::jobs::JobTypes::FromConfig(config);
+  if (!types.ok()) return Fail(std::string(types.status().message()));
+
+  // Signals are taken by sigwait below; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto store = jobstream::storage::JobStore::Open(absl::GetFlag(FLAGS_data_dir));
+  if (!store.ok()) return Fail(std::string(store.status().message()));
+
+  jobstream::watch::WatchOptions watch_options;
+  watch_options.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  watch_options.queue_limit = absl::GetFlag(FLAGS_watch_queue_limit);
+  jobstream::watch::EventHub hub(store->get(), watch_options);
+
+  jobstream::jobs::ManagerOptions manager_options;
+  manager_options.limits.max_params_bytes = absl::GetFlag(FLAGS_max_params_bytes);
+  manager_options.retention = absl::GetFlag(FLAGS_retention);
+  manager_options.retry_backoff = absl::GetFlag(FLAGS_retry_backoff);
+  auto manager = std::make_unique<jobstream::jobs::JobManager>(store->get(), &hub, &*types,
+                                                              manager_options);
+  if (absl::Status s = manager->Recover(); !s.ok()) {
+    return Fail(absl::StrCat("recovery failed: ", s.message()));
+  }
+  jobstream::jobs::Runner runner(manager.get(), &*types, absl::GetFlag(FLAGS_runner_threads));
+  runner.Start();
+
+  jobstream::rpc::JobServiceImpl service(manager.get(), &hub);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  // Find dead watchers (and keep idle streams alive through middleboxes).
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    runner.Stop();
+    return Fail("cannot listen on " + listen);
+  }
+  std::cout << "listening on " << host << ":" << port << std::endl;
+
+  absl::Notification stop_sweeping;
+  std::thread sweeper([&] {
+    while (!stop_sweeping.WaitForNotificationWithTimeout(absl::GetFlag(FLAGS_sweep_interval))) {
+      if (absl::Status s = manager->Sweep(absl::Now()); !s.ok()) {
+        std::cerr << "jobstream-server: retention sweep failed: " << s << "\n";
+      }
+    }
+  });
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  std::cerr << "jobstream-server: signal " << signal << ", shutting down\n";
+
+  hub.Close(absl::UnavailableError(
+      "server is shutting down; watch again after the last sequence received"));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  runner.Stop();
+  stop_sweeping.Notify();
+  sweeper.join();
+  manager->Stop();
+  absl::Status health = manager->committer().health();
+  manager.reset();
+  store->reset();  // flushes and closes RocksDB
+  if (!health.ok()) {
+    std::cerr << "jobstream-server: the store failed earlier: " << health << "\n";
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,122 @@
+#include "server/rpc/job_service.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/jobs/ids.h"
+#include "server/jobs/validation.h"
+#include "server/rpc/status.h"
+#include "server/rpc/watch_reactor.h"
+
+namespace jobstream::rpc {
+namespace {
+
+// Finishes `reactor` with `result`, storing the value in `response` on success.
+template <typename T>
+void Reply(grpc::ServerUnaryReactor* reactor, T* response, absl::StatusOr<T> result) {
+  if (!result.ok()) return reactor->Finish(ToGrpc(result.status()));
+  *response = *std::move(result);
+  reactor->Finish(grpc::Status::OK);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ctx,
+                                                 const v1::SubmitRequest* request,
+                                                 v1::Job* response) {
+  auto* reactor = ctx->DefaultReactor();
+  manager_->Submit(*request, [reactor, response](absl::StatusOr<v1::Job> job) {
+    Reply(reactor, response, std::move(job));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::GetStatus(grpc::CallbackServerContext* ctx,
+                                                    const v1::GetStatusRequest* request,
+                                                    v1::Job* response) {
+  auto* reactor = ctx->DefaultReactor();
+  Reply(reactor, response, manager_->Get(request->job_id()));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
+    grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
+  if (absl::Status s = jobs::ValidateJobId(request->job_id()); !s.ok()) {
+    return WatchReactor::Fail(s);
+  }
+  if (request->after_sequence() < 0) {
+    return WatchReactor::Fail(absl::InvalidArgumentError(absl::StrCat(
+        "after_sequence ", request->after_sequence(), " is negative; 0 replays from the start")));
+  }
+  auto sub = hub_->WatchJob(request->job_id(), request->after_sequence());
+  if (!sub.ok()) return WatchReactor::Fail(sub.status());
+  return WatchReactor::Start(hub_, *std::move(sub));
+}
+
+grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJobs(
+    grpc::CallbackServerContext* ctx, const v1::WatchJobsRequest* request) {
+  watch::JobFilter filter;
+  for (const std::string& type : request->types()) {
+    if (absl::Status s = jobs::ValidateTypeName(type); !s.ok()) return WatchReactor::Fail(s);
+    filter.types.insert(type);
+  }
+  if (absl::Status s = jobs::ValidateLabels(request->labels()); !s.ok()) {
+    return WatchReactor::Fail(s);
+  }
+  if (absl::Status s = jobs::ValidateStates(request->states()); !s.ok()) {
+    return WatchReactor::Fail(s);
+  }
+  for (const auto& [k, v] : request->labels()) filter.labels[k] = v;
+  for (int state : request->states()) filter.states.insert(state);
+  auto sub = hub_->WatchJobs(std::move(filter));
+  if (!sub.ok()) return WatchReactor::Fail(sub.status());
+  return WatchReactor::Start(hub_, *std::move(sub));
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
+                                                   const v1::ListJobsRequest* request,
+                                                   v1::ListJobsResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  Reply(reactor, response, manager_->List(*request));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx,
+                                                    const v1::CancelJobRequest* request,
+                                                    v1::Job* response) {
+  auto* reactor = ctx->DefaultReactor();
+  manager_->Cancel(request->job_id(), [reactor, response](absl::StatusOr<v1::Job> job) {
+    Reply(reactor, response, std::move(job));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::DeleteJob(grpc::CallbackServerContext* ctx,
+                                                    const v1::DeleteJobRequest* request,
+                                                    v1::DeleteJobResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  manager_->Delete(request->job_id(),
+                   [reactor](absl::Status s) { reactor->Finish(ToGrpc(s)); });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::PurgeJobs(grpc::CallbackServerContext* ctx,
+                                                    const v1::PurgeJobsRequest* request,
+                                                    v1::PurgeJobsResponse* response) {
+  auto* reactor = ctx->DefaultReactor();
+  if (!request->has_finished_before() ||
+      !jobs::IsValidTimestamp(request->finished_before())) {
+    reactor->Finish(ToGrpc(absl::InvalidArgumentError("finished_before is required")));
+    return reactor;
+  }
+  const absl::Time before = jobs::ToTime(request->finished_before());
+  if (before > absl::Now()) {
+    reactor->Finish(ToGrpc(absl::InvalidArgumentError("finished_before is in the future")));
+    return reactor;
+  }
+  manager_->Purge(before, [reactor, response](absl::StatusOr<int64_t> count) {
+    if (count.ok()) response->set_purged_count(*count);
+    reactor->Finish(ToGrpc(count.status()));
+  });
+  return reactor;
+}
+
+}  // namespace jobstream::rpc

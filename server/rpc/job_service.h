@@ -1,0 +1,43 @@
+// JobService on the gRPC callback API: validates each call, hands it to the JobManager or
+// EventHub, and converts the outcome. No thread is held per call or per stream.
+#pragma once
+
+#include "jobstream/v1/jobs.grpc.pb.h"
+#include "server/jobs/job_manager.h"
+#include "server/watch/event_hub.h"
+
+namespace jobstream::rpc {
+
+class JobServiceImpl final : public v1::JobService::CallbackService {
+ public:
+  JobServiceImpl(jobs::JobManager* manager, watch::EventHub* hub)
+      : manager_(manager), hub_(hub) {}
+
+  grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
+                                   const v1::SubmitRequest* request, v1::Job* response) override;
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
+                                      const v1::GetStatusRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
+                                                   const v1::WatchJobRequest* request) override;
+  grpc::ServerWriteReactor<v1::JobEvent>* WatchJobs(
+      grpc::CallbackServerContext* ctx, const v1::WatchJobsRequest* request) override;
+  grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
+                                     const v1::ListJobsRequest* request,
+                                     v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
+                                      const v1::CancelJobRequest* request,
+                                      v1::Job* response) override;
+  grpc::ServerUnaryReactor* DeleteJob(grpc::CallbackServerContext* ctx,
+                                      const v1::DeleteJobRequest* request,
+                                      v1::DeleteJobResponse* response) override;
+  grpc::ServerUnaryReactor* PurgeJobs(grpc::CallbackServerContext* ctx,
+                                      const v1::PurgeJobsRequest* request,
+                                      v1::PurgeJobsResponse* response) override;
+
+ private:
+  jobs::JobManager* const manager_;
+  watch::EventHub* const hub_;
+};
+
+}  // namespace jobstream::rpc

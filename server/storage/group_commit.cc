@@ -1,0 +1,115 @@
+#include "server/storage/group_commit.h"
+
+namespace jobstream::storage {
+
+GroupCommitter::GroupCommitter(JobStore* store, Publish publish, size_t max_group)
+    : store_(store), publish_(std::move(publish)), max_group_(max_group) {
+  commit_thread_ = std::thread([this] { CommitLoop(); });
+  deliver_thread_ = std::thread([this] { DeliverLoop(); });
+}
+
+GroupCommitter::~GroupCommitter() { Stop(); }
+
+absl::StatusOr<GroupCommitter::Handle> GroupCommitter::Enqueue(Write write) {
+  auto handle = std::make_shared<Write>(std::move(write));
+  absl::MutexLock lock(&mu_);
+  if (!error_.ok()) return error_;
+  if (stopping_) return absl::UnavailableError("server is shutting down");
+  pending_.push_back(handle);
+  return handle;
+}
+
+bool GroupCommitter::TryReplace(const Handle& handle, Batch batch,
+                                std::vector<v1::JobEvent> events) {
+  absl::MutexLock lock(&mu_);
+  if (handle->taken) return false;
+  handle->batch = std::move(batch);
+  handle->events = std::move(events);
+  return true;
+}
+
+void GroupCommitter::CommitLoop() {
+  for (;;) {
+    Group group;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](GroupCommitter* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+            return !self->pending_.empty() || self->stopping_;
+          },
+          this));
+      if (pending_.empty()) {  // stopping and drained
+        commit_done_ = true;
+        return;
+      }
+      while (!pending_.empty() && group.writes.size() < max_group_) {
+        pending_.front()->taken = true;
+        group.writes.push_back(std::move(pending_.front()));
+        pending_.pop_front();
+      }
+      group.status = error_;
+    }
+    if (group.status.ok()) {
+      std::vector<const Batch*> batches;
+      batches.reserve(group.writes.size());
+      for (const Handle& w : group.writes) batches.push_back(&w->batch);
+      group.status = store_->Write(batches, /*sync=*/true);
+    }
+    absl::MutexLock lock(&mu_);
+    if (!group.status.ok() && error_.ok()) error_ = group.status;
+    if (group.status.ok()) {
+      ++groups_written_;
+      writes_committed_ += group.writes.size();
+    }
+    committed_.push_back(std::move(group));
+  }
+}
+
+void GroupCommitter::DeliverLoop() {
+  for (;;) {
+    Group group;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](GroupCommitter* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+            return !self->committed_.empty() || self->commit_done_;
+          },
+          this));
+      if (committed_.empty()) return;  // the committer has finished and all is delivered
+      group = std::move(committed_.front());
+      committed_.pop_front();
+    }
+    for (const Handle& w : group.writes) {
+      if (group.status.ok()) {
+        for (const v1::JobEvent& event : w->events) publish_(event);
+      }
+      if (w->done) w->done(group.status);
+    }
+  }
+}
+
+void GroupCommitter::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (commit_thread_.joinable()) commit_thread_.join();
+  if (deliver_thread_.joinable()) deliver_thread_.join();
+}
+
+absl::Status GroupCommitter::health() const {
+  absl::MutexLock lock(&mu_);
+  return error_;
+}
+
+uint64_t GroupCommitter::groups_written() const {
+  absl::MutexLock lock(&mu_);
+  return groups_written_;
+}
+
+uint64_t GroupCommitter::writes_committed() const {
+  absl::MutexLock lock(&mu_);
+  return writes_committed_;
+}
+
+}  // namespace jobstream::storage

@@ -1,0 +1,85 @@
+// GroupCommitter: funnels every state transition through one committer thread that
+// writes all pending batches as one synced WriteBatch (one fsync for many writes), then
+// hands the committed writes, in commit order, to a delivery thread that publishes their
+// events and runs their completions. Replies never run on the committer thread.
+//
+// A failed write is sticky (as in LevelDB): every later write fails with the same status,
+// so the server never acknowledges anything after the store broke.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "jobstream/v1/jobs.pb.h"
+#include "server/storage/job_store.h"
+
+namespace jobstream::storage {
+
+class GroupCommitter {
+ public:
+  struct Write {
+    Batch batch;
+    std::vector<v1::JobEvent> events;  // published only after the batch is durable
+    std::function<void(absl::Status)> done;  // on the delivery thread, after publishing
+    bool taken = false;  // set (under the committer's lock) once it is being written
+  };
+  using Handle = std::shared_ptr<Write>;
+  // Called on the delivery thread for each committed event, in commit order.
+  using Publish = std::function<void(const v1::JobEvent&)>;
+
+  GroupCommitter(JobStore* store, Publish publish, size_t max_group = 1024);
+  ~GroupCommitter();  // Stop()
+
+  // Queues a write. Fails (and drops the write, without calling done) once stopped or
+  // after a store failure.
+  absl::StatusOr<Handle> Enqueue(Write write) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Replaces the batch and events of a write the committer has not taken yet, keeping
+  // its place in the order; false if it is already being written.
+  bool TryReplace(const Handle& handle, Batch batch, std::vector<v1::JobEvent> events)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Commits and delivers everything queued, then stops both threads. Idempotent.
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // OK, or the sticky store error.
+  absl::Status health() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Counters for metrics and benchmarks.
+  uint64_t groups_written() const ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t writes_committed() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Group {
+    std::vector<Handle> writes;
+    absl::Status status;
+  };
+  void CommitLoop();
+  void DeliverLoop();
+
+  JobStore* const store_;
+  const Publish publish_;
+  const size_t max_group_;
+
+  mutable absl::Mutex mu_;
+  std::deque<Handle> pending_ ABSL_GUARDED_BY(mu_);
+  std::deque<Group> committed_ ABSL_GUARDED_BY(mu_);
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool commit_done_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t groups_written_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t writes_committed_ ABSL_GUARDED_BY(mu_) = 0;
+
+  std::thread commit_thread_;
+  std::thread deliver_thread_;
+};
+
+}  // namespace jobstream::storage

@@ -1,0 +1,88 @@
+// JobStore: the RocksDB database and typed reads over its column families. Writes go
+// through a Batch (usually via GroupCommitter) so one state transition is one atomic
+// WriteBatch. Thread-safe: RocksDB handles concurrent reads and writes.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "jobstream/v1/jobs.pb.h"
+#include "rocksdb/db.h"
+#include "server/storage/keys.h"
+
+namespace jobstream::storage {
+
+// A list of mutations, applied atomically by JobStore::Write. Kept as plain data so the
+// group committer can merge many into one WriteBatch, and replace a pending one.
+class Batch {
+ public:
+  void Put(Cf cf, std::string key, std::string value);
+  void Delete(Cf cf, std::string key);
+  void DeleteRange(Cf cf, std::string begin, std::string end);  // [begin, end)
+  bool empty() const { return ops_.empty(); }
+  void Clear() { ops_.clear(); }
+
+ private:
+  friend class JobStore;
+  enum class Op { kPut, kDelete, kDeleteRange };
+  struct Mutation {
+    Op op;
+    Cf cf;
+    std::string key;
+    std::string value;  // for kDeleteRange: the end key
+  };
+  std::vector<Mutation> ops_;
+};
+
+class JobStore {
+ public:
+  // Opens (creating if needed) the database in `dir`.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& dir);
+  ~JobStore();  // flushes and closes
+
+  // Applies every batch atomically in one WriteBatch; `sync` waits for the WAL fsync.
+  absl::Status Write(const std::vector<const Batch*>& batches, bool sync);
+  absl::Status Write(const Batch& batch, bool sync) { return Write({&batch}, sync); }
+
+  // The job record (without params). NotFound when absent.
+  absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const;
+  // The job's params (empty if it has none).
+  absl::StatusOr<google::protobuf::Struct> GetParams(const std::string& job_id) const;
+  // The tombstone of a removed job: (removal time ms, reason), or nullopt.
+  absl::StatusOr<std::optional<std::pair<int64_t, std::string>>> GetTombstone(
+      const std::string& job_id) const;
+  // The job id a request_id created, or nullopt.
+  absl::StatusOr<std::optional<std::string>> GetRequest(const std::string& request_id) const;
+
+  // Events of one job with after < sequence <= until, at most `limit`, in order.
+  absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id,
+                                                       int64_t after, int64_t until,
+                                                       size_t limit) const;
+
+  // Calls fn(key, value) for each key of `cf` starting at `start` (forward) or at the
+  // last key <= `start` (reverse; empty start means the end), until fn returns false.
+  absl::Status Scan(Cf cf, const std::string& start, bool reverse,
+                    const std::function<bool(absl::string_view, absl::string_view)>& fn) const;
+
+  rocksdb::DB* db() { return db_.get(); }
+
+ private:
+  JobStore() = default;
+  rocksdb::ColumnFamilyHandle* handle(Cf cf) const {
+    return handles_[static_cast<size_t>(cf) + 1];  // [0] is the default family
+  }
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+};
+
+// Converts a RocksDB status, keeping NotFound distinct.
+absl::Status FromRocks(const rocksdb::Status& s, absl::string_view what);
+
+}  // namespace jobstream::storage

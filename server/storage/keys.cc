@@ -1,0 +1,105 @@
+#include "absl/strings/string_view.h"
+#include "server/storage/keys.h"
+
+namespace jobstream::storage {
+
+void PutBigEndian32(std::string* dst, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) dst->push_back(static_cast<char>(v >> shift));
+}
+
+void PutBigEndian64(std::string* dst, uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) dst->push_back(static_cast<char>(v >> shift));
+}
+
+uint32_t GetBigEndian32(absl::string_view src) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(src[i]);
+  return v;
+}
+
+uint64_t GetBigEndian64(absl::string_view src) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(src[i]);
+  return v;
+}
+
+std::string EventKey(absl::string_view job_id, int64_t sequence) {
+  std::string key(job_id);
+  PutBigEndian64(&key, static_cast<uint64_t>(sequence));
+  return key;
+}
+
+int64_t EventKeySequence(absl::string_view key) {
+  return static_cast<int64_t>(GetBigEndian64(key.substr(key.size() - 8)));
+}
+
+namespace {
+// Flipping the sign bit maps int32 order onto uint32 order; inverting it puts the
+// highest priority first.
+uint32_t InvertedPriority(int32_t priority) {
+  return ~(static_cast<uint32_t>(priority) ^ 0x80000000u);
+}
+int32_t PriorityFromInverted(uint32_t v) { return static_cast<int32_t>(~v ^ 0x80000000u); }
+}  // namespace
+
+std::string QueuePrefix(absl::string_view type) {
+  std::string key(type);
+  key.push_back('\0');  // type names never hold NUL, so this ends the prefix cleanly
+  return key;
+}
+
+std::string QueueKey(absl::string_view type, int32_t priority, int64_t ready_ms,
+                     absl::string_view job_id) {
+  std::string key = QueuePrefix(type);
+  PutBigEndian32(&key, InvertedPriority(priority));
+  PutBigEndian64(&key, static_cast<uint64_t>(ready_ms));
+  key.append(job_id.data(), job_id.size());
+  return key;
+}
+
+std::optional<QueueEntry> ParseQueueKey(absl::string_view key) {
+  size_t nul = key.find('\0');
+  if (nul == absl::string_view::npos || key.size() < nul + 1 + 12) return std::nullopt;
+  absl::string_view rest = key.substr(nul + 1);
+  return QueueEntry{std::string(key.substr(0, nul)),
+                    PriorityFromInverted(GetBigEndian32(rest)),
+                    static_cast<int64_t>(GetBigEndian64(rest.substr(4))),
+                    std::string(rest.substr(12))};
+}
+
+std::string LeaseKey(int64_t deadline_ms, absl::string_view job_id) {
+  std::string key;
+  PutBigEndian64(&key, static_cast<uint64_t>(deadline_ms));
+  key.append(job_id.data(), job_id.size());
+  return key;
+}
+
+absl::string_view LeaseKeyJobId(absl::string_view key) { return key.substr(8); }
+
+std::string ByTimeKey(int64_t create_ms, absl::string_view job_id) {
+  std::string key;
+  PutBigEndian64(&key, static_cast<uint64_t>(create_ms));
+  key.append(job_id.data(), job_id.size());
+  return key;
+}
+
+std::optional<std::pair<int64_t, std::string>> ParseByTimeKey(absl::string_view key) {
+  if (key.size() <= 8) return std::nullopt;
+  return std::make_pair(static_cast<int64_t>(GetBigEndian64(key)),
+                        std::string(key.substr(8)));
+}
+
+std::string TombstoneValue(int64_t removed_ms, absl::string_view reason) {
+  std::string value;
+  PutBigEndian64(&value, static_cast<uint64_t>(removed_ms));
+  value.append(reason.data(), reason.size());
+  return value;
+}
+
+std::optional<std::pair<int64_t, std::string>> ParseTombstoneValue(absl::string_view value) {
+  if (value.size() < 8) return std::nullopt;
+  return std::make_pair(static_cast<int64_t>(GetBigEndian64(value)),
+                        std::string(value.substr(8)));
+}
+
+}  // namespace jobstream::storage

@@ -1,0 +1,191 @@
+#include "server/watch/event_hub.h"
+
+#include <vector>
+
+#include "absl/hash/hash.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace jobstream::watch {
+
+using google::protobuf::util::TimeUtil;
+
+absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_id) {
+  auto tombstone = store.GetTombstone(job_id);
+  if (!tombstone.ok()) return tombstone.status();
+  if (!tombstone->has_value()) return absl::NotFoundError("no job with id " + job_id);
+  const auto& [removed_ms, reason] = **tombstone;
+  return absl::NotFoundError(absl::StrCat(
+      "job ", job_id, " was ", reason, " at ",
+      absl::FormatTime(absl::RFC3339_sec, absl::FromUnixMillis(removed_ms), absl::UTCTimeZone())));
+}
+
+EventHub::EventHub(const storage::JobStore* store, WatchOptions options)
+    : store_(store), options_(options) {}
+
+EventHub::Shard& EventHub::ShardFor(const std::string& job_id) {
+  return shards_[absl::HashOf(job_id) % kShards];
+}
+
+absl::Status EventHub::Admit() {
+  if (closed_.load()) return absl::UnavailableError("server is shutting down");
+  if (watchers_.fetch_add(1) >= options_.max_watchers) {
+    watchers_.fetch_sub(1);
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server already has ", options_.max_watchers, " watchers"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::string& job_id,
+                                                                 int64_t after) {
+  if (absl::Status s = Admit(); !s.ok()) return s;
+  auto refuse = [this](absl::Status s) {
+    watchers_.fetch_sub(1);
+    return s;
+  };
+  auto out_of_range = [&](int64_t last) {
+    return refuse(absl::OutOfRangeError(absl::StrCat(
+        "after_sequence ", after, " is beyond job ", job_id, "'s last sequence ", last)));
+  };
+  Shard& shard = ShardFor(job_id);
+  absl::MutexLock lock(&shard.mu);
+  if (closed_.load()) return refuse(absl::UnavailableError("server is shutting down"));
+  auto it = shard.jobs.find(job_id);
+  if (it != shard.jobs.end() && it->second.last_sequence > 0) {
+    if (after > it->second.last_sequence) return out_of_range(it->second.last_sequence);
+    auto sub = std::make_shared<Subscription>(store_, job_id, after, it->second.last_sequence,
+                                              /*live=*/true, options_);
+    it->second.subs.emplace(sub.get(), sub);
+    return sub;
+  }
+  // Not published yet, or finished. The store is read under the shard lock so a job
+  // cannot finish (and leave the hub) between this read and the decision below.
+  auto job = store_->GetJob(job_id);
+  if (absl::IsNotFound(job.status())) return refuse(JobNotFound(*store_, job_id));
+  if (!job.ok()) return refuse(job.status());
+  if (after > job->last_sequence()) return out_of_range(job->last_sequence());
+  const bool finished = job->state() == v1::Job::SUCCEEDED ||
+                        job->state() == v1::Job::FAILED || job->state() == v1::Job::CANCELLED;
+  if (finished) {
+    return std::make_shared<Subscription>(store_, job_id, after, job->last_sequence(),
+                                          /*live=*/false, options_);
+  }
+  // Committed but its events not yet published: they will all arrive live.
+  Entry& entry = shard.jobs[job_id];
+  auto sub = std::make_shared<Subscription>(store_, job_id, after, /*catch_up_until=*/0,
+                                            /*live=*/true, options_);
+  entry.subs.emplace(sub.get(), sub);
+  return sub;
+}
+
+absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJobs(JobFilter filter) {
+  if (absl::Status s = Admit(); !s.ok()) return s;
+  auto sub = std::make_shared<Subscription>(std::move(filter), options_);
+  const google::protobuf::Timestamp now = TimeUtil::GetCurrentTime();
+  // Every shard is held while the snapshot is taken and the subscription registered, so
+  // each job's events are either in the snapshot or delivered live, never both.
+  for (Shard& shard : shards_) shard.mu.Lock();
+  {
+    absl::MutexLock lock(&all_mu_);
+    if (closed_.load()) {
+      for (Shard& shard : shards_) shard.mu.Unlock();
+      watchers_.fetch_sub(1);
+      return absl::UnavailableError("server is shutting down");
+    }
+    for (Shard& shard : shards_) {
+      for (const auto& [id, entry] : shard.jobs) {
+        if (entry.last_sequence == 0 || !sub->filter().Matches(entry.status)) continue;
+        v1::JobEvent snapshot;
+        snapshot.set_job_id(id);
+        snapshot.set_sequence(entry.last_sequence);
+        *snapshot.mutable_time() = now;
+        snapshot.set_type(v1::JobEvent::SNAPSHOT);
+        *snapshot.mutable_status() = entry.status;
+        sub->PushSnapshot(snapshot);
+      }
+    }
+    all_subs_.emplace(sub.get(), sub);
+  }
+  for (Shard& shard : shards_) shard.mu.Unlock();
+  return sub;
+}
+
+void EventHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
+  watchers_.fetch_sub(1);
+  if (!sub->single_job()) {
+    absl::MutexLock lock(&all_mu_);
+    all_subs_.erase(sub.get());
+    return;
+  }
+  Shard& shard = ShardFor(sub->job_id());
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.jobs.find(sub->job_id());
+  if (it != shard.jobs.end()) it->second.subs.erase(sub.get());
+}
+
+void EventHub::Publish(const v1::JobEvent& event) {
+  std::vector<std::shared_ptr<Subscription>> wake;
+  Shard& shard = ShardFor(event.job_id());
+  {
+    absl::MutexLock lock(&shard.mu);
+    Entry& entry = shard.jobs[event.job_id()];
+    entry.last_sequence = event.sequence();
+    entry.status = event.status();
+    for (const auto& [ptr, sub] : entry.subs) {
+      if (sub->Push(event)) wake.push_back(sub);
+    }
+    {
+      absl::MutexLock all_lock(&all_mu_);
+      for (const auto& [ptr, sub] : all_subs_) {
+        if (sub->Push(event)) wake.push_back(sub);
+      }
+    }
+    // A finished job leaves the hub; its watchers still drain their queues.
+    if (IsTerminal(event.type())) shard.jobs.erase(event.job_id());
+  }
+  for (const auto& sub : wake) sub->Notify();
+}
+
+void EventHub::Track(const v1::Job& status) {
+  Shard& shard = ShardFor(status.id());
+  absl::MutexLock lock(&shard.mu);
+  Entry& entry = shard.jobs[status.id()];
+  entry.last_sequence = status.last_sequence();
+  entry.status = status;
+  entry.status.clear_params();
+}
+
+void EventHub::Close(absl::Status why) {
+  std::vector<std::shared_ptr<Subscription>> wake;
+  closed_.store(true);
+  for (Shard& shard : shards_) shard.mu.Lock();
+  {
+    absl::MutexLock lock(&all_mu_);
+    for (Shard& shard : shards_) {
+      for (const auto& [id, entry] : shard.jobs) {
+        for (const auto& [ptr, sub] : entry.subs) {
+          if (sub->Close(why)) wake.push_back(sub);
+        }
+      }
+    }
+    for (const auto& [ptr, sub] : all_subs_) {
+      if (sub->Close(why)) wake.push_back(sub);
+    }
+  }
+  for (Shard& shard : shards_) shard.mu.Unlock();
+  for (const auto& sub : wake) sub->Notify();
+}
+
+size_t EventHub::live_jobs() const {
+  size_t n = 0;
+  for (const Shard& shard : shards_) {
+    absl::MutexLock lock(&shard.mu);
+    n += shard.jobs.size();
+  }
+  return n;
+}
+
+}  // namespace jobstream::watch

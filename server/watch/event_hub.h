@@ -1,0 +1,80 @@
+// EventHub: fans committed events out to watchers. Publish() is called in commit order
+// (by the group committer's delivery thread) and only pushes into bounded per-watcher
+// queues, so no watcher ever slows a job, the store or another watcher.
+//
+// The hub tracks every live (QUEUED or RUNNING) job: its last published sequence and
+// status. A new single-job watcher of a live job replays stored events up to that
+// sequence and then receives everything published after it, registered under the same
+// lock that Publish takes, so the hand-over has no gap and no duplicate. A finished job
+// is replayed from the store and the stream ends.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "jobstream/v1/jobs.pb.h"
+#include "server/storage/job_store.h"
+#include "server/watch/subscription.h"
+#include "server/watch/watch_options.h"
+
+namespace jobstream::watch {
+
+class EventHub {
+ public:
+  EventHub(const storage::JobStore* store, WatchOptions options);
+
+  // Watches one job after `after`. NotFound (saying "deleted/expired at …" for a removed
+  // job), OutOfRange past its last sequence, ResourceExhausted over max_watchers,
+  // Unavailable once closed. Every success must be paired with Unsubscribe.
+  absl::StatusOr<std::shared_ptr<Subscription>> WatchJob(const std::string& job_id,
+                                                         int64_t after);
+  // Watches every job matching `filter`: a SNAPSHOT per matching live job, then events.
+  absl::StatusOr<std::shared_ptr<Subscription>> WatchJobs(JobFilter filter);
+  void Unsubscribe(const std::shared_ptr<Subscription>& sub);
+
+  // A committed event; `event.status` is the job after it, without params.
+  void Publish(const v1::JobEvent& event);
+  // Recovery: a live job whose events are all stored and count as published.
+  void Track(const v1::Job& status);
+
+  // Ends every subscription with `why` and refuses new ones.
+  void Close(absl::Status why);
+
+  size_t watchers() const { return watchers_.load(std::memory_order_relaxed); }
+  size_t live_jobs() const;
+
+ private:
+  using SubSet = absl::flat_hash_map<const Subscription*, std::shared_ptr<Subscription>>;
+  struct Entry {
+    int64_t last_sequence = 0;  // 0: committed, first event not yet published
+    v1::Job status;
+    SubSet subs;
+  };
+  struct Shard {
+    mutable absl::Mutex mu;
+    absl::flat_hash_map<std::string, Entry> jobs ABSL_GUARDED_BY(mu);
+  };
+  static constexpr size_t kShards = 16;
+  Shard& ShardFor(const std::string& job_id);
+  absl::Status Admit();
+
+  const storage::JobStore* const store_;
+  const WatchOptions options_;
+  std::array<Shard, kShards> shards_;
+  // Lock order: a shard's mu, then all_mu_. WatchJobs takes every shard in index order.
+  absl::Mutex all_mu_;
+  SubSet all_subs_ ABSL_GUARDED_BY(all_mu_);
+  std::atomic<bool> closed_{false};
+  std::atomic<size_t> watchers_{0};
+};
+
+// The NotFound status for a job id with no record: mentions a tombstone if there is one.
+absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_id);
+
+}  // namespace jobstream::watch

@@ -1,0 +1,19 @@
+// Tunables of the watch path, passed in so tests can shrink them to force slow paths.
+#pragma once
+
+#include <cstddef>
+
+namespace jobstream::watch {
+
+struct WatchOptions {
+  // State events (everything but PROGRESS) a watcher may have queued; one more and it is
+  // cut off with RESOURCE_EXHAUSTED. PROGRESS never counts: a slow watcher keeps only the
+  // newest unsent one per job.
+  size_t queue_limit = 256;
+  // Events read from the store per step while a watcher catches up.
+  size_t catch_up_batch = 256;
+  // Open watch streams the server accepts; more get RESOURCE_EXHAUSTED.
+  size_t max_watchers = 100000;
+};
+
+}  // namespace jobstream::watch
