@@ -58,6 +58,15 @@ JobStore::~JobStore() {
 }
 
 absl::Status JobStore::Write(const std::vector<const Batch*>& batches, bool sync) {
+  // RocksDB applies the entries before a reversed DeleteRange and then fails, so a batch
+  // would be half-written: refuse it whole, up front.
+  for (const Batch* batch : batches) {
+    for (const Batch::Mutation& m : batch->ops_) {
+      if (m.op == Batch::Op::kDeleteRange && m.value < m.key) {
+        return absl::InvalidArgumentError("delete range ends before it begins");
+      }
+    }
+  }
   rocksdb::WriteBatch wb;
   for (const Batch* batch : batches) {
     for (const Batch::Mutation& m : batch->ops_) {

@@ -94,7 +94,7 @@ Subscription::Next Subscription::PollLive() {
 bool Subscription::Enqueue(const v1::JobEvent& event, bool enforce_limit) {
   if (event.type() == v1::JobEvent::PROGRESS) {
     auto it = tail_progress_.find(event.job_id());
-    if (it != tail_progress_.end()) {
+    if (it != tail_progress_.end() && queue_.size() >= options_.conflate_after) {
       queue_[it->second - popped_] = event;  // conflate: nobody saw the older one
       return false;  // the queue was not empty, so nobody is waiting
     }

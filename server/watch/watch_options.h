@@ -10,6 +10,10 @@ struct WatchOptions {
   // cut off with RESOURCE_EXHAUSTED. PROGRESS never counts: a slow watcher keeps only the
   // newest unsent one per job.
   size_t queue_limit = 256;
+  // A watcher with at least this many unsent events counts as behind: a new PROGRESS then
+  // replaces its job's unsent one. Below it every event is kept, so watchers that keep up
+  // all see the same sequences. The queue stays bounded either way.
+  size_t conflate_after = 16;
   // Events read from the store per step while a watcher catches up.
   size_t catch_up_batch = 256;
   // Open watch streams the server accepts; more get RESOURCE_EXHAUSTED.

@@ -1,0 +1,422 @@
+#include "server/jobs/job_manager.h"
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "server/jobs/runner.h"
+#include "tests/support/drain.h"
+#include "tests/support/temp_dir.h"
+
+namespace jobstream::jobs {
+namespace {
+
+using v1::Job;
+using v1::JobEvent;
+
+v1::SubmitRequest Demo(const std::string& params_json = "{}") {
+  v1::SubmitRequest request;
+  request.set_type("demo.steps");
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(params_json, request.mutable_params()).ok());
+  return request;
+}
+
+class JobManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto types = JobTypes::FromConfig({});
+    ASSERT_TRUE(types.ok());
+    types_ = std::make_unique<JobTypes>(*std::move(types));
+    Open();
+  }
+  void TearDown() override { Close(); }
+
+  void Open(ManagerOptions options = {}) {
+    auto store = storage::JobStore::Open(dir_.path());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    hub_ = std::make_unique<watch::EventHub>(store_.get(), watch::WatchOptions{});
+    options.retry_backoff = absl::ZeroDuration();
+    manager_ = std::make_unique<JobManager>(store_.get(), hub_.get(), types_.get(), options);
+    ASSERT_TRUE(manager_->Recover().ok());
+  }
+  // Like a crash as far as running jobs go: nothing finishes them.
+  void Close() {
+    if (runner_) runner_->Stop();
+    runner_.reset();
+    manager_.reset();
+    hub_.reset();
+    store_.reset();
+  }
+  void StartRunner(int threads = 2) {
+    runner_ = std::make_unique<Runner>(manager_.get(), types_.get(), threads);
+    runner_->Start();
+  }
+
+  absl::StatusOr<Job> Submit(const v1::SubmitRequest& request) {
+    absl::Notification done;
+    absl::StatusOr<Job> result;
+    manager_->Submit(request, [&](absl::StatusOr<Job> job) {
+      result = std::move(job);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return result;
+  }
+  absl::StatusOr<Job> Cancel(const std::string& id) {
+    absl::Notification done;
+    absl::StatusOr<Job> result;
+    manager_->Cancel(id, [&](absl::StatusOr<Job> job) {
+      result = std::move(job);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return result;
+  }
+  absl::Status Delete(const std::string& id) {
+    absl::Notification done;
+    absl::Status result;
+    manager_->Delete(id, [&](absl::Status s) {
+      result = s;
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return result;
+  }
+  // Every event of the job from the start until it ends.
+  testing::Drained Events(const std::string& id) {
+    auto sub = hub_->WatchJob(id, 0);
+    if (!sub.ok()) return {{}, sub.status()};
+    testing::Drained out = testing::Drain(**sub);
+    hub_->Unsubscribe(*sub);
+    return out;
+  }
+  static std::vector<std::string> Types(const testing::Drained& d) {
+    std::vector<std::string> types;
+    for (const auto& e : d.events) types.push_back(JobEvent::Type_Name(e.type()));
+    return types;
+  }
+  size_t ListedJobs() {
+    auto listed = manager_->List({});
+    EXPECT_TRUE(listed.ok());
+    return listed.ok() ? listed->jobs_size() : 0;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<JobTypes> types_;
+  std::unique_ptr<storage::JobStore> store_;
+  std::unique_ptr<watch::EventHub> hub_;
+  std::unique_ptr<JobManager> manager_;
+  std::unique_ptr<Runner> runner_;
+};
+
+TEST_F(JobManagerTest, RunsADemoJobWithDenseOrderedEvents) {
+  StartRunner();
+  auto job = Submit(Demo(R"({"steps": ["a", "b"], "step_ms": 20, "ticks": 2})"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), Job::QUEUED);
+  EXPECT_EQ(job->last_sequence(), 1);
+  testing::Drained events = Events(job->id());
+  ASSERT_TRUE(events.status.ok()) << events.status;
+  EXPECT_EQ(Types(events),
+            (std::vector<std::string>{"CREATED", "STARTED", "STEP", "PROGRESS", "PROGRESS", "STEP",
+                                      "PROGRESS", "PROGRESS", "SUCCEEDED"}));
+  for (size_t i = 0; i < events.events.size(); ++i) {
+    EXPECT_EQ(events.events[i].sequence(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(events.events[i].status().last_sequence(), static_cast<int64_t>(i + 1));
+    EXPECT_FALSE(events.events[i].status().has_params()) << "events carry no params";
+  }
+  EXPECT_EQ(events.events[5].status().progress().step(), "b");
+  EXPECT_EQ(events.events[5].status().progress().step_index(), 2);
+  EXPECT_DOUBLE_EQ(events.events[6].status().progress().fraction(), 0.75);
+  auto done = manager_->Get(job->id());
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state(), Job::SUCCEEDED);
+  EXPECT_EQ(done->result().struct_value().fields().at("steps").number_value(), 2);
+  EXPECT_EQ(done->params().fields().at("step_ms").number_value(), 20) << "GetStatus has params";
+  EXPECT_EQ(done->attempt(), 1);
+  EXPECT_TRUE(done->has_end_time());
+}
+
+TEST_F(JobManagerTest, RefusesBadSubmitsAndWritesNothing) {
+  v1::SubmitRequest huge = Demo();
+  (*huge.mutable_params()->mutable_fields())["blob"].set_string_value(std::string(2 << 20, 'x'));
+  std::vector<std::pair<std::string, v1::SubmitRequest>> cases;
+  cases.emplace_back("unknown job type \"nope\"; known types: demo.steps", [] {
+    v1::SubmitRequest r; r.set_type("nope"); return r; }());
+  cases.emplace_back("type is required", v1::SubmitRequest());
+  cases.emplace_back("params is 2097", huge);
+  cases.emplace_back("params.steps must be a list", Demo(R"({"steps": 5})"));
+  cases.emplace_back("params.fail_at \"x\" is not one of the steps", Demo(R"({"fail_at": "x"})"));
+  cases.emplace_back("params.colour is not a demo.steps parameter", Demo(R"({"colour": 1})"));
+  cases.emplace_back("params.step_ms must be a whole number", Demo(R"({"step_ms": -1})"));
+  cases.emplace_back("request_id \"a b\" must be printable ASCII", [] {
+    auto r = Demo(); r.set_request_id("a b"); return r; }());
+  cases.emplace_back("request_id has 200 characters", [] {
+    auto r = Demo(); r.set_request_id(std::string(200, 'k')); return r; }());
+  cases.emplace_back("label key \"Bad Key\"", [] {
+    auto r = Demo(); (*r.mutable_labels())["Bad Key"] = "v"; return r; }());
+  cases.emplace_back("priority 5000 is outside", [] {
+    auto r = Demo(); r.set_priority(5000); return r; }());
+  cases.emplace_back("max_attempts 101 is outside", [] {
+    auto r = Demo(); r.set_max_attempts(101); return r; }());
+  for (const auto& [message, request] : cases) {
+    auto job = Submit(request);
+    EXPECT_TRUE(absl::IsInvalidArgument(job.status())) << message << ": " << job.status();
+    EXPECT_NE(job.status().message().find(message), std::string::npos)
+        << "want \"" << message << "\" in: " << job.status().message();
+  }
+  EXPECT_EQ(ListedJobs(), 0u);
+  EXPECT_EQ(manager_->live_jobs(), 0u);
+}
+
+TEST_F(JobManagerTest, ConcurrentSubmitsWithOneRequestIdMakeOneJob) {
+  v1::SubmitRequest request = Demo(R"({"step_ms": 0})");
+  request.set_request_id("order-42");
+  std::vector<std::string> ids(16);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      auto job = Submit(request);
+      ids[i] = job.ok() ? job->id() : job.status().ToString();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const std::string& id : ids) EXPECT_EQ(id, ids[0]);
+  auto again = Submit(request);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->id(), ids[0]);
+  EXPECT_EQ(ListedJobs(), 1u);
+}
+
+TEST_F(JobManagerTest, CancelsQueuedAtOnceAndRunningThroughItsHandler) {
+  StartRunner();
+  v1::SubmitRequest later = Demo();
+  later.mutable_run_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(1)));
+  auto queued = Submit(later);
+  ASSERT_TRUE(queued.ok());
+  auto cancelled = Cancel(queued->id());
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), Job::CANCELLED);
+  EXPECT_EQ(Types(Events(queued->id())), (std::vector<std::string>{"CREATED", "CANCELLED"}));
+
+  auto running = Submit(Demo(R"({"steps": ["long"], "step_ms": 60000})"));
+  ASSERT_TRUE(running.ok());
+  auto sub = hub_->WatchJob(running->id(), 0);
+  ASSERT_TRUE(sub.ok());
+  while ((*sub)->Poll().event.type() != JobEvent::STEP) std::this_thread::yield();
+  auto requested = Cancel(running->id());
+  ASSERT_TRUE(requested.ok());
+  EXPECT_TRUE(requested->cancel_requested());
+  testing::Drained rest = testing::Drain(**sub, absl::Seconds(10));
+  hub_->Unsubscribe(*sub);
+  ASSERT_TRUE(rest.status.ok()) << rest.status;
+  EXPECT_EQ(rest.events.back().type(), JobEvent::CANCELLED);
+  EXPECT_EQ(rest.events.back().status().error().code(), static_cast<int>(absl::StatusCode::kCancelled));
+  auto again = Cancel(running->id());
+  ASSERT_TRUE(again.ok()) << "cancelling a cancelled job is a no-op";
+  EXPECT_EQ(again->last_sequence(), rest.events.back().sequence());
+}
+
+TEST_F(JobManagerTest, RefusesIllegalTransitions) {
+  StartRunner();
+  auto slow = Submit(Demo(R"({"steps": ["long"], "step_ms": 60000, "ticks": 0})"));
+  ASSERT_TRUE(slow.ok());
+  while (manager_->Get(slow->id())->state() != Job::RUNNING) std::this_thread::yield();
+  absl::Status s = Delete(slow->id());
+  EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
+  EXPECT_NE(s.message().find("is RUNNING; cancel it first"), std::string::npos) << s;
+
+  auto quick = Submit(Demo(R"({"step_ms": 0, "ticks": 0})"));
+  ASSERT_TRUE(quick.ok());
+  ASSERT_TRUE(Events(quick->id()).status.ok());
+  auto cancel_done = Cancel(quick->id());
+  EXPECT_TRUE(absl::IsFailedPrecondition(cancel_done.status())) << cancel_done.status();
+  ASSERT_TRUE(Delete(quick->id()).ok());
+  auto gone = manager_->Get(quick->id());
+  EXPECT_TRUE(absl::IsNotFound(gone.status()));
+  EXPECT_NE(gone.status().message().find("was deleted at"), std::string::npos) << gone.status();
+  EXPECT_TRUE(absl::IsNotFound(hub_->WatchJob(quick->id(), 0).status()));
+  EXPECT_TRUE(absl::IsNotFound(Delete(quick->id())));
+  EXPECT_TRUE(absl::IsInvalidArgument(Delete("not-an-id")));
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->Get("").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->Get(std::string(5000, 'a')).status()));
+  ASSERT_TRUE(Cancel(slow->id()).ok());
+}
+
+TEST_F(JobManagerTest, AStaleLeaseChangesNothing) {
+  auto job = Submit(Demo(R"({"fail_at": "fetch", "retryable": true})"));
+  ASSERT_TRUE(job.ok());
+  std::optional<Lease> first = manager_->Acquire({"demo.steps"});
+  ASSERT_TRUE(first.has_value());
+  manager_->Finish(*first, absl::UnavailableError("transient"));  // retried: attempt 2 next
+  std::optional<Lease> second = manager_->Acquire({"demo.steps"});
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->attempt, 2);
+  manager_->ReportProgress(*first, 0.9, "from the past");
+  manager_->ReportStep(*first, "old", 1, 1, 0.5);
+  manager_->Finish(*first, google::protobuf::Value());
+  manager_->Finish(*second, google::protobuf::Value());
+  testing::Drained events = Events(job->id());
+  EXPECT_EQ(Types(events), (std::vector<std::string>{"CREATED", "STARTED", "RETRYING", "STARTED",
+                                                      "SUCCEEDED"}));
+  for (const JobEvent& e : events.events) {
+    EXPECT_NE(e.status().progress().message(), "from the past");
+    EXPECT_NE(e.status().progress().step(), "old");
+  }
+}
+
+TEST_F(JobManagerTest, RetryableFailuresRetryUntilAttemptsRunOut) {
+  StartRunner();
+  v1::SubmitRequest request = Demo(R"({"fail_at": "render", "retryable": true, "step_ms": 0})");
+  request.set_max_attempts(2);
+  auto job = Submit(request);
+  ASSERT_TRUE(job.ok());
+  testing::Drained events = Events(job->id());
+  std::vector<std::string> types = Types(events);
+  EXPECT_EQ(std::count(types.begin(), types.end(), "STARTED"), 2);
+  EXPECT_EQ(std::count(types.begin(), types.end(), "RETRYING"), 1);
+  EXPECT_EQ(types.back(), "FAILED");
+  const Job& last = events.events.back().status();
+  EXPECT_EQ(last.attempt(), 2);
+  EXPECT_EQ(last.error().code(), static_cast<int>(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(last.error().message(), "step \"render\" failed (fail_at)");
+}
+
+TEST_F(JobManagerTest, RecoveryRetriesOrFailsJobsThatWereRunning) {
+  v1::SubmitRequest retried = Demo(R"({"step_ms": 0})");
+  v1::SubmitRequest last_try = Demo(R"({"step_ms": 0})");
+  last_try.set_max_attempts(1);
+  auto a = Submit(retried);
+  auto b = Submit(last_try);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(manager_->Acquire({"demo.steps"}).has_value());
+  ASSERT_TRUE(manager_->Acquire({"demo.steps"}).has_value());
+  Close();  // both were RUNNING and nothing finished them
+  Open();
+  auto a_now = manager_->Get(a->id());
+  auto b_now = manager_->Get(b->id());
+  ASSERT_TRUE(a_now.ok() && b_now.ok());
+  EXPECT_EQ(a_now->state(), Job::QUEUED);
+  EXPECT_EQ(b_now->state(), Job::FAILED);
+  EXPECT_NE(b_now->error().message().find("the server stopped while attempt 1 was running"),
+            std::string::npos)
+      << b_now->error().message();
+  StartRunner();
+  testing::Drained events = Events(a->id());
+  EXPECT_EQ(Types(events).front(), "CREATED");
+  EXPECT_EQ(Types(events)[2], "RETRYING");
+  EXPECT_EQ(Types(events).back(), "SUCCEEDED");
+  EXPECT_EQ(events.events.back().status().attempt(), 2);
+  EXPECT_EQ(Types(Events(b->id())), (std::vector<std::string>{"CREATED", "STARTED", "FAILED"}));
+}
+
+TEST_F(JobManagerTest, HeavyProgressIsCoalescedButSequencesStayDense) {
+  auto job = Submit(Demo());
+  ASSERT_TRUE(job.ok());
+  std::optional<Lease> lease = manager_->Acquire({"demo.steps"});
+  ASSERT_TRUE(lease.has_value());
+  constexpr int kReports = 5000;
+  for (int i = 1; i <= kReports; ++i) manager_->ReportProgress(*lease, i / 5000.0, absl::StrCat("p", i));
+  manager_->Finish(*lease, google::protobuf::Value());
+  ASSERT_TRUE(Events(job->id()).status.ok());  // to the end
+  auto stored = store_->ReadEvents(job->id(), 0, 100000, 100000);
+  ASSERT_TRUE(stored.ok());
+  for (size_t i = 0; i < stored->size(); ++i) {
+    ASSERT_EQ((*stored)[i].sequence(), static_cast<int64_t>(i + 1)) << "stored events are dense";
+  }
+  EXPECT_LT(stored->size(), 1000u) << "progress was not coalesced";
+  const JobEvent& last_progress = (*stored)[stored->size() - 2];
+  EXPECT_EQ(last_progress.type(), JobEvent::PROGRESS);
+  EXPECT_EQ(last_progress.status().progress().message(), "p5000") << "the newest one survives";
+}
+
+TEST_F(JobManagerTest, RetentionExpiresFinishedJobsThenTheirTombstones) {
+  StartRunner();
+  auto job = Submit(Demo(R"({"step_ms": 0, "ticks": 0})"));
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(Events(job->id()).status.ok());
+  auto keeper = Submit(Demo(R"({"steps": ["long"], "step_ms": 60000, "ticks": 0})"));
+  ASSERT_TRUE(keeper.ok());
+  ASSERT_TRUE(manager_->Sweep(absl::Now()).ok());
+  EXPECT_TRUE(manager_->Get(job->id()).ok()) << "not expired yet";
+  const absl::Time later = absl::Now() + absl::Hours(168) + absl::Minutes(1);
+  ASSERT_TRUE(manager_->Sweep(later).ok());
+  auto expired = manager_->Get(job->id());
+  EXPECT_TRUE(absl::IsNotFound(expired.status()));
+  EXPECT_NE(expired.status().message().find("was expired at"), std::string::npos) << expired.status();
+  EXPECT_TRUE(store_->ReadEvents(job->id(), 0, 100, 100)->empty()) << "events went with it";
+  EXPECT_TRUE(manager_->Get(keeper->id()).ok()) << "live jobs never expire";
+  ASSERT_TRUE(manager_->Sweep(later + absl::Hours(169)).ok());
+  auto forgotten = manager_->Get(job->id());
+  EXPECT_NE(forgotten.status().message().find("no job with id"), std::string::npos);
+  ASSERT_TRUE(Cancel(keeper->id()).ok());
+}
+
+TEST_F(JobManagerTest, ListsNewestFirstInPagesAndRejectsBadTokens) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    v1::SubmitRequest r = Demo();
+    r.mutable_run_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(1)));
+    (*r.mutable_labels())["parity"] = i % 2 ? "odd" : "even";
+    auto job = Submit(r);
+    ASSERT_TRUE(job.ok());
+    ids.insert(ids.begin(), job->id());
+    absl::SleepFor(absl::Milliseconds(2));  // distinct creation milliseconds
+  }
+  std::vector<std::string> listed;
+  v1::ListJobsRequest request;
+  request.set_page_size(2);
+  int pages = 0;
+  do {
+    auto page = manager_->List(request);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (const Job& j : page->jobs()) {
+      listed.push_back(j.id());
+      EXPECT_FALSE(j.has_params());
+    }
+    request.set_page_token(page->next_page_token());
+    ++pages;
+  } while (!request.page_token().empty() && pages < 10);
+  EXPECT_EQ(listed, ids);
+  v1::ListJobsRequest odd;
+  (*odd.mutable_labels())["parity"] = "odd";
+  EXPECT_EQ(manager_->List(odd)->jobs_size(), 2);
+  v1::ListJobsRequest bad;
+  bad.set_page_token("garbage!");
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad).status()));
+  bad.set_page_token("");
+  bad.set_page_size(-1);
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad).status()));
+  bad.set_page_size(0);
+  bad.add_states(Job::STATE_UNSPECIFIED);
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad).status()));
+}
+
+TEST_F(JobManagerTest, PurgeRemovesOnlyJobsFinishedBefore) {
+  StartRunner();
+  auto old_job = Submit(Demo(R"({"step_ms": 0, "ticks": 0})"));
+  ASSERT_TRUE(old_job.ok());
+  ASSERT_TRUE(Events(old_job->id()).status.ok());
+  const absl::Time cut = absl::Now();
+  absl::SleepFor(absl::Milliseconds(5));
+  auto new_job = Submit(Demo(R"({"step_ms": 0, "ticks": 0})"));
+  ASSERT_TRUE(new_job.ok());
+  ASSERT_TRUE(Events(new_job->id()).status.ok());
+  absl::Notification done;
+  absl::StatusOr<int64_t> purged;
+  manager_->Purge(cut, [&](absl::StatusOr<int64_t> n) {
+    purged = n;
+    done.Notify();
+  });
+  done.WaitForNotification();
+  ASSERT_TRUE(purged.ok());
+  EXPECT_EQ(*purged, 1);
+  EXPECT_TRUE(absl::IsNotFound(manager_->Get(old_job->id()).status()));
+  EXPECT_TRUE(manager_->Get(new_job->id()).ok());
+}
+
+}  // namespace
+}  // namespace jobstream::jobs

@@ -1,0 +1,74 @@
+#include "server/storage/keys.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace jobstream::storage {
+namespace {
+
+constexpr char kId[] = "01m81rd5kq5g91qm659eqts4bn";
+
+TEST(KeysTest, EventKeysSortBySequence) {
+  std::vector<int64_t> seqs = {1, 2, 9, 10, 255, 256, 65536, int64_t{1} << 40};
+  std::vector<std::string> keys;
+  for (int64_t s : seqs) keys.push_back(EventKey(kId, s));
+  EXPECT_TRUE(std::is_sorted(keys.begin(), keys.end()));
+  for (size_t i = 0; i < seqs.size(); ++i) EXPECT_EQ(EventKeySequence(keys[i]), seqs[i]);
+}
+
+TEST(KeysTest, QueueKeysRunHighPriorityThenEarliestThenOldest) {
+  const std::string a = QueueKey("t", 5, 2000, "b");
+  const std::string b = QueueKey("t", 0, 1000, "a");
+  const std::string c = QueueKey("t", 0, 1000, "b");
+  const std::string d = QueueKey("t", 0, 3000, "a");
+  const std::string e = QueueKey("t", -5, 0, "a");
+  std::vector<std::string> keys = {e, d, c, b, a};
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(keys, (std::vector<std::string>{a, b, c, d, e}));
+  EXPECT_LT(QueueKey("t", 1000, 0, "x"), QueueKey("t", -1000, 0, "x"));
+  EXPECT_LT(QueueKey("t", INT32_MAX, 0, "x"), QueueKey("t", INT32_MIN, 0, "x"));
+}
+
+TEST(KeysTest, QueueKeysOfOneTypeShareAPrefixNoOtherTypeHas) {
+  EXPECT_EQ(QueueKey("demo", 0, 0, kId).rfind(QueuePrefix("demo"), 0), 0u);
+  EXPECT_NE(QueueKey("demo.steps", 0, 0, kId).rfind(QueuePrefix("demo"), 0), 0u);
+}
+
+TEST(KeysTest, QueueKeyRoundTrips) {
+  auto parsed = ParseQueueKey(QueueKey("video.render", -17, 123456789, kId));
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->type, "video.render");
+  EXPECT_EQ(parsed->priority, -17);
+  EXPECT_EQ(parsed->ready_ms, 123456789);
+  EXPECT_EQ(parsed->job_id, kId);
+  EXPECT_FALSE(ParseQueueKey("no separator").has_value());
+  EXPECT_FALSE(ParseQueueKey(std::string("t\0short", 7)).has_value());
+}
+
+TEST(KeysTest, ByTimeKeysSortByTimeAndRoundTrip) {
+  EXPECT_LT(ByTimeKey(999, "z"), ByTimeKey(1000, "a"));
+  auto parsed = ParseByTimeKey(ByTimeKey(1700000000123, kId));
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->first, 1700000000123);
+  EXPECT_EQ(parsed->second, kId);
+  EXPECT_FALSE(ParseByTimeKey("short").has_value());
+}
+
+TEST(KeysTest, LeaseKeysSortByDeadline) {
+  EXPECT_LT(LeaseKey(5, "z"), LeaseKey(6, "a"));
+  EXPECT_LT(LeaseKey(1LL << 50, "a"), LeaseKey(kNoDeadline, "a"));
+  EXPECT_EQ(LeaseKeyJobId(LeaseKey(7, kId)), kId);
+}
+
+TEST(KeysTest, TombstoneRoundTrips) {
+  auto parsed = ParseTombstoneValue(TombstoneValue(42, "expired"));
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->first, 42);
+  EXPECT_EQ(parsed->second, "expired");
+  EXPECT_FALSE(ParseTombstoneValue("1234").has_value());
+}
+
+}  // namespace
+}  // namespace jobstream::storage
