@@ -75,6 +75,7 @@ bool Resumable(absl::StatusCode code) {
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kUnknown:
     case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kCancelled:  // we never cancel a watch: the server did (shutdown)
       return true;
     default:
       return false;

@@ -155,16 +155,31 @@ int main(int argc, char** argv) {
   sigwait(&signals, &signal);
   std::cerr << "jobstream-server: signal " << signal << ", shutting down\n";
 
+  const absl::Time shutdown_start = absl::Now();
+  auto phase = [&](const char* what) {
+    std::cerr << "jobstream-server: " << what << " ("
+              << absl::FormatDuration(absl::Trunc(absl::Now() - shutdown_start, absl::Milliseconds(1)))
+              << ")\n";
+  };
   hub.Close(absl::UnavailableError(
       "server is shutting down; watch again after the last sequence received"));
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Let unary calls in flight finish (a Submit waits for its commit), then stop at once:
+  // gRPC's own drain would also wait for idle client connections, up to its deadline.
+  const absl::Time drain_deadline = absl::Now() + absl::Seconds(5);
+  while (service.in_flight() > 0 && absl::Now() < drain_deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  server->Shutdown(std::chrono::system_clock::now());
+  phase("calls drained");
   runner.Stop();
+  phase("running jobs requeued");
   stop_sweeping.Notify();
   sweeper.join();
   manager->Stop();
   absl::Status health = manager->committer().health();
   manager.reset();
   store->reset();  // flushes and closes RocksDB
+  phase("store closed");
   if (!health.ok()) {
     std::cerr << "jobstream-server: the store failed earlier: " << health << "\n";
     return 1;

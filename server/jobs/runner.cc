@@ -37,6 +37,7 @@ void Runner::Start() {
 }
 
 void Runner::Stop() {
+  if (threads_.empty()) return;  // not started, or stopped already
   manager_->StopRunning();
   for (std::thread& t : threads_) t.join();
   threads_.clear();

@@ -7,23 +7,29 @@
 #include "server/rpc/watch_reactor.h"
 
 namespace jobstream::rpc {
-namespace {
+grpc::ServerUnaryReactor* JobServiceImpl::Begin(grpc::CallbackServerContext* ctx) {
+  in_flight_.fetch_add(1);
+  return ctx->DefaultReactor();
+}
+
+void JobServiceImpl::End(grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
+  reactor->Finish(ToGrpc(status));
+  in_flight_.fetch_sub(1);
+}
 
 // Finishes `reactor` with `result`, storing the value in `response` on success.
 template <typename T>
-void Reply(grpc::ServerUnaryReactor* reactor, T* response, absl::StatusOr<T> result) {
-  if (!result.ok()) return reactor->Finish(ToGrpc(result.status()));
-  *response = *std::move(result);
-  reactor->Finish(grpc::Status::OK);
+void JobServiceImpl::Reply(grpc::ServerUnaryReactor* reactor, T* response,
+                           absl::StatusOr<T> result) {
+  if (result.ok()) *response = *std::move(result);
+  End(reactor, result.status());
 }
-
-}  // namespace
 
 grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ctx,
                                                  const v1::SubmitRequest* request,
                                                  v1::Job* response) {
-  auto* reactor = ctx->DefaultReactor();
-  manager_->Submit(*request, [reactor, response](absl::StatusOr<v1::Job> job) {
+  auto* reactor = Begin(ctx);
+  manager_->Submit(*request, [this, reactor, response](absl::StatusOr<v1::Job> job) {
     Reply(reactor, response, std::move(job));
   });
   return reactor;
@@ -32,7 +38,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* JobServiceImpl::GetStatus(grpc::CallbackServerContext* ctx,
                                                     const v1::GetStatusRequest* request,
                                                     v1::Job* response) {
-  auto* reactor = ctx->DefaultReactor();
+  auto* reactor = Begin(ctx);
   Reply(reactor, response, manager_->Get(request->job_id()));
   return reactor;
 }
@@ -74,7 +80,7 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJobs(
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
                                                    const v1::ListJobsRequest* request,
                                                    v1::ListJobsResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
+  auto* reactor = Begin(ctx);
   Reply(reactor, response, manager_->List(*request));
   return reactor;
 }
@@ -82,8 +88,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx,
                                                     const v1::CancelJobRequest* request,
                                                     v1::Job* response) {
-  auto* reactor = ctx->DefaultReactor();
-  manager_->Cancel(request->job_id(), [reactor, response](absl::StatusOr<v1::Job> job) {
+  auto* reactor = Begin(ctx);
+  manager_->Cancel(request->job_id(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
     Reply(reactor, response, std::move(job));
   });
   return reactor;
@@ -92,29 +98,28 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* JobServiceImpl::DeleteJob(grpc::CallbackServerContext* ctx,
                                                     const v1::DeleteJobRequest* request,
                                                     v1::DeleteJobResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
-  manager_->Delete(request->job_id(),
-                   [reactor](absl::Status s) { reactor->Finish(ToGrpc(s)); });
+  auto* reactor = Begin(ctx);
+  manager_->Delete(request->job_id(), [this, reactor](absl::Status s) { End(reactor, s); });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::PurgeJobs(grpc::CallbackServerContext* ctx,
                                                     const v1::PurgeJobsRequest* request,
                                                     v1::PurgeJobsResponse* response) {
-  auto* reactor = ctx->DefaultReactor();
+  auto* reactor = Begin(ctx);
   if (!request->has_finished_before() ||
       !jobs::IsValidTimestamp(request->finished_before())) {
-    reactor->Finish(ToGrpc(absl::InvalidArgumentError("finished_before is required")));
+    End(reactor, absl::InvalidArgumentError("finished_before is required"));
     return reactor;
   }
   const absl::Time before = jobs::ToTime(request->finished_before());
   if (before > absl::Now()) {
-    reactor->Finish(ToGrpc(absl::InvalidArgumentError("finished_before is in the future")));
+    End(reactor, absl::InvalidArgumentError("finished_before is in the future"));
     return reactor;
   }
-  manager_->Purge(before, [reactor, response](absl::StatusOr<int64_t> count) {
+  manager_->Purge(before, [this, reactor, response](absl::StatusOr<int64_t> count) {
     if (count.ok()) response->set_purged_count(*count);
-    reactor->Finish(ToGrpc(count.status()));
+    End(reactor, count.status());
   });
   return reactor;
 }

@@ -2,6 +2,8 @@
 // EventHub, and converts the outcome. No thread is held per call or per stream.
 #pragma once
 
+#include <atomic>
+
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "server/jobs/job_manager.h"
 #include "server/watch/event_hub.h"
@@ -35,7 +37,17 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
                                       const v1::PurgeJobsRequest* request,
                                       v1::PurgeJobsResponse* response) override;
 
+ // Unary calls not yet finished. Shutdown waits for these rather than for gRPC's own
+  // drain, which also waits for idle client connections to go away.
+  int in_flight() const { return in_flight_.load(); }
+
  private:
+  grpc::ServerUnaryReactor* Begin(grpc::CallbackServerContext* ctx);
+  void End(grpc::ServerUnaryReactor* reactor, const absl::Status& status);
+  template <typename T>
+  void Reply(grpc::ServerUnaryReactor* reactor, T* response, absl::StatusOr<T> result);
+
+  std::atomic<int> in_flight_{0};
   jobs::JobManager* const manager_;
   watch::EventHub* const hub_;
 };

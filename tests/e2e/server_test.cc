@@ -1,0 +1,339 @@
+// Black-box tests of the real jobstream-server binary over real gRPC channels.
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/job_client.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
+
+namespace jobstream {
+namespace {
+
+using client::JobClient;
+using testing::ServerProcess;
+using v1::Job;
+using v1::JobEvent;
+
+v1::SubmitRequest Demo(const std::string& params_json) {
+  v1::SubmitRequest request;
+  request.set_type("demo.steps");
+  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(params_json, request.mutable_params()).ok());
+  return request;
+}
+
+// One WatchJob call to its end (no reconnect), with a deadline so nothing can hang.
+struct Stream {
+  std::vector<JobEvent> events;
+  grpc::Status status;
+  std::vector<int64_t> sequences() const {
+    std::vector<int64_t> s;
+    for (const auto& e : events) s.push_back(e.sequence());
+    return s;
+  }
+};
+Stream WatchOnce(const std::shared_ptr<grpc::Channel>& channel, const std::string& id,
+                 int64_t after, absl::Duration timeout = absl::Seconds(30)) {
+  auto stub = v1::JobService::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(timeout));
+  v1::WatchJobRequest request;
+  request.set_job_id(id);
+  request.set_after_sequence(after);
+  auto reader = stub->WatchJob(&ctx, request);
+  Stream out;
+  JobEvent e;
+  while (reader->Read(&e)) out.events.push_back(e);
+  out.status = reader->Finish();
+  return out;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<ServerProcess> Start(std::vector<std::string> flags = {}) {
+    return std::make_unique<ServerProcess>(dir_.sub("data"), std::move(flags));
+  }
+  testing::TempDir dir_;
+};
+
+TEST_F(ServerTest, ReplaysFromEverySequenceAndEndsAfterTheTerminalEvent) {
+  auto server = Start();
+  JobClient client(server->Channel());
+  auto job = client.Submit(Demo(R"({"steps": ["a", "b"], "step_ms": 60, "ticks": 3})"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  Stream full = WatchOnce(server->Channel(), job->id(), 0);
+  ASSERT_TRUE(full.status.ok()) << full.status.error_message();
+  ASSERT_EQ(full.events.back().type(), JobEvent::SUCCEEDED);
+  const int64_t last = full.events.back().sequence();
+  EXPECT_EQ(last, 11);  // CREATED STARTED (STEP + 3 PROGRESS) x2 SUCCEEDED
+  for (int64_t after = 0; after <= last; ++after) {
+    Stream part = WatchOnce(server->Channel(), job->id(), after);
+    ASSERT_TRUE(part.status.ok()) << after;
+    ASSERT_EQ(part.events.size(), static_cast<size_t>(last - after)) << after;
+    for (size_t i = 0; i < part.events.size(); ++i) {
+      EXPECT_EQ(part.events[i].SerializeAsString(), full.events[after + i].SerializeAsString());
+    }
+  }
+  Stream past = WatchOnce(server->Channel(), job->id(), last + 1);
+  EXPECT_EQ(past.status.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_TRUE(past.events.empty());
+}
+
+TEST_F(ServerTest, OutOfRangeOnALiveJobInsteadOfHanging) {
+  auto server = Start();
+  JobClient client(server->Channel());
+  auto job = client.Submit(Demo(R"({"steps": ["slow"], "step_ms": 5000})"));
+  ASSERT_TRUE(job.ok());
+  Stream ahead = WatchOnce(server->Channel(), job->id(), 1000, absl::Seconds(5));
+  EXPECT_EQ(ahead.status.error_code(), grpc::StatusCode::OUT_OF_RANGE)
+      << ahead.status.error_message();
+  ASSERT_TRUE(client.Cancel(job->id()).ok());
+}
+
+TEST_F(ServerTest, SubmitWithARequestIdIsIdempotent) {
+  auto server = Start();
+  JobClient client(server->Channel());
+  v1::SubmitRequest request = Demo(R"({"step_ms": 0})");
+  request.set_request_id("invoice-2026-0001");
+  auto first = client.Submit(request);
+  auto second = client.Submit(request);
+  ASSERT_TRUE(first.ok() && second.ok());
+  EXPECT_EQ(first->id(), second->id());
+  auto listed = client.List({});
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->jobs_size(), 1);
+}
+
+TEST_F(ServerTest, TwoHundredWatchersOfOneJobSeeIdenticalSequences) {
+  auto server = Start();
+  JobClient client(server->Channel());
+  v1::SubmitRequest request = Demo(R"({"steps": ["a", "b", "c"], "step_ms": 300, "ticks": 10})");
+  // Starts in a second, so every watcher is attached before the first step.
+  request.mutable_run_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Seconds(2)));
+  auto job = client.Submit(request);
+  ASSERT_TRUE(job.ok());
+  constexpr int kWatchers = 200;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int c = 0; c < 4; ++c) {
+    grpc::ChannelArguments args;
+    args.SetInt("jobstream.test.channel", c);  // distinct args: distinct connections
+    channels.push_back(grpc::CreateCustomChannel(server->address(),
+                                                 grpc::InsecureChannelCredentials(), args));
+  }
+  std::vector<Stream> streams(kWatchers);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWatchers; ++w) {
+    threads.emplace_back([&, w] { streams[w] = WatchOnce(channels[w % 4], job->id(), 0); });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(streams[0].status.ok()) << streams[0].status.error_message();
+  EXPECT_EQ(streams[0].events.back().type(), JobEvent::SUCCEEDED);
+  EXPECT_EQ(streams[0].events.size(), 36u);  // 1 + 1 + 3 x 11 + 1
+  for (int w = 1; w < kWatchers; ++w) {
+    ASSERT_TRUE(streams[w].status.ok()) << w;
+    EXPECT_EQ(streams[w].sequences(), streams[0].sequences()) << "watcher " << w;
+  }
+}
+
+TEST_F(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
+  auto server = Start({"--retry_backoff=0s"});
+  JobClient client(server->Channel());
+  // A job running across the crash, with a watcher that resumes on its own.
+  auto long_job = client.Submit(Demo(R"({"steps": ["a", "b", "c", "d"], "step_ms": 400, "ticks": 4})"));
+  ASSERT_TRUE(long_job.ok());
+  std::vector<JobEvent> watched;
+  absl::StatusOr<Job> watch_result;
+  std::thread watcher([&] {
+    JobClient watch_client(JobClient::Connect(server->address()));
+    client::WatchOptions options;
+    options.reconnect_timeout = absl::Seconds(30);
+    watch_result = watch_client.Watch(long_job->id(), 0,
+                                      [&](const JobEvent& e) { watched.push_back(e); }, options);
+  });
+  // Submits in flight from several threads when the server is killed.
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<std::string> acknowledged;
+  std::vector<std::thread> submitters;
+  for (int t = 0; t < 8; ++t) {
+    submitters.emplace_back([&] {
+      JobClient c(server->Channel());
+      while (!stop) {
+        auto job = c.Submit(Demo(R"({"step_ms": 0, "ticks": 0})"));
+        if (!job.ok()) break;
+        std::lock_guard<std::mutex> lock(mu);
+        acknowledged.push_back(job->id());
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(700));
+  server->Kill();
+  stop = true;
+  for (auto& t : submitters) t.join();
+  ASSERT_GT(acknowledged.size(), 50u);
+
+  const std::string address = server->address();
+  server = std::make_unique<ServerProcess>(
+      dir_.sub("data"), std::vector<std::string>{"--listen=" + address, "--retry_backoff=0s"});
+  JobClient after(server->Channel());
+  for (const std::string& id : acknowledged) {
+    auto job = after.GetStatus(id);
+    ASSERT_TRUE(job.ok()) << id << ": " << job.status();
+  }
+  watcher.join();
+  ASSERT_TRUE(watch_result.ok()) << watch_result.status();
+  EXPECT_EQ(watch_result->state(), Job::SUCCEEDED);
+  for (size_t i = 0; i < watched.size(); ++i) {
+    ASSERT_EQ(watched[i].sequence(), static_cast<int64_t>(i + 1)) << "gap or repeat at " << i;
+  }
+  bool retried = false;
+  for (const JobEvent& e : watched) retried |= e.type() == JobEvent::RETRYING;
+  EXPECT_TRUE(retried) << "the crash interrupted the job, so recovery retried it";
+}
+
+TEST_F(ServerTest, SigtermEndsStreamsUnavailableExitsZeroAndRequeuesRunningJobs) {
+  auto server = Start();
+  JobClient client(server->Channel());
+  auto job = client.Submit(Demo(R"({"steps": ["a", "b"], "step_ms": 800, "ticks": 2})"));
+  ASSERT_TRUE(job.ok());
+  Stream stream;
+  std::thread watcher([&] { stream = WatchOnce(server->Channel(), job->id(), 0); });
+  absl::SleepFor(absl::Milliseconds(200));
+  const int status = server->Stop(SIGTERM);
+  watcher.join();
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(stream.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << stream.status.error_message();
+  ASSERT_GE(stream.events.size(), 3u);  // CREATED STARTED STEP
+
+  server = Start();
+  JobClient again(server->Channel());
+  auto requeued = again.GetStatus(job->id());
+  ASSERT_TRUE(requeued.ok());
+  Stream rest = WatchOnce(server->Channel(), job->id(), stream.events.back().sequence());
+  ASSERT_TRUE(rest.status.ok()) << rest.status.error_message();
+  ASSERT_FALSE(rest.events.empty());
+  int64_t expected = stream.events.back().sequence();
+  int retrying = 0;
+  for (const JobEvent& e : rest.events) {
+    EXPECT_EQ(e.sequence(), ++expected) << "the stream continues with no gap";
+    retrying += e.type() == JobEvent::RETRYING;
+  }
+  EXPECT_EQ(retrying, 1) << "requeued once, by the shutdown";
+  EXPECT_EQ(rest.events.back().type(), JobEvent::SUCCEEDED);
+  EXPECT_EQ(rest.events.back().status().attempt(), 1) << "a shutdown does not spend an attempt";
+}
+
+TEST_F(ServerTest, BadInputGetsAPreciseStatusAndWritesNothing) {
+  auto server = Start();
+  auto stub = v1::JobService::NewStub(server->Channel());
+  auto submit = [&](const v1::SubmitRequest& r) {
+    grpc::ClientContext ctx;
+    Job job;
+    return stub->Submit(&ctx, r, &job);
+  };
+  auto get = [&](const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::GetStatusRequest r;
+    r.set_job_id(id);
+    Job job;
+    return stub->GetStatus(&ctx, r, &job);
+  };
+  v1::SubmitRequest unknown;
+  unknown.set_type("demo.stepz");
+  grpc::Status s = submit(unknown);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "unknown job type \"demo.stepz\"; known types: demo.steps");
+  s = submit(Demo(R"({"steps": "fetch"})"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "params.steps must be a list of step names");
+  v1::SubmitRequest huge = Demo("{}");
+  (*huge.mutable_params()->mutable_fields())["blob"].set_string_value(std::string(2 << 20, 'x'));
+  s = submit(huge);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("the limit is 1048576"), std::string::npos) << s.error_message();
+  v1::SubmitRequest bad_request_id = Demo("{}");
+  bad_request_id.set_request_id(std::string("a\nb"));
+  EXPECT_EQ(submit(bad_request_id).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  EXPECT_EQ(get("").error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(get(std::string(1 << 16, '0')).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  s = get("01m81rd5kq5g91qm659eqts4bn");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(s.error_message(), "no job with id 01m81rd5kq5g91qm659eqts4bn");
+  EXPECT_EQ(WatchOnce(server->Channel(), "01m81rd5kq5g91qm659eqts4bn", 0).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(WatchOnce(server->Channel(), "short", 0).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  Stream negative = WatchOnce(server->Channel(), "01m81rd5kq5g91qm659eqts4bn", -1);
+  EXPECT_EQ(negative.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(negative.status.error_message(), "after_sequence -1 is negative; 0 replays from the start");
+  {
+    grpc::ClientContext ctx;
+    v1::ListJobsRequest r;
+    r.set_page_token("not-a-token");
+    v1::ListJobsResponse response;
+    EXPECT_EQ(stub->ListJobs(&ctx, r, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::PurgeJobsRequest r;
+    v1::PurgeJobsResponse response;
+    EXPECT_EQ(stub->PurgeJobs(&ctx, r, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  JobClient client(server->Channel());
+  auto listed = client.List({});
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->jobs_size(), 0) << "no bad call wrote anything";
+  EXPECT_TRUE(client.GetStatus("01m81rd5kq5g91qm659eqts4bn").status().code() ==
+              absl::StatusCode::kNotFound);
+}
+
+// The CLI's exit codes, run as a user would.
+int RunCli(const std::string& args, std::string* out = nullptr) {
+  const std::string cmd = testing::BinaryPath("client/jobstream") + " " + args + " 2>/dev/null";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) text.append(buf, n);
+  const int status = pclose(pipe);
+  if (out) *out = text;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST_F(ServerTest, CliExitCodesFollowTheJobsOutcome) {
+  auto server = Start();
+  const std::string s = "--server=" + server->address() + " ";
+  std::string out;
+  EXPECT_EQ(RunCli(s + "submit demo.steps --params='{\"step_ms\":0}' --watch --json", &out), 0);
+  EXPECT_NE(out.find("\"type\":\"SUCCEEDED\""), std::string::npos) << out;
+  EXPECT_EQ(RunCli(s + "submit demo.steps --params='{\"fail_at\":\"fetch\"}' --watch --json"), 1);
+  EXPECT_EQ(RunCli(s + "submit demo.steps --params='{bad json' --watch"), 3);
+  EXPECT_EQ(RunCli(s + "submit no.such.type"), 1);
+  EXPECT_EQ(RunCli(s + "frobnicate"), 3);
+  EXPECT_EQ(RunCli(s + "status"), 3);
+  EXPECT_EQ(RunCli(s + "status 01m81rd5kq5g91qm659eqts4bn"), 1);
+  EXPECT_EQ(RunCli("watch --help", &out), 0);
+  EXPECT_NE(out.find("jobstream watch ID [--after=N]"), std::string::npos) << out;
+  EXPECT_EQ(RunCli("--server=127.0.0.1:1 --reconnect_timeout=1s watch 01m81rd5kq5g91qm659eqts4bn"), 3);
+
+  JobClient client(server->Channel());
+  auto job = client.Submit(Demo(R"({"steps": ["long"], "step_ms": 60000})"));
+  ASSERT_TRUE(job.ok());
+  std::thread cancel([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    EXPECT_TRUE(client.Cancel(job->id()).ok());
+  });
+  EXPECT_EQ(RunCli(s + "watch " + job->id() + " --json"), 2);
+  cancel.join();
+}
+
+}  // namespace
+}  // namespace jobstream
