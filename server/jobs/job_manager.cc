@@ -105,9 +105,20 @@ void JobManager::EnqueueReady(LiveJob& live, int64_t ready_ms) {
   live.queue_key =
       storage::QueueKey(live.job.type(), live.job.priority(), ready_ms, live.job.id());
   const JobType* type = types_->Find(live.job.type());
-  if (type != nullptr && type->handler != nullptr) {
+  if (type == nullptr || type->handler == nullptr) return;  // not run in this server
+  if (ready_ms <= absl::ToUnixMillis(absl::Now())) {
     ready_.insert(live.queue_key);
-    ready_cv_.SignalAll();
+  } else {
+    scheduled_.emplace(ready_ms, live.queue_key);
+  }
+  ready_cv_.Signal();  // one runner takes it, or recomputes when to wake
+}
+
+void JobManager::Unqueue(const LiveJob& live) {
+  if (ready_.erase(live.queue_key) == 0) {
+    if (auto entry = storage::ParseQueueKey(live.queue_key)) {
+      scheduled_.erase({entry->ready_ms, live.queue_key});
+    }
   }
 }
 
@@ -271,7 +282,7 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
           Commit(live, JobEvent::CREATED, std::move(batch), std::move(on_commit));
       if (!status.ok()) {
         // Nothing was queued: undo the in-memory changes and fail every waiter.
-        ready_.erase(live.queue_key);
+        Unqueue(live);
         live_.erase(job.id());
         std::vector<JobCallback> waiters;
         if (!request_id.empty()) {
@@ -366,7 +377,7 @@ void JobManager::Cancel(const std::string& job_id, JobCallback done) {
       const absl::Time now = absl::Now();
       Batch batch;
       if (live.job.state() == Job::QUEUED) {
-        ready_.erase(live.queue_key);
+        Unqueue(live);
         batch.Delete(Cf::kQueue, live.queue_key);
         live.job.set_state(Job::CANCELLED);
         *live.job.mutable_end_time() = ToProto(now);
@@ -511,29 +522,41 @@ absl::Status JobManager::Sweep(absl::Time now) {
 // ---------------------------------------------------------------------------------------
 // Runner calls
 
+namespace {
+// Across types: higher priority first, then earlier ready time.
+bool QueueOrder(const std::string& a, const std::string& b) {
+  auto x = storage::ParseQueueKey(a);
+  auto y = storage::ParseQueueKey(b);
+  if (x->priority != y->priority) return x->priority > y->priority;
+  return x->ready_ms < y->ready_ms;
+}
+}  // namespace
+
 std::optional<Lease> JobManager::Acquire(const std::vector<std::string>& types) {
   absl::MutexLock lock(&mu_);
   while (!stop_running_) {
     const absl::Time now = absl::Now();
+    // Scheduled jobs that are due become ready.
     const int64_t now_ms = absl::ToUnixMillis(now);
-    int64_t next_ready_ms = INT64_MAX;
+    while (!scheduled_.empty() && scheduled_.begin()->first <= now_ms) {
+      ready_.insert(scheduled_.begin()->second);
+      scheduled_.erase(scheduled_.begin());
+    }
+    // Every ready key sorts by type, then priority, then ready time: the first key with a
+    // type's prefix is that type's next job.
     std::set<std::string>::iterator chosen = ready_.end();
     for (const std::string& type : types) {
       const std::string prefix = storage::QueuePrefix(type);
-      for (auto it = ready_.lower_bound(prefix);
-           it != ready_.end() && absl::StartsWith(*it, prefix); ++it) {
-        auto entry = storage::ParseQueueKey(*it);
-        if (entry->ready_ms <= now_ms) {
-          chosen = it;
-          break;
-        }
-        next_ready_ms = std::min(next_ready_ms, entry->ready_ms);
+      auto it = ready_.lower_bound(prefix);
+      if (it != ready_.end() && absl::StartsWith(*it, prefix) &&
+          (chosen == ready_.end() || QueueOrder(*it, *chosen))) {
+        chosen = it;
       }
-      if (chosen != ready_.end()) break;
     }
     if (chosen == ready_.end()) {
-      absl::Time wake = next_ready_ms == INT64_MAX ? now + absl::Seconds(10)
-                                                   : absl::FromUnixMillis(next_ready_ms);
+      const absl::Time wake = scheduled_.empty()
+                                  ? now + absl::Seconds(10)
+                                  : absl::FromUnixMillis(scheduled_.begin()->first);
       ready_cv_.WaitWithDeadline(&mu_, wake);
       continue;
     }

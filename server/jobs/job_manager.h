@@ -126,7 +126,9 @@ class JobManager {
   v1::JobEvent MakeEvent(const v1::Job& job, v1::JobEvent::Type type, absl::Time now) const;
   void AddRecordAndEvent(storage::Batch& batch, const v1::Job& job,
                          const v1::JobEvent& event) const;
+  // Puts a QUEUED in-server job in ready_ or scheduled_; Unqueue takes it out.
   void EnqueueReady(LiveJob& live, int64_t ready_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unqueue(const LiveJob& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Duration Backoff(int attempt) const;
   void RemovalBatch(const v1::Job& job, absl::string_view reason, absl::Time now,
                     storage::Batch& batch) const;
@@ -144,8 +146,10 @@ class JobManager {
   mutable absl::Mutex mu_;
   absl::CondVar ready_cv_;
   absl::flat_hash_map<std::string, LiveJob> live_ ABSL_GUARDED_BY(mu_);
-  // Queue keys (storage::QueueKey) of QUEUED in-server jobs: the run order.
+  // Queue keys (storage::QueueKey) of QUEUED in-server jobs that may run now, in run
+  // order, and of those waiting for their ready time (run_at or retry backoff).
   std::set<std::string> ready_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<int64_t, std::string>> scheduled_ ABSL_GUARDED_BY(mu_);
   // Submits with a request_id whose job is not committed yet, and who waits for it.
   absl::flat_hash_map<std::string, std::vector<JobCallback>> requests_in_flight_
       ABSL_GUARDED_BY(mu_);
