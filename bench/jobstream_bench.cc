@@ -322,6 +322,7 @@ Job MustSubmit(JobService::Stub* stub, const std::string& params_json_steps, int
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);  // as the server does
   if (!absl::GetFlag(FLAGS_serve_echo).empty()) return ServeEcho(absl::GetFlag(FLAGS_serve_echo));
   const std::string self = std::filesystem::canonical("/proc/self/exe");
   std::string server_bin = absl::GetFlag(FLAGS_server_bin);

@@ -108,10 +108,13 @@ void JobManager::EnqueueReady(LiveJob& live, int64_t ready_ms) {
   if (type == nullptr || type->handler == nullptr) return;  // not run in this server
   if (ready_ms <= absl::ToUnixMillis(absl::Now())) {
     ready_.insert(live.queue_key);
-  } else {
-    scheduled_.emplace(ready_ms, live.queue_key);
+    ready_cv_.Signal();  // one runner takes it
+    return;
   }
-  ready_cv_.Signal();  // one runner takes it, or recomputes when to wake
+  // Runners sleep until the earliest scheduled job; wake one only if this one is earlier.
+  const bool earliest = scheduled_.empty() || ready_ms < scheduled_.begin()->first;
+  scheduled_.emplace(ready_ms, live.queue_key);
+  if (earliest) ready_cv_.Signal();
 }
 
 void JobManager::Unqueue(const LiveJob& live) {

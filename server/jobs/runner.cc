@@ -1,6 +1,8 @@
 #include "absl/strings/string_view.h"
 #include "server/jobs/runner.h"
 
+#include <pthread.h>
+
 namespace jobstream::jobs {
 namespace {
 
@@ -33,7 +35,12 @@ Runner::Runner(JobManager* manager, const JobTypes* types, int threads)
 Runner::~Runner() { Stop(); }
 
 void Runner::Start() {
-  for (int i = 0; i < thread_count_; ++i) threads_.emplace_back([this] { Loop(); });
+  for (int i = 0; i < thread_count_; ++i) {
+    threads_.emplace_back([this] {
+      pthread_setname_np(pthread_self(), "js-runner");
+      Loop();
+    });
+  }
 }
 
 void Runner::Stop() {

@@ -1,11 +1,19 @@
 #include "server/storage/group_commit.h"
 
+#include <pthread.h>
+
 namespace jobstream::storage {
 
 GroupCommitter::GroupCommitter(JobStore* store, Publish publish, size_t max_group)
     : store_(store), publish_(std::move(publish)), max_group_(max_group) {
-  commit_thread_ = std::thread([this] { CommitLoop(); });
-  deliver_thread_ = std::thread([this] { DeliverLoop(); });
+  commit_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "js-commit");
+    CommitLoop();
+  });
+  deliver_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "js-deliver");
+    DeliverLoop();
+  });
 }
 
 GroupCommitter::~GroupCommitter() { Stop(); }
