@@ -55,7 +55,7 @@ JobManager::JobManager(storage::JobStore* store, watch::EventHub* hub, const Job
       hub_(hub),
       types_(types),
       options_(options),
-      committer_(store, [hub](const JobEvent& event) { hub->Publish(event); }) {}
+      committer_(store, [hub](const storage::CommittedEventPtr& event) { hub->Publish(event); }) {}
 
 JobManager::~JobManager() { Stop(); }
 
@@ -79,10 +79,14 @@ JobEvent JobManager::MakeEvent(const Job& job, JobEvent::Type type, absl::Time n
   return event;
 }
 
-void JobManager::AddRecordAndEvent(Batch& batch, const Job& job, const JobEvent& event) const {
+storage::CommittedEventPtr JobManager::AddRecordAndEvent(Batch& batch, const Job& job,
+                                                        JobEvent event) const {
+  // Serialized once: these bytes are both what is stored and what watchers are sent.
+  storage::CommittedEventPtr committed = storage::MakeCommittedEvent(std::move(event));
   batch.Put(Cf::kJobs, job.id(), job.SerializeAsString());
-  batch.Put(Cf::kEvents, storage::EventKey(job.id(), event.sequence()),
-            event.SerializeAsString());
+  batch.Put(Cf::kEvents, storage::EventKey(job.id(), committed->event.sequence()),
+            committed->wire);
+  return committed;
 }
 
 absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
@@ -91,8 +95,7 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
   Job& job = live.job;
   job.set_last_sequence(job.last_sequence() + 1);
   *job.mutable_update_time() = ToProto(now);
-  JobEvent event = MakeEvent(job, type, now);
-  AddRecordAndEvent(batch, job, event);
+  storage::CommittedEventPtr event = AddRecordAndEvent(batch, job, MakeEvent(job, type, now));
   // Anything queued after a PROGRESS must stay after it, so it can no longer be replaced.
   live.pending_progress.reset();
   auto handle = committer_.Enqueue({std::move(batch), {std::move(event)}, std::move(done)});
@@ -616,11 +619,9 @@ void JobManager::ReportProgress(const Lease& lease, double fraction, absl::strin
     // keeping its sequence, so fsyncs stay bounded however fast a job reports.
     const absl::Time now = absl::Now();
     *live.job.mutable_update_time() = ToProto(now);
-    JobEvent event = MakeEvent(live.job, JobEvent::PROGRESS, now);
     Batch batch;
-    AddRecordAndEvent(batch, live.job, event);
-    std::vector<JobEvent> events;
-    events.push_back(std::move(event));
+    std::vector<storage::CommittedEventPtr> events = {
+        AddRecordAndEvent(batch, live.job, MakeEvent(live.job, JobEvent::PROGRESS, now))};
     if (committer_.TryReplace(live.pending_progress, std::move(batch), std::move(events))) {
       return;
     }

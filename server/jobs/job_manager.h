@@ -124,8 +124,9 @@ class JobManager {
   absl::Status Commit(LiveJob& live, v1::JobEvent::Type type, storage::Batch batch,
                       StatusCallback done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::JobEvent MakeEvent(const v1::Job& job, v1::JobEvent::Type type, absl::Time now) const;
-  void AddRecordAndEvent(storage::Batch& batch, const v1::Job& job,
-                         const v1::JobEvent& event) const;
+  // Adds the job record and `event` to `batch`; returns the event as watchers get it.
+  storage::CommittedEventPtr AddRecordAndEvent(storage::Batch& batch, const v1::Job& job,
+                                               v1::JobEvent event) const;
   // Puts a QUEUED in-server job in ready_ or scheduled_; Unqueue takes it out.
   void EnqueueReady(LiveJob& live, int64_t ready_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unqueue(const LiveJob& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

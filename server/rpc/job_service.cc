@@ -1,6 +1,7 @@
 #include "server/rpc/job_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/validation.h"
 #include "server/rpc/status.h"
@@ -43,8 +44,25 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetStatus(grpc::CallbackServerContext*
   return reactor;
 }
 
-grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
-    grpc::CallbackServerContext* ctx, const v1::WatchJobRequest* request) {
+namespace {
+// Parses a raw request; INVALID_ARGUMENT if the bytes are not one.
+template <typename T>
+absl::Status ParseRaw(const grpc::ByteBuffer* raw, T* message) {
+  grpc::ByteBuffer copy(*raw);  // shares the slices; the reader consumes its own
+  grpc::ProtoBufferReader reader(&copy);
+  if (!message->ParseFromZeroCopyStream(&reader)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request is not a valid ", message->GetTypeName()));
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* JobServiceImpl::WatchJob(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
+  v1::WatchJobRequest parsed;
+  if (absl::Status s = ParseRaw(raw, &parsed); !s.ok()) return WatchReactor::Fail(s);
+  const v1::WatchJobRequest* request = &parsed;
   if (absl::Status s = jobs::ValidateJobId(request->job_id()); !s.ok()) {
     return WatchReactor::Fail(s);
   }
@@ -57,8 +75,11 @@ grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJob(
   return WatchReactor::Start(hub_, *std::move(sub));
 }
 
-grpc::ServerWriteReactor<v1::JobEvent>* JobServiceImpl::WatchJobs(
-    grpc::CallbackServerContext* ctx, const v1::WatchJobsRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* JobServiceImpl::WatchJobs(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
+  v1::WatchJobsRequest parsed;
+  if (absl::Status s = ParseRaw(raw, &parsed); !s.ok()) return WatchReactor::Fail(s);
+  const v1::WatchJobsRequest* request = &parsed;
   watch::JobFilter filter;
   for (const std::string& type : request->types()) {
     if (absl::Status s = jobs::ValidateTypeName(type); !s.ok()) return WatchReactor::Fail(s);

@@ -10,7 +10,10 @@
 
 namespace jobstream::rpc {
 
-class JobServiceImpl final : public v1::JobService::CallbackService {
+// WatchJob and WatchJobs are raw methods: they send pre-serialized events.
+class JobServiceImpl final
+    : public v1::JobService::WithRawCallbackMethod_WatchJob<
+          v1::JobService::WithRawCallbackMethod_WatchJobs<v1::JobService::CallbackService>> {
  public:
   JobServiceImpl(jobs::JobManager* manager, watch::EventHub* hub)
       : manager_(manager), hub_(hub) {}
@@ -20,10 +23,10 @@ class JobServiceImpl final : public v1::JobService::CallbackService {
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
                                       const v1::GetStatusRequest* request,
                                       v1::Job* response) override;
-  grpc::ServerWriteReactor<v1::JobEvent>* WatchJob(grpc::CallbackServerContext* ctx,
-                                                   const v1::WatchJobRequest* request) override;
-  grpc::ServerWriteReactor<v1::JobEvent>* WatchJobs(
-      grpc::CallbackServerContext* ctx, const v1::WatchJobsRequest* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchJob(grpc::CallbackServerContext* ctx,
+                                                       const grpc::ByteBuffer* request) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchJobs(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
                                      const v1::ListJobsRequest* request,
                                      v1::ListJobsResponse* response) override;

@@ -5,7 +5,15 @@
 namespace jobstream::rpc {
 namespace {
 
-class FailedStream : public grpc::ServerWriteReactor<v1::JobEvent> {
+// A ByteBuffer over the event's wire bytes, holding a reference instead of copying them.
+grpc::ByteBuffer WireBuffer(storage::CommittedEventPtr event) {
+  auto* holder = new storage::CommittedEventPtr(std::move(event));
+  grpc::Slice slice(const_cast<char*>((*holder)->wire.data()), (*holder)->wire.size(),
+                    [](void* p) { delete static_cast<storage::CommittedEventPtr*>(p); }, holder);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+class FailedStream : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   explicit FailedStream(const absl::Status& status) { Finish(ToGrpc(status)); }
   void OnDone() override { delete this; }
@@ -13,7 +21,7 @@ class FailedStream : public grpc::ServerWriteReactor<v1::JobEvent> {
 
 }  // namespace
 
-grpc::ServerWriteReactor<v1::JobEvent>* WatchReactor::Fail(const absl::Status& status) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* WatchReactor::Fail(const absl::Status& status) {
   return new FailedStream(status);
 }
 
@@ -48,7 +56,7 @@ void WatchReactor::Pump() {
   watch::Subscription::Next next = sub_->Poll();
   switch (next.kind) {
     case watch::Subscription::Next::kSend:
-      current_ = std::move(next.event);
+      current_ = WireBuffer(std::move(next.event));
       writing_ = true;
       mu_.Unlock();
       StartWrite(&current_);

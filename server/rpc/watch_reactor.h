@@ -2,6 +2,9 @@
 // the next event is taken from the subscription when it completes, or when the hub
 // notifies that an idle subscription has something. Finish is called exactly once.
 //
+// The stream is raw: each event goes out as the bytes serialized once at commit, shared
+// by every watcher, instead of being copied and serialized again per watcher.
+//
 // Lifetime: gRPC calls OnDone last; the reactor owns itself through self_ and a notify
 // that races with OnDone holds a strong reference, so it never touches a freed reactor.
 #pragma once
@@ -17,12 +20,12 @@
 
 namespace jobstream::rpc {
 
-class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
+class WatchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   // Starts streaming `sub`, which `hub` handed out.
   static WatchReactor* Start(watch::EventHub* hub, std::shared_ptr<watch::Subscription> sub);
   // A stream that ends at once with `status`.
-  static grpc::ServerWriteReactor<v1::JobEvent>* Fail(const absl::Status& status);
+  static grpc::ServerWriteReactor<grpc::ByteBuffer>* Fail(const absl::Status& status);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -40,7 +43,7 @@ class WatchReactor : public grpc::ServerWriteReactor<v1::JobEvent> {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
-  v1::JobEvent current_;  // the event being written; stable until OnWriteDone
+  grpc::ByteBuffer current_;  // the event being written; stable until OnWriteDone
 };
 
 }  // namespace jobstream::rpc

@@ -28,7 +28,7 @@ absl::StatusOr<GroupCommitter::Handle> GroupCommitter::Enqueue(Write write) {
 }
 
 bool GroupCommitter::TryReplace(const Handle& handle, Batch batch,
-                                std::vector<v1::JobEvent> events) {
+                                std::vector<CommittedEventPtr> events) {
   absl::MutexLock lock(&mu_);
   if (handle->taken) return false;
   handle->batch = std::move(batch);
@@ -89,7 +89,7 @@ void GroupCommitter::DeliverLoop() {
     }
     for (const Handle& w : group.writes) {
       if (group.status.ok()) {
-        for (const v1::JobEvent& event : w->events) publish_(event);
+        for (const CommittedEventPtr& event : w->events) publish_(event);
       }
       if (w->done) w->done(group.status);
     }

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "jobstream/v1/jobs.pb.h"
+#include "server/storage/committed_event.h"
 #include "server/storage/job_store.h"
 
 namespace jobstream::storage {
@@ -27,13 +28,13 @@ class GroupCommitter {
  public:
   struct Write {
     Batch batch;
-    std::vector<v1::JobEvent> events;  // published only after the batch is durable
+    std::vector<CommittedEventPtr> events;  // published only after the batch is durable
     std::function<void(absl::Status)> done;  // on the delivery thread, after publishing
     bool taken = false;  // set (under the committer's lock) once it is being written
   };
   using Handle = std::shared_ptr<Write>;
   // Called on the delivery thread for each committed event, in commit order.
-  using Publish = std::function<void(const v1::JobEvent&)>;
+  using Publish = std::function<void(const CommittedEventPtr&)>;
 
   GroupCommitter(JobStore* store, Publish publish, size_t max_group = 1024);
   ~GroupCommitter();  // Stop()
@@ -44,7 +45,7 @@ class GroupCommitter {
 
   // Replaces the batch and events of a write the committer has not taken yet, keeping
   // its place in the order; false if it is already being written.
-  bool TryReplace(const Handle& handle, Batch batch, std::vector<v1::JobEvent> events)
+  bool TryReplace(const Handle& handle, Batch batch, std::vector<CommittedEventPtr> events)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Commits and delivers everything queued, then stops both threads. Idempotent.

@@ -122,10 +122,9 @@ absl::StatusOr<std::optional<std::string>> JobStore::GetRequest(
   return value;
 }
 
-absl::StatusOr<std::vector<v1::JobEvent>> JobStore::ReadEvents(const std::string& job_id,
-                                                               int64_t after, int64_t until,
-                                                               size_t limit) const {
-  std::vector<v1::JobEvent> events;
+absl::StatusOr<std::vector<CommittedEventPtr>> JobStore::ReadCommittedEvents(
+    const std::string& job_id, int64_t after, int64_t until, size_t limit) const {
+  std::vector<CommittedEventPtr> events;
   if (until <= after) return events;
   std::string upper = EventKey(job_id, until + 1);
   rocksdb::Slice upper_slice(upper);
@@ -133,12 +132,25 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobStore::ReadEvents(const std::string
   ro.iterate_upper_bound = &upper_slice;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handle(Cf::kEvents)));
   for (it->Seek(EventKey(job_id, after + 1)); it->Valid() && events.size() < limit; it->Next()) {
-    v1::JobEvent& event = events.emplace_back();
-    if (!event.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+    auto committed = std::make_shared<CommittedEvent>();
+    committed->wire = it->value().ToString();
+    if (!committed->event.ParseFromString(committed->wire)) {
       return absl::DataLossError("corrupt event record of job " + job_id);
     }
+    events.push_back(std::move(committed));
   }
   if (!it->status().ok()) return FromRocks(it->status(), "reading events");
+  return events;
+}
+
+absl::StatusOr<std::vector<v1::JobEvent>> JobStore::ReadEvents(const std::string& job_id,
+                                                               int64_t after, int64_t until,
+                                                               size_t limit) const {
+  auto committed = ReadCommittedEvents(job_id, after, until, limit);
+  if (!committed.ok()) return committed.status();
+  std::vector<v1::JobEvent> events;
+  events.reserve(committed->size());
+  for (const CommittedEventPtr& e : *committed) events.push_back(e->event);
   return events;
 }
 

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "rocksdb/db.h"
+#include "server/storage/committed_event.h"
 #include "server/storage/keys.h"
 
 namespace jobstream::storage {
@@ -65,6 +66,11 @@ class JobStore {
   absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id,
                                                        int64_t after, int64_t until,
                                                        size_t limit) const;
+
+  // The same, each with its stored bytes as the wire form (for replay to watchers).
+  absl::StatusOr<std::vector<CommittedEventPtr>> ReadCommittedEvents(const std::string& job_id,
+                                                                     int64_t after, int64_t until,
+                                                                     size_t limit) const;
 
   // Calls fn(key, value) for each key of `cf` starting at `start` (forward) or at the
   // last key <= `start` (reverse; empty start means the end), until fn returns false.

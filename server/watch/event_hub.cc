@@ -23,7 +23,7 @@ absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_
 }
 
 EventHub::EventHub(const storage::JobStore* store, WatchOptions options)
-    : store_(store), options_(options) {}
+    : store_(store), options_(options), fanout_(options.fanout_threads) {}
 
 EventHub::Shard& EventHub::ShardFor(const std::string& job_id) {
   return shards_[absl::HashOf(job_id) % kShards];
@@ -97,14 +97,16 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJobs(JobFilter filt
     }
     for (Shard& shard : shards_) {
       for (const auto& [id, entry] : shard.jobs) {
-        if (entry.last_sequence == 0 || !sub->filter().Matches(entry.status)) continue;
+        if (entry.last_sequence == 0 || !sub->filter().Matches(entry.latest->event.status())) {
+          continue;
+        }
         v1::JobEvent snapshot;
         snapshot.set_job_id(id);
         snapshot.set_sequence(entry.last_sequence);
         *snapshot.mutable_time() = now;
         snapshot.set_type(v1::JobEvent::SNAPSHOT);
-        *snapshot.mutable_status() = entry.status;
-        sub->PushSnapshot(snapshot);
+        *snapshot.mutable_status() = entry.latest->event.status();
+        sub->PushSnapshot(storage::MakeCommittedEvent(std::move(snapshot)));
       }
     }
     all_subs_.emplace(sub.get(), sub);
@@ -126,27 +128,28 @@ void EventHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
   if (it != shard.jobs.end()) it->second.subs.erase(sub.get());
 }
 
-void EventHub::Publish(const v1::JobEvent& event) {
+void EventHub::Publish(const storage::CommittedEventPtr& committed) {
   std::vector<std::shared_ptr<Subscription>> wake;
+  const v1::JobEvent& event = committed->event;
   Shard& shard = ShardFor(event.job_id());
   {
     absl::MutexLock lock(&shard.mu);
     Entry& entry = shard.jobs[event.job_id()];
     entry.last_sequence = event.sequence();
-    entry.status = event.status();
+    entry.latest = committed;
     for (const auto& [ptr, sub] : entry.subs) {
-      if (sub->Push(event)) wake.push_back(sub);
+      if (sub->Push(committed)) wake.push_back(sub);
     }
     {
       absl::MutexLock all_lock(&all_mu_);
       for (const auto& [ptr, sub] : all_subs_) {
-        if (sub->Push(event)) wake.push_back(sub);
+        if (sub->Push(committed)) wake.push_back(sub);
       }
     }
     // A finished job leaves the hub; its watchers still drain their queues.
     if (IsTerminal(event.type())) shard.jobs.erase(event.job_id());
   }
-  for (const auto& sub : wake) sub->Notify();
+  fanout_.Post(std::move(wake));
 }
 
 void EventHub::Track(const v1::Job& status) {
@@ -154,8 +157,12 @@ void EventHub::Track(const v1::Job& status) {
   absl::MutexLock lock(&shard.mu);
   Entry& entry = shard.jobs[status.id()];
   entry.last_sequence = status.last_sequence();
-  entry.status = status;
-  entry.status.clear_params();
+  v1::JobEvent latest;  // stands for the job's last stored event
+  latest.set_job_id(status.id());
+  latest.set_sequence(status.last_sequence());
+  *latest.mutable_status() = status;
+  latest.mutable_status()->clear_params();
+  entry.latest = storage::MakeCommittedEvent(std::move(latest));
 }
 
 void EventHub::Close(absl::Status why) {

@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/storage/job_store.h"
+#include "server/watch/fanout_pool.h"
 #include "server/watch/subscription.h"
 #include "server/watch/watch_options.h"
 
@@ -38,8 +39,8 @@ class EventHub {
   absl::StatusOr<std::shared_ptr<Subscription>> WatchJobs(JobFilter filter);
   void Unsubscribe(const std::shared_ptr<Subscription>& sub);
 
-  // A committed event; `event.status` is the job after it, without params.
-  void Publish(const v1::JobEvent& event);
+  // A committed event; its status is the job after it, without params.
+  void Publish(const storage::CommittedEventPtr& event);
   // Recovery: a live job whose events are all stored and count as published.
   void Track(const v1::Job& status);
 
@@ -53,7 +54,7 @@ class EventHub {
   using SubSet = absl::flat_hash_map<const Subscription*, std::shared_ptr<Subscription>>;
   struct Entry {
     int64_t last_sequence = 0;  // 0: committed, first event not yet published
-    v1::Job status;
+    storage::CommittedEventPtr latest;  // its status is the job as last published
     SubSet subs;
   };
   struct Shard {
@@ -72,6 +73,7 @@ class EventHub {
   SubSet all_subs_ ABSL_GUARDED_BY(all_mu_);
   std::atomic<bool> closed_{false};
   std::atomic<size_t> watchers_{0};
+  FanoutPool fanout_;  // last: its threads stop before the rest goes away
 };
 
 // The NotFound status for a job id with no record: mentions a tombstone if there is one.

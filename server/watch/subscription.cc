@@ -44,21 +44,25 @@ Subscription::Next Subscription::Poll() {
       absl::MutexLock lock(&mu_);
       if (!closed_.ok()) return {Next::kEnd, {}, closed_};
     }
-    if (replay_.empty()) {
-      auto events = store_->ReadEvents(job_id_, last_sent_, catch_up_until_,
-                                       options_.catch_up_batch);
+    if (replay_pos_ == replay_.size()) {
+      auto events = store_->ReadCommittedEvents(job_id_, last_sent_, catch_up_until_,
+                                                options_.catch_up_batch);
       if (!events.ok()) return {Next::kEnd, {}, events.status()};
-      if (events->empty() || events->front().sequence() != last_sent_ + 1) {
+      if (events->empty() || events->front()->event.sequence() != last_sent_ + 1) {
         // Only a removal can take stored events away from under a watcher.
         return {Next::kEnd, {}, absl::NotFoundError("job " + job_id_ + " was deleted")};
       }
-      replay_.assign(std::make_move_iterator(events->begin()),
-                     std::make_move_iterator(events->end()));
+      replay_ = *std::move(events);
+      replay_pos_ = 0;
     }
-    Next next{Next::kSend, std::move(replay_.front()), {}};
-    replay_.pop_front();
-    last_sent_ = next.event.sequence();
-    ended_ = IsTerminal(next.event.type());
+    Next next{Next::kSend, std::move(replay_[replay_pos_++]), {}};
+    if (replay_pos_ == replay_.size()) {
+      replay_.clear();
+      replay_.shrink_to_fit();
+      replay_pos_ = 0;
+    }
+    last_sent_ = next.event->event.sequence();
+    ended_ = IsTerminal(next.event->event.type());
     return next;
   }
   if (!live_) return {Next::kEnd, {}, absl::OkStatus()};
@@ -68,22 +72,22 @@ Subscription::Next Subscription::Poll() {
 Subscription::Next Subscription::PollLive() {
   absl::MutexLock lock(&mu_);
   if (!closed_.ok()) return {Next::kEnd, {}, closed_};
-  while (!queue_.empty()) {
-    Next next{Next::kSend, std::move(queue_.front()), {}};
-    queue_.pop_front();
+  while (queue_ && !queue_->empty()) {
+    Next next{Next::kSend, std::move(queue_->front()), {}};
+    queue_->pop_front();
     const uint64_t index = popped_++;
-    const bool progress = next.event.type() == v1::JobEvent::PROGRESS;
-    if (progress) {
-      auto it = tail_progress_.find(next.event.job_id());
+    const v1::JobEvent& event = next.event->event;
+    if (event.type() == v1::JobEvent::PROGRESS) {
+      auto it = tail_progress_.find(event.job_id());
       if (it != tail_progress_.end() && it->second == index) tail_progress_.erase(it);
     } else {
       --state_events_;
     }
     if (single_job()) {
       // Live events the replay already covered are skipped, so nothing repeats.
-      if (next.event.sequence() <= last_sent_) continue;
-      last_sent_ = next.event.sequence();
-      ended_ = IsTerminal(next.event.type());
+      if (event.sequence() <= last_sent_) continue;
+      last_sent_ = event.sequence();
+      ended_ = IsTerminal(event.type());
     }
     return next;
   }
@@ -91,20 +95,22 @@ Subscription::Next Subscription::PollLive() {
   return {Next::kWait, {}, {}};
 }
 
-bool Subscription::Enqueue(const v1::JobEvent& event, bool enforce_limit) {
+bool Subscription::Enqueue(const storage::CommittedEventPtr& committed, bool enforce_limit) {
+  if (!queue_) queue_ = std::make_unique<std::deque<storage::CommittedEventPtr>>();
+  const v1::JobEvent& event = committed->event;
   if (event.type() == v1::JobEvent::PROGRESS) {
     auto it = tail_progress_.find(event.job_id());
-    if (it != tail_progress_.end() && queue_.size() >= options_.conflate_after) {
-      queue_[it->second - popped_] = event;  // conflate: nobody saw the older one
+    if (it != tail_progress_.end() && queue_->size() >= options_.conflate_after) {
+      (*queue_)[it->second - popped_] = committed;  // conflate: nobody saw the older one
       return false;  // the queue was not empty, so nobody is waiting
     }
-    tail_progress_[event.job_id()] = popped_ + queue_.size();
+    tail_progress_[event.job_id()] = popped_ + queue_->size();
   } else {
     if (enforce_limit && state_events_ >= options_.queue_limit) {
       closed_ = absl::ResourceExhaustedError(absl::StrCat(
           "watcher fell behind by more than ", options_.queue_limit,
           " events; resume after the last sequence received"));
-      queue_.clear();
+      queue_.reset();
       tail_progress_.clear();
       state_events_ = 0;
       return Wake();
@@ -112,18 +118,18 @@ bool Subscription::Enqueue(const v1::JobEvent& event, bool enforce_limit) {
     tail_progress_.erase(event.job_id());
     ++state_events_;
   }
-  queue_.push_back(event);
+  queue_->push_back(committed);
   return Wake();
 }
 
-bool Subscription::Push(const v1::JobEvent& event) {
-  if (!single_job() && !filter_.Matches(event.status())) return false;
+bool Subscription::Push(const storage::CommittedEventPtr& event) {
+  if (!single_job() && !filter_.Matches(event->event.status())) return false;
   absl::MutexLock lock(&mu_);
   if (!closed_.ok()) return false;
   return Enqueue(event, /*enforce_limit=*/true);
 }
 
-bool Subscription::PushSnapshot(const v1::JobEvent& event) {
+bool Subscription::PushSnapshot(const storage::CommittedEventPtr& event) {
   absl::MutexLock lock(&mu_);
   if (!closed_.ok()) return false;
   return Enqueue(event, /*enforce_limit=*/false);

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
@@ -18,6 +19,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "jobstream/v1/jobs.pb.h"
+#include "server/storage/committed_event.h"
 #include "server/storage/job_store.h"
 #include "server/watch/watch_options.h"
 
@@ -37,7 +39,7 @@ class Subscription {
  public:
   struct Next {
     enum Kind { kSend, kWait, kEnd } kind;
-    v1::JobEvent event;  // kSend
+    storage::CommittedEventPtr event;  // kSend
     absl::Status status;  // kEnd: OK after the terminal event, else why it was cut off
   };
 
@@ -54,8 +56,9 @@ class Subscription {
 
   // Hub side. Each returns true when the consumer is waiting and must be notified
   // (call Notify() after releasing the hub's locks).
-  bool Push(const v1::JobEvent& event) ABSL_LOCKS_EXCLUDED(mu_);
-  bool PushSnapshot(const v1::JobEvent& event) ABSL_LOCKS_EXCLUDED(mu_);  // ignores the limit
+  bool Push(const storage::CommittedEventPtr& event) ABSL_LOCKS_EXCLUDED(mu_);
+  // A WatchJobs snapshot: queued whatever the limit.
+  bool PushSnapshot(const storage::CommittedEventPtr& event) ABSL_LOCKS_EXCLUDED(mu_);
   bool Close(absl::Status why) ABSL_LOCKS_EXCLUDED(mu_);  // why is not OK
   void Notify() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -65,7 +68,8 @@ class Subscription {
 
  private:
   Next PollLive() ABSL_LOCKS_EXCLUDED(mu_);
-  bool Enqueue(const v1::JobEvent& event, bool enforce_limit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Enqueue(const storage::CommittedEventPtr& event, bool enforce_limit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Wake() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const WatchOptions options_;
@@ -77,11 +81,13 @@ class Subscription {
   // Consumer-only state (Poll is never concurrent with itself).
   int64_t last_sent_ = 0;
   int64_t catch_up_until_ = 0;
-  std::deque<v1::JobEvent> replay_;
+  std::vector<storage::CommittedEventPtr> replay_;  // one batch read from the store
+  size_t replay_pos_ = 0;
   bool ended_ = false;  // the terminal event was sent
 
   absl::Mutex mu_;
-  std::deque<v1::JobEvent> queue_ ABSL_GUARDED_BY(mu_);
+  // Allocated on first use: most watchers sit idle, and an empty std::deque is not free.
+  std::unique_ptr<std::deque<storage::CommittedEventPtr>> queue_ ABSL_GUARDED_BY(mu_);
   uint64_t popped_ ABSL_GUARDED_BY(mu_) = 0;  // queue_[i] has absolute index popped_ + i
   // Jobs whose newest queued event is an unsent PROGRESS, with its absolute index: a
   // newer PROGRESS of the job replaces it in place (conflation).

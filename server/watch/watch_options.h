@@ -16,6 +16,8 @@ struct WatchOptions {
   size_t conflate_after = 16;
   // Events read from the store per step while a watcher catches up.
   size_t catch_up_batch = 256;
+  // Threads that wake idle watchers when an event is published.
+  int fanout_threads = 2;
   // Open watch streams the server accepts; more get RESOURCE_EXHAUSTED.
   size_t max_watchers = 100000;
 };

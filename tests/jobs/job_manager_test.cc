@@ -206,7 +206,11 @@ TEST_F(JobManagerTest, CancelsQueuedAtOnceAndRunningThroughItsHandler) {
   ASSERT_TRUE(running.ok());
   auto sub = hub_->WatchJob(running->id(), 0);
   ASSERT_TRUE(sub.ok());
-  while ((*sub)->Poll().event.type() != JobEvent::STEP) std::this_thread::yield();
+  for (;;) {
+    auto next = (*sub)->Poll();
+    if (next.kind == watch::Subscription::Next::kSend && next.event->event.type() == JobEvent::STEP) break;
+    std::this_thread::yield();
+  }
   auto requested = Cancel(running->id());
   ASSERT_TRUE(requested.ok());
   EXPECT_TRUE(requested->cancel_requested());

@@ -22,7 +22,7 @@ GroupCommitter::Write EventWrite(const std::string& id, int64_t seq,
                                  std::function<void(absl::Status)> done = nullptr) {
   GroupCommitter::Write w;
   w.batch.Put(Cf::kEvents, EventKey(id, seq), Event(id, seq).SerializeAsString());
-  w.events.push_back(Event(id, seq));
+  w.events.push_back(MakeCommittedEvent(Event(id, seq)));
   w.done = std::move(done);
   return w;
 }
@@ -33,7 +33,8 @@ TEST(GroupCommitterTest, ConcurrentWritesAreBatchedDurableAndPublishedInOrder) {
   ASSERT_TRUE(store.ok());
   std::mutex mu;
   std::map<std::string, std::vector<int64_t>> published;
-  GroupCommitter committer(store->get(), [&](const v1::JobEvent& e) {
+  GroupCommitter committer(store->get(), [&](const CommittedEventPtr& committed) {
+    const v1::JobEvent& e = committed->event;
     std::lock_guard<std::mutex> lock(mu);
     // Published only once durable.
     EXPECT_EQ((*store)->ReadEvents(e.job_id(), e.sequence() - 1, e.sequence(), 1)->size(), 1u);
@@ -74,7 +75,9 @@ TEST(GroupCommitterTest, APendingWriteCanBeReplacedInPlace) {
   // One write per group, with big writes ahead: ours waits its turn in the queue.
   GroupCommitter committer(
       store->get(),
-      [&](const v1::JobEvent& e) { published.push_back(e.status().progress().message()); },
+      [&](const CommittedEventPtr& e) {
+        published.push_back(e->event.status().progress().message());
+      },
       /*max_group=*/1);
   for (int i = 0; i < 3; ++i) {
     GroupCommitter::Write big;
@@ -86,12 +89,12 @@ TEST(GroupCommitterTest, APendingWriteCanBeReplacedInPlace) {
   newer.mutable_status()->mutable_progress()->set_message("newer");
   GroupCommitter::Write w;
   w.batch.Put(Cf::kEvents, EventKey("job", 7), older.SerializeAsString());
-  w.events.push_back(older);
+  w.events.push_back(MakeCommittedEvent(older));
   auto pending = committer.Enqueue(std::move(w));
   ASSERT_TRUE(pending.ok());
   Batch batch;
   batch.Put(Cf::kEvents, EventKey("job", 7), newer.SerializeAsString());
-  EXPECT_TRUE(committer.TryReplace(*pending, std::move(batch), {newer}));
+  EXPECT_TRUE(committer.TryReplace(*pending, std::move(batch), {MakeCommittedEvent(newer)}));
   committer.Stop();
   EXPECT_FALSE(committer.TryReplace(*pending, Batch(), {})) << "a written write is final";
   auto stored = (*store)->ReadEvents("job", 6, 7, 1);

@@ -35,7 +35,7 @@ inline Drained Drain(watch::Subscription& sub, absl::Duration timeout = absl::Se
   for (;;) {
     watch::Subscription::Next next = sub.Poll();
     if (next.kind == watch::Subscription::Next::kSend) {
-      out.events.push_back(std::move(next.event));
+      out.events.push_back(next.event->event);
     } else if (next.kind == watch::Subscription::Next::kEnd) {
       out.status = next.status;
       break;

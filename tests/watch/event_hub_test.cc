@@ -30,7 +30,7 @@ class EventHubTest : public ::testing::Test {
     store_ = *std::move(store);
     hub_ = std::make_unique<EventHub>(store_.get(), options);
     committer_ = std::make_unique<storage::GroupCommitter>(
-        store_.get(), [this](const JobEvent& e) { hub_->Publish(e); });
+        store_.get(), [this](const storage::CommittedEventPtr& e) { hub_->Publish(e); });
   }
   void TearDown() override {
     if (committer_) committer_->Stop();
@@ -56,7 +56,7 @@ class EventHubTest : public ::testing::Test {
     storage::GroupCommitter::Write w;
     w.batch.Put(Cf::kJobs, id, job.SerializeAsString());
     w.batch.Put(Cf::kEvents, storage::EventKey(id, event.sequence()), event.SerializeAsString());
-    w.events.push_back(event);
+    w.events.push_back(storage::MakeCommittedEvent(event));
     absl::Notification published;
     w.done = [&](absl::Status s) {
       EXPECT_TRUE(s.ok()) << s;
@@ -131,8 +131,8 @@ TEST_F(EventHubTest, QueueLimitOneGetsConflatedProgressAndEveryStateEvent) {
     for (;;) {
       auto next = (*sub)->Poll();
       if (next.kind != Subscription::Next::kSend) break;
-      got.push_back(absl::StrCat(JobEvent::Type_Name(next.event.type()), ":",
-                                 next.event.status().progress().message()));
+      got.push_back(absl::StrCat(JobEvent::Type_Name(next.event->event.type()), ":",
+                                 next.event->event.status().progress().message()));
     }
     return got;
   };
@@ -161,14 +161,14 @@ TEST_F(EventHubTest, AHopelessWatcherIsCutOffAndCanResume) {
   auto fast = hub_->WatchJob(kJob, 1);
   ASSERT_TRUE(slow.ok() && fast.ok());
   Append(kJob, JobEvent::STARTED);
-  ASSERT_EQ((*fast)->Poll().event.sequence(), 2);
+  ASSERT_EQ((*fast)->Poll().event->event.sequence(), 2);
   Append(kJob, JobEvent::STEP);
-  ASSERT_EQ((*fast)->Poll().event.sequence(), 3);
+  ASSERT_EQ((*fast)->Poll().event->event.sequence(), 3);
   Append(kJob, JobEvent::STEP);  // the slow one now has three state events queued
   auto next = (*slow)->Poll();
   EXPECT_EQ(next.kind, Subscription::Next::kEnd);
   EXPECT_TRUE(absl::IsResourceExhausted(next.status)) << next.status;
-  EXPECT_EQ((*fast)->Poll().event.sequence(), 4) << "the slow watcher held nobody back";
+  EXPECT_EQ((*fast)->Poll().event->event.sequence(), 4) << "the slow watcher held nobody back";
   hub_->Unsubscribe(*slow);
   // It resumes from the last sequence it received and misses nothing.
   auto resumed = hub_->WatchJob(kJob, 1);
@@ -228,16 +228,16 @@ TEST_F(EventHubTest, WatchJobsStartsWithSnapshotsThenFollowsMatchingJobs) {
   ASSERT_TRUE(sub.ok());
   auto first = (*sub)->Poll();
   ASSERT_EQ(first.kind, Subscription::Next::kSend);
-  EXPECT_EQ(first.event.type(), JobEvent::SNAPSHOT);
-  EXPECT_EQ(first.event.job_id(), kJob);
-  EXPECT_EQ(first.event.sequence(), 2);
+  EXPECT_EQ(first.event->event.type(), JobEvent::SNAPSHOT);
+  EXPECT_EQ(first.event->event.job_id(), kJob);
+  EXPECT_EQ(first.event->event.sequence(), 2);
   EXPECT_EQ((*sub)->Poll().kind, Subscription::Next::kWait) << "finished and filtered jobs skipped";
   Append(kOther, JobEvent::STARTED, "", "other.type");
   Append(kJob, JobEvent::SUCCEEDED, "", "demo.steps");
   auto next = (*sub)->Poll();
   ASSERT_EQ(next.kind, Subscription::Next::kSend);
-  EXPECT_EQ(next.event.job_id(), kJob);
-  EXPECT_EQ(next.event.type(), JobEvent::SUCCEEDED);
+  EXPECT_EQ(next.event->event.job_id(), kJob);
+  EXPECT_EQ(next.event->event.type(), JobEvent::SUCCEEDED);
   hub_->Close(absl::UnavailableError("bye"));
   EXPECT_TRUE(absl::IsUnavailable((*sub)->Poll().status));
   EXPECT_TRUE(absl::IsUnavailable(hub_->WatchJobs({}).status()));
