@@ -23,7 +23,7 @@ absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_
 }
 
 EventHub::EventHub(const storage::JobStore* store, WatchOptions options)
-    : store_(store), options_(options), fanout_(options.fanout_threads) {}
+    : store_(store), options_(options), fanout_("js-fanout", options.fanout_threads) {}
 
 EventHub::Shard& EventHub::ShardFor(const std::string& job_id) {
   return shards_[absl::HashOf(job_id) % kShards];
@@ -149,7 +149,16 @@ void EventHub::Publish(const storage::CommittedEventPtr& committed) {
     // A finished job leaves the hub; its watchers still drain their queues.
     if (IsTerminal(event.type())) shard.jobs.erase(event.job_id());
   }
-  fanout_.Post(std::move(wake));
+  // In chunks: enough to amortize the hand-off, small enough to use every pool thread.
+  constexpr size_t kChunk = 64;
+  for (size_t i = 0; i < wake.size(); i += kChunk) {
+    std::vector<std::shared_ptr<Subscription>> chunk(
+        std::make_move_iterator(wake.begin() + i),
+        std::make_move_iterator(wake.begin() + std::min(wake.size(), i + kChunk)));
+    fanout_.Post([chunk = std::move(chunk)] {
+      for (const auto& sub : chunk) sub->Notify();
+    });
+  }
 }
 
 void EventHub::Track(const v1::Job& status) {

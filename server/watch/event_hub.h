@@ -20,7 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/storage/job_store.h"
-#include "server/watch/fanout_pool.h"
+#include "server/util/task_pool.h"
 #include "server/watch/subscription.h"
 #include "server/watch/watch_options.h"
 
@@ -73,7 +73,9 @@ class EventHub {
   SubSet all_subs_ ABSL_GUARDED_BY(all_mu_);
   std::atomic<bool> closed_{false};
   std::atomic<size_t> watchers_{0};
-  FanoutPool fanout_;  // last: its threads stop before the rest goes away
+  // Wakes idle watchers, so Publish never does a watcher's network write itself. Last:
+  // its threads stop before the rest goes away.
+  util::TaskPool fanout_;
 };
 
 // The NotFound status for a job id with no record: mentions a tombstone if there is one.
