@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -293,6 +294,108 @@ TEST_F(ServerTest, BadInputGetsAPreciseStatusAndWritesNothing) {
   EXPECT_EQ(listed->jobs_size(), 0) << "no bad call wrote anything";
   EXPECT_TRUE(client.GetStatus("01m81rd5kq5g91qm659eqts4bn").status().code() ==
               absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, WatchJobsSnapshotsLiveJobsThenStreamsTheirEvents) {
+  auto server = Start();
+  JobClient client(server->Channel());
+  v1::SubmitRequest waiting = Demo("{}");
+  waiting.mutable_run_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(1)));
+  (*waiting.mutable_labels())["team"] = "red";
+  auto queued = client.Submit(waiting);
+  ASSERT_TRUE(queued.ok());
+  auto stub = v1::JobService::NewStub(server->Channel());
+  grpc::ClientContext ctx;
+  v1::WatchJobsRequest request;
+  (*request.mutable_labels())["team"] = "red";
+  auto reader = stub->WatchJobs(&ctx, request);
+  JobEvent e;
+  ASSERT_TRUE(reader->Read(&e));
+  EXPECT_EQ(e.type(), JobEvent::SNAPSHOT);
+  EXPECT_EQ(e.job_id(), queued->id());
+  EXPECT_EQ(e.sequence(), 1);
+  EXPECT_EQ(e.status().state(), Job::QUEUED);
+  v1::SubmitRequest other = Demo(R"({"step_ms": 0, "ticks": 0})");
+  (*other.mutable_labels())["team"] = "blue";
+  ASSERT_TRUE(client.Submit(other).ok());  // filtered out
+  v1::SubmitRequest red = Demo(R"({"steps": ["only"], "step_ms": 0, "ticks": 0})");
+  (*red.mutable_labels())["team"] = "red";
+  auto run = client.Submit(red);
+  ASSERT_TRUE(run.ok());
+  std::vector<std::string> seen;
+  while (reader->Read(&e)) {
+    EXPECT_EQ(e.status().labels().at("team"), "red");
+    seen.push_back(absl::StrCat(e.job_id() == run->id() ? "run:" : "queued:",
+                                JobEvent::Type_Name(e.type())));
+    if (e.job_id() == run->id() && e.type() == JobEvent::SUCCEEDED) break;
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"run:CREATED", "run:STARTED", "run:STEP",
+                                            "run:SUCCEEDED"}));
+  ctx.TryCancel();
+  reader->Finish();
+  grpc::ClientContext bad_ctx;
+  v1::WatchJobsRequest bad;
+  bad.add_types("Not A Type");
+  auto bad_reader = stub->WatchJobs(&bad_ctx, bad);
+  EXPECT_FALSE(bad_reader->Read(&e));
+  EXPECT_EQ(bad_reader->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Runs the server binary to its exit and returns (exit code, stderr).
+std::pair<int, std::string> RunServer(const std::string& flags) {
+  const std::string cmd =
+      testing::BinaryPath("server/jobstream-server") + " " + flags + " 2>&1 >/dev/null";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string text;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) text.append(buf, n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+}
+
+TEST_F(ServerTest, ConfigDeclaresTypesAndBadConfigIsRefusedClearly) {
+  auto write = [&](const std::string& name, const std::string& text) {
+    const std::string path = dir_.sub(name);
+    FILE* f = fopen(path.c_str(), "w");
+    fputs(text.c_str(), f);
+    fclose(f);
+    return path;
+  };
+  const std::string good = write("good.json",
+      R"({"types": [{"name": "demo.steps", "builtin": {}, "maxAttempts": 5}]})");
+  auto server = Start({"--config=" + good});
+  JobClient client(server->Channel());
+  auto job = client.Submit(Demo("{}"));
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->max_attempts(), 5) << "the type's default comes from the config";
+  server->Stop();
+
+  const std::string data = "--listen=127.0.0.1:0 --data_dir=" + dir_.sub("other") + " ";
+  struct Case {
+    std::string flags;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"--config=" + write("syntax.json", "{\"types\": [}"), "config file"},
+      {"--config=" + write("unknown.json", R"({"typez": []})"), "typez"},
+      {"--config=" + write("nohandler.json", R"({"types": [{"name": "x.y", "builtin": {}}]})"),
+       "type x.y: there is no built-in handler of that name"},
+      {"--config=" + write("badname.json", R"({"types": [{"name": "Bad Name", "builtin": {}}]})"),
+       "is not a valid type name"},
+      {"--config=" + write("norunner.json", R"({"types": [{"name": "demo.steps"}]})"),
+       "say how it runs"},
+      {"--config=" + dir_.sub("missing.json"), "cannot read config file"},
+      {"--listen=nonsense", "--listen must be HOST:PORT"},
+      {"--runner_threads=0", "--runner_threads must be 1..1024"},
+      {"stray-argument", "unexpected argument: stray-argument"},
+  };
+  for (const Case& c : cases) {
+    auto [code, err] = RunServer(data + c.flags);
+    EXPECT_EQ(code, 2) << c.flags << ": " << err;
+    EXPECT_NE(err.find(c.message), std::string::npos) << c.flags << ": " << err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_.sub("other"))) << "a refused start writes nothing";
 }
 
 // The CLI's exit codes, run as a user would.
