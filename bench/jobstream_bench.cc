@@ -4,8 +4,6 @@
 //
 //   build/bench/jobstream-bench [--duration=3s] [--watchers=1000] [--idle_streams=10000]
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -29,6 +27,7 @@
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "rocksdb/db.h"
 #include "server/jobs/job_manager.h"
+#include "tests/support/process.h"
 
 ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(3), "length of each throughput phase");
@@ -50,40 +49,14 @@ struct Child {
   pid_t pid = -1;
   std::string address;
   void Stop() {
-    if (pid <= 0) return;
-    kill(pid, SIGTERM);
-    waitpid(pid, nullptr, 0);
+    jobstream::testing::StopProcess(pid, SIGTERM);
     pid = -1;
   }
 };
 
-// Runs argv and reads its "listening on HOST:PORT" line.
-Child Spawn(std::vector<std::string> argv) {
-  int out[2];
-  if (pipe(out) != 0) abort();
-  Child child;
-  child.pid = fork();
-  if (child.pid == 0) {
-    dup2(out[1], STDOUT_FILENO);
-    close(out[0]);
-    close(out[1]);
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  close(out[1]);
-  std::string line;
-  char c;
-  while (read(out[0], &c, 1) == 1 && c != '\n') line.push_back(c);
-  close(out[0]);
-  if (line.rfind("listening on ", 0) != 0) {
-    std::cerr << "could not start " << argv[0] << ": " << line << "\n";
-    exit(1);
-  }
-  child.address = line.substr(13);
-  return child;
+Child Spawn(const std::vector<std::string>& argv) {
+  jobstream::testing::Listening child = jobstream::testing::SpawnListening(argv);
+  return {child.pid, child.address};
 }
 
 int64_t RssKb(pid_t pid) {

@@ -10,6 +10,7 @@
 #include "client/job_client.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "tests/support/process.h"
 #include "tests/support/server_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -343,15 +344,8 @@ TEST_F(ServerTest, WatchJobsSnapshotsLiveJobsThenStreamsTheirEvents) {
 
 // Runs the server binary to its exit and returns (exit code, stderr).
 std::pair<int, std::string> RunServer(const std::string& flags) {
-  const std::string cmd =
-      testing::BinaryPath("server/jobstream-server") + " " + flags + " 2>&1 >/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) text.append(buf, n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+  return testing::RunCommand(testing::BinaryPath("server/jobstream-server") + " " + flags +
+                             " 2>&1 >/dev/null");
 }
 
 TEST_F(ServerTest, ConfigDeclaresTypesAndBadConfigIsRefusedClearly) {
@@ -400,15 +394,10 @@ TEST_F(ServerTest, ConfigDeclaresTypesAndBadConfigIsRefusedClearly) {
 
 // The CLI's exit codes, run as a user would.
 int RunCli(const std::string& args, std::string* out = nullptr) {
-  const std::string cmd = testing::BinaryPath("client/jobstream") + " " + args + " 2>/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string text;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) text.append(buf, n);
-  const int status = pclose(pipe);
+  auto [code, text] =
+      testing::RunCommand(testing::BinaryPath("client/jobstream") + " " + args + " 2>/dev/null");
   if (out) *out = text;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return code;
 }
 
 TEST_F(ServerTest, CliExitCodesFollowTheJobsOutcome) {
