@@ -1,0 +1,107 @@
+#include "gateway/gateway.h"
+
+#include "absl/strings/str_cat.h"
+#include "boost/asio/steady_timer.hpp"
+#include "boost/asio/strand.hpp"
+#include "gateway/session.h"
+
+namespace jobstream::gateway {
+
+namespace net = boost::asio;
+
+std::string Metrics::Render() const {
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, int64_t value) {
+    absl::StrAppend(&out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name,
+                    " ", value, "\n");
+  };
+  metric("jobstream_gateway_connections_open", "gauge", "Open HTTP connections.",
+         connections_open.load());
+  metric("jobstream_gateway_connections_total", "counter", "HTTP connections accepted.",
+         connections_total.load());
+  metric("jobstream_gateway_connections_refused_total", "counter",
+         "Connections closed at once because --max_connections was reached.",
+         connections_refused.load());
+  metric("jobstream_gateway_requests_total", "counter", "HTTP requests read.",
+         requests_total.load());
+  metric("jobstream_gateway_responses_4xx_total", "counter", "Responses with a 4xx status.",
+         responses_4xx.load());
+  metric("jobstream_gateway_responses_5xx_total", "counter", "Responses with a 5xx status.",
+         responses_5xx.load());
+  metric("jobstream_gateway_sse_streams_open", "gauge", "Open Server-Sent Events streams.",
+         sse_streams_open.load());
+  metric("jobstream_gateway_sse_events_sent_total", "counter", "Events sent to SSE clients.",
+         sse_events_sent.load());
+  metric("jobstream_gateway_upstream_streams_open", "gauge",
+         "WatchJob streams open to jobstream-server.", upstream_streams_open.load());
+  metric("jobstream_gateway_upstream_reconnects_total", "counter",
+         "WatchJob streams reopened after the server went away.", upstream_reconnects.load());
+  return out;
+}
+
+Gateway::Gateway(net::io_context& ioc, const net::ip::tcp::endpoint& endpoint,
+                 std::shared_ptr<grpc::Channel> upstream, GatewayOptions options)
+    : ioc_(ioc),
+      acceptor_(ioc),
+      options_(std::move(options)),
+      stub_(v1::JobService::NewStub(std::move(upstream))) {
+  acceptor_.open(endpoint.protocol());
+  acceptor_.set_option(net::socket_base::reuse_address(true));
+  acceptor_.bind(endpoint);
+  acceptor_.listen(net::socket_base::max_listen_connections);
+  port_ = acceptor_.local_endpoint().port();
+}
+
+void Gateway::Start() { Accept(); }
+
+void Gateway::Accept() {
+  acceptor_.async_accept(net::make_strand(ioc_), [this](boost::system::error_code ec,
+                                                        net::ip::tcp::socket socket) {
+    if (ec == net::error::operation_aborted) return;  // stopped
+    if (ec) {
+      // Out of file descriptors, most likely: back off instead of spinning.
+      auto timer = std::make_shared<net::steady_timer>(ioc_, std::chrono::milliseconds(50));
+      timer->async_wait([this, timer](boost::system::error_code) { Accept(); });
+      return;
+    }
+    if (static_cast<size_t>(metrics_.connections_open.load()) >= options_.max_connections) {
+      ++metrics_.connections_refused;
+      boost::system::error_code ignored;
+      socket.close(ignored);
+    } else {
+      auto session = std::make_shared<Session>(std::move(socket), this);
+      Register(session);
+      session->Start();
+    }
+    Accept();
+  });
+}
+
+void Gateway::Register(const std::shared_ptr<Session>& session) {
+  absl::MutexLock lock(&mu_);
+  sessions_[session.get()] = session;
+}
+
+void Gateway::Unregister(Session* session) {
+  absl::MutexLock lock(&mu_);
+  sessions_.erase(session);
+}
+
+void Gateway::Stop() {
+  std::vector<std::shared_ptr<Session>> open;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopped_) return;
+    stopped_ = true;
+    for (auto& [ptr, weak] : sessions_) {
+      if (auto session = weak.lock()) open.push_back(std::move(session));
+    }
+  }
+  net::post(acceptor_.get_executor(), [this] {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+  });
+  for (auto& session : open) session->Close();
+}
+
+}  // namespace jobstream::gateway

@@ -1,0 +1,82 @@
+// Gateway: HTTP/1.1 on one side (Boost.Beast, asynchronous, a strand per connection and
+// no thread per connection), jobstream's gRPC API on the other. It links only the proto
+// and the client code: it is a plain client of jobstream-server.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "boost/asio/ip/tcp.hpp"
+#include "grpcpp/grpcpp.h"
+#include "jobstream/v1/jobs.grpc.pb.h"
+
+namespace jobstream::gateway {
+
+struct GatewayOptions {
+  size_t max_body_bytes = (1 << 20) + (64 << 10);  // 1 MiB of params plus the envelope
+  size_t max_header_bytes = 16 << 10;
+  size_t max_connections = 18000;  // below the 20,000 open-file limit, with room to spare
+  absl::Duration request_timeout = absl::Seconds(10);  // a whole request must arrive in this
+  absl::Duration idle_timeout = absl::Seconds(60);     // between keep-alive requests
+  absl::Duration heartbeat = absl::Seconds(15);        // SSE comment on an idle stream
+  absl::Duration call_timeout = absl::Seconds(10);     // deadline of unary calls upstream
+  absl::Duration reconnect_timeout = absl::Seconds(30);  // SSE: upstream lost this long
+  int sse_retry_ms = 2000;
+  size_t sse_max_pending = 512;  // unsent SSE chunks before a slow client is dropped
+  std::set<std::string> cors_origins;  // "*" allows any origin
+};
+
+// Counters exported at /metrics (Prometheus text).
+struct Metrics {
+  std::atomic<int64_t> connections_open{0};
+  std::atomic<int64_t> connections_total{0};
+  std::atomic<int64_t> connections_refused{0};
+  std::atomic<int64_t> requests_total{0};
+  std::atomic<int64_t> responses_4xx{0};
+  std::atomic<int64_t> responses_5xx{0};
+  std::atomic<int64_t> sse_streams_open{0};
+  std::atomic<int64_t> sse_events_sent{0};
+  std::atomic<int64_t> upstream_streams_open{0};
+  std::atomic<int64_t> upstream_reconnects{0};
+  std::string Render() const;
+};
+
+class Session;
+
+class Gateway {
+ public:
+  Gateway(boost::asio::io_context& ioc, const boost::asio::ip::tcp::endpoint& endpoint,
+          std::shared_ptr<grpc::Channel> upstream, GatewayOptions options);
+  unsigned short port() const { return port_; }
+  void Start();
+  // Stops accepting and closes every connection (SSE streams end; browsers reconnect).
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+
+  const GatewayOptions& options() const { return options_; }
+  v1::JobService::Stub* stub() { return stub_.get(); }
+  Metrics& metrics() { return metrics_; }
+  void Register(const std::shared_ptr<Session>& session) ABSL_LOCKS_EXCLUDED(mu_);
+  void Unregister(Session* session) ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  void Accept();
+
+  boost::asio::io_context& ioc_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  unsigned short port_ = 0;
+  const GatewayOptions options_;
+  std::unique_ptr<v1::JobService::Stub> stub_;
+  Metrics metrics_;
+  absl::Mutex mu_;
+  absl::flat_hash_map<Session*, std::weak_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace jobstream::gateway

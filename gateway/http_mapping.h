@@ -1,0 +1,41 @@
+// The gateway's translations that need no I/O: gRPC code -> HTTP status (one table, as
+// Google's API guidelines map them), error bodies in google.rpc.Status JSON form, proto3
+// JSON both ways, and Server-Sent Events framing.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "google/protobuf/message.h"
+#include "grpcpp/support/status.h"
+
+namespace jobstream::gateway {
+
+// HTTP status for a gRPC code.
+int HttpStatusFor(grpc::StatusCode code);
+// {"code": <gRPC code number>, "message": "...", "status": "NOT_FOUND"}
+std::string ErrorJson(grpc::StatusCode code, absl::string_view message);
+
+// Canonical proto3 JSON (lowerCamelCase), on one line.
+std::string ToJson(const google::protobuf::Message& message);
+// Parses proto3 JSON into `message`; unknown fields are an error (typos fail loudly).
+absl::Status FromJson(absl::string_view json, google::protobuf::Message* message);
+
+// One SSE event: optional id and event lines, then `data` split into one data line per
+// line of it (a bare \r, \n or \r\n each end a line), then a blank line.
+std::string SseEvent(absl::string_view id, absl::string_view event, absl::string_view data);
+// A comment line (keeps proxies from timing out an idle stream).
+std::string SseComment(absl::string_view text);
+// "retry: N" telling EventSource how long to wait before reconnecting.
+std::string SseRetry(int milliseconds);
+
+// The sequence to resume after, from a Last-Event-ID header (a sequence, or
+// "jobId:sequence" as /v1/events sends) or else ?after=. nullopt when neither is given;
+// INVALID_ARGUMENT when one is not a non-negative integer.
+absl::StatusOr<std::optional<int64_t>> ResumeAfter(std::optional<absl::string_view> last_event_id,
+                                                   std::optional<absl::string_view> after_param);
+
+}  // namespace jobstream::gateway

@@ -1,0 +1,119 @@
+// jobstream-gateway: REST + Server-Sent Events in front of jobstream-server.
+#include <sys/resource.h>
+
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/signal_set.hpp"
+#include "gateway/gateway.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:8080", "HOST:PORT to serve HTTP on; port 0 picks one");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "jobstream-server address");
+ABSL_FLAG(int, threads, 2, "I/O threads");
+ABSL_FLAG(int64_t, max_connections, 18000, "open HTTP connections (SSE included)");
+ABSL_FLAG(int64_t, max_body_bytes, (1 << 20) + (64 << 10), "largest request body");
+ABSL_FLAG(int64_t, max_header_bytes, 16 << 10, "largest request header block");
+ABSL_FLAG(absl::Duration, request_timeout, absl::Seconds(10),
+          "time a client has to send a whole request");
+ABSL_FLAG(absl::Duration, heartbeat, absl::Seconds(15), "SSE keepalive comment interval");
+ABSL_FLAG(std::vector<std::string>, cors_origins, {},
+          "origins allowed to call the API from a browser (comma-separated; * for any)");
+
+namespace {
+int Fail(const std::string& message) {
+  std::cerr << "jobstream-gateway: " << message << "\n";
+  return 2;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("jobstream-gateway --listen=127.0.0.1:8080 --server=127.0.0.1:50051");
+  std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
+  if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument: ", rest[1]));
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+
+  const std::string listen = absl::GetFlag(FLAGS_listen);
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  boost::system::error_code ec;
+  boost::asio::ip::address address;
+  if (colon != std::string::npos) address = boost::asio::ip::make_address(listen.substr(0, colon), ec);
+  if (colon == std::string::npos || ec || !absl::SimpleAtoi(listen.substr(colon + 1), &port) ||
+      port < 0 || port > 65535) {
+    return Fail("--listen must be IP:PORT with a port from 0 to 65535, not \"" + listen + "\"");
+  }
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads < 1 || threads > 64) return Fail("--threads must be 1..64");
+  jobstream::gateway::GatewayOptions options;
+  if (absl::GetFlag(FLAGS_max_connections) < 1 || absl::GetFlag(FLAGS_max_body_bytes) < 1 ||
+      absl::GetFlag(FLAGS_max_header_bytes) < 1024 ||
+      absl::GetFlag(FLAGS_request_timeout) <= absl::ZeroDuration() ||
+      absl::GetFlag(FLAGS_heartbeat) <= absl::ZeroDuration()) {
+    return Fail("limits must be positive (--max_header_bytes at least 1024)");
+  }
+  options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  options.max_body_bytes = absl::GetFlag(FLAGS_max_body_bytes);
+  options.max_header_bytes = absl::GetFlag(FLAGS_max_header_bytes);
+  options.request_timeout = absl::GetFlag(FLAGS_request_timeout);
+  options.heartbeat = absl::GetFlag(FLAGS_heartbeat);
+  for (const std::string& origin : absl::GetFlag(FLAGS_cors_origins)) {
+    options.cors_origins.insert(origin);
+  }
+
+  // Every SSE client is a socket: use all the file descriptors we may.
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server),
+                                           grpc::InsecureChannelCredentials(), args);
+
+  boost::asio::io_context ioc(threads);
+  std::unique_ptr<jobstream::gateway::Gateway> gateway;
+  try {
+    gateway = std::make_unique<jobstream::gateway::Gateway>(
+        ioc, boost::asio::ip::tcp::endpoint(address, static_cast<unsigned short>(port)), channel,
+        options);
+  } catch (const boost::system::system_error& e) {
+    return Fail("cannot listen on " + listen + ": " + e.code().message());
+  }
+  gateway->Start();
+  std::cout << "listening on " << listen.substr(0, colon) << ":" << gateway->port() << std::endl;
+
+  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code, int signal) {
+    std::cerr << "jobstream-gateway: signal " << signal << ", shutting down\n";
+    gateway->Stop();
+  });
+  // Runs until Stop() has closed the acceptor and every connection.
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
+  ioc.run();
+  for (auto& t : pool) t.join();
+  // Cancelled upstream calls finish on gRPC's threads and post to the sessions; let them,
+  // then run what they posted, so no session outlives the gateway it reports to.
+  const absl::Time deadline = absl::Now() + absl::Seconds(2);
+  while (gateway->metrics().upstream_streams_open.load() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ioc.restart();
+  ioc.run();
+  gateway.reset();
+  return 0;
+}

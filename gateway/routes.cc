@@ -1,0 +1,81 @@
+#include "gateway/routes.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "boost/url/parse.hpp"
+#include "boost/url/url_view.hpp"
+
+namespace jobstream::gateway {
+
+std::optional<std::string> Route::Param(const std::string& name) const {
+  auto it = query.find(name);
+  if (it == query.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::string> Route::Params(const std::string& name) const {
+  std::vector<std::string> values;
+  auto [begin, end] = query.equal_range(name);
+  for (auto it = begin; it != end; ++it) values.push_back(it->second);
+  return values;
+}
+
+std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::string_view target) {
+  auto parsed = boost::urls::parse_origin_form(boost::core::string_view(target.data(), target.size()));
+  if (!parsed) {
+    return RouteError{400, "the request target is not a valid path and query", ""};
+  }
+  const boost::urls::url_view& url = *parsed;
+  std::vector<std::string> segments;
+  for (auto segment : url.segments()) segments.push_back(std::string(segment));
+  Route route;
+  for (auto param : url.params()) {
+    route.query.emplace(std::string(param.key), param.has_value ? std::string(param.value) : "");
+  }
+  auto allow = [&](std::string allowed) -> std::variant<Route, RouteError> {
+    return RouteError{405, absl::StrCat(method, " is not allowed here; use ", allowed), allowed};
+  };
+  auto is = [&](std::initializer_list<absl::string_view> want) {
+    if (segments.size() != want.size()) return false;
+    size_t i = 0;
+    for (absl::string_view w : want) {
+      if (!w.empty() && segments[i] != w) return false;  // empty: any non-empty value
+      if (w.empty() && segments[i].empty()) return false;
+      ++i;
+    }
+    return true;
+  };
+  if (is({"v1", "jobs"})) {
+    if (method == "GET") return route.kind = RouteKind::kListJobs, route;
+    if (method == "POST") return route.kind = RouteKind::kSubmit, route;
+    return allow("GET, POST");
+  }
+  if (is({"v1", "jobs", ""})) {
+    std::string last = segments[2];
+    if (absl::EndsWith(last, ":cancel")) {
+      route.job_id = last.substr(0, last.size() - 7);
+      if (route.job_id.empty()) return RouteError{404, "no job id before :cancel", ""};
+      if (method == "POST") return route.kind = RouteKind::kCancelJob, route;
+      return allow("POST");
+    }
+    route.job_id = last;
+    if (method == "GET") return route.kind = RouteKind::kGetJob, route;
+    if (method == "DELETE") return route.kind = RouteKind::kDeleteJob, route;
+    return allow("GET, DELETE");
+  }
+  if (is({"v1", "jobs", "", "events"})) {
+    route.job_id = segments[2];
+    if (method == "GET") return route.kind = RouteKind::kJobEvents, route;
+    return allow("GET");
+  }
+  auto get_only = [&](RouteKind kind) -> std::variant<Route, RouteError> {
+    if (method == "GET") return route.kind = kind, route;
+    return allow("GET");
+  };
+  if (is({"v1", "events"})) return get_only(RouteKind::kAllEvents);
+  if (is({"healthz"})) return get_only(RouteKind::kHealth);
+  if (is({"metrics"})) return get_only(RouteKind::kMetrics);
+  return RouteError{404, absl::StrCat("no route for ", url.path()), ""};
+}
+
+}  // namespace jobstream::gateway

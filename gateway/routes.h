@@ -1,0 +1,44 @@
+// Route: which API call an HTTP request is, parsed from its method and target (with
+// Boost.URL: percent-decoding and the query string). No I/O, so hostile targets are unit
+// tested directly.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/strings/string_view.h"
+
+namespace jobstream::gateway {
+
+enum class RouteKind {
+  kSubmit,     // POST   /v1/jobs
+  kListJobs,   // GET    /v1/jobs
+  kGetJob,     // GET    /v1/jobs/{id}
+  kDeleteJob,  // DELETE /v1/jobs/{id}
+  kCancelJob,  // POST   /v1/jobs/{id}:cancel
+  kJobEvents,  // GET    /v1/jobs/{id}/events   (SSE)
+  kAllEvents,  // GET    /v1/events             (SSE)
+  kHealth,     // GET    /healthz
+  kMetrics,    // GET    /metrics
+};
+
+struct Route {
+  RouteKind kind;
+  std::string job_id;  // percent-decoded; checked by the server
+  std::multimap<std::string, std::string> query;  // percent-decoded
+  std::optional<std::string> Param(const std::string& name) const;
+  std::vector<std::string> Params(const std::string& name) const;
+};
+
+struct RouteError {
+  int http_status;     // 400, 404 or 405
+  std::string message;
+  std::string allow;   // for 405: the methods the path takes
+};
+
+std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::string_view target);
+
+}  // namespace jobstream::gateway

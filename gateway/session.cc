@@ -1,0 +1,506 @@
+#include "gateway/session.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "boost/asio/dispatch.hpp"
+#include "boost/asio/post.hpp"
+#include "gateway/http_mapping.h"
+
+namespace jobstream::gateway {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+
+namespace {
+
+template <typename Req, typename Resp>
+struct UnaryCall {
+  grpc::ClientContext ctx;
+  Req request;
+  Resp response;
+};
+
+template <typename Req, typename Resp>
+std::shared_ptr<UnaryCall<Req, Resp>> NewCall(absl::Duration timeout) {
+  auto call = std::make_shared<UnaryCall<Req, Resp>>();
+  call->ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  return call;
+}
+
+bool IsTerminal(v1::JobEvent::Type type) {
+  return type == v1::JobEvent::SUCCEEDED || type == v1::JobEvent::FAILED ||
+         type == v1::JobEvent::CANCELLED;
+}
+
+bool IsFinished(v1::Job::State state) {
+  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
+         state == v1::Job::CANCELLED;
+}
+
+// Upstream stream endings after which a new WatchJob resumes without loss.
+bool Resumable(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+    case grpc::StatusCode::CANCELLED:
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return true;
+    default:
+      return false;
+  }
+}
+
+template <typename Key>
+std::optional<absl::string_view> Header(const http::request<http::string_body>& req, Key key) {
+  auto it = req.find(key);
+  if (it == req.end()) return std::nullopt;
+  return absl::string_view(it->value().data(), it->value().size());
+}
+
+}  // namespace
+
+Session::Session(net::ip::tcp::socket socket, Gateway* gateway)
+    : stream_(std::move(socket)),
+      gateway_(gateway),
+      heartbeat_(stream_.get_executor()),
+      retry_(stream_.get_executor()) {
+  ++gateway_->metrics().connections_open;
+  ++gateway_->metrics().connections_total;
+}
+
+Session::~Session() { --gateway_->metrics().connections_open; }
+
+void Session::Start() {
+  net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); });
+}
+
+void Session::Close() {
+  net::post(stream_.get_executor(), [self = shared_from_this()] { self->CloseNow(); });
+}
+
+template <typename Fn>
+void Session::Post(Fn fn) {
+  net::post(stream_.get_executor(), [self = shared_from_this(), fn = std::move(fn)]() mutable {
+    if (!self->closed_) fn();
+  });
+}
+
+void Session::CloseNow() {
+  if (closed_) return;
+  closed_ = true;
+  heartbeat_.cancel();
+  retry_.cancel();
+  if (sse_) {
+    --gateway_->metrics().sse_streams_open;
+    if (sse_->upstream) sse_->upstream->Cancel();
+  }
+  beast::error_code ignored;
+  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  stream_.close();
+  gateway_->Unregister(this);
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests
+
+void Session::Read() {
+  if (closed_) return;
+  parser_.emplace();
+  parser_->body_limit(gateway_->options().max_body_bytes);
+  parser_->header_limit(static_cast<uint32_t>(gateway_->options().max_header_bytes));
+  // The whole request must arrive in time: a slow client holds only its own connection.
+  stream_.expires_after(absl::ToChronoMilliseconds(gateway_->options().request_timeout));
+  http::async_read(stream_, buffer_, *parser_,
+                   [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+}
+
+void Session::OnRead(beast::error_code ec) {
+  if (!ec) return Dispatch(parser_->release());
+  if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+      ec == net::error::operation_aborted || ec == net::error::connection_reset ||
+      ec == net::error::eof) {
+    return CloseNow();
+  }
+  // A malformed or oversized request: say so, then close (the stream may be out of step).
+  keep_alive_ = false;
+  if (parser_->is_header_done()) version_ = parser_->get().version();
+  if (ec == http::error::body_limit) {
+    return Reply(413, ErrorJson(grpc::StatusCode::INVALID_ARGUMENT,
+                                absl::StrCat("request body is over the limit of ",
+                                             gateway_->options().max_body_bytes, " bytes")));
+  }
+  if (ec == http::error::header_limit) {
+    return Reply(431, ErrorJson(grpc::StatusCode::INVALID_ARGUMENT,
+                                absl::StrCat("request headers are over the limit of ",
+                                             gateway_->options().max_header_bytes, " bytes")));
+  }
+  Reply(400, ErrorJson(grpc::StatusCode::INVALID_ARGUMENT,
+                       absl::StrCat("malformed HTTP request: ", ec.message())));
+}
+
+std::string Session::CorsOrigin() const {
+  const auto& allowed = gateway_->options().cors_origins;
+  if (origin_.empty()) return "";
+  if (allowed.count("*")) return "*";
+  return allowed.count(origin_) ? origin_ : "";
+}
+
+void Session::Dispatch(Request request) {
+  ++gateway_->metrics().requests_total;
+  version_ = request.version();
+  keep_alive_ = request.keep_alive();
+  origin_ = std::string(Header(request, http::field::origin).value_or(""));
+  if (request.method() == http::verb::options) {  // CORS preflight
+    return Reply(204, "");
+  }
+  auto parsed = ParseRoute(absl::string_view(request.method_string().data(),
+                                             request.method_string().size()),
+                           absl::string_view(request.target().data(), request.target().size()));
+  if (auto* error = std::get_if<RouteError>(&parsed)) {
+    const grpc::StatusCode code = error->http_status == 404   ? grpc::StatusCode::NOT_FOUND
+                                  : error->http_status == 405 ? grpc::StatusCode::UNIMPLEMENTED
+                                                              : grpc::StatusCode::INVALID_ARGUMENT;
+    return Reply(error->http_status, ErrorJson(code, error->message), "application/json", "",
+                 error->allow);
+  }
+  const Route& route = std::get<Route>(parsed);
+  switch (route.kind) {
+    case RouteKind::kSubmit: return Submit(request);
+    case RouteKind::kListJobs: return ListJobs(route);
+    case RouteKind::kGetJob: return GetJob(route.job_id);
+    case RouteKind::kDeleteJob: return DeleteJob(route.job_id);
+    case RouteKind::kCancelJob: return CancelJob(route.job_id);
+    case RouteKind::kHealth: return Health();
+    case RouteKind::kMetrics:
+      return Reply(200, gateway_->metrics().Render(), "text/plain; version=0.0.4");
+    case RouteKind::kJobEvents: {
+      auto after = ResumeAfter(Header(request, "Last-Event-ID"), route.Param("after"));
+      if (!after.ok()) return ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                                         std::string(after.status().message()));
+      return StartJobEvents(route.job_id, after->value_or(0));
+    }
+    case RouteKind::kAllEvents:
+      return ReplyError(grpc::StatusCode::UNIMPLEMENTED, "/v1/events is not served yet");
+  }
+}
+
+void Session::Reply(int status, std::string body, const std::string& content_type,
+                    const std::string& location, const std::string& allow) {
+  auto res = std::make_shared<http::response<http::string_body>>(
+      static_cast<http::status>(status), version_);
+  res->set(http::field::server, "jobstream-gateway");
+  res->set(http::field::cache_control, "no-store");
+  if (!body.empty()) res->set(http::field::content_type, content_type);
+  if (!location.empty()) res->set(http::field::location, location);
+  if (!allow.empty()) res->set(http::field::allow, allow);
+  if (const std::string cors = CorsOrigin(); !cors.empty()) {
+    res->set(http::field::access_control_allow_origin, cors);
+    res->set(http::field::vary, "Origin");
+    res->set(http::field::access_control_expose_headers, "Location");
+    res->set(http::field::access_control_allow_methods, "GET, POST, DELETE, OPTIONS");
+    res->set(http::field::access_control_allow_headers,
+             "Content-Type, Idempotency-Key, Last-Event-ID");
+  }
+  res->body() = std::move(body);
+  res->keep_alive(keep_alive_);
+  res->prepare_payload();
+  if (status >= 500) ++gateway_->metrics().responses_5xx;
+  else if (status >= 400) ++gateway_->metrics().responses_4xx;
+  http::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
+    self->OnWritten(res->keep_alive(), ec);
+  });
+}
+
+void Session::ReplyError(grpc::StatusCode code, const std::string& message) {
+  Reply(HttpStatusFor(code), ErrorJson(code, message));
+}
+
+void Session::ReplyStatus(const grpc::Status& status) {
+  ReplyError(status.error_code(), status.error_message());
+}
+
+void Session::OnWritten(bool keep_alive, beast::error_code ec) {
+  if (ec || !keep_alive) return CloseNow();
+  Read();
+}
+
+// ---------------------------------------------------------------------------------------
+// REST
+
+void Session::Submit(const Request& request) {
+  auto call = NewCall<v1::SubmitRequest, v1::Job>(gateway_->options().call_timeout);
+  if (absl::Status s = FromJson(absl::string_view(request.body()), &call->request); !s.ok()) {
+    return ReplyError(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message()));
+  }
+  auto it = request.find("Idempotency-Key");
+  if (it != request.end()) {
+    const std::string key(it->value());
+    if (!call->request.request_id().empty() && call->request.request_id() != key) {
+      return ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                        "the Idempotency-Key header and the body's requestId differ");
+    }
+    call->request.set_request_id(key);
+  }
+  gateway_->stub()->async()->Submit(
+      &call->ctx, &call->request, &call->response, [this, self = shared_from_this(), call](grpc::Status s) {
+        Post([this, call, s] {
+          if (!s.ok()) return ReplyStatus(s);
+          Reply(202, ToJson(call->response), "application/json",
+                "/v1/jobs/" + call->response.id());
+        });
+      });
+}
+
+void Session::GetJob(const std::string& job_id) {
+  auto call = NewCall<v1::GetStatusRequest, v1::Job>(gateway_->options().call_timeout);
+  call->request.set_job_id(job_id);
+  gateway_->stub()->async()->GetStatus(&call->ctx, &call->request, &call->response,
+                                       [this, self = shared_from_this(), call](grpc::Status s) {
+                                         Post([this, call, s] {
+                                           if (!s.ok()) return ReplyStatus(s);
+                                           Reply(200, ToJson(call->response));
+                                         });
+                                       });
+}
+
+void Session::ListJobs(const Route& route) {
+  auto call = NewCall<v1::ListJobsRequest, v1::ListJobsResponse>(gateway_->options().call_timeout);
+  for (const std::string& value : route.Params("state")) {
+    for (absl::string_view name : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+      v1::Job::State state;
+      if (!v1::Job::State_Parse(absl::AsciiStrToUpper(name), &state) ||
+          state == v1::Job::STATE_UNSPECIFIED) {
+        return ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("state \"", name.substr(0, 40),
+                                       "\" is not one of QUEUED, RUNNING, SUCCEEDED, FAILED, "
+                                       "CANCELLED"));
+      }
+      call->request.add_states(state);
+    }
+  }
+  call->request.set_type(route.Param("type").value_or(""));
+  for (const std::string& label : route.Params("label")) {
+    std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits(':', 1));
+    if (kv.size() != 2) {
+      return ReplyError(grpc::StatusCode::INVALID_ARGUMENT, "label takes key:value");
+    }
+    (*call->request.mutable_labels())[kv[0]] = kv[1];
+  }
+  if (auto size = route.Param("pageSize")) {
+    int page_size;
+    if (!absl::SimpleAtoi(*size, &page_size)) {
+      return ReplyError(grpc::StatusCode::INVALID_ARGUMENT, "pageSize must be an integer");
+    }
+    call->request.set_page_size(page_size);
+  }
+  call->request.set_page_token(route.Param("pageToken").value_or(""));
+  gateway_->stub()->async()->ListJobs(&call->ctx, &call->request, &call->response,
+                                      [this, self = shared_from_this(), call](grpc::Status s) {
+                                        Post([this, call, s] {
+                                          if (!s.ok()) return ReplyStatus(s);
+                                          Reply(200, ToJson(call->response));
+                                        });
+                                      });
+}
+
+void Session::CancelJob(const std::string& job_id) {
+  auto call = NewCall<v1::CancelJobRequest, v1::Job>(gateway_->options().call_timeout);
+  call->request.set_job_id(job_id);
+  gateway_->stub()->async()->CancelJob(&call->ctx, &call->request, &call->response,
+                                       [this, self = shared_from_this(), call](grpc::Status s) {
+                                         Post([this, call, s] {
+                                           if (!s.ok()) return ReplyStatus(s);
+                                           Reply(200, ToJson(call->response));
+                                         });
+                                       });
+}
+
+void Session::DeleteJob(const std::string& job_id) {
+  auto call =
+      NewCall<v1::DeleteJobRequest, v1::DeleteJobResponse>(gateway_->options().call_timeout);
+  call->request.set_job_id(job_id);
+  gateway_->stub()->async()->DeleteJob(&call->ctx, &call->request, &call->response,
+                                       [this, self = shared_from_this(), call](grpc::Status s) {
+                                         Post([this, call, s] {
+                                           if (!s.ok()) return ReplyStatus(s);
+                                           Reply(204, "");
+                                         });
+                                       });
+}
+
+void Session::Health() {
+  // A cheap real call: the gateway is healthy when the server answers.
+  auto call = NewCall<v1::ListJobsRequest, v1::ListJobsResponse>(absl::Seconds(2));
+  call->request.set_page_size(1);
+  gateway_->stub()->async()->ListJobs(
+      &call->ctx, &call->request, &call->response, [this, self = shared_from_this(), call](grpc::Status s) {
+        Post([this, s] {
+          if (s.ok()) return Reply(200, R"({"status":"SERVING"})");
+          Reply(503, ErrorJson(grpc::StatusCode::UNAVAILABLE,
+                               "jobstream-server is not answering: " + s.error_message()));
+        });
+      });
+}
+
+// ---------------------------------------------------------------------------------------
+// Server-Sent Events
+
+void Session::StartJobEvents(const std::string& job_id, int64_t after) {
+  // Look first, so an unknown job is a 404 and a finished one read to its end is a 204
+  // (which tells EventSource to stop), not an empty stream.
+  auto call = NewCall<v1::GetStatusRequest, v1::Job>(gateway_->options().call_timeout);
+  call->request.set_job_id(job_id);
+  gateway_->stub()->async()->GetStatus(
+      &call->ctx, &call->request, &call->response, [this, self = shared_from_this(), call, after](grpc::Status s) {
+        Post([this, call, after, s] {
+          if (!s.ok()) return ReplyStatus(s);
+          const v1::Job& job = call->response;
+          if (IsFinished(job.state()) && after >= job.last_sequence()) return Reply(204, "");
+          if (after > job.last_sequence()) {
+            return ReplyError(grpc::StatusCode::OUT_OF_RANGE,
+                              absl::StrCat("after ", after, " is beyond job ", job.id(),
+                                           "'s last sequence ", job.last_sequence()));
+          }
+          sse_.emplace();
+          sse_->job_id = job.id();
+          sse_->last_sent = after;
+          sse_->last_contact = absl::Now();
+          sse_->backoff = absl::Milliseconds(100);
+          sse_->writing = true;  // until the header is out
+          ++gateway_->metrics().sse_streams_open;
+          stream_.expires_never();
+          auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, version_);
+          res->set(http::field::server, "jobstream-gateway");
+          res->set(http::field::content_type, "text/event-stream");
+          res->set(http::field::cache_control, "no-cache");
+          res->set("X-Accel-Buffering", "no");
+          if (const std::string cors = CorsOrigin(); !cors.empty()) {
+            res->set(http::field::access_control_allow_origin, cors);
+            res->set(http::field::vary, "Origin");
+          }
+          // The connection closes when the stream ends; EventSource reconnects as needed.
+          res->keep_alive(false);
+          res->chunked(true);
+          auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
+          http::async_write_header(
+              stream_, *sr, [self = shared_from_this(), res, sr](beast::error_code ec, size_t) {
+                if (ec) return self->CloseNow();
+                self->sse_->writing = false;
+                self->SseFlush();
+              });
+          SseWrite(SseRetry(gateway_->options().sse_retry_ms));
+          OpenUpstream();
+          ArmHeartbeat();
+          WatchForClose();
+        });
+      });
+}
+
+void Session::OpenUpstream() {
+  if (closed_ || !sse_ || sse_->ending) return;
+  ++gateway_->metrics().upstream_streams_open;
+  sse_->upstream = UpstreamWatch::Start(
+      gateway_->stub(), sse_->job_id, sse_->last_sent,
+      [self = shared_from_this()](const v1::JobEvent& event) {
+        self->Post([self, event] { self->OnUpstreamEvent(event); });
+      },
+      [self = shared_from_this()](const grpc::Status& status) {
+        --self->gateway_->metrics().upstream_streams_open;
+        self->Post([self, status] { self->OnUpstreamDone(status); });
+      });
+}
+
+void Session::OnUpstreamEvent(const v1::JobEvent& event) {
+  if (!sse_ || sse_->ending || event.sequence() <= sse_->last_sent) return;
+  sse_->last_sent = event.sequence();
+  sse_->last_contact = absl::Now();
+  sse_->backoff = absl::Milliseconds(100);
+  ++gateway_->metrics().sse_events_sent;
+  SseWrite(SseEvent(absl::StrCat(event.sequence()),
+                    absl::AsciiStrToLower(v1::JobEvent::Type_Name(event.type())),
+                    ToJson(event)));
+  if (IsTerminal(event.type())) SseEnd();
+}
+
+void Session::OnUpstreamDone(const grpc::Status& status) {
+  if (!sse_) return;
+  sse_->upstream.reset();
+  if (sse_->ending) return;
+  const absl::Time now = absl::Now();
+  if (!Resumable(status.error_code()) ||
+      now - sse_->last_contact > gateway_->options().reconnect_timeout) {
+    return SseEnd();  // the browser reconnects with Last-Event-ID when it can
+  }
+  // The server went away or cut us off: resume after the last event sent.
+  ++gateway_->metrics().upstream_reconnects;
+  retry_.expires_after(absl::ToChronoMilliseconds(sse_->backoff));
+  sse_->backoff = std::min(sse_->backoff * 2, absl::Seconds(2));
+  retry_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (!ec && !self->closed_) self->OpenUpstream();
+  });
+}
+
+void Session::SseWrite(std::string chunk) {
+  if (!sse_ || closed_) return;
+  if (sse_->pending.size() >= gateway_->options().sse_max_pending) {
+    // Too slow to keep up: drop it; it resumes from its Last-Event-ID.
+    return CloseNow();
+  }
+  sse_->pending.push_back(std::move(chunk));
+  SseFlush();
+}
+
+void Session::SseFlush() {
+  if (!sse_ || closed_ || sse_->writing) return;
+  if (sse_->pending.empty()) {
+    if (!sse_->ending) return;
+    sse_->writing = true;
+    net::async_write(stream_, http::make_chunk_last(),
+                     [self = shared_from_this()](beast::error_code, size_t) { self->CloseNow(); });
+    return;
+  }
+  sse_->writing = true;
+  auto data = std::make_shared<std::string>(std::move(sse_->pending.front()));
+  sse_->pending.pop_front();
+  net::async_write(stream_, http::make_chunk(net::buffer(*data)),
+                   [self = shared_from_this(), data](beast::error_code ec, size_t) {
+                     if (ec) return self->CloseNow();
+                     self->sse_->writing = false;
+                     self->SseFlush();
+                   });
+}
+
+void Session::SseEnd() {
+  if (!sse_ || sse_->ending) return;
+  sse_->ending = true;
+  if (sse_->upstream) sse_->upstream->Cancel();
+  heartbeat_.cancel();
+  SseFlush();
+}
+
+void Session::ArmHeartbeat() {
+  heartbeat_.expires_after(absl::ToChronoMilliseconds(gateway_->options().heartbeat));
+  heartbeat_.async_wait([self = shared_from_this()](beast::error_code ec) {
+    if (ec || self->closed_ || !self->sse_ || self->sse_->ending) return;
+    if (self->sse_->pending.empty()) self->SseWrite(SseComment("keepalive"));
+    self->ArmHeartbeat();
+  });
+}
+
+void Session::WatchForClose() {
+  // EventSource sends nothing while it listens: a read that completes means it left.
+  stream_.socket().async_read_some(net::buffer(probe_),
+                                   [self = shared_from_this()](beast::error_code ec, size_t) {
+                                     if (ec) return self->CloseNow();
+                                     self->WatchForClose();
+                                   });
+}
+
+}  // namespace jobstream::gateway

@@ -1,0 +1,48 @@
+#include "gateway/upstream_watch.h"
+
+namespace jobstream::gateway {
+
+void WatchHandle::Cancel() {
+  absl::MutexLock lock(&mu_);
+  cancelled_ = true;
+  // The watch cannot be deleted while mu_ is held: OnDone takes it first.
+  if (watch_ != nullptr) watch_->ctx_.TryCancel();
+}
+
+std::shared_ptr<WatchHandle> UpstreamWatch::Start(v1::JobService::Stub* stub,
+                                                  const std::string& job_id, int64_t after,
+                                                  EventFn on_event, DoneFn on_done) {
+  auto handle = std::make_shared<WatchHandle>();
+  auto* watch = new UpstreamWatch(handle, std::move(on_event), std::move(on_done));
+  watch->request_.set_job_id(job_id);
+  watch->request_.set_after_sequence(after);
+  {
+    absl::MutexLock lock(&handle->mu_);
+    handle->watch_ = watch;
+  }
+  stub->async()->WatchJob(&watch->ctx_, &watch->request_, watch);
+  watch->StartRead(&watch->event_);
+  watch->StartCall();
+  return handle;
+}
+
+UpstreamWatch::UpstreamWatch(std::shared_ptr<WatchHandle> handle, EventFn on_event,
+                             DoneFn on_done)
+    : handle_(std::move(handle)), on_event_(std::move(on_event)), on_done_(std::move(on_done)) {}
+
+void UpstreamWatch::OnReadDone(bool ok) {
+  if (!ok) return;  // OnDone follows
+  on_event_(event_);
+  StartRead(&event_);
+}
+
+void UpstreamWatch::OnDone(const grpc::Status& status) {
+  {
+    absl::MutexLock lock(&handle_->mu_);
+    handle_->watch_ = nullptr;
+  }
+  on_done_(status);
+  delete this;
+}
+
+}  // namespace jobstream::gateway

@@ -1,0 +1,72 @@
+#include "gateway/routes.h"
+
+#include "gtest/gtest.h"
+
+namespace jobstream::gateway {
+namespace {
+
+Route Ok(absl::string_view method, absl::string_view target) {
+  auto parsed = ParseRoute(method, target);
+  EXPECT_TRUE(std::holds_alternative<Route>(parsed)) << method << " " << target;
+  return std::holds_alternative<Route>(parsed) ? std::get<Route>(parsed) : Route{};
+}
+
+RouteError Err(absl::string_view method, absl::string_view target) {
+  auto parsed = ParseRoute(method, target);
+  EXPECT_TRUE(std::holds_alternative<RouteError>(parsed)) << method << " " << target;
+  return std::holds_alternative<RouteError>(parsed) ? std::get<RouteError>(parsed) : RouteError{};
+}
+
+TEST(RoutesTest, EveryRouteOfTheTable) {
+  EXPECT_EQ(Ok("POST", "/v1/jobs").kind, RouteKind::kSubmit);
+  EXPECT_EQ(Ok("GET", "/v1/jobs").kind, RouteKind::kListJobs);
+  Route get = Ok("GET", "/v1/jobs/01m81rd5kq5g91qm659eqts4bn");
+  EXPECT_EQ(get.kind, RouteKind::kGetJob);
+  EXPECT_EQ(get.job_id, "01m81rd5kq5g91qm659eqts4bn");
+  EXPECT_EQ(Ok("DELETE", "/v1/jobs/abc").kind, RouteKind::kDeleteJob);
+  Route cancel = Ok("POST", "/v1/jobs/abc:cancel");
+  EXPECT_EQ(cancel.kind, RouteKind::kCancelJob);
+  EXPECT_EQ(cancel.job_id, "abc");
+  Route events = Ok("GET", "/v1/jobs/abc/events?after=5");
+  EXPECT_EQ(events.kind, RouteKind::kJobEvents);
+  EXPECT_EQ(events.Param("after").value_or(""), "5");
+  EXPECT_EQ(Ok("GET", "/v1/events?type=demo.steps").kind, RouteKind::kAllEvents);
+  EXPECT_EQ(Ok("GET", "/healthz").kind, RouteKind::kHealth);
+  EXPECT_EQ(Ok("GET", "/metrics").kind, RouteKind::kMetrics);
+}
+
+TEST(RoutesTest, QueryIsDecodedAndRepeatable) {
+  Route list = Ok("GET", "/v1/jobs?state=RUNNING&state=QUEUED&type=demo%2Esteps&pageToken=a%2Bb%3D");
+  EXPECT_EQ(list.Params("state"), (std::vector<std::string>{"RUNNING", "QUEUED"}));
+  EXPECT_EQ(list.Param("type").value_or(""), "demo.steps");
+  EXPECT_EQ(list.Param("pageToken").value_or(""), "a+b=");
+  EXPECT_FALSE(list.Param("missing").has_value());
+}
+
+TEST(RoutesTest, WrongMethodsGet405WithAllow) {
+  RouteError e = Err("PUT", "/v1/jobs");
+  EXPECT_EQ(e.http_status, 405);
+  EXPECT_EQ(e.allow, "GET, POST");
+  EXPECT_EQ(Err("POST", "/v1/jobs/abc").allow, "GET, DELETE");
+  EXPECT_EQ(Err("GET", "/v1/jobs/abc:cancel").allow, "POST");
+  EXPECT_EQ(Err("BREW", "/healthz").http_status, 405);
+}
+
+TEST(RoutesTest, HostileTargetsAreRefusedOrHarmless) {
+  EXPECT_EQ(Err("GET", "/nope").http_status, 404);
+  EXPECT_EQ(Err("GET", "/v1/jobs/").http_status, 404);
+  EXPECT_EQ(Err("GET", "/v1/jobs/a/b/c").http_status, 404);
+  EXPECT_EQ(Err("POST", "/v1/jobs/:cancel").http_status, 404);
+  EXPECT_EQ(Err("GET", "http://evil.example/v1/jobs").http_status, 400) << "absolute form";
+  EXPECT_EQ(Err("GET", "v1/jobs").http_status, 400);
+  EXPECT_EQ(Err("GET", "/v1/jobs/%zz").http_status, 400) << "bad percent-encoding";
+  EXPECT_EQ(Err("GET", std::string("/v1/jobs\0x", 10)).http_status, 400);
+  // An encoded slash stays inside the id (the server then refuses the id): never a path.
+  Route slash = Ok("GET", "/v1/jobs/..%2F..%2Fetc%2Fpasswd");
+  EXPECT_EQ(slash.kind, RouteKind::kGetJob);
+  EXPECT_EQ(slash.job_id, "../../etc/passwd");
+  EXPECT_EQ(Ok("GET", "/v1/jobs/" + std::string(10000, 'a')).job_id.size(), 10000u);
+}
+
+}  // namespace
+}  // namespace jobstream::gateway
