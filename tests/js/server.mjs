@@ -1,5 +1,5 @@
-// Starts the real jobstream-server on 127.0.0.1 with a free port and a temp data dir, and
-// removes both when stopped. Shared by the Node tests.
+// Starts the real jobstream-server (a free port, a temp data dir, both removed when it
+// stops) and jobstream-gateway on 127.0.0.1. Shared by the Node tests.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,26 +9,52 @@ import readline from 'node:readline';
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const BIN_DIR = process.env.JOBSTREAM_BIN_DIR ?? path.join(ROOT, 'build');
 
-export async function startServer(flags = []) {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'jobstream-js-'));
-  const child = spawn(path.join(BIN_DIR, 'server/jobstream-server'),
-    ['--listen=127.0.0.1:0', `--data_dir=${dataDir}`, ...flags],
-    { stdio: ['ignore', 'pipe', 'inherit'] });
+// Spawns a binary that prints "listening on HOST:PORT" first; resolves to its address.
+async function spawnListening(binary, args) {
+  const child = spawn(path.join(BIN_DIR, binary), args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = readline.createInterface({ input: child.stdout });
   const first = await new Promise((resolve, reject) => {
     lines.once('line', resolve);
-    child.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    child.once('exit', (code) => reject(new Error(`${binary} exited with ${code}`)));
   });
   const match = /^listening on (\S+)$/.exec(first);
   if (!match) throw new Error(`unexpected first line: ${first}`);
+  return { child, address: match[1] };
+}
+
+export async function startServer(flags = []) {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'jobstream-js-'));
+  const { child, address } = await spawnListening('server/jobstream-server',
+    ['--listen=127.0.0.1:0', `--data_dir=${dataDir}`, ...flags]);
   return {
-    address: match[1],
+    address,
     async stop() {
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill('SIGTERM');
       const code = await exited;
       rmSync(dataDir, { recursive: true, force: true });
       return code;
+    },
+  };
+}
+
+// Starts jobstream-gateway in front of `serverAddress`; `port` 0 picks one.
+export async function startGateway(serverAddress, { port = 0, flags = [] } = {}) {
+  const { child, address } = await spawnListening('gateway/jobstream-gateway',
+    [`--listen=127.0.0.1:${port}`, `--server=${serverAddress}`, ...flags]);
+  return {
+    address,
+    url: `http://${address}`,
+    port: Number(address.split(':')[1]),
+    kill() {  // SIGKILL, like a crash
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      return exited;
+    },
+    async stop() {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      return exited;
     },
   };
 }

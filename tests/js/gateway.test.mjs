@@ -1,0 +1,232 @@
+// jobstream-gateway from the outside: plain HTTP, SSE read by hand and by the W3C
+// EventSource client, resume after restarts, many clients, hostile input.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { EventSource } from 'eventsource';
+import { startServer, startGateway } from './server.mjs';
+
+let server;
+let gateway;
+before(async () => {
+  server = await startServer(['--retry_backoff=0s']);
+  gateway = await startGateway(server.address, { flags: ['--request_timeout=1s'] });
+});
+after(async () => {
+  await gateway.stop();
+  assert.equal(await server.stop(), 0);
+});
+
+const json = async (method, path, body, headers = {}) => {
+  const response = await fetch(gateway.url + path, {
+    method,
+    headers: { 'Content-Type': 'application/json', ...headers },
+    body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)),
+  });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : null };
+};
+
+const submit = (params, extra = {}) => json('POST', '/v1/jobs', { type: 'demo.steps', params, ...extra });
+
+// Reads an SSE response by hand: the raw text, and the events parsed from it.
+async function readSse(path, headers = {}) {
+  const response = await fetch(gateway.url + path, { headers });
+  const text = await response.text();
+  const events = text.split('\n\n').filter((block) => block.includes('data:')).map((block) => {
+    const field = (name) => block.split('\n').filter((l) => l.startsWith(`${name}: `))
+      .map((l) => l.slice(name.length + 2));
+    return { id: field('id')[0], event: field('event')[0], data: JSON.parse(field('data').join('\n')) };
+  });
+  return { status: response.status, headers: response.headers, text, events };
+}
+
+test('every REST route', async () => {
+  const created = await submit({ steps: ['a'], step_ms: 0, ticks: 0 });
+  assert.equal(created.status, 202);
+  assert.equal(created.headers.get('location'), `/v1/jobs/${created.body.id}`);
+  assert.equal(created.body.state, 'QUEUED');
+  await readSse(`/v1/jobs/${created.body.id}/events`);  // to its end
+  const got = await json('GET', `/v1/jobs/${created.body.id}`);
+  assert.equal(got.status, 200);
+  assert.equal(got.body.state, 'SUCCEEDED');
+  assert.deepEqual(got.body.result, { steps: 1 });
+
+  const listed = await json('GET', '/v1/jobs?state=SUCCEEDED&type=demo.steps&pageSize=1');
+  assert.equal(listed.status, 200);
+  assert.equal(listed.body.jobs.length, 1);
+
+  const later = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString() });
+  const cancelled = await json('POST', `/v1/jobs/${later.body.id}:cancel`);
+  assert.equal(cancelled.status, 200);
+  assert.equal(cancelled.body.state, 'CANCELLED');
+
+  const deleted = await fetch(`${gateway.url}/v1/jobs/${created.body.id}`, { method: 'DELETE' });
+  assert.equal(deleted.status, 204);
+  const gone = await json('GET', `/v1/jobs/${created.body.id}`);
+  assert.equal(gone.status, 404);
+  assert.match(gone.body.message, /was deleted at/);
+
+  const once = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString() },
+  );
+  const key = { 'Idempotency-Key': `key-${Date.now()}` };
+  const first = await json('POST', '/v1/jobs', { type: 'demo.steps' }, key);
+  const second = await json('POST', '/v1/jobs', { type: 'demo.steps' }, key);
+  assert.equal(first.status, 202);
+  assert.equal(second.body.id, first.body.id);
+  assert.notEqual(once.body.id, first.body.id);
+
+  assert.equal((await json('GET', '/healthz')).body.status, 'SERVING');
+  const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+  assert.match(metrics, /^jobstream_gateway_requests_total \d+$/m);
+  assert.match(metrics, /^jobstream_gateway_sse_events_sent_total \d+$/m);
+});
+
+test('errors map to HTTP statuses with a JSON body', async () => {
+  const cases = [
+    [await json('GET', '/v1/jobs/01m81rd5kq5g91qm659eqts4bn'), 404, 'NOT_FOUND'],
+    [await json('GET', '/v1/jobs/not-an-id'), 400, 'INVALID_ARGUMENT'],
+    [await json('POST', '/v1/jobs', '{"type": "demo.steps",'), 400, 'INVALID_ARGUMENT'],
+    [await json('POST', '/v1/jobs', { type: 'nope' }), 400, 'INVALID_ARGUMENT'],
+    [await json('POST', '/v1/jobs', { tyep: 'demo.steps' }), 400, 'INVALID_ARGUMENT'],
+    [await json('GET', '/v1/jobs?pageToken=garbage'), 400, 'INVALID_ARGUMENT'],
+    [await json('GET', '/v1/jobs?state=SLEEPING'), 400, 'INVALID_ARGUMENT'],
+    [await json('PUT', '/v1/jobs'), 405, 'UNIMPLEMENTED'],
+    [await json('GET', '/v1/nothing'), 404, 'NOT_FOUND'],
+  ];
+  for (const [response, status, name] of cases) {
+    assert.equal(response.status, status, JSON.stringify(response.body));
+    assert.equal(response.body.status, name);
+    assert.equal(typeof response.body.code, 'number');
+    assert.ok(response.body.message.length > 0);
+  }
+  const running = await submit({ steps: ['long'], step_ms: 60000 });
+  const conflict = await fetch(`${gateway.url}/v1/jobs/${running.body.id}`, { method: 'DELETE' });
+  assert.equal(conflict.status, 409);
+  await json('POST', `/v1/jobs/${running.body.id}:cancel`);
+});
+
+test('SSE by hand: framing, resume by header and by query, 204 past the end, 404', async () => {
+  const job = await submit({ steps: ['a', 'b'], step_ms: 40, ticks: 2 });
+  const full = await readSse(`/v1/jobs/${job.body.id}/events`);
+  assert.equal(full.status, 200);
+  assert.equal(full.headers.get('content-type'), 'text/event-stream');
+  assert.equal(full.headers.get('cache-control'), 'no-cache');
+  assert.equal(full.headers.get('x-accel-buffering'), 'no');
+  assert.ok(full.text.startsWith('retry: 2000\n\n'));
+  assert.deepEqual(full.events.map((e) => e.event), ['created', 'started', 'step', 'progress',
+    'progress', 'step', 'progress', 'progress', 'succeeded']);
+  assert.deepEqual(full.events.map((e) => e.id), ['1', '2', '3', '4', '5', '6', '7', '8', '9']);
+  for (const e of full.events) {
+    assert.equal(e.data.sequence, e.id);
+    assert.equal(e.data.jobId, job.body.id);
+  }
+  const byHeader = await readSse(`/v1/jobs/${job.body.id}/events`, { 'Last-Event-ID': '6' });
+  assert.deepEqual(byHeader.events.map((e) => e.id), ['7', '8', '9']);
+  const byQuery = await readSse(`/v1/jobs/${job.body.id}/events?after=7`);
+  assert.deepEqual(byQuery.events.map((e) => e.id), ['8', '9']);
+  assert.equal((await fetch(`${gateway.url}/v1/jobs/${job.body.id}/events?after=9`)).status, 204);
+  assert.equal((await fetch(`${gateway.url}/v1/jobs/${job.body.id}/events?after=10`)).status, 204);
+  assert.equal((await fetch(`${gateway.url}/v1/jobs/01m81rd5kq5g91qm659eqts4bn/events`)).status, 404);
+  assert.equal((await fetch(`${gateway.url}/v1/jobs/${job.body.id}/events?after=-1`)).status, 400);
+});
+
+// Collects an EventSource's events until the job ends and the gateway answers 204.
+function follow(url, { onEvent = () => {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const seen = [];
+    const source = new EventSource(url);
+    const timer = setTimeout(() => { source.close(); reject(new Error(`timed out with ${seen.length}`)); }, 60000);
+    for (const type of ['created', 'started', 'step', 'progress', 'retrying', 'succeeded', 'failed', 'cancelled']) {
+      source.addEventListener(type, (e) => { seen.push({ id: e.lastEventId, type }); onEvent(seen, source); });
+    }
+    source.onerror = () => {
+      // After the terminal event the stream ends; the reconnect gets 204 and EventSource closes.
+      if (source.readyState === EventSource.CLOSED) {
+        clearTimeout(timer);
+        resolve(seen);
+      }
+    };
+  });
+}
+
+test('the EventSource client follows a job to its end and stops', async () => {
+  const job = await submit({ steps: ['a', 'b'], step_ms: 60, ticks: 3 });
+  const seen = await follow(`${gateway.url}/v1/jobs/${job.body.id}/events`);
+  assert.deepEqual(seen.map((e) => Number(e.id)), Array.from({ length: 11 }, (_, i) => i + 1));
+  assert.equal(seen.at(-1).type, 'succeeded');
+});
+
+test('kill -9 of the gateway mid-stream: EventSource sees every event once, in order', async () => {
+  const port = gateway.port;
+  const job = await submit({ steps: ['a', 'b', 'c', 'd'], step_ms: 1000, ticks: 5 });
+  let killed = false;
+  const seen = await follow(`${gateway.url}/v1/jobs/${job.body.id}/events`, {
+    onEvent: (events) => {
+      if (!killed && events.length === 5) {
+        killed = true;
+        // Crash the gateway and bring it back on the same port while the browser waits.
+        gateway.kill().then(async () => {
+          gateway = await startGateway(server.address, { port, flags: ['--request_timeout=1s'] });
+        });
+      }
+    },
+  });
+  assert.ok(killed);
+  const ids = seen.map((e) => Number(e.id));
+  assert.deepEqual(ids, Array.from({ length: ids.length }, (_, i) => i + 1), 'no gap, no repeat');
+  assert.equal(ids.length, 1 + 1 + 4 * 6 + 1);
+  assert.equal(seen.at(-1).type, 'succeeded');
+});
+
+test('300 concurrent SSE clients on one job all finish with the same events', async () => {
+  const job = await submit({ steps: ['a', 'b'], step_ms: 500, ticks: 5 },
+    { runAt: new Date(Date.now() + 1500).toISOString() });
+  const clients = Array.from({ length: 300 }, () => readSse(`/v1/jobs/${job.body.id}/events`));
+  const results = await Promise.all(clients);
+  const expected = results[0].events.map((e) => e.id).join(',');
+  assert.equal(results[0].events.at(-1).event, 'succeeded');
+  for (const r of results) {
+    assert.equal(r.status, 200);
+    assert.equal(r.events.map((e) => e.id).join(','), expected);
+  }
+});
+
+// Sends raw bytes and returns what the gateway answered before closing.
+function raw(bytes, { wait = 3000 } = {}) {
+  return new Promise((resolve) => {
+    const socket = net.connect(gateway.port, '127.0.0.1');
+    let reply = '';
+    socket.on('data', (d) => { reply += d.toString('latin1'); });
+    socket.on('close', () => resolve({ reply, closed: true }));
+    socket.on('error', () => {});
+    socket.write(bytes);
+    setTimeout(() => { socket.destroy(); resolve({ reply, closed: false }); }, wait);
+  });
+}
+
+test('hostile input gets a clear status and the gateway keeps serving', async () => {
+  // The gateway answers 413 as soon as the declared length is over the limit.
+  const big = await raw(`POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: ${2 << 20}\r\n\r\n${'x'.repeat(1000)}`);
+  assert.match(big.reply, /^HTTP\/1\.1 413 /);
+  assert.match(big.reply, /over the limit of \d+ bytes/);
+  const headers = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20000)}\r\n\r\n`);
+  assert.match(headers.reply, /^HTTP\/1\.1 431 /);
+  const garbage = await raw('NOT HTTP AT ALL\r\n\r\n');
+  assert.match(garbage.reply, /^HTTP\/1\.1 400 /);
+  const utf8 = await fetch(`${gateway.url}/v1/jobs`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: Buffer.from([0x7b, 0x22, 0x74, 0x79, 0x70, 0x65, 0x22, 0x3a, 0x22, 0xff, 0xfe, 0x22, 0x7d]),
+  });
+  assert.equal(utf8.status, 400);
+  const method = await raw('BREW /v1/jobs HTTP/1.1\r\nHost: x\r\n\r\n', { wait: 1500 });
+  assert.match(method.reply, /^HTTP\/1\.1 405 /);
+  // Slowloris: half a request, then nothing. The gateway drops it after --request_timeout
+  // (1 s here) and serves everyone else meanwhile.
+  const slow = raw('GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Slow: ', { wait: 5000 });
+  const meanwhile = await json('GET', '/healthz');
+  assert.equal(meanwhile.status, 200);
+  const dropped = await slow;
+  assert.equal(dropped.closed, true, 'the slow connection was closed by the gateway');
+  assert.equal((await json('GET', '/healthz')).status, 200);
+});
