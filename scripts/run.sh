@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, starts jobstream-server with defaults (or reuses the
-# one this script started before), submits a demo job and shows its progress live.
+# Installs what is missing, builds, starts jobstream-server and jobstream-gateway with
+# defaults (or reuses the ones this script started before), submits a demo job and shows
+# its progress live.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -9,26 +10,37 @@ build
 
 RUN_DIR="$BUILD_DIR/run"
 mkdir -p "$RUN_DIR"
-SERVER_PID_FILE="$RUN_DIR/server.pid"
 ADDRESS="127.0.0.1:50051"
+GATEWAY="127.0.0.1:8080"
 cd "$JOBSTREAM_ROOT"
 
-if [ -f "$SERVER_PID_FILE" ] && kill -0 "$(cat "$SERVER_PID_FILE")" 2>/dev/null; then
-  echo "== jobstream-server already running (pid $(cat "$SERVER_PID_FILE"))"
-else
-  echo "== starting jobstream-server on $ADDRESS, data in ./jobstream-data"
-  "$BUILD_DIR/server/jobstream-server" --listen="$ADDRESS" --data_dir=./jobstream-data \
-    >"$RUN_DIR/server.out" 2>"$RUN_DIR/server.log" &
-  echo $! >"$SERVER_PID_FILE"
+# start NAME ARGS...: runs build/NAME in the background unless this script's earlier one
+# still runs, and waits for its "listening on" line.
+start() {
+  local name="$1"; shift
+  local base; base="$(basename "$name")"
+  local pid_file="$RUN_DIR/$base.pid"
+  if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+    echo "== $base already running (pid $(cat "$pid_file"))"
+    return
+  fi
+  echo "== starting $base"
+  "$BUILD_DIR/$name" "$@" >"$RUN_DIR/$base.out" 2>"$RUN_DIR/$base.log" &
+  echo $! >"$pid_file"
   for _ in $(seq 1 100); do
-    grep -q "^listening on" "$RUN_DIR/server.out" 2>/dev/null && break
-    if ! kill -0 "$(cat "$SERVER_PID_FILE")" 2>/dev/null; then
-      echo "jobstream-server failed to start:"; cat "$RUN_DIR/server.log"; exit 1
+    grep -q "^listening on" "$RUN_DIR/$base.out" 2>/dev/null && break
+    if ! kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+      echo "$base failed to start:"; cat "$RUN_DIR/$base.log"; exit 1
     fi
     sleep 0.1
   done
-  head -n1 "$RUN_DIR/server.out"
-fi
+  head -n1 "$RUN_DIR/$base.out"
+}
+
+start server/jobstream-server --listen="$ADDRESS" --data_dir=./jobstream-data
+start gateway/jobstream-gateway --listen="$GATEWAY" --server="$ADDRESS"
+SERVER_PID=$(cat "$RUN_DIR/jobstream-server.pid")
+GATEWAY_PID=$(cat "$RUN_DIR/jobstream-gateway.pid")
 
 JOBSTREAM="$BUILD_DIR/client/jobstream"
 echo "== submitting a demo job and watching it"
@@ -37,10 +49,12 @@ echo "== submitting a demo job and watching it"
   true
 cat <<MSG
 
-jobstream-server is running (pid $(cat "$SERVER_PID_FILE"), log $RUN_DIR/server.log).
+jobstream-server (pid $SERVER_PID) and jobstream-gateway (pid $GATEWAY_PID) are running;
+logs in $RUN_DIR.
 Try:
   $JOBSTREAM list
   $JOBSTREAM submit demo.steps --params='{"fail_at": "render"}' --watch
-  $JOBSTREAM watch ID --after=3
-Stop it with: kill $(cat "$SERVER_PID_FILE")
+  curl -s http://$GATEWAY/v1/jobs
+  curl -sN http://$GATEWAY/v1/jobs/ID/events      # the job's events as Server-Sent Events
+Stop them with: kill $SERVER_PID $GATEWAY_PID
 MSG
