@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "boost/asio/steady_timer.hpp"
 #include "boost/asio/strand.hpp"
+#include "gateway/job_feed.h"
 #include "gateway/session.h"
 
 namespace jobstream::gateway {
@@ -75,6 +76,35 @@ void Gateway::Accept() {
     }
     Accept();
   });
+}
+
+std::shared_ptr<JobFeed> Gateway::JoinFeed(const std::string& job_id, int64_t after,
+                                           const std::shared_ptr<FeedSink>& sink) {
+  std::shared_ptr<JobFeed> shared;
+  {
+    absl::MutexLock lock(&feeds_mu_);
+    if (++joins_ % 1024 == 0) {  // forget feeds that have gone
+      for (auto it = feeds_.begin(); it != feeds_.end();) {
+        if (it->second.expired()) feeds_.erase(it++); else ++it;
+      }
+    }
+    shared = feeds_[job_id].lock();
+    const JobFeed::JoinResult joined =
+        shared ? shared->Join(sink, after) : JobFeed::JoinResult::kEnded;
+    if (joined == JobFeed::JoinResult::kJoined) return shared;
+    if (joined == JobFeed::JoinResult::kEnded) {  // none, or it stopped: a new shared one
+      shared = std::make_shared<JobFeed>(this, job_id, after);
+      feeds_[job_id] = shared;
+      shared->Join(sink, after);
+      shared->Open();
+      return shared;
+    }
+  }
+  // The shared feed keeps nothing as old as `after`: a feed of its own.
+  auto own = std::make_shared<JobFeed>(this, job_id, after);
+  own->Join(sink, after);
+  own->Open();
+  return own;
 }
 
 void Gateway::Register(const std::shared_ptr<Session>& session) {

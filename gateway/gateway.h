@@ -49,6 +49,8 @@ struct Metrics {
 };
 
 class Session;
+class JobFeed;
+class FeedSink;
 
 class Gateway {
  public:
@@ -60,6 +62,12 @@ class Gateway {
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const GatewayOptions& options() const { return options_; }
+  boost::asio::io_context& io_context() { return ioc_; }
+  // The job's shared feed, joined by `sink` after `after`; a feed of its own when the shared
+  // one cannot serve that position.
+  std::shared_ptr<JobFeed> JoinFeed(const std::string& job_id, int64_t after,
+                                    const std::shared_ptr<FeedSink>& sink)
+      ABSL_LOCKS_EXCLUDED(feeds_mu_);
   v1::JobService::Stub* stub() { return stub_.get(); }
   Metrics& metrics() { return metrics_; }
   void Register(const std::shared_ptr<Session>& session) ABSL_LOCKS_EXCLUDED(mu_);
@@ -77,6 +85,9 @@ class Gateway {
   absl::Mutex mu_;
   absl::flat_hash_map<Session*, std::weak_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Mutex feeds_mu_;
+  absl::flat_hash_map<std::string, std::weak_ptr<JobFeed>> feeds_ ABSL_GUARDED_BY(feeds_mu_);
+  size_t joins_ ABSL_GUARDED_BY(feeds_mu_) = 0;
 };
 
 }  // namespace jobstream::gateway

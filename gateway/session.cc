@@ -30,32 +30,13 @@ std::shared_ptr<UnaryCall<Req, Resp>> NewCall(absl::Duration timeout) {
   return call;
 }
 
-bool IsTerminal(v1::JobEvent::Type type) {
-  return type == v1::JobEvent::SUCCEEDED || type == v1::JobEvent::FAILED ||
-         type == v1::JobEvent::CANCELLED;
-}
-
 bool IsFinished(v1::Job::State state) {
   return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
          state == v1::Job::CANCELLED;
 }
 
-// Upstream stream endings after which a new WatchJob resumes without loss.
-bool Resumable(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK:
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-    case grpc::StatusCode::CANCELLED:
-    case grpc::StatusCode::INTERNAL:
-    case grpc::StatusCode::UNKNOWN:
-    case grpc::StatusCode::ABORTED:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return true;
-    default:
-      return false;
-  }
-}
+// A client with this many unsent chunks is behind: its PROGRESS chunks conflate.
+constexpr size_t kConflateAfter = 16;
 
 template <typename Key>
 std::optional<absl::string_view> Header(const http::request<http::string_body>& req, Key key) {
@@ -69,8 +50,7 @@ std::optional<absl::string_view> Header(const http::request<http::string_body>& 
 Session::Session(net::ip::tcp::socket socket, Gateway* gateway)
     : stream_(std::move(socket)),
       gateway_(gateway),
-      heartbeat_(stream_.get_executor()),
-      retry_(stream_.get_executor()) {
+      heartbeat_(stream_.get_executor()) {
   ++gateway_->metrics().connections_open;
   ++gateway_->metrics().connections_total;
 }
@@ -96,10 +76,9 @@ void Session::CloseNow() {
   if (closed_) return;
   closed_ = true;
   heartbeat_.cancel();
-  retry_.cancel();
   if (sse_) {
     --gateway_->metrics().sse_streams_open;
-    if (sse_->upstream) sse_->upstream->Cancel();
+    if (sse_->feed) sse_->feed->Leave(this);
   }
   beast::error_code ignored;
   stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
@@ -210,6 +189,13 @@ void Session::Reply(int status, std::string body, const std::string& content_typ
   }
   res->body() = std::move(body);
   res->keep_alive(keep_alive_);
+  if (keep_alive_) {
+    // The idle limit, so clients stop reusing the connection before the gateway closes it
+    // (a request sent on a connection being closed would fail).
+    res->set("Keep-Alive",
+             absl::StrCat("timeout=",
+                          absl::ToInt64Seconds(gateway_->options().request_timeout)));
+  }
   res->prepare_payload();
   if (status >= 500) ++gateway_->metrics().responses_5xx;
   else if (status >= 400) ++gateway_->metrics().responses_4xx;
@@ -369,10 +355,7 @@ void Session::StartJobEvents(const std::string& job_id, int64_t after) {
                                            "'s last sequence ", job.last_sequence()));
           }
           sse_.emplace();
-          sse_->job_id = job.id();
           sse_->last_sent = after;
-          sse_->last_contact = absl::Now();
-          sse_->backoff = absl::Milliseconds(100);
           sse_->writing = true;  // until the header is out
           ++gateway_->metrics().sse_streams_open;
           stream_.expires_never();
@@ -395,65 +378,46 @@ void Session::StartJobEvents(const std::string& job_id, int64_t after) {
                 self->sse_->writing = false;
                 self->SseFlush();
               });
-          SseWrite(SseRetry(gateway_->options().sse_retry_ms));
-          OpenUpstream();
+          auto retry = std::make_shared<SseChunk>();
+          retry->text = SseRetry(gateway_->options().sse_retry_ms);
+          SseWrite(std::move(retry));
+          sse_->feed = gateway_->JoinFeed(job.id(), after, shared_from_this());
           ArmHeartbeat();
           WatchForClose();
         });
       });
 }
 
-void Session::OpenUpstream() {
-  if (closed_ || !sse_ || sse_->ending) return;
-  ++gateway_->metrics().upstream_streams_open;
-  sse_->upstream = UpstreamWatch::Start(
-      gateway_->stub(), sse_->job_id, sse_->last_sent,
-      [self = shared_from_this()](const v1::JobEvent& event) {
-        self->Post([self, event] { self->OnUpstreamEvent(event); });
-      },
-      [self = shared_from_this()](const grpc::Status& status) {
-        --self->gateway_->metrics().upstream_streams_open;
-        self->Post([self, status] { self->OnUpstreamDone(status); });
-      });
+void Session::Deliver(SseChunkPtr chunk) {
+  Post([this, chunk = std::move(chunk)] { SseDeliver(chunk); });
 }
 
-void Session::OnUpstreamEvent(const v1::JobEvent& event) {
-  if (!sse_ || sse_->ending || event.sequence() <= sse_->last_sent) return;
-  sse_->last_sent = event.sequence();
-  sse_->last_contact = absl::Now();
-  sse_->backoff = absl::Milliseconds(100);
+void Session::FeedEnded() {
+  // The server is gone too long or the job was removed: end the response; EventSource
+  // reconnects with Last-Event-ID and finds out.
+  Post([this] { SseEnd(); });
+}
+
+void Session::SseDeliver(SseChunkPtr chunk) {
+  if (!sse_ || sse_->ending || chunk->sequence <= sse_->last_sent) return;
+  sse_->last_sent = chunk->sequence;
   ++gateway_->metrics().sse_events_sent;
-  SseWrite(SseEvent(absl::StrCat(event.sequence()),
-                    absl::AsciiStrToLower(v1::JobEvent::Type_Name(event.type())),
-                    ToJson(event)));
-  if (IsTerminal(event.type())) SseEnd();
+  const bool terminal = chunk->terminal;
+  SseWrite(std::move(chunk));
+  if (terminal) SseEnd();
 }
 
-void Session::OnUpstreamDone(const grpc::Status& status) {
-  if (!sse_) return;
-  sse_->upstream.reset();
-  if (sse_->ending) return;
-  const absl::Time now = absl::Now();
-  if (!Resumable(status.error_code()) ||
-      now - sse_->last_contact > gateway_->options().reconnect_timeout) {
-    return SseEnd();  // the browser reconnects with Last-Event-ID when it can
-  }
-  // The server went away or cut us off: resume after the last event sent.
-  ++gateway_->metrics().upstream_reconnects;
-  retry_.expires_after(absl::ToChronoMilliseconds(sse_->backoff));
-  sse_->backoff = std::min(sse_->backoff * 2, absl::Seconds(2));
-  retry_.async_wait([self = shared_from_this()](beast::error_code ec) {
-    if (!ec && !self->closed_) self->OpenUpstream();
-  });
-}
-
-void Session::SseWrite(std::string chunk) {
+void Session::SseWrite(SseChunkPtr chunk) {
   if (!sse_ || closed_) return;
-  if (sse_->pending.size() >= gateway_->options().sse_max_pending) {
-    // Too slow to keep up: drop it; it resumes from its Last-Event-ID.
-    return CloseNow();
+  auto& pending = sse_->pending;
+  // A client that falls behind gets the newest progress instead of every one...
+  if (chunk->progress && pending.size() >= kConflateAfter && pending.back()->progress) {
+    pending.back() = std::move(chunk);
+    return;
   }
-  sse_->pending.push_back(std::move(chunk));
+  // ...and one still too slow is dropped; it resumes from its Last-Event-ID.
+  if (pending.size() >= gateway_->options().sse_max_pending) return CloseNow();
+  pending.push_back(std::move(chunk));
   SseFlush();
 }
 
@@ -467,9 +431,9 @@ void Session::SseFlush() {
     return;
   }
   sse_->writing = true;
-  auto data = std::make_shared<std::string>(std::move(sse_->pending.front()));
+  SseChunkPtr data = std::move(sse_->pending.front());
   sse_->pending.pop_front();
-  net::async_write(stream_, http::make_chunk(net::buffer(*data)),
+  net::async_write(stream_, http::make_chunk(net::buffer(data->text)),
                    [self = shared_from_this(), data](beast::error_code ec, size_t) {
                      if (ec) return self->CloseNow();
                      self->sse_->writing = false;
@@ -480,7 +444,6 @@ void Session::SseFlush() {
 void Session::SseEnd() {
   if (!sse_ || sse_->ending) return;
   sse_->ending = true;
-  if (sse_->upstream) sse_->upstream->Cancel();
   heartbeat_.cancel();
   SseFlush();
 }
@@ -489,7 +452,11 @@ void Session::ArmHeartbeat() {
   heartbeat_.expires_after(absl::ToChronoMilliseconds(gateway_->options().heartbeat));
   heartbeat_.async_wait([self = shared_from_this()](beast::error_code ec) {
     if (ec || self->closed_ || !self->sse_ || self->sse_->ending) return;
-    if (self->sse_->pending.empty()) self->SseWrite(SseComment("keepalive"));
+    if (self->sse_->pending.empty()) {
+      auto comment = std::make_shared<SseChunk>();
+      comment->text = SseComment("keepalive");
+      self->SseWrite(std::move(comment));
+    }
     self->ArmHeartbeat();
   });
 }

@@ -13,18 +13,22 @@
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
 #include "gateway/gateway.h"
+#include "gateway/job_feed.h"
 #include "gateway/routes.h"
-#include "gateway/upstream_watch.h"
 
 namespace jobstream::gateway {
 
-class Session : public std::enable_shared_from_this<Session> {
+class Session : public FeedSink, public std::enable_shared_from_this<Session> {
  public:
   Session(boost::asio::ip::tcp::socket socket, Gateway* gateway);
   ~Session();
   void Start();
   // From any thread: closes the connection (gateway shutdown).
   void Close();
+
+  // FeedSink, from the feed's threads.
+  void Deliver(SseChunkPtr chunk) override;
+  void FeedEnded() override;
 
  private:
   using Request = boost::beast::http::request<boost::beast::http::string_body>;
@@ -53,10 +57,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // SSE for one job.
   void StartJobEvents(const std::string& job_id, int64_t after);
-  void OpenUpstream();
-  void OnUpstreamEvent(const v1::JobEvent& event);
-  void OnUpstreamDone(const grpc::Status& status);
-  void SseWrite(std::string chunk);
+  void SseDeliver(SseChunkPtr chunk);
+  void SseWrite(SseChunkPtr chunk);
   void SseFlush();
   void SseEnd();
   void ArmHeartbeat();
@@ -73,19 +75,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // SSE state (strand only).
   struct Sse {
-    std::string job_id;
     int64_t last_sent = 0;
-    std::shared_ptr<WatchHandle> upstream;
-    absl::Time last_contact;
-    absl::Duration backoff;
-    std::deque<std::string> pending;
+    std::shared_ptr<JobFeed> feed;
+    std::deque<SseChunkPtr> pending;
     bool writing = false;
     bool ending = false;  // the last chunk is queued
     bool terminal_sent = false;
   };
   std::optional<Sse> sse_;
   boost::asio::steady_timer heartbeat_;
-  boost::asio::steady_timer retry_;
   std::array<char, 512> probe_;  // reads during SSE only to notice a closed connection
 };
 

@@ -183,6 +183,18 @@ test('300 concurrent SSE clients on one job all finish with the same events', as
   const job = await submit({ steps: ['a', 'b'], step_ms: 500, ticks: 5 },
     { runAt: new Date(Date.now() + 1500).toISOString() });
   const clients = Array.from({ length: 300 }, () => readSse(`/v1/jobs/${job.body.id}/events`));
+  // While all 300 are open, the gateway holds one upstream stream for them.
+  const metric = (text, name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)[1]);
+  let sharing = null;
+  for (let i = 0; i < 100 && sharing === null; i++) {
+    const text = await (await fetch(`${gateway.url}/metrics`)).text();
+    if (metric(text, 'jobstream_gateway_sse_streams_open') >= 300) {
+      sharing = metric(text, 'jobstream_gateway_upstream_streams_open');
+    } else {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  assert.equal(sharing, 1, 'one upstream WatchJob shared by 300 browsers');
   const results = await Promise.all(clients);
   const expected = results[0].events.map((e) => e.id).join(',');
   assert.equal(results[0].events.at(-1).event, 'succeeded');
