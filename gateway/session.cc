@@ -79,6 +79,7 @@ void Session::CloseNow() {
   if (sse_) {
     --gateway_->metrics().sse_streams_open;
     if (sse_->feed) sse_->feed->Leave(this);
+    if (sse_->upstream) sse_->upstream->Cancel();
   }
   beast::error_code ignored;
   stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
@@ -166,7 +167,7 @@ void Session::Dispatch(Request request) {
       return StartJobEvents(route.job_id, after->value_or(0));
     }
     case RouteKind::kAllEvents:
-      return ReplyError(grpc::StatusCode::UNIMPLEMENTED, "/v1/events is not served yet");
+      return StartAllEvents(route);
   }
 }
 
@@ -354,37 +355,78 @@ void Session::StartJobEvents(const std::string& job_id, int64_t after) {
                               absl::StrCat("after ", after, " is beyond job ", job.id(),
                                            "'s last sequence ", job.last_sequence()));
           }
-          sse_.emplace();
-          sse_->last_sent = after;
-          sse_->writing = true;  // until the header is out
-          ++gateway_->metrics().sse_streams_open;
-          stream_.expires_never();
-          auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, version_);
-          res->set(http::field::server, "jobstream-gateway");
-          res->set(http::field::content_type, "text/event-stream");
-          res->set(http::field::cache_control, "no-cache");
-          res->set("X-Accel-Buffering", "no");
-          if (const std::string cors = CorsOrigin(); !cors.empty()) {
-            res->set(http::field::access_control_allow_origin, cors);
-            res->set(http::field::vary, "Origin");
-          }
-          // The connection closes when the stream ends; EventSource reconnects as needed.
-          res->keep_alive(false);
-          res->chunked(true);
-          auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
-          http::async_write_header(
-              stream_, *sr, [self = shared_from_this(), res, sr](beast::error_code ec, size_t) {
-                if (ec) return self->CloseNow();
-                self->sse_->writing = false;
-                self->SseFlush();
-              });
-          auto retry = std::make_shared<SseChunk>();
-          retry->text = SseRetry(gateway_->options().sse_retry_ms);
-          SseWrite(std::move(retry));
+          BeginSse(after, /*many_jobs=*/false);
           sse_->feed = gateway_->JoinFeed(job.id(), after, shared_from_this());
-          ArmHeartbeat();
-          WatchForClose();
         });
+      });
+}
+
+void Session::BeginSse(int64_t after, bool many_jobs) {
+  sse_.emplace();
+  sse_->last_sent = after;
+  sse_->many_jobs = many_jobs;
+  sse_->writing = true;  // until the header is out
+  ++gateway_->metrics().sse_streams_open;
+  stream_.expires_never();
+  auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, version_);
+  res->set(http::field::server, "jobstream-gateway");
+  res->set(http::field::content_type, "text/event-stream");
+  res->set(http::field::cache_control, "no-cache");
+  res->set("X-Accel-Buffering", "no");
+  if (const std::string cors = CorsOrigin(); !cors.empty()) {
+    res->set(http::field::access_control_allow_origin, cors);
+    res->set(http::field::vary, "Origin");
+  }
+  // The connection closes when the stream ends; EventSource reconnects as needed.
+  res->keep_alive(false);
+  res->chunked(true);
+  auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
+  http::async_write_header(stream_, *sr,
+                           [self = shared_from_this(), res, sr](beast::error_code ec, size_t) {
+                             if (ec) return self->CloseNow();
+                             self->sse_->writing = false;
+                             self->SseFlush();
+                           });
+  auto retry = std::make_shared<SseChunk>();
+  retry->text = SseRetry(gateway_->options().sse_retry_ms);
+  SseWrite(std::move(retry));
+  ArmHeartbeat();
+  WatchForClose();
+}
+
+void Session::StartAllEvents(const Route& route) {
+  v1::WatchJobsRequest request;
+  for (const std::string& type : route.Params("type")) request.add_types(type);
+  for (const std::string& label : route.Params("label")) {
+    std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits(':', 1));
+    if (kv.size() != 2) {
+      return ReplyError(grpc::StatusCode::INVALID_ARGUMENT, "label takes key:value");
+    }
+    (*request.mutable_labels())[kv[0]] = kv[1];
+  }
+  BeginSse(0, /*many_jobs=*/true);
+  ++gateway_->metrics().upstream_streams_open;
+  sse_->upstream = UpstreamWatch::StartAll(
+      gateway_->stub(), request,
+      [self = shared_from_this()](const v1::JobEvent& event) {
+        // ids are "jobId:sequence": one stream carries many jobs' sequences.
+        auto chunk = std::make_shared<SseChunk>();
+        chunk->progress = event.type() == v1::JobEvent::PROGRESS;
+        chunk->text = SseEvent(absl::StrCat(event.job_id(), ":", event.sequence()),
+                               absl::AsciiStrToLower(v1::JobEvent::Type_Name(event.type())),
+                               ToJson(event));
+        self->Deliver(std::move(chunk));
+      },
+      [self = shared_from_this()](const grpc::Status& status) {
+        --self->gateway_->metrics().upstream_streams_open;
+        // A bad filter is an error event the page can show; any other end just ends the
+        // response, and EventSource reconnects to a fresh snapshot.
+        if (status.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+          auto chunk = std::make_shared<SseChunk>();
+          chunk->text = SseEvent("", "error", ErrorJson(status.error_code(), status.error_message()));
+          self->Deliver(std::move(chunk));
+        }
+        self->FeedEnded();
       });
 }
 
@@ -399,8 +441,11 @@ void Session::FeedEnded() {
 }
 
 void Session::SseDeliver(SseChunkPtr chunk) {
-  if (!sse_ || sse_->ending || chunk->sequence <= sse_->last_sent) return;
-  sse_->last_sent = chunk->sequence;
+  if (!sse_ || sse_->ending) return;
+  if (!sse_->many_jobs) {
+    if (chunk->sequence <= sse_->last_sent) return;
+    sse_->last_sent = chunk->sequence;
+  }
   ++gateway_->metrics().sse_events_sent;
   const bool terminal = chunk->terminal;
   SseWrite(std::move(chunk));

@@ -15,6 +15,7 @@
 #include "gateway/gateway.h"
 #include "gateway/job_feed.h"
 #include "gateway/routes.h"
+#include "gateway/upstream_watch.h"
 
 namespace jobstream::gateway {
 
@@ -57,6 +58,9 @@ class Session : public FeedSink, public std::enable_shared_from_this<Session> {
 
   // SSE for one job.
   void StartJobEvents(const std::string& job_id, int64_t after);
+  void StartAllEvents(const Route& route);
+  // Sends the SSE response header; the stream then takes chunks through SseWrite.
+  void BeginSse(int64_t after, bool many_jobs);
   void SseDeliver(SseChunkPtr chunk);
   void SseWrite(SseChunkPtr chunk);
   void SseFlush();
@@ -75,8 +79,10 @@ class Session : public FeedSink, public std::enable_shared_from_this<Session> {
 
   // SSE state (strand only).
   struct Sse {
-    int64_t last_sent = 0;
+    int64_t last_sent = 0;  // one job's stream only
+    bool many_jobs = false;  // /v1/events: ids are jobId:sequence, never deduplicated
     std::shared_ptr<JobFeed> feed;
+    std::shared_ptr<WatchHandle> upstream;  // /v1/events
     std::deque<SseChunkPtr> pending;
     bool writing = false;
     bool ending = false;  // the last chunk is queued

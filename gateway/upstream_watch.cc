@@ -9,21 +9,37 @@ void WatchHandle::Cancel() {
   if (watch_ != nullptr) watch_->ctx_.TryCancel();
 }
 
-std::shared_ptr<WatchHandle> UpstreamWatch::Start(v1::JobService::Stub* stub,
-                                                  const std::string& job_id, int64_t after,
-                                                  EventFn on_event, DoneFn on_done) {
+std::shared_ptr<WatchHandle> UpstreamWatch::Launch(
+    EventFn on_event, DoneFn on_done, const std::function<void(UpstreamWatch*)>& begin) {
   auto handle = std::make_shared<WatchHandle>();
   auto* watch = new UpstreamWatch(handle, std::move(on_event), std::move(on_done));
-  watch->request_.set_job_id(job_id);
-  watch->request_.set_after_sequence(after);
   {
     absl::MutexLock lock(&handle->mu_);
     handle->watch_ = watch;
   }
-  stub->async()->WatchJob(&watch->ctx_, &watch->request_, watch);
+  begin(watch);
   watch->StartRead(&watch->event_);
   watch->StartCall();
   return handle;
+}
+
+std::shared_ptr<WatchHandle> UpstreamWatch::Start(v1::JobService::Stub* stub,
+                                                  const std::string& job_id, int64_t after,
+                                                  EventFn on_event, DoneFn on_done) {
+  return Launch(std::move(on_event), std::move(on_done), [&](UpstreamWatch* watch) {
+    watch->request_.set_job_id(job_id);
+    watch->request_.set_after_sequence(after);
+    stub->async()->WatchJob(&watch->ctx_, &watch->request_, watch);
+  });
+}
+
+std::shared_ptr<WatchHandle> UpstreamWatch::StartAll(v1::JobService::Stub* stub,
+                                                     const v1::WatchJobsRequest& request,
+                                                     EventFn on_event, DoneFn on_done) {
+  return Launch(std::move(on_event), std::move(on_done), [&](UpstreamWatch* watch) {
+    watch->all_request_ = request;
+    stub->async()->WatchJobs(&watch->ctx_, &watch->all_request_, watch);
+  });
 }
 
 UpstreamWatch::UpstreamWatch(std::shared_ptr<WatchHandle> handle, EventFn on_event,

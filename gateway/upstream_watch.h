@@ -1,6 +1,6 @@
-// UpstreamWatch: one WatchJob call to jobstream-server on the gRPC callback API. Events and
-// the final status go to callbacks on gRPC's threads; the owner posts them where it
-// needs them. The owner keeps a WatchHandle to cancel the call; the handle stays safe to
+// UpstreamWatch: one WatchJob or WatchJobs call to jobstream-server on the gRPC callback
+// API. Events and the final status go to callbacks on gRPC's threads; the owner posts
+// them where it needs them. The owner keeps a WatchHandle to cancel the call; the handle stays safe to
 // use after the call is over.
 #pragma once
 
@@ -36,6 +36,10 @@ class UpstreamWatch : public grpc::ClientReadReactor<v1::JobEvent> {
   // Starts WatchJob(job_id, after); on_done is called exactly once, last.
   static std::shared_ptr<WatchHandle> Start(v1::JobService::Stub* stub, const std::string& job_id,
                                             int64_t after, EventFn on_event, DoneFn on_done);
+  // Starts WatchJobs(request) the same way.
+  static std::shared_ptr<WatchHandle> StartAll(v1::JobService::Stub* stub,
+                                               const v1::WatchJobsRequest& request,
+                                               EventFn on_event, DoneFn on_done);
 
   void OnReadDone(bool ok) override;
   void OnDone(const grpc::Status& status) override;
@@ -43,12 +47,17 @@ class UpstreamWatch : public grpc::ClientReadReactor<v1::JobEvent> {
  private:
   friend class WatchHandle;
   UpstreamWatch(std::shared_ptr<WatchHandle> handle, EventFn on_event, DoneFn on_done);
+  // Registers with the handle and starts reading; `begin` issues the call itself.
+  static std::shared_ptr<WatchHandle> Launch(
+      EventFn on_event, DoneFn on_done,
+      const std::function<void(UpstreamWatch*)>& begin);
 
   const std::shared_ptr<WatchHandle> handle_;
   const EventFn on_event_;
   const DoneFn on_done_;
   grpc::ClientContext ctx_;
   v1::WatchJobRequest request_;
+  v1::WatchJobsRequest all_request_;
   v1::JobEvent event_;
 };
 

@@ -157,6 +157,31 @@ test('the EventSource client follows a job to its end and stops', async () => {
   assert.equal(seen.at(-1).type, 'succeeded');
 });
 
+test('/v1/events: snapshots of live jobs, then every matching job\'s events', async () => {
+  const label = `dash-${Date.now()}`;
+  const waiting = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString(),
+    labels: { board: label } });
+  const source = new EventSource(`${gateway.url}/v1/events?label=board:${label}`);
+  const seen = [];
+  const done = new Promise((resolve) => {
+    for (const type of ['snapshot', 'created', 'started', 'step', 'progress', 'succeeded']) {
+      source.addEventListener(type, (e) => {
+        seen.push({ id: e.lastEventId, type, job: JSON.parse(e.data).jobId });
+        if (type === 'succeeded') resolve();
+      });
+    }
+  });
+  await new Promise((resolve) => source.addEventListener('snapshot', resolve, { once: true }));
+  const run = await submit({ steps: ['x'], step_ms: 50, ticks: 1 }, { labels: { board: label } });
+  await submit({ step_ms: 0 }, { labels: { board: 'someone-else' } });
+  await done;
+  source.close();
+  assert.deepEqual(seen[0], { id: `${waiting.body.id}:1`, type: 'snapshot', job: waiting.body.id });
+  assert.deepEqual(seen.slice(1).map((e) => `${e.type}@${e.id}`), ['created', 'started', 'step',
+    'progress', 'succeeded'].map((t, i) => `${t}@${run.body.id}:${i + 1}`));
+  await json('POST', `/v1/jobs/${waiting.body.id}:cancel`);
+});
+
 test('kill -9 of the gateway mid-stream: EventSource sees every event once, in order', async () => {
   const port = gateway.port;
   const job = await submit({ steps: ['a', 'b', 'c', 'd'], step_ms: 1000, ticks: 5 });
