@@ -73,6 +73,14 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
     return allow("GET");
   };
   if (is({"v1", "events"})) return get_only(RouteKind::kAllEvents);
+  if (segments.empty() || (segments.size() == 1 && segments[0].empty())) {
+    route.asset = "/";
+    return get_only(RouteKind::kAsset);
+  }
+  if (is({"static", ""})) {
+    route.asset = "/static/" + segments[1];
+    return get_only(RouteKind::kAsset);
+  }
   if (is({"healthz"})) return get_only(RouteKind::kHealth);
   if (is({"metrics"})) return get_only(RouteKind::kMetrics);
   return RouteError{404, absl::StrCat("no route for ", url.path()), ""};

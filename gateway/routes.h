@@ -23,11 +23,13 @@ enum class RouteKind {
   kAllEvents,  // GET    /v1/events             (SSE)
   kHealth,     // GET    /healthz
   kMetrics,    // GET    /metrics
+  kAsset,      // GET    / and /static/NAME  (the web page)
 };
 
 struct Route {
   RouteKind kind;
   std::string job_id;  // percent-decoded; checked by the server
+  std::string asset;   // kAsset: "/" or "/static/NAME"
   std::multimap<std::string, std::string> query;  // percent-decoded
   std::optional<std::string> Param(const std::string& name) const;
   std::vector<std::string> Params(const std::string& name) const;

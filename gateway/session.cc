@@ -7,6 +7,7 @@
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
 #include "gateway/http_mapping.h"
+#include "gateway/web_assets.h"
 
 namespace jobstream::gateway {
 
@@ -168,6 +169,12 @@ void Session::Dispatch(Request request) {
     }
     case RouteKind::kAllEvents:
       return StartAllEvents(route);
+    case RouteKind::kAsset: {
+      const WebAsset* asset = FindWebAsset(route.asset);
+      if (asset == nullptr) return ReplyError(grpc::StatusCode::NOT_FOUND, "no such file");
+      return Reply(200, std::string(reinterpret_cast<const char*>(asset->data), asset->size),
+                   asset->content_type);
+    }
   }
 }
 

@@ -51,6 +51,9 @@ cat <<MSG
 
 jobstream-server (pid $SERVER_PID) and jobstream-gateway (pid $GATEWAY_PID) are running;
 logs in $RUN_DIR.
+
+  open http://$GATEWAY/      # the live page: submit jobs, watch their progress bars
+
 Try:
   $JOBSTREAM list
   $JOBSTREAM submit demo.steps --params='{"fail_at": "render"}' --watch

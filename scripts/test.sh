@@ -3,7 +3,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-install_missing
+install_missing chromium  # the browser tests drive Debian's chromium
 build
 if [ -f "$JOBSTREAM_ROOT/tests/js/package.json" ]; then
   echo "== npm ci in tests/js"
