@@ -229,6 +229,29 @@ test('300 concurrent SSE clients on one job all finish with the same events', as
   }
 });
 
+test('CORS: only configured origins, preflight answered; SIGTERM exits 0', async () => {
+  const cors = await startGateway(server.address, { flags: ['--cors_origins=http://app.example'] });
+  const allowed = await fetch(`${cors.url}/v1/jobs`, { headers: { Origin: 'http://app.example' } });
+  assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://app.example');
+  assert.equal(allowed.headers.get('vary'), 'Origin');
+  const other = await fetch(`${cors.url}/v1/jobs`, { headers: { Origin: 'http://evil.example' } });
+  assert.equal(other.headers.get('access-control-allow-origin'), null);
+  const preflight = await fetch(`${cors.url}/v1/jobs`, { method: 'OPTIONS', headers: {
+    Origin: 'http://app.example', 'Access-Control-Request-Method': 'POST' } });
+  assert.equal(preflight.status, 204);
+  assert.match(preflight.headers.get('access-control-allow-methods'), /POST/);
+  assert.match(preflight.headers.get('access-control-allow-headers'), /Last-Event-ID/);
+  assert.equal((await fetch(gateway.url + '/v1/jobs', { headers: { Origin: 'http://app.example' } }))
+    .headers.get('access-control-allow-origin'), null, 'no origins configured: none allowed');
+  // A stream open at SIGTERM ends, and the gateway exits 0.
+  const job = await submit({ steps: ['long'], step_ms: 60000 });
+  const stream = fetch(`${cors.url}/v1/jobs/${job.body.id}/events`).then((r) => r.text());
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await cors.stop(), 0);
+  assert.match(await stream, /event: started/);
+  await json('POST', `/v1/jobs/${job.body.id}:cancel`);
+});
+
 // Sends raw bytes and returns what the gateway answered before closing.
 function raw(bytes, { wait = 3000 } = {}) {
   return new Promise((resolve) => {
