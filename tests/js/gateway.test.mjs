@@ -252,6 +252,67 @@ test('CORS: only configured origins, preflight answered; SIGTERM exits 0', async
   await json('POST', `/v1/jobs/${job.body.id}:cancel`);
 });
 
+test('a keepalive comment goes out on an idle stream', async () => {
+  const quick = await startGateway(server.address, { flags: ['--heartbeat=200ms'] });
+  const job = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString() });
+  const controller = new AbortController();
+  const response = await fetch(`${quick.url}/v1/jobs/${job.body.id}/events`, { signal: controller.signal });
+  const reader = response.body.getReader();
+  let text = '';
+  const until = Date.now() + 3000;
+  while (!text.includes(': keepalive\n\n') && Date.now() < until) {
+    text += new TextDecoder().decode((await reader.read()).value);
+  }
+  controller.abort();
+  assert.match(text, /: keepalive\n\n/);
+  await quick.stop();
+  await json('POST', `/v1/jobs/${job.body.id}:cancel`);
+});
+
+test('a server restart mid-stream: the gateway resumes, the browser misses nothing', async () => {
+  // A server of its own, restarted on the same port and data dir.
+  let own = await startServer(['--retry_backoff=0s']);
+  const front = await startGateway(own.address);
+  const response = await fetch(`${front.url}/v1/jobs`, { method: 'POST',
+    body: JSON.stringify({ type: 'demo.steps', params: { steps: ['a', 'b', 'c'], step_ms: 600, ticks: 3 } }) });
+  const { id } = await response.json();
+  let restarted = false;
+  const seen = await follow(`${front.url}/v1/jobs/${id}/events`, {
+    onEvent: (events) => {
+      if (!restarted && events.length === 4) {
+        restarted = true;
+        own.kill().then(async () => {
+          own = await startServer(['--retry_backoff=0s'], { port: own.port, dataDir: own.dataDir });
+        });
+      }
+    },
+  });
+  assert.ok(restarted);
+  const ids = seen.map((e) => Number(e.id));
+  assert.deepEqual(ids, Array.from({ length: ids.length }, (_, i) => i + 1), 'no gap, no repeat');
+  assert.ok(seen.some((e) => e.type === 'retrying'), 'the crash interrupted the job');
+  assert.equal(seen.at(-1).type, 'succeeded');
+  const metrics = await (await fetch(`${front.url}/metrics`)).text();
+  assert.match(metrics, /^jobstream_gateway_upstream_reconnects_total [1-9]\d*$/m);
+  await front.stop();
+  await own.stop();
+});
+
+test('a browser that stops reading holds nobody back', async () => {
+  const job = await submit({ steps: ['a', 'b'], step_ms: 500, ticks: 200 },
+    { runAt: new Date(Date.now() + 1000).toISOString() });
+  // A client that sends its request and then never reads a byte.
+  const stuck = net.connect(gateway.port, '127.0.0.1');
+  stuck.write(`GET /v1/jobs/${job.body.id}/events HTTP/1.1\r\nHost: x\r\n\r\n`);
+  stuck.pause();
+  const started = Date.now();
+  const fast = await readSse(`/v1/jobs/${job.body.id}/events`);
+  assert.equal(fast.events.at(-1).event, 'succeeded');
+  assert.ok(Date.now() - started < 8000, 'the reading client finished on time');
+  assert.equal(fast.events.length, 1 + 1 + 2 * 201 + 1, 'and got every event');
+  stuck.destroy();
+});
+
 // Sends raw bytes and returns what the gateway answered before closing.
 function raw(bytes, { wait = 3000 } = {}) {
   return new Promise((resolve) => {

@@ -22,12 +22,20 @@ async function spawnListening(binary, args) {
   return { child, address: match[1] };
 }
 
-export async function startServer(flags = []) {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'jobstream-js-'));
+// `port` and `dataDir` let a test restart a server where it was.
+export async function startServer(flags = [], { port = 0, dataDir = null } = {}) {
+  dataDir ??= mkdtempSync(path.join(tmpdir(), 'jobstream-js-'));
   const { child, address } = await spawnListening('server/jobstream-server',
-    ['--listen=127.0.0.1:0', `--data_dir=${dataDir}`, ...flags]);
+    [`--listen=127.0.0.1:${port}`, `--data_dir=${dataDir}`, ...flags]);
   return {
     address,
+    dataDir,
+    port: Number(address.split(':')[1]),
+    kill() {  // SIGKILL, like a crash; keeps the data dir
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      return exited;
+    },
     async stop() {
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill('SIGTERM');
