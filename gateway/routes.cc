@@ -74,11 +74,11 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
   };
   if (is({"v1", "events"})) return get_only(RouteKind::kAllEvents);
   if (segments.empty() || (segments.size() == 1 && segments[0].empty())) {
-    route.asset = "/";
+    route.asset.push_back('/');  // not = "/": GCC 12 raises a false -Wrestrict on it
     return get_only(RouteKind::kAsset);
   }
   if (is({"static", ""})) {
-    route.asset = "/static/" + segments[1];
+    route.asset = absl::StrCat("/static/", segments[1]);
     return get_only(RouteKind::kAsset);
   }
   if (is({"healthz"})) return get_only(RouteKind::kHealth);
