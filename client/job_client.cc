@@ -64,24 +64,21 @@ absl::Status JobClient::Delete(const std::string& job_id) {
   return FromGrpc(stub_->DeleteJob(&ctx, request, &response));
 }
 
-namespace {
-// Stream endings after which a fresh WatchJob resumes without loss.
-bool Resumable(absl::StatusCode code) {
+bool ResumableWatchEnd(grpc::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kOk:  // ended without a terminal event: just resume
-    case absl::StatusCode::kUnavailable:
-    case absl::StatusCode::kResourceExhausted:
-    case absl::StatusCode::kAborted:
-    case absl::StatusCode::kInternal:
-    case absl::StatusCode::kUnknown:
-    case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kCancelled:  // we never cancel a watch: the server did (shutdown)
+    case grpc::StatusCode::OK:  // ended without a terminal event: just resume
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+    case grpc::StatusCode::ABORTED:
+    case grpc::StatusCode::INTERNAL:
+    case grpc::StatusCode::UNKNOWN:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+    case grpc::StatusCode::CANCELLED:  // we never cancel a watch: the server did (shutdown)
       return true;
     default:
       return false;
   }
 }
-}  // namespace
 
 absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, int64_t after_sequence,
                                          const std::function<void(const v1::JobEvent&)>& on_event,
@@ -119,7 +116,7 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, int64_t afte
         return job;
       }
     }
-    if (!Resumable(status.code())) return status;
+    if (!ResumableWatchEnd(static_cast<grpc::StatusCode>(status.code()))) return status;
     const absl::Time now = absl::Now();
     if (received || status.ok()) {
       last_contact = now;

@@ -16,6 +16,11 @@ namespace jobstream::client {
 
 absl::Status FromGrpc(const grpc::Status& s);
 
+// Whether a watch stream that ended with `code` can be reopened after the last sequence
+// received without losing anything: the server went away, restarted, cut a slow watcher
+// off, or ended the stream early. Shared by every client that resumes (CLI, gateway).
+bool ResumableWatchEnd(grpc::StatusCode code);
+
 struct WatchOptions {
   // Give up when the server has been unreachable this long.
   absl::Duration reconnect_timeout = absl::Seconds(60);

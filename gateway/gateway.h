@@ -23,8 +23,8 @@ struct GatewayOptions {
   size_t max_body_bytes = (1 << 20) + (64 << 10);  // 1 MiB of params plus the envelope
   size_t max_header_bytes = 16 << 10;
   size_t max_connections = 18000;  // below the 20,000 open-file limit, with room to spare
-  absl::Duration request_timeout = absl::Seconds(10);  // a whole request must arrive in this
-  absl::Duration idle_timeout = absl::Seconds(60);     // between keep-alive requests
+  // A whole request must arrive in this; also how long an idle keep-alive connection stays.
+  absl::Duration request_timeout = absl::Seconds(10);
   absl::Duration heartbeat = absl::Seconds(15);        // SSE comment on an idle stream
   absl::Duration call_timeout = absl::Seconds(10);     // deadline of unary calls upstream
   absl::Duration reconnect_timeout = absl::Seconds(30);  // SSE: upstream lost this long

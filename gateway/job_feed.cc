@@ -2,6 +2,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "client/job_client.h"
 #include "gateway/gateway.h"
 #include "gateway/http_mapping.h"
 
@@ -12,22 +13,6 @@ namespace {
 // Events a feed keeps for subscribers joining late; past it the oldest are dropped and a
 // subscriber that needs them gets a feed of its own.
 constexpr size_t kKeptEvents = 10000;
-
-bool Resumable(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK:  // ended without a terminal event
-    case grpc::StatusCode::UNAVAILABLE:
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-    case grpc::StatusCode::CANCELLED:
-    case grpc::StatusCode::INTERNAL:
-    case grpc::StatusCode::UNKNOWN:
-    case grpc::StatusCode::ABORTED:
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return true;
-    default:
-      return false;
-  }
-}
 
 }  // namespace
 
@@ -117,7 +102,7 @@ void JobFeed::OnDone(const grpc::Status& status) {
   absl::MutexLock lock(&mu_);
   upstream_.reset();
   if (ended_) return;
-  if (!Resumable(status.error_code()) ||
+  if (!client::ResumableWatchEnd(status.error_code()) ||
       absl::Now() - last_contact_ > gateway_->options().reconnect_timeout) {
     return End();
   }

@@ -228,6 +228,17 @@ void Session::OnWritten(bool keep_alive, beast::error_code ec) {
 // ---------------------------------------------------------------------------------------
 // REST
 
+template <typename Call, typename Issue, typename OnOk>
+void Session::Forward(std::shared_ptr<Call> call, Issue issue, OnOk on_ok) {
+  issue(&call->ctx, &call->request, &call->response,
+        [this, self = shared_from_this(), call, on_ok](grpc::Status s) {
+          Post([this, call, s, on_ok] {
+            if (!s.ok()) return ReplyStatus(s);
+            on_ok(call->response);
+          });
+        });
+}
+
 void Session::Submit(const Request& request) {
   auto call = NewCall<v1::SubmitRequest, v1::Job>(gateway_->options().call_timeout);
   if (absl::Status s = FromJson(absl::string_view(request.body()), &call->request); !s.ok()) {
@@ -242,26 +253,17 @@ void Session::Submit(const Request& request) {
     }
     call->request.set_request_id(key);
   }
-  gateway_->stub()->async()->Submit(
-      &call->ctx, &call->request, &call->response, [this, self = shared_from_this(), call](grpc::Status s) {
-        Post([this, call, s] {
-          if (!s.ok()) return ReplyStatus(s);
-          Reply(202, ToJson(call->response), "application/json",
-                "/v1/jobs/" + call->response.id());
-        });
-      });
+  Forward(call, [this](auto... a) { gateway_->stub()->async()->Submit(a...); },
+          [this](const v1::Job& job) {
+            Reply(202, ToJson(job), "application/json", "/v1/jobs/" + job.id());
+          });
 }
 
 void Session::GetJob(const std::string& job_id) {
   auto call = NewCall<v1::GetStatusRequest, v1::Job>(gateway_->options().call_timeout);
   call->request.set_job_id(job_id);
-  gateway_->stub()->async()->GetStatus(&call->ctx, &call->request, &call->response,
-                                       [this, self = shared_from_this(), call](grpc::Status s) {
-                                         Post([this, call, s] {
-                                           if (!s.ok()) return ReplyStatus(s);
-                                           Reply(200, ToJson(call->response));
-                                         });
-                                       });
+  Forward(call, [this](auto... a) { gateway_->stub()->async()->GetStatus(a...); },
+          [this](const auto& response) { Reply(200, ToJson(response)); });
 }
 
 void Session::ListJobs(const Route& route) {
@@ -295,38 +297,23 @@ void Session::ListJobs(const Route& route) {
     call->request.set_page_size(page_size);
   }
   call->request.set_page_token(route.Param("pageToken").value_or(""));
-  gateway_->stub()->async()->ListJobs(&call->ctx, &call->request, &call->response,
-                                      [this, self = shared_from_this(), call](grpc::Status s) {
-                                        Post([this, call, s] {
-                                          if (!s.ok()) return ReplyStatus(s);
-                                          Reply(200, ToJson(call->response));
-                                        });
-                                      });
+  Forward(call, [this](auto... a) { gateway_->stub()->async()->ListJobs(a...); },
+          [this](const auto& response) { Reply(200, ToJson(response)); });
 }
 
 void Session::CancelJob(const std::string& job_id) {
   auto call = NewCall<v1::CancelJobRequest, v1::Job>(gateway_->options().call_timeout);
   call->request.set_job_id(job_id);
-  gateway_->stub()->async()->CancelJob(&call->ctx, &call->request, &call->response,
-                                       [this, self = shared_from_this(), call](grpc::Status s) {
-                                         Post([this, call, s] {
-                                           if (!s.ok()) return ReplyStatus(s);
-                                           Reply(200, ToJson(call->response));
-                                         });
-                                       });
+  Forward(call, [this](auto... a) { gateway_->stub()->async()->CancelJob(a...); },
+          [this](const auto& response) { Reply(200, ToJson(response)); });
 }
 
 void Session::DeleteJob(const std::string& job_id) {
   auto call =
       NewCall<v1::DeleteJobRequest, v1::DeleteJobResponse>(gateway_->options().call_timeout);
   call->request.set_job_id(job_id);
-  gateway_->stub()->async()->DeleteJob(&call->ctx, &call->request, &call->response,
-                                       [this, self = shared_from_this(), call](grpc::Status s) {
-                                         Post([this, call, s] {
-                                           if (!s.ok()) return ReplyStatus(s);
-                                           Reply(204, "");
-                                         });
-                                       });
+  Forward(call, [this](auto... a) { gateway_->stub()->async()->DeleteJob(a...); },
+          [this](const auto&) { Reply(204, ""); });
 }
 
 void Session::Health() {
@@ -351,21 +338,17 @@ void Session::StartJobEvents(const std::string& job_id, int64_t after) {
   // (which tells EventSource to stop), not an empty stream.
   auto call = NewCall<v1::GetStatusRequest, v1::Job>(gateway_->options().call_timeout);
   call->request.set_job_id(job_id);
-  gateway_->stub()->async()->GetStatus(
-      &call->ctx, &call->request, &call->response, [this, self = shared_from_this(), call, after](grpc::Status s) {
-        Post([this, call, after, s] {
-          if (!s.ok()) return ReplyStatus(s);
-          const v1::Job& job = call->response;
-          if (IsFinished(job.state()) && after >= job.last_sequence()) return Reply(204, "");
-          if (after > job.last_sequence()) {
-            return ReplyError(grpc::StatusCode::OUT_OF_RANGE,
-                              absl::StrCat("after ", after, " is beyond job ", job.id(),
-                                           "'s last sequence ", job.last_sequence()));
-          }
-          BeginSse(after, /*many_jobs=*/false);
-          sse_->feed = gateway_->JoinFeed(job.id(), after, shared_from_this());
-        });
-      });
+  Forward(call, [this](auto... a) { gateway_->stub()->async()->GetStatus(a...); },
+          [this, after](const v1::Job& job) {
+            if (IsFinished(job.state()) && after >= job.last_sequence()) return Reply(204, "");
+            if (after > job.last_sequence()) {
+              return ReplyError(grpc::StatusCode::OUT_OF_RANGE,
+                                absl::StrCat("after ", after, " is beyond job ", job.id(),
+                                             "'s last sequence ", job.last_sequence()));
+            }
+            BeginSse(after, /*many_jobs=*/false);
+            sse_->feed = gateway_->JoinFeed(job.id(), after, shared_from_this());
+          });
 }
 
 void Session::BeginSse(int64_t after, bool many_jobs) {

@@ -48,6 +48,11 @@ class Session : public FeedSink, public std::enable_shared_from_this<Session> {
   void Post(Fn fn);
   std::string CorsOrigin() const;
 
+  // Issues a unary call upstream (issue(ctx, request, response, callback)); on success
+  // runs on_ok(response) on this session's strand, else replies with the mapped error.
+  template <typename Call, typename Issue, typename OnOk>
+  void Forward(std::shared_ptr<Call> call, Issue issue, OnOk on_ok);
+
   // REST handlers.
   void Submit(const Request& request);
   void GetJob(const std::string& job_id);

@@ -33,10 +33,10 @@ install_missing() {
 }
 
 build() {
-  local werror=OFF
-  [ "${CI:-}" = "true" ] && werror=ON
   echo "== building in $BUILD_DIR"
+  # Warnings are errors in every build here (the toolchain is Debian 12's): a build that
+  # CI would refuse is refused on a developer's machine too.
   cmake -S "$JOBSTREAM_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DJOBSTREAM_WERROR="$werror" >/dev/null
+    -DJOBSTREAM_WERROR=ON >/dev/null
   ninja -C "$BUILD_DIR" -j2
 }

@@ -46,6 +46,13 @@ async function submitThroughForm(page, { steps, stepMs, ticks }) {
   return (await page.textContent('#submit-result')).replace('submitted ', '').trim();
 }
 
+// Waits until the job's row is in `state` (and, for SUCCEEDED, at 100%).
+const waitForRow = (page, id, state, timeout = 30000) => page.waitForFunction(([jobId, want]) => {
+  const row = document.querySelector(`#jobs tr[data-id="${jobId}"]`);
+  return row && row.dataset.state === want &&
+    (want !== 'SUCCEEDED' || row.querySelector('.pct').textContent === '100%');
+}, [id, state], { timeout });
+
 const rowState = (page, id) => page.evaluate((jobId) => {
   const row = document.querySelector(`#jobs tr[data-id="${jobId}"]`);
   return row && { state: row.dataset.state, pct: row.querySelector('.pct').textContent };
@@ -54,14 +61,8 @@ const rowState = (page, id) => page.evaluate((jobId) => {
 test('submit through the form and watch the row reach succeeded at 100%', async () => {
   const { page, errors } = await open();
   const id = await submitThroughForm(page, { steps: 'fetch, render', stepMs: 400, ticks: 4 });
-  await page.waitForFunction((jobId) => {
-    const row = document.querySelector(`#jobs tr[data-id="${jobId}"]`);
-    return row && row.dataset.state === 'RUNNING';
-  }, id);
-  await page.waitForFunction((jobId) => {
-    const row = document.querySelector(`#jobs tr[data-id="${jobId}"]`);
-    return row && row.dataset.state === 'SUCCEEDED' && row.querySelector('.pct').textContent === '100%';
-  }, id, { timeout: 20000 });
+  await waitForRow(page, id, 'RUNNING');
+  await waitForRow(page, id, 'SUCCEEDED');
   // The bar is drawn full, not just labelled 100% (it animates there).
   await page.waitForFunction((jobId) => {
     const bar = document.querySelector(`#jobs tr[data-id="${jobId}"] .bar`);
@@ -82,18 +83,12 @@ test('submit through the form and watch the row reach succeeded at 100%', async 
 test('the page stays correct across a gateway restart mid-job', async () => {
   const { page, errors } = await open();
   const id = await submitThroughForm(page, { steps: 'a, b, c', stepMs: 700, ticks: 5 });
-  await page.waitForFunction((jobId) => {
-    const row = document.querySelector(`#jobs tr[data-id="${jobId}"]`);
-    return row && row.dataset.state === 'RUNNING';
-  }, id);
+  await waitForRow(page, id, 'RUNNING');
   const port = gateway.port;
   await gateway.kill();
   await page.waitForSelector('#connection[data-state="reconnecting"]');
   gateway = await startGateway(server.address, { port });
-  await page.waitForFunction((jobId) => {
-    const row = document.querySelector(`#jobs tr[data-id="${jobId}"]`);
-    return row && row.dataset.state === 'SUCCEEDED' && row.querySelector('.pct').textContent === '100%';
-  }, id, { timeout: 30000 });
+  await waitForRow(page, id, 'SUCCEEDED');
   assert.deepEqual(await rowState(page, id), { state: 'SUCCEEDED', pct: '100%' });
   await page.screenshot({ path: path.join(ARTIFACTS, 'gateway-page-after-restart.png'), fullPage: true });
   assert.deepEqual(errors, []);

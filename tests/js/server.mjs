@@ -22,6 +22,16 @@ async function spawnListening(binary, args) {
   return { child, address: match[1] };
 }
 
+// kill() is SIGKILL, like a crash; stop() is SIGTERM. Both resolve to the exit code.
+function controls(child) {
+  const signal = (name) => {
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill(name);
+    return exited;
+  };
+  return { kill: () => signal('SIGKILL'), stop: () => signal('SIGTERM') };
+}
+
 // `port` and `dataDir` let a test restart a server where it was.
 export async function startServer(flags = [], { port = 0, dataDir = null } = {}) {
   dataDir ??= mkdtempSync(path.join(tmpdir(), 'jobstream-js-'));
@@ -31,15 +41,9 @@ export async function startServer(flags = [], { port = 0, dataDir = null } = {})
     address,
     dataDir,
     port: Number(address.split(':')[1]),
-    kill() {  // SIGKILL, like a crash; keeps the data dir
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      return exited;
-    },
+    kill: controls(child).kill,  // keeps the data dir, for a restart
     async stop() {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      const code = await exited;
+      const code = await controls(child).stop();
       rmSync(dataDir, { recursive: true, force: true });
       return code;
     },
@@ -54,15 +58,6 @@ export async function startGateway(serverAddress, { port = 0, flags = [] } = {})
     address,
     url: `http://${address}`,
     port: Number(address.split(':')[1]),
-    kill() {  // SIGKILL, like a crash
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGKILL');
-      return exited;
-    },
-    async stop() {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill('SIGTERM');
-      return exited;
-    },
+    ...controls(child),
   };
 }
