@@ -60,16 +60,24 @@ void JobFeed::Leave(FeedSink* sink) {
 }
 
 void JobFeed::Open() {
-  absl::MutexLock lock(&mu_);
-  if (ended_) return;
+  int64_t from;
+  {
+    absl::MutexLock lock(&mu_);
+    if (ended_) return;
+    from = last_;
+  }
+  // Started outside mu_: the call's callbacks take it.
   ++gateway_->metrics().upstream_streams_open;
   auto self = shared_from_this();
-  upstream_ = UpstreamWatch::Start(
-      gateway_->stub(), job_id_, last_, [self](const v1::JobEvent& e) { self->OnEvent(e); },
+  auto handle = UpstreamWatch::Start(
+      gateway_->stub(), job_id_, from, [self](const v1::JobEvent& e) { self->OnEvent(e); },
       [self](const grpc::Status& s) {
         --self->gateway_->metrics().upstream_streams_open;
         self->OnDone(s);
       });
+  absl::MutexLock lock(&mu_);
+  upstream_ = handle;
+  if (ended_) handle->Cancel();  // the last subscriber left meanwhile
 }
 
 void JobFeed::OnEvent(const v1::JobEvent& event) {
