@@ -195,13 +195,4 @@ void EventHub::Close(absl::Status why) {
   for (const auto& sub : wake) sub->Notify();
 }
 
-size_t EventHub::live_jobs() const {
-  size_t n = 0;
-  for (const Shard& shard : shards_) {
-    absl::MutexLock lock(&shard.mu);
-    n += shard.jobs.size();
-  }
-  return n;
-}
-
 }  // namespace jobstream::watch

@@ -48,7 +48,6 @@ class EventHub {
   void Close(absl::Status why);
 
   size_t watchers() const { return watchers_.load(std::memory_order_relaxed); }
-  size_t live_jobs() const;
 
  private:
   using SubSet = absl::flat_hash_map<const Subscription*, std::shared_ptr<Subscription>>;
