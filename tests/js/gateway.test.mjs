@@ -252,6 +252,33 @@ test('CORS: only configured origins, preflight answered; SIGTERM exits 0', async
   await json('POST', `/v1/jobs/${job.body.id}:cancel`);
 });
 
+test('--max_connections: one connection too many is closed, the rest are served', async () => {
+  const small = await startGateway(server.address, { flags: ['--max_connections=2'] });
+  const job = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString() });
+  const holders = [];
+  for (let i = 0; i < 2; i++) {
+    const controller = new AbortController();
+    const response = await fetch(`${small.url}/v1/jobs/${job.body.id}/events`, { signal: controller.signal });
+    assert.equal(response.status, 200);
+    holders.push(controller);
+  }
+  const refused = await new Promise((resolve) => {
+    const socket = net.connect(small.port, '127.0.0.1', () => socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'));
+    let reply = '';
+    socket.on('data', (d) => { reply += d; });
+    socket.on('close', () => resolve(reply));
+    socket.on('error', () => {});
+  });
+  assert.equal(refused, '', 'closed without an answer');
+  holders[0].abort();
+  await new Promise((r) => setTimeout(r, 200));
+  const metrics = await (await fetch(`${small.url}/metrics`)).text();
+  assert.match(metrics, /^jobstream_gateway_connections_refused_total 1$/m);
+  holders[1].abort();
+  await small.stop();
+  await json('POST', `/v1/jobs/${job.body.id}:cancel`);
+});
+
 test('a keepalive comment goes out on an idle stream', async () => {
   const quick = await startGateway(server.address, { flags: ['--heartbeat=200ms'] });
   const job = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString() });
