@@ -5,8 +5,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
-export const ROOT = path.resolve(import.meta.dirname, '../..');
+// Not import.meta.dirname: Debian 12's Node (18) does not have it.
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN_DIR = process.env.JOBSTREAM_BIN_DIR ?? path.join(ROOT, 'build');
 
 // Spawns a binary that prints "listening on HOST:PORT" first; resolves to its address.
