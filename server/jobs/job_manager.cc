@@ -647,15 +647,9 @@ void JobManager::Finish(const Lease& lease, absl::StatusOr<google::protobuf::Val
     EnqueueReady(live, absl::ToUnixMillis(ready));
     batch.Put(Cf::kQueue, live.queue_key, "");
   };
+  // An outcome the handler reached stands; only an attempt cut short by shutdown is redone.
   JobEvent::Type type;
-  if (lease.control->server_stopping.load()) {
-    // Interrupted by shutdown, not by the job: the attempt does not count.
-    type = JobEvent::RETRYING;
-    SetError(job, absl::StatusCode::kUnavailable,
-             "the server stopped; the job runs again when it starts");
-    job.set_attempt(job.attempt() - 1);
-    requeue(now);
-  } else if (outcome.ok()) {
+  if (outcome.ok()) {
     type = JobEvent::SUCCEEDED;
     job.set_state(Job::SUCCEEDED);
     *job.mutable_result() = *std::move(outcome);
@@ -665,6 +659,13 @@ void JobManager::Finish(const Lease& lease, absl::StatusOr<google::protobuf::Val
     type = JobEvent::CANCELLED;
     job.set_state(Job::CANCELLED);
     SetError(job, absl::StatusCode::kCancelled, "cancelled by request");
+  } else if (lease.control->server_stopping.load()) {
+    // Interrupted by shutdown, not by the job: the attempt does not count.
+    type = JobEvent::RETRYING;
+    SetError(job, absl::StatusCode::kUnavailable,
+             "the server stopped; the job runs again when it starts");
+    job.set_attempt(job.attempt() - 1);
+    requeue(now);
   } else if (outcome.status().code() == absl::StatusCode::kUnavailable &&
              job.attempt() < job.max_attempts() && !job.cancel_requested()) {
     type = JobEvent::RETRYING;

@@ -272,6 +272,28 @@ TEST_F(JobManagerTest, AStaleLeaseChangesNothing) {
   }
 }
 
+TEST_F(JobManagerTest, AnOutcomeReachedAsTheServerStopsIsKept) {
+  auto done = Submit(Demo());
+  auto cancelled = Submit(Demo());
+  auto interrupted = Submit(Demo());
+  ASSERT_TRUE(done.ok() && cancelled.ok() && interrupted.ok());
+  std::optional<Lease> a = manager_->Acquire({"demo.steps"});
+  std::optional<Lease> b = manager_->Acquire({"demo.steps"});
+  std::optional<Lease> c = manager_->Acquire({"demo.steps"});
+  ASSERT_TRUE(a && b && c);
+  ASSERT_TRUE(Cancel(b->job_id).ok());
+  manager_->StopRunning();  // the server begins to stop while all three are running
+  manager_->Finish(*a, google::protobuf::Value());               // it had finished its work
+  manager_->Finish(*b, absl::CancelledError("cancelled"));        // it obeyed the cancel
+  manager_->Finish(*c, absl::CancelledError("server stopping"));  // it was cut short
+  EXPECT_EQ(Types(Events(a->job_id)).back(), "SUCCEEDED") << "finished work is not redone";
+  EXPECT_EQ(Types(Events(b->job_id)).back(), "CANCELLED") << "a cancel is not undone";
+  auto requeued = manager_->Get(c->job_id);
+  ASSERT_TRUE(requeued.ok());
+  EXPECT_EQ(requeued->state(), Job::QUEUED);
+  EXPECT_EQ(requeued->attempt(), 0) << "an interrupted attempt does not count";
+}
+
 TEST_F(JobManagerTest, RetryableFailuresRetryUntilAttemptsRunOut) {
   StartRunner();
   v1::SubmitRequest request = Demo(R"({"fail_at": "render", "retryable": true, "step_ms": 0})");
