@@ -90,15 +90,22 @@ storage::CommittedEventPtr JobManager::AddRecordAndEvent(Batch& batch, const Job
 }
 
 absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
-                                StatusCallback done) {
+                                JobCallback done) {
   const absl::Time now = absl::Now();
   Job& job = live.job;
   job.set_last_sequence(job.last_sequence() + 1);
   *job.mutable_update_time() = ToProto(now);
   storage::CommittedEventPtr event = AddRecordAndEvent(batch, job, MakeEvent(job, type, now));
+  StatusCallback on_commit;
+  if (done) {
+    // The job exactly as this event left it (the event holds it already).
+    on_commit = [event, done = std::move(done)](absl::Status s) {
+      if (s.ok()) done(event->event.status()); else done(s);
+    };
+  }
   // Anything queued after a PROGRESS must stay after it, so it can no longer be replaced.
   live.pending_progress.reset();
-  auto handle = committer_.Enqueue({std::move(batch), {std::move(event)}, std::move(done)});
+  auto handle = committer_.Enqueue({std::move(batch), {std::move(event)}, std::move(on_commit)});
   if (!handle.ok()) return handle.status();
   if (type == JobEvent::PROGRESS) live.pending_progress = *std::move(handle);
   return absl::OkStatus();
@@ -261,45 +268,28 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
       live.job = job;
       live.params = params;
       EnqueueReady(live, ready_ms);
-      // The reply is the job as of its CREATED event, whatever happens to it meanwhile.
-      auto created = std::make_shared<Job>(job);
-      created->set_last_sequence(1);
-      *created->mutable_update_time() = ToProto(now);
-      *created->mutable_params() = request.params();
-      StatusCallback on_commit;
-      if (request_id.empty()) {
-        on_commit = [created, done = std::move(done)](absl::Status s) {
-          if (s.ok()) done(*created); else done(s);
-        };
-      } else {
-        on_commit = [this, created, request_id](absl::Status s) {
-          std::vector<JobCallback> waiters;
-          {
-            absl::MutexLock lock(&mu_);
-            waiters = std::move(requests_in_flight_[request_id]);
-            requests_in_flight_.erase(request_id);
-          }
-          for (auto& waiter : waiters) {
-            if (s.ok()) waiter(*created); else waiter(s);
-          }
-        };
-      }
-      absl::Status status =
-          Commit(live, JobEvent::CREATED, std::move(batch), std::move(on_commit));
-      if (!status.ok()) {
-        // Nothing was queued: undo the in-memory changes and fail every waiter.
+      // The reply is the job as of its CREATED event (whatever happens to it meanwhile),
+      // with its params; every twin submitted with the same request_id gets it too. Held
+      // here as well, to answer with the error if the write cannot even be queued.
+      auto answer = std::make_shared<JobCallback>(
+          [this, params, request_id, done = std::move(done)](absl::StatusOr<Job> created) {
+            if (created.ok()) *created->mutable_params() = *params;
+            std::vector<JobCallback> waiters;
+            if (request_id.empty()) {
+              waiters.push_back(done);
+            } else {
+              absl::MutexLock lock(&mu_);
+              waiters = std::move(requests_in_flight_[request_id]);
+              requests_in_flight_.erase(request_id);
+            }
+            for (auto& waiter : waiters) waiter(created);
+          });
+      absl::Status status = Commit(live, JobEvent::CREATED, std::move(batch),
+                                   [answer](absl::StatusOr<Job> job) { (*answer)(job); });
+      if (!status.ok()) {  // nothing was queued: undo the in-memory changes
         Unqueue(live);
         live_.erase(job.id());
-        std::vector<JobCallback> waiters;
-        if (!request_id.empty()) {
-          waiters = std::move(requests_in_flight_[request_id]);
-          requests_in_flight_.erase(request_id);
-        } else {
-          waiters.push_back(std::move(done));
-        }
-        reply = [waiters = std::move(waiters), status] {
-          for (auto& waiter : waiters) waiter(status);
-        };
+        reply = [answer, status] { (*answer)(status); };  // after the lock: it may take it
       }
     }
   }
@@ -388,12 +378,7 @@ void JobManager::Cancel(const std::string& job_id, JobCallback done) {
         live.job.set_state(Job::CANCELLED);
         *live.job.mutable_end_time() = ToProto(now);
         SetError(live.job, absl::StatusCode::kCancelled, "cancelled by request");
-        auto job = std::make_shared<Job>(live.job);
-        job->set_last_sequence(job->last_sequence() + 1);
-        queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch),
-                             [job, done](absl::Status s) {
-                               if (s.ok()) done(*job); else done(s);
-                             });
+        queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
         live_.erase(it);
       } else {
         // RUNNING: ask the handler to stop; it ends the job CANCELLED when it does. The

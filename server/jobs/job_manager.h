@@ -120,9 +120,10 @@ class JobManager {
     storage::GroupCommitter::Handle pending_progress;  // replaceable while not yet written
   };
 
-  // Appends the next event of `live` to `batch` and queues it. Call with mu_ held.
+  // Appends the next event of `live` to `batch` and queues it. Once it is committed,
+  // `done` (if any) gets the job as that event left it, without params. Call with mu_ held.
   absl::Status Commit(LiveJob& live, v1::JobEvent::Type type, storage::Batch batch,
-                      StatusCallback done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                      JobCallback done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::JobEvent MakeEvent(const v1::Job& job, v1::JobEvent::Type type, absl::Time now) const;
   // Adds the job record and `event` to `batch`; returns the event as watchers get it.
   storage::CommittedEventPtr AddRecordAndEvent(storage::Batch& batch, const v1::Job& job,

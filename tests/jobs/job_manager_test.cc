@@ -272,6 +272,17 @@ TEST_F(JobManagerTest, AStaleLeaseChangesNothing) {
   }
 }
 
+TEST_F(JobManagerTest, ASubmitThatCannotBeWrittenIsAnsweredWithTheError) {
+  manager_->committer().Stop();  // nothing more can be written
+  auto plain = Submit(Demo());
+  EXPECT_TRUE(absl::IsUnavailable(plain.status())) << plain.status();
+  v1::SubmitRequest keyed = Demo();
+  keyed.set_request_id("after-stop");
+  auto with_key = Submit(keyed);
+  EXPECT_TRUE(absl::IsUnavailable(with_key.status())) << with_key.status();
+  EXPECT_EQ(manager_->live_jobs(), 0u) << "nothing half-made is left behind";
+}
+
 TEST_F(JobManagerTest, AnOutcomeReachedAsTheServerStopsIsKept) {
   auto done = Submit(Demo());
   auto cancelled = Submit(Demo());
