@@ -26,7 +26,7 @@
 #include "grpcpp/grpcpp.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "rocksdb/db.h"
-#include "server/jobs/job_manager.h"
+#include "jobstream/v1/job_states.h"
 #include "tests/support/process.h"
 
 ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
@@ -247,7 +247,7 @@ class Watcher : public grpc::ClientReadReactor<JobEvent> {
       ++stats_->events;
       if (event_.type() == JobEvent::PROGRESS && stats_->record) {
         ++stats_->progress;
-        const absl::Time committed = jobstream::jobs::ToTime(event_.time());
+        const absl::Time committed = jobstream::v1::ToTime(event_.time());
         stats_->latency_us.push_back(absl::ToDoubleMicroseconds(now - committed));
       }
     }

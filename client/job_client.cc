@@ -1,5 +1,7 @@
 #include "client/job_client.h"
 
+#include "jobstream/v1/job_states.h"
+
 #include <algorithm>
 #include <thread>
 
@@ -99,8 +101,7 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, int64_t afte
       if (event.sequence() <= last) continue;  // never deliver twice
       last = event.sequence();
       on_event(event);
-      if (event.type() == v1::JobEvent::SUCCEEDED || event.type() == v1::JobEvent::FAILED ||
-          event.type() == v1::JobEvent::CANCELLED) {
+      if (v1::IsTerminal(event.type())) {
         ctx.TryCancel();
         reader->Finish().ok();
         return event.status();
@@ -110,9 +111,7 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, int64_t afte
     if (status.ok()) {
       // A finished job with nothing after `last`: report where it stands.
       auto job = GetStatus(job_id);
-      if (job.ok() && (job->state() == v1::Job::SUCCEEDED || job->state() == v1::Job::FAILED ||
-                       job->state() == v1::Job::CANCELLED) &&
-          job->last_sequence() <= last) {
+      if (job.ok() && v1::IsFinished(job->state()) && job->last_sequence() <= last) {
         return job;
       }
     }

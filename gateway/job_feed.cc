@@ -5,6 +5,7 @@
 #include "client/job_client.h"
 #include "gateway/gateway.h"
 #include "gateway/http_mapping.h"
+#include "jobstream/v1/job_states.h"
 
 namespace jobstream::gateway {
 
@@ -20,9 +21,7 @@ SseChunkPtr FormatEvent(const v1::JobEvent& event) {
   auto chunk = std::make_shared<SseChunk>();
   chunk->sequence = event.sequence();
   chunk->progress = event.type() == v1::JobEvent::PROGRESS;
-  chunk->terminal = event.type() == v1::JobEvent::SUCCEEDED ||
-                    event.type() == v1::JobEvent::FAILED ||
-                    event.type() == v1::JobEvent::CANCELLED;
+  chunk->terminal = v1::IsTerminal(event.type());
   chunk->text = SseEvent(absl::StrCat(event.sequence()),
                          absl::AsciiStrToLower(v1::JobEvent::Type_Name(event.type())),
                          ToJson(event));

@@ -7,6 +7,7 @@
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
 #include "gateway/http_mapping.h"
+#include "jobstream/v1/job_states.h"
 #include "gateway/web_assets.h"
 
 namespace jobstream::gateway {
@@ -29,11 +30,6 @@ std::shared_ptr<UnaryCall<Req, Resp>> NewCall(absl::Duration timeout) {
   auto call = std::make_shared<UnaryCall<Req, Resp>>();
   call->ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
   return call;
-}
-
-bool IsFinished(v1::Job::State state) {
-  return state == v1::Job::SUCCEEDED || state == v1::Job::FAILED ||
-         state == v1::Job::CANCELLED;
 }
 
 // A client with this many unsent chunks is behind: its PROGRESS chunks conflate.
@@ -340,7 +336,7 @@ void Session::StartJobEvents(const std::string& job_id, int64_t after) {
   call->request.set_job_id(job_id);
   Forward(call, [this](auto... a) { gateway_->stub()->async()->GetStatus(a...); },
           [this, after](const v1::Job& job) {
-            if (IsFinished(job.state()) && after >= job.last_sequence()) return Reply(204, "");
+            if (v1::IsFinished(job.state()) && after >= job.last_sequence()) return Reply(204, "");
             if (after > job.last_sequence()) {
               return ReplyError(grpc::StatusCode::OUT_OF_RANGE,
                                 absl::StrCat("after ", after, " is beyond job ", job.id(),

@@ -14,24 +14,11 @@ namespace jobstream::jobs {
 
 using storage::Batch;
 using storage::Cf;
+using v1::IsFinished;
 using v1::Job;
 using v1::JobEvent;
-
-bool IsFinished(Job::State state) {
-  return state == Job::SUCCEEDED || state == Job::FAILED || state == Job::CANCELLED;
-}
-
-absl::Time ToTime(const google::protobuf::Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
-}
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  google::protobuf::Timestamp ts;
-  const int64_t ns = absl::ToUnixNanos(t);
-  ts.set_seconds(ns / 1'000'000'000);
-  ts.set_nanos(static_cast<int32_t>(ns % 1'000'000'000));
-  return ts;
-}
+using v1::ToProto;
+using v1::ToTime;
 
 namespace {
 
@@ -465,23 +452,21 @@ void JobManager::RemoveFinished(absl::Time ended_before, absl::string_view reaso
   });
   if (!scan.ok()) return done(scan);
   if (!read_error.ok()) return done(read_error);
+  if (finished.empty()) return done(0);  // no synced write for nothing (every sweep)
   const int64_t count = static_cast<int64_t>(finished.size());
-  size_t i = 0;
-  do {
+  for (size_t i = 0; i < finished.size(); i += kJobsPerWrite) {
     Batch batch;
-    for (size_t j = i; j < std::min(finished.size(), i + kJobsPerWrite); ++j) {
-      RemovalBatch(finished[j], reason, now, batch);
-    }
-    i += kJobsPerWrite;
+    const size_t end = std::min(finished.size(), i + kJobsPerWrite);
+    for (size_t j = i; j < end; ++j) RemovalBatch(finished[j], reason, now, batch);
     StatusCallback on_commit;
-    if (i >= finished.size()) {  // the last write answers for all: a failure is sticky
+    if (end == finished.size()) {  // the last write answers for all: a failure is sticky
       on_commit = [done, count](absl::Status s) {
         if (s.ok()) done(count); else done(s);
       };
     }
     auto handle = committer_.Enqueue({std::move(batch), {}, std::move(on_commit)});
     if (!handle.ok()) return done(handle.status());
-  } while (i < finished.size());
+  }
 }
 
 void JobManager::Purge(absl::Time before, CountCallback done) {

@@ -27,6 +27,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/validation.h"
@@ -158,8 +159,5 @@ class JobManager {
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-bool IsFinished(v1::Job::State state);
-absl::Time ToTime(const google::protobuf::Timestamp& ts);
-google::protobuf::Timestamp ToProto(absl::Time t);
 
 }  // namespace jobstream::jobs

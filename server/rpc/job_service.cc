@@ -133,7 +133,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::PurgeJobs(grpc::CallbackServerContext*
     End(reactor, absl::InvalidArgumentError("finished_before is required"));
     return reactor;
   }
-  const absl::Time before = jobs::ToTime(request->finished_before());
+  const absl::Time before = v1::ToTime(request->finished_before());
   if (before > absl::Now()) {
     End(reactor, absl::InvalidArgumentError("finished_before is in the future"));
     return reactor;

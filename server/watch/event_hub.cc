@@ -67,9 +67,7 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::stri
   if (absl::IsNotFound(job.status())) return refuse(JobNotFound(*store_, job_id));
   if (!job.ok()) return refuse(job.status());
   if (after > job->last_sequence()) return out_of_range(job->last_sequence());
-  const bool finished = job->state() == v1::Job::SUCCEEDED ||
-                        job->state() == v1::Job::FAILED || job->state() == v1::Job::CANCELLED;
-  if (finished) {
+  if (v1::IsFinished(job->state())) {
     return std::make_shared<Subscription>(store_, job_id, after, job->last_sequence(),
                                           /*live=*/false, options_);
   }

@@ -14,11 +14,6 @@ bool JobFilter::Matches(const v1::Job& status) const {
   return true;
 }
 
-bool IsTerminal(v1::JobEvent::Type type) {
-  return type == v1::JobEvent::SUCCEEDED || type == v1::JobEvent::FAILED ||
-         type == v1::JobEvent::CANCELLED;
-}
-
 Subscription::Subscription(const storage::JobStore* store, std::string job_id, int64_t after,
                            int64_t catch_up_until, bool live, const WatchOptions& options)
     : options_(options),

@@ -18,6 +18,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/storage/committed_event.h"
 #include "server/storage/job_store.h"
@@ -33,7 +34,7 @@ struct JobFilter {
   bool Matches(const v1::Job& status) const;
 };
 
-bool IsTerminal(v1::JobEvent::Type type);
+using v1::IsTerminal;
 
 class Subscription {
  public:

@@ -1,0 +1,31 @@
+// Small facts about the API's types, defined once for the server, the client and the
+// gateway: which states and events are final, and Timestamp <-> absl::Time.
+#pragma once
+
+#include "absl/time/time.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "google/protobuf/util/time_util.h"
+#include "jobstream/v1/jobs.pb.h"
+
+namespace jobstream::v1 {
+
+// SUCCEEDED, FAILED and CANCELLED: the job will not change again.
+inline bool IsFinished(Job::State state) {
+  return state == Job::SUCCEEDED || state == Job::FAILED || state == Job::CANCELLED;
+}
+
+// The event that finishes a job; a job's stream ends right after it.
+inline bool IsTerminal(JobEvent::Type type) {
+  return type == JobEvent::SUCCEEDED || type == JobEvent::FAILED ||
+         type == JobEvent::CANCELLED;
+}
+
+inline absl::Time ToTime(const google::protobuf::Timestamp& ts) {
+  return absl::FromUnixNanos(google::protobuf::util::TimeUtil::TimestampToNanoseconds(ts));
+}
+
+inline google::protobuf::Timestamp ToProto(absl::Time t) {
+  return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
+}  // namespace jobstream::v1
