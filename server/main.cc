@@ -19,11 +19,12 @@
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
-#include "grpcpp/health_check_service_interface.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/runner.h"
+#include "server/rpc/health_service.h"
 #include "server/rpc/job_service.h"
+#include "server/rpc/worker_service.h"
 #include "server/storage/job_store.h"
 #include "server/watch/event_hub.h"
 
@@ -39,7 +40,7 @@ ABSL_FLAG(int64_t, max_watchers, 100000, "open watch streams accepted");
 ABSL_FLAG(int64_t, watch_queue_limit, 256,
           "state events queued per watcher before it is cut off RESOURCE_EXHAUSTED");
 ABSL_FLAG(absl::Duration, retry_backoff, absl::Seconds(1),
-          "first retry delay; doubles per attempt with jitter");
+          "first retry delay of types whose config sets none; doubles per attempt with jitter");
 
 namespace {
 
@@ -93,13 +94,18 @@ int main(int argc, char** argv) {
   }
 
   jobstream::v1::ServerConfig config;
-  if (!absl::GetFlag(FLAGS_config).empty()) {
-    auto read = jobstream::jobs::JobTypes::ReadConfigFile(absl::GetFlag(FLAGS_config));
+  const std::string config_file = absl::GetFlag(FLAGS_config);
+  if (!config_file.empty()) {
+    auto read = jobstream::jobs::JobTypes::ReadConfigFile(config_file);
     if (!read.ok()) return Fail(std::string(read.status().message()));
     config = *std::move(read);
   }
-  auto types = jobstream::jobs::JobTypes::FromConfig(config);
-  if (!types.ok()) return Fail(std::string(types.status().message()));
+  jobstream::jobs::TypeDefaults type_defaults;
+  type_defaults.initial_backoff = absl::GetFlag(FLAGS_retry_backoff);
+  auto types = jobstream::jobs::JobTypes::FromConfig(config, type_defaults);
+  if (!types.ok()) {
+    return Fail(absl::StrCat("config file ", config_file, ": ", types.status().message()));
+  }
 
   // Signals are taken by sigwait below; block them before any thread starts.
   sigset_t signals;
@@ -107,6 +113,8 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // A program that closes its stdin early must not take the server down (exec types).
+  signal(SIGPIPE, SIG_IGN);
 
   auto store = jobstream::storage::JobStore::Open(absl::GetFlag(FLAGS_data_dir));
   if (!store.ok()) return Fail(std::string(store.status().message()));
@@ -119,7 +127,6 @@ int main(int argc, char** argv) {
   jobstream::jobs::ManagerOptions manager_options;
   manager_options.limits.max_params_bytes = absl::GetFlag(FLAGS_max_params_bytes);
   manager_options.retention = absl::GetFlag(FLAGS_retention);
-  manager_options.retry_backoff = absl::GetFlag(FLAGS_retry_backoff);
   auto manager = std::make_unique<jobstream::jobs::JobManager>(store->get(), &hub, &*types,
                                                               manager_options);
   if (absl::Status s = manager->Recover(); !s.ok()) {
@@ -128,13 +135,19 @@ int main(int argc, char** argv) {
   jobstream::jobs::Runner runner(manager.get(), &*types, absl::GetFlag(FLAGS_runner_threads));
   runner.Start();
 
-  jobstream::rpc::JobServiceImpl service(manager.get(), &hub);
-  grpc::EnableDefaultHealthCheckService(true);
+  jobstream::rpc::CallTracker calls;
+  jobstream::rpc::JobServiceImpl service(manager.get(), &hub, &calls);
+  jobstream::rpc::WorkerServiceImpl worker_service(manager.get(), &calls);
+  jobstream::rpc::HealthServiceImpl health_service({"jobstream.v1.JobService",
+                                            "jobstream.v1.WorkerService"});
+  grpc::EnableDefaultHealthCheckService(false);  // ours has a descriptor for reflection
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
+  builder.RegisterService(&worker_service);
+  builder.RegisterService(&health_service);
   // Find dead watchers (and keep idle streams alive through middleboxes).
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
@@ -165,12 +178,14 @@ int main(int argc, char** argv) {
               << absl::FormatDuration(absl::Trunc(absl::Now() - shutdown_start, absl::Milliseconds(1)))
               << ")\n";
   };
+  health_service.Shutdown();
   hub.Close(absl::UnavailableError(
       "server is shutting down; watch again after the last sequence received"));
   // Let unary calls in flight finish (a Submit waits for its commit), then stop at once:
   // gRPC's own drain would also wait for idle client connections, up to its deadline.
   const absl::Time drain_deadline = absl::Now() + absl::Seconds(5);
-  while (service.in_flight() > 0 && absl::Now() < drain_deadline) {
+  manager->StopRunning();  // long-polling LeaseJob calls end now
+  while (calls.in_flight() > 0 && absl::Now() < drain_deadline) {
     absl::SleepFor(absl::Milliseconds(1));
   }
   server->Shutdown(std::chrono::system_clock::now());

@@ -1,8 +1,8 @@
-#include "absl/strings/string_view.h"
 #include "server/jobs/job_manager.h"
 
+#include <pthread.h>
+
 #include <algorithm>
-#include <random>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -22,17 +22,14 @@ using v1::ToTime;
 
 namespace {
 
-constexpr char kInServerLease[] = "in-server";
-
-void SetError(Job& job, absl::StatusCode code, absl::string_view message) {
-  job.mutable_error()->set_code(static_cast<int>(code));
-  job.mutable_error()->set_message(std::string(message));
-}
-
 absl::Status StateError(const Job& job, absl::string_view what) {
   return absl::FailedPreconditionError(
       absl::StrCat("job ", job.id(), " is ", Job::State_Name(job.state()), "; ", what));
 }
+
+// Before leases were records, an in-server run was stored under be64(INT64_MAX) | id with
+// this value. Recovery still understands it.
+constexpr char kLegacyInServerLease[] = "in-server";
 
 }  // namespace
 
@@ -42,18 +39,37 @@ JobManager::JobManager(storage::JobStore* store, watch::EventHub* hub, const Job
       hub_(hub),
       types_(types),
       options_(options),
-      committer_(store, [hub](const storage::CommittedEventPtr& event) { hub->Publish(event); }) {}
+      committer_(store, [hub](const storage::CommittedEventPtr& event) { hub->Publish(event); }) {
+  dispatcher_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "js-dispatch");
+    DispatchLoop();
+  });
+}
 
 JobManager::~JobManager() { Stop(); }
 
 void JobManager::Stop() {
   StopRunning();
+  {
+    absl::MutexLock lock(&mu_);
+    stop_dispatch_ = true;
+    dispatch_cv_.Signal();
+  }
+  if (dispatcher_.joinable()) dispatcher_.join();
   committer_.Stop();
 }
 
 size_t JobManager::live_jobs() const {
   absl::MutexLock lock(&mu_);
   return live_.size();
+}
+
+const JobType& JobManager::TypeOf(const Job& job) const {
+  // A type removed from the config since the job was made runs nowhere; its jobs keep the
+  // defaults so they can still be cancelled, expire and fail.
+  static const JobType* const kUndeclared = new JobType();
+  const JobType* type = types_->Find(job.type());
+  return type != nullptr ? *type : *kUndeclared;
 }
 
 JobEvent JobManager::MakeEvent(const Job& job, JobEvent::Type type, absl::Time now) const {
@@ -98,36 +114,129 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
   return absl::OkStatus();
 }
 
-void JobManager::EnqueueReady(LiveJob& live, int64_t ready_ms) {
+// ---------------------------------------------------------------------------------------
+// The queue
+
+void JobManager::SetQueueKey(LiveJob& live, int64_t ready_ms, Batch& batch) const {
   live.queue_key =
       storage::QueueKey(live.job.type(), live.job.priority(), ready_ms, live.job.id());
-  const JobType* type = types_->Find(live.job.type());
-  if (type == nullptr || type->handler == nullptr) return;  // not run in this server
-  if (ready_ms <= absl::ToUnixMillis(absl::Now())) {
-    ready_.insert(live.queue_key);
+  batch.Put(Cf::kQueue, live.queue_key, "");
+}
+
+void JobManager::Enqueue(LiveJob& live) {
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  queue_.Add(live.queue_key, now_ms);
+  const int64_t ready_ms = storage::ParseQueueKey(live.queue_key)->ready_ms;
+  if (ready_ms <= now_ms) {
+    Wake(live.job.type());
+  } else {
+    WakeDispatcherBy(ready_ms);
+  }
+}
+
+void JobManager::Unqueue(LiveJob& live, Batch& batch) {
+  queue_.Remove(live.queue_key);
+  batch.Delete(Cf::kQueue, live.queue_key);
+  live.queue_key.clear();
+}
+
+bool JobManager::Admits(absl::string_view type) const {
+  const JobType* t = types_->Find(type);
+  if (t == nullptr) return false;
+  if (t->concurrency == 0) return true;
+  auto it = running_.find(type);
+  return it == running_.end() || it->second < t->concurrency;
+}
+
+void JobManager::Wake(absl::string_view type) {
+  const JobType* t = types_->Find(type);
+  if (t == nullptr || !queue_.HasReady(type)) return;
+  if (t->in_server()) {
     ready_cv_.Signal();  // one runner takes it
-    return;
+  } else if (!workers_.waiters().empty()) {
+    ServeWaiters();
   }
-  // Runners sleep until the earliest scheduled job; wake one only if this one is earlier.
-  const bool earliest = scheduled_.empty() || ready_ms < scheduled_.begin()->first;
-  scheduled_.emplace(ready_ms, live.queue_key);
-  if (earliest) ready_cv_.Signal();
 }
 
-void JobManager::Unqueue(const LiveJob& live) {
-  if (ready_.erase(live.queue_key) == 0) {
-    if (auto entry = storage::ParseQueueKey(live.queue_key)) {
-      scheduled_.erase({entry->ready_ms, live.queue_key});
+void JobManager::WakeDispatcherBy(int64_t when_ms) {
+  if (dispatch_wake_ms_ != 0 && dispatch_wake_ms_ <= when_ms) return;
+  dispatch_wake_ms_ = when_ms;
+  dispatch_cv_.Signal();
+}
+
+// ---------------------------------------------------------------------------------------
+// The dispatcher: everything that happens because time passed.
+
+void JobManager::DispatchLoop() {
+  absl::MutexLock lock(&mu_);
+  while (!stop_dispatch_) {
+    Replies replies;
+    const absl::Time now = absl::Now();
+    Dispatch(now, replies);
+    if (!replies.empty()) {
+      mu_.Unlock();
+      for (auto& reply : replies) reply();
+      mu_.Lock();
+      continue;  // time passed meanwhile
     }
+    int64_t wake = absl::ToUnixMillis(now + absl::Seconds(10));
+    for (std::optional<int64_t> t :
+         {queue_.NextDue(), lease_deadlines_.Next(), timeouts_.Next()}) {
+      if (t) wake = std::min(wake, *t);
+    }
+    for (const auto& waiter : workers_.waiters()) {
+      wake = std::min(wake, absl::ToUnixMillis(waiter->deadline));
+    }
+    dispatch_wake_ms_ = wake;
+    dispatch_cv_.WaitWithDeadline(&mu_, absl::FromUnixMillis(wake));
+    dispatch_wake_ms_ = 0;
   }
 }
 
-absl::Duration JobManager::Backoff(int attempt) const {
-  absl::Duration d = options_.retry_backoff;
-  for (int i = 1; i < attempt && d < options_.max_backoff; ++i) d *= 2;
-  d = std::min(d, options_.max_backoff);
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return d * std::uniform_real_distribution<double>(0.75, 1.25)(rng);
+void JobManager::Dispatch(absl::Time now, Replies& replies) {
+  const int64_t now_ms = absl::ToUnixMillis(now);
+  for (const std::string& type : queue_.Promote(now_ms)) Wake(type);
+
+  for (const std::string& id : lease_deadlines_.TakeDue(now_ms)) {
+    auto it = live_.find(id);
+    if (it == live_.end()) continue;
+    const storage::LeaseRecord& lease = it->second.lease;
+    AttemptEnd end(AttemptEnd::kFailed);
+    end.error = absl::UnavailableError(absl::StrCat(
+        "lease expired: worker \"", lease.worker_id(), "\" reported nothing for ",
+        absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
+    end.retryable = true;
+    EndAttempt(id, std::move(end), nullptr).IgnoreError();  // a failed store is sticky
+  }
+
+  for (const std::string& id : timeouts_.TakeDue(now_ms)) {
+    auto it = live_.find(id);
+    if (it == live_.end() || it->second.job.state() != Job::RUNNING) continue;
+    LiveJob& live = it->second;
+    if (live.control) {
+      // The runner stops the handler; Finish then records the timeout.
+      live.control->timed_out.store(true);
+      if (!live.control->stop.HasBeenNotified()) live.control->stop.Notify();
+      continue;
+    }
+    AttemptEnd end(AttemptEnd::kFailed);
+    end.error = absl::DeadlineExceededError(absl::StrCat(
+        "attempt ", live.job.attempt(), " timed out after ",
+        absl::FormatDuration(TypeOf(live.job).timeout)));
+    end.retryable = true;
+    EndAttempt(id, std::move(end), nullptr).IgnoreError();  // a failed store is sticky
+  }
+
+  WaiterList& waiters = workers_.waiters();
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    if ((*it)->deadline > now) {
+      ++it;
+      continue;
+    }
+    replies.push_back([done = std::move((*it)->done)] { done(v1::LeaseJobResponse()); });
+    it = waiters.erase(it);
+  }
+  workers_.Prune(now - absl::Minutes(1));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -135,58 +244,97 @@ absl::Duration JobManager::Backoff(int attempt) const {
 
 absl::Status JobManager::Recover() {
   const absl::Time now = absl::Now();
-  // Jobs this server was running when it stopped hold an in-server lease.
-  std::vector<std::string> interrupted;
+  // Jobs this server was running when it stopped hold an in-server lease: their attempt
+  // was cut short. Leases held by workers stand.
+  std::vector<std::pair<std::string, std::string>> interrupted;  // lease key, job id
+  std::vector<std::pair<std::string, storage::LeaseRecord>> leased;
   absl::Status scan = store_->Scan(Cf::kLeases, "", false, [&](auto key, auto value) {
-    if (value == kInServerLease) interrupted.emplace_back(storage::LeaseKeyJobId(key));
+    if (value == kLegacyInServerLease && key.size() == 8 + kJobIdLength) {
+      interrupted.emplace_back(std::string(key), std::string(key.substr(8)));
+      return true;
+    }
+    storage::LeaseRecord record;
+    if (!record.ParseFromArray(value.data(), static_cast<int>(value.size()))) return true;
+    if (record.lease_id().empty()) {
+      interrupted.emplace_back(std::string(key), std::string(key));
+    } else {
+      leased.emplace_back(std::string(key), std::move(record));
+    }
     return true;
   });
   if (!scan.ok()) return scan;
-  for (const std::string& id : interrupted) {
+  for (const auto& [lease_key, id] : interrupted) {
     auto job = store_->GetJob(id);
     if (!job.ok()) return job.status();
+    const JobType& type = TypeOf(*job);
     Batch batch;
-    batch.Delete(Cf::kLeases, storage::LeaseKey(storage::kNoDeadline, id));
+    batch.Delete(Cf::kLeases, lease_key);
     const std::string why = absl::StrCat("the server stopped while attempt ", job->attempt(),
                                          " was running");
     job->set_last_sequence(job->last_sequence() + 1);
     *job->mutable_update_time() = ToProto(now);
-    SetError(*job, absl::StatusCode::kUnavailable, why);
-    JobEvent::Type type;
-    if (job->attempt() < job->max_attempts()) {
-      type = JobEvent::RETRYING;
+    job->mutable_error()->set_code(static_cast<int>(absl::StatusCode::kUnavailable));
+    job->mutable_error()->set_message(why);
+    JobEvent::Type event;
+    if (job->attempt() < job->max_attempts() && !job->cancel_requested()) {
+      event = JobEvent::RETRYING;
       job->set_state(Job::QUEUED);
-      batch.Put(Cf::kQueue, storage::QueueKey(job->type(), job->priority(),
-                                              absl::ToUnixMillis(now + Backoff(job->attempt())),
-                                              id),
+      const absl::Time next = now + type.Backoff(job->attempt());
+      *job->mutable_next_attempt_time() = ToProto(next);
+      batch.Put(Cf::kQueue,
+                storage::QueueKey(job->type(), job->priority(), absl::ToUnixMillis(next), id),
                 "");
+    } else if (job->cancel_requested()) {
+      event = JobEvent::CANCELLED;
+      job->set_state(Job::CANCELLED);
+      *job->mutable_end_time() = ToProto(now);
+      job->mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+      job->mutable_error()->set_message("cancelled by request (" + why + ")");
     } else {
-      type = JobEvent::FAILED;
+      event = JobEvent::FAILED;
       job->set_state(Job::FAILED);
       *job->mutable_end_time() = ToProto(now);
       job->mutable_error()->set_message(why + "; no attempts left");
     }
-    AddRecordAndEvent(batch, *job, MakeEvent(*job, type, now));
+    AddRecordAndEvent(batch, *job, MakeEvent(*job, event, now));
     if (absl::Status s = store_->Write(batch, /*sync=*/true); !s.ok()) return s;
   }
   // Everything in the queue is live.
-  std::vector<storage::QueueEntry> queued;
+  std::vector<std::string> queued;
   scan = store_->Scan(Cf::kQueue, "", false, [&](auto key, auto) {
-    if (auto entry = storage::ParseQueueKey(key)) queued.push_back(*std::move(entry));
+    if (storage::ParseQueueKey(key)) queued.emplace_back(key);
     return true;
   });
   if (!scan.ok()) return scan;
   absl::MutexLock lock(&mu_);
-  for (const storage::QueueEntry& entry : queued) {
-    auto job = store_->GetJob(entry.job_id);
+  auto load = [&](const std::string& id) -> absl::StatusOr<LiveJob*> {
+    auto job = store_->GetJob(id);
     if (!job.ok()) return job.status();
-    auto params = store_->GetParams(entry.job_id);
+    auto params = store_->GetParams(id);
     if (!params.ok()) return params.status();
-    LiveJob& live = live_[entry.job_id];
+    LiveJob& live = live_[id];
     live.job = *std::move(job);
     live.params = std::make_shared<const google::protobuf::Struct>(*std::move(params));
-    EnqueueReady(live, entry.ready_ms);
     hub_->Track(live.job);
+    return &live;
+  };
+  for (const std::string& key : queued) {
+    auto live = load(storage::ParseQueueKey(key)->job_id);
+    if (!live.ok()) return live.status();
+    (*live)->queue_key = key;
+    Enqueue(**live);
+  }
+  for (auto& [id, record] : leased) {
+    auto live = load(id);
+    if (!live.ok()) return live.status();
+    (*live)->lease = std::move(record);
+    ++running_[(*live)->job.type()];
+    lease_deadlines_.Set(id, (*live)->lease.deadline_ms());
+    WakeDispatcherBy((*live)->lease.deadline_ms());
+    if ((*live)->lease.attempt_deadline_ms() != 0) {
+      timeouts_.Set(id, (*live)->lease.attempt_deadline_ms());
+      WakeDispatcherBy((*live)->lease.attempt_deadline_ms());
+    }
   }
   return absl::OkStatus();
 }
@@ -210,14 +358,14 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
     if (auto job = existing_job()) return done(*std::move(job));
   }
 
+  const JobType& type = *types_->Find(request.type());
   Job job;
   job.set_id(NewJobId(now));
   job.set_type(request.type());
   *job.mutable_labels() = request.labels();
   job.set_state(Job::QUEUED);
-  job.set_priority(request.priority());
-  job.set_max_attempts(request.max_attempts() > 0 ? request.max_attempts()
-                                                  : types_->Find(request.type())->max_attempts);
+  job.set_priority(request.priority() != 0 ? request.priority() : type.default_priority);
+  job.set_max_attempts(request.max_attempts() > 0 ? request.max_attempts() : type.max_attempts);
   if (request.has_run_at()) *job.mutable_run_at() = request.run_at();
   *job.mutable_create_time() = ToProto(now);
   job.set_request_id(request_id);
@@ -229,7 +377,6 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
   if (!request.params().fields().empty()) {
     batch.Put(Cf::kParams, job.id(), request.params().SerializeAsString());
   }
-  batch.Put(Cf::kQueue, storage::QueueKey(job.type(), job.priority(), ready_ms, job.id()), "");
   batch.Put(Cf::kByTime, storage::ByTimeKey(absl::ToUnixMillis(now), job.id()), "");
   if (!request_id.empty()) batch.Put(Cf::kRequests, request_id, job.id());
 
@@ -254,7 +401,7 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
       LiveJob& live = live_[job.id()];
       live.job = job;
       live.params = params;
-      EnqueueReady(live, ready_ms);
+      SetQueueKey(live, ready_ms, batch);
       // The reply is the job as of its CREATED event (whatever happens to it meanwhile),
       // with its params; every twin submitted with the same request_id gets it too. Held
       // here as well, to answer with the error if the write cannot even be queued.
@@ -273,8 +420,9 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
           });
       absl::Status status = Commit(live, JobEvent::CREATED, std::move(batch),
                                    [answer](absl::StatusOr<Job> job) { (*answer)(job); });
-      if (!status.ok()) {  // nothing was queued: undo the in-memory changes
-        Unqueue(live);
+      if (status.ok()) {
+        Enqueue(live);
+      } else {  // nothing was queued: undo the in-memory changes
         live_.erase(job.id());
         reply = [answer, status] { (*answer)(status); };  // after the lock: it may take it
       }
@@ -360,16 +508,18 @@ void JobManager::Cancel(const std::string& job_id, JobCallback done) {
       const absl::Time now = absl::Now();
       Batch batch;
       if (live.job.state() == Job::QUEUED) {
-        Unqueue(live);
-        batch.Delete(Cf::kQueue, live.queue_key);
+        Unqueue(live, batch);
         live.job.set_state(Job::CANCELLED);
         *live.job.mutable_end_time() = ToProto(now);
-        SetError(live.job, absl::StatusCode::kCancelled, "cancelled by request");
+        live.job.clear_next_attempt_time();
+        live.job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+        live.job.mutable_error()->set_message("cancelled by request");
         queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
         live_.erase(it);
       } else {
-        // RUNNING: ask the handler to stop; it ends the job CANCELLED when it does. The
-        // flag is recorded without an event: the job's next event carries it.
+        // RUNNING: ask whoever runs it to stop (a handler sees it at once, a worker in its
+        // next ReportProgress reply); the job ends CANCELLED when it does. The flag is
+        // recorded without an event: the job's next event carries it.
         live.job.set_cancel_requested(true);
         if (live.control && !live.control->stop.HasBeenNotified()) live.control->stop.Notify();
         *live.job.mutable_update_time() = ToProto(now);
@@ -495,171 +645,43 @@ absl::Status JobManager::Sweep(absl::Time now) {
   return store_->Write(batch, /*sync=*/true);
 }
 
-// ---------------------------------------------------------------------------------------
-// Runner calls
-
-namespace {
-// Across types: higher priority first, then earlier ready time.
-bool QueueOrder(const std::string& a, const std::string& b) {
-  auto x = storage::ParseQueueKey(a);
-  auto y = storage::ParseQueueKey(b);
-  if (x->priority != y->priority) return x->priority > y->priority;
-  return x->ready_ms < y->ready_ms;
-}
-}  // namespace
-
-std::optional<Lease> JobManager::Acquire(const std::vector<std::string>& types) {
+v1::ListJobTypesResponse JobManager::ListTypes() const {
+  v1::ListJobTypesResponse response;
+  const absl::Time since = absl::Now() - absl::Minutes(1);
   absl::MutexLock lock(&mu_);
-  while (!stop_running_) {
-    const absl::Time now = absl::Now();
-    // Scheduled jobs that are due become ready.
-    const int64_t now_ms = absl::ToUnixMillis(now);
-    while (!scheduled_.empty() && scheduled_.begin()->first <= now_ms) {
-      ready_.insert(scheduled_.begin()->second);
-      scheduled_.erase(scheduled_.begin());
-    }
-    // Every ready key sorts by type, then priority, then ready time: the first key with a
-    // type's prefix is that type's next job.
-    std::set<std::string>::iterator chosen = ready_.end();
-    for (const std::string& type : types) {
-      const std::string prefix = storage::QueuePrefix(type);
-      auto it = ready_.lower_bound(prefix);
-      if (it != ready_.end() && absl::StartsWith(*it, prefix) &&
-          (chosen == ready_.end() || QueueOrder(*it, *chosen))) {
-        chosen = it;
-      }
-    }
-    if (chosen == ready_.end()) {
-      const absl::Time wake = scheduled_.empty()
-                                  ? now + absl::Seconds(10)
-                                  : absl::FromUnixMillis(scheduled_.begin()->first);
-      ready_cv_.WaitWithDeadline(&mu_, wake);
-      continue;
-    }
-    const std::string job_id = storage::ParseQueueKey(*chosen)->job_id;
-    ready_.erase(chosen);
-    LiveJob& live = live_.at(job_id);
-    Batch batch;
-    batch.Delete(Cf::kQueue, live.queue_key);
-    batch.Put(Cf::kLeases, storage::LeaseKey(storage::kNoDeadline, job_id), kInServerLease);
-    live.queue_key.clear();
-    live.job.set_state(Job::RUNNING);
-    live.job.set_attempt(live.job.attempt() + 1);
-    *live.job.mutable_start_time() = ToProto(now);
-    live.job.clear_progress();
-    live.control = std::make_shared<RunControl>();
-    if (!Commit(live, JobEvent::STARTED, std::move(batch), nullptr).ok()) {
-      return std::nullopt;  // the store failed; nothing more can run
-    }
-    return Lease{job_id, live.job.type(), live.job.attempt(), live.params, live.control};
-  }
-  return std::nullopt;
-}
-
-void JobManager::ReportStep(const Lease& lease, absl::string_view name, int index, int count,
-                            double fraction) {
-  absl::MutexLock lock(&mu_);
-  auto it = live_.find(lease.job_id);
-  if (it == live_.end() || it->second.job.attempt() != lease.attempt ||
-      it->second.job.state() != Job::RUNNING) {
-    return;
-  }
-  v1::Progress* p = it->second.job.mutable_progress();
-  p->set_step(std::string(name));
-  p->set_step_index(index);
-  p->set_step_count(count);
-  p->set_fraction(std::clamp(fraction, 0.0, 1.0));
-  p->clear_message();
-  Commit(it->second, JobEvent::STEP, {}, nullptr).IgnoreError();  // a failed store is sticky
-}
-
-void JobManager::ReportProgress(const Lease& lease, double fraction, absl::string_view message) {
-  absl::MutexLock lock(&mu_);
-  auto it = live_.find(lease.job_id);
-  if (it == live_.end() || it->second.job.attempt() != lease.attempt ||
-      it->second.job.state() != Job::RUNNING) {
-    return;
-  }
-  LiveJob& live = it->second;
-  v1::Progress* p = live.job.mutable_progress();
-  p->set_fraction(std::clamp(fraction, 0.0, 1.0));
-  p->set_message(std::string(message));
-  if (live.pending_progress) {
-    // The previous PROGRESS is not written yet and nobody saw it: replace it in place,
-    // keeping its sequence, so fsyncs stay bounded however fast a job reports.
-    const absl::Time now = absl::Now();
-    *live.job.mutable_update_time() = ToProto(now);
-    Batch batch;
-    std::vector<storage::CommittedEventPtr> events = {
-        AddRecordAndEvent(batch, live.job, MakeEvent(live.job, JobEvent::PROGRESS, now))};
-    if (committer_.TryReplace(live.pending_progress, std::move(batch), std::move(events))) {
-      return;
+  for (const JobType* type : types_->All()) {
+    v1::JobTypeInfo* info = response.add_types();
+    *info = type->Info();
+    info->set_queued(queue_.queued(type->name));
+    auto running = running_.find(type->name);
+    info->set_running(running == running_.end() ? 0 : running->second);
+    if (!type->in_server()) {
+      info->set_polling(workers_.Polling(type->name));
+      info->set_workers(workers_.Workers(type->name, since));
     }
   }
-  Commit(live, JobEvent::PROGRESS, {}, nullptr).IgnoreError();
-}
-
-void JobManager::Finish(const Lease& lease, absl::StatusOr<google::protobuf::Value> outcome) {
-  absl::MutexLock lock(&mu_);
-  auto it = live_.find(lease.job_id);
-  if (it == live_.end() || it->second.job.attempt() != lease.attempt ||
-      it->second.job.state() != Job::RUNNING) {
-    return;
-  }
-  LiveJob& live = it->second;
-  Job& job = live.job;
-  const absl::Time now = absl::Now();
-  live.control.reset();
-  Batch batch;
-  batch.Delete(Cf::kLeases, storage::LeaseKey(storage::kNoDeadline, job.id()));
-  auto requeue = [&](absl::Time ready) {
-    job.set_state(Job::QUEUED);
-    EnqueueReady(live, absl::ToUnixMillis(ready));
-    batch.Put(Cf::kQueue, live.queue_key, "");
-  };
-  // An outcome the handler reached stands; only an attempt cut short by shutdown is redone.
-  JobEvent::Type type;
-  if (outcome.ok()) {
-    type = JobEvent::SUCCEEDED;
-    job.set_state(Job::SUCCEEDED);
-    *job.mutable_result() = *std::move(outcome);
-    job.clear_error();
-    job.mutable_progress()->set_fraction(1.0);
-  } else if (outcome.status().code() == absl::StatusCode::kCancelled && job.cancel_requested()) {
-    type = JobEvent::CANCELLED;
-    job.set_state(Job::CANCELLED);
-    SetError(job, absl::StatusCode::kCancelled, "cancelled by request");
-  } else if (lease.control->server_stopping.load()) {
-    // Interrupted by shutdown, not by the job: the attempt does not count.
-    type = JobEvent::RETRYING;
-    SetError(job, absl::StatusCode::kUnavailable,
-             "the server stopped; the job runs again when it starts");
-    job.set_attempt(job.attempt() - 1);
-    requeue(now);
-  } else if (outcome.status().code() == absl::StatusCode::kUnavailable &&
-             job.attempt() < job.max_attempts() && !job.cancel_requested()) {
-    type = JobEvent::RETRYING;
-    SetError(job, outcome.status().code(), outcome.status().message());
-    requeue(now + Backoff(job.attempt()));
-  } else {
-    type = JobEvent::FAILED;
-    job.set_state(Job::FAILED);
-    SetError(job, outcome.status().code(), outcome.status().message());
-  }
-  if (IsFinished(job.state())) *job.mutable_end_time() = ToProto(now);
-  Commit(live, type, std::move(batch), nullptr).IgnoreError();
-  if (IsFinished(job.state())) live_.erase(it);
+  return response;
 }
 
 void JobManager::StopRunning() {
-  absl::MutexLock lock(&mu_);
-  stop_running_ = true;
-  ready_cv_.SignalAll();
-  for (auto& [id, live] : live_) {
-    if (!live.control) continue;
-    live.control->server_stopping.store(true);
-    if (!live.control->stop.HasBeenNotified()) live.control->stop.Notify();
+  Replies replies;
+  {
+    absl::MutexLock lock(&mu_);
+    stop_running_ = true;
+    ready_cv_.SignalAll();
+    for (auto& [id, live] : live_) {
+      if (!live.control) continue;
+      live.control->server_stopping.store(true);
+      if (!live.control->stop.HasBeenNotified()) live.control->stop.Notify();
+    }
+    for (auto& waiter : workers_.waiters()) {
+      replies.push_back([done = std::move(waiter->done)] {
+        done(absl::UnavailableError("the server is shutting down; lease again later"));
+      });
+    }
+    workers_.waiters().clear();
   }
+  for (auto& reply : replies) reply();
 }
 
 }  // namespace jobstream::jobs

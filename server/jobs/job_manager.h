@@ -3,11 +3,16 @@
 // record + event + index changes) on the group committer, all under one lock, so each
 // job's events are committed — and then published by the committer — in sequence order.
 //
-// Live (QUEUED or RUNNING) jobs are held in memory; finished jobs only in the store.
+// Live (QUEUED or RUNNING) jobs are held in memory; finished jobs only in the store. The
+// run order of queued jobs is a JobQueue; jobs of in-server types (BUILTIN, EXEC) go to
+// runner threads (Acquire), jobs of EXTERNAL types to workers (LeaseJobs), each attempt
+// under a lease whose id fences every later call. A dispatcher thread makes scheduled jobs
+// ready, expires leases and waits, and times out attempts.
 //
-//   QUEUED --Acquire--> RUNNING --Finish--> SUCCEEDED | FAILED | CANCELLED
-//      ^                   |
-//      +---- RETRYING -----+   (retryable failure with attempts left, or server stop)
+//   QUEUED --start--> RUNNING --end--> SUCCEEDED | FAILED | CANCELLED
+//      ^                 |
+//      +--- RETRYING ----+   (retryable failure with attempts left, lease expiry, timeout,
+//                              release by a worker, or server stop)
 //   QUEUED --Cancel--> CANCELLED
 #pragma once
 
@@ -15,47 +20,48 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/strings/string_view.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.pb.h"
+#include "jobstream/v1/workers.pb.h"
+#include "server/jobs/job_queue.h"
 #include "server/jobs/job_types.h"
+#include "server/jobs/leases.h"
 #include "server/jobs/validation.h"
 #include "server/storage/group_commit.h"
 #include "server/storage/job_store.h"
+#include "server/storage/records.pb.h"
 #include "server/watch/event_hub.h"
 
 namespace jobstream::jobs {
 
 struct ManagerOptions {
   Limits limits;
-  // First retry delay; doubles per attempt, with ±25% jitter, up to max_backoff.
-  absl::Duration retry_backoff = absl::Seconds(1);
-  absl::Duration max_backoff = absl::Minutes(5);
   // Finished jobs are removed this long after they end; their tombstones as long again.
   absl::Duration retention = absl::Hours(168);
   // Records ListJobs examines per call before it returns a partial page.
   size_t list_scan_limit = 10000;
 };
 
-// Shared by the manager and the runner thread of one attempt.
+// Shared by the manager and the runner thread of one in-server attempt.
 struct RunControl {
-  absl::Notification stop;  // notified on cancel request or server stop
+  absl::Notification stop;  // notified on cancel request, timeout or server stop
   std::atomic<bool> server_stopping{false};
+  std::atomic<bool> timed_out{false};
 };
 
 // One attempt of an in-server job, handed to a runner thread.
-struct Lease {
+struct Attempt {
   std::string job_id;
   std::string type;
   int attempt = 0;
@@ -68,6 +74,7 @@ class JobManager {
   using JobCallback = std::function<void(absl::StatusOr<v1::Job>)>;
   using StatusCallback = std::function<void(absl::Status)>;
   using CountCallback = std::function<void(absl::StatusOr<int64_t>)>;
+  using ProgressCallback = std::function<void(absl::StatusOr<v1::ReportProgressResponse>)>;
 
   // `store`, `hub` and `types` must outlive the manager. Callbacks run on the committer's
   // delivery thread (or inline for errors found before anything is written).
@@ -75,9 +82,10 @@ class JobManager {
              ManagerOptions options);
   ~JobManager();
 
-  // Before serving: loads live jobs into memory and the hub. Jobs that were RUNNING in
+  // Before serving: loads live jobs into memory and the hub. Jobs that were running in
   // this server when it stopped are retried (RETRYING event) or, with no attempts left,
-  // FAILED — each with an event saying why.
+  // FAILED — each with an event saying why. Jobs leased to workers keep their leases and
+  // deadlines.
   absl::Status Recover() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Client calls. done receives the job as committed, or the error.
@@ -91,23 +99,37 @@ class JobManager {
   // Retention: removes jobs that ended more than `retention` ago (tombstone "expired") and
   // tombstones older than that again. Synchronous.
   absl::Status Sweep(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  v1::ListJobTypesResponse ListTypes() const ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Runner calls. Acquire blocks until a job of one of `types` is ready (returning it as
-  // RUNNING) or the manager stops running jobs (nullopt). The others are fenced by the
-  // lease's attempt: a stale lease changes nothing.
-  std::optional<Lease> Acquire(const std::vector<std::string>& types) ABSL_LOCKS_EXCLUDED(mu_);
-  void ReportStep(const Lease& lease, absl::string_view name, int index, int count,
-                  double fraction) ABSL_LOCKS_EXCLUDED(mu_);
-  void ReportProgress(const Lease& lease, double fraction, absl::string_view message)
-      ABSL_LOCKS_EXCLUDED(mu_);
-  void Finish(const Lease& lease, absl::StatusOr<google::protobuf::Value> outcome)
+  // Runner calls (in-server types). Acquire blocks until a job of one of `types` may run
+  // (returning it as RUNNING) or the manager stops running jobs (nullopt). The others are
+  // fenced by the attempt: a stale one changes nothing.
+  std::optional<Attempt> Acquire(const std::vector<std::string>& types) ABSL_LOCKS_EXCLUDED(mu_);
+  void Report(const Attempt& attempt, const v1::Progress& progress) ABSL_LOCKS_EXCLUDED(mu_);
+  void Finish(const Attempt& attempt, absl::StatusOr<google::protobuf::Value> outcome)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Acquire returns nullopt from now on and running handlers are told to stop; their
-  // jobs go back to QUEUED (without spending the attempt) when they Finish.
+  // Worker calls (EXTERNAL types; see WorkerService). LeaseJobs answers once jobs are
+  // leased (after their STARTED events commit) or the wait ends; while it waits, the
+  // returned waiter can be abandoned (the caller went away), which answers CANCELLED.
+  std::shared_ptr<LeaseWaiter> LeaseJobs(const v1::LeaseJobRequest& request,
+                                         const std::string& default_worker_id,
+                                         LeaseCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+  void AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) ABSL_LOCKS_EXCLUDED(mu_);
+  void ReportWork(const v1::ReportProgressRequest& request, ProgressCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void CompleteWork(const v1::CompleteJobRequest& request, JobCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void FailWork(const v1::FailJobRequest& request, JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+  void ReleaseWork(const v1::ReleaseJobRequest& request, JobCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Acquire returns nullopt and LeaseJobs UNAVAILABLE from now on; running handlers are
+  // told to stop (their jobs go back to QUEUED, without spending the attempt, when they
+  // Finish). Leases held by workers stay: they keep their deadlines across a restart.
   void StopRunning() ABSL_LOCKS_EXCLUDED(mu_);
   // Commits and delivers everything queued; later writes fail UNAVAILABLE.
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   storage::GroupCommitter& committer() { return committer_; }
   size_t live_jobs() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -116,10 +138,22 @@ class JobManager {
   struct LiveJob {
     v1::Job job;  // working copy without params; may be ahead of the store
     std::shared_ptr<const google::protobuf::Struct> params;
-    std::string queue_key;                  // while QUEUED
-    std::shared_ptr<RunControl> control;    // while RUNNING
+    std::string queue_key;                // while QUEUED
+    storage::LeaseRecord lease;           // while RUNNING
+    std::shared_ptr<RunControl> control;  // while RUNNING in this server
     storage::GroupCommitter::Handle pending_progress;  // replaceable while not yet written
   };
+  // How an attempt ended, for EndAttempt.
+  struct AttemptEnd {
+    enum Kind { kSucceeded, kFailed, kRequeue } kind;
+    explicit AttemptEnd(Kind k) : kind(k) {}
+    google::protobuf::Value result;  // kSucceeded
+    absl::Status error;              // kFailed; kRequeue: why
+    bool retryable = false;          // kFailed
+    google::protobuf::Struct details;  // kFailed
+  };
+  // Replies to run once mu_ is released.
+  using Replies = std::vector<std::function<void()>>;
 
   // Appends the next event of `live` to `batch` and queues it. Once it is committed,
   // `done` (if any) gets the job as that event left it, without params. Call with mu_ held.
@@ -129,10 +163,43 @@ class JobManager {
   // Adds the job record and `event` to `batch`; returns the event as watchers get it.
   storage::CommittedEventPtr AddRecordAndEvent(storage::Batch& batch, const v1::Job& job,
                                                v1::JobEvent event) const;
-  // Puts a QUEUED in-server job in ready_ or scheduled_; Unqueue takes it out.
-  void EnqueueReady(LiveJob& live, int64_t ready_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Unqueue(const LiveJob& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Duration Backoff(int attempt) const;
+  const JobType& TypeOf(const v1::Job& job) const;
+
+  // Queue: a QUEUED job gets its key (written with its transition), then — after the
+  // transition is queued for commit, so a start can never overtake it — joins the queue.
+  void SetQueueKey(LiveJob& live, int64_t ready_ms, storage::Batch& batch) const;
+  void Enqueue(LiveJob& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Unqueue(LiveJob& live, storage::Batch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A job of `type` may be ready, or a slot of `type` came free: wake who runs it.
+  void Wake(absl::string_view type) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Admits(absl::string_view type) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The dispatcher wakes no later than `when_ms`.
+  void WakeDispatcherBy(int64_t when_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Attempts: RUNNING under a lease (worker_id "server" in this server), and back.
+  void StartAttempt(LiveJob& live, absl::Time now, const std::string& worker_id,
+                    absl::Duration lease_duration, JobCallback done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status EndAttempt(const std::string& job_id, AttemptEnd end, JobCallback done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies a progress report to the job: a STEP or PROGRESS event (written with `batch`),
+  // or, if nothing changed, just `batch`.
+  absl::Status RecordProgress(LiveJob& live, const v1::Progress& progress,
+                              storage::Batch batch, StatusCallback done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Workers: the job a lease id holds, if it is still current.
+  absl::StatusOr<LiveJob*> FindLease(const std::string& lease_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Leases up to waiter.max_jobs ready jobs to it; how many. It is answered once they are
+  // committed.
+  int Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ServeWaiters() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void DispatchLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Dispatch(absl::Time now, Replies& replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   void RemovalBatch(const v1::Job& job, absl::string_view reason, absl::Time now,
                     storage::Batch& batch) const;
   // Removes finished jobs that ended before `ended_before`, leaving tombstones saying
@@ -147,17 +214,21 @@ class JobManager {
   storage::GroupCommitter committer_;
 
   mutable absl::Mutex mu_;
-  absl::CondVar ready_cv_;
+  absl::CondVar ready_cv_;     // runners: an in-server job may be ready
+  absl::CondVar dispatch_cv_;  // the dispatcher: something is due sooner
   absl::flat_hash_map<std::string, LiveJob> live_ ABSL_GUARDED_BY(mu_);
-  // Queue keys (storage::QueueKey) of QUEUED in-server jobs that may run now, in run
-  // order, and of those waiting for their ready time (run_at or retry backoff).
-  std::set<std::string> ready_ ABSL_GUARDED_BY(mu_);
-  std::set<std::pair<int64_t, std::string>> scheduled_ ABSL_GUARDED_BY(mu_);
+  JobQueue queue_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, int> running_ ABSL_GUARDED_BY(mu_);  // by type
+  DeadlineIndex lease_deadlines_ ABSL_GUARDED_BY(mu_);  // external leases
+  DeadlineIndex timeouts_ ABSL_GUARDED_BY(mu_);         // attempts with a timeout
+  WorkerRegistry workers_ ABSL_GUARDED_BY(mu_);
+  int64_t dispatch_wake_ms_ ABSL_GUARDED_BY(mu_) = 0;
   // Submits with a request_id whose job is not committed yet, and who waits for it.
   absl::flat_hash_map<std::string, std::vector<JobCallback>> requests_in_flight_
       ABSL_GUARDED_BY(mu_);
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_dispatch_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread dispatcher_;
 };
-
 
 }  // namespace jobstream::jobs

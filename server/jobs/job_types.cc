@@ -1,7 +1,7 @@
-#include "absl/strings/string_view.h"
 #include "server/jobs/job_types.h"
 
 #include <fstream>
+#include <random>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
@@ -9,9 +9,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/json_util.h"
+#include "google/protobuf/util/time_util.h"
 #include "server/jobs/handlers/demo_steps.h"
+#include "server/jobs/handlers/exec.h"
 
 namespace jobstream::jobs {
+
+using google::protobuf::util::TimeUtil;
 
 absl::Status ValidateTypeName(absl::string_view name) {
   bool ok = !name.empty() && name.size() <= 64 &&
@@ -27,36 +31,157 @@ absl::Status ValidateTypeName(absl::string_view name) {
       "letter or digit)"));
 }
 
-absl::StatusOr<JobTypes> JobTypes::FromConfig(const v1::ServerConfig& config) {
-  auto handlers = std::make_shared<std::map<std::string, std::unique_ptr<Handler>>>();
-  (*handlers)[DemoStepsHandler::kType] = std::make_unique<DemoStepsHandler>();
+absl::Duration JobType::Backoff(int attempt) const {
+  absl::Duration d = initial_backoff;
+  for (int i = 1; i < attempt && d < max_backoff; ++i) d *= 2;
+  d = std::min(d, max_backoff);
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return d * std::uniform_real_distribution<double>(0.75, 1.25)(rng);
+}
 
+v1::JobTypeInfo JobType::Info() const {
+  v1::JobTypeInfo info;
+  info.set_name(name);
+  info.set_runner(runner);
+  info.set_description(description);
+  info.set_max_attempts(max_attempts);
+  info.set_concurrency(concurrency);
+  info.set_default_priority(default_priority);
+  auto duration = [](absl::Duration d) {
+    return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
+  };
+  if (timeout != absl::InfiniteDuration()) *info.mutable_timeout() = duration(timeout);
+  if (runner == v1::JobTypeInfo::EXTERNAL) {
+    *info.mutable_lease_duration() = duration(lease_duration);
+  }
+  *info.mutable_initial_backoff() = duration(initial_backoff);
+  *info.mutable_max_backoff() = duration(max_backoff);
+  return info;
+}
+
+namespace {
+
+// A config Duration within [min, max]; `field` names it in the error.
+absl::StatusOr<absl::Duration> ConfigDuration(const google::protobuf::Duration& d,
+                                              absl::string_view field, absl::Duration min,
+                                              absl::Duration max) {
+  const absl::Duration value = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  if (value < min || value > max) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " must be ", absl::FormatDuration(min),
+                                                   " to ", absl::FormatDuration(max), ", not ",
+                                                   absl::FormatDuration(value)));
+  }
+  return value;
+}
+
+}  // namespace
+
+absl::StatusOr<JobTypes> JobTypes::FromConfig(const v1::ServerConfig& config,
+                                              TypeDefaults defaults) {
   JobTypes types;
-  types.handlers_ = handlers;
-  types.types_[DemoStepsHandler::kType] =
-      JobType{DemoStepsHandler::kType, 3, handlers->at(DemoStepsHandler::kType).get()};
-  for (const v1::JobTypeConfig& t : config.types()) {
-    if (absl::Status s = ValidateTypeName(t.name()); !s.ok()) return s;
-    if (t.max_attempts() < 0 || t.max_attempts() > 100) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("type ", t.name(), ": maxAttempts must be 1..100 (0 means 3)"));
+  auto demo = std::make_shared<DemoStepsHandler>();
+  types.handlers_.push_back(demo);
+  JobType demo_type;
+  demo_type.name = DemoStepsHandler::kType;
+  demo_type.description = "Built-in demo: named steps with progress ticks.";
+  demo_type.initial_backoff = defaults.initial_backoff;
+  demo_type.handler = demo.get();
+  types.types_[demo_type.name] = demo_type;
+
+  std::map<std::string, int> declared;  // name -> index in config.types
+  for (int i = 0; i < config.types_size(); ++i) {
+    const v1::JobTypeConfig& t = config.types(i);
+    std::string where = absl::StrCat("types[", i, "]");
+    if (absl::Status s = ValidateTypeName(t.name()); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ".name: ", s.message()));
     }
-    JobType type{t.name(), t.max_attempts() == 0 ? 3 : t.max_attempts(), nullptr};
+    absl::StrAppend(&where, " \"", t.name(), "\"");
+    auto error = [&where](absl::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat(where, ": ", what));
+    };
+    if (auto [it, inserted] = declared.emplace(t.name(), i); !inserted) {
+      return error(absl::StrCat("declared twice (also types[", it->second, "])"));
+    }
+    JobType type;
+    type.name = t.name();
+    type.initial_backoff = defaults.initial_backoff;
+    if (t.max_attempts() < 0 || t.max_attempts() > 100) {
+      return error("maxAttempts must be 1..100 (0 means 3)");
+    }
+    if (t.max_attempts() != 0) type.max_attempts = t.max_attempts();
+    if (t.concurrency() < 0 || t.concurrency() > 10000) {
+      return error("concurrency must be 0..10000 (0 means no limit of its own)");
+    }
+    type.concurrency = t.concurrency();
+    if (t.default_priority() < -1000 || t.default_priority() > 1000) {
+      return error("defaultPriority must be -1000..1000");
+    }
+    type.default_priority = t.default_priority();
+    if (t.description().size() > 1000) return error("description is over 1000 bytes");
+    type.description = t.description();
+    if (t.has_retry()) {
+      if (t.retry().has_initial_backoff()) {
+        auto d = ConfigDuration(t.retry().initial_backoff(), "retry.initialBackoff",
+                                absl::ZeroDuration(), absl::Hours(24));
+        if (!d.ok()) return error(d.status().message());
+        type.initial_backoff = *d;
+      }
+      if (t.retry().has_max_backoff()) {
+        auto d = ConfigDuration(t.retry().max_backoff(), "retry.maxBackoff",
+                                type.initial_backoff, absl::Hours(24));
+        if (!d.ok()) return error(d.status().message());
+        type.max_backoff = *d;
+      }
+    }
+    type.max_backoff = std::max(type.max_backoff, type.initial_backoff);
+    const google::protobuf::Duration* timeout = t.has_timeout() ? &t.timeout() : nullptr;
+    if (t.has_exec() && t.exec().has_timeout()) {
+      if (timeout != nullptr) return error("set timeout or exec.timeout, not both");
+      timeout = &t.exec().timeout();
+    }
+    if (timeout != nullptr) {
+      auto d = ConfigDuration(*timeout, "timeout", absl::Seconds(1), absl::Hours(24 * 7));
+      if (!d.ok()) return error(d.status().message());
+      type.timeout = *d;
+    }
     switch (t.runner_case()) {
-      case v1::JobTypeConfig::kBuiltin: {
-        auto h = handlers->find(t.name());
-        if (h == handlers->end()) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("type ", t.name(), ": there is no built-in handler of that name"));
+      case v1::JobTypeConfig::kBuiltin:
+        if (t.name() != DemoStepsHandler::kType) {
+          return error(absl::StrCat("builtin: there is no built-in handler of that name "
+                                    "(built in: ", DemoStepsHandler::kType, ")"));
         }
-        type.handler = h->second.get();
+        type.runner = v1::JobTypeInfo::BUILTIN;
+        type.handler = demo.get();
+        if (type.description.empty()) type.description = demo_type.description;
+        break;
+      case v1::JobTypeConfig::kExec: {
+        auto handler = ExecHandler::Create(t.exec(), t.name());
+        if (!handler.ok()) return error(handler.status().message());
+        type.runner = v1::JobTypeInfo::EXEC;
+        type.handler = handler->get();
+        types.handlers_.push_back(*std::move(handler));
         break;
       }
+      case v1::JobTypeConfig::kExternal:
+        if (t.name() == DemoStepsHandler::kType) {
+          return error("demo.steps is built in; it cannot run elsewhere");
+        }
+        type.runner = v1::JobTypeInfo::EXTERNAL;
+        if (t.external().has_lease_duration()) {
+          auto d = ConfigDuration(t.external().lease_duration(), "external.leaseDuration",
+                                  absl::Seconds(1), absl::Hours(1));
+          if (!d.ok()) return error(d.status().message());
+          type.lease_duration = *d;
+        }
+        break;
       case v1::JobTypeConfig::RUNNER_NOT_SET:
-        return absl::InvalidArgumentError(
-            absl::StrCat("type ", t.name(), ": say how it runs (\"builtin\": {})"));
+        return error("say how it runs: \"builtin\": {}, \"exec\": {\"argv\": [...]} or "
+                     "\"external\": {}");
     }
-    types.types_[t.name()] = std::move(type);  // a later declaration replaces an earlier one
+    if (t.name() == DemoStepsHandler::kType && type.runner != v1::JobTypeInfo::BUILTIN) {
+      return error("demo.steps is built in; declare it with \"builtin\": {}");
+    }
+    types.types_[t.name()] = std::move(type);
   }
   return types;
 }
@@ -86,10 +211,16 @@ std::vector<std::string> JobTypes::Names() const {
   return names;
 }
 
+std::vector<const JobType*> JobTypes::All() const {
+  std::vector<const JobType*> all;
+  for (const auto& [name, type] : types_) all.push_back(&type);
+  return all;
+}
+
 std::vector<std::string> JobTypes::InServerTypes() const {
   std::vector<std::string> names;
   for (const auto& [name, type] : types_) {
-    if (type.handler != nullptr) names.push_back(name);
+    if (type.in_server()) names.push_back(name);
   }
   return names;
 }

@@ -1,14 +1,18 @@
-// JobTypes: the declared job types. demo.steps is always there; --config adds more.
+// JobTypes: the declared job types. demo.steps is always there; --config adds more, each
+// run one of three ways: BUILTIN (a handler compiled in), EXEC (a configured program the
+// server starts per attempt) or EXTERNAL (workers lease jobs through WorkerService).
 // A Submit of any other type is refused, naming the known ones.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "jobstream/v1/config.pb.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/jobs/handler.h"
 
@@ -16,24 +20,47 @@ namespace jobstream::jobs {
 
 struct JobType {
   std::string name;
+  v1::JobTypeInfo::Runner runner = v1::JobTypeInfo::BUILTIN;
+  std::string description;
   int max_attempts = 3;
-  const Handler* handler = nullptr;  // in-server handler
+  int concurrency = 0;  // 0: no limit of its own
+  int default_priority = 0;
+  absl::Duration timeout = absl::InfiniteDuration();  // per attempt
+  absl::Duration lease_duration = absl::Seconds(30);  // EXTERNAL
+  absl::Duration initial_backoff = absl::Seconds(1);
+  absl::Duration max_backoff = absl::Minutes(5);
+  const Handler* handler = nullptr;  // BUILTIN and EXEC: runs in the server
+
+  bool in_server() const { return handler != nullptr; }
+  // The delay before attempt `attempt` + 1: initial_backoff doubled per attempt,
+  // ±25% jitter, at most max_backoff.
+  absl::Duration Backoff(int attempt) const;
+  // What ListJobTypes shows, without the counters.
+  v1::JobTypeInfo Info() const;
+};
+
+struct TypeDefaults {
+  absl::Duration initial_backoff = absl::Seconds(1);
 };
 
 class JobTypes {
  public:
-  // The built-ins plus the types `config` declares. INVALID_ARGUMENT for a bad config.
-  static absl::StatusOr<JobTypes> FromConfig(const v1::ServerConfig& config);
-  // Reads a ServerConfig from a proto3 JSON file.
+  // The built-ins plus the types `config` declares. INVALID_ARGUMENT for a bad config,
+  // naming the type, the field and the rule (e.g. `types[1] "render": exec.argv[0]
+  // "/opt/render.sh" does not exist`).
+  static absl::StatusOr<JobTypes> FromConfig(const v1::ServerConfig& config,
+                                             TypeDefaults defaults = {});
+  // Reads a ServerConfig from a proto3 JSON file; errors name the file.
   static absl::StatusOr<v1::ServerConfig> ReadConfigFile(const std::string& path);
 
   const JobType* Find(absl::string_view name) const;
   std::vector<std::string> Names() const;
-  // Types run by in-server handlers.
+  std::vector<const JobType*> All() const;
+  // Types run by in-server handlers (BUILTIN and EXEC).
   std::vector<std::string> InServerTypes() const;
 
  private:
-  std::shared_ptr<const std::map<std::string, std::unique_ptr<Handler>>> handlers_;
+  std::vector<std::shared_ptr<const Handler>> handlers_;
   std::map<std::string, JobType, std::less<>> types_;
 };
 

@@ -1,4 +1,3 @@
-#include "absl/strings/string_view.h"
 #include "server/jobs/runner.h"
 
 #include <pthread.h>
@@ -8,23 +7,35 @@ namespace {
 
 class ManagedContext : public JobContext {
  public:
-  ManagedContext(JobManager* manager, const Lease& lease) : manager_(manager), lease_(lease) {}
+  ManagedContext(JobManager* manager, const Attempt& attempt)
+      : manager_(manager), attempt_(attempt) {}
 
-  const google::protobuf::Struct& params() const override { return *lease_.params; }
+  const std::string& job_id() const override { return attempt_.job_id; }
+  int attempt() const override { return attempt_.attempt; }
+  const google::protobuf::Struct& params() const override { return *attempt_.params; }
   void Step(absl::string_view name, int index, int count, double fraction) override {
-    manager_->ReportStep(lease_, name, index, count, fraction);
+    v1::Progress p;
+    p.set_step(std::string(name));
+    p.set_step_index(index);
+    p.set_step_count(count);
+    p.set_fraction(fraction);
+    manager_->Report(attempt_, p);
   }
   void Progress(double fraction, absl::string_view message) override {
-    manager_->ReportProgress(lease_, fraction, message);
+    v1::Progress p;
+    p.set_fraction(fraction);
+    p.set_message(std::string(message));
+    manager_->Report(attempt_, p);
   }
-  bool Cancelled() const override { return lease_.control->stop.HasBeenNotified(); }
+  void Report(const v1::Progress& progress) override { manager_->Report(attempt_, progress); }
+  bool Cancelled() const override { return attempt_.control->stop.HasBeenNotified(); }
   bool SleepFor(absl::Duration d) override {
-    return !lease_.control->stop.WaitForNotificationWithTimeout(d);
+    return !attempt_.control->stop.WaitForNotificationWithTimeout(d);
   }
 
  private:
   JobManager* const manager_;
-  const Lease& lease_;
+  const Attempt& attempt_;
 };
 
 }  // namespace
@@ -52,14 +63,14 @@ void Runner::Stop() {
 
 void Runner::Loop() {
   const std::vector<std::string> types = types_->InServerTypes();
-  while (std::optional<Lease> lease = manager_->Acquire(types)) {
-    const JobType* type = types_->Find(lease->type);
-    ManagedContext ctx(manager_, *lease);
+  while (std::optional<Attempt> attempt = manager_->Acquire(types)) {
+    const JobType* type = types_->Find(attempt->type);
+    ManagedContext ctx(manager_, *attempt);
     absl::StatusOr<google::protobuf::Value> outcome =
         type != nullptr && type->handler != nullptr
             ? type->handler->Run(ctx)
-            : absl::FailedPreconditionError("no handler for type " + lease->type);
-    manager_->Finish(*lease, std::move(outcome));
+            : absl::FailedPreconditionError("no handler for type " + attempt->type);
+    manager_->Finish(*attempt, std::move(outcome));
   }
 }
 

@@ -1,6 +1,6 @@
-// Runner: a bounded pool of threads running in-server handlers. Each thread acquires a
-// ready job from the JobManager, runs its handler with a JobContext that reports back to
-// the manager, and finishes the job with the outcome.
+// Runner: a bounded pool of threads running in-server handlers (BUILTIN and EXEC types).
+// Each thread acquires a ready job from the JobManager, runs its handler with a JobContext
+// that reports back to the manager, and finishes the attempt with the outcome.
 #pragma once
 
 #include <thread>

@@ -8,30 +8,12 @@
 #include "server/rpc/watch_reactor.h"
 
 namespace jobstream::rpc {
-grpc::ServerUnaryReactor* JobServiceImpl::Begin(grpc::CallbackServerContext* ctx) {
-  in_flight_.fetch_add(1);
-  return ctx->DefaultReactor();
-}
-
-void JobServiceImpl::End(grpc::ServerUnaryReactor* reactor, const absl::Status& status) {
-  reactor->Finish(ToGrpc(status));
-  in_flight_.fetch_sub(1);
-}
-
-// Finishes `reactor` with `result`, storing the value in `response` on success.
-template <typename T>
-void JobServiceImpl::Reply(grpc::ServerUnaryReactor* reactor, T* response,
-                           absl::StatusOr<T> result) {
-  if (result.ok()) *response = *std::move(result);
-  End(reactor, result.status());
-}
-
 grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ctx,
                                                  const v1::SubmitRequest* request,
                                                  v1::Job* response) {
-  auto* reactor = Begin(ctx);
+  auto* reactor = calls_->Begin(ctx);
   manager_->Submit(*request, [this, reactor, response](absl::StatusOr<v1::Job> job) {
-    Reply(reactor, response, std::move(job));
+    calls_->Reply(reactor, response, std::move(job));
   });
   return reactor;
 }
@@ -39,8 +21,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* JobServiceImpl::GetStatus(grpc::CallbackServerContext* ctx,
                                                     const v1::GetStatusRequest* request,
                                                     v1::Job* response) {
-  auto* reactor = Begin(ctx);
-  Reply(reactor, response, manager_->Get(request->job_id()));
+  auto* reactor = calls_->Begin(ctx);
+  calls_->Reply(reactor, response, manager_->Get(request->job_id()));
   return reactor;
 }
 
@@ -101,17 +83,17 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* JobServiceImpl::WatchJobs(
 grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* ctx,
                                                    const v1::ListJobsRequest* request,
                                                    v1::ListJobsResponse* response) {
-  auto* reactor = Begin(ctx);
-  Reply(reactor, response, manager_->List(*request));
+  auto* reactor = calls_->Begin(ctx);
+  calls_->Reply(reactor, response, manager_->List(*request));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext* ctx,
                                                     const v1::CancelJobRequest* request,
                                                     v1::Job* response) {
-  auto* reactor = Begin(ctx);
+  auto* reactor = calls_->Begin(ctx);
   manager_->Cancel(request->job_id(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
-    Reply(reactor, response, std::move(job));
+    calls_->Reply(reactor, response, std::move(job));
   });
   return reactor;
 }
@@ -119,29 +101,38 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* JobServiceImpl::DeleteJob(grpc::CallbackServerContext* ctx,
                                                     const v1::DeleteJobRequest* request,
                                                     v1::DeleteJobResponse* response) {
-  auto* reactor = Begin(ctx);
-  manager_->Delete(request->job_id(), [this, reactor](absl::Status s) { End(reactor, s); });
+  auto* reactor = calls_->Begin(ctx);
+  manager_->Delete(request->job_id(), [this, reactor](absl::Status s) { calls_->End(reactor, s); });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* JobServiceImpl::PurgeJobs(grpc::CallbackServerContext* ctx,
                                                     const v1::PurgeJobsRequest* request,
                                                     v1::PurgeJobsResponse* response) {
-  auto* reactor = Begin(ctx);
+  auto* reactor = calls_->Begin(ctx);
   if (!request->has_finished_before() ||
       !jobs::IsValidTimestamp(request->finished_before())) {
-    End(reactor, absl::InvalidArgumentError("finished_before is required"));
+    calls_->End(reactor, absl::InvalidArgumentError("finished_before is required"));
     return reactor;
   }
   const absl::Time before = v1::ToTime(request->finished_before());
   if (before > absl::Now()) {
-    End(reactor, absl::InvalidArgumentError("finished_before is in the future"));
+    calls_->End(reactor, absl::InvalidArgumentError("finished_before is in the future"));
     return reactor;
   }
   manager_->Purge(before, [this, reactor, response](absl::StatusOr<int64_t> count) {
     if (count.ok()) response->set_purged_count(*count);
-    End(reactor, count.status());
+    calls_->End(reactor, count.status());
   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ListJobTypes(grpc::CallbackServerContext* ctx,
+                                                       const v1::ListJobTypesRequest* request,
+                                                       v1::ListJobTypesResponse* response) {
+  auto* reactor = calls_->Begin(ctx);
+  *response = manager_->ListTypes();
+  calls_->End(reactor, absl::OkStatus());
   return reactor;
 }
 

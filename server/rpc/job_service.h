@@ -2,10 +2,9 @@
 // EventHub, and converts the outcome. No thread is held per call or per stream.
 #pragma once
 
-#include <atomic>
-
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "server/jobs/job_manager.h"
+#include "server/rpc/call_tracker.h"
 #include "server/watch/event_hub.h"
 
 namespace jobstream::rpc {
@@ -15,8 +14,8 @@ class JobServiceImpl final
     : public v1::JobService::WithRawCallbackMethod_WatchJob<
           v1::JobService::WithRawCallbackMethod_WatchJobs<v1::JobService::CallbackService>> {
  public:
-  JobServiceImpl(jobs::JobManager* manager, watch::EventHub* hub)
-      : manager_(manager), hub_(hub) {}
+  JobServiceImpl(jobs::JobManager* manager, watch::EventHub* hub, CallTracker* calls)
+      : manager_(manager), hub_(hub), calls_(calls) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request, v1::Job* response) override;
@@ -39,20 +38,14 @@ class JobServiceImpl final
   grpc::ServerUnaryReactor* PurgeJobs(grpc::CallbackServerContext* ctx,
                                       const v1::PurgeJobsRequest* request,
                                       v1::PurgeJobsResponse* response) override;
-
- // Unary calls not yet finished. Shutdown waits for these rather than for gRPC's own
-  // drain, which also waits for idle client connections to go away.
-  int in_flight() const { return in_flight_.load(); }
+  grpc::ServerUnaryReactor* ListJobTypes(grpc::CallbackServerContext* ctx,
+                                         const v1::ListJobTypesRequest* request,
+                                         v1::ListJobTypesResponse* response) override;
 
  private:
-  grpc::ServerUnaryReactor* Begin(grpc::CallbackServerContext* ctx);
-  void End(grpc::ServerUnaryReactor* reactor, const absl::Status& status);
-  template <typename T>
-  void Reply(grpc::ServerUnaryReactor* reactor, T* response, absl::StatusOr<T> result);
-
-  std::atomic<int> in_flight_{0};
   jobs::JobManager* const manager_;
   watch::EventHub* const hub_;
+  CallTracker* const calls_;
 };
 
 }  // namespace jobstream::rpc

@@ -28,11 +28,23 @@ absl::StatusOr<GroupCommitter::Handle> GroupCommitter::Enqueue(Write write) {
 }
 
 bool GroupCommitter::TryReplace(const Handle& handle, Batch batch,
-                                std::vector<CommittedEventPtr> events) {
+                                std::vector<CommittedEventPtr> events,
+                                std::function<void(absl::Status)> also_done) {
   absl::MutexLock lock(&mu_);
   if (handle->taken) return false;
   handle->batch = std::move(batch);
   handle->events = std::move(events);
+  if (also_done) {
+    if (handle->done) {
+      handle->done = [first = std::move(handle->done),
+                      then = std::move(also_done)](absl::Status s) {
+        first(s);
+        then(s);
+      };
+    } else {
+      handle->done = std::move(also_done);
+    }
+  }
   return true;
 }
 

@@ -44,8 +44,10 @@ class GroupCommitter {
   absl::StatusOr<Handle> Enqueue(Write write) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Replaces the batch and events of a write the committer has not taken yet, keeping
-  // its place in the order; false if it is already being written.
-  bool TryReplace(const Handle& handle, Batch batch, std::vector<CommittedEventPtr> events)
+  // its place in the order; false if it is already being written. `also_done` (if any)
+  // runs after the write's own done.
+  bool TryReplace(const Handle& handle, Batch batch, std::vector<CommittedEventPtr> events,
+                  std::function<void(absl::Status)> also_done = nullptr)
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Commits and delivers everything queued, then stops both threads. Idempotent.

@@ -23,10 +23,28 @@ v1::SubmitRequest Demo(const std::string& params_json = "{}") {
   return request;
 }
 
+v1::Progress Progress(double fraction, const std::string& message) {
+  v1::Progress p;
+  p.set_fraction(fraction);
+  p.set_message(message);
+  return p;
+}
+
+v1::Progress Step(const std::string& name, int index, int count, double fraction) {
+  v1::Progress p;
+  p.set_step(name);
+  p.set_step_index(index);
+  p.set_step_count(count);
+  p.set_fraction(fraction);
+  return p;
+}
+
 class JobManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto types = JobTypes::FromConfig({});
+    TypeDefaults defaults;
+    defaults.initial_backoff = absl::ZeroDuration();
+    auto types = JobTypes::FromConfig({}, defaults);
     ASSERT_TRUE(types.ok());
     types_ = std::make_unique<JobTypes>(*std::move(types));
     Open();
@@ -38,7 +56,6 @@ class JobManagerTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
     hub_ = std::make_unique<watch::EventHub>(store_.get(), watch::WatchOptions{});
-    options.retry_backoff = absl::ZeroDuration();
     manager_ = std::make_unique<JobManager>(store_.get(), hub_.get(), types_.get(), options);
     ASSERT_TRUE(manager_->Recover().ok());
   }
@@ -253,14 +270,14 @@ TEST_F(JobManagerTest, RefusesIllegalTransitions) {
 TEST_F(JobManagerTest, AStaleLeaseChangesNothing) {
   auto job = Submit(Demo(R"({"fail_at": "fetch", "retryable": true})"));
   ASSERT_TRUE(job.ok());
-  std::optional<Lease> first = manager_->Acquire({"demo.steps"});
+  std::optional<Attempt> first = manager_->Acquire({"demo.steps"});
   ASSERT_TRUE(first.has_value());
   manager_->Finish(*first, absl::UnavailableError("transient"));  // retried: attempt 2 next
-  std::optional<Lease> second = manager_->Acquire({"demo.steps"});
+  std::optional<Attempt> second = manager_->Acquire({"demo.steps"});
   ASSERT_TRUE(second.has_value());
   EXPECT_EQ(second->attempt, 2);
-  manager_->ReportProgress(*first, 0.9, "from the past");
-  manager_->ReportStep(*first, "old", 1, 1, 0.5);
+  manager_->Report(*first, Progress(0.9, "from the past"));
+  manager_->Report(*first, Step("old", 1, 1, 0.5));
   manager_->Finish(*first, google::protobuf::Value());
   manager_->Finish(*second, google::protobuf::Value());
   testing::Drained events = Events(job->id());
@@ -288,9 +305,9 @@ TEST_F(JobManagerTest, AnOutcomeReachedAsTheServerStopsIsKept) {
   auto cancelled = Submit(Demo());
   auto interrupted = Submit(Demo());
   ASSERT_TRUE(done.ok() && cancelled.ok() && interrupted.ok());
-  std::optional<Lease> a = manager_->Acquire({"demo.steps"});
-  std::optional<Lease> b = manager_->Acquire({"demo.steps"});
-  std::optional<Lease> c = manager_->Acquire({"demo.steps"});
+  std::optional<Attempt> a = manager_->Acquire({"demo.steps"});
+  std::optional<Attempt> b = manager_->Acquire({"demo.steps"});
+  std::optional<Attempt> c = manager_->Acquire({"demo.steps"});
   ASSERT_TRUE(a && b && c);
   ASSERT_TRUE(Cancel(b->job_id).ok());
   manager_->StopRunning();  // the server begins to stop while all three are running
@@ -353,10 +370,10 @@ TEST_F(JobManagerTest, RecoveryRetriesOrFailsJobsThatWereRunning) {
 TEST_F(JobManagerTest, HeavyProgressIsCoalescedButSequencesStayDense) {
   auto job = Submit(Demo());
   ASSERT_TRUE(job.ok());
-  std::optional<Lease> lease = manager_->Acquire({"demo.steps"});
+  std::optional<Attempt> lease = manager_->Acquire({"demo.steps"});
   ASSERT_TRUE(lease.has_value());
   constexpr int kReports = 5000;
-  for (int i = 1; i <= kReports; ++i) manager_->ReportProgress(*lease, i / 5000.0, absl::StrCat("p", i));
+  for (int i = 1; i <= kReports; ++i) manager_->Report(*lease, Progress(i / 5000.0, absl::StrCat("p", i)));
   manager_->Finish(*lease, google::protobuf::Value());
   ASSERT_TRUE(Events(job->id()).status.ok());  // to the end
   auto stored = store_->ReadEvents(job->id(), 0, 100000, 100000);

@@ -1,0 +1,250 @@
+#include "server/exec/program.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <memory>
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "jobstream/v1/config.pb.h"
+#include "server/exec/child_process.h"
+
+extern char** environ;
+
+namespace jobstream::exec {
+namespace {
+
+constexpr int kMaxLoggedLines = 5;
+
+// Reads stdout into lines and keeps the last of stderr.
+class OutputReader {
+ public:
+  OutputReader(const ProgramOptions& options, const ProgramHooks& hooks)
+      : options_(options), hooks_(hooks) {}
+
+  // Reads what `fd` has now; false at EOF (or error).
+  bool ReadStdout(int fd) {
+    return ReadAll(fd, [this](absl::string_view data) { Append(data); });
+  }
+  bool ReadStderr(int fd) {
+    return ReadAll(fd, [this](absl::string_view data) {
+      stderr_.append(data.data(), data.size());
+      if (stderr_.size() > 4 * options_.stderr_tail_bytes) Trim();
+    });
+  }
+  // A last line without a newline still counts.
+  void Finish() {
+    if (!skipping_ && !line_.empty()) HandleLine(line_);
+    line_.clear();
+    if (skipped_ > kMaxLoggedLines && hooks_.log) {
+      hooks_.log(absl::StrCat(skipped_ - kMaxLoggedLines, " more lines skipped"));
+    }
+  }
+  std::string StderrTail() {
+    Trim();
+    return std::string(absl::StripAsciiWhitespace(stderr_));
+  }
+  const std::optional<google::protobuf::Value>& result() const { return result_; }
+  const std::optional<v1::ProgramError>& error() const { return error_; }
+
+ private:
+  template <typename F>
+  static bool ReadAll(int fd, F&& consume) {
+    char buf[65536];
+    for (;;) {
+      ssize_t n = read(fd, buf, sizeof buf);
+      if (n > 0) {
+        consume(absl::string_view(buf, n));
+        if (static_cast<size_t>(n) < sizeof buf) return true;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return true;
+      return false;  // EOF or error
+    }
+  }
+  void Trim() {
+    if (stderr_.size() > options_.stderr_tail_bytes) {
+      stderr_.erase(0, stderr_.size() - options_.stderr_tail_bytes);
+    }
+  }
+  void Append(absl::string_view data) {
+    while (!data.empty()) {
+      size_t nl = data.find('\n');
+      absl::string_view part = data.substr(0, nl);
+      if (!skipping_) {
+        if (line_.size() + part.size() > options_.max_line_bytes) {
+          Skip(absl::StrCat("a line over ", options_.max_line_bytes, " bytes"));
+          skipping_ = true;
+          line_.clear();
+        } else {
+          line_.append(part.data(), part.size());
+        }
+      }
+      if (nl == absl::string_view::npos) return;
+      if (!skipping_) HandleLine(line_);
+      line_.clear();
+      skipping_ = false;
+      data.remove_prefix(nl + 1);
+    }
+  }
+  void Skip(absl::string_view why) {
+    if (++skipped_ <= kMaxLoggedLines && hooks_.log) hooks_.log(absl::StrCat("skipped ", why));
+  }
+  void HandleLine(absl::string_view raw) {
+    absl::string_view line = absl::StripAsciiWhitespace(raw);
+    if (line.empty() || line[0] != '{') return;  // plain output: not for us
+    v1::ProgramLine parsed;
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = true;
+    auto status = google::protobuf::util::JsonStringToMessage(
+        google::protobuf::StringPiece(line.data(), line.size()), &parsed, options);
+    if (!status.ok()) {
+      Skip(absl::StrCat("a malformed line (", status.message().as_string(), "): ",
+                        line.substr(0, 200)));
+      return;
+    }
+    if (parsed.has_result()) result_ = parsed.result();
+    if (parsed.has_error()) error_ = parsed.error();
+    if (!parsed.step().empty() || parsed.has_fraction() || !parsed.message().empty()) {
+      v1::Progress progress;
+      progress.set_step(parsed.step());
+      progress.set_step_index(parsed.step_index());
+      progress.set_step_count(parsed.step_count());
+      if (parsed.has_fraction()) progress.set_fraction(parsed.fraction());
+      progress.set_message(parsed.message());
+      if (hooks_.report) hooks_.report(progress);
+    }
+  }
+
+  const ProgramOptions& options_;
+  const ProgramHooks& hooks_;
+  std::string line_;
+  bool skipping_ = false;
+  int skipped_ = 0;
+  std::string stderr_;
+  std::optional<google::protobuf::Value> result_;
+  std::optional<v1::ProgramError> error_;
+};
+
+}  // namespace
+
+std::vector<std::string> ProgramEnvironment(const std::map<std::string, std::string>& extra) {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    absl::string_view entry(*e);
+    size_t eq = entry.find('=');
+    if (eq == absl::string_view::npos) continue;
+    env[std::string(entry.substr(0, eq))] = std::string(entry.substr(eq + 1));
+  }
+  for (const auto& [k, v] : extra) env[k] = v;
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(absl::StrCat(k, "=", v));
+  return out;
+}
+
+ProgramOutcome RunProgram(const ProgramOptions& options, const std::string& stdin_data,
+                          const ProgramHooks& hooks) {
+  ProgramOutcome outcome;
+  SpawnOptions spawn{options.argv, ProgramEnvironment(options.env), options.working_dir};
+  auto child = ChildProcess::Spawn(spawn);
+  if (!child.ok()) {
+    outcome.result = child.status();
+    return outcome;
+  }
+  ChildProcess& process = **child;
+  OutputReader reader(options, hooks);
+
+  size_t written = 0;
+  bool out_open = true, err_open = true;
+  bool stopping = false, killed = false;
+  absl::Time kill_at = absl::InfiniteFuture();
+  int wait_status = 0;
+  for (;;) {
+    if (!stopping && hooks.stop && hooks.stop()) {
+      stopping = true;
+      process.SignalGroup(SIGTERM);
+      kill_at = absl::Now() + options.kill_grace;
+    }
+    if (stopping && !killed && absl::Now() >= kill_at) {
+      killed = true;
+      process.SignalGroup(SIGKILL);
+    }
+    if (hooks.tick) hooks.tick();
+    if (process.TryWait(&wait_status)) break;
+
+    pollfd fds[3];
+    int n = 0;
+    if (process.stdin_fd() >= 0) fds[n++] = {process.stdin_fd(), POLLOUT, 0};
+    if (out_open) fds[n++] = {process.stdout_fd(), POLLIN, 0};
+    if (err_open) fds[n++] = {process.stderr_fd(), POLLIN, 0};
+    int ready = poll(fds, n, static_cast<int>(absl::ToInt64Milliseconds(options.tick)));
+    if (ready < 0 && errno != EINTR) {
+      outcome.result = absl::InternalError("poll failed");
+      return outcome;
+    }
+    if (ready <= 0) continue;
+    for (int i = 0; i < n; ++i) {
+      if (fds[i].revents == 0) continue;
+      if (fds[i].fd == process.stdin_fd()) {
+        ssize_t w = write(process.stdin_fd(), stdin_data.data() + written,
+                          stdin_data.size() - written);
+        if (w > 0) written += w;
+        // Done, or the program closed its stdin (EPIPE: SIGPIPE is ignored).
+        if (written == stdin_data.size() || (w < 0 && errno != EAGAIN && errno != EINTR)) {
+          process.CloseStdin();
+        }
+      } else if (fds[i].fd == process.stdout_fd()) {
+        out_open = reader.ReadStdout(process.stdout_fd());
+      } else {
+        err_open = reader.ReadStderr(process.stderr_fd());
+      }
+    }
+  }
+  // What the program wrote before it exited is still in the pipes.
+  if (out_open) reader.ReadStdout(process.stdout_fd());
+  if (err_open) reader.ReadStderr(process.stderr_fd());
+  reader.Finish();
+
+  if (stopping) {
+    outcome.result = absl::CancelledError("the program was stopped");
+    return outcome;
+  }
+  const std::string program = options.argv[0];
+  auto with_stderr = [&](std::string message) {
+    std::string tail = reader.StderrTail();
+    if (!tail.empty()) absl::StrAppend(&message, "; stderr: ", tail);
+    return message;
+  };
+  if (const auto& error = reader.error()) {
+    const int code = error->code() == 0 ? static_cast<int>(absl::StatusCode::kUnknown)
+                                        : error->code();
+    outcome.result = absl::Status(static_cast<absl::StatusCode>(code),
+                                  error->message().empty() ? "the program reported an error"
+                                                           : error->message());
+    outcome.retryable = !error->has_retryable() || error->retryable();
+    outcome.details = error->details();
+    return outcome;
+  }
+  if (WIFEXITED(wait_status) && WEXITSTATUS(wait_status) == 0) {
+    if (reader.result()) {
+      outcome.result = *reader.result();
+    } else {
+      google::protobuf::Value null;
+      null.set_null_value(google::protobuf::NULL_VALUE);
+      outcome.result = null;
+    }
+    return outcome;
+  }
+  outcome.result = absl::UnknownError(
+      with_stderr(absl::StrCat(program, " ", DescribeWaitStatus(wait_status))));
+  outcome.retryable = true;
+  return outcome;
+}
+
+}  // namespace jobstream::exec

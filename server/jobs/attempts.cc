@@ -1,0 +1,637 @@
+// JobManager, part two: attempts. How a queued job starts (on a runner thread or leased
+// to a worker), reports progress, and ends; and the WorkerService calls that drive it.
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "server/jobs/ids.h"
+#include "server/jobs/job_manager.h"
+#include "server/storage/keys.h"
+
+namespace jobstream::jobs {
+
+using storage::Batch;
+using storage::Cf;
+using v1::IsFinished;
+using v1::Job;
+using v1::JobEvent;
+using v1::ToProto;
+
+namespace {
+
+constexpr size_t kMaxStep = 256;
+constexpr size_t kMaxMessage = 4096;
+constexpr size_t kMaxErrorMessage = 16 << 10;
+constexpr size_t kMaxErrorDetails = 64 << 10;
+constexpr int kMaxLeaseTypes = 32;
+constexpr int kMaxLeaseJobs = 1000;
+constexpr size_t kMaxWorkerId = 128;
+const absl::Duration kMaxWait = absl::Minutes(5);
+const absl::Duration kMinLease = absl::Seconds(1);
+const absl::Duration kMaxLease = absl::Hours(1);
+
+// Cuts `s` to at most `max` bytes without splitting a UTF-8 character.
+std::string TruncateUtf8(const std::string& s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+// A duration field of a worker call within [min, max].
+absl::Status CheckDuration(const google::protobuf::Duration& d, absl::string_view field,
+                           absl::Duration min, absl::Duration max) {
+  if (d.nanos() <= -1'000'000'000 || d.nanos() >= 1'000'000'000 ||
+      (d.seconds() > 0 && d.nanos() < 0) || (d.seconds() < 0 && d.nanos() > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is not a valid Duration"));
+  }
+  const absl::Duration value = FromProto(d);
+  if (value < min || value > max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " is ", absl::FormatDuration(value), "; it must be ", absl::FormatDuration(min),
+        " to ", absl::FormatDuration(max)));
+  }
+  return absl::OkStatus();
+}
+
+// A Progress from a worker: refused if out of bounds (an in-server handler's is clamped).
+absl::Status CheckProgress(const v1::Progress& p) {
+  if (p.step().size() > kMaxStep) {
+    return absl::InvalidArgumentError(absl::StrCat("progress.step is ", p.step().size(),
+                                                   " bytes; the limit is ", kMaxStep));
+  }
+  if (p.message().size() > kMaxMessage) {
+    return absl::InvalidArgumentError(absl::StrCat("progress.message is ", p.message().size(),
+                                                   " bytes; the limit is ", kMaxMessage));
+  }
+  if (p.step_index() < 0 || p.step_count() < 0) {
+    return absl::InvalidArgumentError("progress.step_index and step_count must be >= 0");
+  }
+  if (!(p.fraction() >= 0 && p.fraction() <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("progress.fraction ", p.fraction(), " is outside 0..1"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckWorkerId(absl::string_view id) {
+  if (id.size() > kMaxWorkerId) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("worker_id has ", id.size(), " bytes; at most ", kMaxWorkerId));
+  }
+  for (char c : id) {
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError("worker_id must be printable ASCII");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Starting, reporting, ending
+
+void JobManager::StartAttempt(LiveJob& live, absl::Time now, const std::string& worker_id,
+                              absl::Duration lease_duration, JobCallback done) {
+  Job& job = live.job;
+  const JobType& type = TypeOf(job);
+  const bool external = !type.in_server();
+  Batch batch;
+  Unqueue(live, batch);
+  job.set_state(Job::RUNNING);
+  job.set_attempt(job.attempt() + 1);
+  *job.mutable_start_time() = ToProto(now);
+  job.set_worker_id(worker_id);
+  job.clear_progress();
+  job.clear_next_attempt_time();
+
+  storage::LeaseRecord& lease = live.lease;
+  lease.Clear();
+  lease.set_worker_id(worker_id);
+  if (type.timeout != absl::InfiniteDuration()) {
+    lease.set_attempt_deadline_ms(absl::ToUnixMillis(now + type.timeout));
+    timeouts_.Set(job.id(), lease.attempt_deadline_ms());
+    WakeDispatcherBy(lease.attempt_deadline_ms());
+  }
+  if (external) {
+    const absl::Duration duration =
+        lease_duration > absl::ZeroDuration() ? lease_duration : type.lease_duration;
+    lease.set_lease_id(NewLeaseId(job.id()));
+    lease.set_duration_ms(absl::ToInt64Milliseconds(duration));
+    lease.set_deadline_ms(absl::ToUnixMillis(now + duration));
+    lease_deadlines_.Set(job.id(), lease.deadline_ms());
+    WakeDispatcherBy(lease.deadline_ms());
+  } else {
+    live.control = std::make_shared<RunControl>();
+  }
+  batch.Put(Cf::kLeases, job.id(), lease.SerializeAsString());
+  ++running_[job.type()];
+  Commit(live, JobEvent::STARTED, std::move(batch), std::move(done)).IgnoreError();
+}
+
+absl::Status JobManager::EndAttempt(const std::string& job_id, AttemptEnd end, JobCallback done) {
+  auto it = live_.find(job_id);
+  LiveJob& live = it->second;
+  Job& job = live.job;
+  const JobType& type = TypeOf(job);
+  const absl::Time now = absl::Now();
+  Batch batch;
+  batch.Delete(Cf::kLeases, job_id);
+  lease_deadlines_.Clear(job_id);
+  timeouts_.Clear(job_id);
+  live.control.reset();
+  live.lease.Clear();
+  if (auto running = running_.find(job.type()); running != running_.end() && --running->second == 0) {
+    running_.erase(running);
+  }
+  auto set_error = [&job](const absl::Status& s) {
+    job.mutable_error()->set_code(static_cast<int>(s.code()));
+    job.mutable_error()->set_message(std::string(s.message()));
+  };
+  // A job whose cancel was requested is never run again: whatever stopped it, it ends.
+  const bool cancelled =
+      job.cancel_requested() &&
+      (end.kind == AttemptEnd::kRequeue ||
+       (end.kind == AttemptEnd::kFailed &&
+        (end.error.code() == absl::StatusCode::kCancelled || end.retryable)));
+  JobEvent::Type event;
+  absl::Time ready = now;
+  bool requeue = false;
+  if (end.kind == AttemptEnd::kSucceeded) {
+    event = JobEvent::SUCCEEDED;
+    job.set_state(Job::SUCCEEDED);
+    *job.mutable_result() = std::move(end.result);
+    job.clear_error();
+    job.mutable_progress()->set_fraction(1.0);
+  } else if (cancelled) {
+    event = JobEvent::CANCELLED;
+    job.set_state(Job::CANCELLED);
+    std::string why = "cancelled by request";
+    if (end.error.code() != absl::StatusCode::kCancelled) {
+      absl::StrAppend(&why, " (", end.error.message(), ")");
+    }
+    set_error(absl::CancelledError(why));
+  } else if (end.kind == AttemptEnd::kRequeue) {
+    // Interrupted, not failed: the attempt does not count.
+    event = JobEvent::RETRYING;
+    set_error(end.error);
+    job.set_attempt(job.attempt() - 1);
+    requeue = true;
+  } else if (end.retryable && job.attempt() < job.max_attempts()) {
+    event = JobEvent::RETRYING;
+    set_error(end.error);
+    ready = now + type.Backoff(job.attempt());
+    requeue = true;
+  } else {
+    event = JobEvent::FAILED;
+    job.set_state(Job::FAILED);
+    set_error(end.error);
+    if (!end.details.fields().empty()) *job.mutable_error()->mutable_details() = end.details;
+  }
+  if (requeue) {
+    job.set_state(Job::QUEUED);
+    *job.mutable_next_attempt_time() = ToProto(ready);
+    SetQueueKey(live, absl::ToUnixMillis(ready), batch);
+  }
+  if (IsFinished(job.state())) *job.mutable_end_time() = ToProto(now);
+  absl::Status status = Commit(live, event, std::move(batch), std::move(done));
+  const std::string job_type = job.type();
+  if (requeue) {
+    Enqueue(live);
+  } else if (IsFinished(job.state())) {
+    live_.erase(it);
+  }
+  Wake(job_type);  // a slot of the type came free
+  return status;
+}
+
+absl::Status JobManager::RecordProgress(LiveJob& live, const v1::Progress& p, Batch batch,
+                                        StatusCallback done) {
+  v1::Progress& cur = *live.job.mutable_progress();
+  const double fraction = std::isfinite(p.fraction()) ? std::clamp(p.fraction(), 0.0, 1.0) : 0;
+  const bool new_step =
+      !p.step().empty() && (p.step() != cur.step() ||
+                            (p.step_index() > 0 && p.step_index() != cur.step_index()));
+  JobEvent::Type type = JobEvent::TYPE_UNSPECIFIED;
+  if (new_step) {
+    type = JobEvent::STEP;
+    cur.set_step(TruncateUtf8(p.step(), kMaxStep));
+    cur.set_step_index(p.step_index() > 0 ? p.step_index() : cur.step_index() + 1);
+    if (p.step_count() > 0) cur.set_step_count(p.step_count());
+    if (fraction > 0) cur.set_fraction(fraction);
+    cur.set_message(TruncateUtf8(p.message(), kMaxMessage));
+  } else {
+    // Zero and empty mean "unchanged", so a report may carry only what moved.
+    if (p.step_count() > 0 && p.step_count() != cur.step_count()) {
+      cur.set_step_count(p.step_count());
+      type = JobEvent::PROGRESS;
+    }
+    if (fraction > 0 && fraction != cur.fraction()) {
+      cur.set_fraction(fraction);
+      type = JobEvent::PROGRESS;
+    }
+    if (!p.message().empty() && p.message() != cur.message()) {
+      cur.set_message(TruncateUtf8(p.message(), kMaxMessage));
+      type = JobEvent::PROGRESS;
+    }
+  }
+  if (type == JobEvent::TYPE_UNSPECIFIED) {
+    if (batch.empty()) return absl::OkStatus();
+    live.pending_progress.reset();
+    return committer_.Enqueue({std::move(batch), {}, std::move(done)}).status();
+  }
+  if (type == JobEvent::PROGRESS && live.pending_progress) {
+    // The previous PROGRESS is not written yet and nobody saw it: replace it in place,
+    // keeping its sequence, so fsyncs stay bounded however fast a job reports.
+    const absl::Time now = absl::Now();
+    *live.job.mutable_update_time() = ToProto(now);
+    Batch replacement = batch;
+    std::vector<storage::CommittedEventPtr> events = {AddRecordAndEvent(
+        replacement, live.job, MakeEvent(live.job, JobEvent::PROGRESS, now))};
+    if (committer_.TryReplace(live.pending_progress, std::move(replacement), std::move(events),
+                              done)) {
+      return absl::OkStatus();
+    }
+  }
+  JobCallback on_commit;
+  if (done) on_commit = [done](absl::StatusOr<Job> job) { done(job.status()); };
+  return Commit(live, type, std::move(batch), std::move(on_commit));
+}
+
+// ---------------------------------------------------------------------------------------
+// Runner calls (in-server types)
+
+std::optional<Attempt> JobManager::Acquire(const std::vector<std::string>& types) {
+  absl::MutexLock lock(&mu_);
+  auto admits = [this](absl::string_view type) { return Admits(type); };
+  while (!stop_running_) {
+    std::optional<std::string> key = queue_.Next(types, admits);
+    if (!key) {
+      ready_cv_.Wait(&mu_);
+      continue;
+    }
+    const std::string job_id = storage::ParseQueueKey(*key)->job_id;
+    LiveJob& live = live_.at(job_id);
+    StartAttempt(live, absl::Now(), "server", absl::ZeroDuration(), nullptr);
+    if (!committer_.health().ok()) return std::nullopt;  // the store failed
+    // One wake-up per newly ready job may have been spent on several: pass it on.
+    if (queue_.Next(types, admits)) ready_cv_.Signal();
+    return Attempt{job_id, live.job.type(), live.job.attempt(), live.params, live.control};
+  }
+  return std::nullopt;
+}
+
+void JobManager::Report(const Attempt& attempt, const v1::Progress& progress) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(attempt.job_id);
+  if (it == live_.end() || it->second.control != attempt.control) return;  // a stale attempt
+  RecordProgress(it->second, progress, {}, nullptr).IgnoreError();  // a failed store is sticky
+}
+
+void JobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobuf::Value> outcome) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(attempt.job_id);
+  if (it == live_.end() || it->second.control != attempt.control) return;
+  const Job& job = it->second.job;
+  const RunControl& control = *attempt.control;
+  AttemptEnd end(AttemptEnd::kFailed);
+  // An outcome the handler reached stands; only an attempt cut short by shutdown is redone.
+  if (outcome.ok()) {
+    const size_t size = outcome->ByteSizeLong();
+    if (size <= options_.limits.max_params_bytes) {
+      end.kind = AttemptEnd::kSucceeded;
+      end.result = *std::move(outcome);
+    } else {
+      end.error = absl::InvalidArgumentError(absl::StrCat(
+          "the result is ", size, " bytes; the limit is ", options_.limits.max_params_bytes));
+    }
+  } else if (outcome.status().code() == absl::StatusCode::kCancelled && job.cancel_requested()) {
+    end.error = outcome.status();
+  } else if (control.timed_out.load()) {
+    end.error = absl::DeadlineExceededError(absl::StrCat(
+        "attempt ", job.attempt(), " timed out after ", absl::FormatDuration(TypeOf(job).timeout)));
+    end.retryable = true;
+  } else if (control.server_stopping.load()) {
+    end.kind = AttemptEnd::kRequeue;
+    end.error = absl::UnavailableError("the server stopped; the job runs again when it starts");
+  } else {
+    end.error = outcome.status();
+    end.retryable = IsRetryable(end.error);
+    GetErrorDetails(end.error, &end.details);
+    end.error = absl::Status(end.error.code(), end.error.message());  // without payloads
+  }
+  EndAttempt(attempt.job_id, std::move(end), nullptr).IgnoreError();
+}
+
+// ---------------------------------------------------------------------------------------
+// Worker calls (EXTERNAL types)
+
+absl::StatusOr<JobManager::LiveJob*> JobManager::FindLease(const std::string& lease_id) {
+  auto job_id = LeaseJobId(lease_id);
+  if (!job_id.ok()) return job_id.status();
+  auto it = live_.find(*job_id);
+  if (it == live_.end() || it->second.lease.lease_id() != lease_id) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "lease ", lease_id, " is no longer held (it expired, or job ", *job_id,
+        " was released, leased again, cancelled or finished); drop the job"));
+  }
+  return &it->second;
+}
+
+int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now) {
+  auto admits = [this](absl::string_view type) { return Admits(type); };
+  std::optional<std::string> key = queue_.Next(waiter->types, admits);
+  if (!key) return 0;
+  // Answered once every STARTED event is committed, with the jobs as they started. The
+  // committer may deliver the first before the last is started: `sealed` says all are.
+  struct Reply {
+    absl::Mutex mu;
+    v1::LeaseJobResponse response;
+    int remaining = 0;
+    bool sealed = false;
+    absl::Status error;
+    LeaseCallback done;
+  };
+  auto reply = std::make_shared<Reply>();
+  reply->done = std::move(waiter->done);
+  auto finish = [reply]() -> std::function<void()> {  // with reply->mu held
+    if (!reply->sealed || reply->remaining > 0 || !reply->done) return nullptr;
+    return [reply, done = std::move(reply->done)] {
+      if (reply->error.ok()) done(std::move(reply->response)); else done(reply->error);
+    };
+  };
+  int granted = 0;
+  for (; key && granted < waiter->max_jobs; key = queue_.Next(waiter->types, admits)) {
+    LiveJob& live = live_.at(storage::ParseQueueKey(*key)->job_id);
+    int index;
+    {
+      absl::MutexLock lock(&reply->mu);
+      index = reply->response.jobs_size();
+      reply->response.add_jobs();
+      ++reply->remaining;
+    }
+    StartAttempt(live, now, waiter->worker_id, waiter->lease_duration,
+                 [reply, index, finish, params = live.params](absl::StatusOr<Job> job) {
+                   std::function<void()> answer;
+                   {
+                     absl::MutexLock lock(&reply->mu);
+                     if (job.ok()) {
+                       v1::Job* leased = reply->response.mutable_jobs(index)->mutable_job();
+                       *leased = *std::move(job);
+                       *leased->mutable_params() = *params;
+                     } else if (reply->error.ok()) {
+                       reply->error = job.status();
+                     }
+                     --reply->remaining;
+                     answer = finish();
+                   }
+                   if (answer) answer();
+                 });
+    ++granted;
+    absl::MutexLock lock(&reply->mu);
+    v1::LeasedJob* leased = reply->response.mutable_jobs(index);
+    leased->set_lease_id(live.lease.lease_id());
+    *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(live.lease.deadline_ms()));
+  }
+  std::function<void()> answer;
+  {
+    absl::MutexLock lock(&reply->mu);
+    reply->sealed = true;
+    if (!committer_.health().ok() && reply->error.ok()) reply->error = committer_.health();
+    if (reply->error.ok() || reply->remaining == 0) answer = finish();
+  }
+  if (answer) answer();
+  return granted;
+}
+
+void JobManager::ServeWaiters() {
+  const absl::Time now = absl::Now();
+  WaiterList& waiters = workers_.waiters();
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    if (Grant(*it, now) > 0) {
+      it = waiters.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::shared_ptr<LeaseWaiter> JobManager::LeaseJobs(const v1::LeaseJobRequest& request,
+                                                   const std::string& default_worker_id,
+                                                   LeaseCallback done) {
+  if (request.types().empty()) {
+    done(absl::InvalidArgumentError("types is required: the EXTERNAL types to take jobs of"));
+    return nullptr;
+  }
+  if (request.types_size() > kMaxLeaseTypes) {
+    done(absl::InvalidArgumentError(absl::StrCat("at most ", kMaxLeaseTypes, " types")));
+    return nullptr;
+  }
+  auto waiter = std::make_shared<LeaseWaiter>();
+  for (const std::string& name : request.types()) {
+    const JobType* type = types_->Find(name);
+    if (type == nullptr || type->in_server()) {
+      std::vector<std::string> external;
+      for (const JobType* t : types_->All()) {
+        if (!t->in_server()) external.push_back(t->name);
+      }
+      done(absl::InvalidArgumentError(absl::StrCat(
+          "type \"", name.substr(0, 64), "\" ",
+          type == nullptr ? "is not declared" : "runs in the server, not on workers",
+          "; EXTERNAL types: ", external.empty() ? "none" : absl::StrJoin(external, ", "))));
+      return nullptr;
+    }
+    if (std::find(waiter->types.begin(), waiter->types.end(), name) == waiter->types.end()) {
+      waiter->types.push_back(name);
+    }
+  }
+  if (absl::Status s = CheckWorkerId(request.worker_id()); !s.ok()) {
+    done(s);
+    return nullptr;
+  }
+  waiter->worker_id =
+      request.worker_id().empty() ? default_worker_id.substr(0, kMaxWorkerId) : request.worker_id();
+  absl::Duration wait = absl::ZeroDuration();
+  if (request.has_wait()) {
+    if (absl::Status s = CheckDuration(request.wait(), "wait", absl::ZeroDuration(), kMaxWait);
+        !s.ok()) {
+      done(s);
+      return nullptr;
+    }
+    wait = FromProto(request.wait());
+  }
+  if (request.has_lease_duration()) {
+    if (absl::Status s = CheckDuration(request.lease_duration(), "lease_duration", kMinLease,
+                                       kMaxLease);
+        !s.ok()) {
+      done(s);
+      return nullptr;
+    }
+    waiter->lease_duration = FromProto(request.lease_duration());
+  }
+  if (request.max_jobs() < 0 || request.max_jobs() > kMaxLeaseJobs) {
+    done(absl::InvalidArgumentError(absl::StrCat("max_jobs ", request.max_jobs(),
+                                                 " is outside 0..", kMaxLeaseJobs,
+                                                 " (0 means 1)")));
+    return nullptr;
+  }
+  waiter->max_jobs = std::max(request.max_jobs(), 1);
+  const absl::Time now = absl::Now();
+  waiter->deadline = now + wait;
+  waiter->done = std::move(done);
+
+  absl::Status refused;
+  {
+    absl::MutexLock lock(&mu_);
+    if (stop_running_) {
+      refused = absl::UnavailableError("the server is shutting down; lease again later");
+    } else {
+      workers_.Seen(waiter->types, waiter->worker_id, now);
+      if (Grant(waiter, now) > 0) return nullptr;
+      if (wait > absl::ZeroDuration()) {
+        workers_.waiters().push_back(waiter);
+        WakeDispatcherBy(absl::ToUnixMillis(waiter->deadline));
+        return waiter;
+      }
+    }
+  }
+  if (refused.ok()) waiter->done(v1::LeaseJobResponse()); else waiter->done(refused);
+  return nullptr;
+}
+
+void JobManager::AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) {
+  LeaseCallback done;
+  {
+    absl::MutexLock lock(&mu_);
+    WaiterList& waiters = workers_.waiters();
+    auto it = std::find(waiters.begin(), waiters.end(), waiter);
+    if (it == waiters.end()) return;  // answered already, or being answered
+    done = std::move((*it)->done);
+    waiters.erase(it);
+  }
+  done(absl::CancelledError("the call was cancelled"));
+}
+
+void JobManager::ReportWork(const v1::ReportProgressRequest& request, ProgressCallback done) {
+  if (request.has_lease_duration()) {
+    if (absl::Status s = CheckDuration(request.lease_duration(), "lease_duration", kMinLease,
+                                       kMaxLease);
+        !s.ok()) {
+      return done(s);
+    }
+  }
+  if (request.has_progress()) {
+    if (absl::Status s = CheckProgress(request.progress()); !s.ok()) return done(s);
+  }
+  absl::Status error;
+  {
+    absl::MutexLock lock(&mu_);
+    auto found = FindLease(request.lease_id());
+    if (found.ok()) {
+      LiveJob& live = **found;
+      const absl::Time now = absl::Now();
+      storage::LeaseRecord& lease = live.lease;
+      if (request.has_lease_duration()) {
+        lease.set_duration_ms(absl::ToInt64Milliseconds(FromProto(request.lease_duration())));
+      }
+      lease.set_deadline_ms(absl::ToUnixMillis(now + absl::Milliseconds(lease.duration_ms())));
+      lease_deadlines_.Set(live.job.id(), lease.deadline_ms());
+      Batch batch;
+      batch.Put(Cf::kLeases, live.job.id(), lease.SerializeAsString());
+      v1::ReportProgressResponse response;
+      response.set_cancel_requested(live.job.cancel_requested());
+      *response.mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(lease.deadline_ms()));
+      // Answered once durable: a lease extended is extended across a crash.
+      auto on_commit = [response, done](absl::Status s) {
+        if (s.ok()) done(response); else done(s);
+      };
+      error = RecordProgress(live, request.progress(), std::move(batch), std::move(on_commit));
+      if (error.ok()) return;
+    } else {
+      error = found.status();
+    }
+  }
+  done(error);
+}
+
+void JobManager::CompleteWork(const v1::CompleteJobRequest& request, JobCallback done) {
+  const size_t size = request.result().ByteSizeLong();
+  if (size > options_.limits.max_params_bytes) {
+    return done(absl::InvalidArgumentError(absl::StrCat(
+        "result is ", size, " bytes; the limit is ", options_.limits.max_params_bytes)));
+  }
+  absl::Status error;
+  {
+    absl::MutexLock lock(&mu_);
+    auto found = FindLease(request.lease_id());
+    if (found.ok()) {
+      AttemptEnd end(AttemptEnd::kSucceeded);
+      end.result = request.result();
+      error = EndAttempt((*found)->job.id(), std::move(end), done);
+      if (error.ok()) return;
+    } else {
+      error = found.status();
+    }
+  }
+  done(error);
+}
+
+void JobManager::FailWork(const v1::FailJobRequest& request, JobCallback done) {
+  const v1::Error& e = request.error();
+  const int code = e.code() == 0 ? static_cast<int>(absl::StatusCode::kUnknown) : e.code();
+  if (code < 1 || code > 16) {
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("error.code ", e.code(), " is not a google.rpc.Code from 1 to 16")));
+  }
+  if (e.message().size() > kMaxErrorMessage) {
+    return done(absl::InvalidArgumentError(absl::StrCat(
+        "error.message is ", e.message().size(), " bytes; the limit is ", kMaxErrorMessage)));
+  }
+  if (e.details().ByteSizeLong() > kMaxErrorDetails) {
+    return done(absl::InvalidArgumentError(
+        absl::StrCat("error.details is over ", kMaxErrorDetails, " bytes")));
+  }
+  absl::Status error;
+  {
+    absl::MutexLock lock(&mu_);
+    auto found = FindLease(request.lease_id());
+    if (found.ok()) {
+      AttemptEnd end(AttemptEnd::kFailed);
+      end.error = absl::Status(static_cast<absl::StatusCode>(code),
+                               e.message().empty() ? "the worker reported a failure" : e.message());
+      end.retryable = request.retryable();
+      end.details = e.details();
+      error = EndAttempt((*found)->job.id(), std::move(end), done);
+      if (error.ok()) return;
+    } else {
+      error = found.status();
+    }
+  }
+  done(error);
+}
+
+void JobManager::ReleaseWork(const v1::ReleaseJobRequest& request, JobCallback done) {
+  absl::Status error;
+  {
+    absl::MutexLock lock(&mu_);
+    auto found = FindLease(request.lease_id());
+    if (found.ok()) {
+      AttemptEnd end(AttemptEnd::kRequeue);
+      end.error = absl::UnavailableError(absl::StrCat(
+          "worker \"", (*found)->lease.worker_id(), "\" gave the job back unfinished"));
+      error = EndAttempt((*found)->job.id(), std::move(end), done);
+      if (error.ok()) return;
+    } else {
+      error = found.status();
+    }
+  }
+  done(error);
+}
+
+}  // namespace jobstream::jobs

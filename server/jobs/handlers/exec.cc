@@ -1,0 +1,91 @@
+#include "server/jobs/handlers/exec.h"
+
+#include <sys/stat.h>
+
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+#include "server/exec/child_process.h"
+
+namespace jobstream::jobs {
+
+absl::StatusOr<std::unique_ptr<ExecHandler>> ExecHandler::Create(const v1::ExecRunner& config,
+                                                                  const std::string& type) {
+  if (config.argv().empty()) {
+    return absl::InvalidArgumentError("exec.argv is required: the program and its arguments");
+  }
+  exec::ProgramOptions options;
+  auto program = exec::ResolveProgram(config.argv(0));
+  if (!program.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("exec.argv[0]: ", program.status().message()));
+  }
+  options.argv.assign(config.argv().begin(), config.argv().end());
+  options.argv[0] = *program;
+  for (int i = 0; i < config.argv_size(); ++i) {
+    if (config.argv(i).find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("exec.argv[", i, "] holds a NUL byte"));
+    }
+  }
+  for (const auto& [key, value] : config.env()) {
+    if (key.empty() || key.find('=') != std::string::npos || key.find('\0') != std::string::npos ||
+        value.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("exec.env: \"", key, "\" is not a usable variable name"));
+    }
+    if (key.rfind("JOBSTREAM_", 0) == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("exec.env: ", key, " is set by the server for each job"));
+    }
+    options.env[key] = value;
+  }
+  if (!config.working_dir().empty()) {
+    struct stat st;
+    if (stat(config.working_dir().c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "exec.workingDir: \"", config.working_dir(), "\" is not a directory"));
+    }
+    options.working_dir = config.working_dir();
+  }
+  if (config.has_kill_grace()) {
+    const absl::Duration grace = absl::Seconds(config.kill_grace().seconds()) +
+                                 absl::Nanoseconds(config.kill_grace().nanos());
+    if (grace < absl::ZeroDuration() || grace > absl::Minutes(5)) {
+      return absl::InvalidArgumentError("exec.killGrace must be 0s to 5m");
+    }
+    options.kill_grace = grace;
+  }
+  return std::unique_ptr<ExecHandler>(new ExecHandler(std::move(options), type));
+}
+
+absl::Status ExecHandler::Validate(const google::protobuf::Struct&) const {
+  return absl::OkStatus();
+}
+
+absl::StatusOr<google::protobuf::Value> ExecHandler::Run(JobContext& ctx) const {
+  std::string params;
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(ctx.params(), &params, print);
+  params.push_back('\n');
+
+  exec::ProgramOptions options = options_;
+  options.env["JOBSTREAM_JOB_ID"] = ctx.job_id();
+  options.env["JOBSTREAM_JOB_TYPE"] = type_;
+  options.env["JOBSTREAM_ATTEMPT"] = absl::StrCat(ctx.attempt());
+  exec::ProgramHooks hooks;
+  hooks.report = [&ctx](const v1::Progress& p) { ctx.Report(p); };
+  hooks.stop = [&ctx] { return ctx.Cancelled(); };
+  hooks.log = [&ctx](absl::string_view what) {
+    std::cerr << "jobstream-server: job " << ctx.job_id() << ": " << what << "\n";
+  };
+  exec::ProgramOutcome outcome = exec::RunProgram(options, params, hooks);
+  if (outcome.result.ok()) return outcome.result;
+  absl::Status error = outcome.result.status();
+  MarkRetryable(error, outcome.retryable);
+  if (!outcome.details.fields().empty()) SetErrorDetails(error, outcome.details);
+  return error;
+}
+
+}  // namespace jobstream::jobs

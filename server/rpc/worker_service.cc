@@ -1,0 +1,119 @@
+#include "server/rpc/worker_service.h"
+
+#include <atomic>
+
+#include "absl/synchronization/mutex.h"
+
+namespace jobstream::rpc {
+namespace {
+
+// One LeaseJob call. It lives until both gRPC is done with it and LeaseJobs has returned
+// (the answer may come first, from the delivery thread). If the caller goes away while
+// it waits, the wait is abandoned; jobs leased in that very moment are given back.
+class LeaseReactor : public grpc::ServerUnaryReactor {
+ public:
+  LeaseReactor(jobs::JobManager* manager, CallTracker* calls, grpc::CallbackServerContext* ctx,
+               const v1::LeaseJobRequest* request, v1::LeaseJobResponse* response)
+      : manager_(manager), calls_(calls), ctx_(ctx), response_(response) {
+    calls_->Enter();
+    auto waiter = manager_->LeaseJobs(
+        *request, ctx->peer(), [this](absl::StatusOr<v1::LeaseJobResponse> result) {
+          Answer(std::move(result));
+        });
+    bool cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      waiter_ = waiter;
+      cancelled = cancelled_;
+    }
+    if (cancelled && waiter) manager_->AbandonWait(waiter);
+    Unref();
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<jobs::LeaseWaiter> waiter;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      waiter = waiter_;
+    }
+    if (waiter) manager_->AbandonWait(waiter);
+  }
+  void OnDone() override { Unref(); }
+
+ private:
+  void Answer(absl::StatusOr<v1::LeaseJobResponse> result) {
+    if (result.ok() && ctx_->IsCancelled()) {
+      for (const v1::LeasedJob& job : result->jobs()) {
+        v1::ReleaseJobRequest release;
+        release.set_lease_id(job.lease_id());
+        manager_->ReleaseWork(release, [](absl::StatusOr<v1::Job>) {});
+      }
+      result = absl::CancelledError("the call was cancelled; its jobs were given back");
+    }
+    calls_->Reply(this, response_, std::move(result));
+  }
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  jobs::JobManager* const manager_;
+  CallTracker* const calls_;
+  grpc::CallbackServerContext* const ctx_;
+  v1::LeaseJobResponse* const response_;
+  std::atomic<int> refs_{2};  // the constructor's and gRPC's (OnDone)
+  absl::Mutex mu_;
+  std::shared_ptr<jobs::LeaseWaiter> waiter_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContext* ctx,
+                                                      const v1::LeaseJobRequest* request,
+                                                      v1::LeaseJobResponse* response) {
+  return new LeaseReactor(manager_, calls_, ctx, request, response);
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::ReportProgress(
+    grpc::CallbackServerContext* ctx, const v1::ReportProgressRequest* request,
+    v1::ReportProgressResponse* response) {
+  auto* reactor = calls_->Begin(ctx);
+  manager_->ReportWork(*request, [this, reactor, response](
+                                     absl::StatusOr<v1::ReportProgressResponse> result) {
+    calls_->Reply(reactor, response, std::move(result));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteJob(grpc::CallbackServerContext* ctx,
+                                                         const v1::CompleteJobRequest* request,
+                                                         v1::Job* response) {
+  auto* reactor = calls_->Begin(ctx);
+  manager_->CompleteWork(*request, [this, reactor, response](absl::StatusOr<v1::Job> job) {
+    calls_->Reply(reactor, response, std::move(job));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::FailJob(grpc::CallbackServerContext* ctx,
+                                                     const v1::FailJobRequest* request,
+                                                     v1::Job* response) {
+  auto* reactor = calls_->Begin(ctx);
+  manager_->FailWork(*request, [this, reactor, response](absl::StatusOr<v1::Job> job) {
+    calls_->Reply(reactor, response, std::move(job));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::ReleaseJob(grpc::CallbackServerContext* ctx,
+                                                        const v1::ReleaseJobRequest* request,
+                                                        v1::Job* response) {
+  auto* reactor = calls_->Begin(ctx);
+  manager_->ReleaseWork(*request, [this, reactor, response](absl::StatusOr<v1::Job> job) {
+    calls_->Reply(reactor, response, std::move(job));
+  });
+  return reactor;
+}
+
+}  // namespace jobstream::rpc

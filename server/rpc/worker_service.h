@@ -1,0 +1,38 @@
+// WorkerService on the gRPC callback API: validates each call and hands it to the
+// JobManager. LeaseJob long-polls without holding a thread, and gives its wait up when
+// the caller goes away.
+#pragma once
+
+#include "jobstream/v1/workers.grpc.pb.h"
+#include "server/jobs/job_manager.h"
+#include "server/rpc/call_tracker.h"
+
+namespace jobstream::rpc {
+
+class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
+ public:
+  WorkerServiceImpl(jobs::JobManager* manager, CallTracker* calls)
+      : manager_(manager), calls_(calls) {}
+
+  grpc::ServerUnaryReactor* LeaseJob(grpc::CallbackServerContext* ctx,
+                                     const v1::LeaseJobRequest* request,
+                                     v1::LeaseJobResponse* response) override;
+  grpc::ServerUnaryReactor* ReportProgress(grpc::CallbackServerContext* ctx,
+                                           const v1::ReportProgressRequest* request,
+                                           v1::ReportProgressResponse* response) override;
+  grpc::ServerUnaryReactor* CompleteJob(grpc::CallbackServerContext* ctx,
+                                        const v1::CompleteJobRequest* request,
+                                        v1::Job* response) override;
+  grpc::ServerUnaryReactor* FailJob(grpc::CallbackServerContext* ctx,
+                                    const v1::FailJobRequest* request,
+                                    v1::Job* response) override;
+  grpc::ServerUnaryReactor* ReleaseJob(grpc::CallbackServerContext* ctx,
+                                       const v1::ReleaseJobRequest* request,
+                                       v1::Job* response) override;
+
+ private:
+  jobs::JobManager* const manager_;
+  CallTracker* const calls_;
+};
+
+}  // namespace jobstream::rpc
