@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +26,17 @@ void KillGroupAndExit(int) {
   _exit(137);
 }
 
+// Closes every descriptor from 3 up except those in `keep`.
+void CloseAllExcept(int* keep, int n) {
+  std::sort(keep, keep + n);  // async-signal-safe: no allocation
+  int from = 3;
+  for (int i = 0; i < n; ++i) {
+    if (keep[i] > from) close_range(from, keep[i] - 1, 0);
+    if (keep[i] >= from) from = keep[i] + 1;
+  }
+  close_range(from, ~0U, 0);
+}
+
 void ResetSignals() {
   struct sigaction dfl = {};
   dfl.sa_handler = SIG_DFL;
@@ -38,6 +50,14 @@ void ResetSignals() {
 // multi-threaded process). Never returns.
 [[noreturn]] void Supervise(pid_t parent, int in[2], int out[2], int err[2], int exec_err[2],
                             char* const* argv, char* const* envp, const char* dir) {
+  // We hold nothing of the parent's: not its sockets or files, and not our ends of the
+  // pipes (the program would never see EOF on stdin).
+  close(in[1]);
+  close(out[0]);
+  close(err[0]);
+  close(exec_err[0]);
+  int keep[] = {in[0], out[1], err[1], exec_err[1]};
+  CloseAllExcept(keep, 4);
   setpgid(0, 0);
   struct sigaction on_parent_death = {};
   on_parent_death.sa_handler = KillGroupAndExit;
@@ -60,10 +80,9 @@ void ResetSignals() {
     dup2(in[0], 0);
     dup2(out[1], 1);
     dup2(err[1], 2);
-    // Nothing of ours leaks into the program: only the exec error pipe (close-on-exec)
-    // stays open past stdio.
-    if (exec_err[1] > 3) close_range(3, exec_err[1] - 1, 0);
-    close_range(exec_err[1] + 1, ~0U, 0);
+    // Only the exec error pipe (close-on-exec) stays open past stdio.
+    int keep[] = {exec_err[1]};
+    CloseAllExcept(keep, 1);
     if (dir != nullptr && chdir(dir) != 0) {
       int e = errno;
       (void)!write(exec_err[1], &e, sizeof e);
