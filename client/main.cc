@@ -2,12 +2,14 @@
 //
 // Exit codes: 0 success (for watch: the job SUCCEEDED), 1 the job FAILED or the server
 // refused the call, 2 the job was CANCELLED, 3 usage or connection error.
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -17,9 +19,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/ascii.h"
 #include "absl/time/clock.h"
 #include "client/job_client.h"
+#include "client/worker.h"
+#include "server/exec/child_process.h"
 #include "google/protobuf/util/json_util.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "jobstream-server address");
@@ -31,12 +37,20 @@ ABSL_FLAG(int, max_attempts, 0, "submit: attempts allowed (0: the type's default
 ABSL_FLAG(bool, watch, false, "submit: then watch the job to its end");
 ABSL_FLAG(int64_t, after, 0, "watch: start after this sequence");
 ABSL_FLAG(bool, json, false, "print one JSON object per line instead of text");
-ABSL_FLAG(std::string, type, "", "list: only jobs of this type");
+ABSL_FLAG(std::string, type, "", "list: only jobs of this type; work: the types to take (a,b)");
 ABSL_FLAG(std::vector<std::string>, state, {}, "list: only jobs in these states");
 ABSL_FLAG(int, page_size, 20, "list: jobs per page (1..1000)");
 ABSL_FLAG(std::string, page_token, "", "list: continue from a previous page");
 ABSL_FLAG(absl::Duration, reconnect_timeout, absl::Seconds(60),
           "watch: give up after the server is unreachable this long");
+ABSL_FLAG(int, concurrency, 1, "work: jobs run at once (1..256)");
+ABSL_FLAG(std::string, worker_id, "", "work: name shown on jobs (default HOST:PID)");
+ABSL_FLAG(absl::Duration, lease_duration, absl::ZeroDuration(),
+          "work: lease length (default: the type's)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
+          "work: on SIGTERM, how long running jobs may finish before they are handed back");
+ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(10),
+          "work: after SIGTERM to a program, SIGKILL follows this long after");
 
 namespace {
 
@@ -64,6 +78,17 @@ const std::map<std::string, std::string>& CommandHelp() {
        "  Lists jobs, newest first."},
       {"cancel", "jobstream cancel ID [--json]\n  Cancels a queued or running job."},
       {"delete", "jobstream delete ID\n  Removes a finished job and its events."},
+      {"types",
+       "jobstream types [--json]\n"
+       "  Lists the declared job types: how each runs, queued and running jobs, workers."},
+      {"work",
+       "jobstream work --type=T[,T2...] [--concurrency=N] [--worker_id=ID] -- CMD ARGS...\n"
+       "  Runs as an external worker: leases jobs of those types and runs CMD for each,\n"
+       "  with the params as JSON on stdin. CMD prints lines such as\n"
+       "    {\"step\": \"render\", \"fraction\": 0.4, \"message\": \"frame 10/24\"}\n"
+       "  and {\"result\": ...}; exit 0 completes the job, anything else fails it with the\n"
+       "  tail of stderr. A cancel stops CMD. SIGTERM: no new jobs; running ones get\n"
+       "  --drain_timeout to finish, then are stopped and handed back."},
   };
   return *help;
 }
@@ -237,6 +262,83 @@ int List(jobstream::client::JobClient& client) {
   return kExitOk;
 }
 
+int Types(const std::string& server) {
+  auto stub = jobstream::v1::JobService::NewStub(jobstream::client::JobClient::Connect(server));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  jobstream::v1::ListJobTypesResponse response;
+  grpc::Status status = stub->ListJobTypes(&ctx, {}, &response);
+  if (!status.ok()) return CallError(jobstream::client::FromGrpc(status));
+  if (!Interactive()) {
+    for (const auto& type : response.types()) std::cout << ToJson(type) << "\n";
+    return kExitOk;
+  }
+  std::cout << absl::StrFormat("%-24s  %-8s  %7s  %7s  %7s  %s\n", "TYPE", "RUNS", "QUEUED",
+                               "RUNNING", "WORKERS", "DESCRIPTION");
+  for (const auto& type : response.types()) {
+    std::string runner = jobstream::v1::JobTypeInfo::Runner_Name(type.runner());
+    std::cout << absl::StrFormat(
+        "%-24s  %-8s  %7d  %7d  %7s  %s\n", type.name(), absl::AsciiStrToLower(runner),
+        type.queued(), type.running(),
+        type.runner() == jobstream::v1::JobTypeInfo::EXTERNAL ? absl::StrCat(type.workers()) : "-",
+        type.description());
+  }
+  return kExitOk;
+}
+
+int Work(const std::string& server, const std::vector<std::string>& command) {
+  jobstream::client::WorkerOptions options;
+  for (absl::string_view type : absl::StrSplit(absl::GetFlag(FLAGS_type), ',', absl::SkipEmpty())) {
+    options.types.emplace_back(type);
+  }
+  if (options.types.empty()) return UsageError("work needs --type=T: the types to take");
+  if (command.empty()) return UsageError("work needs a command after --");
+  auto program = jobstream::exec::ResolveProgram(command[0]);
+  if (!program.ok()) return UsageError(std::string(program.status().message()));
+  options.argv = command;
+  options.argv[0] = *program;
+  options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  if (options.concurrency < 1 || options.concurrency > 256) {
+    return UsageError("--concurrency must be 1..256");
+  }
+  options.worker_id = absl::GetFlag(FLAGS_worker_id);
+  if (options.worker_id.empty()) {
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    options.worker_id = absl::StrCat(host, ":", getpid());
+  }
+  options.lease_duration = absl::GetFlag(FLAGS_lease_duration);
+  options.drain = absl::GetFlag(FLAGS_drain_timeout);
+  options.kill_grace = absl::GetFlag(FLAGS_kill_grace);
+
+  // Signals are taken by a thread of their own; block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a program may close its stdin early
+
+  jobstream::client::Worker worker(jobstream::client::JobClient::Connect(server), options);
+  std::cerr << "jobstream work: " << options.worker_id << " taking "
+            << absl::StrJoin(options.types, ", ") << " from " << server << " ("
+            << options.concurrency << " at a time)" << std::endl;
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig == SIGTERM || sig == SIGINT) {
+      std::cerr << "jobstream work: signal " << sig << ": taking no more jobs" << std::endl;
+      worker.Stop();
+    }
+  });
+  worker.Run();
+  // Every slot has ended (a refused LeaseJob ends them too): release the signal thread.
+  pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  std::cerr << "jobstream work: stopped after " << worker.jobs_done() << " jobs" << std::endl;
+  return kExitOk;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -260,6 +362,11 @@ int main(int argc, char** argv) {
   command = positional[1];
   std::vector<std::string> args(positional.begin() + 2, positional.end());
 
+  if (command == "work") return Work(absl::GetFlag(FLAGS_server), args);
+  if (command == "types") {
+    if (!args.empty()) return UsageError("types takes no arguments");
+    return Types(absl::GetFlag(FLAGS_server));
+  }
   jobstream::client::JobClient client(
       jobstream::client::JobClient::Connect(absl::GetFlag(FLAGS_server)));
   if (command == "submit") return Submit(client, args);

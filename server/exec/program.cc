@@ -21,6 +21,35 @@ namespace {
 
 constexpr int kMaxLoggedLines = 5;
 
+// `s` with every byte that is not part of valid UTF-8 replaced by '?': stderr is
+// arbitrary bytes, and an error message is a proto3 string.
+std::string ValidUtf8(absl::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = s[i];
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 0x2;
+    if (ok && n > 1) {
+      // No overlong forms, surrogates or code points past U+10FFFF.
+      uint32_t cp = c & (0xFF >> (n + 1));
+      for (size_t k = 1; k < n; ++k) cp = (cp << 6) | (s[i + k] & 0x3F);
+      ok = (n == 2 && cp >= 0x80) || (n == 3 && cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF)) ||
+           (n == 4 && cp >= 0x10000 && cp <= 0x10FFFF);
+    }
+    if (ok) {
+      out.append(s.data() + i, n);
+      i += n;
+    } else {
+      out.push_back('?');
+      ++i;
+    }
+  }
+  return out;
+}
+
+
 // Reads stdout into lines and keeps the last of stderr.
 class OutputReader {
  public:
@@ -47,7 +76,7 @@ class OutputReader {
   }
   std::string StderrTail() {
     Trim();
-    return std::string(absl::StripAsciiWhitespace(stderr_));
+    return ValidUtf8(absl::StripAsciiWhitespace(stderr_));
   }
   const std::optional<google::protobuf::Value>& result() const { return result_; }
   const std::optional<v1::ProgramError>& error() const { return error_; }

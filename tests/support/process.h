@@ -19,6 +19,9 @@ struct Listening {
 // Throws std::runtime_error, after killing it, if the first line is anything else.
 Listening SpawnListening(const std::vector<std::string>& argv);
 
+// Starts argv (argv[0] a path) with stdout and stderr appended to `log`; returns its pid.
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log);
+
 // Sends `signal` to pid and waits; returns the wait status.
 int StopProcess(pid_t pid, int signal);
 
