@@ -3,7 +3,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-install_missing chromium  # the browser tests drive Debian's chromium
+# The browser tests drive Debian's chromium; the Python worker runs on Debian's grpcio.
+install_missing chromium python3 python3-grpcio python3-protobuf
 build
 if [ -f "$JOBSTREAM_ROOT/tests/js/package.json" ]; then
   echo "== npm ci in tests/js"
