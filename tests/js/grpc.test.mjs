@@ -119,3 +119,19 @@ test('server reflection lists the services and describes JobService', async () =
   assert.ok(listed.next_page_token.length > 0, 'more than one job: a next page');
   reflected.close();
 });
+
+test('grpcurl can call the health service: reflection describes it', async () => {
+  const reflection = new GrpcReflection(server.address, grpc.credentials.createInsecure(),
+    {}, 'v1alpha');
+  // What grpcurl does for `grpcurl … grpc.health.v1.Health/Check`.
+  const descriptor = await reflection.getDescriptorBySymbol('grpc.health.v1.Health');
+  const pkg = descriptor.getPackageObject({ keepCase: true, enums: String });
+  const health = new pkg.grpc.health.v1.Health(server.address, grpc.credentials.createInsecure());
+  const check = (service) => new Promise((resolve, reject) => {
+    health.Check({ service }, (err, reply) => (err ? reject(err) : resolve(reply)));
+  });
+  assert.equal((await check('')).status, 'SERVING');
+  assert.equal((await check('jobstream.v1.JobService')).status, 'SERVING');
+  await assert.rejects(check('no.such.Service'), { code: grpc.status.NOT_FOUND });
+  health.close();
+});
