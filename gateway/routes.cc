@@ -73,6 +73,7 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
     return allow("GET");
   };
   if (is({"v1", "events"})) return get_only(RouteKind::kAllEvents);
+  if (is({"v1", "types"})) return get_only(RouteKind::kListTypes);
   if (segments.empty() || (segments.size() == 1 && segments[0].empty())) {
     route.asset.push_back('/');  // not = "/": GCC 12 raises a false -Wrestrict on it
     return get_only(RouteKind::kAsset);

@@ -21,6 +21,7 @@ enum class RouteKind {
   kCancelJob,  // POST   /v1/jobs/{id}:cancel
   kJobEvents,  // GET    /v1/jobs/{id}/events   (SSE)
   kAllEvents,  // GET    /v1/events             (SSE)
+  kListTypes,  // GET    /v1/types
   kHealth,     // GET    /healthz
   kMetrics,    // GET    /metrics
   kAsset,      // GET    / and /static/NAME  (the web page)

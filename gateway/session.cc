@@ -151,6 +151,7 @@ void Session::Dispatch(Request request) {
   switch (route.kind) {
     case RouteKind::kSubmit: return Submit(request);
     case RouteKind::kListJobs: return ListJobs(route);
+    case RouteKind::kListTypes: return ListTypes();
     case RouteKind::kGetJob: return GetJob(route.job_id);
     case RouteKind::kDeleteJob: return DeleteJob(route.job_id);
     case RouteKind::kCancelJob: return CancelJob(route.job_id);
@@ -294,6 +295,13 @@ void Session::ListJobs(const Route& route) {
   }
   call->request.set_page_token(route.Param("pageToken").value_or(""));
   Forward(call, [this](auto... a) { gateway_->stub()->async()->ListJobs(a...); },
+          [this](const auto& response) { Reply(200, ToJson(response)); });
+}
+
+void Session::ListTypes() {
+  auto call = NewCall<v1::ListJobTypesRequest, v1::ListJobTypesResponse>(
+      gateway_->options().call_timeout);
+  Forward(call, [this](auto... a) { gateway_->stub()->async()->ListJobTypes(a...); },
           [this](const auto& response) { Reply(200, ToJson(response)); });
 }
 

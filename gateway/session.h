@@ -57,6 +57,7 @@ class Session : public FeedSink, public std::enable_shared_from_this<Session> {
   void Submit(const Request& request);
   void GetJob(const std::string& job_id);
   void ListJobs(const Route& route);
+  void ListTypes();
   void CancelJob(const std::string& job_id);
   void DeleteJob(const std::string& job_id);
   void Health();

@@ -1,5 +1,6 @@
-// The jobstream page: a form to submit demo jobs, a live table of jobs fed by one
-// EventSource on /v1/events, and a job's event log from /v1/jobs/{id}/events.
+// The jobstream page: a form to submit a job of any declared type (from /v1/types), a
+// live table of jobs fed by one EventSource on /v1/events, and a job's event log from
+// /v1/jobs/{id}/events.
 'use strict';
 
 const jobs = new Map();   // id -> { job, sequence }, the newest state seen of each job
@@ -41,7 +42,8 @@ function render(job) {
   if (!row) {
     row = document.createElement('tr');
     row.dataset.id = job.id;
-    row.innerHTML = `<td class="id"></td><td><span class="state"></span></td>
+    row.innerHTML = `<td class="id"></td><td class="type"></td><td><span class="state"></span></td>
+      <td class="attempt"></td>
       <td><span class="bar"><span></span></span><span class="pct"></span></td>
       <td class="step"></td><td class="elapsed"></td>
       <td><button type="button" class="secondary cancel">Cancel</button>
@@ -61,14 +63,20 @@ function render(job) {
   const progress = job.progress || {};
   const pct = Math.round((progress.fraction || 0) * 100);
   row.querySelector('.id').textContent = job.id;
-  row.querySelector('.state').textContent = job.state;
-  row.querySelector('.state').dataset.state = job.state;
   row.querySelector('.bar').dataset.state = job.state;
   row.querySelector('.bar > span').style.width = `${pct}%`;
   row.querySelector('.pct').textContent = `${pct}%`;
-  row.querySelector('.step').textContent = progress.stepCount
-    ? `${progress.stepIndex}/${progress.stepCount} ${progress.step || ''}${progress.message ? ' · ' + progress.message : ''}`
-    : (progress.step || '');
+  row.querySelector('.type').textContent = job.type;
+  row.querySelector('.attempt').textContent = job.attempt ? `${job.attempt}/${job.maxAttempts}` : '';
+  // A job waiting to retry says why and when; a running one, its step.
+  const retrying = job.state === 'QUEUED' && job.nextAttemptTime;
+  row.querySelector('.state').textContent = retrying ? 'RETRYING' : job.state;
+  row.querySelector('.state').dataset.state = retrying ? 'RETRYING' : job.state;
+  row.querySelector('.step').textContent = retrying
+    ? `attempt ${job.attempt + 1} at ${new Date(job.nextAttemptTime).toLocaleTimeString()}: ${job.error ? job.error.message : ''}`
+    : progress.stepCount
+      ? `${progress.stepIndex}/${progress.stepCount} ${progress.step || ''}${progress.message ? ' · ' + progress.message : ''}`
+      : `${progress.step || ''}${progress.message ? ' · ' + progress.message : ''}`;
   row.querySelector('.elapsed').textContent = elapsed(job);
   row.querySelector('.cancel').disabled = finished(job.state);
   row.querySelector('.delete').disabled = !finished(job.state);
@@ -137,11 +145,13 @@ function showDetail(id) {
       const p = event.status.progress || {};
       const item = document.createElement('li');
       item.value = Number(event.sequence);
-      item.textContent = `${event.time.slice(11, 23)}  ${type.padEnd(9)} ` +
-        `${p.step ? `${p.step} ` : ''}${p.fraction !== undefined ? Math.round(p.fraction * 100) + '% ' : ''}${p.message || ''}`;
+      const job = event.status;
+      item.textContent = `${event.time.slice(11, 23)}  ${type.padEnd(9)} ` + (type === 'retrying'
+        ? `attempt ${job.attempt} failed: ${job.error ? job.error.message : ''}; next at ${job.nextAttemptTime ? new Date(job.nextAttemptTime).toLocaleTimeString() : 'once'}`
+        : `${type === 'started' ? `attempt ${job.attempt}${job.workerId ? ' on ' + job.workerId : ''} ` : ''}` +
+          `${p.step ? `${p.step} ` : ''}${p.fraction !== undefined ? Math.round(p.fraction * 100) + '% ' : ''}${p.message || ''}`);
       log.appendChild(item);
       log.scrollTop = log.scrollHeight;
-      const job = event.status;
       if (finished(job.state)) {
         const outcome = $('#detail-outcome');
         outcome.textContent = job.state === 'SUCCEEDED'
@@ -155,19 +165,100 @@ function showDetail(id) {
 
 $('#detail-close').addEventListener('click', closeDetail);
 
+// The params of the form as it stands, or an error saying what is wrong with them.
+function formParams() {
+  const form = new FormData($('#submit-form'));
+  if (form.get('type') === 'demo.steps') {
+    const params = {
+      steps: String(form.get('steps')).split(',').map((s) => s.trim()).filter(Boolean),
+      step_ms: Number(form.get('step_ms')),
+      ticks: Number(form.get('ticks')),
+    };
+    const failAt = String(form.get('fail_at')).trim();
+    if (failAt) params.fail_at = failAt;
+    return { params };
+  }
+  let params;
+  try {
+    params = JSON.parse(String(form.get('params')) || '{}');
+  } catch (error) {
+    return { error: `not JSON: ${error.message}` };
+  }
+  if (params === null || typeof params !== 'object' || Array.isArray(params)) {
+    return { error: 'params must be a JSON object, e.g. {"key": "value"}' };
+  }
+  return { params };
+}
+
+// Checked as the user types, so nothing malformed is sent.
+function checkParams() {
+  const { error } = formParams();
+  $('#params-error').textContent = error || '';
+  $('#params').setAttribute('aria-invalid', error ? 'true' : 'false');
+  $('#submit-form button[type=submit]').disabled = Boolean(error);
+  return !error;
+}
+
+let types = [];
+function chooseType() {
+  const name = $('#type').value;
+  const demo = name === 'demo.steps';
+  $('#demo-fields').hidden = demo ? false : true;
+  $('#demo-fields').disabled = !demo;
+  $('#params-field').hidden = demo;
+  const info = types.find((t) => t.name === name);
+  $('#type-info').textContent = info
+    ? `${info.description || name} — runs ${info.runner.toLowerCase()}, ` +
+      `${info.maxAttempts} attempt${info.maxAttempts === 1 ? '' : 's'}` +
+      (info.runner === 'EXTERNAL' ? `, ${info.workers || 0} worker(s) polling` : '')
+    : '';
+  checkParams();
+}
+
+function renderTypes() {
+  const body = $('#types tbody');
+  body.replaceChildren(...types.map((t) => {
+    const row = document.createElement('tr');
+    row.dataset.type = t.name;
+    for (const text of [t.name, t.runner.toLowerCase(), t.queued || 0, t.running || 0,
+                        t.runner === 'EXTERNAL' ? (t.workers || 0) : '–', t.maxAttempts,
+                        t.description || '']) {
+      const cell = document.createElement('td');
+      cell.textContent = String(text);
+      row.appendChild(cell);
+    }
+    return row;
+  }));
+}
+
+async function loadTypes() {
+  types = (await api('GET', '/v1/types')).types || [];
+  const select = $('#type');
+  const chosen = select.value;
+  select.replaceChildren(...types.map((t) => {
+    const option = document.createElement('option');
+    option.value = t.name;
+    option.textContent = `${t.name} (${t.runner.toLowerCase()})`;
+    return option;
+  }));
+  if (types.some((t) => t.name === chosen)) select.value = chosen;
+  renderTypes();
+  chooseType();
+}
+
+$('#type').addEventListener('change', chooseType);
+$('#params').addEventListener('input', checkParams);
+
 $('#submit-form').addEventListener('submit', async (e) => {
   e.preventDefault();
+  if (!checkParams()) return;
   const form = new FormData(e.target);
-  const params = {
-    steps: String(form.get('steps')).split(',').map((s) => s.trim()).filter(Boolean),
-    step_ms: Number(form.get('step_ms')),
-    ticks: Number(form.get('ticks')),
-  };
-  const failAt = String(form.get('fail_at')).trim();
-  if (failAt) params.fail_at = failAt;
+  const request = { type: form.get('type'), params: formParams().params };
+  const priority = Number(form.get('priority'));
+  if (priority) request.priority = priority;
   const out = $('#submit-result');
   try {
-    const job = await api('POST', '/v1/jobs', { type: 'demo.steps', params });
+    const job = await api('POST', '/v1/jobs', request);
     apply(job);
     out.textContent = `submitted ${job.id}`;
     out.className = '';
@@ -184,4 +275,6 @@ setInterval(() => {
 }, 500);
 
 refreshList().catch(report);
+loadTypes().catch(report);
+setInterval(() => loadTypes().catch(() => {}), 5000);  // queued, running, workers
 connect();

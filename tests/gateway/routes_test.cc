@@ -31,6 +31,7 @@ TEST(RoutesTest, EveryRouteOfTheTable) {
   EXPECT_EQ(events.kind, RouteKind::kJobEvents);
   EXPECT_EQ(events.Param("after").value_or(""), "5");
   EXPECT_EQ(Ok("GET", "/v1/events?type=demo.steps").kind, RouteKind::kAllEvents);
+  EXPECT_EQ(Ok("GET", "/v1/types").kind, RouteKind::kListTypes);
   EXPECT_EQ(Ok("GET", "/healthz").kind, RouteKind::kHealth);
   EXPECT_EQ(Ok("GET", "/metrics").kind, RouteKind::kMetrics);
 }
@@ -50,6 +51,7 @@ TEST(RoutesTest, WrongMethodsGet405WithAllow) {
   EXPECT_EQ(Err("POST", "/v1/jobs/abc").allow, "GET, DELETE");
   EXPECT_EQ(Err("GET", "/v1/jobs/abc:cancel").allow, "POST");
   EXPECT_EQ(Err("BREW", "/healthz").http_status, 405);
+  EXPECT_EQ(Err("POST", "/v1/types").allow, "GET");
 }
 
 TEST(RoutesTest, HostileTargetsAreRefusedOrHarmless) {
