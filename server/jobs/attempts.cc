@@ -197,7 +197,7 @@ absl::Status JobManager::EndAttempt(const std::string& job_id, AttemptEnd end, J
   if (requeue) {
     job.set_state(Job::QUEUED);
     *job.mutable_next_attempt_time() = ToProto(ready);
-    SetQueueKey(live, absl::ToUnixMillis(ready), batch);
+    SetQueueKey(live, batch);
   }
   if (IsFinished(job.state())) *job.mutable_end_time() = ToProto(now);
   absl::Status status = Commit(live, event, std::move(batch), std::move(done));
@@ -277,7 +277,13 @@ std::optional<Attempt> JobManager::Acquire(const std::vector<std::string>& types
       continue;
     }
     const std::string job_id = storage::ParseQueueKey(*key)->job_id;
-    LiveJob& live = live_.at(job_id);
+    auto loaded = Load(job_id, /*with_params=*/true);
+    if (!loaded.ok()) {  // a queue entry without its job: drop it, keep going
+      queue_.Remove(*key);
+      continue;
+    }
+    LiveJob& live = **loaded;
+    live.queue_key = *key;
     StartAttempt(live, absl::Now(), "server", absl::ZeroDuration(), nullptr);
     if (!committer_.health().ok()) return std::nullopt;  // the store failed
     // One wake-up per newly ready job may have been spent on several: pass it on.
@@ -368,7 +374,13 @@ int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now
   };
   int granted = 0;
   for (; key && granted < waiter->max_jobs; key = queue_.Next(waiter->types, admits)) {
-    LiveJob& live = live_.at(storage::ParseQueueKey(*key)->job_id);
+    auto loaded = Load(storage::ParseQueueKey(*key)->job_id, /*with_params=*/true);
+    if (!loaded.ok()) {  // a queue entry without its job: drop it, keep going
+      queue_.Remove(*key);
+      continue;
+    }
+    LiveJob& live = **loaded;
+    live.queue_key = *key;
     int index;
     {
       absl::MutexLock lock(&reply->mu);
@@ -398,6 +410,10 @@ int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now
     v1::LeasedJob* leased = reply->response.mutable_jobs(index);
     leased->set_lease_id(live.lease.lease_id());
     *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(live.lease.deadline_ms()));
+  }
+  if (granted == 0) {  // every entry found was stale: the waiter keeps waiting
+    waiter->done = std::move(reply->done);
+    return 0;
   }
   std::function<void()> answer;
   {

@@ -3,6 +3,7 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -98,28 +99,79 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
   Job& job = live.job;
   job.set_last_sequence(job.last_sequence() + 1);
   *job.mutable_update_time() = ToProto(now);
+  if (job.state() != live.indexed_state) Reindex(job, live.indexed_state, batch);
   storage::CommittedEventPtr event = AddRecordAndEvent(batch, job, MakeEvent(job, type, now));
-  StatusCallback on_commit;
-  if (done) {
-    // The job exactly as this event left it (the event holds it already).
-    on_commit = [event, done = std::move(done)](absl::Status s) {
-      if (s.ok()) done(event->event.status()); else done(s);
-    };
-  }
+  // The job exactly as this event left it (the event holds it already); then, committed,
+  // it may leave memory.
+  StatusCallback on_commit = [this, event, done = std::move(done)](absl::Status s) {
+    Settle(event->event.job_id());
+    if (!done) return;
+    if (s.ok()) done(event->event.status()); else done(s);
+  };
   // Anything queued after a PROGRESS must stay after it, so it can no longer be replaced.
   live.pending_progress.reset();
   auto handle = committer_.Enqueue({std::move(batch), {std::move(event)}, std::move(on_commit)});
   if (!handle.ok()) return handle.status();
+  live.indexed_state = job.state();
+  ++live.unsettled;
   if (type == JobEvent::PROGRESS) live.pending_progress = *std::move(handle);
   return absl::OkStatus();
+}
+
+void JobManager::Reindex(const Job& job, Job::State old_state, Batch& batch) {
+  const int64_t create_ms = absl::ToUnixMillis(ToTime(job.create_time()));
+  if (old_state != Job::STATE_UNSPECIFIED) {
+    batch.Delete(Cf::kByState, storage::ByStateKey(old_state, create_ms, job.id()));
+    batch.Delete(Cf::kByTypeState,
+                 storage::ByTypeStateKey(job.type(), old_state, create_ms, job.id()));
+  }
+  batch.Put(Cf::kByState, storage::ByStateKey(job.state(), create_ms, job.id()), "");
+  batch.Put(Cf::kByTypeState,
+            storage::ByTypeStateKey(job.type(), job.state(), create_ms, job.id()), "");
+}
+
+void JobManager::Settle(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(job_id);
+  if (it == live_.end()) return;  // finished (it left at once) or evicted
+  LiveJob& live = it->second;
+  if (--live.unsettled == 0 && live.job.state() == Job::QUEUED) live_.erase(it);
+}
+
+absl::StatusOr<JobManager::LiveJob*> JobManager::Load(const std::string& job_id,
+                                                      bool with_params) {
+  auto it = live_.find(job_id);
+  if (it == live_.end()) {
+    auto job = store_->GetJob(job_id);
+    if (!job.ok()) return job.status();
+    LiveJob& live = live_[job_id];
+    live.job = *std::move(job);
+    live.indexed_state = live.job.state();
+    if (live.job.state() == Job::QUEUED) live.queue_key = QueueKeyOf(live.job);
+    it = live_.find(job_id);
+  }
+  LiveJob& live = it->second;
+  if (with_params && !live.params) {
+    auto params = store_->GetParams(job_id);
+    if (!params.ok()) return params.status();
+    live.params = std::make_shared<const google::protobuf::Struct>(*std::move(params));
+  }
+  return &live;
 }
 
 // ---------------------------------------------------------------------------------------
 // The queue
 
-void JobManager::SetQueueKey(LiveJob& live, int64_t ready_ms, Batch& batch) const {
-  live.queue_key =
-      storage::QueueKey(live.job.type(), live.job.priority(), ready_ms, live.job.id());
+std::string JobManager::QueueKeyOf(const Job& job) {
+  const google::protobuf::Timestamp& ready = job.has_next_attempt_time() ? job.next_attempt_time()
+                                             : job.has_run_at()          ? job.run_at()
+                                                                         : job.create_time();
+  const int64_t ready_ms = std::max(absl::ToUnixMillis(ToTime(ready)), int64_t{0});
+  return storage::QueueKey(job.type(), job.priority(), ready_ms, job.id());
+}
+
+void JobManager::SetQueueKey(LiveJob& live, Batch& batch) const {
+  live.queue_key = QueueKeyOf(live.job);
   batch.Put(Cf::kQueue, live.queue_key, "");
 }
 
@@ -243,6 +295,7 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
 // Recovery
 
 absl::Status JobManager::Recover() {
+  if (absl::Status s = BackfillIndexes(); !s.ok()) return s;
   const absl::Time now = absl::Now();
   // Jobs this server was running when it stopped hold an in-server lease: their attempt
   // was cut short. Leases held by workers stand.
@@ -279,11 +332,8 @@ absl::Status JobManager::Recover() {
     if (job->attempt() < job->max_attempts() && !job->cancel_requested()) {
       event = JobEvent::RETRYING;
       job->set_state(Job::QUEUED);
-      const absl::Time next = now + type.Backoff(job->attempt());
-      *job->mutable_next_attempt_time() = ToProto(next);
-      batch.Put(Cf::kQueue,
-                storage::QueueKey(job->type(), job->priority(), absl::ToUnixMillis(next), id),
-                "");
+      *job->mutable_next_attempt_time() = ToProto(now + type.Backoff(job->attempt()));
+      batch.Put(Cf::kQueue, QueueKeyOf(*job), "");
     } else if (job->cancel_requested()) {
       event = JobEvent::CANCELLED;
       job->set_state(Job::CANCELLED);
@@ -296,37 +346,22 @@ absl::Status JobManager::Recover() {
       *job->mutable_end_time() = ToProto(now);
       job->mutable_error()->set_message(why + "; no attempts left");
     }
+    Reindex(*job, Job::RUNNING, batch);
     AddRecordAndEvent(batch, *job, MakeEvent(*job, event, now));
     if (absl::Status s = store_->Write(batch, /*sync=*/true); !s.ok()) return s;
   }
-  // Everything in the queue is live.
-  std::vector<std::string> queued;
+  // Everything in the queue is live; only its place is held in memory.
+  absl::MutexLock lock(&mu_);
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   scan = store_->Scan(Cf::kQueue, "", false, [&](auto key, auto) {
-    if (storage::ParseQueueKey(key)) queued.emplace_back(key);
+    queue_.Add(std::string(key), now_ms);
     return true;
   });
   if (!scan.ok()) return scan;
-  absl::MutexLock lock(&mu_);
-  auto load = [&](const std::string& id) -> absl::StatusOr<LiveJob*> {
-    auto job = store_->GetJob(id);
-    if (!job.ok()) return job.status();
-    auto params = store_->GetParams(id);
-    if (!params.ok()) return params.status();
-    LiveJob& live = live_[id];
-    live.job = *std::move(job);
-    live.params = std::make_shared<const google::protobuf::Struct>(*std::move(params));
-    hub_->Track(live.job);
-    return &live;
-  };
-  for (const std::string& key : queued) {
-    auto live = load(storage::ParseQueueKey(key)->job_id);
-    if (!live.ok()) return live.status();
-    (*live)->queue_key = key;
-    Enqueue(**live);
-  }
   for (auto& [id, record] : leased) {
-    auto live = load(id);
+    auto live = Load(id, /*with_params=*/false);
     if (!live.ok()) return live.status();
+    hub_->Track((*live)->job);
     (*live)->lease = std::move(record);
     ++running_[(*live)->job.type()];
     lease_deadlines_.Set(id, (*live)->lease.deadline_ms());
@@ -336,7 +371,36 @@ absl::Status JobManager::Recover() {
       WakeDispatcherBy((*live)->lease.attempt_deadline_ms());
     }
   }
+  dispatch_cv_.Signal();  // the queue may hold jobs that are due
   return absl::OkStatus();
+}
+
+absl::Status JobManager::BackfillIndexes() {
+  constexpr char kIndexed[] = "indexes";
+  bool built = false;
+  absl::Status scan = store_->Scan(Cf::kMeta, kIndexed, false, [&](auto key, auto) {
+    built = key == kIndexed;
+    return false;
+  });
+  if (!scan.ok() || built) return scan;
+  Batch batch;
+  size_t in_batch = 0;
+  absl::Status write;
+  scan = store_->Scan(Cf::kJobs, "", false, [&](auto, auto value) {
+    Job job;
+    if (!job.ParseFromArray(value.data(), static_cast<int>(value.size()))) return true;
+    Reindex(job, Job::STATE_UNSPECIFIED, batch);
+    if (++in_batch == 10000) {
+      write = store_->Write(batch, /*sync=*/false);
+      batch.Clear();
+      in_batch = 0;
+    }
+    return write.ok();
+  });
+  if (!scan.ok()) return scan;
+  if (!write.ok()) return write;
+  batch.Put(Cf::kMeta, kIndexed, "by_state,by_type_state");
+  return store_->Write(batch, /*sync=*/true);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -369,9 +433,6 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
   if (request.has_run_at()) *job.mutable_run_at() = request.run_at();
   *job.mutable_create_time() = ToProto(now);
   job.set_request_id(request_id);
-  const int64_t ready_ms = request.has_run_at()
-                               ? std::max(absl::ToUnixMillis(ToTime(request.run_at())), int64_t{0})
-                               : absl::ToUnixMillis(now);
 
   Batch batch;
   if (!request.params().fields().empty()) {
@@ -401,7 +462,7 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
       LiveJob& live = live_[job.id()];
       live.job = job;
       live.params = params;
-      SetQueueKey(live, ready_ms, batch);
+      SetQueueKey(live, batch);
       // The reply is the job as of its CREATED event (whatever happens to it meanwhile),
       // with its params; every twin submitted with the same request_id gets it too. Held
       // here as well, to answer with the error if the write cannot even be queued.
@@ -468,31 +529,68 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
   for (const auto& [k, v] : request.labels()) filter.labels[k] = v;
   const size_t page_size = request.page_size() == 0 ? 50 : request.page_size();
 
+  // What to read, newest first: the index ranges of the states (and type) asked for,
+  // merged by position (create time | id); creation order when neither is asked. A page
+  // token is such a position, whichever ranges are read.
+  struct Range {
+    std::unique_ptr<rocksdb::Iterator> it;
+    std::string prefix;
+    bool Valid() const { return it->Valid() && it->key().starts_with(prefix); }
+    absl::string_view Position() const {
+      return absl::string_view(it->key().data(), it->key().size()).substr(prefix.size());
+    }
+  };
+  std::vector<Range> ranges;
+  auto add = [&](Cf cf, std::string prefix) {
+    Range range{store_->NewIterator(cf), std::move(prefix)};
+    const std::string seek =
+        range.prefix + (start.empty() ? std::string(storage::kByTimeKeyLength, '\xff') : start);
+    range.it->SeekForPrev(seek);
+    if (!start.empty() && range.it->Valid() && range.it->key() == seek) range.it->Prev();
+    ranges.push_back(std::move(range));
+  };
+  std::set<int> states(request.states().begin(), request.states().end());
+  if (states.empty() && !request.type().empty()) {
+    for (int state = Job::QUEUED; state <= Job::CANCELLED; ++state) states.insert(state);
+  }
+  for (int state : states) {
+    if (request.type().empty()) {
+      add(Cf::kByState, storage::ByStatePrefix(state));
+    } else {
+      add(Cf::kByTypeState, storage::ByTypeStatePrefix(request.type(), state));
+    }
+  }
+  if (states.empty()) add(Cf::kByTime, "");
+
   v1::ListJobsResponse response;
   size_t examined = 0;
   std::string last_key;
   bool more = false;
-  absl::Status read_error;
-  absl::Status scan = store_->Scan(Cf::kByTime, start, /*reverse=*/true, [&](auto key, auto) {
-    if (key == start) return true;  // the previous page's last job
+  for (;;) {
+    Range* newest = nullptr;
+    for (Range& range : ranges) {
+      if (range.Valid() && (newest == nullptr || range.Position() > newest->Position())) {
+        newest = &range;
+      }
+    }
+    if (newest == nullptr) break;
     if (response.jobs_size() == static_cast<int>(page_size) ||
         examined == options_.list_scan_limit) {
       more = true;
-      return false;
+      break;
     }
     ++examined;
-    last_key = std::string(key);
-    auto job = store_->GetJob(std::string(key.substr(8)));
-    if (absl::IsNotFound(job.status())) return true;  // removed meanwhile
-    if (!job.ok()) {
-      read_error = job.status();
-      return false;
-    }
+    last_key = std::string(newest->Position());
+    newest->it->Prev();
+    if (last_key.size() != storage::kByTimeKeyLength) continue;
+    auto job = store_->GetJob(last_key.substr(8));
+    if (absl::IsNotFound(job.status())) continue;  // removed meanwhile
+    if (!job.ok()) return job.status();
     if (filter.Matches(*job)) *response.add_jobs() = *std::move(job);
-    return true;
-  });
-  if (!scan.ok()) return scan;
-  if (!read_error.ok()) return read_error;
+  }
+  for (const Range& range : ranges) {
+    if (!range.it->status().ok()) return storage::FromRocks(range.it->status(), "listing jobs");
+  }
   if (more) response.set_next_page_token(absl::WebSafeBase64Escape(last_key));
   return response;
 }
@@ -503,6 +601,13 @@ void JobManager::Cancel(const std::string& job_id, JobCallback done) {
   {
     absl::MutexLock lock(&mu_);
     auto it = live_.find(job_id);
+    if (it == live_.end()) {
+      // A queued job whose writes are all committed is only in the store (and the queue).
+      auto stored = store_->GetJob(job_id);
+      if (stored.ok() && stored->state() == Job::QUEUED && Load(job_id, false).ok()) {
+        it = live_.find(job_id);
+      }
+    }
     if (it != live_.end()) {
       LiveJob& live = it->second;
       const absl::Time now = absl::Now();
@@ -554,7 +659,10 @@ void JobManager::RemovalBatch(const Job& job, absl::string_view reason, absl::Ti
   batch.Delete(Cf::kJobs, id);
   batch.Delete(Cf::kParams, id);
   batch.DeleteRange(Cf::kEvents, storage::EventKey(id, 0), storage::EventKey(id, INT64_MAX));
-  batch.Delete(Cf::kByTime, storage::ByTimeKey(absl::ToUnixMillis(ToTime(job.create_time())), id));
+  const int64_t create_ms = absl::ToUnixMillis(ToTime(job.create_time()));
+  batch.Delete(Cf::kByTime, storage::ByTimeKey(create_ms, id));
+  batch.Delete(Cf::kByState, storage::ByStateKey(job.state(), create_ms, id));
+  batch.Delete(Cf::kByTypeState, storage::ByTypeStateKey(job.type(), job.state(), create_ms, id));
   if (!job.request_id().empty()) batch.Delete(Cf::kRequests, job.request_id());
   batch.Put(Cf::kTombstones, id, storage::TombstoneValue(absl::ToUnixMillis(now), reason));
 }
@@ -571,6 +679,7 @@ void JobManager::Delete(const std::string& job_id, StatusCallback done) {
   auto job = store_->GetJob(job_id);
   if (absl::IsNotFound(job.status())) return done(watch::JobNotFound(*store_, job_id));
   if (!job.ok()) return done(job.status());
+  if (job->state() == Job::QUEUED) return done(StateError(*job, "cancel it first"));
   if (!IsFinished(job->state())) {
     return done(absl::AbortedError(absl::StrCat("job ", job_id, " is changing state; try again")));
   }

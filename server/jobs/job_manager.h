@@ -3,8 +3,10 @@
 // record + event + index changes) on the group committer, all under one lock, so each
 // job's events are committed — and then published by the committer — in sequence order.
 //
-// Live (QUEUED or RUNNING) jobs are held in memory; finished jobs only in the store. The
-// run order of queued jobs is a JobQueue; jobs of in-server types (BUILTIN, EXEC) go to
+// RUNNING jobs are held in memory, and so is any job while a write of it is on its way to
+// the store; a QUEUED job whose writes are all committed lives only in the store, with its
+// place in the JobQueue (so a deep queue costs little memory), and is read back when it
+// starts or is cancelled. Jobs of in-server types (BUILTIN, EXEC) go to
 // runner threads (Acquire), jobs of EXTERNAL types to workers (LeaseJobs), each attempt
 // under a lease whose id fences every later call. A dispatcher thread makes scheduled jobs
 // ready, expires leases and waits, and times out attempts.
@@ -137,7 +139,9 @@ class JobManager {
  private:
   struct LiveJob {
     v1::Job job;  // working copy without params; may be ahead of the store
-    std::shared_ptr<const google::protobuf::Struct> params;
+    std::shared_ptr<const google::protobuf::Struct> params;  // null until needed
+    v1::Job::State indexed_state = v1::Job::STATE_UNSPECIFIED;  // in by_state as written
+    int unsettled = 0;                    // Commits not yet acknowledged by the committer
     std::string queue_key;                // while QUEUED
     storage::LeaseRecord lease;           // while RUNNING
     std::shared_ptr<RunControl> control;  // while RUNNING in this server
@@ -164,10 +168,22 @@ class JobManager {
   storage::CommittedEventPtr AddRecordAndEvent(storage::Batch& batch, const v1::Job& job,
                                                v1::JobEvent event) const;
   const JobType& TypeOf(const v1::Job& job) const;
+  // The job in memory, read from the store if it is not (with its params if asked).
+  absl::StatusOr<LiveJob*> Load(const std::string& job_id, bool with_params)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A commit of the job is acknowledged: a QUEUED job with nothing more in flight leaves
+  // memory (its place in the queue stays).
+  void Settle(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // Moves the job's index entries (by_state, by_type_state) from `old_state` to its state.
+  static void Reindex(const v1::Job& job, v1::Job::State old_state, storage::Batch& batch);
+  // Builds the indexes of a store written before they existed.
+  absl::Status BackfillIndexes();
 
   // Queue: a QUEUED job gets its key (written with its transition), then — after the
   // transition is queued for commit, so a start can never overtake it — joins the queue.
-  void SetQueueKey(LiveJob& live, int64_t ready_ms, storage::Batch& batch) const;
+  // The key follows from the job: its next_attempt_time, else run_at, else create_time.
+  static std::string QueueKeyOf(const v1::Job& job);
+  void SetQueueKey(LiveJob& live, storage::Batch& batch) const;
   void Enqueue(LiveJob& live) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unqueue(LiveJob& live, storage::Batch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A job of `type` may be ready, or a slot of `type` came free: wake who runs it.

@@ -1,17 +1,19 @@
-// JobQueue: the order in which QUEUED jobs run. It holds each queued job's queue key
-// (storage::QueueKey: type, priority, ready time, id) — never the job itself — split into
-// jobs that may run now and jobs waiting for their ready time (run_at, or a retry's
-// backoff). Not thread-safe: the JobManager guards it with its lock.
+// JobQueue: the order in which QUEUED jobs run. It holds each queued job's place — type,
+// priority, ready time and id, about 40 bytes in a B-tree — never the job itself, so a
+// million queued jobs cost tens of megabytes. Jobs that may run now are kept apart from
+// jobs waiting for their ready time (run_at, or a retry's backoff). The interface speaks
+// storage::QueueKey strings, the keys of the `queue` column family. Not thread-safe: the
+// JobManager guards it with its lock.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <optional>
-#include <set>
 #include <string>
-#include <utility>
 #include <vector>
 
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 
@@ -36,14 +38,44 @@ class JobQueue {
   // Jobs of `type` queued (ready or scheduled), and whether one is ready now.
   int64_t queued(absl::string_view type) const;
   bool HasReady(absl::string_view type) const;
-  size_t size() const { return ready_.size() + scheduled_.size(); }
+  size_t size() const;
 
  private:
-  // Keys sort by type, then priority (highest first), ready time, id: the first key with a
-  // type's prefix is that type's next job.
-  std::set<std::string> ready_;
-  std::set<std::pair<int64_t, std::string>> scheduled_;
-  absl::flat_hash_map<std::string, int64_t> counts_;
+  struct Item {
+    int32_t priority;
+    int64_t ready_ms;
+    std::array<char, 26> id;
+    // Run order within a type.
+    bool operator<(const Item& o) const {
+      if (priority != o.priority) return priority > o.priority;
+      if (ready_ms != o.ready_ms) return ready_ms < o.ready_ms;
+      return id < o.id;
+    }
+  };
+  struct Scheduled {
+    int64_t ready_ms;
+    uint32_t type;
+    Item item;
+    bool operator<(const Scheduled& o) const {
+      if (ready_ms != o.ready_ms) return ready_ms < o.ready_ms;
+      if (type != o.type) return type < o.type;
+      return item < o.item;
+    }
+  };
+  struct TypeQueue {
+    std::string name;
+    absl::btree_set<Item> ready;
+    int64_t count = 0;  // ready and scheduled
+  };
+  // The type's index, made on first use; nullopt (for lookups) if unknown.
+  uint32_t Intern(absl::string_view type);
+  std::optional<uint32_t> Find(absl::string_view type) const;
+  std::optional<std::pair<uint32_t, Item>> Parse(const std::string& key);
+  std::string KeyOf(uint32_t type, const Item& item) const;
+
+  std::vector<TypeQueue> types_;
+  absl::flat_hash_map<std::string, uint32_t> type_index_;
+  absl::btree_set<Scheduled> scheduled_;
 };
 
 }  // namespace jobstream::jobs

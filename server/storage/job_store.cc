@@ -154,6 +154,10 @@ absl::StatusOr<std::vector<v1::JobEvent>> JobStore::ReadEvents(const std::string
   return events;
 }
 
+std::unique_ptr<rocksdb::Iterator> JobStore::NewIterator(Cf cf) const {
+  return std::unique_ptr<rocksdb::Iterator>(db_->NewIterator(rocksdb::ReadOptions(), handle(cf)));
+}
+
 absl::Status JobStore::Scan(
     Cf cf, const std::string& start, bool reverse,
     const std::function<bool(absl::string_view, absl::string_view)>& fn) const {

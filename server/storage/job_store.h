@@ -77,6 +77,9 @@ class JobStore {
   absl::Status Scan(Cf cf, const std::string& start, bool reverse,
                     const std::function<bool(absl::string_view, absl::string_view)>& fn) const;
 
+  // An iterator over `cf` (for merging several ranges, as ListJobs does).
+  std::unique_ptr<rocksdb::Iterator> NewIterator(Cf cf) const;
+
   rocksdb::DB* db() { return db_.get(); }
 
  private:

@@ -67,15 +67,6 @@ std::optional<QueueEntry> ParseQueueKey(absl::string_view key) {
                     std::string(rest.substr(12))};
 }
 
-std::string LeaseKey(int64_t deadline_ms, absl::string_view job_id) {
-  std::string key;
-  PutBigEndian64(&key, static_cast<uint64_t>(deadline_ms));
-  key.append(job_id.data(), job_id.size());
-  return key;
-}
-
-absl::string_view LeaseKeyJobId(absl::string_view key) { return key.substr(8); }
-
 std::string ByTimeKey(int64_t create_ms, absl::string_view job_id) {
   std::string key;
   PutBigEndian64(&key, static_cast<uint64_t>(create_ms));
@@ -87,6 +78,23 @@ std::optional<std::pair<int64_t, std::string>> ParseByTimeKey(absl::string_view 
   if (key.size() <= 8) return std::nullopt;
   return std::make_pair(static_cast<int64_t>(GetBigEndian64(key)),
                         std::string(key.substr(8)));
+}
+
+std::string ByStatePrefix(int state) { return std::string(1, static_cast<char>(state)); }
+
+std::string ByTypeStatePrefix(absl::string_view type, int state) {
+  std::string key = QueuePrefix(type);
+  key.push_back(static_cast<char>(state));
+  return key;
+}
+
+std::string ByStateKey(int state, int64_t create_ms, absl::string_view job_id) {
+  return ByStatePrefix(state) + ByTimeKey(create_ms, job_id);
+}
+
+std::string ByTypeStateKey(absl::string_view type, int state, int64_t create_ms,
+                           absl::string_view job_id) {
+  return ByTypeStatePrefix(type, state) + ByTimeKey(create_ms, job_id);
 }
 
 std::string TombstoneValue(int64_t removed_ms, absl::string_view reason) {

@@ -11,7 +11,8 @@
 namespace jobstream::storage {
 
 enum class Cf : int {
-  kJobs, kParams, kEvents, kQueue, kLeases, kRequests, kByTime, kTombstones
+  kJobs, kParams, kEvents, kQueue, kLeases, kRequests, kByTime, kTombstones, kByState,
+  kByTypeState, kMeta
 };
 
 struct CfInfo {
@@ -23,15 +24,18 @@ struct CfInfo {
 // Every column family, declared once. The default family is unused.
 // Params live apart from the job record: they are written once, while the record is
 // rewritten on every step and progress report.
-inline constexpr std::array<CfInfo, 8> kColumnFamilies = {{
+inline constexpr std::array<CfInfo, 11> kColumnFamilies = {{
     {Cf::kJobs, "jobs", "job id -> Job without params"},
     {Cf::kParams, "params", "job id -> google.protobuf.Struct"},
     {Cf::kEvents, "events", "job id | be64 sequence -> JobEvent"},
     {Cf::kQueue, "queue", "type 0x00 | be32 inverted priority | be64 ready ms | id -> ()"},
-    {Cf::kLeases, "leases", "be64 deadline ms | id -> lease id"},
+    {Cf::kLeases, "leases", "job id -> LeaseRecord (records.proto)"},
     {Cf::kRequests, "requests", "request id -> job id"},
     {Cf::kByTime, "by_time", "be64 create ms | id -> ()"},
     {Cf::kTombstones, "tombstones", "job id -> be64 removal ms | reason"},
+    {Cf::kByState, "by_state", "state byte | be64 create ms | id -> ()"},
+    {Cf::kByTypeState, "by_type_state", "type 0x00 | state byte | be64 create ms | id -> ()"},
+    {Cf::kMeta, "meta", "name -> value (e.g. which indexes are built)"},
 }};
 
 void PutBigEndian32(std::string* dst, uint32_t v);
@@ -56,15 +60,19 @@ struct QueueEntry {
 };
 std::optional<QueueEntry> ParseQueueKey(absl::string_view key);
 
-// leases: by deadline, so a reaper finds expired leases with one scan from the start.
-// In-server runs hold a lease with kNoDeadline.
-inline constexpr int64_t kNoDeadline = INT64_MAX;
-std::string LeaseKey(int64_t deadline_ms, absl::string_view job_id);
-absl::string_view LeaseKeyJobId(absl::string_view key);
-
 // by_time: creation order, for newest-first listing and retention.
 std::string ByTimeKey(int64_t create_ms, absl::string_view job_id);
 std::optional<std::pair<int64_t, std::string>> ParseByTimeKey(absl::string_view key);
+
+// by_state and by_type_state: every job once, under its current state, newest last, so
+// listing by state or type reads just those jobs. The key ends like a by_time key
+// (create ms | id): that suffix is the position a page token holds, whatever the index.
+std::string ByStatePrefix(int state);
+std::string ByTypeStatePrefix(absl::string_view type, int state);
+std::string ByStateKey(int state, int64_t create_ms, absl::string_view job_id);
+std::string ByTypeStateKey(absl::string_view type, int state, int64_t create_ms,
+                           absl::string_view job_id);
+inline constexpr size_t kByTimeKeyLength = 8 + 26;  // be64 ms | job id
 
 // tombstones: when and why a job was removed ("deleted" or "expired").
 std::string TombstoneValue(int64_t removed_ms, absl::string_view reason);

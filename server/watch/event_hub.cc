@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "absl/hash/hash.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -71,9 +72,10 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::stri
     return std::make_shared<Subscription>(store_, job_id, after, job->last_sequence(),
                                           /*live=*/false, options_);
   }
-  // Committed but its events not yet published: they will all arrive live.
+  // Live but not held (a queued job nobody watched), or committed but not yet published:
+  // replay what is stored; what is published later comes live, less what was replayed.
   Entry& entry = shard.jobs[job_id];
-  auto sub = std::make_shared<Subscription>(store_, job_id, after, /*catch_up_until=*/0,
+  auto sub = std::make_shared<Subscription>(store_, job_id, after, job->last_sequence(),
                                             /*live=*/true, options_);
   entry.subs.emplace(sub.get(), sub);
   return sub;
@@ -93,19 +95,43 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJobs(JobFilter filt
       watchers_.fetch_sub(1);
       return absl::UnavailableError("server is shutting down");
     }
+    auto push = [&](const v1::Job& status) {
+      v1::JobEvent snapshot;
+      snapshot.set_job_id(status.id());
+      snapshot.set_sequence(status.last_sequence());
+      *snapshot.mutable_time() = now;
+      snapshot.set_type(v1::JobEvent::SNAPSHOT);
+      *snapshot.mutable_status() = status;
+      snapshot.mutable_status()->clear_params();
+      sub->PushSnapshot(storage::MakeCommittedEvent(std::move(snapshot)));
+    };
     for (Shard& shard : shards_) {
       for (const auto& [id, entry] : shard.jobs) {
-        if (entry.last_sequence == 0 || !sub->filter().Matches(entry.latest->event.status())) {
+        if (entry.last_sequence == 0 || entry.latest->event.status().state() != v1::Job::RUNNING ||
+            !sub->filter().Matches(entry.latest->event.status())) {
           continue;
         }
-        v1::JobEvent snapshot;
-        snapshot.set_job_id(id);
-        snapshot.set_sequence(entry.last_sequence);
-        *snapshot.mutable_time() = now;
-        snapshot.set_type(v1::JobEvent::SNAPSHOT);
-        *snapshot.mutable_status() = entry.latest->event.status();
-        sub->PushSnapshot(storage::MakeCommittedEvent(std::move(snapshot)));
+        push(entry.latest->event.status());
       }
+    }
+    // Queued jobs from the store (the newest first), read under every shard's lock: one
+    // whose next event is committed but not yet published shows up both here and live.
+    if (sub->filter().states.empty() || sub->filter().states.contains(v1::Job::QUEUED)) {
+      size_t sent = 0, read = 0;
+      const std::string prefix = storage::ByStatePrefix(v1::Job::QUEUED);
+      (void)store_->Scan(storage::Cf::kByState, prefix + std::string(storage::kByTimeKeyLength, '\xff'),
+                         /*reverse=*/true, [&](absl::string_view key, absl::string_view) {
+        if (!absl::StartsWith(key, prefix) || sent == options_.snapshot_queued_limit ||
+            ++read > 10 * options_.snapshot_queued_limit) {
+          return false;
+        }
+        auto job = store_->GetJob(std::string(key.substr(prefix.size() + 8)));
+        if (job.ok() && job->state() == v1::Job::QUEUED && sub->filter().Matches(*job)) {
+          push(*job);
+          ++sent;
+        }
+        return true;
+      });
     }
     all_subs_.emplace(sub.get(), sub);
   }
@@ -123,7 +149,14 @@ void EventHub::Unsubscribe(const std::shared_ptr<Subscription>& sub) {
   Shard& shard = ShardFor(sub->job_id());
   absl::MutexLock lock(&shard.mu);
   auto it = shard.jobs.find(sub->job_id());
-  if (it != shard.jobs.end()) it->second.subs.erase(sub.get());
+  if (it == shard.jobs.end()) return;
+  Entry& entry = it->second;
+  entry.subs.erase(sub.get());
+  // The last watcher of a job that is not RUNNING: the hub need not hold it any more.
+  if (entry.subs.empty() &&
+      (!entry.latest || entry.latest->event.status().state() != v1::Job::RUNNING)) {
+    shard.jobs.erase(it);
+  }
 }
 
 void EventHub::Publish(const storage::CommittedEventPtr& committed) {
@@ -132,11 +165,19 @@ void EventHub::Publish(const storage::CommittedEventPtr& committed) {
   Shard& shard = ShardFor(event.job_id());
   {
     absl::MutexLock lock(&shard.mu);
-    Entry& entry = shard.jobs[event.job_id()];
-    entry.last_sequence = event.sequence();
-    entry.latest = committed;
-    for (const auto& [ptr, sub] : entry.subs) {
-      if (sub->Push(committed)) wake.push_back(sub);
+    auto it = shard.jobs.find(event.job_id());
+    // A job is held while it runs or is watched; a queued one nobody watches is not.
+    if (it == shard.jobs.end() && event.status().state() == v1::Job::RUNNING) {
+      it = shard.jobs.try_emplace(event.job_id()).first;
+    }
+    if (it != shard.jobs.end()) {
+      Entry& entry = it->second;
+      entry.last_sequence = event.sequence();
+      entry.latest = committed;
+      for (const auto& [ptr, sub] : entry.subs) {
+        if (sub->Push(committed)) wake.push_back(sub);
+      }
+      if (entry.subs.empty() && event.status().state() != v1::Job::RUNNING) shard.jobs.erase(it);
     }
     {
       absl::MutexLock all_lock(&all_mu_);

@@ -2,11 +2,12 @@
 // (by the group committer's delivery thread) and only pushes into bounded per-watcher
 // queues, so no watcher ever slows a job, the store or another watcher.
 //
-// The hub tracks every live (QUEUED or RUNNING) job: its last published sequence and
-// status. A new single-job watcher of a live job replays stored events up to that
-// sequence and then receives everything published after it, registered under the same
-// lock that Publish takes, so the hand-over has no gap and no duplicate. A finished job
-// is replayed from the store and the stream ends.
+// The hub tracks every RUNNING job, and every job someone watches: its last published
+// sequence and status. (A QUEUED job nobody watches is not held: a deep queue costs the hub
+// nothing.) A new single-job watcher registers under the same lock that Publish takes,
+// replays stored events up to the last sequence published (or, for a job the hub does not
+// hold, stored), then receives what is published after it, skipping what it replayed: no
+// gap, no duplicate. A finished job is replayed from the store and the stream ends.
 #pragma once
 
 #include <array>
@@ -35,13 +36,15 @@ class EventHub {
   // Unavailable once closed. Every success must be paired with Unsubscribe.
   absl::StatusOr<std::shared_ptr<Subscription>> WatchJob(const std::string& job_id,
                                                          int64_t after);
-  // Watches every job matching `filter`: a SNAPSHOT per matching live job, then events.
+  // Watches every job matching `filter`: a SNAPSHOT per matching RUNNING job and per
+  // matching QUEUED job (the newest snapshot_queued_limit, read from the by_state index),
+  // then events.
   absl::StatusOr<std::shared_ptr<Subscription>> WatchJobs(JobFilter filter);
   void Unsubscribe(const std::shared_ptr<Subscription>& sub);
 
   // A committed event; its status is the job after it, without params.
   void Publish(const storage::CommittedEventPtr& event);
-  // Recovery: a live job whose events are all stored and count as published.
+  // Recovery: a RUNNING job whose events are all stored and count as published.
   void Track(const v1::Job& status);
 
   // Ends every subscription with `why` and refuses new ones.

@@ -20,6 +20,9 @@ struct WatchOptions {
   int fanout_threads = 2;
   // Open watch streams the server accepts; more get RESOURCE_EXHAUSTED.
   size_t max_watchers = 100000;
+  // A WatchJobs snapshot holds every RUNNING job but at most this many QUEUED ones (the
+  // newest): a deep queue is listed with ListJobs, page by page.
+  size_t snapshot_queued_limit = 1000;
 };
 
 }  // namespace jobstream::watch

@@ -474,3 +474,205 @@ TEST_F(JobManagerTest, PurgeRemovesOnlyJobsFinishedBefore) {
 
 }  // namespace
 }  // namespace jobstream::jobs
+
+namespace jobstream::jobs {
+namespace {
+
+// A deep queue: jobs of EXTERNAL types wait in the store, not in memory.
+class DeepQueueTest : public JobManagerTest {
+ protected:
+  void SetUp() override {
+    JobManagerTest::SetUp();
+    Close();
+    v1::ServerConfig config;
+    ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
+                    R"({"types": [{"name": "mail", "external": {}},
+                                  {"name": "sms", "external": {}}]})",
+                    &config)
+                    .ok());
+    auto types = JobTypes::FromConfig(config);
+    ASSERT_TRUE(types.ok()) << types.status();
+    types_ = std::make_unique<JobTypes>(*std::move(types));
+    Open();
+  }
+  Job SubmitOf(const std::string& type, int n, int priority = 0) {
+    v1::SubmitRequest request;
+    request.set_type(type);
+    (*request.mutable_params()->mutable_fields())["n"].set_number_value(n);
+    request.set_priority(priority);
+    auto job = Submit(request);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : Job();
+  }
+  v1::LeaseJobResponse Lease(const std::vector<std::string>& types, int max_jobs) {
+    v1::LeaseJobRequest request;
+    for (const auto& t : types) request.add_types(t);
+    request.set_max_jobs(max_jobs);
+    absl::Notification done;
+    absl::StatusOr<v1::LeaseJobResponse> result;
+    manager_->LeaseJobs(request, "test", [&](absl::StatusOr<v1::LeaseJobResponse> r) {
+      result = std::move(r);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : v1::LeaseJobResponse();
+  }
+  absl::StatusOr<Job> Complete(const std::string& lease_id) {
+    absl::Notification done;
+    absl::StatusOr<Job> result;
+    v1::CompleteJobRequest request;
+    request.set_lease_id(lease_id);
+    manager_->CompleteWork(request, [&](absl::StatusOr<Job> job) {
+      result = std::move(job);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return result;
+  }
+  absl::StatusOr<Job> Fail(const std::string& lease_id) {
+    absl::Notification done;
+    absl::StatusOr<Job> result;
+    v1::FailJobRequest request;
+    request.set_lease_id(lease_id);
+    request.mutable_error()->set_message("no");
+    manager_->FailWork(request, [&](absl::StatusOr<Job> job) {
+      result = std::move(job);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return result;
+  }
+  // Every job ListJobs gives for `request`, page by page (3 a page).
+  std::vector<std::string> ListAll(v1::ListJobsRequest request) {
+    std::vector<std::string> ids;
+    request.set_page_size(3);
+    for (int pages = 0; pages < 100; ++pages) {
+      auto page = manager_->List(request);
+      EXPECT_TRUE(page.ok()) << page.status();
+      if (!page.ok()) break;
+      for (const Job& job : page->jobs()) ids.push_back(job.id());
+      if (page->next_page_token().empty()) break;
+      request.set_page_token(page->next_page_token());
+    }
+    return ids;
+  }
+};
+
+TEST_F(DeepQueueTest, QueuedJobsLeaveMemoryOnceWrittenAndAreReadBackToStart) {
+  std::vector<Job> jobs;
+  for (int i = 0; i < 200; ++i) jobs.push_back(SubmitOf("mail", i, i % 3));
+  EXPECT_EQ(manager_->live_jobs(), 0u) << "committed queued jobs are not held in memory";
+  // A job nobody held is watched from the store, then live.
+  auto sub = hub_->WatchJob(jobs[5].id(), 0);
+  ASSERT_TRUE(sub.ok());
+  // Cancel and delete find a queued job in the store.
+  auto cancelled = Cancel(jobs[0].id());
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), Job::CANCELLED);
+  EXPECT_EQ(Delete(jobs[1].id()).code(), absl::StatusCode::kFailedPrecondition);
+
+  v1::LeaseJobResponse leased = Lease({"mail"}, 1000);
+  ASSERT_EQ(leased.jobs_size(), 199);
+  int last_priority = 2;
+  for (const v1::LeasedJob& j : leased.jobs()) {
+    EXPECT_LE(j.job().priority(), last_priority) << "highest priority first";
+    last_priority = j.job().priority();
+    const int n = static_cast<int>(j.job().params().fields().at("n").number_value());
+    EXPECT_EQ(j.job().id(), jobs[n].id()) << "its own params, read back from the store";
+  }
+  for (const v1::LeasedJob& j : leased.jobs()) ASSERT_TRUE(Complete(j.lease_id()).ok());
+  testing::Drained watched = testing::Drain(**sub);
+  hub_->Unsubscribe(*sub);
+  EXPECT_EQ(Types(watched), (std::vector<std::string>{"CREATED", "STARTED", "SUCCEEDED"}));
+  EXPECT_EQ(manager_->live_jobs(), 0u);
+}
+
+TEST_F(DeepQueueTest, ARestartKeepsTheQueueAndItsOrder) {
+  std::vector<Job> jobs;
+  for (int i = 0; i < 50; ++i) jobs.push_back(SubmitOf(i % 2 ? "mail" : "sms", i, i % 5));
+  Close();
+  Open();
+  auto types = manager_->ListTypes();
+  int64_t queued = 0;
+  for (const auto& t : types.types()) queued += t.queued();
+  EXPECT_EQ(queued, 50);
+  EXPECT_EQ(manager_->live_jobs(), 0u);
+  v1::LeaseJobResponse leased = Lease({"mail", "sms"}, 100);
+  ASSERT_EQ(leased.jobs_size(), 50);
+  for (int i = 1; i < 50; ++i) {
+    EXPECT_GE(leased.jobs(i - 1).job().priority(), leased.jobs(i).job().priority());
+  }
+}
+
+TEST_F(DeepQueueTest, ListJobsByStateAndTypeFollowsEveryTransition) {
+  std::vector<Job> mail, sms;
+  for (int i = 0; i < 10; ++i) {
+    mail.push_back(SubmitOf("mail", i));
+    sms.push_back(SubmitOf("sms", i));
+  }
+  v1::LeaseJobResponse leased = Lease({"mail"}, 4);  // mail[0..3] RUNNING
+  ASSERT_EQ(leased.jobs_size(), 4);
+  ASSERT_TRUE(Complete(leased.jobs(0).lease_id()).ok());  // SUCCEEDED
+  ASSERT_TRUE(Complete(leased.jobs(1).lease_id()).ok());  // SUCCEEDED
+  ASSERT_TRUE(Fail(leased.jobs(2).lease_id()).ok());      // FAILED (not retryable)
+  ASSERT_TRUE(Cancel(sms[0].id()).ok());
+  ASSERT_TRUE(Cancel(sms[1].id()).ok());
+
+  // The truth, from the record of every job (creation order, newest first).
+  std::vector<Job> all;
+  for (const std::string& id : ListAll({})) all.push_back(*manager_->Get(id));
+  ASSERT_EQ(all.size(), 20u);
+  auto expect = [&](std::vector<Job::State> states, const std::string& type) {
+    std::vector<std::string> want;
+    for (const Job& job : all) {
+      bool state_ok = states.empty() || std::count(states.begin(), states.end(), job.state());
+      if (state_ok && (type.empty() || job.type() == type)) want.push_back(job.id());
+    }
+    v1::ListJobsRequest request;
+    for (Job::State s : states) request.add_states(s);
+    request.set_type(type);
+    return std::make_pair(want, ListAll(request));
+  };
+  for (const auto& [states, type] : std::vector<std::pair<std::vector<Job::State>, std::string>>{
+           {{Job::QUEUED}, ""},
+           {{Job::RUNNING}, ""},
+           {{Job::SUCCEEDED, Job::FAILED}, ""},
+           {{Job::CANCELLED, Job::QUEUED}, "sms"},
+           {{}, "mail"},
+           {{Job::RUNNING, Job::SUCCEEDED}, "mail"},
+           {{Job::QUEUED}, "mail"}}) {
+    auto [want, got] = expect(states, type);
+    EXPECT_EQ(got, want) << type << " " << states.size();
+    EXPECT_FALSE(want.empty());
+  }
+  EXPECT_EQ(expect({Job::RUNNING}, "").first.size(), 1u);
+  // Removal leaves no index entry behind.
+  ASSERT_TRUE(Delete(sms[0].id()).ok());
+  v1::ListJobsRequest cancelled;
+  cancelled.add_states(Job::CANCELLED);
+  EXPECT_EQ(ListAll(cancelled), std::vector<std::string>{sms[1].id()});
+}
+
+TEST_F(DeepQueueTest, IndexesAreBuiltForAStoreThatHadNone) {
+  for (int i = 0; i < 7; ++i) SubmitOf("mail", i);
+  Close();
+  {  // As a store written before the indexes existed.
+    auto store = storage::JobStore::Open(dir_.path());
+    ASSERT_TRUE(store.ok());
+    storage::Batch wipe;
+    wipe.DeleteRange(storage::Cf::kByState, "", std::string(64, '\xff'));
+    wipe.DeleteRange(storage::Cf::kByTypeState, "", std::string(64, '\xff'));
+    wipe.DeleteRange(storage::Cf::kMeta, "", std::string(64, '\xff'));
+    ASSERT_TRUE((*store)->Write(wipe, true).ok());
+  }
+  Open();
+  v1::ListJobsRequest queued;
+  queued.add_states(Job::QUEUED);
+  EXPECT_EQ(ListAll(queued).size(), 7u);
+  queued.set_type("mail");
+  EXPECT_EQ(ListAll(queued).size(), 7u);
+}
+
+}  // namespace
+}  // namespace jobstream::jobs

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
 
 namespace jobstream::storage {
@@ -56,10 +57,16 @@ TEST(KeysTest, ByTimeKeysSortByTimeAndRoundTrip) {
   EXPECT_FALSE(ParseByTimeKey("short").has_value());
 }
 
-TEST(KeysTest, LeaseKeysSortByDeadline) {
-  EXPECT_LT(LeaseKey(5, "z"), LeaseKey(6, "a"));
-  EXPECT_LT(LeaseKey(1LL << 50, "a"), LeaseKey(kNoDeadline, "a"));
-  EXPECT_EQ(LeaseKeyJobId(LeaseKey(7, kId)), kId);
+TEST(KeysTest, IndexKeysGroupByStateAndTypeThenSortByTime) {
+  EXPECT_LT(ByStateKey(1, 999, "z"), ByStateKey(1, 1000, "a"));
+  EXPECT_LT(ByStateKey(1, 5000, kId), ByStateKey(2, 1, kId));
+  EXPECT_TRUE(absl::StartsWith(ByStateKey(3, 7, kId), ByStatePrefix(3)));
+  EXPECT_EQ(ByStateKey(3, 7, kId).substr(1), ByTimeKey(7, kId)) << "the position suffix";
+  // A type that is a prefix of another never mixes with it.
+  EXPECT_FALSE(absl::StartsWith(ByTypeStateKey("a.bc", 1, 7, kId), ByTypeStatePrefix("a.b", 1)));
+  EXPECT_LT(ByTypeStateKey("a", 1, 9, kId), ByTypeStateKey("a", 2, 1, kId));
+  const std::string key = ByTypeStateKey("report", 2, 7, kId);
+  EXPECT_EQ(key.substr(key.size() - kByTimeKeyLength), ByTimeKey(7, kId));
 }
 
 TEST(KeysTest, TombstoneRoundTrips) {
