@@ -27,7 +27,7 @@
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "rocksdb/db.h"
 #include "jobstream/v1/job_states.h"
-#include "tests/support/process.h"
+#include "bench/bench_util.h"
 
 ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(3), "length of each throughput phase");
@@ -43,106 +43,15 @@ using jobstream::v1::Job;
 using jobstream::v1::JobEvent;
 using jobstream::v1::JobService;
 
-// ---- processes -------------------------------------------------------------------------
-
-struct Child {
-  pid_t pid = -1;
-  std::string address;
-  void Stop() {
-    jobstream::testing::StopProcess(pid, SIGTERM);
-    pid = -1;
-  }
-};
-
-Child Spawn(const std::vector<std::string>& argv) {
-  jobstream::testing::Listening child = jobstream::testing::SpawnListening(argv);
-  return {child.pid, child.address};
-}
-
-int64_t RssKb(pid_t pid) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmRSS:") {
-      int64_t kb;
-      status >> kb;
-      return kb;
-    }
-    status.ignore(1 << 20, '\n');
-  }
-  return -1;
-}
-
-std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& address, int n) {
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  for (int i = 0; i < n; ++i) {
-    grpc::ChannelArguments args;
-    args.SetInt("jobstream.bench.channel", i);  // distinct args: one connection each
-    args.SetMaxReceiveMessageSize(-1);
-    channels.push_back(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-  }
-  return channels;
-}
-
-// ---- measurements ----------------------------------------------------------------------
-
-struct Load {
-  int64_t ok = 0;
-  int64_t errors = 0;
-  std::string first_error;
-  double seconds = 0;
-  std::vector<double> latency_us;
-  double rate() const { return ok / seconds; }
-  double percentile(double q) {
-    if (latency_us.empty()) return 0;
-    std::sort(latency_us.begin(), latency_us.end());
-    return latency_us[std::min(latency_us.size() - 1, static_cast<size_t>(q * latency_us.size()))];
-  }
-};
-
-// Starts one call; calls done(status) when it completes.
-using StartCall = std::function<void(std::function<void(const grpc::Status&)>)>;
-
-// Keeps `in_flight` calls going for `duration` (closed loop).
-Load ClosedLoop(int in_flight, absl::Duration duration, const StartCall& start) {
-  absl::Mutex mu;
-  Load load;
-  int active = in_flight;
-  const absl::Time begin = absl::Now();
-  const absl::Time end = begin + duration;
-  std::function<void()> launch = [&] {
-    const absl::Time t0 = absl::Now();
-    start([&, t0](const grpc::Status& s) {
-      const absl::Time now = absl::Now();
-      bool again;
-      {
-        absl::MutexLock lock(&mu);
-        if (s.ok()) {
-          ++load.ok;
-          load.latency_us.push_back(absl::ToDoubleMicroseconds(now - t0));
-        } else if (load.errors++ == 0) {
-          load.first_error = s.error_message();
-        }
-        again = now < end;
-        if (!again) --active;
-      }
-      if (again) launch();
-    });
-  };
-  for (int i = 0; i < in_flight; ++i) launch();
-  absl::MutexLock lock(&mu);
-  mu.Await(absl::Condition(+[](int* a) { return *a == 0; }, &active));
-  load.seconds = absl::ToDoubleSeconds(absl::Now() - begin);
-  return load;
-}
-
-template <typename Req, typename Resp>
-struct Call {
-  grpc::ClientContext ctx;
-  Req request;
-  Resp response;
-};
+using jobstream::bench::Call;
+using jobstream::bench::Channels;
+using jobstream::bench::Child;
+using jobstream::bench::ClosedLoop;
+using jobstream::bench::Load;
+using jobstream::bench::Percentile;
+using jobstream::bench::RssKb;
+using jobstream::bench::Spawn;
+using jobstream::bench::StartCall;
 
 StartCall SubmitCalls(const std::vector<std::shared_ptr<grpc::Channel>>& channels) {
   auto stubs = std::make_shared<std::vector<std::unique_ptr<JobService::Stub>>>();
@@ -265,12 +174,6 @@ class Watcher : public grpc::ClientReadReactor<JobEvent> {
   JobEvent event_;
   bool seen_ = false;
 };
-
-double Percentile(std::vector<double>& v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
-}
 
 Job MustSubmit(JobService::Stub* stub, const std::string& params_json_steps, int64_t step_ms,
                int ticks, absl::Time run_at) {

@@ -31,11 +31,17 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& dir)
   options.create_if_missing = true;
   options.create_missing_column_families = true;
   options.IncreaseParallelism(2);
+  // Memory and restart time stay bounded however deep the queue: all memtables together
+  // hold at most 128 MB, and a crash leaves at most 256 MB of WAL to replay (a family
+  // written rarely is flushed rather than keep old logs alive).
+  options.db_write_buffer_size = 128 << 20;
+  options.max_total_wal_size = 256 << 20;
   // Point lookups by job id dominate: bloom filters keep misses off the disk.
   rocksdb::BlockBasedTableOptions table;
   table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   rocksdb::ColumnFamilyOptions cf_options(options);
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  cf_options.write_buffer_size = 32 << 20;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   families.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);

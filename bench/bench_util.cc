@@ -1,0 +1,89 @@
+#include "bench/bench_util.h"
+
+#include <signal.h>
+
+#include <fstream>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "tests/support/process.h"
+
+namespace jobstream::bench {
+
+void Child::Stop() {
+  jobstream::testing::StopProcess(pid, SIGTERM);
+  pid = -1;
+}
+
+Child Spawn(const std::vector<std::string>& argv) {
+  jobstream::testing::Listening child = jobstream::testing::SpawnListening(argv);
+  return {child.pid, child.address};
+}
+
+int64_t RssKb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (status >> key) {
+    if (key == "VmRSS:") {
+      int64_t kb;
+      status >> kb;
+      return kb;
+    }
+    status.ignore(1 << 20, '\n');
+  }
+  return -1;
+}
+
+std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& address, int n) {
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (int i = 0; i < n; ++i) {
+    grpc::ChannelArguments args;
+    args.SetInt("jobstream.bench.channel", i);  // distinct args: one connection each
+    args.SetMaxReceiveMessageSize(-1);
+    channels.push_back(
+        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  }
+  return channels;
+}
+
+double Load::percentile(double q) { return Percentile(latency_us, q); }
+
+Load ClosedLoop(int in_flight, absl::Duration duration, const StartCall& start) {
+  absl::Mutex mu;
+  Load load;
+  int active = in_flight;
+  const absl::Time begin = absl::Now();
+  const absl::Time end = begin + duration;
+  std::function<void()> launch = [&] {
+    const absl::Time t0 = absl::Now();
+    start([&, t0](const grpc::Status& s) {
+      const absl::Time now = absl::Now();
+      bool again;
+      {
+        absl::MutexLock lock(&mu);
+        if (s.ok()) {
+          ++load.ok;
+          load.latency_us.push_back(absl::ToDoubleMicroseconds(now - t0));
+        } else if (load.errors++ == 0) {
+          load.first_error = s.error_message();
+        }
+        again = now < end;
+        if (!again) --active;
+      }
+      if (again) launch();
+    });
+  };
+  for (int i = 0; i < in_flight; ++i) launch();
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(+[](int* a) { return *a == 0; }, &active));
+  load.seconds = absl::ToDoubleSeconds(absl::Now() - begin);
+  return load;
+}
+
+double Percentile(std::vector<double>& v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
+}
+
+}  // namespace jobstream::bench

@@ -1,0 +1,55 @@
+// Shared by the bench tools: child processes, channels, closed-loop load, percentiles.
+#pragma once
+
+#include <sys/types.h>
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+
+namespace jobstream::bench {
+
+struct Child {
+  pid_t pid = -1;
+  std::string address;
+  void Stop();  // SIGTERM, and wait
+};
+
+// Starts a binary that prints "listening on HOST:PORT" first.
+Child Spawn(const std::vector<std::string>& argv);
+// Resident memory of a process, KB.
+int64_t RssKb(pid_t pid);
+// `n` channels, one connection each.
+std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& address, int n);
+
+struct Load {
+  int64_t ok = 0;
+  int64_t errors = 0;
+  std::string first_error;
+  double seconds = 0;
+  std::vector<double> latency_us;
+  double rate() const { return ok / seconds; }
+  double percentile(double q);
+};
+
+// Starts one call; calls done(status) when it completes.
+using StartCall = std::function<void(std::function<void(const grpc::Status&)>)>;
+
+// Keeps `in_flight` calls going for `duration` (closed loop).
+Load ClosedLoop(int in_flight, absl::Duration duration, const StartCall& start);
+
+template <typename Req, typename Resp>
+struct Call {
+  grpc::ClientContext ctx;
+  Req request;
+  Resp response;
+};
+
+double Percentile(std::vector<double>& v, double q);
+
+}  // namespace jobstream::bench
