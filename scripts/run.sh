@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, starts jobstream-server and jobstream-gateway with
-# defaults (or reuses the ones this script started before), submits a demo job and shows
-# its progress live.
+# Installs what is missing, builds, starts jobstream-server (with examples/config.json:
+# an exec type and an external one), jobstream-gateway and an external worker (or reuses
+# the ones this script started before), submits a demo job and shows its progress live.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -37,27 +37,40 @@ start() {
   head -n1 "$RUN_DIR/$base.out"
 }
 
-start server/jobstream-server --listen="$ADDRESS" --data_dir=./jobstream-data
+start server/jobstream-server --listen="$ADDRESS" --data_dir=./jobstream-data \
+  --config=examples/config.json
 start gateway/jobstream-gateway --listen="$GATEWAY" --server="$ADDRESS"
 SERVER_PID=$(cat "$RUN_DIR/jobstream-server.pid")
 GATEWAY_PID=$(cat "$RUN_DIR/jobstream-gateway.pid")
 
 JOBSTREAM="$BUILD_DIR/client/jobstream"
+# An external worker for thumbnails.remote: the same script, leased over WorkerService.
+WORKER_PID_FILE="$RUN_DIR/jobstream-work.pid"
+if ! { [ -f "$WORKER_PID_FILE" ] && kill -0 "$(cat "$WORKER_PID_FILE")" 2>/dev/null; }; then
+  echo "== starting jobstream work --type=thumbnails.remote"
+  "$JOBSTREAM" --server="$ADDRESS" work --type=thumbnails.remote --concurrency=2 \
+    -- examples/jobs/thumbnails.sh >"$RUN_DIR/jobstream-work.log" 2>&1 &
+  echo $! >"$WORKER_PID_FILE"
+fi
+WORKER_PID=$(cat "$WORKER_PID_FILE")
 echo "== submitting a demo job and watching it"
 "$JOBSTREAM" --server="$ADDRESS" submit demo.steps \
   --params='{"steps": ["fetch", "render", "upload"], "step_ms": 800, "ticks": 8}' --watch ||
   true
 cat <<MSG
 
-jobstream-server (pid $SERVER_PID) and jobstream-gateway (pid $GATEWAY_PID) are running;
-logs in $RUN_DIR.
+jobstream-server (pid $SERVER_PID), jobstream-gateway (pid $GATEWAY_PID) and a worker
+(pid $WORKER_PID) are running; logs in $RUN_DIR.
 
   open http://$GATEWAY/      # the live page: submit jobs, watch their progress bars
 
 Try:
   $JOBSTREAM list
   $JOBSTREAM submit demo.steps --params='{"fail_at": "render"}' --watch
+  $JOBSTREAM submit thumbnails --params='{"images": 3}' --watch          # a script the server runs
+  $JOBSTREAM submit thumbnails.remote --params='{"images": 3}' --watch   # the same, on the worker
+  $JOBSTREAM types
   curl -s http://$GATEWAY/v1/jobs
   curl -sN http://$GATEWAY/v1/jobs/ID/events      # the job's events as Server-Sent Events
-Stop them with: kill $SERVER_PID $GATEWAY_PID
+Stop them with: kill $WORKER_PID $GATEWAY_PID $SERVER_PID
 MSG
