@@ -76,6 +76,13 @@ test('every REST route', async () => {
   assert.equal(clash.status, 400);
   assert.match(clash.body.message, /Idempotency-Key header and the body's requestId differ/);
 
+  const types = await json('GET', '/v1/types');
+  assert.equal(types.status, 200);
+  const demo = types.body.types.find((t) => t.name === 'demo.steps');
+  assert.equal(demo.runner, 'BUILTIN');
+  assert.equal(demo.maxAttempts, 3);
+  assert.equal((await json('POST', '/v1/types')).status, 405);
+
   assert.equal((await json('GET', '/healthz')).body.status, 'SERVING');
   const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
   assert.match(metrics, /^jobstream_gateway_requests_total \d+$/m);
