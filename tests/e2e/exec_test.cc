@@ -15,6 +15,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "jobstream/v1/job_states.h"
+#include "tests/support/job_helpers.h"
 #include "tests/support/server_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -28,12 +29,8 @@ using v1::JobEvent;
 
 class ExecTest : public ::testing::Test {
  protected:
-  // Writes an executable shell script; returns its path.
   std::string Script(const std::string& name, const std::string& body) {
-    const std::string path = dir_.sub(name);
-    std::ofstream(path) << "#!/bin/sh\n" << body;
-    chmod(path.c_str(), 0755);
-    return path;
+    return testing::WriteScript(dir_.sub(name), body);
   }
   // A server declaring one exec type per (name, json of the rest of its config).
   void StartServer(const std::vector<std::pair<std::string, std::string>>& types) {
@@ -66,51 +63,21 @@ class ExecTest : public ::testing::Test {
     EXPECT_TRUE(job.ok()) << job.status();
     return job.ok() ? *job : Job();
   }
-  // Follows the job to its end; returns its events.
-  std::vector<JobEvent> Follow(const std::string& id) {
-    std::vector<JobEvent> events;
-    auto end = client_->Watch(id, 0, [&](const JobEvent& e) { events.push_back(e); });
-    EXPECT_TRUE(end.ok()) << end.status();
-    return events;
-  }
+  std::vector<JobEvent> Follow(const std::string& id) { return testing::FollowJob(*client_, id); }
   static std::vector<std::string> Types(const std::vector<JobEvent>& events) {
     std::vector<std::string> types;
     for (const auto& e : events) types.push_back(JobEvent::Type_Name(e.type()));
     return types;
   }
   template <typename P>
-  Job WaitFor(const std::string& id, P pred) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(15);
-    auto job = client_->GetStatus(id);
-    while (job.ok() && !pred(*job) && absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(20));
-      job = client_->GetStatus(id);
-    }
-    EXPECT_TRUE(job.ok()) << job.status();
-    return job.ok() ? *job : Job();
+  Job WaitFor(const std::string& id, P pred, absl::Duration limit = absl::Seconds(15)) {
+    return testing::WaitForJob(*client_, id, pred, limit);
   }
-  // The pid a script wrote to `file`, once it is there.
-  pid_t ReadPid(const std::string& file) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (absl::Now() < deadline) {
-      std::ifstream in(dir_.sub(file));
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      int pid = 0;
-      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &pid) && pid > 0) return pid;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ADD_FAILURE() << "no pid in " << file;
-    return -1;
-  }
-  // True once no process has the pid (it may linger briefly as it is being killed).
-  static bool Gone(pid_t pid) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(5);
-    while (absl::Now() < deadline) {
-      if (pid > 0 && kill(pid, 0) != 0) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
-  }
+
+  pid_t ReadPid(const std::string& file) { return testing::ReadPidFile(dir_.sub(file)); }
+
+  static bool Gone(pid_t pid) { return testing::ProcessGone(pid); }
+
 
   testing::TempDir dir_;
   std::vector<std::string> flags_;

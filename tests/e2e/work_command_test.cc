@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "jobstream/v1/job_states.h"
 #include "tests/support/process.h"
+#include "tests/support/job_helpers.h"
 #include "tests/support/server_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -75,35 +76,13 @@ class WorkCommandTest : public ::testing::Test {
   }
   template <typename P>
   Job WaitFor(const std::string& id, P pred, absl::Duration limit = absl::Seconds(15)) {
-    const absl::Time deadline = absl::Now() + limit;
-    auto job = client_->GetStatus(id);
-    while (job.ok() && !pred(*job) && absl::Now() < deadline) {
-      absl::SleepFor(absl::Milliseconds(20));
-      job = client_->GetStatus(id);
-    }
-    EXPECT_TRUE(job.ok()) << job.status();
-    return job.ok() ? *job : Job();
+    return testing::WaitForJob(*client_, id, pred, limit);
   }
-  pid_t ReadPid(const std::string& file) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(10);
-    while (absl::Now() < deadline) {
-      std::ifstream in(dir_.sub(file));
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      int pid = 0;
-      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &pid) && pid > 0) return pid;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    ADD_FAILURE() << "no pid in " << file;
-    return -1;
-  }
-  static bool Gone(pid_t pid) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(5);
-    while (absl::Now() < deadline) {
-      if (pid > 0 && kill(pid, 0) != 0) return true;
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    return false;
-  }
+
+  pid_t ReadPid(const std::string& file) { return testing::ReadPidFile(dir_.sub(file)); }
+
+  static bool Gone(pid_t pid) { return testing::ProcessGone(pid); }
+
 
   testing::TempDir dir_;
   std::unique_ptr<ServerProcess> server_;

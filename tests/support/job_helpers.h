@@ -1,0 +1,73 @@
+// Helpers of the e2e tests that run programs as jobs: scripts made at test time, a job
+// followed to its end, polling for a state, and the processes a script left pids of.
+#pragma once
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/time/clock.h"
+#include "client/job_client.h"
+#include "gtest/gtest.h"
+
+namespace jobstream::testing {
+
+// Writes an executable /bin/sh script at `path`; returns the path.
+inline std::string WriteScript(const std::string& path, const std::string& body) {
+  std::ofstream(path) << "#!/bin/sh\n" << body;
+  chmod(path.c_str(), 0755);
+  return path;
+}
+
+// Every event of the job until it ends.
+inline std::vector<v1::JobEvent> FollowJob(client::JobClient& client, const std::string& id) {
+  std::vector<v1::JobEvent> events;
+  auto end = client.Watch(id, 0, [&](const v1::JobEvent& e) { events.push_back(e); });
+  EXPECT_TRUE(end.ok()) << end.status();
+  return events;
+}
+
+// Polls GetStatus until `pred` holds or `limit` passes; returns the job as last seen.
+template <typename P>
+v1::Job WaitForJob(client::JobClient& client, const std::string& id, P pred,
+                   absl::Duration limit = absl::Seconds(15)) {
+  const absl::Time deadline = absl::Now() + limit;
+  auto job = client.GetStatus(id);
+  while (job.ok() && !pred(*job) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+    job = client.GetStatus(id);
+  }
+  EXPECT_TRUE(job.ok()) << job.status();
+  return job.ok() ? *job : v1::Job();
+}
+
+// The pid a script wrote to `path`, once it is there.
+inline pid_t ReadPidFile(const std::string& path) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < deadline) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    int pid = 0;
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(text), &pid) && pid > 0) return pid;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ADD_FAILURE() << "no pid in " << path;
+  return -1;
+}
+
+// True once no process has the pid (it may linger briefly as it is being killed).
+inline bool ProcessGone(pid_t pid) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(5);
+  while (absl::Now() < deadline) {
+    if (pid > 0 && kill(pid, 0) != 0) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return false;
+}
+
+}  // namespace jobstream::testing
