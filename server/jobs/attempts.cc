@@ -2,6 +2,7 @@
 // to a worker), reports progress, and ends; and the WorkerService calls that drive it.
 #include <algorithm>
 #include <cmath>
+#include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -264,6 +265,24 @@ absl::Status JobManager::RecordProgress(LiveJob& live, const v1::Progress& p, Ba
   return Commit(live, type, std::move(batch), std::move(on_commit));
 }
 
+JobManager::LiveJob* JobManager::LoadQueued(const std::string& key) {
+  const std::string job_id = storage::ParseQueueKey(key)->job_id;
+  const bool held = live_.contains(job_id);
+  auto loaded = Load(job_id, /*with_params=*/true);
+  if (loaded.ok() && (*loaded)->job.state() == Job::QUEUED) return *loaded;
+  // A queue entry whose job is gone or has moved on (say, cancelled by an older version
+  // that keyed retries differently): drop it rather than start the job.
+  std::cerr << "jobstream-server: dropping a stale queue entry of job " << job_id << ": "
+            << (loaded.ok() ? Job::State_Name((*loaded)->job.state()) : loaded.status().ToString())
+            << "\n";
+  queue_.Remove(key);
+  Batch batch;
+  batch.Delete(Cf::kQueue, key);
+  committer_.Enqueue({std::move(batch), {}, nullptr}).IgnoreError();
+  if (!held) live_.erase(job_id);
+  return nullptr;
+}
+
 // ---------------------------------------------------------------------------------------
 // Runner calls (in-server types)
 
@@ -277,12 +296,9 @@ std::optional<Attempt> JobManager::Acquire(const std::vector<std::string>& types
       continue;
     }
     const std::string job_id = storage::ParseQueueKey(*key)->job_id;
-    auto loaded = Load(job_id, /*with_params=*/true);
-    if (!loaded.ok()) {  // a queue entry without its job: drop it, keep going
-      queue_.Remove(*key);
-      continue;
-    }
-    LiveJob& live = **loaded;
+    LiveJob* loaded = LoadQueued(*key);
+    if (loaded == nullptr) continue;
+    LiveJob& live = *loaded;
     live.queue_key = *key;
     StartAttempt(live, absl::Now(), "server", absl::ZeroDuration(), nullptr);
     if (!committer_.health().ok()) return std::nullopt;  // the store failed
@@ -374,12 +390,9 @@ int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now
   };
   int granted = 0;
   for (; key && granted < waiter->max_jobs; key = queue_.Next(waiter->types, admits)) {
-    auto loaded = Load(storage::ParseQueueKey(*key)->job_id, /*with_params=*/true);
-    if (!loaded.ok()) {  // a queue entry without its job: drop it, keep going
-      queue_.Remove(*key);
-      continue;
-    }
-    LiveJob& live = **loaded;
+    LiveJob* loaded = LoadQueued(*key);
+    if (loaded == nullptr) continue;
+    LiveJob& live = *loaded;
     live.queue_key = *key;
     int index;
     {

@@ -171,6 +171,9 @@ class JobManager {
   // The job in memory, read from the store if it is not (with its params if asked).
   absl::StatusOr<LiveJob*> Load(const std::string& job_id, bool with_params)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job of a ready queue key, read in to start; nullptr (the entry dropped) if the job
+  // is gone or no longer QUEUED.
+  LiveJob* LoadQueued(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A commit of the job is acknowledged: a QUEUED job with nothing more in flight leaves
   // memory (its place in the queue stays).
   void Settle(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);

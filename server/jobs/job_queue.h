@@ -1,5 +1,5 @@
 // JobQueue: the order in which QUEUED jobs run. It holds each queued job's place — type,
-// priority, ready time and id, about 40 bytes in a B-tree — never the job itself, so a
+// priority, ready time and id, 48 bytes in a B-tree — never the job itself, so a
 // million queued jobs cost tens of megabytes. Jobs that may run now are kept apart from
 // jobs waiting for their ready time (run_at, or a retry's backoff). The interface speaks
 // storage::QueueKey strings, the keys of the `queue` column family. Not thread-safe: the

@@ -654,6 +654,30 @@ TEST_F(DeepQueueTest, ListJobsByStateAndTypeFollowsEveryTransition) {
   EXPECT_EQ(ListAll(cancelled), std::vector<std::string>{sms[1].id()});
 }
 
+TEST_F(DeepQueueTest, AStaleQueueEntryIsDroppedNotStarted) {
+  Job done = SubmitOf("mail", 1);
+  ASSERT_TRUE(Cancel(done.id()).ok());
+  Job waiting = SubmitOf("mail", 2);
+  Close();
+  // As an older version could leave behind: a queue entry of a job that has moved on.
+  const std::string stale = storage::QueueKey("mail", 0, 1, done.id());
+  {
+    auto store = storage::JobStore::Open(dir_.path());
+    ASSERT_TRUE(store.ok());
+    storage::Batch batch;
+    batch.Put(storage::Cf::kQueue, stale, "");
+    ASSERT_TRUE((*store)->Write(batch, true).ok());
+  }
+  Open();
+  v1::LeaseJobResponse leased = Lease({"mail"}, 10);
+  ASSERT_EQ(leased.jobs_size(), 1);
+  EXPECT_EQ(leased.jobs(0).job().id(), waiting.id());
+  EXPECT_EQ(manager_->Get(done.id())->state(), Job::CANCELLED) << "not started again";
+  Close();
+  Open();
+  EXPECT_EQ(manager_->ListTypes().types(1).queued(), 0) << "and the entry is gone for good";
+}
+
 TEST_F(DeepQueueTest, IndexesAreBuiltForAStoreThatHadNone) {
   for (int i = 0; i < 7; ++i) SubmitOf("mail", i);
   Close();
