@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -205,6 +206,8 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const SpawnOpt
   for (int fd : {child->stdin_fd_, child->stdout_fd_, child->stderr_fd_}) {
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
   }
+  // So that the end of the program wakes a poll at once (Linux 5.3+).
+  child->exit_fd_ = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   // The exec error pipe closes on a successful execve, or carries errno.
   int exec_errno = 0;
   ssize_t n;
@@ -242,6 +245,7 @@ bool ChildProcess::TryWait(int* status) {
 }
 
 ChildProcess::~ChildProcess() {
+  CloseFd(exit_fd_);
   CloseFd(stdin_fd_);
   CloseFd(stdout_fd_);
   CloseFd(stderr_fd_);

@@ -44,6 +44,8 @@ class ChildProcess {
   // Reaps the supervisor if it has exited; true then, with the program's wait status in
   // *status (exit code, or death by signal).
   bool TryWait(int* status);
+  // Readable (for poll) once the supervisor has exited; -1 if the kernel has no pidfd.
+  int exit_fd() const { return exit_fd_; }
   pid_t group() const { return group_; }
 
  private:
@@ -51,6 +53,7 @@ class ChildProcess {
   pid_t group_ = -1;  // the supervisor's pid, which is the group's id
   bool reaped_ = false;
   int stdin_fd_ = -1, stdout_fd_ = -1, stderr_fd_ = -1;
+  int exit_fd_ = -1;
 };
 
 // "exited with status 3", "killed by signal 9 (Killed)".

@@ -207,8 +207,9 @@ ProgramOutcome RunProgram(const ProgramOptions& options, const std::string& stdi
     if (hooks.tick) hooks.tick();
     if (process.TryWait(&wait_status)) break;
 
-    pollfd fds[3];
+    pollfd fds[4];
     int n = 0;
+    if (process.exit_fd() >= 0) fds[n++] = {process.exit_fd(), POLLIN, 0};
     if (process.stdin_fd() >= 0) fds[n++] = {process.stdin_fd(), POLLOUT, 0};
     if (out_open) fds[n++] = {process.stdout_fd(), POLLIN, 0};
     if (err_open) fds[n++] = {process.stderr_fd(), POLLIN, 0};
@@ -219,7 +220,7 @@ ProgramOutcome RunProgram(const ProgramOptions& options, const std::string& stdi
     }
     if (ready <= 0) continue;
     for (int i = 0; i < n; ++i) {
-      if (fds[i].revents == 0) continue;
+      if (fds[i].revents == 0 || fds[i].fd == process.exit_fd()) continue;  // TryWait sees it
       if (fds[i].fd == process.stdin_fd()) {
         ssize_t w = write(process.stdin_fd(), stdin_data.data() + written,
                           stdin_data.size() - written);

@@ -75,9 +75,7 @@ std::optional<std::string> JobQueue::Next(
     std::optional<uint32_t> type = Find(name);
     if (!type || types_[*type].ready.empty() || (admit && !admit(name))) continue;
     const Item& first = *types_[*type].ready.begin();
-    // Across types: priority, then ready time (ids only order jobs within a type).
-    if (best == nullptr || first.priority > best->priority ||
-        (first.priority == best->priority && first.ready_ms < best->ready_ms)) {
+    if (best == nullptr || first < *best) {  // the same order across types as within one
       best = &first;
       best_type = *type;
     }

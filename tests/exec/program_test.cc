@@ -1,0 +1,82 @@
+// RunProgram on real programs (/bin/sh scripts made at test time).
+#include "server/exec/program.h"
+
+#include <atomic>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "tests/support/job_helpers.h"
+#include "tests/support/temp_dir.h"
+
+namespace jobstream::exec {
+namespace {
+
+class ProgramTest : public ::testing::Test {
+ protected:
+  ProgramOutcome Run(const std::string& body, const std::string& input = "{}\n",
+                     ProgramHooks hooks = {}) {
+    ProgramOptions options;
+    options.argv = {testing::WriteScript(dir_.sub("p.sh"), body)};
+    options.kill_grace = absl::Milliseconds(500);
+    options.max_line_bytes = 1000;
+    if (!hooks.report) hooks.report = [this](const v1::Progress& p) { reports_.push_back(p); };
+    return RunProgram(options, input, hooks);
+  }
+  testing::TempDir dir_;
+  std::vector<v1::Progress> reports_;
+};
+
+TEST_F(ProgramTest, TheLastLineCountsWithoutANewlineAndStdinArrives) {
+  ProgramOutcome out = Run("read p\nprintf '{\"result\": %s}' \"$p\"\n", "{\"x\": 1}\n");
+  ASSERT_TRUE(out.result.ok()) << out.result.status();
+  EXPECT_EQ(out.result->struct_value().fields().at("x").number_value(), 1);
+}
+
+TEST_F(ProgramTest, StepsAndProgressAreReportedInOrderAndLongLinesSkipped) {
+  ProgramOutcome out = Run(R"(
+echo '{"step": "one", "stepCount": 2}'
+head -c 5000 /dev/zero | tr '\0' 'x'; echo
+echo '{"fraction": 0.5}'
+echo '{"step": "two", "message": "m"}'
+)");
+  ASSERT_TRUE(out.result.ok());
+  EXPECT_EQ(out.result->kind_case(), google::protobuf::Value::kNullValue) << "no result: null";
+  ASSERT_EQ(reports_.size(), 3u);
+  EXPECT_EQ(reports_[0].step(), "one");
+  EXPECT_EQ(reports_[0].step_count(), 2);
+  EXPECT_DOUBLE_EQ(reports_[1].fraction(), 0.5);
+  EXPECT_EQ(reports_[2].message(), "m");
+}
+
+TEST_F(ProgramTest, StderrTailIsValidUtf8AndBounded) {
+  ProgramOutcome out = Run("head -c 10000 /dev/zero | tr '\\0' 'e' >&2\nprintf 'bad \\377\\376 end' >&2\nexit 4\n");
+  ASSERT_FALSE(out.result.ok());
+  EXPECT_TRUE(out.retryable);
+  const std::string message(out.result.status().message());
+  EXPECT_TRUE(absl::StrContains(message, "exited with status 4"));
+  EXPECT_TRUE(absl::StrContains(message, "bad ?? end")) << "invalid bytes replaced";
+  EXPECT_LT(message.size(), 2500u) << "only the tail";
+}
+
+TEST_F(ProgramTest, AProgramThatCannotStartIsNotRetryable) {
+  ProgramOptions options;
+  options.argv = {dir_.sub("vanished.sh")};
+  ProgramOutcome out = RunProgram(options, "", {});
+  EXPECT_EQ(out.result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(out.retryable);
+  EXPECT_TRUE(absl::StrContains(out.result.status().message(), "No such file"));
+}
+
+TEST_F(ProgramTest, StopEndsTheProgramAsCancelled) {
+  std::atomic<int> ticks{0};
+  ProgramHooks hooks;
+  hooks.stop = [&] { return ticks.load() > 2; };
+  hooks.tick = [&] { ++ticks; };
+  const absl::Time start = absl::Now();
+  ProgramOutcome out = Run("trap '' TERM\nsleep 30\n", "", hooks);
+  EXPECT_EQ(out.result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << "SIGKILL after the grace";
+}
+
+}  // namespace
+}  // namespace jobstream::exec
