@@ -331,12 +331,12 @@ int Work(const std::string& server, const std::vector<std::string>& command) {
       worker.Stop();
     }
   });
-  worker.Run();
+  const absl::Status refused = worker.Run();
   // Every slot has ended (a refused LeaseJob ends them too): release the signal thread.
   pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
   std::cerr << "jobstream work: stopped after " << worker.jobs_done() << " jobs" << std::endl;
-  return kExitOk;
+  return refused.ok() ? kExitOk : kExitFailed;
 }
 
 }  // namespace

@@ -39,16 +39,19 @@ void Worker::Log(const std::string& line) {
 }
 
 void Worker::Stop() {
+  absl::MutexLock lock(&mu_);
+  if (stopping_.HasBeenNotified()) return;  // a Notification takes one Notify
   drain_deadline_ = absl::Now() + options_.drain;
   stopping_.Notify();
-  absl::MutexLock lock(&mu_);
   for (grpc::ClientContext* ctx : polls_) ctx->TryCancel();
 }
 
-void Worker::Run() {
+absl::Status Worker::Run() {
   std::vector<std::thread> slots;
   for (int i = 0; i < options_.concurrency; ++i) slots.emplace_back([this, i] { Slot(i); });
   for (std::thread& t : slots) t.join();
+  absl::MutexLock lock(&mu_);
+  return refused_;
 }
 
 void Worker::Slot(int index) {
@@ -80,7 +83,11 @@ void Worker::Slot(int index) {
       if (!Transient(status) && status.error_code() != grpc::StatusCode::CANCELLED) {
         // The server refused the request itself (e.g. an undeclared type): say so, stop.
         Log(absl::StrCat("LeaseJob refused: ", status.error_message()));
-        stopping_.Notify();
+        {
+          absl::MutexLock lock(&mu_);
+          if (refused_.ok()) refused_ = absl::FailedPreconditionError(status.error_message());
+        }
+        Stop();
         break;
       }
       if (index == 0) Log(absl::StrCat("server unavailable (", status.error_message(), "); retrying"));

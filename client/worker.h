@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -42,10 +43,11 @@ class Worker {
  public:
   Worker(std::shared_ptr<grpc::Channel> channel, WorkerOptions options);
 
-  // Runs until Stop() and every slot has finished or handed back its job.
-  void Run();
-  // Thread-safe; from a signal-waiting thread.
-  void Stop();
+  // Runs until Stop() and every slot has finished or handed back its job. Fails if the
+  // server refused to lease (an undeclared type, say): nothing would ever come.
+  absl::Status Run();
+  // Thread-safe and idempotent; from a signal-waiting thread, or a slot.
+  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Jobs this worker ended (completed, failed or cancelled), for logs and tests.
   int64_t jobs_done() const { return jobs_done_.load(); }
@@ -57,10 +59,11 @@ class Worker {
 
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   const WorkerOptions options_;
-  absl::Notification stopping_;
-  absl::Time drain_deadline_ = absl::InfiniteFuture();
+  absl::Notification stopping_;  // notified once, by Stop(), under mu_
+  absl::Time drain_deadline_ = absl::InfiniteFuture();  // set before stopping_ is notified
   absl::Mutex mu_;
   std::set<grpc::ClientContext*> polls_ ABSL_GUARDED_BY(mu_);  // LeaseJob calls waiting
+  absl::Status refused_ ABSL_GUARDED_BY(mu_);
   std::atomic<int64_t> jobs_done_{0};
 };
 

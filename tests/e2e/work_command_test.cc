@@ -115,6 +115,17 @@ echo "{\"result\": {\"params\": $params, \"job\": \"$JOBSTREAM_JOB_ID\"}}"
   }
 }
 
+TEST_F(WorkCommandTest, ATypeTheServerRefusesEndsTheWorkerWithExitOne) {
+  StartServer(R"({"name": "report", "external": {}})");
+  for (const char* flags : {"--type=nope", "--type=demo.steps --concurrency=3"}) {
+    auto [code, out] = testing::RunCommand(absl::StrCat(
+        "timeout 20 ", testing::BinaryPath("client/jobstream"), " --server=", server_->address(),
+        " work ", flags, " -- /bin/true 2>&1"));
+    EXPECT_EQ(code, 1) << flags << ": " << out;
+    EXPECT_NE(out.find("LeaseJob refused"), std::string::npos) << out;
+  }
+}
+
 TEST_F(WorkCommandTest, HeartbeatsKeepASilentJobsLease) {
   const std::string quiet = Script("quiet.sh", "sleep 3\necho '{\"result\": \"patient\"}'\n");
   StartServer(R"({"name": "report", "external": {"leaseDuration": "1s"}, "maxAttempts": 1})");
