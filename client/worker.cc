@@ -6,7 +6,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace jobstream::client {
@@ -143,9 +142,6 @@ void Worker::RunJob(const v1::LeasedJob& leased) {
   exec::ProgramOptions program;
   program.argv = options_.argv;
   program.kill_grace = options_.kill_grace;
-  program.env["JOBSTREAM_JOB_ID"] = job.id();
-  program.env["JOBSTREAM_JOB_TYPE"] = job.type();
-  program.env["JOBSTREAM_ATTEMPT"] = absl::StrCat(job.attempt());
   exec::ProgramHooks hooks;
   hooks.report = [&](const v1::Progress& p) {
     if (stop == StopReason::kLeaseLost) return;
@@ -178,12 +174,8 @@ void Worker::RunJob(const v1::LeasedJob& leased) {
   hooks.stop = [&] { return stop != StopReason::kNone; };
   hooks.log = [&](absl::string_view what) { Log(absl::StrCat("job ", job.id(), ": ", what)); };
 
-  std::string params;
-  google::protobuf::util::JsonPrintOptions print;
-  print.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(job.params(), &params, print);
-  params.push_back('\n');
-  exec::ProgramOutcome outcome = exec::RunProgram(program, params, hooks);
+  exec::ProgramOutcome outcome =
+      exec::RunJobProgram(program, job.id(), job.type(), job.attempt(), job.params(), hooks);
   if (stop == StopReason::kLeaseLost) return;
   if (pending) report(&*pending);  // the last progress before the end
 

@@ -20,6 +20,7 @@ namespace jobstream::exec {
 namespace {
 
 constexpr int kMaxLoggedLines = 5;
+constexpr size_t kMaxErrorMessage = 4096;
 
 // `s` with every byte that is not part of valid UTF-8 replaced by '?': stderr is
 // arbitrary bytes, and an error message is a proto3 string.
@@ -245,18 +246,18 @@ ProgramOutcome RunProgram(const ProgramOptions& options, const std::string& stdi
     outcome.result = absl::CancelledError("the program was stopped");
     return outcome;
   }
-  const std::string program = options.argv[0];
-  auto with_stderr = [&](std::string message) {
-    std::string tail = reader.StderrTail();
-    if (!tail.empty()) absl::StrAppend(&message, "; stderr: ", tail);
-    return message;
-  };
+
   if (const auto& error = reader.error()) {
-    const int code = error->code() == 0 ? static_cast<int>(absl::StatusCode::kUnknown)
-                                        : error->code();
-    outcome.result = absl::Status(static_cast<absl::StatusCode>(code),
-                                  error->message().empty() ? "the program reported an error"
-                                                           : error->message());
+    // The program's own words, kept within what a job's error may hold: a google.rpc.Code
+    // (anything else is UNKNOWN) and a bounded message.
+    const int code = error->code() >= 1 && error->code() <= 16
+                         ? error->code()
+                         : static_cast<int>(absl::StatusCode::kUnknown);
+    outcome.result = absl::Status(
+        static_cast<absl::StatusCode>(code),
+        error->message().empty() ? "the program reported an error"
+                                 : ValidUtf8(absl::string_view(error->message())
+                                                 .substr(0, kMaxErrorMessage)));
     outcome.retryable = !error->has_retryable() || error->retryable();
     outcome.details = error->details();
     return outcome;
@@ -271,10 +272,27 @@ ProgramOutcome RunProgram(const ProgramOptions& options, const std::string& stdi
     }
     return outcome;
   }
-  outcome.result = absl::UnknownError(
-      with_stderr(absl::StrCat(program, " ", DescribeWaitStatus(wait_status))));
+  std::string message = absl::StrCat(options.argv[0], " ", DescribeWaitStatus(wait_status));
+  if (std::string tail = reader.StderrTail(); !tail.empty()) {
+    absl::StrAppend(&message, "; stderr: ", tail);
+  }
+  outcome.result = absl::UnknownError(message);
   outcome.retryable = true;
   return outcome;
+}
+
+ProgramOutcome RunJobProgram(ProgramOptions options, const std::string& job_id,
+                             const std::string& type, int attempt,
+                             const google::protobuf::Struct& params, const ProgramHooks& hooks) {
+  std::string input;
+  google::protobuf::util::JsonPrintOptions print;
+  print.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(params, &input, print);
+  input.push_back('\n');
+  options.env["JOBSTREAM_JOB_ID"] = job_id;
+  options.env["JOBSTREAM_JOB_TYPE"] = type;
+  options.env["JOBSTREAM_ATTEMPT"] = absl::StrCat(attempt);
+  return RunProgram(options, input, hooks);
 }
 
 }  // namespace jobstream::exec

@@ -58,6 +58,38 @@ TEST_F(ProgramTest, StderrTailIsValidUtf8AndBounded) {
   EXPECT_LT(message.size(), 2500u) << "only the tail";
 }
 
+TEST_F(ProgramTest, AnErrorLineIsKeptWithinWhatAJobsErrorMayHold) {
+  ProgramOptions options;  // the default line limit: the 20 KB line is read
+  options.argv = {testing::WriteScript(dir_.sub("err.sh"), R"(
+printf '{"error": {"code": 99, "retryable": false, "message": "'
+head -c 20000 /dev/zero | tr '\0' 'm'
+echo '"}}'
+)")};
+  ProgramOutcome out = RunProgram(options, "", {});
+  ASSERT_FALSE(out.result.ok());
+  EXPECT_EQ(out.result.status().code(), absl::StatusCode::kUnknown) << "99 is no google.rpc.Code";
+  EXPECT_EQ(out.result.status().message().size(), 4096u);
+  EXPECT_FALSE(out.retryable);
+}
+
+TEST_F(ProgramTest, AJobProgramGetsItsParamsAndEnvironment) {
+  ProgramOptions options;
+  options.argv = {testing::WriteScript(dir_.sub("job.sh"), R"(
+read p
+echo "{\"result\": {\"p\": $p, \"id\": \"$JOBSTREAM_JOB_ID\", \"type\": \"$JOBSTREAM_JOB_TYPE\", \"attempt\": $JOBSTREAM_ATTEMPT}}"
+)")};
+  google::protobuf::Struct params;
+  (*params.mutable_fields())["step_ms"].set_number_value(5);
+  ProgramOutcome out = RunJobProgram(options, "job-1", "render", 3, params, {});
+  ASSERT_TRUE(out.result.ok()) << out.result.status();
+  const auto& result = out.result->struct_value().fields();
+  EXPECT_EQ(result.at("p").struct_value().fields().at("step_ms").number_value(), 5)
+      << "proto field names as given, not lowerCamel";
+  EXPECT_EQ(result.at("id").string_value(), "job-1");
+  EXPECT_EQ(result.at("type").string_value(), "render");
+  EXPECT_EQ(result.at("attempt").number_value(), 3);
+}
+
 TEST_F(ProgramTest, AProgramThatCannotStartIsNotRetryable) {
   ProgramOptions options;
   options.argv = {dir_.sub("vanished.sh")};

@@ -5,7 +5,6 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/util/json_util.h"
 #include "server/exec/child_process.h"
 
 namespace jobstream::jobs {
@@ -64,23 +63,14 @@ absl::Status ExecHandler::Validate(const google::protobuf::Struct&) const {
 }
 
 absl::StatusOr<google::protobuf::Value> ExecHandler::Run(JobContext& ctx) const {
-  std::string params;
-  google::protobuf::util::JsonPrintOptions print;
-  print.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(ctx.params(), &params, print);
-  params.push_back('\n');
-
-  exec::ProgramOptions options = options_;
-  options.env["JOBSTREAM_JOB_ID"] = ctx.job_id();
-  options.env["JOBSTREAM_JOB_TYPE"] = type_;
-  options.env["JOBSTREAM_ATTEMPT"] = absl::StrCat(ctx.attempt());
   exec::ProgramHooks hooks;
   hooks.report = [&ctx](const v1::Progress& p) { ctx.Report(p); };
   hooks.stop = [&ctx] { return ctx.Cancelled(); };
   hooks.log = [&ctx](absl::string_view what) {
     std::cerr << "jobstream-server: job " << ctx.job_id() << ": " << what << "\n";
   };
-  exec::ProgramOutcome outcome = exec::RunProgram(options, params, hooks);
+  exec::ProgramOutcome outcome =
+      exec::RunJobProgram(options_, ctx.job_id(), type_, ctx.attempt(), ctx.params(), hooks);
   if (outcome.result.ok()) return outcome.result;
   absl::Status error = outcome.result.status();
   MarkRetryable(error, outcome.retryable);
