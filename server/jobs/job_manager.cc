@@ -101,19 +101,22 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
   *job.mutable_update_time() = ToProto(now);
   if (job.state() != live.indexed_state) Reindex(job, live.indexed_state, batch);
   storage::CommittedEventPtr event = AddRecordAndEvent(batch, job, MakeEvent(job, type, now));
-  // The job exactly as this event left it (the event holds it already); then, committed,
-  // it may leave memory.
-  StatusCallback on_commit = [this, event, done = std::move(done)](absl::Status s) {
-    Settle(event->event.job_id());
-    if (!done) return;
-    if (s.ok()) done(event->event.status()); else done(s);
-  };
+  // The job exactly as this event left it (the event holds it already). A job this event
+  // leaves QUEUED may leave memory once it is written.
+  const bool settles = job.state() == Job::QUEUED;
+  StatusCallback on_commit;
+  if (settles || done) {
+    on_commit = [this, event, settles, done = std::move(done)](absl::Status s) {
+      if (settles) Settle(event->event.job_id(), event->event.sequence());
+      if (!done) return;
+      if (s.ok()) done(event->event.status()); else done(s);
+    };
+  }
   // Anything queued after a PROGRESS must stay after it, so it can no longer be replaced.
   live.pending_progress.reset();
   auto handle = committer_.Enqueue({std::move(batch), {std::move(event)}, std::move(on_commit)});
   if (!handle.ok()) return handle.status();
   live.indexed_state = job.state();
-  ++live.unsettled;
   if (type == JobEvent::PROGRESS) live.pending_progress = *std::move(handle);
   return absl::OkStatus();
 }
@@ -130,12 +133,14 @@ void JobManager::Reindex(const Job& job, Job::State old_state, Batch& batch) {
             storage::ByTypeStateKey(job.type(), job.state(), create_ms, job.id()), "");
 }
 
-void JobManager::Settle(const std::string& job_id) {
+void JobManager::Settle(const std::string& job_id, int64_t sequence) {
   absl::MutexLock lock(&mu_);
   auto it = live_.find(job_id);
-  if (it == live_.end()) return;  // finished (it left at once) or evicted
-  LiveJob& live = it->second;
-  if (--live.unsettled == 0 && live.job.state() == Job::QUEUED) live_.erase(it);
+  // Commits are delivered in order: if the job's newest event is written, all of it is.
+  if (it != live_.end() && it->second.job.state() == Job::QUEUED &&
+      it->second.job.last_sequence() == sequence) {
+    live_.erase(it);
+  }
 }
 
 absl::StatusOr<JobManager::LiveJob*> JobManager::Load(const std::string& job_id,

@@ -141,7 +141,6 @@ class JobManager {
     v1::Job job;  // working copy without params; may be ahead of the store
     std::shared_ptr<const google::protobuf::Struct> params;  // null until needed
     v1::Job::State indexed_state = v1::Job::STATE_UNSPECIFIED;  // in by_state as written
-    int unsettled = 0;                    // Commits not yet acknowledged by the committer
     std::string queue_key;                // while QUEUED
     storage::LeaseRecord lease;           // while RUNNING
     std::shared_ptr<RunControl> control;  // while RUNNING in this server
@@ -174,9 +173,9 @@ class JobManager {
   // The job of a ready queue key, read in to start; nullptr (the entry dropped) if the job
   // is gone or no longer QUEUED.
   LiveJob* LoadQueued(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A commit of the job is acknowledged: a QUEUED job with nothing more in flight leaves
-  // memory (its place in the queue stays).
-  void Settle(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // The event `sequence` of the job is written: if the job is QUEUED and that is its
+  // newest event, it leaves memory (its place in the queue stays).
+  void Settle(const std::string& job_id, int64_t sequence) ABSL_LOCKS_EXCLUDED(mu_);
   // Moves the job's index entries (by_state, by_type_state) from `old_state` to its state.
   static void Reindex(const v1::Job& job, v1::Job::State old_state, storage::Batch& batch);
   // Builds the indexes of a store written before they existed.
