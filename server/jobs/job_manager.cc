@@ -700,9 +700,10 @@ void JobManager::RemoveFinished(absl::Time ended_before, absl::string_view reaso
   std::vector<Job> finished;
   absl::Status read_error;
   absl::Status scan = store_->Scan(Cf::kByTime, "", false, [&](auto key, auto) {
-    // A job ends after it is created: nothing created after ended_before qualifies.
+    // A job ends after it is created: nothing created after ended_before qualifies. Keys
+    // hold whole milliseconds, so a job created in ended_before's millisecond still may.
     auto parsed = storage::ParseByTimeKey(key);
-    if (!parsed || parsed->first >= absl::ToUnixMillis(ended_before)) return false;
+    if (!parsed || parsed->first > absl::ToUnixMillis(ended_before)) return false;
     auto job = store_->GetJob(parsed->second);
     if (absl::IsNotFound(job.status())) return true;
     if (!job.ok()) {
