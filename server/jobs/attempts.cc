@@ -269,7 +269,10 @@ JobManager::LiveJob* JobManager::LoadQueued(const std::string& key) {
   const std::string job_id = storage::ParseQueueKey(key)->job_id;
   const bool held = live_.contains(job_id);
   auto loaded = Load(job_id, /*with_params=*/true);
-  if (loaded.ok() && (*loaded)->job.state() == Job::QUEUED) return *loaded;
+  if (loaded.ok() && (*loaded)->job.state() == Job::QUEUED) {
+    (*loaded)->queue_key = key;
+    return *loaded;
+  }
   // A queue entry whose job is gone or has moved on (say, cancelled by an older version
   // that keyed retries differently): drop it rather than start the job.
   std::cerr << "jobstream-server: dropping a stale queue entry of job " << job_id << ": "
@@ -295,16 +298,14 @@ std::optional<Attempt> JobManager::Acquire(const std::vector<std::string>& types
       ready_cv_.Wait(&mu_);
       continue;
     }
-    const std::string job_id = storage::ParseQueueKey(*key)->job_id;
-    LiveJob* loaded = LoadQueued(*key);
-    if (loaded == nullptr) continue;
-    LiveJob& live = *loaded;
-    live.queue_key = *key;
-    StartAttempt(live, absl::Now(), "server", absl::ZeroDuration(), nullptr);
+    LiveJob* live = LoadQueued(*key);
+    if (live == nullptr) continue;
+    StartAttempt(*live, absl::Now(), "server", absl::ZeroDuration(), nullptr);
     if (!committer_.health().ok()) return std::nullopt;  // the store failed
     // One wake-up per newly ready job may have been spent on several: pass it on.
     if (queue_.Next(types, admits)) ready_cv_.Signal();
-    return Attempt{job_id, live.job.type(), live.job.attempt(), live.params, live.control};
+    return Attempt{live->job.id(), live->job.type(), live->job.attempt(), live->params,
+                   live->control};
   }
   return std::nullopt;
 }
@@ -368,75 +369,26 @@ absl::StatusOr<JobManager::LiveJob*> JobManager::FindLease(const std::string& le
 
 int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now) {
   auto admits = [this](absl::string_view type) { return Admits(type); };
-  std::optional<std::string> key = queue_.Next(waiter->types, admits);
-  if (!key) return 0;
-  // Answered once every STARTED event is committed, with the jobs as they started. The
-  // committer may deliver the first before the last is started: `sealed` says all are.
-  struct Reply {
-    absl::Mutex mu;
-    v1::LeaseJobResponse response;
-    int remaining = 0;
-    bool sealed = false;
-    absl::Status error;
-    LeaseCallback done;
-  };
-  auto reply = std::make_shared<Reply>();
-  reply->done = std::move(waiter->done);
-  auto finish = [reply]() -> std::function<void()> {  // with reply->mu held
-    if (!reply->sealed || reply->remaining > 0 || !reply->done) return nullptr;
-    return [reply, done = std::move(reply->done)] {
-      if (reply->error.ok()) done(std::move(reply->response)); else done(reply->error);
-    };
-  };
-  int granted = 0;
-  for (; key && granted < waiter->max_jobs; key = queue_.Next(waiter->types, admits)) {
-    LiveJob* loaded = LoadQueued(*key);
-    if (loaded == nullptr) continue;
-    LiveJob& live = *loaded;
-    live.queue_key = *key;
-    int index;
-    {
-      absl::MutexLock lock(&reply->mu);
-      index = reply->response.jobs_size();
-      reply->response.add_jobs();
-      ++reply->remaining;
-    }
-    StartAttempt(live, now, waiter->worker_id, waiter->lease_duration,
-                 [reply, index, finish, params = live.params](absl::StatusOr<Job> job) {
-                   std::function<void()> answer;
-                   {
-                     absl::MutexLock lock(&reply->mu);
-                     if (job.ok()) {
-                       v1::Job* leased = reply->response.mutable_jobs(index)->mutable_job();
-                       *leased = *std::move(job);
-                       *leased->mutable_params() = *params;
-                     } else if (reply->error.ok()) {
-                       reply->error = job.status();
-                     }
-                     --reply->remaining;
-                     answer = finish();
-                   }
-                   if (answer) answer();
-                 });
-    ++granted;
-    absl::MutexLock lock(&reply->mu);
-    v1::LeasedJob* leased = reply->response.mutable_jobs(index);
-    leased->set_lease_id(live.lease.lease_id());
-    *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(live.lease.deadline_ms()));
+  auto response = std::make_shared<v1::LeaseJobResponse>();
+  for (std::optional<std::string> key = queue_.Next(waiter->types, admits);
+       key && response->jobs_size() < waiter->max_jobs; key = queue_.Next(waiter->types, admits)) {
+    LiveJob* live = LoadQueued(*key);
+    if (live == nullptr) continue;
+    StartAttempt(*live, now, waiter->worker_id, waiter->lease_duration, nullptr);
+    v1::LeasedJob* leased = response->add_jobs();
+    *leased->mutable_job() = live->job;  // as its STARTED event has it
+    *leased->mutable_job()->mutable_params() = *live->params;
+    leased->set_lease_id(live->lease.lease_id());
+    *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(live->lease.deadline_ms()));
   }
-  if (granted == 0) {  // every entry found was stale: the waiter keeps waiting
-    waiter->done = std::move(reply->done);
-    return 0;
-  }
-  std::function<void()> answer;
-  {
-    absl::MutexLock lock(&reply->mu);
-    reply->sealed = true;
-    if (!committer_.health().ok() && reply->error.ok()) reply->error = committer_.health();
-    if (reply->error.ok() || reply->remaining == 0) answer = finish();
-  }
-  if (answer) answer();
-  return granted;
+  if (response->jobs_size() == 0) return 0;
+  // Answered once every STARTED event is durable: the committer writes in order.
+  auto done = std::make_shared<LeaseCallback>(std::move(waiter->done));
+  absl::Status queued = committer_.Barrier([response, done](absl::Status s) {
+    if (s.ok()) (*done)(std::move(*response)); else (*done)(s);
+  });
+  if (!queued.ok()) (*done)(queued);
+  return response->jobs_size();
 }
 
 void JobManager::ServeWaiters() {

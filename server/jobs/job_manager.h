@@ -209,8 +209,8 @@ class JobManager {
   // Workers: the job a lease id holds, if it is still current.
   absl::StatusOr<LiveJob*> FindLease(const std::string& lease_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Leases up to waiter.max_jobs ready jobs to it; how many. It is answered once they are
-  // committed.
+  // Leases up to waiter.max_jobs ready jobs to it; how many. If any, the waiter's done is
+  // taken, to answer once their STARTED events are durable.
   int Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ServeWaiters() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

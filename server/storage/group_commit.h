@@ -43,6 +43,12 @@ class GroupCommitter {
   // after a store failure.
   absl::StatusOr<Handle> Enqueue(Write write) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Runs `done` once everything queued before it is durable (or with the store's error).
+  // Fails, without calling done, as Enqueue does.
+  absl::Status Barrier(std::function<void(absl::Status)> done) ABSL_LOCKS_EXCLUDED(mu_) {
+    return Enqueue({{}, {}, std::move(done)}).status();
+  }
+
   // Replaces the batch and events of a write the committer has not taken yet, keeping
   // its place in the order; false if it is already being written. `also_done` (if any)
   // runs after the write's own done.
