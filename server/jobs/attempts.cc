@@ -541,26 +541,34 @@ void JobManager::ReportWork(const v1::ReportProgressRequest& request, ProgressCa
   done(error);
 }
 
+void JobManager::EndLeased(const std::string& lease_id,
+                           const std::function<AttemptEnd(const LiveJob&)>& end,
+                           JobCallback done) {
+  absl::Status error;
+  {
+    absl::MutexLock lock(&mu_);
+    auto found = FindLease(lease_id);
+    if (found.ok()) {
+      error = EndAttempt((*found)->job.id(), end(**found), done);
+      if (error.ok()) return;  // done is called once the end is committed
+    } else {
+      error = found.status();
+    }
+  }
+  done(error);
+}
+
 void JobManager::CompleteWork(const v1::CompleteJobRequest& request, JobCallback done) {
   const size_t size = request.result().ByteSizeLong();
   if (size > options_.limits.max_params_bytes) {
     return done(absl::InvalidArgumentError(absl::StrCat(
         "result is ", size, " bytes; the limit is ", options_.limits.max_params_bytes)));
   }
-  absl::Status error;
-  {
-    absl::MutexLock lock(&mu_);
-    auto found = FindLease(request.lease_id());
-    if (found.ok()) {
-      AttemptEnd end(AttemptEnd::kSucceeded);
-      end.result = request.result();
-      error = EndAttempt((*found)->job.id(), std::move(end), done);
-      if (error.ok()) return;
-    } else {
-      error = found.status();
-    }
-  }
-  done(error);
+  EndLeased(request.lease_id(), [&](const LiveJob&) {
+    AttemptEnd end(AttemptEnd::kSucceeded);
+    end.result = request.result();
+    return end;
+  }, std::move(done));
 }
 
 void JobManager::FailWork(const v1::FailJobRequest& request, JobCallback done) {
@@ -578,41 +586,23 @@ void JobManager::FailWork(const v1::FailJobRequest& request, JobCallback done) {
     return done(absl::InvalidArgumentError(
         absl::StrCat("error.details is over ", kMaxErrorDetails, " bytes")));
   }
-  absl::Status error;
-  {
-    absl::MutexLock lock(&mu_);
-    auto found = FindLease(request.lease_id());
-    if (found.ok()) {
-      AttemptEnd end(AttemptEnd::kFailed);
-      end.error = absl::Status(static_cast<absl::StatusCode>(code),
-                               e.message().empty() ? "the worker reported a failure" : e.message());
-      end.retryable = request.retryable();
-      end.details = e.details();
-      error = EndAttempt((*found)->job.id(), std::move(end), done);
-      if (error.ok()) return;
-    } else {
-      error = found.status();
-    }
-  }
-  done(error);
+  EndLeased(request.lease_id(), [&](const LiveJob&) {
+    AttemptEnd end(AttemptEnd::kFailed);
+    end.error = absl::Status(static_cast<absl::StatusCode>(code),
+                             e.message().empty() ? "the worker reported a failure" : e.message());
+    end.retryable = request.retryable();
+    end.details = e.details();
+    return end;
+  }, std::move(done));
 }
 
 void JobManager::ReleaseWork(const v1::ReleaseJobRequest& request, JobCallback done) {
-  absl::Status error;
-  {
-    absl::MutexLock lock(&mu_);
-    auto found = FindLease(request.lease_id());
-    if (found.ok()) {
-      AttemptEnd end(AttemptEnd::kRequeue);
-      end.error = absl::UnavailableError(absl::StrCat(
-          "worker \"", (*found)->lease.worker_id(), "\" gave the job back unfinished"));
-      error = EndAttempt((*found)->job.id(), std::move(end), done);
-      if (error.ok()) return;
-    } else {
-      error = found.status();
-    }
-  }
-  done(error);
+  EndLeased(request.lease_id(), [](const LiveJob& live) {
+    AttemptEnd end(AttemptEnd::kRequeue);
+    end.error = absl::UnavailableError(
+        absl::StrCat("worker \"", live.lease.worker_id(), "\" gave the job back unfinished"));
+    return end;
+  }, std::move(done));
 }
 
 }  // namespace jobstream::jobs

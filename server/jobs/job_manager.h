@@ -209,6 +209,11 @@ class JobManager {
   // Workers: the job a lease id holds, if it is still current.
   absl::StatusOr<LiveJob*> FindLease(const std::string& lease_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the attempt `lease_id` holds the way `end` says (given the job), or answers why
+  // the lease is not held.
+  void EndLeased(const std::string& lease_id,
+                 const std::function<AttemptEnd(const LiveJob&)>& end, JobCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Leases up to waiter.max_jobs ready jobs to it; how many. If any, the waiter's done is
   // taken, to answer once their STARTED events are durable.
   int Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now)
