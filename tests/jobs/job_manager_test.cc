@@ -102,6 +102,12 @@ class JobManagerTest : public ::testing::Test {
     done.WaitForNotification();
     return result;
   }
+  // Waits until everything queued for the store is durable.
+  void Flush() {
+    absl::Notification written;
+    ASSERT_TRUE(manager_->committer().Barrier([&](absl::Status) { written.Notify(); }).ok());
+    written.WaitForNotification();
+  }
   // Every event of the job from the start until it ends.
   testing::Drained Events(const std::string& id) {
     auto sub = hub_->WatchJob(id, 0);
@@ -314,6 +320,7 @@ TEST_F(JobManagerTest, AnOutcomeReachedAsTheServerStopsIsKept) {
   manager_->Finish(*a, google::protobuf::Value());               // it had finished its work
   manager_->Finish(*b, absl::CancelledError("cancelled"));        // it obeyed the cancel
   manager_->Finish(*c, absl::CancelledError("server stopping"));  // it was cut short
+  Flush();
   EXPECT_EQ(Types(Events(a->job_id)).back(), "SUCCEEDED") << "finished work is not redone";
   EXPECT_EQ(Types(Events(b->job_id)).back(), "CANCELLED") << "a cancel is not undone";
   auto requeued = manager_->Get(c->job_id);
