@@ -321,63 +321,59 @@ absl::Status JobManager::Recover() {
     return true;
   });
   if (!scan.ok()) return scan;
-  for (const auto& [lease_key, id] : interrupted) {
-    auto job = store_->GetJob(id);
-    if (!job.ok()) return job.status();
-    const JobType& type = TypeOf(*job);
-    Batch batch;
-    batch.Delete(Cf::kLeases, lease_key);
-    const std::string why = absl::StrCat("the server stopped while attempt ", job->attempt(),
-                                         " was running");
-    job->set_last_sequence(job->last_sequence() + 1);
-    *job->mutable_update_time() = ToProto(now);
-    job->mutable_error()->set_code(static_cast<int>(absl::StatusCode::kUnavailable));
-    job->mutable_error()->set_message(why);
-    JobEvent::Type event;
-    if (job->attempt() < job->max_attempts() && !job->cancel_requested()) {
-      event = JobEvent::RETRYING;
-      job->set_state(Job::QUEUED);
-      *job->mutable_next_attempt_time() = ToProto(now + type.Backoff(job->attempt()));
-      batch.Put(Cf::kQueue, QueueKeyOf(*job), "");
-    } else if (job->cancel_requested()) {
-      event = JobEvent::CANCELLED;
-      job->set_state(Job::CANCELLED);
-      *job->mutable_end_time() = ToProto(now);
-      job->mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
-      job->mutable_error()->set_message("cancelled by request (" + why + ")");
-    } else {
-      event = JobEvent::FAILED;
-      job->set_state(Job::FAILED);
-      *job->mutable_end_time() = ToProto(now);
-      job->mutable_error()->set_message(why + "; no attempts left");
+  {
+    absl::MutexLock lock(&mu_);
+    // Everything in the queue is live; only its place is held in memory.
+    const int64_t now_ms = absl::ToUnixMillis(now);
+    scan = store_->Scan(Cf::kQueue, "", false, [&](auto key, auto) {
+      queue_.Add(std::string(key), now_ms);
+      return true;
+    });
+    if (!scan.ok()) return scan;
+    for (auto& [id, record] : leased) {
+      auto live = Load(id, /*with_params=*/false);
+      if (!live.ok()) return live.status();
+      hub_->Track((*live)->job);
+      (*live)->lease = std::move(record);
+      ++running_[(*live)->job.type()];
+      lease_deadlines_.Set(id, (*live)->lease.deadline_ms());
+      WakeDispatcherBy((*live)->lease.deadline_ms());
+      if ((*live)->lease.attempt_deadline_ms() != 0) {
+        timeouts_.Set(id, (*live)->lease.attempt_deadline_ms());
+        WakeDispatcherBy((*live)->lease.attempt_deadline_ms());
+      }
     }
-    Reindex(*job, Job::RUNNING, batch);
-    AddRecordAndEvent(batch, *job, MakeEvent(*job, event, now));
-    if (absl::Status s = store_->Write(batch, /*sync=*/true); !s.ok()) return s;
-  }
-  // Everything in the queue is live; only its place is held in memory.
-  absl::MutexLock lock(&mu_);
-  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
-  scan = store_->Scan(Cf::kQueue, "", false, [&](auto key, auto) {
-    queue_.Add(std::string(key), now_ms);
-    return true;
-  });
-  if (!scan.ok()) return scan;
-  for (auto& [id, record] : leased) {
-    auto live = Load(id, /*with_params=*/false);
-    if (!live.ok()) return live.status();
-    hub_->Track((*live)->job);
-    (*live)->lease = std::move(record);
-    ++running_[(*live)->job.type()];
-    lease_deadlines_.Set(id, (*live)->lease.deadline_ms());
-    WakeDispatcherBy((*live)->lease.deadline_ms());
-    if ((*live)->lease.attempt_deadline_ms() != 0) {
-      timeouts_.Set(id, (*live)->lease.attempt_deadline_ms());
-      WakeDispatcherBy((*live)->lease.attempt_deadline_ms());
+    // An attempt cut short by the stop ends as any failed attempt does: retried, or
+    // FAILED with no attempt left, or CANCELLED if a cancel was asked for.
+    for (const auto& [lease_key, id] : interrupted) {
+      if (lease_key != id) {  // the old key form; EndAttempt removes the new one
+        Batch legacy;
+        legacy.Delete(Cf::kLeases, lease_key);
+        committer_.Enqueue({std::move(legacy), {}, nullptr}).IgnoreError();
+      }
+      auto live = Load(id, /*with_params=*/false);
+      if (!live.ok()) return live.status();
+      ++running_[(*live)->job.type()];
+      AttemptEnd end(AttemptEnd::kFailed);
+      end.error = absl::UnavailableError(absl::StrCat(
+          "the server stopped while attempt ", (*live)->job.attempt(), " was running"));
+      end.retryable = true;
+      if (absl::Status s = EndAttempt(id, std::move(end), nullptr); !s.ok()) return s;
     }
+    dispatch_cv_.Signal();  // the queue may hold jobs that are due
   }
-  dispatch_cv_.Signal();  // the queue may hold jobs that are due
-  return absl::OkStatus();
+  // Durable before serving.
+  absl::Notification written;
+  absl::Status result;
+  if (absl::Status s = committer_.Barrier([&](absl::Status s) {
+        result = s;
+        written.Notify();
+      });
+      !s.ok()) {
+    return s;
+  }
+  written.WaitForNotification();
+  return result;
 }
 
 absl::Status JobManager::BackfillIndexes() {
