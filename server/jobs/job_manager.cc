@@ -143,17 +143,21 @@ void JobManager::Settle(const std::string& job_id, int64_t sequence) {
   }
 }
 
+JobManager::LiveJob& JobManager::Hold(Job job) {
+  LiveJob& live = live_[job.id()];
+  live.indexed_state = job.state();
+  if (job.state() == Job::QUEUED) live.queue_key = QueueKeyOf(job);
+  live.job = std::move(job);
+  return live;
+}
+
 absl::StatusOr<JobManager::LiveJob*> JobManager::Load(const std::string& job_id,
                                                       bool with_params) {
   auto it = live_.find(job_id);
   if (it == live_.end()) {
     auto job = store_->GetJob(job_id);
     if (!job.ok()) return job.status();
-    LiveJob& live = live_[job_id];
-    live.job = *std::move(job);
-    live.indexed_state = live.job.state();
-    if (live.job.state() == Job::QUEUED) live.queue_key = QueueKeyOf(live.job);
-    it = live_.find(job_id);
+    it = live_.find(Hold(*std::move(job)).job.id());
   }
   LiveJob& live = it->second;
   if (with_params && !live.params) {
@@ -605,7 +609,8 @@ void JobManager::Cancel(const std::string& job_id, JobCallback done) {
     if (it == live_.end()) {
       // A queued job whose writes are all committed is only in the store (and the queue).
       auto stored = store_->GetJob(job_id);
-      if (stored.ok() && stored->state() == Job::QUEUED && Load(job_id, false).ok()) {
+      if (stored.ok() && stored->state() == Job::QUEUED) {
+        Hold(*std::move(stored));
         it = live_.find(job_id);
       }
     }

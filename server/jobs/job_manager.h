@@ -167,6 +167,8 @@ class JobManager {
   storage::CommittedEventPtr AddRecordAndEvent(storage::Batch& batch, const v1::Job& job,
                                                v1::JobEvent event) const;
   const JobType& TypeOf(const v1::Job& job) const;
+  // Holds a job read from the store in memory, as stored.
+  LiveJob& Hold(v1::Job job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job in memory, read from the store if it is not (with its params if asked).
   absl::StatusOr<LiveJob*> Load(const std::string& job_id, bool with_params)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
