@@ -154,12 +154,13 @@ JobManager::LiveJob& JobManager::Hold(Job job) {
 absl::StatusOr<JobManager::LiveJob*> JobManager::Load(const std::string& job_id,
                                                       bool with_params) {
   auto it = live_.find(job_id);
-  if (it == live_.end()) {
+  LiveJob* held = it == live_.end() ? nullptr : &it->second;
+  if (held == nullptr) {
     auto job = store_->GetJob(job_id);
     if (!job.ok()) return job.status();
-    it = live_.find(Hold(*std::move(job)).job.id());
+    held = &Hold(*std::move(job));
   }
-  LiveJob& live = it->second;
+  LiveJob& live = *held;
   if (with_params && !live.params) {
     auto params = store_->GetParams(job_id);
     if (!params.ok()) return params.status();
