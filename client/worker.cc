@@ -6,20 +6,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "google/protobuf/util/time_util.h"
+#include "jobstream/v1/job_states.h"
 
 namespace jobstream::client {
 namespace {
 
-using google::protobuf::util::TimeUtil;
-
-google::protobuf::Duration ToProto(absl::Duration d) {
-  return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
-}
-
-absl::Time FromProto(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-}
+using v1::ToProto;
+using v1::ToTime;
 
 // Calls that end a job are retried while the server restarts, until the lease is over.
 bool Transient(const grpc::Status& s) {
@@ -102,7 +95,7 @@ void Worker::Slot(int index) {
 void Worker::RunJob(const v1::LeasedJob& leased) {
   const v1::Job& job = leased.job();
   const std::string& lease_id = leased.lease_id();
-  absl::Time lease_end = FromProto(leased.lease_expire_time());
+  absl::Time lease_end = ToTime(leased.lease_expire_time());
   const absl::Duration lease_length = lease_end - absl::Now();
   Log(absl::StrCat("job ", job.id(), " (", job.type(), ", attempt ", job.attempt(), ") started"));
 
@@ -120,7 +113,7 @@ void Worker::RunJob(const v1::LeasedJob& leased) {
     grpc::Status status = stub_->ReportProgress(&ctx, request, &response);
     last_report = absl::Now();
     if (status.ok()) {
-      lease_end = FromProto(response.lease_expire_time());
+      lease_end = ToTime(response.lease_expire_time());
       if (response.cancel_requested() && stop == StopReason::kNone) {
         Log(absl::StrCat("job ", job.id(), ": cancel requested; stopping the program"));
         stop = StopReason::kCancelled;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -38,26 +39,6 @@ std::string TruncateUtf8(const std::string& s, size_t max) {
   size_t n = max;
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   return s.substr(0, n);
-}
-
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
-// A duration field of a worker call within [min, max].
-absl::Status CheckDuration(const google::protobuf::Duration& d, absl::string_view field,
-                           absl::Duration min, absl::Duration max) {
-  if (d.nanos() <= -1'000'000'000 || d.nanos() >= 1'000'000'000 ||
-      (d.seconds() > 0 && d.nanos() < 0) || (d.seconds() < 0 && d.nanos() > 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " is not a valid Duration"));
-  }
-  const absl::Duration value = FromProto(d);
-  if (value < min || value > max) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, " is ", absl::FormatDuration(value), "; it must be ", absl::FormatDuration(min),
-        " to ", absl::FormatDuration(max)));
-  }
-  return absl::OkStatus();
 }
 
 // A Progress from a worker: refused if out of bounds (an in-server handler's is clamped).
@@ -440,21 +421,20 @@ std::shared_ptr<LeaseWaiter> JobManager::LeaseJobs(const v1::LeaseJobRequest& re
       request.worker_id().empty() ? default_worker_id.substr(0, kMaxWorkerId) : request.worker_id();
   absl::Duration wait = absl::ZeroDuration();
   if (request.has_wait()) {
-    if (absl::Status s = CheckDuration(request.wait(), "wait", absl::ZeroDuration(), kMaxWait);
-        !s.ok()) {
-      done(s);
+    auto d = DurationWithin(request.wait(), "wait", absl::ZeroDuration(), kMaxWait);
+    if (!d.ok()) {
+      done(d.status());
       return nullptr;
     }
-    wait = FromProto(request.wait());
+    wait = *d;
   }
   if (request.has_lease_duration()) {
-    if (absl::Status s = CheckDuration(request.lease_duration(), "lease_duration", kMinLease,
-                                       kMaxLease);
-        !s.ok()) {
-      done(s);
+    auto d = DurationWithin(request.lease_duration(), "lease_duration", kMinLease, kMaxLease);
+    if (!d.ok()) {
+      done(d.status());
       return nullptr;
     }
-    waiter->lease_duration = FromProto(request.lease_duration());
+    waiter->lease_duration = *d;
   }
   if (request.max_jobs() < 0 || request.max_jobs() > kMaxLeaseJobs) {
     done(absl::InvalidArgumentError(absl::StrCat("max_jobs ", request.max_jobs(),
@@ -500,12 +480,11 @@ void JobManager::AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) {
 }
 
 void JobManager::ReportWork(const v1::ReportProgressRequest& request, ProgressCallback done) {
+  std::optional<absl::Duration> extension;
   if (request.has_lease_duration()) {
-    if (absl::Status s = CheckDuration(request.lease_duration(), "lease_duration", kMinLease,
-                                       kMaxLease);
-        !s.ok()) {
-      return done(s);
-    }
+    auto d = DurationWithin(request.lease_duration(), "lease_duration", kMinLease, kMaxLease);
+    if (!d.ok()) return done(d.status());
+    extension = *d;
   }
   if (request.has_progress()) {
     if (absl::Status s = CheckProgress(request.progress()); !s.ok()) return done(s);
@@ -518,9 +497,7 @@ void JobManager::ReportWork(const v1::ReportProgressRequest& request, ProgressCa
       LiveJob& live = **found;
       const absl::Time now = absl::Now();
       storage::LeaseRecord& lease = live.lease;
-      if (request.has_lease_duration()) {
-        lease.set_duration_ms(absl::ToInt64Milliseconds(FromProto(request.lease_duration())));
-      }
+      if (extension) lease.set_duration_ms(absl::ToInt64Milliseconds(*extension));
       lease.set_deadline_ms(absl::ToUnixMillis(now + absl::Milliseconds(lease.duration_ms())));
       lease_deadlines_.Set(live.job.id(), lease.deadline_ms());
       Batch batch;

@@ -9,13 +9,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/json_util.h"
-#include "google/protobuf/util/time_util.h"
+#include "jobstream/v1/job_states.h"
 #include "server/jobs/handlers/demo_steps.h"
 #include "server/jobs/handlers/exec.h"
+#include "server/jobs/validation.h"
 
 namespace jobstream::jobs {
-
-using google::protobuf::util::TimeUtil;
 
 absl::Status ValidateTypeName(absl::string_view name) {
   bool ok = !name.empty() && name.size() <= 64 &&
@@ -47,34 +46,14 @@ v1::JobTypeInfo JobType::Info() const {
   info.set_max_attempts(max_attempts);
   info.set_concurrency(concurrency);
   info.set_default_priority(default_priority);
-  auto duration = [](absl::Duration d) {
-    return TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
-  };
-  if (timeout != absl::InfiniteDuration()) *info.mutable_timeout() = duration(timeout);
+  if (timeout != absl::InfiniteDuration()) *info.mutable_timeout() = v1::ToProto(timeout);
   if (runner == v1::JobTypeInfo::EXTERNAL) {
-    *info.mutable_lease_duration() = duration(lease_duration);
+    *info.mutable_lease_duration() = v1::ToProto(lease_duration);
   }
-  *info.mutable_initial_backoff() = duration(initial_backoff);
-  *info.mutable_max_backoff() = duration(max_backoff);
+  *info.mutable_initial_backoff() = v1::ToProto(initial_backoff);
+  *info.mutable_max_backoff() = v1::ToProto(max_backoff);
   return info;
 }
-
-namespace {
-
-// A config Duration within [min, max]; `field` names it in the error.
-absl::StatusOr<absl::Duration> ConfigDuration(const google::protobuf::Duration& d,
-                                              absl::string_view field, absl::Duration min,
-                                              absl::Duration max) {
-  const absl::Duration value = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-  if (value < min || value > max) {
-    return absl::InvalidArgumentError(absl::StrCat(field, " must be ", absl::FormatDuration(min),
-                                                   " to ", absl::FormatDuration(max), ", not ",
-                                                   absl::FormatDuration(value)));
-  }
-  return value;
-}
-
-}  // namespace
 
 absl::StatusOr<JobTypes> JobTypes::FromConfig(const v1::ServerConfig& config,
                                               TypeDefaults defaults) {
@@ -121,13 +100,13 @@ absl::StatusOr<JobTypes> JobTypes::FromConfig(const v1::ServerConfig& config,
     type.description = t.description();
     if (t.has_retry()) {
       if (t.retry().has_initial_backoff()) {
-        auto d = ConfigDuration(t.retry().initial_backoff(), "retry.initialBackoff",
+        auto d = DurationWithin(t.retry().initial_backoff(), "retry.initialBackoff",
                                 absl::ZeroDuration(), absl::Hours(24));
         if (!d.ok()) return error(d.status().message());
         type.initial_backoff = *d;
       }
       if (t.retry().has_max_backoff()) {
-        auto d = ConfigDuration(t.retry().max_backoff(), "retry.maxBackoff",
+        auto d = DurationWithin(t.retry().max_backoff(), "retry.maxBackoff",
                                 type.initial_backoff, absl::Hours(24));
         if (!d.ok()) return error(d.status().message());
         type.max_backoff = *d;
@@ -140,7 +119,7 @@ absl::StatusOr<JobTypes> JobTypes::FromConfig(const v1::ServerConfig& config,
       timeout = &t.exec().timeout();
     }
     if (timeout != nullptr) {
-      auto d = ConfigDuration(*timeout, "timeout", absl::Seconds(1), absl::Hours(24 * 7));
+      auto d = DurationWithin(*timeout, "timeout", absl::Seconds(1), absl::Hours(24 * 7));
       if (!d.ok()) return error(d.status().message());
       type.timeout = *d;
     }
@@ -168,7 +147,7 @@ absl::StatusOr<JobTypes> JobTypes::FromConfig(const v1::ServerConfig& config,
         }
         type.runner = v1::JobTypeInfo::EXTERNAL;
         if (t.external().has_lease_duration()) {
-          auto d = ConfigDuration(t.external().lease_duration(), "external.leaseDuration",
+          auto d = DurationWithin(t.external().lease_duration(), "external.leaseDuration",
                                   absl::Seconds(1), absl::Hours(1));
           if (!d.ok()) return error(d.status().message());
           type.lease_duration = *d;

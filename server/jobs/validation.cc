@@ -1,6 +1,8 @@
 #include "absl/strings/string_view.h"
 #include "server/jobs/validation.h"
 
+#include "jobstream/v1/job_states.h"
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -73,6 +75,22 @@ absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states) 
 bool IsValidTimestamp(const google::protobuf::Timestamp& ts) {
   return ts.seconds() >= -62'135'596'800 && ts.seconds() <= 253'402'300'799 && ts.nanos() >= 0 &&
          ts.nanos() <= 999'999'999;
+}
+
+absl::StatusOr<absl::Duration> DurationWithin(const google::protobuf::Duration& d,
+                                              absl::string_view field, absl::Duration min,
+                                              absl::Duration max) {
+  if (d.nanos() <= -1'000'000'000 || d.nanos() >= 1'000'000'000 ||
+      (d.seconds() > 0 && d.nanos() < 0) || (d.seconds() < 0 && d.nanos() > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is not a valid Duration"));
+  }
+  const absl::Duration value = v1::ToDuration(d);
+  if (value < min || value > max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " is ", absl::FormatDuration(value), "; it must be ", absl::FormatDuration(min),
+        " to ", absl::FormatDuration(max)));
+  }
+  return value;
 }
 
 absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& types,

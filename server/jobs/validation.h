@@ -5,6 +5,7 @@
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/jobs/job_types.h"
@@ -23,5 +24,9 @@ absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string
 absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states);
 // A Timestamp within 0001-01-01 .. 9999-12-31 with nanos in 0..999999999.
 bool IsValidTimestamp(const google::protobuf::Timestamp& ts);
+// A well-formed Duration within [min, max]; `field` names it in the error.
+absl::StatusOr<absl::Duration> DurationWithin(const google::protobuf::Duration& d,
+                                              absl::string_view field, absl::Duration min,
+                                              absl::Duration max);
 
 }  // namespace jobstream::jobs

@@ -1,8 +1,10 @@
 // Small facts about the API's types, defined once for the server, the client and the
-// gateway: which states and events are final, and Timestamp <-> absl::Time.
+// gateway: which states and events are final, Timestamp <-> absl::Time and
+// Duration <-> absl::Duration.
 #pragma once
 
 #include "absl/time/time.h"
+#include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "google/protobuf/util/time_util.h"
 #include "jobstream/v1/jobs.pb.h"
@@ -26,6 +28,14 @@ inline absl::Time ToTime(const google::protobuf::Timestamp& ts) {
 
 inline google::protobuf::Timestamp ToProto(absl::Time t) {
   return google::protobuf::util::TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
+}
+
+inline absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+inline google::protobuf::Duration ToProto(absl::Duration d) {
+  return google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
 }
 
 }  // namespace jobstream::v1
