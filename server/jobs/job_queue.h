@@ -52,6 +52,7 @@ class JobQueue {
       return id < o.id;
     }
   };
+  static_assert(sizeof(Item) == 48, "the place of a queued job, as README.md says");
   struct Scheduled {
     int64_t ready_ms;
     uint32_t type;

@@ -595,6 +595,40 @@ TEST_F(DeepQueueTest, QueuedJobsLeaveMemoryOnceWrittenAndAreReadBackToStart) {
   EXPECT_EQ(manager_->live_jobs(), 0u);
 }
 
+TEST_F(DeepQueueTest, AWatchJobsSnapshotListsQueuedJobsFromTheIndex) {
+  std::vector<Job> jobs;
+  for (int i = 0; i < 30; ++i) jobs.push_back(SubmitOf(i % 3 ? "mail" : "sms", i));
+  ASSERT_EQ(manager_->live_jobs(), 0u) << "none of them is held in memory";
+  // The snapshot events a new WatchJobs starts with.
+  auto snapshot = [](watch::EventHub& hub, watch::JobFilter filter) {
+    auto sub = hub.WatchJobs(std::move(filter));
+    EXPECT_TRUE(sub.ok());
+    std::vector<std::string> ids;
+    for (;;) {
+      auto next = (*sub)->Poll();
+      if (next.kind != watch::Subscription::Next::kSend) break;
+      EXPECT_EQ(next.event->event.type(), JobEvent::SNAPSHOT);
+      EXPECT_EQ(next.event->event.status().state(), Job::QUEUED);
+      ids.push_back(next.event->event.job_id());
+    }
+    hub.Unsubscribe(*sub);
+    return ids;
+  };
+  EXPECT_EQ(snapshot(*hub_, {}).size(), 30u);
+  watch::JobFilter sms;
+  sms.types.insert("sms");
+  EXPECT_EQ(snapshot(*hub_, sms).size(), 10u);
+  watch::JobFilter running;
+  running.states.insert(Job::RUNNING);
+  EXPECT_TRUE(snapshot(*hub_, running).empty());
+  // Past the limit: the newest queued jobs.
+  watch::WatchOptions small;
+  small.snapshot_queued_limit = 4;
+  watch::EventHub limited(store_.get(), small);
+  EXPECT_EQ(snapshot(limited, {}), (std::vector<std::string>{jobs[29].id(), jobs[28].id(),
+                                                             jobs[27].id(), jobs[26].id()}));
+}
+
 TEST_F(DeepQueueTest, ARestartKeepsTheQueueAndItsOrder) {
   std::vector<Job> jobs;
   for (int i = 0; i < 50; ++i) jobs.push_back(SubmitOf(i % 2 ? "mail" : "sms", i, i % 5));
