@@ -38,8 +38,6 @@ namespace {
 using jobstream::bench::Call;
 using jobstream::bench::Channels;
 using jobstream::bench::Child;
-using jobstream::bench::ClosedLoop;
-using jobstream::bench::Load;
 using jobstream::bench::Percentile;
 using jobstream::bench::RssKb;
 using jobstream::bench::Spawn;
