@@ -26,8 +26,10 @@ Worker::Worker(std::shared_ptr<grpc::Channel> channel, WorkerOptions options)
     : stub_(v1::WorkerService::NewStub(std::move(channel))), options_(std::move(options)) {}
 
 void Worker::Log(const std::string& line) {
-  std::cerr << absl::FormatTime("%H:%M:%E3S ", absl::Now(), absl::LocalTimeZone())
-            << "jobstream work: " << line << std::endl;
+  // One write per line: slots (and workers sharing a log file) must not interleave.
+  std::cerr << absl::StrCat(absl::FormatTime("%H:%M:%E3S ", absl::Now(), absl::LocalTimeZone()),
+                            "jobstream work: ", line, "\n")
+            << std::flush;
 }
 
 void Worker::Stop() {

@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <map>
+#include <regex>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -247,12 +248,10 @@ echo "{\"result\": $params}"
   // CompleteJob and the log line leaves a job unlisted, so a few may be missing.
   std::ifstream log(dir_.sub("workers.log"));
   std::map<std::string, int> completions;
+  const std::regex completed(R"(^\S+ jobstream work: job ([0-9a-z]{26}): completed \(SUCCEEDED\)$)");
   for (std::string line; std::getline(log, line);) {
-    const size_t at = line.find("jobstream work: job ");
-    if (at == std::string::npos || line.find(": completed (SUCCEEDED)") == std::string::npos) {
-      continue;
-    }
-    ++completions[line.substr(at + 20, 26)];
+    std::smatch match;
+    if (std::regex_match(line, match, completed)) ++completions[match[1]];
   }
   for (const auto& [id, count] : completions) EXPECT_EQ(count, 1) << id << " completed twice";
   EXPECT_GE(completions.size(), static_cast<size_t>(kJobs - 3 * 2));
