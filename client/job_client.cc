@@ -3,6 +3,7 @@
 #include "jobstream/v1/job_states.h"
 
 #include <algorithm>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -118,6 +119,78 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, int64_t afte
     if (!ResumableWatchEnd(static_cast<grpc::StatusCode>(status.code()))) return status;
     const absl::Time now = absl::Now();
     if (received || status.ok()) {
+      last_contact = now;
+      backoff = options.initial_backoff;
+    }
+    if (now - last_contact > options.reconnect_timeout) {
+      return absl::UnavailableError(absl::StrCat("gave up after ",
+                                                 absl::FormatDuration(now - last_contact),
+                                                 " without the server: ", status.message()));
+    }
+    if (options.on_reconnect) options.on_reconnect(status);
+    std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
+    backoff = std::min(backoff * 2, options.max_backoff);
+  }
+}
+
+absl::StatusOr<v1::Artifact> JobClient::ReadArtifact(
+    const std::string& job_id, const std::string& name, int64_t offset,
+    const std::function<void(const v1::Artifact&)>& on_start,
+    const std::function<absl::Status(absl::string_view)>& on_data, const WatchOptions& options) {
+  std::optional<v1::Artifact> artifact;
+  int64_t next = offset;
+  absl::Duration backoff = options.initial_backoff;
+  absl::Time last_contact = absl::Now();
+  for (;;) {
+    grpc::ClientContext ctx;
+    v1::GetArtifactRequest request;
+    request.set_job_id(job_id);
+    request.set_name(name);
+    request.set_offset(next);
+    auto reader = stub_->GetArtifact(&ctx, request);
+    v1::GetArtifactResponse message;
+    bool received = false;
+    absl::Status data_error;
+    while (reader->Read(&message)) {
+      received = true;
+      if (message.has_artifact()) {
+        if (!artifact) {
+          artifact = message.artifact();
+          on_start(*artifact);
+        } else if (message.artifact().sha256() != artifact->sha256()) {
+          ctx.TryCancel();
+          reader->Finish().ok();
+          return absl::AbortedError(absl::StrCat("artifact \"", name, "\" of job ", job_id,
+                                                 " was replaced while it was read"));
+        }
+      }
+      if (message.data().empty()) continue;
+      if (message.offset() != next) {
+        data_error = absl::DataLossError(absl::StrCat("expected byte ", next, ", got ",
+                                                      message.offset()));
+      } else {
+        data_error = on_data(message.data());
+        next += static_cast<int64_t>(message.data().size());
+      }
+      if (!data_error.ok()) {
+        ctx.TryCancel();
+        reader->Finish().ok();
+        return data_error;
+      }
+    }
+    absl::Status status = FromGrpc(reader->Finish());
+    if (status.ok()) {
+      if (artifact && next == artifact->size()) return *artifact;
+      status = absl::UnavailableError("the stream ended early");
+    }
+    const auto code = status.code();
+    if (code != absl::StatusCode::kUnavailable && code != absl::StatusCode::kDeadlineExceeded &&
+        code != absl::StatusCode::kCancelled && code != absl::StatusCode::kInternal &&
+        code != absl::StatusCode::kUnknown) {
+      return status;
+    }
+    const absl::Time now = absl::Now();
+    if (received) {
       last_contact = now;
       backoff = options.initial_backoff;
     }

@@ -48,6 +48,15 @@ class JobClient {
                                 const std::function<void(const v1::JobEvent&)>& on_event,
                                 const WatchOptions& options = {});
 
+  // Reads artifact `name` of a job from byte `offset`: on_start once with its description,
+  // then on_data for each piece, in order. A broken stream is reopened at the next byte
+  // (as Watch does); if the artifact changed meanwhile (another sha256), ABORTED.
+  absl::StatusOr<v1::Artifact> ReadArtifact(
+      const std::string& job_id, const std::string& name, int64_t offset,
+      const std::function<void(const v1::Artifact&)>& on_start,
+      const std::function<absl::Status(absl::string_view)>& on_data,
+      const WatchOptions& options = {});
+
  private:
   std::unique_ptr<v1::JobService::Stub> stub_;
 };

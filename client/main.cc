@@ -5,7 +5,9 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <map>
 #include <string>
@@ -25,6 +27,7 @@
 #include "absl/time/clock.h"
 #include "client/job_client.h"
 #include "client/worker.h"
+#include "jobstream/v1/artifacts.h"
 #include "server/exec/child_process.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -49,6 +52,7 @@ ABSL_FLAG(absl::Duration, lease_duration, absl::ZeroDuration(),
           "work: lease length (default: the type's)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "work: on SIGTERM, how long running jobs may finish before they are handed back");
+ABSL_FLAG(std::string, o, "", "fetch: write to this file (- for stdout; default: NAME)");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(10),
           "work: after SIGTERM to a program, SIGKILL follows this long after");
 
@@ -78,6 +82,11 @@ const std::map<std::string, std::string>& CommandHelp() {
        "  Lists jobs, newest first."},
       {"cancel", "jobstream cancel ID [--json]\n  Cancels a queued or running job."},
       {"delete", "jobstream delete ID\n  Removes a finished job and its events."},
+      {"fetch",
+       "jobstream fetch ID NAME [-o FILE]\n"
+       "  Downloads artifact NAME of job ID into FILE (default: NAME; - for stdout), with a\n"
+       "  progress bar on a terminal. Resumes after a broken connection and checks the\n"
+       "  sha256 before the file takes its name."},
       {"types",
        "jobstream types [--json]\n"
        "  Lists the declared job types: how each runs, queued and running jobs, workers."},
@@ -87,7 +96,8 @@ const std::map<std::string, std::string>& CommandHelp() {
        "  with the params as JSON on stdin. CMD prints lines such as\n"
        "    {\"step\": \"render\", \"fraction\": 0.4, \"message\": \"frame 10/24\"}\n"
        "  and {\"result\": ...}; exit 0 completes the job, anything else fails it with the\n"
-       "  tail of stderr. A cancel stops CMD. SIGTERM: no new jobs; running ones get\n"
+       "  tail of stderr. Every file CMD writes into $JOBSTREAM_OUTPUT_DIR becomes an\n"
+       "  artifact of the job. A cancel stops CMD. SIGTERM: no new jobs; running ones get\n"
        "  --drain_timeout to finish, then are stopped and handed back."},
   };
   return *help;
@@ -262,6 +272,90 @@ int List(jobstream::client::JobClient& client) {
   return kExitOk;
 }
 
+int Fetch(jobstream::client::JobClient& client, const std::vector<std::string>& args) {
+  if (args.size() != 2) return UsageError("fetch takes a job ID and an artifact NAME");
+  const std::string& id = args[0];
+  const std::string& name = args[1];
+  std::string path = absl::GetFlag(FLAGS_o);
+  if (path.empty()) {
+    // The name is checked by the server too; never write outside the current directory.
+    if (auto s = jobstream::v1::ValidateArtifactName(name); !s.ok()) {
+      return UsageError(std::string(s.message()));
+    }
+    path = name;
+  }
+  const bool to_stdout = path == "-";
+  const std::string partial = to_stdout ? "" : path + ".partial";
+  std::FILE* out = to_stdout ? stdout : std::fopen(partial.c_str(), "wb");
+  if (out == nullptr) return UsageError("cannot write " + partial + ": " + std::strerror(errno));
+  const bool bar = isatty(STDERR_FILENO) && !to_stdout;
+  const absl::Time start = absl::Now();
+  absl::Time drawn = absl::InfinitePast();
+  int64_t total = 0, received = 0;
+  jobstream::v1::Sha256 sha;
+  auto draw = [&](bool last) {
+    const absl::Time now = absl::Now();
+    if (!bar || (!last && now - drawn < absl::Milliseconds(100))) return;
+    drawn = now;
+    constexpr int kWidth = 24;
+    const double fraction = total > 0 ? static_cast<double>(received) / total : 1.0;
+    const int filled = static_cast<int>(fraction * kWidth + 0.5);
+    const double seconds = std::max(1e-3, absl::ToDoubleSeconds(now - start));
+    std::cerr << absl::StrFormat("\r\x1b[K[%s%s] %3d%%  %.1f / %.1f MiB  %.1f MiB/s",
+                                 std::string(filled, '#'), std::string(kWidth - filled, '-'),
+                                 static_cast<int>(fraction * 100 + 0.5), received / 1048576.0,
+                                 total / 1048576.0, received / 1048576.0 / seconds)
+              << (last ? "\n" : "") << std::flush;
+  };
+  jobstream::client::WatchOptions options;
+  options.reconnect_timeout = absl::GetFlag(FLAGS_reconnect_timeout);
+  auto artifact = client.ReadArtifact(
+      id, name, 0, [&](const jobstream::v1::Artifact& a) { total = a.size(); },
+      [&](absl::string_view data) -> absl::Status {
+        if (std::fwrite(data.data(), 1, data.size(), out) != data.size()) {
+          return absl::DataLossError(absl::StrCat("writing ", path, ": ", std::strerror(errno)));
+        }
+        sha.Update(data);
+        received += static_cast<int64_t>(data.size());
+        draw(false);
+        return absl::OkStatus();
+      },
+      options);
+  const bool flushed = std::fflush(out) == 0 && (to_stdout || std::fclose(out) == 0);
+  auto fail = [&](int code) {
+    if (!to_stdout) std::remove(partial.c_str());
+    return code;
+  };
+  if (!artifact.ok()) {
+    if (bar) std::cerr << "\n";
+    return fail(CallError(artifact.status()));
+  }
+  if (!flushed) {
+    std::cerr << "jobstream: writing " << path << ": " << std::strerror(errno) << "\n";
+    return fail(kExitFailed);
+  }
+  if (const std::string got = sha.HexDigest(); got != artifact->sha256()) {
+    std::cerr << "jobstream: " << name << " arrived with sha256 " << got << ", not "
+              << artifact->sha256() << "; nothing was kept\n";
+    return fail(kExitFailed);
+  }
+  if (!to_stdout && std::rename(partial.c_str(), path.c_str()) != 0) {
+    std::cerr << "jobstream: cannot rename " << partial << " to " << path << ": "
+              << std::strerror(errno) << "\n";
+    return fail(kExitFailed);
+  }
+  draw(true);
+  if (!to_stdout) {
+    if (Interactive()) {
+      std::cout << path << "  " << artifact->size() << " bytes  " << artifact->content_type()
+                << "  sha256 " << artifact->sha256() << std::endl;
+    } else {
+      std::cout << ToJson(*artifact) << std::endl;
+    }
+  }
+  return kExitOk;
+}
+
 int Types(const std::string& server) {
   auto stub = jobstream::v1::JobService::NewStub(jobstream::client::JobClient::Connect(server));
   grpc::ClientContext ctx;
@@ -374,6 +468,7 @@ int main(int argc, char** argv) {
     if (!args.empty()) return UsageError("list takes no arguments");
     return List(client);
   }
+  if (command == "fetch") return Fetch(client, args);
   if (CommandHelp().count(command) == 0) return UsageError("unknown command \"" + command + "\"");
   if (args.size() != 1) return UsageError(command + " takes one job ID");
   const std::string* id = &args[0];

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "client/job_client.h"
 #include "jobstream/v1/job_states.h"
 
 namespace jobstream::client {
@@ -18,6 +19,41 @@ using v1::ToTime;
 bool Transient(const grpc::Status& s) {
   return s.error_code() == grpc::StatusCode::UNAVAILABLE ||
          s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+// Streams one file as an artifact of the leased job. heartbeat runs between messages, so
+// a long upload keeps its lease.
+absl::Status UploadFile(v1::WorkerService::Stub& stub, const std::string& lease_id,
+                        const exec::OutputFile& file, const std::function<void()>& heartbeat) {
+  constexpr size_t kPiece = 256 << 10;
+  grpc::ClientContext ctx;
+  v1::Artifact artifact;
+  auto writer = stub.UploadArtifact(&ctx, &artifact);
+  v1::UploadArtifactRequest message;
+  message.mutable_header()->set_lease_id(lease_id);
+  message.mutable_header()->set_name(file.name);
+  message.mutable_header()->set_size(file.size);
+  bool broken = false;
+  absl::Status read = exec::ReadFileInPieces(file.path, kPiece, [&](absl::string_view piece) {
+    message.set_data(std::string(piece));
+    if (!writer->Write(message)) {
+      broken = true;
+      return absl::CancelledError("the stream broke");
+    }
+    message.Clear();
+    heartbeat();
+    return absl::OkStatus();
+  });
+  if (!read.ok() && !broken) {
+    ctx.TryCancel();  // the server drops the upload
+    writer->Finish().ok();
+    return read;
+  }
+  if (!broken) {
+    message.set_finish_write(true);
+    writer->WriteLast(message, grpc::WriteOptions());
+  }
+  return FromGrpc(writer->Finish());
 }
 
 }  // namespace
@@ -92,6 +128,34 @@ void Worker::Slot(int index) {
     backoff = absl::Milliseconds(100);
     for (const v1::LeasedJob& leased : response.jobs()) RunJob(leased);
   }
+}
+
+absl::Status Worker::UploadOutputs(const exec::OutputDir& dir, const std::string& lease_id,
+                                   const std::string& job_id, const absl::Time& lease_end,
+                                   const std::function<void()>& heartbeat) {
+  std::vector<std::string> skipped;
+  auto files = dir.Files(&skipped);
+  for (const std::string& what : skipped) {
+    Log(absl::StrCat("job ", job_id, ": output not uploaded: ", what));
+  }
+  if (!files.ok()) return files.status();
+  for (const exec::OutputFile& file : *files) {
+    absl::Duration backoff = absl::Milliseconds(100);
+    for (;;) {
+      absl::Status s = UploadFile(*stub_, lease_id, file, heartbeat);
+      if (s.ok()) break;
+      // The server restarting: upload the file again while the lease may still hold.
+      if ((s.code() != absl::StatusCode::kUnavailable &&
+           s.code() != absl::StatusCode::kCancelled) ||
+          absl::Now() + backoff > lease_end) {
+        return absl::Status(s.code(), absl::StrCat("uploading ", file.name, ": ", s.message()));
+      }
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(2));
+    }
+    Log(absl::StrCat("job ", job_id, ": uploaded ", file.name, " (", file.size, " bytes)"));
+  }
+  return absl::OkStatus();
 }
 
 void Worker::RunJob(const v1::LeasedJob& leased) {
@@ -169,10 +233,31 @@ void Worker::RunJob(const v1::LeasedJob& leased) {
   hooks.stop = [&] { return stop != StopReason::kNone; };
   hooks.log = [&](absl::string_view what) { Log(absl::StrCat("job ", job.id(), ": ", what)); };
 
-  exec::ProgramOutcome outcome =
-      exec::RunJobProgram(program, job.id(), job.type(), job.attempt(), job.params(), hooks);
+  // The program's output directory: what it leaves there becomes the job's artifacts.
+  auto output = exec::OutputDir::Create(job.id(), job.attempt());
+  exec::ProgramOutcome outcome;
+  if (output.ok()) {
+    outcome = exec::RunJobProgram(program, job.id(), job.type(), job.attempt(), job.params(),
+                                  (*output)->path(), hooks);
+  } else {
+    outcome.result = output.status();
+    outcome.retryable = true;
+  }
   if (stop == StopReason::kLeaseLost) return;
   if (pending) report(&*pending);  // the last progress before the end
+  if (outcome.result.ok() && stop == StopReason::kNone) {
+    absl::Status uploaded = UploadOutputs(**output, lease_id, job.id(), lease_end, [&] {
+      if (absl::Now() - last_report >= lease_length / 3) report(nullptr);
+    });
+    if (stop == StopReason::kLeaseLost ||
+        uploaded.code() == absl::StatusCode::kFailedPrecondition) {
+      return;  // the job is no longer ours
+    }
+    if (!uploaded.ok()) {
+      outcome.result = uploaded;
+      outcome.retryable = uploaded.code() == absl::StatusCode::kUnavailable;
+    }
+  }
 
   // The ending call, retried while the server is away and the lease may still hold.
   auto call = [&](auto&& rpc, const char* what) {

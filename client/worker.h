@@ -5,7 +5,9 @@
 // Each of `concurrency` slots long-polls LeaseJob for one job at a time. While the
 // program runs, its step and progress lines are reported (progress at most every
 // 100 ms), and a heartbeat keeps the lease when it is silent. A cancel request, or a lost
-// lease, stops the program (SIGTERM to its process group, SIGKILL after kill_grace). On
+// lease, stops the program (SIGTERM to its process group, SIGKILL after kill_grace). When
+// the program succeeds, every file it left in $JOBSTREAM_OUTPUT_DIR is uploaded as an
+// artifact (UploadArtifact) before the job is completed. On
 // Stop() nothing new is leased; running programs get `drain` to finish, then are stopped
 // and their jobs given back (ReleaseJob) without spending an attempt.
 #pragma once
@@ -23,6 +25,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "jobstream/v1/workers.grpc.pb.h"
+#include "server/exec/output_dir.h"
 #include "server/exec/program.h"
 
 namespace jobstream::client {
@@ -55,6 +58,10 @@ class Worker {
  private:
   void Slot(int index);
   void RunJob(const v1::LeasedJob& leased);
+  // Uploads every file in `dir` as an artifact; FAILED_PRECONDITION once the lease is lost.
+  absl::Status UploadOutputs(const exec::OutputDir& dir, const std::string& lease_id,
+                             const std::string& job_id, const absl::Time& lease_end,
+                             const std::function<void()>& heartbeat);
   void Log(const std::string& line);
 
   std::unique_ptr<v1::WorkerService::Stub> stub_;

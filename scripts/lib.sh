@@ -8,7 +8,7 @@ APT_PACKAGES=(
   cmake ninja-build g++ pkg-config ccache
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev libgtest-dev libgmock-dev
-  libboost1.81-dev libboost-url1.81-dev
+  libboost1.81-dev libboost-url1.81-dev libssl-dev
 )
 
 as_root() {

@@ -39,6 +39,10 @@ ABSL_FLAG(int64_t, max_params_bytes, 1 << 20, "largest params accepted by Submit
 ABSL_FLAG(int64_t, max_watchers, 100000, "open watch streams accepted");
 ABSL_FLAG(int64_t, watch_queue_limit, 256,
           "state events queued per watcher before it is cut off RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_artifact_bytes, int64_t{1} << 30, "largest artifact a job may attach");
+ABSL_FLAG(int64_t, max_job_artifact_bytes, int64_t{4} << 30,
+          "most artifact bytes one job may hold in all");
+ABSL_FLAG(int, max_artifacts_per_job, 100, "most artifacts one job may hold");
 ABSL_FLAG(absl::Duration, retry_backoff, absl::Seconds(1),
           "first retry delay of types whose config sets none; doubles per attempt with jitter");
 
@@ -93,6 +97,14 @@ int main(int argc, char** argv) {
     return Fail("--retention and --sweep_interval must be positive, --retry_backoff >= 0");
   }
 
+  if (absl::GetFlag(FLAGS_max_artifact_bytes) < 0 ||
+      absl::GetFlag(FLAGS_max_job_artifact_bytes) < 0 ||
+      absl::GetFlag(FLAGS_max_artifacts_per_job) < 0 ||
+      absl::GetFlag(FLAGS_max_artifacts_per_job) > 10000) {
+    return Fail("--max_artifact_bytes and --max_job_artifact_bytes must be >= 0, "
+                "--max_artifacts_per_job 0..10000");
+  }
+
   jobstream::v1::ServerConfig config;
   const std::string config_file = absl::GetFlag(FLAGS_config);
   if (!config_file.empty()) {
@@ -127,6 +139,9 @@ int main(int argc, char** argv) {
   jobstream::jobs::ManagerOptions manager_options;
   manager_options.limits.max_params_bytes = absl::GetFlag(FLAGS_max_params_bytes);
   manager_options.retention = absl::GetFlag(FLAGS_retention);
+  manager_options.artifacts.max_artifact_bytes = absl::GetFlag(FLAGS_max_artifact_bytes);
+  manager_options.artifacts.max_job_artifact_bytes = absl::GetFlag(FLAGS_max_job_artifact_bytes);
+  manager_options.artifacts.max_artifacts_per_job = absl::GetFlag(FLAGS_max_artifacts_per_job);
   auto manager = std::make_unique<jobstream::jobs::JobManager>(store->get(), &hub, &*types,
                                                               manager_options);
   if (absl::Status s = manager->Recover(); !s.ok()) {

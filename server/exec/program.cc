@@ -283,7 +283,8 @@ ProgramOutcome RunProgram(const ProgramOptions& options, const std::string& stdi
 
 ProgramOutcome RunJobProgram(ProgramOptions options, const std::string& job_id,
                              const std::string& type, int attempt,
-                             const google::protobuf::Struct& params, const ProgramHooks& hooks) {
+                             const google::protobuf::Struct& params,
+                             const std::string& output_dir, const ProgramHooks& hooks) {
   std::string input;
   google::protobuf::util::JsonPrintOptions print;
   print.preserve_proto_field_names = true;
@@ -292,6 +293,7 @@ ProgramOutcome RunJobProgram(ProgramOptions options, const std::string& job_id,
   options.env["JOBSTREAM_JOB_ID"] = job_id;
   options.env["JOBSTREAM_JOB_TYPE"] = type;
   options.env["JOBSTREAM_ATTEMPT"] = absl::StrCat(attempt);
+  if (!output_dir.empty()) options.env["JOBSTREAM_OUTPUT_DIR"] = output_dir;
   return RunProgram(options, input, hooks);
 }
 

@@ -55,11 +55,12 @@ ProgramOutcome RunProgram(const ProgramOptions& options, const std::string& stdi
                           const ProgramHooks& hooks);
 
 // Runs the program for one attempt of a job, as the exec runner and `jobstream work` both
-// do: the params as one line of JSON on stdin, and JOBSTREAM_JOB_ID, JOBSTREAM_JOB_TYPE
-// and JOBSTREAM_ATTEMPT in its environment.
+// do: the params as one line of JSON on stdin, and JOBSTREAM_JOB_ID, JOBSTREAM_JOB_TYPE,
+// JOBSTREAM_ATTEMPT and (unless empty) JOBSTREAM_OUTPUT_DIR in its environment.
 ProgramOutcome RunJobProgram(ProgramOptions options, const std::string& job_id,
                              const std::string& type, int attempt,
-                             const google::protobuf::Struct& params, const ProgramHooks& hooks);
+                             const google::protobuf::Struct& params,
+                             const std::string& output_dir, const ProgramHooks& hooks);
 
 // The environment a program gets: ours, then `extra` (later keys win), as KEY=VALUE.
 std::vector<std::string> ProgramEnvironment(const std::map<std::string, std::string>& extra);

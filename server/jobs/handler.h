@@ -3,6 +3,7 @@
 // through a JobContext. Handlers are stateless and shared by every job of their type.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -11,6 +12,7 @@
 #include "absl/time/time.h"
 #include "google/protobuf/struct.pb.h"
 #include "jobstream/v1/jobs.pb.h"
+#include "server/jobs/artifact_upload.h"
 
 namespace jobstream::jobs {
 
@@ -31,7 +33,15 @@ class JobContext {
   virtual bool Cancelled() const = 0;
   // Sleeps up to `d`; returns false at once when Cancelled().
   virtual bool SleepFor(absl::Duration d) = 0;
+  // Starts attaching a file (an empty content type is guessed from the name): Append its
+  // bytes, then Commit; it is visible once committed. Errors as UploadArtifact's.
+  virtual absl::StatusOr<std::unique_ptr<ArtifactUpload>> CreateArtifact(
+      absl::string_view name, absl::string_view content_type) = 0;
 };
+
+// Attaches the file at `path` as artifact `name`, read in chunks (never whole).
+absl::StatusOr<v1::Artifact> AttachFile(JobContext& ctx, absl::string_view name,
+                                        absl::string_view content_type, const std::string& path);
 
 // How a handler's error is read (Finish): an error marked retryable — or, unmarked,
 // UNAVAILABLE — is retried while attempts remain; CANCELLED after a cancel request ends

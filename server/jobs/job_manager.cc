@@ -94,13 +94,15 @@ storage::CommittedEventPtr JobManager::AddRecordAndEvent(Batch& batch, const Job
 }
 
 absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
-                                JobCallback done) {
+                                JobCallback done, const v1::Artifact* artifact) {
   const absl::Time now = absl::Now();
   Job& job = live.job;
   job.set_last_sequence(job.last_sequence() + 1);
   *job.mutable_update_time() = ToProto(now);
   if (job.state() != live.indexed_state) Reindex(job, live.indexed_state, batch);
-  storage::CommittedEventPtr event = AddRecordAndEvent(batch, job, MakeEvent(job, type, now));
+  JobEvent made = MakeEvent(job, type, now);
+  if (artifact != nullptr) *made.mutable_artifact() = *artifact;
+  storage::CommittedEventPtr event = AddRecordAndEvent(batch, job, std::move(made));
   // The job exactly as this event left it (the event holds it already). A job this event
   // leaves QUEUED may leave memory once it is written.
   const bool settles = job.state() == Job::QUEUED;
@@ -306,6 +308,7 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
 
 absl::Status JobManager::Recover() {
   if (absl::Status s = BackfillIndexes(); !s.ok()) return s;
+  if (absl::Status s = RemoveAbandonedUploads(); !s.ok()) return s;
   const absl::Time now = absl::Now();
   // Jobs this server was running when it stopped hold an in-server lease: their attempt
   // was cut short. Leases held by workers stand.
@@ -671,6 +674,10 @@ void JobManager::RemovalBatch(const Job& job, absl::string_view reason, absl::Ti
   batch.Delete(Cf::kByState, storage::ByStateKey(job.state(), create_ms, id));
   batch.Delete(Cf::kByTypeState, storage::ByTypeStateKey(job.type(), job.state(), create_ms, id));
   if (!job.request_id().empty()) batch.Delete(Cf::kRequests, job.request_id());
+  if (job.artifacts_size() > 0) {
+    auto [begin, end] = storage::JobArtifactsRange(id);
+    batch.DeleteRange(Cf::kArtifacts, std::move(begin), std::move(end));
+  }
   batch.Put(Cf::kTombstones, id, storage::TombstoneValue(absl::ToUnixMillis(now), reason));
 }
 
@@ -692,7 +699,14 @@ void JobManager::Delete(const std::string& job_id, StatusCallback done) {
   }
   Batch batch;
   RemovalBatch(*job, "deleted", absl::Now(), batch);
-  auto handle = committer_.Enqueue({std::move(batch), {}, done});
+  StatusCallback on_commit = done;
+  if (job->artifacts_size() > 0) {
+    on_commit = [this, job_id, done](absl::Status s) {
+      if (s.ok()) CompactRemovedArtifacts({job_id});
+      done(s);
+    };
+  }
+  auto handle = committer_.Enqueue({std::move(batch), {}, std::move(on_commit)});
   if (!handle.ok()) done(handle.status());
 }
 
@@ -721,13 +735,18 @@ void JobManager::RemoveFinished(absl::Time ended_before, absl::string_view reaso
   if (!read_error.ok()) return done(read_error);
   if (finished.empty()) return done(0);  // no synced write for nothing (every sweep)
   const int64_t count = static_cast<int64_t>(finished.size());
+  std::vector<std::string> with_artifacts;
+  for (const Job& job : finished) {
+    if (job.artifacts_size() > 0) with_artifacts.push_back(job.id());
+  }
   for (size_t i = 0; i < finished.size(); i += kJobsPerWrite) {
     Batch batch;
     const size_t end = std::min(finished.size(), i + kJobsPerWrite);
     for (size_t j = i; j < end; ++j) RemovalBatch(finished[j], reason, now, batch);
     StatusCallback on_commit;
     if (end == finished.size()) {  // the last write answers for all: a failure is sticky
-      on_commit = [done, count](absl::Status s) {
+      on_commit = [this, done, count, with_artifacts](absl::Status s) {
+        if (s.ok()) CompactRemovedArtifacts(with_artifacts);
         if (s.ok()) done(count); else done(s);
       };
     }

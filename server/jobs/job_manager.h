@@ -36,6 +36,7 @@
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "jobstream/v1/workers.pb.h"
+#include "server/jobs/artifact_upload.h"
 #include "server/jobs/job_queue.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/leases.h"
@@ -43,12 +44,20 @@
 #include "server/storage/group_commit.h"
 #include "server/storage/job_store.h"
 #include "server/storage/records.pb.h"
+#include "server/util/task_pool.h"
 #include "server/watch/event_hub.h"
 
 namespace jobstream::jobs {
 
+struct ArtifactLimits {
+  int64_t max_artifact_bytes = int64_t{1} << 30;      // 1 GiB
+  int64_t max_job_artifact_bytes = int64_t{4} << 30;  // 4 GiB
+  int max_artifacts_per_job = 100;
+};
+
 struct ManagerOptions {
   Limits limits;
+  ArtifactLimits artifacts;
   // Finished jobs are removed this long after they end; their tombstones as long again.
   absl::Duration retention = absl::Hours(168);
   // Records ListJobs examines per call before it returns a partial page.
@@ -69,6 +78,12 @@ struct Attempt {
   int attempt = 0;
   std::shared_ptr<const google::protobuf::Struct> params;
   std::shared_ptr<RunControl> control;
+};
+
+// A committed artifact as GetArtifact reads it.
+struct StoredArtifact {
+  v1::Artifact artifact;
+  storage::ArtifactRecord record;
 };
 
 class JobManager {
@@ -126,6 +141,21 @@ class JobManager {
   void ReleaseWork(const v1::ReleaseJobRequest& request, JobCallback done)
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Artifacts (see ArtifactUpload). BeginArtifact checks the header and that `holder`
+  // still holds a RUNNING job; BeginWorkerArtifact takes the holder from the lease id.
+  absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginArtifact(
+      ArtifactHolder holder, const v1::ArtifactHeader& header) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginWorkerArtifact(
+      const v1::ArtifactHeader& header) ABSL_LOCKS_EXCLUDED(mu_);
+  // A committed artifact; NOT_FOUND names the job's artifacts.
+  absl::StatusOr<StoredArtifact> FindArtifact(const std::string& job_id,
+                                              const std::string& name) const;
+  // Chunk `index` of it; NotFound once it has been replaced or removed.
+  absl::Status ReadArtifactChunk(const std::string& job_id, const StoredArtifact& artifact,
+                                 uint32_t index, std::string* data) const {
+    return store_->ReadArtifactChunk(job_id, artifact.record.upload_id(), index, data);
+  }
+
   // Acquire returns nullopt and LeaseJobs UNAVAILABLE from now on; running handlers are
   // told to stop (their jobs go back to QUEUED, without spending the attempt, when they
   // Finish). Leases held by workers stay: they keep their deadlines across a restart.
@@ -145,6 +175,10 @@ class JobManager {
     storage::LeaseRecord lease;           // while RUNNING
     std::shared_ptr<RunControl> control;  // while RUNNING in this server
     storage::GroupCommitter::Handle pending_progress;  // replaceable while not yet written
+    int64_t artifact_bytes_reserved = 0;  // by uploads in progress, against the job's limit
+    // Upload ids of artifacts committed while held, newest per name (the store may not
+    // have them yet when the next of the same name replaces them).
+    absl::flat_hash_map<std::string, uint64_t> artifact_uploads;
   };
   // How an attempt ended, for EndAttempt.
   struct AttemptEnd {
@@ -160,8 +194,10 @@ class JobManager {
 
   // Appends the next event of `live` to `batch` and queues it. Once it is committed,
   // `done` (if any) gets the job as that event left it, without params. Call with mu_ held.
+  // An ARTIFACT event carries `artifact`.
   absl::Status Commit(LiveJob& live, v1::JobEvent::Type type, storage::Batch batch,
-                      JobCallback done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                      JobCallback done, const v1::Artifact* artifact = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::JobEvent MakeEvent(const v1::Job& job, v1::JobEvent::Type type, absl::Time now) const;
   // Adds the job record and `event` to `batch`; returns the event as watchers get it.
   storage::CommittedEventPtr AddRecordAndEvent(storage::Batch& batch, const v1::Job& job,
@@ -222,6 +258,27 @@ class JobManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ServeWaiters() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Artifacts (artifacts.cc); ArtifactUpload calls these.
+  friend class ArtifactUpload;
+  absl::StatusOr<LiveJob*> FindHolder(const ArtifactHolder& holder)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status ReserveArtifactBytes(const ArtifactHolder& holder, const std::string& name,
+                                    int64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status MarkUpload(const std::string& job_id, uint64_t upload_id);
+  absl::Status WriteUnlogged(const storage::Batch& batch);
+  absl::Status FlushArtifacts();
+  // An upload ended without a commit: gives back its reserved bytes and, if it wrote
+  // chunks, removes them and its marker.
+  void EndArtifactUpload(const std::string& job_id, uint64_t upload_id, bool marked,
+                         int64_t reserved) ABSL_LOCKS_EXCLUDED(mu_);
+  void CommitArtifact(const ArtifactHolder& holder, v1::Artifact artifact,
+                      const storage::ArtifactRecord& record, storage::Batch batch, bool marked,
+                      int64_t reserved, ArtifactUpload::Done done) ABSL_LOCKS_EXCLUDED(mu_);
+  // Recovery: removes the chunks of uploads a stop cut off.
+  absl::Status RemoveAbandonedUploads();
+  // After removing jobs that had artifacts: gives their space back, in the background.
+  void CompactRemovedArtifacts(const std::vector<std::string>& job_ids);
+
   void DispatchLoop() ABSL_LOCKS_EXCLUDED(mu_);
   void Dispatch(absl::Time now, Replies& replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -254,6 +311,7 @@ class JobManager {
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_dispatch_ ABSL_GUARDED_BY(mu_) = false;
   std::thread dispatcher_;
+  util::TaskPool compactor_{"js-compact", 1};
 };
 
 }  // namespace jobstream::jobs

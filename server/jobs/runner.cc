@@ -32,6 +32,14 @@ class ManagedContext : public JobContext {
   bool SleepFor(absl::Duration d) override {
     return !attempt_.control->stop.WaitForNotificationWithTimeout(d);
   }
+  absl::StatusOr<std::unique_ptr<ArtifactUpload>> CreateArtifact(
+      absl::string_view name, absl::string_view content_type) override {
+    v1::ArtifactHeader header;
+    header.set_name(std::string(name));
+    header.set_content_type(std::string(content_type));
+    return manager_->BeginArtifact(ArtifactHolder{attempt_.job_id, "", attempt_.control},
+                                   header);
+  }
 
  private:
   JobManager* const manager_;

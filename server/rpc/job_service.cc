@@ -136,4 +136,91 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobTypes(grpc::CallbackServerConte
   return reactor;
 }
 
+namespace {
+
+// Streams [begin, end) of one artifact, a chunk per write: only the chunk being sent is
+// in memory, and a slow reader holds nothing else. If the artifact is replaced or removed
+// while it is read, the stream ends ABORTED rather than mix two files.
+class ArtifactReader : public grpc::ServerWriteReactor<v1::GetArtifactResponse> {
+ public:
+  ArtifactReader(const jobs::JobManager* manager, std::string job_id,
+                 jobs::StoredArtifact stored, int64_t begin, int64_t end)
+      : manager_(manager), job_id_(std::move(job_id)), stored_(std::move(stored)),
+        pos_(begin), end_(end) {
+    *message_.mutable_artifact() = stored_.artifact;
+    message_.set_offset(pos_);
+    StartWrite(&message_);
+  }
+
+  static ArtifactReader* Fail(const absl::Status& status) {
+    return new ArtifactReader(status);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the reader went away"));
+    if (pos_ >= end_) return Finish(grpc::Status::OK);
+    const int64_t chunk_size = stored_.record.chunk_size();
+    const auto index = static_cast<uint32_t>(pos_ / chunk_size);
+    std::string chunk;
+    absl::Status s = manager_->ReadArtifactChunk(job_id_, stored_, index, &chunk);
+    if (absl::IsNotFound(s)) {
+      return Finish(ToGrpc(absl::AbortedError(absl::StrCat(
+          "artifact \"", stored_.artifact.name(), "\" of job ", job_id_,
+          " was replaced or removed while it was read"))));
+    }
+    if (!s.ok()) return Finish(ToGrpc(s));
+    const int64_t skip = pos_ - int64_t{index} * chunk_size;
+    const int64_t take = std::min<int64_t>(end_ - pos_, static_cast<int64_t>(chunk.size()) - skip);
+    if (take <= 0) {
+      return Finish(ToGrpc(absl::DataLossError(absl::StrCat(
+          "artifact \"", stored_.artifact.name(), "\" of job ", job_id_, " is short at byte ",
+          pos_))));
+    }
+    message_.Clear();
+    if (skip == 0 && take == static_cast<int64_t>(chunk.size())) {
+      *message_.mutable_data() = std::move(chunk);
+    } else {
+      message_.set_data(chunk.substr(skip, take));
+    }
+    message_.set_offset(pos_);
+    pos_ += take;
+    StartWrite(&message_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  explicit ArtifactReader(const absl::Status& status) : manager_(nullptr) {
+    Finish(ToGrpc(status));
+  }
+
+  const jobs::JobManager* const manager_;
+  const std::string job_id_;
+  const jobs::StoredArtifact stored_;
+  int64_t pos_ = 0;
+  const int64_t end_ = 0;
+  v1::GetArtifactResponse message_;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<v1::GetArtifactResponse>* JobServiceImpl::GetArtifact(
+    grpc::CallbackServerContext* ctx, const v1::GetArtifactRequest* request) {
+  auto stored = manager_->FindArtifact(request->job_id(), request->name());
+  if (!stored.ok()) return ArtifactReader::Fail(stored.status());
+  const int64_t size = stored->artifact.size();
+  if (request->offset() < 0 || request->offset() > size) {
+    return ArtifactReader::Fail(absl::OutOfRangeError(absl::StrCat(
+        "offset ", request->offset(), " is outside 0..", size, " (the artifact's size)")));
+  }
+  if (request->limit() < 0) {
+    return ArtifactReader::Fail(absl::InvalidArgumentError("limit must be >= 0"));
+  }
+  const int64_t end = request->limit() == 0 || request->limit() > size - request->offset()
+                          ? size
+                          : request->offset() + request->limit();
+  return new ArtifactReader(manager_, request->job_id(), *std::move(stored), request->offset(),
+                            end);
+}
+
 }  // namespace jobstream::rpc

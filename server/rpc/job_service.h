@@ -38,6 +38,8 @@ class JobServiceImpl final
   grpc::ServerUnaryReactor* PurgeJobs(grpc::CallbackServerContext* ctx,
                                       const v1::PurgeJobsRequest* request,
                                       v1::PurgeJobsResponse* response) override;
+  grpc::ServerWriteReactor<v1::GetArtifactResponse>* GetArtifact(
+      grpc::CallbackServerContext* ctx, const v1::GetArtifactRequest* request) override;
   grpc::ServerUnaryReactor* ListJobTypes(grpc::CallbackServerContext* ctx,
                                          const v1::ListJobTypesRequest* request,
                                          v1::ListJobTypesResponse* response) override;

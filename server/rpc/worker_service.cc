@@ -2,6 +2,7 @@
 
 #include <atomic>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 
 namespace jobstream::rpc {
@@ -67,7 +68,73 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
 };
 
+// One UploadArtifact stream: the header starts an upload, each message appends to it,
+// and finish_write commits it. Any error, or a stream that ends or is cancelled before
+// finish_write, drops the upload (ArtifactUpload removes what it wrote).
+class UploadReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> {
+ public:
+  UploadReactor(jobs::JobManager* manager, CallTracker* calls, v1::Artifact* response)
+      : manager_(manager), calls_(calls), response_(response) {
+    calls_->Enter();
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      return End(absl::InvalidArgumentError(
+          upload_ ? "the stream ended before a message with finish_write: nothing was kept"
+                  : "the stream ended before its header"));
+    }
+    if (!upload_) {
+      if (!request_.has_header()) {
+        return End(absl::InvalidArgumentError("the first message must carry the header"));
+      }
+      auto upload = manager_->BeginWorkerArtifact(request_.header());
+      if (!upload.ok()) return End(upload.status());
+      upload_ = *std::move(upload);
+    } else if (request_.has_header()) {
+      return End(absl::InvalidArgumentError("only the first message may carry a header"));
+    }
+    if (request_.data().size() > kMaxMessageData) {
+      return End(absl::InvalidArgumentError(absl::StrCat(
+          "a message holds ", request_.data().size(), " bytes of data; the limit is ",
+          kMaxMessageData)));
+    }
+    if (absl::Status s = upload_->Append(request_.data()); !s.ok()) return End(s);
+    if (!request_.finish_write()) {
+      request_.Clear();
+      return StartRead(&request_);
+    }
+    upload_->Finish([this](absl::StatusOr<v1::Artifact> artifact) {
+      if (artifact.ok()) *response_ = *std::move(artifact);
+      End(artifact.status());
+    });
+  }
+
+  void OnDone() override {
+    upload_.reset();  // drops an unfinished upload
+    calls_->Leave();
+    delete this;
+  }
+
+ private:
+  static constexpr size_t kMaxMessageData = 1 << 20;
+
+  void End(const absl::Status& status) { Finish(ToGrpc(status)); }
+
+  jobs::JobManager* const manager_;
+  CallTracker* const calls_;
+  v1::Artifact* const response_;
+  v1::UploadArtifactRequest request_;
+  std::unique_ptr<jobs::ArtifactUpload> upload_;
+};
+
 }  // namespace
+
+grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArtifact(
+    grpc::CallbackServerContext* ctx, v1::Artifact* response) {
+  return new UploadReactor(manager_, calls_, response);
+}
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContext* ctx,
                                                       const v1::LeaseJobRequest* request,

@@ -26,6 +26,8 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   grpc::ServerUnaryReactor* FailJob(grpc::CallbackServerContext* ctx,
                                     const v1::FailJobRequest* request,
                                     v1::Job* response) override;
+  grpc::ServerReadReactor<v1::UploadArtifactRequest>* UploadArtifact(
+      grpc::CallbackServerContext* ctx, v1::Artifact* response) override;
   grpc::ServerUnaryReactor* ReleaseJob(grpc::CallbackServerContext* ctx,
                                        const v1::ReleaseJobRequest* request,
                                        v1::Job* response) override;

@@ -43,9 +43,20 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& dir)
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf_options.write_buffer_size = 32 << 20;
 
+  // Artifact chunks go to blob files: the LSM tree holds only small keys and pointers, so
+  // compaction never rewrites the bytes, and blob GC reclaims a removed artifact's space.
+  // A small memtable bounds what an upload holds in memory before it is flushed.
+  rocksdb::ColumnFamilyOptions artifact_options(cf_options);
+  artifact_options.enable_blob_files = true;
+  artifact_options.min_blob_size = 4096;
+  artifact_options.enable_blob_garbage_collection = true;
+  artifact_options.write_buffer_size = 8 << 20;
+
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   families.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_options);
-  for (const CfInfo& info : kColumnFamilies) families.emplace_back(info.name, cf_options);
+  for (const CfInfo& info : kColumnFamilies) {
+    families.emplace_back(info.name, info.cf == Cf::kArtifacts ? artifact_options : cf_options);
+  }
 
   std::unique_ptr<JobStore> store(new JobStore());
   rocksdb::DB* db = nullptr;
@@ -63,7 +74,8 @@ JobStore::~JobStore() {
   db_->Close();
 }
 
-absl::Status JobStore::Write(const std::vector<const Batch*>& batches, bool sync) {
+absl::Status JobStore::Build(const std::vector<const Batch*>& batches,
+                             rocksdb::WriteBatch* wb) const {
   // RocksDB applies the entries before a reversed DeleteRange and then fails, so a batch
   // would be half-written: refuse it whole, up front.
   for (const Batch* batch : batches) {
@@ -73,21 +85,100 @@ absl::Status JobStore::Write(const std::vector<const Batch*>& batches, bool sync
       }
     }
   }
-  rocksdb::WriteBatch wb;
   for (const Batch* batch : batches) {
     for (const Batch::Mutation& m : batch->ops_) {
       rocksdb::Status s;
       switch (m.op) {
-        case Batch::Op::kPut: s = wb.Put(handle(m.cf), m.key, m.value); break;
-        case Batch::Op::kDelete: s = wb.Delete(handle(m.cf), m.key); break;
-        case Batch::Op::kDeleteRange: s = wb.DeleteRange(handle(m.cf), m.key, m.value); break;
+        case Batch::Op::kPut: s = wb->Put(handle(m.cf), m.key, m.value); break;
+        case Batch::Op::kDelete: s = wb->Delete(handle(m.cf), m.key); break;
+        case Batch::Op::kDeleteRange: s = wb->DeleteRange(handle(m.cf), m.key, m.value); break;
       }
       if (!s.ok()) return FromRocks(s, "building write batch");
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status JobStore::Write(const std::vector<const Batch*>& batches, bool sync) {
+  rocksdb::WriteBatch wb;
+  if (absl::Status s = Build(batches, &wb); !s.ok()) return s;
   rocksdb::WriteOptions wo;
   wo.sync = sync;
   return FromRocks(db_->Write(wo, &wb), "writing batch");
+}
+
+absl::Status JobStore::WriteUnlogged(const Batch& batch) {
+  rocksdb::WriteBatch wb;
+  if (absl::Status s = Build({&batch}, &wb); !s.ok()) return s;
+  rocksdb::WriteOptions wo;
+  wo.disableWAL = true;
+  return FromRocks(db_->Write(wo, &wb), "writing artifact chunks");
+}
+
+absl::Status JobStore::FlushArtifacts() {
+  rocksdb::FlushOptions flush;
+  flush.wait = true;
+  return FromRocks(db_->Flush(flush, handle(Cf::kArtifacts)), "flushing artifacts");
+}
+
+absl::Status JobStore::CompactArtifacts(const std::string& first_job_id,
+                                        const std::string& last_job_id) {
+  const std::string begin = JobArtifactsRange(first_job_id).first;
+  const std::string end = JobArtifactsRange(last_job_id).second;
+  rocksdb::Slice b(begin), e(end);
+  rocksdb::CompactRangeOptions options;
+  // Relocate whatever live blobs share a file with the removed ones, so the file goes.
+  options.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kForce;
+  options.blob_garbage_collection_age_cutoff = 1.0;
+  return FromRocks(db_->CompactRange(options, handle(Cf::kArtifacts), &b, &e),
+                   "compacting artifacts");
+}
+
+absl::StatusOr<std::pair<v1::Job, std::optional<ArtifactRecord>>>
+JobStore::GetJobAndArtifactRecord(const std::string& job_id, const std::string& name) const {
+  // One snapshot: the record is the one the job's artifact list was committed with.
+  const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot;
+  std::string job_value, record_value;
+  rocksdb::Status js = db_->Get(ro, handle(Cf::kJobs), job_id, &job_value);
+  rocksdb::Status rs = js.ok() ? db_->Get(ro, handle(Cf::kArtifacts),
+                                          ArtifactRecordKey(job_id, name), &record_value)
+                               : rocksdb::Status::OK();
+  db_->ReleaseSnapshot(snapshot);
+  if (!js.ok()) return FromRocks(js, absl::StrCat("job ", job_id));
+  if (!rs.ok() && !rs.IsNotFound()) return FromRocks(rs, "reading an artifact record");
+  std::pair<v1::Job, std::optional<ArtifactRecord>> found;
+  if (!found.first.ParseFromString(job_value)) {
+    return absl::DataLossError("corrupt job record " + job_id);
+  }
+  if (rs.ok()) {
+    found.second.emplace();
+    if (!found.second->ParseFromString(record_value)) {
+      return absl::DataLossError(absl::StrCat("corrupt artifact record ", name, " of ", job_id));
+    }
+  }
+  return found;
+}
+
+absl::StatusOr<ArtifactRecord> JobStore::GetArtifactRecord(const std::string& job_id,
+                                                          const std::string& name) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handle(Cf::kArtifacts),
+                               ArtifactRecordKey(job_id, name), &value);
+  if (!s.ok()) return FromRocks(s, absl::StrCat("artifact ", name, " of job ", job_id));
+  ArtifactRecord record;
+  if (!record.ParseFromString(value)) {
+    return absl::DataLossError(absl::StrCat("corrupt artifact record ", name, " of ", job_id));
+  }
+  return record;
+}
+
+absl::Status JobStore::ReadArtifactChunk(const std::string& job_id, uint64_t upload_id,
+                                         uint32_t chunk, std::string* data) const {
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handle(Cf::kArtifacts),
+                               ArtifactChunkKey(job_id, upload_id, chunk), data);
+  return FromRocks(s, absl::StrCat("chunk ", chunk, " of an artifact of job ", job_id));
 }
 
 absl::StatusOr<v1::Job> JobStore::GetJob(const std::string& job_id) const {

@@ -17,6 +17,7 @@
 #include "rocksdb/db.h"
 #include "server/storage/committed_event.h"
 #include "server/storage/keys.h"
+#include "server/storage/records.pb.h"
 
 namespace jobstream::storage {
 
@@ -52,6 +53,24 @@ class JobStore {
   absl::Status Write(const std::vector<const Batch*>& batches, bool sync);
   absl::Status Write(const Batch& batch, bool sync) { return Write({&batch}, sync); }
 
+  // Artifact chunks written ahead of their commit: without the WAL (the bytes are written
+  // once, to blob files, not twice), so durable only after FlushArtifacts.
+  absl::Status WriteUnlogged(const Batch& batch);
+  absl::Status FlushArtifacts();
+  // Compacts the artifacts of the jobs from first to last id so the space of removed
+  // artifacts is given back.
+  absl::Status CompactArtifacts(const std::string& first_job_id, const std::string& last_job_id);
+  // The job and its artifact record `name` (nullopt if none), read at one point in time.
+  // NotFound: no such job.
+  absl::StatusOr<std::pair<v1::Job, std::optional<ArtifactRecord>>> GetJobAndArtifactRecord(
+      const std::string& job_id, const std::string& name) const;
+  // A committed artifact's record; NotFound when absent.
+  absl::StatusOr<ArtifactRecord> GetArtifactRecord(const std::string& job_id,
+                                                   const std::string& name) const;
+  // One chunk of an upload's bytes; NotFound when absent.
+  absl::Status ReadArtifactChunk(const std::string& job_id, uint64_t upload_id, uint32_t chunk,
+                                 std::string* data) const;
+
   // The job record (without params). NotFound when absent.
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const;
   // The job's params (empty if it has none).
@@ -84,6 +103,7 @@ class JobStore {
 
  private:
   JobStore() = default;
+  absl::Status Build(const std::vector<const Batch*>& batches, rocksdb::WriteBatch* wb) const;
   rocksdb::ColumnFamilyHandle* handle(Cf cf) const {
     return handles_[static_cast<size_t>(cf) + 1];  // [0] is the default family
   }

@@ -110,4 +110,42 @@ std::optional<std::pair<int64_t, std::string>> ParseTombstoneValue(absl::string_
                         std::string(value.substr(8)));
 }
 
+std::string ArtifactRecordKey(absl::string_view job_id, absl::string_view name) {
+  std::string key(job_id);
+  key.push_back('n');
+  key.append(name.data(), name.size());
+  return key;
+}
+
+std::string ArtifactChunkKey(absl::string_view job_id, uint64_t upload_id, uint32_t chunk) {
+  std::string key(job_id);
+  key.push_back('u');
+  PutBigEndian64(&key, upload_id);
+  PutBigEndian32(&key, chunk);
+  return key;
+}
+
+std::pair<std::string, std::string> ArtifactUploadRange(absl::string_view job_id,
+                                                        uint64_t upload_id) {
+  std::string begin(job_id);
+  begin.push_back('u');
+  PutBigEndian64(&begin, upload_id);
+  std::string end = begin;
+  end.push_back('\xff');  // past every be32 chunk suffix
+  end.append(4, '\xff');
+  return {std::move(begin), std::move(end)};
+}
+
+std::pair<std::string, std::string> JobArtifactsRange(absl::string_view job_id) {
+  std::string end(job_id);
+  end.push_back('\xff');  // past 'n' and 'u'
+  return {std::string(job_id), std::move(end)};
+}
+
+std::string UploadKey(uint64_t upload_id) {
+  std::string key;
+  PutBigEndian64(&key, upload_id);
+  return key;
+}
+
 }  // namespace jobstream::storage

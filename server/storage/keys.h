@@ -12,7 +12,7 @@ namespace jobstream::storage {
 
 enum class Cf : int {
   kJobs, kParams, kEvents, kQueue, kLeases, kRequests, kByTime, kTombstones, kByState,
-  kByTypeState, kMeta
+  kByTypeState, kMeta, kArtifacts, kUploads
 };
 
 struct CfInfo {
@@ -24,7 +24,9 @@ struct CfInfo {
 // Every column family, declared once. The default family is unused.
 // Params live apart from the job record: they are written once, while the record is
 // rewritten on every step and progress report.
-inline constexpr std::array<CfInfo, 11> kColumnFamilies = {{
+// Artifact bytes live in blob files (see JobStore::Open); every key of a job's artifacts
+// starts with its id, so one range delete removes them all.
+inline constexpr std::array<CfInfo, 13> kColumnFamilies = {{
     {Cf::kJobs, "jobs", "job id -> Job without params"},
     {Cf::kParams, "params", "job id -> google.protobuf.Struct"},
     {Cf::kEvents, "events", "job id | be64 sequence -> JobEvent"},
@@ -36,6 +38,9 @@ inline constexpr std::array<CfInfo, 11> kColumnFamilies = {{
     {Cf::kByState, "by_state", "state byte | be64 create ms | id -> ()"},
     {Cf::kByTypeState, "by_type_state", "type 0x00 | state byte | be64 create ms | id -> ()"},
     {Cf::kMeta, "meta", "name -> value (e.g. which indexes are built)"},
+    {Cf::kArtifacts, "artifacts",
+     "id 'n' name -> ArtifactRecord; id 'u' be64 upload | be32 chunk -> bytes"},
+    {Cf::kUploads, "uploads", "be64 upload -> job id, while an upload's chunks precede its commit"},
 }};
 
 void PutBigEndian32(std::string* dst, uint32_t v);
@@ -77,5 +82,15 @@ inline constexpr size_t kByTimeKeyLength = 8 + 26;  // be64 ms | job id
 // tombstones: when and why a job was removed ("deleted" or "expired").
 std::string TombstoneValue(int64_t removed_ms, absl::string_view reason);
 std::optional<std::pair<int64_t, std::string>> ParseTombstoneValue(absl::string_view value);
+
+// artifacts: a committed artifact's record, its chunks (an upload id keeps an upload in
+// progress apart from the artifact it will replace), and the range of all of a job's.
+std::string ArtifactRecordKey(absl::string_view job_id, absl::string_view name);
+std::string ArtifactChunkKey(absl::string_view job_id, uint64_t upload_id, uint32_t chunk);
+std::pair<std::string, std::string> ArtifactUploadRange(absl::string_view job_id,
+                                                        uint64_t upload_id);
+std::pair<std::string, std::string> JobArtifactsRange(absl::string_view job_id);
+// uploads: be64 upload id.
+std::string UploadKey(uint64_t upload_id);
 
 }  // namespace jobstream::storage

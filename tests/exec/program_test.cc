@@ -80,7 +80,7 @@ echo "{\"result\": {\"p\": $p, \"id\": \"$JOBSTREAM_JOB_ID\", \"type\": \"$JOBST
 )")};
   google::protobuf::Struct params;
   (*params.mutable_fields())["step_ms"].set_number_value(5);
-  ProgramOutcome out = RunJobProgram(options, "job-1", "render", 3, params, {});
+  ProgramOutcome out = RunJobProgram(options, "job-1", "render", 3, params, "", {});
   ASSERT_TRUE(out.result.ok()) << out.result.status();
   const auto& result = out.result->struct_value().fields();
   EXPECT_EQ(result.at("p").struct_value().fields().at("step_ms").number_value(), 5)

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "jobstream/v1/artifacts.h"
 
 namespace jobstream::jobs {
 namespace {
@@ -24,14 +25,21 @@ struct Plan {
   int ticks = 5;
   std::string fail_at;
   bool retryable = false;
+  // An artifact attached at the end: DemoArtifactByte(i) for i in 0..bytes.
+  std::string artifact_name;
+  std::string artifact_type;
+  int64_t artifact_bytes = 0;
 };
 
-absl::StatusOr<int64_t> WholeNumber(const Struct& params, const char* name, double max) {
+constexpr double kMaxArtifactBytes = 1ull << 40;
+
+absl::StatusOr<int64_t> WholeNumber(const Struct& params, const char* name, double max,
+                                    absl::string_view prefix = "params.") {
   const Value& v = params.fields().at(name);
   if (v.kind_case() != Value::kNumberValue || v.number_value() < 0 ||
       v.number_value() > max || std::floor(v.number_value()) != v.number_value()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("params.", name, " must be a whole number from 0 to ", max));
+        absl::StrCat(prefix, name, " must be a whole number from 0 to ", max));
   }
   return static_cast<int64_t>(v.number_value());
 }
@@ -75,10 +83,42 @@ absl::StatusOr<Plan> ParsePlan(const Struct& params) {
         return absl::InvalidArgumentError("params.retryable must be true or false");
       }
       plan.retryable = value.bool_value();
+    } else if (key == "artifact") {
+      // {"name": "out.bin", "bytes": 1024, "content_type": "…"}
+      if (value.kind_case() != Value::kStructValue) {
+        return absl::InvalidArgumentError(
+            "params.artifact must be {\"name\": …, \"bytes\": …, \"content_type\": …}");
+      }
+      const Struct& a = value.struct_value();
+      for (const auto& [field, v] : a.fields()) {
+        if (field == "name" && v.kind_case() == Value::kStringValue) {
+          if (absl::Status s = v1::ValidateArtifactName(v.string_value()); !s.ok()) {
+            return absl::InvalidArgumentError(absl::StrCat("params.artifact.name: ", s.message()));
+          }
+          plan.artifact_name = v.string_value();
+        } else if (field == "content_type" && v.kind_case() == Value::kStringValue) {
+          if (absl::Status s = v1::ValidateContentType(v.string_value()); !s.ok()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("params.artifact.content_type: ", s.message()));
+          }
+          plan.artifact_type = v.string_value();
+        } else if (field == "bytes") {
+          auto bytes = WholeNumber(a, "bytes", kMaxArtifactBytes, "params.artifact.");
+          if (!bytes.ok()) return bytes.status();
+          plan.artifact_bytes = *bytes;
+        } else {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "params.artifact.", field, " is not known or not a string (known: name, bytes, "
+              "content_type)"));
+        }
+      }
+      if (plan.artifact_name.empty()) {
+        return absl::InvalidArgumentError("params.artifact.name is required");
+      }
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "params.", key, " is not a demo.steps parameter (known: steps, step_ms, ticks, "
-          "fail_at, retryable)"));
+          "fail_at, retryable, artifact)"));
     }
   }
   if (!plan.fail_at.empty() &&
@@ -119,6 +159,20 @@ absl::StatusOr<Value> DemoStepsHandler::Run(JobContext& ctx) const {
     }
   }
   if (ctx.Cancelled()) return absl::CancelledError("cancelled");
+  if (!plan->artifact_name.empty()) {
+    auto upload = ctx.CreateArtifact(plan->artifact_name, plan->artifact_type);
+    if (!upload.ok()) return upload.status();
+    std::string piece;
+    for (int64_t at = 0; at < plan->artifact_bytes;) {
+      const int64_t n = std::min<int64_t>(plan->artifact_bytes - at, 64 << 10);
+      piece.resize(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) piece[i] = DemoArtifactByte(at + i);
+      if (absl::Status s = (*upload)->Append(piece); !s.ok()) return s;
+      at += n;
+      if (ctx.Cancelled()) return absl::CancelledError("cancelled");
+    }
+    if (auto artifact = (*upload)->Commit(); !artifact.ok()) return artifact.status();
+  }
   Value result;
   (*result.mutable_struct_value()->mutable_fields())["steps"].set_number_value(n);
   return result;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/exec/child_process.h"
+#include "server/exec/output_dir.h"
 
 namespace jobstream::jobs {
 
@@ -62,6 +63,32 @@ absl::Status ExecHandler::Validate(const google::protobuf::Struct&) const {
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status UploadOutputs(JobContext& ctx, const exec::OutputDir& dir,
+                           const std::function<void(absl::string_view)>& log) {
+  std::vector<std::string> skipped;
+  auto files = dir.Files(&skipped);
+  for (const std::string& what : skipped) log(absl::StrCat("output not uploaded: ", what));
+  absl::Status error = files.status();
+  if (error.ok()) {
+    for (const exec::OutputFile& file : *files) {
+      auto artifact = AttachFile(ctx, file.name, "", file.path);
+      if (!artifact.ok()) {
+        error = absl::Status(artifact.status().code(),
+                             absl::StrCat("uploading output ", file.name, ": ",
+                                          artifact.status().message()));
+        break;
+      }
+    }
+  }
+  // A name or size the server refuses would be refused again: not worth another attempt.
+  if (!error.ok()) MarkRetryable(error, error.code() == absl::StatusCode::kUnavailable);
+  return error;
+}
+
+}  // namespace
+
 absl::StatusOr<google::protobuf::Value> ExecHandler::Run(JobContext& ctx) const {
   exec::ProgramHooks hooks;
   hooks.report = [&ctx](const v1::Progress& p) { ctx.Report(p); };
@@ -69,9 +96,19 @@ absl::StatusOr<google::protobuf::Value> ExecHandler::Run(JobContext& ctx) const 
   hooks.log = [&ctx](absl::string_view what) {
     std::cerr << "jobstream-server: job " << ctx.job_id() << ": " << what << "\n";
   };
-  exec::ProgramOutcome outcome =
-      exec::RunJobProgram(options_, ctx.job_id(), type_, ctx.attempt(), ctx.params(), hooks);
-  if (outcome.result.ok()) return outcome.result;
+  auto output = exec::OutputDir::Create(ctx.job_id(), ctx.attempt());
+  if (!output.ok()) {
+    absl::Status error = output.status();
+    MarkRetryable(error);
+    return error;
+  }
+  exec::ProgramOutcome outcome = exec::RunJobProgram(options_, ctx.job_id(), type_, ctx.attempt(),
+                                                     ctx.params(), (*output)->path(), hooks);
+  if (outcome.result.ok()) {
+    // What the program left in its output directory becomes the job's artifacts.
+    if (absl::Status s = UploadOutputs(ctx, **output, hooks.log); !s.ok()) return s;
+    return outcome.result;
+  }
   absl::Status error = outcome.result.status();
   MarkRetryable(error, outcome.retryable);
   if (!outcome.details.fields().empty()) SetErrorDetails(error, outcome.details);

@@ -1,0 +1,151 @@
+#include "server/jobs/artifact_upload.h"
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "server/jobs/job_manager.h"
+
+namespace jobstream::jobs {
+namespace {
+
+uint64_t NewUploadId() {
+  static absl::Mutex mu;
+  static absl::BitGen* gen = new absl::BitGen();
+  absl::MutexLock lock(&mu);
+  return absl::Uniform<uint64_t>(*gen, 1, UINT64_MAX);
+}
+
+}  // namespace
+
+ArtifactUpload::ArtifactUpload(JobManager* manager, ArtifactHolder holder,
+                               v1::Artifact artifact, std::optional<int64_t> expected_size,
+                               std::string expected_sha256, int64_t max_bytes)
+    : manager_(manager),
+      holder_(std::move(holder)),
+      artifact_(std::move(artifact)),
+      expected_size_(expected_size),
+      expected_sha256_(std::move(expected_sha256)),
+      max_bytes_(max_bytes),
+      upload_id_(NewUploadId()) {}
+
+ArtifactUpload::~ArtifactUpload() {
+  if (!finishing_) Discard();
+}
+
+void ArtifactUpload::Discard() {
+  manager_->EndArtifactUpload(holder_.job_id, upload_id_, marked_, reserved_);
+  reserved_ = 0;
+  marked_ = false;
+}
+
+absl::Status ArtifactUpload::Append(absl::string_view data) {
+  if (failed_ || finishing_) return absl::FailedPreconditionError("the upload has ended");
+  auto fail = [this](absl::Status s) {
+    failed_ = true;
+    Discard();
+    return s;
+  };
+  if (size_ + static_cast<int64_t>(data.size()) > max_bytes_) {
+    return fail(absl::ResourceExhaustedError(absl::StrCat(
+        "artifact \"", name(), "\" is over the limit of ", max_bytes_,
+        " bytes per artifact (--max_artifact_bytes)")));
+  }
+  if (expected_size_ && size_ + static_cast<int64_t>(data.size()) > *expected_size_) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "artifact \"", name(), "\" is longer than the ", *expected_size_,
+        " bytes its header announced")));
+  }
+  while (!data.empty()) {
+    const size_t take = std::min(data.size(), kArtifactChunkBytes - buffer_.size());
+    buffer_.append(data.data(), take);
+    sha_.Update(data.substr(0, take));
+    size_ += static_cast<int64_t>(take);
+    data.remove_prefix(take);
+    if (buffer_.size() == kArtifactChunkBytes) {
+      if (absl::Status s = WriteChunk(); !s.ok()) return fail(s);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ArtifactUpload::WriteChunk() {
+  // Counting against the job's limit also checks, each chunk, that the job is still ours.
+  const int64_t more = size_ - reserved_;
+  if (absl::Status s = manager_->ReserveArtifactBytes(holder_, name(), more); !s.ok()) return s;
+  reserved_ += more;
+  if (!marked_) {
+    if (absl::Status s = manager_->MarkUpload(holder_.job_id, upload_id_); !s.ok()) return s;
+    marked_ = true;
+  }
+  storage::Batch batch;
+  batch.Put(storage::Cf::kArtifacts,
+            storage::ArtifactChunkKey(holder_.job_id, upload_id_, chunks_written_),
+            std::move(buffer_));
+  buffer_.clear();
+  ++chunks_written_;
+  return manager_->WriteUnlogged(batch);
+}
+
+void ArtifactUpload::Finish(Done done) {
+  if (failed_ || finishing_) return done(absl::FailedPreconditionError("the upload has ended"));
+  auto fail = [this, &done](absl::Status s) {
+    failed_ = true;
+    Discard();
+    done(s);
+  };
+  if (expected_size_ && size_ != *expected_size_) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("artifact \"", name(), "\" is ", size_, " bytes; its header announced ",
+                     *expected_size_)));
+  }
+  const std::string sha256 = sha_.HexDigest();
+  if (!expected_sha256_.empty() && sha256 != expected_sha256_) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "artifact \"", name(), "\" has sha256 ", sha256, "; its header announced ",
+        expected_sha256_)));
+  }
+  const int64_t more = size_ - reserved_;
+  if (absl::Status s = manager_->ReserveArtifactBytes(holder_, name(), more); !s.ok()) {
+    return fail(s);
+  }
+  reserved_ += more;
+  storage::Batch batch;  // committed with the artifact
+  if (!buffer_.empty()) {
+    storage::Batch tail;
+    storage::Batch& target = marked_ ? tail : batch;
+    target.Put(storage::Cf::kArtifacts,
+               storage::ArtifactChunkKey(holder_.job_id, upload_id_, chunks_written_),
+               std::move(buffer_));
+    buffer_.clear();
+    ++chunks_written_;
+    if (marked_) {
+      if (absl::Status s = manager_->WriteUnlogged(tail); !s.ok()) return fail(s);
+    }
+  }
+  if (marked_) {
+    // The chunks were written without the WAL: on disk only once flushed.
+    if (absl::Status s = manager_->FlushArtifacts(); !s.ok()) return fail(s);
+  }
+  artifact_.set_size(size_);
+  artifact_.set_sha256(sha256);
+  storage::ArtifactRecord record;
+  record.set_upload_id(upload_id_);
+  record.set_chunk_size(static_cast<int32_t>(kArtifactChunkBytes));
+  record.set_size(size_);
+  finishing_ = true;  // from here the commit owns the cleanup
+  manager_->CommitArtifact(holder_, artifact_, record, std::move(batch), marked_, reserved_,
+                           std::move(done));
+}
+
+absl::StatusOr<v1::Artifact> ArtifactUpload::Commit() {
+  absl::Notification committed;
+  absl::StatusOr<v1::Artifact> outcome;
+  Finish([&](absl::StatusOr<v1::Artifact> artifact) {
+    outcome = std::move(artifact);
+    committed.Notify();
+  });
+  committed.WaitForNotification();
+  return outcome;
+}
+
+}  // namespace jobstream::jobs

@@ -1,0 +1,84 @@
+// ArtifactUpload: one file being attached to a running job, from a worker's
+// UploadArtifact stream, the exec runner's output directory, or a built-in handler.
+//
+// Bytes are cut into chunks of kArtifactChunkBytes and never held whole. An artifact of
+// one chunk or less is written with its commit, in one synced batch. A bigger one writes
+// a marker (synced) naming its upload, then its chunks without the WAL — the bytes go to
+// disk once, into blob files — and before its commit flushes them. The commit (the
+// artifact's record, the Job's list, an ARTIFACT event) is one batch through the group
+// committer, fenced by the attempt like every other change, so an artifact is visible
+// only once it is whole and durable. An upload that fails, is abandoned, or is cut off by
+// a crash leaves nothing: its chunks are removed at once, or by the marker at recovery.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "jobstream/v1/artifacts.h"
+#include "jobstream/v1/jobs.pb.h"
+
+namespace jobstream::jobs {
+
+class JobManager;
+struct RunControl;
+
+inline constexpr size_t kArtifactChunkBytes = 256 << 10;
+
+// Who attaches an artifact: a worker's lease, or an in-server attempt (its RunControl).
+struct ArtifactHolder {
+  std::string job_id;
+  std::string lease_id;
+  std::shared_ptr<RunControl> control;
+};
+
+class ArtifactUpload {
+ public:
+  using Done = std::function<void(absl::StatusOr<v1::Artifact>)>;
+
+  ~ArtifactUpload();  // unless committed: removes whatever was written
+  ArtifactUpload(const ArtifactUpload&) = delete;
+  ArtifactUpload& operator=(const ArtifactUpload&) = delete;
+
+  // The next bytes. RESOURCE_EXHAUSTED past a size limit; FAILED_PRECONDITION once the
+  // holder lost the job. After an error the upload is dead: drop it.
+  absl::Status Append(absl::string_view data);
+  // Makes the bytes durable and commits the artifact; done gets it as the job lists it.
+  // Checks the size and sha256 the header promised, if any. Call once.
+  void Finish(Done done);
+  // Finish, waiting for the outcome (runner threads).
+  absl::StatusOr<v1::Artifact> Commit();
+
+  const std::string& name() const { return artifact_.name(); }
+  int64_t size() const { return size_; }
+
+ private:
+  friend class JobManager;
+  ArtifactUpload(JobManager* manager, ArtifactHolder holder, v1::Artifact artifact,
+                 std::optional<int64_t> expected_size, std::string expected_sha256,
+                 int64_t max_bytes);
+  absl::Status WriteChunk();
+  void Discard();
+
+  JobManager* const manager_;
+  const ArtifactHolder holder_;
+  v1::Artifact artifact_;  // name, content type, attempt; size and sha256 at Finish
+  const std::optional<int64_t> expected_size_;
+  const std::string expected_sha256_;
+  const int64_t max_bytes_;
+  const uint64_t upload_id_;
+  std::string buffer_;  // the chunk being filled
+  uint32_t chunks_written_ = 0;
+  int64_t size_ = 0;
+  int64_t reserved_ = 0;  // bytes counted against the job's limit
+  v1::Sha256 sha_;
+  bool marked_ = false;  // the marker is written: chunks may be on disk
+  bool finishing_ = false;
+  bool failed_ = false;
+};
+
+}  // namespace jobstream::jobs
