@@ -106,10 +106,12 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
   // The job exactly as this event left it (the event holds it already). A job this event
   // leaves QUEUED may leave memory once it is written.
   const bool settles = job.state() == Job::QUEUED;
+  const bool finishes = v1::IsTerminal(type);
   StatusCallback on_commit;
-  if (settles || done) {
-    on_commit = [this, event, settles, done = std::move(done)](absl::Status s) {
+  if (settles || finishes || done) {
+    on_commit = [this, event, settles, finishes, done = std::move(done)](absl::Status s) {
       if (settles) Settle(event->event.job_id(), event->event.sequence());
+      if (finishes && s.ok()) AnswerWaits(event->event.job_id());
       if (!done) return;
       if (s.ok()) done(event->event.status()); else done(s);
     };
@@ -244,8 +246,8 @@ void JobManager::DispatchLoop() {
       continue;  // time passed meanwhile
     }
     int64_t wake = absl::ToUnixMillis(now + absl::Seconds(10));
-    for (std::optional<int64_t> t :
-         {queue_.NextDue(), lease_deadlines_.Next(), timeouts_.Next()}) {
+    for (std::optional<int64_t> t : {queue_.NextDue(), lease_deadlines_.Next(),
+                                     timeouts_.Next(), wait_deadlines_.Next()}) {
       if (t) wake = std::min(wake, *t);
     }
     for (const auto& waiter : workers_.waiters()) {
@@ -272,6 +274,8 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
     end.retryable = true;
     EndAttempt(id, std::move(end), nullptr).IgnoreError();  // a failed store is sticky
   }
+
+  ExpireWaits(now_ms, replies);
 
   for (const std::string& id : timeouts_.TakeDue(now_ms)) {
     auto it = live_.find(id);
@@ -816,6 +820,13 @@ void JobManager::StopRunning() {
       });
     }
     workers_.waiters().clear();
+    for (auto& [key, wait] : job_waits_) {
+      replies.push_back([done = std::move(wait->done)] {
+        done(absl::UnavailableError("the server is shutting down; wait again later"));
+      });
+      wait_deadlines_.Clear(key);
+    }
+    job_waits_.clear();
   }
   for (auto& reply : replies) reply();
 }

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -86,6 +87,13 @@ struct StoredArtifact {
   storage::ArtifactRecord record;
 };
 
+// One WaitJob call waiting for its job to finish.
+struct JobWait {
+  std::string key;  // job id '/' be64 counter: a job's waits are one range of job_waits_
+  std::string job_id;
+  std::function<void(absl::StatusOr<v1::Job>)> done;
+};
+
 class JobManager {
  public:
   using JobCallback = std::function<void(absl::StatusOr<v1::Job>)>;
@@ -117,6 +125,12 @@ class JobManager {
   // tombstones older than that again. Synchronous.
   absl::Status Sweep(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
   v1::ListJobTypesResponse ListTypes() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Long-poll: done gets the job (as GetStatus returns it) once it is finished — at once
+  // if it is — or as it stands when `timeout` passes. The returned wait (null if done was
+  // already called) can be abandoned, which answers CANCELLED.
+  std::shared_ptr<JobWait> WaitJob(const std::string& job_id, absl::Duration timeout,
+                                   JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+  void AbandonJobWait(const std::shared_ptr<JobWait>& wait) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Runner calls (in-server types). Acquire blocks until a job of one of `types` may run
   // (returning it as RUNNING) or the manager stops running jobs (nullopt). The others are
@@ -279,6 +293,11 @@ class JobManager {
   // After removing jobs that had artifacts: gives their space back, in the background.
   void CompactRemovedArtifacts(const std::vector<std::string>& job_ids);
 
+  // WaitJob (waits.cc): the waits of a job that just finished (its terminal event is
+  // written), answered with the job as stored.
+  void AnswerWaits(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
+  void ExpireWaits(int64_t now_ms, Replies& replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   void DispatchLoop() ABSL_LOCKS_EXCLUDED(mu_);
   void Dispatch(absl::Time now, Replies& replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -308,6 +327,9 @@ class JobManager {
   // Submits with a request_id whose job is not committed yet, and who waits for it.
   absl::flat_hash_map<std::string, std::vector<JobCallback>> requests_in_flight_
       ABSL_GUARDED_BY(mu_);
+  absl::btree_map<std::string, std::shared_ptr<JobWait>> job_waits_ ABSL_GUARDED_BY(mu_);
+  DeadlineIndex wait_deadlines_ ABSL_GUARDED_BY(mu_);  // by JobWait::key
+  uint64_t wait_counter_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_dispatch_ ABSL_GUARDED_BY(mu_) = false;
   std::thread dispatcher_;

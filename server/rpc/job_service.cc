@@ -1,6 +1,9 @@
 #include "server/rpc/job_service.h"
 
+#include <atomic>
+
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/validation.h"
@@ -138,6 +141,67 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobTypes(grpc::CallbackServerConte
 
 namespace {
 
+// One WaitJob call. Like LeaseJob's reactor, it lives until gRPC is done with it and
+// WaitJob has returned; a caller that goes away abandons its wait.
+class WaitReactor : public grpc::ServerUnaryReactor {
+ public:
+  WaitReactor(jobs::JobManager* manager, CallTracker* calls, const v1::WaitJobRequest& request,
+              v1::Job* response)
+      : manager_(manager), calls_(calls), response_(response) {
+    calls_->Enter();
+    absl::Duration timeout = absl::ZeroDuration();
+    if (request.has_timeout()) {
+      auto t = jobs::DurationWithin(request.timeout(), "timeout", absl::ZeroDuration(),
+                                    absl::Minutes(5));
+      if (!t.ok()) {
+        Answer(t.status());
+        Unref();
+        return;
+      }
+      timeout = *t;
+    }
+    auto wait = manager_->WaitJob(request.job_id(), timeout,
+                                  [this](absl::StatusOr<v1::Job> job) { Answer(std::move(job)); });
+    bool cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      wait_ = wait;
+      cancelled = cancelled_;
+    }
+    if (cancelled && wait) manager_->AbandonJobWait(wait);
+    Unref();
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<jobs::JobWait> wait;
+    {
+      absl::MutexLock lock(&mu_);
+      cancelled_ = true;
+      wait = wait_;
+    }
+    if (wait) manager_->AbandonJobWait(wait);
+  }
+  void OnDone() override { Unref(); }
+
+ private:
+  void Answer(absl::StatusOr<v1::Job> job) {
+    if (job.ok()) *response_ = *std::move(job);
+    Finish(ToGrpc(job.status()));
+    calls_->Leave();
+  }
+  void Unref() {
+    if (refs_.fetch_sub(1) == 1) delete this;
+  }
+
+  jobs::JobManager* const manager_;
+  CallTracker* const calls_;
+  v1::Job* const response_;
+  std::atomic<int> refs_{2};  // the constructor's and gRPC's (OnDone)
+  absl::Mutex mu_;
+  std::shared_ptr<jobs::JobWait> wait_ ABSL_GUARDED_BY(mu_);
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 // Streams [begin, end) of one artifact, a chunk per write: only the chunk being sent is
 // in memory, and a slow reader holds nothing else. If the artifact is replaced or removed
 // while it is read, the stream ends ABORTED rather than mix two files.
@@ -203,6 +267,12 @@ class ArtifactReader : public grpc::ServerWriteReactor<v1::GetArtifactResponse> 
 };
 
 }  // namespace
+
+grpc::ServerUnaryReactor* JobServiceImpl::WaitJob(grpc::CallbackServerContext* ctx,
+                                                  const v1::WaitJobRequest* request,
+                                                  v1::Job* response) {
+  return new WaitReactor(manager_, calls_, *request, response);
+}
 
 grpc::ServerWriteReactor<v1::GetArtifactResponse>* JobServiceImpl::GetArtifact(
     grpc::CallbackServerContext* ctx, const v1::GetArtifactRequest* request) {

@@ -38,6 +38,9 @@ class JobServiceImpl final
   grpc::ServerUnaryReactor* PurgeJobs(grpc::CallbackServerContext* ctx,
                                       const v1::PurgeJobsRequest* request,
                                       v1::PurgeJobsResponse* response) override;
+  grpc::ServerUnaryReactor* WaitJob(grpc::CallbackServerContext* ctx,
+                                    const v1::WaitJobRequest* request,
+                                    v1::Job* response) override;
   grpc::ServerWriteReactor<v1::GetArtifactResponse>* GetArtifact(
       grpc::CallbackServerContext* ctx, const v1::GetArtifactRequest* request) override;
   grpc::ServerUnaryReactor* ListJobTypes(grpc::CallbackServerContext* ctx,

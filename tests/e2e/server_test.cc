@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/job_client.h"
+#include "jobstream/v1/job_states.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "tests/support/process.h"
@@ -461,6 +462,86 @@ TEST_F(ServerTest, CliExitCodesFollowTheJobsOutcome) {
   });
   EXPECT_EQ(RunCli(s + "watch " + job->id() + " --json"), 2);
   cancel.join();
+}
+
+}  // namespace
+}  // namespace jobstream
+
+namespace jobstream {
+namespace {
+
+struct Waited {
+  grpc::Status status;
+  v1::Job job;
+  absl::Duration took;
+};
+Waited WaitJob(const std::shared_ptr<grpc::Channel>& channel, const std::string& id,
+               double timeout_s, absl::Duration deadline = absl::Seconds(30)) {
+  auto stub = v1::JobService::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline));
+  v1::WaitJobRequest request;
+  request.set_job_id(id);
+  request.mutable_timeout()->set_seconds(static_cast<int64_t>(timeout_s));
+  request.mutable_timeout()->set_nanos(
+      static_cast<int32_t>((timeout_s - static_cast<int64_t>(timeout_s)) * 1e9));
+  Waited out;
+  const absl::Time start = absl::Now();
+  out.status = stub->WaitJob(&ctx, request, &out.job);
+  out.took = absl::Now() - start;
+  return out;
+}
+
+TEST_F(ServerTest, WaitJobReturnsWhenTheJobEndsOrTheTimeoutPasses) {
+  auto server = Start();
+  JobClient client(server->Channel());
+  auto job = client.Submit(Demo(R"({"steps": ["a"], "step_ms": 1500, "ticks": 0})"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  // The timeout passes first: the job as it stands, still running.
+  Waited early = WaitJob(server->Channel(), job->id(), 0.3);
+  ASSERT_TRUE(early.status.ok()) << early.status.error_message();
+  EXPECT_FALSE(v1::IsFinished(early.job.state()));
+  EXPECT_GE(early.took, absl::Milliseconds(250));
+  // Many waiters, all answered at the end, with the finished job and its params.
+  std::vector<std::thread> threads;
+  std::vector<Waited> waited(20);
+  for (int i = 0; i < 20; ++i) {
+    threads.emplace_back([&, i] { waited[i] = WaitJob(server->Channel(), job->id(), 60); });
+  }
+  for (auto& t : threads) t.join();
+  for (const Waited& w : waited) {
+    ASSERT_TRUE(w.status.ok()) << w.status.error_message();
+    EXPECT_EQ(w.job.state(), Job::SUCCEEDED);
+    EXPECT_LT(w.took, absl::Seconds(5));
+    EXPECT_TRUE(w.job.params().fields().contains("step_ms"));
+  }
+  // A finished job answers at once, whatever the timeout.
+  Waited done = WaitJob(server->Channel(), job->id(), 60);
+  EXPECT_EQ(done.job.state(), Job::SUCCEEDED);
+  EXPECT_LT(done.took, absl::Seconds(1));
+  // Bad input.
+  EXPECT_EQ(WaitJob(server->Channel(), job->id(), 301).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(WaitJob(server->Channel(), job->id(), -1).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(WaitJob(server->Channel(), "nope", 1).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(WaitJob(server->Channel(), "01m8488yd72g1c1chq6xp84ke3", 1).status.error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  // A caller that gives up leaves nothing waiting; a stop answers the waiting.
+  auto queued = client.Submit(Demo(R"({"steps": ["a"], "step_ms": 60000, "ticks": 0})"));
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(WaitJob(server->Channel(), queued->id(), 60, absl::Milliseconds(200)).status.error_code(),
+            grpc::StatusCode::DEADLINE_EXCEEDED);
+  std::thread stopper([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    server->Stop(SIGTERM);
+  });
+  Waited stopped = WaitJob(server->Channel(), queued->id(), 60);
+  stopper.join();
+  EXPECT_EQ(stopped.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << stopped.status.error_message();
+  EXPECT_LT(stopped.took, absl::Seconds(10));
 }
 
 }  // namespace
