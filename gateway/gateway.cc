@@ -4,6 +4,7 @@
 #include "boost/asio/steady_timer.hpp"
 #include "boost/asio/strand.hpp"
 #include "gateway/job_feed.h"
+#include "gateway/events_feed.h"
 #include "gateway/session.h"
 
 namespace jobstream::gateway {
@@ -105,6 +106,26 @@ std::shared_ptr<JobFeed> Gateway::JoinFeed(const std::string& job_id, int64_t af
   own->Join(sink, after);
   own->Open();
   return own;
+}
+
+void Gateway::JoinEventsFeed(const v1::WatchJobsRequest& request,
+                             const std::shared_ptr<Session>& session) {
+  const std::string key = EventsFeed::Key(request);
+  std::shared_ptr<EventsFeed> fresh;
+  {
+    absl::MutexLock lock(&feeds_mu_);
+    if (++joins_ % 1024 == 0) {  // forget feeds that have gone
+      for (auto it = events_feeds_.begin(); it != events_feeds_.end();) {
+        if (it->second.expired()) events_feeds_.erase(it++); else ++it;
+      }
+    }
+    std::shared_ptr<EventsFeed> shared = events_feeds_[key].lock();
+    if (shared && shared->Join(session)) return;
+    fresh = std::make_shared<EventsFeed>(this, request);
+    events_feeds_[key] = fresh;
+    fresh->Join(session);
+  }
+  fresh->Open();
 }
 
 void Gateway::Register(const std::shared_ptr<Session>& session) {

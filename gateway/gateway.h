@@ -51,6 +51,7 @@ struct Metrics {
 class Session;
 class JobFeed;
 class FeedSink;
+class EventsFeed;
 
 class Gateway {
  public:
@@ -67,6 +68,9 @@ class Gateway {
   // one cannot serve that position.
   std::shared_ptr<JobFeed> JoinFeed(const std::string& job_id, int64_t after,
                                     const std::shared_ptr<FeedSink>& sink)
+      ABSL_LOCKS_EXCLUDED(feeds_mu_);
+  // Adds the session to the shared /v1/events stream of this filter (a new one if none).
+  void JoinEventsFeed(const v1::WatchJobsRequest& request, const std::shared_ptr<Session>& session)
       ABSL_LOCKS_EXCLUDED(feeds_mu_);
   v1::JobService::Stub* stub() { return stub_.get(); }
   Metrics& metrics() { return metrics_; }
@@ -87,6 +91,8 @@ class Gateway {
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   absl::Mutex feeds_mu_;
   absl::flat_hash_map<std::string, std::weak_ptr<JobFeed>> feeds_ ABSL_GUARDED_BY(feeds_mu_);
+  absl::flat_hash_map<std::string, std::weak_ptr<EventsFeed>> events_feeds_
+      ABSL_GUARDED_BY(feeds_mu_);
   size_t joins_ ABSL_GUARDED_BY(feeds_mu_) = 0;
 };
 

@@ -1,7 +1,16 @@
 #include "gateway/http_mapping.h"
 
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/ascii.h"
+#include "jobstream/v1/job_states.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "boost/url/encode.hpp"
+#include "boost/url/rfc/unreserved_chars.hpp"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -119,6 +128,93 @@ absl::StatusOr<std::optional<int64_t>> ResumeAfter(std::optional<absl::string_vi
     return std::optional<int64_t>(*value);
   }
   return std::optional<int64_t>();
+}
+
+RangeRequest ParseRange(std::optional<absl::string_view> header, int64_t size) {
+  RangeRequest whole;
+  if (!header) return whole;
+  absl::string_view spec = absl::StripAsciiWhitespace(*header);
+  if (!absl::ConsumePrefix(&spec, "bytes=") || spec.find(',') != absl::string_view::npos) {
+    return whole;
+  }
+  spec = absl::StripAsciiWhitespace(spec);
+  const size_t dash = spec.find('-');
+  if (dash == absl::string_view::npos) return whole;
+  absl::string_view a = spec.substr(0, dash), b = spec.substr(dash + 1);
+  auto number = [](absl::string_view text, int64_t* out) {
+    if (text.empty()) return false;
+    for (char c : text) {
+      if (c < '0' || c > '9') return false;
+    }
+    return absl::SimpleAtoi(text, out);
+  };
+  int64_t first = 0, last = 0;
+  RangeRequest r;
+  r.kind = RangeRequest::kPartial;
+  if (a.empty()) {  // a suffix: the last N bytes
+    if (!number(b, &last)) return whole;
+    if (last == 0 || size == 0) return {RangeRequest::kUnsatisfiable, 0, 0};
+    r.first = std::max<int64_t>(0, size - last);
+    r.last = size - 1;
+    return r;
+  }
+  if (!number(a, &first)) return whole;
+  if (b.empty()) {
+    last = size - 1;
+  } else if (!number(b, &last) || last < first) {
+    return whole;  // invalid: ignored, as RFC 9110 says
+  }
+  if (first >= size) return {RangeRequest::kUnsatisfiable, 0, 0};
+  r.first = first;
+  r.last = std::min(last, size - 1);
+  return r;
+}
+
+bool EtagMatches(absl::string_view header, absl::string_view etag) {
+  for (absl::string_view item : absl::StrSplit(header, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    if (item == "*") return true;
+    absl::ConsumePrefix(&item, "W/");
+    if (item == etag) return true;
+  }
+  return false;
+}
+
+std::string ContentDisposition(bool attachment, absl::string_view filename) {
+  std::string ascii;
+  for (char c : filename) {
+    const unsigned char u = static_cast<unsigned char>(c);
+    ascii.push_back(u >= 0x20 && u < 0x7f && c != '"' && c != '\\' ? c : '_');
+  }
+  std::string encoded = boost::urls::encode(
+      boost::core::string_view(filename.data(), filename.size()), boost::urls::unreserved_chars);
+  return absl::StrCat(attachment ? "attachment" : "inline", "; filename=\"", ascii,
+                      "\"; filename*=UTF-8''", encoded);
+}
+
+int RetryAfterSeconds(const v1::Job& job, absl::Time now) {
+  constexpr double kMin = 1, kMax = 30;
+  double seconds = kMin;
+  if (job.state() == v1::Job::RUNNING) {
+    const double fraction = job.progress().fraction();
+    const double elapsed = absl::ToDoubleSeconds(now - v1::ToTime(job.start_time()));
+    if (fraction > 0 && fraction < 1 && elapsed > 0) {
+      seconds = elapsed * (1 - fraction) / fraction;
+    }
+  } else if (job.state() == v1::Job::QUEUED) {
+    const google::protobuf::Timestamp& at =
+        job.has_next_attempt_time() ? job.next_attempt_time() : job.run_at();
+    if (job.has_next_attempt_time() || job.has_run_at()) {
+      seconds = absl::ToDoubleSeconds(v1::ToTime(at) - now);
+    }
+  }
+  return static_cast<int>(std::ceil(std::clamp(seconds, kMin, kMax)));
+}
+
+std::string ArtifactPath(absl::string_view job_id, absl::string_view name) {
+  return absl::StrCat("/v1/jobs/", job_id, "/artifacts/",
+                      boost::urls::encode(boost::core::string_view(name.data(), name.size()),
+                                          boost::urls::unreserved_chars));
 }
 
 }  // namespace jobstream::gateway

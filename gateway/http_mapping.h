@@ -9,6 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "jobstream/v1/jobs.pb.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/support/status.h"
 
@@ -37,5 +39,31 @@ std::string SseRetry(int milliseconds);
 // INVALID_ARGUMENT when one is not a non-negative integer.
 absl::StatusOr<std::optional<int64_t>> ResumeAfter(std::optional<absl::string_view> last_event_id,
                                                    std::optional<absl::string_view> after_param);
+
+// A Range header (RFC 9110) against a representation of `size` bytes. One range is
+// served; several, or a unit other than bytes, or a malformed header get the whole (a
+// server may ignore Range).
+struct RangeRequest {
+  enum Kind { kWhole, kPartial, kUnsatisfiable } kind = kWhole;
+  int64_t first = 0;  // kPartial: first and last byte, inclusive
+  int64_t last = 0;
+};
+RangeRequest ParseRange(std::optional<absl::string_view> header, int64_t size);
+
+// Whether an If-None-Match (or If-Range) value names `etag` (a quoted strong ETag).
+// "*" matches any; weak forms W/"…" compare by their opaque part, as If-None-Match does.
+bool EtagMatches(absl::string_view header, absl::string_view etag);
+
+// Content-Disposition for serving `filename`: inline or attachment, with an ASCII
+// fallback name and the exact name as RFC 8187 UTF-8.
+std::string ContentDisposition(bool attachment, absl::string_view filename);
+
+// Seconds a poller should wait before asking about an unfinished job again: for a
+// running job, what its progress rate so far says is left; for a queued one, until it
+// may start. At least 1, at most 30 (progress rates are rough).
+int RetryAfterSeconds(const v1::Job& job, absl::Time now);
+
+// The request path of a job's artifact, its name percent-encoded as one segment.
+std::string ArtifactPath(absl::string_view job_id, absl::string_view name);
 
 }  // namespace jobstream::gateway

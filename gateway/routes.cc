@@ -58,6 +58,12 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
       if (method == "POST") return route.kind = RouteKind::kCancelJob, route;
       return allow("POST");
     }
+    if (absl::EndsWith(last, ":wait")) {
+      route.job_id = last.substr(0, last.size() - 5);
+      if (route.job_id.empty()) return RouteError{404, "no job id before :wait", ""};
+      if (method == "GET") return route.kind = RouteKind::kWaitJob, route;
+      return allow("GET");
+    }
     route.job_id = last;
     if (method == "GET") return route.kind = RouteKind::kGetJob, route;
     if (method == "DELETE") return route.kind = RouteKind::kDeleteJob, route;
@@ -67,6 +73,18 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
     route.job_id = segments[2];
     if (method == "GET") return route.kind = RouteKind::kJobEvents, route;
     return allow("GET");
+  }
+  if (is({"v1", "jobs", "", "result"})) {
+    route.job_id = segments[2];
+    if (method == "GET") return route.kind = RouteKind::kJobResult, route;
+    return allow("GET");
+  }
+  if (is({"v1", "jobs", "", "artifacts", ""})) {
+    route.job_id = segments[2];
+    route.artifact = segments[4];
+    route.head = method == "HEAD";
+    if (method == "GET" || method == "HEAD") return route.kind = RouteKind::kArtifact, route;
+    return allow("GET, HEAD");
   }
   auto get_only = [&](RouteKind kind) -> std::variant<Route, RouteError> {
     if (method == "GET") return route.kind = kind, route;

@@ -19,6 +19,9 @@ enum class RouteKind {
   kGetJob,     // GET    /v1/jobs/{id}
   kDeleteJob,  // DELETE /v1/jobs/{id}
   kCancelJob,  // POST   /v1/jobs/{id}:cancel
+  kWaitJob,    // GET    /v1/jobs/{id}:wait?timeout=30s
+  kJobResult,  // GET    /v1/jobs/{id}/result
+  kArtifact,   // GET or HEAD /v1/jobs/{id}/artifacts/{name}
   kJobEvents,  // GET    /v1/jobs/{id}/events   (SSE)
   kAllEvents,  // GET    /v1/events             (SSE)
   kListTypes,  // GET    /v1/types
@@ -31,6 +34,8 @@ struct Route {
   RouteKind kind;
   std::string job_id;  // percent-decoded; checked by the server
   std::string asset;   // kAsset: "/" or "/static/NAME"
+  std::string artifact;  // kArtifact: the name, percent-decoded; checked by the server
+  bool head = false;     // a HEAD request (kArtifact): headers only
   std::multimap<std::string, std::string> query;  // percent-decoded
   std::optional<std::string> Param(const std::string& name) const;
   std::vector<std::string> Params(const std::string& name) const;

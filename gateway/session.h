@@ -1,23 +1,44 @@
 // Session: one HTTP/1.1 connection. Everything it does runs on its strand: it reads one
 // request (with size limits and a deadline, so a slow or hostile client only holds its
-// own connection), answers it from a gRPC call, and goes on with the next (keep-alive).
-// An events request turns the connection into an SSE stream until the job ends.
+// own connection), hands it to the route's handler (handlers.h), writes the answer, and
+// goes on with the next (keep-alive). Besides whole responses it can write a response
+// body as it arrives (an artifact download) or turn into an SSE stream until the job
+// ends. The handlers decide what to say; the session only how it goes on the wire.
 #pragma once
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "boost/asio/post.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
 #include "gateway/gateway.h"
 #include "gateway/job_feed.h"
-#include "gateway/routes.h"
-#include "gateway/upstream_watch.h"
 
 namespace jobstream::gateway {
+
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+// A whole response. Headers common to every answer (Server, CORS, Keep-Alive) are added.
+struct Response {
+  Response(int status = 200, std::string body = "",
+           std::string content_type = "application/json", Headers headers = {})
+      : status(status), body(std::move(body)), content_type(std::move(content_type)),
+        headers(std::move(headers)) {}
+  int status;
+  std::string body;
+  std::string content_type;
+  Headers headers;
+  // Content-Length to announce without a body (a HEAD request, a 304).
+  std::optional<uint64_t> length_without_body;
+};
 
 class Session : public FeedSink, public std::enable_shared_from_this<Session> {
  public:
@@ -27,50 +48,60 @@ class Session : public FeedSink, public std::enable_shared_from_this<Session> {
   // From any thread: closes the connection (gateway shutdown).
   void Close();
 
+  Gateway* gateway() const { return gateway_; }
+  const Request& request() const { return request_; }
+  // A request header, if present.
+  std::optional<std::string> Header(boost::beast::string_view name) const;
+  std::optional<std::string> Header(boost::beast::http::field name) const;
+
+  // Runs fn on this session's strand, unless the connection has closed by then. From any
+  // thread (gRPC callbacks).
+  template <typename Fn>
+  void Post(Fn fn) {
+    boost::asio::post(stream_.get_executor(),
+                      [self = shared_from_this(), fn = std::move(fn)]() mutable {
+                        if (!self->closed_) fn();
+                      });
+  }
+
+  // Strand only, from here on.
+  void Reply(Response response);
+  void ReplyError(grpc::StatusCode code, const std::string& message, Headers headers = {});
+  void ReplyStatus(const grpc::Status& status);
+
+  // A streamed body of known length: the header goes out, then each Write (the next is
+  // given only once the last is written: `written` says when), then End. A body cut
+  // short closes the connection, so the client sees it was.
+  void BeginBody(int status, const std::string& content_type, uint64_t length, Headers headers,
+                 std::function<void()> ready);
+  void WriteBody(std::string data, std::function<void()> written);
+  void EndBody();
+  // Called (on the strand) if the client goes away mid-body.
+  void OnClose(std::function<void()> on_close) { on_close_ = std::move(on_close); }
+
+  // Server-Sent Events: sends the stream's header; the stream then takes events through
+  // Deliver until the terminal one (or SseEnd).
+  void BeginSse(int64_t after, bool many_jobs, Headers headers = {});
+  // What to do when the stream ends or the client leaves (leave the feed it reads).
+  void SetLeave(std::function<void()> leave) { sse_->leave = std::move(leave); }
+  void SseEnd();
+
   // FeedSink, from the feed's threads.
   void Deliver(SseChunkPtr chunk) override;
   void FeedEnded() override;
 
  private:
-  using Request = boost::beast::http::request<boost::beast::http::string_body>;
-
   void Read();
   void OnRead(boost::beast::error_code ec);
-  void Dispatch(Request request);
-  void Reply(int status, std::string body, const std::string& content_type = "application/json",
-             const std::string& location = "", const std::string& allow = "");
-  void ReplyError(grpc::StatusCode code, const std::string& message);
-  void ReplyStatus(const grpc::Status& status);
+  void Dispatch();
+  void AddCommonHeaders(boost::beast::http::fields& fields) const;
   void OnWritten(bool keep_alive, boost::beast::error_code ec);
   void CloseNow();
-  // Runs fn on this session's strand, from a gRPC callback thread.
-  template <typename Fn>
-  void Post(Fn fn);
   std::string CorsOrigin() const;
 
-  // Issues a unary call upstream (issue(ctx, request, response, callback)); on success
-  // runs on_ok(response) on this session's strand, else replies with the mapped error.
-  template <typename Call, typename Issue, typename OnOk>
-  void Forward(std::shared_ptr<Call> call, Issue issue, OnOk on_ok);
-
-  // REST handlers.
-  void Submit(const Request& request);
-  void GetJob(const std::string& job_id);
-  void ListJobs(const Route& route);
-  void ListTypes();
-  void CancelJob(const std::string& job_id);
-  void DeleteJob(const std::string& job_id);
-  void Health();
-
-  // SSE for one job.
-  void StartJobEvents(const std::string& job_id, int64_t after);
-  void StartAllEvents(const Route& route);
-  // Sends the SSE response header; the stream then takes chunks through SseWrite.
-  void BeginSse(int64_t after, bool many_jobs);
   void SseDeliver(SseChunkPtr chunk);
   void SseWrite(SseChunkPtr chunk);
   void SseFlush();
-  void SseEnd();
   void ArmHeartbeat();
   void WatchForClose();
 
@@ -78,25 +109,33 @@ class Session : public FeedSink, public std::enable_shared_from_this<Session> {
   Gateway* const gateway_;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+  Request request_;
   unsigned version_ = 11;
   bool keep_alive_ = true;
   std::string origin_;  // the request's Origin header
   bool closed_ = false;
+  std::function<void()> on_close_;
+
+  // A streamed body (strand only).
+  struct Body {
+    uint64_t remaining = 0;
+  };
+  std::optional<Body> body_;
 
   // SSE state (strand only).
   struct Sse {
     int64_t last_sent = 0;  // one job's stream only
     bool many_jobs = false;  // /v1/events: ids are jobId:sequence, never deduplicated
-    std::shared_ptr<JobFeed> feed;
-    std::shared_ptr<WatchHandle> upstream;  // /v1/events
+    std::function<void()> leave;
     std::deque<SseChunkPtr> pending;
     bool writing = false;
     bool ending = false;  // the last chunk is queued
-    bool terminal_sent = false;
   };
   std::optional<Sse> sse_;
   boost::asio::steady_timer heartbeat_;
-  std::array<char, 512> probe_;  // reads during SSE only to notice a closed connection
+  std::array<char, 512> probe_;  // reads while streaming only to notice a closed connection
 };
+
+using SessionPtr = std::shared_ptr<Session>;
 
 }  // namespace jobstream::gateway

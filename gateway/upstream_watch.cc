@@ -35,8 +35,10 @@ std::shared_ptr<WatchHandle> UpstreamWatch::Start(v1::JobService::Stub* stub,
 
 std::shared_ptr<WatchHandle> UpstreamWatch::StartAll(v1::JobService::Stub* stub,
                                                      const v1::WatchJobsRequest& request,
-                                                     EventFn on_event, DoneFn on_done) {
+                                                     EventFn on_event, DoneFn on_done,
+                                                     std::function<void()> on_started) {
   return Launch(std::move(on_event), std::move(on_done), [&](UpstreamWatch* watch) {
+    watch->on_started_ = std::move(on_started);
     watch->all_request_ = request;
     stub->async()->WatchJobs(&watch->ctx_, &watch->all_request_, watch);
   });
@@ -45,6 +47,10 @@ std::shared_ptr<WatchHandle> UpstreamWatch::StartAll(v1::JobService::Stub* stub,
 UpstreamWatch::UpstreamWatch(std::shared_ptr<WatchHandle> handle, EventFn on_event,
                              DoneFn on_done)
     : handle_(std::move(handle)), on_event_(std::move(on_event)), on_done_(std::move(on_done)) {}
+
+void UpstreamWatch::OnReadInitialMetadataDone(bool ok) {
+  if (ok && on_started_) on_started_();
+}
 
 void UpstreamWatch::OnReadDone(bool ok) {
   if (!ok) return;  // OnDone follows

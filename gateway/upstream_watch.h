@@ -36,11 +36,14 @@ class UpstreamWatch : public grpc::ClientReadReactor<v1::JobEvent> {
   // Starts WatchJob(job_id, after); on_done is called exactly once, last.
   static std::shared_ptr<WatchHandle> Start(v1::JobService::Stub* stub, const std::string& job_id,
                                             int64_t after, EventFn on_event, DoneFn on_done);
-  // Starts WatchJobs(request) the same way.
+  // Starts WatchJobs(request) the same way; on_started (if any) is called once the server
+  // has accepted the request (its initial metadata arrived), before any event.
   static std::shared_ptr<WatchHandle> StartAll(v1::JobService::Stub* stub,
                                                const v1::WatchJobsRequest& request,
-                                               EventFn on_event, DoneFn on_done);
+                                               EventFn on_event, DoneFn on_done,
+                                               std::function<void()> on_started = nullptr);
 
+  void OnReadInitialMetadataDone(bool ok) override;
   void OnReadDone(bool ok) override;
   void OnDone(const grpc::Status& status) override;
 
@@ -55,6 +58,7 @@ class UpstreamWatch : public grpc::ClientReadReactor<v1::JobEvent> {
   const std::shared_ptr<WatchHandle> handle_;
   const EventFn on_event_;
   const DoneFn on_done_;
+  std::function<void()> on_started_;
   grpc::ClientContext ctx_;
   v1::WatchJobRequest request_;
   v1::WatchJobsRequest all_request_;

@@ -32,6 +32,9 @@ WatchReactor* WatchReactor::Start(watch::EventHub* hub, std::shared_ptr<watch::S
   reactor->sub_->SetNotify([weak] {
     if (auto strong = weak.lock()) strong->Pump();
   });
+  // The request is accepted: say so now, so a client (the gateway) can tell a good
+  // filter from a bad one before any event comes.
+  reactor->StartSendInitialMetadata();
   reactor->Pump();
   return reactor;
 }

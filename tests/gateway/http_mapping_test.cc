@@ -1,6 +1,7 @@
 #include "gateway/http_mapping.h"
 
 #include "gtest/gtest.h"
+#include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.pb.h"
 
 namespace jobstream::gateway {
@@ -70,6 +71,67 @@ TEST(JsonTest, Proto3JsonBothWaysAndUnknownFieldsRefused) {
   EXPECT_FALSE(FromJson("{\"type\":\"\xff\xfe\"}", &again).ok()) << "invalid UTF-8";
   EXPECT_FALSE(FromJson("", &again).ok());
   EXPECT_FALSE(FromJson("[1,2]", &again).ok());
+}
+
+TEST(RangeTest, OneRangeOfBytesIsServedAnythingElseGetsTheWhole) {
+  auto is = [](RangeRequest r, RangeRequest::Kind kind, int64_t first = 0, int64_t last = 0) {
+    return r.kind == kind && (kind != RangeRequest::kPartial || (r.first == first && r.last == last));
+  };
+  EXPECT_TRUE(is(ParseRange(std::nullopt, 100), RangeRequest::kWhole));
+  EXPECT_TRUE(is(ParseRange("bytes=0-9", 100), RangeRequest::kPartial, 0, 9));
+  EXPECT_TRUE(is(ParseRange("bytes=40-59", 100), RangeRequest::kPartial, 40, 59));
+  EXPECT_TRUE(is(ParseRange("bytes=90-", 100), RangeRequest::kPartial, 90, 99));
+  EXPECT_TRUE(is(ParseRange("bytes=90-1000", 100), RangeRequest::kPartial, 90, 99));
+  EXPECT_TRUE(is(ParseRange("bytes=-10", 100), RangeRequest::kPartial, 90, 99));
+  EXPECT_TRUE(is(ParseRange("bytes=-1000", 100), RangeRequest::kPartial, 0, 99));
+  EXPECT_TRUE(is(ParseRange("bytes=100-", 100), RangeRequest::kUnsatisfiable));
+  EXPECT_TRUE(is(ParseRange("bytes=-0", 100), RangeRequest::kUnsatisfiable));
+  EXPECT_TRUE(is(ParseRange("bytes=0-", 0), RangeRequest::kUnsatisfiable));
+  // Malformed, several ranges, other units: ignored.
+  for (const char* h : {"bytes=9-1", "bytes=a-b", "bytes=0-1,5-9", "items=0-1", "bytes=",
+                        "bytes=-", "bytes=+1-2", "bytes=1-2-3", "bytes=99999999999999999999-"}) {
+    EXPECT_TRUE(is(ParseRange(h, 100), RangeRequest::kWhole)) << h;
+  }
+}
+
+TEST(EtagTest, StrongAndWeakFormsAndStar) {
+  const std::string etag = "\"abc\"";
+  EXPECT_TRUE(EtagMatches("\"abc\"", etag));
+  EXPECT_TRUE(EtagMatches("W/\"abc\"", etag));
+  EXPECT_TRUE(EtagMatches("\"x\", \"abc\"", etag));
+  EXPECT_TRUE(EtagMatches("*", etag));
+  EXPECT_FALSE(EtagMatches("\"abcd\"", etag));
+  EXPECT_FALSE(EtagMatches("abc", etag));
+  EXPECT_FALSE(EtagMatches("", etag));
+}
+
+TEST(ContentDispositionTest, AsciiFallbackAndExactUtf8Name) {
+  EXPECT_EQ(ContentDisposition(false, "plot.png"),
+            "inline; filename=\"plot.png\"; filename*=UTF-8''plot.png");
+  EXPECT_EQ(ContentDisposition(true, "r\xc3\xa9sum\xc3\xa9 \"1\".pdf"),
+            "attachment; filename=\"r__sum__ _1_.pdf\"; "
+            "filename*=UTF-8''r%C3%A9sum%C3%A9%20%221%22.pdf");
+  EXPECT_EQ(ArtifactPath("j1", "a b/c?.txt"), "/v1/jobs/j1/artifacts/a%20b%2Fc%3F.txt");
+}
+
+TEST(RetryAfterTest, FromTheProgressRateWithinOneToThirtySeconds) {
+  const absl::Time now = absl::FromUnixSeconds(1000000);
+  v1::Job job;
+  job.set_state(v1::Job::RUNNING);
+  *job.mutable_start_time() = v1::ToProto(now - absl::Seconds(10));
+  job.mutable_progress()->set_fraction(0.5);
+  EXPECT_EQ(RetryAfterSeconds(job, now), 10);  // half done in 10 s: 10 s to go
+  job.mutable_progress()->set_fraction(0.99);
+  EXPECT_EQ(RetryAfterSeconds(job, now), 1);  // never below 1
+  job.mutable_progress()->set_fraction(0.01);
+  EXPECT_EQ(RetryAfterSeconds(job, now), 30);  // never above 30
+  job.mutable_progress()->set_fraction(0);
+  EXPECT_EQ(RetryAfterSeconds(job, now), 1);  // no rate yet
+  job.set_state(v1::Job::QUEUED);
+  *job.mutable_run_at() = v1::ToProto(now + absl::Seconds(7));
+  EXPECT_EQ(RetryAfterSeconds(job, now), 7);
+  *job.mutable_next_attempt_time() = v1::ToProto(now + absl::Milliseconds(2500));
+  EXPECT_EQ(RetryAfterSeconds(job, now), 3);
 }
 
 }  // namespace

@@ -34,6 +34,21 @@ TEST(RoutesTest, EveryRouteOfTheTable) {
   EXPECT_EQ(Ok("GET", "/v1/types").kind, RouteKind::kListTypes);
   EXPECT_EQ(Ok("GET", "/healthz").kind, RouteKind::kHealth);
   EXPECT_EQ(Ok("GET", "/metrics").kind, RouteKind::kMetrics);
+  Route wait = Ok("GET", "/v1/jobs/abc:wait?timeout=5s");
+  EXPECT_EQ(wait.kind, RouteKind::kWaitJob);
+  EXPECT_EQ(wait.job_id, "abc");
+  EXPECT_EQ(Ok("GET", "/v1/jobs/abc/result").kind, RouteKind::kJobResult);
+  Route artifact = Ok("GET", "/v1/jobs/abc/artifacts/r%C3%A9sum%C3%A9%20final.pdf");
+  EXPECT_EQ(artifact.kind, RouteKind::kArtifact);
+  EXPECT_EQ(artifact.artifact, "r\xc3\xa9sum\xc3\xa9 final.pdf");
+  EXPECT_FALSE(artifact.head);
+  EXPECT_TRUE(Ok("HEAD", "/v1/jobs/abc/artifacts/x").head);
+  // An encoded slash stays inside the one segment (and the server refuses the name).
+  EXPECT_EQ(Ok("GET", "/v1/jobs/abc/artifacts/a%2Fb").artifact, "a/b");
+  EXPECT_EQ(Err("POST", "/v1/jobs/abc/artifacts/x").allow, "GET, HEAD");
+  EXPECT_EQ(Err("POST", "/v1/jobs/abc:wait").allow, "GET");
+  EXPECT_EQ(Err("GET", "/v1/jobs/:wait").http_status, 404);
+  EXPECT_EQ(Err("GET", "/v1/jobs/abc/artifacts/").http_status, 404);
 }
 
 TEST(RoutesTest, QueryIsDecodedAndRepeatable) {

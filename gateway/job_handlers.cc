@@ -1,0 +1,145 @@
+// The REST calls: each a unary call upstream, its answer as proto3 JSON.
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gateway/handlers.h"
+#include "gateway/http_mapping.h"
+#include "gateway/upstream_call.h"
+#include "gateway/web_assets.h"
+#include "jobstream/v1/job_states.h"
+
+namespace jobstream::gateway {
+
+std::string JobPath(const std::string& job_id) { return "/v1/jobs/" + job_id; }
+
+std::optional<v1::SubmitRequest> ParseSubmit(Session& session) {
+  v1::SubmitRequest request;
+  if (absl::Status s = FromJson(absl::string_view(session.request().body()), &request); !s.ok()) {
+    session.ReplyError(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message()));
+    return std::nullopt;
+  }
+  if (auto key = session.Header("Idempotency-Key")) {
+    if (!request.request_id().empty() && request.request_id() != *key) {
+      session.ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                         "the Idempotency-Key header and the body's requestId differ");
+      return std::nullopt;
+    }
+    request.set_request_id(*key);
+  }
+  return request;
+}
+
+void Submit(const SessionPtr& session) {
+  auto call = NewCall<v1::SubmitRequest, v1::Job>(session->gateway()->options().call_timeout);
+  auto request = ParseSubmit(*session);
+  if (!request) return;
+  call->request = *std::move(request);
+  Forward(session, call,
+          [session](auto... a) { session->gateway()->stub()->async()->Submit(a...); },
+          [s = session.get()](const v1::Job& job) {
+            s->Reply({202, ToJson(job), "application/json", {{"Location", JobPath(job.id())}}});
+          });
+}
+
+void GetJob(const SessionPtr& session, const std::string& job_id) {
+  auto call = NewCall<v1::GetStatusRequest, v1::Job>(session->gateway()->options().call_timeout);
+  call->request.set_job_id(job_id);
+  Forward(session, call,
+          [session](auto... a) { session->gateway()->stub()->async()->GetStatus(a...); },
+          [s = session.get()](const v1::Job& job) {
+            Response response{200, ToJson(job)};
+            // Pollers learn when asking again is worth it.
+            if (!v1::IsFinished(job.state())) {
+              response.headers.emplace_back(
+                  "Retry-After", absl::StrCat(RetryAfterSeconds(job, absl::Now())));
+            }
+            s->Reply(std::move(response));
+          });
+}
+
+void ListJobs(const SessionPtr& session, const Route& route) {
+  auto call = NewCall<v1::ListJobsRequest, v1::ListJobsResponse>(
+      session->gateway()->options().call_timeout);
+  for (const std::string& value : route.Params("state")) {
+    for (absl::string_view name : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+      v1::Job::State state;
+      if (!v1::Job::State_Parse(absl::AsciiStrToUpper(name), &state) ||
+          state == v1::Job::STATE_UNSPECIFIED) {
+        return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                                   absl::StrCat("state \"", name.substr(0, 40),
+                                                "\" is not one of QUEUED, RUNNING, SUCCEEDED, "
+                                                "FAILED, CANCELLED"));
+      }
+      call->request.add_states(state);
+    }
+  }
+  call->request.set_type(route.Param("type").value_or(""));
+  for (const std::string& label : route.Params("label")) {
+    std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits(':', 1));
+    if (kv.size() != 2) {
+      return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT, "label takes key:value");
+    }
+    (*call->request.mutable_labels())[kv[0]] = kv[1];
+  }
+  if (auto size = route.Param("pageSize")) {
+    int page_size;
+    if (!absl::SimpleAtoi(*size, &page_size)) {
+      return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "pageSize must be an integer");
+    }
+    call->request.set_page_size(page_size);
+  }
+  call->request.set_page_token(route.Param("pageToken").value_or(""));
+  Forward(session, call,
+          [session](auto... a) { session->gateway()->stub()->async()->ListJobs(a...); },
+          [s = session.get()](const auto& response) { s->Reply({200, ToJson(response)}); });
+}
+
+void ListTypes(const SessionPtr& session) {
+  auto call = NewCall<v1::ListJobTypesRequest, v1::ListJobTypesResponse>(
+      session->gateway()->options().call_timeout);
+  Forward(session, call,
+          [session](auto... a) { session->gateway()->stub()->async()->ListJobTypes(a...); },
+          [s = session.get()](const auto& response) { s->Reply({200, ToJson(response)}); });
+}
+
+void CancelJob(const SessionPtr& session, const std::string& job_id) {
+  auto call = NewCall<v1::CancelJobRequest, v1::Job>(session->gateway()->options().call_timeout);
+  call->request.set_job_id(job_id);
+  Forward(session, call,
+          [session](auto... a) { session->gateway()->stub()->async()->CancelJob(a...); },
+          [s = session.get()](const auto& response) { s->Reply({200, ToJson(response)}); });
+}
+
+void DeleteJob(const SessionPtr& session, const std::string& job_id) {
+  auto call = NewCall<v1::DeleteJobRequest, v1::DeleteJobResponse>(
+      session->gateway()->options().call_timeout);
+  call->request.set_job_id(job_id);
+  Forward(session, call,
+          [session](auto... a) { session->gateway()->stub()->async()->DeleteJob(a...); },
+          [s = session.get()](const auto&) { s->Reply({204}); });
+}
+
+void Health(const SessionPtr& session) {
+  // A cheap real call: the gateway is healthy when the server answers.
+  auto call = NewCall<v1::ListJobsRequest, v1::ListJobsResponse>(absl::Seconds(2));
+  call->request.set_page_size(1);
+  session->gateway()->stub()->async()->ListJobs(
+      &call->ctx, &call->request, &call->response, [session, call](grpc::Status status) {
+        session->Post([s = session.get(), status] {
+          if (status.ok()) return s->Reply({200, R"({"status":"SERVING"})"});
+          s->Reply({503, ErrorJson(grpc::StatusCode::UNAVAILABLE,
+                                   "jobstream-server is not answering: " + status.error_message())});
+        });
+      });
+}
+
+void Asset(const SessionPtr& session, const std::string& path) {
+  const WebAsset* asset = FindWebAsset(path);
+  if (asset == nullptr) return session->ReplyError(grpc::StatusCode::NOT_FOUND, "no such file");
+  session->Reply({200, std::string(reinterpret_cast<const char*>(asset->data), asset->size),
+                  asset->content_type});
+}
+
+}  // namespace jobstream::gateway

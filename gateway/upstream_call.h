@@ -1,0 +1,39 @@
+// A unary call to jobstream-server on gRPC's callback API, answered on a session's strand.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "absl/time/time.h"
+#include "gateway/session.h"
+#include "grpcpp/grpcpp.h"
+
+namespace jobstream::gateway {
+
+template <typename Req, typename Resp>
+struct UnaryCall {
+  grpc::ClientContext ctx;
+  Req request;
+  Resp response;
+};
+
+template <typename Req, typename Resp>
+std::shared_ptr<UnaryCall<Req, Resp>> NewCall(absl::Duration timeout) {
+  auto call = std::make_shared<UnaryCall<Req, Resp>>();
+  call->ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  return call;
+}
+
+// Issues the call (issue(ctx, request, response, callback)); on success runs
+// on_ok(response) on the session's strand, else replies with the mapped error.
+template <typename Call, typename Issue, typename OnOk>
+void Forward(const SessionPtr& session, std::shared_ptr<Call> call, Issue issue, OnOk on_ok) {
+  issue(&call->ctx, &call->request, &call->response, [session, call, on_ok](grpc::Status s) {
+    session->Post([s = session.get(), call, status = std::move(s), on_ok] {
+      if (!status.ok()) return s->ReplyStatus(status);
+      on_ok(call->response);
+    });
+  });
+}
+
+}  // namespace jobstream::gateway
