@@ -109,9 +109,7 @@ void EventsFeed::OnStarted() {
   absl::MutexLock lock(&mu_);
   if (ended_ || started_) return;
   started_ = true;
-  for (const std::weak_ptr<Session>& weak : waiting_) {
-    if (auto session = weak.lock()) Start(session);
-  }
+  for (const std::shared_ptr<Session>& session : waiting_) Start(session);
   waiting_.clear();
 }
 
@@ -135,9 +133,7 @@ void EventsFeed::OnDone(const grpc::Status& status) {
     absl::MutexLock lock(&mu_);
     ended_ = true;
     started = started_;
-    for (auto& weak : waiting_) {
-      if (auto s = weak.lock()) waiting.push_back(std::move(s));
-    }
+    waiting = std::move(waiting_);
     for (auto& [sink, weak] : sinks_) {
       if (auto s = weak.lock()) streaming.push_back(std::move(s));
     }

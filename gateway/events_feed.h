@@ -48,7 +48,8 @@ class EventsFeed : public std::enable_shared_from_this<EventsFeed> {
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::weak_ptr<Session>> waiting_ ABSL_GUARDED_BY(mu_);  // before started_
+  // Before started_: held here, since nothing else keeps a waiting session alive.
+  std::vector<std::shared_ptr<Session>> waiting_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<FeedSink*, std::weak_ptr<Session>> sinks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, LiveJob> live_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<WatchHandle> upstream_ ABSL_GUARDED_BY(mu_);
