@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "gateway/gateway.h"
 #include "gateway/http_mapping.h"
 #include "jobstream/v1/job_states.h"
 
@@ -15,9 +16,10 @@ SseChunkPtr Format(const v1::JobEvent& event) {
   chunk->sequence = event.sequence();
   chunk->progress = event.type() == v1::JobEvent::PROGRESS;
   // ids are "jobId:sequence": one stream carries many jobs' sequences.
+  chunk->json = ToJson(event);
   chunk->text = SseEvent(absl::StrCat(event.job_id(), ":", event.sequence()),
                          absl::AsciiStrToLower(v1::JobEvent::Type_Name(event.type())),
-                         ToJson(event));
+                         chunk->json);
   return chunk;
 }
 
@@ -60,7 +62,7 @@ void EventsFeed::Open() {
   if (ended_) upstream_->Cancel();
 }
 
-bool EventsFeed::Join(const SessionPtr& session) {
+bool EventsFeed::Join(const std::shared_ptr<StreamSink>& session) {
   absl::MutexLock lock(&mu_);
   if (ended_) return false;
   if (!started_) {
@@ -71,16 +73,13 @@ bool EventsFeed::Join(const SessionPtr& session) {
   return true;
 }
 
-void EventsFeed::Start(const SessionPtr& session) {
+void EventsFeed::Start(const std::shared_ptr<StreamSink>& session) {
   sinks_[session.get()] = session;
   // Posted in this order, so they run in it: the header, then each live job's snapshot;
   // live events come after, since they are delivered under this same lock.
   std::weak_ptr<EventsFeed> weak = shared_from_this();
-  session->Post([s = session.get(), weak] {
-    s->BeginSse(0, /*many_jobs=*/true);
-    s->SetLeave([s, weak] {
-      if (auto feed = weak.lock()) feed->Leave(s);
-    });
+  session->StreamStarted([s = session.get(), weak] {
+    if (auto feed = weak.lock()) feed->Leave(s);
   });
   for (auto& [id, job] : live_) {
     if (!job.snapshot) {
@@ -109,7 +108,7 @@ void EventsFeed::OnStarted() {
   absl::MutexLock lock(&mu_);
   if (ended_ || started_) return;
   started_ = true;
-  for (const std::shared_ptr<Session>& session : waiting_) Start(session);
+  for (const std::shared_ptr<StreamSink>& session : waiting_) Start(session);
   waiting_.clear();
 }
 
@@ -127,7 +126,7 @@ void EventsFeed::OnEvent(const v1::JobEvent& event) {
 }
 
 void EventsFeed::OnDone(const grpc::Status& status) {
-  std::vector<std::shared_ptr<Session>> waiting, streaming;
+  std::vector<std::shared_ptr<StreamSink>> waiting, streaming;
   bool started;
   {
     absl::MutexLock lock(&mu_);
@@ -143,13 +142,11 @@ void EventsFeed::OnDone(const grpc::Status& status) {
   }
   // Refused before it started (a bad filter): each waiting request gets the error. Ended
   // later: each stream ends; EventSource reconnects to a new feed and a fresh snapshot.
-  for (auto& session : waiting) {
-    session->Post([s = session.get(), status, started] {
-      if (status.ok() || started) return s->ReplyError(grpc::StatusCode::UNAVAILABLE,
-                                                       "the event stream ended; try again");
-      s->ReplyStatus(status);
-    });
-  }
+  const grpc::Status refusal =
+      status.ok() || started
+          ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "the event stream ended; try again")
+          : status;
+  for (auto& session : waiting) session->StreamRefused(refusal);
   for (auto& session : streaming) session->FeedEnded();
 }
 

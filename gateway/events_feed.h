@@ -14,7 +14,6 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "gateway/job_feed.h"
-#include "gateway/session.h"
 #include "gateway/upstream_watch.h"
 
 namespace jobstream::gateway {
@@ -27,7 +26,7 @@ class EventsFeed : public std::enable_shared_from_this<EventsFeed> {
   static std::string Key(const v1::WatchJobsRequest& request);
 
   // From the session's strand. False if this feed has ended (make a new one).
-  bool Join(const SessionPtr& session) ABSL_LOCKS_EXCLUDED(mu_);
+  bool Join(const std::shared_ptr<StreamSink>& session) ABSL_LOCKS_EXCLUDED(mu_);
   void Leave(FeedSink* sink) ABSL_LOCKS_EXCLUDED(mu_);
   // Opens the upstream call. Call once, after the first Join.
   void Open();
@@ -41,7 +40,7 @@ class EventsFeed : public std::enable_shared_from_this<EventsFeed> {
   void OnEvent(const v1::JobEvent& event) ABSL_LOCKS_EXCLUDED(mu_);
   void OnDone(const grpc::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
   // Adds a session whose stream starts now: its header, then the snapshot, in order.
-  void Start(const SessionPtr& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Start(const std::shared_ptr<StreamSink>& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Gateway* const gateway_;
   const v1::WatchJobsRequest request_;
@@ -49,8 +48,8 @@ class EventsFeed : public std::enable_shared_from_this<EventsFeed> {
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   // Before started_: held here, since nothing else keeps a waiting session alive.
-  std::vector<std::shared_ptr<Session>> waiting_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<FeedSink*, std::weak_ptr<Session>> sinks_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<StreamSink>> waiting_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<FeedSink*, std::weak_ptr<StreamSink>> sinks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, LiveJob> live_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<WatchHandle> upstream_ ABSL_GUARDED_BY(mu_);
 };

@@ -34,6 +34,10 @@ std::string Metrics::Render() const {
          sse_streams_open.load());
   metric("jobstream_gateway_sse_events_sent_total", "counter", "Events sent to SSE clients.",
          sse_events_sent.load());
+  metric("jobstream_gateway_websockets_open", "gauge", "Open WebSocket streams.",
+         websockets_open.load());
+  metric("jobstream_gateway_websocket_messages_sent_total", "counter",
+         "Events sent to WebSocket clients.", websocket_messages_sent.load());
   metric("jobstream_gateway_upstream_streams_open", "gauge",
          "WatchJob streams open to jobstream-server.", upstream_streams_open.load());
   metric("jobstream_gateway_upstream_reconnects_total", "counter",
@@ -109,7 +113,7 @@ std::shared_ptr<JobFeed> Gateway::JoinFeed(const std::string& job_id, int64_t af
 }
 
 void Gateway::JoinEventsFeed(const v1::WatchJobsRequest& request,
-                             const std::shared_ptr<Session>& session) {
+                             const std::shared_ptr<StreamSink>& session) {
   const std::string key = EventsFeed::Key(request);
   std::shared_ptr<EventsFeed> fresh;
   {
@@ -128,24 +132,24 @@ void Gateway::JoinEventsFeed(const v1::WatchJobsRequest& request,
   fresh->Open();
 }
 
-void Gateway::Register(const std::shared_ptr<Session>& session) {
+void Gateway::Register(const std::shared_ptr<Connection>& connection) {
   absl::MutexLock lock(&mu_);
-  sessions_[session.get()] = session;
+  connections_[connection.get()] = connection;
 }
 
-void Gateway::Unregister(Session* session) {
+void Gateway::Unregister(Connection* connection) {
   absl::MutexLock lock(&mu_);
-  sessions_.erase(session);
+  connections_.erase(connection);
 }
 
 void Gateway::Stop() {
-  std::vector<std::shared_ptr<Session>> open;
+  std::vector<std::shared_ptr<Connection>> open;
   {
     absl::MutexLock lock(&mu_);
     if (stopped_) return;
     stopped_ = true;
-    for (auto& [ptr, weak] : sessions_) {
-      if (auto session = weak.lock()) open.push_back(std::move(session));
+    for (auto& [ptr, weak] : connections_) {
+      if (auto connection = weak.lock()) open.push_back(std::move(connection));
     }
   }
   net::post(acceptor_.get_executor(), [this] {

@@ -45,13 +45,23 @@ struct Metrics {
   std::atomic<int64_t> sse_events_sent{0};
   std::atomic<int64_t> upstream_streams_open{0};
   std::atomic<int64_t> upstream_reconnects{0};
+  std::atomic<int64_t> websockets_open{0};
+  std::atomic<int64_t> websocket_messages_sent{0};
   std::string Render() const;
 };
 
-class Session;
 class JobFeed;
 class FeedSink;
+class StreamSink;
 class EventsFeed;
+
+// An open client connection, HTTP or WebSocket: what Stop closes.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  // From any thread.
+  virtual void Close() = 0;
+};
 
 class Gateway {
  public:
@@ -70,12 +80,12 @@ class Gateway {
                                     const std::shared_ptr<FeedSink>& sink)
       ABSL_LOCKS_EXCLUDED(feeds_mu_);
   // Adds the session to the shared /v1/events stream of this filter (a new one if none).
-  void JoinEventsFeed(const v1::WatchJobsRequest& request, const std::shared_ptr<Session>& session)
-      ABSL_LOCKS_EXCLUDED(feeds_mu_);
+  void JoinEventsFeed(const v1::WatchJobsRequest& request,
+                      const std::shared_ptr<StreamSink>& sink) ABSL_LOCKS_EXCLUDED(feeds_mu_);
   v1::JobService::Stub* stub() { return stub_.get(); }
   Metrics& metrics() { return metrics_; }
-  void Register(const std::shared_ptr<Session>& session) ABSL_LOCKS_EXCLUDED(mu_);
-  void Unregister(Session* session) ABSL_LOCKS_EXCLUDED(mu_);
+  void Register(const std::shared_ptr<Connection>& connection) ABSL_LOCKS_EXCLUDED(mu_);
+  void Unregister(Connection* connection) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   void Accept();
@@ -87,7 +97,7 @@ class Gateway {
   std::unique_ptr<v1::JobService::Stub> stub_;
   Metrics metrics_;
   absl::Mutex mu_;
-  absl::flat_hash_map<Session*, std::weak_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<Connection*, std::weak_ptr<Connection>> connections_ ABSL_GUARDED_BY(mu_);
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   absl::Mutex feeds_mu_;
   absl::flat_hash_map<std::string, std::weak_ptr<JobFeed>> feeds_ ABSL_GUARDED_BY(feeds_mu_);

@@ -22,9 +22,10 @@ SseChunkPtr FormatEvent(const v1::JobEvent& event) {
   chunk->sequence = event.sequence();
   chunk->progress = event.type() == v1::JobEvent::PROGRESS;
   chunk->terminal = v1::IsTerminal(event.type());
+  chunk->json = ToJson(event);
   chunk->text = SseEvent(absl::StrCat(event.sequence()),
                          absl::AsciiStrToLower(v1::JobEvent::Type_Name(event.type())),
-                         ToJson(event));
+                         chunk->json);
   return chunk;
 }
 

@@ -22,12 +22,14 @@ namespace jobstream::gateway {
 
 class Gateway;
 
-// One event as every SSE client gets it, formatted once.
+// One event as every client gets it, formatted once: SSE framing for EventSource
+// clients, the bare JSON for WebSocket ones.
 struct SseChunk {
   int64_t sequence = 0;
   bool progress = false;  // may be conflated for a slow client
   bool terminal = false;
-  std::string text;
+  std::string text;  // the SSE event (or a comment, or retry:)
+  std::string json;  // the event's JSON alone; empty for anything but an event
 };
 using SseChunkPtr = std::shared_ptr<const SseChunk>;
 
@@ -38,6 +40,16 @@ class FeedSink {
   virtual void Deliver(SseChunkPtr chunk) = 0;
   // The feed gave up (the server is gone too long, or the job was removed).
   virtual void FeedEnded() = 0;
+};
+
+// A client of a feed that starts only once the server accepts the request (EventsFeed).
+class StreamSink : public FeedSink {
+ public:
+  // The stream starts: the client's header goes out, and `leave` is to be called once it
+  // ends. Deliver follows (in order) for the snapshot and live events.
+  virtual void StreamStarted(std::function<void()> leave) = 0;
+  // The server refused the request (or the feed ended before it started).
+  virtual void StreamRefused(const grpc::Status& status) = 0;
 };
 
 class JobFeed : public std::enable_shared_from_this<JobFeed> {

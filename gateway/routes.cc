@@ -74,6 +74,11 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
     if (method == "GET") return route.kind = RouteKind::kJobEvents, route;
     return allow("GET");
   }
+  if (is({"v1", "jobs", "", "ws"})) {
+    route.job_id = segments[2];
+    if (method == "GET") return route.kind = RouteKind::kJobWs, route;
+    return allow("GET");
+  }
   if (is({"v1", "jobs", "", "result"})) {
     route.job_id = segments[2];
     if (method == "GET") return route.kind = RouteKind::kJobResult, route;
@@ -92,6 +97,7 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
   };
   if (is({"v1", "events"})) return get_only(RouteKind::kAllEvents);
   if (is({"v1", "types"})) return get_only(RouteKind::kListTypes);
+  if (is({"v1", "ws"})) return get_only(RouteKind::kAllWs);
   if (segments.empty() || (segments.size() == 1 && segments[0].empty())) {
     route.asset.push_back('/');  // not = "/": GCC 12 raises a false -Wrestrict on it
     return get_only(RouteKind::kAsset);

@@ -24,6 +24,8 @@ enum class RouteKind {
   kArtifact,   // GET or HEAD /v1/jobs/{id}/artifacts/{name}
   kJobEvents,  // GET    /v1/jobs/{id}/events   (SSE)
   kAllEvents,  // GET    /v1/events             (SSE)
+  kJobWs,      // GET    /v1/jobs/{id}/ws       (WebSocket)
+  kAllWs,      // GET    /v1/ws                 (WebSocket)
   kListTypes,  // GET    /v1/types
   kHealth,     // GET    /healthz
   kMetrics,    // GET    /metrics

@@ -6,6 +6,7 @@
 #include "gateway/handlers.h"
 #include "gateway/http_mapping.h"
 #include "gateway/routes.h"
+#include "gateway/websocket_session.h"
 
 namespace jobstream::gateway {
 
@@ -146,11 +147,31 @@ void Session::Dispatch() {
     case RouteKind::kArtifact: return GetArtifact(self, route);
     case RouteKind::kJobEvents: return JobEvents(self, route);
     case RouteKind::kAllEvents: return AllEvents(self, route);
+    case RouteKind::kJobWs:
+    case RouteKind::kAllWs: return UpgradeToWebSocket(route);
     case RouteKind::kHealth: return Health(self);
     case RouteKind::kMetrics:
       return Reply({200, gateway_->metrics().Render(), "text/plain; version=0.0.4"});
     case RouteKind::kAsset: return Asset(self, route.asset);
   }
+}
+
+void Session::UpgradeToWebSocket(const Route& route) {
+  if (!boost::beast::websocket::is_upgrade(request_)) {
+    return Reply({426,
+                  ErrorJson(grpc::StatusCode::INVALID_ARGUMENT,
+                            "this is a WebSocket endpoint: connect with Upgrade: websocket "
+                            "(or use the SSE stream)"),
+                  "application/json", {{"Upgrade", "websocket"}}});
+  }
+  // The socket moves to a WebSocket session; this one is done without closing it.
+  closed_ = true;
+  heartbeat_.cancel();
+  auto ws = std::make_shared<WebSocketSession>(stream_.release_socket(), gateway_,
+                                               std::move(request_), route);
+  gateway_->Register(ws);
+  gateway_->Unregister(this);
+  ws->Start();
 }
 
 void Session::AddCommonHeaders(http::fields& fields) const {
@@ -300,6 +321,17 @@ void Session::BeginSse(int64_t after, bool many_jobs, Headers headers) {
 
 void Session::Deliver(SseChunkPtr chunk) {
   Post([this, chunk = std::move(chunk)] { SseDeliver(chunk); });
+}
+
+void Session::StreamStarted(std::function<void()> leave) {
+  Post([this, leave = std::move(leave)]() mutable {
+    BeginSse(0, /*many_jobs=*/true);
+    SetLeave(std::move(leave));
+  });
+}
+
+void Session::StreamRefused(const grpc::Status& status) {
+  Post([this, status] { ReplyStatus(status); });
 }
 
 void Session::FeedEnded() {

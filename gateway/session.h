@@ -20,6 +20,7 @@
 #include "boost/beast/http.hpp"
 #include "gateway/gateway.h"
 #include "gateway/job_feed.h"
+#include "gateway/routes.h"
 
 namespace jobstream::gateway {
 
@@ -40,13 +41,15 @@ struct Response {
   std::optional<uint64_t> length_without_body;
 };
 
-class Session : public FeedSink, public std::enable_shared_from_this<Session> {
+class Session : public Connection,
+                public StreamSink,
+                public std::enable_shared_from_this<Session> {
  public:
   Session(boost::asio::ip::tcp::socket socket, Gateway* gateway);
   ~Session();
   void Start();
   // From any thread: closes the connection (gateway shutdown).
-  void Close();
+  void Close() override;
 
   Gateway* gateway() const { return gateway_; }
   const Request& request() const { return request_; }
@@ -86,14 +89,17 @@ class Session : public FeedSink, public std::enable_shared_from_this<Session> {
   void SetLeave(std::function<void()> leave) { sse_->leave = std::move(leave); }
   void SseEnd();
 
-  // FeedSink, from the feed's threads.
+  // StreamSink, from the feed's threads.
   void Deliver(SseChunkPtr chunk) override;
   void FeedEnded() override;
+  void StreamStarted(std::function<void()> leave) override;
+  void StreamRefused(const grpc::Status& status) override;
 
  private:
   void Read();
   void OnRead(boost::beast::error_code ec);
   void Dispatch();
+  void UpgradeToWebSocket(const Route& route);
   void AddCommonHeaders(boost::beast::http::fields& fields) const;
   void OnWritten(bool keep_alive, boost::beast::error_code ec);
   void CloseNow();
