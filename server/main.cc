@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -43,6 +44,16 @@ ABSL_FLAG(int64_t, max_artifact_bytes, int64_t{1} << 30, "largest artifact a job
 ABSL_FLAG(int64_t, max_job_artifact_bytes, int64_t{4} << 30,
           "most artifact bytes one job may hold in all");
 ABSL_FLAG(int, max_artifacts_per_job, 100, "most artifacts one job may hold");
+ABSL_FLAG(std::vector<std::string>, webhook_allow, {},
+          "hosts (host or host:port) job webhooks may call; none: webhooks are refused");
+ABSL_FLAG(std::string, webhook_secret_file, "",
+          "file holding the key of the webhook signature (HMAC-SHA256); needed with "
+          "--webhook_allow");
+ABSL_FLAG(int, webhook_max_attempts, 10, "attempts at each webhook delivery");
+ABSL_FLAG(absl::Duration, webhook_retry_backoff, absl::Seconds(1),
+          "first delay after a failed webhook delivery; doubles per attempt, up to 10m");
+ABSL_FLAG(absl::Duration, webhook_timeout, absl::Seconds(10), "time for a webhook attempt");
+ABSL_FLAG(std::string, webhook_ca_file, "", "extra CA certificate(s) for https webhooks");
 ABSL_FLAG(absl::Duration, retry_backoff, absl::Seconds(1),
           "first retry delay of types whose config sets none; doubles per attempt with jitter");
 
@@ -105,6 +116,36 @@ int main(int argc, char** argv) {
                 "--max_artifacts_per_job 0..10000");
   }
 
+  auto webhook_policy =
+      jobstream::webhooks::WebhookPolicy::Parse(absl::GetFlag(FLAGS_webhook_allow));
+  if (!webhook_policy.ok()) return Fail(std::string(webhook_policy.status().message()));
+  jobstream::webhooks::WebhookOptions webhook_options;
+  if (webhook_policy->enabled()) {
+    const std::string secret_file = absl::GetFlag(FLAGS_webhook_secret_file);
+    if (secret_file.empty()) {
+      return Fail("--webhook_allow needs --webhook_secret_file: every delivery is signed");
+    }
+    std::ifstream in(secret_file, std::ios::binary);
+    std::string secret((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+    if (!in.good() && !in.eof()) return Fail("cannot read --webhook_secret_file " + secret_file);
+    if (secret.size() < 16) {
+      return Fail("--webhook_secret_file " + secret_file +
+                  " must hold a secret of at least 16 bytes");
+    }
+    webhook_options.secret = std::move(secret);
+  }
+  webhook_options.max_attempts = absl::GetFlag(FLAGS_webhook_max_attempts);
+  webhook_options.initial_backoff = absl::GetFlag(FLAGS_webhook_retry_backoff);
+  webhook_options.timeout = absl::GetFlag(FLAGS_webhook_timeout);
+  webhook_options.ca_file = absl::GetFlag(FLAGS_webhook_ca_file);
+  if (webhook_options.max_attempts < 1 || webhook_options.max_attempts > 100 ||
+      webhook_options.initial_backoff <= absl::ZeroDuration() ||
+      webhook_options.timeout <= absl::ZeroDuration()) {
+    return Fail("--webhook_max_attempts must be 1..100, --webhook_retry_backoff and "
+                "--webhook_timeout positive");
+  }
+
   jobstream::v1::ServerConfig config;
   const std::string config_file = absl::GetFlag(FLAGS_config);
   if (!config_file.empty()) {
@@ -142,11 +183,22 @@ int main(int argc, char** argv) {
   manager_options.artifacts.max_artifact_bytes = absl::GetFlag(FLAGS_max_artifact_bytes);
   manager_options.artifacts.max_job_artifact_bytes = absl::GetFlag(FLAGS_max_job_artifact_bytes);
   manager_options.artifacts.max_artifacts_per_job = absl::GetFlag(FLAGS_max_artifacts_per_job);
+  manager_options.webhook_policy = &*webhook_policy;
   auto manager = std::make_unique<jobstream::jobs::JobManager>(store->get(), &hub, &*types,
                                                               manager_options);
+  // Deliveries stored before a stop go out again, whatever webhooks are allowed now (each
+  // attempt checks its URL against the list).
+  std::unique_ptr<jobstream::webhooks::WebhookSender> webhook_sender;
+  if (webhook_policy->enabled()) {
+    webhook_sender = std::make_unique<jobstream::webhooks::WebhookSender>(
+        store->get(), &manager->committer(), &*webhook_policy, webhook_options);
+    if (absl::Status s = webhook_sender->Start(); !s.ok()) return Fail(std::string(s.message()));
+    manager->SetWebhookSender(webhook_sender.get());
+  }
   if (absl::Status s = manager->Recover(); !s.ok()) {
     return Fail(absl::StrCat("recovery failed: ", s.message()));
   }
+
   jobstream::jobs::Runner runner(manager.get(), &*types, absl::GetFlag(FLAGS_runner_threads));
   runner.Start();
 
@@ -209,6 +261,7 @@ int main(int argc, char** argv) {
   phase("running jobs requeued");
   stop_sweeping.Notify();
   sweeper.join();
+  if (webhook_sender) webhook_sender->Stop();  // what is queued stays for the next start
   manager->Stop();
   std::cerr << "jobstream-server: committed " << manager->committer().writes_committed()
             << " writes in " << manager->committer().groups_written() << " synced groups\n";

@@ -102,16 +102,36 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
   if (job.state() != live.indexed_state) Reindex(job, live.indexed_state, batch);
   JobEvent made = MakeEvent(job, type, now);
   if (artifact != nullptr) *made.mutable_artifact() = *artifact;
+  // A delivery the job's webhook wants is stored with its event, so it survives a crash.
+  const bool deliver = webhook_sender_ != nullptr && job.has_webhook() &&
+                       webhooks::WebhookPolicy::Wants(job.webhook(), type);
+  const int64_t now_ms = absl::ToUnixMillis(now);
+  if (deliver) {
+    v1::WebhookDelivery delivery;
+    delivery.set_id(absl::StrCat(job.id(), "-", job.last_sequence()));
+    delivery.set_sequence(job.last_sequence());
+    delivery.set_event_type(type);
+    delivery.set_state(v1::WebhookDelivery::PENDING);
+    *delivery.mutable_next_attempt_time() = ToProto(now);
+    batch.Put(Cf::kWebhooks, storage::EventKey(job.id(), job.last_sequence()),
+              delivery.SerializeAsString());
+    batch.Put(Cf::kWebhookQueue,
+              storage::WebhookQueueKey(now_ms, job.id(), job.last_sequence()), "");
+  }
   storage::CommittedEventPtr event = AddRecordAndEvent(batch, job, std::move(made));
   // The job exactly as this event left it (the event holds it already). A job this event
   // leaves QUEUED may leave memory once it is written.
   const bool settles = job.state() == Job::QUEUED;
   const bool finishes = v1::IsTerminal(type);
   StatusCallback on_commit;
-  if (settles || finishes || done) {
-    on_commit = [this, event, settles, finishes, done = std::move(done)](absl::Status s) {
+  if (settles || finishes || deliver || done) {
+    on_commit = [this, event, settles, finishes, deliver, now_ms,
+                 done = std::move(done)](absl::Status s) {
       if (settles) Settle(event->event.job_id(), event->event.sequence());
       if (finishes && s.ok()) AnswerWaits(event->event.job_id());
+      if (deliver && s.ok()) {
+        webhook_sender_->Schedule(event->event.job_id(), event->event.sequence(), now_ms);
+      }
       if (!done) return;
       if (s.ok()) done(event->event.status()); else done(s);
     };
@@ -424,6 +444,15 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
   if (absl::Status s = ValidateSubmit(request, *types_, options_.limits, now); !s.ok()) {
     return done(s);
   }
+  if (request.has_webhook()) {
+    if (options_.webhook_policy == nullptr || !options_.webhook_policy->enabled()) {
+      return done(absl::InvalidArgumentError(
+          "this server delivers no webhooks: it was started without --webhook_allow"));
+    }
+    if (absl::Status s = options_.webhook_policy->Validate(request.webhook()); !s.ok()) {
+      return done(s);
+    }
+  }
   const std::string& request_id = request.request_id();
   auto existing_job = [&]() -> std::optional<absl::StatusOr<Job>> {
     auto existing = store_->GetRequest(request_id);
@@ -444,6 +473,7 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
   job.set_priority(request.priority() != 0 ? request.priority() : type.default_priority);
   job.set_max_attempts(request.max_attempts() > 0 ? request.max_attempts() : type.max_attempts);
   if (request.has_run_at()) *job.mutable_run_at() = request.run_at();
+  if (request.has_webhook()) *job.mutable_webhook() = request.webhook();
   *job.mutable_create_time() = ToProto(now);
   job.set_request_id(request_id);
 
@@ -513,6 +543,11 @@ absl::StatusOr<Job> JobManager::Get(const std::string& job_id) const {
   auto params = store_->GetParams(job_id);
   if (!params.ok()) return params.status();
   *job->mutable_params() = *std::move(params);
+  if (job->has_webhook()) {
+    auto deliveries = store_->ListWebhookDeliveries(job_id);
+    if (!deliveries.ok()) return deliveries.status();
+    for (v1::WebhookDelivery& d : *deliveries) *job->add_webhook_deliveries() = std::move(d);
+  }
   return job;
 }
 
@@ -678,6 +713,9 @@ void JobManager::RemovalBatch(const Job& job, absl::string_view reason, absl::Ti
   batch.Delete(Cf::kByState, storage::ByStateKey(job.state(), create_ms, id));
   batch.Delete(Cf::kByTypeState, storage::ByTypeStateKey(job.type(), job.state(), create_ms, id));
   if (!job.request_id().empty()) batch.Delete(Cf::kRequests, job.request_id());
+  if (job.has_webhook()) {
+    batch.DeleteRange(Cf::kWebhooks, storage::EventKey(id, 0), storage::EventKey(id, INT64_MAX));
+  }
   if (job.artifacts_size() > 0) {
     auto [begin, end] = storage::JobArtifactsRange(id);
     batch.DeleteRange(Cf::kArtifacts, std::move(begin), std::move(end));

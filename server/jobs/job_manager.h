@@ -46,6 +46,8 @@
 #include "server/storage/job_store.h"
 #include "server/storage/records.pb.h"
 #include "server/util/task_pool.h"
+#include "server/webhooks/webhook_policy.h"
+#include "server/webhooks/webhook_sender.h"
 #include "server/watch/event_hub.h"
 
 namespace jobstream::jobs {
@@ -59,6 +61,8 @@ struct ArtifactLimits {
 struct ManagerOptions {
   Limits limits;
   ArtifactLimits artifacts;
+  // Which webhook URLs Submit accepts; null or empty: none.
+  const webhooks::WebhookPolicy* webhook_policy = nullptr;
   // Finished jobs are removed this long after they end; their tombstones as long again.
   absl::Duration retention = absl::Hours(168);
   // Records ListJobs examines per call before it returns a partial page.
@@ -178,6 +182,9 @@ class JobManager {
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
   storage::GroupCommitter& committer() { return committer_; }
+  // From now on, events a job's webhook wants are queued for `sender` with their commit.
+  // Before serving; the sender must stop before the manager goes.
+  void SetWebhookSender(webhooks::WebhookSender* sender) { webhook_sender_ = sender; }
   size_t live_jobs() const ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
@@ -334,6 +341,7 @@ class JobManager {
   bool stop_dispatch_ ABSL_GUARDED_BY(mu_) = false;
   std::thread dispatcher_;
   util::TaskPool compactor_{"js-compact", 1};
+  webhooks::WebhookSender* webhook_sender_ = nullptr;
 };
 
 }  // namespace jobstream::jobs

@@ -181,6 +181,37 @@ absl::Status JobStore::ReadArtifactChunk(const std::string& job_id, uint64_t upl
   return FromRocks(s, absl::StrCat("chunk ", chunk, " of an artifact of job ", job_id));
 }
 
+absl::StatusOr<v1::WebhookDelivery> JobStore::GetWebhookDelivery(const std::string& job_id,
+                                                                 int64_t sequence) const {
+  std::string value;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handle(Cf::kWebhooks),
+                               EventKey(job_id, sequence), &value);
+  if (!s.ok()) return FromRocks(s, "reading a webhook delivery");
+  v1::WebhookDelivery delivery;
+  if (!delivery.ParseFromString(value)) {
+    return absl::DataLossError("corrupt webhook delivery of " + job_id);
+  }
+  return delivery;
+}
+
+absl::StatusOr<std::vector<v1::WebhookDelivery>> JobStore::ListWebhookDeliveries(
+    const std::string& job_id) const {
+  std::vector<v1::WebhookDelivery> deliveries;
+  const std::string end = EventKey(job_id, INT64_MAX);
+  rocksdb::Slice upper(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handle(Cf::kWebhooks)));
+  for (it->Seek(EventKey(job_id, 0)); it->Valid(); it->Next()) {
+    if (!deliveries.emplace_back().ParseFromArray(it->value().data(),
+                                                  static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("corrupt webhook delivery of " + job_id);
+    }
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "reading webhook deliveries");
+  return deliveries;
+}
+
 absl::StatusOr<v1::Job> JobStore::GetJob(const std::string& job_id) const {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handle(Cf::kJobs), job_id, &value);

@@ -71,6 +71,12 @@ class JobStore {
   absl::Status ReadArtifactChunk(const std::string& job_id, uint64_t upload_id, uint32_t chunk,
                                  std::string* data) const;
 
+  // A job's webhook deliveries: one, or all in sequence order.
+  absl::StatusOr<v1::WebhookDelivery> GetWebhookDelivery(const std::string& job_id,
+                                                         int64_t sequence) const;
+  absl::StatusOr<std::vector<v1::WebhookDelivery>> ListWebhookDeliveries(
+      const std::string& job_id) const;
+
   // The job record (without params). NotFound when absent.
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const;
   // The job's params (empty if it has none).

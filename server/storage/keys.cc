@@ -148,4 +148,19 @@ std::string UploadKey(uint64_t upload_id) {
   return key;
 }
 
+std::string WebhookQueueKey(int64_t due_ms, absl::string_view job_id, int64_t sequence) {
+  std::string key;
+  PutBigEndian64(&key, static_cast<uint64_t>(due_ms));
+  key.append(job_id.data(), job_id.size());
+  PutBigEndian64(&key, static_cast<uint64_t>(sequence));
+  return key;
+}
+
+std::optional<WebhookQueueEntry> ParseWebhookQueueKey(absl::string_view key) {
+  if (key.size() <= 16) return std::nullopt;
+  return WebhookQueueEntry{static_cast<int64_t>(GetBigEndian64(key)),
+                           std::string(key.substr(8, key.size() - 16)),
+                           static_cast<int64_t>(GetBigEndian64(key.substr(key.size() - 8)))};
+}
+
 }  // namespace jobstream::storage

@@ -12,7 +12,7 @@ namespace jobstream::storage {
 
 enum class Cf : int {
   kJobs, kParams, kEvents, kQueue, kLeases, kRequests, kByTime, kTombstones, kByState,
-  kByTypeState, kMeta, kArtifacts, kUploads
+  kByTypeState, kMeta, kArtifacts, kUploads, kWebhooks, kWebhookQueue
 };
 
 struct CfInfo {
@@ -26,7 +26,7 @@ struct CfInfo {
 // rewritten on every step and progress report.
 // Artifact bytes live in blob files (see JobStore::Open); every key of a job's artifacts
 // starts with its id, so one range delete removes them all.
-inline constexpr std::array<CfInfo, 13> kColumnFamilies = {{
+inline constexpr std::array<CfInfo, 15> kColumnFamilies = {{
     {Cf::kJobs, "jobs", "job id -> Job without params"},
     {Cf::kParams, "params", "job id -> google.protobuf.Struct"},
     {Cf::kEvents, "events", "job id | be64 sequence -> JobEvent"},
@@ -41,6 +41,8 @@ inline constexpr std::array<CfInfo, 13> kColumnFamilies = {{
     {Cf::kArtifacts, "artifacts",
      "id 'n' name -> ArtifactRecord; id 'u' be64 upload | be32 chunk -> bytes"},
     {Cf::kUploads, "uploads", "be64 upload -> job id, while an upload's chunks precede its commit"},
+    {Cf::kWebhooks, "webhooks", "job id | be64 sequence -> WebhookDelivery"},
+    {Cf::kWebhookQueue, "webhook_queue", "be64 due ms | job id | be64 sequence -> ()"},
 }};
 
 void PutBigEndian32(std::string* dst, uint32_t v);
@@ -92,5 +94,14 @@ std::pair<std::string, std::string> ArtifactUploadRange(absl::string_view job_id
 std::pair<std::string, std::string> JobArtifactsRange(absl::string_view job_id);
 // uploads: be64 upload id.
 std::string UploadKey(uint64_t upload_id);
+
+// webhook_queue: deliveries by when they are due.
+std::string WebhookQueueKey(int64_t due_ms, absl::string_view job_id, int64_t sequence);
+struct WebhookQueueEntry {
+  int64_t due_ms;
+  std::string job_id;
+  int64_t sequence;
+};
+std::optional<WebhookQueueEntry> ParseWebhookQueueKey(absl::string_view key);
 
 }  // namespace jobstream::storage

@@ -1,0 +1,269 @@
+#include "server/webhooks/webhook_sender.h"
+
+#include <openssl/hmac.h>
+
+#include <iostream>
+
+#include "absl/random/random.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "boost/asio/post.hpp"
+#include "boost/asio/ssl/host_name_verification.hpp"
+#include "boost/beast/core.hpp"
+#include "boost/beast/http.hpp"
+#include "boost/beast/ssl.hpp"
+#include "google/protobuf/util/json_util.h"
+#include "jobstream/v1/job_states.h"
+#include "server/storage/keys.h"
+
+namespace jobstream::webhooks {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using storage::Batch;
+using storage::Cf;
+
+std::string Signature(const std::string& secret, const std::string& body) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(body.data()), body.size(), mac, &length);
+  return "sha256=" +
+         absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(mac), length));
+}
+
+// One POST, plain or over TLS: resolve, connect, (handshake,) write, read the answer. The
+// deadline covers all of it. done(status, error) gets the HTTP status, or 0 and why not.
+class WebhookSender::Attempt : public std::enable_shared_from_this<Attempt> {
+ public:
+  using Done = std::function<void(int status, std::string error)>;
+  Attempt(net::io_context& ioc, ssl::context& tls, Target target, absl::Duration timeout,
+          Done done)
+      : resolver_(ioc), stream_(ioc, tls), target_(std::move(target)), timeout_(timeout),
+        done_(std::move(done)) {}
+
+  http::request<http::string_body>& request() { return request_; }
+
+  void Run() {
+    request_.method(http::verb::post);
+    request_.target(target_.target);
+    request_.version(11);
+    request_.set(http::field::host, target_.host_header);
+    request_.set(http::field::user_agent, "jobstream-webhook/1");
+    request_.set(http::field::content_type, "application/json");
+    request_.keep_alive(false);
+    request_.prepare_payload();
+    beast::get_lowest_layer(stream_).expires_after(absl::ToChronoMilliseconds(timeout_));
+    resolver_.async_resolve(target_.host, target_.port,
+                            [self = shared_from_this()](beast::error_code ec, auto results) {
+                              if (ec) return self->Fail("cannot resolve the host", ec);
+                              self->Connect(results);
+                            });
+  }
+
+ private:
+  void Connect(const net::ip::tcp::resolver::results_type& results) {
+    beast::get_lowest_layer(stream_).async_connect(
+        results, [self = shared_from_this()](beast::error_code ec, auto) {
+          if (ec) return self->Fail("cannot connect", ec);
+          if (!self->target_.tls) return self->Write(self->stream_.next_layer());
+          // SNI, and the certificate must name the host.
+          SSL_set_tlsext_host_name(self->stream_.native_handle(), self->target_.host.c_str());
+          self->stream_.set_verify_mode(ssl::verify_peer);
+          self->stream_.set_verify_callback(ssl::host_name_verification(self->target_.host));
+          self->stream_.async_handshake(ssl::stream_base::client, [self](beast::error_code ec) {
+            if (ec) return self->Fail("TLS handshake failed", ec);
+            self->Write(self->stream_);
+          });
+        });
+  }
+
+  template <typename Stream>
+  void Write(Stream& stream) {
+    http::async_write(stream, request_, [self = shared_from_this(), &stream](beast::error_code ec, size_t) {
+      if (ec) return self->Fail("cannot send the request", ec);
+      self->parser_.body_limit(64 << 10);
+      http::async_read(stream, self->buffer_, self->parser_,
+                       [self](beast::error_code ec, size_t) {
+                         if (ec) return self->Fail("no answer", ec);
+                         self->Finish(self->parser_.get().result_int(), "");
+                       });
+    });
+  }
+
+  void Fail(const char* what, beast::error_code ec) {
+    Finish(0, absl::StrCat(what, ": ", ec == beast::error::timeout
+                                           ? std::string("timed out")
+                                           : ec.message()));
+  }
+  void Finish(int status, std::string error) {
+    beast::error_code ignored;
+    beast::get_lowest_layer(stream_).socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+    if (done_) std::exchange(done_, nullptr)(status, std::move(error));
+  }
+
+  net::ip::tcp::resolver resolver_;
+  beast::ssl_stream<beast::tcp_stream> stream_;
+  const Target target_;
+  const absl::Duration timeout_;
+  Done done_;
+  http::request<http::string_body> request_;
+  beast::flat_buffer buffer_;
+  http::response_parser<http::string_body> parser_;
+};
+
+WebhookSender::WebhookSender(storage::JobStore* store, storage::GroupCommitter* committer,
+                             const WebhookPolicy* policy, WebhookOptions options)
+    : store_(store), committer_(committer), policy_(policy), options_(std::move(options)),
+      tls_(ssl::context::tls_client), timer_(ioc_) {
+  tls_.set_default_verify_paths();
+}
+
+WebhookSender::~WebhookSender() { Stop(); }
+
+absl::Status WebhookSender::Start() {
+  if (!options_.ca_file.empty()) {
+    beast::error_code ec;
+    tls_.load_verify_file(options_.ca_file, ec);
+    if (ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--webhook_ca_file ", options_.ca_file, ": ", ec.message()));
+    }
+  }
+  absl::Status scan = store_->Scan(Cf::kWebhookQueue, "", false, [&](auto key, auto) {
+    if (auto entry = storage::ParseWebhookQueueKey(key)) {
+      queue_.insert(Due{entry->due_ms, entry->job_id, entry->sequence});
+    }
+    return true;
+  });
+  if (!scan.ok()) return scan;
+  if (!queue_.empty()) {
+    std::cerr << "jobstream-server: " << queue_.size() << " webhook deliveries to resume\n";
+  }
+  thread_ = std::thread([this] {
+    auto work = net::make_work_guard(ioc_);
+    net::post(ioc_, [this] { Arm(); });
+    ioc_.run();
+  });
+  return absl::OkStatus();
+}
+
+void WebhookSender::Stop() {
+  if (!thread_.joinable()) return;
+  net::post(ioc_, [this] {
+    stopped_ = true;
+    timer_.cancel();
+  });
+  ioc_.stop();
+  thread_.join();
+}
+
+void WebhookSender::Schedule(const std::string& job_id, int64_t sequence, int64_t due_ms) {
+  net::post(ioc_, [this, due = Due{due_ms, job_id, sequence}] {
+    queue_.insert(due);
+    Arm();
+  });
+}
+
+void WebhookSender::Arm() {
+  if (stopped_) return;
+  Pump();
+  if (queue_.empty()) return;
+  timer_.expires_at(std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(std::max<int64_t>(
+                        0, queue_.begin()->due_ms - absl::ToUnixMillis(absl::Now()))));
+  timer_.async_wait([this](beast::error_code ec) {
+    if (!ec) Arm();
+  });
+}
+
+void WebhookSender::Pump() {
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  while (!queue_.empty() && in_flight_ < options_.concurrency &&
+         queue_.begin()->due_ms <= now_ms) {
+    Due due = *queue_.begin();
+    queue_.erase(queue_.begin());
+    Deliver(due);
+  }
+}
+
+void WebhookSender::Drop(const Due& due) {
+  Batch batch;
+  batch.Delete(Cf::kWebhookQueue, storage::WebhookQueueKey(due.due_ms, due.job_id, due.sequence));
+  committer_->Enqueue({std::move(batch), {}, nullptr}).IgnoreError();
+}
+
+void WebhookSender::Deliver(const Due& due) {
+  // The job, its event and the delivery's record; a job removed meanwhile drops it.
+  auto job = store_->GetJob(due.job_id);
+  auto events = store_->ReadEvents(due.job_id, due.sequence - 1, due.sequence, 1);
+  auto stored = store_->GetWebhookDelivery(due.job_id, due.sequence);
+  if (!job.ok() || !events.ok() || events->empty() || !stored.ok()) return Drop(due);
+  v1::WebhookDelivery record = *std::move(stored);
+  auto target = policy_->Check(job->webhook().url());
+  if (!target.ok()) {
+    return Record(due, std::move(record), 0,
+                  absl::StrCat("not sent: ", target.status().message()));
+  }
+  std::string body;
+  google::protobuf::util::JsonPrintOptions print;
+  (void)google::protobuf::util::MessageToJsonString(events->front(), &body, print);
+  ++in_flight_;
+  auto attempt = std::make_shared<Attempt>(
+      ioc_, tls_, *std::move(target), options_.timeout,
+      [this, due, record](int status, std::string error) mutable {
+        --in_flight_;
+        Record(due, std::move(record), status, error);
+        Arm();
+      });
+  auto& request = attempt->request();
+  request.set("X-Jobstream-Delivery", record.id());
+  request.set("X-Jobstream-Event", absl::AsciiStrToLower(
+                                       v1::JobEvent::Type_Name(events->front().type())));
+  request.set("X-Jobstream-Signature", Signature(options_.secret, body));
+  request.body() = std::move(body);
+  attempt->Run();
+}
+
+void WebhookSender::Record(const Due& due, v1::WebhookDelivery record, int status,
+                           const std::string& error) {
+  const absl::Time now = absl::Now();
+  record.set_attempts(record.attempts() + 1);
+  record.set_last_status(status);
+  *record.mutable_last_attempt_time() = v1::ToProto(now);
+  const bool delivered = status >= 200 && status <= 299;
+  record.set_last_error(delivered ? "" : (error.empty() ? absl::StrCat("HTTP ", status) : error));
+  record.clear_next_attempt_time();
+  Batch batch;
+  batch.Delete(Cf::kWebhookQueue, storage::WebhookQueueKey(due.due_ms, due.job_id, due.sequence));
+  std::optional<Due> next;
+  if (delivered) {
+    record.set_state(v1::WebhookDelivery::DELIVERED);
+  } else if (record.attempts() >= options_.max_attempts) {
+    record.set_state(v1::WebhookDelivery::FAILED);
+  } else {
+    // Exponential backoff with jitter, so failing receivers are not hit in step.
+    static thread_local absl::BitGen gen;
+    absl::Duration backoff = options_.initial_backoff;
+    for (int i = 1; i < record.attempts() && backoff < options_.max_backoff; ++i) backoff *= 2;
+    backoff = std::min(backoff, options_.max_backoff) * absl::Uniform(gen, 0.75, 1.25);
+    const absl::Time at = now + backoff;
+    record.set_state(v1::WebhookDelivery::PENDING);
+    *record.mutable_next_attempt_time() = v1::ToProto(at);
+    next = Due{absl::ToUnixMillis(at), due.job_id, due.sequence};
+    batch.Put(Cf::kWebhookQueue, storage::WebhookQueueKey(next->due_ms, due.job_id, due.sequence),
+              "");
+  }
+  batch.Put(Cf::kWebhooks, storage::EventKey(due.job_id, due.sequence), record.SerializeAsString());
+  committer_
+      ->Enqueue({std::move(batch), {}, [this, next](absl::Status s) {
+                   if (!s.ok() || !next) return;
+                   Schedule(next->job_id, next->sequence, next->due_ms);
+                 }})
+      .IgnoreError();
+}
+
+}  // namespace jobstream::webhooks

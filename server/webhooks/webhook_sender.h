@@ -1,0 +1,84 @@
+// WebhookSender: POSTs the events a job's webhook asked for. Each delivery is stored with
+// its event (the same write), queued by when it is due in the webhook_queue family, and
+// survives restarts. An attempt POSTs the event's JSON with X-Jobstream-Delivery (the same
+// id every attempt) and X-Jobstream-Signature: sha256=<hex HMAC-SHA256 of the body>; a
+// 2xx delivers it, anything else (or no answer in time) is retried with exponential
+// backoff until max_attempts. Every attempt is recorded (Job.webhook_deliveries).
+// Redirects are not followed, and the URL's host is checked against the allow-list again
+// at each attempt.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <tuple>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "boost/asio/io_context.hpp"
+#include "boost/asio/ssl/context.hpp"
+#include "boost/asio/steady_timer.hpp"
+#include "server/storage/group_commit.h"
+#include "server/storage/job_store.h"
+#include "server/webhooks/webhook_policy.h"
+
+namespace jobstream::webhooks {
+
+struct WebhookOptions {
+  std::string secret;  // the HMAC key
+  int max_attempts = 10;
+  absl::Duration initial_backoff = absl::Seconds(1);
+  absl::Duration max_backoff = absl::Minutes(10);
+  absl::Duration timeout = absl::Seconds(10);  // per attempt, connect to answer
+  int concurrency = 32;                         // attempts in flight at once
+  std::string ca_file;                          // extra CA for https receivers
+};
+
+class WebhookSender {
+ public:
+  WebhookSender(storage::JobStore* store, storage::GroupCommitter* committer,
+                const WebhookPolicy* policy, WebhookOptions options);
+  ~WebhookSender();
+
+  // Loads the queued deliveries and starts sending.
+  absl::Status Start();
+  // A delivery of the job's event `sequence` is due at due_ms (its record is written).
+  void Schedule(const std::string& job_id, int64_t sequence, int64_t due_ms);
+  // Stops sending; what is queued stays queued for the next start.
+  void Stop();
+
+ private:
+  struct Due {
+    int64_t due_ms;
+    std::string job_id;
+    int64_t sequence;
+    bool operator<(const Due& o) const {
+      return std::tie(due_ms, job_id, sequence) < std::tie(o.due_ms, o.job_id, o.sequence);
+    }
+  };
+  class Attempt;
+  void Arm();
+  void Pump();
+  void Deliver(const Due& due);
+  // Records the attempt's outcome (status 0: no answer) and queues the next, if any.
+  void Record(const Due& due, v1::WebhookDelivery record, int status, const std::string& error);
+  void Drop(const Due& due);
+
+  storage::JobStore* const store_;
+  storage::GroupCommitter* const committer_;
+  const WebhookPolicy* const policy_;
+  const WebhookOptions options_;
+  boost::asio::io_context ioc_;
+  boost::asio::ssl::context tls_;
+  boost::asio::steady_timer timer_;
+  std::set<Due> queue_;  // io thread only
+  int in_flight_ = 0;    // io thread only
+  bool stopped_ = false;
+  std::thread thread_;
+};
+
+// sha256=<hex HMAC-SHA256(secret, body)>, as X-Jobstream-Signature carries it.
+std::string Signature(const std::string& secret, const std::string& body);
+
+}  // namespace jobstream::webhooks

@@ -1,0 +1,160 @@
+// Webhooks to a receiver on loopback: the signature verifies, a receiver that fails twice
+// gets the third attempt (and the job shows every attempt), a target outside the
+// allow-list is refused at Submit, and a server killed mid-retry still delivers after it
+// restarts.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { startServer, startGateway } from './server.mjs';
+
+const SECRET = 'a test secret of enough bytes';
+let dir;
+let receiver;
+let server;
+let gateway;
+let flags;
+
+// A webhook receiver: records each request; `answer` decides the status of the next one.
+function startReceiver() {
+  const got = { requests: [], answer: () => 200 };
+  got.server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      got.requests.push({ headers: req.headers, body, method: req.method, url: req.url });
+      res.writeHead(got.answer(got.requests.length)).end('ok');
+    });
+  });
+  return new Promise((resolve) => got.server.listen(0, '127.0.0.1', () => {
+    got.port = got.server.address().port;
+    resolve(got);
+  }));
+}
+
+before(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'jobstream-webhooks-'));
+  writeFileSync(path.join(dir, 'secret'), `${SECRET}\n`);
+  receiver = await startReceiver();
+  flags = ['--retry_backoff=0s', `--webhook_allow=127.0.0.1:${receiver.port}`,
+    `--webhook_secret_file=${path.join(dir, 'secret')}`, '--webhook_retry_backoff=100ms'];
+  server = await startServer(flags);
+  gateway = await startGateway(server.address);
+});
+after(async () => {
+  await gateway.stop();
+  assert.equal(await server.stop(), 0);
+  receiver.server.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const submit = (webhook, params = { steps: ['a'], step_ms: 0, ticks: 0 }) =>
+  fetch(`${gateway.url}/v1/jobs`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ type: 'demo.steps', params, webhook }),
+  });
+const until = async (pred, ms = 15000) => {
+  const end = Date.now() + ms;
+  while (!(await pred())) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+};
+const job = async (id) => (await fetch(`${gateway.url}/v1/jobs/${id}`)).json();
+const hookUrl = (p = '/hook') => `http://127.0.0.1:${receiver.port}${p}`;
+
+test('each delivery is signed with HMAC-SHA256 of its body and carries its id and event', async () => {
+  receiver.requests.length = 0;
+  receiver.answer = () => 200;
+  const response = await submit({ url: hookUrl('/hook?src=test'), events: ['started', 'succeeded'] });
+  assert.equal(response.status, 202);
+  const { id } = await response.json();
+  await until(() => receiver.requests.length >= 2);
+  const [started, succeeded] = [...receiver.requests].sort(
+    (a, b) => JSON.parse(a.body).sequence - JSON.parse(b.body).sequence);
+  for (const r of [started, succeeded]) {
+    assert.equal(r.method, 'POST');
+    assert.equal(r.url, '/hook?src=test');
+    assert.equal(r.headers['content-type'], 'application/json');
+    const expected = 'sha256=' + createHmac('sha256', SECRET).update(r.body).digest('hex');
+    assert.equal(r.headers['x-jobstream-signature'], expected);
+    const event = JSON.parse(r.body);
+    assert.equal(event.jobId, id);
+    assert.equal(r.headers['x-jobstream-delivery'], `${id}-${event.sequence}`);
+  }
+  assert.equal(JSON.parse(started.body).type, 'STARTED');
+  assert.equal(started.headers['x-jobstream-event'], 'started');
+  assert.equal(JSON.parse(succeeded.body).type, 'SUCCEEDED');
+  // The job shows each delivery.
+  await until(async () => (await job(id)).webhookDeliveries?.every((d) => d.state === 'DELIVERED'));
+  const shown = (await job(id)).webhookDeliveries;
+  assert.equal(shown.length, 2);
+  assert.deepEqual(shown.map((d) => d.eventType), ['STARTED', 'SUCCEEDED']);
+  assert.ok(shown.every((d) => d.attempts === 1 && d.lastStatus === 200));
+});
+
+test('a receiver that fails twice gets the third attempt; every attempt is recorded', async () => {
+  receiver.requests.length = 0;
+  receiver.answer = (n) => (n <= 2 ? 503 : 204);
+  const { id } = await (await submit({ url: hookUrl() })).json();
+  await until(async () => (await job(id)).webhookDeliveries?.[0]?.state === 'DELIVERED');
+  const [delivery] = (await job(id)).webhookDeliveries;
+  assert.equal(delivery.attempts, 3);
+  assert.equal(delivery.lastStatus, 204);
+  assert.equal(delivery.eventType, 'SUCCEEDED');  // the default: terminal events
+  assert.equal(receiver.requests.length, 3);
+  // The same delivery id each time, so the receiver can drop repeats.
+  assert.equal(new Set(receiver.requests.map((r) => r.headers['x-jobstream-delivery'])).size, 1);
+});
+
+test('a webhook outside the allow-list, or malformed, is refused at Submit', async () => {
+  for (const [webhook, message] of [
+    [{ url: 'http://127.0.0.1:1/hook' }, /not on this server's --webhook_allow list/],
+    [{ url: 'http://169.254.169.254/latest/meta-data' }, /not on this server's --webhook_allow list/],
+    [{ url: 'file:///etc/passwd' }, /must be http/],
+    [{ url: `http://user:pw@127.0.0.1:${receiver.port}/` }, /user or password/],
+    [{ url: 'not a url' }, /not an absolute URL/],
+    [{ url: hookUrl(), events: ['progress'] }, /progress is not delivered/],
+    [{ url: hookUrl(), events: ['finished'] }, /is not one of/],
+  ]) {
+    const response = await submit(webhook);
+    assert.equal(response.status, 400, JSON.stringify(webhook));
+    assert.match((await response.json()).message, message);
+  }
+});
+
+test('a server without --webhook_allow refuses every webhook', async () => {
+  const plain = await startServer();
+  const front = await startGateway(plain.address);
+  try {
+    const response = await fetch(`${front.url}/v1/jobs`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ type: 'demo.steps', webhook: { url: hookUrl() } }),
+    });
+    assert.equal(response.status, 400);
+    assert.match((await response.json()).message, /started without --webhook_allow/);
+  } finally {
+    await front.stop();
+    await plain.stop();
+  }
+});
+
+test('a server killed with kill -9 mid-retry delivers after it restarts', async () => {
+  receiver.requests.length = 0;
+  receiver.answer = () => 500;
+  const { id } = await (await submit({ url: hookUrl() })).json();
+  await until(() => receiver.requests.length >= 2);
+  await server.kill();
+  const failed = receiver.requests.length;
+  receiver.answer = () => 200;
+  server = await startServer(flags, { port: server.port, dataDir: server.dataDir });
+  await until(() => receiver.requests.length > failed);
+  const last = receiver.requests.at(-1);
+  assert.equal(last.headers['x-jobstream-delivery'], `${id}-${JSON.parse(last.body).sequence}`);
+  assert.equal(JSON.parse(last.body).type, 'SUCCEEDED');
+  await until(async () => (await job(id)).webhookDeliveries?.[0]?.state === 'DELIVERED');
+  assert.ok((await job(id)).webhookDeliveries[0].attempts > failed - 1);
+});
