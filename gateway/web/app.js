@@ -1,24 +1,13 @@
 // The jobstream page: a form to submit a job of any declared type (from /v1/types), a
-// live table of jobs fed by one EventSource on /v1/events, and a job's event log from
-// /v1/jobs/{id}/events.
-'use strict';
+// live table of jobs fed by one stream of every job (watchAll), and a job's event log and
+// artifacts (watch). Written on jobstream.js, the module any web app can use.
+import * as jobstream from './jobstream.js';
 
 const jobs = new Map();   // id -> { job, sequence }, the newest state seen of each job
 const rows = new Map();   // id -> <tr>
 const $ = (selector) => document.querySelector(selector);
 const finished = (state) => ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(state);
 
-async function api(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: body ? { 'Content-Type': 'application/json' } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!response.ok) throw new Error(data && data.message ? data.message : `HTTP ${response.status}`);
-  return data;
-}
 
 // Applies a job's state if it is newer than what the page shows (the list and the stream
 // may deliver the same job in either order).
@@ -50,9 +39,9 @@ function render(job) {
           <button type="button" class="secondary delete">Delete</button></td>`;
     row.addEventListener('click', (e) => { if (e.target.tagName !== 'BUTTON') showDetail(job.id); });
     row.querySelector('.cancel').addEventListener('click', () =>
-      api('POST', `/v1/jobs/${job.id}:cancel`).then(apply).catch(report));
+      jobstream.cancel(job.id).then(apply).catch(report));
     row.querySelector('.delete').addEventListener('click', () =>
-      api('DELETE', `/v1/jobs/${job.id}`).then(() => remove(job.id)).catch(report));
+      jobstream.remove(job.id).then(() => remove(job.id)).catch(report));
     // Newest first, as the list is.
     const body = $('#jobs tbody');
     const after = [...body.children].find((r) => r.dataset.id < job.id);
@@ -98,34 +87,65 @@ function report(error) {
 }
 
 async function refreshList() {
-  const page = await api('GET', '/v1/jobs?pageSize=50');
+  const page = await jobstream.list('pageSize=50');
   for (const job of page.jobs || []) apply(job);
 }
 
 // One stream for every job. After a reconnect (gateway or server restart) the stream
 // starts with fresh snapshots of live jobs; the list catches up jobs that ended meanwhile.
 function connect() {
-  const source = new EventSource('/v1/events');
   const status = $('#connection');
-  source.onopen = () => {
-    status.dataset.state = 'live';
-    status.textContent = 'live';
-    refreshList().catch(() => {});
-  };
-  source.onerror = () => {
-    status.dataset.state = 'reconnecting';
-    status.textContent = 'reconnecting…';
-  };
-  for (const type of ['snapshot', 'created', 'started', 'step', 'progress', 'retrying',
-                      'succeeded', 'failed', 'cancelled']) {
-    source.addEventListener(type, (e) => apply(JSON.parse(e.data).status));
-  }
+  jobstream.watchAll({
+    onEvent: (event) => apply(event.status),
+    onConnection: (state) => {
+      status.dataset.state = state;
+      status.textContent = state === 'live' ? 'live' : 'reconnecting…';
+      if (state === 'live') refreshList().catch(() => {});
+    },
+  });
 }
 
-let detailSource = null;
+// A job's files: a download link each, images and videos shown in place.
+function renderArtifacts(job) {
+  const box = $('#detail-artifacts');
+  box.replaceChildren(...(job.artifacts || []).map((a) => {
+    const item = document.createElement('figure');
+    item.className = 'artifact';
+    item.dataset.name = a.name;
+    const href = jobstream.artifactUrl(job.id, a.name);
+    if (/^image\//.test(a.contentType)) {
+      const img = document.createElement('img');
+      img.src = `${href}?v=${a.sha256.slice(0, 12)}`;  // a replaced artifact reloads
+      img.alt = a.name;
+      item.appendChild(img);
+    } else if (/^(video|audio)\//.test(a.contentType)) {
+      const media = document.createElement(a.contentType.startsWith('video/') ? 'video' : 'audio');
+      media.src = `${href}?v=${a.sha256.slice(0, 12)}`;
+      media.controls = true;
+      media.preload = 'metadata';
+      item.appendChild(media);
+    }
+    const caption = document.createElement('figcaption');
+    const link = document.createElement('a');
+    link.href = `${href}?download=1`;
+    link.textContent = a.name;
+    link.setAttribute('download', a.name);
+    caption.append(link, ` ${a.contentType}, ${formatBytes(Number(a.size))}`);
+    item.appendChild(caption);
+    return item;
+  }));
+}
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+let detailWatch = null;
 function closeDetail() {
-  detailSource?.close();
-  detailSource = null;
+  detailWatch?.close();
+  detailWatch = null;
   $('#detail').hidden = true;
 }
 
@@ -136,22 +156,24 @@ function showDetail(id) {
   $('#detail-id').textContent = id;
   $('#detail-log').replaceChildren();
   $('#detail-outcome').replaceChildren();
-  detailSource = new EventSource(`/v1/jobs/${id}/events`);
+  $('#detail-artifacts').replaceChildren();
   const log = $('#detail-log');
-  for (const type of ['created', 'started', 'step', 'progress', 'retrying', 'succeeded',
-                      'failed', 'cancelled']) {
-    detailSource.addEventListener(type, (e) => {
-      const event = JSON.parse(e.data);
+  detailWatch = jobstream.watch(id, {
+    onEvent: (event) => {
+      const type = event.type.toLowerCase();
       const p = event.status.progress || {};
       const item = document.createElement('li');
       item.value = Number(event.sequence);
       const job = event.status;
       item.textContent = `${event.time.slice(11, 23)}  ${type.padEnd(9)} ` + (type === 'retrying'
         ? `attempt ${job.attempt} failed: ${job.error ? job.error.message : ''}; next at ${job.nextAttemptTime ? new Date(job.nextAttemptTime).toLocaleTimeString() : 'once'}`
-        : `${type === 'started' ? `attempt ${job.attempt}${job.workerId ? ' on ' + job.workerId : ''} ` : ''}` +
-          `${p.step ? `${p.step} ` : ''}${p.fraction !== undefined ? Math.round(p.fraction * 100) + '% ' : ''}${p.message || ''}`);
+        : type === 'artifact'
+          ? `${event.artifact.name} (${event.artifact.contentType}, ${formatBytes(Number(event.artifact.size))})`
+          : `${type === 'started' ? `attempt ${job.attempt}${job.workerId ? ' on ' + job.workerId : ''} ` : ''}` +
+            `${p.step ? `${p.step} ` : ''}${p.fraction !== undefined ? Math.round(p.fraction * 100) + '% ' : ''}${p.message || ''}`);
       log.appendChild(item);
       log.scrollTop = log.scrollHeight;
+      if (type === 'artifact' || finished(job.state)) renderArtifacts(job);
       if (finished(job.state)) {
         const outcome = $('#detail-outcome');
         outcome.textContent = job.state === 'SUCCEEDED'
@@ -159,8 +181,9 @@ function showDetail(id) {
           : `Error: ${job.error ? job.error.message : job.state}`;
         outcome.className = job.state === 'SUCCEEDED' ? '' : 'outcome-error';
       }
-    });
-  }
+    },
+  });
+  detailWatch.catch(report);
 }
 
 $('#detail-close').addEventListener('click', closeDetail);
@@ -232,7 +255,7 @@ function renderTypes() {
 }
 
 async function loadTypes() {
-  types = (await api('GET', '/v1/types')).types || [];
+  types = (await jobstream.types()).types || [];
   const select = $('#type');
   const chosen = select.value;
   select.replaceChildren(...types.map((t) => {
@@ -258,7 +281,8 @@ $('#submit-form').addEventListener('submit', async (e) => {
   if (priority) request.priority = priority;
   const out = $('#submit-result');
   try {
-    const job = await api('POST', '/v1/jobs', request);
+    const { type, params, ...options } = request;
+    const job = await jobstream.submit(type, params, options);
     apply(job);
     out.textContent = `submitted ${job.id}`;
     out.className = '';

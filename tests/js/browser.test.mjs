@@ -24,13 +24,43 @@ function writeConfig() {
   const echo = script('echo.sh', 'read p\necho \'{"step": "echo"}\'\necho "{\\"result\\": $p}"\n');
   const flaky = script('flaky.sh', 'if [ "$JOBSTREAM_ATTEMPT" = 1 ]; then echo "first try breaks" >&2; exit 1; fi\n' +
     'echo \'{"result": "second try"}\'\n');
+  // A 1x1 PNG, and 30 s of a 440 Hz tone as WAV (2.6 MB: seeking into it takes a Range).
+  const plot = script('plot.sh', 'echo iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg== ' +
+    '| base64 -d > "$JOBSTREAM_OUTPUT_DIR/plot.png"\necho \'{"result": {"artifact": "plot.png"}}\'\n');
+  writeFileSync(path.join(scripts, 'tone.wav'), toneWav(30));
+  const media = script('media.sh', `cp ${path.join(scripts, 'tone.wav')} "$JOBSTREAM_OUTPUT_DIR/tone.wav"\n`);
   const config = path.join(scripts, 'config.json');
   writeFileSync(config, JSON.stringify({ types: [
     { name: 'shell.echo', description: 'Echoes its params', exec: { argv: [echo] } },
     { name: 'shell.flaky', exec: { argv: [flaky] }, retry: { initialBackoff: '3s' } },
+    { name: 'shell.plot', exec: { argv: [plot] } },
+    { name: 'shell.media', exec: { argv: [media] } },
   ] }));
   return config;
 }
+// 16-bit mono PCM at 44.1 kHz: a header and samples, nothing a browser cannot play.
+function toneWav(seconds) {
+  const rate = 44100;
+  const samples = rate * seconds;
+  const wav = Buffer.alloc(44 + samples * 2);
+  wav.write('RIFF', 0);
+  wav.writeUInt32LE(36 + samples * 2, 4);
+  wav.write('WAVEfmt ', 8);
+  wav.writeUInt32LE(16, 16);
+  wav.writeUInt16LE(1, 20);   // PCM
+  wav.writeUInt16LE(1, 22);   // mono
+  wav.writeUInt32LE(rate, 24);
+  wav.writeUInt32LE(rate * 2, 28);
+  wav.writeUInt16LE(2, 32);
+  wav.writeUInt16LE(16, 34);
+  wav.write('data', 36);
+  wav.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < samples; i++) {
+    wav.writeInt16LE(Math.round(8000 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
+  }
+  return wav;
+}
+
 before(async () => {
   server = await startServer([`--config=${writeConfig()}`]);
   gateway = await startGateway(server.address);
@@ -38,7 +68,8 @@ before(async () => {
     executablePath: '/usr/bin/chromium',
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
+      '--disable-component-update', '--disable-sync', '--no-first-run',
+      '--autoplay-policy=no-user-gesture-required'],
   });
   mkdirSync(ARTIFACTS, { recursive: true });
 });
@@ -163,6 +194,131 @@ test('a job waiting to retry shows RETRYING, its attempt and why', async () => {
   await page.click(`#jobs tr[data-id="${id}"] td.id`);
   await page.waitForSelector('#detail-log li:has-text("retrying")');
   assert.match(await page.textContent('#detail-log'), /attempt 1 failed: .*first try breaks/);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a job\'s image artifact shows in the page, with a download link', async () => {
+  const { page, errors } = await open();
+  await page.waitForSelector('#types tr[data-type="shell.plot"]');
+  await page.selectOption('#type', 'shell.plot');
+  await page.click('button[type=submit]');
+  await page.waitForSelector('#submit-result:has-text("submitted")');
+  const id = (await page.textContent('#submit-result')).replace('submitted ', '').trim();
+  await waitForRow(page, id, 'SUCCEEDED');
+  await page.click(`#jobs tr[data-id="${id}"] td.id`);
+  await page.waitForSelector('#detail-artifacts figure[data-name="plot.png"] img');
+  // The image is loaded and decoded, not just an element with a src.
+  await page.waitForFunction(() => {
+    const img = document.querySelector('#detail-artifacts img');
+    return img.complete && img.naturalWidth === 1 && img.naturalHeight === 1;
+  }, null, { timeout: 10000 });
+  const link = await page.getAttribute('#detail-artifacts figcaption a', 'href');
+  assert.match(link, new RegExp(`/v1/jobs/${id}/artifacts/plot.png\\?download=1$`));
+  assert.match(await page.textContent('#detail-log'), /artifact\s+plot.png \(image\/png, \d+ B\)/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'gateway-page-artifact.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a <video> element plays an artifact and seeks into it with Range requests', async () => {
+  const { page, errors } = await open();
+  const ranges = [];
+  page.on('request', (request) => {
+    if (request.url().includes('/artifacts/tone.wav') && request.headers().range) {
+      ranges.push(request.headers().range);
+    }
+  });
+  const id = await page.evaluate(async () => {
+    const js = await import('/static/jobstream.js');
+    const job = await js.submit('shell.media');
+    await js.wait(job.id);
+    return job.id;
+  });
+  // The page offers it as audio; a <video> element plays it all the same.
+  await page.click(`#jobs tr[data-id="${id}"] td.id`);
+  await page.waitForSelector('#detail-artifacts audio');
+  const played = await page.evaluate(async (jobId) => {
+    const js = await import('/static/jobstream.js');
+    const video = document.createElement('video');
+    video.src = js.artifactUrl(jobId, 'tone.wav');
+    document.body.appendChild(video);
+    video.muted = true;
+    if (video.readyState < 1) await new Promise((r) => video.addEventListener('loadedmetadata', r, { once: true }));
+    const duration = video.duration;
+    await video.play();
+    video.currentTime = 20;  // far past what the first request fetched
+    await new Promise((r) => video.addEventListener('seeked', r, { once: true }));
+    const at = video.currentTime;
+    await new Promise((r) => setTimeout(r, 600));
+    return { duration, at, later: video.currentTime, paused: video.paused, error: video.error?.message };
+  }, id);
+  assert.equal(played.error, undefined);
+  assert.ok(Math.abs(played.duration - 30) < 0.1, `duration ${played.duration}`);
+  assert.ok(Math.abs(played.at - 20) < 0.5, `seeked to ${played.at}`);
+  assert.ok(played.later > played.at, 'it plays on from there');
+  // The seek was served by a Range request into the middle of the file.
+  assert.ok(ranges.some((r) => Number(/bytes=(\d+)-/.exec(r)?.[1]) > 1_000_000), ranges.join(' '));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('jobstream.js: watch keeps every event once across a gateway restart; result and watchAll', async () => {
+  const page = await browser.newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  await page.goto(`${gateway.url}/static/style.css`);  // any page of the gateway's origin
+  await page.evaluate(async () => {
+    const js = await import('/static/jobstream.js');
+    window.seen = [];
+    window.all = [];
+    window.states = [];
+    window.dashboard = js.watchAll({ type: 'demo.steps', onEvent: (e) => window.all.push(e) });
+    const job = await js.submit('demo.steps', { steps: ['a', 'b', 'c'], step_ms: 700, ticks: 5 },
+      { idempotencyKey: `module-${Date.now()}` });
+    window.jobId = job.id;
+    window.done = js.watch(job.id, {
+      onEvent: (e) => window.seen.push(Number(e.sequence)),
+      onConnection: (state) => window.states.push(state),
+    }).then((end) => { window.end = end; });
+  });
+  await page.waitForFunction(() => window.seen.length >= 4);
+  const port = gateway.port;
+  await gateway.kill();
+  await page.waitForFunction(() => window.states.includes('reconnecting'));
+  gateway = await startGateway(server.address, { port });
+  await page.waitForFunction(() => window.end !== undefined, null, { timeout: 30000 });
+  const { seen, end, all, jobId } = await page.evaluate(() => ({
+    seen: window.seen, end: window.end, all: window.all, jobId: window.jobId,
+  }));
+  assert.equal(end.state, 'SUCCEEDED');
+  assert.deepEqual(seen, Array.from({ length: Number(end.lastSequence) }, (_, i) => i + 1));
+  // The dashboard saw the job; it may have ended while the gateway was away (a
+  // reconnect snapshots only live jobs), so its end is checked on a job after that.
+  assert.ok(all.some((e) => e.jobId === jobId), 'the dashboard saw the job');
+  // result(): the value; a result naming an artifact is that artifact.
+  const results = await page.evaluate(async (id) => {
+    const js = await import('/static/jobstream.js');
+    const value = await js.result(id);
+    const later = await js.submit('demo.steps', { steps: ['z'], step_ms: 100, ticks: 1 });
+    await js.wait(later.id);
+    await new Promise((r) => setTimeout(r, 200));
+    const dashboardSawEnd = window.all.some((e) => e.jobId === later.id && e.type === 'SUCCEEDED');
+    const plot = await js.submit('shell.plot');
+    const response = await js.result(plot.id);
+    const bytes = (await response.arrayBuffer()).byteLength;
+    let failure = null;
+    const failing = await js.submit('demo.steps', { steps: ['x'], step_ms: 0, fail_at: 'x' });
+    try { await js.result(failing.id); } catch (e) { failure = { name: e.name, message: e.message }; }
+    window.dashboard.close();
+    return { value, type: response.headers.get('content-type'), bytes, failure, dashboardSawEnd };
+  }, jobId);
+  assert.deepEqual(results.value, { steps: 3 });
+  assert.equal(results.type, 'image/png');
+  assert.ok(results.bytes > 60);
+  assert.equal(results.dashboardSawEnd, true);
+  assert.equal(results.failure.name, 'JobstreamError');
+  assert.match(results.failure.message, /fail_at/);
   assert.deepEqual(errors, []);
   await page.close();
 });

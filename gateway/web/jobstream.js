@@ -1,0 +1,164 @@
+// jobstream.js: the browser client of jobstream-gateway, as one ES module — no build step,
+// no dependency. Served at /static/jobstream.js; calls go to the gateway it was loaded from.
+//
+//   import { submit, watch } from 'http://GATEWAY/static/jobstream.js';
+//   const job = await submit('demo.steps', { steps: ['fetch', 'render'] });
+//   const done = await watch(job.id, { onEvent: (e) => console.log(e.type, e.status.progress) });
+//
+// watch() follows one job over Server-Sent Events: the browser reconnects by itself and
+// resumes after the last event (Last-Event-ID), across gateway and server restarts; it
+// ends after the job's terminal event, or at once when there is nothing left (204).
+
+const BASE = new URL('..', import.meta.url);  // the gateway: this file is at /static/
+const url = (path) => new URL(path.replace(/^\//, ''), BASE).toString();
+
+// The event types of a job's stream, as SSE event names.
+export const EVENT_TYPES = ['created', 'started', 'step', 'progress', 'artifact', 'retrying',
+  'succeeded', 'failed', 'cancelled'];
+const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
+export const isFinished = (job) => TERMINAL.has(job.state);
+
+// An error the gateway answered with: code and status as in google.rpc.Status.
+export class JobstreamError extends Error {
+  constructor(httpStatus, body) {
+    super(body?.message ?? `HTTP ${httpStatus}`);
+    this.name = 'JobstreamError';
+    this.httpStatus = httpStatus;
+    this.code = body?.code;
+    this.status = body?.status;
+    this.details = body?.details;
+  }
+}
+
+async function call(method, path, body, headers = {}) {
+  const response = await fetch(url(path), {
+    method,
+    headers: body === undefined ? headers : { 'Content-Type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = { message: text }; }
+  if (!response.ok) throw new JobstreamError(response.status, data);
+  return data;
+}
+
+// Submits a job; resolves to it (QUEUED). options: any SubmitRequest field in its JSON
+// form (labels, priority, maxAttempts, runAt, webhook) and idempotencyKey, which makes a
+// retry return the same job.
+export function submit(type, params = {}, options = {}) {
+  const { idempotencyKey, ...rest } = options;
+  return call('POST', '/v1/jobs', { type, params, ...rest },
+    idempotencyKey ? { 'Idempotency-Key': idempotencyKey } : {});
+}
+
+export const get = (id) => call('GET', `/v1/jobs/${encodeURIComponent(id)}`);
+export const cancel = (id) => call('POST', `/v1/jobs/${encodeURIComponent(id)}:cancel`);
+export const remove = (id) => call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
+export const list = (query = '') => call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
+export const types = () => call('GET', '/v1/types');
+export const artifactUrl = (id, name) =>
+  url(`/v1/jobs/${encodeURIComponent(id)}/artifacts/${encodeURIComponent(name)}`);
+
+// Follows a job: onEvent(event) for every event after `after` (0: from CREATED), once
+// each and in order, even across reconnects. Resolves to the job as it ended; rejects if
+// the job does not exist or the stream is refused. The promise has close(), which stops
+// following (it then resolves to null). onConnection(state) hears 'live' and
+// 'reconnecting'.
+export function watch(id, { after = 0, onEvent = () => {}, onConnection = () => {} } = {}) {
+  let source = null;
+  let settle;
+  const promise = new Promise((resolve, reject) => {
+    let last = Number(after);
+    let ended = false;
+    settle = (job, error) => {
+      if (ended) return;
+      ended = true;
+      source?.close();
+      if (error) reject(error); else resolve(job);
+    };
+    const open = () => {
+      source = new EventSource(url(`/v1/jobs/${encodeURIComponent(id)}/events?after=${last}`));
+      source.onopen = () => onConnection('live');
+      for (const type of EVENT_TYPES) {
+        source.addEventListener(type, (e) => {
+          const event = JSON.parse(e.data);
+          const sequence = Number(event.sequence);
+          if (sequence <= last) return;  // never twice
+          last = sequence;
+          onEvent(event);
+          if (TERMINAL.has(event.status.state)) settle(event.status);
+        });
+      }
+      source.onerror = () => {
+        if (source.readyState !== EventSource.CLOSED) {
+          onConnection('reconnecting');  // the browser retries, after Last-Event-ID
+          return;
+        }
+        // Refused, or nothing more to send (204): ask how the job stands.
+        source.close();
+        get(id).then((job) => {
+          if (isFinished(job) && Number(job.lastSequence) <= last) return settle(job);
+          onConnection('reconnecting');
+          setTimeout(() => { if (!ended) open(); }, 1000);  // e.g. a 503: follow again
+        }, (error) => {
+          if (error instanceof JobstreamError && error.httpStatus < 500) return settle(null, error);
+          onConnection('reconnecting');
+          setTimeout(() => { if (!ended) open(); }, 1000);  // the gateway is away
+        });
+      };
+    };
+    open();
+  });
+  promise.close = () => settle(null);
+  return promise;
+}
+
+// Long-polls until the job is finished; resolves to it.
+export async function wait(id, { timeoutSeconds = 30 } = {}) {
+  for (;;) {
+    const job = await call('GET', `/v1/jobs/${encodeURIComponent(id)}:wait?timeout=${timeoutSeconds}s`);
+    if (isFinished(job)) return job;
+  }
+}
+
+// The job's result once it is finished: its JSON value; or, when the result names an
+// artifact, the Response for that artifact (read it with .blob() or .json()). A failed
+// or cancelled job rejects with its error. Polls as the gateway's Retry-After says.
+export async function result(id) {
+  for (;;) {
+    const response = await fetch(url(`/v1/jobs/${encodeURIComponent(id)}/result`));
+    if (response.status === 202) {
+      await response.body?.cancel();
+      const seconds = Number(response.headers.get('Retry-After')) || 1;
+      await new Promise((r) => setTimeout(r, seconds * 1000));
+      continue;
+    }
+    if (!response.ok) {
+      let body = null;
+      try { body = await response.json(); } catch { /* not JSON */ }
+      throw new JobstreamError(response.status, body);
+    }
+    if (response.redirected || !/^application\/json/.test(response.headers.get('Content-Type') ?? '')) {
+      return response;  // an artifact
+    }
+    return response.json();
+  }
+}
+
+// Follows every job matching the filter ({type, label: 'key:value'}) — what a dashboard
+// shows. onEvent gets each event (first a 'SNAPSHOT' of each live job, again after every
+// reconnect). Returns { close() }.
+export function watchAll({ type, label, onEvent = () => {}, onConnection = () => {} } = {}) {
+  const query = new URLSearchParams();
+  if (type) query.append('type', type);
+  if (label) query.append('label', label);
+  const qs = query.toString();
+  const source = new EventSource(url(`/v1/events${qs ? `?${qs}` : ''}`));
+  source.onopen = () => onConnection('live');
+  source.onerror = () => onConnection('reconnecting');
+  for (const name of ['snapshot', ...EVENT_TYPES]) {
+    source.addEventListener(name, (e) => onEvent(JSON.parse(e.data)));
+  }
+  return { close: () => source.close() };
+}
