@@ -20,11 +20,14 @@ Child Spawn(const std::vector<std::string>& argv) {
   return {child.pid, child.address};
 }
 
-int64_t RssKb(pid_t pid) {
+int64_t RssKb(pid_t pid) { return StatusKb(pid, "VmRSS:"); }
+int64_t PeakRssKb(pid_t pid) { return StatusKb(pid, "VmHWM:"); }
+
+int64_t StatusKb(pid_t pid, const std::string& field) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
   std::string key;
   while (status >> key) {
-    if (key == "VmRSS:") {
+    if (key == field) {
       int64_t kb;
       status >> kb;
       return kb;

@@ -22,8 +22,10 @@ struct Child {
 
 // Starts a binary that prints "listening on HOST:PORT" first.
 Child Spawn(const std::vector<std::string>& argv);
-// Resident memory of a process, KB.
+// Resident memory of a process, KB: now, at its peak so far, or any /proc status field.
 int64_t RssKb(pid_t pid);
+int64_t PeakRssKb(pid_t pid);
+int64_t StatusKb(pid_t pid, const std::string& field);
 // `n` channels, one connection each.
 std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& address, int n);
 

@@ -33,6 +33,7 @@ class ArtifactDownload : public grpc::ClientReadReactor<v1::GetArtifactResponse>
   }
 
   void OnReadDone(bool ok) override {
+    std::string data;
     {
       absl::MutexLock lock(&mu_);
       reading_ = false;
@@ -43,12 +44,17 @@ class ArtifactDownload : public grpc::ClientReadReactor<v1::GetArtifactResponse>
         ctx_.TryCancel();
         return Release();
       }
+      data = std::move(*message_.mutable_data());
+      if (!data.empty()) ++queued_;
+      // Read ahead while earlier chunks are being written: the next gRPC read overlaps
+      // the socket writes, and at most kWindow chunks wait in memory.
+      ReadNextLocked();
     }
-    if (message_.data().empty()) return ReadNext();
+    if (data.empty()) return;
     std::weak_ptr<ArtifactDownload> weak = self_;
-    session_->Post([s = session_.get(), data = std::move(*message_.mutable_data()), weak]() mutable {
+    session_->Post([s = session_.get(), data = std::move(data), weak]() mutable {
       s->WriteBody(std::move(data), [weak] {
-        if (auto d = weak.lock()) d->ReadNext();
+        if (auto d = weak.lock()) d->Written();
       });
     });
   }
@@ -59,12 +65,20 @@ class ArtifactDownload : public grpc::ClientReadReactor<v1::GetArtifactResponse>
   }
 
  private:
+  static constexpr int kWindow = 4;
+
   ArtifactDownload(SessionPtr session, v1::GetArtifactRequest request, std::string sha256)
       : session_(std::move(session)), request_(std::move(request)), sha256_(std::move(sha256)) {}
 
-  void ReadNext() {
+  void Written() {
     absl::MutexLock lock(&mu_);
+    --queued_;
+    ReadNextLocked();
+  }
+  void ReadNextLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (released_ || reading_) return;
     if (stopping_) return Release();
+    if (queued_ >= kWindow) return;  // Written() reads on
     reading_ = true;
     message_.Clear();
     StartRead(&message_);
@@ -92,6 +106,7 @@ class ArtifactDownload : public grpc::ClientReadReactor<v1::GetArtifactResponse>
   bool reading_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool released_ ABSL_GUARDED_BY(mu_) = false;
+  int queued_ ABSL_GUARDED_BY(mu_) = 0;  // chunks handed to the session, not yet written
 };
 
 void Serve(const SessionPtr& session, const Route& route, const v1::Job& job) {

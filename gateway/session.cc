@@ -262,28 +262,43 @@ void Session::BeginBody(int status, const std::string& content_type, uint64_t le
 }
 
 void Session::WriteBody(std::string data, std::function<void()> written) {
-  if (!body_ || closed_) return;
+  if (!body_ || closed_ || body_->ending) return;
   if (data.size() > body_->remaining) return CloseNow();  // longer than announced
   body_->remaining -= data.size();
-  auto owned = std::make_shared<std::string>(std::move(data));
-  net::async_write(stream_, net::buffer(*owned),
-                   [self = shared_from_this(), owned, written = std::move(written)](
-                       beast::error_code ec, size_t) {
-                     if (ec) return self->CloseNow();
-                     written();
-                   });
+  body_->queue.emplace_back(std::move(data), std::move(written));
+  BodyFlush();
 }
 
 void Session::EndBody() {
   if (!body_ || closed_) return;
-  const bool whole = body_->remaining == 0;
-  body_.reset();
-  on_close_ = nullptr;
-  // Short of its Content-Length, a body can only end with the connection, which tells
-  // the client it was cut short. (A client that leaves mid-body is noticed by the next
-  // write failing.)
-  if (!whole || !keep_alive_) return CloseNow();
-  Read();
+  body_->ending = true;
+  BodyFlush();
+}
+
+void Session::BodyFlush() {
+  if (!body_ || closed_ || body_->writing) return;
+  if (body_->queue.empty()) {
+    if (!body_->ending) return;
+    const bool whole = body_->remaining == 0;
+    body_.reset();
+    on_close_ = nullptr;
+    // Short of its Content-Length, a body can only end with the connection, which tells
+    // the client it was cut short. (A client that leaves mid-body is noticed by the next
+    // write failing.)
+    if (!whole || !keep_alive_) return CloseNow();
+    return Read();
+  }
+  body_->writing = true;
+  auto item = std::make_shared<std::pair<std::string, std::function<void()>>>(
+      std::move(body_->queue.front()));
+  body_->queue.pop_front();
+  net::async_write(stream_, net::buffer(item->first),
+                   [self = shared_from_this(), item](beast::error_code ec, size_t) {
+                     if (ec) return self->CloseNow();
+                     self->body_->writing = false;
+                     if (item->second) item->second();
+                     self->BodyFlush();
+                   });
 }
 
 // ---------------------------------------------------------------------------------------

@@ -72,9 +72,10 @@ class Session : public Connection,
   void ReplyError(grpc::StatusCode code, const std::string& message, Headers headers = {});
   void ReplyStatus(const grpc::Status& status);
 
-  // A streamed body of known length: the header goes out, then each Write (the next is
-  // given only once the last is written: `written` says when), then End. A body cut
-  // short closes the connection, so the client sees it was.
+  // A streamed body of known length: the header goes out, then each WriteBody in order
+  // (queued; `written` says when each is on the wire, so a producer can keep a few in
+  // flight and no more), then EndBody once they are. A body cut short closes the
+  // connection, so the client sees it was.
   void BeginBody(int status, const std::string& content_type, uint64_t length, Headers headers,
                  std::function<void()> ready);
   void WriteBody(std::string data, std::function<void()> written);
@@ -124,8 +125,12 @@ class Session : public Connection,
 
   // A streamed body (strand only).
   struct Body {
-    uint64_t remaining = 0;
+    uint64_t remaining = 0;  // bytes still to queue
+    std::deque<std::pair<std::string, std::function<void()>>> queue;
+    bool writing = false;
+    bool ending = false;
   };
+  void BodyFlush();
   std::optional<Body> body_;
 
   // SSE state (strand only).
