@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
                        std::thread::hardware_concurrency()));
   Line("");
   Line("| size | dd conv=fsync | loopback copy | upload (gRPC) | download (gRPC) | "
-       "download (gateway) | server peak RSS | gateway peak RSS |");
+       "download (gateway) | server peak RSS (after upload / all) | gateway peak RSS |");
   Line("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const std::string& size_text : absl::GetFlag(FLAGS_sizes_mib)) {
     int mib = 0;
@@ -187,6 +187,7 @@ int main(int argc, char** argv) {
       upload = absl::Now() - start;
       if (!s.ok()) Line("upload failed: " + s.error_message());
     }
+    const int64_t peak_after_upload = PeakRssKb(server.pid);
     absl::Duration download;
     {
       grpc::ClientContext ctx;
@@ -211,10 +212,10 @@ int main(int argc, char** argv) {
     const int64_t gateway_peak = PeakRssKb(gateway.pid);
     Line(absl::StrFormat(
         "| %d MiB | %.0f MB/s | %.0f MB/s | %.0f MB/s (%.2f of dd) | %.0f MB/s | %.0f MB/s "
-        "(%.2f of loopback) | %d MiB | %d MiB |",
+        "(%.2f of loopback) | %d / %d MiB | %d MiB |",
         mib, disk, loopback, MBps(bytes, upload), MBps(bytes, upload) / disk,
         MBps(bytes, download), MBps(bytes, http), MBps(bytes, http) / loopback,
-        server_peak / 1024, gateway_peak / 1024));
+        peak_after_upload / 1024, server_peak / 1024, gateway_peak / 1024));
     gateway.Stop();
     server.Stop();
     std::filesystem::remove_all(data);

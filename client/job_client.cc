@@ -67,6 +67,42 @@ absl::Status JobClient::Delete(const std::string& job_id) {
   return FromGrpc(stub_->DeleteJob(&ctx, request, &response));
 }
 
+namespace {
+
+// Paces the reopening of a resumable stream: exponential backoff, back to the start after
+// a stream that delivered something, and a give-up once the server has been out of reach
+// for reconnect_timeout.
+class Reconnects {
+ public:
+  explicit Reconnects(const WatchOptions& options)
+      : options_(options), backoff_(options.initial_backoff), last_contact_(absl::Now()) {}
+
+  // After a stream ended with `why`: sleeps before the next try, or says why to give up.
+  absl::Status Wait(const absl::Status& why, bool progressed) {
+    const absl::Time now = absl::Now();
+    if (progressed) {
+      last_contact_ = now;
+      backoff_ = options_.initial_backoff;
+    }
+    if (now - last_contact_ > options_.reconnect_timeout) {
+      return absl::UnavailableError(absl::StrCat("gave up after ",
+                                                 absl::FormatDuration(now - last_contact_),
+                                                 " without the server: ", why.message()));
+    }
+    if (options_.on_reconnect) options_.on_reconnect(why);
+    std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff_));
+    backoff_ = std::min(backoff_ * 2, options_.max_backoff);
+    return absl::OkStatus();
+  }
+
+ private:
+  const WatchOptions& options_;
+  absl::Duration backoff_;
+  absl::Time last_contact_;
+};
+
+}  // namespace
+
 bool ResumableWatchEnd(grpc::StatusCode code) {
   switch (code) {
     case grpc::StatusCode::OK:  // ended without a terminal event: just resume
@@ -87,8 +123,7 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, int64_t afte
                                          const std::function<void(const v1::JobEvent&)>& on_event,
                                          const WatchOptions& options) {
   int64_t last = after_sequence;
-  absl::Duration backoff = options.initial_backoff;
-  absl::Time last_contact = absl::Now();
+  Reconnects reconnects(options);
   for (;;) {
     grpc::ClientContext ctx;
     v1::WatchJobRequest request;
@@ -117,19 +152,7 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, int64_t afte
       }
     }
     if (!ResumableWatchEnd(static_cast<grpc::StatusCode>(status.code()))) return status;
-    const absl::Time now = absl::Now();
-    if (received || status.ok()) {
-      last_contact = now;
-      backoff = options.initial_backoff;
-    }
-    if (now - last_contact > options.reconnect_timeout) {
-      return absl::UnavailableError(absl::StrCat("gave up after ",
-                                                 absl::FormatDuration(now - last_contact),
-                                                 " without the server: ", status.message()));
-    }
-    if (options.on_reconnect) options.on_reconnect(status);
-    std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
-    backoff = std::min(backoff * 2, options.max_backoff);
+    if (absl::Status s = reconnects.Wait(status, received || status.ok()); !s.ok()) return s;
   }
 }
 
@@ -139,8 +162,7 @@ absl::StatusOr<v1::Artifact> JobClient::ReadArtifact(
     const std::function<absl::Status(absl::string_view)>& on_data, const WatchOptions& options) {
   std::optional<v1::Artifact> artifact;
   int64_t next = offset;
-  absl::Duration backoff = options.initial_backoff;
-  absl::Time last_contact = absl::Now();
+  Reconnects reconnects(options);
   for (;;) {
     grpc::ClientContext ctx;
     v1::GetArtifactRequest request;
@@ -189,19 +211,7 @@ absl::StatusOr<v1::Artifact> JobClient::ReadArtifact(
         code != absl::StatusCode::kUnknown) {
       return status;
     }
-    const absl::Time now = absl::Now();
-    if (received) {
-      last_contact = now;
-      backoff = options.initial_backoff;
-    }
-    if (now - last_contact > options.reconnect_timeout) {
-      return absl::UnavailableError(absl::StrCat("gave up after ",
-                                                 absl::FormatDuration(now - last_contact),
-                                                 " without the server: ", status.message()));
-    }
-    if (options.on_reconnect) options.on_reconnect(status);
-    std::this_thread::sleep_for(absl::ToChronoMilliseconds(backoff));
-    backoff = std::min(backoff * 2, options.max_backoff);
+    if (absl::Status s = reconnects.Wait(status, received); !s.ok()) return s;
   }
 }
 

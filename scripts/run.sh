@@ -69,8 +69,11 @@ Try:
   $JOBSTREAM submit demo.steps --params='{"fail_at": "render"}' --watch
   $JOBSTREAM submit thumbnails --params='{"images": 3}' --watch          # a script the server runs
   $JOBSTREAM submit thumbnails.remote --params='{"images": 3}' --watch   # the same, on the worker
+  $JOBSTREAM fetch ID contact-sheet.svg            # the file a thumbnails job wrote
   $JOBSTREAM types
   curl -s http://$GATEWAY/v1/jobs
   curl -sN http://$GATEWAY/v1/jobs/ID/events      # the job's events as Server-Sent Events
+  curl -s "http://$GATEWAY/v1/jobs/ID:wait?timeout=30s"   # returns when the job ends
+  curl -si http://$GATEWAY/v1/jobs/ID/result      # 202 + Retry-After until then
 Stop them with: kill $WORKER_PID $GATEWAY_PID $SERVER_PID
 MSG

@@ -1,6 +1,7 @@
 #!/bin/sh
 # A job in any language: params as JSON on stdin, progress as JSON lines on stdout, the
-# result last. Runs unchanged as an exec type in the server or under `jobstream work`.
+# result last; files left in $JOBSTREAM_OUTPUT_DIR become the job's artifacts. Runs
+# unchanged as an exec type in the server or under `jobstream work`.
 #   params: {"images": 4, "pause_ms": 200}
 params=$(cat)
 number() { printf '%s' "$params" | sed -n "s/.*\"$1\"[^0-9]*\([0-9][0-9]*\).*/\1/p"; }
@@ -16,4 +17,16 @@ while [ "$i" -le "$count" ]; do
   done
   i=$((i + 1))
 done
+# A contact sheet of the "thumbnails", as an SVG artifact the page shows.
+if [ -n "$JOBSTREAM_OUTPUT_DIR" ]; then
+  {
+    echo "<svg xmlns='http://www.w3.org/2000/svg' width='$((count * 70))' height='70'>"
+    i=0
+    while [ "$i" -lt "$count" ]; do
+      echo "<rect x='$((i * 70 + 5))' y='5' width='60' height='60' rx='6' fill='hsl($((i * 47 % 360)),60%,60%)'/>"
+      i=$((i + 1))
+    done
+    echo "</svg>"
+  } > "$JOBSTREAM_OUTPUT_DIR/contact-sheet.svg"
+fi
 echo "{\"result\": {\"thumbnails\": $count, \"attempt\": ${JOBSTREAM_ATTEMPT:-0}}}"
