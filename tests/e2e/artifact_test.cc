@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <iostream>
 #include <thread>
 
@@ -462,6 +463,9 @@ TEST_F(ArtifactTest, WorkCommandUploadsOutputsAndFetchChecksThem) {
   const std::string script = testing::WriteScript(dir_.sub("work.sh"), absl::StrCat(R"(
 cp ")", big_file_, R"(" "$JOBSTREAM_OUTPUT_DIR/frames.mp4"
 printf 'hello' > "$JOBSTREAM_OUTPUT_DIR/notes.txt"
+: > "$JOBSTREAM_OUTPUT_DIR/empty.bin"
+printf x > "$JOBSTREAM_OUTPUT_DIR/one.bin"
+head -c 262144 /dev/zero > "$JOBSTREAM_OUTPUT_DIR/chunk.bin"
 echo '{"result": {"artifact": "frames.mp4"}}'
 )"));
   const pid_t worker = testing::Spawn(
@@ -472,10 +476,15 @@ echo '{"result": {"artifact": "frames.mp4"}}'
   Job end = testing::FollowJob(*client_, job.id()).back().status();
   testing::StopProcess(worker, SIGKILL);
   ASSERT_EQ(end.state(), Job::SUCCEEDED) << end.error().message();
-  ASSERT_EQ(end.artifacts_size(), 2);
-  EXPECT_EQ(end.artifacts(0).name(), "frames.mp4");
-  EXPECT_EQ(end.artifacts(0).content_type(), "video/mp4");
-  EXPECT_EQ(end.artifacts(0).size(), kBig);
+  std::map<std::string, v1::Artifact> by_name;
+  for (const v1::Artifact& a : end.artifacts()) by_name[a.name()] = a;
+  ASSERT_EQ(by_name.size(), 5u);
+  EXPECT_EQ(by_name["frames.mp4"].content_type(), "video/mp4");
+  EXPECT_EQ(by_name["frames.mp4"].size(), kBig);
+  EXPECT_EQ(by_name["empty.bin"].size(), 0);
+  EXPECT_EQ(by_name["empty.bin"].sha256(), Sha(""));
+  EXPECT_EQ(ReadArtifact(job.id(), "one.bin").data, "x");
+  EXPECT_EQ(by_name["chunk.bin"].sha256(), Sha(std::string(kChunk, '\0')));
 
   // jobstream fetch writes the file under its name, checked against its sha256.
   const std::string jobstream = testing::BinaryPath("client/jobstream");
@@ -489,7 +498,7 @@ echo '{"result": {"artifact": "frames.mp4"}}'
       jobstream, " --server=", server_->address(), " fetch ", job.id(), " frames.mp4 -o ",
       dir_.sub("copy.mp4"), " --json"));
   EXPECT_EQ(code, 0) << out;
-  EXPECT_NE(out.find(end.artifacts(0).sha256()), std::string::npos) << out;
+  EXPECT_NE(out.find(by_name["frames.mp4"].sha256()), std::string::npos) << out;
   auto [cmp, cmp_out] = testing::RunCommand(absl::StrCat("cmp ", big_file_, " ", dir_.sub("copy.mp4")));
   EXPECT_EQ(cmp, 0) << cmp_out;
   std::tie(code, out) = testing::RunCommand(absl::StrCat(

@@ -5,8 +5,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import http from 'node:http';
+import https from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startServer, startGateway } from './server.mjs';
@@ -157,4 +159,71 @@ test('a server killed with kill -9 mid-retry delivers after it restarts', async 
   assert.equal(JSON.parse(last.body).type, 'SUCCEEDED');
   await until(async () => (await job(id)).webhookDeliveries?.[0]?.state === 'DELIVERED');
   assert.ok((await job(id)).webhookDeliveries[0].attempts > failed - 1);
+});
+
+// A CA and a certificate for localhost, made now with openssl (no key is committed).
+function makeCertificates(where) {
+  const run = (...args) => execFileSync('openssl', args, { cwd: where, stdio: 'pipe' });
+  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem',
+    '-days', '1', '-subj', '/CN=jobstream test CA');
+  run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'host.key', '-out', 'host.csr',
+    '-subj', '/CN=localhost');
+  writeFileSync(path.join(where, 'san.ext'), 'subjectAltName=DNS:localhost\n');
+  run('x509', '-req', '-in', 'host.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
+    '-out', 'host.pem', '-days', '1', '-extfile', 'san.ext');
+  return {
+    ca: path.join(where, 'ca.pem'),
+    key: readFileSync(path.join(where, 'host.key')),
+    cert: readFileSync(path.join(where, 'host.pem')),
+  };
+}
+
+test('https receivers: the certificate is checked against the CA and the host name', async () => {
+  const certs = makeCertificates(dir);
+  const received = [];
+  const secure = https.createServer({ key: certs.key, cert: certs.cert }, (req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => { received.push({ headers: req.headers, body }); res.writeHead(200).end(); });
+  });
+  await new Promise((resolve) => secure.listen(0, '127.0.0.1', resolve));
+  const port = secure.address().port;
+  const common = [`--webhook_allow=localhost:${port}`, `--webhook_secret_file=${path.join(dir, 'secret')}`,
+    '--webhook_max_attempts=1'];
+  const trusting = await startServer([...common, `--webhook_ca_file=${certs.ca}`]);
+  const doubting = await startServer(common);  // the system's CAs only
+  try {
+    const submitTo = async (srv) => {
+      const front = await startGateway(srv.address);
+      try {
+        const response = await fetch(`${front.url}/v1/jobs`, {
+          method: 'POST', headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ type: 'demo.steps', params: { steps: ['a'], step_ms: 0, ticks: 0 },
+            webhook: { url: `https://localhost:${port}/secure` } }),
+        });
+        const { id } = await response.json();
+        let delivery;
+        await until(async () => {
+          delivery = (await (await fetch(`${front.url}/v1/jobs/${id}`)).json()).webhookDeliveries?.[0];
+          return delivery && delivery.state !== 'PENDING';
+        });
+        return delivery;
+      } finally {
+        await front.stop();
+      }
+    };
+    const ok = await submitTo(trusting);
+    assert.equal(ok.state, 'DELIVERED');
+    assert.equal(received.length, 1);
+    assert.equal(received[0].headers['x-jobstream-signature'],
+      'sha256=' + createHmac('sha256', SECRET).update(received[0].body).digest('hex'));
+    const refused = await submitTo(doubting);
+    assert.equal(refused.state, 'FAILED');
+    assert.match(refused.lastError, /TLS handshake failed/);
+    assert.equal(received.length, 1, 'nothing reached a receiver the server could not verify');
+  } finally {
+    await trusting.stop();
+    await doubting.stop();
+    secure.close();
+  }
 });
