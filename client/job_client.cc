@@ -3,6 +3,7 @@
 #include "jobstream/v1/job_states.h"
 
 #include <algorithm>
+#include <fstream>
 #include <optional>
 #include <thread>
 
@@ -19,12 +20,50 @@ JobClient::JobClient(std::shared_ptr<grpc::Channel> channel)
     : stub_(v1::JobService::NewStub(std::move(channel))) {}
 
 std::shared_ptr<grpc::Channel> JobClient::Connect(const std::string& address) {
+  return *Connect(address, ChannelOptions());
+}
+
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view flag) {
+  std::ifstream in(path, std::ios::binary);
+  std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read ", path));
+  }
+  if (pem.find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(flag, ": ", path, " holds no PEM data"));
+  }
+  return pem;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> JobClient::Connect(const std::string& address,
+                                                                  const ChannelOptions& options) {
   grpc::ChannelArguments args;
   // Reconnect quickly after a server restart; Watch does its own pacing on top.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  if (options.ca_file.empty()) {
+    if (!options.cert_file.empty() || !options.key_file.empty()) {
+      return absl::InvalidArgumentError("a client certificate needs TLS: give --server_ca too");
+    }
+    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+  }
+  grpc::SslCredentialsOptions tls;
+  auto ca = ReadPemFile(options.ca_file, "--server_ca");
+  if (!ca.ok()) return ca.status();
+  tls.pem_root_certs = *std::move(ca);
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    return absl::InvalidArgumentError("--client_cert and --client_key go together");
+  }
+  if (!options.cert_file.empty()) {
+    auto cert = ReadPemFile(options.cert_file, "--client_cert");
+    if (!cert.ok()) return cert.status();
+    auto key = ReadPemFile(options.key_file, "--client_key");
+    if (!key.ok()) return key.status();
+    tls.pem_cert_chain = *std::move(cert);
+    tls.pem_private_key = *std::move(key);
+  }
+  return grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), args);
 }
 
 absl::StatusOr<v1::Job> JobClient::Submit(const v1::SubmitRequest& request) {

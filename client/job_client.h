@@ -16,6 +16,9 @@ namespace jobstream::client {
 
 absl::Status FromGrpc(const grpc::Status& s);
 
+// The PEM text of a file named by `flag`; INVALID_ARGUMENT saying which flag and why not.
+absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view flag);
+
 // Whether a watch stream that ended with `code` can be reopened after the last sequence
 // received without losing anything: the server went away, restarted, cut a slow watcher
 // off, or ended the stream early. Shared by every client that resumes (CLI, gateway).
@@ -30,10 +33,21 @@ struct WatchOptions {
   std::function<void(const absl::Status& why)> on_reconnect;
 };
 
+// How to reach the server: plaintext by default; with ca_file, TLS that trusts that CA
+// (and, with cert_file and key_file, presents a client certificate, for mTLS).
+struct ChannelOptions {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+
 class JobClient {
  public:
   explicit JobClient(std::shared_ptr<grpc::Channel> channel);
   static std::shared_ptr<grpc::Channel> Connect(const std::string& address);
+  // INVALID_ARGUMENT when a file cannot be read or only one of cert and key is given.
+  static absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const std::string& address,
+                                                                const ChannelOptions& options);
 
   absl::StatusOr<v1::Job> Submit(const v1::SubmitRequest& request);
   absl::StatusOr<v1::Job> GetStatus(const std::string& job_id);

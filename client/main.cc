@@ -32,6 +32,9 @@
 #include "google/protobuf/util/json_util.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "jobstream-server address");
+ABSL_FLAG(std::string, server_ca, "", "PEM CA to trust: talk to the server over TLS");
+ABSL_FLAG(std::string, client_cert, "", "PEM client certificate, for a server that asks (mTLS)");
+ABSL_FLAG(std::string, client_key, "", "PEM private key of --client_cert");
 ABSL_FLAG(std::string, params, "", "submit: job params as a JSON object");
 ABSL_FLAG(std::string, request_id, "", "submit: idempotency key");
 ABSL_FLAG(std::vector<std::string>, labels, {}, "submit/list: labels as key=value,key=value");
@@ -105,13 +108,18 @@ const std::map<std::string, std::string>& CommandHelp() {
 
 std::string Usage() {
   std::string usage =
-      "jobstream [--server=HOST:PORT] COMMAND ARGS...\n\n"
+      "jobstream [--server=HOST:PORT] [--server_ca=PEM [--client_cert=PEM --client_key=PEM]]\n"
+      "          COMMAND ARGS...\n\n"
       "Commands (jobstream COMMAND --help for each):\n";
   for (const auto& [name, help] : CommandHelp()) {
     absl::StrAppend(&usage, "  ", help.substr(0, help.find('\n')), "\n");
   }
   return usage;
 }
+
+// The channel to the server the flags describe (plaintext, TLS, or mTLS); exits with a
+// usage error when a certificate flag is wrong.
+std::shared_ptr<grpc::Channel> ServerChannel(const std::string& server);
 
 int UsageError(const std::string& message) {
   std::cerr << "jobstream: " << message << "\n\n" << Usage();
@@ -357,7 +365,7 @@ int Fetch(jobstream::client::JobClient& client, const std::vector<std::string>& 
 }
 
 int Types(const std::string& server) {
-  auto stub = jobstream::v1::JobService::NewStub(jobstream::client::JobClient::Connect(server));
+  auto stub = jobstream::v1::JobService::NewStub(ServerChannel(server));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   jobstream::v1::ListJobTypesResponse response;
@@ -413,7 +421,7 @@ int Work(const std::string& server, const std::vector<std::string>& command) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a program may close its stdin early
 
-  jobstream::client::Worker worker(jobstream::client::JobClient::Connect(server), options);
+  jobstream::client::Worker worker(ServerChannel(server), options);
   std::cerr << "jobstream work: " << options.worker_id << " taking "
             << absl::StrJoin(options.types, ", ") << " from " << server << " ("
             << options.concurrency << " at a time)" << std::endl;
@@ -431,6 +439,16 @@ int Work(const std::string& server, const std::vector<std::string>& command) {
   waiter.join();
   std::cerr << "jobstream work: stopped after " << worker.jobs_done() << " jobs" << std::endl;
   return refused.ok() ? kExitOk : kExitFailed;
+}
+
+std::shared_ptr<grpc::Channel> ServerChannel(const std::string& server) {
+  jobstream::client::ChannelOptions options;
+  options.ca_file = absl::GetFlag(FLAGS_server_ca);
+  options.cert_file = absl::GetFlag(FLAGS_client_cert);
+  options.key_file = absl::GetFlag(FLAGS_client_key);
+  auto channel = jobstream::client::JobClient::Connect(server, options);
+  if (!channel.ok()) std::exit(UsageError(std::string(channel.status().message())));
+  return *std::move(channel);
 }
 
 }  // namespace
@@ -461,8 +479,7 @@ int main(int argc, char** argv) {
     if (!args.empty()) return UsageError("types takes no arguments");
     return Types(absl::GetFlag(FLAGS_server));
   }
-  jobstream::client::JobClient client(
-      jobstream::client::JobClient::Connect(absl::GetFlag(FLAGS_server)));
+  jobstream::client::JobClient client(ServerChannel(absl::GetFlag(FLAGS_server)));
   if (command == "submit") return Submit(client, args);
   if (command == "list") {
     if (!args.empty()) return UsageError("list takes no arguments");

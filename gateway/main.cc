@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "client/job_client.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
@@ -19,6 +20,9 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080", "HOST:PORT to serve HTTP on; port 0 picks one");
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "jobstream-server address");
+ABSL_FLAG(std::string, server_ca, "", "PEM CA to trust: talk to the server over TLS");
+ABSL_FLAG(std::string, client_cert, "", "PEM client certificate for a server that asks (mTLS)");
+ABSL_FLAG(std::string, client_key, "", "PEM private key of --client_cert");
 ABSL_FLAG(int, threads, 2, "I/O threads");
 ABSL_FLAG(int64_t, max_connections, 18000, "open HTTP connections (SSE included)");
 ABSL_FLAG(int64_t, max_body_bytes, (1 << 20) + (64 << 10), "largest request body");
@@ -77,12 +81,14 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_NOFILE, &limit);
   }
 
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_server),
-                                           grpc::InsecureChannelCredentials(), args);
+  // The same quick reconnects as every jobstream client (see JobClient::Connect).
+  jobstream::client::ChannelOptions upstream;
+  upstream.ca_file = absl::GetFlag(FLAGS_server_ca);
+  upstream.cert_file = absl::GetFlag(FLAGS_client_cert);
+  upstream.key_file = absl::GetFlag(FLAGS_client_key);
+  auto connected = jobstream::client::JobClient::Connect(absl::GetFlag(FLAGS_server), upstream);
+  if (!connected.ok()) return Fail(std::string(connected.status().message()));
+  std::shared_ptr<grpc::Channel> channel = *std::move(connected);
 
   boost::asio::io_context ioc(threads);
   std::unique_ptr<jobstream::gateway::Gateway> gateway;

@@ -4,7 +4,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 # The browser tests drive Debian's chromium; the Python worker runs on Debian's grpcio.
-install_missing chromium python3 python3-grpcio python3-protobuf openssl
+install_missing chromium python3 python3-grpcio python3-protobuf openssl curl
 build
 if [ -f "$JOBSTREAM_ROOT/tests/js/package.json" ]; then
   echo "== npm ci in tests/js"

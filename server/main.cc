@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
+#include "client/job_client.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/runner.h"
@@ -45,6 +46,12 @@ ABSL_FLAG(int64_t, max_artifact_bytes, int64_t{1} << 30, "largest artifact a job
 ABSL_FLAG(int64_t, max_job_artifact_bytes, int64_t{4} << 30,
           "most artifact bytes one job may hold in all");
 ABSL_FLAG(int, max_artifacts_per_job, 100, "most artifacts one job may hold");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA: require every client to present a certificate it signed (mTLS)");
+ABSL_FLAG(bool, insecure_allow_open, false,
+          "serve on an address other than loopback with no access control");
 ABSL_FLAG(std::vector<std::string>, webhook_allow, {},
           "hosts (host or host:port) job webhooks may call; none: webhooks are refused");
 ABSL_FLAG(std::string, webhook_secret_file, "",
@@ -152,6 +159,40 @@ int main(int argc, char** argv) {
                 "--webhook_timeout positive");
   }
 
+  // Who can reach it: with no tokens yet, anyone who reaches the port may do anything, so
+  // only loopback is served unless the operator says otherwise.
+  const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
+                        host.rfind("127.", 0) == 0;
+  if (!loopback && !absl::GetFlag(FLAGS_insecure_allow_open)) {
+    return Fail("--listen=" + listen + " is not a loopback address, and this server has no "
+                "access control: anyone who reaches it could run, read and delete any job. "
+                "Add --insecure_allow_open if that is what you want");
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string tls_key = absl::GetFlag(FLAGS_tls_key);
+  const std::string tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (tls_cert.empty() != tls_key.empty()) return Fail("--tls_cert and --tls_key go together");
+  if (!tls_client_ca.empty() && tls_cert.empty()) {
+    return Fail("--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  if (!tls_cert.empty()) {
+    grpc::SslServerCredentialsOptions tls(
+        tls_client_ca.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                              : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+    auto cert = jobstream::client::ReadPemFile(tls_cert, "--tls_cert");
+    auto key = jobstream::client::ReadPemFile(tls_key, "--tls_key");
+    if (!cert.ok()) return Fail(std::string(cert.status().message()));
+    if (!key.ok()) return Fail(std::string(key.status().message()));
+    tls.pem_key_cert_pairs.push_back({*std::move(key), *std::move(cert)});
+    if (!tls_client_ca.empty()) {
+      auto ca = jobstream::client::ReadPemFile(tls_client_ca, "--tls_client_ca");
+      if (!ca.ok()) return Fail(std::string(ca.status().message()));
+      tls.pem_root_certs = *std::move(ca);
+    }
+    credentials = grpc::SslServerCredentials(tls);
+  }
+
   jobstream::v1::ServerConfig config;
   const std::string config_file = absl::GetFlag(FLAGS_config);
   if (!config_file.empty()) {
@@ -217,7 +258,7 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(listen, credentials, &port);
   builder.RegisterService(&service);
   builder.RegisterService(&worker_service);
   builder.RegisterService(&health_service);
@@ -228,9 +269,14 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     runner.Stop();
-    return Fail("cannot listen on " + listen);
+    return Fail("cannot listen on " + listen +
+                (tls_cert.empty() ? "" : " (are --tls_cert and --tls_key a matching pair?)"));
   }
   std::cout << "listening on " << host << ":" << port << std::endl;
+  std::cerr << "jobstream-server: serving " << (tls_cert.empty() ? "plaintext" : "TLS")
+            << (tls_client_ca.empty() ? "" : " with client certificates") << " on " << host << ":"
+            << port << "; no access control: whoever reaches this port may do anything"
+            << (loopback ? " (loopback only)" : " (--insecure_allow_open)") << "\n";
 
   absl::Notification stop_sweeping;
   std::thread sweeper([&] {
