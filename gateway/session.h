@@ -41,6 +41,23 @@ struct Response {
   std::optional<uint64_t> length_without_body;
 };
 
+// A Session's state while it streams a body, or SSE. (Outside the class: clang cannot
+// use a nested class's member initializers before the enclosing class is complete.)
+struct SessionBody {
+  uint64_t remaining = 0;  // bytes still to queue
+  std::deque<std::pair<std::string, std::function<void()>>> queue;
+  bool writing = false;
+  bool ending = false;
+};
+struct SessionSse {
+  int64_t last_sent = 0;   // one job's stream only
+  bool many_jobs = false;  // /v1/events: ids are jobId:sequence, never deduplicated
+  std::function<void()> leave;
+  std::deque<SseChunkPtr> pending;
+  bool writing = false;
+  bool ending = false;  // the last chunk is queued
+};
+
 class Session : public Connection,
                 public StreamSink,
                 public std::enable_shared_from_this<Session> {
@@ -100,6 +117,7 @@ class Session : public Connection,
   void Read();
   void OnRead(boost::beast::error_code ec);
   void Dispatch();
+  void BodyFlush();
   void UpgradeToWebSocket(const Route& route);
   void AddCommonHeaders(boost::beast::http::fields& fields) const;
   void OnWritten(bool keep_alive, boost::beast::error_code ec);
@@ -124,25 +142,10 @@ class Session : public Connection,
   std::function<void()> on_close_;
 
   // A streamed body (strand only).
-  struct Body {
-    uint64_t remaining = 0;  // bytes still to queue
-    std::deque<std::pair<std::string, std::function<void()>>> queue;
-    bool writing = false;
-    bool ending = false;
-  };
-  void BodyFlush();
-  std::optional<Body> body_;
+  std::optional<SessionBody> body_;
 
   // SSE state (strand only).
-  struct Sse {
-    int64_t last_sent = 0;  // one job's stream only
-    bool many_jobs = false;  // /v1/events: ids are jobId:sequence, never deduplicated
-    std::function<void()> leave;
-    std::deque<SseChunkPtr> pending;
-    bool writing = false;
-    bool ending = false;  // the last chunk is queued
-  };
-  std::optional<Sse> sse_;
+  std::optional<SessionSse> sse_;
   boost::asio::steady_timer heartbeat_;
   std::array<char, 512> probe_;  // reads while streaming only to notice a closed connection
 };

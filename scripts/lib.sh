@@ -3,6 +3,8 @@
 
 JOBSTREAM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$JOBSTREAM_ROOT/build}"
+FUZZ_BUILD_DIR="${FUZZ_BUILD_DIR:-$JOBSTREAM_ROOT/build-fuzz}"
+FUZZ_TARGETS=(request_fuzzer config_fuzzer program_line_fuzzer keys_fuzzer)
 
 APT_PACKAGES=(
   cmake ninja-build g++ pkg-config ccache
@@ -39,4 +41,13 @@ build() {
   cmake -S "$JOBSTREAM_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DJOBSTREAM_WERROR=ON >/dev/null
   ninja -C "$BUILD_DIR" -j2
+}
+
+# The fuzz targets, built by clang 14 with libFuzzer, ASan and UBSan (everything they link
+# is instrumented too), in a build directory of their own.
+build_fuzz() {
+  echo "== building the fuzz targets in $FUZZ_BUILD_DIR"
+  CC=clang-14 CXX=clang++-14 cmake -S "$JOBSTREAM_ROOT" -B "$FUZZ_BUILD_DIR" -G Ninja \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJOBSTREAM_FUZZ=ON >/dev/null
+  ninja -C "$FUZZ_BUILD_DIR" -j2 "${FUZZ_TARGETS[@]}"
 }

@@ -3,13 +3,20 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-# The browser tests drive Debian's chromium; the Python worker runs on Debian's grpcio.
-install_missing chromium python3 python3-grpcio python3-protobuf openssl curl
+# The browser tests drive Debian's chromium; the Python worker runs on Debian's grpcio;
+# the fuzz targets are built with clang 14's libFuzzer and sanitizers.
+install_missing chromium python3 python3-grpcio python3-protobuf openssl curl \
+  clang-14 libclang-rt-14-dev
 build
 if [ -f "$JOBSTREAM_ROOT/tests/js/package.json" ]; then
   echo "== npm ci in tests/js"
   (cd "$JOBSTREAM_ROOT/tests/js" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "== ctest"
-cd "$BUILD_DIR"
-ctest -j2 --output-on-failure --timeout 600 --no-tests=error
+(cd "$BUILD_DIR" && ctest -j2 --output-on-failure --timeout 600 --no-tests=error)
+# The fuzz targets under libFuzzer with ASan and UBSan, a short run each (the long runs:
+# scripts/fuzz.sh).
+build_fuzz
+echo "== ctest -L fuzz"
+cd "$FUZZ_BUILD_DIR"
+ctest -j2 -L fuzz --output-on-failure --timeout 300 --no-tests=error

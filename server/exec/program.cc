@@ -51,15 +51,15 @@ std::string ValidUtf8(absl::string_view s) {
 }
 
 
-// Reads stdout into lines and keeps the last of stderr.
+// Reads stdout (through ProgramOutput) and keeps the last of stderr.
 class OutputReader {
  public:
   OutputReader(const ProgramOptions& options, const ProgramHooks& hooks)
-      : options_(options), hooks_(hooks) {}
+      : options_(options), output_(options, hooks) {}
 
   // Reads what `fd` has now; false at EOF (or error).
   bool ReadStdout(int fd) {
-    return ReadAll(fd, [this](absl::string_view data) { Append(data); });
+    return ReadAll(fd, [this](absl::string_view data) { output_.Append(data); });
   }
   bool ReadStderr(int fd) {
     return ReadAll(fd, [this](absl::string_view data) {
@@ -67,20 +67,13 @@ class OutputReader {
       if (stderr_.size() > 4 * options_.stderr_tail_bytes) Trim();
     });
   }
-  // A last line without a newline still counts.
-  void Finish() {
-    if (!skipping_ && !line_.empty()) HandleLine(line_);
-    line_.clear();
-    if (skipped_ > kMaxLoggedLines && hooks_.log) {
-      hooks_.log(absl::StrCat(skipped_ - kMaxLoggedLines, " more lines skipped"));
-    }
-  }
+  void Finish() { output_.Finish(); }
   std::string StderrTail() {
     Trim();
     return ValidUtf8(absl::StripAsciiWhitespace(stderr_));
   }
-  const std::optional<google::protobuf::Value>& result() const { return result_; }
-  const std::optional<v1::ProgramError>& error() const { return error_; }
+  const std::optional<google::protobuf::Value>& result() const { return output_.result(); }
+  const std::optional<v1::ProgramError>& error() const { return output_.error(); }
 
  private:
   template <typename F>
@@ -103,66 +96,73 @@ class OutputReader {
       stderr_.erase(0, stderr_.size() - options_.stderr_tail_bytes);
     }
   }
-  void Append(absl::string_view data) {
-    while (!data.empty()) {
-      size_t nl = data.find('\n');
-      absl::string_view part = data.substr(0, nl);
-      if (!skipping_) {
-        if (line_.size() + part.size() > options_.max_line_bytes) {
-          Skip(absl::StrCat("a line over ", options_.max_line_bytes, " bytes"));
-          skipping_ = true;
-          line_.clear();
-        } else {
-          line_.append(part.data(), part.size());
-        }
-      }
-      if (nl == absl::string_view::npos) return;
-      if (!skipping_) HandleLine(line_);
-      line_.clear();
-      skipping_ = false;
-      data.remove_prefix(nl + 1);
-    }
-  }
-  void Skip(absl::string_view why) {
-    if (++skipped_ <= kMaxLoggedLines && hooks_.log) hooks_.log(absl::StrCat("skipped ", why));
-  }
-  void HandleLine(absl::string_view raw) {
-    absl::string_view line = absl::StripAsciiWhitespace(raw);
-    if (line.empty() || line[0] != '{') return;  // plain output: not for us
-    v1::ProgramLine parsed;
-    google::protobuf::util::JsonParseOptions options;
-    options.ignore_unknown_fields = true;
-    auto status = google::protobuf::util::JsonStringToMessage(
-        google::protobuf::StringPiece(line.data(), line.size()), &parsed, options);
-    if (!status.ok()) {
-      Skip(absl::StrCat("a malformed line (", status.message().as_string(), "): ",
-                        line.substr(0, 200)));
-      return;
-    }
-    if (parsed.has_result()) result_ = parsed.result();
-    if (parsed.has_error()) error_ = parsed.error();
-    if (!parsed.step().empty() || parsed.has_fraction() || !parsed.message().empty()) {
-      v1::Progress progress;
-      progress.set_step(parsed.step());
-      progress.set_step_index(parsed.step_index());
-      progress.set_step_count(parsed.step_count());
-      if (parsed.has_fraction()) progress.set_fraction(parsed.fraction());
-      progress.set_message(parsed.message());
-      if (hooks_.report) hooks_.report(progress);
-    }
-  }
 
   const ProgramOptions& options_;
-  const ProgramHooks& hooks_;
-  std::string line_;
-  bool skipping_ = false;
-  int skipped_ = 0;
+  ProgramOutput output_;
   std::string stderr_;
-  std::optional<google::protobuf::Value> result_;
-  std::optional<v1::ProgramError> error_;
 };
 
 }  // namespace
+
+void ProgramOutput::Append(absl::string_view data) {
+  while (!data.empty()) {
+    size_t nl = data.find('\n');
+    absl::string_view part = data.substr(0, nl);
+    if (!skipping_) {
+      if (line_.size() + part.size() > options_.max_line_bytes) {
+        Skip(absl::StrCat("a line over ", options_.max_line_bytes, " bytes"));
+        skipping_ = true;
+        line_.clear();
+      } else {
+        line_.append(part.data(), part.size());
+      }
+    }
+    if (nl == absl::string_view::npos) return;
+    if (!skipping_) HandleLine(line_);
+    line_.clear();
+    skipping_ = false;
+    data.remove_prefix(nl + 1);
+  }
+}
+
+void ProgramOutput::Finish() {
+  // A last line without a newline still counts.
+  if (!skipping_ && !line_.empty()) HandleLine(line_);
+  line_.clear();
+  if (skipped_ > kMaxLoggedLines && hooks_.log) {
+    hooks_.log(absl::StrCat(skipped_ - kMaxLoggedLines, " more lines skipped"));
+  }
+}
+
+void ProgramOutput::Skip(absl::string_view why) {
+  if (++skipped_ <= kMaxLoggedLines && hooks_.log) hooks_.log(absl::StrCat("skipped ", why));
+}
+
+void ProgramOutput::HandleLine(absl::string_view raw) {
+  absl::string_view line = absl::StripAsciiWhitespace(raw);
+  if (line.empty() || line[0] != '{') return;  // plain output: not for us
+  v1::ProgramLine parsed;
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = true;
+  auto status = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(line.data(), line.size()), &parsed, options);
+  if (!status.ok()) {
+    Skip(absl::StrCat("a malformed line (", status.message().as_string(), "): ",
+                      line.substr(0, 200)));
+    return;
+  }
+  if (parsed.has_result()) result_ = parsed.result();
+  if (parsed.has_error()) error_ = parsed.error();
+  if (!parsed.step().empty() || parsed.has_fraction() || !parsed.message().empty()) {
+    v1::Progress progress;
+    progress.set_step(parsed.step());
+    progress.set_step_index(parsed.step_index());
+    progress.set_step_count(parsed.step_count());
+    if (parsed.has_fraction()) progress.set_fraction(parsed.fraction());
+    progress.set_message(parsed.message());
+    if (hooks_.report) hooks_.report(progress);
+  }
+}
 
 std::vector<std::string> ProgramEnvironment(const std::map<std::string, std::string>& extra) {
   std::map<std::string, std::string> env;

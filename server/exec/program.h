@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "google/protobuf/struct.pb.h"
+#include "jobstream/v1/config.pb.h"
 #include "jobstream/v1/jobs.pb.h"
 
 namespace jobstream::exec {
@@ -48,6 +50,32 @@ struct ProgramOutcome {
   bool retryable = false;
   // The program's error details, if it gave any.
   google::protobuf::Struct details;
+};
+
+// The line protocol on a program's stdout: bytes in, in any pieces; each whole line that
+// is a JSON object is a ProgramLine (step/progress reported through hooks, the last result
+// and error kept); other lines are plain output, and malformed or over-long ones are
+// skipped (logged). Used by RunProgram; apart so it can be fuzzed.
+class ProgramOutput {
+ public:
+  ProgramOutput(const ProgramOptions& options, const ProgramHooks& hooks)
+      : options_(options), hooks_(hooks) {}
+  void Append(absl::string_view data);
+  void Finish();  // the end of stdout: a last line without a newline counts
+  const std::optional<google::protobuf::Value>& result() const { return result_; }
+  const std::optional<v1::ProgramError>& error() const { return error_; }
+
+ private:
+  void Skip(absl::string_view why);
+  void HandleLine(absl::string_view raw);
+
+  const ProgramOptions& options_;
+  const ProgramHooks& hooks_;
+  std::string line_;
+  bool skipping_ = false;
+  int skipped_ = 0;
+  std::optional<google::protobuf::Value> result_;
+  std::optional<v1::ProgramError> error_;
 };
 
 // Runs the program to its end.

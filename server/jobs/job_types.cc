@@ -170,11 +170,17 @@ absl::StatusOr<v1::ServerConfig> JobTypes::ReadConfigFile(const std::string& pat
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
   std::stringstream text;
   text << in.rdbuf();
+  return ParseConfig(text.str(), path);
+}
+
+absl::StatusOr<v1::ServerConfig> JobTypes::ParseConfig(absl::string_view json,
+                                                       absl::string_view source) {
   v1::ServerConfig config;
-  auto status = google::protobuf::util::JsonStringToMessage(text.str(), &config);
+  auto status = google::protobuf::util::JsonStringToMessage(
+      google::protobuf::StringPiece(json.data(), json.size()), &config);
   if (!status.ok()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("config file ", path, ": ", status.message().as_string()));
+        absl::StrCat("config file ", source, ": ", status.message().as_string()));
   }
   return config;
 }

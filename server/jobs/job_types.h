@@ -52,6 +52,9 @@ class JobTypes {
                                              TypeDefaults defaults = {});
   // Reads a ServerConfig from a proto3 JSON file; errors name the file.
   static absl::StatusOr<v1::ServerConfig> ReadConfigFile(const std::string& path);
+  // The same from the file's text; errors name `source`.
+  static absl::StatusOr<v1::ServerConfig> ParseConfig(absl::string_view json,
+                                                      absl::string_view source);
 
   const JobType* Find(absl::string_view name) const;
   std::vector<std::string> Names() const;
