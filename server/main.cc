@@ -39,6 +39,8 @@ ABSL_FLAG(absl::Duration, retention, absl::Hours(168),
 ABSL_FLAG(absl::Duration, sweep_interval, absl::Minutes(1), "how often retention runs");
 ABSL_FLAG(int, runner_threads, 16, "jobs run at once by in-server handlers");
 ABSL_FLAG(int64_t, max_params_bytes, 1 << 20, "largest params accepted by Submit");
+ABSL_FLAG(int64_t, max_message_bytes, 4 << 20,
+          "largest gRPC message the server reads (gRPC answers RESOURCE_EXHAUSTED past it)");
 ABSL_FLAG(int64_t, max_watchers, 100000, "open watch streams accepted");
 ABSL_FLAG(int64_t, watch_queue_limit, 256,
           "state events queued per watcher before it is cut off RESOURCE_EXHAUSTED");
@@ -108,9 +110,14 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_runner_threads) < 1 || absl::GetFlag(FLAGS_runner_threads) > 1024) {
     return Fail("--runner_threads must be 1..1024");
   }
+  const int64_t max_message = absl::GetFlag(FLAGS_max_message_bytes);
+  if (max_message < (2 << 20) || max_message > (64 << 20)) {
+    return Fail("--max_message_bytes must be 2 MiB..64 MiB (2097152..67108864)");
+  }
   if (absl::GetFlag(FLAGS_max_params_bytes) < 1 ||
-      absl::GetFlag(FLAGS_max_params_bytes) > (3 << 20)) {
-    return Fail("--max_params_bytes must be 1..3145728 (gRPC messages are at most 4 MiB)");
+      absl::GetFlag(FLAGS_max_params_bytes) > max_message - (1 << 20)) {
+    return Fail(absl::StrCat("--max_params_bytes must be 1..", max_message - (1 << 20),
+                             " (1 MiB under --max_message_bytes, for the rest of a request)"));
   }
   if (absl::GetFlag(FLAGS_max_watchers) < 1 || absl::GetFlag(FLAGS_watch_queue_limit) < 1) {
     return Fail("--max_watchers and --watch_queue_limit must be at least 1");
@@ -259,6 +266,7 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, credentials, &port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(max_message));
   builder.RegisterService(&service);
   builder.RegisterService(&worker_service);
   builder.RegisterService(&health_service);

@@ -61,6 +61,12 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& dir)
   std::unique_ptr<JobStore> store(new JobStore());
   rocksdb::DB* db = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, dir, families, &store->handles_, &db);
+  if (s.IsIOError() && s.ToString().find("While lock file") != std::string::npos) {
+    // Two servers on one data dir would each believe they own every job.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "data dir ", dir, " is in use by another jobstream-server (it holds ", dir,
+        "/LOCK); stop that one or choose another --data_dir"));
+  }
   if (!s.ok()) return FromRocks(s, absl::StrCat("opening ", dir));
   store->db_.reset(db);
   return store;

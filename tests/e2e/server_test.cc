@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -542,6 +543,59 @@ TEST_F(ServerTest, WaitJobReturnsWhenTheJobEndsOrTheTimeoutPasses) {
   EXPECT_EQ(stopped.status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << stopped.status.error_message();
   EXPECT_LT(stopped.took, absl::Seconds(10));
+}
+
+}  // namespace
+}  // namespace jobstream
+
+namespace jobstream {
+namespace {
+
+TEST_F(ServerTest, ASecondServerOnTheSameDataDirIsRefusedAtStart) {
+  auto first = Start();
+  auto [code, out] = testing::RunCommand(absl::StrCat(
+      testing::BinaryPath("server/jobstream-server"), " --listen=127.0.0.1:0 --data_dir=",
+      dir_.sub("data"), " 2>&1"));
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("is in use by another jobstream-server"), std::string::npos) << out;
+  std::ofstream(dir_.sub("file")) << "not a directory";
+  std::tie(code, out) = testing::RunCommand(absl::StrCat(
+      testing::BinaryPath("server/jobstream-server"), " --listen=127.0.0.1:0 --data_dir=",
+      dir_.sub("file"), " 2>&1"));
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("is not a directory"), std::string::npos) << out;
+  // The first one is unharmed.
+  JobClient client(first->Channel());
+  EXPECT_TRUE(client.List({}).ok());
+}
+
+}  // namespace
+}  // namespace jobstream
+
+namespace jobstream {
+namespace {
+
+TEST_F(ServerTest, ParamsAndMessageSizeLimitsSayWhichLimit) {
+  std::ofstream(dir_.sub("config.json")) << R"({"types": [{"name": "any", "external": {}}]})";
+  auto server = Start({"--max_message_bytes=2097152", "--max_params_bytes=1000",
+                       "--config=" + dir_.sub("config.json")});
+  JobClient client(server->Channel());
+  auto with_params = [](size_t bytes) {
+    v1::SubmitRequest request;
+    request.set_type("any");
+    (*request.mutable_params()->mutable_fields())["blob"].set_string_value(std::string(bytes, 'x'));
+    return request;
+  };
+  EXPECT_TRUE(client.Submit(with_params(900)).ok());
+  auto over_params = client.Submit(with_params(1200));
+  EXPECT_TRUE(absl::IsInvalidArgument(over_params.status())) << over_params.status();
+  EXPECT_NE(over_params.status().message().find("1000"), std::string::npos)
+      << over_params.status();
+  auto over_message = client.Submit(with_params(3 << 20));
+  EXPECT_TRUE(absl::IsResourceExhausted(over_message.status())) << over_message.status();
+  EXPECT_NE(over_message.status().message().find("2097152"), std::string::npos)
+      << over_message.status();
+  EXPECT_TRUE(client.List({}).ok());  // the server is fine
 }
 
 }  // namespace
