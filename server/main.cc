@@ -42,6 +42,7 @@ ABSL_FLAG(int64_t, max_params_bytes, 1 << 20, "largest params accepted by Submit
 ABSL_FLAG(int64_t, max_message_bytes, 4 << 20,
           "largest gRPC message the server reads (gRPC answers RESOURCE_EXHAUSTED past it)");
 ABSL_FLAG(int64_t, max_watchers, 100000, "open watch streams accepted");
+ABSL_FLAG(int64_t, max_watchers_per_job, 10000, "open watch streams of one live job");
 ABSL_FLAG(int64_t, watch_queue_limit, 256,
           "state events queued per watcher before it is cut off RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_artifact_bytes, int64_t{1} << 30, "largest artifact a job may attach");
@@ -119,8 +120,10 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("--max_params_bytes must be 1..", max_message - (1 << 20),
                              " (1 MiB under --max_message_bytes, for the rest of a request)"));
   }
-  if (absl::GetFlag(FLAGS_max_watchers) < 1 || absl::GetFlag(FLAGS_watch_queue_limit) < 1) {
-    return Fail("--max_watchers and --watch_queue_limit must be at least 1");
+  if (absl::GetFlag(FLAGS_max_watchers) < 1 || absl::GetFlag(FLAGS_watch_queue_limit) < 1 ||
+      absl::GetFlag(FLAGS_max_watchers_per_job) < 1) {
+    return Fail("--max_watchers, --max_watchers_per_job and --watch_queue_limit must be at "
+                "least 1");
   }
   if (absl::GetFlag(FLAGS_retention) <= absl::ZeroDuration() ||
       absl::GetFlag(FLAGS_sweep_interval) <= absl::ZeroDuration() ||
@@ -228,6 +231,7 @@ int main(int argc, char** argv) {
 
   jobstream::watch::WatchOptions watch_options;
   watch_options.max_watchers = absl::GetFlag(FLAGS_max_watchers);
+  watch_options.max_watchers_per_job = absl::GetFlag(FLAGS_max_watchers_per_job);
   watch_options.queue_limit = absl::GetFlag(FLAGS_watch_queue_limit);
   jobstream::watch::EventHub hub(store->get(), watch_options);
 

@@ -35,7 +35,8 @@ absl::Status EventHub::Admit() {
   if (watchers_.fetch_add(1) >= options_.max_watchers) {
     watchers_.fetch_sub(1);
     return absl::ResourceExhaustedError(
-        absl::StrCat("the server already has ", options_.max_watchers, " watchers"));
+        absl::StrCat("the server already has ", options_.max_watchers,
+                     " watchers, the limit (--max_watchers)"));
   }
   return absl::OkStatus();
 }
@@ -47,6 +48,11 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::stri
     watchers_.fetch_sub(1);
     return s;
   };
+  auto too_many = [&]() {
+    return refuse(absl::ResourceExhaustedError(absl::StrCat(
+        "job ", job_id, " already has ", options_.max_watchers_per_job,
+        " watchers, the limit (--max_watchers_per_job)")));
+  };
   auto out_of_range = [&](int64_t last) {
     return refuse(absl::OutOfRangeError(absl::StrCat(
         "after_sequence ", after, " is beyond job ", job_id, "'s last sequence ", last)));
@@ -57,6 +63,7 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::stri
   auto it = shard.jobs.find(job_id);
   if (it != shard.jobs.end() && it->second.last_sequence > 0) {
     if (after > it->second.last_sequence) return out_of_range(it->second.last_sequence);
+    if (it->second.subs.size() >= options_.max_watchers_per_job) return too_many();
     auto sub = std::make_shared<Subscription>(store_, job_id, after, it->second.last_sequence,
                                               /*live=*/true, options_);
     it->second.subs.emplace(sub.get(), sub);
@@ -75,6 +82,7 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::stri
   // Live but not held (a queued job nobody watched), or committed but not yet published:
   // replay what is stored; what is published later comes live, less what was replayed.
   Entry& entry = shard.jobs[job_id];
+  if (entry.subs.size() >= options_.max_watchers_per_job) return too_many();
   auto sub = std::make_shared<Subscription>(store_, job_id, after, job->last_sequence(),
                                             /*live=*/true, options_);
   entry.subs.emplace(sub.get(), sub);

@@ -20,6 +20,9 @@ struct WatchOptions {
   int fanout_threads = 2;
   // Open watch streams the server accepts; more get RESOURCE_EXHAUSTED.
   size_t max_watchers = 100000;
+  // Open watch streams of one live job; more get RESOURCE_EXHAUSTED. (The gateway shares
+  // one stream per job among all its browsers.)
+  size_t max_watchers_per_job = 10000;
   // A WatchJobs snapshot holds every RUNNING job but at most this many QUEUED ones (the
   // newest): a deep queue is listed with ListJobs, page by page.
   size_t snapshot_queued_limit = 1000;

@@ -261,5 +261,26 @@ TEST_F(EventHubTest, MaxWatchersIsEnforced) {
   hub_->Unsubscribe(*c);
 }
 
+TEST_F(EventHubTest, MaxWatchersPerJobIsEnforcedPerJob) {
+  WatchOptions options;
+  options.max_watchers_per_job = 2;
+  Start(options);
+  Append(kJob, JobEvent::CREATED);
+  Append("01m81rd5kq5g91qm659eqts4zz", JobEvent::CREATED);
+  auto a = hub_->WatchJob(kJob, 0);
+  auto b = hub_->WatchJob(kJob, 0);
+  ASSERT_TRUE(a.ok() && b.ok());
+  auto refused = hub_->WatchJob(kJob, 0);
+  EXPECT_TRUE(absl::IsResourceExhausted(refused.status()));
+  EXPECT_NE(refused.status().message().find("--max_watchers_per_job"), std::string::npos);
+  auto other = hub_->WatchJob("01m81rd5kq5g91qm659eqts4zz", 0);  // another job: fine
+  EXPECT_TRUE(other.ok());
+  EXPECT_EQ(hub_->watchers(), 3u);  // the refusal was not counted
+  hub_->Unsubscribe(*a);
+  auto c = hub_->WatchJob(kJob, 0);
+  EXPECT_TRUE(c.ok());
+  for (auto* sub : {&*b, &*c, &*other}) hub_->Unsubscribe(*sub);
+}
+
 }  // namespace
 }  // namespace jobstream::watch
