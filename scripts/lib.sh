@@ -45,9 +45,14 @@ build() {
 
 # The fuzz targets, built by clang 14 with libFuzzer, ASan and UBSan (everything they link
 # is instrumented too), in a build directory of their own.
+# `build_fuzz all` builds every target there (the sanitizer suite), not only those.
 build_fuzz() {
-  echo "== building the fuzz targets in $FUZZ_BUILD_DIR"
+  echo "== building ${1:-the fuzz targets} in $FUZZ_BUILD_DIR (clang 14, ASan + UBSan)"
   CC=clang-14 CXX=clang++-14 cmake -S "$JOBSTREAM_ROOT" -B "$FUZZ_BUILD_DIR" -G Ninja \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJOBSTREAM_FUZZ=ON >/dev/null
-  ninja -C "$FUZZ_BUILD_DIR" -j2 "${FUZZ_TARGETS[@]}"
+  if [ "${1:-}" = all ]; then
+    ninja -C "$FUZZ_BUILD_DIR" -j2
+  else
+    ninja -C "$FUZZ_BUILD_DIR" -j2 "${FUZZ_TARGETS[@]}"
+  fi
 }

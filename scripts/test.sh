@@ -14,9 +14,10 @@ if [ -f "$JOBSTREAM_ROOT/tests/js/package.json" ]; then
 fi
 echo "== ctest"
 (cd "$BUILD_DIR" && ctest -j2 --output-on-failure --timeout 600 --no-tests=error)
-# The fuzz targets under libFuzzer with ASan and UBSan, a short run each (the long runs:
+# Everything again, built by clang with ASan and UBSan: the whole suite (label "asan")
+# and a short libFuzzer run of each fuzz target (label "fuzz"; the long runs:
 # scripts/fuzz.sh).
-build_fuzz
-echo "== ctest -L fuzz"
+build_fuzz all
+echo "== ctest in $FUZZ_BUILD_DIR (ASan + UBSan, and the fuzz smoke)"
 cd "$FUZZ_BUILD_DIR"
-ctest -j2 -L fuzz --output-on-failure --timeout 300 --no-tests=error
+ctest -j2 --output-on-failure --timeout 600 --no-tests=error

@@ -280,8 +280,16 @@ test('--max_connections: one connection too many is closed, the rest are served'
     assert.equal(refused, '', 'closed without an answer');
     holders[0].abort();
     // Served again once a slot is free. Until the gateway has seen the abort, an attempt
-    // is refused too (and fetch retries it), so the count is at least our one refusal.
-    const metrics = await (await fetch(`${small.url}/metrics`)).text();
+    // is refused too, so ask again until it is served; the count is at least our refusal.
+    let metrics = null;
+    for (let i = 0; metrics === null && i < 100; i++) {
+      try {
+        metrics = await (await fetch(`${small.url}/metrics`)).text();
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    assert.ok(metrics !== null, 'served once a slot was free');
     const count = Number(/^jobstream_gateway_connections_refused_total (\d+)$/m.exec(metrics)[1]);
     assert.ok(count >= 1, `refusals counted: ${count}`);
   } finally {
