@@ -186,8 +186,11 @@ class WaitReactor : public grpc::ServerUnaryReactor {
  private:
   void Answer(absl::StatusOr<v1::Job> job) {
     if (job.ok()) *response_ = *std::move(job);
+    // From Finish on, OnDone may run on another thread and delete this: nothing after it
+    // may touch a member.
+    CallTracker* const calls = calls_;
     Finish(ToGrpc(job.status()));
-    calls_->Leave();
+    calls->Leave();
   }
   void Unref() {
     if (refs_.fetch_sub(1) == 1) delete this;
