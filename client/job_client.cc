@@ -1,13 +1,16 @@
 #include "client/job_client.h"
 
-#include "jobstream/v1/job_states.h"
-
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/support/client_interceptor.h"
+#include "jobstream/v1/job_states.h"
 
 namespace jobstream::client {
 
@@ -35,18 +38,80 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_vi
   return pem;
 }
 
+absl::StatusOr<std::string> ReadToken(const std::string& token_file) {
+  std::string token;
+  if (!token_file.empty()) {
+    std::ifstream in(token_file, std::ios::binary);
+    if (!in) return absl::InvalidArgumentError("--token_file: cannot read " + token_file);
+    std::getline(in, token);
+  } else if (const char* env = std::getenv("JOBSTREAM_TOKEN"); env != nullptr) {
+    token = env;
+  }
+  token = std::string(absl::StripAsciiWhitespace(token));
+  for (char c : token) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          "the token must be printable ASCII without spaces (" +
+          std::string(token_file.empty() ? "$JOBSTREAM_TOKEN" : token_file) + ")");
+    }
+  }
+  return token;
+}
+
+namespace {
+// Adds the bearer token to every call of a channel, on plaintext and TLS alike (gRPC's
+// call credentials would refuse a plaintext channel).
+class TokenInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit TokenInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->emplace("authorization", *header_);
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* const header_;
+};
+
+class TokenInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit TokenInterceptorFactory(const std::string& token) : header_("Bearer " + token) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* info) override {
+    return new TokenInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;  // lives as long as the channel, which owns this factory
+};
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> JobClient::Connect(const std::string& address,
                                                                   const ChannelOptions& options) {
+  auto credentials = ChannelCredentials(options);
+  if (!credentials.ok()) return credentials.status();
   grpc::ChannelArguments args;
   // Reconnect quickly after a server restart; Watch does its own pacing on top.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  if (options.token.empty()) return grpc::CreateCustomChannel(address, *credentials, args);
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> factories;
+  factories.push_back(std::make_unique<TokenInterceptorFactory>(options.token));
+  return grpc::experimental::CreateCustomChannelWithInterceptors(address, *credentials, args,
+                                                                 std::move(factories));
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> JobClient::ChannelCredentials(
+    const ChannelOptions& options) {
   if (options.ca_file.empty()) {
     if (!options.cert_file.empty() || !options.key_file.empty()) {
       return absl::InvalidArgumentError("a client certificate needs TLS: give --server_ca too");
     }
-    return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    return grpc::InsecureChannelCredentials();
   }
   grpc::SslCredentialsOptions tls;
   auto ca = ReadPemFile(options.ca_file, "--server_ca");
@@ -63,7 +128,7 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> JobClient::Connect(const std::str
     tls.pem_cert_chain = *std::move(cert);
     tls.pem_private_key = *std::move(key);
   }
-  return grpc::CreateCustomChannel(address, grpc::SslCredentials(tls), args);
+  return grpc::SslCredentials(tls);
 }
 
 absl::StatusOr<v1::Job> JobClient::Submit(const v1::SubmitRequest& request) {
@@ -96,6 +161,14 @@ absl::StatusOr<v1::Job> JobClient::Cancel(const std::string& job_id) {
   v1::Job job;
   if (auto s = FromGrpc(stub_->CancelJob(&ctx, request, &job)); !s.ok()) return s;
   return job;
+}
+
+absl::StatusOr<v1::Identity> JobClient::WhoAmI() {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::Identity identity;
+  if (auto s = FromGrpc(stub_->WhoAmI(&ctx, v1::WhoAmIRequest(), &identity)); !s.ok()) return s;
+  return identity;
 }
 
 absl::Status JobClient::Delete(const std::string& job_id) {

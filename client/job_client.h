@@ -34,12 +34,19 @@ struct WatchOptions {
 };
 
 // How to reach the server: plaintext by default; with ca_file, TLS that trusts that CA
-// (and, with cert_file and key_file, presents a client certificate, for mTLS).
+// (and, with cert_file and key_file, presents a client certificate, for mTLS). With a
+// token, every call on the channel carries "authorization: Bearer <token>".
 struct ChannelOptions {
   std::string ca_file;
   std::string cert_file;
   std::string key_file;
+  std::string token;
 };
+
+// The token a command-line tool presents: the first line of `token_file` if given, else
+// $JOBSTREAM_TOKEN, else none (an empty string). Never a flag's value: a command line is
+// visible to every user of the machine.
+absl::StatusOr<std::string> ReadToken(const std::string& token_file);
 
 class JobClient {
  public:
@@ -48,12 +55,16 @@ class JobClient {
   // INVALID_ARGUMENT when a file cannot be read or only one of cert and key is given.
   static absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const std::string& address,
                                                                 const ChannelOptions& options);
+  // The credentials of a channel with `options` (plaintext, or TLS with its files read).
+  static absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+      const ChannelOptions& options);
 
   absl::StatusOr<v1::Job> Submit(const v1::SubmitRequest& request);
   absl::StatusOr<v1::Job> GetStatus(const std::string& job_id);
   absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request);
   absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
   absl::Status Delete(const std::string& job_id);
+  absl::StatusOr<v1::Identity> WhoAmI();
 
   // Calls on_event for every event after `after_sequence` until the terminal one, and
   // returns the job as of that event. Errors: those WatchJob returns for a bad request,

@@ -28,6 +28,9 @@
 #include "client/job_client.h"
 #include "client/worker.h"
 #include "jobstream/v1/artifacts.h"
+#include "jobstream/v1/auth_config.h"
+#include "openssl/rand.h"
+#include "absl/strings/escaping.h"
 #include "server/exec/child_process.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -35,6 +38,8 @@ ABSL_FLAG(std::string, server, "127.0.0.1:50051", "jobstream-server address");
 ABSL_FLAG(std::string, server_ca, "", "PEM CA to trust: talk to the server over TLS");
 ABSL_FLAG(std::string, client_cert, "", "PEM client certificate, for a server that asks (mTLS)");
 ABSL_FLAG(std::string, client_key, "", "PEM private key of --client_cert");
+ABSL_FLAG(std::string, token_file, "",
+          "file whose first line is the bearer token (default: $JOBSTREAM_TOKEN, if set)");
 ABSL_FLAG(std::string, params, "", "submit: job params as a JSON object");
 ABSL_FLAG(std::string, request_id, "", "submit: idempotency key");
 ABSL_FLAG(std::vector<std::string>, labels, {}, "submit/list: labels as key=value,key=value");
@@ -56,6 +61,9 @@ ABSL_FLAG(absl::Duration, lease_duration, absl::ZeroDuration(),
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "work: on SIGTERM, how long running jobs may finish before they are handed back");
 ABSL_FLAG(std::string, o, "", "fetch: write to this file (- for stdout; default: NAME)");
+ABSL_FLAG(std::string, tenant, "", "token: the tenant the new token's jobs belong to");
+ABSL_FLAG(std::vector<std::string>, roles, {},
+          "token: the new token's roles, among submit, read, work, admin");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(10),
           "work: after SIGTERM to a program, SIGKILL follows this long after");
 
@@ -90,6 +98,14 @@ const std::map<std::string, std::string>& CommandHelp() {
        "  Downloads artifact NAME of job ID into FILE (default: NAME; - for stdout), with a\n"
        "  progress bar on a terminal. Resumes after a broken connection and checks the\n"
        "  sha256 before the file takes its name."},
+      {"whoami",
+       "jobstream whoami [--json]\n"
+       "  Prints the name, tenant and roles the server gives this token (--token_file or\n"
+       "  $JOBSTREAM_TOKEN), or says the server has no access control."},
+      {"token",
+       "jobstream token NAME --tenant=T --roles=submit,read[,work,admin]\n"
+       "  Makes a new random token (offline): prints it once, and the entry for the\n"
+       "  server's --auth_tokens file, which holds only its sha256."},
       {"types",
        "jobstream types [--json]\n"
        "  Lists the declared job types: how each runs, queued and running jobs, workers."},
@@ -109,7 +125,8 @@ const std::map<std::string, std::string>& CommandHelp() {
 std::string Usage() {
   std::string usage =
       "jobstream [--server=HOST:PORT] [--server_ca=PEM [--client_cert=PEM --client_key=PEM]]\n"
-      "          COMMAND ARGS...\n\n"
+      "          [--token_file=FILE] COMMAND ARGS...\n\n"
+      "A server with --auth_tokens wants a token: --token_file, or $JOBSTREAM_TOKEN.\n\n"
       "Commands (jobstream COMMAND --help for each):\n";
   for (const auto& [name, help] : CommandHelp()) {
     absl::StrAppend(&usage, "  ", help.substr(0, help.find('\n')), "\n");
@@ -364,6 +381,54 @@ int Fetch(jobstream::client::JobClient& client, const std::vector<std::string>& 
   return kExitOk;
 }
 
+int WhoAmI(jobstream::client::JobClient& client) {
+  auto identity = client.WhoAmI();
+  if (!identity.ok()) return CallError(identity.status());
+  if (!Interactive()) {
+    std::cout << ToJson(*identity) << std::endl;
+  } else if (!identity->auth_required()) {
+    std::cout << "the server has no access control: anyone who reaches it may do anything\n";
+  } else {
+    std::cout << identity->name() << " (tenant " << identity->tenant()
+              << "): " << absl::StrJoin(identity->roles(), ", ") << std::endl;
+  }
+  return kExitOk;
+}
+
+// A new token: 32 random bytes in hex. Only its sha256 goes in the server's file.
+int NewToken(const std::vector<std::string>& args) {
+  if (args.size() != 1) return UsageError("token takes the token's NAME");
+  jobstream::v1::AuthToken entry;
+  entry.set_name(args[0]);
+  entry.set_tenant(absl::GetFlag(FLAGS_tenant));
+  for (const std::string& role : absl::GetFlag(FLAGS_roles)) entry.add_roles(role);
+  unsigned char random[32];
+  if (RAND_bytes(random, sizeof(random)) != 1) {
+    std::cerr << "jobstream: no randomness for a token\n";
+    return kExitFailed;
+  }
+  const std::string token = absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(random), sizeof(random)));
+  jobstream::v1::Sha256 digest;
+  digest.Update(token);
+  entry.set_sha256(digest.HexDigest());
+  // Checked as the server would check it, so a typo shows now rather than at its start.
+  jobstream::v1::AuthConfig config;
+  *config.add_tokens() = entry;
+  if (auto s = jobstream::v1::ParseAuthConfig(ToJson(config)).status(); !s.ok()) {
+    return UsageError(std::string(s.message()));
+  }
+  if (!Interactive()) {
+    std::cout << "{\"token\":\"" << token << "\",\"entry\":" << ToJson(entry) << "}"
+              << std::endl;
+    return kExitOk;
+  }
+  std::cout << "token (shown once; give it to " << entry.name() << "):\n  " << token
+            << "\nentry for the server's --auth_tokens file (\"tokens\": [...]):\n  "
+            << ToJson(entry) << std::endl;
+  return kExitOk;
+}
+
 int Types(const std::string& server) {
   auto stub = jobstream::v1::JobService::NewStub(ServerChannel(server));
   grpc::ClientContext ctx;
@@ -446,6 +511,9 @@ std::shared_ptr<grpc::Channel> ServerChannel(const std::string& server) {
   options.ca_file = absl::GetFlag(FLAGS_server_ca);
   options.cert_file = absl::GetFlag(FLAGS_client_cert);
   options.key_file = absl::GetFlag(FLAGS_client_key);
+  auto token = jobstream::client::ReadToken(absl::GetFlag(FLAGS_token_file));
+  if (!token.ok()) std::exit(UsageError(std::string(token.status().message())));
+  options.token = *std::move(token);
   auto channel = jobstream::client::JobClient::Connect(server, options);
   if (!channel.ok()) std::exit(UsageError(std::string(channel.status().message())));
   return *std::move(channel);
@@ -475,6 +543,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(positional.begin() + 2, positional.end());
 
   if (command == "work") return Work(absl::GetFlag(FLAGS_server), args);
+  if (command == "token") return NewToken(args);
   if (command == "types") {
     if (!args.empty()) return UsageError("types takes no arguments");
     return Types(absl::GetFlag(FLAGS_server));
@@ -486,6 +555,10 @@ int main(int argc, char** argv) {
     return List(client);
   }
   if (command == "fetch") return Fetch(client, args);
+  if (command == "whoami") {
+    if (!args.empty()) return UsageError("whoami takes no arguments");
+    return WhoAmI(client);
+  }
   if (CommandHelp().count(command) == 0) return UsageError("unknown command \"" + command + "\"");
   if (args.size() != 1) return UsageError(command + " takes one job ID");
   const std::string* id = &args[0];

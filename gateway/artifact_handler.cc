@@ -179,7 +179,7 @@ void Serve(const SessionPtr& session, const Route& route, const v1::Job& job) {
 }  // namespace
 
 void GetArtifact(const SessionPtr& session, const Route& route) {
-  auto call = NewCall<v1::GetStatusRequest, v1::Job>(session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::GetStatusRequest, v1::Job>(*session);
   call->request.set_job_id(route.job_id);
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->GetStatus(a...); },

@@ -25,8 +25,9 @@ SseChunkPtr Format(const v1::JobEvent& event) {
 
 }  // namespace
 
-EventsFeed::EventsFeed(Gateway* gateway, v1::WatchJobsRequest request)
-    : gateway_(gateway), request_(std::move(request)) {}
+EventsFeed::EventsFeed(Gateway* gateway, std::string authorization,
+                       v1::WatchJobsRequest request)
+    : gateway_(gateway), authorization_(std::move(authorization)), request_(std::move(request)) {}
 
 std::string EventsFeed::Key(const v1::WatchJobsRequest& request) {
   std::vector<std::string> types(request.types().begin(), request.types().end());
@@ -46,7 +47,7 @@ void EventsFeed::Open() {
   std::weak_ptr<EventsFeed> weak = shared_from_this();
   ++gateway_->metrics().upstream_streams_open;
   auto handle = UpstreamWatch::StartAll(
-      gateway_->stub(), request_,
+      gateway_->stub(), authorization_, request_,
       [weak](const v1::JobEvent& event) {
         if (auto self = weak.lock()) self->OnEvent(event);
       },

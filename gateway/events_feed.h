@@ -20,7 +20,8 @@ namespace jobstream::gateway {
 
 class EventsFeed : public std::enable_shared_from_this<EventsFeed> {
  public:
-  EventsFeed(Gateway* gateway, v1::WatchJobsRequest request);
+  // `authorization` goes with the upstream call (see Gateway::JoinEventsFeed).
+  EventsFeed(Gateway* gateway, std::string authorization, v1::WatchJobsRequest request);
 
   // The same filter, whatever order its parts came in.
   static std::string Key(const v1::WatchJobsRequest& request);
@@ -43,6 +44,7 @@ class EventsFeed : public std::enable_shared_from_this<EventsFeed> {
   void Start(const std::shared_ptr<StreamSink>& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Gateway* const gateway_;
+  const std::string authorization_;
   const v1::WatchJobsRequest request_;
   absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;

@@ -50,7 +50,8 @@ Gateway::Gateway(net::io_context& ioc, const net::ip::tcp::endpoint& endpoint,
     : ioc_(ioc),
       acceptor_(ioc),
       options_(std::move(options)),
-      stub_(v1::JobService::NewStub(std::move(upstream))) {
+      stub_(v1::JobService::NewStub(upstream)),
+      health_stub_(grpc::health::v1::Health::NewStub(upstream)) {
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(net::socket_base::reuse_address(true));
   acceptor_.bind(endpoint);
@@ -83,8 +84,10 @@ void Gateway::Accept() {
   });
 }
 
-std::shared_ptr<JobFeed> Gateway::JoinFeed(const std::string& job_id, int64_t after,
+std::shared_ptr<JobFeed> Gateway::JoinFeed(const std::string& authorization,
+                                           const std::string& job_id, int64_t after,
                                            const std::shared_ptr<FeedSink>& sink) {
+  const std::string key = absl::StrCat(job_id, " ", authorization);
   std::shared_ptr<JobFeed> shared;
   {
     absl::MutexLock lock(&feeds_mu_);
@@ -93,28 +96,29 @@ std::shared_ptr<JobFeed> Gateway::JoinFeed(const std::string& job_id, int64_t af
         if (it->second.expired()) feeds_.erase(it++); else ++it;
       }
     }
-    shared = feeds_[job_id].lock();
+    shared = feeds_[key].lock();
     const JobFeed::JoinResult joined =
         shared ? shared->Join(sink, after) : JobFeed::JoinResult::kEnded;
     if (joined == JobFeed::JoinResult::kJoined) return shared;
     if (joined == JobFeed::JoinResult::kEnded) {  // none, or it stopped: a new shared one
-      shared = std::make_shared<JobFeed>(this, job_id, after);
-      feeds_[job_id] = shared;
+      shared = std::make_shared<JobFeed>(this, authorization, job_id, after);
+      feeds_[key] = shared;
       shared->Join(sink, after);
       shared->Open();
       return shared;
     }
   }
   // The shared feed keeps nothing as old as `after`: a feed of its own.
-  auto own = std::make_shared<JobFeed>(this, job_id, after);
+  auto own = std::make_shared<JobFeed>(this, authorization, job_id, after);
   own->Join(sink, after);
   own->Open();
   return own;
 }
 
-void Gateway::JoinEventsFeed(const v1::WatchJobsRequest& request,
+void Gateway::JoinEventsFeed(const std::string& authorization,
+                             const v1::WatchJobsRequest& request,
                              const std::shared_ptr<StreamSink>& session) {
-  const std::string key = EventsFeed::Key(request);
+  const std::string key = absl::StrCat(EventsFeed::Key(request), " ", authorization);
   std::shared_ptr<EventsFeed> fresh;
   {
     absl::MutexLock lock(&feeds_mu_);
@@ -125,7 +129,7 @@ void Gateway::JoinEventsFeed(const v1::WatchJobsRequest& request,
     }
     std::shared_ptr<EventsFeed> shared = events_feeds_[key].lock();
     if (shared && shared->Join(session)) return;
-    fresh = std::make_shared<EventsFeed>(this, request);
+    fresh = std::make_shared<EventsFeed>(this, authorization, request);
     events_feeds_[key] = fresh;
     fresh->Join(session);
   }

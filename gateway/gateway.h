@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "boost/asio/ip/tcp.hpp"
 #include "grpcpp/grpcpp.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
 
 namespace jobstream::gateway {
@@ -31,6 +32,8 @@ struct GatewayOptions {
   int sse_retry_ms = 2000;
   size_t sse_max_pending = 512;  // unsent SSE chunks before a slow client is dropped
   std::set<std::string> cors_origins;  // "*" allows any origin
+  absl::Duration session_max_age = absl::Hours(24);  // the /v1/session cookie's lifetime
+  bool https = false;  // served over TLS: the session cookie is Secure
 };
 
 // Counters exported at /metrics (Prometheus text).
@@ -75,14 +78,18 @@ class Gateway {
   const GatewayOptions& options() const { return options_; }
   boost::asio::io_context& io_context() { return ioc_; }
   // The job's shared feed, joined by `sink` after `after`; a feed of its own when the shared
-  // one cannot serve that position.
-  std::shared_ptr<JobFeed> JoinFeed(const std::string& job_id, int64_t after,
-                                    const std::shared_ptr<FeedSink>& sink)
+  // one cannot serve that position. Feeds are shared only among callers presenting the
+  // same credential (`authorization`), which their upstream call carries: a token never
+  // reads through another's stream.
+  std::shared_ptr<JobFeed> JoinFeed(const std::string& authorization, const std::string& job_id,
+                                    int64_t after, const std::shared_ptr<FeedSink>& sink)
       ABSL_LOCKS_EXCLUDED(feeds_mu_);
-  // Adds the session to the shared /v1/events stream of this filter (a new one if none).
-  void JoinEventsFeed(const v1::WatchJobsRequest& request,
+  // Adds the session to the shared /v1/events stream of this filter and credential (a new
+  // one if none).
+  void JoinEventsFeed(const std::string& authorization, const v1::WatchJobsRequest& request,
                       const std::shared_ptr<StreamSink>& sink) ABSL_LOCKS_EXCLUDED(feeds_mu_);
   v1::JobService::Stub* stub() { return stub_.get(); }
+  grpc::health::v1::Health::Stub* health_stub() { return health_stub_.get(); }
   Metrics& metrics() { return metrics_; }
   void Register(const std::shared_ptr<Connection>& connection) ABSL_LOCKS_EXCLUDED(mu_);
   void Unregister(Connection* connection) ABSL_LOCKS_EXCLUDED(mu_);
@@ -95,6 +102,7 @@ class Gateway {
   unsigned short port_ = 0;
   const GatewayOptions options_;
   std::unique_ptr<v1::JobService::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
   Metrics metrics_;
   absl::Mutex mu_;
   absl::flat_hash_map<Connection*, std::weak_ptr<Connection>> connections_ ABSL_GUARDED_BY(mu_);

@@ -5,6 +5,7 @@
 //   wait_handlers.cc    waiting for the end without a stream: :wait and /result
 //   stream_handlers.cc  SSE: one job's events, many jobs' events, submit-and-stream
 //   artifact_handler.cc artifact downloads: Range, ETag, HEAD
+//   session_handler.cc  /v1/session: the cookie that carries a browser's token
 #pragma once
 
 #include <optional>
@@ -23,6 +24,7 @@ void ListTypes(const SessionPtr& session);
 void CancelJob(const SessionPtr& session, const std::string& job_id);
 void DeleteJob(const SessionPtr& session, const std::string& job_id);
 void Health(const SessionPtr& session);
+void SessionRoute(const SessionPtr& session, const Route& route);
 void Asset(const SessionPtr& session, const std::string& path);
 
 void WaitJob(const SessionPtr& session, const Route& route);

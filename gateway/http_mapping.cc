@@ -217,4 +217,45 @@ std::string ArtifactPath(absl::string_view job_id, absl::string_view name) {
                                           boost::urls::unreserved_chars));
 }
 
+std::optional<std::string> CookieValue(absl::string_view cookie_header, absl::string_view name) {
+  for (absl::string_view pair : absl::StrSplit(cookie_header, ';')) {
+    pair = absl::StripAsciiWhitespace(pair);
+    const size_t eq = pair.find('=');
+    if (eq == absl::string_view::npos || pair.substr(0, eq) != name) continue;
+    absl::string_view value = pair.substr(eq + 1);
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+      value = value.substr(1, value.size() - 2);
+    }
+    return std::string(value);
+  }
+  return std::nullopt;
+}
+
+Credential RequestCredential(std::optional<absl::string_view> authorization_header,
+                             std::optional<absl::string_view> cookie_header) {
+  if (authorization_header) return {std::string(*authorization_header), false};
+  if (cookie_header) {
+    if (auto token = CookieValue(*cookie_header, kSessionCookie); token && !token->empty()) {
+      return {absl::StrCat("Bearer ", *token), true};
+    }
+  }
+  return {};
+}
+
+bool IsCookieToken(absl::string_view token) {
+  if (token.empty() || token.size() > 2048) return false;
+  for (char c : token) {
+    const bool ok = absl::ascii_isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' ||
+                    c == '+' || c == '/' || c == '=' || c == ':' || c == '!' || c == '*';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+std::string SessionCookie(absl::string_view token, absl::Duration max_age, bool secure) {
+  return absl::StrCat(kSessionCookie, "=", token, "; Path=/; Max-Age=",
+                      absl::ToInt64Seconds(max_age), "; HttpOnly; SameSite=Strict",
+                      secure ? "; Secure" : "");
+}
+
 }  // namespace jobstream::gateway

@@ -66,4 +66,25 @@ int RetryAfterSeconds(const v1::Job& job, absl::Time now);
 // The request path of a job's artifact, its name percent-encoded as one segment.
 std::string ArtifactPath(absl::string_view job_id, absl::string_view name);
 
+// The cookie POST /v1/session sets, holding the caller's token for EventSource (which
+// cannot send headers). HttpOnly: the page's scripts never see it.
+inline constexpr absl::string_view kSessionCookie = "jobstream_token";
+
+// A cookie's value from a Cookie header ("a=1; b=2"), if it is there.
+std::optional<std::string> CookieValue(absl::string_view cookie_header, absl::string_view name);
+
+// What a request presents, forwarded upstream as `authorization` metadata: its
+// Authorization header as sent, else "Bearer <the session cookie>"; empty if neither.
+struct Credential {
+  std::string authorization;
+  bool from_cookie = false;
+};
+Credential RequestCredential(std::optional<absl::string_view> authorization_header,
+                             std::optional<absl::string_view> cookie_header);
+
+// Whether a token can be kept in a cookie as it is (RFC 6265 cookie-octets, no quoting).
+bool IsCookieToken(absl::string_view token);
+// The Set-Cookie value that keeps `token` (empty with max_age 0: the cookie is removed).
+std::string SessionCookie(absl::string_view token, absl::Duration max_age, bool secure);
+
 }  // namespace jobstream::gateway

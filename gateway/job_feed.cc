@@ -29,8 +29,9 @@ SseChunkPtr FormatEvent(const v1::JobEvent& event) {
   return chunk;
 }
 
-JobFeed::JobFeed(Gateway* gateway, std::string job_id, int64_t base)
+JobFeed::JobFeed(Gateway* gateway, std::string authorization, std::string job_id, int64_t base)
     : gateway_(gateway),
+      authorization_(std::move(authorization)),
       job_id_(std::move(job_id)),
       retry_(boost::asio::make_strand(gateway->io_context())),
       base_(base),
@@ -70,7 +71,7 @@ void JobFeed::Open() {
   ++gateway_->metrics().upstream_streams_open;
   auto self = shared_from_this();
   auto handle = UpstreamWatch::Start(
-      gateway_->stub(), job_id_, from, [self](const v1::JobEvent& e) { self->OnEvent(e); },
+      gateway_->stub(), authorization_, job_id_, from, [self](const v1::JobEvent& e) { self->OnEvent(e); },
       [self](const grpc::Status& s) {
         --self->gateway_->metrics().upstream_streams_open;
         self->OnDone(s);

@@ -54,7 +54,8 @@ class StreamSink : public FeedSink {
 
 class JobFeed : public std::enable_shared_from_this<JobFeed> {
  public:
-  JobFeed(Gateway* gateway, std::string job_id, int64_t base);
+  // `authorization` goes with the upstream call (see Gateway::JoinFeed).
+  JobFeed(Gateway* gateway, std::string authorization, std::string job_id, int64_t base);
 
   enum class JoinResult { kJoined, kTooLate, kEnded };
   // Adds `sink`, which has seen everything up to `after`. kTooLate: this feed keeps nothing
@@ -73,6 +74,7 @@ class JobFeed : public std::enable_shared_from_this<JobFeed> {
   void End() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Gateway* const gateway_;
+  const std::string authorization_;
   const std::string job_id_;
   boost::asio::steady_timer retry_;
 

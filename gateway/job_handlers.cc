@@ -31,7 +31,7 @@ std::optional<v1::SubmitRequest> ParseSubmit(Session& session) {
 }
 
 void Submit(const SessionPtr& session) {
-  auto call = NewCall<v1::SubmitRequest, v1::Job>(session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::SubmitRequest, v1::Job>(*session);
   auto request = ParseSubmit(*session);
   if (!request) return;
   call->request = *std::move(request);
@@ -43,7 +43,7 @@ void Submit(const SessionPtr& session) {
 }
 
 void GetJob(const SessionPtr& session, const std::string& job_id) {
-  auto call = NewCall<v1::GetStatusRequest, v1::Job>(session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::GetStatusRequest, v1::Job>(*session);
   call->request.set_job_id(job_id);
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->GetStatus(a...); },
@@ -59,8 +59,7 @@ void GetJob(const SessionPtr& session, const std::string& job_id) {
 }
 
 void ListJobs(const SessionPtr& session, const Route& route) {
-  auto call = NewCall<v1::ListJobsRequest, v1::ListJobsResponse>(
-      session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::ListJobsRequest, v1::ListJobsResponse>(*session);
   for (const std::string& value : route.Params("state")) {
     for (absl::string_view name : absl::StrSplit(value, ',', absl::SkipEmpty())) {
       v1::Job::State state;
@@ -97,15 +96,14 @@ void ListJobs(const SessionPtr& session, const Route& route) {
 }
 
 void ListTypes(const SessionPtr& session) {
-  auto call = NewCall<v1::ListJobTypesRequest, v1::ListJobTypesResponse>(
-      session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::ListJobTypesRequest, v1::ListJobTypesResponse>(*session);
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->ListJobTypes(a...); },
           [s = session.get()](const auto& response) { s->Reply({200, ToJson(response)}); });
 }
 
 void CancelJob(const SessionPtr& session, const std::string& job_id) {
-  auto call = NewCall<v1::CancelJobRequest, v1::Job>(session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::CancelJobRequest, v1::Job>(*session);
   call->request.set_job_id(job_id);
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->CancelJob(a...); },
@@ -113,8 +111,7 @@ void CancelJob(const SessionPtr& session, const std::string& job_id) {
 }
 
 void DeleteJob(const SessionPtr& session, const std::string& job_id) {
-  auto call = NewCall<v1::DeleteJobRequest, v1::DeleteJobResponse>(
-      session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::DeleteJobRequest, v1::DeleteJobResponse>(*session);
   call->request.set_job_id(job_id);
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->DeleteJob(a...); },
@@ -122,15 +119,22 @@ void DeleteJob(const SessionPtr& session, const std::string& job_id) {
 }
 
 void Health(const SessionPtr& session) {
-  // A cheap real call: the gateway is healthy when the server answers.
-  auto call = NewCall<v1::ListJobsRequest, v1::ListJobsResponse>(absl::Seconds(2));
-  call->request.set_page_size(1);
-  session->gateway()->stub()->async()->ListJobs(
+  // The server's own health check: it needs no token, and answers NOT_SERVING while the
+  // server shuts down.
+  auto call = NewCall<grpc::health::v1::HealthCheckRequest, grpc::health::v1::HealthCheckResponse>(
+      *session, absl::Seconds(2));
+  call->request.set_service("jobstream.v1.JobService");
+  session->gateway()->health_stub()->async()->Check(
       &call->ctx, &call->request, &call->response, [session, call](grpc::Status status) {
-        session->Post([s = session.get(), status] {
-          if (status.ok()) return s->Reply({200, R"({"status":"SERVING"})"});
+        session->Post([s = session.get(), status, call] {
+          if (status.ok() &&
+              call->response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
+            return s->Reply({200, R"({"status":"SERVING"})"});
+          }
           s->Reply({503, ErrorJson(grpc::StatusCode::UNAVAILABLE,
-                                   "jobstream-server is not answering: " + status.error_message())});
+                                   status.ok() ? "jobstream-server is not serving"
+                                               : "jobstream-server is not answering: " +
+                                                     status.error_message())});
         });
       });
 }

@@ -32,6 +32,8 @@ ABSL_FLAG(absl::Duration, request_timeout, absl::Seconds(10),
 ABSL_FLAG(absl::Duration, heartbeat, absl::Seconds(15), "SSE keepalive comment interval");
 ABSL_FLAG(std::vector<std::string>, cors_origins, {},
           "origins allowed to call the API from a browser (comma-separated; * for any)");
+ABSL_FLAG(absl::Duration, session_max_age, absl::Hours(24),
+          "how long the cookie POST /v1/session sets is kept");
 
 namespace {
 int Fail(const std::string& message) {
@@ -70,6 +72,11 @@ int main(int argc, char** argv) {
   options.max_header_bytes = absl::GetFlag(FLAGS_max_header_bytes);
   options.request_timeout = absl::GetFlag(FLAGS_request_timeout);
   options.heartbeat = absl::GetFlag(FLAGS_heartbeat);
+  options.session_max_age = absl::GetFlag(FLAGS_session_max_age);
+  if (options.session_max_age <= absl::ZeroDuration() ||
+      options.session_max_age > absl::Hours(24 * 400)) {
+    return Fail("--session_max_age must be more than 0 and at most 400 days (9600h)");
+  }
   for (const std::string& origin : absl::GetFlag(FLAGS_cors_origins)) {
     options.cors_origins.insert(origin);
   }

@@ -95,6 +95,12 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
     if (method == "GET") return route.kind = kind, route;
     return allow("GET");
   };
+  if (is({"v1", "session"})) {
+    if (method == "GET" || method == "POST" || method == "DELETE") {
+      return route.kind = RouteKind::kSession, route;
+    }
+    return allow("GET, POST, DELETE");
+  }
   if (is({"v1", "events"})) return get_only(RouteKind::kAllEvents);
   if (is({"v1", "types"})) return get_only(RouteKind::kListTypes);
   if (is({"v1", "ws"})) return get_only(RouteKind::kAllWs);

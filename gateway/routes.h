@@ -14,6 +14,7 @@
 namespace jobstream::gateway {
 
 enum class RouteKind {
+  kSession,    // GET, POST or DELETE /v1/session
   kSubmit,     // POST   /v1/jobs
   kListJobs,   // GET    /v1/jobs
   kGetJob,     // GET    /v1/jobs/{id}

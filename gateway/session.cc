@@ -1,5 +1,7 @@
 #include "gateway/session.h"
 
+#include "absl/strings/strip.h"
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "boost/asio/dispatch.hpp"
@@ -118,6 +120,18 @@ void Session::Dispatch() {
   keep_alive_ = request_.keep_alive();
   origin_ = Header(http::field::origin).value_or("");
   if (request_.method() == http::verb::options) return Reply({204});  // CORS preflight
+  const auto authorization = Header(http::field::authorization);
+  const auto cookie = Header(http::field::cookie);
+  credential_ = RequestCredential(authorization, cookie);
+  // A cookie rides along on any request the browser makes, so one that changes something
+  // must come from a page of this gateway (SameSite=Strict says the same, for browsers
+  // that honour it).
+  if (credential_.from_cookie && request_.method() != http::verb::get &&
+      request_.method() != http::verb::head && !origin_.empty() && !SameOrigin()) {
+    return ReplyError(grpc::StatusCode::PERMISSION_DENIED,
+                      "a request from another origin (" + origin_ +
+                          ") may not use the session cookie; send an Authorization header");
+  }
   auto parsed = ParseRoute(
       absl::string_view(request_.method_string().data(), request_.method_string().size()),
       absl::string_view(request_.target().data(), request_.target().size()));
@@ -150,6 +164,7 @@ void Session::Dispatch() {
     case RouteKind::kJobWs:
     case RouteKind::kAllWs: return UpgradeToWebSocket(route);
     case RouteKind::kHealth: return Health(self);
+    case RouteKind::kSession: return SessionRoute(self, route);
     case RouteKind::kMetrics:
       return Reply({200, gateway_->metrics().Render(), "text/plain; version=0.0.4"});
     case RouteKind::kAsset: return Asset(self, route.asset);
@@ -167,11 +182,25 @@ void Session::UpgradeToWebSocket(const Route& route) {
   // The socket moves to a WebSocket session; this one is done without closing it.
   closed_ = true;
   heartbeat_.cancel();
+  // Browsers send cookies with a WebSocket handshake from any page: only this gateway's
+  // own pages may use the session cookie for one.
+  if (credential_.from_cookie && !origin_.empty() && !SameOrigin()) {
+    return ReplyError(grpc::StatusCode::PERMISSION_DENIED,
+                      "a WebSocket from another origin (" + origin_ +
+                          ") may not use the session cookie; send an Authorization header");
+  }
   auto ws = std::make_shared<WebSocketSession>(stream_.release_socket(), gateway_,
-                                               std::move(request_), route);
+                                               std::move(request_), route, credential_);
   gateway_->Register(ws);
   gateway_->Unregister(this);
   ws->Start();
+}
+
+bool Session::SameOrigin() const {
+  const std::string host = Header(http::field::host).value_or("");
+  absl::string_view origin = origin_;
+  if (!absl::ConsumePrefix(&origin, "http://")) absl::ConsumePrefix(&origin, "https://");
+  return !host.empty() && origin == host;
 }
 
 void Session::AddCommonHeaders(http::fields& fields) const {
@@ -183,7 +212,8 @@ void Session::AddCommonHeaders(http::fields& fields) const {
                "Location, Retry-After, ETag, Content-Range, Content-Disposition");
     fields.set(http::field::access_control_allow_methods, "GET, HEAD, POST, DELETE, OPTIONS");
     fields.set(http::field::access_control_allow_headers,
-               "Content-Type, Idempotency-Key, Last-Event-ID, Range, If-None-Match, If-Range");
+               "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Range, "
+               "If-None-Match, If-Range");
   }
 }
 
@@ -224,6 +254,9 @@ void Session::Reply(Response r) {
 }
 
 void Session::ReplyError(grpc::StatusCode code, const std::string& message, Headers headers) {
+  if (code == grpc::StatusCode::UNAUTHENTICATED) {
+    headers.emplace_back("WWW-Authenticate", "Bearer realm=\"jobstream\"");
+  }
   Reply({HttpStatusFor(code), ErrorJson(code, message), "application/json", std::move(headers)});
 }
 

@@ -19,6 +19,7 @@
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
 #include "gateway/gateway.h"
+#include "gateway/http_mapping.h"
 #include "gateway/job_feed.h"
 #include "gateway/routes.h"
 
@@ -70,6 +71,8 @@ class Session : public Connection,
 
   Gateway* gateway() const { return gateway_; }
   const Request& request() const { return request_; }
+  // What the request presents, forwarded upstream with every call it makes.
+  const Credential& credential() const { return credential_; }
   // A request header, if present.
   std::optional<std::string> Header(boost::beast::string_view name) const;
   std::optional<std::string> Header(boost::beast::http::field name) const;
@@ -123,6 +126,8 @@ class Session : public Connection,
   void OnWritten(bool keep_alive, boost::beast::error_code ec);
   void CloseNow();
   std::string CorsOrigin() const;
+  // Whether the Origin header names this gateway (its host and port, as Host says).
+  bool SameOrigin() const;
 
   void SseDeliver(SseChunkPtr chunk);
   void SseWrite(SseChunkPtr chunk);
@@ -138,6 +143,7 @@ class Session : public Connection,
   unsigned version_ = 11;
   bool keep_alive_ = true;
   std::string origin_;  // the request's Origin header
+  Credential credential_;
   bool closed_ = false;
   std::function<void()> on_close_;
 

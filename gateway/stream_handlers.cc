@@ -25,7 +25,8 @@ void StreamJob(const SessionPtr& session, const v1::Job& job, int64_t after, Hea
                                             "'s last sequence ", job.last_sequence()));
   }
   session->BeginSse(after, /*many_jobs=*/false, std::move(headers));
-  std::shared_ptr<JobFeed> feed = session->gateway()->JoinFeed(job.id(), after, session);
+  std::shared_ptr<JobFeed> feed = session->gateway()->JoinFeed(
+      session->credential().authorization, job.id(), after, session);
   session->SetLeave([feed, s = session.get()] { feed->Leave(s); });
 }
 
@@ -48,7 +49,7 @@ std::optional<int64_t> ResumePoint(Session& session, std::optional<std::string> 
 void JobEvents(const SessionPtr& session, const Route& route) {
   std::optional<int64_t> after = ResumePoint(*session, route.Param("after"));
   if (!after) return;
-  auto call = NewCall<v1::GetStatusRequest, v1::Job>(session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::GetStatusRequest, v1::Job>(*session);
   call->request.set_job_id(route.job_id);
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->GetStatus(a...); },
@@ -62,7 +63,7 @@ void SubmitAndStream(const SessionPtr& session) {
   if (!after) return;
   auto request = ParseSubmit(*session);
   if (!request) return;
-  auto call = NewCall<v1::SubmitRequest, v1::Job>(session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::SubmitRequest, v1::Job>(*session);
   call->request = *std::move(request);
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->Submit(a...); },
@@ -83,7 +84,7 @@ void AllEvents(const SessionPtr& session, const Route& route) {
   }
   // The shared stream for this filter answers once the server has accepted the filter:
   // a bad one is a 400 before any stream starts.
-  session->gateway()->JoinEventsFeed(request, session);
+  session->gateway()->JoinEventsFeed(session->credential().authorization, request, session);
 }
 
 }  // namespace jobstream::gateway

@@ -17,11 +17,22 @@ struct UnaryCall {
   Resp response;
 };
 
+// Forwards the caller's credential (its token, or none) with an upstream call.
+inline void AddCredential(grpc::ClientContext& ctx, const std::string& authorization) {
+  if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
+}
+
+// A call on behalf of the session's request: its deadline, and its caller's credential.
 template <typename Req, typename Resp>
-std::shared_ptr<UnaryCall<Req, Resp>> NewCall(absl::Duration timeout) {
+std::shared_ptr<UnaryCall<Req, Resp>> NewCall(const Session& session, absl::Duration timeout) {
   auto call = std::make_shared<UnaryCall<Req, Resp>>();
   call->ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
+  AddCredential(call->ctx, session.credential().authorization);
   return call;
+}
+template <typename Req, typename Resp>
+std::shared_ptr<UnaryCall<Req, Resp>> NewCall(const Session& session) {
+  return NewCall<Req, Resp>(session, session.gateway()->options().call_timeout);
 }
 
 // Issues the call (issue(ctx, request, response, callback)); on success runs

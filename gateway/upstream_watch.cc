@@ -24,9 +24,11 @@ std::shared_ptr<WatchHandle> UpstreamWatch::Launch(
 }
 
 std::shared_ptr<WatchHandle> UpstreamWatch::Start(v1::JobService::Stub* stub,
+                                                  const std::string& authorization,
                                                   const std::string& job_id, int64_t after,
                                                   EventFn on_event, DoneFn on_done) {
   return Launch(std::move(on_event), std::move(on_done), [&](UpstreamWatch* watch) {
+    if (!authorization.empty()) watch->ctx_.AddMetadata("authorization", authorization);
     watch->request_.set_job_id(job_id);
     watch->request_.set_after_sequence(after);
     stub->async()->WatchJob(&watch->ctx_, &watch->request_, watch);
@@ -34,10 +36,12 @@ std::shared_ptr<WatchHandle> UpstreamWatch::Start(v1::JobService::Stub* stub,
 }
 
 std::shared_ptr<WatchHandle> UpstreamWatch::StartAll(v1::JobService::Stub* stub,
+                                                     const std::string& authorization,
                                                      const v1::WatchJobsRequest& request,
                                                      EventFn on_event, DoneFn on_done,
                                                      std::function<void()> on_started) {
   return Launch(std::move(on_event), std::move(on_done), [&](UpstreamWatch* watch) {
+    if (!authorization.empty()) watch->ctx_.AddMetadata("authorization", authorization);
     watch->on_started_ = std::move(on_started);
     watch->all_request_ = request;
     stub->async()->WatchJobs(&watch->ctx_, &watch->all_request_, watch);

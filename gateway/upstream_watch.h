@@ -34,11 +34,15 @@ class UpstreamWatch : public grpc::ClientReadReactor<v1::JobEvent> {
   using DoneFn = std::function<void(const grpc::Status&)>;
 
   // Starts WatchJob(job_id, after); on_done is called exactly once, last.
-  static std::shared_ptr<WatchHandle> Start(v1::JobService::Stub* stub, const std::string& job_id,
-                                            int64_t after, EventFn on_event, DoneFn on_done);
+  // `authorization` (if not empty) is sent as the call's metadata.
+  static std::shared_ptr<WatchHandle> Start(v1::JobService::Stub* stub,
+                                            const std::string& authorization,
+                                            const std::string& job_id, int64_t after,
+                                            EventFn on_event, DoneFn on_done);
   // Starts WatchJobs(request) the same way; on_started (if any) is called once the server
   // has accepted the request (its initial metadata arrived), before any event.
   static std::shared_ptr<WatchHandle> StartAll(v1::JobService::Stub* stub,
+                                               const std::string& authorization,
                                                const v1::WatchJobsRequest& request,
                                                EventFn on_event, DoneFn on_done,
                                                std::function<void()> on_started = nullptr);

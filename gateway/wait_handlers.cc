@@ -54,8 +54,7 @@ void WaitJob(const SessionPtr& session, const Route& route) {
     }
   }
   // The call may take the whole timeout, and then some to answer.
-  auto call = NewCall<v1::WaitJobRequest, v1::Job>(
-      timeout + session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::WaitJobRequest, v1::Job>(*session, timeout + session->gateway()->options().call_timeout);
   call->request.set_job_id(route.job_id);
   *call->request.mutable_timeout() = v1::ToProto(timeout);
   Forward(session, call,
@@ -64,7 +63,7 @@ void WaitJob(const SessionPtr& session, const Route& route) {
 }
 
 void JobResult(const SessionPtr& session, const std::string& job_id) {
-  auto call = NewCall<v1::GetStatusRequest, v1::Job>(session->gateway()->options().call_timeout);
+  auto call = NewCall<v1::GetStatusRequest, v1::Job>(*session);
   call->request.set_job_id(job_id);
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->GetStatus(a...); },

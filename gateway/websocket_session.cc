@@ -5,6 +5,7 @@
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
 #include "gateway/http_mapping.h"
+#include "gateway/upstream_call.h"
 #include "jobstream/v1/job_states.h"
 
 namespace jobstream::gateway {
@@ -19,9 +20,9 @@ constexpr size_t kConflateAfter = 16;  // as for SSE: a client this far behind c
 }  // namespace
 
 WebSocketSession::WebSocketSession(net::ip::tcp::socket socket, Gateway* gateway,
-                                   Request request, Route route)
+                                   Request request, Route route, Credential credential)
     : ws_(std::move(socket)), gateway_(gateway), request_(std::move(request)),
-      route_(std::move(route)) {
+      route_(std::move(route)), credential_(std::move(credential)) {
   ++gateway_->metrics().websockets_open;
 }
 
@@ -58,7 +59,7 @@ void WebSocketSession::Start() {
       }
       (*request.mutable_labels())[kv[0]] = kv[1];
     }
-    self->gateway_->JoinEventsFeed(request, self);
+    self->gateway_->JoinEventsFeed(self->credential_.authorization, request, self);
   });
 }
 
@@ -72,6 +73,7 @@ void WebSocketSession::StartJob(int64_t after) {
   call->ctx.set_deadline(std::chrono::system_clock::now() +
                          absl::ToChronoMilliseconds(gateway_->options().call_timeout));
   call->request.set_job_id(route_.job_id);
+  AddCredential(call->ctx, credential_.authorization);
   gateway_->stub()->async()->GetStatus(
       &call->ctx, &call->request, &call->job, [self = shared_from_this(), call, after](grpc::Status s) {
         self->Post([self, call, after, s] {
@@ -92,7 +94,8 @@ void WebSocketSession::StartJob(int64_t after) {
             });
           }
           self->Accept([self, id = job.id(), after] {
-            std::shared_ptr<JobFeed> feed = self->gateway_->JoinFeed(id, after, self);
+            std::shared_ptr<JobFeed> feed = self->gateway_->JoinFeed(self->credential_.authorization, id,
+                                                                     after, self);
             self->leave_ = [feed, s = self.get()] { feed->Leave(s); };
           });
         });

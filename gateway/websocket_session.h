@@ -15,6 +15,7 @@
 #include "boost/beast/http.hpp"
 #include "boost/beast/websocket.hpp"
 #include "gateway/gateway.h"
+#include "gateway/http_mapping.h"
 #include "gateway/job_feed.h"
 #include "gateway/routes.h"
 
@@ -26,7 +27,7 @@ class WebSocketSession : public Connection,
  public:
   using Request = boost::beast::http::request<boost::beast::http::string_body>;
   WebSocketSession(boost::asio::ip::tcp::socket socket, Gateway* gateway, Request request,
-                   Route route);
+                   Route route, Credential credential);
   ~WebSocketSession();
   void Start();
   void Close() override;
@@ -55,6 +56,7 @@ class WebSocketSession : public Connection,
   Gateway* const gateway_;
   Request request_;
   const Route route_;
+  const Credential credential_;  // the upgrade request's, forwarded with every upstream call
   boost::beast::flat_buffer read_buffer_;
   bool accepted_ = false;
   bool closed_ = false;

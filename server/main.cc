@@ -22,6 +22,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "client/job_client.h"
+#include "server/auth/tokens.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/runner.h"
@@ -53,6 +54,9 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA: require every client to present a certificate it signed (mTLS)");
+ABSL_FLAG(std::string, auth_tokens, "",
+          "AuthConfig JSON file of bearer tokens (their sha256, name, tenant, roles); "
+          "re-read on SIGHUP. Without it, anyone who reaches the port may do anything");
 ABSL_FLAG(bool, insecure_allow_open, false,
           "serve on an address other than loopback with no access control");
 ABSL_FLAG(std::vector<std::string>, webhook_allow, {},
@@ -169,14 +173,20 @@ int main(int argc, char** argv) {
                 "--webhook_timeout positive");
   }
 
-  // Who can reach it: with no tokens yet, anyone who reaches the port may do anything, so
-  // only loopback is served unless the operator says otherwise.
+  // Who may do what: with no tokens, anyone who reaches the port may do anything, so only
+  // loopback is served unless the operator says otherwise.
+  auto authenticator = std::make_unique<jobstream::auth::Authenticator>();
+  if (const std::string tokens = absl::GetFlag(FLAGS_auth_tokens); !tokens.empty()) {
+    auto loaded = jobstream::auth::Authenticator::Load(tokens);
+    if (!loaded.ok()) return Fail(std::string(loaded.status().message()));
+    authenticator = *std::move(loaded);
+  }
   const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "[::1]" ||
                         host.rfind("127.", 0) == 0;
-  if (!loopback && !absl::GetFlag(FLAGS_insecure_allow_open)) {
-    return Fail("--listen=" + listen + " is not a loopback address, and this server has no "
-                "access control: anyone who reaches it could run, read and delete any job. "
-                "Add --insecure_allow_open if that is what you want");
+  if (!loopback && !authenticator->enabled() && !absl::GetFlag(FLAGS_insecure_allow_open)) {
+    return Fail("--listen=" + listen + " is not a loopback address, and without --auth_tokens "
+                "anyone who reaches it could run, read and delete any job. Give it "
+                "--auth_tokens, or add --insecure_allow_open if that is what you want");
   }
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert);
@@ -222,6 +232,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // re-reads --auth_tokens
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // A program that closes its stdin early must not take the server down (exec types).
   signal(SIGPIPE, SIG_IGN);
@@ -261,8 +272,8 @@ int main(int argc, char** argv) {
   runner.Start();
 
   jobstream::rpc::CallTracker calls;
-  jobstream::rpc::JobServiceImpl service(manager.get(), &hub, &calls);
-  jobstream::rpc::WorkerServiceImpl worker_service(manager.get(), &calls);
+  jobstream::rpc::JobServiceImpl service(manager.get(), &hub, &calls, authenticator.get());
+  jobstream::rpc::WorkerServiceImpl worker_service(manager.get(), &calls, authenticator.get());
   jobstream::rpc::HealthServiceImpl health_service({"jobstream.v1.JobService",
                                             "jobstream.v1.WorkerService"});
   grpc::EnableDefaultHealthCheckService(false);  // ours has a descriptor for reflection
@@ -287,8 +298,14 @@ int main(int argc, char** argv) {
   std::cout << "listening on " << host << ":" << port << std::endl;
   std::cerr << "jobstream-server: serving " << (tls_cert.empty() ? "plaintext" : "TLS")
             << (tls_client_ca.empty() ? "" : " with client certificates") << " on " << host << ":"
-            << port << "; no access control: whoever reaches this port may do anything"
-            << (loopback ? " (loopback only)" : " (--insecure_allow_open)") << "\n";
+            << port << "; ";
+  if (authenticator->enabled()) {
+    std::cerr << authenticator->tokens() << " tokens from " << absl::GetFlag(FLAGS_auth_tokens)
+              << " (SIGHUP re-reads it)\n";
+  } else {
+    std::cerr << "no access control: whoever reaches this port may do anything"
+              << (loopback ? " (loopback only)" : " (--insecure_allow_open)") << "\n";
+  }
 
   absl::Notification stop_sweeping;
   std::thread sweeper([&] {
@@ -300,7 +317,19 @@ int main(int argc, char** argv) {
   });
 
   int signal = 0;
-  sigwait(&signals, &signal);
+  for (;;) {
+    sigwait(&signals, &signal);
+    if (signal != SIGHUP) break;
+    if (!authenticator->enabled()) {
+      std::cerr << "jobstream-server: SIGHUP: no --auth_tokens to re-read\n";
+    } else if (absl::Status s = authenticator->Reload(); !s.ok()) {
+      std::cerr << "jobstream-server: SIGHUP: " << s.message()
+                << "; the tokens in force stay\n";
+    } else {
+      std::cerr << "jobstream-server: SIGHUP: " << authenticator->tokens() << " tokens from "
+                << absl::GetFlag(FLAGS_auth_tokens) << "\n";
+    }
+  }
   std::cerr << "jobstream-server: signal " << signal << ", shutting down\n";
 
   const absl::Time shutdown_start = absl::Now();

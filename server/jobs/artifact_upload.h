@@ -21,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "jobstream/v1/artifacts.h"
 #include "jobstream/v1/jobs.pb.h"
+#include "server/auth/scope.h"
 
 namespace jobstream::jobs {
 
@@ -34,6 +35,7 @@ struct ArtifactHolder {
   std::string job_id;
   std::string lease_id;
   std::shared_ptr<RunControl> control;
+  auth::Scope scope;  // a worker's: a lease of a job beyond it is not held
 };
 
 class ArtifactUpload {

@@ -41,7 +41,7 @@ bool HasArtifact(const Job& job, const std::string& name) {
 }  // namespace
 
 absl::StatusOr<JobManager::LiveJob*> JobManager::FindHolder(const ArtifactHolder& holder) {
-  if (!holder.lease_id.empty()) return FindLease(holder.lease_id);
+  if (!holder.lease_id.empty()) return FindLease(holder.lease_id, holder.scope);
   auto it = live_.find(holder.job_id);
   if (it == live_.end() || it->second.control == nullptr ||
       it->second.control != holder.control) {
@@ -104,10 +104,10 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> JobManager::BeginArtifact(
 }
 
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> JobManager::BeginWorkerArtifact(
-    const v1::ArtifactHeader& header) {
+    const v1::ArtifactHeader& header, const auth::Scope& scope) {
   auto job_id = LeaseJobId(header.lease_id());
   if (!job_id.ok()) return job_id.status();
-  return BeginArtifact(ArtifactHolder{*job_id, header.lease_id(), nullptr}, header);
+  return BeginArtifact(ArtifactHolder{*job_id, header.lease_id(), nullptr, scope}, header);
 }
 
 absl::Status JobManager::ReserveArtifactBytes(const ArtifactHolder& holder,
@@ -219,13 +219,15 @@ void JobManager::CommitArtifact(const ArtifactHolder& holder, v1::Artifact artif
 }
 
 absl::StatusOr<StoredArtifact> JobManager::FindArtifact(const std::string& job_id,
-                                                        const std::string& name) const {
+                                                        const std::string& name,
+                                                        const auth::Scope& scope) const {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return s;
   if (absl::Status s = v1::ValidateArtifactName(name); !s.ok()) return s;
   auto found = store_->GetJobAndArtifactRecord(job_id, name);
-  if (absl::IsNotFound(found.status())) return watch::JobNotFound(*store_, job_id);
+  if (absl::IsNotFound(found.status())) return watch::JobNotFound(*store_, job_id, scope);
   if (!found.ok()) return found.status();
   auto& [job, record] = *found;
+  if (!scope.Sees(job)) return watch::NoSuchJob(job_id);
   for (const v1::Artifact& a : job.artifacts()) {
     if (a.name() == name && record) return StoredArtifact{a, *record};
   }

@@ -336,11 +336,13 @@ void JobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobuf:
 // ---------------------------------------------------------------------------------------
 // Worker calls (EXTERNAL types)
 
-absl::StatusOr<JobManager::LiveJob*> JobManager::FindLease(const std::string& lease_id) {
+absl::StatusOr<JobManager::LiveJob*> JobManager::FindLease(const std::string& lease_id,
+                                                          const auth::Scope& scope) {
   auto job_id = LeaseJobId(lease_id);
   if (!job_id.ok()) return job_id.status();
   auto it = live_.find(*job_id);
-  if (it == live_.end() || it->second.lease.lease_id() != lease_id) {
+  if (it == live_.end() || it->second.lease.lease_id() != lease_id ||
+      !scope.Sees(it->second.job)) {
     return absl::FailedPreconditionError(absl::StrCat(
         "lease ", lease_id, " is no longer held (it expired, or job ", *job_id,
         " was released, leased again, cancelled or finished); drop the job"));
@@ -351,8 +353,10 @@ absl::StatusOr<JobManager::LiveJob*> JobManager::FindLease(const std::string& le
 int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now) {
   auto admits = [this](absl::string_view type) { return Admits(type); };
   auto response = std::make_shared<v1::LeaseJobResponse>();
-  for (std::optional<std::string> key = queue_.Next(waiter->types, admits);
-       key && response->jobs_size() < waiter->max_jobs; key = queue_.Next(waiter->types, admits)) {
+  const std::string* tenant = waiter->tenant ? &*waiter->tenant : nullptr;
+  for (std::optional<std::string> key = queue_.Next(waiter->types, admits, tenant);
+       key && response->jobs_size() < waiter->max_jobs;
+       key = queue_.Next(waiter->types, admits, tenant)) {
     LiveJob* live = LoadQueued(*key);
     if (live == nullptr) continue;
     StartAttempt(*live, now, waiter->worker_id, waiter->lease_duration, nullptr);
@@ -386,6 +390,7 @@ void JobManager::ServeWaiters() {
 
 std::shared_ptr<LeaseWaiter> JobManager::LeaseJobs(const v1::LeaseJobRequest& request,
                                                    const std::string& default_worker_id,
+                                                   const auth::Scope& scope,
                                                    LeaseCallback done) {
   if (request.types().empty()) {
     done(absl::InvalidArgumentError("types is required: the EXTERNAL types to take jobs of"));
@@ -396,6 +401,7 @@ std::shared_ptr<LeaseWaiter> JobManager::LeaseJobs(const v1::LeaseJobRequest& re
     return nullptr;
   }
   auto waiter = std::make_shared<LeaseWaiter>();
+  if (!scope.all_tenants) waiter->tenant = scope.tenant;
   for (const std::string& name : request.types()) {
     const JobType* type = types_->Find(name);
     if (type == nullptr || type->in_server()) {
@@ -479,7 +485,8 @@ void JobManager::AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) {
   done(absl::CancelledError("the call was cancelled"));
 }
 
-void JobManager::ReportWork(const v1::ReportProgressRequest& request, ProgressCallback done) {
+void JobManager::ReportWork(const v1::ReportProgressRequest& request, const auth::Scope& scope,
+                            ProgressCallback done) {
   std::optional<absl::Duration> extension;
   if (request.has_lease_duration()) {
     auto d = DurationWithin(request.lease_duration(), "lease_duration", kMinLease, kMaxLease);
@@ -492,7 +499,7 @@ void JobManager::ReportWork(const v1::ReportProgressRequest& request, ProgressCa
   absl::Status error;
   {
     absl::MutexLock lock(&mu_);
-    auto found = FindLease(request.lease_id());
+    auto found = FindLease(request.lease_id(), scope);
     if (found.ok()) {
       LiveJob& live = **found;
       const absl::Time now = absl::Now();
@@ -518,13 +525,13 @@ void JobManager::ReportWork(const v1::ReportProgressRequest& request, ProgressCa
   done(error);
 }
 
-void JobManager::EndLeased(const std::string& lease_id,
+void JobManager::EndLeased(const std::string& lease_id, const auth::Scope& scope,
                            const std::function<AttemptEnd(const LiveJob&)>& end,
                            JobCallback done) {
   absl::Status error;
   {
     absl::MutexLock lock(&mu_);
-    auto found = FindLease(lease_id);
+    auto found = FindLease(lease_id, scope);
     if (found.ok()) {
       error = EndAttempt((*found)->job.id(), end(**found), done);
       if (error.ok()) return;  // done is called once the end is committed
@@ -535,20 +542,22 @@ void JobManager::EndLeased(const std::string& lease_id,
   done(error);
 }
 
-void JobManager::CompleteWork(const v1::CompleteJobRequest& request, JobCallback done) {
+void JobManager::CompleteWork(const v1::CompleteJobRequest& request, const auth::Scope& scope,
+                              JobCallback done) {
   const size_t size = request.result().ByteSizeLong();
   if (size > options_.limits.max_params_bytes) {
     return done(absl::InvalidArgumentError(absl::StrCat(
         "result is ", size, " bytes; the limit is ", options_.limits.max_params_bytes)));
   }
-  EndLeased(request.lease_id(), [&](const LiveJob&) {
+  EndLeased(request.lease_id(), scope, [&](const LiveJob&) {
     AttemptEnd end(AttemptEnd::kSucceeded);
     end.result = request.result();
     return end;
   }, std::move(done));
 }
 
-void JobManager::FailWork(const v1::FailJobRequest& request, JobCallback done) {
+void JobManager::FailWork(const v1::FailJobRequest& request, const auth::Scope& scope,
+                          JobCallback done) {
   const v1::Error& e = request.error();
   const int code = e.code() == 0 ? static_cast<int>(absl::StatusCode::kUnknown) : e.code();
   if (code < 1 || code > 16) {
@@ -563,7 +572,7 @@ void JobManager::FailWork(const v1::FailJobRequest& request, JobCallback done) {
     return done(absl::InvalidArgumentError(
         absl::StrCat("error.details is over ", kMaxErrorDetails, " bytes")));
   }
-  EndLeased(request.lease_id(), [&](const LiveJob&) {
+  EndLeased(request.lease_id(), scope, [&](const LiveJob&) {
     AttemptEnd end(AttemptEnd::kFailed);
     end.error = absl::Status(static_cast<absl::StatusCode>(code),
                              e.message().empty() ? "the worker reported a failure" : e.message());
@@ -573,8 +582,9 @@ void JobManager::FailWork(const v1::FailJobRequest& request, JobCallback done) {
   }, std::move(done));
 }
 
-void JobManager::ReleaseWork(const v1::ReleaseJobRequest& request, JobCallback done) {
-  EndLeased(request.lease_id(), [](const LiveJob& live) {
+void JobManager::ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
+                             JobCallback done) {
+  EndLeased(request.lease_id(), scope, [](const LiveJob& live) {
     AttemptEnd end(AttemptEnd::kRequeue);
     end.error = absl::UnavailableError(
         absl::StrCat("worker \"", live.lease.worker_id(), "\" gave the job back unfinished"));

@@ -201,7 +201,7 @@ std::string JobManager::QueueKeyOf(const Job& job) {
                                              : job.has_run_at()          ? job.run_at()
                                                                          : job.create_time();
   const int64_t ready_ms = std::max(absl::ToUnixMillis(ToTime(ready)), int64_t{0});
-  return storage::QueueKey(job.type(), job.priority(), ready_ms, job.id());
+  return storage::QueueKey(job.type(), job.tenant(), job.priority(), ready_ms, job.id());
 }
 
 void JobManager::SetQueueKey(LiveJob& live, Batch& batch) const {
@@ -439,7 +439,8 @@ absl::Status JobManager::BackfillIndexes() {
 // ---------------------------------------------------------------------------------------
 // Client calls
 
-void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
+void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
+                        JobCallback done) {
   const absl::Time now = absl::Now();
   if (absl::Status s = ValidateSubmit(request, *types_, options_.limits, now); !s.ok()) {
     return done(s);
@@ -453,12 +454,14 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
       return done(s);
     }
   }
-  const std::string& request_id = request.request_id();
+  // A request_id is the tenant's own: another tenant's same id is another request.
+  const std::string request_id =
+      request.request_id().empty() ? "" : storage::RequestKey(scope.tenant, request.request_id());
   auto existing_job = [&]() -> std::optional<absl::StatusOr<Job>> {
     auto existing = store_->GetRequest(request_id);
     if (!existing.ok()) return existing.status();
     if (!existing->has_value()) return std::nullopt;
-    return Get(**existing);
+    return Get(**existing, auth::Scope::Everything());
   };
   if (!request_id.empty()) {
     if (auto job = existing_job()) return done(*std::move(job));
@@ -475,7 +478,8 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
   if (request.has_run_at()) *job.mutable_run_at() = request.run_at();
   if (request.has_webhook()) *job.mutable_webhook() = request.webhook();
   *job.mutable_create_time() = ToProto(now);
-  job.set_request_id(request_id);
+  job.set_request_id(request.request_id());
+  job.set_tenant(scope.tenant);
 
   Batch batch;
   if (!request.params().fields().empty()) {
@@ -535,11 +539,12 @@ void JobManager::Submit(const v1::SubmitRequest& request, JobCallback done) {
   if (reply) reply();
 }
 
-absl::StatusOr<Job> JobManager::Get(const std::string& job_id) const {
+absl::StatusOr<Job> JobManager::Get(const std::string& job_id, const auth::Scope& scope) const {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return s;
   auto job = store_->GetJob(job_id);
-  if (absl::IsNotFound(job.status())) return watch::JobNotFound(*store_, job_id);
+  if (absl::IsNotFound(job.status())) return watch::JobNotFound(*store_, job_id, scope);
   if (!job.ok()) return job.status();
+  if (!scope.Sees(*job)) return watch::NoSuchJob(job_id);
   auto params = store_->GetParams(job_id);
   if (!params.ok()) return params.status();
   *job->mutable_params() = *std::move(params);
@@ -551,7 +556,8 @@ absl::StatusOr<Job> JobManager::Get(const std::string& job_id) const {
   return job;
 }
 
-absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest& request) const {
+absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest& request,
+                                                      const auth::Scope& scope) const {
   if (request.page_size() < 0 || request.page_size() > 1000) {
     return absl::InvalidArgumentError(
         absl::StrCat("page_size ", request.page_size(), " is outside 0..1000"));
@@ -572,6 +578,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
     }
   }
   watch::JobFilter filter;
+  filter.scope = scope;
   for (int s : request.states()) filter.states.insert(s);
   if (!request.type().empty()) filter.types.insert(request.type());
   for (const auto& [k, v] : request.labels()) filter.labels[k] = v;
@@ -643,7 +650,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
   return response;
 }
 
-void JobManager::Cancel(const std::string& job_id, JobCallback done) {
+void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
   absl::Status queue_error;
   {
@@ -652,11 +659,12 @@ void JobManager::Cancel(const std::string& job_id, JobCallback done) {
     if (it == live_.end()) {
       // A queued job whose writes are all committed is only in the store (and the queue).
       auto stored = store_->GetJob(job_id);
-      if (stored.ok() && stored->state() == Job::QUEUED) {
+      if (stored.ok() && stored->state() == Job::QUEUED && scope.Sees(*stored)) {
         Hold(*std::move(stored));
         it = live_.find(job_id);
       }
     }
+    if (it != live_.end() && !scope.Sees(it->second.job)) return done(watch::NoSuchJob(job_id));
     if (it != live_.end()) {
       LiveJob& live = it->second;
       const absl::Time now = absl::Now();
@@ -690,7 +698,7 @@ void JobManager::Cancel(const std::string& job_id, JobCallback done) {
     }
   }
   if (!queue_error.ok()) return done(queue_error);
-  auto job = Get(job_id);
+  auto job = Get(job_id, scope);
   if (!job.ok()) return done(job.status());
   switch (job->state()) {
     case Job::CANCELLED: return done(*std::move(job));
@@ -712,7 +720,9 @@ void JobManager::RemovalBatch(const Job& job, absl::string_view reason, absl::Ti
   batch.Delete(Cf::kByTime, storage::ByTimeKey(create_ms, id));
   batch.Delete(Cf::kByState, storage::ByStateKey(job.state(), create_ms, id));
   batch.Delete(Cf::kByTypeState, storage::ByTypeStateKey(job.type(), job.state(), create_ms, id));
-  if (!job.request_id().empty()) batch.Delete(Cf::kRequests, job.request_id());
+  if (!job.request_id().empty()) {
+    batch.Delete(Cf::kRequests, storage::RequestKey(job.tenant(), job.request_id()));
+  }
   if (job.has_webhook()) {
     batch.DeleteRange(Cf::kWebhooks, storage::EventKey(id, 0), storage::EventKey(id, INT64_MAX));
   }
@@ -720,21 +730,27 @@ void JobManager::RemovalBatch(const Job& job, absl::string_view reason, absl::Ti
     auto [begin, end] = storage::JobArtifactsRange(id);
     batch.DeleteRange(Cf::kArtifacts, std::move(begin), std::move(end));
   }
-  batch.Put(Cf::kTombstones, id, storage::TombstoneValue(absl::ToUnixMillis(now), reason));
+  batch.Put(Cf::kTombstones, id,
+            storage::TombstoneValue(absl::ToUnixMillis(now), reason, job.tenant()));
 }
 
-void JobManager::Delete(const std::string& job_id, StatusCallback done) {
+void JobManager::Delete(const std::string& job_id, const auth::Scope& scope,
+                        StatusCallback done) {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
   absl::Status live_error;
   {
     absl::MutexLock lock(&mu_);
     auto it = live_.find(job_id);
-    if (it != live_.end()) live_error = StateError(it->second.job, "cancel it first");
+    if (it != live_.end()) {
+      live_error = scope.Sees(it->second.job) ? StateError(it->second.job, "cancel it first")
+                                              : watch::NoSuchJob(job_id);
+    }
   }
   if (!live_error.ok()) return done(live_error);
   auto job = store_->GetJob(job_id);
-  if (absl::IsNotFound(job.status())) return done(watch::JobNotFound(*store_, job_id));
+  if (absl::IsNotFound(job.status())) return done(watch::JobNotFound(*store_, job_id, scope));
   if (!job.ok()) return done(job.status());
+  if (!scope.Sees(*job)) return done(watch::NoSuchJob(job_id));
   if (job->state() == Job::QUEUED) return done(StateError(*job, "cancel it first"));
   if (!IsFinished(job->state())) {
     return done(absl::AbortedError(absl::StrCat("job ", job_id, " is changing state; try again")));
@@ -816,7 +832,7 @@ absl::Status JobManager::Sweep(absl::Time now) {
   const int64_t cutoff = absl::ToUnixMillis(now - options_.retention);
   absl::Status scan = store_->Scan(Cf::kTombstones, "", false, [&](auto key, auto value) {
     auto parsed = storage::ParseTombstoneValue(value);
-    if (!parsed || parsed->first < cutoff) batch.Delete(Cf::kTombstones, std::string(key));
+    if (!parsed || parsed->removed_ms < cutoff) batch.Delete(Cf::kTombstones, std::string(key));
     return true;
   });
   if (!scan.ok() || batch.empty()) return scan;

@@ -37,6 +37,7 @@
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "jobstream/v1/workers.pb.h"
+#include "server/auth/scope.h"
 #include "server/jobs/artifact_upload.h"
 #include "server/jobs/job_queue.h"
 #include "server/jobs/job_types.h"
@@ -118,11 +119,17 @@ class JobManager {
   absl::Status Recover() ABSL_LOCKS_EXCLUDED(mu_);
 
   // Client calls. done receives the job as committed, or the error.
-  void Submit(const v1::SubmitRequest& request, JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<v1::Job> Get(const std::string& job_id) const;
-  absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request) const;
-  void Cancel(const std::string& job_id, JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
-  void Delete(const std::string& job_id, StatusCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+  // `scope` is the caller's (auth/scope.h): a job submitted belongs to its tenant, and a
+  // job beyond it is NOT_FOUND, as if it never existed.
+  void Submit(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::Job> Get(const std::string& job_id, const auth::Scope& scope) const;
+  absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
+                                            const auth::Scope& scope) const;
+  void Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void Delete(const std::string& job_id, const auth::Scope& scope, StatusCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Removes finished jobs that ended before `before`; done gets how many.
   void Purge(absl::Time before, CountCallback done) ABSL_LOCKS_EXCLUDED(mu_);
   // Retention: removes jobs that ended more than `retention` ago (tombstone "expired") and
@@ -132,8 +139,9 @@ class JobManager {
   // Long-poll: done gets the job (as GetStatus returns it) once it is finished — at once
   // if it is — or as it stands when `timeout` passes. The returned wait (null if done was
   // already called) can be abandoned, which answers CANCELLED.
-  std::shared_ptr<JobWait> WaitJob(const std::string& job_id, absl::Duration timeout,
-                                   JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+  std::shared_ptr<JobWait> WaitJob(const std::string& job_id, const auth::Scope& scope,
+                                   absl::Duration timeout, JobCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void AbandonJobWait(const std::shared_ptr<JobWait>& wait) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Runner calls (in-server types). Acquire blocks until a job of one of `types` may run
@@ -147,27 +155,31 @@ class JobManager {
   // Worker calls (EXTERNAL types; see WorkerService). LeaseJobs answers once jobs are
   // leased (after their STARTED events commit) or the wait ends; while it waits, the
   // returned waiter can be abandoned (the caller went away), which answers CANCELLED.
+  // A worker whose scope is one tenant leases only that tenant's jobs, and a lease of
+  // another tenant's job is not held for it.
   std::shared_ptr<LeaseWaiter> LeaseJobs(const v1::LeaseJobRequest& request,
                                          const std::string& default_worker_id,
-                                         LeaseCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+                                         const auth::Scope& scope, LeaseCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) ABSL_LOCKS_EXCLUDED(mu_);
-  void ReportWork(const v1::ReportProgressRequest& request, ProgressCallback done)
+  void ReportWork(const v1::ReportProgressRequest& request, const auth::Scope& scope,
+                  ProgressCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+  void CompleteWork(const v1::CompleteJobRequest& request, const auth::Scope& scope,
+                    JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+  void FailWork(const v1::FailJobRequest& request, const auth::Scope& scope, JobCallback done)
       ABSL_LOCKS_EXCLUDED(mu_);
-  void CompleteWork(const v1::CompleteJobRequest& request, JobCallback done)
-      ABSL_LOCKS_EXCLUDED(mu_);
-  void FailWork(const v1::FailJobRequest& request, JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
-  void ReleaseWork(const v1::ReleaseJobRequest& request, JobCallback done)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
+                   JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Artifacts (see ArtifactUpload). BeginArtifact checks the header and that `holder`
   // still holds a RUNNING job; BeginWorkerArtifact takes the holder from the lease id.
   absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginArtifact(
       ArtifactHolder holder, const v1::ArtifactHeader& header) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginWorkerArtifact(
-      const v1::ArtifactHeader& header) ABSL_LOCKS_EXCLUDED(mu_);
+      const v1::ArtifactHeader& header, const auth::Scope& scope) ABSL_LOCKS_EXCLUDED(mu_);
   // A committed artifact; NOT_FOUND names the job's artifacts.
-  absl::StatusOr<StoredArtifact> FindArtifact(const std::string& job_id,
-                                              const std::string& name) const;
+  absl::StatusOr<StoredArtifact> FindArtifact(const std::string& job_id, const std::string& name,
+                                              const auth::Scope& scope) const;
   // Chunk `index` of it; NotFound once it has been replaced or removed.
   absl::Status ReadArtifactChunk(const std::string& job_id, const StoredArtifact& artifact,
                                  uint32_t index, std::string* data) const {
@@ -266,11 +278,11 @@ class JobManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Workers: the job a lease id holds, if it is still current.
-  absl::StatusOr<LiveJob*> FindLease(const std::string& lease_id)
+  absl::StatusOr<LiveJob*> FindLease(const std::string& lease_id, const auth::Scope& scope)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends the attempt `lease_id` holds the way `end` says (given the job), or answers why
   // the lease is not held.
-  void EndLeased(const std::string& lease_id,
+  void EndLeased(const std::string& lease_id, const auth::Scope& scope,
                  const std::function<AttemptEnd(const LiveJob&)>& end, JobCallback done)
       ABSL_LOCKS_EXCLUDED(mu_);
   // Leases up to waiter.max_jobs ready jobs to it; how many. If any, the waiter's done is

@@ -1,8 +1,9 @@
 // JobQueue: the order in which QUEUED jobs run. It holds each queued job's place — type,
-// priority, ready time and id, 48 bytes in a B-tree — never the job itself, so a
+// tenant, priority, ready time and id, 48 bytes in a B-tree — never the job itself, so a
 // million queued jobs cost tens of megabytes. Jobs that may run now are kept apart from
 // jobs waiting for their ready time (run_at, or a retry's backoff). The interface speaks
-// storage::QueueKey strings, the keys of the `queue` column family. Not thread-safe: the
+// storage::QueueKey strings, the keys of the `queue` column family. Each type has a lane
+// per tenant, so a worker can take just its tenant's jobs. Not thread-safe: the
 // JobManager guards it with its lock.
 #pragma once
 
@@ -28,16 +29,20 @@ class JobQueue {
 
   // Makes every job whose ready time has come ready; returns their types (each once).
   std::vector<std::string> Promote(int64_t now_ms);
-  // The key of the job to run next among `types` whose type `admit` accepts: the highest
-  // priority first, then the earliest ready time, then the oldest id.
+  // The key of the job to run next among `types` whose type `admit` accepts, of the
+  // tenant `only_tenant` if given: the highest priority first, then the earliest ready
+  // time, then the oldest id.
   std::optional<std::string> Next(const std::vector<std::string>& types,
-                                  const std::function<bool(absl::string_view type)>& admit) const;
+                                  const std::function<bool(absl::string_view type)>& admit,
+                                  const std::string* only_tenant = nullptr) const;
   // The earliest ready time of a scheduled job.
   std::optional<int64_t> NextDue() const;
 
   // Jobs of `type` queued (ready or scheduled), and whether one is ready now.
   int64_t queued(absl::string_view type) const;
   bool HasReady(absl::string_view type) const;
+  // Jobs of `tenant` queued, of every type.
+  int64_t queued_of_tenant(const std::string& tenant) const;
   size_t size() const;
 
  private:
@@ -55,27 +60,32 @@ class JobQueue {
   static_assert(sizeof(Item) == 48, "the place of a queued job, as README.md says");
   struct Scheduled {
     int64_t ready_ms;
-    uint32_t type;
+    uint32_t lane;
     Item item;
     bool operator<(const Scheduled& o) const {
       if (ready_ms != o.ready_ms) return ready_ms < o.ready_ms;
-      if (type != o.type) return type < o.type;
+      if (lane != o.lane) return lane < o.lane;
       return item < o.item;
     }
   };
-  struct TypeQueue {
-    std::string name;
+  struct Lane {
+    std::string type;
+    std::string tenant;
     absl::btree_set<Item> ready;
     int64_t count = 0;  // ready and scheduled
   };
-  // The type's index, made on first use; nullopt (for lookups) if unknown.
-  uint32_t Intern(absl::string_view type);
-  std::optional<uint32_t> Find(absl::string_view type) const;
+  // The lane's index, made on first use.
+  uint32_t Intern(absl::string_view type, absl::string_view tenant);
+  // The lanes of a type; empty if unknown.
+  const std::vector<uint32_t>& LanesOf(absl::string_view type) const;
   std::optional<std::pair<uint32_t, Item>> Parse(const std::string& key);
-  std::string KeyOf(uint32_t type, const Item& item) const;
+  std::string KeyOf(uint32_t lane, const Item& item) const;
+  void Count(uint32_t lane, int delta);
 
-  std::vector<TypeQueue> types_;
-  absl::flat_hash_map<std::string, uint32_t> type_index_;
+  std::vector<Lane> lanes_;
+  absl::flat_hash_map<std::pair<std::string, std::string>, uint32_t> lane_index_;
+  absl::flat_hash_map<std::string, std::vector<uint32_t>> type_lanes_;
+  absl::flat_hash_map<std::string, int64_t> tenant_counts_;
   absl::btree_set<Scheduled> scheduled_;
 };
 

@@ -18,6 +18,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "jobstream/v1/workers.pb.h"
+#include "server/auth/scope.h"
 
 namespace jobstream::jobs {
 
@@ -46,6 +47,7 @@ using LeaseCallback = std::function<void(absl::StatusOr<v1::LeaseJobResponse>)>;
 // One LeaseJob call waiting for jobs.
 struct LeaseWaiter {
   std::vector<std::string> types;
+  std::optional<std::string> tenant;  // only this tenant's jobs
   std::string worker_id;
   int max_jobs = 1;
   absl::Duration lease_duration = absl::ZeroDuration();  // zero: the type's

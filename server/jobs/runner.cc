@@ -37,7 +37,7 @@ class ManagedContext : public JobContext {
     v1::ArtifactHeader header;
     header.set_name(std::string(name));
     header.set_content_type(std::string(content_type));
-    return manager_->BeginArtifact(ArtifactHolder{attempt_.job_id, "", attempt_.control},
+    return manager_->BeginArtifact(ArtifactHolder{attempt_.job_id, "", attempt_.control, {}},
                                    header);
   }
 

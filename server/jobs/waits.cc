@@ -16,8 +16,8 @@ const absl::Duration kMaxWaitJob = absl::Minutes(5);
 std::string WaitPrefix(const std::string& job_id) { return job_id + "/"; }
 }  // namespace
 
-std::shared_ptr<JobWait> JobManager::WaitJob(const std::string& job_id, absl::Duration timeout,
-                                             JobCallback done) {
+std::shared_ptr<JobWait> JobManager::WaitJob(const std::string& job_id, const auth::Scope& scope,
+                                             absl::Duration timeout, JobCallback done) {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) {
     done(s);
     return nullptr;
@@ -31,7 +31,7 @@ std::shared_ptr<JobWait> JobManager::WaitJob(const std::string& job_id, absl::Du
   if (timeout > absl::ZeroDuration()) {
     absl::MutexLock lock(&mu_);
     auto job = store_->GetJob(job_id);
-    if (job.ok() && !v1::IsFinished(job->state()) && !stop_running_) {
+    if (job.ok() && scope.Sees(*job) && !v1::IsFinished(job->state()) && !stop_running_) {
       wait = std::make_shared<JobWait>();
       wait->key = WaitPrefix(job_id);
       storage::PutBigEndian64(&wait->key, ++wait_counter_);
@@ -44,7 +44,7 @@ std::shared_ptr<JobWait> JobManager::WaitJob(const std::string& job_id, absl::Du
       return wait;
     }
   }
-  done(Get(job_id));  // finished, unknown, or no time to wait
+  done(Get(job_id, scope));  // finished, unknown, not the caller's, or no time to wait
   return nullptr;
 }
 
@@ -74,7 +74,7 @@ void JobManager::AnswerWaits(const std::string& job_id) {
     }
   }
   if (waiting.empty()) return;
-  auto job = Get(job_id);
+  auto job = Get(job_id, auth::Scope::Everything());  // the wait was in scope
   for (auto& done : waiting) done(job);
 }
 
@@ -83,7 +83,7 @@ void JobManager::ExpireWaits(int64_t now_ms, Replies& replies) {
     auto it = job_waits_.find(key);
     if (it == job_waits_.end()) continue;
     replies.push_back([this, job_id = it->second->job_id, done = std::move(it->second->done)] {
-      done(Get(job_id));
+      done(Get(job_id, auth::Scope::Everything()));
     });
     job_waits_.erase(it);
   }

@@ -7,15 +7,30 @@
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/validation.h"
+#include "server/rpc/authorize.h"
 #include "server/rpc/status.h"
 #include "server/rpc/watch_reactor.h"
 
 namespace jobstream::rpc {
+
+using auth::Role;
+
+std::optional<auth::Principal> JobServiceImpl::Allow(grpc::CallbackServerContext* ctx,
+                                                     grpc::ServerUnaryReactor* reactor,
+                                                     auth::Role role, absl::string_view method) {
+  auto who = Authorize(*auth_, *ctx, role, method);
+  if (who.ok()) return *std::move(who);
+  calls_->End(reactor, who.status());
+  return std::nullopt;
+}
+
 grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ctx,
                                                  const v1::SubmitRequest* request,
                                                  v1::Job* response) {
   auto* reactor = calls_->Begin(ctx);
-  manager_->Submit(*request, [this, reactor, response](absl::StatusOr<v1::Job> job) {
+  auto who = Allow(ctx, reactor, Role::kSubmit, "Submit");
+  if (!who) return reactor;
+  manager_->Submit(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
     calls_->Reply(reactor, response, std::move(job));
   });
   return reactor;
@@ -25,7 +40,35 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetStatus(grpc::CallbackServerContext*
                                                     const v1::GetStatusRequest* request,
                                                     v1::Job* response) {
   auto* reactor = calls_->Begin(ctx);
-  calls_->Reply(reactor, response, manager_->Get(request->job_id()));
+  auto who = Allow(ctx, reactor, Role::kRead, "GetStatus");
+  if (!who) return reactor;
+  calls_->Reply(reactor, response, manager_->Get(request->job_id(), who->scope()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::WhoAmI(grpc::CallbackServerContext* ctx,
+                                                 const v1::WhoAmIRequest* request,
+                                                 v1::Identity* response) {
+  auto* reactor = calls_->Begin(ctx);
+  auto who = auth_->enabled() ? auth_->Authenticate([&]() -> absl::string_view {
+    auto it = ctx->client_metadata().find("authorization");
+    if (it == ctx->client_metadata().end()) return "";
+    return absl::string_view(it->second.data(), it->second.size());
+  }())
+                              : absl::StatusOr<auth::Principal>(auth::Principal::Open());
+  if (!who.ok()) {
+    calls_->End(reactor, who.status());
+    return reactor;
+  }
+  response->set_name(who->name);
+  response->set_tenant(who->tenant);
+  for (Role role : {Role::kSubmit, Role::kRead, Role::kWork, Role::kAdmin}) {
+    if ((who->roles & static_cast<uint8_t>(role)) != 0) {
+      response->add_roles(std::string(auth::RoleName(role)));
+    }
+  }
+  response->set_auth_required(auth_->enabled());
+  calls_->End(reactor, absl::OkStatus());
   return reactor;
 }
 
@@ -45,6 +88,8 @@ absl::Status ParseRaw(const grpc::ByteBuffer* raw, T* message) {
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* JobServiceImpl::WatchJob(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
+  auto who = Authorize(*auth_, *ctx, Role::kRead, "WatchJob");
+  if (!who.ok()) return WatchReactor::Fail(who.status());
   v1::WatchJobRequest parsed;
   if (absl::Status s = ParseRaw(raw, &parsed); !s.ok()) return WatchReactor::Fail(s);
   const v1::WatchJobRequest* request = &parsed;
@@ -55,17 +100,20 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* JobServiceImpl::WatchJob(
     return WatchReactor::Fail(absl::InvalidArgumentError(absl::StrCat(
         "after_sequence ", request->after_sequence(), " is negative; 0 replays from the start")));
   }
-  auto sub = hub_->WatchJob(request->job_id(), request->after_sequence());
+  auto sub = hub_->WatchJob(request->job_id(), request->after_sequence(), who->scope());
   if (!sub.ok()) return WatchReactor::Fail(sub.status());
   return WatchReactor::Start(hub_, *std::move(sub));
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* JobServiceImpl::WatchJobs(
     grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* raw) {
+  auto who = Authorize(*auth_, *ctx, Role::kRead, "WatchJobs");
+  if (!who.ok()) return WatchReactor::Fail(who.status());
   v1::WatchJobsRequest parsed;
   if (absl::Status s = ParseRaw(raw, &parsed); !s.ok()) return WatchReactor::Fail(s);
   const v1::WatchJobsRequest* request = &parsed;
   watch::JobFilter filter;
+  filter.scope = who->scope();
   for (const std::string& type : request->types()) {
     if (absl::Status s = jobs::ValidateTypeName(type); !s.ok()) return WatchReactor::Fail(s);
     filter.types.insert(type);
@@ -87,7 +135,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobs(grpc::CallbackServerContext* 
                                                    const v1::ListJobsRequest* request,
                                                    v1::ListJobsResponse* response) {
   auto* reactor = calls_->Begin(ctx);
-  calls_->Reply(reactor, response, manager_->List(*request));
+  auto who = Allow(ctx, reactor, Role::kRead, "ListJobs");
+  if (!who) return reactor;
+  calls_->Reply(reactor, response, manager_->List(*request, who->scope()));
   return reactor;
 }
 
@@ -95,7 +145,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
                                                     const v1::CancelJobRequest* request,
                                                     v1::Job* response) {
   auto* reactor = calls_->Begin(ctx);
-  manager_->Cancel(request->job_id(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
+  auto who = Allow(ctx, reactor, Role::kSubmit, "CancelJob");
+  if (!who) return reactor;
+  manager_->Cancel(request->job_id(), who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
     calls_->Reply(reactor, response, std::move(job));
   });
   return reactor;
@@ -105,7 +157,10 @@ grpc::ServerUnaryReactor* JobServiceImpl::DeleteJob(grpc::CallbackServerContext*
                                                     const v1::DeleteJobRequest* request,
                                                     v1::DeleteJobResponse* response) {
   auto* reactor = calls_->Begin(ctx);
-  manager_->Delete(request->job_id(), [this, reactor](absl::Status s) { calls_->End(reactor, s); });
+  auto who = Allow(ctx, reactor, Role::kSubmit, "DeleteJob");
+  if (!who) return reactor;
+  manager_->Delete(request->job_id(), who->scope(),
+                   [this, reactor](absl::Status s) { calls_->End(reactor, s); });
   return reactor;
 }
 
@@ -113,6 +168,8 @@ grpc::ServerUnaryReactor* JobServiceImpl::PurgeJobs(grpc::CallbackServerContext*
                                                     const v1::PurgeJobsRequest* request,
                                                     v1::PurgeJobsResponse* response) {
   auto* reactor = calls_->Begin(ctx);
+  // Purge reaches across tenants.
+  if (!Allow(ctx, reactor, Role::kAdmin, "PurgeJobs")) return reactor;
   if (!request->has_finished_before() ||
       !jobs::IsValidTimestamp(request->finished_before())) {
     calls_->End(reactor, absl::InvalidArgumentError("finished_before is required"));
@@ -134,6 +191,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobTypes(grpc::CallbackServerConte
                                                        const v1::ListJobTypesRequest* request,
                                                        v1::ListJobTypesResponse* response) {
   auto* reactor = calls_->Begin(ctx);
+  if (!Allow(ctx, reactor, Role::kRead, "ListJobTypes")) return reactor;
   *response = manager_->ListTypes();
   calls_->End(reactor, absl::OkStatus());
   return reactor;
@@ -146,9 +204,14 @@ namespace {
 class WaitReactor : public grpc::ServerUnaryReactor {
  public:
   WaitReactor(jobs::JobManager* manager, CallTracker* calls, const v1::WaitJobRequest& request,
-              v1::Job* response)
+              absl::StatusOr<auth::Principal> who, v1::Job* response)
       : manager_(manager), calls_(calls), response_(response) {
     calls_->Enter();
+    if (!who.ok()) {
+      Answer(who.status());
+      Unref();
+      return;
+    }
     absl::Duration timeout = absl::ZeroDuration();
     if (request.has_timeout()) {
       auto t = jobs::DurationWithin(request.timeout(), "timeout", absl::ZeroDuration(),
@@ -160,7 +223,7 @@ class WaitReactor : public grpc::ServerUnaryReactor {
       }
       timeout = *t;
     }
-    auto wait = manager_->WaitJob(request.job_id(), timeout,
+    auto wait = manager_->WaitJob(request.job_id(), who->scope(), timeout,
                                   [this](absl::StatusOr<v1::Job> job) { Answer(std::move(job)); });
     bool cancelled;
     {
@@ -281,12 +344,15 @@ class ArtifactReader : public grpc::ServerWriteReactor<v1::GetArtifactResponse> 
 grpc::ServerUnaryReactor* JobServiceImpl::WaitJob(grpc::CallbackServerContext* ctx,
                                                   const v1::WaitJobRequest* request,
                                                   v1::Job* response) {
-  return new WaitReactor(manager_, calls_, *request, response);
+  return new WaitReactor(manager_, calls_, *request,
+                         Authorize(*auth_, *ctx, Role::kRead, "WaitJob"), response);
 }
 
 grpc::ServerWriteReactor<v1::GetArtifactResponse>* JobServiceImpl::GetArtifact(
     grpc::CallbackServerContext* ctx, const v1::GetArtifactRequest* request) {
-  auto stored = manager_->FindArtifact(request->job_id(), request->name());
+  auto who = Authorize(*auth_, *ctx, Role::kRead, "GetArtifact");
+  if (!who.ok()) return ArtifactReader::Fail(who.status());
+  auto stored = manager_->FindArtifact(request->job_id(), request->name(), who->scope());
   if (!stored.ok()) return ArtifactReader::Fail(stored.status());
   const int64_t size = stored->artifact.size();
   if (request->offset() < 0 || request->offset() > size) {

@@ -3,6 +3,9 @@
 #pragma once
 
 #include "jobstream/v1/jobs.grpc.pb.h"
+#include <optional>
+
+#include "server/auth/tokens.h"
 #include "server/jobs/job_manager.h"
 #include "server/rpc/call_tracker.h"
 #include "server/watch/event_hub.h"
@@ -14,8 +17,10 @@ class JobServiceImpl final
     : public v1::JobService::WithRawCallbackMethod_WatchJob<
           v1::JobService::WithRawCallbackMethod_WatchJobs<v1::JobService::CallbackService>> {
  public:
-  JobServiceImpl(jobs::JobManager* manager, watch::EventHub* hub, CallTracker* calls)
-      : manager_(manager), hub_(hub), calls_(calls) {}
+  // `auth` checks every call's token (see jobs.proto); all must outlive the service.
+  JobServiceImpl(jobs::JobManager* manager, watch::EventHub* hub, CallTracker* calls,
+                 const auth::Authenticator* auth)
+      : manager_(manager), hub_(hub), calls_(calls), auth_(auth) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request, v1::Job* response) override;
@@ -46,11 +51,20 @@ class JobServiceImpl final
   grpc::ServerUnaryReactor* ListJobTypes(grpc::CallbackServerContext* ctx,
                                          const v1::ListJobTypesRequest* request,
                                          v1::ListJobTypesResponse* response) override;
+  grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* ctx,
+                                   const v1::WhoAmIRequest* request,
+                                   v1::Identity* response) override;
 
  private:
+  // The caller, if it holds `role`; otherwise the call is answered with why not.
+  std::optional<auth::Principal> Allow(grpc::CallbackServerContext* ctx,
+                                       grpc::ServerUnaryReactor* reactor, auth::Role role,
+                                       absl::string_view method);
+
   jobs::JobManager* const manager_;
   watch::EventHub* const hub_;
   CallTracker* const calls_;
+  const auth::Authenticator* const auth_;
 };
 
 }  // namespace jobstream::rpc

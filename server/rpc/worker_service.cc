@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/rpc/authorize.h"
 
 namespace jobstream::rpc {
 namespace {
@@ -14,11 +15,12 @@ namespace {
 class LeaseReactor : public grpc::ServerUnaryReactor {
  public:
   LeaseReactor(jobs::JobManager* manager, CallTracker* calls, grpc::CallbackServerContext* ctx,
-               const v1::LeaseJobRequest* request, v1::LeaseJobResponse* response)
-      : manager_(manager), calls_(calls), ctx_(ctx), response_(response) {
+               const v1::LeaseJobRequest* request, const auth::Principal& who,
+               v1::LeaseJobResponse* response)
+      : manager_(manager), calls_(calls), ctx_(ctx), response_(response), scope_(who.scope()) {
     calls_->Enter();
     auto waiter = manager_->LeaseJobs(
-        *request, ctx->peer(), [this](absl::StatusOr<v1::LeaseJobResponse> result) {
+        *request, ctx->peer(), scope_, [this](absl::StatusOr<v1::LeaseJobResponse> result) {
           Answer(std::move(result));
         });
     bool cancelled;
@@ -48,7 +50,7 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
       for (const v1::LeasedJob& job : result->jobs()) {
         v1::ReleaseJobRequest release;
         release.set_lease_id(job.lease_id());
-        manager_->ReleaseWork(release, [](absl::StatusOr<v1::Job>) {});
+        manager_->ReleaseWork(release, scope_, [](absl::StatusOr<v1::Job>) {});
       }
       result = absl::CancelledError("the call was cancelled; its jobs were given back");
     }
@@ -62,6 +64,7 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
   CallTracker* const calls_;
   grpc::CallbackServerContext* const ctx_;
   v1::LeaseJobResponse* const response_;
+  const auth::Scope scope_;
   std::atomic<int> refs_{2};  // the constructor's and gRPC's (OnDone)
   absl::Mutex mu_;
   std::shared_ptr<jobs::LeaseWaiter> waiter_ ABSL_GUARDED_BY(mu_);
@@ -73,9 +76,15 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
 // finish_write, drops the upload (ArtifactUpload removes what it wrote).
 class UploadReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> {
  public:
-  UploadReactor(jobs::JobManager* manager, CallTracker* calls, v1::Artifact* response)
+  UploadReactor(jobs::JobManager* manager, CallTracker* calls,
+                absl::StatusOr<auth::Principal> who, v1::Artifact* response)
       : manager_(manager), calls_(calls), response_(response) {
     calls_->Enter();
+    if (!who.ok()) {
+      End(who.status());
+      return;
+    }
+    scope_ = who->scope();
     StartRead(&request_);
   }
 
@@ -89,7 +98,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> 
       if (!request_.has_header()) {
         return End(absl::InvalidArgumentError("the first message must carry the header"));
       }
-      auto upload = manager_->BeginWorkerArtifact(request_.header());
+      auto upload = manager_->BeginWorkerArtifact(request_.header(), scope_);
       if (!upload.ok()) return End(upload.status());
       upload_ = *std::move(upload);
     } else if (request_.has_header()) {
@@ -125,6 +134,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> 
   jobs::JobManager* const manager_;
   CallTracker* const calls_;
   v1::Artifact* const response_;
+  auth::Scope scope_;
   v1::UploadArtifactRequest request_;
   std::unique_ptr<jobs::ArtifactUpload> upload_;
 };
@@ -133,20 +143,32 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> 
 
 grpc::ServerReadReactor<v1::UploadArtifactRequest>* WorkerServiceImpl::UploadArtifact(
     grpc::CallbackServerContext* ctx, v1::Artifact* response) {
-  return new UploadReactor(manager_, calls_, response);
+  return new UploadReactor(manager_, calls_,
+                           Authorize(*auth_, *ctx, auth::Role::kWork, "UploadArtifact"), response);
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContext* ctx,
                                                       const v1::LeaseJobRequest* request,
                                                       v1::LeaseJobResponse* response) {
-  return new LeaseReactor(manager_, calls_, ctx, request, response);
+  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "LeaseJob");
+  if (!who.ok()) {
+    auto* reactor = calls_->Begin(ctx);
+    calls_->End(reactor, who.status());
+    return reactor;
+  }
+  return new LeaseReactor(manager_, calls_, ctx, request, *who, response);
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReportProgress(
     grpc::CallbackServerContext* ctx, const v1::ReportProgressRequest* request,
     v1::ReportProgressResponse* response) {
   auto* reactor = calls_->Begin(ctx);
-  manager_->ReportWork(*request, [this, reactor, response](
+  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "ReportProgress");
+  if (!who.ok()) {
+    calls_->End(reactor, who.status());
+    return reactor;
+  }
+  manager_->ReportWork(*request, who->scope(), [this, reactor, response](
                                      absl::StatusOr<v1::ReportProgressResponse> result) {
     calls_->Reply(reactor, response, std::move(result));
   });
@@ -157,7 +179,12 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteJob(grpc::CallbackServerCon
                                                          const v1::CompleteJobRequest* request,
                                                          v1::Job* response) {
   auto* reactor = calls_->Begin(ctx);
-  manager_->CompleteWork(*request, [this, reactor, response](absl::StatusOr<v1::Job> job) {
+  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "CompleteJob");
+  if (!who.ok()) {
+    calls_->End(reactor, who.status());
+    return reactor;
+  }
+  manager_->CompleteWork(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
     calls_->Reply(reactor, response, std::move(job));
   });
   return reactor;
@@ -167,7 +194,12 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::FailJob(grpc::CallbackServerContext
                                                      const v1::FailJobRequest* request,
                                                      v1::Job* response) {
   auto* reactor = calls_->Begin(ctx);
-  manager_->FailWork(*request, [this, reactor, response](absl::StatusOr<v1::Job> job) {
+  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "FailJob");
+  if (!who.ok()) {
+    calls_->End(reactor, who.status());
+    return reactor;
+  }
+  manager_->FailWork(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
     calls_->Reply(reactor, response, std::move(job));
   });
   return reactor;
@@ -177,7 +209,12 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReleaseJob(grpc::CallbackServerCont
                                                         const v1::ReleaseJobRequest* request,
                                                         v1::Job* response) {
   auto* reactor = calls_->Begin(ctx);
-  manager_->ReleaseWork(*request, [this, reactor, response](absl::StatusOr<v1::Job> job) {
+  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "ReleaseJob");
+  if (!who.ok()) {
+    calls_->End(reactor, who.status());
+    return reactor;
+  }
+  manager_->ReleaseWork(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
     calls_->Reply(reactor, response, std::move(job));
   });
   return reactor;

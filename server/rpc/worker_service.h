@@ -4,6 +4,7 @@
 #pragma once
 
 #include "jobstream/v1/workers.grpc.pb.h"
+#include "server/auth/tokens.h"
 #include "server/jobs/job_manager.h"
 #include "server/rpc/call_tracker.h"
 
@@ -11,8 +12,9 @@ namespace jobstream::rpc {
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  WorkerServiceImpl(jobs::JobManager* manager, CallTracker* calls)
-      : manager_(manager), calls_(calls) {}
+  WorkerServiceImpl(jobs::JobManager* manager, CallTracker* calls,
+                    const auth::Authenticator* auth)
+      : manager_(manager), calls_(calls), auth_(auth) {}
 
   grpc::ServerUnaryReactor* LeaseJob(grpc::CallbackServerContext* ctx,
                                      const v1::LeaseJobRequest* request,
@@ -35,6 +37,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  private:
   jobs::JobManager* const manager_;
   CallTracker* const calls_;
+  const auth::Authenticator* const auth_;
 };
 
 }  // namespace jobstream::rpc

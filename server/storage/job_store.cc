@@ -237,7 +237,7 @@ absl::StatusOr<google::protobuf::Struct> JobStore::GetParams(const std::string& 
   return params;
 }
 
-absl::StatusOr<std::optional<std::pair<int64_t, std::string>>> JobStore::GetTombstone(
+absl::StatusOr<std::optional<Tombstone>> JobStore::GetTombstone(
     const std::string& job_id) const {
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handle(Cf::kTombstones), job_id, &value);

@@ -81,10 +81,9 @@ class JobStore {
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const;
   // The job's params (empty if it has none).
   absl::StatusOr<google::protobuf::Struct> GetParams(const std::string& job_id) const;
-  // The tombstone of a removed job: (removal time ms, reason), or nullopt.
-  absl::StatusOr<std::optional<std::pair<int64_t, std::string>>> GetTombstone(
-      const std::string& job_id) const;
-  // The job id a request_id created, or nullopt.
+  // The tombstone of a removed job, or nullopt.
+  absl::StatusOr<std::optional<Tombstone>> GetTombstone(const std::string& job_id) const;
+  // The job id a request key (RequestKey) created, or nullopt.
   absl::StatusOr<std::optional<std::string>> GetRequest(const std::string& request_id) const;
 
   // Events of one job with after < sequence <= until, at most `limit`, in order.

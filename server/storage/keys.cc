@@ -1,6 +1,8 @@
 #include "absl/strings/string_view.h"
 #include "server/storage/keys.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace jobstream::storage {
 
 void PutBigEndian32(std::string* dst, uint32_t v) {
@@ -48,9 +50,14 @@ std::string QueuePrefix(absl::string_view type) {
   return key;
 }
 
-std::string QueueKey(absl::string_view type, int32_t priority, int64_t ready_ms,
-                     absl::string_view job_id) {
-  std::string key = QueuePrefix(type);
+std::string QueueKey(absl::string_view type, absl::string_view tenant, int32_t priority,
+                     int64_t ready_ms, absl::string_view job_id) {
+  std::string key(type);
+  if (!tenant.empty()) {  // type names never hold 0x01 either; no tenant: the old form
+    key.push_back('\x01');
+    key.append(tenant.data(), tenant.size());
+  }
+  key.push_back('\0');
   PutBigEndian32(&key, InvertedPriority(priority));
   PutBigEndian64(&key, static_cast<uint64_t>(ready_ms));
   key.append(job_id.data(), job_id.size());
@@ -61,7 +68,13 @@ std::optional<QueueEntry> ParseQueueKey(absl::string_view key) {
   size_t nul = key.find('\0');
   if (nul == absl::string_view::npos || key.size() < nul + 1 + 12) return std::nullopt;
   absl::string_view rest = key.substr(nul + 1);
-  return QueueEntry{std::string(key.substr(0, nul)),
+  absl::string_view lane = key.substr(0, nul);
+  absl::string_view tenant;
+  if (size_t sep = lane.find('\x01'); sep != absl::string_view::npos) {
+    tenant = lane.substr(sep + 1);
+    lane = lane.substr(0, sep);
+  }
+  return QueueEntry{std::string(lane), std::string(tenant),
                     PriorityFromInverted(GetBigEndian32(rest)),
                     static_cast<int64_t>(GetBigEndian64(rest.substr(4))),
                     std::string(rest.substr(12))};
@@ -97,17 +110,33 @@ std::string ByTypeStateKey(absl::string_view type, int state, int64_t create_ms,
   return ByTypeStatePrefix(type, state) + ByTimeKey(create_ms, job_id);
 }
 
-std::string TombstoneValue(int64_t removed_ms, absl::string_view reason) {
+std::string TombstoneValue(int64_t removed_ms, absl::string_view reason,
+                           absl::string_view tenant) {
   std::string value;
   PutBigEndian64(&value, static_cast<uint64_t>(removed_ms));
   value.append(reason.data(), reason.size());
+  if (!tenant.empty()) {
+    value.push_back('\0');
+    value.append(tenant.data(), tenant.size());
+  }
   return value;
 }
 
-std::optional<std::pair<int64_t, std::string>> ParseTombstoneValue(absl::string_view value) {
+std::optional<Tombstone> ParseTombstoneValue(absl::string_view value) {
   if (value.size() < 8) return std::nullopt;
-  return std::make_pair(static_cast<int64_t>(GetBigEndian64(value)),
-                        std::string(value.substr(8)));
+  absl::string_view rest = value.substr(8);
+  absl::string_view tenant;
+  if (size_t nul = rest.find('\0'); nul != absl::string_view::npos) {
+    tenant = rest.substr(nul + 1);
+    rest = rest.substr(0, nul);
+  }
+  return Tombstone{static_cast<int64_t>(GetBigEndian64(value)), std::string(rest),
+                   std::string(tenant)};
+}
+
+std::string RequestKey(absl::string_view tenant, absl::string_view request_id) {
+  if (tenant.empty()) return std::string(request_id);  // request ids never hold NUL
+  return absl::StrCat(tenant, absl::string_view("\0", 1), request_id);
 }
 
 std::string ArtifactRecordKey(absl::string_view job_id, absl::string_view name) {

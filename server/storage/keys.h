@@ -30,11 +30,12 @@ inline constexpr std::array<CfInfo, 15> kColumnFamilies = {{
     {Cf::kJobs, "jobs", "job id -> Job without params"},
     {Cf::kParams, "params", "job id -> google.protobuf.Struct"},
     {Cf::kEvents, "events", "job id | be64 sequence -> JobEvent"},
-    {Cf::kQueue, "queue", "type 0x00 | be32 inverted priority | be64 ready ms | id -> ()"},
+    {Cf::kQueue, "queue",
+     "type [0x01 tenant] 0x00 | be32 inverted priority | be64 ready ms | id -> ()"},
     {Cf::kLeases, "leases", "job id -> LeaseRecord (records.proto)"},
-    {Cf::kRequests, "requests", "request id -> job id"},
+    {Cf::kRequests, "requests", "[tenant 0x00] request id -> job id"},
     {Cf::kByTime, "by_time", "be64 create ms | id -> ()"},
-    {Cf::kTombstones, "tombstones", "job id -> be64 removal ms | reason"},
+    {Cf::kTombstones, "tombstones", "job id -> be64 removal ms | reason [0x00 tenant]"},
     {Cf::kByState, "by_state", "state byte | be64 create ms | id -> ()"},
     {Cf::kByTypeState, "by_type_state", "type 0x00 | state byte | be64 create ms | id -> ()"},
     {Cf::kMeta, "meta", "name -> value (e.g. which indexes are built)"},
@@ -54,13 +55,15 @@ uint64_t GetBigEndian64(absl::string_view src);  // src.size() >= 8
 std::string EventKey(absl::string_view job_id, int64_t sequence);
 int64_t EventKeySequence(absl::string_view key);
 
-// queue: ordered so the first key of a type is the job to run next: higher priority
-// first, then earlier ready time, then older id.
-std::string QueueKey(absl::string_view type, int32_t priority, int64_t ready_ms,
-                     absl::string_view job_id);
+// queue: a lane per type and tenant (a job without a tenant: the type alone), ordered so
+// the first key of a lane is its job to run next: higher priority first, then earlier
+// ready time, then older id.
+std::string QueueKey(absl::string_view type, absl::string_view tenant, int32_t priority,
+                     int64_t ready_ms, absl::string_view job_id);
 std::string QueuePrefix(absl::string_view type);
 struct QueueEntry {
   std::string type;
+  std::string tenant;
   int32_t priority;
   int64_t ready_ms;
   std::string job_id;
@@ -81,9 +84,18 @@ std::string ByTypeStateKey(absl::string_view type, int state, int64_t create_ms,
                            absl::string_view job_id);
 inline constexpr size_t kByTimeKeyLength = 8 + 26;  // be64 ms | job id
 
-// tombstones: when and why a job was removed ("deleted" or "expired").
-std::string TombstoneValue(int64_t removed_ms, absl::string_view reason);
-std::optional<std::pair<int64_t, std::string>> ParseTombstoneValue(absl::string_view value);
+// tombstones: when and why a job was removed ("deleted" or "expired"), and whose it was.
+struct Tombstone {
+  int64_t removed_ms;
+  std::string reason;
+  std::string tenant;
+};
+std::string TombstoneValue(int64_t removed_ms, absl::string_view reason,
+                           absl::string_view tenant);
+std::optional<Tombstone> ParseTombstoneValue(absl::string_view value);
+
+// requests: a request_id is the submitter's tenant's own.
+std::string RequestKey(absl::string_view tenant, absl::string_view request_id);
 
 // artifacts: a committed artifact's record, its chunks (an upload id keeps an upload in
 // progress apart from the artifact it will replace), and the range of all of a job's.

@@ -13,14 +13,21 @@ namespace jobstream::watch {
 
 using google::protobuf::util::TimeUtil;
 
-absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_id) {
+absl::Status NoSuchJob(const std::string& job_id) {
+  return absl::NotFoundError("no job with id " + job_id);
+}
+
+absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_id,
+                         const auth::Scope& scope) {
   auto tombstone = store.GetTombstone(job_id);
   if (!tombstone.ok()) return tombstone.status();
-  if (!tombstone->has_value()) return absl::NotFoundError("no job with id " + job_id);
-  const auto& [removed_ms, reason] = **tombstone;
+  // Another tenant's removed job never existed for this caller.
+  if (!tombstone->has_value() || !scope.Sees((*tombstone)->tenant)) return NoSuchJob(job_id);
+  const storage::Tombstone& t = **tombstone;
   return absl::NotFoundError(absl::StrCat(
-      "job ", job_id, " was ", reason, " at ",
-      absl::FormatTime(absl::RFC3339_sec, absl::FromUnixMillis(removed_ms), absl::UTCTimeZone())));
+      "job ", job_id, " was ", t.reason, " at ",
+      absl::FormatTime(absl::RFC3339_sec, absl::FromUnixMillis(t.removed_ms),
+                       absl::UTCTimeZone())));
 }
 
 EventHub::EventHub(const storage::JobStore* store, WatchOptions options)
@@ -42,7 +49,8 @@ absl::Status EventHub::Admit() {
 }
 
 absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::string& job_id,
-                                                                 int64_t after) {
+                                                                 int64_t after,
+                                                                 const auth::Scope& scope) {
   if (absl::Status s = Admit(); !s.ok()) return s;
   auto refuse = [this](absl::Status s) {
     watchers_.fetch_sub(1);
@@ -61,7 +69,8 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::stri
   absl::MutexLock lock(&shard.mu);
   if (closed_.load()) return refuse(absl::UnavailableError("server is shutting down"));
   auto it = shard.jobs.find(job_id);
-  if (it != shard.jobs.end() && it->second.last_sequence > 0) {
+  if (it != shard.jobs.end() && it->second.last_sequence > 0 && it->second.latest) {
+    if (!scope.Sees(it->second.latest->event.status())) return refuse(NoSuchJob(job_id));
     if (after > it->second.last_sequence) return out_of_range(it->second.last_sequence);
     if (it->second.subs.size() >= options_.max_watchers_per_job) return too_many();
     auto sub = std::make_shared<Subscription>(store_, job_id, after, it->second.last_sequence,
@@ -72,8 +81,9 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::stri
   // Not published yet, or finished. The store is read under the shard lock so a job
   // cannot finish (and leave the hub) between this read and the decision below.
   auto job = store_->GetJob(job_id);
-  if (absl::IsNotFound(job.status())) return refuse(JobNotFound(*store_, job_id));
+  if (absl::IsNotFound(job.status())) return refuse(JobNotFound(*store_, job_id, scope));
   if (!job.ok()) return refuse(job.status());
+  if (!scope.Sees(*job)) return refuse(NoSuchJob(job_id));
   if (after > job->last_sequence()) return out_of_range(job->last_sequence());
   if (v1::IsFinished(job->state())) {
     return std::make_shared<Subscription>(store_, job_id, after, job->last_sequence(),

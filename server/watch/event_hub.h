@@ -34,8 +34,9 @@ class EventHub {
   // Watches one job after `after`. NotFound (saying "deleted/expired at …" for a removed
   // job), OutOfRange past its last sequence, ResourceExhausted over max_watchers,
   // Unavailable once closed. Every success must be paired with Unsubscribe.
+  // Another tenant's job (beyond `scope`) is NotFound as if it never existed.
   absl::StatusOr<std::shared_ptr<Subscription>> WatchJob(const std::string& job_id,
-                                                         int64_t after);
+                                                         int64_t after, const auth::Scope& scope);
   // Watches every job matching `filter`: a SNAPSHOT per matching RUNNING job and per
   // matching QUEUED job (the newest snapshot_queued_limit, read from the by_state index),
   // then events.
@@ -80,7 +81,11 @@ class EventHub {
   util::TaskPool fanout_;
 };
 
-// The NotFound status for a job id with no record: mentions a tombstone if there is one.
-absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_id);
+// The NotFound status for a job id with no record: mentions a tombstone if there is one
+// the caller may see.
+absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_id,
+                         const auth::Scope& scope);
+// The NotFound status of a job that does not exist, or that the caller may not see.
+absl::Status NoSuchJob(const std::string& job_id);
 
 }  // namespace jobstream::watch

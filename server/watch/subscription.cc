@@ -5,6 +5,7 @@
 namespace jobstream::watch {
 
 bool JobFilter::Matches(const v1::Job& status) const {
+  if (!scope.Sees(status)) return false;
   if (!types.empty() && !types.contains(status.type())) return false;
   if (!states.empty() && !states.contains(status.state())) return false;
   for (const auto& [key, value] : labels) {

@@ -20,6 +20,7 @@
 #include "absl/synchronization/mutex.h"
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.pb.h"
+#include "server/auth/scope.h"
 #include "server/storage/committed_event.h"
 #include "server/storage/job_store.h"
 #include "server/watch/watch_options.h"
@@ -28,6 +29,7 @@ namespace jobstream::watch {
 
 // Which jobs a many-job subscription wants. Empty sets match everything.
 struct JobFilter {
+  auth::Scope scope;  // whose jobs
   absl::flat_hash_set<std::string> types;
   absl::flat_hash_map<std::string, std::string> labels;
   absl::flat_hash_set<int> states;

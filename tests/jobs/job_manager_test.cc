@@ -13,6 +13,8 @@
 namespace jobstream::jobs {
 namespace {
 
+const auth::Scope kAll = auth::Scope::Everything();
+
 using v1::Job;
 using v1::JobEvent;
 
@@ -75,7 +77,7 @@ class JobManagerTest : public ::testing::Test {
   absl::StatusOr<Job> Submit(const v1::SubmitRequest& request) {
     absl::Notification done;
     absl::StatusOr<Job> result;
-    manager_->Submit(request, [&](absl::StatusOr<Job> job) {
+    manager_->Submit(request, kAll, [&](absl::StatusOr<Job> job) {
       result = std::move(job);
       done.Notify();
     });
@@ -85,7 +87,7 @@ class JobManagerTest : public ::testing::Test {
   absl::StatusOr<Job> Cancel(const std::string& id) {
     absl::Notification done;
     absl::StatusOr<Job> result;
-    manager_->Cancel(id, [&](absl::StatusOr<Job> job) {
+    manager_->Cancel(id, kAll, [&](absl::StatusOr<Job> job) {
       result = std::move(job);
       done.Notify();
     });
@@ -95,7 +97,7 @@ class JobManagerTest : public ::testing::Test {
   absl::Status Delete(const std::string& id) {
     absl::Notification done;
     absl::Status result;
-    manager_->Delete(id, [&](absl::Status s) {
+    manager_->Delete(id, kAll, [&](absl::Status s) {
       result = s;
       done.Notify();
     });
@@ -110,7 +112,7 @@ class JobManagerTest : public ::testing::Test {
   }
   // Every event of the job from the start until it ends.
   testing::Drained Events(const std::string& id) {
-    auto sub = hub_->WatchJob(id, 0);
+    auto sub = hub_->WatchJob(id, 0, kAll);
     if (!sub.ok()) return {{}, sub.status()};
     testing::Drained out = testing::Drain(**sub);
     hub_->Unsubscribe(*sub);
@@ -122,7 +124,7 @@ class JobManagerTest : public ::testing::Test {
     return types;
   }
   size_t ListedJobs() {
-    auto listed = manager_->List({});
+    auto listed = manager_->List({}, kAll);
     EXPECT_TRUE(listed.ok());
     return listed.ok() ? listed->jobs_size() : 0;
   }
@@ -154,7 +156,7 @@ TEST_F(JobManagerTest, RunsADemoJobWithDenseOrderedEvents) {
   EXPECT_EQ(events.events[5].status().progress().step(), "b");
   EXPECT_EQ(events.events[5].status().progress().step_index(), 2);
   EXPECT_DOUBLE_EQ(events.events[6].status().progress().fraction(), 0.75);
-  auto done = manager_->Get(job->id());
+  auto done = manager_->Get(job->id(), kAll);
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->state(), Job::SUCCEEDED);
   EXPECT_EQ(done->result().struct_value().fields().at("steps").number_value(), 2);
@@ -227,7 +229,7 @@ TEST_F(JobManagerTest, CancelsQueuedAtOnceAndRunningThroughItsHandler) {
 
   auto running = Submit(Demo(R"({"steps": ["long"], "step_ms": 60000})"));
   ASSERT_TRUE(running.ok());
-  auto sub = hub_->WatchJob(running->id(), 0);
+  auto sub = hub_->WatchJob(running->id(), 0, kAll);
   ASSERT_TRUE(sub.ok());
   for (;;) {
     auto next = (*sub)->Poll();
@@ -251,7 +253,7 @@ TEST_F(JobManagerTest, RefusesIllegalTransitions) {
   StartRunner();
   auto slow = Submit(Demo(R"({"steps": ["long"], "step_ms": 60000, "ticks": 0})"));
   ASSERT_TRUE(slow.ok());
-  while (manager_->Get(slow->id())->state() != Job::RUNNING) std::this_thread::yield();
+  while (manager_->Get(slow->id(), kAll)->state() != Job::RUNNING) std::this_thread::yield();
   absl::Status s = Delete(slow->id());
   EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
   EXPECT_NE(s.message().find("is RUNNING; cancel it first"), std::string::npos) << s;
@@ -262,14 +264,14 @@ TEST_F(JobManagerTest, RefusesIllegalTransitions) {
   auto cancel_done = Cancel(quick->id());
   EXPECT_TRUE(absl::IsFailedPrecondition(cancel_done.status())) << cancel_done.status();
   ASSERT_TRUE(Delete(quick->id()).ok());
-  auto gone = manager_->Get(quick->id());
+  auto gone = manager_->Get(quick->id(), kAll);
   EXPECT_TRUE(absl::IsNotFound(gone.status()));
   EXPECT_NE(gone.status().message().find("was deleted at"), std::string::npos) << gone.status();
-  EXPECT_TRUE(absl::IsNotFound(hub_->WatchJob(quick->id(), 0).status()));
+  EXPECT_TRUE(absl::IsNotFound(hub_->WatchJob(quick->id(), 0, kAll).status()));
   EXPECT_TRUE(absl::IsNotFound(Delete(quick->id())));
   EXPECT_TRUE(absl::IsInvalidArgument(Delete("not-an-id")));
-  EXPECT_TRUE(absl::IsInvalidArgument(manager_->Get("").status()));
-  EXPECT_TRUE(absl::IsInvalidArgument(manager_->Get(std::string(5000, 'a')).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->Get("", kAll).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->Get(std::string(5000, 'a'), kAll).status()));
   ASSERT_TRUE(Cancel(slow->id()).ok());
 }
 
@@ -323,7 +325,7 @@ TEST_F(JobManagerTest, AnOutcomeReachedAsTheServerStopsIsKept) {
   Flush();
   EXPECT_EQ(Types(Events(a->job_id)).back(), "SUCCEEDED") << "finished work is not redone";
   EXPECT_EQ(Types(Events(b->job_id)).back(), "CANCELLED") << "a cancel is not undone";
-  auto requeued = manager_->Get(c->job_id);
+  auto requeued = manager_->Get(c->job_id, kAll);
   ASSERT_TRUE(requeued.ok());
   EXPECT_EQ(requeued->state(), Job::QUEUED);
   EXPECT_EQ(requeued->attempt(), 0) << "an interrupted attempt does not count";
@@ -357,8 +359,8 @@ TEST_F(JobManagerTest, RecoveryRetriesOrFailsJobsThatWereRunning) {
   ASSERT_TRUE(manager_->Acquire({"demo.steps"}).has_value());
   Close();  // both were RUNNING and nothing finished them
   Open();
-  auto a_now = manager_->Get(a->id());
-  auto b_now = manager_->Get(b->id());
+  auto a_now = manager_->Get(a->id(), kAll);
+  auto b_now = manager_->Get(b->id(), kAll);
   ASSERT_TRUE(a_now.ok() && b_now.ok());
   EXPECT_EQ(a_now->state(), Job::QUEUED);
   EXPECT_EQ(b_now->state(), Job::FAILED);
@@ -402,16 +404,16 @@ TEST_F(JobManagerTest, RetentionExpiresFinishedJobsThenTheirTombstones) {
   auto keeper = Submit(Demo(R"({"steps": ["long"], "step_ms": 60000, "ticks": 0})"));
   ASSERT_TRUE(keeper.ok());
   ASSERT_TRUE(manager_->Sweep(absl::Now()).ok());
-  EXPECT_TRUE(manager_->Get(job->id()).ok()) << "not expired yet";
+  EXPECT_TRUE(manager_->Get(job->id(), kAll).ok()) << "not expired yet";
   const absl::Time later = absl::Now() + absl::Hours(168) + absl::Minutes(1);
   ASSERT_TRUE(manager_->Sweep(later).ok());
-  auto expired = manager_->Get(job->id());
+  auto expired = manager_->Get(job->id(), kAll);
   EXPECT_TRUE(absl::IsNotFound(expired.status()));
   EXPECT_NE(expired.status().message().find("was expired at"), std::string::npos) << expired.status();
   EXPECT_TRUE(store_->ReadEvents(job->id(), 0, 100, 100)->empty()) << "events went with it";
-  EXPECT_TRUE(manager_->Get(keeper->id()).ok()) << "live jobs never expire";
+  EXPECT_TRUE(manager_->Get(keeper->id(), kAll).ok()) << "live jobs never expire";
   ASSERT_TRUE(manager_->Sweep(later + absl::Hours(169)).ok());
-  auto forgotten = manager_->Get(job->id());
+  auto forgotten = manager_->Get(job->id(), kAll);
   EXPECT_NE(forgotten.status().message().find("no job with id"), std::string::npos);
   ASSERT_TRUE(Cancel(keeper->id()).ok());
 }
@@ -432,7 +434,7 @@ TEST_F(JobManagerTest, ListsNewestFirstInPagesAndRejectsBadTokens) {
   request.set_page_size(2);
   int pages = 0;
   do {
-    auto page = manager_->List(request);
+    auto page = manager_->List(request, kAll);
     ASSERT_TRUE(page.ok()) << page.status();
     for (const Job& j : page->jobs()) {
       listed.push_back(j.id());
@@ -444,16 +446,16 @@ TEST_F(JobManagerTest, ListsNewestFirstInPagesAndRejectsBadTokens) {
   EXPECT_EQ(listed, ids);
   v1::ListJobsRequest odd;
   (*odd.mutable_labels())["parity"] = "odd";
-  EXPECT_EQ(manager_->List(odd)->jobs_size(), 2);
+  EXPECT_EQ(manager_->List(odd, kAll)->jobs_size(), 2);
   v1::ListJobsRequest bad;
   bad.set_page_token("garbage!");
-  EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad, kAll).status()));
   bad.set_page_token("");
   bad.set_page_size(-1);
-  EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad, kAll).status()));
   bad.set_page_size(0);
   bad.add_states(Job::STATE_UNSPECIFIED);
-  EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad, kAll).status()));
 }
 
 TEST_F(JobManagerTest, PurgeRemovesOnlyJobsFinishedBefore) {
@@ -475,8 +477,8 @@ TEST_F(JobManagerTest, PurgeRemovesOnlyJobsFinishedBefore) {
   done.WaitForNotification();
   ASSERT_TRUE(purged.ok());
   EXPECT_EQ(*purged, 1);
-  EXPECT_TRUE(absl::IsNotFound(manager_->Get(old_job->id()).status()));
-  EXPECT_TRUE(manager_->Get(new_job->id()).ok());
+  EXPECT_TRUE(absl::IsNotFound(manager_->Get(old_job->id(), kAll).status()));
+  EXPECT_TRUE(manager_->Get(new_job->id(), kAll).ok());
 }
 
 }  // namespace
@@ -517,7 +519,7 @@ class DeepQueueTest : public JobManagerTest {
     request.set_max_jobs(max_jobs);
     absl::Notification done;
     absl::StatusOr<v1::LeaseJobResponse> result;
-    manager_->LeaseJobs(request, "test", [&](absl::StatusOr<v1::LeaseJobResponse> r) {
+    manager_->LeaseJobs(request, "test", kAll, [&](absl::StatusOr<v1::LeaseJobResponse> r) {
       result = std::move(r);
       done.Notify();
     });
@@ -530,7 +532,7 @@ class DeepQueueTest : public JobManagerTest {
     absl::StatusOr<Job> result;
     v1::CompleteJobRequest request;
     request.set_lease_id(lease_id);
-    manager_->CompleteWork(request, [&](absl::StatusOr<Job> job) {
+    manager_->CompleteWork(request, kAll, [&](absl::StatusOr<Job> job) {
       result = std::move(job);
       done.Notify();
     });
@@ -543,7 +545,7 @@ class DeepQueueTest : public JobManagerTest {
     v1::FailJobRequest request;
     request.set_lease_id(lease_id);
     request.mutable_error()->set_message("no");
-    manager_->FailWork(request, [&](absl::StatusOr<Job> job) {
+    manager_->FailWork(request, kAll, [&](absl::StatusOr<Job> job) {
       result = std::move(job);
       done.Notify();
     });
@@ -555,7 +557,7 @@ class DeepQueueTest : public JobManagerTest {
     std::vector<std::string> ids;
     request.set_page_size(3);
     for (int pages = 0; pages < 100; ++pages) {
-      auto page = manager_->List(request);
+      auto page = manager_->List(request, kAll);
       EXPECT_TRUE(page.ok()) << page.status();
       if (!page.ok()) break;
       for (const Job& job : page->jobs()) ids.push_back(job.id());
@@ -571,7 +573,7 @@ TEST_F(DeepQueueTest, QueuedJobsLeaveMemoryOnceWrittenAndAreReadBackToStart) {
   for (int i = 0; i < 200; ++i) jobs.push_back(SubmitOf("mail", i, i % 3));
   EXPECT_EQ(manager_->live_jobs(), 0u) << "committed queued jobs are not held in memory";
   // A job nobody held is watched from the store, then live.
-  auto sub = hub_->WatchJob(jobs[5].id(), 0);
+  auto sub = hub_->WatchJob(jobs[5].id(), 0, kAll);
   ASSERT_TRUE(sub.ok());
   // Cancel and delete find a queued job in the store.
   auto cancelled = Cancel(jobs[0].id());
@@ -662,7 +664,7 @@ TEST_F(DeepQueueTest, ListJobsByStateAndTypeFollowsEveryTransition) {
 
   // The truth, from the record of every job (creation order, newest first).
   std::vector<Job> all;
-  for (const std::string& id : ListAll({})) all.push_back(*manager_->Get(id));
+  for (const std::string& id : ListAll({})) all.push_back(*manager_->Get(id, kAll));
   ASSERT_EQ(all.size(), 20u);
   auto expect = [&](std::vector<Job::State> states, const std::string& type) {
     std::vector<std::string> want;
@@ -701,7 +703,7 @@ TEST_F(DeepQueueTest, AStaleQueueEntryIsDroppedNotStarted) {
   Job waiting = SubmitOf("mail", 2);
   Close();
   // As an older version could leave behind: a queue entry of a job that has moved on.
-  const std::string stale = storage::QueueKey("mail", 0, 1, done.id());
+  const std::string stale = storage::QueueKey("mail", "", 0, 1, done.id());
   {
     auto store = storage::JobStore::Open(dir_.path());
     ASSERT_TRUE(store.ok());
@@ -713,7 +715,7 @@ TEST_F(DeepQueueTest, AStaleQueueEntryIsDroppedNotStarted) {
   v1::LeaseJobResponse leased = Lease({"mail"}, 10);
   ASSERT_EQ(leased.jobs_size(), 1);
   EXPECT_EQ(leased.jobs(0).job().id(), waiting.id());
-  EXPECT_EQ(manager_->Get(done.id())->state(), Job::CANCELLED) << "not started again";
+  EXPECT_EQ(manager_->Get(done.id(), kAll)->state(), Job::CANCELLED) << "not started again";
   Close();
   Open();
   EXPECT_EQ(manager_->ListTypes().types(1).queued(), 0) << "and the entry is gone for good";

@@ -15,7 +15,7 @@ std::string Id(int n) {
 }
 
 std::string Key(const std::string& type, int priority, int64_t ready_ms, int n) {
-  return storage::QueueKey(type, priority, ready_ms, Id(n));
+  return storage::QueueKey(type, "", priority, ready_ms, Id(n));
 }
 
 TEST(JobQueueTest, PriorityThenReadyTimeThenIdAcrossTypes) {
@@ -31,6 +31,29 @@ TEST(JobQueueTest, PriorityThenReadyTimeThenIdAcrossTypes) {
   }
   EXPECT_EQ(order, (std::vector<std::string>{Id(3), Id(2), Id(0), Id(1)}));
   EXPECT_EQ(q.size(), 0u);
+}
+
+TEST(JobQueueTest, EachTenantHasItsLaneAndTheOrderHoldsAcrossLanes) {
+  JobQueue q;
+  q.Add(storage::QueueKey("a", "acme", 0, 100, Id(1)), 1000);
+  q.Add(storage::QueueKey("a", "bolt", 5, 300, Id(2)), 1000);
+  q.Add(storage::QueueKey("a", "", 1, 100, Id(3)), 1000);
+  q.Add(storage::QueueKey("a", "acme", 0, 5000, Id(4)), 1000);  // scheduled
+  EXPECT_EQ(q.queued("a"), 4);
+  EXPECT_EQ(q.queued_of_tenant("acme"), 2);
+  EXPECT_EQ(q.queued_of_tenant("bolt"), 1);
+  EXPECT_EQ(q.queued_of_tenant("none"), 0);
+  // Everyone's: by priority across tenants.
+  EXPECT_EQ(storage::ParseQueueKey(*q.Next({"a"}, nullptr))->job_id, Id(2));
+  // One tenant's only.
+  const std::string acme = "acme", none = "nobody";
+  EXPECT_EQ(storage::ParseQueueKey(*q.Next({"a"}, nullptr, &acme))->job_id, Id(1));
+  EXPECT_FALSE(q.Next({"a"}, nullptr, &none).has_value());
+  EXPECT_TRUE(q.Remove(storage::QueueKey("a", "acme", 0, 100, Id(1))));
+  EXPECT_FALSE(q.Next({"a"}, nullptr, &acme).has_value()) << "its other job is not due";
+  EXPECT_EQ(q.queued_of_tenant("acme"), 1);
+  EXPECT_EQ(q.Promote(5000), std::vector<std::string>{"a"});
+  EXPECT_EQ(storage::ParseQueueKey(*q.Next({"a"}, nullptr, &acme))->job_id, Id(4));
 }
 
 TEST(JobQueueTest, ScheduledJobsWaitForTheirTime) {

@@ -20,25 +20,25 @@ TEST(KeysTest, EventKeysSortBySequence) {
 }
 
 TEST(KeysTest, QueueKeysRunHighPriorityThenEarliestThenOldest) {
-  const std::string a = QueueKey("t", 5, 2000, "b");
-  const std::string b = QueueKey("t", 0, 1000, "a");
-  const std::string c = QueueKey("t", 0, 1000, "b");
-  const std::string d = QueueKey("t", 0, 3000, "a");
-  const std::string e = QueueKey("t", -5, 0, "a");
+  const std::string a = QueueKey("t", "", 5, 2000, "b");
+  const std::string b = QueueKey("t", "", 0, 1000, "a");
+  const std::string c = QueueKey("t", "", 0, 1000, "b");
+  const std::string d = QueueKey("t", "", 0, 3000, "a");
+  const std::string e = QueueKey("t", "", -5, 0, "a");
   std::vector<std::string> keys = {e, d, c, b, a};
   std::sort(keys.begin(), keys.end());
   EXPECT_EQ(keys, (std::vector<std::string>{a, b, c, d, e}));
-  EXPECT_LT(QueueKey("t", 1000, 0, "x"), QueueKey("t", -1000, 0, "x"));
-  EXPECT_LT(QueueKey("t", INT32_MAX, 0, "x"), QueueKey("t", INT32_MIN, 0, "x"));
+  EXPECT_LT(QueueKey("t", "", 1000, 0, "x"), QueueKey("t", "", -1000, 0, "x"));
+  EXPECT_LT(QueueKey("t", "", INT32_MAX, 0, "x"), QueueKey("t", "", INT32_MIN, 0, "x"));
 }
 
 TEST(KeysTest, QueueKeysOfOneTypeShareAPrefixNoOtherTypeHas) {
-  EXPECT_EQ(QueueKey("demo", 0, 0, kId).rfind(QueuePrefix("demo"), 0), 0u);
-  EXPECT_NE(QueueKey("demo.steps", 0, 0, kId).rfind(QueuePrefix("demo"), 0), 0u);
+  EXPECT_EQ(QueueKey("demo", "", 0, 0, kId).rfind(QueuePrefix("demo"), 0), 0u);
+  EXPECT_NE(QueueKey("demo.steps", "", 0, 0, kId).rfind(QueuePrefix("demo"), 0), 0u);
 }
 
 TEST(KeysTest, QueueKeyRoundTrips) {
-  auto parsed = ParseQueueKey(QueueKey("video.render", -17, 123456789, kId));
+  auto parsed = ParseQueueKey(QueueKey("video.render", "", -17, 123456789, kId));
   ASSERT_TRUE(parsed.has_value());
   EXPECT_EQ(parsed->type, "video.render");
   EXPECT_EQ(parsed->priority, -17);
@@ -70,11 +70,38 @@ TEST(KeysTest, IndexKeysGroupByStateAndTypeThenSortByTime) {
 }
 
 TEST(KeysTest, TombstoneRoundTrips) {
-  auto parsed = ParseTombstoneValue(TombstoneValue(42, "expired"));
+  auto parsed = ParseTombstoneValue(TombstoneValue(42, "expired", ""));
   ASSERT_TRUE(parsed.has_value());
-  EXPECT_EQ(parsed->first, 42);
-  EXPECT_EQ(parsed->second, "expired");
+  EXPECT_EQ(parsed->removed_ms, 42);
+  EXPECT_EQ(parsed->reason, "expired");
+  EXPECT_EQ(parsed->tenant, "");
+  parsed = ParseTombstoneValue(TombstoneValue(43, "deleted", "acme"));
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->removed_ms, 43);
+  EXPECT_EQ(parsed->reason, "deleted");
+  EXPECT_EQ(parsed->tenant, "acme");
   EXPECT_FALSE(ParseTombstoneValue("1234").has_value());
+}
+
+TEST(KeysTest, QueueKeysKeepATenantsLaneApartAndRoundTrip) {
+  const std::string mine = QueueKey("render", "acme", 3, 77, kId);
+  auto parsed = ParseQueueKey(mine);
+  ASSERT_TRUE(parsed.has_value());
+  EXPECT_EQ(parsed->type, "render");
+  EXPECT_EQ(parsed->tenant, "acme");
+  EXPECT_EQ(parsed->priority, 3);
+  EXPECT_EQ(parsed->ready_ms, 77);
+  EXPECT_EQ(parsed->job_id, kId);
+  // Without a tenant, the key is the form stores written before tenants still hold.
+  EXPECT_EQ(QueueKey("render", "", 3, 77, kId).rfind(QueuePrefix("render"), 0), 0u);
+  EXPECT_NE(mine.rfind(QueuePrefix("render"), 0), 0u);
+  EXPECT_EQ(ParseQueueKey(QueueKey("render", "", 3, 77, kId))->tenant, "");
+}
+
+TEST(KeysTest, RequestKeysAreEachTenantsOwn) {
+  EXPECT_EQ(RequestKey("", "order-1"), "order-1") << "the form before tenants";
+  EXPECT_NE(RequestKey("a", "order-1"), RequestKey("b", "order-1"));
+  EXPECT_NE(RequestKey("a", "b\x01"), RequestKey("ab", "\x01"));
 }
 
 }  // namespace

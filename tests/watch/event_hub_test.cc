@@ -13,6 +13,8 @@
 namespace jobstream::watch {
 namespace {
 
+const auth::Scope kAll = auth::Scope::Everything();
+
 using storage::Cf;
 using testing::Drain;
 using v1::Job;
@@ -95,7 +97,7 @@ TEST_F(EventHubTest, CatchUpThenLiveHasNoGapOrDuplicateUnderConcurrentPublishing
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
     const int64_t after = static_cast<int64_t>(rng() % (published.load() + 1));
     watchers.emplace_back([&, after] {
-      auto sub = hub_->WatchJob(kJob, after);
+      auto sub = hub_->WatchJob(kJob, after, kAll);
       if (!sub.ok()) {
         std::lock_guard<std::mutex> lock(mu);
         failures.push_back(sub.status().ToString());
@@ -124,7 +126,7 @@ TEST_F(EventHubTest, QueueLimitOneGetsConflatedProgressAndEveryStateEvent) {
   options.conflate_after = 0;
   Start(options);
   Append(kJob, JobEvent::CREATED);
-  auto sub = hub_->WatchJob(kJob, 1);
+  auto sub = hub_->WatchJob(kJob, 1, kAll);
   ASSERT_TRUE(sub.ok());
   auto poll_all = [&] {
     std::vector<std::string> got;
@@ -157,8 +159,8 @@ TEST_F(EventHubTest, AHopelessWatcherIsCutOffAndCanResume) {
   options.queue_limit = 2;
   Start(options);
   Append(kJob, JobEvent::CREATED);
-  auto slow = hub_->WatchJob(kJob, 1);
-  auto fast = hub_->WatchJob(kJob, 1);
+  auto slow = hub_->WatchJob(kJob, 1, kAll);
+  auto fast = hub_->WatchJob(kJob, 1, kAll);
   ASSERT_TRUE(slow.ok() && fast.ok());
   Append(kJob, JobEvent::STARTED);
   ASSERT_EQ((*fast)->Poll().event->event.sequence(), 2);
@@ -171,7 +173,7 @@ TEST_F(EventHubTest, AHopelessWatcherIsCutOffAndCanResume) {
   EXPECT_EQ((*fast)->Poll().event->event.sequence(), 4) << "the slow watcher held nobody back";
   hub_->Unsubscribe(*slow);
   // It resumes from the last sequence it received and misses nothing.
-  auto resumed = hub_->WatchJob(kJob, 1);
+  auto resumed = hub_->WatchJob(kJob, 1, kAll);
   ASSERT_TRUE(resumed.ok());
   Append(kJob, JobEvent::SUCCEEDED);
   EXPECT_EQ(Drain(**resumed).sequences(), (std::vector<int64_t>{2, 3, 4, 5}));
@@ -184,13 +186,13 @@ TEST_F(EventHubTest, FinishedJobReplaysAndEnds) {
   Append(kJob, JobEvent::CREATED);
   Append(kJob, JobEvent::STARTED);
   Append(kJob, JobEvent::SUCCEEDED);
-  auto sub = hub_->WatchJob(kJob, 1);
+  auto sub = hub_->WatchJob(kJob, 1, kAll);
   ASSERT_TRUE(sub.ok());
   testing::Drained got = Drain(**sub);
   EXPECT_TRUE(got.status.ok());
   EXPECT_EQ(got.sequences(), (std::vector<int64_t>{2, 3}));
   hub_->Unsubscribe(*sub);
-  auto at_end = hub_->WatchJob(kJob, 3);
+  auto at_end = hub_->WatchJob(kJob, 3, kAll);
   ASSERT_TRUE(at_end.ok());
   got = Drain(**at_end);
   EXPECT_TRUE(got.status.ok());
@@ -202,13 +204,13 @@ TEST_F(EventHubTest, RefusesBadPositionsAndUnknownJobs) {
   Start({});
   Append(kJob, JobEvent::CREATED);
   Append(kJob, JobEvent::STARTED);
-  EXPECT_TRUE(absl::IsOutOfRange(hub_->WatchJob(kJob, 3).status()));
-  EXPECT_TRUE(absl::IsNotFound(hub_->WatchJob(kOther, 0).status()));
+  EXPECT_TRUE(absl::IsOutOfRange(hub_->WatchJob(kJob, 3, kAll).status()));
+  EXPECT_TRUE(absl::IsNotFound(hub_->WatchJob(kOther, 0, kAll).status()));
   // A removed job's tombstone is reported.
   storage::Batch batch;
-  batch.Put(Cf::kTombstones, kOther, storage::TombstoneValue(0, "expired"));
+  batch.Put(Cf::kTombstones, kOther, storage::TombstoneValue(0, "expired", ""));
   ASSERT_TRUE(store_->Write(batch, true).ok());
-  auto status = hub_->WatchJob(kOther, 0).status();
+  auto status = hub_->WatchJob(kOther, 0, kAll).status();
   EXPECT_TRUE(absl::IsNotFound(status));
   EXPECT_NE(status.message().find("expired at 1970-01-01T00:00:00"), std::string::npos) << status;
   EXPECT_EQ(hub_->watchers(), 0u) << "refused watches are not counted";
@@ -241,7 +243,7 @@ TEST_F(EventHubTest, WatchJobsStartsWithSnapshotsThenFollowsMatchingJobs) {
   hub_->Close(absl::UnavailableError("bye"));
   EXPECT_TRUE(absl::IsUnavailable((*sub)->Poll().status));
   EXPECT_TRUE(absl::IsUnavailable(hub_->WatchJobs({}).status()));
-  EXPECT_TRUE(absl::IsUnavailable(hub_->WatchJob(kJob, 0).status()));
+  EXPECT_TRUE(absl::IsUnavailable(hub_->WatchJob(kJob, 0, kAll).status()));
   hub_->Unsubscribe(*sub);
 }
 
@@ -250,12 +252,12 @@ TEST_F(EventHubTest, MaxWatchersIsEnforced) {
   options.max_watchers = 2;
   Start(options);
   Append(kJob, JobEvent::CREATED);
-  auto a = hub_->WatchJob(kJob, 0);
+  auto a = hub_->WatchJob(kJob, 0, kAll);
   auto b = hub_->WatchJobs({});
   ASSERT_TRUE(a.ok() && b.ok());
-  EXPECT_TRUE(absl::IsResourceExhausted(hub_->WatchJob(kJob, 0).status()));
+  EXPECT_TRUE(absl::IsResourceExhausted(hub_->WatchJob(kJob, 0, kAll).status()));
   hub_->Unsubscribe(*a);
-  auto c = hub_->WatchJob(kJob, 0);
+  auto c = hub_->WatchJob(kJob, 0, kAll);
   EXPECT_TRUE(c.ok());
   hub_->Unsubscribe(*b);
   hub_->Unsubscribe(*c);
@@ -267,17 +269,17 @@ TEST_F(EventHubTest, MaxWatchersPerJobIsEnforcedPerJob) {
   Start(options);
   Append(kJob, JobEvent::CREATED);
   Append("01m81rd5kq5g91qm659eqts4zz", JobEvent::CREATED);
-  auto a = hub_->WatchJob(kJob, 0);
-  auto b = hub_->WatchJob(kJob, 0);
+  auto a = hub_->WatchJob(kJob, 0, kAll);
+  auto b = hub_->WatchJob(kJob, 0, kAll);
   ASSERT_TRUE(a.ok() && b.ok());
-  auto refused = hub_->WatchJob(kJob, 0);
+  auto refused = hub_->WatchJob(kJob, 0, kAll);
   EXPECT_TRUE(absl::IsResourceExhausted(refused.status()));
   EXPECT_NE(refused.status().message().find("--max_watchers_per_job"), std::string::npos);
-  auto other = hub_->WatchJob("01m81rd5kq5g91qm659eqts4zz", 0);  // another job: fine
+  auto other = hub_->WatchJob("01m81rd5kq5g91qm659eqts4zz", 0, kAll);  // another job: fine
   EXPECT_TRUE(other.ok());
   EXPECT_EQ(hub_->watchers(), 3u);  // the refusal was not counted
   hub_->Unsubscribe(*a);
-  auto c = hub_->WatchJob(kJob, 0);
+  auto c = hub_->WatchJob(kJob, 0, kAll);
   EXPECT_TRUE(c.ok());
   for (auto* sub : {&*b, &*c, &*other}) hub_->Unsubscribe(*sub);
 }

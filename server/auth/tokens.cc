@@ -1,0 +1,113 @@
+#include "server/auth/tokens.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "jobstream/v1/auth_config.h"
+#include "openssl/evp.h"
+
+namespace jobstream::auth {
+namespace {
+
+constexpr std::pair<absl::string_view, Role> kRoles[] = {
+    {"submit", Role::kSubmit}, {"read", Role::kRead}, {"work", Role::kWork}, {"admin", Role::kAdmin}};
+
+std::string HexSha256(absl::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr);
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), size));
+}
+
+}  // namespace
+
+absl::string_view RoleName(Role role) {
+  for (const auto& [name, r] : kRoles) {
+    if (r == role) return name;
+  }
+  return "?";
+}
+
+Principal Principal::Open() {
+  Principal p;
+  p.roles = static_cast<uint8_t>(Role::kSubmit) | static_cast<uint8_t>(Role::kRead) |
+            static_cast<uint8_t>(Role::kWork) | static_cast<uint8_t>(Role::kAdmin);
+  return p;
+}
+
+absl::StatusOr<TokenTable> ParseTokenFile(absl::string_view json) {
+  auto config = v1::ParseAuthConfig(json);
+  if (!config.ok()) return config.status();
+  TokenTable table;
+  for (const v1::AuthToken& token : config->tokens()) {
+    Principal principal{token.name(), token.tenant(), 0, true};
+    for (const std::string& role : token.roles()) {
+      for (const auto& [name, r] : kRoles) {
+        if (role == name) principal.roles |= static_cast<uint8_t>(r);
+      }
+    }
+    table.emplace(token.sha256(), std::move(principal));
+  }
+  return table;
+}
+
+absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Load(const std::string& path) {
+  auto auth = std::make_unique<Authenticator>();
+  auth->path_ = path;
+  if (absl::Status s = auth->Reload(); !s.ok()) return s;
+  return auth;
+}
+
+size_t Authenticator::tokens() const {
+  absl::MutexLock lock(&mu_);
+  return table_ ? table_->size() : 0;
+}
+
+absl::Status Authenticator::Reload() {
+  std::ifstream in(path_, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read --auth_tokens file ", path_));
+  std::stringstream text;
+  text << in.rdbuf();
+  auto table = ParseTokenFile(text.str());
+  if (!table.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--auth_tokens file ", path_, ": ", table.status().message()));
+  }
+  auto shared = std::make_shared<const TokenTable>(*std::move(table));
+  absl::MutexLock lock(&mu_);
+  table_ = std::move(shared);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Principal> Authenticator::Authenticate(absl::string_view authorization) const {
+  if (!enabled()) return Principal::Open();
+  if (authorization.empty()) {
+    return absl::UnauthenticatedError(
+        "this server needs a token: send \"authorization: Bearer <token>\"");
+  }
+  absl::string_view token = authorization;
+  if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
+    return absl::UnauthenticatedError("authorization must be \"Bearer <token>\"");
+  }
+  token = absl::StripAsciiWhitespace(token);
+  if (token.empty()) return absl::UnauthenticatedError("authorization has an empty token");
+  const std::string digest = HexSha256(token);
+  std::shared_ptr<const TokenTable> table;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    table = table_;
+  }
+  auto it = table->find(digest);
+  if (it == table->end()) {
+    return absl::UnauthenticatedError("the token is not one this server knows");
+  }
+  return it->second;
+}
+
+}  // namespace jobstream::auth

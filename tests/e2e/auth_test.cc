@@ -1,0 +1,549 @@
+// Tokens and tenants on the real server binary: every RPC without a token, with a wrong
+// one and with one lacking the role gets its exact status and writes nothing; another
+// tenant's job is NOT_FOUND with the very message a job that never existed gets; a
+// request_id is each tenant's own; workers lease only their tenant's jobs; SIGHUP re-reads
+// the token file; the CLI presents $JOBSTREAM_TOKEN and makes entries the server accepts.
+#include <fstream>
+#include <functional>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "client/job_client.h"
+#include "gtest/gtest.h"
+#include "jobstream/v1/artifacts.h"
+#include "jobstream/v1/job_states.h"
+#include "jobstream/v1/workers.grpc.pb.h"
+#include "tests/support/process.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
+
+namespace jobstream {
+namespace {
+
+using client::ChannelOptions;
+using client::JobClient;
+using grpc::StatusCode;
+using testing::BinaryPath;
+using testing::RunCommand;
+using testing::ServerProcess;
+using v1::Job;
+
+struct Token {
+  std::string secret, name, tenant;
+  std::vector<std::string> roles;
+};
+const Token kAlice{"alice-0123456789abcdef", "alice", "acme", {"submit", "read"}};
+const Token kReader{"reader-0123456789abcdef", "reader", "acme", {"read"}};
+const Token kAcmeWorker{"acme-worker-0123456789", "acme-worker", "acme", {"work"}};
+const Token kBob{"bob-0123456789abcdef", "bob", "bolt", {"submit", "read", "work"}};
+const Token kRoot{"root-0123456789abcdef", "root", "ops", {"admin"}};
+const Token kNobody{"nobody-0123456789abcdef", "nobody", "acme", {"read"}};  // not in the file
+
+std::string Entry(const Token& t) {
+  v1::Sha256 digest;
+  digest.Update(t.secret);
+  std::string roles;
+  for (const std::string& r : t.roles) absl::StrAppend(&roles, roles.empty() ? "" : ",", "\"", r, "\"");
+  return absl::StrCat(R"({"sha256": ")", digest.HexDigest(), R"(", "name": ")", t.name,
+                      R"(", "tenant": ")", t.tenant, R"(", "roles": [)", roles, "]}");
+}
+
+std::string TokenFile(const std::vector<Token>& tokens) {
+  std::string entries;
+  for (const Token& t : tokens) absl::StrAppend(&entries, entries.empty() ? "" : ",\n", Entry(t));
+  return absl::StrCat(R"({"tokens": [)", entries, "]}");
+}
+
+// A message with the job id taken out, to compare a refusal about one id with another's.
+std::string WithoutId(const std::string& message, const std::string& id) {
+  return absl::StrReplaceAll(message, {{id, "<id>"}});
+}
+
+class AuthTest : public ::testing::Test {
+ public:  // the calls EveryRpc makes
+  void SetUp() override {
+    std::ofstream(dir_.sub("tokens.json"))
+        << TokenFile({kAlice, kReader, kAcmeWorker, kBob, kRoot});
+    std::ofstream(dir_.sub("config.json")) << R"({"types": [
+      {"name": "ext", "external": {"leaseDuration": "30s"}}]})";
+    server_ = std::make_unique<ServerProcess>(
+        dir_.sub("data"), std::vector<std::string>{"--auth_tokens=" + dir_.sub("tokens.json"),
+                                                   "--config=" + dir_.sub("config.json")});
+  }
+
+  std::shared_ptr<grpc::Channel> Channel(const Token* token) {
+    ChannelOptions options;
+    if (token != nullptr) options.token = token->secret;
+    auto channel = JobClient::Connect(server_->address(), options);
+    EXPECT_TRUE(channel.ok());
+    return *channel;
+  }
+  std::unique_ptr<v1::JobService::Stub> Jobs(const Token* token) {
+    return v1::JobService::NewStub(Channel(token));
+  }
+  std::unique_ptr<v1::WorkerService::Stub> Work(const Token* token) {
+    return v1::WorkerService::NewStub(Channel(token));
+  }
+  static void Deadline(grpc::ClientContext& ctx) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  }
+  Job Submit(const Token& token, const std::string& type = "demo.steps",
+             const std::string& request_id = "") {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::SubmitRequest request;
+    request.set_type(type);
+    request.set_request_id(request_id);
+    if (type == "demo.steps") {
+      (*request.mutable_params()->mutable_fields())["ticks"].set_number_value(0);
+      (*request.mutable_params()->mutable_fields())["step_ms"].set_number_value(0);
+    }
+    Job job;
+    grpc::Status s = Jobs(&token)->Submit(&ctx, request, &job);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return job;
+  }
+  grpc::Status GetStatus(const Token* token, const std::string& id, Job* job = nullptr) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::GetStatusRequest request;
+    request.set_job_id(id);
+    Job ignored;
+    return Jobs(token)->GetStatus(&ctx, request, job != nullptr ? job : &ignored);
+  }
+  Job WaitFinished(const Token& token, const std::string& id) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::WaitJobRequest request;
+    request.set_job_id(id);
+    request.mutable_timeout()->set_seconds(5);
+    Job job;
+    EXPECT_TRUE(Jobs(&token)->WaitJob(&ctx, request, &job).ok());
+    return job;
+  }
+  // Every job id the root token can list.
+  std::vector<std::string> AllJobs() {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::ListJobsRequest request;
+    request.set_page_size(1000);
+    v1::ListJobsResponse response;
+    EXPECT_TRUE(Jobs(&kRoot)->ListJobs(&ctx, request, &response).ok());
+    std::vector<std::string> ids;
+    for (const Job& job : response.jobs()) ids.push_back(job.id());
+    return ids;
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+// One RPC made with a given token (or none), and the role it needs.
+struct Rpc {
+  std::string name;
+  std::string role;
+  std::function<grpc::Status(AuthTest&, const Token*)> call;
+};
+
+template <typename Response>
+grpc::Status ReadToEnd(std::unique_ptr<grpc::ClientReader<Response>> reader) {
+  Response message;
+  while (reader->Read(&message)) {
+  }
+  return reader->Finish();
+}
+
+std::vector<Rpc> EveryRpc(const std::string& job_id) {
+  auto ctx = [] {
+    auto c = std::make_unique<grpc::ClientContext>();
+    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    return c;
+  };
+  return {
+      {"Submit", "submit", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::SubmitRequest r;
+         r.set_type("demo.steps");
+         Job j;
+         return t.Jobs(k)->Submit(c.get(), r, &j);
+       }},
+      {"GetStatus", "read", [=](AuthTest& t, const Token* k) { return t.GetStatus(k, job_id); }},
+      {"WaitJob", "read", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::WaitJobRequest r;
+         r.set_job_id(job_id);
+         Job j;
+         return t.Jobs(k)->WaitJob(c.get(), r, &j);
+       }},
+      {"ListJobs", "read", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::ListJobsResponse r;
+         return t.Jobs(k)->ListJobs(c.get(), {}, &r);
+       }},
+      {"ListJobTypes", "read", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::ListJobTypesResponse r;
+         return t.Jobs(k)->ListJobTypes(c.get(), {}, &r);
+       }},
+      {"WatchJob", "read", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::WatchJobRequest r;
+         r.set_job_id(job_id);
+         auto stub = t.Jobs(k);
+         return ReadToEnd(stub->WatchJob(c.get(), r));
+       }},
+      {"WatchJobs", "read", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         c->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+         auto stub = t.Jobs(k);
+         return ReadToEnd(stub->WatchJobs(c.get(), {}));
+       }},
+      {"GetArtifact", "read", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::GetArtifactRequest r;
+         r.set_job_id(job_id);
+         r.set_name("none.txt");
+         auto stub = t.Jobs(k);
+         return ReadToEnd(stub->GetArtifact(c.get(), r));
+       }},
+      {"CancelJob", "submit", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::CancelJobRequest r;
+         r.set_job_id(job_id);
+         Job j;
+         return t.Jobs(k)->CancelJob(c.get(), r, &j);
+       }},
+      {"DeleteJob", "submit", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::DeleteJobRequest r;
+         r.set_job_id(job_id);
+         v1::DeleteJobResponse d;
+         return t.Jobs(k)->DeleteJob(c.get(), r, &d);
+       }},
+      {"PurgeJobs", "admin", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::PurgeJobsRequest r;
+         r.mutable_finished_before()->set_seconds(time(nullptr));
+         v1::PurgeJobsResponse p;
+         return t.Jobs(k)->PurgeJobs(c.get(), r, &p);
+       }},
+      {"LeaseJob", "work", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::LeaseJobRequest r;
+         r.add_types("ext");
+         v1::LeaseJobResponse l;
+         return t.Work(k)->LeaseJob(c.get(), r, &l);
+       }},
+      {"ReportProgress", "work", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::ReportProgressRequest r;
+         r.set_lease_id(job_id + ".1.x");
+         v1::ReportProgressResponse p;
+         return t.Work(k)->ReportProgress(c.get(), r, &p);
+       }},
+      {"CompleteJob", "work", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::CompleteJobRequest r;
+         r.set_lease_id(job_id + ".1.x");
+         Job j;
+         return t.Work(k)->CompleteJob(c.get(), r, &j);
+       }},
+      {"FailJob", "work", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::FailJobRequest r;
+         r.set_lease_id(job_id + ".1.x");
+         Job j;
+         return t.Work(k)->FailJob(c.get(), r, &j);
+       }},
+      {"ReleaseJob", "work", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::ReleaseJobRequest r;
+         r.set_lease_id(job_id + ".1.x");
+         Job j;
+         return t.Work(k)->ReleaseJob(c.get(), r, &j);
+       }},
+      {"UploadArtifact", "work", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::Artifact a;
+         auto stub = t.Work(k);
+         auto writer = stub->UploadArtifact(c.get(), &a);
+         v1::UploadArtifactRequest r;
+         r.mutable_header()->set_lease_id(job_id + ".1.x");
+         r.mutable_header()->set_name("x.txt");
+         r.set_data("hello");
+         r.set_finish_write(true);
+         writer->Write(r);
+         writer->WritesDone();
+         return writer->Finish();
+       }},
+  };
+}
+
+TEST_F(AuthTest, EveryRpcWantsAKnownTokenWithItsRoleAndWritesNothingOtherwise) {
+  const Job job = Submit(kAlice);
+  WaitFinished(kAlice, job.id());
+  const std::vector<std::string> before = AllJobs();
+  for (const Rpc& rpc : EveryRpc(job.id())) {
+    SCOPED_TRACE(rpc.name);
+    grpc::Status none = rpc.call(*this, nullptr);
+    EXPECT_EQ(none.error_code(), StatusCode::UNAUTHENTICATED) << none.error_message();
+    EXPECT_NE(none.error_message().find("Bearer"), std::string::npos) << none.error_message();
+    grpc::Status wrong = rpc.call(*this, &kNobody);
+    EXPECT_EQ(wrong.error_code(), StatusCode::UNAUTHENTICATED) << wrong.error_message();
+    // A token of the same tenant without the role: the worker's for reads, else the reader's.
+    const Token& lacking = rpc.role == "read" ? kAcmeWorker : kReader;
+    grpc::Status denied = rpc.call(*this, &lacking);
+    EXPECT_EQ(denied.error_code(), StatusCode::PERMISSION_DENIED) << denied.error_message();
+    EXPECT_NE(denied.error_message().find("\"" + rpc.role + "\" role"), std::string::npos)
+        << denied.error_message();
+    EXPECT_NE(denied.error_message().find(rpc.name), std::string::npos) << denied.error_message();
+  }
+  EXPECT_EQ(AllJobs(), before) << "no refused call wrote anything";
+  Job still;
+  ASSERT_TRUE(GetStatus(&kAlice, job.id(), &still).ok());
+  EXPECT_EQ(still.state(), Job::SUCCEEDED) << "nor cancelled or deleted it";
+}
+
+TEST_F(AuthTest, AnotherTenantsJobIsNotFoundExactlyAsOneThatNeverExisted) {
+  const Job job = Submit(kAlice);
+  EXPECT_EQ(job.tenant(), "acme");
+  WaitFinished(kAlice, job.id());
+  const std::string never = "01m81rd5kq5g91qm659eqts4b0";  // a well-formed id no job has
+  // Each call by bob on alice's job answers as it does on an id that never existed.
+  for (const Rpc& rpc : EveryRpc(job.id())) {
+    if (rpc.name == "Submit" || rpc.name == "ListJobs" || rpc.name == "ListJobTypes" ||
+        rpc.name == "WatchJobs" || rpc.name == "PurgeJobs" || rpc.name == "LeaseJob") {
+      continue;
+    }
+    SCOPED_TRACE(rpc.name);
+    grpc::Status theirs = rpc.call(*this, &kBob);
+    grpc::Status nothing;
+    for (const Rpc& other : EveryRpc(never)) {
+      if (other.name == rpc.name) nothing = other.call(*this, &kBob);
+    }
+    EXPECT_EQ(theirs.error_code(), nothing.error_code()) << theirs.error_message();
+    EXPECT_EQ(WithoutId(theirs.error_message(), job.id()), WithoutId(nothing.error_message(), never));
+    EXPECT_NE(theirs.error_code(), StatusCode::OK);
+  }
+  // Alice still has it; root (admin) sees every tenant's.
+  EXPECT_TRUE(GetStatus(&kAlice, job.id()).ok());
+  EXPECT_TRUE(GetStatus(&kReader, job.id()).ok()) << "the same tenant, another token";
+  EXPECT_TRUE(GetStatus(&kRoot, job.id()).ok());
+
+  // Listing: each tenant its own.
+  const Job bobs = Submit(kBob);
+  auto list = [&](const Token& token) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::ListJobsResponse response;
+    EXPECT_TRUE(Jobs(&token)->ListJobs(&ctx, {}, &response).ok());
+    std::vector<std::string> ids;
+    for (const Job& j : response.jobs()) ids.push_back(j.id());
+    return ids;
+  };
+  EXPECT_EQ(list(kAlice), std::vector<std::string>{job.id()});
+  EXPECT_EQ(list(kBob), std::vector<std::string>{bobs.id()});
+  EXPECT_EQ(list(kRoot).size(), 2u);
+
+  // Once deleted, the tombstone says so to its tenant only.
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::DeleteJobRequest request;
+    request.set_job_id(job.id());
+    v1::DeleteJobResponse response;
+    ASSERT_TRUE(Jobs(&kAlice)->DeleteJob(&ctx, request, &response).ok());
+  }
+  grpc::Status alices = GetStatus(&kAlice, job.id());
+  EXPECT_EQ(alices.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_NE(alices.error_message().find("was deleted"), std::string::npos) << alices.error_message();
+  grpc::Status bobs_view = GetStatus(&kBob, job.id());
+  EXPECT_EQ(bobs_view.error_message(), "no job with id " + job.id());
+}
+
+TEST_F(AuthTest, WatchJobsShowsEachTenantOnlyItsOwnJobs) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto stub = Jobs(&kBob);
+  auto reader = stub->WatchJobs(&ctx, {});
+  grpc::ClientContext root_ctx;
+  root_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  auto root_stub = Jobs(&kRoot);
+  auto root_reader = root_stub->WatchJobs(&root_ctx, {});
+  // Give both streams time to be accepted, then make one job per tenant.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const Job alices = Submit(kAlice);
+  const Job bobs = Submit(kBob);
+  WaitFinished(kBob, bobs.id());
+  WaitFinished(kAlice, alices.id());
+  std::set<std::string> seen_by_bob, seen_by_root;
+  v1::JobEvent event;
+  while (reader->Read(&event)) {
+    seen_by_bob.insert(event.job_id());
+    if (event.job_id() == bobs.id() && event.type() == v1::JobEvent::SUCCEEDED) break;
+  }
+  while (root_reader->Read(&event)) {
+    seen_by_root.insert(event.job_id());
+    if (seen_by_root.size() == 2 && v1::IsTerminal(event.type())) break;
+  }
+  ctx.TryCancel();
+  root_ctx.TryCancel();
+  EXPECT_EQ(seen_by_bob, std::set<std::string>{bobs.id()});
+  EXPECT_TRUE(seen_by_root.count(alices.id()) && seen_by_root.count(bobs.id()));
+}
+
+TEST_F(AuthTest, ARequestIdIsEachTenantsOwn) {
+  const Job a1 = Submit(kAlice, "demo.steps", "order-42");
+  const Job a2 = Submit(kAlice, "demo.steps", "order-42");
+  const Job b1 = Submit(kBob, "demo.steps", "order-42");
+  EXPECT_EQ(a1.id(), a2.id()) << "the same tenant's retry";
+  EXPECT_NE(a1.id(), b1.id()) << "another tenant's request";
+  EXPECT_EQ(b1.tenant(), "bolt");
+}
+
+TEST_F(AuthTest, WorkersLeaseOnlyTheirTenantsJobsUnlessAdmin) {
+  const Job acme_job = Submit(kAlice, "ext");
+  const Job bolt_job = Submit(kBob, "ext");
+  auto lease = [&](const Token& token) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::LeaseJobRequest request;
+    request.add_types("ext");
+    request.set_max_jobs(10);
+    v1::LeaseJobResponse response;
+    grpc::Status s = Work(&token)->LeaseJob(&ctx, request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response;
+  };
+  v1::LeaseJobResponse acme = lease(kAcmeWorker);
+  ASSERT_EQ(acme.jobs_size(), 1);
+  EXPECT_EQ(acme.jobs(0).job().id(), acme_job.id());
+  v1::LeaseJobResponse bolt = lease(kBob);
+  ASSERT_EQ(bolt.jobs_size(), 1);
+  EXPECT_EQ(bolt.jobs(0).job().id(), bolt_job.id());
+
+  // A lease of another tenant's job is not held for this worker, even with its id.
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::CompleteJobRequest request;
+    request.set_lease_id(bolt.jobs(0).lease_id());
+    Job job;
+    grpc::Status s = Work(&kAcmeWorker)->CompleteJob(&ctx, request, &job);
+    EXPECT_EQ(s.error_code(), StatusCode::FAILED_PRECONDITION) << s.error_message();
+  }
+  Job bolt_now;
+  ASSERT_TRUE(GetStatus(&kBob, bolt_job.id(), &bolt_now).ok());
+  EXPECT_EQ(bolt_now.state(), Job::RUNNING) << "untouched";
+
+  // Released, an admin worker takes any tenant's.
+  for (const auto& [token, leased] : {std::pair{&kAcmeWorker, &acme}, std::pair{&kBob, &bolt}}) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::ReleaseJobRequest request;
+    request.set_lease_id(leased->jobs(0).lease_id());
+    Job job;
+    ASSERT_TRUE(Work(token)->ReleaseJob(&ctx, request, &job).ok());
+  }
+  EXPECT_EQ(lease(kRoot).jobs_size(), 2);
+}
+
+TEST_F(AuthTest, SighupReadsTheTokenFileAgainAndABrokenOneChangesNothing) {
+  ASSERT_TRUE(GetStatus(&kBob, "01m81rd5kq5g91qm659eqts4b0").error_code() == StatusCode::NOT_FOUND);
+  std::ofstream(dir_.sub("tokens.json"), std::ios::trunc) << TokenFile({kAlice, kRoot});
+  kill(server_->pid(), SIGHUP);
+  auto bob_refused = [&] {
+    return GetStatus(&kBob, "01m81rd5kq5g91qm659eqts4b0").error_code() ==
+           StatusCode::UNAUTHENTICATED;
+  };
+  for (int i = 0; i < 200 && !bob_refused(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(bob_refused()) << "bob's token was taken out";
+  std::ofstream(dir_.sub("tokens.json"), std::ios::trunc) << R"({"tokens": [{"sha256": "x"}]})";
+  kill(server_->pid(), SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(GetStatus(&kAlice, "01m81rd5kq5g91qm659eqts4b0").error_code(), StatusCode::NOT_FOUND)
+      << "the tokens in force stay";
+}
+
+TEST_F(AuthTest, TheCliPresentsItsTokenAndMakesEntriesTheServerAccepts) {
+  const std::string cli = BinaryPath("client/jobstream");
+  auto [code, out] = RunCommand(absl::StrCat("JOBSTREAM_TOKEN=", kAlice.secret, " ", cli,
+                                             " --server=", server_->address(), " whoami --json"));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(R"("tenant":"acme")"), std::string::npos) << out;
+  EXPECT_NE(out.find(R"("authRequired":true)"), std::string::npos) << out;
+  std::tie(code, out) = RunCommand(absl::StrCat(cli, " --server=", server_->address(),
+                                                " list 2>&1"));
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_NE(out.find("UNAUTHENTICATED"), std::string::npos) << out;
+
+  // `jobstream token` makes a token and the entry for it; a server given the entry knows it.
+  std::tie(code, out) = RunCommand(
+      absl::StrCat(cli, " token ci-bot --tenant=acme --roles=submit,read --json"));
+  ASSERT_EQ(code, 0) << out;
+  const size_t t = out.find(R"("token":")") + 9;
+  const std::string token = out.substr(t, out.find('"', t) - t);
+  const size_t e = out.find(R"("entry":)") + 8;
+  const std::string entry = out.substr(e, out.rfind('}') - e);
+  std::ofstream(dir_.sub("tokens.json"), std::ios::trunc)
+      << absl::StrCat(R"({"tokens": [)", entry, "]}");
+  kill(server_->pid(), SIGHUP);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::ofstream(dir_.sub("token.txt")) << token << "\n";
+  std::tie(code, out) = RunCommand(absl::StrCat(cli, " --server=", server_->address(),
+                                                " --token_file=", dir_.sub("token.txt"),
+                                                " whoami"));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find(R"("name":"ci-bot","tenant":"acme","roles":["submit","read"])"),
+            std::string::npos) << out;
+  std::tie(code, out) = RunCommand(absl::StrCat(cli, " token x --tenant=Bad --roles=read 2>&1"));
+  EXPECT_EQ(code, 3) << out;
+  EXPECT_NE(out.find("tenant"), std::string::npos) << out;
+}
+
+TEST(AuthStartTest, ABadTokenFileIsRefusedAtStartNamingTheProblem) {
+  testing::TempDir dir;
+  const std::string server = BinaryPath("server/jobstream-server");
+  auto start = [&](const std::string& json) {
+    std::ofstream(dir.sub("tokens.json"), std::ios::trunc) << json;
+    return RunCommand(absl::StrCat(server, " --listen=127.0.0.1:0 --data_dir=", dir.sub("d"),
+                                   " --auth_tokens=", dir.sub("tokens.json"), " 2>&1"));
+  };
+  auto [code, out] = start(R"({"tokens": [{"sha256": "abc", "name": "x", "tenant": "t",
+                                            "roles": ["read"]}]})");
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("tokens[0].sha256"), std::string::npos) << out;
+  std::tie(code, out) = start(absl::StrCat(R"({"tokens": [)", Entry(kAlice), ",", Entry(kAlice),
+                                           "]}"));
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("repeats"), std::string::npos) << out;
+  std::tie(code, out) = start(R"({"tokens": [{"sha256": ")" + std::string(64, 'a') +
+                              R"(", "name": "x", "tenant": "t", "roles": ["root"]}]})");
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("\"root\""), std::string::npos) << out;
+  std::tie(code, out) = start(R"({"tokenz": []})");
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("tokenz"), std::string::npos) << out;
+  std::tie(code, out) = RunCommand(absl::StrCat(server, " --listen=127.0.0.1:0 --data_dir=",
+                                                dir.sub("d"), " --auth_tokens=",
+                                                dir.sub("missing.json"), " 2>&1"));
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("missing.json"), std::string::npos) << out;
+}
+
+TEST(AuthOpenTest, AServerWithoutTokensSaysSoAndWhoAmIAgrees) {
+  testing::TempDir dir;
+  ServerProcess server(dir.sub("data"));
+  JobClient client(JobClient::Connect(server.address()));
+  auto identity = client.WhoAmI();
+  ASSERT_TRUE(identity.ok()) << identity.status();
+  EXPECT_FALSE(identity->auth_required());
+  EXPECT_EQ(identity->roles_size(), 4);
+}
+
+}  // namespace
+}  // namespace jobstream
