@@ -9,11 +9,14 @@ the job at hand and gives back the rest of the batch.
     ./gen_stubs.sh /tmp/stubs            # once: Python stubs from proto/
     PYTHONPATH=/tmp/stubs ./worker.py --server=127.0.0.1:50051 --type=thumbnail
 
+On a server with --auth_tokens, put a token with the `work` role in $JOBSTREAM_TOKEN.
+
 Write your own handler the way `thumbnail` below is written: a function of
 (ctx, params) returning the result (any JSON value).
 """
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -156,6 +159,25 @@ def run_job(stub, leased):
     return False
 
 
+class _CallDetails(collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                         "compression")), grpc.ClientCallDetails):
+    pass
+
+
+class BearerToken(grpc.UnaryUnaryClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call of a channel."""
+
+    def __init__(self, token):
+        self._header = ("authorization", "Bearer " + token)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        metadata = list(details.metadata or []) + [self._header]
+        return continuation(_CallDetails(details.method, details.timeout, metadata,
+                                         details.credentials, details.wait_for_ready,
+                                         details.compression), request)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", default="127.0.0.1:50051")
@@ -171,6 +193,9 @@ def main():
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     channel = grpc.insecure_channel(args.server)
+    token = os.environ.get("JOBSTREAM_TOKEN", "").strip()
+    if token:
+        channel = grpc.intercept_channel(channel, BearerToken(token))
     stub = workers_pb2_grpc.WorkerServiceStub(channel)
     done = 0
     while not stopping.is_set():

@@ -95,12 +95,20 @@ async function refreshList() {
 // starts with fresh snapshots of live jobs; the list catches up jobs that ended meanwhile.
 function connect() {
   const status = $('#connection');
-  jobstream.watchAll({
+  const stream = jobstream.watchAll({
     onEvent: (event) => apply(event.status),
     onConnection: (state) => {
-      status.dataset.state = state;
+      status.dataset.state = state === 'closed' ? 'reconnecting' : state;
       status.textContent = state === 'live' ? 'live' : 'reconnecting…';
       if (state === 'live') refreshList().catch(() => {});
+      if (state !== 'closed') return;
+      // Refused: signed out (the token was revoked or the cookie expired), or a passing
+      // error; ask which.
+      stream.close();
+      jobstream.whoami().then(() => setTimeout(connect, 1000), (error) => {
+        if (error.httpStatus === 401) return showSignIn('Your session ended; sign in again.');
+        setTimeout(connect, 1000);
+      });
     },
   });
 }
@@ -298,7 +306,47 @@ setInterval(() => {
   }
 }, 500);
 
-refreshList().catch(report);
-loadTypes().catch(report);
-setInterval(() => loadTypes().catch(() => {}), 5000);  // queued, running, workers
-connect();
+// On a server with tokens the page starts with a sign-in form; the token goes to the
+// gateway once and lives on in an HttpOnly cookie.
+function showSignIn(message = '') {
+  $('#workspace').hidden = true;
+  $('#sign-in').hidden = false;
+  $('#sign-in-result').textContent = message;
+  $('#connection').dataset.state = 'signed-out';
+  $('#connection').textContent = 'signed out';
+}
+
+let started = false;
+function start(identity) {
+  $('#sign-in').hidden = true;
+  $('#workspace').hidden = false;
+  if (identity.authRequired) {
+    $('#identity').textContent = `${identity.name} · ${identity.tenant}`;
+    $('#sign-out').hidden = false;
+  }
+  if (started) return;
+  started = true;
+  refreshList().catch(report);
+  loadTypes().catch(report);
+  setInterval(() => loadTypes().catch(() => {}), 5000);  // queued, running, workers
+  connect();
+}
+
+$('#sign-in-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  try {
+    const identity = await jobstream.signIn($('#token').value.trim());
+    $('#token').value = '';
+    start(identity);
+  } catch (error) {
+    $('#sign-in-result').textContent = error.message;
+    $('#sign-in-result').className = 'error';
+  }
+});
+$('#sign-out').addEventListener('click', () => jobstream.signOut().finally(() => location.reload()));
+
+jobstream.whoami().then(start, (error) => {
+  if (error.httpStatus === 401) return showSignIn();
+  report(error);
+  start({});  // the gateway or server is away: the page reconnects like any other time
+});

@@ -57,6 +57,14 @@ export const cancel = (id) => call('POST', `/v1/jobs/${encodeURIComponent(id)}:c
 export const remove = (id) => call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
 export const list = (query = '') => call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
 export const types = () => call('GET', '/v1/types');
+// The session: on a server with tokens, signIn(token) has the gateway check the token and
+// keep it in an HttpOnly cookie, which every later call and stream presents (EventSource
+// cannot send headers). whoami() resolves to { name, tenant, roles, authRequired } and
+// rejects with httpStatus 401 when there is no valid session.
+export const signIn = (token) => call('POST', '/v1/session', { token });
+export const signOut = () => call('DELETE', '/v1/session');
+export const whoami = () => call('GET', '/v1/session');
+
 export const artifactUrl = (id, name) =>
   url(`/v1/jobs/${encodeURIComponent(id)}/artifacts/${encodeURIComponent(name)}`);
 
@@ -156,7 +164,9 @@ export function watchAll({ type, label, onEvent = () => {}, onConnection = () =>
   const qs = query.toString();
   const source = new EventSource(url(`/v1/events${qs ? `?${qs}` : ''}`));
   source.onopen = () => onConnection('live');
-  source.onerror = () => onConnection('reconnecting');
+  // A refused stream (say, the session ended: 401) is closed for good; anything else is
+  // retried by the browser.
+  source.onerror = () => onConnection(source.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting');
   for (const name of ['snapshot', ...EVENT_TYPES]) {
     source.addEventListener(name, (e) => onEvent(JSON.parse(e.data)));
   }

@@ -1,6 +1,7 @@
 // The gateway's request path on hostile bytes: Beast's parser with the gateway's limits,
 // then the route, the resume position (Last-Event-ID / ?after=), Range and If-None-Match,
-// and a JSON body read as a SubmitRequest. Nothing here may crash, hang or leak.
+// the credential (Authorization or the session cookie), and a JSON body read as a
+// SubmitRequest. Nothing here may crash, hang or leak.
 #include <cstddef>
 #include <cstdint>
 
@@ -44,6 +45,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                     after ? std::optional<absl::string_view>(*after) : std::nullopt);
   (void)ParseRange(header("Range"), static_cast<int64_t>(size) * 1000);
   if (auto etag = header("If-None-Match")) (void)EtagMatches(*etag, "\"abc\"");
+  // The credential: an Authorization header, or the session cookie.
+  const Credential credential = RequestCredential(header("Authorization"), header("Cookie"));
+  (void)IsCookieToken(credential.authorization);
   if (parser.is_done()) (void)FromJson(req.body(), &request);
   return 0;
 }

@@ -94,7 +94,7 @@ async function submitThroughForm(page, { steps, stepMs, ticks }) {
   await page.fill('input[name=steps]', steps);
   await page.fill('input[name=step_ms]', String(stepMs));
   await page.fill('input[name=ticks]', String(ticks));
-  await page.click('button[type=submit]');
+  await page.click('#submit-form button[type=submit]');
   await page.waitForSelector('#submit-result:has-text("submitted")');
   return (await page.textContent('#submit-result')).replace('submitted ', '').trim();
 }
@@ -161,7 +161,7 @@ test('any declared type: picked from the list, params checked before sending', a
   assert.match(await page.textContent('#params-error'), /must be a JSON object/);
   await page.fill('#params', '{"frames": 24, "name": "intro"}');
   assert.equal(await page.textContent('#params-error'), '');
-  await page.click('button[type=submit]');
+  await page.click('#submit-form button[type=submit]');
   await page.waitForSelector('#submit-result:has-text("submitted")');
   const id = (await page.textContent('#submit-result')).replace('submitted ', '').trim();
   await waitForRow(page, id, 'SUCCEEDED');
@@ -178,7 +178,7 @@ test('a job waiting to retry shows RETRYING, its attempt and why', async () => {
   const { page, errors } = await open();
   await page.waitForSelector('#types tr[data-type="shell.flaky"]');
   await page.selectOption('#type', 'shell.flaky');
-  await page.click('button[type=submit]');
+  await page.click('#submit-form button[type=submit]');
   await page.waitForSelector('#submit-result:has-text("submitted")');
   const id = (await page.textContent('#submit-result')).replace('submitted ', '').trim();
   await page.waitForFunction((jobId) => {
@@ -202,7 +202,7 @@ test('a job\'s image artifact shows in the page, with a download link', async ()
   const { page, errors } = await open();
   await page.waitForSelector('#types tr[data-type="shell.plot"]');
   await page.selectOption('#type', 'shell.plot');
-  await page.click('button[type=submit]');
+  await page.click('#submit-form button[type=submit]');
   await page.waitForSelector('#submit-result:has-text("submitted")');
   const id = (await page.textContent('#submit-result')).replace('submitted ', '').trim();
   await waitForRow(page, id, 'SUCCEEDED');

@@ -2,6 +2,7 @@
 Debian's protoc and grpc_python_plugin, and examples/python/worker.py as a process."""
 
 import atexit
+import hashlib
 import json
 import os
 import shutil
@@ -24,10 +25,24 @@ from google.protobuf import json_format  # noqa: E402
 from jobstream.v1 import jobs_pb2, jobs_pb2_grpc  # noqa: E402
 
 
+WORKER_TOKEN = "py-worker-token-0123456789"
+CLIENT_TOKEN = "py-client-token-0123456789"
+AUTH = [("authorization", "Bearer " + CLIENT_TOKEN)]
+
+
 class PythonWorkerTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.dir = tempfile.TemporaryDirectory(prefix="jobstream-pytest-")
+        # A server with tokens: the worker presents its own ($JOBSTREAM_TOKEN), this test
+        # another of the same tenant.
+        tokens = os.path.join(cls.dir.name, "tokens.json")
+        with open(tokens, "w") as f:
+            json.dump({"tokens": [
+                {"sha256": hashlib.sha256(WORKER_TOKEN.encode()).hexdigest(),
+                 "name": "py-worker", "tenant": "acme", "roles": ["work"]},
+                {"sha256": hashlib.sha256(CLIENT_TOKEN.encode()).hexdigest(),
+                 "name": "py-client", "tenant": "acme", "roles": ["submit", "read"]}]}, f)
         config = os.path.join(cls.dir.name, "config.json")
         with open(config, "w") as f:
             json.dump({"types": [{"name": "thumbnail", "maxAttempts": 2,
@@ -35,14 +50,14 @@ class PythonWorkerTest(unittest.TestCase):
         cls.server = subprocess.Popen(
             [os.path.join(BIN, "server/jobstream-server"), "--listen=127.0.0.1:0",
              "--data_dir=" + os.path.join(cls.dir.name, "data"), "--config=" + config,
-             "--retry_backoff=0s"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             "--retry_backoff=0s", "--auth_tokens=" + tokens], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = cls.server.stdout.readline()
         assert line.startswith("listening on "), line
         cls.address = line.split()[-1]
         cls.worker = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "examples/python/worker.py"),
              "--server=" + cls.address, "--type=thumbnail", "--worker-id=py-1"],
-            env=dict(os.environ, PYTHONPATH=STUBS), stderr=subprocess.PIPE, text=True)
+            env=dict(os.environ, PYTHONPATH=STUBS, JOBSTREAM_TOKEN=WORKER_TOKEN), stderr=subprocess.PIPE, text=True)
         cls.channel = grpc.insecure_channel(cls.address)
         cls.jobs = jobs_pb2_grpc.JobServiceStub(cls.channel)
 
@@ -58,11 +73,11 @@ class PythonWorkerTest(unittest.TestCase):
     def submit(self, params):
         request = jobs_pb2.SubmitRequest(type="thumbnail")
         json_format.ParseDict(params, request.params)
-        return self.jobs.Submit(request, timeout=10)
+        return self.jobs.Submit(request, timeout=10, metadata=AUTH)
 
     def follow(self, job_id):
         request = jobs_pb2.WatchJobRequest(job_id=job_id)
-        return list(self.jobs.WatchJob(request, timeout=60))
+        return list(self.jobs.WatchJob(request, timeout=60, metadata=AUTH))
 
     def test_jobs_run_with_steps_progress_and_results(self):
         ids = [self.submit({"images": ["a.png", "b.png", "c.png"][: n + 1]}).id for n in range(3)]
@@ -89,11 +104,11 @@ class PythonWorkerTest(unittest.TestCase):
         job = self.submit({"images": ["x%d.png" % i for i in range(50)], "tick_s": 0.2})
         deadline = time.time() + 20
         while time.time() < deadline:
-            status = self.jobs.GetStatus(jobs_pb2.GetStatusRequest(job_id=job.id))
+            status = self.jobs.GetStatus(jobs_pb2.GetStatusRequest(job_id=job.id), metadata=AUTH)
             if status.state == jobs_pb2.Job.RUNNING and status.progress.step:
                 break
             time.sleep(0.05)
-        self.jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job.id))
+        self.jobs.CancelJob(jobs_pb2.CancelJobRequest(job_id=job.id), metadata=AUTH)
         events = self.follow(job.id)
         self.assertEqual(jobs_pb2.Job.State.Name(events[-1].status.state), "CANCELLED")
         self.assertLess(events[-1].status.progress.fraction, 0.5, "stopped early, not finished")
