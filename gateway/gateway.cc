@@ -45,6 +45,34 @@ std::string Metrics::Render() const {
   return out;
 }
 
+absl::StatusOr<std::shared_ptr<net::ssl::context>> MakeTlsContext(
+    const std::string& cert_file, const std::string& key_file,
+    const std::string& client_ca_file) {
+  auto tls = std::make_shared<net::ssl::context>(net::ssl::context::tls_server);
+  tls->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 |
+                   net::ssl::context::no_sslv3 | net::ssl::context::no_tlsv1 |
+                   net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use);
+  boost::system::error_code ec;
+  if (tls->use_certificate_chain_file(cert_file, ec); ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tls_cert ", cert_file, ": ", ec.message()));
+  }
+  if (tls->use_private_key_file(key_file, net::ssl::context::pem, ec); ec) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls_key ", key_file, ": ", ec.message()));
+  }
+  if (SSL_CTX_check_private_key(tls->native_handle()) != 1) {
+    return absl::InvalidArgumentError("--tls_key is not the key of --tls_cert");
+  }
+  if (!client_ca_file.empty()) {
+    if (tls->load_verify_file(client_ca_file, ec); ec) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--tls_client_ca ", client_ca_file, ": ", ec.message()));
+    }
+    tls->set_verify_mode(net::ssl::verify_peer | net::ssl::verify_fail_if_no_peer_cert);
+  }
+  return tls;
+}
+
 Gateway::Gateway(net::io_context& ioc, const net::ip::tcp::endpoint& endpoint,
                  std::shared_ptr<grpc::Channel> upstream, GatewayOptions options)
     : ioc_(ioc),

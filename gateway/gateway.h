@@ -13,7 +13,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/status/statusor.h"
 #include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/ssl/context.hpp"
 #include "grpcpp/grpcpp.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
@@ -33,8 +35,15 @@ struct GatewayOptions {
   size_t sse_max_pending = 512;  // unsent SSE chunks before a slow client is dropped
   std::set<std::string> cors_origins;  // "*" allows any origin
   absl::Duration session_max_age = absl::Hours(24);  // the /v1/session cookie's lifetime
-  bool https = false;  // served over TLS: the session cookie is Secure
+  // Serve HTTPS with this (null: plain HTTP); the session cookie is then Secure.
+  std::shared_ptr<boost::asio::ssl::context> tls;
+  bool https() const { return tls != nullptr; }
 };
+
+// The TLS context of --tls_cert, --tls_key and (to ask clients for certificates)
+// --tls_client_ca; INVALID_ARGUMENT names the file that is wrong.
+absl::StatusOr<std::shared_ptr<boost::asio::ssl::context>> MakeTlsContext(
+    const std::string& cert_file, const std::string& key_file, const std::string& client_ca_file);
 
 // Counters exported at /metrics (Prometheus text).
 struct Metrics {
@@ -89,6 +98,7 @@ class Gateway {
   void JoinEventsFeed(const std::string& authorization, const v1::WatchJobsRequest& request,
                       const std::shared_ptr<StreamSink>& sink) ABSL_LOCKS_EXCLUDED(feeds_mu_);
   v1::JobService::Stub* stub() { return stub_.get(); }
+  boost::asio::ssl::context* tls_context() const { return options_.tls.get(); }
   grpc::health::v1::Health::Stub* health_stub() { return health_stub_.get(); }
   Metrics& metrics() { return metrics_; }
   void Register(const std::shared_ptr<Connection>& connection) ABSL_LOCKS_EXCLUDED(mu_);

@@ -23,6 +23,10 @@ ABSL_FLAG(std::string, server, "127.0.0.1:50051", "jobstream-server address");
 ABSL_FLAG(std::string, server_ca, "", "PEM CA to trust: talk to the server over TLS");
 ABSL_FLAG(std::string, client_cert, "", "PEM client certificate for a server that asks (mTLS)");
 ABSL_FLAG(std::string, client_key, "", "PEM private key of --client_cert");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve HTTPS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA of client certificates: HTTPS clients must present one it signed");
 ABSL_FLAG(int, threads, 2, "I/O threads");
 ABSL_FLAG(int64_t, max_connections, 18000, "open HTTP connections (SSE included)");
 ABSL_FLAG(int64_t, max_body_bytes, (1 << 20) + (64 << 10), "largest request body");
@@ -73,6 +77,18 @@ int main(int argc, char** argv) {
   options.request_timeout = absl::GetFlag(FLAGS_request_timeout);
   options.heartbeat = absl::GetFlag(FLAGS_heartbeat);
   options.session_max_age = absl::GetFlag(FLAGS_session_max_age);
+  const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string tls_key = absl::GetFlag(FLAGS_tls_key);
+  const std::string tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (tls_cert.empty() != tls_key.empty()) return Fail("--tls_cert and --tls_key go together");
+  if (!tls_client_ca.empty() && tls_cert.empty()) {
+    return Fail("--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  if (!tls_cert.empty()) {
+    auto tls = jobstream::gateway::MakeTlsContext(tls_cert, tls_key, tls_client_ca);
+    if (!tls.ok()) return Fail(std::string(tls.status().message()));
+    options.tls = *std::move(tls);
+  }
   if (options.session_max_age <= absl::ZeroDuration() ||
       options.session_max_age > absl::Hours(24 * 400)) {
     return Fail("--session_max_age must be more than 0 and at most 400 days (9600h)");

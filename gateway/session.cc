@@ -22,7 +22,7 @@ constexpr size_t kConflateAfter = 16;
 }  // namespace
 
 Session::Session(net::ip::tcp::socket socket, Gateway* gateway)
-    : stream_(std::move(socket)),
+    : stream_(std::move(socket), gateway->tls_context()),
       gateway_(gateway),
       heartbeat_(stream_.get_executor()) {
   ++gateway_->metrics().connections_open;
@@ -32,7 +32,15 @@ Session::Session(net::ip::tcp::socket socket, Gateway* gateway)
 Session::~Session() { --gateway_->metrics().connections_open; }
 
 void Session::Start() {
-  net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->Read(); });
+  net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    // Over TLS, the handshake first, under the same deadline as a request.
+    self->stream_.tcp().expires_after(
+        absl::ToChronoMilliseconds(self->gateway_->options().request_timeout));
+    self->stream_.async_handshake([self](beast::error_code ec) {
+      if (ec) return self->CloseNow();
+      self->Read();
+    });
+  });
 }
 
 void Session::Close() {
@@ -49,8 +57,8 @@ void Session::CloseNow() {
   }
   if (on_close_) std::exchange(on_close_, nullptr)();
   beast::error_code ignored;
-  stream_.socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
-  stream_.close();
+  stream_.tcp().socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+  stream_.tcp().close();
   gateway_->Unregister(this);
 }
 
@@ -75,7 +83,7 @@ void Session::Read() {
   parser_->body_limit(gateway_->options().max_body_bytes);
   parser_->header_limit(static_cast<uint32_t>(gateway_->options().max_header_bytes));
   // The whole request must arrive in time: a slow client holds only its own connection.
-  stream_.expires_after(absl::ToChronoMilliseconds(gateway_->options().request_timeout));
+  stream_.tcp().expires_after(absl::ToChronoMilliseconds(gateway_->options().request_timeout));
   http::async_read(stream_, buffer_, *parser_,
                    [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
 }
@@ -189,7 +197,8 @@ void Session::UpgradeToWebSocket(const Route& route) {
                       "a WebSocket from another origin (" + origin_ +
                           ") may not use the session cookie; send an Authorization header");
   }
-  auto ws = std::make_shared<WebSocketSession>(stream_.release_socket(), gateway_,
+  stream_.tcp().expires_never();  // the WebSocket stream keeps its own timeouts
+  auto ws = std::make_shared<WebSocketSession>(std::move(stream_), gateway_,
                                                std::move(request_), route, credential_);
   gateway_->Register(ws);
   gateway_->Unregister(this);
@@ -276,7 +285,7 @@ void Session::BeginBody(int status, const std::string& content_type, uint64_t le
                         Headers headers, std::function<void()> ready) {
   body_.emplace();
   body_->remaining = length;
-  stream_.expires_never();  // a slow reader is paced by TCP, not a deadline
+  stream_.tcp().expires_never();  // a slow reader is paced by TCP, not a deadline
   auto res = std::make_shared<http::response<http::empty_body>>(
       static_cast<http::status>(status), version_);
   AddCommonHeaders(*res);
@@ -343,7 +352,7 @@ void Session::BeginSse(int64_t after, bool many_jobs, Headers headers) {
   sse_->many_jobs = many_jobs;
   sse_->writing = true;  // until the header is out
   ++gateway_->metrics().sse_streams_open;
-  stream_.expires_never();
+  stream_.tcp().expires_never();
   auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, version_);
   AddCommonHeaders(*res);
   res->set(http::field::content_type, "text/event-stream");
@@ -456,11 +465,11 @@ void Session::ArmHeartbeat() {
 
 void Session::WatchForClose() {
   // A client reading a stream sends nothing: a read that completes means it left.
-  stream_.socket().async_read_some(net::buffer(probe_),
-                                   [self = shared_from_this()](beast::error_code ec, size_t) {
-                                     if (ec) return self->CloseNow();
-                                     self->WatchForClose();
-                                   });
+  stream_.async_read_some(net::buffer(probe_),
+                          [self = shared_from_this()](beast::error_code ec, size_t) {
+                            if (ec) return self->CloseNow();
+                            self->WatchForClose();
+                          });
 }
 
 }  // namespace jobstream::gateway

@@ -18,6 +18,7 @@
 #include "boost/asio/steady_timer.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
+#include "gateway/flex_stream.h"
 #include "gateway/gateway.h"
 #include "gateway/http_mapping.h"
 #include "gateway/job_feed.h"
@@ -135,7 +136,7 @@ class Session : public Connection,
   void ArmHeartbeat();
   void WatchForClose();
 
-  boost::beast::tcp_stream stream_;
+  FlexStream stream_;
   Gateway* const gateway_;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;

@@ -59,7 +59,7 @@ void Login(const SessionPtr& session) {
             if (identity.auth_required()) {  // an open server has nothing to keep
               headers.emplace_back("Set-Cookie",
                                    SessionCookie(token, gateway.options().session_max_age,
-                                                 gateway.options().https));
+                                                 gateway.options().https()));
             }
             s->Reply({200, ToJson(identity), "application/json", std::move(headers)});
           });
@@ -74,7 +74,7 @@ void SessionRoute(const SessionPtr& session, const Route& route) {
       const Gateway& gateway = *session->gateway();
       return session->Reply({204, "", "application/json",
                              {{"Set-Cookie", SessionCookie("", absl::ZeroDuration(),
-                                                           gateway.options().https)}}});
+                                                           gateway.options().https())}}});
     }
     default: {  // GET: who the request's credential says it is
       auto call = NewCall<v1::WhoAmIRequest, v1::Identity>(*session);

@@ -19,9 +19,9 @@ namespace {
 constexpr size_t kConflateAfter = 16;  // as for SSE: a client this far behind conflates
 }  // namespace
 
-WebSocketSession::WebSocketSession(net::ip::tcp::socket socket, Gateway* gateway,
-                                   Request request, Route route, Credential credential)
-    : ws_(std::move(socket)), gateway_(gateway), request_(std::move(request)),
+WebSocketSession::WebSocketSession(FlexStream stream, Gateway* gateway, Request request,
+                                   Route route, Credential credential)
+    : ws_(std::move(stream)), gateway_(gateway), request_(std::move(request)),
       route_(std::move(route)), credential_(std::move(credential)) {
   ++gateway_->metrics().websockets_open;
 }
@@ -111,7 +111,7 @@ void WebSocketSession::Refuse(const grpc::Status& status) {
   res->keep_alive(false);
   res->prepare_payload();
   if (res->result_int() >= 500) ++gateway_->metrics().responses_5xx; else ++gateway_->metrics().responses_4xx;
-  http::async_write(beast::get_lowest_layer(ws_), *res,
+  http::async_write(ws_.next_layer(), *res,
                     [self = shared_from_this(), res](beast::error_code, size_t) { self->CloseNow(); });
 }
 

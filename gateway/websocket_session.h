@@ -14,6 +14,7 @@
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
 #include "boost/beast/websocket.hpp"
+#include "gateway/flex_stream.h"
 #include "gateway/gateway.h"
 #include "gateway/http_mapping.h"
 #include "gateway/job_feed.h"
@@ -26,8 +27,9 @@ class WebSocketSession : public Connection,
                          public std::enable_shared_from_this<WebSocketSession> {
  public:
   using Request = boost::beast::http::request<boost::beast::http::string_body>;
-  WebSocketSession(boost::asio::ip::tcp::socket socket, Gateway* gateway, Request request,
-                   Route route, Credential credential);
+  // Takes over the connection an HTTP session read the upgrade request on.
+  WebSocketSession(FlexStream stream, Gateway* gateway, Request request, Route route,
+                   Credential credential);
   ~WebSocketSession();
   void Start();
   void Close() override;
@@ -52,7 +54,7 @@ class WebSocketSession : public Connection,
   void CloseWith(boost::beast::websocket::close_code code, std::string reason);
   void CloseNow();
 
-  boost::beast::websocket::stream<boost::beast::tcp_stream> ws_;
+  boost::beast::websocket::stream<FlexStream> ws_;
   Gateway* const gateway_;
   Request request_;
   const Route route_;

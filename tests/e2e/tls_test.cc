@@ -150,6 +150,70 @@ TEST_F(TlsTest, AWorkerWithItsClientCertificateRunsJobsOverMutualTls) {
   EXPECT_EQ(end.result().string_value(), "over mTLS");
 }
 
+TEST_F(TlsTest, TheGatewayServesHttpsSseAndWebSocketsAndAsksForClientCertificates) {
+  auto server = StartTls(/*mtls=*/false);
+  auto gateway = testing::SpawnListening(
+      {testing::BinaryPath("gateway/jobstream-gateway"), "--listen=127.0.0.1:0",
+       "--server=" + server->address(), "--server_ca=" + Pem("ca.pem"),
+       "--tls_cert=" + Pem("server.pem"), "--tls_key=" + Pem("server.key")});
+  const std::string https = "https://" + gateway.address;
+  const std::string curl = "curl -sS --max-time 20 --cacert " + Pem("ca.pem") + " ";
+  // A job submitted and followed over HTTPS, its SSE stream to the end.
+  auto [code, out] = RunCommand(absl::StrCat(
+      curl, "-H 'Content-Type: application/json' -d '{\"type\": \"demo.steps\", ",
+      "\"params\": {\"ticks\": 2, \"step_ms\": 50}}' ", https, "/v1/jobs"));
+  ASSERT_EQ(code, 0) << out;
+  const size_t at = out.find("\"id\":\"") + 6;
+  const std::string id = out.substr(at, out.find('"', at) - at);
+  std::tie(code, out) = RunCommand(absl::StrCat(curl, "-N ", https, "/v1/jobs/", id, "/events"));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("event: succeeded"), std::string::npos) << out;
+  // A WebSocket over TLS: the upgrade is answered (curl only checks the handshake).
+  std::tie(code, out) = RunCommand(absl::StrCat(
+      curl, "-i -o - -H 'Connection: Upgrade' -H 'Upgrade: websocket' ",
+      "-H 'Sec-WebSocket-Version: 13' -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' ",
+      "--max-time 2 ", https, "/v1/jobs/", id, "/ws 2>/dev/null | head -1"));
+  EXPECT_NE(out.find("101"), std::string::npos) << out;
+  // Plain HTTP to the TLS port, and a client that trusts another CA, fail cleanly.
+  std::tie(code, out) = RunCommand(absl::StrCat("curl -sS --max-time 5 http://", gateway.address,
+                                                "/healthz 2>&1"));
+  EXPECT_NE(code, 0) << out;
+  std::tie(code, out) = RunCommand(absl::StrCat("curl -sS --max-time 5 --cacert ", Pem("other.pem"),
+                                                " ", https, "/healthz 2>&1"));
+  EXPECT_NE(code, 0) << out;
+  EXPECT_NE(out.find("certificate"), std::string::npos) << out;
+  // The gateway is still serving after all that.
+  std::tie(code, out) = RunCommand(absl::StrCat(curl, https, "/healthz"));
+  EXPECT_EQ(out, R"({"status":"SERVING"})");
+  testing::StopProcess(gateway.pid, SIGTERM);
+
+  // With --tls_client_ca, only a client with a certificate it signed gets in.
+  auto mtls = testing::SpawnListening(
+      {testing::BinaryPath("gateway/jobstream-gateway"), "--listen=127.0.0.1:0",
+       "--server=" + server->address(), "--server_ca=" + Pem("ca.pem"),
+       "--tls_cert=" + Pem("server.pem"), "--tls_key=" + Pem("server.key"),
+       "--tls_client_ca=" + Pem("clients.pem")});
+  const std::string health = absl::StrCat(" https://", mtls.address, "/healthz 2>&1");
+  std::tie(code, out) = RunCommand(curl + health);
+  EXPECT_NE(code, 0) << out;
+  std::tie(code, out) = RunCommand(absl::StrCat(curl, "--cert ", Pem("worker.pem"), " --key ",
+                                                Pem("worker.key"), health));
+  EXPECT_EQ(out, R"({"status":"SERVING"})");
+  testing::StopProcess(mtls.pid, SIGTERM);
+
+  // Bad flags are refused at start, naming the file.
+  const std::string bin = testing::BinaryPath("gateway/jobstream-gateway");
+  std::tie(code, out) = RunCommand(absl::StrCat(bin, " --listen=127.0.0.1:0 --tls_cert=",
+                                                Pem("server.pem"), " --tls_key=", Pem("other.key"),
+                                                " 2>&1"));
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("--tls_key"), std::string::npos) << out;
+  std::tie(code, out) = RunCommand(absl::StrCat(bin, " --listen=127.0.0.1:0 --tls_cert=/nope",
+                                                " --tls_key=/nope 2>&1"));
+  EXPECT_NE(code, 0);
+  EXPECT_NE(out.find("/nope"), std::string::npos) << out;
+}
+
 TEST_F(TlsTest, BadTlsFlagsAndAnOpenAddressAreRefusedAtStart) {
   const std::string bin = testing::BinaryPath("server/jobstream-server");
   const std::string base = absl::StrCat(bin, " --data_dir=", dir_.sub("data"));

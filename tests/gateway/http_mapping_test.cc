@@ -135,3 +135,34 @@ TEST(RetryAfterTest, FromTheProgressRateWithinOneToThirtySeconds) {
 
 }  // namespace
 }  // namespace jobstream::gateway
+
+namespace jobstream::gateway {
+namespace {
+
+TEST(CredentialTest, TheHeaderWinsThenTheSessionCookie) {
+  EXPECT_EQ(RequestCredential("Bearer abc", "jobstream_token=xyz").authorization, "Bearer abc");
+  const Credential cookie = RequestCredential(std::nullopt, "a=1; jobstream_token=xyz; b=2");
+  EXPECT_EQ(cookie.authorization, "Bearer xyz");
+  EXPECT_TRUE(cookie.from_cookie);
+  EXPECT_EQ(RequestCredential(std::nullopt, "jobstream_token=\"q\"").authorization, "Bearer q");
+  EXPECT_EQ(RequestCredential(std::nullopt, "jobstream_tokenx=1; x=jobstream_token").authorization,
+            "");
+  EXPECT_EQ(RequestCredential(std::nullopt, "jobstream_token=").authorization, "");
+  EXPECT_EQ(RequestCredential(std::nullopt, std::nullopt).authorization, "");
+}
+
+TEST(CredentialTest, OnlyCookieSafeTokensAreKeptAndTheCookieSaysHowToKeepThem) {
+  EXPECT_TRUE(IsCookieToken("abc-DEF_0.9~+/="));
+  EXPECT_FALSE(IsCookieToken(""));
+  EXPECT_FALSE(IsCookieToken("a b"));
+  EXPECT_FALSE(IsCookieToken("a;b"));
+  EXPECT_FALSE(IsCookieToken("a\"b"));
+  EXPECT_FALSE(IsCookieToken(std::string(2049, 'a')));
+  EXPECT_EQ(SessionCookie("t", absl::Hours(1), false),
+            "jobstream_token=t; Path=/; Max-Age=3600; HttpOnly; SameSite=Strict");
+  EXPECT_EQ(SessionCookie("", absl::ZeroDuration(), true),
+            "jobstream_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict; Secure");
+}
+
+}  // namespace
+}  // namespace jobstream::gateway
