@@ -269,8 +269,14 @@ void Session::ReplyError(grpc::StatusCode code, const std::string& message, Head
   Reply({HttpStatusFor(code), ErrorJson(code, message), "application/json", std::move(headers)});
 }
 
-void Session::ReplyStatus(const grpc::Status& status) {
-  ReplyError(status.error_code(), status.error_message());
+void Session::ReplyStatus(const grpc::Status& status, const std::string& retry_after) {
+  Headers headers;
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    const bool valid = !retry_after.empty() && retry_after.size() < 8 &&
+                       retry_after.find_first_not_of("0123456789") == std::string::npos;
+    headers.emplace_back("Retry-After", valid ? retry_after : "1");
+  }
+  ReplyError(status.error_code(), status.error_message(), std::move(headers));
 }
 
 void Session::OnWritten(bool keep_alive, beast::error_code ec) {

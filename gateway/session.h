@@ -91,7 +91,8 @@ class Session : public Connection,
   // Strand only, from here on.
   void Reply(Response response);
   void ReplyError(grpc::StatusCode code, const std::string& message, Headers headers = {});
-  void ReplyStatus(const grpc::Status& status);
+  // A RESOURCE_EXHAUSTED answer (429) says when to retry: `retry_after` seconds, or 1.
+  void ReplyStatus(const grpc::Status& status, const std::string& retry_after = "");
 
   // A streamed body of known length: the header goes out, then each WriteBody in order
   // (queued; `written` says when each is on the wire, so a producer can keep a few in

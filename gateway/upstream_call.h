@@ -35,13 +35,21 @@ std::shared_ptr<UnaryCall<Req, Resp>> NewCall(const Session& session) {
   return NewCall<Req, Resp>(session, session.gateway()->options().call_timeout);
 }
 
+// The server's hint of when to try again (trailing metadata "retry-after", in seconds).
+inline std::string RetryAfterOf(const grpc::ClientContext& ctx) {
+  const auto& trailers = ctx.GetServerTrailingMetadata();
+  auto it = trailers.find("retry-after");
+  if (it == trailers.end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
 // Issues the call (issue(ctx, request, response, callback)); on success runs
 // on_ok(response) on the session's strand, else replies with the mapped error.
 template <typename Call, typename Issue, typename OnOk>
 void Forward(const SessionPtr& session, std::shared_ptr<Call> call, Issue issue, OnOk on_ok) {
   issue(&call->ctx, &call->request, &call->response, [session, call, on_ok](grpc::Status s) {
     session->Post([s = session.get(), call, status = std::move(s), on_ok] {
-      if (!status.ok()) return s->ReplyStatus(status);
+      if (!status.ok()) return s->ReplyStatus(status, RetryAfterOf(call->ctx));
       on_ok(call->response);
     });
   });

@@ -40,6 +40,10 @@ ABSL_FLAG(absl::Duration, retention, absl::Hours(168),
 ABSL_FLAG(absl::Duration, sweep_interval, absl::Minutes(1), "how often retention runs");
 ABSL_FLAG(int, runner_threads, 16, "jobs run at once by in-server handlers");
 ABSL_FLAG(int64_t, max_params_bytes, 1 << 20, "largest params accepted by Submit");
+ABSL_FLAG(int64_t, max_queued_per_tenant, 1'000'000,
+          "queued jobs one tenant may have (the whole server's, without tokens)");
+ABSL_FLAG(double, max_submits_per_second, 1000,
+          "Submits a second per token, a second's worth at once (0: no limit; tokens only)");
 ABSL_FLAG(int64_t, max_message_bytes, 4 << 20,
           "largest gRPC message the server reads (gRPC answers RESOURCE_EXHAUSTED past it)");
 ABSL_FLAG(int64_t, max_watchers, 100000, "open watch streams accepted");
@@ -128,6 +132,10 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_max_watchers_per_job) < 1) {
     return Fail("--max_watchers, --max_watchers_per_job and --watch_queue_limit must be at "
                 "least 1");
+  }
+  if (absl::GetFlag(FLAGS_max_queued_per_tenant) < 1 ||
+      !(absl::GetFlag(FLAGS_max_submits_per_second) >= 0)) {
+    return Fail("--max_queued_per_tenant must be at least 1, --max_submits_per_second >= 0");
   }
   if (absl::GetFlag(FLAGS_retention) <= absl::ZeroDuration() ||
       absl::GetFlag(FLAGS_sweep_interval) <= absl::ZeroDuration() ||
@@ -248,6 +256,7 @@ int main(int argc, char** argv) {
 
   jobstream::jobs::ManagerOptions manager_options;
   manager_options.limits.max_params_bytes = absl::GetFlag(FLAGS_max_params_bytes);
+  manager_options.limits.max_queued_per_tenant = absl::GetFlag(FLAGS_max_queued_per_tenant);
   manager_options.retention = absl::GetFlag(FLAGS_retention);
   manager_options.artifacts.max_artifact_bytes = absl::GetFlag(FLAGS_max_artifact_bytes);
   manager_options.artifacts.max_job_artifact_bytes = absl::GetFlag(FLAGS_max_job_artifact_bytes);
@@ -272,7 +281,13 @@ int main(int argc, char** argv) {
   runner.Start();
 
   jobstream::rpc::CallTracker calls;
-  jobstream::rpc::JobServiceImpl service(manager.get(), &hub, &calls, authenticator.get());
+  std::unique_ptr<jobstream::auth::RateLimiter> submit_rate;
+  if (absl::GetFlag(FLAGS_max_submits_per_second) > 0) {
+    submit_rate = std::make_unique<jobstream::auth::RateLimiter>(
+        absl::GetFlag(FLAGS_max_submits_per_second));
+  }
+  jobstream::rpc::JobServiceImpl service(manager.get(), &hub, &calls, authenticator.get(),
+                                         submit_rate.get());
   jobstream::rpc::WorkerServiceImpl worker_service(manager.get(), &calls, authenticator.get());
   jobstream::rpc::HealthServiceImpl health_service({"jobstream.v1.JobService",
                                             "jobstream.v1.WorkerService"});

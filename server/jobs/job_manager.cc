@@ -505,6 +505,23 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
         requests_in_flight_[request_id].push_back(std::move(done));
       }
     }
+    const int64_t queued = queue_.queued_of_tenant(scope.tenant);
+    if (!reply && queued >= options_.limits.max_queued_per_tenant) {
+      const absl::Status full = absl::ResourceExhaustedError(absl::StrCat(
+          scope.tenant.empty() ? "the server" : absl::StrCat("tenant \"", scope.tenant, "\""),
+          " has ", queued, " queued jobs, the limit (--max_queued_per_tenant); submit again as "
+          "they start"));
+      std::vector<JobCallback> waiters;  // this call's, and twins' that joined meanwhile
+      if (request_id.empty()) {
+        waiters.push_back(std::move(done));
+      } else {
+        waiters = std::move(requests_in_flight_[request_id]);
+        requests_in_flight_.erase(request_id);
+      }
+      reply = [waiters = std::move(waiters), full] {
+        for (auto& waiter : waiters) waiter(full);
+      };
+    }
     if (!reply) {
       LiveJob& live = live_[job.id()];
       live.job = job;

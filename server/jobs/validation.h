@@ -14,6 +14,8 @@ namespace jobstream::jobs {
 
 struct Limits {
   size_t max_params_bytes = 1 << 20;
+  // QUEUED jobs of one tenant (of the whole server, without tokens) before Submit refuses.
+  int64_t max_queued_per_tenant = 1'000'000;
 };
 
 // The whole SubmitRequest, including the type's own check of params.

@@ -1,5 +1,6 @@
 #include "server/rpc/job_service.h"
 
+#include <algorithm>
 #include <atomic>
 
 #include "absl/strings/str_cat.h"
@@ -30,6 +31,18 @@ grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ct
   auto* reactor = calls_->Begin(ctx);
   auto who = Allow(ctx, reactor, Role::kSubmit, "Submit");
   if (!who) return reactor;
+  absl::Duration wait;
+  if (submit_rate_ != nullptr && who->authenticated &&
+      !submit_rate_->Take(who->name, absl::Now(), &wait)) {
+    // gRPC has no Retry-After; the gateway turns this into one.
+    const int64_t seconds = std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(wait, absl::Seconds(1))));
+    ctx->AddTrailingMetadata("retry-after", std::to_string(seconds));
+    calls_->End(reactor, absl::ResourceExhaustedError(absl::StrCat(
+        "token \"", who->name, "\" is over ", submit_rate_->per_second(),
+        " submits a second, the limit (--max_submits_per_second); retry in ",
+        absl::FormatDuration(absl::Ceil(wait, absl::Milliseconds(1))))));
+    return reactor;
+  }
   manager_->Submit(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
     calls_->Reply(reactor, response, std::move(job));
   });

@@ -5,6 +5,7 @@
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include <optional>
 
+#include "server/auth/rate_limiter.h"
 #include "server/auth/tokens.h"
 #include "server/jobs/job_manager.h"
 #include "server/rpc/call_tracker.h"
@@ -18,9 +19,10 @@ class JobServiceImpl final
           v1::JobService::WithRawCallbackMethod_WatchJobs<v1::JobService::CallbackService>> {
  public:
   // `auth` checks every call's token (see jobs.proto); all must outlive the service.
+  // `submit_rate` (may be null) paces each token's Submits.
   JobServiceImpl(jobs::JobManager* manager, watch::EventHub* hub, CallTracker* calls,
-                 const auth::Authenticator* auth)
-      : manager_(manager), hub_(hub), calls_(calls), auth_(auth) {}
+                 const auth::Authenticator* auth, auth::RateLimiter* submit_rate = nullptr)
+      : manager_(manager), hub_(hub), calls_(calls), auth_(auth), submit_rate_(submit_rate) {}
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request, v1::Job* response) override;
@@ -65,6 +67,7 @@ class JobServiceImpl final
   watch::EventHub* const hub_;
   CallTracker* const calls_;
   const auth::Authenticator* const auth_;
+  auth::RateLimiter* const submit_rate_;
 };
 
 }  // namespace jobstream::rpc

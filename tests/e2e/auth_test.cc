@@ -63,14 +63,15 @@ std::string WithoutId(const std::string& message, const std::string& id) {
 
 class AuthTest : public ::testing::Test {
  public:  // the calls EveryRpc makes
-  void SetUp() override {
+  void SetUp() override { Start({}); }
+  void Start(std::vector<std::string> flags) {
     std::ofstream(dir_.sub("tokens.json"))
         << TokenFile({kAlice, kReader, kAcmeWorker, kBob, kRoot});
     std::ofstream(dir_.sub("config.json")) << R"({"types": [
       {"name": "ext", "external": {"leaseDuration": "30s"}}]})";
-    server_ = std::make_unique<ServerProcess>(
-        dir_.sub("data"), std::vector<std::string>{"--auth_tokens=" + dir_.sub("tokens.json"),
-                                                   "--config=" + dir_.sub("config.json")});
+    flags.push_back("--auth_tokens=" + dir_.sub("tokens.json"));
+    flags.push_back("--config=" + dir_.sub("config.json"));
+    server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
   }
 
   std::shared_ptr<grpc::Channel> Channel(const Token* token) {
@@ -503,6 +504,75 @@ TEST_F(AuthTest, TheCliPresentsItsTokenAndMakesEntriesTheServerAccepts) {
   std::tie(code, out) = RunCommand(absl::StrCat(cli, " token x --tenant=Bad --roles=read 2>&1"));
   EXPECT_EQ(code, 3) << out;
   EXPECT_NE(out.find("tenant"), std::string::npos) << out;
+}
+
+// The same server with tight limits.
+class AuthLimitsTest : public AuthTest {
+ public:
+  void SetUp() override {
+    Start({"--max_submits_per_second=5", "--max_queued_per_tenant=8"});
+  }
+  grpc::Status TrySubmit(const Token& token, const std::string& type,
+                         const std::string& request_id = "", std::string* retry_after = nullptr,
+                         Job* job = nullptr) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::SubmitRequest request;
+    request.set_type(type);
+    request.set_request_id(request_id);
+    Job ignored;
+    grpc::Status s = Jobs(&token)->Submit(&ctx, request, job != nullptr ? job : &ignored);
+    if (retry_after != nullptr) {
+      auto it = ctx.GetServerTrailingMetadata().find("retry-after");
+      *retry_after = it == ctx.GetServerTrailingMetadata().end()
+                         ? ""
+                         : std::string(it->second.data(), it->second.size());
+    }
+    return s;
+  }
+};
+
+TEST_F(AuthLimitsTest, EachTokensSubmitsArePacedAndTheRefusalSaysWhenToComeBack) {
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(TrySubmit(kAlice, "demo.steps").ok()) << i;
+  std::string retry_after;
+  grpc::Status over = TrySubmit(kAlice, "demo.steps", "", &retry_after);
+  EXPECT_EQ(over.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(over.error_message().find("--max_submits_per_second"), std::string::npos)
+      << over.error_message();
+  EXPECT_NE(over.error_message().find("\"alice\""), std::string::npos) << over.error_message();
+  EXPECT_EQ(retry_after, "1");
+  EXPECT_TRUE(TrySubmit(kBob, "demo.steps").ok()) << "another token has its own pace";
+  std::this_thread::sleep_for(std::chrono::milliseconds(450));
+  EXPECT_TRUE(TrySubmit(kAlice, "demo.steps").ok()) << "a fifth of a second buys one";
+}
+
+TEST_F(AuthLimitsTest, ATenantsQueueIsCappedOthersAreNot) {
+  Job first;
+  ASSERT_TRUE(TrySubmit(kAlice, "ext", "first", nullptr, &first).ok());
+  for (int i = 1; i < 8; ++i) {
+    if (i == 5) std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // the pace
+    ASSERT_TRUE(TrySubmit(kAlice, "ext").ok()) << i;
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  grpc::Status full = TrySubmit(kAlice, "ext");
+  EXPECT_EQ(full.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(full.error_message().find("tenant \"acme\" has 8 queued jobs"), std::string::npos)
+      << full.error_message();
+  EXPECT_NE(full.error_message().find("--max_queued_per_tenant"), std::string::npos);
+  Job again;
+  EXPECT_TRUE(TrySubmit(kAlice, "ext", "first", nullptr, &again).ok()) << "a retry of one in";
+  EXPECT_EQ(again.id(), first.id());
+  EXPECT_TRUE(TrySubmit(kBob, "ext").ok()) << "another tenant's queue";
+  // Once one leaves the queue, there is room again.
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::CancelJobRequest request;
+    request.set_job_id(first.id());
+    Job cancelled;
+    ASSERT_TRUE(Jobs(&kAlice)->CancelJob(&ctx, request, &cancelled).ok());
+  }
+  EXPECT_TRUE(TrySubmit(kAlice, "ext").ok());
 }
 
 TEST(AuthStartTest, ABadTokenFileIsRefusedAtStartNamingTheProblem) {

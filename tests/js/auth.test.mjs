@@ -216,3 +216,32 @@ test('watchers of one job with different tokens of its tenant each get every eve
     assert.match(text, /event: succeeded/);
   }
 });
+
+test('a token over its submit pace gets 429 with Retry-After', async () => {
+  const paced = await startServer([`--auth_tokens=${path.join(dir, 'tokens.json')}`,
+    '--max_submits_per_second=2']);
+  const front = await startGateway(paced.address);
+  try {
+    const post = () => fetch(`${front.url}/v1/jobs`, {
+      method: 'POST', headers: { ...bearer('alice'), 'Content-Type': 'application/json' },
+      body: JSON.stringify({ type: 'demo.steps', params: { ticks: 0, step_ms: 0 } }),
+    });
+    const statuses = [];
+    let refused;
+    for (let i = 0; i < 4; i++) {
+      const response = await post();
+      statuses.push(response.status);
+      if (response.status === 429) refused = response;
+      else await response.body?.cancel();
+    }
+    assert.deepEqual(statuses.slice(0, 2), [202, 202]);
+    assert.ok(refused, `statuses ${statuses}`);
+    assert.equal(refused.headers.get('retry-after'), '1');
+    const body = await refused.json();
+    assert.equal(body.status, 'RESOURCE_EXHAUSTED');
+    assert.match(body.message, /--max_submits_per_second/);
+  } finally {
+    await front.stop();
+    await paced.stop();
+  }
+});
