@@ -16,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/signal_set.hpp"
+#include "common/log.h"
 #include "gateway/gateway.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080", "HOST:PORT to serve HTTP on; port 0 picks one");
@@ -28,6 +29,8 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA of client certificates: HTTPS clients must present one it signed");
 ABSL_FLAG(int, threads, 2, "I/O threads");
+ABSL_FLAG(bool, log, true, "log a line per HTTP request (stderr)");
+ABSL_FLAG(std::string, log_format, "text", "text (key=value) or json (an object per line)");
 ABSL_FLAG(int64_t, max_connections, 18000, "open HTTP connections (SSE included)");
 ABSL_FLAG(int64_t, max_body_bytes, (1 << 20) + (64 << 10), "largest request body");
 ABSL_FLAG(int64_t, max_header_bytes, 16 << 10, "largest request header block");
@@ -76,6 +79,8 @@ int main(int argc, char** argv) {
   options.max_header_bytes = absl::GetFlag(FLAGS_max_header_bytes);
   options.request_timeout = absl::GetFlag(FLAGS_request_timeout);
   options.heartbeat = absl::GetFlag(FLAGS_heartbeat);
+  auto log_format = jobstream::logs::ParseFormat(absl::GetFlag(FLAGS_log_format));
+  if (!log_format.ok()) return Fail(std::string(log_format.status().message()));
   options.session_max_age = absl::GetFlag(FLAGS_session_max_age);
   const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert);
   const std::string tls_key = absl::GetFlag(FLAGS_tls_key);
@@ -122,6 +127,7 @@ int main(int argc, char** argv) {
   } catch (const boost::system::system_error& e) {
     return Fail("cannot listen on " + listen + ": " + e.code().message());
   }
+  if (absl::GetFlag(FLAGS_log)) jobstream::logs::Start(*log_format);
   gateway->Start();
   std::cout << "listening on " << listen.substr(0, colon) << ":" << gateway->port() << std::endl;
 
@@ -144,5 +150,6 @@ int main(int argc, char** argv) {
   ioc.restart();
   ioc.run();
   gateway.reset();
+  jobstream::logs::Stop();
   return 0;
 }

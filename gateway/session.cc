@@ -1,6 +1,8 @@
 #include "gateway/session.h"
 
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -122,8 +124,24 @@ std::string Session::CorsOrigin() const {
   return allowed.count(origin_) ? origin_ : "";
 }
 
+void Session::LogRequest(int status) {
+  if (!logs::Enabled() || request_start_ == absl::InfinitePast()) return;
+  const absl::string_view target(request_.target().data(), request_.target().size());
+  logs::Line line("http");
+  line.Add("method", absl::string_view(request_.method_string().data(),
+                                       request_.method_string().size()))
+      .Add("path", target.substr(0, target.find('?')))  // a query may hold anything
+      .Add("status", int64_t{status})
+      .Add("auth", credential_.authorization.empty() ? "none"
+                   : credential_.from_cookie         ? "cookie"
+                                                     : "header")
+      .Add("ms", absl::ToDoubleMilliseconds(absl::Now() - request_start_));
+  request_start_ = absl::InfinitePast();  // one line per request
+}
+
 void Session::Dispatch() {
   ++gateway_->metrics().requests_total;
+  request_start_ = absl::Now();
   version_ = request_.version();
   keep_alive_ = request_.keep_alive();
   origin_ = Header(http::field::origin).value_or("");
@@ -248,6 +266,7 @@ void Session::Reply(Response r) {
   if (r.length_without_body) res->content_length(*r.length_without_body);
   if (r.status >= 500) ++gateway_->metrics().responses_5xx;
   else if (r.status >= 400) ++gateway_->metrics().responses_4xx;
+  LogRequest(r.status);
   if (r.length_without_body) {
     // HEAD or 304: the header says how long the body would be, and none follows.
     auto sr = std::make_shared<http::response_serializer<http::string_body>>(*res);
@@ -300,6 +319,7 @@ void Session::BeginBody(int status, const std::string& content_type, uint64_t le
   res->content_length(length);
   res->keep_alive(keep_alive_);
   if (status >= 400) ++gateway_->metrics().responses_4xx;
+  LogRequest(status);
   auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
   http::async_write_header(stream_, *sr,
                            [self = shared_from_this(), res, sr, ready = std::move(ready)](
@@ -359,6 +379,7 @@ void Session::BeginSse(int64_t after, bool many_jobs, Headers headers) {
   sse_->writing = true;  // until the header is out
   ++gateway_->metrics().sse_streams_open;
   stream_.tcp().expires_never();
+  LogRequest(200);
   auto res = std::make_shared<http::response<http::empty_body>>(http::status::ok, version_);
   AddCommonHeaders(*res);
   res->set(http::field::content_type, "text/event-stream");

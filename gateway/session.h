@@ -128,6 +128,8 @@ class Session : public Connection,
   void OnWritten(bool keep_alive, boost::beast::error_code ec);
   void CloseNow();
   std::string CorsOrigin() const;
+  // The request's log line, once its response starts.
+  void LogRequest(int status);
   // Whether the Origin header names this gateway (its host and port, as Host says).
   bool SameOrigin() const;
 
@@ -146,6 +148,7 @@ class Session : public Connection,
   bool keep_alive_ = true;
   std::string origin_;  // the request's Origin header
   Credential credential_;
+  absl::Time request_start_ = absl::InfinitePast();
   bool closed_ = false;
   std::function<void()> on_close_;
 

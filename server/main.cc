@@ -28,6 +28,8 @@
 #include "server/jobs/runner.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/job_service.h"
+#include "server/rpc/request_log.h"
+#include "common/log.h"
 #include "server/rpc/worker_service.h"
 #include "server/storage/job_store.h"
 #include "server/watch/event_hub.h"
@@ -58,6 +60,8 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA: require every client to present a certificate it signed (mTLS)");
+ABSL_FLAG(bool, log, true, "log a line per request and per job state change (stderr)");
+ABSL_FLAG(std::string, log_format, "text", "text (key=value) or json (an object per line)");
 ABSL_FLAG(std::string, auth_tokens, "",
           "AuthConfig JSON file of bearer tokens (their sha256, name, tenant, roles); "
           "re-read on SIGHUP. Without it, anyone who reaches the port may do anything");
@@ -221,6 +225,9 @@ int main(int argc, char** argv) {
     credentials = grpc::SslServerCredentials(tls);
   }
 
+  auto log_format = jobstream::logs::ParseFormat(absl::GetFlag(FLAGS_log_format));
+  if (!log_format.ok()) return Fail(std::string(log_format.status().message()));
+
   jobstream::v1::ServerConfig config;
   const std::string config_file = absl::GetFlag(FLAGS_config);
   if (!config_file.empty()) {
@@ -245,6 +252,8 @@ int main(int argc, char** argv) {
   // A program that closes its stdin early must not take the server down (exec types).
   signal(SIGPIPE, SIG_IGN);
 
+  // From recovery on: its state changes are logged too.
+  if (absl::GetFlag(FLAGS_log)) jobstream::logs::Start(*log_format);
   auto store = jobstream::storage::JobStore::Open(absl::GetFlag(FLAGS_data_dir));
   if (!store.ok()) return Fail(std::string(store.status().message()));
 
@@ -294,6 +303,11 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(false);  // ours has a descriptor for reflection
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  if (absl::GetFlag(FLAGS_log)) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> logging;
+    logging.push_back(std::make_unique<jobstream::rpc::RequestLogFactory>(authenticator.get()));
+    builder.experimental().SetInterceptorCreators(std::move(logging));
+  }
   int port = 0;
   builder.AddListeningPort(listen, credentials, &port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_message));
@@ -377,6 +391,7 @@ int main(int argc, char** argv) {
   manager.reset();
   store->reset();  // flushes and closes RocksDB
   phase("store closed");
+  jobstream::logs::Stop();
   if (!health.ok()) {
     std::cerr << "jobstream-server: the store failed earlier: " << health << "\n";
     return 1;

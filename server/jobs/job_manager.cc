@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "server/jobs/ids.h"
 #include "server/storage/keys.h"
 
@@ -28,6 +29,34 @@ absl::Status StateError(const Job& job, absl::string_view what) {
       absl::StrCat("job ", job.id(), " is ", Job::State_Name(job.state()), "; ", what));
 }
 
+// One log line per committed state change (not per step, progress or artifact).
+void LogStateChange(const JobEvent& event) {
+  switch (event.type()) {
+    case JobEvent::STEP:
+    case JobEvent::PROGRESS:
+    case JobEvent::ARTIFACT:
+      return;
+    default:
+      break;
+  }
+  if (!logs::Enabled()) return;
+  const Job& job = event.status();
+  logs::Line line("job");
+  line.Add("job_id", job.id());
+  if (!job.tenant().empty()) line.Add("tenant", job.tenant());
+  line.Add("type", job.type())
+      .Add("event", JobEvent::Type_Name(event.type()))
+      .Add("state", Job::State_Name(job.state()))
+      .Add("attempt", int64_t{job.attempt()})
+      .Add("sequence", event.sequence());
+  if (!job.worker_id().empty() && event.type() == JobEvent::STARTED) {
+    line.Add("worker", job.worker_id());
+  }
+  if (job.has_error() && (event.type() == JobEvent::FAILED || event.type() == JobEvent::RETRYING)) {
+    line.Add("error", job.error().message().substr(0, 200));
+  }
+}
+
 // Before leases were records, an in-server run was stored under be64(INT64_MAX) | id with
 // this value. Recovery still understands it.
 constexpr char kLegacyInServerLease[] = "in-server";
@@ -40,7 +69,10 @@ JobManager::JobManager(storage::JobStore* store, watch::EventHub* hub, const Job
       hub_(hub),
       types_(types),
       options_(options),
-      committer_(store, [hub](const storage::CommittedEventPtr& event) { hub->Publish(event); }) {
+      committer_(store, [hub](const storage::CommittedEventPtr& event) {
+        LogStateChange(event->event);
+        hub->Publish(event);
+      }) {
   dispatcher_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-dispatch");
     DispatchLoop();

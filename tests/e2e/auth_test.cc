@@ -11,6 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "client/job_client.h"
+#include "google/protobuf/struct.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "tests/support/job_helpers.h"
 #include "gtest/gtest.h"
 #include "jobstream/v1/artifacts.h"
 #include "jobstream/v1/job_states.h"
@@ -573,6 +576,105 @@ TEST_F(AuthLimitsTest, ATenantsQueueIsCappedOthersAreNot) {
     ASSERT_TRUE(Jobs(&kAlice)->CancelJob(&ctx, request, &cancelled).ok());
   }
   EXPECT_TRUE(TrySubmit(kAlice, "ext").ok());
+}
+
+// Reads a log file: one JSON object per line.
+std::vector<google::protobuf::Struct> ReadJsonLines(const std::string& path, std::string* text) {
+  std::ifstream in(path);
+  std::vector<google::protobuf::Struct> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    absl::StrAppend(text, line, "\n");
+    if (line.empty() || line[0] != '{') continue;  // the start and stop notices
+    google::protobuf::Struct parsed;
+    EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(line, &parsed).ok()) << line;
+    lines.push_back(std::move(parsed));
+  }
+  return lines;
+}
+std::string Field(const google::protobuf::Struct& s, const std::string& key) {
+  auto it = s.fields().find(key);
+  if (it == s.fields().end()) return "";
+  if (it->second.has_number_value()) return absl::StrCat(it->second.number_value());
+  return it->second.string_value();
+}
+
+TEST(AuthLogTest, ALinePerRequestAndStateChangeWithTenantNeverATokenOrParams) {
+  testing::TempDir dir;
+  std::ofstream(dir.sub("tokens.json")) << TokenFile({kAlice});
+  const std::string log = dir.sub("server.log"), gateway_log = dir.sub("gateway.log");
+  auto server = testing::SpawnListening(
+      {"/bin/sh", "-c",
+       absl::StrCat("exec ", BinaryPath("server/jobstream-server"),
+                    " --listen=127.0.0.1:0 --data_dir=", dir.sub("data"), " --auth_tokens=",
+                    dir.sub("tokens.json"), " --log_format=json 2>", log)});
+  auto gateway = testing::SpawnListening(
+      {"/bin/sh", "-c",
+       absl::StrCat("exec ", BinaryPath("gateway/jobstream-gateway"),
+                    " --listen=127.0.0.1:0 --server=", server.address, " --log_format=json 2>",
+                    gateway_log)});
+  ChannelOptions options;
+  options.token = kAlice.secret;
+  JobClient client(*JobClient::Connect(server.address, options));
+  v1::SubmitRequest request;
+  request.set_type("demo.steps");
+  (*request.mutable_params()->mutable_fields())["steps"]
+      .mutable_list_value()->add_values()->set_string_value("PARAM-SECRET-42");
+  (*request.mutable_params()->mutable_fields())["step_ms"].set_number_value(0);
+  (*request.mutable_params()->mutable_fields())["ticks"].set_number_value(0);
+  auto job = client.Submit(request);
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(testing::FollowJob(client, job->id()).back().type(), v1::JobEvent::SUCCEEDED);
+  JobClient stranger(JobClient::Connect(server.address));
+  EXPECT_FALSE(stranger.GetStatus(job->id()).ok());
+  auto [code, out] = RunCommand(absl::StrCat("curl -s -H 'Authorization: Bearer ", kAlice.secret,
+                                             "' 'http://", gateway.address, "/v1/jobs/", job->id(),
+                                             "?token=", kAlice.secret, "'"));
+  EXPECT_NE(out.find(job->id()), std::string::npos) << out;
+  testing::StopProcess(gateway.pid, SIGTERM);
+  testing::StopProcess(server.pid, SIGTERM);
+
+  std::string text;
+  std::vector<google::protobuf::Struct> lines = ReadJsonLines(log, &text);
+  EXPECT_EQ(text.find(kAlice.secret), std::string::npos) << text;
+  EXPECT_EQ(text.find("PARAM-SECRET-42"), std::string::npos) << text;
+  bool submit = false, refused = false, via_gateway = false;
+  std::vector<std::string> changes;
+  for (const auto& line : lines) {
+    if (Field(line, "kind") == "rpc" && Field(line, "method") == "Submit") {
+      submit = true;
+      EXPECT_EQ(Field(line, "tenant"), "acme");
+      EXPECT_EQ(Field(line, "token"), "alice");
+      EXPECT_EQ(Field(line, "job_id"), job->id());
+      EXPECT_EQ(Field(line, "status"), "OK");
+      EXPECT_TRUE(line.fields().at("ms").has_number_value());
+    }
+    if (Field(line, "kind") == "rpc" && Field(line, "status") == "UNAUTHENTICATED") {
+      refused = true;
+      EXPECT_EQ(Field(line, "job_id"), job->id());
+      EXPECT_EQ(Field(line, "token"), "");
+    }
+    if (Field(line, "kind") == "rpc" && Field(line, "method") == "GetStatus" &&
+        Field(line, "status") == "OK") {
+      via_gateway = true;
+    }
+    if (Field(line, "kind") == "job" && Field(line, "job_id") == job->id()) {
+      EXPECT_EQ(Field(line, "tenant"), "acme");
+      changes.push_back(Field(line, "event"));
+    }
+  }
+  EXPECT_TRUE(submit && refused && via_gateway) << text;
+  EXPECT_EQ(changes, (std::vector<std::string>{"CREATED", "STARTED", "SUCCEEDED"})) << text;
+
+  std::string gateway_text;
+  lines = ReadJsonLines(gateway_log, &gateway_text);
+  EXPECT_EQ(gateway_text.find(kAlice.secret), std::string::npos) << gateway_text;
+  ASSERT_EQ(lines.size(), 1u) << gateway_text;
+  EXPECT_EQ(Field(lines[0], "kind"), "http");
+  EXPECT_EQ(Field(lines[0], "method"), "GET");
+  EXPECT_EQ(Field(lines[0], "path"), "/v1/jobs/" + job->id());
+  EXPECT_EQ(Field(lines[0], "status"), "200");
+  EXPECT_EQ(Field(lines[0], "auth"), "header");
 }
 
 TEST(AuthStartTest, ABadTokenFileIsRefusedAtStartNamingTheProblem) {
