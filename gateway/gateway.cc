@@ -165,8 +165,16 @@ void Gateway::JoinEventsFeed(const std::string& authorization,
 }
 
 void Gateway::Register(const std::shared_ptr<Connection>& connection) {
-  absl::MutexLock lock(&mu_);
-  connections_[connection.get()] = connection;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopped_) {
+      connections_[connection.get()] = connection;
+      return;
+    }
+  }
+  // Accepted (or upgraded) just as Stop ran: Stop has not seen it, so it closes here, or
+  // it would keep the gateway from exiting.
+  connection->Close();
 }
 
 void Gateway::Unregister(Connection* connection) {

@@ -1,6 +1,7 @@
 // jobstream-gateway: REST + Server-Sent Events in front of jobstream-server.
 #include <sys/resource.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 #include <vector>
@@ -135,6 +136,13 @@ int main(int argc, char** argv) {
   signals.async_wait([&](boost::system::error_code, int signal) {
     std::cerr << "jobstream-gateway: signal " << signal << ", shutting down\n";
     gateway->Stop();
+    // Every connection is closed now; if something still holds the loop, say so and go
+    // rather than ignore the signal.
+    std::thread([] {
+      absl::SleepFor(absl::Seconds(15));
+      std::cerr << "jobstream-gateway: still not stopped after 15s; exiting anyway\n";
+      std::_Exit(1);
+    }).detach();
   });
   // Runs until Stop() has closed the acceptor and every connection.
   std::vector<std::thread> pool;

@@ -48,6 +48,9 @@ ABSL_FLAG(double, max_submits_per_second, 1000,
           "Submits a second per token, a second's worth at once (0: no limit; tokens only)");
 ABSL_FLAG(int64_t, max_message_bytes, 4 << 20,
           "largest gRPC message the server reads (gRPC answers RESOURCE_EXHAUSTED past it)");
+ABSL_FLAG(int64_t, min_free_disk_bytes, int64_t{256} << 20,
+          "below this much free space on the data dir's disk, new jobs and artifacts are "
+          "refused (jobs already in keep running); 0: never");
 ABSL_FLAG(int64_t, max_watchers, 100000, "open watch streams accepted");
 ABSL_FLAG(int64_t, max_watchers_per_job, 10000, "open watch streams of one live job");
 ABSL_FLAG(int64_t, watch_queue_limit, 256,
@@ -136,6 +139,9 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_max_watchers_per_job) < 1) {
     return Fail("--max_watchers, --max_watchers_per_job and --watch_queue_limit must be at "
                 "least 1");
+  }
+  if (absl::GetFlag(FLAGS_min_free_disk_bytes) < 0) {
+    return Fail("--min_free_disk_bytes must be >= 0");
   }
   if (absl::GetFlag(FLAGS_max_queued_per_tenant) < 1 ||
       !(absl::GetFlag(FLAGS_max_submits_per_second) >= 0)) {
@@ -264,6 +270,9 @@ int main(int argc, char** argv) {
   jobstream::watch::EventHub hub(store->get(), watch_options);
 
   jobstream::jobs::ManagerOptions manager_options;
+  jobstream::storage::DiskSpace disk(absl::GetFlag(FLAGS_data_dir),
+                                     absl::GetFlag(FLAGS_min_free_disk_bytes));
+  manager_options.disk = &disk;
   manager_options.limits.max_params_bytes = absl::GetFlag(FLAGS_max_params_bytes);
   manager_options.limits.max_queued_per_tenant = absl::GetFlag(FLAGS_max_queued_per_tenant);
   manager_options.retention = absl::GetFlag(FLAGS_retention);

@@ -75,6 +75,9 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> JobManager::BeginArtifact(
     }
     size = header.size();
   }
+  if (options_.disk != nullptr) {
+    if (absl::Status s = options_.disk->Admit(size.value_or(0)); !s.ok()) return s;
+  }
   v1::Artifact artifact;
   artifact.set_name(header.name());
   artifact.set_content_type(std::move(content_type));

@@ -477,6 +477,9 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
   if (absl::Status s = ValidateSubmit(request, *types_, options_.limits, now); !s.ok()) {
     return done(s);
   }
+  if (options_.disk != nullptr) {
+    if (absl::Status s = options_.disk->Admit(request.ByteSizeLong()); !s.ok()) return done(s);
+  }
   if (request.has_webhook()) {
     if (options_.webhook_policy == nullptr || !options_.webhook_policy->enabled()) {
       return done(absl::InvalidArgumentError(

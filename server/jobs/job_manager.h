@@ -43,6 +43,7 @@
 #include "server/jobs/job_types.h"
 #include "server/jobs/leases.h"
 #include "server/jobs/validation.h"
+#include "server/storage/disk_space.h"
 #include "server/storage/group_commit.h"
 #include "server/storage/job_store.h"
 #include "server/storage/records.pb.h"
@@ -68,6 +69,8 @@ struct ManagerOptions {
   absl::Duration retention = absl::Hours(168);
   // Records ListJobs examines per call before it returns a partial page.
   size_t list_scan_limit = 10000;
+  // Whether the disk has room for new work; null: always.
+  storage::DiskSpace* disk = nullptr;
 };
 
 // Shared by the manager and the runner thread of one in-server attempt.

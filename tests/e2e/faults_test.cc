@@ -1,0 +1,136 @@
+// Failing disks, on a real filesystem: a data dir on a small tmpfs that fills up (new work
+// is refused with a clear status, reads, watches and running jobs go on, nothing
+// acknowledged is lost, and once space returns work is taken again without a restart),
+// and a data dir that cannot be written is refused at start. Mounting needs root; where
+// it is not allowed, these tests say so and skip.
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "client/job_client.h"
+#include "gtest/gtest.h"
+#include "jobstream/v1/job_states.h"
+#include "tests/support/job_helpers.h"
+#include "tests/support/process.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
+
+namespace jobstream {
+namespace {
+
+using client::JobClient;
+using testing::ServerProcess;
+using v1::Job;
+
+constexpr int64_t kMiB = 1 << 20;
+
+class TmpfsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    mnt_ = dir_.sub("mnt");
+    std::filesystem::create_directory(mnt_);
+    if (mount("tmpfs", mnt_.c_str(), "tmpfs", 0, "size=96m") != 0) {
+      GTEST_SKIP() << "cannot mount a tmpfs here (" << strerror(errno) << "): needs root";
+    }
+    mounted_ = true;
+  }
+  void TearDown() override {
+    if (mounted_) umount2(mnt_.c_str(), MNT_DETACH);
+  }
+  static int64_t FreeBytes(const std::string& path) {
+    struct statvfs fs;
+    EXPECT_EQ(statvfs(path.c_str(), &fs), 0);
+    return static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
+  }
+  // Writes a file of zeros until only `leave` bytes are free.
+  void FillLeaving(int64_t leave) {
+    std::ofstream ballast(mnt_ + "/ballast", std::ios::binary | std::ios::app);
+    const std::string block(kMiB / 4, '\0');
+    while (FreeBytes(mnt_) > leave + static_cast<int64_t>(block.size())) {
+      ballast.write(block.data(), static_cast<std::streamsize>(block.size()));
+      ballast.flush();
+      ASSERT_TRUE(ballast.good());
+    }
+  }
+  static v1::SubmitRequest Demo(int ticks, int step_ms) {
+    v1::SubmitRequest request;
+    request.set_type("demo.steps");
+    (*request.mutable_params()->mutable_fields())["ticks"].set_number_value(ticks);
+    (*request.mutable_params()->mutable_fields())["step_ms"].set_number_value(step_ms);
+    return request;
+  }
+
+  testing::TempDir dir_;
+  std::string mnt_;
+  bool mounted_ = false;
+};
+
+TEST_F(TmpfsTest, AFullDiskRefusesNewWorkKeepsTheRestAndRecoversWithoutARestart) {
+  const std::string data = mnt_ + "/data";
+  const std::vector<std::string> flags = {"--min_free_disk_bytes=" + std::to_string(12 * kMiB)};
+  auto server = std::make_unique<ServerProcess>(data, flags);
+  JobClient client(JobClient::Connect(server->address()));
+  std::vector<std::string> acknowledged;
+  for (int i = 0; i < 20; ++i) {
+    auto job = client.Submit(Demo(0, 0));
+    ASSERT_TRUE(job.ok()) << job.status();
+    acknowledged.push_back(job->id());
+  }
+  // A job that runs through what follows, with a watcher.
+  auto running = client.Submit(Demo(4, 1000));  // about 3 s
+  ASSERT_TRUE(running.ok());
+  acknowledged.push_back(running->id());
+
+  FillLeaving(6 * kMiB);  // under the 12 MiB floor
+  absl::SleepFor(absl::Milliseconds(150));  // the server looks again
+  auto refused = client.Submit(Demo(0, 0));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("--min_free_disk_bytes"), std::string::npos)
+      << refused.status();
+  // Reads and watches go on; the running job finishes, every event in order.
+  for (const std::string& id : acknowledged) EXPECT_TRUE(client.GetStatus(id).ok()) << id;
+  std::vector<v1::JobEvent> events = testing::FollowJob(client, running->id());
+  EXPECT_EQ(events.back().type(), v1::JobEvent::SUCCEEDED);
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].sequence(), int64_t(i + 1));
+
+  // Space returns: new work is taken again, by the same process.
+  std::filesystem::remove(mnt_ + "/ballast");
+  absl::SleepFor(absl::Milliseconds(150));
+  auto after = client.Submit(Demo(0, 0));
+  ASSERT_TRUE(after.ok()) << after.status();
+  acknowledged.push_back(after->id());
+  EXPECT_EQ(testing::FollowJob(client, after->id()).back().type(), v1::JobEvent::SUCCEEDED);
+
+  // And nothing acknowledged is lost across a restart.
+  EXPECT_EQ(server->Stop(), 0);
+  server = std::make_unique<ServerProcess>(data, flags);
+  JobClient again(JobClient::Connect(server->address()));
+  for (const std::string& id : acknowledged) {
+    auto job = again.GetStatus(id);
+    ASSERT_TRUE(job.ok()) << id << ": " << job.status();
+    EXPECT_EQ(job->state(), Job::SUCCEEDED) << id;
+  }
+}
+
+TEST_F(TmpfsTest, ADataDirThatCannotBeWrittenIsRefusedAtStart) {
+  const std::string data = mnt_ + "/data";
+  {
+    ServerProcess server(data);  // a store made while the disk was writable
+    EXPECT_EQ(server.Stop(), 0);
+  }
+  ASSERT_EQ(mount("tmpfs", mnt_.c_str(), "tmpfs", MS_REMOUNT | MS_RDONLY, "size=96m"), 0)
+      << strerror(errno);
+  auto [code, out] = testing::RunCommand(absl::StrCat(
+      testing::BinaryPath("server/jobstream-server"), " --listen=127.0.0.1:0 --data_dir=", data,
+      " 2>&1"));
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find(data), std::string::npos) << out;
+  EXPECT_NE(out.find("Read-only file system"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace jobstream
