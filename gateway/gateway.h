@@ -33,6 +33,7 @@ struct GatewayOptions {
   absl::Duration reconnect_timeout = absl::Seconds(30);  // SSE: upstream lost this long
   int sse_retry_ms = 2000;
   size_t sse_max_pending = 512;  // unsent SSE chunks before a slow client is dropped
+  size_t max_streams = 16000;    // open SSE and WebSocket streams
   std::set<std::string> cors_origins;  // "*" allows any origin
   absl::Duration session_max_age = absl::Hours(24);  // the /v1/session cookie's lifetime
   // Serve HTTPS with this (null: plain HTTP); the session cookie is then Secure.

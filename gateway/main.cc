@@ -33,6 +33,7 @@ ABSL_FLAG(int, threads, 2, "I/O threads");
 ABSL_FLAG(bool, log, true, "log a line per HTTP request (stderr)");
 ABSL_FLAG(std::string, log_format, "text", "text (key=value) or json (an object per line)");
 ABSL_FLAG(int64_t, max_connections, 18000, "open HTTP connections (SSE included)");
+ABSL_FLAG(int64_t, max_streams, 16000, "open SSE and WebSocket streams (each a connection)");
 ABSL_FLAG(int64_t, max_body_bytes, (1 << 20) + (64 << 10), "largest request body");
 ABSL_FLAG(int64_t, max_header_bytes, 16 << 10, "largest request header block");
 ABSL_FLAG(absl::Duration, request_timeout, absl::Seconds(10),
@@ -76,6 +77,8 @@ int main(int argc, char** argv) {
     return Fail("limits must be positive (--max_header_bytes at least 1024)");
   }
   options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  if (absl::GetFlag(FLAGS_max_streams) < 1) return Fail("--max_streams must be at least 1");
+  options.max_streams = static_cast<size_t>(absl::GetFlag(FLAGS_max_streams));
   options.max_body_bytes = absl::GetFlag(FLAGS_max_body_bytes);
   options.max_header_bytes = absl::GetFlag(FLAGS_max_header_bytes);
   options.request_timeout = absl::GetFlag(FLAGS_request_timeout);

@@ -170,6 +170,18 @@ void Session::Dispatch() {
     return Reply(std::move(response));
   }
   const Route& route = std::get<Route>(parsed);
+  const bool stream = route.kind == RouteKind::kJobEvents || route.kind == RouteKind::kAllEvents ||
+                      route.kind == RouteKind::kJobWs || route.kind == RouteKind::kAllWs ||
+                      (route.kind == RouteKind::kSubmit &&
+                       absl::StrContains(Header(http::field::accept).value_or(""),
+                                         "text/event-stream"));
+  const int64_t streams =
+      gateway_->metrics().sse_streams_open.load() + gateway_->metrics().websockets_open.load();
+  if (stream && streams >= static_cast<int64_t>(gateway_->options().max_streams)) {
+    return ReplyStatus(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("the gateway has ", streams, " open streams, the limit (--max_streams)")));
+  }
   SessionPtr self = shared_from_this();
   switch (route.kind) {
     case RouteKind::kSubmit:

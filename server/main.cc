@@ -42,6 +42,7 @@ ABSL_FLAG(absl::Duration, retention, absl::Hours(168),
 ABSL_FLAG(absl::Duration, sweep_interval, absl::Minutes(1), "how often retention runs");
 ABSL_FLAG(int, runner_threads, 16, "jobs run at once by in-server handlers");
 ABSL_FLAG(int64_t, max_params_bytes, 1 << 20, "largest params accepted by Submit");
+ABSL_FLAG(int, max_labels, 32, "labels one job may carry (1..256)");
 ABSL_FLAG(int64_t, max_queued_per_tenant, 1'000'000,
           "queued jobs one tenant may have (the whole server's, without tokens)");
 ABSL_FLAG(double, max_submits_per_second, 1000,
@@ -139,6 +140,9 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_max_watchers_per_job) < 1) {
     return Fail("--max_watchers, --max_watchers_per_job and --watch_queue_limit must be at "
                 "least 1");
+  }
+  if (absl::GetFlag(FLAGS_max_labels) < 0 || absl::GetFlag(FLAGS_max_labels) > 256) {
+    return Fail("--max_labels must be 0..256");
   }
   if (absl::GetFlag(FLAGS_min_free_disk_bytes) < 0) {
     return Fail("--min_free_disk_bytes must be >= 0");
@@ -275,6 +279,7 @@ int main(int argc, char** argv) {
   manager_options.disk = &disk;
   manager_options.limits.max_params_bytes = absl::GetFlag(FLAGS_max_params_bytes);
   manager_options.limits.max_queued_per_tenant = absl::GetFlag(FLAGS_max_queued_per_tenant);
+  manager_options.limits.max_labels = absl::GetFlag(FLAGS_max_labels);
   manager_options.retention = absl::GetFlag(FLAGS_retention);
   manager_options.artifacts.max_artifact_bytes = absl::GetFlag(FLAGS_max_artifact_bytes);
   manager_options.artifacts.max_job_artifact_bytes = absl::GetFlag(FLAGS_max_job_artifact_bytes);

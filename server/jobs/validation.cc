@@ -12,7 +12,7 @@ namespace jobstream::jobs {
 
 namespace {
 constexpr size_t kMaxRequestId = 128;
-constexpr size_t kMaxLabels = 32;
+constexpr size_t kMaxLabels = 256;  // the ceiling of --max_labels
 constexpr size_t kMaxLabelKey = 63;
 constexpr size_t kMaxLabelValue = 256;
 constexpr int kMaxPriority = 1000;
@@ -113,6 +113,11 @@ absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& ty
   }
   if (absl::Status s = ValidateRequestId(request.request_id()); !s.ok()) return s;
   if (absl::Status s = ValidateLabels(request.labels()); !s.ok()) return s;
+  if (request.labels_size() > limits.max_labels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the job has ", request.labels_size(), " labels; the limit is ", limits.max_labels,
+        " (--max_labels)"));
+  }
   if (request.priority() < -kMaxPriority || request.priority() > kMaxPriority) {
     return absl::InvalidArgumentError(absl::StrCat("priority ", request.priority(),
                                                    " is outside -", kMaxPriority, "..",

@@ -14,6 +14,7 @@ namespace jobstream::jobs {
 
 struct Limits {
   size_t max_params_bytes = 1 << 20;
+  int max_labels = 32;  // per job, at most 256
   // QUEUED jobs of one tenant (of the whole server, without tokens) before Submit refuses.
   int64_t max_queued_per_tenant = 1'000'000;
 };

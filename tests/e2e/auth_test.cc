@@ -513,7 +513,7 @@ TEST_F(AuthTest, TheCliPresentsItsTokenAndMakesEntriesTheServerAccepts) {
 class AuthLimitsTest : public AuthTest {
  public:
   void SetUp() override {
-    Start({"--max_submits_per_second=5", "--max_queued_per_tenant=8"});
+    Start({"--max_submits_per_second=5", "--max_queued_per_tenant=8", "--max_labels=2"});
   }
   grpc::Status TrySubmit(const Token& token, const std::string& type,
                          const std::string& request_id = "", std::string* retry_after = nullptr,
@@ -547,6 +547,23 @@ TEST_F(AuthLimitsTest, EachTokensSubmitsArePacedAndTheRefusalSaysWhenToComeBack)
   EXPECT_TRUE(TrySubmit(kBob, "demo.steps").ok()) << "another token has its own pace";
   std::this_thread::sleep_for(std::chrono::milliseconds(450));
   EXPECT_TRUE(TrySubmit(kAlice, "demo.steps").ok()) << "a fifth of a second buys one";
+}
+
+TEST_F(AuthLimitsTest, LabelsUpToTheLimitPassOneMoreIsRefusedNamingIt) {
+  auto submit = [&](int labels) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::SubmitRequest request;
+    request.set_type("demo.steps");
+    for (int i = 0; i < labels; ++i) (*request.mutable_labels())[absl::StrCat("k", i)] = "v";
+    Job job;
+    return Jobs(&kBob)->Submit(&ctx, request, &job);
+  };
+  EXPECT_TRUE(submit(2).ok());
+  grpc::Status over = submit(3);
+  EXPECT_EQ(over.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(over.error_message().find("the limit is 2 (--max_labels)"), std::string::npos)
+      << over.error_message();
 }
 
 TEST_F(AuthLimitsTest, ATenantsQueueIsCappedOthersAreNot) {

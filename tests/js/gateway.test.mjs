@@ -259,6 +259,28 @@ test('CORS: only configured origins, preflight answered; SIGTERM exits 0', async
   await json('POST', `/v1/jobs/${job.body.id}:cancel`);
 });
 
+test('--max_streams: one stream too many is a 429 with Retry-After, other requests go on', async () => {
+  const small = await startGateway(server.address, { flags: ['--max_streams=2'] });
+  const job = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString() });
+  const holders = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const controller = new AbortController();
+      const response = await fetch(`${small.url}/v1/jobs/${job.body.id}/events`, { signal: controller.signal });
+      assert.equal(response.status, 200);
+      holders.push(controller);
+    }
+    const refused = await fetch(`${small.url}/v1/events`);
+    assert.equal(refused.status, 429);
+    assert.equal(refused.headers.get('retry-after'), '1');
+    assert.match((await refused.json()).message, /2 open streams, the limit \(--max_streams\)/);
+    assert.equal((await fetch(`${small.url}/v1/jobs/${job.body.id}`)).status, 200, 'not a stream');
+  } finally {
+    for (const h of holders) h.abort();
+    await small.stop();
+  }
+});
+
 test('--max_connections: one connection too many is closed, the rest are served', async () => {
   const small = await startGateway(server.address, { flags: ['--max_connections=2'] });
   const job = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString() });
