@@ -366,14 +366,17 @@ int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now
     leased->set_lease_id(live->lease.lease_id());
     *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(live->lease.deadline_ms()));
   }
-  if (response->jobs_size() == 0) return 0;
+  // Counted now: once the barrier is queued, the delivery thread may answer (and move the
+  // response away) before this returns.
+  const int granted = response->jobs_size();
+  if (granted == 0) return 0;
   // Answered once every STARTED event is durable: the committer writes in order.
   auto done = std::make_shared<LeaseCallback>(std::move(waiter->done));
   absl::Status queued = committer_.Barrier([response, done](absl::Status s) {
     if (s.ok()) (*done)(std::move(*response)); else (*done)(s);
   });
   if (!queued.ok()) (*done)(queued);
-  return response->jobs_size();
+  return granted;
 }
 
 void JobManager::ServeWaiters() {
