@@ -6,6 +6,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "jobstream/v1/job_states.h"
 #include "tests/support/process.h"
 
 namespace jobstream::bench {
@@ -50,6 +51,38 @@ std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& address,
 }
 
 double Load::percentile(double q) { return Percentile(latency_us, q); }
+
+Watcher::Watcher(v1::JobService::Stub* stub, const std::string& job_id, Stats* stats,
+                 const std::string& authorization)
+    : stats_(stats) {
+  if (!authorization.empty()) ctx_.AddMetadata("authorization", authorization);
+  request_.set_job_id(job_id);
+  stub->async()->WatchJob(&ctx_, &request_, this);
+  StartRead(&event_);
+  StartCall();
+}
+
+void Watcher::OnReadDone(bool ok) {
+  if (!ok) return;
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&stats_->mu);
+    if (!seen_) ++stats_->first_seen;
+    seen_ = true;
+    ++stats_->events;
+    if (event_.type() == v1::JobEvent::PROGRESS && stats_->record) {
+      ++stats_->progress;
+      const absl::Time committed = v1::ToTime(event_.time());
+      stats_->latency_us.push_back(absl::ToDoubleMicroseconds(now - committed));
+    }
+  }
+  StartRead(&event_);
+}
+
+void Watcher::OnDone(const grpc::Status&) {
+  absl::MutexLock lock(&stats_->mu);
+  ++stats_->done;
+}
 
 Load ClosedLoop(int in_flight, absl::Duration duration, const StartCall& start) {
   absl::Mutex mu;

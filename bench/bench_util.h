@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
+#include "jobstream/v1/jobs.grpc.pb.h"
 
 namespace jobstream::bench {
 
@@ -53,5 +55,32 @@ struct Call {
 };
 
 double Percentile(std::vector<double>& v, double q);
+
+// A watcher of one job, on the callback API; counts events and records commit->receive
+// latency of PROGRESS events. `authorization` (if any) goes with the call.
+class Watcher : public grpc::ClientReadReactor<v1::JobEvent> {
+ public:
+  struct Stats {
+    absl::Mutex mu;
+    int64_t events = 0;
+    int64_t progress = 0;
+    std::vector<double> latency_us;
+    int done = 0;
+    int first_seen = 0;
+    bool record = true;
+  };
+  Watcher(v1::JobService::Stub* stub, const std::string& job_id, Stats* stats,
+          const std::string& authorization = "");
+  void Cancel() { ctx_.TryCancel(); }
+  void OnReadDone(bool ok) override;
+  void OnDone(const grpc::Status&) override;
+
+ private:
+  Stats* const stats_;
+  grpc::ClientContext ctx_;
+  v1::WatchJobRequest request_;
+  v1::JobEvent event_;
+  bool seen_ = false;
+};
 
 }  // namespace jobstream::bench

@@ -52,6 +52,7 @@ using jobstream::bench::Percentile;
 using jobstream::bench::RssKb;
 using jobstream::bench::Spawn;
 using jobstream::bench::StartCall;
+using jobstream::bench::Watcher;
 
 StartCall SubmitCalls(const std::vector<std::shared_ptr<grpc::Channel>>& channels) {
   auto stubs = std::make_shared<std::vector<std::unique_ptr<JobService::Stub>>>();
@@ -126,54 +127,6 @@ int ServeEcho(const std::string& address) {
   server->Wait();
   return 0;
 }
-
-// A watcher of one job, on the callback API; records commit->receive latency.
-class Watcher : public grpc::ClientReadReactor<JobEvent> {
- public:
-  struct Stats {
-    absl::Mutex mu;
-    int64_t events = 0;
-    int64_t progress = 0;
-    std::vector<double> latency_us;
-    int done = 0;
-    int first_seen = 0;
-    bool record = true;
-  };
-  Watcher(JobService::Stub* stub, const std::string& job_id, Stats* stats) : stats_(stats) {
-    request_.set_job_id(job_id);
-    stub->async()->WatchJob(&ctx_, &request_, this);
-    StartRead(&event_);
-    StartCall();
-  }
-  void Cancel() { ctx_.TryCancel(); }
-  void OnReadDone(bool ok) override {
-    if (!ok) return;
-    const absl::Time now = absl::Now();
-    {
-      absl::MutexLock lock(&stats_->mu);
-      if (!seen_) ++stats_->first_seen;
-      seen_ = true;
-      ++stats_->events;
-      if (event_.type() == JobEvent::PROGRESS && stats_->record) {
-        ++stats_->progress;
-        const absl::Time committed = jobstream::v1::ToTime(event_.time());
-        stats_->latency_us.push_back(absl::ToDoubleMicroseconds(now - committed));
-      }
-    }
-    StartRead(&event_);
-  }
-  void OnDone(const grpc::Status&) override {
-    absl::MutexLock lock(&stats_->mu);
-    ++stats_->done;
-  }
-
- private:
-  Stats* const stats_;
-  grpc::ClientContext ctx_;
-  jobstream::v1::WatchJobRequest request_;
-  JobEvent event_;
-  bool seen_ = false;
-};
 
 Job MustSubmit(JobService::Stub* stub, const std::string& params_json_steps, int64_t step_ms,
                int ticks, absl::Time run_at) {

@@ -39,6 +39,7 @@ using jobstream::bench::ClosedLoop;
 using jobstream::bench::Load;
 using jobstream::bench::Percentile;
 using jobstream::bench::Spawn;
+using jobstream::bench::Watcher;
 using jobstream::v1::Job;
 using jobstream::v1::JobEvent;
 using jobstream::v1::JobService;
@@ -62,45 +63,6 @@ struct Result {
 void Authorize(grpc::ClientContext& ctx, const Mode& mode) {
   if (mode.auth) ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
 }
-
-class Watcher : public grpc::ClientReadReactor<JobEvent> {
- public:
-  struct Stats {
-    absl::Mutex mu;
-    int64_t progress = 0;
-    std::vector<double> latency_us;
-    int done = 0;
-  };
-  Watcher(JobService::Stub* stub, const Mode& mode, const std::string& job_id, Stats* stats)
-      : stats_(stats) {
-    Authorize(ctx_, mode);
-    request_.set_job_id(job_id);
-    stub->async()->WatchJob(&ctx_, &request_, this);
-    StartRead(&event_);
-    StartCall();
-  }
-  void OnReadDone(bool ok) override {
-    if (!ok) return;
-    if (event_.type() == JobEvent::PROGRESS) {
-      const double us = absl::ToDoubleMicroseconds(absl::Now() -
-                                                   jobstream::v1::ToTime(event_.time()));
-      absl::MutexLock lock(&stats_->mu);
-      ++stats_->progress;
-      stats_->latency_us.push_back(us);
-    }
-    StartRead(&event_);
-  }
-  void OnDone(const grpc::Status&) override {
-    absl::MutexLock lock(&stats_->mu);
-    ++stats_->done;
-  }
-
- private:
-  Stats* const stats_;
-  grpc::ClientContext ctx_;
-  jobstream::v1::WatchJobRequest request_;
-  JobEvent event_;
-};
 
 std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& address,
                                                      const Mode& mode, const std::string& ca,
@@ -177,7 +139,8 @@ Result Measure(const std::string& server_bin, const Mode& mode, const std::strin
   std::vector<std::unique_ptr<Watcher>> watchers;
   for (int i = 0; i < n; ++i) {
     watchers.push_back(
-        std::make_unique<Watcher>(stubs[i % stubs.size()].get(), mode, job.id(), &stats));
+        std::make_unique<Watcher>(stubs[i % stubs.size()].get(), job.id(), &stats,
+                                  mode.auth ? std::string("Bearer ") + kToken : ""));
   }
   const absl::Time wait_end = absl::Now() + span + absl::Seconds(30);
   for (;;) {

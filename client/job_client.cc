@@ -38,6 +38,17 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_vi
   return pem;
 }
 
+absl::Status CheckServingTlsFlags(const std::string& cert, const std::string& key,
+                                  const std::string& client_ca) {
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  if (!client_ca.empty() && cert.empty()) {
+    return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> ReadToken(const std::string& token_file) {
   std::string token;
   if (!token_file.empty()) {

@@ -19,6 +19,11 @@ absl::Status FromGrpc(const grpc::Status& s);
 // The PEM text of a file named by `flag`; INVALID_ARGUMENT saying which flag and why not.
 absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_view flag);
 
+// The serving side's --tls_cert, --tls_key and --tls_client_ca (server and gateway alike):
+// cert and key go together, a client CA needs them.
+absl::Status CheckServingTlsFlags(const std::string& cert, const std::string& key,
+                                  const std::string& client_ca);
+
 // Whether a watch stream that ended with `code` can be reopened after the last sequence
 // received without losing anything: the server went away, restarted, cut a slow watcher
 // off, or ended the stream early. Shared by every client that resumes (CLI, gateway).

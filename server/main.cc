@@ -214,9 +214,9 @@ int main(int argc, char** argv) {
   const std::string tls_cert = absl::GetFlag(FLAGS_tls_cert);
   const std::string tls_key = absl::GetFlag(FLAGS_tls_key);
   const std::string tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
-  if (tls_cert.empty() != tls_key.empty()) return Fail("--tls_cert and --tls_key go together");
-  if (!tls_client_ca.empty() && tls_cert.empty()) {
-    return Fail("--tls_client_ca needs --tls_cert and --tls_key");
+  if (auto s = jobstream::client::CheckServingTlsFlags(tls_cert, tls_key, tls_client_ca);
+      !s.ok()) {
+    return Fail(std::string(s.message()));
   }
   if (!tls_cert.empty()) {
     grpc::SslServerCredentialsOptions tls(
