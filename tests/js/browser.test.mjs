@@ -241,15 +241,19 @@ test('a <video> element plays an artifact and seeks into it with Range requests'
   const played = await page.evaluate(async (jobId) => {
     const js = await import('/static/jobstream.js');
     const video = document.createElement('video');
+    // Metadata only, then a seek before playing: the browser has not buffered that far,
+    // so the seek needs a Range request into the middle.
+    video.preload = 'metadata';
     video.src = js.artifactUrl(jobId, 'tone.wav');
     document.body.appendChild(video);
     video.muted = true;
     if (video.readyState < 1) await new Promise((r) => video.addEventListener('loadedmetadata', r, { once: true }));
     const duration = video.duration;
-    await video.play();
-    video.currentTime = 20;  // far past what the first request fetched
-    await new Promise((r) => video.addEventListener('seeked', r, { once: true }));
+    const seeked = new Promise((r) => video.addEventListener('seeked', r, { once: true }));
+    video.currentTime = 20;
+    await seeked;
     const at = video.currentTime;
+    await video.play();
     await new Promise((r) => setTimeout(r, 600));
     return { duration, at, later: video.currentTime, paused: video.paused, error: video.error?.message };
   }, id);
