@@ -106,6 +106,14 @@ bool ParseListen(const std::string& listen, std::string* host) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Signals are taken by sigwait at the end; blocked first thing, before any library can
+  // start a thread that would otherwise take a SIGTERM with its default action.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);  // re-reads --auth_tokens
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   absl::SetProgramUsageMessage(
       "jobstream-server --listen=127.0.0.1:50051 --data_dir=./jobstream-data [--config=FILE]");
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
@@ -252,13 +260,6 @@ int main(int argc, char** argv) {
     return Fail(absl::StrCat("config file ", config_file, ": ", types.status().message()));
   }
 
-  // Signals are taken by sigwait below; block them before any thread starts.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);  // re-reads --auth_tokens
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // A program that closes its stdin early must not take the server down (exec types).
   signal(SIGPIPE, SIG_IGN);
 
