@@ -82,6 +82,7 @@ absl::Status Authenticator::Reload() {
   auto shared = std::make_shared<const TokenTable>(*std::move(table));
   absl::MutexLock lock(&mu_);
   table_ = std::move(shared);
+  known_.clear();
   return absl::OkStatus();
 }
 
@@ -97,15 +98,20 @@ absl::StatusOr<Principal> Authenticator::Authenticate(absl::string_view authoriz
   }
   token = absl::StripAsciiWhitespace(token);
   if (token.empty()) return absl::UnauthenticatedError("authorization has an empty token");
-  const std::string digest = HexSha256(token);
   std::shared_ptr<const TokenTable> table;
   {
     absl::ReaderMutexLock lock(&mu_);
+    if (auto known = known_.find(token); known != known_.end()) return known->second;
     table = table_;
   }
-  auto it = table->find(digest);
+  auto it = table->find(HexSha256(token));
   if (it == table->end()) {
     return absl::UnauthenticatedError("the token is not one this server knows");
+  }
+  absl::MutexLock lock(&mu_);
+  if (table_ == table) {  // not read again meanwhile
+    if (known_.size() >= 10000) known_.clear();
+    known_.emplace(std::string(token), it->second);
   }
   return it->second;
 }

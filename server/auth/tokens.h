@@ -64,6 +64,9 @@ class Authenticator {
   std::string path_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const TokenTable> table_ ABSL_GUARDED_BY(mu_);
+  // Tokens seen lately -> who, so a busy client is not hashed on every call. Emptied when
+  // the file is read again (a removed token stops at once) and when it grows large.
+  mutable absl::flat_hash_map<std::string, Principal> known_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace jobstream::auth
