@@ -1,35 +1,21 @@
 #include "server/auth/tokens.h"
 
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "jobstream/v1/artifacts.h"
 #include "jobstream/v1/auth_config.h"
-#include "openssl/evp.h"
 
 namespace jobstream::auth {
-namespace {
-
-constexpr std::pair<absl::string_view, Role> kRoles[] = {
-    {"submit", Role::kSubmit}, {"read", Role::kRead}, {"work", Role::kWork}, {"admin", Role::kAdmin}};
-
-std::string HexSha256(absl::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr);
-  return absl::BytesToHexString(
-      absl::string_view(reinterpret_cast<const char*>(digest), size));
-}
-
-}  // namespace
 
 absl::string_view RoleName(Role role) {
-  for (const auto& [name, r] : kRoles) {
-    if (r == role) return name;
+  for (size_t i = 0; i < std::size(v1::kAuthRoles); ++i) {
+    if (static_cast<uint8_t>(role) == 1 << i) return v1::kAuthRoles[i];
   }
   return "?";
 }
@@ -46,10 +32,10 @@ absl::StatusOr<TokenTable> ParseTokenFile(absl::string_view json) {
   if (!config.ok()) return config.status();
   TokenTable table;
   for (const v1::AuthToken& token : config->tokens()) {
-    Principal principal{token.name(), token.tenant(), 0, true};
+    Principal principal{token.name(), token.tenant(), 0};
     for (const std::string& role : token.roles()) {
-      for (const auto& [name, r] : kRoles) {
-        if (role == name) principal.roles |= static_cast<uint8_t>(r);
+      for (size_t i = 0; i < std::size(v1::kAuthRoles); ++i) {
+        if (role == v1::kAuthRoles[i]) principal.roles |= 1 << i;  // known: ParseAuthConfig
       }
     }
     table.emplace(token.sha256(), std::move(principal));
@@ -104,7 +90,9 @@ absl::StatusOr<Principal> Authenticator::Authenticate(absl::string_view authoriz
     if (auto known = known_.find(token); known != known_.end()) return known->second;
     table = table_;
   }
-  auto it = table->find(HexSha256(token));
+  v1::Sha256 digest;
+  digest.Update(token);
+  auto it = table->find(digest.HexDigest());
   if (it == table->end()) {
     return absl::UnauthenticatedError("the token is not one this server knows");
   }

@@ -16,6 +16,7 @@
 
 namespace jobstream::auth {
 
+// Each role's bit is 1 << its place in v1::kAuthRoles (submit, read, work, admin).
 enum class Role : uint8_t { kSubmit = 1, kRead = 2, kWork = 4, kAdmin = 8 };
 absl::string_view RoleName(Role role);
 
@@ -24,8 +25,9 @@ struct Principal {
   std::string name;    // the token's name; empty on an open server
   std::string tenant;  // empty on an open server
   uint8_t roles = 0;   // Role bits
-  bool authenticated = false;
 
+  // Presented a token (an open server's caller has no name).
+  bool authenticated() const { return !name.empty(); }
   // An admin has every role.
   bool Has(Role role) const {
     return (roles & (static_cast<uint8_t>(role) | static_cast<uint8_t>(Role::kAdmin))) != 0;

@@ -536,26 +536,19 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
       // A twin may have committed between the check above and this lock.
       if (auto twin = existing_job()) {
         reply = [done = std::move(done), twin = *std::move(twin)] { done(twin); };
-      } else {
-        requests_in_flight_[request_id].push_back(std::move(done));
       }
     }
-    const int64_t queued = queue_.queued_of_tenant(scope.tenant);
-    if (!reply && queued >= options_.limits.max_queued_per_tenant) {
-      const absl::Status full = absl::ResourceExhaustedError(absl::StrCat(
-          scope.tenant.empty() ? "the server" : absl::StrCat("tenant \"", scope.tenant, "\""),
-          " has ", queued, " queued jobs, the limit (--max_queued_per_tenant); submit again as "
-          "they start"));
-      std::vector<JobCallback> waiters;  // this call's, and twins' that joined meanwhile
-      if (request_id.empty()) {
-        waiters.push_back(std::move(done));
-      } else {
-        waiters = std::move(requests_in_flight_[request_id]);
-        requests_in_flight_.erase(request_id);
-      }
-      reply = [waiters = std::move(waiters), full] {
-        for (auto& waiter : waiters) waiter(full);
-      };
+    if (const int64_t queued = queue_.queued_of_tenant(scope.tenant);
+        !reply && queued >= options_.limits.max_queued_per_tenant) {
+      reply = [done = std::move(done),
+               full = absl::ResourceExhaustedError(absl::StrCat(
+                   scope.tenant.empty() ? "the server"
+                                        : absl::StrCat("tenant \"", scope.tenant, "\""),
+                   " has ", queued, " queued jobs, the limit (--max_queued_per_tenant); "
+                   "submit again as they start"))] { done(full); };
+    }
+    if (!reply && !request_id.empty()) {
+      requests_in_flight_[request_id].push_back(std::move(done));  // twins wait with it
     }
     if (!reply) {
       LiveJob& live = live_[job.id()];
@@ -716,8 +709,9 @@ void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, Job
         it = live_.find(job_id);
       }
     }
-    if (it != live_.end() && !scope.Sees(it->second.job)) return done(watch::NoSuchJob(job_id));
-    if (it != live_.end()) {
+    if (it != live_.end() && !scope.Sees(it->second.job)) {
+      queue_error = watch::NoSuchJob(job_id);  // answered after the lock, as every reply is
+    } else if (it != live_.end()) {
       LiveJob& live = it->second;
       const absl::Time now = absl::Now();
       Batch batch;

@@ -3,6 +3,8 @@
 // everyone is Principal::Open().
 #pragma once
 
+#include <map>
+
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -11,16 +13,19 @@
 
 namespace jobstream::rpc {
 
+// The `authorization` metadata a call carries; empty if none.
+inline absl::string_view AuthorizationOf(
+    const std::multimap<grpc::string_ref, grpc::string_ref>& metadata) {
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return "";
+  return absl::string_view(it->second.data(), it->second.size());
+}
+
+// Who makes the call, if its token is known and holds `role`.
 inline absl::StatusOr<auth::Principal> Authorize(const auth::Authenticator& authenticator,
                                                  const grpc::ServerContextBase& ctx,
                                                  auth::Role role, absl::string_view method) {
-  if (!authenticator.enabled()) return auth::Principal::Open();
-  absl::string_view authorization;
-  const auto& metadata = ctx.client_metadata();
-  if (auto it = metadata.find("authorization"); it != metadata.end()) {
-    authorization = absl::string_view(it->second.data(), it->second.size());
-  }
-  auto principal = authenticator.Authenticate(authorization);
+  auto principal = authenticator.Authenticate(AuthorizationOf(ctx.client_metadata()));
   if (!principal.ok()) return principal.status();
   if (!principal->Has(role)) {
     return absl::PermissionDeniedError(absl::StrCat(

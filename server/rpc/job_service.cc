@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/support/proto_buffer_reader.h"
+#include "jobstream/v1/auth_config.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/validation.h"
 #include "server/rpc/authorize.h"
@@ -32,7 +33,7 @@ grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ct
   auto who = Allow(ctx, reactor, Role::kSubmit, "Submit");
   if (!who) return reactor;
   absl::Duration wait;
-  if (submit_rate_ != nullptr && who->authenticated &&
+  if (submit_rate_ != nullptr && who->authenticated() &&
       !submit_rate_->Take(who->name, absl::Now(), &wait)) {
     // gRPC has no Retry-After; the gateway turns this into one.
     const int64_t seconds = std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(wait, absl::Seconds(1))));
@@ -63,22 +64,16 @@ grpc::ServerUnaryReactor* JobServiceImpl::WhoAmI(grpc::CallbackServerContext* ct
                                                  const v1::WhoAmIRequest* request,
                                                  v1::Identity* response) {
   auto* reactor = calls_->Begin(ctx);
-  auto who = auth_->enabled() ? auth_->Authenticate([&]() -> absl::string_view {
-    auto it = ctx->client_metadata().find("authorization");
-    if (it == ctx->client_metadata().end()) return "";
-    return absl::string_view(it->second.data(), it->second.size());
-  }())
-                              : absl::StatusOr<auth::Principal>(auth::Principal::Open());
+  // Needs no role: a client checks its token with it.
+  auto who = auth_->Authenticate(AuthorizationOf(ctx->client_metadata()));
   if (!who.ok()) {
     calls_->End(reactor, who.status());
     return reactor;
   }
   response->set_name(who->name);
   response->set_tenant(who->tenant);
-  for (Role role : {Role::kSubmit, Role::kRead, Role::kWork, Role::kAdmin}) {
-    if ((who->roles & static_cast<uint8_t>(role)) != 0) {
-      response->add_roles(std::string(auth::RoleName(role)));
-    }
+  for (size_t i = 0; i < std::size(v1::kAuthRoles); ++i) {
+    if ((who->roles & (1 << i)) != 0) response->add_roles(std::string(v1::kAuthRoles[i]));
   }
   response->set_auth_required(auth_->enabled());
   calls_->End(reactor, absl::OkStatus());

@@ -1,5 +1,6 @@
 #include "server/rpc/request_log.h"
 
+#include "server/rpc/authorize.h"
 #include "absl/strings/match.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
@@ -48,13 +49,10 @@ class RequestLog : public grpc::experimental::Interceptor {
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_INITIAL_METADATA)) {
-      const auto* metadata = methods->GetRecvInitialMetadata();
-      absl::string_view authorization;
-      if (auto it = metadata->find("authorization"); it != metadata->end()) {
-        authorization = absl::string_view(it->second.data(), it->second.size());
-      }
+      // Tokens seen lately are a cache lookup (Authenticator), not a second hash.
       if (auth_->enabled()) {
-        if (auto who = auth_->Authenticate(authorization); who.ok()) {
+        auto who = auth_->Authenticate(AuthorizationOf(*methods->GetRecvInitialMetadata()));
+        if (who.ok()) {
           token_ = who->name;
           tenant_ = who->tenant;
         }
