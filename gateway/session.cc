@@ -149,15 +149,6 @@ void Session::Dispatch() {
   const auto authorization = Header(http::field::authorization);
   const auto cookie = Header(http::field::cookie);
   credential_ = RequestCredential(authorization, cookie);
-  // A cookie rides along on any request the browser makes, so one that changes something
-  // must come from a page of this gateway (SameSite=Strict says the same, for browsers
-  // that honour it).
-  if (credential_.from_cookie && request_.method() != http::verb::get &&
-      request_.method() != http::verb::head && !origin_.empty() && !SameOrigin()) {
-    return ReplyError(grpc::StatusCode::PERMISSION_DENIED,
-                      "a request from another origin (" + origin_ +
-                          ") may not use the session cookie; send an Authorization header");
-  }
   auto parsed = ParseRoute(
       absl::string_view(request_.method_string().data(), request_.method_string().size()),
       absl::string_view(request_.target().data(), request_.target().size()));
@@ -170,11 +161,21 @@ void Session::Dispatch() {
     return Reply(std::move(response));
   }
   const Route& route = std::get<Route>(parsed);
-  const bool stream = route.kind == RouteKind::kJobEvents || route.kind == RouteKind::kAllEvents ||
-                      route.kind == RouteKind::kJobWs || route.kind == RouteKind::kAllWs ||
-                      (route.kind == RouteKind::kSubmit &&
-                       absl::StrContains(Header(http::field::accept).value_or(""),
-                                         "text/event-stream"));
+  const bool websocket = route.kind == RouteKind::kJobWs || route.kind == RouteKind::kAllWs;
+  // A cookie rides along on any request the browser makes, a WebSocket handshake included,
+  // so one that changes something or opens a WebSocket must come from a page of this
+  // gateway (SameSite=Strict says the same, for browsers that honour it).
+  const bool safe = request_.method() == http::verb::get || request_.method() == http::verb::head;
+  if (credential_.from_cookie && (!safe || websocket) && !origin_.empty() && !SameOrigin()) {
+    return ReplyError(grpc::StatusCode::PERMISSION_DENIED,
+                      "a request from another origin (" + origin_ +
+                          ") may not use the session cookie; send an Authorization header");
+  }
+  const bool submit_and_stream =
+      route.kind == RouteKind::kSubmit &&
+      absl::StrContains(Header(http::field::accept).value_or(""), "text/event-stream");
+  const bool stream = websocket || submit_and_stream || route.kind == RouteKind::kJobEvents ||
+                      route.kind == RouteKind::kAllEvents;
   const int64_t streams =
       gateway_->metrics().sse_streams_open.load() + gateway_->metrics().websockets_open.load();
   if (stream && streams >= static_cast<int64_t>(gateway_->options().max_streams)) {
@@ -184,11 +185,7 @@ void Session::Dispatch() {
   }
   SessionPtr self = shared_from_this();
   switch (route.kind) {
-    case RouteKind::kSubmit:
-      if (absl::StrContains(Header(http::field::accept).value_or(""), "text/event-stream")) {
-        return SubmitAndStream(self);
-      }
-      return Submit(self);
+    case RouteKind::kSubmit: return submit_and_stream ? SubmitAndStream(self) : Submit(self);
     case RouteKind::kListJobs: return ListJobs(self, route);
     case RouteKind::kListTypes: return ListTypes(self);
     case RouteKind::kGetJob: return GetJob(self, route.job_id);
@@ -220,13 +217,6 @@ void Session::UpgradeToWebSocket(const Route& route) {
   // The socket moves to a WebSocket session; this one is done without closing it.
   closed_ = true;
   heartbeat_.cancel();
-  // Browsers send cookies with a WebSocket handshake from any page: only this gateway's
-  // own pages may use the session cookie for one.
-  if (credential_.from_cookie && !origin_.empty() && !SameOrigin()) {
-    return ReplyError(grpc::StatusCode::PERMISSION_DENIED,
-                      "a WebSocket from another origin (" + origin_ +
-                          ") may not use the session cookie; send an Authorization header");
-  }
   stream_.tcp().expires_never();  // the WebSocket stream keeps its own timeouts
   auto ws = std::make_shared<WebSocketSession>(std::move(stream_), gateway_,
                                                std::move(request_), route, credential_);
