@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <fstream>
 
 #include "absl/synchronization/mutex.h"
@@ -38,16 +39,38 @@ int64_t StatusKb(pid_t pid, const std::string& field) {
   return -1;
 }
 
-std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& address, int n) {
+std::vector<std::shared_ptr<grpc::Channel>> Channels(
+    const std::string& address, int n, std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  if (credentials == nullptr) credentials = grpc::InsecureChannelCredentials();
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < n; ++i) {
     grpc::ChannelArguments args;
     args.SetInt("jobstream.bench.channel", i);  // distinct args: one connection each
     args.SetMaxReceiveMessageSize(-1);
-    channels.push_back(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    channels.push_back(grpc::CreateCustomChannel(address, credentials, args));
   }
   return channels;
+}
+
+StartCall SubmitCalls(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                      const std::string& authorization) {
+  auto stubs = std::make_shared<std::vector<std::unique_ptr<v1::JobService::Stub>>>();
+  for (auto& c : channels) stubs->push_back(v1::JobService::NewStub(c));
+  auto next = std::make_shared<std::atomic<size_t>>(0);
+  v1::SubmitRequest request;
+  request.set_type("demo.steps");
+  request.mutable_run_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(24)));
+  (*request.mutable_params()->mutable_fields())["step_ms"].set_number_value(0);
+  return [stubs, next, request, authorization](std::function<void(const grpc::Status&)> done) {
+    auto* call = new Call<v1::SubmitRequest, v1::Job>;
+    if (!authorization.empty()) call->ctx.AddMetadata("authorization", authorization);
+    call->request = request;
+    (*stubs)[(*next)++ % stubs->size()]->async()->Submit(
+        &call->ctx, &call->request, &call->response, [call, done](grpc::Status s) {
+          done(s);
+          delete call;
+        });
+  };
 }
 
 double Load::percentile(double q) { return Percentile(latency_us, q); }

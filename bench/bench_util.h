@@ -28,8 +28,10 @@ Child Spawn(const std::vector<std::string>& argv);
 int64_t RssKb(pid_t pid);
 int64_t PeakRssKb(pid_t pid);
 int64_t StatusKb(pid_t pid, const std::string& field);
-// `n` channels, one connection each.
-std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& address, int n);
+// `n` channels, one connection each; plaintext unless `credentials` say otherwise.
+std::vector<std::shared_ptr<grpc::Channel>> Channels(
+    const std::string& address, int n,
+    std::shared_ptr<grpc::ChannelCredentials> credentials = nullptr);
 
 struct Load {
   int64_t ok = 0;
@@ -55,6 +57,11 @@ struct Call {
 };
 
 double Percentile(std::vector<double>& v, double q);
+
+// Durable Submits of a demo.steps job scheduled a day ahead (so only Submit is measured),
+// spread over `channels`; `authorization` (if any) goes with each call.
+StartCall SubmitCalls(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                      const std::string& authorization = "");
 
 // A watcher of one job, on the callback API; counts events and records commit->receive
 // latency of PROGRESS events. `authorization` (if any) goes with the call.

@@ -52,27 +52,8 @@ using jobstream::bench::Percentile;
 using jobstream::bench::RssKb;
 using jobstream::bench::Spawn;
 using jobstream::bench::StartCall;
+using jobstream::bench::SubmitCalls;
 using jobstream::bench::Watcher;
-
-StartCall SubmitCalls(const std::vector<std::shared_ptr<grpc::Channel>>& channels) {
-  auto stubs = std::make_shared<std::vector<std::unique_ptr<JobService::Stub>>>();
-  for (auto& c : channels) stubs->push_back(JobService::NewStub(c));
-  auto next = std::make_shared<std::atomic<size_t>>(0);
-  jobstream::v1::SubmitRequest request;
-  request.set_type("demo.steps");
-  // Scheduled far ahead: the phase measures durable Submit, not running jobs.
-  request.mutable_run_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(24)));
-  (*request.mutable_params()->mutable_fields())["step_ms"].set_number_value(0);
-  return [stubs, next, request](std::function<void(const grpc::Status&)> done) {
-    auto* call = new Call<jobstream::v1::SubmitRequest, Job>;
-    call->request = request;
-    (*stubs)[(*next)++ % stubs->size()]->async()->Submit(
-        &call->ctx, &call->request, &call->response, [call, done](grpc::Status s) {
-          done(s);
-          delete call;
-        });
-  };
-}
 
 // The raw synced-write ceiling: `writers` threads each writing small synced batches.
 double RawSyncedWrites(int writers, absl::Duration duration) {

@@ -33,12 +33,13 @@ ABSL_FLAG(absl::Duration, event_duration, absl::Seconds(5), "how long the watche
 
 namespace {
 
-using jobstream::bench::Call;
 using jobstream::bench::Child;
 using jobstream::bench::ClosedLoop;
 using jobstream::bench::Load;
 using jobstream::bench::Percentile;
 using jobstream::bench::Spawn;
+using jobstream::bench::SubmitCalls;
+using jobstream::bench::Channels;
 using jobstream::bench::Watcher;
 using jobstream::v1::Job;
 using jobstream::v1::JobEvent;
@@ -59,26 +60,9 @@ struct Result {
   int finished = 0;
 };
 
-// Adds the token to a call, when the mode has one.
-void Authorize(grpc::ClientContext& ctx, const Mode& mode) {
-  if (mode.auth) ctx.AddMetadata("authorization", std::string("Bearer ") + kToken);
-}
-
-std::vector<std::shared_ptr<grpc::Channel>> Channels(const std::string& address,
-                                                     const Mode& mode, const std::string& ca,
-                                                     int n) {
-  jobstream::client::ChannelOptions options;
-  if (mode.tls) options.ca_file = ca;
-  auto credentials = jobstream::client::JobClient::ChannelCredentials(options);
-  if (!credentials.ok()) abort();
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  for (int i = 0; i < n; ++i) {
-    grpc::ChannelArguments args;
-    args.SetInt("jobstream.bench.channel", i);  // distinct args: one connection each
-    args.SetMaxReceiveMessageSize(-1);
-    channels.push_back(grpc::CreateCustomChannel(address, *credentials, args));
-  }
-  return channels;
+// The authorization metadata of a mode's calls; empty: none.
+std::string AuthorizationOf(const Mode& mode) {
+  return mode.auth ? std::string("Bearer ") + kToken : "";
 }
 
 Result Measure(const std::string& server_bin, const Mode& mode, const std::string& dir) {
@@ -94,27 +78,19 @@ Result Measure(const std::string& server_bin, const Mode& mode, const std::strin
   if (mode.logs) argv.push_back("--log_format=json");
   Child server = Spawn(argv);
   Result result;
-  auto channels = Channels(server.address, mode, dir + "/ca.pem", 8);
+  jobstream::client::ChannelOptions options;
+  if (mode.tls) options.ca_file = dir + "/ca.pem";
+  auto credentials = jobstream::client::JobClient::ChannelCredentials(options);
+  if (!credentials.ok()) abort();
+  auto channels = Channels(server.address, 8, *credentials);
   std::vector<std::unique_ptr<JobService::Stub>> stubs;
   for (auto& c : channels) stubs.push_back(JobService::NewStub(c));
 
-  // Durable Submit, 64 in flight (scheduled ahead: Submit alone is measured).
-  jobstream::v1::SubmitRequest request;
-  request.set_type("demo.steps");
-  request.mutable_run_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(24)));
-  std::atomic<size_t> next{0};
+  // Durable Submit, 64 in flight.
+  const std::vector<std::shared_ptr<grpc::Channel>> submit_channels(channels.begin(),
+                                                                    channels.begin() + 4);
   Load load = ClosedLoop(64, absl::GetFlag(FLAGS_duration),
-                         [&](std::function<void(const grpc::Status&)> done) {
-                           auto* call = new Call<jobstream::v1::SubmitRequest, Job>;
-                           Authorize(call->ctx, mode);
-                           call->request = request;
-                           stubs[next++ % 4]->async()->Submit(
-                               &call->ctx, &call->request, &call->response,
-                               [call, done](grpc::Status s) {
-                                 done(s);
-                                 delete call;
-                               });
-                         });
+                         SubmitCalls(submit_channels, AuthorizationOf(mode)));
   if (load.errors > 0) std::cerr << mode.name << ": submit errors: " << load.first_error << "\n";
   result.submits = load.rate();
   result.submit_p50 = load.percentile(0.5) / 1000;
@@ -132,7 +108,7 @@ Result Measure(const std::string& server_bin, const Mode& mode, const std::strin
   fields["ticks"].set_number_value(ticks);
   job_request.mutable_run_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Seconds(3)));
   grpc::ClientContext ctx;
-  Authorize(ctx, mode);
+  if (mode.auth) ctx.AddMetadata("authorization", AuthorizationOf(mode));
   Job job;
   if (!stubs[0]->Submit(&ctx, job_request, &job).ok()) abort();
   Watcher::Stats stats;
@@ -140,7 +116,7 @@ Result Measure(const std::string& server_bin, const Mode& mode, const std::strin
   for (int i = 0; i < n; ++i) {
     watchers.push_back(
         std::make_unique<Watcher>(stubs[i % stubs.size()].get(), job.id(), &stats,
-                                  mode.auth ? std::string("Bearer ") + kToken : ""));
+                                  AuthorizationOf(mode)));
   }
   const absl::Time wait_end = absl::Now() + span + absl::Seconds(30);
   for (;;) {
