@@ -116,21 +116,30 @@ test("another tenant's job is a 404 exactly like one that never existed, on ever
   assert.ok(!(listed.jobs ?? []).some((j) => j.id === job.id));
 });
 
-test('/v1/events and a WebSocket carry only the caller tenant\'s jobs', async () => {
+// A /v1/events stream read as it arrives: the job ids it has named so far.
+async function openEvents(who) {
   const controller = new AbortController();
-  const response = await as('bob', '/v1/events', { signal: controller.signal });
+  const response = await as(who, '/v1/events', { signal: controller.signal });
   assert.equal(response.status, 200);
-  const seen = new Set();
-  let text = '';
+  const stream = { seen: new Set(), text: '' };
   const reading = (async () => {
     const decoder = new TextDecoder();
     try {
       for await (const chunk of response.body) {
-        text += decoder.decode(chunk, { stream: true });
-        for (const m of text.matchAll(/"jobId":"([0-9a-z]+)"/g)) seen.add(m[1]);
+        stream.text += decoder.decode(chunk, { stream: true });
+        for (const m of stream.text.matchAll(/"jobId":"([0-9a-z]+)"/g)) stream.seen.add(m[1]);
       }
     } catch { /* aborted */ }
   })();
+  stream.close = async () => { controller.abort(); await reading; };
+  return stream;
+}
+
+test('/v1/events and a WebSocket carry only the caller tenant\'s jobs', async () => {
+  // Alice's stream first: the gateway then has a feed of this filter that bob's must not
+  // share (feeds are shared per credential).
+  const alicesStream = await openEvents('alice');
+  const bobsStream = await openEvents('bob');
   const ws = new WebSocket(`ws://${gateway.address}/v1/ws`, { headers: bearer('bob') });
   const wsSeen = new Set();
   ws.on('message', (data) => wsSeen.add(JSON.parse(data.toString()).jobId));
@@ -141,11 +150,13 @@ test('/v1/events and a WebSocket carry only the caller tenant\'s jobs', async ()
   await waitDone('alice', alices.id);
   await waitDone('bob', bobs.id);
   await new Promise((r) => setTimeout(r, 500));
-  controller.abort();
+  await alicesStream.close();
+  await bobsStream.close();
   ws.close();
-  await reading;
-  assert.ok(seen.has(bobs.id), text);
-  assert.ok(!seen.has(alices.id), 'bob never hears of alice\'s job');
+  assert.ok(alicesStream.seen.has(alices.id), alicesStream.text);
+  assert.ok(!alicesStream.seen.has(bobs.id), 'alice never hears of bob\'s job');
+  assert.ok(bobsStream.seen.has(bobs.id), bobsStream.text);
+  assert.ok(!bobsStream.seen.has(alices.id), 'bob never hears of alice\'s job');
   assert.ok(wsSeen.has(bobs.id));
   assert.ok(!wsSeen.has(alices.id));
 });

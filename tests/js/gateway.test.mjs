@@ -259,17 +259,24 @@ test('CORS: only configured origins, preflight answered; SIGTERM exits 0', async
   await json('POST', `/v1/jobs/${job.body.id}:cancel`);
 });
 
+// Opens `n` SSE streams of a job that stay open; returns their AbortControllers.
+async function holdStreams(url, id, n) {
+  const controllers = [];
+  for (let i = 0; i < n; i++) {
+    const controller = new AbortController();
+    const response = await fetch(`${url}/v1/jobs/${id}/events`, { signal: controller.signal });
+    assert.equal(response.status, 200);
+    controllers.push(controller);
+  }
+  return controllers;
+}
+
 test('--max_streams: one stream too many is a 429 with Retry-After, other requests go on', async () => {
   const small = await startGateway(server.address, { flags: ['--max_streams=2'] });
   const job = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString() });
   const holders = [];
   try {
-    for (let i = 0; i < 2; i++) {
-      const controller = new AbortController();
-      const response = await fetch(`${small.url}/v1/jobs/${job.body.id}/events`, { signal: controller.signal });
-      assert.equal(response.status, 200);
-      holders.push(controller);
-    }
+    holders.push(...await holdStreams(small.url, job.body.id, 2));
     const refused = await fetch(`${small.url}/v1/events`);
     assert.equal(refused.status, 429);
     assert.equal(refused.headers.get('retry-after'), '1');
@@ -286,12 +293,7 @@ test('--max_connections: one connection too many is closed, the rest are served'
   const job = await submit({}, { runAt: new Date(Date.now() + 3600e3).toISOString() });
   const holders = [];
   try {
-    for (let i = 0; i < 2; i++) {
-      const controller = new AbortController();
-      const response = await fetch(`${small.url}/v1/jobs/${job.body.id}/events`, { signal: controller.signal });
-      assert.equal(response.status, 200);
-      holders.push(controller);
-    }
+    holders.push(...await holdStreams(small.url, job.body.id, 2));
     const refused = await new Promise((resolve) => {
       const socket = net.connect(small.port, '127.0.0.1', () => socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'));
       let reply = '';
