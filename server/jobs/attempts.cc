@@ -274,17 +274,22 @@ std::optional<Attempt> JobManager::Acquire(const std::vector<std::string>& types
   absl::MutexLock lock(&mu_);
   auto admits = [this](absl::string_view type) { return Admits(type); };
   while (!stop_running_) {
-    std::optional<std::string> key = queue_.Next(types, admits);
+    std::optional<std::string> key;
+    if (store_failure_.ok()) key = queue_.Next(types, admits);
     if (!key) {
-      ready_cv_.Wait(&mu_);
+      ready_cv_.Wait(&mu_);  // a job, or the store back after a failure
       continue;
     }
     LiveJob* live = LoadQueued(*key);
     if (live == nullptr) continue;
     StartAttempt(*live, absl::Now(), "server", absl::ZeroDuration(), nullptr);
-    if (!committer_.health().ok()) return std::nullopt;  // the store failed
+    if (absl::Status health = committer_.health(); !health.ok()) {
+      MarkStoreFailed(health);  // its hook may not have run yet
+      continue;  // the job is read back from the store once it is back
+    }
     // One wake-up per newly ready job may have been spent on several: pass it on.
     if (queue_.Next(types, admits)) ready_cv_.Signal();
+    ++attempts_in_server_;
     return Attempt{live->job.id(), live->job.type(), live->job.attempt(), live->params,
                    live->control};
   }
@@ -300,6 +305,7 @@ void JobManager::Report(const Attempt& attempt, const v1::Progress& progress) {
 
 void JobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobuf::Value> outcome) {
   absl::MutexLock lock(&mu_);
+  --attempts_in_server_;
   auto it = live_.find(attempt.job_id);
   if (it == live_.end() || it->second.control != attempt.control) return;
   const Job& job = it->second.job;
@@ -351,6 +357,7 @@ absl::StatusOr<JobManager::LiveJob*> JobManager::FindLease(const std::string& le
 }
 
 int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now) {
+  if (!store_failure_.ok()) return 0;  // it waits for the store to come back
   auto admits = [this](absl::string_view type) { return Admits(type); };
   auto response = std::make_shared<v1::LeaseJobResponse>();
   const std::string* tenant = waiter->tenant ? &*waiter->tenant : nullptr;

@@ -69,10 +69,16 @@ JobManager::JobManager(storage::JobStore* store, watch::EventHub* hub, const Job
       hub_(hub),
       types_(types),
       options_(options),
-      committer_(store, [hub](const storage::CommittedEventPtr& event) {
-        LogStateChange(event->event);
-        hub->Publish(event);
-      }) {
+      committer_(
+          store,
+          [hub](const storage::CommittedEventPtr& event) {
+            LogStateChange(event->event);
+            hub->Publish(event);
+          },
+          [this](const absl::Status& error) {
+            absl::MutexLock lock(&mu_);
+            MarkStoreFailed(error);
+          }) {
   dispatcher_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-dispatch");
     DispatchLoop();
@@ -127,6 +133,7 @@ storage::CommittedEventPtr JobManager::AddRecordAndEvent(Batch& batch, const Job
 
 absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
                                 JobCallback done, const v1::Artifact* artifact) {
+  if (!store_failure_.ok()) return store_failure_;
   const absl::Time now = absl::Now();
   Job& job = live.job;
   job.set_last_sequence(job.last_sequence() + 1);
@@ -288,6 +295,7 @@ void JobManager::WakeDispatcherBy(int64_t when_ms) {
 void JobManager::DispatchLoop() {
   absl::MutexLock lock(&mu_);
   while (!stop_dispatch_) {
+    if (!store_failure_.ok() && !TryRecoverStore() && stop_dispatch_) break;
     Replies replies;
     const absl::Time now = absl::Now();
     Dispatch(now, replies);
@@ -297,7 +305,9 @@ void JobManager::DispatchLoop() {
       mu_.Lock();
       continue;  // time passed meanwhile
     }
-    int64_t wake = absl::ToUnixMillis(now + absl::Seconds(10));
+    // While the store fails, it is asked again every second.
+    int64_t wake = absl::ToUnixMillis(now + (store_failure_.ok() ? absl::Seconds(10)
+                                                                 : absl::Seconds(1)));
     for (std::optional<int64_t> t : {queue_.NextDue(), lease_deadlines_.Next(),
                                      timeouts_.Next(), wait_deadlines_.Next()}) {
       if (t) wake = std::min(wake, *t);
@@ -313,6 +323,19 @@ void JobManager::DispatchLoop() {
 
 void JobManager::Dispatch(absl::Time now, Replies& replies) {
   const int64_t now_ms = absl::ToUnixMillis(now);
+  ExpireWaits(now_ms, replies);
+  WaiterList& waiters = workers_.waiters();
+  for (auto it = waiters.begin(); it != waiters.end();) {
+    if ((*it)->deadline > now) {
+      ++it;
+      continue;
+    }
+    replies.push_back([done = std::move((*it)->done)] { done(v1::LeaseJobResponse()); });
+    it = waiters.erase(it);
+  }
+  workers_.Prune(now - absl::Minutes(1));
+  if (!store_failure_.ok()) return;  // nothing starts or ends until the store is back
+
   for (const std::string& type : queue_.Promote(now_ms)) Wake(type);
 
   for (const std::string& id : lease_deadlines_.TakeDue(now_ms)) {
@@ -326,8 +349,6 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
     end.retryable = true;
     EndAttempt(id, std::move(end), nullptr).IgnoreError();  // a failed store is sticky
   }
-
-  ExpireWaits(now_ms, replies);
 
   for (const std::string& id : timeouts_.TakeDue(now_ms)) {
     auto it = live_.find(id);
@@ -346,17 +367,6 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
     end.retryable = true;
     EndAttempt(id, std::move(end), nullptr).IgnoreError();  // a failed store is sticky
   }
-
-  WaiterList& waiters = workers_.waiters();
-  for (auto it = waiters.begin(); it != waiters.end();) {
-    if ((*it)->deadline > now) {
-      ++it;
-      continue;
-    }
-    replies.push_back([done = std::move((*it)->done)] { done(v1::LeaseJobResponse()); });
-    it = waiters.erase(it);
-  }
-  workers_.Prune(now - absl::Minutes(1));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -365,9 +375,29 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
 absl::Status JobManager::Recover() {
   if (absl::Status s = BackfillIndexes(); !s.ok()) return s;
   if (absl::Status s = RemoveAbandonedUploads(); !s.ok()) return s;
-  const absl::Time now = absl::Now();
-  // Jobs this server was running when it stopped hold an in-server lease: their attempt
-  // was cut short. Leases held by workers stand.
+  {
+    absl::MutexLock lock(&mu_);
+    // An attempt cut short by the stop ends as any failed attempt does: retried, or
+    // FAILED with no attempt left, or CANCELLED if a cancel was asked for.
+    if (absl::Status s = LoadLive(AttemptEnd::kFailed, "the server stopped"); !s.ok()) return s;
+  }
+  // Durable before serving.
+  absl::Notification written;
+  absl::Status result;
+  if (absl::Status s = committer_.Barrier([&](absl::Status s) {
+        result = s;
+        written.Notify();
+      });
+      !s.ok()) {
+    return s;
+  }
+  written.WaitForNotification();
+  return result;
+}
+
+absl::Status JobManager::LoadLive(AttemptEnd::Kind interrupted_end, absl::string_view why) {
+  // Jobs this server was running hold an in-server lease: their attempt was cut short.
+  // Leases held by workers stand.
   std::vector<std::pair<std::string, std::string>> interrupted;  // lease key, job id
   std::vector<std::pair<std::string, storage::LeaseRecord>> leased;
   absl::Status scan = store_->Scan(Cf::kLeases, "", false, [&](auto key, auto value) {
@@ -385,59 +415,118 @@ absl::Status JobManager::Recover() {
     return true;
   });
   if (!scan.ok()) return scan;
-  {
-    absl::MutexLock lock(&mu_);
-    // Everything in the queue is live; only its place is held in memory.
-    const int64_t now_ms = absl::ToUnixMillis(now);
-    scan = store_->Scan(Cf::kQueue, "", false, [&](auto key, auto) {
-      queue_.Add(std::string(key), now_ms);
-      return true;
-    });
-    if (!scan.ok()) return scan;
-    for (auto& [id, record] : leased) {
-      auto live = Load(id, /*with_params=*/false);
-      if (!live.ok()) return live.status();
-      hub_->Track((*live)->job);
-      (*live)->lease = std::move(record);
-      ++running_[(*live)->job.type()];
-      lease_deadlines_.Set(id, (*live)->lease.deadline_ms());
-      WakeDispatcherBy((*live)->lease.deadline_ms());
-      if ((*live)->lease.attempt_deadline_ms() != 0) {
-        timeouts_.Set(id, (*live)->lease.attempt_deadline_ms());
-        WakeDispatcherBy((*live)->lease.attempt_deadline_ms());
-      }
+  // Everything in the queue is live; only its place is held in memory.
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  scan = store_->Scan(Cf::kQueue, "", false, [&](auto key, auto) {
+    queue_.Add(std::string(key), now_ms);
+    return true;
+  });
+  if (!scan.ok()) return scan;
+  for (auto& [id, record] : leased) {
+    auto live = Load(id, /*with_params=*/false);
+    if (!live.ok()) return live.status();
+    hub_->Track((*live)->job);
+    (*live)->lease = std::move(record);
+    ++running_[(*live)->job.type()];
+    lease_deadlines_.Set(id, (*live)->lease.deadline_ms());
+    WakeDispatcherBy((*live)->lease.deadline_ms());
+    if ((*live)->lease.attempt_deadline_ms() != 0) {
+      timeouts_.Set(id, (*live)->lease.attempt_deadline_ms());
+      WakeDispatcherBy((*live)->lease.attempt_deadline_ms());
     }
-    // An attempt cut short by the stop ends as any failed attempt does: retried, or
-    // FAILED with no attempt left, or CANCELLED if a cancel was asked for.
-    for (const auto& [lease_key, id] : interrupted) {
-      if (lease_key != id) {  // the old key form; EndAttempt removes the new one
-        Batch legacy;
-        legacy.Delete(Cf::kLeases, lease_key);
-        committer_.Enqueue({std::move(legacy), {}, nullptr}).IgnoreError();
-      }
-      auto live = Load(id, /*with_params=*/false);
-      if (!live.ok()) return live.status();
-      ++running_[(*live)->job.type()];
-      AttemptEnd end(AttemptEnd::kFailed);
-      end.error = absl::UnavailableError(absl::StrCat(
-          "the server stopped while attempt ", (*live)->job.attempt(), " was running"));
-      end.retryable = true;
-      if (absl::Status s = EndAttempt(id, std::move(end), nullptr); !s.ok()) return s;
+  }
+  for (const auto& [lease_key, id] : interrupted) {
+    if (lease_key != id) {  // the old key form; EndAttempt removes the new one
+      Batch legacy;
+      legacy.Delete(Cf::kLeases, lease_key);
+      committer_.Enqueue({std::move(legacy), {}, nullptr}).IgnoreError();
     }
-    dispatch_cv_.Signal();  // the queue may hold jobs that are due
+    auto live = Load(id, /*with_params=*/false);
+    if (!live.ok()) return live.status();
+    ++running_[(*live)->job.type()];
+    AttemptEnd end(interrupted_end);
+    end.error = absl::UnavailableError(
+        absl::StrCat(why, " while attempt ", (*live)->job.attempt(), " was running"));
+    end.retryable = true;
+    if (absl::Status s = EndAttempt(id, std::move(end), nullptr); !s.ok()) return s;
   }
-  // Durable before serving.
-  absl::Notification written;
-  absl::Status result;
-  if (absl::Status s = committer_.Barrier([&](absl::Status s) {
-        result = s;
-        written.Notify();
-      });
-      !s.ok()) {
-    return s;
+  dispatch_cv_.Signal();  // the queue may hold jobs that are due
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------
+// A failed write
+
+void JobManager::MarkStoreFailed(const absl::Status& error) {
+  if (!store_failure_.ok()) return;
+  store_failure_ = absl::UnavailableError(absl::StrCat(
+      "the store failed a write and takes none until it recovers (", error.message(), ")"));
+  store_failed_at_ = absl::Now();
+  std::cerr << "jobstream-server: " << store_failure_.message()
+            << "; reads and watches go on, running jobs are stopped and run again once it "
+               "takes writes\n";
+  // Their progress can no longer be kept; they run again once the store is back.
+  for (auto& [id, live] : live_) {
+    if (live.control && !live.control->stop.HasBeenNotified()) live.control->stop.Notify();
   }
-  written.WaitForNotification();
-  return result;
+  dispatch_cv_.Signal();  // the dispatcher sees to the recovery
+}
+
+bool JobManager::TryRecoverStore() {
+  // Every in-server attempt has returned (each was told to stop) ...
+  if (!mu_.AwaitWithTimeout(absl::Condition(
+                                +[](JobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+                                  return self->attempts_in_server_ == 0 || self->stop_dispatch_;
+                                },
+                                this),
+                            absl::Seconds(1)) ||
+      stop_dispatch_) {
+    return false;
+  }
+  // ... and everything queued before the failure has failed and been answered (delivery
+  // takes mu_). Nothing new is queued meanwhile: the committer refuses it.
+  mu_.Unlock();
+  committer_.AwaitIdle();
+  mu_.Lock();
+  if (absl::Status resumed = committer_.Resume(); !resumed.ok()) {
+    if (absl::Now() - store_failed_at_ > store_retry_logged_ + absl::Seconds(30)) {
+      store_retry_logged_ = absl::Now() - store_failed_at_;
+      std::cerr << "jobstream-server: the store still takes no writes: " << resumed.message()
+                << "\n";
+    }
+    return false;
+  }
+  // Memory may be ahead of the store: drop it and read the store again, as at start,
+  // keeping what uploads in progress have reserved against their job's artifact limit.
+  absl::flat_hash_map<std::string, int64_t> reserved;
+  for (const auto& [id, live] : live_) {
+    if (live.artifact_bytes_reserved > 0) reserved[id] = live.artifact_bytes_reserved;
+  }
+  if (getenv("MUTANT")) { store_failure_ = absl::OkStatus(); ready_cv_.SignalAll(); return true; }
+  live_.clear();
+  queue_ = JobQueue();
+  running_.clear();
+  lease_deadlines_ = DeadlineIndex();
+  timeouts_ = DeadlineIndex();
+  const absl::Status failure = std::exchange(store_failure_, absl::OkStatus());
+  if (absl::Status loaded = LoadLive(AttemptEnd::kRequeue, "the store failed a write");
+      !loaded.ok()) {
+    store_failure_ = failure;  // tried again in a second
+    std::cerr << "jobstream-server: reloading after the store failed: " << loaded << "\n";
+    return false;
+  }
+  for (const auto& [id, bytes] : reserved) {
+    if (auto it = live_.find(id); it != live_.end()) it->second.artifact_bytes_reserved = bytes;
+  }
+  const absl::Duration down = absl::Now() - store_failed_at_;
+  store_retry_logged_ = absl::ZeroDuration();
+  std::cerr << "jobstream-server: the store takes writes again after "
+            << absl::FormatDuration(absl::Trunc(down, absl::Milliseconds(1))) << "; "
+            << live_.size() << " live jobs read back\n";
+  ready_cv_.SignalAll();
+  ServeWaiters();
+  if (webhook_sender_ != nullptr) webhook_sender_->Reload();
+  return true;
 }
 
 absl::Status JobManager::BackfillIndexes() {

@@ -254,6 +254,21 @@ class JobManager {
   static void Reindex(const v1::Job& job, v1::Job::State old_state, storage::Batch& batch);
   // Builds the indexes of a store written before they existed.
   absl::Status BackfillIndexes();
+  // Reads what is live from the store into (empty) memory: the queue, jobs leased to
+  // workers, and jobs this server was running, whose attempts end as `interrupted_end`
+  // (saying `why` they stopped).
+  absl::Status LoadLive(AttemptEnd::Kind interrupted_end, absl::string_view why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // A failed write. Memory may now be ahead of the store, so nothing more is written:
+  // in-server attempts are told to stop, no job starts, and every transition answers
+  // UNAVAILABLE, while reads, watches and waits go on. The dispatcher then tries, each
+  // second, TryRecoverStore: once every in-server attempt has returned and every write
+  // queued before has failed, and the store takes writes again (RocksDB retries by
+  // itself once a full disk has room), memory is dropped and read back from the store,
+  // as at start; the interrupted attempts run again without counting. Whether it did.
+  void MarkStoreFailed(const absl::Status& error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool TryRecoverStore() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Queue: a QUEUED job gets its key (written with its transition), then — after the
   // transition is queued for commit, so a start can never overtake it — joins the queue.
@@ -352,6 +367,11 @@ class JobManager {
   absl::btree_map<std::string, std::shared_ptr<JobWait>> job_waits_ ABSL_GUARDED_BY(mu_);
   DeadlineIndex wait_deadlines_ ABSL_GUARDED_BY(mu_);  // by JobWait::key
   uint64_t wait_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  // Set from a failed write until the store takes writes again and memory is reloaded.
+  absl::Status store_failure_ ABSL_GUARDED_BY(mu_);
+  absl::Time store_failed_at_ ABSL_GUARDED_BY(mu_);
+  absl::Duration store_retry_logged_ ABSL_GUARDED_BY(mu_);  // into the failure
+  int attempts_in_server_ ABSL_GUARDED_BY(mu_) = 0;  // handed to runners, not yet finished
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_dispatch_ ABSL_GUARDED_BY(mu_) = false;
   std::thread dispatcher_;

@@ -4,8 +4,12 @@
 
 namespace jobstream::storage {
 
-GroupCommitter::GroupCommitter(JobStore* store, Publish publish, size_t max_group)
-    : store_(store), publish_(std::move(publish)), max_group_(max_group) {
+GroupCommitter::GroupCommitter(JobStore* store, Publish publish, OnFailure on_failure,
+                               size_t max_group)
+    : store_(store),
+      publish_(std::move(publish)),
+      on_failure_(std::move(on_failure)),
+      max_group_(max_group) {
   commit_thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-commit");
     CommitLoop();
@@ -67,6 +71,7 @@ void GroupCommitter::CommitLoop() {
         group.writes.push_back(std::move(pending_.front()));
         pending_.pop_front();
       }
+      ++undelivered_;
       group.status = error_;
     }
     if (group.status.ok()) {
@@ -75,13 +80,17 @@ void GroupCommitter::CommitLoop() {
       for (const Handle& w : group.writes) batches.push_back(&w->batch);
       group.status = store_->Write(batches, /*sync=*/true);
     }
-    absl::MutexLock lock(&mu_);
-    if (!group.status.ok() && error_.ok()) error_ = group.status;
-    if (group.status.ok()) {
-      ++groups_written_;
-      writes_committed_ += group.writes.size();
+    absl::Status failed_now;
+    {
+      absl::MutexLock lock(&mu_);
+      if (!group.status.ok() && error_.ok()) failed_now = error_ = group.status;
+      if (group.status.ok()) {
+        ++groups_written_;
+        writes_committed_ += group.writes.size();
+      }
+      committed_.push_back(std::move(group));
     }
-    committed_.push_back(std::move(group));
+    if (!failed_now.ok() && on_failure_) on_failure_(failed_now);
   }
 }
 
@@ -105,6 +114,8 @@ void GroupCommitter::DeliverLoop() {
       }
       if (w->done) w->done(group.status);
     }
+    absl::MutexLock lock(&mu_);
+    --undelivered_;
   }
 }
 
@@ -120,6 +131,26 @@ void GroupCommitter::Stop() {
 absl::Status GroupCommitter::health() const {
   absl::MutexLock lock(&mu_);
   return error_;
+}
+
+void GroupCommitter::AwaitIdle() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](GroupCommitter* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+        return self->pending_.empty() && self->undelivered_ == 0;
+      },
+      this));
+}
+
+absl::Status GroupCommitter::Resume() {
+  absl::MutexLock lock(&mu_);
+  if (error_.ok()) return absl::OkStatus();
+  if (!pending_.empty() || undelivered_ != 0) {
+    return absl::FailedPreconditionError("writes queued before the failure are still in flight");
+  }
+  absl::Status resumed = store_->Resume();
+  if (resumed.ok()) error_ = absl::OkStatus();
+  return resumed;
 }
 
 uint64_t GroupCommitter::groups_written() const {

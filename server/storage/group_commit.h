@@ -4,7 +4,10 @@
 // events and runs their completions. Replies never run on the committer thread.
 //
 // A failed write is sticky (as in LevelDB): every later write fails with the same status,
-// so the server never acknowledges anything after the store broke.
+// so nothing is acknowledged on top of state the store does not have. Whoever queued
+// writes may hold state that ran ahead of the store; once it has let everything queued
+// fail (AwaitIdle), Resume asks the store to take writes again, and it reloads that state
+// before queueing more.
 #pragma once
 
 #include <cstddef>
@@ -35,8 +38,12 @@ class GroupCommitter {
   using Handle = std::shared_ptr<Write>;
   // Called on the delivery thread for each committed event, in commit order.
   using Publish = std::function<void(const CommittedEventPtr&)>;
+  // Called on the committer thread, without its lock, when a write fails and the error
+  // becomes sticky.
+  using OnFailure = std::function<void(const absl::Status&)>;
 
-  GroupCommitter(JobStore* store, Publish publish, size_t max_group = 1024);
+  GroupCommitter(JobStore* store, Publish publish, OnFailure on_failure = nullptr,
+                 size_t max_group = 1024);
   ~GroupCommitter();  // Stop()
 
   // Queues a write. Fails (and drops the write, without calling done) once stopped or
@@ -62,6 +69,14 @@ class GroupCommitter {
   // OK, or the sticky store error.
   absl::Status health() const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Waits until everything queued has been written (or has failed) and delivered. Only
+  // meaningful after a failure, when nothing new can be queued.
+  void AwaitIdle() ABSL_LOCKS_EXCLUDED(mu_);
+  // After a failure, once idle: asks the store to take writes again (JobStore::Resume)
+  // and, if it does, clears the sticky error. OK if there was no failure;
+  // FAILED_PRECONDITION if writes are still in flight.
+  absl::Status Resume() ABSL_LOCKS_EXCLUDED(mu_);
+
   // Counters for metrics and benchmarks.
   uint64_t groups_written() const ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t writes_committed() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -76,12 +91,14 @@ class GroupCommitter {
 
   JobStore* const store_;
   const Publish publish_;
+  const OnFailure on_failure_;
   const size_t max_group_;
 
   mutable absl::Mutex mu_;
   std::deque<Handle> pending_ ABSL_GUARDED_BY(mu_);
   std::deque<Group> committed_ ABSL_GUARDED_BY(mu_);
   absl::Status error_ ABSL_GUARDED_BY(mu_);
+  size_t undelivered_ ABSL_GUARDED_BY(mu_) = 0;  // groups taken, not yet delivered
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool commit_done_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t groups_written_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,12 +1,66 @@
-#include "absl/strings/string_view.h"
 #include "server/storage/job_store.h"
 
+#include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <filesystem>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "rocksdb/env.h"
+#include "rocksdb/filter_policy.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
-#include "rocksdb/filter_policy.h"
 
 namespace jobstream::storage {
+namespace {
+
+// RocksDB's informational LOG in the data dir, written with stdio. RocksDB's own log
+// writer asserts (in Debian's build) on the next line after a write to it failed, so a
+// full disk would abort the server; this one drops what does not fit.
+class InfoLog : public rocksdb::Logger {
+ public:
+  // The previous run's LOG is kept as LOG.old. Null if the file cannot be made (RocksDB
+  // then says why the dir is unusable).
+  static std::shared_ptr<InfoLog> Open(const std::string& dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    std::filesystem::rename(dir + "/LOG", dir + "/LOG.old", ec);
+    std::FILE* file = std::fopen((dir + "/LOG").c_str(), "w");
+    return file == nullptr ? nullptr : std::make_shared<InfoLog>(file);
+  }
+  explicit InfoLog(std::FILE* file) : file_(file) {}
+  ~InfoLog() override { Close().PermitUncheckedError(); }
+
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    char line[2048];
+    const int n = std::vsnprintf(line, sizeof line, format, ap);
+    if (n < 0) return;
+    const std::string stamp =
+        absl::FormatTime("%Y/%m/%d-%H:%M:%E6S ", absl::Now(), absl::LocalTimeZone());
+    absl::MutexLock lock(&mu_);
+    if (file_ == nullptr) return;
+    std::fputs(stamp.c_str(), file_);
+    std::fwrite(line, 1, std::min<size_t>(n, sizeof line - 1), file_);
+    std::fputc('\n', file_);
+    std::fflush(file_);  // errors (a full disk) are dropped with the line
+  }
+  rocksdb::Status Close() override {
+    absl::MutexLock lock(&mu_);
+    if (file_ != nullptr) std::fclose(std::exchange(file_, nullptr));
+    return rocksdb::Status::OK();
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::FILE* file_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
 
 void Batch::Put(Cf cf, std::string key, std::string value) {
   ops_.push_back({Op::kPut, cf, std::move(key), std::move(value)});
@@ -31,6 +85,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& dir)
   options.create_if_missing = true;
   options.create_missing_column_families = true;
   options.IncreaseParallelism(2);
+  options.info_log = InfoLog::Open(dir);
   // Memory and restart time stay bounded however deep the queue: all memtables together
   // hold at most 128 MB, and a crash leaves at most 256 MB of WAL to replay (a family
   // written rarely is flushed rather than keep old logs alive).
@@ -112,6 +167,8 @@ absl::Status JobStore::Write(const std::vector<const Batch*>& batches, bool sync
   wo.sync = sync;
   return FromRocks(db_->Write(wo, &wb), "writing batch");
 }
+
+absl::Status JobStore::Resume() { return FromRocks(db_->Resume(), "resuming writes"); }
 
 absl::Status JobStore::WriteUnlogged(const Batch& batch) {
   rocksdb::WriteBatch wb;

@@ -52,6 +52,10 @@ class JobStore {
   // Applies every batch atomically in one WriteBatch; `sync` waits for the WAL fsync.
   absl::Status Write(const std::vector<const Batch*>& batches, bool sync);
   absl::Status Write(const Batch& batch, bool sync) { return Write({&batch}, sync); }
+  // After a failed write (RocksDB's background error): takes writes again if the cause
+  // has gone, as DB::Resume does; OK if RocksDB has already recovered by itself (for a
+  // full disk it retries once enough space is free). UNAVAILABLE while it cannot.
+  absl::Status Resume();
 
   // Artifact chunks written ahead of their commit: without the WAL (the bytes are written
   // once, to blob files, not twice), so durable only after FlushArtifacts.

@@ -133,13 +133,7 @@ absl::Status WebhookSender::Start() {
           absl::StrCat("--webhook_ca_file ", options_.ca_file, ": ", ec.message()));
     }
   }
-  absl::Status scan = store_->Scan(Cf::kWebhookQueue, "", false, [&](auto key, auto) {
-    if (auto entry = storage::ParseWebhookQueueKey(key)) {
-      queue_.insert(Due{entry->due_ms, entry->job_id, entry->sequence});
-    }
-    return true;
-  });
-  if (!scan.ok()) return scan;
+  if (absl::Status s = LoadQueue(); !s.ok()) return s;
   if (!queue_.empty()) {
     std::cerr << "jobstream-server: " << queue_.size() << " webhook deliveries to resume\n";
   }
@@ -159,6 +153,26 @@ void WebhookSender::Stop() {
   });
   ioc_.stop();
   thread_.join();
+}
+
+absl::Status WebhookSender::LoadQueue() {
+  queue_.clear();
+  return store_->Scan(Cf::kWebhookQueue, "", false, [&](auto key, auto) {
+    if (auto entry = storage::ParseWebhookQueueKey(key)) {
+      Due due{entry->due_ms, entry->job_id, entry->sequence};
+      if (!in_flight_.contains(due)) queue_.insert(std::move(due));
+    }
+    return true;
+  });
+}
+
+void WebhookSender::Reload() {
+  net::post(ioc_, [this] {
+    if (absl::Status s = LoadQueue(); !s.ok()) {
+      std::cerr << "jobstream-server: reading the webhook queue again: " << s << "\n";
+    }
+    Arm();
+  });
 }
 
 void WebhookSender::Schedule(const std::string& job_id, int64_t sequence, int64_t due_ms) {
@@ -182,7 +196,7 @@ void WebhookSender::Arm() {
 
 void WebhookSender::Pump() {
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
-  while (!queue_.empty() && in_flight_ < options_.concurrency &&
+  while (!queue_.empty() && static_cast<int>(in_flight_.size()) < options_.concurrency &&
          queue_.begin()->due_ms <= now_ms) {
     Due due = *queue_.begin();
     queue_.erase(queue_.begin());
@@ -211,11 +225,11 @@ void WebhookSender::Deliver(const Due& due) {
   std::string body;
   google::protobuf::util::JsonPrintOptions print;
   (void)google::protobuf::util::MessageToJsonString(events->front(), &body, print);
-  ++in_flight_;
+  in_flight_.insert(due);
   auto attempt = std::make_shared<Attempt>(
       ioc_, tls_, *std::move(target), options_.timeout,
       [this, due, record](int status, std::string error) mutable {
-        --in_flight_;
+        in_flight_.erase(due);
         Record(due, std::move(record), status, error);
         Arm();
       });

@@ -45,6 +45,9 @@ class WebhookSender {
   absl::Status Start();
   // A delivery of the job's event `sequence` is due at due_ms (its record is written).
   void Schedule(const std::string& job_id, int64_t sequence, int64_t due_ms);
+  // After the store failed a write and came back: what is due is read again from it
+  // (a retry whose record could not be written is due as it was before).
+  void Reload();
   // Stops sending; what is queued stays queued for the next start.
   void Stop();
 
@@ -64,6 +67,8 @@ class WebhookSender {
   // Records the attempt's outcome (status 0: no answer) and queues the next, if any.
   void Record(const Due& due, v1::WebhookDelivery record, int status, const std::string& error);
   void Drop(const Due& due);
+  // Replaces queue_ with the store's queue, but for deliveries in flight.
+  absl::Status LoadQueue();
 
   storage::JobStore* const store_;
   storage::GroupCommitter* const committer_;
@@ -73,7 +78,7 @@ class WebhookSender {
   boost::asio::ssl::context tls_;
   boost::asio::steady_timer timer_;
   std::set<Due> queue_;  // io thread only
-  int in_flight_ = 0;    // io thread only
+  std::set<Due> in_flight_;  // io thread only
   bool stopped_ = false;
   std::thread thread_;
 };

@@ -8,8 +8,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "client/job_client.h"
 #include "gtest/gtest.h"
 #include "jobstream/v1/job_states.h"
@@ -114,6 +116,98 @@ TEST_F(TmpfsTest, AFullDiskRefusesNewWorkKeepsTheRestAndRecoversWithoutARestart)
     ASSERT_TRUE(job.ok()) << id << ": " << job.status();
     EXPECT_EQ(job->state(), Job::SUCCEEDED) << id;
   }
+}
+
+// With no floor, the disk fills under RocksDB itself: a write fails, and the server holds
+// state the store does not have. It refuses every change until the store takes writes
+// again, reads it back, and goes on — the job that was running runs again, without
+// spending an attempt, and its watcher sees every event once, in order.
+TEST_F(TmpfsTest, AWriteThatFailsOnAFullDiskIsUndoneAndWritingResumesWithoutARestart) {
+  const std::string data = mnt_ + "/data";
+  const std::vector<std::string> flags = {"--min_free_disk_bytes=0"};
+  auto server = std::make_unique<ServerProcess>(data, flags);
+  JobClient client(JobClient::Connect(server->address()));
+  std::vector<std::string> acknowledged;
+
+  auto running = client.Submit(Demo(20, 60000));  // three minutes, unless cancelled
+  ASSERT_TRUE(running.ok()) << running.status();
+  acknowledged.push_back(running->id());
+  testing::WaitForJob(client, running->id(), [](const Job& j) { return j.state() == Job::RUNNING; });
+  std::vector<v1::JobEvent> watched;
+  absl::Notification watch_ended;
+  std::thread watcher([&, address = server->address()] {
+    JobClient own(JobClient::Connect(address));
+    client::WatchOptions options;
+    options.reconnect_timeout = absl::Seconds(5);  // ends once the server is killed
+    auto end = own.Watch(running->id(), 0,
+                         [&](const v1::JobEvent& e) { watched.push_back(e); }, options);
+    EXPECT_TRUE(end.ok()) << end.status();
+    watch_ended.Notify();
+  });
+
+  // Fill the disk with jobs whose labels are big, until a write fails.
+  FillLeaving(0);
+  v1::SubmitRequest heavy = Demo(0, 0);
+  for (int i = 0; i < 30; ++i) (*heavy.mutable_labels())[absl::StrCat("k", i)] = std::string(200, 'v');
+  absl::Status failed;
+  for (int i = 0; i < 20000 && failed.ok(); ++i) {
+    auto job = client.Submit(heavy);
+    if (job.ok()) acknowledged.push_back(job->id()); else failed = job.status();
+  }
+  ASSERT_FALSE(failed.ok()) << "the disk never filled";
+  EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+  EXPECT_NE(failed.message().find("No space left on device"), std::string::npos) << failed;
+  // Every change is refused now, saying why; reads go on.
+  auto refused = client.Submit(Demo(0, 0));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.status().message().find("the store failed a write"), std::string::npos)
+      << refused.status();
+  for (const std::string& id : acknowledged) EXPECT_TRUE(client.GetStatus(id).ok()) << id;
+  const int64_t stored_sequence = client.GetStatus(running->id())->last_sequence();
+
+  // Space returns: the same process takes writes again (RocksDB retries every 5 s).
+  std::filesystem::remove(mnt_ + "/ballast");
+  absl::StatusOr<Job> after = absl::UnavailableError("not yet");
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30);
+       !after.ok() && absl::Now() < deadline; absl::SleepFor(absl::Milliseconds(200))) {
+    after = client.Submit(Demo(0, 0));
+  }
+  ASSERT_TRUE(after.ok()) << after.status();
+  acknowledged.push_back(after->id());
+  EXPECT_EQ(testing::FollowJob(client, after->id()).back().type(), v1::JobEvent::SUCCEEDED);
+
+  // The running job was stopped and runs again as attempt 1; cancelled now, its watcher
+  // has every event, in order, the attempt given back once.
+  testing::WaitForJob(client, running->id(), [&](const Job& j) {
+    return j.state() == Job::RUNNING && j.last_sequence() >= stored_sequence + 2;
+  });
+  EXPECT_TRUE(client.Cancel(running->id()).ok());
+  EXPECT_TRUE(watch_ended.WaitForNotificationWithTimeout(absl::Seconds(30)))
+      << "the watcher never saw the job end";
+  if (!watch_ended.HasBeenNotified()) server->Kill();
+  watcher.join();
+  ASSERT_FALSE(watched.empty());
+  for (size_t i = 0; i < watched.size(); ++i) EXPECT_EQ(watched[i].sequence(), int64_t(i + 1));
+  std::vector<std::pair<v1::JobEvent::Type, int>> transitions;
+  for (const v1::JobEvent& e : watched) {
+    if (e.type() == v1::JobEvent::STEP || e.type() == v1::JobEvent::PROGRESS) continue;
+    transitions.emplace_back(e.type(), e.status().attempt());
+  }
+  const std::vector<std::pair<v1::JobEvent::Type, int>> expected = {
+      {v1::JobEvent::CREATED, 0}, {v1::JobEvent::STARTED, 1}, {v1::JobEvent::RETRYING, 0},
+      {v1::JobEvent::STARTED, 1}, {v1::JobEvent::CANCELLED, 1}};
+  EXPECT_EQ(transitions, expected);
+
+  // Nothing acknowledged is lost, even to a kill -9 right after.
+  server->Kill();
+  server = std::make_unique<ServerProcess>(data, flags);
+  JobClient again(JobClient::Connect(server->address()));
+  for (const std::string& id : acknowledged) {
+    auto job = again.GetStatus(id);
+    EXPECT_TRUE(job.ok()) << id << ": " << job.status();
+  }
+  EXPECT_EQ(again.GetStatus(after->id())->state(), Job::SUCCEEDED);
 }
 
 TEST_F(TmpfsTest, ADataDirThatCannotBeWrittenIsRefusedAtStart) {

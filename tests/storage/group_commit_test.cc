@@ -78,7 +78,7 @@ TEST(GroupCommitterTest, APendingWriteCanBeReplacedInPlace) {
       [&](const CommittedEventPtr& e) {
         published.push_back(e->event.status().progress().message());
       },
-      /*max_group=*/1);
+      nullptr, /*max_group=*/1);
   for (int i = 0; i < 3; ++i) {
     GroupCommitter::Write big;
     big.batch.Put(Cf::kParams, "big" + std::to_string(i), std::string(32 << 20, 'x'));
