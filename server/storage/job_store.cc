@@ -45,8 +45,9 @@ class InfoLog : public rocksdb::Logger {
     absl::MutexLock lock(&mu_);
     if (file_ == nullptr) return;
     std::fputs(stamp.c_str(), file_);
-    std::fwrite(line, 1, std::min<size_t>(n, sizeof line - 1), file_);
-    std::fputc('\n', file_);
+    const size_t length = std::min<size_t>(n, sizeof line - 1);
+    std::fwrite(line, 1, length, file_);
+    if (length == 0 || line[length - 1] != '\n') std::fputc('\n', file_);
     std::fflush(file_);  // errors (a full disk) are dropped with the line
   }
   rocksdb::Status Close() override {
