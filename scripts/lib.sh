@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev librocksdb-dev libgtest-dev libgmock-dev
   libboost1.81-dev libboost-url1.81-dev libssl-dev
+  libpq-dev postgresql-15
 )
 
 as_root() {

@@ -1,0 +1,153 @@
+#include "server/storage/pg/schema.h"
+
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+
+namespace jobstream::storage::pg {
+namespace {
+
+// Step N brings version N-1 to N. A step, once released, never changes: a change is a new
+// step. Rows hold the same protobuf records as the RocksDB store; columns beside them hold
+// what queries select and order by. Times are Unix milliseconds.
+constexpr const char* kSteps[] = {
+    // 1: jobs, their events, and what finds them.
+    R"sql(
+CREATE TABLE jobs (
+  id            text PRIMARY KEY,
+  tenant        text NOT NULL,
+  type          text NOT NULL,
+  state         smallint NOT NULL,      -- Job.State
+  priority      integer NOT NULL,
+  ready_ms      bigint,                 -- while QUEUED: when it may start
+  create_ms     bigint NOT NULL,
+  end_ms        bigint,                 -- once finished
+  last_sequence bigint NOT NULL,        -- the job row is the lock that hands out the next
+  record        bytea NOT NULL,         -- Job, without params
+  params        bytea                   -- google.protobuf.Struct
+);
+-- Claiming: the best ready job of a type, FOR UPDATE SKIP LOCKED.
+CREATE INDEX jobs_queue ON jobs (type, priority DESC, ready_ms, id) WHERE state = 1;
+CREATE INDEX jobs_by_state ON jobs (state, create_ms, id);
+CREATE INDEX jobs_by_type_state ON jobs (type, state, create_ms, id);
+CREATE INDEX jobs_by_time ON jobs (create_ms, id);
+CREATE INDEX jobs_finished ON jobs (end_ms) WHERE end_ms IS NOT NULL;
+
+CREATE TABLE events (
+  job_id   text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  sequence bigint NOT NULL,
+  event    bytea NOT NULL,              -- JobEvent
+  PRIMARY KEY (job_id, sequence)
+);
+
+-- request_id is idempotent per tenant: the unique key is the guarantee.
+CREATE TABLE requests (
+  tenant     text NOT NULL,
+  request_id text NOT NULL,
+  job_id     text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  PRIMARY KEY (tenant, request_id)
+);
+
+-- An attempt's lease: lease_id fences every later call of its holder.
+CREATE TABLE leases (
+  job_id      text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+  lease_id    text NOT NULL,
+  deadline_ms bigint NOT NULL,
+  record      bytea NOT NULL            -- LeaseRecord
+);
+CREATE INDEX leases_by_deadline ON leases (deadline_ms);
+
+-- A removed job's id answers "deleted/expired at ..." a while longer.
+CREATE TABLE tombstones (
+  job_id     text PRIMARY KEY,
+  tenant     text NOT NULL,
+  removed_ms bigint NOT NULL,
+  reason     text NOT NULL
+);
+CREATE INDEX tombstones_by_time ON tombstones (removed_ms);
+
+CREATE TABLE artifacts (
+  job_id    text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  name      text NOT NULL,
+  upload_id bigint NOT NULL,
+  record    bytea NOT NULL,             -- ArtifactRecord
+  PRIMARY KEY (job_id, name)
+);
+CREATE TABLE artifact_chunks (
+  job_id    text NOT NULL,
+  upload_id bigint NOT NULL,
+  chunk     integer NOT NULL,
+  data      bytea NOT NULL,
+  PRIMARY KEY (job_id, upload_id, chunk)
+);
+
+CREATE TABLE webhook_deliveries (
+  job_id   text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  sequence bigint NOT NULL,
+  due_ms   bigint,                      -- while PENDING
+  record   bytea NOT NULL,              -- WebhookDelivery
+  PRIMARY KEY (job_id, sequence)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (due_ms) WHERE due_ms IS NOT NULL;
+)sql",
+};
+
+// Any fixed number: every jobstream server takes the same lock to migrate.
+constexpr int64_t kMigrationLock = 0x6a6f6273747265;  // "jobstre"
+
+}  // namespace
+
+int SchemaVersion() { return static_cast<int>(std::size(kSteps)); }
+
+absl::StatusOr<int> MigrateSchema(PgConnection& conn) {
+  auto run = [&](absl::string_view sql) { return conn.ExecScript(sql); };
+  if (absl::Status s = run("BEGIN"); !s.ok()) return s;
+  auto migrate = [&]() -> absl::StatusOr<int> {
+    if (absl::Status s = conn.Exec("SELECT pg_advisory_xact_lock($1)",
+                                   {PgParam::Int(kMigrationLock)}).status();
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = run("CREATE TABLE IF NOT EXISTS jobstream_schema "
+                             "(version integer NOT NULL)");
+        !s.ok()) {
+      return s;
+    }
+    auto found = conn.Exec("SELECT version FROM jobstream_schema");
+    if (!found.ok()) return found.status();
+    int64_t version = 0;
+    if (found->rows() == 0) {
+      if (absl::Status s = run("INSERT INTO jobstream_schema VALUES (0)"); !s.ok()) return s;
+    } else {
+      auto v = found->GetInt64(0, 0);
+      if (!v.ok()) return v.status();
+      version = *v;
+    }
+    if (version > SchemaVersion()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the database's jobstream schema is version ", version, ", newer than this server's (",
+          SchemaVersion(), "): a newer jobstream-server wrote it; run that version"));
+    }
+    for (int64_t step = version + 1; step <= SchemaVersion(); ++step) {
+      if (absl::Status s = run(kSteps[step - 1]); !s.ok()) {
+        return absl::Status(s.code(),
+                            absl::StrCat("schema step ", step, ": ", s.message()));
+      }
+    }
+    if (absl::Status s = conn.Exec("UPDATE jobstream_schema SET version = $1",
+                                   {PgParam::Int(SchemaVersion())}).status();
+        !s.ok()) {
+      return s;
+    }
+    return static_cast<int>(version);
+  };
+  absl::StatusOr<int> result = migrate();
+  if (!result.ok()) {
+    run("ROLLBACK").IgnoreError();
+    return result;
+  }
+  if (absl::Status s = run("COMMIT"); !s.ok()) return s;
+  return result;
+}
+
+}  // namespace jobstream::storage::pg

@@ -1,0 +1,152 @@
+// The PostgreSQL store's connection and schema, against a real PostgreSQL 15 started for
+// the suite (tests/support/postgres_process.h): statuses that say what failed, and a
+// schema the server creates, migrates once however many servers start together, and
+// refuses when it is newer than it knows.
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "server/storage/pg/connection.h"
+#include "server/storage/pg/schema.h"
+#include "tests/support/postgres_process.h"
+
+namespace jobstream::storage::pg {
+namespace {
+
+using testing::PostgresProcess;
+
+class PgTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!PostgresProcess::Available()) return;
+    server_ = new PostgresProcess();
+    start_ = new absl::Status(server_->Start());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete start_;
+    server_ = nullptr;
+  }
+  void SetUp() override {
+    if (server_ == nullptr) GTEST_SKIP() << "PostgreSQL 15 is not installed";
+    ASSERT_TRUE(start_->ok()) << *start_;
+  }
+  // A new, empty database; its URL.
+  static std::string NewDatabase() {
+    static std::atomic<int> counter{0};
+    const std::string name = absl::StrCat("t", counter++);
+    auto admin = PgConnection::Connect(server_->url());
+    EXPECT_TRUE(admin.ok()) << admin.status();
+    EXPECT_TRUE((*admin)->ExecScript("CREATE DATABASE " + name).ok());
+    return absl::StrCat("postgresql://postgres@127.0.0.1:", server_->port(), "/", name);
+  }
+  static std::unique_ptr<PgConnection> Connect(const std::string& url) {
+    auto conn = PgConnection::Connect(url);
+    EXPECT_TRUE(conn.ok()) << conn.status();
+    return conn.ok() ? *std::move(conn) : nullptr;
+  }
+
+  static PostgresProcess* server_;
+  static absl::Status* start_;
+};
+PostgresProcess* PgTest::server_ = nullptr;
+absl::Status* PgTest::start_ = nullptr;
+
+TEST_F(PgTest, AnEmptyDatabaseIsBroughtToTheCurrentSchemaOnce) {
+  auto conn = Connect(NewDatabase());
+  ASSERT_NE(conn, nullptr);
+  auto before = MigrateSchema(*conn);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(*before, 0);
+  auto tables = conn->Exec(
+      "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND "
+      "table_name IN ('jobs', 'events', 'requests', 'leases', 'tombstones', 'artifacts', "
+      "'artifact_chunks', 'webhook_deliveries', 'jobstream_schema')");
+  ASSERT_TRUE(tables.ok()) << tables.status();
+  EXPECT_EQ(*tables->GetInt64(0, 0), 9);
+  // Again: nothing to do.
+  auto again = MigrateSchema(*conn);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, SchemaVersion());
+  auto version = conn->Exec("SELECT version FROM jobstream_schema");
+  ASSERT_TRUE(version.ok());
+  ASSERT_EQ(version->rows(), 1);
+  EXPECT_EQ(*version->GetInt64(0, 0), SchemaVersion());
+}
+
+TEST_F(PgTest, ServersStartingTogetherMigrateOneAtATime) {
+  const std::string url = NewDatabase();
+  std::vector<absl::StatusOr<int>> results(6, absl::UnknownError("not run"));
+  std::vector<std::thread> servers;
+  for (size_t i = 0; i < results.size(); ++i) {
+    servers.emplace_back([&, i] {
+      auto conn = PgConnection::Connect(url);
+      results[i] = conn.ok() ? MigrateSchema(**conn) : conn.status();
+    });
+  }
+  for (std::thread& t : servers) t.join();
+  int found_empty = 0;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (*r == 0) ++found_empty;
+  }
+  EXPECT_EQ(found_empty, 1);  // one migrated; the others found it done
+}
+
+TEST_F(PgTest, ASchemaNewerThanTheServerKnowsIsRefusedAndLeftAlone) {
+  auto conn = Connect(NewDatabase());
+  ASSERT_NE(conn, nullptr);
+  ASSERT_TRUE(MigrateSchema(*conn).ok());
+  ASSERT_TRUE(conn->ExecScript("UPDATE jobstream_schema SET version = 99").ok());
+  auto refused = MigrateSchema(*conn);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("version 99, newer than this server's"),
+            std::string::npos)
+      << refused.status();
+  auto version = conn->Exec("SELECT version FROM jobstream_schema");
+  ASSERT_TRUE(version.ok()) << version.status();  // the connection is usable again
+  EXPECT_EQ(*version->GetInt64(0, 0), 99);
+}
+
+TEST_F(PgTest, FailuresSayWhatFailed) {
+  // A URL libpq cannot parse, or that is not PostgreSQL's; the password never echoed.
+  auto bad = PgConnection::Connect("postgresql://u:s3cret@127.0.0.1:5432/db?nosuchoption=1");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  EXPECT_EQ(bad.status().message().find("s3cret"), std::string::npos) << bad.status();
+  absl::Status other = ValidatePostgresUrl("mysql://u:s3cret@host/db");
+  EXPECT_EQ(other.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(other.message().find("s3cret"), std::string::npos) << other;
+  EXPECT_TRUE(ValidatePostgresUrl(server_->url()).ok());
+  // Nobody listening: UNAVAILABLE.
+  auto unreachable = PgConnection::Connect("postgresql://postgres@127.0.0.1:1/jobstream");
+  ASSERT_FALSE(unreachable.ok());
+  EXPECT_EQ(unreachable.status().code(), absl::StatusCode::kUnavailable);
+
+  auto conn = Connect(NewDatabase());
+  ASSERT_NE(conn, nullptr);
+  ASSERT_TRUE(conn->ExecScript("CREATE TABLE k (id text PRIMARY KEY)").ok());
+  ASSERT_TRUE(conn->Exec("INSERT INTO k VALUES ($1)", {PgParam::Text("a")}).ok());
+  auto twice = conn->Exec("INSERT INTO k VALUES ($1)", {PgParam::Text("a")});
+  EXPECT_EQ(twice.status().code(), absl::StatusCode::kAlreadyExists) << twice.status();
+  auto syntax = conn->Exec("SELEC 1");
+  EXPECT_EQ(syntax.status().code(), absl::StatusCode::kInternal) << syntax.status();
+  // Binary parameters and results round-trip any bytes.
+  const std::string bytes("\0\x01\xff'\\x", 6);
+  auto echoed = conn->Exec("SELECT $1::bytea", {PgParam::Binary(bytes)}, /*binary_results=*/true);
+  ASSERT_TRUE(echoed.ok()) << echoed.status();
+  EXPECT_EQ(echoed->Get(0, 0), bytes);
+
+  // The server restarting under an open connection: UNAVAILABLE, not a crash.
+  ASSERT_TRUE(server_->Restart().ok());
+  auto lost = conn->Exec("SELECT 1");
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kUnavailable) << lost.status();
+  EXPECT_FALSE(conn->ok());
+}
+
+}  // namespace
+}  // namespace jobstream::storage::pg

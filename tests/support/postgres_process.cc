@@ -1,0 +1,157 @@
+#include "tests/support/postgres_process.h"
+
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace jobstream::testing {
+namespace {
+
+constexpr char kBinDir[] = "/usr/lib/postgresql/15/bin";
+
+// A free loopback port (the kernel's pick; released at once, taken again by postgres).
+int FreePort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  return port;
+}
+
+// Starts argv as the postgres user when we are root (as ourselves otherwise), output
+// appended to `log`.
+pid_t SpawnAsPostgres(const std::vector<std::string>& argv, const std::string& log) {
+  const passwd* pw = geteuid() == 0 ? getpwnam("postgres") : nullptr;
+  const pid_t pid = fork();
+  if (pid != 0) return pid;
+  setpgid(0, 0);  // its own group: a crash (SIGKILL) takes its backends with it
+  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd >= 0) {
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+  }
+  if (pw != nullptr && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)) _exit(126);
+  std::vector<std::string> copy = argv;
+  std::vector<char*> args;
+  for (auto& a : copy) args.push_back(a.data());
+  args.push_back(nullptr);
+  execv(args[0], args.data());
+  _exit(127);
+}
+
+std::string Tail(const std::string& path) {
+  std::string text;
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char buf[4096];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+    std::fclose(f);
+  }
+  return text.size() > 2000 ? text.substr(text.size() - 2000) : text;
+}
+
+}  // namespace
+
+bool PostgresProcess::Available() {
+  return access((std::string(kBinDir) + "/postgres").c_str(), X_OK) == 0 &&
+         (geteuid() != 0 || getpwnam("postgres") != nullptr);
+}
+
+absl::Status PostgresProcess::Start() {
+  if (geteuid() == 0) {  // the postgres user writes the data dir and the log
+    const passwd* pw = getpwnam("postgres");
+    if (pw == nullptr || chown(dir_.path().c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+      return absl::FailedPreconditionError("cannot hand the temp dir to the postgres user");
+    }
+  }
+  data_ = dir_.sub("data");
+  const std::string log = dir_.sub("initdb.log");
+  const pid_t initdb = SpawnAsPostgres({std::string(kBinDir) + "/initdb", "-D", data_, "-U",
+                                        "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"},
+                                       log);
+  int status = 0;
+  waitpid(initdb, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::InternalError(absl::StrCat("initdb failed: ", Tail(log)));
+  }
+  absl::Status launched;
+  for (int attempt = 0; attempt < 3; ++attempt) {  // another process may take the port
+    port_ = FreePort();
+    launched = Launch();
+    if (launched.ok()) break;
+  }
+  if (!launched.ok()) return launched;
+  PGconn* conn = PQconnectdb(
+      absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres").c_str());
+  PGresult* created = PQexec(conn, "CREATE DATABASE jobstream");
+  const bool ok = PQresultStatus(created) == PGRES_COMMAND_OK;
+  std::string error = PQerrorMessage(conn);
+  PQclear(created);
+  PQfinish(conn);
+  return ok ? absl::OkStatus() : absl::InternalError("CREATE DATABASE failed: " + error);
+}
+
+absl::Status PostgresProcess::Launch() {
+  const std::string log = dir_.sub("postgres.log");
+  pid_ = SpawnAsPostgres({std::string(kBinDir) + "/postgres", "-D", data_, "-p",
+                          std::to_string(port_), "-c", "listen_addresses=127.0.0.1", "-c",
+                          "unix_socket_directories=" + dir_.path(), "-c", "max_connections=300"},
+                         log);
+  const std::string conninfo = absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres");
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(30); absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(50))) {
+    if (PQping(conninfo.c_str()) == PQPING_OK) return absl::OkStatus();
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      return absl::InternalError(absl::StrCat("postgres exited at start: ", Tail(log)));
+    }
+  }
+  Stop(SIGKILL);
+  return absl::DeadlineExceededError(absl::StrCat("postgres did not answer: ", Tail(log)));
+}
+
+absl::Status PostgresProcess::Restart(int signal) {
+  Stop(signal);
+  return Launch();
+}
+
+void PostgresProcess::Stop(int signal) {
+  if (pid_ <= 0) return;
+  // A crash takes the backends too, as a machine's would; a fast shutdown is the
+  // postmaster's to carry out.
+  kill(signal == SIGKILL ? -pid_ : pid_, signal);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
+PostgresProcess::~PostgresProcess() { Stop(SIGINT); }
+
+std::string PostgresProcess::url() const {
+  return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/jobstream");
+}
+
+}  // namespace jobstream::testing
