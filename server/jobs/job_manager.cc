@@ -236,11 +236,7 @@ absl::StatusOr<JobManager::LiveJob*> JobManager::Load(const std::string& job_id,
 // The queue
 
 std::string JobManager::QueueKeyOf(const Job& job) {
-  const google::protobuf::Timestamp& ready = job.has_next_attempt_time() ? job.next_attempt_time()
-                                             : job.has_run_at()          ? job.run_at()
-                                                                         : job.create_time();
-  const int64_t ready_ms = std::max(absl::ToUnixMillis(ToTime(ready)), int64_t{0});
-  return storage::QueueKey(job.type(), job.tenant(), job.priority(), ready_ms, job.id());
+  return storage::QueueKey(job.type(), job.tenant(), job.priority(), v1::ReadyMs(job), job.id());
 }
 
 void JobManager::SetQueueKey(LiveJob& live, Batch& batch) const {

@@ -2,7 +2,6 @@
 // the suite (tests/support/postgres_process.h): statuses that say what failed, and a
 // schema the server creates, migrates once however many servers start together, and
 // refuses when it is newer than it knows.
-#include <atomic>
 #include <thread>
 #include <vector>
 
@@ -10,51 +9,14 @@
 #include "gtest/gtest.h"
 #include "server/storage/pg/connection.h"
 #include "server/storage/pg/schema.h"
-#include "tests/support/postgres_process.h"
+#include "tests/support/pg_test.h"
 
 namespace jobstream::storage::pg {
 namespace {
 
-using testing::PostgresProcess;
+class PgSchemaTest : public testing::PgTest {};
 
-class PgTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (!PostgresProcess::Available()) return;
-    server_ = new PostgresProcess();
-    start_ = new absl::Status(server_->Start());
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    delete start_;
-    server_ = nullptr;
-  }
-  void SetUp() override {
-    if (server_ == nullptr) GTEST_SKIP() << "PostgreSQL 15 is not installed";
-    ASSERT_TRUE(start_->ok()) << *start_;
-  }
-  // A new, empty database; its URL.
-  static std::string NewDatabase() {
-    static std::atomic<int> counter{0};
-    const std::string name = absl::StrCat("t", counter++);
-    auto admin = PgConnection::Connect(server_->url());
-    EXPECT_TRUE(admin.ok()) << admin.status();
-    EXPECT_TRUE((*admin)->ExecScript("CREATE DATABASE " + name).ok());
-    return absl::StrCat("postgresql://postgres@127.0.0.1:", server_->port(), "/", name);
-  }
-  static std::unique_ptr<PgConnection> Connect(const std::string& url) {
-    auto conn = PgConnection::Connect(url);
-    EXPECT_TRUE(conn.ok()) << conn.status();
-    return conn.ok() ? *std::move(conn) : nullptr;
-  }
-
-  static PostgresProcess* server_;
-  static absl::Status* start_;
-};
-PostgresProcess* PgTest::server_ = nullptr;
-absl::Status* PgTest::start_ = nullptr;
-
-TEST_F(PgTest, AnEmptyDatabaseIsBroughtToTheCurrentSchemaOnce) {
+TEST_F(PgSchemaTest, AnEmptyDatabaseIsBroughtToTheCurrentSchemaOnce) {
   auto conn = Connect(NewDatabase());
   ASSERT_NE(conn, nullptr);
   auto before = MigrateSchema(*conn);
@@ -76,7 +38,7 @@ TEST_F(PgTest, AnEmptyDatabaseIsBroughtToTheCurrentSchemaOnce) {
   EXPECT_EQ(*version->GetInt64(0, 0), SchemaVersion());
 }
 
-TEST_F(PgTest, ServersStartingTogetherMigrateOneAtATime) {
+TEST_F(PgSchemaTest, ServersStartingTogetherMigrateOneAtATime) {
   const std::string url = NewDatabase();
   std::vector<absl::StatusOr<int>> results(6, absl::UnknownError("not run"));
   std::vector<std::thread> servers;
@@ -95,7 +57,7 @@ TEST_F(PgTest, ServersStartingTogetherMigrateOneAtATime) {
   EXPECT_EQ(found_empty, 1);  // one migrated; the others found it done
 }
 
-TEST_F(PgTest, ASchemaNewerThanTheServerKnowsIsRefusedAndLeftAlone) {
+TEST_F(PgSchemaTest, ASchemaNewerThanTheServerKnowsIsRefusedAndLeftAlone) {
   auto conn = Connect(NewDatabase());
   ASSERT_NE(conn, nullptr);
   ASSERT_TRUE(MigrateSchema(*conn).ok());
@@ -111,7 +73,7 @@ TEST_F(PgTest, ASchemaNewerThanTheServerKnowsIsRefusedAndLeftAlone) {
   EXPECT_EQ(*version->GetInt64(0, 0), 99);
 }
 
-TEST_F(PgTest, FailuresSayWhatFailed) {
+TEST_F(PgSchemaTest, FailuresSayWhatFailed) {
   // A URL libpq cannot parse, or that is not PostgreSQL's; the password never echoed.
   auto bad = PgConnection::Connect("postgresql://u:s3cret@127.0.0.1:5432/db?nosuchoption=1");
   ASSERT_FALSE(bad.ok());

@@ -38,4 +38,14 @@ inline google::protobuf::Duration ToProto(absl::Duration d) {
   return google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(d));
 }
 
+// When a QUEUED job may start, Unix ms (never negative): its next_attempt_time if it is
+// waiting to retry, else its run_at, else its create_time. Both stores order the queue by it.
+inline int64_t ReadyMs(const Job& job) {
+  const google::protobuf::Timestamp& ready = job.has_next_attempt_time() ? job.next_attempt_time()
+                                             : job.has_run_at()          ? job.run_at()
+                                                                         : job.create_time();
+  const int64_t ms = absl::ToUnixMillis(ToTime(ready));
+  return ms > 0 ? ms : 0;
+}
+
 }  // namespace jobstream::v1

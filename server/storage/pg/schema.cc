@@ -40,11 +40,13 @@ CREATE TABLE events (
   PRIMARY KEY (job_id, sequence)
 );
 
--- request_id is idempotent per tenant: the unique key is the guarantee.
+-- request_id is idempotent per tenant: the unique key is the guarantee. Its row is
+-- written first (a twin waits on the key, then finds the winner's job), so the job it
+-- names is checked at commit.
 CREATE TABLE requests (
   tenant     text NOT NULL,
   request_id text NOT NULL,
-  job_id     text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  job_id     text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
   PRIMARY KEY (tenant, request_id)
 );
 

@@ -1,0 +1,331 @@
+#include "server/storage/pg/pg_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "jobstream/v1/job_states.h"
+#include "server/storage/pg/schema.h"
+
+namespace jobstream::storage::pg {
+namespace {
+
+using v1::Job;
+using v1::JobEvent;
+
+// A text[] literal: each element quoted, so any name survives.
+std::string TextArray(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
+template <typename Message>
+absl::StatusOr<Message> Parse(absl::string_view bytes, absl::string_view what) {
+  Message message;
+  if (!message.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::DataLossError(absl::StrCat(what, " is not a valid record"));
+  }
+  return message;
+}
+
+absl::Status NoSuchJob(const std::string& job_id) {
+  return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+}
+
+// The job's row, locked for this transaction.
+absl::StatusOr<Job> LockJob(PgConnection& conn, const std::string& job_id) {
+  auto row = conn.Exec("SELECT record FROM jobs WHERE id = $1 FOR UPDATE",
+                       {PgParam::Text(job_id)}, /*binary_results=*/true);
+  if (!row.ok()) return row.status();
+  if (row->rows() == 0) return NoSuchJob(job_id);
+  return Parse<Job>(row->Get(0, 0), absl::StrCat("job ", job_id));
+}
+
+// Numbers `events` after the job's last sequence; each carries the job as changed.
+void Number(Job& job, std::vector<JobEvent>& events) {
+  job.clear_params();
+  for (JobEvent& e : events) {
+    job.set_last_sequence(job.last_sequence() + 1);
+    e.set_job_id(job.id());
+    e.set_sequence(job.last_sequence());
+  }
+  for (JobEvent& e : events) {
+    *e.mutable_status() = job;
+    e.mutable_status()->set_last_sequence(e.sequence());
+  }
+}
+
+// The columns of jobs that queries select and order by, from the record.
+std::vector<PgParam> JobColumns(const Job& job) {
+  return {PgParam::Text(job.id()),
+          PgParam::Text(job.tenant()),
+          PgParam::Text(job.type()),
+          PgParam::Int(job.state()),
+          PgParam::Int(job.priority()),
+          job.state() == Job::QUEUED ? PgParam::Int(v1::ReadyMs(job)) : PgParam::Null(),
+          PgParam::Int(absl::ToUnixMillis(v1::ToTime(job.create_time()))),
+          v1::IsFinished(job.state())
+              ? PgParam::Int(absl::ToUnixMillis(v1::ToTime(job.end_time())))
+              : PgParam::Null(),
+          PgParam::Int(job.last_sequence()),
+          PgParam::Binary(job.SerializeAsString())};
+}
+
+// Writes the events and announces the last one.
+absl::Status AddEvents(PgConnection& conn, const std::vector<JobEvent>& events) {
+  for (const JobEvent& e : events) {
+    if (absl::Status s = conn.Exec("INSERT INTO events (job_id, sequence, event) VALUES ($1, $2, $3)",
+                                   {PgParam::Text(e.job_id()), PgParam::Int(e.sequence()),
+                                    PgParam::Binary(e.SerializeAsString())})
+                             .status();
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (events.empty()) return absl::OkStatus();
+  return conn.Exec("SELECT pg_notify($1, $2)",
+                   {PgParam::Text(kEventsChannel),
+                    PgParam::Text(absl::StrCat(events.back().job_id(), " ",
+                                               events.back().sequence()))})
+      .status();
+}
+
+// Applies `change` to the locked `job` and writes the job and its events.
+absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
+                                                   const PgStore::Change& change) {
+  std::vector<JobEvent> events;
+  if (absl::Status s = change(job, events); !s.ok()) return s;
+  Number(job, events);
+  std::vector<PgParam> columns = JobColumns(job);
+  if (absl::Status s = conn.Exec("UPDATE jobs SET tenant = $2, type = $3, state = $4, "
+                                 "priority = $5, ready_ms = $6, create_ms = $7, end_ms = $8, "
+                                 "last_sequence = $9, record = $10 WHERE id = $1",
+                                 columns)
+                           .status();
+      !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = AddEvents(conn, events); !s.ok()) return s;
+  return events;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// PgPool
+
+absl::StatusOr<std::unique_ptr<PgConnection>> PgPool::Take() {
+  {
+    std::unique_lock lock(mu_);
+    freed_.wait(lock, [this] { return !idle_.empty() || open_ < size_; });
+    if (!idle_.empty()) {
+      std::unique_ptr<PgConnection> conn = std::move(idle_.back());
+      idle_.pop_back();
+      return conn;
+    }
+    ++open_;
+  }
+  auto conn = PgConnection::Connect(url_);
+  if (!conn.ok()) {
+    std::lock_guard lock(mu_);
+    --open_;
+    freed_.notify_one();
+  }
+  return conn;
+}
+
+void PgPool::Give(std::unique_ptr<PgConnection> conn) {
+  std::lock_guard lock(mu_);
+  if (conn->ok()) {
+    idle_.push_back(std::move(conn));
+  } else {
+    --open_;  // broken: the next Take connects again
+  }
+  freed_.notify_one();
+}
+
+absl::Status PgPool::Use(const std::function<absl::Status(PgConnection&)>& body) {
+  auto conn = Take();
+  if (!conn.ok()) return conn.status();
+  absl::Status status = body(**conn);
+  Give(*std::move(conn));
+  return status;
+}
+
+absl::Status PgPool::Transact(const std::function<absl::Status(PgConnection&)>& body) {
+  constexpr int kAttempts = 5;
+  absl::Status status;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    status = Use([&](PgConnection& conn) {
+      absl::Status s = conn.ExecScript("BEGIN");
+      if (s.ok()) s = body(conn);
+      if (s.ok() && PQtransactionStatus(conn.raw()) == PQTRANS_INERROR) {
+        s = absl::InternalError("a statement failed and its error was not returned");
+      }
+      if (s.ok()) return conn.ExecScript("COMMIT");
+      if (conn.ok()) conn.ExecScript("ROLLBACK").IgnoreError();
+      return s;
+    });
+    if (!absl::IsAborted(status)) break;  // a lost race runs again
+  }
+  return status;
+}
+
+// ---------------------------------------------------------------------------------------
+// PgStore
+
+absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const std::string& url, int pool_size) {
+  if (absl::Status s = ValidatePostgresUrl(url); !s.ok()) return s;
+  if (pool_size < 1) return absl::InvalidArgumentError("the pool needs at least 1 connection");
+  std::unique_ptr<PgStore> store(new PgStore(url, pool_size));
+  absl::Status migrated =
+      store->pool_.Use([](PgConnection& conn) { return MigrateSchema(conn).status(); });
+  if (!migrated.ok()) return migrated;
+  return store;
+}
+
+absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
+                                                     const google::protobuf::Struct& params,
+                                                     JobEvent created) {
+  Inserted out;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    if (!job.request_id().empty()) {
+      // Waits for a twin in flight; then either this job takes the key or the twin has it.
+      auto took = conn.Exec(
+          "INSERT INTO requests (tenant, request_id, job_id) VALUES ($1, $2, $3) "
+          "ON CONFLICT DO NOTHING RETURNING job_id",
+          {PgParam::Text(job.tenant()), PgParam::Text(job.request_id()), PgParam::Text(job.id())});
+      if (!took.ok()) return took.status();
+      if (took->rows() == 0) {
+        auto twin = conn.Exec(
+            "SELECT j.record FROM requests r JOIN jobs j ON j.id = r.job_id "
+            "WHERE r.tenant = $1 AND r.request_id = $2",
+            {PgParam::Text(job.tenant()), PgParam::Text(job.request_id())},
+            /*binary_results=*/true);
+        if (!twin.ok()) return twin.status();
+        if (twin->rows() == 0) {
+          return absl::AbortedError("the job of this request_id was removed meanwhile");
+        }
+        auto found = Parse<Job>(twin->Get(0, 0), "the request's job");
+        if (!found.ok()) return found.status();
+        out = {*std::move(found), false};
+        return absl::OkStatus();
+      }
+    }
+    Job stored = job;
+    std::vector<JobEvent> events = {created};
+    stored.set_last_sequence(0);
+    Number(stored, events);
+    std::vector<PgParam> columns = JobColumns(stored);
+    columns.push_back(params.fields().empty() ? PgParam::Null()
+                                              : PgParam::Binary(params.SerializeAsString()));
+    if (absl::Status s = conn.Exec("INSERT INTO jobs (id, tenant, type, state, priority, "
+                                   "ready_ms, create_ms, end_ms, last_sequence, record, params) "
+                                   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                   columns)
+                             .status();
+        !s.ok()) {
+      return s;
+    }
+    if (absl::Status s = AddEvents(conn, events); !s.ok()) return s;
+    out = {std::move(stored), true};
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+absl::StatusOr<std::vector<JobEvent>> PgStore::Transition(const std::string& job_id,
+                                                          const Change& change) {
+  std::vector<JobEvent> events;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    auto job = LockJob(conn, job_id);
+    if (!job.ok()) return job.status();
+    auto made = ChangeLocked(conn, *std::move(job), change);
+    if (!made.ok()) return made.status();
+    events = *std::move(made);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return events;
+}
+
+absl::StatusOr<std::vector<std::vector<JobEvent>>> PgStore::Claim(
+    const std::vector<std::string>& types, int64_t now_ms, int limit, const Change& start) {
+  std::vector<std::vector<JobEvent>> claimed;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    claimed.clear();
+    auto rows = conn.Exec(
+        "SELECT record FROM jobs WHERE state = 1 AND type = ANY($1::text[]) AND ready_ms <= $2 "
+        "ORDER BY priority DESC, ready_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        {PgParam::Text(TextArray(types)), PgParam::Int(now_ms), PgParam::Int(limit)},
+        /*binary_results=*/true);
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) {
+      auto job = Parse<Job>(rows->Get(i, 0), "a queued job");
+      if (!job.ok()) return job.status();
+      auto events = ChangeLocked(conn, *std::move(job), start);
+      if (!events.ok()) return events.status();
+      claimed.push_back(*std::move(events));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return claimed;
+}
+
+absl::StatusOr<Job> PgStore::GetJob(const std::string& job_id) {
+  absl::StatusOr<Job> job = NoSuchJob(job_id);
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto row = conn.Exec("SELECT record FROM jobs WHERE id = $1", {PgParam::Text(job_id)},
+                         /*binary_results=*/true);
+    if (!row.ok()) return row.status();
+    if (row->rows() > 0) job = Parse<Job>(row->Get(0, 0), absl::StrCat("job ", job_id));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return job;
+}
+
+absl::StatusOr<google::protobuf::Struct> PgStore::GetParams(const std::string& job_id) {
+  absl::StatusOr<google::protobuf::Struct> params = NoSuchJob(job_id);
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto row = conn.Exec("SELECT params FROM jobs WHERE id = $1", {PgParam::Text(job_id)},
+                         /*binary_results=*/true);
+    if (!row.ok()) return row.status();
+    if (row->rows() == 0) return absl::OkStatus();
+    params = row->IsNull(0, 0) ? google::protobuf::Struct()
+                               : Parse<google::protobuf::Struct>(row->Get(0, 0), "params");
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return params;
+}
+
+absl::StatusOr<std::vector<JobEvent>> PgStore::ReadEvents(const std::string& job_id, int64_t after,
+                                                          int limit) {
+  std::vector<JobEvent> events;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto rows = conn.Exec(
+        "SELECT event FROM events WHERE job_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+        {PgParam::Text(job_id), PgParam::Int(after), PgParam::Int(limit)},
+        /*binary_results=*/true);
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) {
+      auto event = Parse<JobEvent>(rows->Get(i, 0), "an event");
+      if (!event.ok()) return event.status();
+      events.push_back(*std::move(event));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return events;
+}
+
+}  // namespace jobstream::storage::pg

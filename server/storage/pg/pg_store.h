@@ -1,0 +1,96 @@
+// PgStore: jobs and their events in PostgreSQL, with the guarantees the RocksDB store
+// gives, held by the database rather than by one process, so several servers can share it:
+//  - durable before acknowledged: every call commits (synchronous_commit) before it answers;
+//  - dense per-job sequences: a transition locks the job's row, which hands out the next
+//    sequence, and writes the job and its events in the same transaction;
+//  - idempotent request_id: the (tenant, request_id) key admits one job, and a twin gets it;
+//  - exclusive claims: queued jobs are claimed FOR UPDATE SKIP LOCKED, so two servers or
+//    workers never start the same job.
+// Each committed event is announced with NOTIFY on kEventsChannel ("job_id sequence"), a
+// wake-up only: a listener reads events by sequence, so a lost or merged notification can
+// never make a gap.
+#pragma once
+
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "google/protobuf/struct.pb.h"
+#include "jobstream/v1/jobs.pb.h"
+#include "server/storage/pg/connection.h"
+
+namespace jobstream::storage::pg {
+
+inline constexpr char kEventsChannel[] = "jobstream_events";
+
+// Connections to one PostgreSQL, one per transaction at a time, at most `size`; a broken
+// one is dropped and the next call connects again.
+class PgPool {
+ public:
+  PgPool(std::string url, int size) : url_(std::move(url)), size_(size) {}
+
+  // Runs `body` between BEGIN and COMMIT on a pooled connection (ROLLBACK if it fails).
+  // A transaction that lost a serialization race or a deadlock (ABORTED) runs again, up
+  // to 5 times. UNAVAILABLE when PostgreSQL cannot be reached — including a COMMIT whose
+  // answer was lost, whose outcome is then unknown (nothing was acknowledged).
+  absl::Status Transact(const std::function<absl::Status(PgConnection&)>& body);
+  // Runs `body` on a pooled connection outside a transaction (each statement commits by
+  // itself): single reads, and what runs its own transaction.
+  absl::Status Use(const std::function<absl::Status(PgConnection&)>& body);
+
+ private:
+  absl::StatusOr<std::unique_ptr<PgConnection>> Take();
+  void Give(std::unique_ptr<PgConnection> conn);
+
+  const std::string url_;
+  const int size_;
+  std::mutex mu_;
+  std::condition_variable freed_;
+  std::vector<std::unique_ptr<PgConnection>> idle_;
+  int open_ = 0;  // connections made and not dropped, idle or in use
+};
+
+class PgStore {
+ public:
+  // Connects (checking the URL first) and brings the schema up to date.
+  static absl::StatusOr<std::unique_ptr<PgStore>> Open(const std::string& url, int pool_size);
+
+  // A new job with its CREATED event (sequence 1; the store fills in sequence and
+  // status). With a request_id, a twin — an earlier job of the same tenant and
+  // request_id — is returned instead, and nothing is written; `created` says which.
+  struct Inserted {
+    v1::Job job;  // without params
+    bool created = false;
+  };
+  absl::StatusOr<Inserted> InsertJob(const v1::Job& job, const google::protobuf::Struct& params,
+                                     v1::JobEvent created);
+
+  // A change to one job: `change` gets the job as stored (row locked) and adds the events
+  // the change makes (their type and payload; the store numbers them and sets each one's
+  // status to the job as changed). Its error aborts the change. NOT_FOUND for no such job.
+  using Change = std::function<absl::Status(v1::Job& job, std::vector<v1::JobEvent>& events)>;
+  absl::StatusOr<std::vector<v1::JobEvent>> Transition(const std::string& job_id,
+                                                       const Change& change);
+
+  // Claims up to `limit` QUEUED jobs of `types` ready at `now_ms` (best priority, then
+  // earliest ready), skipping rows another transaction holds, and applies `start` to each
+  // (which must move it out of QUEUED). Each claimed job's events, in order.
+  absl::StatusOr<std::vector<std::vector<v1::JobEvent>>> Claim(
+      const std::vector<std::string>& types, int64_t now_ms, int limit, const Change& start);
+
+  absl::StatusOr<v1::Job> GetJob(const std::string& job_id);
+  absl::StatusOr<google::protobuf::Struct> GetParams(const std::string& job_id);
+  // Up to `limit` events after `after`, in order.
+  absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id, int64_t after,
+                                                       int limit);
+
+ private:
+  explicit PgStore(const std::string& url, int pool_size) : pool_(url, pool_size) {}
+  PgPool pool_;
+};
+
+}  // namespace jobstream::storage::pg

@@ -1,0 +1,55 @@
+// A gtest fixture with a PostgreSQL of the suite's own (PostgresProcess), started once per
+// test process, and a fresh database per test. Skips, saying so, where PostgreSQL 15 is not
+// installed.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "server/storage/pg/connection.h"
+#include "tests/support/postgres_process.h"
+
+namespace jobstream::testing {
+
+class PgTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!PostgresProcess::Available()) return;
+    server_ = new PostgresProcess();
+    start_ = new absl::Status(server_->Start());
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete start_;
+    server_ = nullptr;
+    start_ = nullptr;
+  }
+  void SetUp() override {
+    if (server_ == nullptr) GTEST_SKIP() << "PostgreSQL 15 is not installed";
+    ASSERT_TRUE(start_->ok()) << *start_;
+  }
+  // A new, empty database; its URL.
+  static std::string NewDatabase() {
+    static std::atomic<int> counter{0};
+    const std::string name = absl::StrCat("t", counter++);
+    auto admin = storage::pg::PgConnection::Connect(server_->url());
+    EXPECT_TRUE(admin.ok()) << admin.status();
+    if (admin.ok()) {
+      EXPECT_TRUE((*admin)->ExecScript("CREATE DATABASE " + name).ok());
+    }
+    return absl::StrCat("postgresql://postgres@127.0.0.1:", server_->port(), "/", name);
+  }
+  static std::unique_ptr<storage::pg::PgConnection> Connect(const std::string& url) {
+    auto conn = storage::pg::PgConnection::Connect(url);
+    EXPECT_TRUE(conn.ok()) << conn.status();
+    return conn.ok() ? *std::move(conn) : nullptr;
+  }
+
+  static inline PostgresProcess* server_ = nullptr;
+  static inline absl::Status* start_ = nullptr;
+};
+
+}  // namespace jobstream::testing
