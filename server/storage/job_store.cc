@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -366,6 +367,19 @@ absl::Status JobStore::Scan(
     }
   }
   return FromRocks(it->status(), "scanning");
+}
+
+absl::Status JobStore::VisitQueuedNewestFirst(
+    size_t max_read, const std::function<bool(const v1::Job&)>& visit) const {
+  size_t read = 0;
+  const std::string prefix = ByStatePrefix(v1::Job::QUEUED);
+  return Scan(Cf::kByState, prefix + std::string(kByTimeKeyLength, '\xff'), /*reverse=*/true,
+              [&](absl::string_view key, absl::string_view) {
+                if (!absl::StartsWith(key, prefix) || ++read > max_read) return false;
+                auto job = GetJob(std::string(key.substr(prefix.size() + 8)));
+                // The index may trail the record by a write; only what is QUEUED counts.
+                return !job.ok() || job->state() != v1::Job::QUEUED || visit(*job);
+              });
 }
 
 }  // namespace jobstream::storage

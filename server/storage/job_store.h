@@ -16,6 +16,7 @@
 #include "jobstream/v1/jobs.pb.h"
 #include "rocksdb/db.h"
 #include "server/storage/committed_event.h"
+#include "server/storage/event_reader.h"
 #include "server/storage/keys.h"
 #include "server/storage/records.pb.h"
 
@@ -43,7 +44,7 @@ class Batch {
   std::vector<Mutation> ops_;
 };
 
-class JobStore {
+class JobStore : public EventReader {
  public:
   // Opens (creating if needed) the database in `dir`.
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& dir);
@@ -82,11 +83,11 @@ class JobStore {
       const std::string& job_id) const;
 
   // The job record (without params). NotFound when absent.
-  absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const;
+  absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const override;
   // The job's params (empty if it has none).
   absl::StatusOr<google::protobuf::Struct> GetParams(const std::string& job_id) const;
   // The tombstone of a removed job, or nullopt.
-  absl::StatusOr<std::optional<Tombstone>> GetTombstone(const std::string& job_id) const;
+  absl::StatusOr<std::optional<Tombstone>> GetTombstone(const std::string& job_id) const override;
   // The job id a request key (RequestKey) created, or nullopt.
   absl::StatusOr<std::optional<std::string>> GetRequest(const std::string& request_id) const;
 
@@ -98,7 +99,11 @@ class JobStore {
   // The same, each with its stored bytes as the wire form (for replay to watchers).
   absl::StatusOr<std::vector<CommittedEventPtr>> ReadCommittedEvents(const std::string& job_id,
                                                                      int64_t after, int64_t until,
-                                                                     size_t limit) const;
+                                                                     size_t limit) const override;
+  // From the by_state index.
+  absl::Status VisitQueuedNewestFirst(size_t max_read,
+                                      const std::function<bool(const v1::Job&)>& visit)
+      const override;
 
   // Calls fn(key, value) for each key of `cf` starting at `start` (forward) or at the
   // last key <= `start` (reverse; empty start means the end), until fn returns false.

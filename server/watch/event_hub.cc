@@ -17,7 +17,7 @@ absl::Status NoSuchJob(const std::string& job_id) {
   return absl::NotFoundError("no job with id " + job_id);
 }
 
-absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_id,
+absl::Status JobNotFound(const storage::EventReader& store, const std::string& job_id,
                          const auth::Scope& scope) {
   auto tombstone = store.GetTombstone(job_id);
   if (!tombstone.ok()) return tombstone.status();
@@ -30,7 +30,7 @@ absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_
                        absl::UTCTimeZone())));
 }
 
-EventHub::EventHub(const storage::JobStore* store, WatchOptions options)
+EventHub::EventHub(const storage::EventReader* store, WatchOptions options)
     : store_(store), options_(options), fanout_("js-fanout", options.fanout_threads) {}
 
 EventHub::Shard& EventHub::ShardFor(const std::string& job_id) {
@@ -135,21 +135,16 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJobs(JobFilter filt
     // Queued jobs from the store (the newest first), read under every shard's lock: one
     // whose next event is committed but not yet published shows up both here and live.
     if (sub->filter().states.empty() || sub->filter().states.contains(v1::Job::QUEUED)) {
-      size_t sent = 0, read = 0;
-      const std::string prefix = storage::ByStatePrefix(v1::Job::QUEUED);
-      (void)store_->Scan(storage::Cf::kByState, prefix + std::string(storage::kByTimeKeyLength, '\xff'),
-                         /*reverse=*/true, [&](absl::string_view key, absl::string_view) {
-        if (!absl::StartsWith(key, prefix) || sent == options_.snapshot_queued_limit ||
-            ++read > 10 * options_.snapshot_queued_limit) {
-          return false;
-        }
-        auto job = store_->GetJob(std::string(key.substr(prefix.size() + 8)));
-        if (job.ok() && job->state() == v1::Job::QUEUED && sub->filter().Matches(*job)) {
-          push(*job);
-          ++sent;
-        }
-        return true;
-      });
+      size_t sent = 0;
+      (void)store_->VisitQueuedNewestFirst(
+          10 * options_.snapshot_queued_limit, [&](const v1::Job& job) {
+            if (sent == options_.snapshot_queued_limit) return false;
+            if (sub->filter().Matches(job)) {
+              push(job);
+              ++sent;
+            }
+            return true;
+          });
     }
     all_subs_.emplace(sub.get(), sub);
   }

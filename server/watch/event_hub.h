@@ -20,7 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "jobstream/v1/jobs.pb.h"
-#include "server/storage/job_store.h"
+#include "server/storage/event_reader.h"
 #include "server/util/task_pool.h"
 #include "server/watch/subscription.h"
 #include "server/watch/watch_options.h"
@@ -29,7 +29,7 @@ namespace jobstream::watch {
 
 class EventHub {
  public:
-  EventHub(const storage::JobStore* store, WatchOptions options);
+  EventHub(const storage::EventReader* store, WatchOptions options);
 
   // Watches one job after `after`. NotFound (saying "deleted/expired at …" for a removed
   // job), OutOfRange past its last sequence, ResourceExhausted over max_watchers,
@@ -68,7 +68,7 @@ class EventHub {
   Shard& ShardFor(const std::string& job_id);
   absl::Status Admit();
 
-  const storage::JobStore* const store_;
+  const storage::EventReader* const store_;
   const WatchOptions options_;
   std::array<Shard, kShards> shards_;
   // Lock order: a shard's mu, then all_mu_. WatchJobs takes every shard in index order.
@@ -83,7 +83,7 @@ class EventHub {
 
 // The NotFound status for a job id with no record: mentions a tombstone if there is one
 // the caller may see.
-absl::Status JobNotFound(const storage::JobStore& store, const std::string& job_id,
+absl::Status JobNotFound(const storage::EventReader& store, const std::string& job_id,
                          const auth::Scope& scope);
 // The NotFound status of a job that does not exist, or that the caller may not see.
 absl::Status NoSuchJob(const std::string& job_id);

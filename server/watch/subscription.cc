@@ -15,7 +15,7 @@ bool JobFilter::Matches(const v1::Job& status) const {
   return true;
 }
 
-Subscription::Subscription(const storage::JobStore* store, std::string job_id, int64_t after,
+Subscription::Subscription(const storage::EventReader* store, std::string job_id, int64_t after,
                            int64_t catch_up_until, bool live, const WatchOptions& options)
     : options_(options),
       job_id_(std::move(job_id)),

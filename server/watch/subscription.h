@@ -22,7 +22,7 @@
 #include "jobstream/v1/jobs.pb.h"
 #include "server/auth/scope.h"
 #include "server/storage/committed_event.h"
-#include "server/storage/job_store.h"
+#include "server/storage/event_reader.h"
 #include "server/watch/watch_options.h"
 
 namespace jobstream::watch {
@@ -48,7 +48,7 @@ class Subscription {
 
   // One job: replay (after, catch_up_until] from `store`, then live events unless `live`
   // is false (a finished job: the replay ends the stream).
-  Subscription(const storage::JobStore* store, std::string job_id, int64_t after,
+  Subscription(const storage::EventReader* store, std::string job_id, int64_t after,
                int64_t catch_up_until, bool live, const WatchOptions& options);
   // Many jobs: live events matching `filter`.
   Subscription(JobFilter filter, const WatchOptions& options);
@@ -78,7 +78,7 @@ class Subscription {
   const WatchOptions options_;
   const JobFilter filter_;
   const std::string job_id_;  // empty for a many-job subscription
-  const storage::JobStore* const store_;
+  const storage::EventReader* const store_;
   const bool live_;
 
   // Consumer-only state (Poll is never concurrent with itself).
