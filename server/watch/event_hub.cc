@@ -227,8 +227,14 @@ void EventHub::Track(const v1::Job& status) {
 }
 
 void EventHub::Close(absl::Status why) {
-  std::vector<std::shared_ptr<Subscription>> wake;
   closed_.store(true);
+  EndAll(why, /*forget=*/false);
+}
+
+void EventHub::Reset(absl::Status why) { EndAll(why, /*forget=*/true); }
+
+void EventHub::EndAll(absl::Status why, bool forget) {
+  std::vector<std::shared_ptr<Subscription>> wake;
   for (Shard& shard : shards_) shard.mu.Lock();
   {
     absl::MutexLock lock(&all_mu_);
@@ -241,6 +247,10 @@ void EventHub::Close(absl::Status why) {
     }
     for (const auto& [ptr, sub] : all_subs_) {
       if (sub->Close(why)) wake.push_back(sub);
+    }
+    if (forget) {
+      for (Shard& shard : shards_) shard.jobs.clear();
+      all_subs_.clear();
     }
   }
   for (Shard& shard : shards_) shard.mu.Unlock();

@@ -50,6 +50,9 @@ class EventHub {
 
   // Ends every subscription with `why` and refuses new ones.
   void Close(absl::Status why);
+  // Ends every subscription with `why` (each watcher resumes from its last sequence) and
+  // forgets every job, for a publisher that may have missed events; then Track again.
+  void Reset(absl::Status why);
 
   size_t watchers() const { return watchers_.load(std::memory_order_relaxed); }
 
@@ -67,6 +70,7 @@ class EventHub {
   static constexpr size_t kShards = 16;
   Shard& ShardFor(const std::string& job_id);
   absl::Status Admit();
+  void EndAll(absl::Status why, bool forget);
 
   const storage::EventReader* const store_;
   const WatchOptions options_;

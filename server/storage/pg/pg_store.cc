@@ -91,7 +91,8 @@ absl::Status AddEvents(PgConnection& conn, const std::vector<JobEvent>& events) 
   if (events.empty()) return absl::OkStatus();
   return conn.Exec("SELECT pg_notify($1, $2)",
                    {PgParam::Text(kEventsChannel),
-                    PgParam::Text(absl::StrCat(events.back().job_id(), " ",
+                    PgParam::Text(absl::StrCat(events.front().job_id(), " ",
+                                               events.front().sequence(), " ",
                                                events.back().sequence()))})
       .status();
 }
@@ -280,20 +281,33 @@ absl::StatusOr<std::vector<std::vector<JobEvent>>> PgStore::Claim(
   return claimed;
 }
 
-absl::StatusOr<Job> PgStore::GetJob(const std::string& job_id) {
-  absl::StatusOr<Job> job = NoSuchJob(job_id);
-  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
-    auto row = conn.Exec("SELECT record FROM jobs WHERE id = $1", {PgParam::Text(job_id)},
-                         /*binary_results=*/true);
-    if (!row.ok()) return row.status();
-    if (row->rows() > 0) job = Parse<Job>(row->Get(0, 0), absl::StrCat("job ", job_id));
+template <typename Message>
+absl::Status PgStore::VisitRecords(absl::string_view sql, const std::vector<PgParam>& params,
+                                   const std::function<bool(Message)>& visit) const {
+  return pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto rows = conn.Exec(sql, params, /*binary_results=*/true);
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) {
+      auto record = Parse<Message>(rows->Get(i, 0), "a stored record");
+      if (!record.ok()) return record.status();
+      if (!visit(*std::move(record))) break;
+    }
     return absl::OkStatus();
   });
+}
+
+absl::StatusOr<Job> PgStore::GetJob(const std::string& job_id) const {
+  absl::StatusOr<Job> job = NoSuchJob(job_id);
+  absl::Status status = VisitRecords<Job>("SELECT record FROM jobs WHERE id = $1",
+                                          {PgParam::Text(job_id)}, [&](Job found) {
+                                            job = std::move(found);
+                                            return false;
+                                          });
   if (!status.ok()) return status;
   return job;
 }
 
-absl::StatusOr<google::protobuf::Struct> PgStore::GetParams(const std::string& job_id) {
+absl::StatusOr<google::protobuf::Struct> PgStore::GetParams(const std::string& job_id) const {
   absl::StatusOr<google::protobuf::Struct> params = NoSuchJob(job_id);
   absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
     auto row = conn.Exec("SELECT params FROM jobs WHERE id = $1", {PgParam::Text(job_id)},
@@ -309,23 +323,73 @@ absl::StatusOr<google::protobuf::Struct> PgStore::GetParams(const std::string& j
 }
 
 absl::StatusOr<std::vector<JobEvent>> PgStore::ReadEvents(const std::string& job_id, int64_t after,
-                                                          int limit) {
+                                                          int limit) const {
   std::vector<JobEvent> events;
+  absl::Status status = VisitRecords<JobEvent>(
+      "SELECT event FROM events WHERE job_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
+      {PgParam::Text(job_id), PgParam::Int(after), PgParam::Int(limit)}, [&](JobEvent e) {
+        events.push_back(std::move(e));
+        return true;
+      });
+  if (!status.ok()) return status;
+  return events;
+}
+
+absl::StatusOr<std::optional<Tombstone>> PgStore::GetTombstone(const std::string& job_id) const {
+  std::optional<Tombstone> tombstone;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto row = conn.Exec("SELECT removed_ms, reason, tenant FROM tombstones WHERE job_id = $1",
+                         {PgParam::Text(job_id)});
+    if (!row.ok()) return row.status();
+    if (row->rows() == 0) return absl::OkStatus();
+    auto removed_ms = row->GetInt64(0, 0);
+    if (!removed_ms.ok()) return removed_ms.status();
+    tombstone = Tombstone{*removed_ms, std::string(row->Get(0, 1)), std::string(row->Get(0, 2))};
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return tombstone;
+}
+
+absl::StatusOr<std::vector<CommittedEventPtr>> PgStore::ReadCommittedEvents(
+    const std::string& job_id, int64_t after, int64_t until, size_t limit) const {
+  std::vector<CommittedEventPtr> events;
   absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
     auto rows = conn.Exec(
-        "SELECT event FROM events WHERE job_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
-        {PgParam::Text(job_id), PgParam::Int(after), PgParam::Int(limit)},
+        "SELECT event FROM events WHERE job_id = $1 AND sequence > $2 AND sequence <= $3 "
+        "ORDER BY sequence LIMIT $4",
+        {PgParam::Text(job_id), PgParam::Int(after), PgParam::Int(until),
+         PgParam::Int(static_cast<int64_t>(limit))},
         /*binary_results=*/true);
     if (!rows.ok()) return rows.status();
     for (int i = 0; i < rows->rows(); ++i) {
-      auto event = Parse<JobEvent>(rows->Get(i, 0), "an event");
-      if (!event.ok()) return event.status();
-      events.push_back(*std::move(event));
+      auto committed = std::make_shared<CommittedEvent>();
+      committed->wire = std::string(rows->Get(i, 0));  // as stored: the wire form
+      if (!committed->event.ParseFromString(committed->wire)) {
+        return absl::DataLossError(absl::StrCat("an event of job ", job_id, " is not valid"));
+      }
+      events.push_back(std::move(committed));
     }
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
   return events;
+}
+
+absl::Status PgStore::VisitQueuedNewestFirst(size_t max_read,
+                                             const std::function<bool(const Job&)>& visit) const {
+  return VisitRecords<Job>(
+      "SELECT record FROM jobs WHERE state = 1 ORDER BY create_ms DESC, id DESC LIMIT $1",
+      {PgParam::Int(static_cast<int64_t>(max_read))}, [&](Job job) { return visit(job); });
+}
+
+absl::Status PgStore::VisitJobsIn(Job::State state,
+                                  const std::function<void(const Job&)>& visit) const {
+  return VisitRecords<Job>("SELECT record FROM jobs WHERE state = $1", {PgParam::Int(state)},
+                           [&](Job job) {
+                             visit(job);
+                             return true;
+                           });
 }
 
 }  // namespace jobstream::storage::pg

@@ -6,9 +6,8 @@
 //  - idempotent request_id: the (tenant, request_id) key admits one job, and a twin gets it;
 //  - exclusive claims: queued jobs are claimed FOR UPDATE SKIP LOCKED, so two servers or
 //    workers never start the same job.
-// Each committed event is announced with NOTIFY on kEventsChannel ("job_id sequence"), a
-// wake-up only: a listener reads events by sequence, so a lost or merged notification can
-// never make a gap.
+// Each transaction that commits events announces them with NOTIFY on kEventsChannel
+// ("job_id first_sequence last_sequence"); a listener reads those events by sequence.
 #pragma once
 
 #include <condition_variable>
@@ -21,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "google/protobuf/struct.pb.h"
 #include "jobstream/v1/jobs.pb.h"
+#include "server/storage/event_reader.h"
 #include "server/storage/pg/connection.h"
 
 namespace jobstream::storage::pg {
@@ -54,7 +54,7 @@ class PgPool {
   int open_ = 0;  // connections made and not dropped, idle or in use
 };
 
-class PgStore {
+class PgStore : public EventReader {
  public:
   // Connects (checking the URL first) and brings the schema up to date.
   static absl::StatusOr<std::unique_ptr<PgStore>> Open(const std::string& url, int pool_size);
@@ -82,15 +82,32 @@ class PgStore {
   absl::StatusOr<std::vector<std::vector<v1::JobEvent>>> Claim(
       const std::vector<std::string>& types, int64_t now_ms, int limit, const Change& start);
 
-  absl::StatusOr<v1::Job> GetJob(const std::string& job_id);
-  absl::StatusOr<google::protobuf::Struct> GetParams(const std::string& job_id);
+  absl::StatusOr<google::protobuf::Struct> GetParams(const std::string& job_id) const;
   // Up to `limit` events after `after`, in order.
   absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id, int64_t after,
-                                                       int limit);
+                                                       int limit) const;
+
+  // EventReader
+  absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const override;
+  absl::StatusOr<std::optional<Tombstone>> GetTombstone(const std::string& job_id) const override;
+  absl::StatusOr<std::vector<CommittedEventPtr>> ReadCommittedEvents(
+      const std::string& job_id, int64_t after, int64_t until, size_t limit) const override;
+  absl::Status VisitQueuedNewestFirst(size_t max_read,
+                                      const std::function<bool(const v1::Job&)>& visit)
+      const override;
+
+  // Jobs in `state`, each to `visit` (for a feed seeding its hub).
+  absl::Status VisitJobsIn(v1::Job::State state,
+                           const std::function<void(const v1::Job&)>& visit) const;
 
  private:
   explicit PgStore(const std::string& url, int pool_size) : pool_(url, pool_size) {}
-  PgPool pool_;
+  // Each row's first column, a serialized Message, to `visit` (false stops).
+  template <typename Message>
+  absl::Status VisitRecords(absl::string_view sql, const std::vector<PgParam>& params,
+                            const std::function<bool(Message)>& visit) const;
+
+  mutable PgPool pool_;  // a read takes a connection too
 };
 
 }  // namespace jobstream::storage::pg

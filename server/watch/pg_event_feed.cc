@@ -1,0 +1,103 @@
+#include "server/watch/pg_event_feed.h"
+
+#include <poll.h>
+#include <pthread.h>
+
+#include <algorithm>
+#include <iostream>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+
+namespace jobstream::watch {
+
+using storage::pg::PgConnection;
+
+absl::Status PgEventFeed::Start() {
+  if (absl::Status s = Listen(); !s.ok()) return s;
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "js-pg-feed");
+    Run();
+  });
+  return absl::OkStatus();
+}
+
+void PgEventFeed::Stop() {
+  stopping_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status PgEventFeed::Listen() {
+  auto conn = PgConnection::Connect(url_);
+  if (!conn.ok()) return conn.status();
+  if (absl::Status s = (*conn)->ExecScript(
+          absl::StrCat("LISTEN ", storage::pg::kEventsChannel));
+      !s.ok()) {
+    return s;
+  }
+  // Listening first, then reading: a job's event committed since is notified as well.
+  absl::Status seeded =
+      store_->VisitJobsIn(v1::Job::RUNNING, [this](const v1::Job& job) { hub_->Track(job); });
+  if (!seeded.ok()) return seeded;
+  conn_ = *std::move(conn);
+  return absl::OkStatus();
+}
+
+bool PgEventFeed::Follow() {
+  pollfd fd{PQsocket(conn_->raw()), POLLIN, 0};
+  if (poll(&fd, 1, 200) < 0 && errno != EINTR) return false;
+  if (PQconsumeInput(conn_->raw()) == 0) return false;
+  struct Range {
+    std::string job_id;
+    int64_t first, last;
+  };
+  std::vector<Range> ranges;
+  while (PGnotify* n = PQnotifies(conn_->raw())) {
+    std::vector<std::string> parts = absl::StrSplit(n->extra, ' ');
+    Range r;
+    if (parts.size() == 3 && absl::SimpleAtoi(parts[1], &r.first) &&
+        absl::SimpleAtoi(parts[2], &r.last) && r.first >= 1 && r.last >= r.first) {
+      r.job_id = std::move(parts[0]);
+      ranges.push_back(std::move(r));
+    }
+    PQfreemem(n);
+  }
+  for (const Range& r : ranges) {
+    auto events = store_->ReadCommittedEvents(r.job_id, r.first - 1, r.last,
+                                              static_cast<size_t>(r.last - r.first + 1));
+    if (!events.ok()) return false;
+    // Fewer only if the job was removed meanwhile: its watchers learn that from the store.
+    for (const auto& event : *events) hub_->Publish(event);
+  }
+  return conn_->ok();
+}
+
+void PgEventFeed::Run() {
+  absl::Duration backoff = absl::Milliseconds(100);
+  while (!stopping_) {
+    if (conn_ != nullptr && Follow()) {
+      backoff = absl::Milliseconds(100);
+      continue;
+    }
+    if (conn_ != nullptr) {
+      conn_.reset();
+      std::cerr << "jobstream-server: lost the PostgreSQL event feed; watchers resume once it "
+                   "is back\n";
+      hub_->Reset(absl::UnavailableError(
+          "this server lost its event feed from PostgreSQL; resume after the last sequence"));
+    }
+    if (absl::Status s = Listen(); s.ok()) {
+      ++reconnects_;
+      continue;
+    }
+    for (absl::Time until = absl::Now() + backoff; !stopping_ && absl::Now() < until;) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    backoff = std::min(backoff * 2, absl::Seconds(2));
+  }
+}
+
+}  // namespace jobstream::watch
