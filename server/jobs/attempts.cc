@@ -9,6 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/job_manager.h"
+#include "server/jobs/transitions.h"
 #include "server/storage/keys.h"
 
 namespace jobstream::jobs {
@@ -22,8 +23,6 @@ using v1::ToProto;
 
 namespace {
 
-constexpr size_t kMaxStep = 256;
-constexpr size_t kMaxMessage = 4096;
 constexpr size_t kMaxErrorMessage = 16 << 10;
 constexpr size_t kMaxErrorDetails = 64 << 10;
 constexpr int kMaxLeaseTypes = 32;
@@ -32,14 +31,6 @@ constexpr size_t kMaxWorkerId = 128;
 const absl::Duration kMaxWait = absl::Minutes(5);
 const absl::Duration kMinLease = absl::Seconds(1);
 const absl::Duration kMaxLease = absl::Hours(1);
-
-// Cuts `s` to at most `max` bytes without splitting a UTF-8 character.
-std::string TruncateUtf8(const std::string& s, size_t max) {
-  if (s.size() <= max) return s;
-  size_t n = max;
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return s.substr(0, n);
-}
 
 // A Progress from a worker: refused if out of bounds (an in-server handler's is clamped).
 absl::Status CheckProgress(const v1::Progress& p) {
@@ -86,27 +77,14 @@ void JobManager::StartAttempt(LiveJob& live, absl::Time now, const std::string& 
   const bool external = !type.in_server();
   Batch batch;
   Unqueue(live, batch);
-  job.set_state(Job::RUNNING);
-  job.set_attempt(job.attempt() + 1);
-  *job.mutable_start_time() = ToProto(now);
-  job.set_worker_id(worker_id);
-  job.clear_progress();
-  job.clear_next_attempt_time();
-
-  storage::LeaseRecord& lease = live.lease;
-  lease.Clear();
-  lease.set_worker_id(worker_id);
-  if (type.timeout != absl::InfiniteDuration()) {
-    lease.set_attempt_deadline_ms(absl::ToUnixMillis(now + type.timeout));
+  live.lease = StartJob(job, type, now, worker_id, external ? NewLeaseId(job.id()) : "",
+                        lease_duration);
+  const storage::LeaseRecord& lease = live.lease;
+  if (lease.attempt_deadline_ms() != 0) {
     timeouts_.Set(job.id(), lease.attempt_deadline_ms());
     WakeDispatcherBy(lease.attempt_deadline_ms());
   }
   if (external) {
-    const absl::Duration duration =
-        lease_duration > absl::ZeroDuration() ? lease_duration : type.lease_duration;
-    lease.set_lease_id(NewLeaseId(job.id()));
-    lease.set_duration_ms(absl::ToInt64Milliseconds(duration));
-    lease.set_deadline_ms(absl::ToUnixMillis(now + duration));
     lease_deadlines_.Set(job.id(), lease.deadline_ms());
     WakeDispatcherBy(lease.deadline_ms());
   } else {
@@ -132,56 +110,9 @@ absl::Status JobManager::EndAttempt(const std::string& job_id, AttemptEnd end, J
   if (auto running = running_.find(job.type()); running != running_.end() && --running->second == 0) {
     running_.erase(running);
   }
-  auto set_error = [&job](const absl::Status& s) {
-    job.mutable_error()->set_code(static_cast<int>(s.code()));
-    job.mutable_error()->set_message(std::string(s.message()));
-  };
-  // A job whose cancel was requested is never run again: whatever stopped it, it ends.
-  const bool cancelled =
-      job.cancel_requested() &&
-      (end.kind == AttemptEnd::kRequeue ||
-       (end.kind == AttemptEnd::kFailed &&
-        (end.error.code() == absl::StatusCode::kCancelled || end.retryable)));
-  JobEvent::Type event;
-  absl::Time ready = now;
-  bool requeue = false;
-  if (end.kind == AttemptEnd::kSucceeded) {
-    event = JobEvent::SUCCEEDED;
-    job.set_state(Job::SUCCEEDED);
-    *job.mutable_result() = std::move(end.result);
-    job.clear_error();
-    job.mutable_progress()->set_fraction(1.0);
-  } else if (cancelled) {
-    event = JobEvent::CANCELLED;
-    job.set_state(Job::CANCELLED);
-    std::string why = "cancelled by request";
-    if (end.error.code() != absl::StatusCode::kCancelled) {
-      absl::StrAppend(&why, " (", end.error.message(), ")");
-    }
-    set_error(absl::CancelledError(why));
-  } else if (end.kind == AttemptEnd::kRequeue) {
-    // Interrupted, not failed: the attempt does not count.
-    event = JobEvent::RETRYING;
-    set_error(end.error);
-    job.set_attempt(job.attempt() - 1);
-    requeue = true;
-  } else if (end.retryable && job.attempt() < job.max_attempts()) {
-    event = JobEvent::RETRYING;
-    set_error(end.error);
-    ready = now + type.Backoff(job.attempt());
-    requeue = true;
-  } else {
-    event = JobEvent::FAILED;
-    job.set_state(Job::FAILED);
-    set_error(end.error);
-    if (!end.details.fields().empty()) *job.mutable_error()->mutable_details() = end.details;
-  }
-  if (requeue) {
-    job.set_state(Job::QUEUED);
-    *job.mutable_next_attempt_time() = ToProto(ready);
-    SetQueueKey(live, batch);
-  }
-  if (IsFinished(job.state())) *job.mutable_end_time() = ToProto(now);
+  const JobEvent::Type event = EndJobAttempt(job, type, end, now);
+  const bool requeue = job.state() == Job::QUEUED;
+  if (requeue) SetQueueKey(live, batch);
   absl::Status status = Commit(live, event, std::move(batch), std::move(done));
   const std::string job_type = job.type();
   if (requeue) {
@@ -195,34 +126,7 @@ absl::Status JobManager::EndAttempt(const std::string& job_id, AttemptEnd end, J
 
 absl::Status JobManager::RecordProgress(LiveJob& live, const v1::Progress& p, Batch batch,
                                         StatusCallback done) {
-  v1::Progress& cur = *live.job.mutable_progress();
-  const double fraction = std::isfinite(p.fraction()) ? std::clamp(p.fraction(), 0.0, 1.0) : 0;
-  const bool new_step =
-      !p.step().empty() && (p.step() != cur.step() ||
-                            (p.step_index() > 0 && p.step_index() != cur.step_index()));
-  JobEvent::Type type = JobEvent::TYPE_UNSPECIFIED;
-  if (new_step) {
-    type = JobEvent::STEP;
-    cur.set_step(TruncateUtf8(p.step(), kMaxStep));
-    cur.set_step_index(p.step_index() > 0 ? p.step_index() : cur.step_index() + 1);
-    if (p.step_count() > 0) cur.set_step_count(p.step_count());
-    if (fraction > 0) cur.set_fraction(fraction);
-    cur.set_message(TruncateUtf8(p.message(), kMaxMessage));
-  } else {
-    // Zero and empty mean "unchanged", so a report may carry only what moved.
-    if (p.step_count() > 0 && p.step_count() != cur.step_count()) {
-      cur.set_step_count(p.step_count());
-      type = JobEvent::PROGRESS;
-    }
-    if (fraction > 0 && fraction != cur.fraction()) {
-      cur.set_fraction(fraction);
-      type = JobEvent::PROGRESS;
-    }
-    if (!p.message().empty() && p.message() != cur.message()) {
-      cur.set_message(TruncateUtf8(p.message(), kMaxMessage));
-      type = JobEvent::PROGRESS;
-    }
-  }
+  const JobEvent::Type type = ApplyProgress(*live.job.mutable_progress(), p);
   if (type == JobEvent::TYPE_UNSPECIFIED) {
     if (batch.empty()) return absl::OkStatus();
     live.pending_progress.reset();

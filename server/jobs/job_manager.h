@@ -42,6 +42,7 @@
 #include "server/jobs/job_queue.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/leases.h"
+#include "server/jobs/transitions.h"
 #include "server/jobs/validation.h"
 #include "server/storage/disk_space.h"
 #include "server/storage/group_commit.h"
@@ -215,15 +216,6 @@ class JobManager {
     // Upload ids of artifacts committed while held, newest per name (the store may not
     // have them yet when the next of the same name replaces them).
     absl::flat_hash_map<std::string, uint64_t> artifact_uploads;
-  };
-  // How an attempt ended, for EndAttempt.
-  struct AttemptEnd {
-    enum Kind { kSucceeded, kFailed, kRequeue } kind;
-    explicit AttemptEnd(Kind k) : kind(k) {}
-    google::protobuf::Value result;  // kSucceeded
-    absl::Status error;              // kFailed; kRequeue: why
-    bool retryable = false;          // kFailed
-    google::protobuf::Struct details;  // kFailed
   };
   // Replies to run once mu_ is released.
   using Replies = std::vector<std::function<void()>>;

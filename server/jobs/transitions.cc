@@ -1,0 +1,130 @@
+#include "server/jobs/transitions.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "jobstream/v1/job_states.h"
+
+namespace jobstream::jobs {
+
+using v1::Job;
+using v1::JobEvent;
+using v1::ToProto;
+
+std::string TruncateUtf8(const std::string& s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
+storage::LeaseRecord StartJob(Job& job, const JobType& type, absl::Time now,
+                              const std::string& worker_id, const std::string& lease_id,
+                              absl::Duration lease_duration) {
+  job.set_state(Job::RUNNING);
+  job.set_attempt(job.attempt() + 1);
+  *job.mutable_start_time() = ToProto(now);
+  job.set_worker_id(worker_id);
+  job.clear_progress();
+  job.clear_next_attempt_time();
+  storage::LeaseRecord lease;
+  lease.set_worker_id(worker_id);
+  if (type.timeout != absl::InfiniteDuration()) {
+    lease.set_attempt_deadline_ms(absl::ToUnixMillis(now + type.timeout));
+  }
+  if (!lease_id.empty()) {
+    const absl::Duration duration =
+        lease_duration > absl::ZeroDuration() ? lease_duration : type.lease_duration;
+    lease.set_lease_id(lease_id);
+    lease.set_duration_ms(absl::ToInt64Milliseconds(duration));
+    lease.set_deadline_ms(absl::ToUnixMillis(now + duration));
+  }
+  return lease;
+}
+
+JobEvent::Type EndJobAttempt(Job& job, const JobType& type, const AttemptEnd& end,
+                             absl::Time now) {
+  auto set_error = [&job](const absl::Status& s) {
+    job.mutable_error()->set_code(static_cast<int>(s.code()));
+    job.mutable_error()->set_message(std::string(s.message()));
+  };
+  // A job whose cancel was requested is never run again: whatever stopped it, it ends.
+  const bool cancelled =
+      job.cancel_requested() &&
+      (end.kind == AttemptEnd::kRequeue ||
+       (end.kind == AttemptEnd::kFailed &&
+        (end.error.code() == absl::StatusCode::kCancelled || end.retryable)));
+  JobEvent::Type event;
+  absl::Time ready = now;
+  bool requeue = false;
+  if (end.kind == AttemptEnd::kSucceeded) {
+    event = JobEvent::SUCCEEDED;
+    job.set_state(Job::SUCCEEDED);
+    *job.mutable_result() = end.result;
+    job.clear_error();
+    job.mutable_progress()->set_fraction(1.0);
+  } else if (cancelled) {
+    event = JobEvent::CANCELLED;
+    job.set_state(Job::CANCELLED);
+    std::string why = "cancelled by request";
+    if (end.error.code() != absl::StatusCode::kCancelled) {
+      why += " (" + std::string(end.error.message()) + ")";
+    }
+    set_error(absl::CancelledError(why));
+  } else if (end.kind == AttemptEnd::kRequeue) {
+    // Interrupted, not failed: the attempt does not count.
+    event = JobEvent::RETRYING;
+    set_error(end.error);
+    job.set_attempt(job.attempt() - 1);
+    requeue = true;
+  } else if (end.retryable && job.attempt() < job.max_attempts()) {
+    event = JobEvent::RETRYING;
+    set_error(end.error);
+    ready = now + type.Backoff(job.attempt());
+    requeue = true;
+  } else {
+    event = JobEvent::FAILED;
+    job.set_state(Job::FAILED);
+    set_error(end.error);
+    if (!end.details.fields().empty()) *job.mutable_error()->mutable_details() = end.details;
+  }
+  if (requeue) {
+    job.set_state(Job::QUEUED);
+    *job.mutable_next_attempt_time() = ToProto(ready);
+  }
+  if (v1::IsFinished(job.state())) *job.mutable_end_time() = ToProto(now);
+  return event;
+}
+
+JobEvent::Type ApplyProgress(v1::Progress& cur, const v1::Progress& p) {
+  const double fraction = std::isfinite(p.fraction()) ? std::clamp(p.fraction(), 0.0, 1.0) : 0;
+  const bool new_step =
+      !p.step().empty() && (p.step() != cur.step() ||
+                            (p.step_index() > 0 && p.step_index() != cur.step_index()));
+  JobEvent::Type type = JobEvent::TYPE_UNSPECIFIED;
+  if (new_step) {
+    type = JobEvent::STEP;
+    cur.set_step(TruncateUtf8(p.step(), kMaxStep));
+    cur.set_step_index(p.step_index() > 0 ? p.step_index() : cur.step_index() + 1);
+    if (p.step_count() > 0) cur.set_step_count(p.step_count());
+    if (fraction > 0) cur.set_fraction(fraction);
+    cur.set_message(TruncateUtf8(p.message(), kMaxMessage));
+    return type;
+  }
+  // Zero and empty mean "unchanged", so a report may carry only what moved.
+  if (p.step_count() > 0 && p.step_count() != cur.step_count()) {
+    cur.set_step_count(p.step_count());
+    type = JobEvent::PROGRESS;
+  }
+  if (fraction > 0 && fraction != cur.fraction()) {
+    cur.set_fraction(fraction);
+    type = JobEvent::PROGRESS;
+  }
+  if (!p.message().empty() && p.message() != cur.message()) {
+    cur.set_message(TruncateUtf8(p.message(), kMaxMessage));
+    type = JobEvent::PROGRESS;
+  }
+  return type;
+}
+
+}  // namespace jobstream::jobs

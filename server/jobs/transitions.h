@@ -1,0 +1,51 @@
+// How a job changes as an attempt starts, reports and ends: decided here, on the job
+// record alone, so that every store (RocksDB's JobManager, PostgreSQL's) moves jobs the
+// same way. The callers write the result and its event.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "google/protobuf/struct.pb.h"
+#include "jobstream/v1/jobs.pb.h"
+#include "server/jobs/job_types.h"
+#include "server/storage/records.pb.h"
+
+namespace jobstream::jobs {
+
+// How an attempt ended.
+struct AttemptEnd {
+  enum Kind { kSucceeded, kFailed, kRequeue } kind;
+  explicit AttemptEnd(Kind k) : kind(k) {}
+  google::protobuf::Value result;    // kSucceeded
+  absl::Status error;                // kFailed; kRequeue: why
+  bool retryable = false;            // kFailed
+  google::protobuf::Struct details;  // kFailed
+};
+
+// A QUEUED job starts its next attempt (STARTED) on `worker_id`: the lease it runs under.
+// `lease_id` empty: an in-server run, else a worker's, for `lease_duration` (zero: the
+// type's).
+storage::LeaseRecord StartJob(v1::Job& job, const JobType& type, absl::Time now,
+                              const std::string& worker_id, const std::string& lease_id,
+                              absl::Duration lease_duration);
+
+// A RUNNING job's attempt ends as `end` says: SUCCEEDED, FAILED, CANCELLED (a cancel was
+// asked for), or RETRYING back to QUEUED — after the type's backoff, or at once without
+// counting the attempt for kRequeue. Returns the event; the job says whether it is QUEUED.
+v1::JobEvent::Type EndJobAttempt(v1::Job& job, const JobType& type, const AttemptEnd& end,
+                                 absl::Time now);
+
+// Applies a progress report to `current`: STEP for a new step, PROGRESS if anything else
+// moved (zero and empty mean "unchanged"), TYPE_UNSPECIFIED if nothing did. Text is cut
+// to its limit, the fraction clamped to 0..1.
+v1::JobEvent::Type ApplyProgress(v1::Progress& current, const v1::Progress& report);
+
+// Cuts `s` to at most `max` bytes without splitting a UTF-8 character.
+std::string TruncateUtf8(const std::string& s, size_t max);
+
+inline constexpr size_t kMaxStep = 256;
+inline constexpr size_t kMaxMessage = 4096;
+
+}  // namespace jobstream::jobs
