@@ -39,6 +39,7 @@
 #include "jobstream/v1/workers.pb.h"
 #include "server/auth/scope.h"
 #include "server/jobs/artifact_upload.h"
+#include "server/jobs/job_backend.h"
 #include "server/jobs/job_queue.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/leases.h"
@@ -74,128 +75,63 @@ struct ManagerOptions {
   storage::DiskSpace* disk = nullptr;
 };
 
-// Shared by the manager and the runner thread of one in-server attempt.
-struct RunControl {
-  absl::Notification stop;  // notified on cancel request, timeout or server stop
-  std::atomic<bool> server_stopping{false};
-  std::atomic<bool> timed_out{false};
-};
-
-// One attempt of an in-server job, handed to a runner thread.
-struct Attempt {
-  std::string job_id;
-  std::string type;
-  int attempt = 0;
-  std::shared_ptr<const google::protobuf::Struct> params;
-  std::shared_ptr<RunControl> control;
-};
-
-// A committed artifact as GetArtifact reads it.
-struct StoredArtifact {
-  v1::Artifact artifact;
-  storage::ArtifactRecord record;
-};
-
-// One WaitJob call waiting for its job to finish.
-struct JobWait {
-  std::string key;  // job id '/' be64 counter: a job's waits are one range of job_waits_
-  std::string job_id;
-  std::function<void(absl::StatusOr<v1::Job>)> done;
-};
-
-class JobManager {
+class JobManager : public JobBackend {
  public:
-  using JobCallback = std::function<void(absl::StatusOr<v1::Job>)>;
-  using StatusCallback = std::function<void(absl::Status)>;
-  using CountCallback = std::function<void(absl::StatusOr<int64_t>)>;
-  using ProgressCallback = std::function<void(absl::StatusOr<v1::ReportProgressResponse>)>;
-
   // `store`, `hub` and `types` must outlive the manager. Callbacks run on the committer's
   // delivery thread (or inline for errors found before anything is written).
   JobManager(storage::JobStore* store, watch::EventHub* hub, const JobTypes* types,
              ManagerOptions options);
   ~JobManager();
 
-  // Before serving: loads live jobs into memory and the hub. Jobs that were running in
-  // this server when it stopped are retried (RETRYING event) or, with no attempts left,
-  // FAILED — each with an event saying why. Jobs leased to workers keep their leases and
-  // deadlines.
-  absl::Status Recover() ABSL_LOCKS_EXCLUDED(mu_);
-
-  // Client calls. done receives the job as committed, or the error.
-  // `scope` is the caller's (auth/scope.h): a job submitted belongs to its tenant, and a
-  // job beyond it is NOT_FOUND, as if it never existed.
-  void Submit(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done)
+  // JobBackend (job_backend.h says what each does).
+  absl::Status Recover() override ABSL_LOCKS_EXCLUDED(mu_);
+  void Submit(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done) override
       ABSL_LOCKS_EXCLUDED(mu_);
-  absl::StatusOr<v1::Job> Get(const std::string& job_id, const auth::Scope& scope) const;
+  absl::StatusOr<v1::Job> Get(const std::string& job_id, const auth::Scope& scope) const override;
   absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
-                                            const auth::Scope& scope) const;
-  void Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done)
+                                            const auth::Scope& scope) const override;
+  void Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) override
       ABSL_LOCKS_EXCLUDED(mu_);
-  void Delete(const std::string& job_id, const auth::Scope& scope, StatusCallback done)
+  void Delete(const std::string& job_id, const auth::Scope& scope, StatusCallback done) override
       ABSL_LOCKS_EXCLUDED(mu_);
-  // Removes finished jobs that ended before `before`; done gets how many.
-  void Purge(absl::Time before, CountCallback done) ABSL_LOCKS_EXCLUDED(mu_);
-  // Retention: removes jobs that ended more than `retention` ago (tombstone "expired") and
-  // tombstones older than that again. Synchronous.
-  absl::Status Sweep(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
-  v1::ListJobTypesResponse ListTypes() const ABSL_LOCKS_EXCLUDED(mu_);
-  // Long-poll: done gets the job (as GetStatus returns it) once it is finished — at once
-  // if it is — or as it stands when `timeout` passes. The returned wait (null if done was
-  // already called) can be abandoned, which answers CANCELLED.
+  void Purge(absl::Time before, CountCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status Sweep(absl::Time now) override ABSL_LOCKS_EXCLUDED(mu_);
+  v1::ListJobTypesResponse ListTypes() const override ABSL_LOCKS_EXCLUDED(mu_);
   std::shared_ptr<JobWait> WaitJob(const std::string& job_id, const auth::Scope& scope,
-                                   absl::Duration timeout, JobCallback done)
+                                   absl::Duration timeout, JobCallback done) override
       ABSL_LOCKS_EXCLUDED(mu_);
-  void AbandonJobWait(const std::shared_ptr<JobWait>& wait) ABSL_LOCKS_EXCLUDED(mu_);
-
-  // Runner calls (in-server types). Acquire blocks until a job of one of `types` may run
-  // (returning it as RUNNING) or the manager stops running jobs (nullopt). The others are
-  // fenced by the attempt: a stale one changes nothing.
-  std::optional<Attempt> Acquire(const std::vector<std::string>& types) ABSL_LOCKS_EXCLUDED(mu_);
-  void Report(const Attempt& attempt, const v1::Progress& progress) ABSL_LOCKS_EXCLUDED(mu_);
-  void Finish(const Attempt& attempt, absl::StatusOr<google::protobuf::Value> outcome)
+  void AbandonJobWait(const std::shared_ptr<JobWait>& wait) override ABSL_LOCKS_EXCLUDED(mu_);
+  std::optional<Attempt> Acquire(const std::vector<std::string>& types) override
       ABSL_LOCKS_EXCLUDED(mu_);
-
-  // Worker calls (EXTERNAL types; see WorkerService). LeaseJobs answers once jobs are
-  // leased (after their STARTED events commit) or the wait ends; while it waits, the
-  // returned waiter can be abandoned (the caller went away), which answers CANCELLED.
-  // A worker whose scope is one tenant leases only that tenant's jobs, and a lease of
-  // another tenant's job is not held for it.
+  void Report(const Attempt& attempt, const v1::Progress& progress) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void Finish(const Attempt& attempt, absl::StatusOr<google::protobuf::Value> outcome) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   std::shared_ptr<LeaseWaiter> LeaseJobs(const v1::LeaseJobRequest& request,
                                          const std::string& default_worker_id,
-                                         const auth::Scope& scope, LeaseCallback done)
+                                         const auth::Scope& scope, LeaseCallback done) override
       ABSL_LOCKS_EXCLUDED(mu_);
-  void AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) ABSL_LOCKS_EXCLUDED(mu_);
+  void AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) override ABSL_LOCKS_EXCLUDED(mu_);
   void ReportWork(const v1::ReportProgressRequest& request, const auth::Scope& scope,
-                  ProgressCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+                  ProgressCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   void CompleteWork(const v1::CompleteJobRequest& request, const auth::Scope& scope,
-                    JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
-  void FailWork(const v1::FailJobRequest& request, const auth::Scope& scope, JobCallback done)
-      ABSL_LOCKS_EXCLUDED(mu_);
+                    JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
+  void FailWork(const v1::FailJobRequest& request, const auth::Scope& scope,
+                JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   void ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
-                   JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
-
-  // Artifacts (see ArtifactUpload). BeginArtifact checks the header and that `holder`
-  // still holds a RUNNING job; BeginWorkerArtifact takes the holder from the lease id.
+                   JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginArtifact(
-      ArtifactHolder holder, const v1::ArtifactHeader& header) ABSL_LOCKS_EXCLUDED(mu_);
+      ArtifactHolder holder, const v1::ArtifactHeader& header) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginWorkerArtifact(
-      const v1::ArtifactHeader& header, const auth::Scope& scope) ABSL_LOCKS_EXCLUDED(mu_);
-  // A committed artifact; NOT_FOUND names the job's artifacts.
+      const v1::ArtifactHeader& header, const auth::Scope& scope) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<StoredArtifact> FindArtifact(const std::string& job_id, const std::string& name,
-                                              const auth::Scope& scope) const;
-  // Chunk `index` of it; NotFound once it has been replaced or removed.
+                                              const auth::Scope& scope) const override;
   absl::Status ReadArtifactChunk(const std::string& job_id, const StoredArtifact& artifact,
-                                 uint32_t index, std::string* data) const {
+                                 uint32_t index, std::string* data) const override {
     return store_->ReadArtifactChunk(job_id, artifact.record.upload_id(), index, data);
   }
-
-  // Acquire returns nullopt and LeaseJobs UNAVAILABLE from now on; running handlers are
-  // told to stop (their jobs go back to QUEUED, without spending the attempt, when they
-  // Finish). Leases held by workers stay: they keep their deadlines across a restart.
-  void StopRunning() ABSL_LOCKS_EXCLUDED(mu_);
-  // Commits and delivers everything queued; later writes fail UNAVAILABLE.
-  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  void StopRunning() override ABSL_LOCKS_EXCLUDED(mu_);
+  void Stop() override ABSL_LOCKS_EXCLUDED(mu_);
 
   storage::GroupCommitter& committer() { return committer_; }
   // From now on, events a job's webhook wants are queued for `sender` with their commit.

@@ -7,7 +7,7 @@ namespace {
 
 class ManagedContext : public JobContext {
  public:
-  ManagedContext(JobManager* manager, const Attempt& attempt)
+  ManagedContext(JobBackend* manager, const Attempt& attempt)
       : manager_(manager), attempt_(attempt) {}
 
   const std::string& job_id() const override { return attempt_.job_id; }
@@ -42,13 +42,13 @@ class ManagedContext : public JobContext {
   }
 
  private:
-  JobManager* const manager_;
+  JobBackend* const manager_;
   const Attempt& attempt_;
 };
 
 }  // namespace
 
-Runner::Runner(JobManager* manager, const JobTypes* types, int threads)
+Runner::Runner(JobBackend* manager, const JobTypes* types, int threads)
     : manager_(manager), types_(types), thread_count_(threads) {}
 
 Runner::~Runner() { Stop(); }

@@ -6,14 +6,14 @@
 #include <thread>
 #include <vector>
 
-#include "server/jobs/job_manager.h"
+#include "server/jobs/job_backend.h"
 #include "server/jobs/job_types.h"
 
 namespace jobstream::jobs {
 
 class Runner {
  public:
-  Runner(JobManager* manager, const JobTypes* types, int threads);
+  Runner(JobBackend* manager, const JobTypes* types, int threads);
   ~Runner();  // Stop()
 
   void Start();
@@ -23,7 +23,7 @@ class Runner {
  private:
   void Loop();
 
-  JobManager* const manager_;
+  JobBackend* const manager_;
   const JobTypes* const types_;
   const int thread_count_;
   std::vector<std::thread> threads_;

@@ -211,7 +211,7 @@ namespace {
 // WaitJob has returned; a caller that goes away abandons its wait.
 class WaitReactor : public grpc::ServerUnaryReactor {
  public:
-  WaitReactor(jobs::JobManager* manager, CallTracker* calls, const v1::WaitJobRequest& request,
+  WaitReactor(jobs::JobBackend* manager, CallTracker* calls, const v1::WaitJobRequest& request,
               absl::StatusOr<auth::Principal> who, v1::Job* response)
       : manager_(manager), calls_(calls), response_(response) {
     calls_->Enter();
@@ -267,7 +267,7 @@ class WaitReactor : public grpc::ServerUnaryReactor {
     if (refs_.fetch_sub(1) == 1) delete this;
   }
 
-  jobs::JobManager* const manager_;
+  jobs::JobBackend* const manager_;
   CallTracker* const calls_;
   v1::Job* const response_;
   std::atomic<int> refs_{2};  // the constructor's and gRPC's (OnDone)
@@ -283,7 +283,7 @@ class ArtifactReader : public grpc::ServerWriteReactor<v1::GetArtifactResponse> 
  public:
   static constexpr size_t kMessageBytes = 1 << 20;
 
-  ArtifactReader(const jobs::JobManager* manager, std::string job_id,
+  ArtifactReader(const jobs::JobBackend* manager, std::string job_id,
                  jobs::StoredArtifact stored, int64_t begin, int64_t end)
       : manager_(manager), job_id_(std::move(job_id)), stored_(std::move(stored)),
         pos_(begin), end_(end) {
@@ -339,7 +339,7 @@ class ArtifactReader : public grpc::ServerWriteReactor<v1::GetArtifactResponse> 
     Finish(ToGrpc(status));
   }
 
-  const jobs::JobManager* const manager_;
+  const jobs::JobBackend* const manager_;
   const std::string job_id_;
   const jobs::StoredArtifact stored_;
   int64_t pos_ = 0;

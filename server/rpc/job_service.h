@@ -7,7 +7,7 @@
 
 #include "server/auth/rate_limiter.h"
 #include "server/auth/tokens.h"
-#include "server/jobs/job_manager.h"
+#include "server/jobs/job_backend.h"
 #include "server/rpc/call_tracker.h"
 #include "server/watch/event_hub.h"
 
@@ -20,7 +20,7 @@ class JobServiceImpl final
  public:
   // `auth` checks every call's token (see jobs.proto); all must outlive the service.
   // `submit_rate` (may be null) paces each token's Submits.
-  JobServiceImpl(jobs::JobManager* manager, watch::EventHub* hub, CallTracker* calls,
+  JobServiceImpl(jobs::JobBackend* manager, watch::EventHub* hub, CallTracker* calls,
                  const auth::Authenticator* auth, auth::RateLimiter* submit_rate = nullptr)
       : manager_(manager), hub_(hub), calls_(calls), auth_(auth), submit_rate_(submit_rate) {}
 
@@ -63,7 +63,7 @@ class JobServiceImpl final
                                        grpc::ServerUnaryReactor* reactor, auth::Role role,
                                        absl::string_view method);
 
-  jobs::JobManager* const manager_;
+  jobs::JobBackend* const manager_;
   watch::EventHub* const hub_;
   CallTracker* const calls_;
   const auth::Authenticator* const auth_;

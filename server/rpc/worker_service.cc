@@ -14,7 +14,7 @@ namespace {
 // it waits, the wait is abandoned; jobs leased in that very moment are given back.
 class LeaseReactor : public grpc::ServerUnaryReactor {
  public:
-  LeaseReactor(jobs::JobManager* manager, CallTracker* calls, grpc::CallbackServerContext* ctx,
+  LeaseReactor(jobs::JobBackend* manager, CallTracker* calls, grpc::CallbackServerContext* ctx,
                const v1::LeaseJobRequest* request, const auth::Principal& who,
                v1::LeaseJobResponse* response)
       : manager_(manager), calls_(calls), ctx_(ctx), response_(response), scope_(who.scope()) {
@@ -60,7 +60,7 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
     if (refs_.fetch_sub(1) == 1) delete this;
   }
 
-  jobs::JobManager* const manager_;
+  jobs::JobBackend* const manager_;
   CallTracker* const calls_;
   grpc::CallbackServerContext* const ctx_;
   v1::LeaseJobResponse* const response_;
@@ -76,7 +76,7 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
 // finish_write, drops the upload (ArtifactUpload removes what it wrote).
 class UploadReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> {
  public:
-  UploadReactor(jobs::JobManager* manager, CallTracker* calls,
+  UploadReactor(jobs::JobBackend* manager, CallTracker* calls,
                 absl::StatusOr<auth::Principal> who, v1::Artifact* response)
       : manager_(manager), calls_(calls), response_(response) {
     calls_->Enter();
@@ -131,7 +131,7 @@ class UploadReactor : public grpc::ServerReadReactor<v1::UploadArtifactRequest> 
 
   void End(const absl::Status& status) { Finish(ToGrpc(status)); }
 
-  jobs::JobManager* const manager_;
+  jobs::JobBackend* const manager_;
   CallTracker* const calls_;
   v1::Artifact* const response_;
   auth::Scope scope_;

@@ -5,14 +5,14 @@
 
 #include "jobstream/v1/workers.grpc.pb.h"
 #include "server/auth/tokens.h"
-#include "server/jobs/job_manager.h"
+#include "server/jobs/job_backend.h"
 #include "server/rpc/call_tracker.h"
 
 namespace jobstream::rpc {
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  WorkerServiceImpl(jobs::JobManager* manager, CallTracker* calls,
+  WorkerServiceImpl(jobs::JobBackend* manager, CallTracker* calls,
                     const auth::Authenticator* auth)
       : manager_(manager), calls_(calls), auth_(auth) {}
 
@@ -35,7 +35,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                        v1::Job* response) override;
 
  private:
-  jobs::JobManager* const manager_;
+  jobs::JobBackend* const manager_;
   CallTracker* const calls_;
   const auth::Authenticator* const auth_;
 };
