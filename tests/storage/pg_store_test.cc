@@ -1,6 +1,8 @@
 // The PostgreSQL store's guarantees, each tried by many connections at once against a real
 // PostgreSQL 15: dense per-job sequences, one job per request_id, a queued job claimed by
 // one claimer only, and nothing acknowledged lost when PostgreSQL itself crashes.
+#include "server/storage/pg/pg_store.h"
+
 #include <atomic>
 #include <set>
 #include <thread>
@@ -11,7 +13,6 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "jobstream/v1/job_states.h"
-#include "server/storage/pg/pg_store.h"
 #include "tests/support/pg_test.h"
 
 namespace jobstream::storage::pg {
@@ -95,9 +96,9 @@ TEST_F(PgStoreTest, TransitionsFromManyConnectionsGetDenseSequences) {
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store->GetJob("job-a")->state(), Job::QUEUED);
   EXPECT_EQ(store->ReadEvents("job-a", 0, 10000)->size(), size_t{1 + kThreads * kEach});
-  EXPECT_EQ(store->Transition("nope", [](Job&, std::vector<JobEvent>&) {
-                     return absl::OkStatus();
-                   }).status().code(),
+  EXPECT_EQ(store->Transition("nope", [](Job&, std::vector<JobEvent>&) { return absl::OkStatus(); })
+                .status()
+                .code(),
             absl::StatusCode::kNotFound);
 }
 
@@ -127,8 +128,8 @@ TEST_F(PgStoreTest, TwinsOfOneRequestIdGetOneJob) {
   for (int i = 0; i < kTwins; ++i) stored += store->GetJob(absl::StrCat("twin-", i)).ok();
   EXPECT_EQ(stored, 1);
   // The same request_id of another tenant is another request.
-  auto other = store->InsertJob(NewJob("other", "t", "req-1", "globex"), {},
-                                Event(JobEvent::CREATED));
+  auto other =
+      store->InsertJob(NewJob("other", "t", "req-1", "globex"), {}, Event(JobEvent::CREATED));
   ASSERT_TRUE(other.ok()) << other.status();
   EXPECT_TRUE(other->created);
 }
@@ -189,6 +190,60 @@ TEST_F(PgStoreTest, EachQueuedJobIsClaimedByOneClaimerInPriorityOrder) {
   EXPECT_EQ(std::set<std::string>(claimed.begin(), claimed.end()).size(), size_t{kJobs});
   EXPECT_EQ(store->GetJob("other-type")->state(), Job::QUEUED);
   EXPECT_EQ(store->GetJob("later")->state(), Job::QUEUED);
+}
+
+TEST_F(PgStoreTest, ALeaseFencesEveryCallOfItsAttempt) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->InsertJob(NewJob("leased"), {}, Event(JobEvent::CREATED)).ok());
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  auto claimed = store->ClaimLeased({"t"}, now_ms, 5, [&](Job& job, std::vector<JobEvent>& out) {
+    job.set_state(Job::RUNNING);
+    job.set_attempt(1);
+    out.push_back(Event(JobEvent::STARTED));
+    LeaseRecord lease;
+    lease.set_lease_id("lease-1");
+    lease.set_deadline_ms(now_ms + 1000);
+    return absl::StatusOr<LeaseRecord>(lease);
+  });
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].lease.lease_id(), "lease-1");
+
+  auto progress = [](Job& job, std::vector<JobEvent>& out) {
+    job.mutable_progress()->set_fraction(0.5);
+    out.push_back(Event(JobEvent::PROGRESS));
+    return absl::OkStatus();
+  };
+  // A lease that is not the job's changes nothing.
+  auto wrong = store->ChangeLeased("leased", "lease-0", false, progress);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kFailedPrecondition) << wrong.status();
+  EXPECT_EQ(store->GetJob("leased")->last_sequence(), 2);
+  ASSERT_TRUE(store->ChangeLeased("leased", "lease-1", false, progress).ok());
+  EXPECT_EQ(store->GetJob("leased")->last_sequence(), 3);
+
+  // Heartbeats move the deadline; an expired lease is found by the sweeper.
+  EXPECT_EQ(*store->ExtendLeases({"lease-1", "lease-x"}, now_ms + 60000), 1);
+  EXPECT_TRUE(store->ExpiredLeases(now_ms + 2000, 10)->empty());
+  auto expired = store->ExpiredLeases(now_ms + 61000, 10);
+  ASSERT_TRUE(expired.ok()) << expired.status();
+  ASSERT_EQ(expired->size(), 1u);
+  EXPECT_EQ((*expired)[0], (std::pair<std::string, std::string>("leased", "lease-1")));
+
+  // Ending the lease ends every later call of the attempt.
+  auto ended =
+      store->ChangeLeased("leased", "lease-1", true, [](Job& job, std::vector<JobEvent>& out) {
+        job.set_state(Job::SUCCEEDED);
+        out.push_back(Event(JobEvent::SUCCEEDED));
+        return absl::OkStatus();
+      });
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  EXPECT_EQ(store->ChangeLeased("leased", "lease-1", false, progress).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store->GetJob("leased")->state(), Job::SUCCEEDED);
+  EXPECT_TRUE(store->ExpiredLeases(now_ms + 61000, 10)->empty());
+  EXPECT_EQ(store->ChangeLeased("nope", "lease-1", false, progress).status().code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(PgStoreTest, NothingAcknowledgedIsLostWhenPostgresCrashes) {

@@ -40,8 +40,8 @@ absl::Status NoSuchJob(const std::string& job_id) {
 
 // The job's row, locked for this transaction.
 absl::StatusOr<Job> LockJob(PgConnection& conn, const std::string& job_id) {
-  auto row = conn.Exec("SELECT record FROM jobs WHERE id = $1 FOR UPDATE",
-                       {PgParam::Text(job_id)}, /*binary_results=*/true);
+  auto row = conn.Exec("SELECT record FROM jobs WHERE id = $1 FOR UPDATE", {PgParam::Text(job_id)},
+                       /*binary_results=*/true);
   if (!row.ok()) return row.status();
   if (row->rows() == 0) return NoSuchJob(job_id);
   return Parse<Job>(row->Get(0, 0), absl::StrCat("job ", job_id));
@@ -70,9 +70,8 @@ std::vector<PgParam> JobColumns(const Job& job) {
           PgParam::Int(job.priority()),
           job.state() == Job::QUEUED ? PgParam::Int(v1::ReadyMs(job)) : PgParam::Null(),
           PgParam::Int(absl::ToUnixMillis(v1::ToTime(job.create_time()))),
-          v1::IsFinished(job.state())
-              ? PgParam::Int(absl::ToUnixMillis(v1::ToTime(job.end_time())))
-              : PgParam::Null(),
+          v1::IsFinished(job.state()) ? PgParam::Int(absl::ToUnixMillis(v1::ToTime(job.end_time())))
+                                      : PgParam::Null(),
           PgParam::Int(job.last_sequence()),
           PgParam::Binary(job.SerializeAsString())};
 }
@@ -80,20 +79,21 @@ std::vector<PgParam> JobColumns(const Job& job) {
 // Writes the events and announces the last one.
 absl::Status AddEvents(PgConnection& conn, const std::vector<JobEvent>& events) {
   for (const JobEvent& e : events) {
-    if (absl::Status s = conn.Exec("INSERT INTO events (job_id, sequence, event) VALUES ($1, $2, $3)",
-                                   {PgParam::Text(e.job_id()), PgParam::Int(e.sequence()),
-                                    PgParam::Binary(e.SerializeAsString())})
-                             .status();
+    if (absl::Status s =
+            conn.Exec("INSERT INTO events (job_id, sequence, event) VALUES ($1, $2, $3)",
+                      {PgParam::Text(e.job_id()), PgParam::Int(e.sequence()),
+                       PgParam::Binary(e.SerializeAsString())})
+                .status();
         !s.ok()) {
       return s;
     }
   }
   if (events.empty()) return absl::OkStatus();
-  return conn.Exec("SELECT pg_notify($1, $2)",
-                   {PgParam::Text(kEventsChannel),
-                    PgParam::Text(absl::StrCat(events.front().job_id(), " ",
-                                               events.front().sequence(), " ",
-                                               events.back().sequence()))})
+  return conn
+      .Exec("SELECT pg_notify($1, $2)",
+            {PgParam::Text(kEventsChannel),
+             PgParam::Text(absl::StrCat(events.front().job_id(), " ", events.front().sequence(),
+                                        " ", events.back().sequence()))})
       .status();
 }
 
@@ -294,6 +294,110 @@ absl::Status PgStore::VisitRecords(absl::string_view sql, const std::vector<PgPa
     }
     return absl::OkStatus();
   });
+}
+
+namespace {
+
+absl::Status LeaseNotHeld(const std::string& job_id, const std::string& lease_id) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("lease ", lease_id, " is no longer held (it expired, or job ", job_id,
+                   " was released, leased again, cancelled or finished); drop the job"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
+    const std::vector<std::string>& types, int64_t now_ms, int limit, const Start& start) {
+  std::vector<Claimed> claimed;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    claimed.clear();
+    auto rows = conn.Exec(
+        "SELECT record FROM jobs WHERE state = 1 AND type = ANY($1::text[]) AND ready_ms <= $2 "
+        "ORDER BY priority DESC, ready_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        {PgParam::Text(TextArray(types)), PgParam::Int(now_ms), PgParam::Int(limit)},
+        /*binary_results=*/true);
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) {
+      auto job = Parse<Job>(rows->Get(i, 0), "a queued job");
+      if (!job.ok()) return job.status();
+      Claimed one;
+      auto events = ChangeLocked(conn, *std::move(job), [&](Job& j, std::vector<JobEvent>& out) {
+        auto lease = start(j, out);
+        if (!lease.ok()) return lease.status();
+        one.lease = *std::move(lease);
+        return absl::OkStatus();
+      });
+      if (!events.ok()) return events.status();
+      one.events = *std::move(events);
+      const std::string& job_id = one.events.back().job_id();
+      if (absl::Status s = conn.Exec("INSERT INTO leases (job_id, lease_id, deadline_ms, record) "
+                                     "VALUES ($1, $2, $3, $4)",
+                                     {PgParam::Text(job_id), PgParam::Text(one.lease.lease_id()),
+                                      PgParam::Int(one.lease.deadline_ms()),
+                                      PgParam::Binary(one.lease.SerializeAsString())})
+                               .status();
+          !s.ok()) {
+        return s;
+      }
+      claimed.push_back(std::move(one));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return claimed;
+}
+
+absl::StatusOr<std::vector<JobEvent>> PgStore::ChangeLeased(const std::string& job_id,
+                                                            const std::string& lease_id,
+                                                            bool end_lease, const Change& change) {
+  std::vector<JobEvent> events;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    auto job = LockJob(conn, job_id);  // the job's row first, as every change takes it
+    if (absl::IsNotFound(job.status())) return LeaseNotHeld(job_id, lease_id);
+    if (!job.ok()) return job.status();
+    auto held = conn.Exec(end_lease ? "DELETE FROM leases WHERE job_id = $1 AND lease_id = $2"
+                                    : "SELECT 1 FROM leases WHERE job_id = $1 AND lease_id = $2",
+                          {PgParam::Text(job_id), PgParam::Text(lease_id)});
+    if (!held.ok()) return held.status();
+    if ((end_lease ? held->affected() : held->rows()) == 0) return LeaseNotHeld(job_id, lease_id);
+    auto made = ChangeLocked(conn, *std::move(job), change);
+    if (!made.ok()) return made.status();
+    events = *std::move(made);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return events;
+}
+
+absl::StatusOr<int64_t> PgStore::ExtendLeases(const std::vector<std::string>& lease_ids,
+                                              int64_t deadline_ms) {
+  int64_t extended = 0;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto done = conn.Exec("UPDATE leases SET deadline_ms = $2 WHERE lease_id = ANY($1::text[])",
+                          {PgParam::Text(TextArray(lease_ids)), PgParam::Int(deadline_ms)});
+    if (!done.ok()) return done.status();
+    extended = done->affected();
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return extended;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> PgStore::ExpiredLeases(
+    int64_t now_ms, int limit) const {
+  std::vector<std::pair<std::string, std::string>> expired;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto rows = conn.Exec(
+        "SELECT job_id, lease_id FROM leases WHERE deadline_ms < $1 ORDER BY deadline_ms LIMIT $2",
+        {PgParam::Int(now_ms), PgParam::Int(limit)});
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) {
+      expired.emplace_back(std::string(rows->Get(i, 0)), std::string(rows->Get(i, 1)));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return expired;
 }
 
 absl::StatusOr<Job> PgStore::GetJob(const std::string& job_id) const {

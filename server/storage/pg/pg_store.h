@@ -22,6 +22,7 @@
 #include "jobstream/v1/jobs.pb.h"
 #include "server/storage/event_reader.h"
 #include "server/storage/pg/connection.h"
+#include "server/storage/records.pb.h"
 
 namespace jobstream::storage::pg {
 
@@ -81,6 +82,28 @@ class PgStore : public EventReader {
   // (which must move it out of QUEUED). Each claimed job's events, in order.
   absl::StatusOr<std::vector<std::vector<v1::JobEvent>>> Claim(
       const std::vector<std::string>& types, int64_t now_ms, int limit, const Change& start);
+
+  // Attempts under leases. A lease row (job_id, lease_id, deadline) is written with the
+  // STARTED event; every later call of the attempt names its lease_id, which fences it: a
+  // lease that was ended, expired or taken over is FAILED_PRECONDITION, and changes nothing.
+  using Start = std::function<absl::StatusOr<LeaseRecord>(v1::Job& job,
+                                                          std::vector<v1::JobEvent>& events)>;
+  struct Claimed {
+    std::vector<v1::JobEvent> events;
+    LeaseRecord lease;
+  };
+  absl::StatusOr<std::vector<Claimed>> ClaimLeased(const std::vector<std::string>& types,
+                                                   int64_t now_ms, int limit, const Start& start);
+  // A change to the job `lease_id` holds, keeping the lease (progress) or ending it.
+  absl::StatusOr<std::vector<v1::JobEvent>> ChangeLeased(const std::string& job_id,
+                                                         const std::string& lease_id,
+                                                         bool end_lease, const Change& change);
+  // Moves the deadline of every lease in `lease_ids` still held to `deadline_ms`; how many.
+  absl::StatusOr<int64_t> ExtendLeases(const std::vector<std::string>& lease_ids,
+                                       int64_t deadline_ms);
+  // Leases whose deadline passed by `now_ms`, as (job_id, lease_id).
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ExpiredLeases(int64_t now_ms,
+                                                                                  int limit) const;
 
   absl::StatusOr<google::protobuf::Struct> GetParams(const std::string& job_id) const;
   // Up to `limit` events after `after`, in order.
