@@ -212,34 +212,10 @@ void JobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobuf:
   --attempts_in_server_;
   auto it = live_.find(attempt.job_id);
   if (it == live_.end() || it->second.control != attempt.control) return;
-  const Job& job = it->second.job;
   const RunControl& control = *attempt.control;
-  AttemptEnd end(AttemptEnd::kFailed);
-  // An outcome the handler reached stands; only an attempt cut short by shutdown is redone.
-  if (outcome.ok()) {
-    const size_t size = outcome->ByteSizeLong();
-    if (size <= options_.limits.max_params_bytes) {
-      end.kind = AttemptEnd::kSucceeded;
-      end.result = *std::move(outcome);
-    } else {
-      end.error = absl::InvalidArgumentError(absl::StrCat(
-          "the result is ", size, " bytes; the limit is ", options_.limits.max_params_bytes));
-    }
-  } else if (outcome.status().code() == absl::StatusCode::kCancelled && job.cancel_requested()) {
-    end.error = outcome.status();
-  } else if (control.timed_out.load()) {
-    end.error = absl::DeadlineExceededError(absl::StrCat(
-        "attempt ", job.attempt(), " timed out after ", absl::FormatDuration(TypeOf(job).timeout)));
-    end.retryable = true;
-  } else if (control.server_stopping.load()) {
-    end.kind = AttemptEnd::kRequeue;
-    end.error = absl::UnavailableError("the server stopped; the job runs again when it starts");
-  } else {
-    end.error = outcome.status();
-    end.retryable = IsRetryable(end.error);
-    GetErrorDetails(end.error, &end.details);
-    end.error = absl::Status(end.error.code(), end.error.message());  // without payloads
-  }
+  AttemptEnd end = EndOfRun(it->second.job, TypeOf(it->second.job), std::move(outcome),
+                            control.timed_out.load(), control.server_stopping.load(),
+                            options_.limits.max_params_bytes);
   EndAttempt(attempt.job_id, std::move(end), nullptr).IgnoreError();
 }
 

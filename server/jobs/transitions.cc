@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/str_cat.h"
 #include "jobstream/v1/job_states.h"
+#include "server/jobs/handler.h"
 
 namespace jobstream::jobs {
 
@@ -16,6 +18,38 @@ std::string TruncateUtf8(const std::string& s, size_t max) {
   size_t n = max;
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   return s.substr(0, n);
+}
+
+AttemptEnd EndOfRun(const Job& job, const JobType& type,
+                    absl::StatusOr<google::protobuf::Value> outcome, bool timed_out,
+                    bool server_stopping, size_t max_result_bytes) {
+  AttemptEnd end(AttemptEnd::kFailed);
+  // An outcome the handler reached stands; only an attempt cut short by shutdown is redone.
+  if (outcome.ok()) {
+    const size_t size = outcome->ByteSizeLong();
+    if (size <= max_result_bytes) {
+      end.kind = AttemptEnd::kSucceeded;
+      end.result = *std::move(outcome);
+    } else {
+      end.error = absl::InvalidArgumentError(
+          absl::StrCat("the result is ", size, " bytes; the limit is ", max_result_bytes));
+    }
+  } else if (outcome.status().code() == absl::StatusCode::kCancelled && job.cancel_requested()) {
+    end.error = outcome.status();
+  } else if (timed_out) {
+    end.error = absl::DeadlineExceededError(absl::StrCat(
+        "attempt ", job.attempt(), " timed out after ", absl::FormatDuration(type.timeout)));
+    end.retryable = true;
+  } else if (server_stopping) {
+    end.kind = AttemptEnd::kRequeue;
+    end.error = absl::UnavailableError("the server stopped; the job runs again when it starts");
+  } else {
+    end.error = outcome.status();
+    end.retryable = IsRetryable(end.error);
+    GetErrorDetails(end.error, &end.details);
+    end.error = absl::Status(end.error.code(), end.error.message());  // without payloads
+  }
+  return end;
 }
 
 storage::LeaseRecord StartJob(Job& job, const JobType& type, absl::Time now,

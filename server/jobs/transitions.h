@@ -6,6 +6,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "google/protobuf/struct.pb.h"
 #include "jobstream/v1/jobs.pb.h"
@@ -23,6 +24,13 @@ struct AttemptEnd {
   bool retryable = false;            // kFailed
   google::protobuf::Struct details;  // kFailed
 };
+
+// How an in-server handler's run of `job` ended: its outcome stands (a result over
+// `max_result_bytes` fails it), unless the run was cut short — cancelled on request, timed
+// out (retryable), or stopped with the server (requeued, not counted).
+AttemptEnd EndOfRun(const v1::Job& job, const JobType& type,
+                    absl::StatusOr<google::protobuf::Value> outcome, bool timed_out,
+                    bool server_stopping, size_t max_result_bytes);
 
 // A QUEUED job starts its next attempt (STARTED) on `worker_id`: the lease it runs under.
 // `lease_id` empty: an in-server run, else a worker's, for `lease_duration` (zero: the
