@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "server/jobs/ids.h"
+#include "server/jobs/transitions.h"
 #include "server/storage/keys.h"
 
 namespace jobstream::jobs {
@@ -565,14 +566,8 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
   if (options_.disk != nullptr) {
     if (absl::Status s = options_.disk->Admit(request.ByteSizeLong()); !s.ok()) return done(s);
   }
-  if (request.has_webhook()) {
-    if (options_.webhook_policy == nullptr || !options_.webhook_policy->enabled()) {
-      return done(absl::InvalidArgumentError(
-          "this server delivers no webhooks: it was started without --webhook_allow"));
-    }
-    if (absl::Status s = options_.webhook_policy->Validate(request.webhook()); !s.ok()) {
-      return done(s);
-    }
+  if (absl::Status s = CheckSubmitWebhook(request, options_.webhook_policy); !s.ok()) {
+    return done(s);
   }
   // A request_id is the tenant's own: another tenant's same id is another request.
   const std::string request_id =
@@ -587,19 +582,7 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
     if (auto job = existing_job()) return done(*std::move(job));
   }
 
-  const JobType& type = *types_->Find(request.type());
-  Job job;
-  job.set_id(NewJobId(now));
-  job.set_type(request.type());
-  *job.mutable_labels() = request.labels();
-  job.set_state(Job::QUEUED);
-  job.set_priority(request.priority() != 0 ? request.priority() : type.default_priority);
-  job.set_max_attempts(request.max_attempts() > 0 ? request.max_attempts() : type.max_attempts);
-  if (request.has_run_at()) *job.mutable_run_at() = request.run_at();
-  if (request.has_webhook()) *job.mutable_webhook() = request.webhook();
-  *job.mutable_create_time() = ToProto(now);
-  job.set_request_id(request.request_id());
-  job.set_tenant(scope.tenant);
+  Job job = NewJob(request, *types_->Find(request.type()), scope.tenant, now);
 
   Batch batch;
   if (!request.params().fields().empty()) {

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/handler.h"
+#include "server/jobs/ids.h"
 
 namespace jobstream::jobs {
 
@@ -18,6 +19,33 @@ std::string TruncateUtf8(const std::string& s, size_t max) {
   size_t n = max;
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   return s.substr(0, n);
+}
+
+Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::string& tenant,
+           absl::Time now) {
+  Job job;
+  job.set_id(NewJobId(now));
+  job.set_type(request.type());
+  *job.mutable_labels() = request.labels();
+  job.set_state(Job::QUEUED);
+  job.set_priority(request.priority() != 0 ? request.priority() : type.default_priority);
+  job.set_max_attempts(request.max_attempts() > 0 ? request.max_attempts() : type.max_attempts);
+  if (request.has_run_at()) *job.mutable_run_at() = request.run_at();
+  if (request.has_webhook()) *job.mutable_webhook() = request.webhook();
+  *job.mutable_create_time() = ToProto(now);
+  job.set_request_id(request.request_id());
+  job.set_tenant(tenant);
+  return job;
+}
+
+absl::Status CheckSubmitWebhook(const v1::SubmitRequest& request,
+                                const webhooks::WebhookPolicy* policy) {
+  if (!request.has_webhook()) return absl::OkStatus();
+  if (policy == nullptr || !policy->enabled()) {
+    return absl::InvalidArgumentError(
+        "this server delivers no webhooks: it was started without --webhook_allow");
+  }
+  return policy->Validate(request.webhook());
 }
 
 AttemptEnd EndOfRun(const Job& job, const JobType& type,

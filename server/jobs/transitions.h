@@ -12,6 +12,7 @@
 #include "jobstream/v1/jobs.pb.h"
 #include "server/jobs/job_types.h"
 #include "server/storage/records.pb.h"
+#include "server/webhooks/webhook_policy.h"
 
 namespace jobstream::jobs {
 
@@ -24,6 +25,15 @@ struct AttemptEnd {
   bool retryable = false;            // kFailed
   google::protobuf::Struct details;  // kFailed
 };
+
+// A new job (QUEUED, without params) of `tenant` from a valid request.
+v1::Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::string& tenant,
+               absl::Time now);
+
+// A request's webhook against the server's policy: INVALID_ARGUMENT if it asks for one the
+// server does not deliver (`policy` null or empty: none).
+absl::Status CheckSubmitWebhook(const v1::SubmitRequest& request,
+                                const webhooks::WebhookPolicy* policy);
 
 // How an in-server handler's run of `job` ended: its outcome stands (a result over
 // `max_result_bytes` fails it), unless the run was cut short — cancelled on request, timed

@@ -1,0 +1,120 @@
+// PgJobManager: the JobBackend of a server that shares a PostgreSQL store with others.
+// Nothing about a job lives only in one server's memory: every call is a transaction on
+// PgStore, so any server answers for any job, and a job's transitions are ordered by its
+// row lock rather than by a process. Jobs of in-server types are claimed (FOR UPDATE
+// SKIP LOCKED) by whichever server's runner asks first, under a lease held in this
+// server's name and renewed while its handler runs; the event feed (PgEventFeed) tells
+// Observe when a job may be ready, so runners wake at once.
+//
+// Work in progress (issue 9): the client calls and in-server runs are here; worker leases,
+// waits, listing, removal, artifacts and the lease sweeper are not yet, and say so
+// (UNIMPLEMENTED) — the server does not offer --store=postgresql until they are.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "server/jobs/job_backend.h"
+#include "server/jobs/job_types.h"
+#include "server/jobs/validation.h"
+#include "server/storage/pg/pg_store.h"
+#include "server/webhooks/webhook_policy.h"
+
+namespace jobstream::jobs {
+
+struct PgManagerOptions {
+  Limits limits;
+  const webhooks::WebhookPolicy* webhook_policy = nullptr;
+  // This server among those sharing the database: the worker_id of its in-server runs.
+  std::string server_id;
+  // How long an in-server run's lease lasts without renewal: if this server dies, its
+  // runs are taken over this long after its last renewal.
+  absl::Duration run_lease = absl::Seconds(30);
+};
+
+class PgJobManager : public JobBackend {
+ public:
+  // `store` and `types` must outlive the manager.
+  PgJobManager(storage::pg::PgStore* store, const JobTypes* types, PgManagerOptions options);
+  ~PgJobManager() override;
+
+  // An event any server committed (from the feed): wakes runners if a job may be ready.
+  void Observe(const v1::JobEvent& event) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // JobBackend (job_backend.h says what each does).
+  absl::Status Recover() override;
+  void Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
+              JobCallback done) override;
+  absl::StatusOr<v1::Job> Get(const std::string& job_id, const auth::Scope& scope) const override;
+  absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
+                                            const auth::Scope& scope) const override;
+  void Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void Delete(const std::string& job_id, const auth::Scope& scope, StatusCallback done) override;
+  void Purge(absl::Time before, CountCallback done) override;
+  absl::Status Sweep(absl::Time now) override;
+  v1::ListJobTypesResponse ListTypes() const override ABSL_LOCKS_EXCLUDED(mu_);
+  std::shared_ptr<JobWait> WaitJob(const std::string& job_id, const auth::Scope& scope,
+                                   absl::Duration timeout, JobCallback done) override;
+  void AbandonJobWait(const std::shared_ptr<JobWait>& wait) override;
+  std::optional<Attempt> Acquire(const std::vector<std::string>& types) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void Report(const Attempt& attempt, const v1::Progress& progress) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void Finish(const Attempt& attempt, absl::StatusOr<google::protobuf::Value> outcome) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  std::shared_ptr<LeaseWaiter> LeaseJobs(const v1::LeaseJobRequest& request,
+                                         const std::string& default_worker_id,
+                                         const auth::Scope& scope, LeaseCallback done) override;
+  void AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) override;
+  void ReportWork(const v1::ReportProgressRequest& request, const auth::Scope& scope,
+                  ProgressCallback done) override;
+  void CompleteWork(const v1::CompleteJobRequest& request, const auth::Scope& scope,
+                    JobCallback done) override;
+  void FailWork(const v1::FailJobRequest& request, const auth::Scope& scope,
+                JobCallback done) override;
+  void ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
+                   JobCallback done) override;
+  absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginArtifact(
+      ArtifactHolder holder, const v1::ArtifactHeader& header) override;
+  absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginWorkerArtifact(
+      const v1::ArtifactHeader& header, const auth::Scope& scope) override;
+  absl::StatusOr<StoredArtifact> FindArtifact(const std::string& job_id, const std::string& name,
+                                              const auth::Scope& scope) const override;
+  absl::Status ReadArtifactChunk(const std::string& job_id, const StoredArtifact& artifact,
+                                 uint32_t index, std::string* data) const override;
+  void StopRunning() override ABSL_LOCKS_EXCLUDED(mu_);
+  void Stop() override ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  // An in-server run of this server.
+  struct Run {
+    std::string lease_id;
+    std::string type;
+    std::shared_ptr<RunControl> control;
+    int64_t attempt_deadline_ms = 0;  // 0: no timeout
+  };
+  const JobType& TypeOf(const v1::Job& job) const;
+  bool Admits(const std::string& type) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Renews the leases of this server's runs and times out those past their deadline.
+  void RenewLoop() ABSL_LOCKS_EXCLUDED(mu_);
+
+  storage::pg::PgStore* const store_;
+  const JobTypes* const types_;
+  const PgManagerOptions options_;
+
+  mutable absl::Mutex mu_;
+  absl::CondVar ready_cv_;  // runners: a job may be ready, or stopping
+  absl::flat_hash_map<std::string, Run> runs_ ABSL_GUARDED_BY(mu_);  // by job id
+  absl::flat_hash_map<std::string, int> running_ ABSL_GUARDED_BY(mu_);  // by type
+  bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread renewer_;
+};
+
+}  // namespace jobstream::jobs
