@@ -70,7 +70,10 @@ bool PgEventFeed::Follow() {
                                               static_cast<size_t>(r.last - r.first + 1));
     if (!events.ok()) return false;
     // Fewer only if the job was removed meanwhile: its watchers learn that from the store.
-    for (const auto& event : *events) hub_->Publish(event);
+    for (const auto& event : *events) {
+      hub_->Publish(event);
+      if (observer_) observer_(event->event);
+    }
   }
   return conn_->ok();
 }

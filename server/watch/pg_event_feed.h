@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -30,6 +31,12 @@ class PgEventFeed {
   PgEventFeed(std::string url, const storage::pg::PgStore* store, EventHub* hub)
       : url_(std::move(url)), store_(store), hub_(hub) {}
   ~PgEventFeed() { Stop(); }
+
+  // Also told of each event once it is published (before Start): the manager wakes its
+  // runners with it.
+  void SetObserver(std::function<void(const v1::JobEvent&)> observer) {
+    observer_ = std::move(observer);
+  }
 
   // Listens and seeds the hub, then follows on a thread of its own. Fails if PostgreSQL
   // cannot be reached now.
@@ -50,6 +57,7 @@ class PgEventFeed {
   const std::string url_;
   const storage::pg::PgStore* const store_;
   EventHub* const hub_;
+  std::function<void(const v1::JobEvent&)> observer_;
   std::unique_ptr<storage::pg::PgConnection> conn_;  // the feed thread's, once started
   std::atomic<bool> stopping_{false};
   std::atomic<int> reconnects_{0};

@@ -487,6 +487,25 @@ absl::Status PgStore::VisitQueuedNewestFirst(size_t max_read,
       {PgParam::Int(static_cast<int64_t>(max_read))}, [&](Job job) { return visit(job); });
 }
 
+absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> PgStore::CountLive() const {
+  std::map<std::string, std::pair<int64_t, int64_t>> counts;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto rows = conn.Exec(
+        "SELECT type, state, count(*) FROM jobs WHERE state IN (1, 2) GROUP BY type, state");
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) {
+      auto state = rows->GetInt64(i, 1);
+      auto count = rows->GetInt64(i, 2);
+      if (!state.ok() || !count.ok()) return absl::InternalError("a count is not a number");
+      auto& entry = counts[std::string(rows->Get(i, 0))];
+      (*state == Job::QUEUED ? entry.first : entry.second) = *count;
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return counts;
+}
+
 absl::Status PgStore::VisitJobsIn(Job::State state,
                                   const std::function<void(const Job&)>& visit) const {
   return VisitRecords<Job>("SELECT record FROM jobs WHERE state = $1", {PgParam::Int(state)},

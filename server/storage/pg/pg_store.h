@@ -12,6 +12,7 @@
 
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -119,6 +120,8 @@ class PgStore : public EventReader {
                                       const std::function<bool(const v1::Job&)>& visit)
       const override;
 
+  // How many jobs are QUEUED and RUNNING, by type: {type: {queued, running}}.
+  absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> CountLive() const;
   // Jobs in `state`, each to `visit` (for a feed seeding its hub).
   absl::Status VisitJobsIn(v1::Job::State state,
                            const std::function<void(const v1::Job&)>& visit) const;

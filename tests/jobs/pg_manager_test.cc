@@ -1,0 +1,199 @@
+// Two servers' managers on one real PostgreSQL, each with its own hub, feed and runners:
+// every job runs once, whichever server takes it; a watcher on either server sees every
+// event; request_id, cancel and tenants hold across servers.
+#include "server/jobs/pg_manager.h"
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "jobstream/v1/job_states.h"
+#include "server/jobs/runner.h"
+#include "server/watch/pg_event_feed.h"
+#include "tests/support/drain.h"
+#include "tests/support/pg_test.h"
+
+namespace jobstream::jobs {
+namespace {
+
+using v1::Job;
+using v1::JobEvent;
+
+const auth::Scope kAll = auth::Scope::Everything();
+
+// One server: store, hub, feed, manager and runners.
+struct Server {
+  Server(const std::string& url, const JobTypes* types, const std::string& id) {
+    auto opened = storage::pg::PgStore::Open(url, 6);
+    EXPECT_TRUE(opened.ok()) << opened.status();
+    store = *std::move(opened);
+    hub = std::make_unique<watch::EventHub>(store.get(), watch::WatchOptions());
+    PgManagerOptions options;
+    options.server_id = id;
+    manager = std::make_unique<PgJobManager>(store.get(), types, options);
+    feed = std::make_unique<watch::PgEventFeed>(url, store.get(), hub.get());
+    feed->SetObserver([this](const JobEvent& e) { manager->Observe(e); });
+    EXPECT_TRUE(feed->Start().ok());
+    runner = std::make_unique<Runner>(manager.get(), types, 2);
+    runner->Start();
+  }
+  ~Server() {
+    runner->Stop();
+    manager->Stop();
+    feed->Stop();
+    hub->Close(absl::UnavailableError("test over"));
+  }
+  absl::StatusOr<Job> Submit(const v1::SubmitRequest& request, const auth::Scope& scope = kAll) {
+    absl::StatusOr<Job> result = absl::UnknownError("no answer");
+    absl::Notification answered;
+    manager->Submit(request, scope, [&](absl::StatusOr<Job> job) {
+      result = std::move(job);
+      answered.Notify();
+    });
+    answered.WaitForNotification();
+    return result;
+  }
+  absl::StatusOr<Job> Cancel(const std::string& id, const auth::Scope& scope = kAll) {
+    absl::StatusOr<Job> result = absl::UnknownError("no answer");
+    manager->Cancel(id, scope, [&](absl::StatusOr<Job> job) { result = std::move(job); });
+    return result;
+  }
+  std::unique_ptr<storage::pg::PgStore> store;
+  std::unique_ptr<watch::EventHub> hub;
+  std::unique_ptr<PgJobManager> manager;
+  std::unique_ptr<watch::PgEventFeed> feed;
+  std::unique_ptr<Runner> runner;
+};
+
+class PgManagerTest : public testing::PgTest {
+ protected:
+  void SetUp() override {
+    testing::PgTest::SetUp();
+    if (IsSkipped()) return;
+    auto types = JobTypes::FromConfig({});
+    ASSERT_TRUE(types.ok());
+    types_ = std::make_unique<JobTypes>(*std::move(types));
+  }
+  static v1::SubmitRequest Demo(int ticks, int step_ms) {
+    v1::SubmitRequest request;
+    request.set_type("demo.steps");
+    (*request.mutable_params()->mutable_fields())["ticks"].set_number_value(ticks);
+    (*request.mutable_params()->mutable_fields())["step_ms"].set_number_value(step_ms);
+    return request;
+  }
+  std::unique_ptr<JobTypes> types_;
+};
+
+TEST_F(PgManagerTest, TwoServersRunEveryJobOnceAndAWatcherOnEitherSeesItAll) {
+  const std::string url = NewDatabase();
+  Server a(url, types_.get(), "server-a"), b(url, types_.get(), "server-b");
+  constexpr int kJobs = 60;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kJobs; ++i) {
+    auto job = (i % 2 ? b : a).Submit(Demo(2, 30));
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->state(), Job::QUEUED);
+    EXPECT_EQ(job->params().fields().at("ticks").number_value(), 2);
+    ids.push_back(job->id());
+  }
+  // A watcher on b of a job submitted through a.
+  auto sub = b.hub->WatchJob(ids[0], 0, kAll);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  testing::Drained watched = testing::Drain(**sub);
+  b.hub->Unsubscribe(*sub);
+  EXPECT_TRUE(watched.status.ok()) << watched.status;
+  for (size_t i = 0; i < watched.events.size(); ++i) {
+    EXPECT_EQ(watched.events[i].sequence(), int64_t(i + 1));
+  }
+  ASSERT_FALSE(watched.events.empty());
+  EXPECT_EQ(watched.events.back().type(), JobEvent::SUCCEEDED);
+
+  std::set<std::string> runners;
+  for (const std::string& id : ids) {
+    absl::StatusOr<Job> job = a.manager->Get(id, kAll);
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(60);
+         job.ok() && job->state() != Job::SUCCEEDED && absl::Now() < deadline;
+         job = a.manager->Get(id, kAll)) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_TRUE(job.ok()) << job.status();
+    EXPECT_EQ(job->state(), Job::SUCCEEDED) << id;
+    EXPECT_EQ(job->attempt(), 1) << id;
+    auto events = a.store->ReadEvents(id, 0, 1000);
+    ASSERT_TRUE(events.ok());
+    int started = 0;
+    for (const JobEvent& e : *events) {
+      if (e.type() != JobEvent::STARTED) continue;
+      ++started;
+      runners.insert(e.status().worker_id());
+    }
+    EXPECT_EQ(started, 1) << id;  // run once, by one server
+  }
+  EXPECT_EQ(runners, (std::set<std::string>{"server-a", "server-b"}));
+  auto types = b.manager->ListTypes();
+  ASSERT_EQ(types.types_size(), 1);
+  EXPECT_EQ(types.types(0).queued(), 0);
+  EXPECT_EQ(types.types(0).running(), 0);
+}
+
+TEST_F(PgManagerTest, RequestIdsCancelsAndTenantsHoldAcrossServers) {
+  const std::string url = NewDatabase();
+  Server a(url, types_.get(), "server-a"), b(url, types_.get(), "server-b");
+  auth::Scope acme{"acme", false};
+  auth::Scope globex{"globex", false};
+
+  v1::SubmitRequest later = Demo(1, 10);
+  later.set_request_id("order-7");
+  *later.mutable_run_at() = v1::ToProto(absl::Now() + absl::Hours(1));
+  auto first = a.Submit(later, acme);
+  auto twin = b.Submit(later, acme);
+  ASSERT_TRUE(first.ok() && twin.ok()) << first.status() << " " << twin.status();
+  EXPECT_EQ(first->id(), twin->id());
+  auto other_tenant = b.Submit(later, globex);
+  ASSERT_TRUE(other_tenant.ok());
+  EXPECT_NE(other_tenant->id(), first->id());
+
+  // Another tenant's job does not exist for it — the same answer as an id never used.
+  auto hidden = b.manager->Get(first->id(), globex);
+  auto never = b.manager->Get("01m84yhe3ccaxdqtgds5yds0mn", globex);
+  EXPECT_EQ(hidden.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(hidden.status().message(),
+            std::string(never.status().message()).replace(
+                never.status().message().find("01m84yhe3ccaxdqtgds5yds0mn"), 26, first->id()));
+  EXPECT_EQ(b.Cancel(first->id(), globex).status().code(), absl::StatusCode::kNotFound);
+
+  // Cancelled through b, seen through a, with its event.
+  auto cancelled = b.Cancel(first->id(), acme);
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), Job::CANCELLED);
+  EXPECT_EQ(a.manager->Get(first->id(), acme)->state(), Job::CANCELLED);
+  auto events = a.store->ReadEvents(first->id(), 0, 10);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[1].type(), JobEvent::CANCELLED);
+  // Again: answered as it stands; a finished job cannot be.
+  EXPECT_EQ(a.Cancel(first->id(), acme)->state(), Job::CANCELLED);
+
+  // A running job cancelled through the server that does not run it still stops.
+  auto running = a.Submit(Demo(20, 60000), acme);
+  ASSERT_TRUE(running.ok());
+  absl::StatusOr<Job> now = a.manager->Get(running->id(), acme);
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(20);
+       now.ok() && now->state() != Job::RUNNING && absl::Now() < deadline;
+       now = a.manager->Get(running->id(), acme)) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(now->state(), Job::RUNNING);
+  Server& other = now->worker_id() == "server-a" ? b : a;
+  ASSERT_TRUE(other.Cancel(running->id(), acme).ok());
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(20);
+       now.ok() && now->state() != Job::CANCELLED && absl::Now() < deadline;
+       now = a.manager->Get(running->id(), acme)) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(now->state(), Job::CANCELLED);
+}
+
+}  // namespace
+}  // namespace jobstream::jobs
