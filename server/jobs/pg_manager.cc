@@ -133,7 +133,8 @@ void PgJobManager::Cancel(const std::string& job_id, const auth::Scope& scope, J
   if (!events.ok()) return done(events.status());
   if (changed.state() == Job::RUNNING) {
     absl::MutexLock lock(&mu_);
-    if (auto it = runs_.find(job_id); it != runs_.end() && !it->second.control->stop.HasBeenNotified()) {
+    auto it = runs_.find(job_id);
+    if (it != runs_.end() && !it->second.control->stop.HasBeenNotified()) {
       it->second.control->stop.Notify();
     }
   }
