@@ -291,16 +291,18 @@ void PgJobManager::RenewLoop() {
         run.control->stop.Notify();
       }
     }
-    if (leases.empty()) continue;
     mu_.Unlock();
-    store_->ExtendLeases(leases, now_ms + absl::ToInt64Milliseconds(options_.run_lease))
-        .IgnoreError();  // a renewal missed is made up by the next, well before expiry
-    // A cancel asked of another server reaches the handler here.
     std::vector<std::string> cancelled;
-    for (const std::string& id : jobs) {
-      auto job = store_->GetJob(id);
-      if (job.ok() && job->cancel_requested()) cancelled.push_back(id);
+    if (!leases.empty()) {
+      store_->ExtendLeases(leases, now_ms + absl::ToInt64Milliseconds(options_.run_lease))
+          .IgnoreError();  // a renewal missed is made up by the next, well before expiry
+      // A cancel asked of another server reaches the handler here.
+      for (const std::string& id : jobs) {
+        auto job = store_->GetJob(id);
+        if (job.ok() && job->cancel_requested()) cancelled.push_back(id);
+      }
     }
+    if (options_.leader != nullptr && options_.leader->TryLead()) SweepLeases(absl::Now());
     mu_.Lock();
     for (const std::string& id : cancelled) {
       auto it = runs_.find(id);
@@ -308,6 +310,27 @@ void PgJobManager::RenewLoop() {
         it->second.control->stop.Notify();
       }
     }
+  }
+}
+
+void PgJobManager::SweepLeases(absl::Time now) {
+  auto expired = store_->ExpiredLeases(absl::ToUnixMillis(now), 100);
+  if (!expired.ok()) return;  // tried again at the next renewal
+  for (const auto& [job_id, lease] : *expired) {
+    store_
+        ->ChangeLeased(job_id, lease.lease_id(), /*end_lease=*/true,
+                       [&](Job& job, std::vector<JobEvent>& out) {
+                         AttemptEnd end(AttemptEnd::kFailed);
+                         end.error = absl::UnavailableError(absl::StrCat(
+                             "lease expired: worker \"", lease.worker_id(),
+                             "\" reported nothing for ",
+                             absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
+                         end.retryable = true;
+                         out.push_back(EventOf(EndJobAttempt(job, TypeOf(job), end, now), now));
+                         *job.mutable_update_time() = ToProto(now);
+                         return absl::OkStatus();
+                       })
+        .IgnoreError();  // renewed or ended meanwhile: the lease fenced it
   }
 }
 

@@ -6,8 +6,8 @@
 // server's name and renewed while its handler runs; the event feed (PgEventFeed) tells
 // Observe when a job may be ready, so runners wake at once.
 //
-// Work in progress (issue 9): the client calls and in-server runs are here; worker leases,
-// waits, listing, removal, artifacts and the lease sweeper are not yet, and say so
+// Work in progress (issue 9): the client calls, in-server runs and the lease sweeper are
+// here; worker leases, waits, listing, removal and artifacts are not yet, and say so
 // (UNIMPLEMENTED) — the server does not offer --store=postgresql until they are.
 #pragma once
 
@@ -22,6 +22,7 @@
 #include "server/jobs/job_backend.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/validation.h"
+#include "server/storage/pg/leader.h"
 #include "server/storage/pg/pg_store.h"
 #include "server/webhooks/webhook_policy.h"
 
@@ -35,6 +36,9 @@ struct PgManagerOptions {
   // How long an in-server run's lease lasts without renewal: if this server dies, its
   // runs are taken over this long after its last renewal.
   absl::Duration run_lease = absl::Seconds(30);
+  // Decides whether this server does the chores of all (the lease sweeper); null: never.
+  // Used by the manager's renewal thread only.
+  storage::pg::PgLeader* leader = nullptr;
 };
 
 class PgJobManager : public JobBackend {
@@ -101,8 +105,12 @@ class PgJobManager : public JobBackend {
   };
   const JobType& TypeOf(const v1::Job& job) const;
   bool Admits(const std::string& type) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Renews the leases of this server's runs and times out those past their deadline.
+  // Renews the leases of this server's runs and times out those past their deadline;
+  // and, if it leads, sweeps expired leases.
   void RenewLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends the attempts whose leases expired — of workers that went quiet, and of servers
+  // that died mid-run — as failed and retryable.
+  void SweepLeases(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
 
   storage::pg::PgStore* const store_;
   const JobTypes* const types_;

@@ -10,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/runner.h"
+#include "server/jobs/transitions.h"
 #include "server/watch/pg_event_feed.h"
 #include "tests/support/drain.h"
 #include "tests/support/pg_test.h"
@@ -24,13 +25,15 @@ const auth::Scope kAll = auth::Scope::Everything();
 
 // One server: store, hub, feed, manager and runners.
 struct Server {
-  Server(const std::string& url, const JobTypes* types, const std::string& id) {
+  Server(const std::string& url, const JobTypes* types, const std::string& id)
+      : leader(url, storage::pg::kChoresLock) {
     auto opened = storage::pg::PgStore::Open(url, 6);
     EXPECT_TRUE(opened.ok()) << opened.status();
     store = *std::move(opened);
     hub = std::make_unique<watch::EventHub>(store.get(), watch::WatchOptions());
     PgManagerOptions options;
     options.server_id = id;
+    options.leader = &leader;
     manager = std::make_unique<PgJobManager>(store.get(), types, options);
     feed = std::make_unique<watch::PgEventFeed>(url, store.get(), hub.get());
     feed->SetObserver([this](const JobEvent& e) { manager->Observe(e); });
@@ -59,6 +62,7 @@ struct Server {
     manager->Cancel(id, scope, [&](absl::StatusOr<Job> job) { result = std::move(job); });
     return result;
   }
+  storage::pg::PgLeader leader;
   std::unique_ptr<storage::pg::PgStore> store;
   std::unique_ptr<watch::EventHub> hub;
   std::unique_ptr<PgJobManager> manager;
@@ -193,6 +197,59 @@ TEST_F(PgManagerTest, RequestIdsCancelsAndTenantsHoldAcrossServers) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   EXPECT_EQ(now->state(), Job::CANCELLED);
+}
+
+TEST_F(PgManagerTest, AJobWhoseServerDiedMidRunIsRetriedByAnother) {
+  const std::string url = NewDatabase();
+  // A server takes a job and dies: its lease is never renewed.
+  auto dead = storage::pg::PgStore::Open(url, 1);
+  ASSERT_TRUE(dead.ok()) << dead.status();
+  const absl::Time now = absl::Now();
+  const JobType& type = *types_->Find("demo.steps");
+  JobEvent created;
+  created.set_type(JobEvent::CREATED);
+  auto job = (*dead)->InsertJob(NewJob(Demo(2, 30), type, "", now), Demo(2, 30).params(), created);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto claimed = (*dead)->ClaimLeased(
+      {"demo.steps"}, absl::ToUnixMillis(now), 1,
+      [&](Job& j, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
+        storage::LeaseRecord lease = StartJob(j, type, now, "server-dead", "lease-of-the-dead",
+                                              absl::Milliseconds(300));
+        JobEvent started;
+        started.set_type(JobEvent::STARTED);
+        out.push_back(started);
+        return lease;
+      });
+  ASSERT_TRUE(claimed.ok() && claimed->size() == 1u) << claimed.status();
+
+  Server b(url, types_.get(), "server-b");
+  // b leads the chores: it expires the lease; the job is retried, and runs on b.
+  const std::string id = job->job.id();
+  absl::StatusOr<Job> seen = b.manager->Get(id, kAll);
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(20);
+       seen.ok() && seen->state() != Job::SUCCEEDED && absl::Now() < deadline;
+       seen = b.manager->Get(id, kAll)) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(seen->state(), Job::SUCCEEDED);
+  EXPECT_EQ(seen->attempt(), 2);
+  auto events = b.store->ReadEvents(id, 0, 1000);
+  ASSERT_TRUE(events.ok());
+  std::vector<std::string> story;
+  for (size_t i = 0; i < events->size(); ++i) {
+    const JobEvent& e = (*events)[i];
+    EXPECT_EQ(e.sequence(), int64_t(i + 1));
+    if (e.type() == JobEvent::STARTED) story.push_back("STARTED by " + e.status().worker_id());
+    if (e.type() == JobEvent::RETRYING) {
+      story.push_back("RETRYING: " + e.status().error().message());
+    }
+    if (e.type() == JobEvent::SUCCEEDED) story.push_back("SUCCEEDED");
+  }
+  EXPECT_EQ(story, (std::vector<std::string>{
+                       "STARTED by server-dead",
+                       "RETRYING: lease expired: worker \"server-dead\" reported nothing for 300ms",
+                       "STARTED by server-b", "SUCCEEDED"}));
 }
 
 }  // namespace

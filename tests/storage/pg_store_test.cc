@@ -228,7 +228,8 @@ TEST_F(PgStoreTest, ALeaseFencesEveryCallOfItsAttempt) {
   auto expired = store->ExpiredLeases(now_ms + 61000, 10);
   ASSERT_TRUE(expired.ok()) << expired.status();
   ASSERT_EQ(expired->size(), 1u);
-  EXPECT_EQ((*expired)[0], (std::pair<std::string, std::string>("leased", "lease-1")));
+  EXPECT_EQ((*expired)[0].first, "leased");
+  EXPECT_EQ((*expired)[0].second.lease_id(), "lease-1");
 
   // Ending the lease ends every later call of the attempt.
   auto ended =

@@ -383,16 +383,18 @@ absl::StatusOr<int64_t> PgStore::ExtendLeases(const std::vector<std::string>& le
   return extended;
 }
 
-absl::StatusOr<std::vector<std::pair<std::string, std::string>>> PgStore::ExpiredLeases(
+absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> PgStore::ExpiredLeases(
     int64_t now_ms, int limit) const {
-  std::vector<std::pair<std::string, std::string>> expired;
+  std::vector<std::pair<std::string, LeaseRecord>> expired;
   absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
     auto rows = conn.Exec(
-        "SELECT job_id, lease_id FROM leases WHERE deadline_ms < $1 ORDER BY deadline_ms LIMIT $2",
-        {PgParam::Int(now_ms), PgParam::Int(limit)});
+        "SELECT job_id, record FROM leases WHERE deadline_ms < $1 ORDER BY deadline_ms LIMIT $2",
+        {PgParam::Int(now_ms), PgParam::Int(limit)}, /*binary_results=*/true);
     if (!rows.ok()) return rows.status();
     for (int i = 0; i < rows->rows(); ++i) {
-      expired.emplace_back(std::string(rows->Get(i, 0)), std::string(rows->Get(i, 1)));
+      auto lease = Parse<LeaseRecord>(rows->Get(i, 1), "a lease");
+      if (!lease.ok()) return lease.status();
+      expired.emplace_back(std::string(rows->Get(i, 0)), *std::move(lease));
     }
     return absl::OkStatus();
   });

@@ -102,9 +102,9 @@ class PgStore : public EventReader {
   // Moves the deadline of every lease in `lease_ids` still held to `deadline_ms`; how many.
   absl::StatusOr<int64_t> ExtendLeases(const std::vector<std::string>& lease_ids,
                                        int64_t deadline_ms);
-  // Leases whose deadline passed by `now_ms`, as (job_id, lease_id).
-  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ExpiredLeases(int64_t now_ms,
-                                                                                  int limit) const;
+  // Leases whose deadline passed by `now_ms`, oldest first, with their job ids.
+  absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> ExpiredLeases(int64_t now_ms,
+                                                                                 int limit) const;
 
   absl::StatusOr<google::protobuf::Struct> GetParams(const std::string& job_id) const;
   // Up to `limit` events after `after`, in order.
