@@ -24,6 +24,7 @@ namespace jobstream {
 namespace {
 
 using client::JobClient;
+using testing::DemoSteps;
 using testing::ServerProcess;
 using v1::Job;
 
@@ -57,13 +58,6 @@ class TmpfsTest : public ::testing::Test {
       ASSERT_TRUE(ballast.good());
     }
   }
-  static v1::SubmitRequest Demo(int ticks, int step_ms) {
-    v1::SubmitRequest request;
-    request.set_type("demo.steps");
-    (*request.mutable_params()->mutable_fields())["ticks"].set_number_value(ticks);
-    (*request.mutable_params()->mutable_fields())["step_ms"].set_number_value(step_ms);
-    return request;
-  }
 
   testing::TempDir dir_;
   std::string mnt_;
@@ -77,18 +71,18 @@ TEST_F(TmpfsTest, AFullDiskRefusesNewWorkKeepsTheRestAndRecoversWithoutARestart)
   JobClient client(JobClient::Connect(server->address()));
   std::vector<std::string> acknowledged;
   for (int i = 0; i < 20; ++i) {
-    auto job = client.Submit(Demo(0, 0));
+    auto job = client.Submit(DemoSteps(0, 0));
     ASSERT_TRUE(job.ok()) << job.status();
     acknowledged.push_back(job->id());
   }
   // A job that runs through what follows, with a watcher.
-  auto running = client.Submit(Demo(4, 1000));  // about 3 s
+  auto running = client.Submit(DemoSteps(4, 1000));  // about 3 s
   ASSERT_TRUE(running.ok());
   acknowledged.push_back(running->id());
 
   FillLeaving(6 * kMiB);  // under the 12 MiB floor
   absl::SleepFor(absl::Milliseconds(150));  // the server looks again
-  auto refused = client.Submit(Demo(0, 0));
+  auto refused = client.Submit(DemoSteps(0, 0));
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_NE(refused.status().message().find("--min_free_disk_bytes"), std::string::npos)
@@ -102,7 +96,7 @@ TEST_F(TmpfsTest, AFullDiskRefusesNewWorkKeepsTheRestAndRecoversWithoutARestart)
   // Space returns: new work is taken again, by the same process.
   std::filesystem::remove(mnt_ + "/ballast");
   absl::SleepFor(absl::Milliseconds(150));
-  auto after = client.Submit(Demo(0, 0));
+  auto after = client.Submit(DemoSteps(0, 0));
   ASSERT_TRUE(after.ok()) << after.status();
   acknowledged.push_back(after->id());
   EXPECT_EQ(testing::FollowJob(client, after->id()).back().type(), v1::JobEvent::SUCCEEDED);
@@ -129,7 +123,7 @@ TEST_F(TmpfsTest, AWriteThatFailsOnAFullDiskIsUndoneAndWritingResumesWithoutARes
   JobClient client(JobClient::Connect(server->address()));
   std::vector<std::string> acknowledged;
 
-  auto running = client.Submit(Demo(20, 60000));  // three minutes, unless cancelled
+  auto running = client.Submit(DemoSteps(20, 60000));  // three minutes, unless cancelled
   ASSERT_TRUE(running.ok()) << running.status();
   acknowledged.push_back(running->id());
   testing::WaitForJob(client, running->id(), [](const Job& j) { return j.state() == Job::RUNNING; });
@@ -147,7 +141,7 @@ TEST_F(TmpfsTest, AWriteThatFailsOnAFullDiskIsUndoneAndWritingResumesWithoutARes
 
   // Fill the disk with jobs whose labels are big, until a write fails.
   FillLeaving(0);
-  v1::SubmitRequest heavy = Demo(0, 0);
+  v1::SubmitRequest heavy = DemoSteps(0, 0);
   for (int i = 0; i < 30; ++i) (*heavy.mutable_labels())[absl::StrCat("k", i)] = std::string(200, 'v');
   absl::Status failed;
   for (int i = 0; i < 20000 && failed.ok(); ++i) {
@@ -158,7 +152,7 @@ TEST_F(TmpfsTest, AWriteThatFailsOnAFullDiskIsUndoneAndWritingResumesWithoutARes
   EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
   EXPECT_NE(failed.message().find("No space left on device"), std::string::npos) << failed;
   // Every change is refused now, saying why; reads go on.
-  auto refused = client.Submit(Demo(0, 0));
+  auto refused = client.Submit(DemoSteps(0, 0));
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(refused.status().message().find("the store failed a write"), std::string::npos)
@@ -171,7 +165,7 @@ TEST_F(TmpfsTest, AWriteThatFailsOnAFullDiskIsUndoneAndWritingResumesWithoutARes
   absl::StatusOr<Job> after = absl::UnavailableError("not yet");
   for (const absl::Time deadline = absl::Now() + absl::Seconds(30);
        !after.ok() && absl::Now() < deadline; absl::SleepFor(absl::Milliseconds(200))) {
-    after = client.Submit(Demo(0, 0));
+    after = client.Submit(DemoSteps(0, 0));
   }
   ASSERT_TRUE(after.ok()) << after.status();
   acknowledged.push_back(after->id());

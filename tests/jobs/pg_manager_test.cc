@@ -13,11 +13,13 @@
 #include "server/jobs/transitions.h"
 #include "server/watch/pg_event_feed.h"
 #include "tests/support/drain.h"
+#include "tests/support/job_helpers.h"
 #include "tests/support/pg_test.h"
 
 namespace jobstream::jobs {
 namespace {
 
+using testing::DemoSteps;
 using v1::Job;
 using v1::JobEvent;
 
@@ -79,13 +81,6 @@ class PgManagerTest : public testing::PgTest {
     ASSERT_TRUE(types.ok());
     types_ = std::make_unique<JobTypes>(*std::move(types));
   }
-  static v1::SubmitRequest Demo(int ticks, int step_ms) {
-    v1::SubmitRequest request;
-    request.set_type("demo.steps");
-    (*request.mutable_params()->mutable_fields())["ticks"].set_number_value(ticks);
-    (*request.mutable_params()->mutable_fields())["step_ms"].set_number_value(step_ms);
-    return request;
-  }
   std::unique_ptr<JobTypes> types_;
 };
 
@@ -95,7 +90,7 @@ TEST_F(PgManagerTest, TwoServersRunEveryJobOnceAndAWatcherOnEitherSeesItAll) {
   constexpr int kJobs = 60;
   std::vector<std::string> ids;
   for (int i = 0; i < kJobs; ++i) {
-    auto job = (i % 2 ? b : a).Submit(Demo(2, 30));
+    auto job = (i % 2 ? b : a).Submit(DemoSteps(2, 30));
     ASSERT_TRUE(job.ok()) << job.status();
     EXPECT_EQ(job->state(), Job::QUEUED);
     EXPECT_EQ(job->params().fields().at("ticks").number_value(), 2);
@@ -147,7 +142,7 @@ TEST_F(PgManagerTest, RequestIdsCancelsAndTenantsHoldAcrossServers) {
   auth::Scope acme{"acme", false};
   auth::Scope globex{"globex", false};
 
-  v1::SubmitRequest later = Demo(1, 10);
+  v1::SubmitRequest later = DemoSteps(1, 10);
   later.set_request_id("order-7");
   *later.mutable_run_at() = v1::ToProto(absl::Now() + absl::Hours(1));
   auto first = a.Submit(later, acme);
@@ -162,9 +157,10 @@ TEST_F(PgManagerTest, RequestIdsCancelsAndTenantsHoldAcrossServers) {
   auto hidden = b.manager->Get(first->id(), globex);
   auto never = b.manager->Get("01m84yhe3ccaxdqtgds5yds0mn", globex);
   EXPECT_EQ(hidden.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(hidden.status().message(),
-            std::string(never.status().message()).replace(
-                never.status().message().find("01m84yhe3ccaxdqtgds5yds0mn"), 26, first->id()));
+  EXPECT_EQ(
+      hidden.status().message(),
+      std::string(never.status().message())
+          .replace(never.status().message().find("01m84yhe3ccaxdqtgds5yds0mn"), 26, first->id()));
   EXPECT_EQ(b.Cancel(first->id(), globex).status().code(), absl::StatusCode::kNotFound);
 
   // Cancelled through b, seen through a, with its event.
@@ -180,7 +176,7 @@ TEST_F(PgManagerTest, RequestIdsCancelsAndTenantsHoldAcrossServers) {
   EXPECT_EQ(a.Cancel(first->id(), acme)->state(), Job::CANCELLED);
 
   // A running job cancelled through the server that does not run it still stops.
-  auto running = a.Submit(Demo(20, 60000), acme);
+  auto running = a.Submit(DemoSteps(20, 60000), acme);
   ASSERT_TRUE(running.ok());
   absl::StatusOr<Job> now = a.manager->Get(running->id(), acme);
   for (const absl::Time deadline = absl::Now() + absl::Seconds(20);
@@ -208,13 +204,14 @@ TEST_F(PgManagerTest, AJobWhoseServerDiedMidRunIsRetriedByAnother) {
   const JobType& type = *types_->Find("demo.steps");
   JobEvent created;
   created.set_type(JobEvent::CREATED);
-  auto job = (*dead)->InsertJob(NewJob(Demo(2, 30), type, "", now), Demo(2, 30).params(), created);
+  const v1::SubmitRequest request = DemoSteps(2, 30);
+  auto job = (*dead)->InsertJob(NewJob(request, type, "", now), request.params(), created);
   ASSERT_TRUE(job.ok()) << job.status();
   auto claimed = (*dead)->ClaimLeased(
       {"demo.steps"}, absl::ToUnixMillis(now), 1,
       [&](Job& j, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
-        storage::LeaseRecord lease = StartJob(j, type, now, "server-dead", "lease-of-the-dead",
-                                              absl::Milliseconds(300));
+        storage::LeaseRecord lease =
+            StartJob(j, type, now, "server-dead", "lease-of-the-dead", absl::Milliseconds(300));
         JobEvent started;
         started.set_type(JobEvent::STARTED);
         out.push_back(started);

@@ -149,37 +149,40 @@ TEST_F(PgStoreTest, EachQueuedJobIsClaimedByOneClaimerInPriorityOrder) {
   *later.mutable_run_at() = v1::ToProto(absl::Now() + absl::Hours(1));
   ASSERT_TRUE(store->InsertJob(later, {}, Event(JobEvent::CREATED)).ok());
 
-  auto start = [](Job& job, std::vector<JobEvent>& out) {
+  auto start = [](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<LeaseRecord> {
     job.set_state(Job::RUNNING);
     job.set_attempt(job.attempt() + 1);
     out.push_back(Event(JobEvent::STARTED));
-    return absl::OkStatus();
+    LeaseRecord lease;
+    lease.set_lease_id("lease-of-" + job.id());
+    return lease;
   };
   // The first claim takes the high-priority jobs first.
-  auto first = store->Claim({"a", "b"}, absl::ToUnixMillis(absl::Now()), 10, start);
+  auto first = store->ClaimLeased({"a", "b"}, absl::ToUnixMillis(absl::Now()), 10, start);
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_EQ(first->size(), 10u);
-  for (const auto& events : *first) EXPECT_EQ(events.back().status().priority(), 5);
+  for (const auto& got : *first) EXPECT_EQ(got.events.back().status().priority(), 5);
 
   absl::Mutex mu;
   std::vector<std::string> claimed;
-  for (const auto& events : *first) claimed.push_back(events.back().job_id());
+  for (const auto& got : *first) claimed.push_back(got.events.back().job_id());
   std::vector<std::thread> claimers;
   std::atomic<int> failures{0};
   for (int t = 0; t < 10; ++t) {
     claimers.emplace_back([&] {
       for (;;) {
-        auto got = store->Claim({"a", "b"}, absl::ToUnixMillis(absl::Now()), 7, start);
+        auto got = store->ClaimLeased({"a", "b"}, absl::ToUnixMillis(absl::Now()), 7, start);
         if (!got.ok()) {
           ++failures;
           return;
         }
         if (got->empty()) return;
         absl::MutexLock lock(&mu);
-        for (const auto& events : *got) {
-          EXPECT_EQ(events.back().type(), JobEvent::STARTED);
-          EXPECT_EQ(events.back().sequence(), 2);
-          claimed.push_back(events.back().job_id());
+        for (const auto& one : *got) {
+          EXPECT_EQ(one.events.back().type(), JobEvent::STARTED);
+          EXPECT_EQ(one.events.back().sequence(), 2);
+          EXPECT_EQ(one.lease.lease_id(), "lease-of-" + one.events.back().job_id());
+          claimed.push_back(one.events.back().job_id());
         }
       }
     });

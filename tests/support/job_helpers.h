@@ -24,6 +24,15 @@ inline std::string WriteScript(const std::string& path, const std::string& body)
   return path;
 }
 
+// A demo.steps job: its three steps of `step_ms` each, in `ticks` progress reports.
+inline v1::SubmitRequest DemoSteps(int ticks, int step_ms) {
+  v1::SubmitRequest request;
+  request.set_type("demo.steps");
+  (*request.mutable_params()->mutable_fields())["ticks"].set_number_value(ticks);
+  (*request.mutable_params()->mutable_fields())["step_ms"].set_number_value(step_ms);
+  return request;
+}
+
 // Every event of the job until it ends. Never empty: a watch that saw nothing fails the
 // test and yields one blank event, so callers may look at back().
 inline std::vector<v1::JobEvent> FollowJob(client::JobClient& client, const std::string& id) {

@@ -8,8 +8,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <fcntl.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -17,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "tests/support/process.h"
 
 namespace jobstream::testing {
 namespace {
@@ -37,28 +36,6 @@ int FreePort() {
   }
   close(fd);
   return port;
-}
-
-// Starts argv as the postgres user when we are root (as ourselves otherwise), output
-// appended to `log`.
-pid_t SpawnAsPostgres(const std::vector<std::string>& argv, const std::string& log) {
-  const passwd* pw = geteuid() == 0 ? getpwnam("postgres") : nullptr;
-  const pid_t pid = fork();
-  if (pid != 0) return pid;
-  setpgid(0, 0);  // its own group: a crash (SIGKILL) takes its backends with it
-  const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  if (fd >= 0) {
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-    close(fd);
-  }
-  if (pw != nullptr && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)) _exit(126);
-  std::vector<std::string> copy = argv;
-  std::vector<char*> args;
-  for (auto& a : copy) args.push_back(a.data());
-  args.push_back(nullptr);
-  execv(args[0], args.data());
-  _exit(127);
 }
 
 std::string Tail(const std::string& path) {
@@ -88,9 +65,9 @@ absl::Status PostgresProcess::Start() {
   }
   data_ = dir_.sub("data");
   const std::string log = dir_.sub("initdb.log");
-  const pid_t initdb = SpawnAsPostgres({std::string(kBinDir) + "/initdb", "-D", data_, "-U",
-                                        "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"},
-                                       log);
+  const pid_t initdb = Spawn({std::string(kBinDir) + "/initdb", "-D", data_, "-U", "postgres",
+                              "--auth=trust", "-E", "UTF8", "--no-sync"},
+                             log, "postgres");
   int status = 0;
   waitpid(initdb, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -103,8 +80,8 @@ absl::Status PostgresProcess::Start() {
     if (launched.ok()) break;
   }
   if (!launched.ok()) return launched;
-  PGconn* conn = PQconnectdb(
-      absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres").c_str());
+  PGconn* conn =
+      PQconnectdb(absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres").c_str());
   PGresult* created = PQexec(conn, "CREATE DATABASE jobstream");
   const bool ok = PQresultStatus(created) == PGRES_COMMAND_OK;
   std::string error = PQerrorMessage(conn);
@@ -115,10 +92,10 @@ absl::Status PostgresProcess::Start() {
 
 absl::Status PostgresProcess::Launch() {
   const std::string log = dir_.sub("postgres.log");
-  pid_ = SpawnAsPostgres({std::string(kBinDir) + "/postgres", "-D", data_, "-p",
-                          std::to_string(port_), "-c", "listen_addresses=127.0.0.1", "-c",
-                          "unix_socket_directories=" + dir_.path(), "-c", "max_connections=300"},
-                         log);
+  pid_ = Spawn({std::string(kBinDir) + "/postgres", "-D", data_, "-p", std::to_string(port_), "-c",
+                "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir_.path(), "-c",
+                "max_connections=300"},
+               log, "postgres");
   const std::string conninfo = absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres");
   for (const absl::Time deadline = absl::Now() + absl::Seconds(30); absl::Now() < deadline;
        absl::SleepFor(absl::Milliseconds(50))) {

@@ -1,6 +1,7 @@
 #include "tests/support/process.h"
 
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,19 +41,22 @@ Listening SpawnListening(const std::vector<std::string>& argv) {
   return child;
 }
 
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log, const std::string& user) {
   std::vector<std::string> copy = argv;
   std::vector<char*> args;
   for (auto& a : copy) args.push_back(a.data());
   args.push_back(nullptr);
+  const passwd* pw = !user.empty() && geteuid() == 0 ? getpwnam(user.c_str()) : nullptr;
   const pid_t pid = fork();
   if (pid == 0) {
+    if (!user.empty()) setpgid(0, 0);
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     if (fd >= 0) {
       dup2(fd, STDOUT_FILENO);
       dup2(fd, STDERR_FILENO);
       close(fd);
     }
+    if (pw != nullptr && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)) _exit(126);
     execv(args[0], args.data());
     _exit(127);
   }

@@ -20,7 +20,10 @@ struct Listening {
 Listening SpawnListening(const std::vector<std::string>& argv);
 
 // Starts argv (argv[0] a path) with stdout and stderr appended to `log`; returns its pid.
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log);
+// With `user` (and the caller root), it runs as that user, in a process group of its own
+// (so a SIGKILL to -pid takes its children too).
+pid_t Spawn(const std::vector<std::string>& argv, const std::string& log,
+            const std::string& user = "");
 
 // Sends `signal` to pid and waits; returns the wait status.
 int StopProcess(pid_t pid, int signal);

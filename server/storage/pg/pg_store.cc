@@ -257,30 +257,6 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::Transition(const std::string& job
   return events;
 }
 
-absl::StatusOr<std::vector<std::vector<JobEvent>>> PgStore::Claim(
-    const std::vector<std::string>& types, int64_t now_ms, int limit, const Change& start) {
-  std::vector<std::vector<JobEvent>> claimed;
-  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
-    claimed.clear();
-    auto rows = conn.Exec(
-        "SELECT record FROM jobs WHERE state = 1 AND type = ANY($1::text[]) AND ready_ms <= $2 "
-        "ORDER BY priority DESC, ready_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-        {PgParam::Text(TextArray(types)), PgParam::Int(now_ms), PgParam::Int(limit)},
-        /*binary_results=*/true);
-    if (!rows.ok()) return rows.status();
-    for (int i = 0; i < rows->rows(); ++i) {
-      auto job = Parse<Job>(rows->Get(i, 0), "a queued job");
-      if (!job.ok()) return job.status();
-      auto events = ChangeLocked(conn, *std::move(job), start);
-      if (!events.ok()) return events.status();
-      claimed.push_back(*std::move(events));
-    }
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return claimed;
-}
-
 template <typename Message>
 absl::Status PgStore::VisitRecords(absl::string_view sql, const std::vector<PgParam>& params,
                                    const std::function<bool(Message)>& visit) const {

@@ -78,14 +78,11 @@ class PgStore : public EventReader {
   absl::StatusOr<std::vector<v1::JobEvent>> Transition(const std::string& job_id,
                                                        const Change& change);
 
-  // Claims up to `limit` QUEUED jobs of `types` ready at `now_ms` (best priority, then
-  // earliest ready), skipping rows another transaction holds, and applies `start` to each
-  // (which must move it out of QUEUED). Each claimed job's events, in order.
-  absl::StatusOr<std::vector<std::vector<v1::JobEvent>>> Claim(
-      const std::vector<std::string>& types, int64_t now_ms, int limit, const Change& start);
-
-  // Attempts under leases. A lease row (job_id, lease_id, deadline) is written with the
-  // STARTED event; every later call of the attempt names its lease_id, which fences it: a
+  // Attempts run under leases. ClaimLeased claims up to `limit` QUEUED jobs of `types`
+  // ready at `now_ms` (best priority, then earliest ready), skipping rows another
+  // transaction holds, and applies `start` to each (which moves it out of QUEUED and
+  // returns its lease); the lease row (job_id, lease_id, deadline) is written with the
+  // STARTED event. Every later call of the attempt names its lease_id, which fences it: a
   // lease that was ended, expired or taken over is FAILED_PRECONDITION, and changes nothing.
   using Start = std::function<absl::StatusOr<LeaseRecord>(v1::Job& job,
                                                           std::vector<v1::JobEvent>& events)>;
