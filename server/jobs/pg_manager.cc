@@ -316,7 +316,9 @@ void PgJobManager::RenewLoop() {
 void PgJobManager::SweepLeases(absl::Time now) {
   auto expired = store_->ExpiredLeases(absl::ToUnixMillis(now), 100);
   if (!expired.ok()) return;  // tried again at the next renewal
-  for (const auto& [job_id, lease] : *expired) {
+  for (const auto& entry : *expired) {
+    const std::string& job_id = entry.first;
+    const storage::LeaseRecord& lease = entry.second;  // (clang 14 cannot capture bindings)
     store_
         ->ChangeLeased(job_id, lease.lease_id(), /*end_lease=*/true,
                        [&](Job& job, std::vector<JobEvent>& out) {
