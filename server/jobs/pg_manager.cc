@@ -5,10 +5,12 @@
 #include <algorithm>
 #include <iostream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/transitions.h"
+#include "server/storage/keys.h"
 #include "server/watch/event_hub.h"
 
 namespace jobstream::jobs {
@@ -53,6 +55,21 @@ const JobType& PgJobManager::TypeOf(const Job& job) const {
 absl::Status PgJobManager::Recover() { return absl::OkStatus(); }
 
 void PgJobManager::Observe(const JobEvent& event) {
+  if (v1::IsTerminal(event.type())) {
+    std::vector<std::shared_ptr<JobWait>> finished;
+    {
+      absl::MutexLock lock(&mu_);
+      const std::string prefix = event.job_id() + "/";
+      for (auto it = waits_.lower_bound(prefix);
+           it != waits_.end() && absl::StartsWith(it->first, prefix);) {
+        wait_deadlines_.Clear(it->first);
+        finished.push_back(std::move(it->second));
+        it = waits_.erase(it);
+      }
+    }
+    AnswerWaits(finished);
+    return;
+  }
   const Job& job = event.status();
   if (job.state() != Job::QUEUED) return;
   const JobType* type = types_->Find(job.type());
@@ -156,6 +173,71 @@ v1::ListJobTypesResponse PgJobManager::ListTypes() const {
     }
   }
   return response;
+}
+
+// ---------------------------------------------------------------------------------------
+// WaitJob: a wait is registered before the job is read, so a finish announced meanwhile
+// (Observe) finds it; one that finds the job finished already takes itself back.
+
+std::shared_ptr<JobWait> PgJobManager::WaitJob(const std::string& job_id,
+                                               const auth::Scope& scope, absl::Duration timeout,
+                                               JobCallback done) {
+  if (absl::Status s = ValidateJobId(job_id); !s.ok()) {
+    done(s);
+    return nullptr;
+  }
+  if (absl::Status s = ValidateWaitTimeout(timeout); !s.ok()) {
+    done(s);
+    return nullptr;
+  }
+  if (timeout > absl::ZeroDuration()) {
+    auto wait = std::make_shared<JobWait>();
+    wait->job_id = job_id;
+    wait->done = std::move(done);
+    {
+      absl::MutexLock lock(&mu_);
+      if (!stop_running_) {
+        wait->key = absl::StrCat(job_id, "/");
+        storage::PutBigEndian64(&wait->key, ++wait_counter_);
+        waits_[wait->key] = wait;
+        wait_deadlines_.Set(wait->key, absl::ToUnixMillis(absl::Now() + timeout));
+        renewer_wake_ = true;  // its deadline may come before the renewer's next round
+      }
+    }
+    if (wait->key.empty()) {
+      done = std::move(wait->done);
+    } else {
+      auto job = store_->GetJob(job_id);
+      if (job.ok() && scope.Sees(*job) && !v1::IsFinished(job->state())) return wait;
+      absl::MutexLock lock(&mu_);
+      auto it = waits_.find(wait->key);
+      if (it == waits_.end()) return nullptr;  // answered meanwhile: it finished
+      wait_deadlines_.Clear(wait->key);
+      done = std::move(it->second->done);
+      waits_.erase(it);
+    }
+  }
+  done(Get(job_id, scope));  // finished, unknown, not the caller's, or no time to wait
+  return nullptr;
+}
+
+void PgJobManager::AbandonJobWait(const std::shared_ptr<JobWait>& wait) {
+  JobCallback done;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = waits_.find(wait->key);
+    if (it == waits_.end()) return;  // answered already
+    done = std::move(it->second->done);
+    wait_deadlines_.Clear(wait->key);
+    waits_.erase(it);
+  }
+  done(absl::CancelledError("the caller went away"));
+}
+
+void PgJobManager::AnswerWaits(const std::vector<std::shared_ptr<JobWait>>& waits) const {
+  for (const auto& wait : waits) {
+    wait->done(Get(wait->job_id, auth::Scope::Everything()));  // the wait was in scope
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -277,10 +359,37 @@ void PgJobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobu
 void PgJobManager::RenewLoop() {
   absl::MutexLock lock(&mu_);
   const absl::Duration every = std::max(options_.run_lease / 3, absl::Milliseconds(100));
+  absl::Time renew_at = absl::Now();
   while (!stopped_) {
-    mu_.AwaitWithTimeout(absl::Condition(&stopped_), std::min(every, absl::Seconds(1)));
+    // Up to the next renewal, or the next wait's deadline if that comes first.
+    absl::Time until = std::min(renew_at, absl::Now() + absl::Seconds(1));
+    if (std::optional<int64_t> next = wait_deadlines_.Next()) {
+      until = std::min(until, absl::FromUnixMillis(*next));
+    }
+    mu_.AwaitWithDeadline(
+        absl::Condition(
+            +[](PgJobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+              return self->stopped_ || self->renewer_wake_;
+            },
+            this),
+        until);
+    renewer_wake_ = false;
     if (stopped_) break;
     const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+    std::vector<std::shared_ptr<JobWait>> expired;
+    for (const std::string& key : wait_deadlines_.TakeDue(now_ms)) {
+      auto it = waits_.find(key);
+      if (it == waits_.end()) continue;
+      expired.push_back(std::move(it->second));
+      waits_.erase(it);
+    }
+    if (!expired.empty()) {
+      mu_.Unlock();
+      AnswerWaits(expired);  // the job as it stands
+      mu_.Lock();
+    }
+    if (absl::Now() < renew_at) continue;
+    renew_at = absl::Now() + std::min(every, absl::Seconds(1));
     std::vector<std::string> leases, jobs;
     for (auto& [id, run] : runs_) {
       leases.push_back(run.lease_id);
@@ -367,12 +476,6 @@ void PgJobManager::Delete(const std::string&, const auth::Scope&, StatusCallback
 }
 void PgJobManager::Purge(absl::Time, CountCallback done) { done(NotYet("PurgeJobs")); }
 absl::Status PgJobManager::Sweep(absl::Time) { return NotYet("retention"); }
-std::shared_ptr<JobWait> PgJobManager::WaitJob(const std::string&, const auth::Scope&,
-                                               absl::Duration, JobCallback done) {
-  done(NotYet("WaitJob"));
-  return nullptr;
-}
-void PgJobManager::AbandonJobWait(const std::shared_ptr<JobWait>&) {}
 std::shared_ptr<LeaseWaiter> PgJobManager::LeaseJobs(const v1::LeaseJobRequest&,
                                                      const std::string&, const auth::Scope&,
                                                      LeaseCallback done) {

@@ -6,8 +6,8 @@
 // server's name and renewed while its handler runs; the event feed (PgEventFeed) tells
 // Observe when a job may be ready, so runners wake at once.
 //
-// Work in progress (issue 9): the client calls, in-server runs and the lease sweeper are
-// here; worker leases, waits, listing, removal and artifacts are not yet, and say so
+// Work in progress (issue 9): the client calls, waits, in-server runs and the lease sweeper
+// are here; worker leases, listing, removal and artifacts are not yet, and say so
 // (UNIMPLEMENTED) — the server does not offer --store=postgresql until they are.
 #pragma once
 
@@ -17,10 +17,12 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "server/jobs/job_backend.h"
 #include "server/jobs/job_types.h"
+#include "server/jobs/leases.h"
 #include "server/jobs/validation.h"
 #include "server/storage/pg/leader.h"
 #include "server/storage/pg/pg_store.h"
@@ -108,6 +110,8 @@ class PgJobManager : public JobBackend {
   // Renews the leases of this server's runs and times out those past their deadline;
   // and, if it leads, sweeps expired leases.
   void RenewLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Answers the waits of a job that finished, or whose deadline came.
+  void AnswerWaits(const std::vector<std::shared_ptr<JobWait>>& waits) const;
   // Ends the attempts whose leases expired — of workers that went quiet, and of servers
   // that died mid-run — as failed and retryable.
   void SweepLeases(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
@@ -120,8 +124,13 @@ class PgJobManager : public JobBackend {
   absl::CondVar ready_cv_;  // runners: a job may be ready, or stopping
   absl::flat_hash_map<std::string, Run> runs_ ABSL_GUARDED_BY(mu_);  // by job id
   absl::flat_hash_map<std::string, int> running_ ABSL_GUARDED_BY(mu_);  // by type
+  // WaitJob calls, keyed job id '/' be64 counter (a job's waits are one range).
+  absl::btree_map<std::string, std::shared_ptr<JobWait>> waits_ ABSL_GUARDED_BY(mu_);
+  DeadlineIndex wait_deadlines_ ABSL_GUARDED_BY(mu_);
+  uint64_t wait_counter_ ABSL_GUARDED_BY(mu_) = 0;
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool renewer_wake_ ABSL_GUARDED_BY(mu_) = false;  // a wait with a deadline came
   std::thread renewer_;
 };
 

@@ -142,4 +142,12 @@ absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& ty
   return absl::OkStatus();
 }
 
+absl::Status ValidateWaitTimeout(absl::Duration timeout) {
+  const absl::Duration kMaxWaitJob = absl::Minutes(5);
+  if (timeout >= absl::ZeroDuration() && timeout <= kMaxWaitJob) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("timeout ", absl::FormatDuration(timeout),
+                                                 " is outside 0s..",
+                                                 absl::FormatDuration(kMaxWaitJob)));
+}
+
 }  // namespace jobstream::jobs

@@ -23,6 +23,8 @@ struct Limits {
 absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& types,
                             const Limits& limits, absl::Time now);
 absl::Status ValidateRequestId(absl::string_view request_id);
+// A WaitJob timeout: 0 (answer at once) up to 5 minutes.
+absl::Status ValidateWaitTimeout(absl::Duration timeout);
 absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels);
 absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states);
 // A Timestamp within 0001-01-01 .. 9999-12-31 with nanos in 0..999999999.

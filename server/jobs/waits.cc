@@ -10,8 +10,6 @@
 namespace jobstream::jobs {
 
 namespace {
-const absl::Duration kMaxWaitJob = absl::Minutes(5);
-
 // The range of job_waits_ keys of one job.
 std::string WaitPrefix(const std::string& job_id) { return job_id + "/"; }
 }  // namespace
@@ -22,9 +20,8 @@ std::shared_ptr<JobWait> JobManager::WaitJob(const std::string& job_id, const au
     done(s);
     return nullptr;
   }
-  if (timeout < absl::ZeroDuration() || timeout > kMaxWaitJob) {
-    done(absl::InvalidArgumentError(absl::StrCat("timeout ", absl::FormatDuration(timeout),
-                                                 " is outside 0s..", absl::FormatDuration(kMaxWaitJob))));
+  if (absl::Status s = ValidateWaitTimeout(timeout); !s.ok()) {
+    done(s);
     return nullptr;
   }
   std::shared_ptr<JobWait> wait;

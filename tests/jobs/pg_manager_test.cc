@@ -4,6 +4,7 @@
 #include "server/jobs/pg_manager.h"
 
 #include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -27,7 +28,8 @@ const auth::Scope kAll = auth::Scope::Everything();
 
 // One server: store, hub, feed, manager and runners.
 struct Server {
-  Server(const std::string& url, const JobTypes* types, const std::string& id)
+  Server(const std::string& url, const JobTypes* types, const std::string& id,
+         int runner_threads = 2)
       : leader(url, storage::pg::kChoresLock) {
     auto opened = storage::pg::PgStore::Open(url, 6);
     EXPECT_TRUE(opened.ok()) << opened.status();
@@ -40,7 +42,7 @@ struct Server {
     feed = std::make_unique<watch::PgEventFeed>(url, store.get(), hub.get());
     feed->SetObserver([this](const JobEvent& e) { manager->Observe(e); });
     EXPECT_TRUE(feed->Start().ok());
-    runner = std::make_unique<Runner>(manager.get(), types, 2);
+    runner = std::make_unique<Runner>(manager.get(), types, runner_threads);
     runner->Start();
   }
   ~Server() {
@@ -193,6 +195,57 @@ TEST_F(PgManagerTest, RequestIdsCancelsAndTenantsHoldAcrossServers) {
     absl::SleepFor(absl::Milliseconds(50));
   }
   EXPECT_EQ(now->state(), Job::CANCELLED);
+}
+
+TEST_F(PgManagerTest, AWaitOnOneServerIsAnsweredWhenAnotherFinishesTheJob) {
+  const std::string url = NewDatabase();
+  // b runs nothing: a finishes what b waits on.
+  Server a(url, types_.get(), "server-a"), b(url, types_.get(), "server-b", 0);
+  auth::Scope acme{"acme", false};
+  auto wait_on = [&](Server& s, const std::string& id, absl::Duration timeout,
+                     const auth::Scope& scope) {
+    auto answered = std::make_shared<absl::Notification>();
+    auto result = std::make_shared<absl::StatusOr<Job>>(absl::UnknownError("no answer"));
+    auto wait = s.manager->WaitJob(id, scope, timeout, [=](absl::StatusOr<Job> job) {
+      *result = std::move(job);
+      answered->Notify();
+    });
+    return std::make_tuple(answered, result, wait);
+  };
+  auto job = b.Submit(DemoSteps(2, 100), acme);
+  ASSERT_TRUE(job.ok());
+  const absl::Time start = absl::Now();
+  auto [done, result, wait] = wait_on(b, job->id(), absl::Seconds(30), acme);
+  ASSERT_TRUE(done->WaitForNotificationWithTimeout(absl::Seconds(20)));
+  ASSERT_TRUE(result->ok()) << result->status();
+  EXPECT_EQ((*result)->state(), Job::SUCCEEDED);
+  EXPECT_EQ((*result)->worker_id(), "server-a");
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+
+  // A job that will not finish in time: answered as it stands when the timeout passes.
+  v1::SubmitRequest later = DemoSteps(1, 10);
+  *later.mutable_run_at() = v1::ToProto(absl::Now() + absl::Hours(1));
+  auto queued = a.Submit(later, acme);
+  ASSERT_TRUE(queued.ok());
+  const absl::Time asked = absl::Now();
+  auto [done2, result2, wait2] = wait_on(b, queued->id(), absl::Milliseconds(300), acme);
+  ASSERT_TRUE(done2->WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_EQ((*result2)->state(), Job::QUEUED);
+  EXPECT_GE(absl::Now() - asked, absl::Milliseconds(300));
+  EXPECT_LT(absl::Now() - asked, absl::Milliseconds(900));
+
+  // Abandoned: CANCELLED. Bad timeout, other tenant: answered at once.
+  auto [done3, result3, wait3] = wait_on(b, queued->id(), absl::Seconds(30), acme);
+  ASSERT_NE(wait3, nullptr);
+  b.manager->AbandonJobWait(wait3);
+  ASSERT_TRUE(done3->HasBeenNotified());
+  EXPECT_EQ(result3->status().code(), absl::StatusCode::kCancelled);
+  auto [done4, result4, wait4] = wait_on(b, queued->id(), absl::Minutes(6), acme);
+  EXPECT_EQ(result4->status().code(), absl::StatusCode::kInvalidArgument);
+  auto [done5, result5, wait5] =
+      wait_on(b, queued->id(), absl::Seconds(30), auth::Scope{"globex", false});
+  EXPECT_EQ(wait5, nullptr);
+  EXPECT_EQ(result5->status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(PgManagerTest, AJobWhoseServerDiedMidRunIsRetriedByAnother) {
