@@ -47,7 +47,7 @@ struct StoredArtifact {
 
 // One WaitJob call waiting for its job to finish.
 struct JobWait {
-  std::string key;  // job id '/' be64 counter: a job's waits are one range of job_waits_
+  std::string key;  // its key in the manager's JobWaits
   std::string job_id;
   std::function<void(absl::StatusOr<v1::Job>)> done;
 };

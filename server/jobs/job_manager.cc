@@ -306,7 +306,7 @@ void JobManager::DispatchLoop() {
     int64_t wake = absl::ToUnixMillis(now + (store_failure_.ok() ? absl::Seconds(10)
                                                                  : absl::Seconds(1)));
     for (std::optional<int64_t> t : {queue_.NextDue(), lease_deadlines_.Next(),
-                                     timeouts_.Next(), wait_deadlines_.Next()}) {
+                                     timeouts_.Next(), waits_.NextDue()}) {
       if (t) wake = std::min(wake, *t);
     }
     for (const auto& waiter : workers_.waiters()) {
@@ -987,13 +987,11 @@ void JobManager::StopRunning() {
       });
     }
     workers_.waiters().clear();
-    for (auto& [key, wait] : job_waits_) {
-      replies.push_back([done = std::move(wait->done)] {
-        done(absl::UnavailableError("the server is shutting down; wait again later"));
+    for (auto& wait : waits_.TakeAll()) {
+      replies.push_back([wait] {
+        wait->done(absl::UnavailableError("the server is shutting down; wait again later"));
       });
-      wait_deadlines_.Clear(key);
     }
-    job_waits_.clear();
   }
   for (auto& reply : replies) reply();
 }

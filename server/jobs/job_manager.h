@@ -27,7 +27,6 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -42,6 +41,7 @@
 #include "server/jobs/job_backend.h"
 #include "server/jobs/job_queue.h"
 #include "server/jobs/job_types.h"
+#include "server/jobs/job_waits.h"
 #include "server/jobs/leases.h"
 #include "server/jobs/transitions.h"
 #include "server/jobs/validation.h"
@@ -292,9 +292,7 @@ class JobManager : public JobBackend {
   // Submits with a request_id whose job is not committed yet, and who waits for it.
   absl::flat_hash_map<std::string, std::vector<JobCallback>> requests_in_flight_
       ABSL_GUARDED_BY(mu_);
-  absl::btree_map<std::string, std::shared_ptr<JobWait>> job_waits_ ABSL_GUARDED_BY(mu_);
-  DeadlineIndex wait_deadlines_ ABSL_GUARDED_BY(mu_);  // by JobWait::key
-  uint64_t wait_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  JobWaits waits_ ABSL_GUARDED_BY(mu_);
   // Set from a failed write until the store takes writes again and memory is reloaded.
   absl::Status store_failure_ ABSL_GUARDED_BY(mu_);
   absl::Time store_failed_at_ ABSL_GUARDED_BY(mu_);

@@ -5,12 +5,10 @@
 #include <algorithm>
 #include <iostream>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/transitions.h"
-#include "server/storage/keys.h"
 #include "server/watch/event_hub.h"
 
 namespace jobstream::jobs {
@@ -56,16 +54,10 @@ absl::Status PgJobManager::Recover() { return absl::OkStatus(); }
 
 void PgJobManager::Observe(const JobEvent& event) {
   if (v1::IsTerminal(event.type())) {
-    std::vector<std::shared_ptr<JobWait>> finished;
+    JobWaits::Waits finished;
     {
       absl::MutexLock lock(&mu_);
-      const std::string prefix = event.job_id() + "/";
-      for (auto it = waits_.lower_bound(prefix);
-           it != waits_.end() && absl::StartsWith(it->first, prefix);) {
-        wait_deadlines_.Clear(it->first);
-        finished.push_back(std::move(it->second));
-        it = waits_.erase(it);
-      }
+      finished = waits_.TakeJob(event.job_id());
     }
     AnswerWaits(finished);
     return;
@@ -190,31 +182,22 @@ std::shared_ptr<JobWait> PgJobManager::WaitJob(const std::string& job_id,
     done(s);
     return nullptr;
   }
+  std::shared_ptr<JobWait> wait;
   if (timeout > absl::ZeroDuration()) {
-    auto wait = std::make_shared<JobWait>();
-    wait->job_id = job_id;
-    wait->done = std::move(done);
     {
       absl::MutexLock lock(&mu_);
       if (!stop_running_) {
-        wait->key = absl::StrCat(job_id, "/");
-        storage::PutBigEndian64(&wait->key, ++wait_counter_);
-        waits_[wait->key] = wait;
-        wait_deadlines_.Set(wait->key, absl::ToUnixMillis(absl::Now() + timeout));
+        wait = waits_.Add(job_id, std::move(done), absl::ToUnixMillis(absl::Now() + timeout));
         renewer_wake_ = true;  // its deadline may come before the renewer's next round
       }
     }
-    if (wait->key.empty()) {
-      done = std::move(wait->done);
-    } else {
+    if (wait != nullptr) {
       auto job = store_->GetJob(job_id);
       if (job.ok() && scope.Sees(*job) && !v1::IsFinished(job->state())) return wait;
       absl::MutexLock lock(&mu_);
-      auto it = waits_.find(wait->key);
-      if (it == waits_.end()) return nullptr;  // answered meanwhile: it finished
-      wait_deadlines_.Clear(wait->key);
-      done = std::move(it->second->done);
-      waits_.erase(it);
+      std::shared_ptr<JobWait> taken = waits_.Take(wait->key);
+      if (taken == nullptr) return nullptr;  // answered meanwhile: it finished
+      done = std::move(taken->done);
     }
   }
   done(Get(job_id, scope));  // finished, unknown, not the caller's, or no time to wait
@@ -222,19 +205,15 @@ std::shared_ptr<JobWait> PgJobManager::WaitJob(const std::string& job_id,
 }
 
 void PgJobManager::AbandonJobWait(const std::shared_ptr<JobWait>& wait) {
-  JobCallback done;
+  std::shared_ptr<JobWait> taken;
   {
     absl::MutexLock lock(&mu_);
-    auto it = waits_.find(wait->key);
-    if (it == waits_.end()) return;  // answered already
-    done = std::move(it->second->done);
-    wait_deadlines_.Clear(wait->key);
-    waits_.erase(it);
+    taken = waits_.Take(wait->key);
   }
-  done(absl::CancelledError("the caller went away"));
+  if (taken) taken->done(absl::CancelledError("the caller went away"));
 }
 
-void PgJobManager::AnswerWaits(const std::vector<std::shared_ptr<JobWait>>& waits) const {
+void PgJobManager::AnswerWaits(const JobWaits::Waits& waits) const {
   for (const auto& wait : waits) {
     wait->done(Get(wait->job_id, auth::Scope::Everything()));  // the wait was in scope
   }
@@ -363,7 +342,7 @@ void PgJobManager::RenewLoop() {
   while (!stopped_) {
     // Up to the next renewal, or the next wait's deadline if that comes first.
     absl::Time until = std::min(renew_at, absl::Now() + absl::Seconds(1));
-    if (std::optional<int64_t> next = wait_deadlines_.Next()) {
+    if (std::optional<int64_t> next = waits_.NextDue()) {
       until = std::min(until, absl::FromUnixMillis(*next));
     }
     mu_.AwaitWithDeadline(
@@ -376,14 +355,7 @@ void PgJobManager::RenewLoop() {
     renewer_wake_ = false;
     if (stopped_) break;
     const int64_t now_ms = absl::ToUnixMillis(absl::Now());
-    std::vector<std::shared_ptr<JobWait>> expired;
-    for (const std::string& key : wait_deadlines_.TakeDue(now_ms)) {
-      auto it = waits_.find(key);
-      if (it == waits_.end()) continue;
-      expired.push_back(std::move(it->second));
-      waits_.erase(it);
-    }
-    if (!expired.empty()) {
+    if (JobWaits::Waits expired = waits_.TakeDue(now_ms); !expired.empty()) {
       mu_.Unlock();
       AnswerWaits(expired);  // the job as it stands
       mu_.Lock();
@@ -446,13 +418,20 @@ void PgJobManager::SweepLeases(absl::Time now) {
 }
 
 void PgJobManager::StopRunning() {
-  absl::MutexLock lock(&mu_);
-  stop_running_ = true;
-  for (auto& [id, run] : runs_) {
-    run.control->server_stopping = true;
-    if (!run.control->stop.HasBeenNotified()) run.control->stop.Notify();
+  JobWaits::Waits waiting;
+  {
+    absl::MutexLock lock(&mu_);
+    stop_running_ = true;
+    for (auto& [id, run] : runs_) {
+      run.control->server_stopping = true;
+      if (!run.control->stop.HasBeenNotified()) run.control->stop.Notify();
+    }
+    ready_cv_.SignalAll();
+    waiting = waits_.TakeAll();
   }
-  ready_cv_.SignalAll();
+  for (auto& wait : waiting) {
+    wait->done(absl::UnavailableError("the server is shutting down; wait again later"));
+  }
 }
 
 void PgJobManager::Stop() {

@@ -17,12 +17,11 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "server/jobs/job_backend.h"
 #include "server/jobs/job_types.h"
-#include "server/jobs/leases.h"
+#include "server/jobs/job_waits.h"
 #include "server/jobs/validation.h"
 #include "server/storage/pg/leader.h"
 #include "server/storage/pg/pg_store.h"
@@ -111,7 +110,7 @@ class PgJobManager : public JobBackend {
   // and, if it leads, sweeps expired leases.
   void RenewLoop() ABSL_LOCKS_EXCLUDED(mu_);
   // Answers the waits of a job that finished, or whose deadline came.
-  void AnswerWaits(const std::vector<std::shared_ptr<JobWait>>& waits) const;
+  void AnswerWaits(const JobWaits::Waits& waits) const;
   // Ends the attempts whose leases expired — of workers that went quiet, and of servers
   // that died mid-run — as failed and retryable.
   void SweepLeases(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
@@ -124,10 +123,7 @@ class PgJobManager : public JobBackend {
   absl::CondVar ready_cv_;  // runners: a job may be ready, or stopping
   absl::flat_hash_map<std::string, Run> runs_ ABSL_GUARDED_BY(mu_);  // by job id
   absl::flat_hash_map<std::string, int> running_ ABSL_GUARDED_BY(mu_);  // by type
-  // WaitJob calls, keyed job id '/' be64 counter (a job's waits are one range).
-  absl::btree_map<std::string, std::shared_ptr<JobWait>> waits_ ABSL_GUARDED_BY(mu_);
-  DeadlineIndex wait_deadlines_ ABSL_GUARDED_BY(mu_);
-  uint64_t wait_counter_ ABSL_GUARDED_BY(mu_) = 0;
+  JobWaits waits_ ABSL_GUARDED_BY(mu_);
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool renewer_wake_ ABSL_GUARDED_BY(mu_) = false;  // a wait with a deadline came
