@@ -94,13 +94,10 @@ void PgJobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& s
 
 absl::StatusOr<Job> PgJobManager::Get(const std::string& job_id, const auth::Scope& scope) const {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return s;
-  auto job = store_->GetJob(job_id);
+  auto job = store_->GetJobWithParams(job_id);
   if (absl::IsNotFound(job.status())) return watch::JobNotFound(*store_, job_id, scope);
   if (!job.ok()) return job.status();
   if (!scope.Sees(*job)) return watch::NoSuchJob(job_id);
-  auto params = store_->GetParams(job_id);
-  if (!params.ok()) return params.status();
-  *job->mutable_params() = *std::move(params);
   return job;
 }
 
@@ -123,8 +120,10 @@ void PgJobManager::Cancel(const std::string& job_id, const auth::Scope& scope, J
         // Whoever runs it stops (a handler of this server at once, of another within a
         // lease renewal, a worker at its next report); the job ends CANCELLED then. The
         // flag is recorded without an event: the job's next event carries it.
-        job.set_cancel_requested(true);
-        *job.mutable_update_time() = ToProto(now);
+        if (!job.cancel_requested()) {
+          job.set_cancel_requested(true);
+          *job.mutable_update_time() = ToProto(now);
+        }
         break;
       case Job::CANCELLED:
         break;  // already: answered as it stands
@@ -248,17 +247,11 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
             out.push_back(EventOf(JobEvent::STARTED, now));
             return lease;
           });
-      std::shared_ptr<const google::protobuf::Struct> params;
-      if (claimed.ok() && !claimed->empty()) {
-        auto stored = store_->GetParams(claimed->front().events.back().job_id());
-        params = std::make_shared<const google::protobuf::Struct>(
-            stored.ok() ? *std::move(stored) : google::protobuf::Struct());
-      }
       mu_.Lock();
       if (!claimed.ok()) {
         std::cerr << "jobstream-server: claiming a job: " << claimed.status() << "\n";
       } else if (!claimed->empty()) {
-        const storage::pg::PgStore::Claimed& got = claimed->front();
+        storage::pg::PgStore::Claimed& got = claimed->front();
         const Job& job = got.events.back().status();
         Run& run = runs_[job.id()];
         run.lease_id = got.lease.lease_id();
@@ -270,7 +263,9 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
           run.control->server_stopping = true;
           run.control->stop.Notify();
         }
-        return Attempt{job.id(), job.type(), job.attempt(), std::move(params), run.control};
+        return Attempt{job.id(), job.type(), job.attempt(),
+                       std::make_shared<const google::protobuf::Struct>(std::move(got.params)),
+                       run.control};
       }
     }
     // Woken by a job becoming ready (Observe) or a slot coming free; and every second,

@@ -121,10 +121,9 @@ TEST_F(PgManagerTest, TwoServersRunEveryJobOnceAndAWatcherOnEitherSeesItAll) {
     ASSERT_TRUE(job.ok()) << job.status();
     EXPECT_EQ(job->state(), Job::SUCCEEDED) << id;
     EXPECT_EQ(job->attempt(), 1) << id;
-    auto events = a.store->ReadEvents(id, 0, 1000);
-    ASSERT_TRUE(events.ok());
+    const std::vector<JobEvent> events = EventsOf(*a.store, id, 0, 1000);
     int started = 0;
-    for (const JobEvent& e : *events) {
+    for (const JobEvent& e : events) {
       if (e.type() != JobEvent::STARTED) continue;
       ++started;
       runners.insert(e.status().worker_id());
@@ -170,10 +169,9 @@ TEST_F(PgManagerTest, RequestIdsCancelsAndTenantsHoldAcrossServers) {
   ASSERT_TRUE(cancelled.ok()) << cancelled.status();
   EXPECT_EQ(cancelled->state(), Job::CANCELLED);
   EXPECT_EQ(a.manager->Get(first->id(), acme)->state(), Job::CANCELLED);
-  auto events = a.store->ReadEvents(first->id(), 0, 10);
-  ASSERT_TRUE(events.ok());
-  ASSERT_EQ(events->size(), 2u);
-  EXPECT_EQ((*events)[1].type(), JobEvent::CANCELLED);
+  const std::vector<JobEvent> events = EventsOf(*a.store, first->id(), 0, 10);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[1].type(), JobEvent::CANCELLED);
   // Again: answered as it stands; a finished job cannot be.
   EXPECT_EQ(a.Cancel(first->id(), acme)->state(), Job::CANCELLED);
 
@@ -284,11 +282,10 @@ TEST_F(PgManagerTest, AJobWhoseServerDiedMidRunIsRetriedByAnother) {
   ASSERT_TRUE(seen.ok()) << seen.status();
   EXPECT_EQ(seen->state(), Job::SUCCEEDED);
   EXPECT_EQ(seen->attempt(), 2);
-  auto events = b.store->ReadEvents(id, 0, 1000);
-  ASSERT_TRUE(events.ok());
+  const std::vector<JobEvent> events = EventsOf(*b.store, id, 0, 1000);
   std::vector<std::string> story;
-  for (size_t i = 0; i < events->size(); ++i) {
-    const JobEvent& e = (*events)[i];
+  for (size_t i = 0; i < events.size(); ++i) {
+    const JobEvent& e = events[i];
     EXPECT_EQ(e.sequence(), int64_t(i + 1));
     if (e.type() == JobEvent::STARTED) story.push_back("STARTED by " + e.status().worker_id());
     if (e.type() == JobEvent::RETRYING) {

@@ -40,10 +40,19 @@ class PgStoreTest : public testing::PgTest {
     return e;
   }
   std::unique_ptr<PgStore> Open(int pool = 8) {
-    auto store = PgStore::Open(NewDatabase(), pool);
+    url_ = NewDatabase();
+    auto store = PgStore::Open(url_, pool);
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
   }
+  // The transaction that last wrote the job's row.
+  std::string RowVersion(const std::string& job_id) {
+    auto conn = Connect(url_);
+    auto row = conn->Exec("SELECT xmin FROM jobs WHERE id = $1", {PgParam::Text(job_id)});
+    EXPECT_TRUE(row.ok() && row->rows() == 1);
+    return row.ok() && row->rows() == 1 ? std::string(row->Get(0, 0)) : "";
+  }
+  std::string url_;
 };
 
 TEST_F(PgStoreTest, TransitionsFromManyConnectionsGetDenseSequences) {
@@ -73,19 +82,27 @@ TEST_F(PgStoreTest, TransitionsFromManyConnectionsGetDenseSequences) {
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures, 0);
-  auto events = store->ReadEvents("job-a", 0, 10000);
-  ASSERT_TRUE(events.ok()) << events.status();
-  ASSERT_EQ(events->size(), size_t{1 + kThreads * kEach});
-  for (size_t i = 0; i < events->size(); ++i) {
-    EXPECT_EQ((*events)[i].sequence(), int64_t(i + 1));
-    EXPECT_EQ((*events)[i].status().last_sequence(), int64_t(i + 1));
+  const std::vector<JobEvent> events = EventsOf(*store, "job-a", 0, 10000);
+  ASSERT_EQ(events.size(), size_t{1 + kThreads * kEach});
+  for (size_t i = 0; i < events.size(); ++i) {
+    EXPECT_EQ(events[i].sequence(), int64_t(i + 1));
+    EXPECT_EQ(events[i].status().last_sequence(), int64_t(i + 1));
   }
   // Each change saw the one before it: no update was lost.
-  EXPECT_NEAR(events->back().status().progress().fraction(), 0.001 * kThreads * kEach, 1e-9);
+  EXPECT_NEAR(events.back().status().progress().fraction(), 0.001 * kThreads * kEach, 1e-9);
   EXPECT_EQ(store->GetJob("job-a")->last_sequence(), 1 + kThreads * kEach);
-  EXPECT_EQ(store->GetParams("job-a")->fields().at("n").number_value(), 7);
+  EXPECT_EQ(store->GetJobWithParams("job-a")->params().fields().at("n").number_value(), 7);
   // Reading resumes after any sequence.
-  EXPECT_EQ(store->ReadEvents("job-a", 300, 5)->front().sequence(), 301);
+  EXPECT_EQ(EventsOf(*store, "job-a", 300, 5).front().sequence(), 301);
+
+  // A change that changes nothing writes nothing.
+  const std::string version = RowVersion("job-a");
+  auto same = store->Transition("job-a", [](Job&, std::vector<JobEvent>&) {
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_TRUE(same->empty());
+  EXPECT_EQ(RowVersion("job-a"), version);
 
   // A change that fails writes nothing; an unknown job is NOT_FOUND.
   auto refused = store->Transition("job-a", [](Job& job, std::vector<JobEvent>& out) {
@@ -95,7 +112,7 @@ TEST_F(PgStoreTest, TransitionsFromManyConnectionsGetDenseSequences) {
   });
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store->GetJob("job-a")->state(), Job::QUEUED);
-  EXPECT_EQ(store->ReadEvents("job-a", 0, 10000)->size(), size_t{1 + kThreads * kEach});
+  EXPECT_EQ(EventsOf(*store, "job-a").size(), size_t{1 + kThreads * kEach});
   EXPECT_EQ(store->Transition("nope", [](Job&, std::vector<JobEvent>&) { return absl::OkStatus(); })
                 .status()
                 .code(),

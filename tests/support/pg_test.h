@@ -6,9 +6,11 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "server/storage/event_reader.h"
 #include "server/storage/pg/connection.h"
 #include "tests/support/postgres_process.h"
 
@@ -46,6 +48,19 @@ class PgTest : public ::testing::Test {
     auto conn = storage::pg::PgConnection::Connect(url);
     EXPECT_TRUE(conn.ok()) << conn.status();
     return conn.ok() ? *std::move(conn) : nullptr;
+  }
+
+  // The job's stored events after `after`, in order (at most `limit`).
+  static std::vector<v1::JobEvent> EventsOf(const storage::EventReader& store,
+                                            const std::string& job_id, int64_t after = 0,
+                                            size_t limit = 100000) {
+    auto read = store.ReadCommittedEvents(job_id, after, INT64_MAX, limit);
+    EXPECT_TRUE(read.ok()) << read.status();
+    std::vector<v1::JobEvent> events;
+    if (read.ok()) {
+      for (const auto& e : *read) events.push_back(e->event);
+    }
+    return events;
   }
 
   static inline PostgresProcess* server_ = nullptr;

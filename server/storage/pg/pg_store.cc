@@ -1,6 +1,7 @@
 #include "server/storage/pg/pg_store.h"
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "jobstream/v1/job_states.h"
 #include "server/storage/pg/schema.h"
 
@@ -34,6 +35,12 @@ absl::StatusOr<Message> Parse(absl::string_view bytes, absl::string_view what) {
   return message;
 }
 
+// The params column (NULL for none).
+absl::StatusOr<google::protobuf::Struct> ParamsAt(const PgResult& rows, int row, int col) {
+  if (rows.IsNull(row, col)) return google::protobuf::Struct();
+  return Parse<google::protobuf::Struct>(rows.Get(row, col), "params");
+}
+
 absl::Status NoSuchJob(const std::string& job_id) {
   return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
 }
@@ -47,17 +54,15 @@ absl::StatusOr<Job> LockJob(PgConnection& conn, const std::string& job_id) {
   return Parse<Job>(row->Get(0, 0), absl::StrCat("job ", job_id));
 }
 
-// Numbers `events` after the job's last sequence; each carries the job as changed.
+// Numbers `events` after the job's last sequence; each carries the job as changed, as of
+// its own sequence.
 void Number(Job& job, std::vector<JobEvent>& events) {
   job.clear_params();
   for (JobEvent& e : events) {
     job.set_last_sequence(job.last_sequence() + 1);
     e.set_job_id(job.id());
     e.set_sequence(job.last_sequence());
-  }
-  for (JobEvent& e : events) {
     *e.mutable_status() = job;
-    e.mutable_status()->set_last_sequence(e.sequence());
   }
 }
 
@@ -97,11 +102,16 @@ absl::Status AddEvents(PgConnection& conn, const std::vector<JobEvent>& events) 
       .status();
 }
 
-// Applies `change` to the locked `job` and writes the job and its events.
+// Applies `change` to the locked `job` and writes the job and its events; nothing if the
+// change left the job as it was (a report that moved nothing, a cancel asked again).
 absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
                                                    const PgStore::Change& change) {
+  const Job before = job;
   std::vector<JobEvent> events;
   if (absl::Status s = change(job, events); !s.ok()) return s;
+  if (events.empty() && google::protobuf::util::MessageDifferencer::Equals(before, job)) {
+    return events;
+  }
   Number(job, events);
   std::vector<PgParam> columns = JobColumns(job);
   if (absl::Status s = conn.Exec("UPDATE jobs SET tenant = $2, type = $3, state = $4, "
@@ -288,8 +298,8 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
     claimed.clear();
     auto rows = conn.Exec(
-        "SELECT record FROM jobs WHERE state = 1 AND type = ANY($1::text[]) AND ready_ms <= $2 "
-        "ORDER BY priority DESC, ready_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        "SELECT record, params FROM jobs WHERE state = 1 AND type = ANY($1::text[]) "
+        "AND ready_ms <= $2 ORDER BY priority DESC, ready_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED",
         {PgParam::Text(TextArray(types)), PgParam::Int(now_ms), PgParam::Int(limit)},
         /*binary_results=*/true);
     if (!rows.ok()) return rows.status();
@@ -297,6 +307,9 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
       auto job = Parse<Job>(rows->Get(i, 0), "a queued job");
       if (!job.ok()) return job.status();
       Claimed one;
+      auto params = ParamsAt(*rows, i, 1);
+      if (!params.ok()) return params.status();
+      one.params = *std::move(params);
       auto events = ChangeLocked(conn, *std::move(job), [&](Job& j, std::vector<JobEvent>& out) {
         auto lease = start(j, out);
         if (!lease.ok()) return lease.status();
@@ -389,32 +402,21 @@ absl::StatusOr<Job> PgStore::GetJob(const std::string& job_id) const {
   return job;
 }
 
-absl::StatusOr<google::protobuf::Struct> PgStore::GetParams(const std::string& job_id) const {
-  absl::StatusOr<google::protobuf::Struct> params = NoSuchJob(job_id);
+absl::StatusOr<Job> PgStore::GetJobWithParams(const std::string& job_id) const {
+  absl::StatusOr<Job> job = NoSuchJob(job_id);
   absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
-    auto row = conn.Exec("SELECT params FROM jobs WHERE id = $1", {PgParam::Text(job_id)},
+    auto row = conn.Exec("SELECT record, params FROM jobs WHERE id = $1", {PgParam::Text(job_id)},
                          /*binary_results=*/true);
     if (!row.ok()) return row.status();
     if (row->rows() == 0) return absl::OkStatus();
-    params = row->IsNull(0, 0) ? google::protobuf::Struct()
-                               : Parse<google::protobuf::Struct>(row->Get(0, 0), "params");
+    job = Parse<Job>(row->Get(0, 0), absl::StrCat("job ", job_id));
+    auto params = ParamsAt(*row, 0, 1);
+    if (!params.ok()) return params.status();
+    if (job.ok()) *job->mutable_params() = *std::move(params);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
-  return params;
-}
-
-absl::StatusOr<std::vector<JobEvent>> PgStore::ReadEvents(const std::string& job_id, int64_t after,
-                                                          int limit) const {
-  std::vector<JobEvent> events;
-  absl::Status status = VisitRecords<JobEvent>(
-      "SELECT event FROM events WHERE job_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3",
-      {PgParam::Text(job_id), PgParam::Int(after), PgParam::Int(limit)}, [&](JobEvent e) {
-        events.push_back(std::move(e));
-        return true;
-      });
-  if (!status.ok()) return status;
-  return events;
+  return job;
 }
 
 absl::StatusOr<std::optional<Tombstone>> PgStore::GetTombstone(const std::string& job_id) const {

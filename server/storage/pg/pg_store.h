@@ -89,6 +89,7 @@ class PgStore : public EventReader {
   struct Claimed {
     std::vector<v1::JobEvent> events;
     LeaseRecord lease;
+    google::protobuf::Struct params;  // the job's, for whoever runs it
   };
   absl::StatusOr<std::vector<Claimed>> ClaimLeased(const std::vector<std::string>& types,
                                                    int64_t now_ms, int limit, const Start& start);
@@ -103,10 +104,8 @@ class PgStore : public EventReader {
   absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> ExpiredLeases(int64_t now_ms,
                                                                                  int limit) const;
 
-  absl::StatusOr<google::protobuf::Struct> GetParams(const std::string& job_id) const;
-  // Up to `limit` events after `after`, in order.
-  absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id, int64_t after,
-                                                       int limit) const;
+  // The job with its params (GetJob leaves them out). NotFound when absent.
+  absl::StatusOr<v1::Job> GetJobWithParams(const std::string& job_id) const;
 
   // EventReader
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const override;
