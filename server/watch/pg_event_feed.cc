@@ -7,6 +7,7 @@
 #include <iostream>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -54,14 +55,22 @@ bool PgEventFeed::Follow() {
     std::string job_id;
     int64_t first, last;
   };
+  // A job's notifications come in commit order, each range right after the one before:
+  // those of one batch are read together.
   std::vector<Range> ranges;
+  absl::flat_hash_map<std::string, size_t> range_of;  // job id -> index in ranges
   while (PGnotify* n = PQnotifies(conn_->raw())) {
     std::vector<std::string> parts = absl::StrSplit(n->extra, ' ');
     Range r;
     if (parts.size() == 3 && absl::SimpleAtoi(parts[1], &r.first) &&
         absl::SimpleAtoi(parts[2], &r.last) && r.first >= 1 && r.last >= r.first) {
       r.job_id = std::move(parts[0]);
-      ranges.push_back(std::move(r));
+      auto [it, added] = range_of.try_emplace(r.job_id, ranges.size());
+      if (added) {
+        ranges.push_back(std::move(r));
+      } else {
+        ranges[it->second].last = std::max(ranges[it->second].last, r.last);
+      }
     }
     PQfreemem(n);
   }
