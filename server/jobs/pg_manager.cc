@@ -332,11 +332,13 @@ void PgJobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobu
 
 void PgJobManager::RenewLoop() {
   absl::MutexLock lock(&mu_);
-  const absl::Duration every = std::max(options_.run_lease / 3, absl::Milliseconds(100));
+  // Each second (sooner for a short lease): cancels and the chores need no more.
+  const absl::Duration every =
+      std::clamp(options_.run_lease / 3, absl::Milliseconds(100), absl::Seconds(1));
   absl::Time renew_at = absl::Now();
   while (!stopped_) {
     // Up to the next renewal, or the next wait's deadline if that comes first.
-    absl::Time until = std::min(renew_at, absl::Now() + absl::Seconds(1));
+    absl::Time until = renew_at;
     if (std::optional<int64_t> next = waits_.NextDue()) {
       until = std::min(until, absl::FromUnixMillis(*next));
     }
@@ -356,7 +358,7 @@ void PgJobManager::RenewLoop() {
       mu_.Lock();
     }
     if (absl::Now() < renew_at) continue;
-    renew_at = absl::Now() + std::min(every, absl::Seconds(1));
+    renew_at = absl::Now() + every;
     std::vector<std::string> leases, jobs;
     for (auto& [id, run] : runs_) {
       leases.push_back(run.lease_id);
@@ -373,10 +375,12 @@ void PgJobManager::RenewLoop() {
       store_->ExtendLeases(leases, now_ms + absl::ToInt64Milliseconds(options_.run_lease))
           .IgnoreError();  // a renewal missed is made up by the next, well before expiry
       // A cancel asked of another server reaches the handler here.
-      for (const std::string& id : jobs) {
-        auto job = store_->GetJob(id);
-        if (job.ok() && job->cancel_requested()) cancelled.push_back(id);
-      }
+      store_
+          ->VisitJobs(jobs,
+                      [&](const Job& job) {
+                        if (job.cancel_requested()) cancelled.push_back(job.id());
+                      })
+          .IgnoreError();  // looked at again in a second
     }
     if (options_.leader != nullptr && options_.leader->TryLead()) SweepLeases(absl::Now());
     mu_.Lock();

@@ -486,6 +486,15 @@ absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> PgStore::Coun
   return counts;
 }
 
+absl::Status PgStore::VisitJobs(const std::vector<std::string>& job_ids,
+                                const std::function<void(const Job&)>& visit) const {
+  return VisitRecords<Job>("SELECT record FROM jobs WHERE id = ANY($1::text[])",
+                           {PgParam::Text(TextArray(job_ids))}, [&](Job job) {
+                             visit(job);
+                             return true;
+                           });
+}
+
 absl::Status PgStore::VisitJobsIn(Job::State state,
                                   const std::function<void(const Job&)>& visit) const {
   return VisitRecords<Job>("SELECT record FROM jobs WHERE state = $1", {PgParam::Int(state)},

@@ -118,6 +118,9 @@ class PgStore : public EventReader {
 
   // How many jobs are QUEUED and RUNNING, by type: {type: {queued, running}}.
   absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> CountLive() const;
+  // The jobs of `job_ids` that exist, each to `visit`, in one query.
+  absl::Status VisitJobs(const std::vector<std::string>& job_ids,
+                         const std::function<void(const v1::Job&)>& visit) const;
   // Jobs in `state`, each to `visit` (for a feed seeding its hub).
   absl::Status VisitJobsIn(v1::Job::State state,
                            const std::function<void(const v1::Job&)>& visit) const;
