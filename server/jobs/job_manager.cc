@@ -458,7 +458,7 @@ void JobManager::MarkStoreFailed(const absl::Status& error) {
   if (!store_failure_.ok()) return;
   store_failure_ = absl::UnavailableError(absl::StrCat(
       "the store failed a write and takes none until it recovers (", error.message(), ")"));
-  store_failed_at_ = absl::Now();
+  store_failed_at_ = store_failure_logged_at_ = absl::Now();
   std::cerr << "jobstream-server: " << store_failure_.message()
             << "; reads and watches go on, running jobs are stopped and run again once it "
                "takes writes\n";
@@ -486,8 +486,8 @@ bool JobManager::TryRecoverStore() {
   committer_.AwaitIdle();
   mu_.Lock();
   if (absl::Status resumed = committer_.Resume(); !resumed.ok()) {
-    if (absl::Now() - store_failed_at_ > store_retry_logged_ + absl::Seconds(30)) {
-      store_retry_logged_ = absl::Now() - store_failed_at_;
+    if (absl::Now() - store_failure_logged_at_ > absl::Seconds(30)) {  // said now and then
+      store_failure_logged_at_ = absl::Now();
       std::cerr << "jobstream-server: the store still takes no writes: " << resumed.message()
                 << "\n";
     }
@@ -515,7 +515,6 @@ bool JobManager::TryRecoverStore() {
     if (auto it = live_.find(id); it != live_.end()) it->second.artifact_bytes_reserved = bytes;
   }
   const absl::Duration down = absl::Now() - store_failed_at_;
-  store_retry_logged_ = absl::ZeroDuration();
   std::cerr << "jobstream-server: the store takes writes again after "
             << absl::FormatDuration(absl::Trunc(down, absl::Milliseconds(1))) << "; "
             << live_.size() << " live jobs read back\n";

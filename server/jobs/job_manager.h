@@ -296,7 +296,7 @@ class JobManager : public JobBackend {
   // Set from a failed write until the store takes writes again and memory is reloaded.
   absl::Status store_failure_ ABSL_GUARDED_BY(mu_);
   absl::Time store_failed_at_ ABSL_GUARDED_BY(mu_);
-  absl::Duration store_retry_logged_ ABSL_GUARDED_BY(mu_);  // into the failure
+  absl::Time store_failure_logged_at_ ABSL_GUARDED_BY(mu_);
   int attempts_in_server_ ABSL_GUARDED_BY(mu_) = 0;  // handed to runners, not yet finished
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_dispatch_ ABSL_GUARDED_BY(mu_) = false;
