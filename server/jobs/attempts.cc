@@ -73,7 +73,7 @@ absl::Status CheckWorkerId(absl::string_view id) {
 void JobManager::StartAttempt(LiveJob& live, absl::Time now, const std::string& worker_id,
                               absl::Duration lease_duration, JobCallback done) {
   Job& job = live.job;
-  const JobType& type = TypeOf(job);
+  const JobType& type = types_->Of(job.type());
   const bool external = !type.in_server();
   Batch batch;
   Unqueue(live, batch);
@@ -99,7 +99,7 @@ absl::Status JobManager::EndAttempt(const std::string& job_id, AttemptEnd end, J
   auto it = live_.find(job_id);
   LiveJob& live = it->second;
   Job& job = live.job;
-  const JobType& type = TypeOf(job);
+  const JobType& type = types_->Of(job.type());
   const absl::Time now = absl::Now();
   Batch batch;
   batch.Delete(Cf::kLeases, job_id);
@@ -213,7 +213,8 @@ void JobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobuf:
   auto it = live_.find(attempt.job_id);
   if (it == live_.end() || it->second.control != attempt.control) return;
   const RunControl& control = *attempt.control;
-  AttemptEnd end = EndOfRun(it->second.job, TypeOf(it->second.job), std::move(outcome),
+  const Job& job = it->second.job;
+  AttemptEnd end = EndOfRun(job, types_->Of(job.type()), std::move(outcome),
                             control.timed_out.load(), control.server_stopping.load(),
                             options_.limits.max_params_bytes);
   EndAttempt(attempt.job_id, std::move(end), nullptr).IgnoreError();

@@ -104,14 +104,6 @@ size_t JobManager::live_jobs() const {
   return live_.size();
 }
 
-const JobType& JobManager::TypeOf(const Job& job) const {
-  // A type removed from the config since the job was made runs nowhere; its jobs keep the
-  // defaults so they can still be cancelled, expire and fail.
-  static const JobType* const kUndeclared = new JobType();
-  const JobType* type = types_->Find(job.type());
-  return type != nullptr ? *type : *kUndeclared;
-}
-
 JobEvent JobManager::MakeEvent(const Job& job, JobEvent::Type type, absl::Time now) const {
   JobEvent event;
   event.set_job_id(job.id());
@@ -263,11 +255,8 @@ void JobManager::Unqueue(LiveJob& live, Batch& batch) {
 }
 
 bool JobManager::Admits(absl::string_view type) const {
-  const JobType* t = types_->Find(type);
-  if (t == nullptr) return false;
-  if (t->concurrency == 0) return true;
   auto it = running_.find(type);
-  return it == running_.end() || it->second < t->concurrency;
+  return types_->Admits(type, it == running_.end() ? 0 : it->second);
 }
 
 void JobManager::Wake(absl::string_view type) {
@@ -360,7 +349,7 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
     AttemptEnd end(AttemptEnd::kFailed);
     end.error = absl::DeadlineExceededError(absl::StrCat(
         "attempt ", live.job.attempt(), " timed out after ",
-        absl::FormatDuration(TypeOf(live.job).timeout)));
+        absl::FormatDuration(types_->Of(live.job.type()).timeout)));
     end.retryable = true;
     EndAttempt(id, std::move(end), nullptr).IgnoreError();  // a failed store is sticky
   }

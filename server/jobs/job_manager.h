@@ -166,7 +166,6 @@ class JobManager : public JobBackend {
   // Adds the job record and `event` to `batch`; returns the event as watchers get it.
   storage::CommittedEventPtr AddRecordAndEvent(storage::Batch& batch, const v1::Job& job,
                                                v1::JobEvent event) const;
-  const JobType& TypeOf(const v1::Job& job) const;
   // Holds a job read from the store in memory, as stored.
   LiveJob& Hold(v1::Job job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job in memory, read from the store if it is not (with its params if asked).

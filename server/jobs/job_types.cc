@@ -190,6 +190,17 @@ const JobType* JobTypes::Find(absl::string_view name) const {
   return it == types_.end() ? nullptr : &it->second;
 }
 
+const JobType& JobTypes::Of(absl::string_view name) const {
+  static const JobType* const kUndeclared = new JobType();
+  const JobType* type = Find(name);
+  return type != nullptr ? *type : *kUndeclared;
+}
+
+bool JobTypes::Admits(absl::string_view name, int running) const {
+  const JobType* type = Find(name);
+  return type != nullptr && (type->concurrency == 0 || running < type->concurrency);
+}
+
 std::vector<std::string> JobTypes::Names() const {
   std::vector<std::string> names;
   for (const auto& [name, type] : types_) names.push_back(name);

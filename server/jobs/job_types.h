@@ -57,6 +57,12 @@ class JobTypes {
                                                       absl::string_view source);
 
   const JobType* Find(absl::string_view name) const;
+  // The type of a stored job. One removed from the config since the job was made runs
+  // nowhere; its jobs get the defaults, so they can still be cancelled, expire and fail.
+  const JobType& Of(absl::string_view name) const;
+  // Whether one more job of `name` may run beside `running` of it: declared, and under
+  // its concurrency (if it has one).
+  bool Admits(absl::string_view name, int running) const;
   std::vector<std::string> Names() const;
   std::vector<const JobType*> All() const;
   // Types run by in-server handlers (BUILTIN and EXEC).

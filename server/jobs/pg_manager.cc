@@ -44,12 +44,6 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
 
 PgJobManager::~PgJobManager() { Stop(); }
 
-const JobType& PgJobManager::TypeOf(const Job& job) const {
-  static const JobType* const kUndeclared = new JobType();
-  const JobType* type = types_->Find(job.type());
-  return type != nullptr ? *type : *kUndeclared;
-}
-
 absl::Status PgJobManager::Recover() { return absl::OkStatus(); }
 
 void PgJobManager::Observe(const JobEvent& event) {
@@ -128,9 +122,9 @@ void PgJobManager::Cancel(const std::string& job_id, const auth::Scope& scope, J
       case Job::CANCELLED:
         break;  // already: answered as it stands
       default:
-        return absl::FailedPreconditionError(absl::StrCat(
-            "job ", job_id, " is ", Job::State_Name(job.state()),
-            "; only a live job can be cancelled"));
+        return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " is ",
+                                                          Job::State_Name(job.state()),
+                                                          "; only a live job can be cancelled"));
     }
     changed = job;
     return absl::OkStatus();
@@ -170,9 +164,8 @@ v1::ListJobTypesResponse PgJobManager::ListTypes() const {
 // WaitJob: a wait is registered before the job is read, so a finish announced meanwhile
 // (Observe) finds it; one that finds the job finished already takes itself back.
 
-std::shared_ptr<JobWait> PgJobManager::WaitJob(const std::string& job_id,
-                                               const auth::Scope& scope, absl::Duration timeout,
-                                               JobCallback done) {
+std::shared_ptr<JobWait> PgJobManager::WaitJob(const std::string& job_id, const auth::Scope& scope,
+                                               absl::Duration timeout, JobCallback done) {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) {
     done(s);
     return nullptr;
@@ -222,11 +215,8 @@ void PgJobManager::AnswerWaits(const JobWaits::Waits& waits) const {
 // In-server runs
 
 bool PgJobManager::Admits(const std::string& type) const {
-  const JobType* t = types_->Find(type);
-  if (t == nullptr) return false;
-  if (t->concurrency == 0) return true;
   auto it = running_.find(type);
-  return it == running_.end() || it->second < t->concurrency;
+  return types_->Admits(type, it == running_.end() ? 0 : it->second);
 }
 
 std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& types) {
@@ -242,8 +232,9 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
       auto claimed = store_->ClaimLeased(
           admitted, absl::ToUnixMillis(now), 1,
           [&](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
-            storage::LeaseRecord lease = StartJob(job, TypeOf(job), now, options_.server_id,
-                                                  NewLeaseId(job.id()), options_.run_lease);
+            storage::LeaseRecord lease =
+                StartJob(job, types_->Of(job.type()), now, options_.server_id, NewLeaseId(job.id()),
+                         options_.run_lease);
             out.push_back(EventOf(JobEvent::STARTED, now));
             return lease;
           });
@@ -293,8 +284,7 @@ void PgJobManager::Report(const Attempt& attempt, const v1::Progress& progress) 
         }
         return absl::OkStatus();
       });
-  if (absl::IsFailedPrecondition(events.status()) &&
-      !attempt.control->stop.HasBeenNotified()) {
+  if (absl::IsFailedPrecondition(events.status()) && !attempt.control->stop.HasBeenNotified()) {
     attempt.control->stop.Notify();  // the lease is lost (taken over): stop working on it
   }
 }
@@ -316,7 +306,7 @@ void PgJobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobu
   const absl::Time now = absl::Now();
   auto events = store_->ChangeLeased(
       attempt.job_id, lease_id, /*end_lease=*/true, [&](Job& job, std::vector<JobEvent>& out) {
-        const JobType& type = TypeOf(job);
+        const JobType& type = types_->Of(job.type());
         AttemptEnd end = EndOfRun(job, type, outcome, control.timed_out.load(),
                                   control.server_stopping.load(), options_.limits.max_params_bytes);
         out.push_back(EventOf(EndJobAttempt(job, type, end, now), now));
@@ -342,13 +332,12 @@ void PgJobManager::RenewLoop() {
     if (std::optional<int64_t> next = waits_.NextDue()) {
       until = std::min(until, absl::FromUnixMillis(*next));
     }
-    mu_.AwaitWithDeadline(
-        absl::Condition(
-            +[](PgJobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-              return self->stopped_ || self->renewer_wake_;
-            },
-            this),
-        until);
+    mu_.AwaitWithDeadline(absl::Condition(
+                              +[](PgJobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+                                return self->stopped_ || self->renewer_wake_;
+                              },
+                              this),
+                          until);
     renewer_wake_ = false;
     if (stopped_) break;
     const int64_t now_ms = absl::ToUnixMillis(absl::Now());
@@ -400,18 +389,18 @@ void PgJobManager::SweepLeases(absl::Time now) {
     const std::string& job_id = entry.first;
     const storage::LeaseRecord& lease = entry.second;  // (clang 14 cannot capture bindings)
     store_
-        ->ChangeLeased(job_id, lease.lease_id(), /*end_lease=*/true,
-                       [&](Job& job, std::vector<JobEvent>& out) {
-                         AttemptEnd end(AttemptEnd::kFailed);
-                         end.error = absl::UnavailableError(absl::StrCat(
-                             "lease expired: worker \"", lease.worker_id(),
-                             "\" reported nothing for ",
-                             absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
-                         end.retryable = true;
-                         out.push_back(EventOf(EndJobAttempt(job, TypeOf(job), end, now), now));
-                         *job.mutable_update_time() = ToProto(now);
-                         return absl::OkStatus();
-                       })
+        ->ChangeLeased(
+            job_id, lease.lease_id(), /*end_lease=*/true,
+            [&](Job& job, std::vector<JobEvent>& out) {
+              AttemptEnd end(AttemptEnd::kFailed);
+              end.error = absl::UnavailableError(absl::StrCat(
+                  "lease expired: worker \"", lease.worker_id(), "\" reported nothing for ",
+                  absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
+              end.retryable = true;
+              out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end, now), now));
+              *job.mutable_update_time() = ToProto(now);
+              return absl::OkStatus();
+            })
         .IgnoreError();  // renewed or ended meanwhile: the lease fenced it
   }
 }
@@ -454,9 +443,8 @@ void PgJobManager::Delete(const std::string&, const auth::Scope&, StatusCallback
 }
 void PgJobManager::Purge(absl::Time, CountCallback done) { done(NotYet("PurgeJobs")); }
 absl::Status PgJobManager::Sweep(absl::Time) { return NotYet("retention"); }
-std::shared_ptr<LeaseWaiter> PgJobManager::LeaseJobs(const v1::LeaseJobRequest&,
-                                                     const std::string&, const auth::Scope&,
-                                                     LeaseCallback done) {
+std::shared_ptr<LeaseWaiter> PgJobManager::LeaseJobs(const v1::LeaseJobRequest&, const std::string&,
+                                                     const auth::Scope&, LeaseCallback done) {
   done(NotYet("LeaseJob"));
   return nullptr;
 }
@@ -472,8 +460,7 @@ void PgJobManager::CompleteWork(const v1::CompleteJobRequest&, const auth::Scope
 void PgJobManager::FailWork(const v1::FailJobRequest&, const auth::Scope&, JobCallback done) {
   done(NotYet("FailJob"));
 }
-void PgJobManager::ReleaseWork(const v1::ReleaseJobRequest&, const auth::Scope&,
-                               JobCallback done) {
+void PgJobManager::ReleaseWork(const v1::ReleaseJobRequest&, const auth::Scope&, JobCallback done) {
   done(NotYet("ReleaseJob"));
 }
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> PgJobManager::BeginArtifact(
@@ -485,7 +472,7 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> PgJobManager::BeginWorkerArtifac
   return NotYet("artifacts");
 }
 absl::StatusOr<StoredArtifact> PgJobManager::FindArtifact(const std::string&, const std::string&,
-                                                         const auth::Scope&) const {
+                                                          const auth::Scope&) const {
   return NotYet("artifacts");
 }
 absl::Status PgJobManager::ReadArtifactChunk(const std::string&, const StoredArtifact&, uint32_t,

@@ -104,7 +104,6 @@ class PgJobManager : public JobBackend {
     std::shared_ptr<RunControl> control;
     int64_t attempt_deadline_ms = 0;  // 0: no timeout
   };
-  const JobType& TypeOf(const v1::Job& job) const;
   bool Admits(const std::string& type) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Renews the leases of this server's runs and times out those past their deadline;
   // and, if it leads, sweeps expired leases.
