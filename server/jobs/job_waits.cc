@@ -7,14 +7,15 @@ namespace jobstream::jobs {
 
 std::shared_ptr<JobWait> JobWaits::Add(const std::string& job_id,
                                        std::function<void(absl::StatusOr<v1::Job>)> done,
-                                       int64_t deadline_ms) {
+                                       absl::Time deadline) {
   auto wait = std::make_shared<JobWait>();
   wait->key = job_id + "/";
   storage::PutBigEndian64(&wait->key, ++counter_);
   wait->job_id = job_id;
   wait->done = std::move(done);
   by_key_[wait->key] = wait;
-  deadlines_.Set(wait->key, deadline_ms);
+  deadlines_.Set(wait->key, absl::ToInt64Milliseconds(
+                                absl::Ceil(deadline - absl::UnixEpoch(), absl::Milliseconds(1))));
   return wait;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/time/time.h"
 #include "server/jobs/job_backend.h"
 #include "server/jobs/leases.h"
 
@@ -20,10 +21,11 @@ class JobWaits {
  public:
   using Waits = std::vector<std::shared_ptr<JobWait>>;
 
-  // A new wait for `job_id`, answered through `done`, due at `deadline_ms`.
+  // A new wait for `job_id`, answered through `done`, due at `deadline` (rounded up to
+  // the millisecond: never answered before its time).
   std::shared_ptr<JobWait> Add(const std::string& job_id,
                                std::function<void(absl::StatusOr<v1::Job>)> done,
-                               int64_t deadline_ms);
+                               absl::Time deadline);
   // The wait, if it is still held; null if it was answered already.
   std::shared_ptr<JobWait> Take(const std::string& key);
   // Every wait of the job; of those whose deadline is at or before now_ms; of all.

@@ -179,7 +179,7 @@ std::shared_ptr<JobWait> PgJobManager::WaitJob(const std::string& job_id, const 
     {
       absl::MutexLock lock(&mu_);
       if (!stop_running_) {
-        wait = waits_.Add(job_id, std::move(done), absl::ToUnixMillis(absl::Now() + timeout));
+        wait = waits_.Add(job_id, std::move(done), absl::Now() + timeout);
         renewer_wake_ = true;  // its deadline may come before the renewer's next round
       }
     }

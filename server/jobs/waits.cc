@@ -21,9 +21,9 @@ std::shared_ptr<JobWait> JobManager::WaitJob(const std::string& job_id, const au
     absl::MutexLock lock(&mu_);
     auto job = store_->GetJob(job_id);
     if (job.ok() && scope.Sees(*job) && !v1::IsFinished(job->state()) && !stop_running_) {
-      const int64_t deadline_ms = absl::ToUnixMillis(absl::Now() + timeout);
-      WakeDispatcherBy(deadline_ms);
-      return waits_.Add(job_id, std::move(done), deadline_ms);
+      std::shared_ptr<JobWait> wait = waits_.Add(job_id, std::move(done), absl::Now() + timeout);
+      WakeDispatcherBy(*waits_.NextDue());
+      return wait;
     }
   }
   done(Get(job_id, scope));  // finished, unknown, not the caller's, or no time to wait
