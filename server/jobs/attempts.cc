@@ -10,6 +10,7 @@
 #include "server/jobs/ids.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/transitions.h"
+#include "server/jobs/worker_requests.h"
 #include "server/storage/keys.h"
 
 namespace jobstream::jobs {
@@ -21,51 +22,6 @@ using v1::Job;
 using v1::JobEvent;
 using v1::ToProto;
 
-namespace {
-
-constexpr size_t kMaxErrorMessage = 16 << 10;
-constexpr size_t kMaxErrorDetails = 64 << 10;
-constexpr int kMaxLeaseTypes = 32;
-constexpr int kMaxLeaseJobs = 1000;
-constexpr size_t kMaxWorkerId = 128;
-const absl::Duration kMaxWait = absl::Minutes(5);
-const absl::Duration kMinLease = absl::Seconds(1);
-const absl::Duration kMaxLease = absl::Hours(1);
-
-// A Progress from a worker: refused if out of bounds (an in-server handler's is clamped).
-absl::Status CheckProgress(const v1::Progress& p) {
-  if (p.step().size() > kMaxStep) {
-    return absl::InvalidArgumentError(absl::StrCat("progress.step is ", p.step().size(),
-                                                   " bytes; the limit is ", kMaxStep));
-  }
-  if (p.message().size() > kMaxMessage) {
-    return absl::InvalidArgumentError(absl::StrCat("progress.message is ", p.message().size(),
-                                                   " bytes; the limit is ", kMaxMessage));
-  }
-  if (p.step_index() < 0 || p.step_count() < 0) {
-    return absl::InvalidArgumentError("progress.step_index and step_count must be >= 0");
-  }
-  if (!(p.fraction() >= 0 && p.fraction() <= 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("progress.fraction ", p.fraction(), " is outside 0..1"));
-  }
-  return absl::OkStatus();
-}
-
-absl::Status CheckWorkerId(absl::string_view id) {
-  if (id.size() > kMaxWorkerId) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("worker_id has ", id.size(), " bytes; at most ", kMaxWorkerId));
-  }
-  for (char c : id) {
-    if (c < 0x20 || c > 0x7e) {
-      return absl::InvalidArgumentError("worker_id must be printable ASCII");
-    }
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------
 // Starting, reporting, ending
@@ -230,9 +186,7 @@ absl::StatusOr<JobManager::LiveJob*> JobManager::FindLease(const std::string& le
   auto it = live_.find(*job_id);
   if (it == live_.end() || it->second.lease.lease_id() != lease_id ||
       !scope.Sees(it->second.job)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "lease ", lease_id, " is no longer held (it expired, or job ", *job_id,
-        " was released, leased again, cancelled or finished); drop the job"));
+    return LeaseNotHeld(lease_id, *job_id);
   }
   return &it->second;
 }
@@ -283,66 +237,15 @@ std::shared_ptr<LeaseWaiter> JobManager::LeaseJobs(const v1::LeaseJobRequest& re
                                                    const std::string& default_worker_id,
                                                    const auth::Scope& scope,
                                                    LeaseCallback done) {
-  if (request.types().empty()) {
-    done(absl::InvalidArgumentError("types is required: the EXTERNAL types to take jobs of"));
-    return nullptr;
-  }
-  if (request.types_size() > kMaxLeaseTypes) {
-    done(absl::InvalidArgumentError(absl::StrCat("at most ", kMaxLeaseTypes, " types")));
-    return nullptr;
-  }
-  auto waiter = std::make_shared<LeaseWaiter>();
-  if (!scope.all_tenants) waiter->tenant = scope.tenant;
-  for (const std::string& name : request.types()) {
-    const JobType* type = types_->Find(name);
-    if (type == nullptr || type->in_server()) {
-      std::vector<std::string> external;
-      for (const JobType* t : types_->All()) {
-        if (!t->in_server()) external.push_back(t->name);
-      }
-      done(absl::InvalidArgumentError(absl::StrCat(
-          "type \"", name.substr(0, 64), "\" ",
-          type == nullptr ? "is not declared" : "runs in the server, not on workers",
-          "; EXTERNAL types: ", external.empty() ? "none" : absl::StrJoin(external, ", "))));
-      return nullptr;
-    }
-    if (std::find(waiter->types.begin(), waiter->types.end(), name) == waiter->types.end()) {
-      waiter->types.push_back(name);
-    }
-  }
-  if (absl::Status s = CheckWorkerId(request.worker_id()); !s.ok()) {
-    done(s);
-    return nullptr;
-  }
-  waiter->worker_id =
-      request.worker_id().empty() ? default_worker_id.substr(0, kMaxWorkerId) : request.worker_id();
-  absl::Duration wait = absl::ZeroDuration();
-  if (request.has_wait()) {
-    auto d = DurationWithin(request.wait(), "wait", absl::ZeroDuration(), kMaxWait);
-    if (!d.ok()) {
-      done(d.status());
-      return nullptr;
-    }
-    wait = *d;
-  }
-  if (request.has_lease_duration()) {
-    auto d = DurationWithin(request.lease_duration(), "lease_duration", kMinLease, kMaxLease);
-    if (!d.ok()) {
-      done(d.status());
-      return nullptr;
-    }
-    waiter->lease_duration = *d;
-  }
-  if (request.max_jobs() < 0 || request.max_jobs() > kMaxLeaseJobs) {
-    done(absl::InvalidArgumentError(absl::StrCat("max_jobs ", request.max_jobs(),
-                                                 " is outside 0..", kMaxLeaseJobs,
-                                                 " (0 means 1)")));
-    return nullptr;
-  }
-  waiter->max_jobs = std::max(request.max_jobs(), 1);
   const absl::Time now = absl::Now();
-  waiter->deadline = now + wait;
+  auto parsed = ParseLeaseJobs(request, default_worker_id, scope, *types_, now);
+  if (!parsed.ok()) {
+    done(parsed.status());
+    return nullptr;
+  }
+  std::shared_ptr<LeaseWaiter> waiter = *std::move(parsed);
   waiter->done = std::move(done);
+  const bool wait = waiter->deadline > now;
 
   absl::Status refused;
   {
@@ -352,7 +255,7 @@ std::shared_ptr<LeaseWaiter> JobManager::LeaseJobs(const v1::LeaseJobRequest& re
     } else {
       workers_.Seen(waiter->types, waiter->worker_id, now);
       if (Grant(waiter, now) > 0) return nullptr;
-      if (wait > absl::ZeroDuration()) {
+      if (wait) {
         workers_.waiters().push_back(waiter);
         WakeDispatcherBy(absl::ToUnixMillis(waiter->deadline));
         return waiter;
@@ -378,15 +281,9 @@ void JobManager::AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) {
 
 void JobManager::ReportWork(const v1::ReportProgressRequest& request, const auth::Scope& scope,
                             ProgressCallback done) {
-  std::optional<absl::Duration> extension;
-  if (request.has_lease_duration()) {
-    auto d = DurationWithin(request.lease_duration(), "lease_duration", kMinLease, kMaxLease);
-    if (!d.ok()) return done(d.status());
-    extension = *d;
-  }
-  if (request.has_progress()) {
-    if (absl::Status s = CheckProgress(request.progress()); !s.ok()) return done(s);
-  }
+  auto parsed = ParseReportProgress(request);
+  if (!parsed.ok()) return done(parsed.status());
+  const std::optional<absl::Duration> extension = *parsed;
   absl::Status error;
   {
     absl::MutexLock lock(&mu_);
@@ -435,52 +332,23 @@ void JobManager::EndLeased(const std::string& lease_id, const auth::Scope& scope
 
 void JobManager::CompleteWork(const v1::CompleteJobRequest& request, const auth::Scope& scope,
                               JobCallback done) {
-  const size_t size = request.result().ByteSizeLong();
-  if (size > options_.limits.max_params_bytes) {
-    return done(absl::InvalidArgumentError(absl::StrCat(
-        "result is ", size, " bytes; the limit is ", options_.limits.max_params_bytes)));
-  }
-  EndLeased(request.lease_id(), scope, [&](const LiveJob&) {
-    AttemptEnd end(AttemptEnd::kSucceeded);
-    end.result = request.result();
-    return end;
-  }, std::move(done));
+  auto end = CompletionOf(request, options_.limits.max_params_bytes);
+  if (!end.ok()) return done(end.status());
+  EndLeased(request.lease_id(), scope, [&](const LiveJob&) { return *end; }, std::move(done));
 }
 
 void JobManager::FailWork(const v1::FailJobRequest& request, const auth::Scope& scope,
                           JobCallback done) {
-  const v1::Error& e = request.error();
-  const int code = e.code() == 0 ? static_cast<int>(absl::StatusCode::kUnknown) : e.code();
-  if (code < 1 || code > 16) {
-    return done(absl::InvalidArgumentError(
-        absl::StrCat("error.code ", e.code(), " is not a google.rpc.Code from 1 to 16")));
-  }
-  if (e.message().size() > kMaxErrorMessage) {
-    return done(absl::InvalidArgumentError(absl::StrCat(
-        "error.message is ", e.message().size(), " bytes; the limit is ", kMaxErrorMessage)));
-  }
-  if (e.details().ByteSizeLong() > kMaxErrorDetails) {
-    return done(absl::InvalidArgumentError(
-        absl::StrCat("error.details is over ", kMaxErrorDetails, " bytes")));
-  }
-  EndLeased(request.lease_id(), scope, [&](const LiveJob&) {
-    AttemptEnd end(AttemptEnd::kFailed);
-    end.error = absl::Status(static_cast<absl::StatusCode>(code),
-                             e.message().empty() ? "the worker reported a failure" : e.message());
-    end.retryable = request.retryable();
-    end.details = e.details();
-    return end;
-  }, std::move(done));
+  auto end = FailureOf(request);
+  if (!end.ok()) return done(end.status());
+  EndLeased(request.lease_id(), scope, [&](const LiveJob&) { return *end; }, std::move(done));
 }
 
 void JobManager::ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
                              JobCallback done) {
-  EndLeased(request.lease_id(), scope, [](const LiveJob& live) {
-    AttemptEnd end(AttemptEnd::kRequeue);
-    end.error = absl::UnavailableError(
-        absl::StrCat("worker \"", live.lease.worker_id(), "\" gave the job back unfinished"));
-    return end;
-  }, std::move(done));
+  EndLeased(request.lease_id(), scope,
+            [](const LiveJob& live) { return ReleaseOf(live.lease.worker_id()); },
+            std::move(done));
 }
 
 }  // namespace jobstream::jobs

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "server/jobs/ids.h"
+#include "server/jobs/list_request.h"
 #include "server/jobs/transitions.h"
 #include "server/storage/keys.h"
 
@@ -24,11 +25,6 @@ using v1::ToProto;
 using v1::ToTime;
 
 namespace {
-
-absl::Status StateError(const Job& job, absl::string_view what) {
-  return absl::FailedPreconditionError(
-      absl::StrCat("job ", job.id(), " is ", Job::State_Name(job.state()), "; ", what));
-}
 
 // One log line per committed state change (not per step, progress or artifact).
 void LogStateChange(const JobEvent& event) {
@@ -658,31 +654,12 @@ absl::StatusOr<Job> JobManager::Get(const std::string& job_id, const auth::Scope
 
 absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest& request,
                                                       const auth::Scope& scope) const {
-  if (request.page_size() < 0 || request.page_size() > 1000) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_size ", request.page_size(), " is outside 0..1000"));
-  }
-  if (absl::Status s = ValidateStates(request.states()); !s.ok()) return s;
-  if (absl::Status s = ValidateLabels(request.labels()); !s.ok()) return s;
-  if (!request.type().empty()) {
-    if (absl::Status s = ValidateTypeName(request.type()); !s.ok()) return s;
-  }
-  std::string start;  // the by_time key to continue before (exclusive)
-  if (!request.page_token().empty()) {
-    bool ok = absl::WebSafeBase64Unescape(request.page_token(), &start) &&
-              start.size() == 8 + kJobIdLength &&
-              ValidateJobId(absl::string_view(start).substr(8)).ok();
-    if (!ok) {
-      return absl::InvalidArgumentError(
-          "page_token is not one this server issued; pass next_page_token unchanged");
-    }
-  }
-  watch::JobFilter filter;
-  filter.scope = scope;
-  for (int s : request.states()) filter.states.insert(s);
-  if (!request.type().empty()) filter.types.insert(request.type());
-  for (const auto& [k, v] : request.labels()) filter.labels[k] = v;
-  const size_t page_size = request.page_size() == 0 ? 50 : request.page_size();
+  auto parsed = ParseListJobs(request, scope);
+  if (!parsed.ok()) return parsed.status();
+  const ListQuery& query = *parsed;
+  const std::string& start = query.start;
+  const watch::JobFilter& filter = query.filter;
+  const size_t page_size = query.page_size;
 
   // What to read, newest first: the index ranges of the states (and type) asked for,
   // merged by position (create time | id); creation order when neither is asked. A page
@@ -704,7 +681,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
     if (!start.empty() && range.it->Valid() && range.it->key() == seek) range.it->Prev();
     ranges.push_back(std::move(range));
   };
-  std::set<int> states(request.states().begin(), request.states().end());
+  std::set<int> states = query.states;
   if (states.empty() && !request.type().empty()) {
     for (int state = Job::QUEUED; state <= Job::CANCELLED; ++state) states.insert(state);
   }
@@ -746,7 +723,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
   for (const Range& range : ranges) {
     if (!range.it->status().ok()) return storage::FromRocks(range.it->status(), "listing jobs");
   }
-  if (more) response.set_next_page_token(absl::WebSafeBase64Escape(last_key));
+  if (more) response.set_next_page_token(PageToken(last_key));
   return response;
 }
 

@@ -8,6 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/ids.h"
+#include "server/jobs/list_request.h"
+#include "server/jobs/worker_requests.h"
+#include "server/storage/keys.h"
 #include "server/jobs/transitions.h"
 #include "server/watch/event_hub.h"
 
@@ -36,9 +39,16 @@ JobEvent EventOf(JobEvent::Type type, absl::Time now) {
 PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
                            PgManagerOptions options)
     : store_(store), types_(types), options_(std::move(options)) {
+  for (const JobType* type : types_->All()) {
+    if (type->concurrency > 0) caps_[type->name] = type->concurrency;
+  }
   renewer_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-pg-renew");
     RenewLoop();
+  });
+  granter_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "js-pg-grant");
+    GrantLoop();
   });
 }
 
@@ -54,14 +64,23 @@ void PgJobManager::Observe(const JobEvent& event) {
       finished = waits_.TakeJob(event.job_id());
     }
     AnswerWaits(finished);
-    return;
+    if (!caps_.contains(event.status().type())) return;
   }
   const Job& job = event.status();
-  if (job.state() != Job::QUEUED) return;
   const JobType* type = types_->Find(job.type());
-  if (type == nullptr || !type->in_server()) return;
+  if (type == nullptr) return;
+  if (type->in_server()) {
+    if (job.state() != Job::QUEUED) return;
+    absl::MutexLock lock(&mu_);
+    ready_cv_.SignalAll();
+    return;
+  }
+  // A job of the type queued, or one ended and freed a slot of a capped type.
+  if (job.state() == Job::RUNNING) return;
   absl::MutexLock lock(&mu_);
-  ready_cv_.SignalAll();
+  hinted_.insert(job.type());
+  ++hints_;
+  granter_wake_ = true;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -156,6 +175,11 @@ v1::ListJobTypesResponse PgJobManager::ListTypes() const {
         info->set_running(it->second.second);
       }
     }
+    if (!type->in_server()) {  // the workers polling this server
+      absl::MutexLock lock(&mu_);
+      info->set_polling(workers_.Polling(type->name));
+      info->set_workers(workers_.Workers(type->name, absl::Now() - absl::Minutes(1)));
+    }
   }
   return response;
 }
@@ -237,7 +261,8 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
                          options_.run_lease);
             out.push_back(EventOf(JobEvent::STARTED, now));
             return lease;
-          });
+          },
+          {.tenant = std::nullopt, .max_running = caps_});
       mu_.Lock();
       if (!claimed.ok()) {
         std::cerr << "jobstream-server: claiming a job: " << claimed.status() << "\n";
@@ -371,7 +396,10 @@ void PgJobManager::RenewLoop() {
                       })
           .IgnoreError();  // looked at again in a second
     }
-    if (options_.leader != nullptr && options_.leader->TryLead()) SweepLeases(absl::Now());
+    if (options_.leader != nullptr) {
+      leading_ = options_.leader->TryLead();
+      if (leading_) SweepLeases(absl::Now());
+    }
     mu_.Lock();
     for (const std::string& id : cancelled) {
       auto it = runs_.find(id);
@@ -393,9 +421,16 @@ void PgJobManager::SweepLeases(absl::Time now) {
             job_id, lease.lease_id(), /*end_lease=*/true,
             [&](Job& job, std::vector<JobEvent>& out) {
               AttemptEnd end(AttemptEnd::kFailed);
-              end.error = absl::UnavailableError(absl::StrCat(
-                  "lease expired: worker \"", lease.worker_id(), "\" reported nothing for ",
-                  absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
+              const int64_t timeout_ms = lease.attempt_deadline_ms();
+              if (timeout_ms != 0 && timeout_ms <= absl::ToUnixMillis(now)) {
+                end.error = absl::DeadlineExceededError(
+                    absl::StrCat("attempt ", job.attempt(), " timed out after ",
+                                 absl::FormatDuration(types_->Of(job.type()).timeout)));
+              } else {
+                end.error = absl::UnavailableError(absl::StrCat(
+                    "lease expired: worker \"", lease.worker_id(), "\" reported nothing for ",
+                    absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
+              }
               end.retryable = true;
               out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end, now), now));
               *job.mutable_update_time() = ToProto(now);
@@ -407,6 +442,7 @@ void PgJobManager::SweepLeases(absl::Time now) {
 
 void PgJobManager::StopRunning() {
   JobWaits::Waits waiting;
+  WaiterList leasing;
   {
     absl::MutexLock lock(&mu_);
     stop_running_ = true;
@@ -416,9 +452,13 @@ void PgJobManager::StopRunning() {
     }
     ready_cv_.SignalAll();
     waiting = waits_.TakeAll();
+    leasing.swap(workers_.waiters());
   }
   for (auto& wait : waiting) {
     wait->done(absl::UnavailableError("the server is shutting down; wait again later"));
+  }
+  for (auto& waiter : leasing) {
+    waiter->done(absl::UnavailableError("the server is shutting down; lease again later"));
   }
 }
 
@@ -429,40 +469,345 @@ void PgJobManager::Stop() {
     stopped_ = true;
   }
   if (renewer_.joinable()) renewer_.join();
+  if (granter_.joinable()) granter_.join();
+}
+
+// ---------------------------------------------------------------------------------------
+// Listing and removal
+
+absl::StatusOr<v1::ListJobsResponse> PgJobManager::List(const v1::ListJobsRequest& request,
+                                                        const auth::Scope& scope) const {
+  auto parsed = ParseListJobs(request, scope);
+  if (!parsed.ok()) return parsed.status();
+  const ListQuery& query = *parsed;
+  storage::pg::PgStore::JobQuery rows;
+  rows.states.assign(query.states.begin(), query.states.end());
+  rows.type = query.type;
+  if (!scope.all_tenants) rows.tenant = scope.tenant;
+  if (!query.start.empty()) {
+    auto position = storage::ParseByTimeKey(query.start);
+    if (!position) return absl::InvalidArgumentError("page_token is not valid");
+    rows.before_ms = position->first;
+    rows.before_id = position->second;
+  }
+  // Read in rounds: the labels are matched here, so a page may take more rows than it holds.
+  v1::ListJobsResponse response;
+  size_t examined = 0;
+  bool more = false, done = false;
+  std::string last;
+  while (!done) {
+    rows.limit = static_cast<int>(std::min<size_t>(
+        std::max<size_t>(query.page_size + 1, 100), options_.list_scan_limit - examined + 1));
+    int read = 0;
+    absl::Status status = store_->VisitJobsNewestFirst(rows, [&](const Job& job) {
+      ++read;
+      if (static_cast<size_t>(response.jobs_size()) == query.page_size ||
+          examined == options_.list_scan_limit) {
+        more = done = true;
+        return false;
+      }
+      ++examined;
+      rows.before_ms = absl::ToUnixMillis(v1::ToTime(job.create_time()));
+      rows.before_id = job.id();
+      last = storage::ByTimeKey(rows.before_ms, rows.before_id);
+      if (query.filter.Matches(job)) *response.add_jobs() = job;
+      return true;
+    });
+    if (!status.ok()) return status;
+    if (read < rows.limit) done = true;  // no rows past these
+  }
+  if (more) response.set_next_page_token(PageToken(last));
+  return response;
+}
+
+void PgJobManager::Delete(const std::string& job_id, const auth::Scope& scope,
+                          StatusCallback done) {
+  if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
+  bool found = false;
+  absl::Status status = store_->RemoveJob(
+      job_id,
+      [&](const Job& job) {
+        found = true;
+        if (!scope.Sees(job)) return watch::NoSuchJob(job_id);
+        if (!v1::IsFinished(job.state())) return StateError(job, "cancel it first");
+        return absl::OkStatus();
+      },
+      "deleted", absl::ToUnixMillis(absl::Now()));
+  if (absl::IsNotFound(status) && !found) {
+    // No such row: a tombstone may say what became of it.
+    absl::StatusOr<Job> gone = watch::JobNotFound(*store_, job_id, scope);
+    return done(gone.status());
+  }
+  done(status);
+}
+
+absl::StatusOr<int64_t> PgJobManager::RemoveFinished(absl::Time before,
+                                                     absl::string_view reason) {
+  constexpr int kJobsPerRound = 500;  // one transaction each: short row locks
+  int64_t total = 0;
+  for (;;) {
+    auto removed = store_->RemoveFinished(absl::ToUnixMillis(before), reason,
+                                          absl::ToUnixMillis(absl::Now()), kJobsPerRound);
+    if (!removed.ok()) return removed.status();
+    total += *removed;
+    if (*removed < kJobsPerRound) return total;
+  }
+}
+
+void PgJobManager::Purge(absl::Time before, CountCallback done) {
+  done(RemoveFinished(before, "deleted"));
+}
+
+absl::Status PgJobManager::Sweep(absl::Time now) {
+  // One server sweeps for all; without a leader (tests), whoever is asked.
+  if (options_.leader != nullptr && !leading_) return absl::OkStatus();
+  if (auto removed = RemoveFinished(now - options_.retention, "expired"); !removed.ok()) {
+    return removed.status();
+  }
+  return store_->RemoveTombstones(absl::ToUnixMillis(now - options_.retention)).status();
+}
+
+// ---------------------------------------------------------------------------------------
+// Worker calls (EXTERNAL types)
+
+namespace {
+
+// Calls the waiter's done once: it is empty afterwards.
+void Answer(LeaseWaiter& waiter, absl::StatusOr<v1::LeaseJobResponse> result) {
+  LeaseCallback done = std::move(waiter.done);
+  waiter.done = nullptr;
+  done(std::move(result));
+}
+
+}  // namespace
+
+int PgJobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter) {
+  const absl::Time now = absl::Now();
+  storage::pg::PgStore::ClaimOptions claim;
+  claim.tenant = waiter->tenant;
+  claim.max_running = caps_;
+  auto claimed = store_->ClaimLeased(
+      waiter->types, absl::ToUnixMillis(now), waiter->max_jobs,
+      [&](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
+        storage::LeaseRecord lease = StartJob(job, types_->Of(job.type()), now, waiter->worker_id,
+                                              NewLeaseId(job.id()), waiter->lease_duration);
+        out.push_back(EventOf(JobEvent::STARTED, now));
+        return lease;
+      },
+      claim);
+  if (!claimed.ok()) {
+    Answer(*waiter, claimed.status());
+    return 0;
+  }
+  if (claimed->empty()) return 0;
+  v1::LeaseJobResponse response;
+  for (storage::pg::PgStore::Claimed& got : *claimed) {
+    v1::LeasedJob* leased = response.add_jobs();
+    *leased->mutable_job() = got.events.back().status();  // as its STARTED event has it
+    *leased->mutable_job()->mutable_params() = std::move(got.params);
+    leased->set_lease_id(got.lease.lease_id());
+    *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(got.lease.deadline_ms()));
+  }
+  const int granted = response.jobs_size();
+  Answer(*waiter, std::move(response));
+  return granted;
+}
+
+std::shared_ptr<LeaseWaiter> PgJobManager::LeaseJobs(const v1::LeaseJobRequest& request,
+                                                     const std::string& default_worker_id,
+                                                     const auth::Scope& scope,
+                                                     LeaseCallback done) {
+  const absl::Time now = absl::Now();
+  auto parsed = ParseLeaseJobs(request, default_worker_id, scope, *types_, now);
+  if (!parsed.ok()) {
+    done(parsed.status());
+    return nullptr;
+  }
+  std::shared_ptr<LeaseWaiter> waiter = *std::move(parsed);
+  waiter->done = std::move(done);
+  const absl::Status stopping =
+      absl::UnavailableError("the server is shutting down; lease again later");
+  uint64_t hints = 0;
+  bool refused = false;
+  {
+    absl::MutexLock lock(&mu_);
+    refused = stop_running_;
+    workers_.Seen(waiter->types, waiter->worker_id, now);
+    hints = hints_;
+  }
+  if (refused) {
+    Answer(*waiter, stopping);
+    return nullptr;
+  }
+  // A failed claim answered the call already; a call that waits is answered by the granter.
+  if (Grant(waiter) > 0 || !waiter->done) return nullptr;
+  if (waiter->deadline <= now) {
+    Answer(*waiter, v1::LeaseJobResponse());
+    return nullptr;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stop_running_) {
+      if (hints_ != hints) {  // a job came meanwhile: its hint may have found nobody waiting
+        hinted_.insert(waiter->types.begin(), waiter->types.end());
+      }
+      workers_.waiters().push_back(waiter);
+      granter_wake_ = true;  // its deadline may come before the granter's next round
+      return waiter;
+    }
+  }
+  Answer(*waiter, stopping);
+  return nullptr;
+}
+
+void PgJobManager::GrantLoop() {
+  absl::MutexLock lock(&mu_);
+  absl::Time round_at = absl::Now();  // every waiter is tried once a second
+  while (!stopped_) {
+    absl::Time until = round_at;
+    for (const auto& waiter : workers_.waiters()) until = std::min(until, waiter->deadline);
+    mu_.AwaitWithDeadline(absl::Condition(
+                              +[](PgJobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+                                return self->stopped_ || self->granter_wake_;
+                              },
+                              this),
+                          until);
+    granter_wake_ = false;
+    if (stopped_) break;
+    const absl::Time now = absl::Now();
+    const bool round = now >= round_at;
+    if (round) round_at = now + absl::Seconds(1);
+    WaiterList due, tries;
+    WaiterList& waiters = workers_.waiters();
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      const std::shared_ptr<LeaseWaiter>& w = *it;
+      bool hinted = round;
+      for (const std::string& t : w->types) hinted = hinted || hinted_.contains(t);
+      if (w->deadline <= now) {
+        due.push_back(w);
+      } else if (hinted) {
+        tries.push_back(w);
+        granting_.insert(w.get());
+      } else {
+        ++it;
+        continue;
+      }
+      it = waiters.erase(it);
+    }
+    hinted_.clear();
+    workers_.Prune(now - absl::Minutes(1));
+    mu_.Unlock();
+    for (const auto& w : due) w->done(v1::LeaseJobResponse());
+    WaiterList kept;
+    for (const auto& w : tries) {
+      if (Grant(w) == 0 && w->done) kept.push_back(w);  // nothing yet: it waits on
+    }
+    mu_.Lock();
+    WaiterList cancelled;
+    for (const auto& w : tries) granting_.erase(w.get());
+    for (const auto& w : kept) {
+      if (abandoned_.erase(w.get()) > 0 || stop_running_) {
+        cancelled.push_back(w);
+      } else {
+        waiters.push_front(w);  // ahead of later calls, as they came
+      }
+    }
+    abandoned_.clear();  // of calls answered meanwhile
+    if (!cancelled.empty()) {
+      mu_.Unlock();
+      for (const auto& w : cancelled) {
+        w->done(stop_running_ ? absl::UnavailableError("the server is shutting down")
+                              : absl::CancelledError("the call was cancelled"));
+      }
+      mu_.Lock();
+    }
+  }
+}
+
+void PgJobManager::AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) {
+  LeaseCallback done;
+  {
+    absl::MutexLock lock(&mu_);
+    if (granting_.contains(waiter.get())) {
+      abandoned_.insert(waiter.get());  // the granter answers it once its claim ends
+      return;
+    }
+    WaiterList& waiters = workers_.waiters();
+    auto it = std::find(waiters.begin(), waiters.end(), waiter);
+    if (it == waiters.end()) return;  // answered already
+    done = std::move((*it)->done);
+    waiters.erase(it);
+  }
+  done(absl::CancelledError("the call was cancelled"));
+}
+
+void PgJobManager::ReportWork(const v1::ReportProgressRequest& request, const auth::Scope& scope,
+                              ProgressCallback done) {
+  auto extension = ParseReportProgress(request);
+  if (!extension.ok()) return done(extension.status());
+  auto job_id = LeaseJobId(request.lease_id());
+  if (!job_id.ok()) return done(job_id.status());
+  const absl::Time now = absl::Now();
+  auto renewed = store_->RenewLeased(
+      *job_id, request.lease_id(), absl::ToUnixMillis(now),
+      extension->has_value() ? absl::ToInt64Milliseconds(**extension) : 0,
+      [&](Job& job, std::vector<JobEvent>& out) {
+        if (!scope.Sees(job)) return LeaseNotHeld(request.lease_id(), *job_id);
+        const JobEvent::Type type = ApplyProgress(*job.mutable_progress(), request.progress());
+        if (type != JobEvent::TYPE_UNSPECIFIED) {
+          *job.mutable_update_time() = ToProto(now);
+          out.push_back(EventOf(type, now));
+        }
+        return absl::OkStatus();
+      });
+  if (!renewed.ok()) return done(renewed.status());
+  v1::ReportProgressResponse response;
+  response.set_cancel_requested(renewed->job.cancel_requested());
+  *response.mutable_lease_expire_time() =
+      ToProto(absl::FromUnixMillis(renewed->lease.deadline_ms()));
+  done(std::move(response));
+}
+
+void PgJobManager::EndLeased(const std::string& lease_id, const auth::Scope& scope,
+                             const std::function<AttemptEnd(const Job&)>& end,
+                             JobCallback done) {
+  auto job_id = LeaseJobId(lease_id);
+  if (!job_id.ok()) return done(job_id.status());
+  const absl::Time now = absl::Now();
+  auto events = store_->ChangeLeased(
+      *job_id, lease_id, /*end_lease=*/true, [&](Job& job, std::vector<JobEvent>& out) {
+        if (!scope.Sees(job)) return LeaseNotHeld(lease_id, *job_id);
+        out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end(job), now), now));
+        *job.mutable_update_time() = ToProto(now);
+        return absl::OkStatus();
+      });
+  if (!events.ok()) return done(events.status());
+  done(events->back().status());
+}
+
+void PgJobManager::CompleteWork(const v1::CompleteJobRequest& request, const auth::Scope& scope,
+                                JobCallback done) {
+  auto end = CompletionOf(request, options_.limits.max_params_bytes);
+  if (!end.ok()) return done(end.status());
+  EndLeased(request.lease_id(), scope, [&](const Job&) { return *end; }, std::move(done));
+}
+
+void PgJobManager::FailWork(const v1::FailJobRequest& request, const auth::Scope& scope,
+                            JobCallback done) {
+  auto end = FailureOf(request);
+  if (!end.ok()) return done(end.status());
+  EndLeased(request.lease_id(), scope, [&](const Job&) { return *end; }, std::move(done));
+}
+
+void PgJobManager::ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
+                               JobCallback done) {
+  EndLeased(request.lease_id(), scope, [](const Job& job) { return ReleaseOf(job.worker_id()); },
+            std::move(done));
 }
 
 // ---------------------------------------------------------------------------------------
 // Not yet on PostgreSQL (issue 9)
 
-absl::StatusOr<v1::ListJobsResponse> PgJobManager::List(const v1::ListJobsRequest&,
-                                                        const auth::Scope&) const {
-  return NotYet("ListJobs");
-}
-void PgJobManager::Delete(const std::string&, const auth::Scope&, StatusCallback done) {
-  done(NotYet("DeleteJob"));
-}
-void PgJobManager::Purge(absl::Time, CountCallback done) { done(NotYet("PurgeJobs")); }
-absl::Status PgJobManager::Sweep(absl::Time) { return NotYet("retention"); }
-std::shared_ptr<LeaseWaiter> PgJobManager::LeaseJobs(const v1::LeaseJobRequest&, const std::string&,
-                                                     const auth::Scope&, LeaseCallback done) {
-  done(NotYet("LeaseJob"));
-  return nullptr;
-}
-void PgJobManager::AbandonWait(const std::shared_ptr<LeaseWaiter>&) {}
-void PgJobManager::ReportWork(const v1::ReportProgressRequest&, const auth::Scope&,
-                              ProgressCallback done) {
-  done(NotYet("ReportProgress"));
-}
-void PgJobManager::CompleteWork(const v1::CompleteJobRequest&, const auth::Scope&,
-                                JobCallback done) {
-  done(NotYet("CompleteJob"));
-}
-void PgJobManager::FailWork(const v1::FailJobRequest&, const auth::Scope&, JobCallback done) {
-  done(NotYet("FailJob"));
-}
-void PgJobManager::ReleaseWork(const v1::ReleaseJobRequest&, const auth::Scope&, JobCallback done) {
-  done(NotYet("ReleaseJob"));
-}
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> PgJobManager::BeginArtifact(
     ArtifactHolder, const v1::ArtifactHeader&) {
   return NotYet("artifacts");

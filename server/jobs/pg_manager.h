@@ -5,12 +5,14 @@
 // SKIP LOCKED) by whichever server's runner asks first, under a lease held in this
 // server's name and renewed while its handler runs; the event feed (PgEventFeed) tells
 // Observe when a job may be ready, so runners wake at once.
+// Workers' LeaseJob calls wait here, on the server they called; a granter thread claims
+// for them when the feed says a job of theirs may be ready, and once a second regardless.
 //
-// Work in progress (issue 9): the client calls, waits, in-server runs and the lease sweeper
-// are here; worker leases, listing, removal and artifacts are not yet, and say so
-// (UNIMPLEMENTED) — the server does not offer --store=postgresql until they are.
+// Not yet on PostgreSQL (issue 9): artifacts, which answer UNIMPLEMENTED.
 #pragma once
 
+#include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -18,10 +20,13 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "server/jobs/job_backend.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/job_waits.h"
+#include "server/jobs/leases.h"
+#include "server/jobs/transitions.h"
 #include "server/jobs/validation.h"
 #include "server/storage/pg/leader.h"
 #include "server/storage/pg/pg_store.h"
@@ -40,6 +45,10 @@ struct PgManagerOptions {
   // Decides whether this server does the chores of all (the lease sweeper); null: never.
   // Used by the manager's renewal thread only.
   storage::pg::PgLeader* leader = nullptr;
+  // Finished jobs are removed this long after they end; their tombstones as long again.
+  absl::Duration retention = absl::Hours(168);
+  // Records ListJobs examines per call before it returns a partial page.
+  size_t list_scan_limit = 10000;
 };
 
 class PgJobManager : public JobBackend {
@@ -111,8 +120,17 @@ class PgJobManager : public JobBackend {
   // Answers the waits of a job that finished, or whose deadline came.
   void AnswerWaits(const JobWaits::Waits& waits) const;
   // Ends the attempts whose leases expired — of workers that went quiet, and of servers
-  // that died mid-run — as failed and retryable.
+  // that died mid-run — as failed and retryable, and those past their timeout.
   void SweepLeases(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  // Claims jobs for a LeaseJob call; how many (0 when none, or the error was answered).
+  int Grant(const std::shared_ptr<LeaseWaiter>& waiter) ABSL_LOCKS_EXCLUDED(mu_);
+  // Answers waiting LeaseJob calls: with jobs as they become ready, empty at their deadline.
+  void GrantLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends the attempt `lease_id` holds as `end` says (given the job); done gets the job.
+  void EndLeased(const std::string& lease_id, const auth::Scope& scope,
+                 const std::function<AttemptEnd(const v1::Job&)>& end, JobCallback done);
+  // Removes finished jobs that ended before `before`, in rounds; how many.
+  absl::StatusOr<int64_t> RemoveFinished(absl::Time before, absl::string_view reason);
 
   storage::pg::PgStore* const store_;
   const JobTypes* const types_;
@@ -126,7 +144,20 @@ class PgJobManager : public JobBackend {
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   bool renewer_wake_ ABSL_GUARDED_BY(mu_) = false;  // a wait with a deadline came
+  // Per-type caps on RUNNING jobs, enforced across servers by the claim.
+  std::map<std::string, int> caps_;
+  // LeaseJob calls waiting; those being granted outside the lock, and of them the ones
+  // whose caller went away meanwhile.
+  WorkerRegistry workers_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<LeaseWaiter*> granting_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<LeaseWaiter*> abandoned_ ABSL_GUARDED_BY(mu_);
+  // EXTERNAL types that may have a job ready since the granter last looked.
+  absl::flat_hash_set<std::string> hinted_ ABSL_GUARDED_BY(mu_);
+  uint64_t hints_ ABSL_GUARDED_BY(mu_) = 0;  // counts hints, for a call racing one
+  bool granter_wake_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> leading_{false};  // this server did the chores at its last renewal
   std::thread renewer_;
+  std::thread granter_;
 };
 
 }  // namespace jobstream::jobs

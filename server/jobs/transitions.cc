@@ -21,6 +21,11 @@ std::string TruncateUtf8(const std::string& s, size_t max) {
   return s.substr(0, n);
 }
 
+absl::Status StateError(const v1::Job& job, absl::string_view what) {
+  return absl::FailedPreconditionError(absl::StrCat("job ", job.id(), " is ",
+                                                    v1::Job::State_Name(job.state()), "; ", what));
+}
+
 Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::string& tenant,
            absl::Time now) {
   Job job;

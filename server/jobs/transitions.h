@@ -26,6 +26,9 @@ struct AttemptEnd {
   google::protobuf::Struct details;  // kFailed
 };
 
+// FAILED_PRECONDITION: "job <id> is <STATE>; <what>".
+absl::Status StateError(const v1::Job& job, absl::string_view what);
+
 // A new job (QUEUED, without params) of `tenant` from a valid request.
 v1::Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::string& tenant,
                absl::Time now);

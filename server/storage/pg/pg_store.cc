@@ -104,15 +104,19 @@ absl::Status AddEvents(PgConnection& conn, const std::vector<JobEvent>& events) 
 
 // Applies `change` to the locked `job` and writes the job and its events; nothing if the
 // change left the job as it was (a report that moved nothing, a cancel asked again).
+// `after`, if given, gets the job as changed.
 absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
-                                                   const PgStore::Change& change) {
+                                                   const PgStore::Change& change,
+                                                   Job* after = nullptr) {
   const Job before = job;
   std::vector<JobEvent> events;
   if (absl::Status s = change(job, events); !s.ok()) return s;
   if (events.empty() && google::protobuf::util::MessageDifferencer::Equals(before, job)) {
+    if (after != nullptr) *after = std::move(job);
     return events;
   }
   Number(job, events);
+  if (after != nullptr) *after = job;
   std::vector<PgParam> columns = JobColumns(job);
   if (absl::Status s = conn.Exec("UPDATE jobs SET tenant = $2, type = $3, state = $4, "
                                  "priority = $5, ready_ms = $6, create_ms = $7, end_ms = $8, "
@@ -293,19 +297,47 @@ absl::Status LeaseNotHeld(const std::string& job_id, const std::string& lease_id
 }  // namespace
 
 absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
-    const std::vector<std::string>& types, int64_t now_ms, int limit, const Start& start) {
+    const std::vector<std::string>& types, int64_t now_ms, int limit, const Start& start,
+    const ClaimOptions& options) {
   std::vector<Claimed> claimed;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
     claimed.clear();
+    std::map<std::string, int64_t> room;  // of the capped types asked for
+    std::vector<std::string> open;        // the types with room
+    for (const std::string& type : types) {
+      auto cap = options.max_running.find(type);
+      if (cap == options.max_running.end() || cap->second <= 0) {
+        open.push_back(type);
+        continue;
+      }
+      auto counted = conn.Exec(
+          "SELECT pg_advisory_xact_lock(hashtext('jobstream type ' || $1)), "
+          "(SELECT count(*) FROM jobs WHERE state = 2 AND type = $1)",
+          {PgParam::Text(type)});
+      if (!counted.ok()) return counted.status();
+      auto running = counted->GetInt64(0, 1);
+      if (!running.ok()) return running.status();
+      if (*running < cap->second) {
+        room[type] = cap->second - *running;
+        open.push_back(type);
+      }
+    }
+    if (open.empty()) return absl::OkStatus();
     auto rows = conn.Exec(
         "SELECT record, params FROM jobs WHERE state = 1 AND type = ANY($1::text[]) "
-        "AND ready_ms <= $2 ORDER BY priority DESC, ready_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED",
-        {PgParam::Text(TextArray(types)), PgParam::Int(now_ms), PgParam::Int(limit)},
+        "AND ready_ms <= $2 AND ($4::text IS NULL OR tenant = $4) "
+        "ORDER BY priority DESC, ready_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        {PgParam::Text(TextArray(open)), PgParam::Int(now_ms), PgParam::Int(limit),
+         options.tenant ? PgParam::Text(*options.tenant) : PgParam::Null()},
         /*binary_results=*/true);
     if (!rows.ok()) return rows.status();
     for (int i = 0; i < rows->rows(); ++i) {
       auto job = Parse<Job>(rows->Get(i, 0), "a queued job");
       if (!job.ok()) return job.status();
+      if (auto capped = room.find(job->type()); capped != room.end()) {
+        if (capped->second == 0) continue;  // its row lock ends with the transaction
+        --capped->second;
+      }
       Claimed one;
       auto params = ParamsAt(*rows, i, 1);
       if (!params.ok()) return params.status();
@@ -319,11 +351,15 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
       if (!events.ok()) return events.status();
       one.events = *std::move(events);
       const std::string& job_id = one.events.back().job_id();
-      if (absl::Status s = conn.Exec("INSERT INTO leases (job_id, lease_id, deadline_ms, record) "
-                                     "VALUES ($1, $2, $3, $4)",
-                                     {PgParam::Text(job_id), PgParam::Text(one.lease.lease_id()),
-                                      PgParam::Int(one.lease.deadline_ms()),
-                                      PgParam::Binary(one.lease.SerializeAsString())})
+      const LeaseRecord& lease = one.lease;
+      if (absl::Status s = conn.Exec("INSERT INTO leases (job_id, lease_id, deadline_ms, "
+                                     "attempt_deadline_ms, record) VALUES ($1, $2, $3, $4, $5)",
+                                     {PgParam::Text(job_id), PgParam::Text(lease.lease_id()),
+                                      PgParam::Int(lease.deadline_ms()),
+                                      lease.attempt_deadline_ms() != 0
+                                          ? PgParam::Int(lease.attempt_deadline_ms())
+                                          : PgParam::Null(),
+                                      PgParam::Binary(lease.SerializeAsString())})
                                .status();
           !s.ok()) {
         return s;
@@ -358,6 +394,41 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::ChangeLeased(const std::string& j
   return events;
 }
 
+absl::StatusOr<PgStore::Renewed> PgStore::RenewLeased(const std::string& job_id,
+                                                      const std::string& lease_id,
+                                                      int64_t now_ms, int64_t duration_ms,
+                                                      const Change& change) {
+  Renewed renewed;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    auto job = LockJob(conn, job_id);
+    if (absl::IsNotFound(job.status())) return LeaseNotHeld(job_id, lease_id);
+    if (!job.ok()) return job.status();
+    auto held = conn.Exec("SELECT record FROM leases WHERE job_id = $1 AND lease_id = $2",
+                          {PgParam::Text(job_id), PgParam::Text(lease_id)},
+                          /*binary_results=*/true);
+    if (!held.ok()) return held.status();
+    if (held->rows() == 0) return LeaseNotHeld(job_id, lease_id);
+    auto lease = Parse<LeaseRecord>(held->Get(0, 0), "a lease");
+    if (!lease.ok()) return lease.status();
+    if (duration_ms > 0) lease->set_duration_ms(duration_ms);
+    lease->set_deadline_ms(now_ms + lease->duration_ms());
+    if (absl::Status s = conn.Exec("UPDATE leases SET deadline_ms = $2, record = $3 "
+                                   "WHERE job_id = $1",
+                                   {PgParam::Text(job_id), PgParam::Int(lease->deadline_ms()),
+                                    PgParam::Binary(lease->SerializeAsString())})
+                             .status();
+        !s.ok()) {
+      return s;
+    }
+    auto made = ChangeLocked(conn, *std::move(job), change, &renewed.job);
+    if (!made.ok()) return made.status();
+    renewed.lease = *std::move(lease);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return renewed;
+}
+
 absl::StatusOr<int64_t> PgStore::ExtendLeases(const std::vector<std::string>& lease_ids,
                                               int64_t deadline_ms) {
   int64_t extended = 0;
@@ -377,7 +448,8 @@ absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> PgStore::Expire
   std::vector<std::pair<std::string, LeaseRecord>> expired;
   absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
     auto rows = conn.Exec(
-        "SELECT job_id, record FROM leases WHERE deadline_ms < $1 ORDER BY deadline_ms LIMIT $2",
+        "SELECT job_id, record FROM leases WHERE deadline_ms < $1 OR attempt_deadline_ms < $1 "
+        "ORDER BY least(deadline_ms, attempt_deadline_ms) LIMIT $2",
         {PgParam::Int(now_ms), PgParam::Int(limit)}, /*binary_results=*/true);
     if (!rows.ok()) return rows.status();
     for (int i = 0; i < rows->rows(); ++i) {
@@ -465,6 +537,87 @@ absl::Status PgStore::VisitQueuedNewestFirst(size_t max_read,
   return VisitRecords<Job>(
       "SELECT record FROM jobs WHERE state = 1 ORDER BY create_ms DESC, id DESC LIMIT $1",
       {PgParam::Int(static_cast<int64_t>(max_read))}, [&](Job job) { return visit(job); });
+}
+
+absl::Status PgStore::VisitJobsNewestFirst(const JobQuery& query,
+                                           const std::function<bool(const Job&)>& visit) const {
+  std::string states = "{";
+  for (size_t i = 0; i < query.states.size(); ++i) {
+    absl::StrAppend(&states, i > 0 ? "," : "", query.states[i]);
+  }
+  states += "}";
+  return VisitRecords<Job>(
+      "SELECT record FROM jobs WHERE (cardinality($1::smallint[]) = 0 OR state = ANY($1)) "
+      "AND ($2 = '' OR type = $2) AND ($3::text IS NULL OR tenant = $3) "
+      "AND (create_ms, id) < ($4, $5) ORDER BY create_ms DESC, id DESC LIMIT $6",
+      {PgParam::Text(states), PgParam::Text(query.type),
+       query.tenant ? PgParam::Text(*query.tenant) : PgParam::Null(),
+       PgParam::Int(query.before_ms), PgParam::Text(query.before_id), PgParam::Int(query.limit)},
+      [&](Job job) { return visit(job); });
+}
+
+namespace {
+
+// Removes the jobs `gone` selects (a query of ids, locked) with what hangs off them, and
+// leaves their tombstones. $1: removed_ms, $2: reason; the rest are the query's.
+absl::StatusOr<int64_t> RemoveJobs(PgConnection& conn, absl::string_view gone,
+                                   std::vector<PgParam> params) {
+  auto removed = conn.Exec(
+      absl::StrCat("WITH gone AS (DELETE FROM jobs WHERE id IN (", gone,
+                   ") RETURNING id, tenant), "
+                   "chunks AS (DELETE FROM artifact_chunks WHERE job_id IN (SELECT id FROM gone)) "
+                   "INSERT INTO tombstones (job_id, tenant, removed_ms, reason) "
+                   "SELECT id, tenant, $1, $2 FROM gone ON CONFLICT (job_id) DO UPDATE "
+                   "SET removed_ms = EXCLUDED.removed_ms, reason = EXCLUDED.reason"),
+      params);
+  if (!removed.ok()) return removed.status();
+  return removed->affected();
+}
+
+}  // namespace
+
+absl::Status PgStore::RemoveJob(const std::string& job_id,
+                                const std::function<absl::Status(const Job&)>& check,
+                                absl::string_view reason, int64_t now_ms) {
+  return pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    auto job = LockJob(conn, job_id);
+    if (!job.ok()) return job.status();
+    if (absl::Status s = check(*job); !s.ok()) return s;
+    return RemoveJobs(conn, "$3",
+                      {PgParam::Int(now_ms), PgParam::Text(std::string(reason)), PgParam::Text(job_id)})
+        .status();
+  });
+}
+
+absl::StatusOr<int64_t> PgStore::RemoveFinished(int64_t ended_before_ms, absl::string_view reason,
+                                                int64_t now_ms, int limit) {
+  int64_t count = 0;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    // Rows a live change holds are skipped: they are not finished, or are changing.
+    auto removed = RemoveJobs(conn,
+                              "SELECT id FROM jobs WHERE end_ms < $3 ORDER BY end_ms "
+                              "LIMIT $4 FOR UPDATE SKIP LOCKED",
+                              {PgParam::Int(now_ms), PgParam::Text(std::string(reason)),
+                               PgParam::Int(ended_before_ms), PgParam::Int(limit)});
+    if (!removed.ok()) return removed.status();
+    count = *removed;
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return count;
+}
+
+absl::StatusOr<int64_t> PgStore::RemoveTombstones(int64_t before_ms) {
+  int64_t count = 0;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto removed =
+        conn.Exec("DELETE FROM tombstones WHERE removed_ms < $1", {PgParam::Int(before_ms)});
+    if (!removed.ok()) return removed.status();
+    count = removed->affected();
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return count;
 }
 
 absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> PgStore::CountLive() const {

@@ -11,10 +11,12 @@
 #pragma once
 
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -91,16 +93,34 @@ class PgStore : public EventReader {
     LeaseRecord lease;
     google::protobuf::Struct params;  // the job's, for whoever runs it
   };
+  struct ClaimOptions {
+    std::optional<std::string> tenant;  // only this tenant's jobs
+    // Caps on RUNNING jobs by type, over every server and worker: a claim of a capped type
+    // takes the type's advisory lock for its transaction, so two claims cannot both fill
+    // the last slot.
+    std::map<std::string, int> max_running;
+  };
   absl::StatusOr<std::vector<Claimed>> ClaimLeased(const std::vector<std::string>& types,
-                                                   int64_t now_ms, int limit, const Start& start);
+                                                   int64_t now_ms, int limit, const Start& start,
+                                                   const ClaimOptions& options = {});
   // A change to the job `lease_id` holds, keeping the lease (progress) or ending it.
   absl::StatusOr<std::vector<v1::JobEvent>> ChangeLeased(const std::string& job_id,
                                                          const std::string& lease_id,
                                                          bool end_lease, const Change& change);
+  // A change to the job `lease_id` holds that renews the lease too: its deadline becomes
+  // now_ms plus its duration (`duration_ms`, if > 0, replaces that). The job as changed
+  // and the lease as renewed.
+  struct Renewed {
+    v1::Job job;
+    LeaseRecord lease;
+  };
+  absl::StatusOr<Renewed> RenewLeased(const std::string& job_id, const std::string& lease_id,
+                                      int64_t now_ms, int64_t duration_ms, const Change& change);
   // Moves the deadline of every lease in `lease_ids` still held to `deadline_ms`; how many.
   absl::StatusOr<int64_t> ExtendLeases(const std::vector<std::string>& lease_ids,
                                        int64_t deadline_ms);
-  // Leases whose deadline passed by `now_ms`, oldest first, with their job ids.
+  // Leases past their deadline or their attempt's at `now_ms`, oldest first, with their
+  // job ids.
   absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> ExpiredLeases(int64_t now_ms,
                                                                                  int limit) const;
 
@@ -115,6 +135,32 @@ class PgStore : public EventReader {
   absl::Status VisitQueuedNewestFirst(size_t max_read,
                                       const std::function<bool(const v1::Job&)>& visit)
       const override;
+
+  // Jobs newest first (create time, then id), from before a position, as ListJobs pages
+  // through them; `visit` returns false to stop.
+  struct JobQuery {
+    std::vector<int> states;            // empty: any
+    std::string type;                   // empty: any
+    std::optional<std::string> tenant;  // nullopt: any
+    // Only jobs before (create_ms, id); the default is past every job.
+    int64_t before_ms = INT64_MAX;
+    std::string before_id;
+    int limit = 100;  // rows read
+  };
+  absl::Status VisitJobsNewestFirst(const JobQuery& query,
+                                    const std::function<bool(const v1::Job&)>& visit) const;
+
+  // Removal: the job, its events, leases, request key and artifacts go, and a tombstone
+  // (`reason`, removed at now_ms, the job's tenant) answers for its id a while longer.
+  // RemoveJob removes one job once `check` (given it locked) allows; NOT_FOUND if absent.
+  absl::Status RemoveJob(const std::string& job_id,
+                         const std::function<absl::Status(const v1::Job&)>& check,
+                         absl::string_view reason, int64_t now_ms);
+  // Up to `limit` finished jobs that ended before ended_before_ms; how many went.
+  absl::StatusOr<int64_t> RemoveFinished(int64_t ended_before_ms, absl::string_view reason,
+                                         int64_t now_ms, int limit);
+  // Tombstones of jobs removed before `before_ms`; how many.
+  absl::StatusOr<int64_t> RemoveTombstones(int64_t before_ms);
 
   // How many jobs are QUEUED and RUNNING, by type: {type: {queued, running}}.
   absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> CountLive() const;

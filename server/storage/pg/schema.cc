@@ -28,6 +28,7 @@ CREATE TABLE jobs (
 );
 -- Claiming: the best ready job of a type, FOR UPDATE SKIP LOCKED.
 CREATE INDEX jobs_queue ON jobs (type, priority DESC, ready_ms, id) WHERE state = 1;
+CREATE INDEX jobs_running ON jobs (type) WHERE state = 2;  -- counts against type caps
 CREATE INDEX jobs_by_state ON jobs (state, create_ms, id);
 CREATE INDEX jobs_by_type_state ON jobs (type, state, create_ms, id);
 CREATE INDEX jobs_by_time ON jobs (create_ms, id);
@@ -51,13 +52,18 @@ CREATE TABLE requests (
 );
 
 -- An attempt's lease: lease_id fences every later call of its holder.
+-- The sweeper ends attempts past either deadline: the lease's (renewed by its holder)
+-- or the attempt's timeout (fixed when it started).
 CREATE TABLE leases (
-  job_id      text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
-  lease_id    text NOT NULL,
-  deadline_ms bigint NOT NULL,
-  record      bytea NOT NULL            -- LeaseRecord
+  job_id              text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+  lease_id            text NOT NULL,
+  deadline_ms         bigint NOT NULL,
+  attempt_deadline_ms bigint,
+  record              bytea NOT NULL    -- LeaseRecord
 );
 CREATE INDEX leases_by_deadline ON leases (deadline_ms);
+CREATE INDEX leases_by_attempt_deadline ON leases (attempt_deadline_ms)
+  WHERE attempt_deadline_ms IS NOT NULL;
 
 -- A removed job's id answers "deleted/expired at ..." a while longer.
 CREATE TABLE tombstones (
