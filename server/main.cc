@@ -3,6 +3,7 @@
 // running handlers stop (their jobs are requeued), the committer drains, RocksDB closes.
 #include <malloc.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
@@ -23,7 +24,7 @@
 #include "grpcpp/grpcpp.h"
 #include "client/job_client.h"
 #include "server/auth/tokens.h"
-#include "server/jobs/job_manager.h"
+#include "server/backend.h"
 #include "server/jobs/job_types.h"
 #include "server/jobs/runner.h"
 #include "server/rpc/health_service.h"
@@ -31,11 +32,19 @@
 #include "server/rpc/request_log.h"
 #include "common/log.h"
 #include "server/rpc/worker_service.h"
-#include "server/storage/job_store.h"
-#include "server/watch/event_hub.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "HOST:PORT to serve on; port 0 picks one");
 ABSL_FLAG(std::string, data_dir, "./jobstream-data", "RocksDB directory (created if missing)");
+ABSL_FLAG(std::string, store, "",
+          "where jobs live: empty for RocksDB in --data_dir, or a PostgreSQL URL "
+          "(postgresql://user@host:port/db?…) shared by any number of servers");
+ABSL_FLAG(int, pg_pool_size, 8, "connections to PostgreSQL for calls (1..1000)");
+ABSL_FLAG(std::string, server_id, "",
+          "this server among those sharing a PostgreSQL store (default: host name and pid); "
+          "names the leases of its in-server runs");
+ABSL_FLAG(absl::Duration, run_lease, absl::Seconds(30),
+          "PostgreSQL store: how long after this server's last renewal its in-server runs "
+          "are taken over by another server if it dies");
 ABSL_FLAG(std::string, config, "", "ServerConfig JSON file declaring job types");
 ABSL_FLAG(absl::Duration, retention, absl::Hours(168),
           "how long finished jobs are kept (tombstones as long again)");
@@ -164,6 +173,25 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_retry_backoff) < absl::ZeroDuration()) {
     return Fail("--retention and --sweep_interval must be positive, --retry_backoff >= 0");
   }
+  const std::string store_url = absl::GetFlag(FLAGS_store);
+  const bool postgres = !store_url.empty();
+  if (postgres && store_url.rfind("postgresql://", 0) != 0 &&
+      store_url.rfind("postgres://", 0) != 0) {
+    return Fail("--store must be empty (RocksDB in --data_dir) or a postgresql:// URL");
+  }
+  if (absl::GetFlag(FLAGS_pg_pool_size) < 1 || absl::GetFlag(FLAGS_pg_pool_size) > 1000) {
+    return Fail("--pg_pool_size must be 1..1000");
+  }
+  if (absl::GetFlag(FLAGS_run_lease) < absl::Seconds(1)) {
+    return Fail("--run_lease must be at least 1s");
+  }
+  std::string server_id = absl::GetFlag(FLAGS_server_id);
+  if (server_id.size() > 128) return Fail("--server_id must be at most 128 bytes");
+  if (server_id.empty()) {
+    char name[256] = {};
+    gethostname(name, sizeof(name) - 1);
+    server_id = absl::StrCat(name, ":", getpid());
+  }
 
   if (absl::GetFlag(FLAGS_max_artifact_bytes) < 0 ||
       absl::GetFlag(FLAGS_max_job_artifact_bytes) < 0 ||
@@ -191,6 +219,9 @@ int main(int argc, char** argv) {
                   " must hold a secret of at least 16 bytes");
     }
     webhook_options.secret = std::move(secret);
+    if (postgres) {
+      return Fail("webhooks are not available with --store=postgresql yet; drop --webhook_allow");
+    }
   }
   webhook_options.max_attempts = absl::GetFlag(FLAGS_webhook_max_attempts);
   webhook_options.initial_backoff = absl::GetFlag(FLAGS_webhook_retry_backoff);
@@ -265,43 +296,51 @@ int main(int argc, char** argv) {
 
   // From recovery on: its state changes are logged too.
   if (absl::GetFlag(FLAGS_log)) jobstream::logs::Start(*log_format);
-  auto store = jobstream::storage::JobStore::Open(absl::GetFlag(FLAGS_data_dir));
-  if (!store.ok()) return Fail(std::string(store.status().message()));
-
   jobstream::watch::WatchOptions watch_options;
   watch_options.max_watchers = absl::GetFlag(FLAGS_max_watchers);
   watch_options.max_watchers_per_job = absl::GetFlag(FLAGS_max_watchers_per_job);
   watch_options.queue_limit = absl::GetFlag(FLAGS_watch_queue_limit);
-  jobstream::watch::EventHub hub(store->get(), watch_options);
+  jobstream::jobs::Limits limits;
+  limits.max_params_bytes = absl::GetFlag(FLAGS_max_params_bytes);
+  limits.max_queued_per_tenant = absl::GetFlag(FLAGS_max_queued_per_tenant);
+  limits.max_labels = absl::GetFlag(FLAGS_max_labels);
 
-  jobstream::jobs::ManagerOptions manager_options;
-  jobstream::storage::DiskSpace disk(absl::GetFlag(FLAGS_data_dir),
-                                     absl::GetFlag(FLAGS_min_free_disk_bytes));
-  manager_options.disk = &disk;
-  manager_options.limits.max_params_bytes = absl::GetFlag(FLAGS_max_params_bytes);
-  manager_options.limits.max_queued_per_tenant = absl::GetFlag(FLAGS_max_queued_per_tenant);
-  manager_options.limits.max_labels = absl::GetFlag(FLAGS_max_labels);
-  manager_options.retention = absl::GetFlag(FLAGS_retention);
-  manager_options.artifacts.max_artifact_bytes = absl::GetFlag(FLAGS_max_artifact_bytes);
-  manager_options.artifacts.max_job_artifact_bytes = absl::GetFlag(FLAGS_max_job_artifact_bytes);
-  manager_options.artifacts.max_artifacts_per_job = absl::GetFlag(FLAGS_max_artifacts_per_job);
-  manager_options.webhook_policy = &*webhook_policy;
-  auto manager = std::make_unique<jobstream::jobs::JobManager>(store->get(), &hub, &*types,
-                                                              manager_options);
-  // Deliveries stored before a stop go out again, whatever webhooks are allowed now (each
-  // attempt checks its URL against the list).
-  std::unique_ptr<jobstream::webhooks::WebhookSender> webhook_sender;
-  if (webhook_policy->enabled()) {
-    webhook_sender = std::make_unique<jobstream::webhooks::WebhookSender>(
-        store->get(), &manager->committer(), &*webhook_policy, webhook_options);
-    if (absl::Status s = webhook_sender->Start(); !s.ok()) return Fail(std::string(s.message()));
-    manager->SetWebhookSender(webhook_sender.get());
+  absl::StatusOr<std::unique_ptr<jobstream::server::Backend>> opened;
+  if (postgres) {
+    jobstream::server::PgOptions options;
+    options.url = store_url;
+    options.pool_size = absl::GetFlag(FLAGS_pg_pool_size);
+    options.watch = watch_options;
+    options.manager.limits = limits;
+    options.manager.server_id = server_id;
+    options.manager.run_lease = absl::GetFlag(FLAGS_run_lease);
+    options.manager.retention = absl::GetFlag(FLAGS_retention);
+    opened = jobstream::server::OpenPgBackend(options, &*types);
+  } else {
+    jobstream::server::RocksOptions options;
+    options.data_dir = absl::GetFlag(FLAGS_data_dir);
+    options.min_free_disk_bytes = absl::GetFlag(FLAGS_min_free_disk_bytes);
+    options.watch = watch_options;
+    options.manager.limits = limits;
+    options.manager.retention = absl::GetFlag(FLAGS_retention);
+    options.manager.artifacts.max_artifact_bytes = absl::GetFlag(FLAGS_max_artifact_bytes);
+    options.manager.artifacts.max_job_artifact_bytes =
+        absl::GetFlag(FLAGS_max_job_artifact_bytes);
+    options.manager.artifacts.max_artifacts_per_job = absl::GetFlag(FLAGS_max_artifacts_per_job);
+    options.manager.webhook_policy = &*webhook_policy;
+    options.webhook_policy = &*webhook_policy;
+    options.webhooks = webhook_options;
+    opened = jobstream::server::OpenRocksBackend(options, &*types);
   }
-  if (absl::Status s = manager->Recover(); !s.ok()) {
-    return Fail(absl::StrCat("recovery failed: ", s.message()));
+  if (!opened.ok()) return Fail(std::string(opened.status().message()));
+  std::unique_ptr<jobstream::server::Backend> backend = *std::move(opened);
+  jobstream::jobs::JobBackend* manager = backend->jobs();
+  jobstream::watch::EventHub& hub = *backend->hub();
+  if (postgres) {
+    std::cerr << "jobstream-server: PostgreSQL store as server \"" << server_id << "\"\n";
   }
 
-  jobstream::jobs::Runner runner(manager.get(), &*types, absl::GetFlag(FLAGS_runner_threads));
+  jobstream::jobs::Runner runner(manager, &*types, absl::GetFlag(FLAGS_runner_threads));
   runner.Start();
 
   jobstream::rpc::CallTracker calls;
@@ -310,9 +349,9 @@ int main(int argc, char** argv) {
     submit_rate = std::make_unique<jobstream::auth::RateLimiter>(
         absl::GetFlag(FLAGS_max_submits_per_second));
   }
-  jobstream::rpc::JobServiceImpl service(manager.get(), &hub, &calls, authenticator.get(),
+  jobstream::rpc::JobServiceImpl service(manager, &hub, &calls, authenticator.get(),
                                          submit_rate.get());
-  jobstream::rpc::WorkerServiceImpl worker_service(manager.get(), &calls, authenticator.get());
+  jobstream::rpc::WorkerServiceImpl worker_service(manager, &calls, authenticator.get());
   jobstream::rpc::HealthServiceImpl health_service({"jobstream.v1.JobService",
                                             "jobstream.v1.WorkerService"});
   grpc::EnableDefaultHealthCheckService(false);  // ours has a descriptor for reflection
@@ -398,13 +437,8 @@ int main(int argc, char** argv) {
   phase("running jobs requeued");
   stop_sweeping.Notify();
   sweeper.join();
-  if (webhook_sender) webhook_sender->Stop();  // what is queued stays for the next start
-  manager->Stop();
-  std::cerr << "jobstream-server: committed " << manager->committer().writes_committed()
-            << " writes in " << manager->committer().groups_written() << " synced groups\n";
-  absl::Status health = manager->committer().health();
-  manager.reset();
-  store->reset();  // flushes and closes RocksDB
+  absl::Status health = backend->Close();
+  backend.reset();
   phase("store closed");
   jobstream::logs::Stop();
   if (!health.ok()) {

@@ -1,0 +1,117 @@
+#include "server/backend.h"
+
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "server/storage/disk_space.h"
+#include "server/storage/job_store.h"
+#include "server/storage/pg/leader.h"
+#include "server/storage/pg/pg_store.h"
+#include "server/watch/pg_event_feed.h"
+
+namespace jobstream::server {
+namespace {
+
+class RocksBackend : public Backend {
+ public:
+  jobs::JobBackend* jobs() override { return manager_.get(); }
+  watch::EventHub* hub() override { return hub_.get(); }
+
+  absl::Status Open(const RocksOptions& options, const jobs::JobTypes* types) {
+    auto store = storage::JobStore::Open(options.data_dir);
+    if (!store.ok()) return store.status();
+    store_ = *std::move(store);
+    disk_ = std::make_unique<storage::DiskSpace>(options.data_dir, options.min_free_disk_bytes);
+    hub_ = std::make_unique<watch::EventHub>(store_.get(), options.watch);
+    jobs::ManagerOptions manager_options = options.manager;
+    manager_options.disk = disk_.get();
+    manager_ =
+        std::make_unique<jobs::JobManager>(store_.get(), hub_.get(), types, manager_options);
+    // Deliveries stored before a stop go out again, whatever webhooks are allowed now (each
+    // attempt checks its URL against the list).
+    if (options.webhook_policy != nullptr && options.webhook_policy->enabled()) {
+      webhooks_ = std::make_unique<webhooks::WebhookSender>(
+          store_.get(), &manager_->committer(), options.webhook_policy, options.webhooks);
+      if (absl::Status s = webhooks_->Start(); !s.ok()) return s;
+      manager_->SetWebhookSender(webhooks_.get());
+    }
+    if (absl::Status s = manager_->Recover(); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("recovery failed: ", s.message()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Close() override {
+    if (webhooks_) webhooks_->Stop();  // what is queued stays for the next start
+    manager_->Stop();
+    std::cerr << "jobstream-server: committed " << manager_->committer().writes_committed()
+              << " writes in " << manager_->committer().groups_written() << " synced groups\n";
+    absl::Status health = manager_->committer().health();
+    webhooks_.reset();
+    manager_.reset();
+    store_.reset();  // flushes and closes RocksDB
+    return health;
+  }
+
+ private:
+  std::unique_ptr<storage::JobStore> store_;
+  std::unique_ptr<storage::DiskSpace> disk_;
+  std::unique_ptr<watch::EventHub> hub_;
+  std::unique_ptr<jobs::JobManager> manager_;
+  std::unique_ptr<webhooks::WebhookSender> webhooks_;
+};
+
+class PgBackend : public Backend {
+ public:
+  jobs::JobBackend* jobs() override { return manager_.get(); }
+  watch::EventHub* hub() override { return hub_.get(); }
+
+  absl::Status Open(const PgOptions& options, const jobs::JobTypes* types) {
+    auto store = storage::pg::PgStore::Open(options.url, options.pool_size);
+    if (!store.ok()) return store.status();
+    store_ = *std::move(store);
+    leader_ = std::make_unique<storage::pg::PgLeader>(options.url, storage::pg::kChoresLock);
+    hub_ = std::make_unique<watch::EventHub>(store_.get(), options.watch);
+    jobs::PgManagerOptions manager_options = options.manager;
+    manager_options.leader = leader_.get();
+    manager_ = std::make_unique<jobs::PgJobManager>(store_.get(), types, manager_options);
+    feed_ = std::make_unique<watch::PgEventFeed>(options.url, store_.get(), hub_.get());
+    feed_->SetObserver([this](const v1::JobEvent& e) { manager_->Observe(e); });
+    if (absl::Status s = feed_->Start(); !s.ok()) return s;
+    return manager_->Recover();
+  }
+
+  absl::Status Close() override {
+    manager_->Stop();  // every call commits before it answers: nothing is left to write
+    feed_->Stop();
+    feed_.reset();
+    manager_.reset();
+    store_.reset();
+    return absl::OkStatus();
+  }
+
+ private:
+  std::unique_ptr<storage::pg::PgStore> store_;
+  std::unique_ptr<storage::pg::PgLeader> leader_;
+  std::unique_ptr<watch::EventHub> hub_;
+  std::unique_ptr<jobs::PgJobManager> manager_;
+  std::unique_ptr<watch::PgEventFeed> feed_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> OpenRocksBackend(const RocksOptions& options,
+                                                          const jobs::JobTypes* types) {
+  auto backend = std::make_unique<RocksBackend>();
+  if (absl::Status s = backend->Open(options, types); !s.ok()) return s;
+  return backend;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> OpenPgBackend(const PgOptions& options,
+                                                       const jobs::JobTypes* types) {
+  auto backend = std::make_unique<PgBackend>();
+  if (absl::Status s = backend->Open(options, types); !s.ok()) return s;
+  return backend;
+}
+
+}  // namespace jobstream::server

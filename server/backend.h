@@ -1,0 +1,51 @@
+// Backend: the store a server runs on and what serves from it — a hub for watchers and a
+// JobBackend for every call. RocksDB in a data dir is the embedded default; PostgreSQL
+// (--store=postgresql://…) is shared by any number of servers.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "server/jobs/job_backend.h"
+#include "server/jobs/job_manager.h"
+#include "server/jobs/pg_manager.h"
+#include "server/watch/event_hub.h"
+#include "server/webhooks/webhook_sender.h"
+
+namespace jobstream::server {
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual jobs::JobBackend* jobs() = 0;
+  virtual watch::EventHub* hub() = 0;
+  // Once nothing calls in any more (the runner stopped): writes what is under way and
+  // closes the store. An error says the store failed earlier.
+  virtual absl::Status Close() = 0;
+};
+
+struct RocksOptions {
+  std::string data_dir;
+  int64_t min_free_disk_bytes = 0;
+  jobs::ManagerOptions manager;
+  watch::WatchOptions watch;
+  // Deliveries are sent when the policy allows any.
+  const webhooks::WebhookPolicy* webhook_policy = nullptr;
+  webhooks::WebhookOptions webhooks;
+};
+// Opens (creating) the data dir and recovers what was live.
+absl::StatusOr<std::unique_ptr<Backend>> OpenRocksBackend(const RocksOptions& options,
+                                                          const jobs::JobTypes* types);
+
+struct PgOptions {
+  std::string url;  // postgresql://…
+  int pool_size = 8;
+  jobs::PgManagerOptions manager;  // its leader is made here
+  watch::WatchOptions watch;
+};
+// Connects, brings the schema up to date, and follows the events of every server.
+absl::StatusOr<std::unique_ptr<Backend>> OpenPgBackend(const PgOptions& options,
+                                                       const jobs::JobTypes* types);
+
+}  // namespace jobstream::server
