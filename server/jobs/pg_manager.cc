@@ -54,7 +54,30 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
 
 PgJobManager::~PgJobManager() { Stop(); }
 
-absl::Status PgJobManager::Recover() { return absl::OkStatus(); }
+// Runs this server's id held when it stopped (or died: a server keeping its --server_id
+// across restarts) are ended at once, as the RocksDB server's recovery ends them, rather
+// than when their leases expire.
+absl::Status PgJobManager::Recover() {
+  auto held = store_->LeasesHeldBy(options_.server_id);
+  if (!held.ok()) return held.status();
+  const absl::Time now = absl::Now();
+  for (const auto& entry : *held) {
+    const std::string& job_id = entry.first;
+    auto ended = store_->ChangeLeased(
+        job_id, entry.second.lease_id(), /*end_lease=*/true,
+        [&](Job& job, std::vector<JobEvent>& out) {
+          AttemptEnd end(AttemptEnd::kFailed);
+          end.error = absl::UnavailableError(absl::StrCat(
+              "the server stopped while attempt ", job.attempt(), " was running"));
+          end.retryable = true;
+          out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end, now), now));
+          *job.mutable_update_time() = ToProto(now);
+          return absl::OkStatus();
+        });
+    if (!ended.ok() && !absl::IsFailedPrecondition(ended.status())) return ended.status();
+  }
+  return absl::OkStatus();
+}
 
 void PgJobManager::Observe(const JobEvent& event) {
   if (v1::IsTerminal(event.type())) {

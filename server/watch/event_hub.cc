@@ -133,7 +133,8 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJobs(JobFilter filt
       }
     }
     // Queued jobs from the store (the newest first), read under every shard's lock: one
-    // whose next event is committed but not yet published shows up both here and live.
+    // whose next event is committed but not yet published is in the snapshot, and the
+    // subscription drops that event when it comes live.
     if (sub->filter().states.empty() || sub->filter().states.contains(v1::Job::QUEUED)) {
       size_t sent = 0;
       (void)store_->VisitQueuedNewestFirst(

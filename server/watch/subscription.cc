@@ -122,12 +122,20 @@ bool Subscription::Push(const storage::CommittedEventPtr& event) {
   if (!single_job() && !filter_.Matches(event->event.status())) return false;
   absl::MutexLock lock(&mu_);
   if (!closed_.ok()) return false;
+  if (!snapshot_sequences_.empty()) {
+    auto it = snapshot_sequences_.find(event->event.job_id());
+    if (it != snapshot_sequences_.end()) {
+      if (event->event.sequence() <= it->second) return false;  // the snapshot showed it
+      snapshot_sequences_.erase(it);
+    }
+  }
   return Enqueue(event, /*enforce_limit=*/true);
 }
 
 bool Subscription::PushSnapshot(const storage::CommittedEventPtr& event) {
   absl::MutexLock lock(&mu_);
   if (!closed_.ok()) return false;
+  snapshot_sequences_[event->event.job_id()] = event->event.sequence();
   return Enqueue(event, /*enforce_limit=*/false);
 }
 

@@ -97,6 +97,10 @@ class Subscription {
   absl::flat_hash_map<std::string, uint64_t> tail_progress_ ABSL_GUARDED_BY(mu_);
   size_t state_events_ ABSL_GUARDED_BY(mu_) = 0;  // queued events other than PROGRESS
   absl::Status closed_ ABSL_GUARDED_BY(mu_);
+  // Many jobs: the sequence each job's snapshot showed, until a later event of it comes.
+  // A live event the snapshot already covered (committed before it was read, published
+  // after — a PostgreSQL feed's notification in flight) is dropped, so none comes twice.
+  absl::flat_hash_map<std::string, int64_t> snapshot_sequences_ ABSL_GUARDED_BY(mu_);
   bool waiting_ ABSL_GUARDED_BY(mu_) = false;
   std::function<void()> notify_ ABSL_GUARDED_BY(mu_);
 };

@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "tests/support/process.h"
 #include "tests/support/server_process.h"
+#include "tests/support/store_test.h"
 #include "tests/support/temp_dir.h"
 
 namespace jobstream {
@@ -57,15 +58,27 @@ Stream WatchOnce(const std::shared_ptr<grpc::Channel>& channel, const std::strin
   return out;
 }
 
-class ServerTest : public ::testing::Test {
+// Runs on each store (store_test.h).
+class ServerTest : public testing::StoreTest {
  protected:
   std::unique_ptr<ServerProcess> Start(std::vector<std::string> flags = {}) {
+    for (std::string& f : StoreFlags()) flags.push_back(std::move(f));
     return std::make_unique<ServerProcess>(dir_.sub("data"), std::move(flags));
   }
   testing::TempDir dir_;
 };
+JOBSTREAM_BOTH_STORES(ServerTest);
 
-TEST_F(ServerTest, ReplaysFromEverySequenceAndEndsAfterTheTerminalEvent) {
+// What only the embedded store has: a data dir.
+class RocksServerTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<ServerProcess> Start() {
+    return std::make_unique<ServerProcess>(dir_.sub("data"));
+  }
+  testing::TempDir dir_;
+};
+
+TEST_P(ServerTest, ReplaysFromEverySequenceAndEndsAfterTheTerminalEvent) {
   auto server = Start();
   JobClient client(server->Channel());
   auto job = client.Submit(Demo(R"({"steps": ["a", "b"], "step_ms": 60, "ticks": 3})"));
@@ -88,7 +101,7 @@ TEST_F(ServerTest, ReplaysFromEverySequenceAndEndsAfterTheTerminalEvent) {
   EXPECT_TRUE(past.events.empty());
 }
 
-TEST_F(ServerTest, OutOfRangeOnALiveJobInsteadOfHanging) {
+TEST_P(ServerTest, OutOfRangeOnALiveJobInsteadOfHanging) {
   auto server = Start();
   JobClient client(server->Channel());
   auto job = client.Submit(Demo(R"({"steps": ["slow"], "step_ms": 5000})"));
@@ -99,7 +112,7 @@ TEST_F(ServerTest, OutOfRangeOnALiveJobInsteadOfHanging) {
   ASSERT_TRUE(client.Cancel(job->id()).ok());
 }
 
-TEST_F(ServerTest, SubmitWithARequestIdIsIdempotent) {
+TEST_P(ServerTest, SubmitWithARequestIdIsIdempotent) {
   auto server = Start();
   JobClient client(server->Channel());
   v1::SubmitRequest request = Demo(R"({"step_ms": 0})");
@@ -113,7 +126,7 @@ TEST_F(ServerTest, SubmitWithARequestIdIsIdempotent) {
   EXPECT_EQ(listed->jobs_size(), 1);
 }
 
-TEST_F(ServerTest, TwoHundredWatchersOfOneJobSeeIdenticalSequences) {
+TEST_P(ServerTest, TwoHundredWatchersOfOneJobSeeIdenticalSequences) {
   auto server = Start();
   JobClient client(server->Channel());
   v1::SubmitRequest request = Demo(R"({"steps": ["a", "b", "c"], "step_ms": 300, "ticks": 10})");
@@ -144,7 +157,7 @@ TEST_F(ServerTest, TwoHundredWatchersOfOneJobSeeIdenticalSequences) {
   }
 }
 
-TEST_F(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
+TEST_P(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
   auto server = Start({"--retry_backoff=0s"});
   JobClient client(server->Channel());
   // A job running across the crash, with a watcher that resumes on its own.
@@ -182,8 +195,7 @@ TEST_F(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
   ASSERT_GT(acknowledged.size(), 50u);
 
   const std::string address = server->address();
-  server = std::make_unique<ServerProcess>(
-      dir_.sub("data"), std::vector<std::string>{"--listen=" + address, "--retry_backoff=0s"});
+  server = Start({"--listen=" + address, "--retry_backoff=0s"});
   JobClient after(server->Channel());
   for (const std::string& id : acknowledged) {
     auto job = after.GetStatus(id);
@@ -200,7 +212,7 @@ TEST_F(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
   EXPECT_TRUE(retried) << "the crash interrupted the job, so recovery retried it";
 }
 
-TEST_F(ServerTest, SigtermEndsStreamsUnavailableExitsZeroAndRequeuesRunningJobs) {
+TEST_P(ServerTest, SigtermEndsStreamsUnavailableExitsZeroAndRequeuesRunningJobs) {
   auto server = Start();
   JobClient client(server->Channel());
   auto job = client.Submit(Demo(R"({"steps": ["a", "b"], "step_ms": 800, "ticks": 2})"));
@@ -234,7 +246,7 @@ TEST_F(ServerTest, SigtermEndsStreamsUnavailableExitsZeroAndRequeuesRunningJobs)
   EXPECT_EQ(rest.events.back().status().attempt(), 1) << "a shutdown does not spend an attempt";
 }
 
-TEST_F(ServerTest, BadInputGetsAPreciseStatusAndWritesNothing) {
+TEST_P(ServerTest, BadInputGetsAPreciseStatusAndWritesNothing) {
   auto server = Start();
   auto stub = v1::JobService::NewStub(server->Channel());
   auto submit = [&](const v1::SubmitRequest& r) {
@@ -299,7 +311,7 @@ TEST_F(ServerTest, BadInputGetsAPreciseStatusAndWritesNothing) {
               absl::StatusCode::kNotFound);
 }
 
-TEST_F(ServerTest, WatchJobsSnapshotsLiveJobsThenStreamsTheirEvents) {
+TEST_P(ServerTest, WatchJobsSnapshotsLiveJobsThenStreamsTheirEvents) {
   auto server = Start();
   JobClient client(server->Channel());
   v1::SubmitRequest waiting = Demo("{}");
@@ -351,7 +363,7 @@ std::pair<int, std::string> RunServer(const std::string& flags) {
                              " " + flags + " 2>&1 >/dev/null");
 }
 
-TEST_F(ServerTest, ConfigDeclaresTypesAndBadConfigIsRefusedClearly) {
+TEST_P(ServerTest, ConfigDeclaresTypesAndBadConfigIsRefusedClearly) {
   auto write = [&](const std::string& name, const std::string& text) {
     const std::string path = dir_.sub(name);
     FILE* f = fopen(path.c_str(), "w");
@@ -438,7 +450,7 @@ int RunCli(const std::string& args, std::string* out = nullptr) {
   return code;
 }
 
-TEST_F(ServerTest, CliExitCodesFollowTheJobsOutcome) {
+TEST_P(ServerTest, CliExitCodesFollowTheJobsOutcome) {
   auto server = Start();
   const std::string s = "--server=" + server->address() + " ";
   std::string out;
@@ -493,7 +505,7 @@ Waited WaitJob(const std::shared_ptr<grpc::Channel>& channel, const std::string&
   return out;
 }
 
-TEST_F(ServerTest, WaitJobReturnsWhenTheJobEndsOrTheTimeoutPasses) {
+TEST_P(ServerTest, WaitJobReturnsWhenTheJobEndsOrTheTimeoutPasses) {
   auto server = Start();
   JobClient client(server->Channel());
   auto job = client.Submit(Demo(R"({"steps": ["a"], "step_ms": 1500, "ticks": 0})"));
@@ -551,7 +563,7 @@ TEST_F(ServerTest, WaitJobReturnsWhenTheJobEndsOrTheTimeoutPasses) {
 namespace jobstream {
 namespace {
 
-TEST_F(ServerTest, ASecondServerOnTheSameDataDirIsRefusedAtStart) {
+TEST_F(RocksServerTest, ASecondServerOnTheSameDataDirIsRefusedAtStart) {
   auto first = Start();
   auto [code, out] = testing::RunCommand(absl::StrCat(
       testing::BinaryPath("server/jobstream-server"), " --listen=127.0.0.1:0 --data_dir=",
@@ -575,7 +587,7 @@ TEST_F(ServerTest, ASecondServerOnTheSameDataDirIsRefusedAtStart) {
 namespace jobstream {
 namespace {
 
-TEST_F(ServerTest, ParamsAndMessageSizeLimitsSayWhichLimit) {
+TEST_P(ServerTest, ParamsAndMessageSizeLimitsSayWhichLimit) {
   std::ofstream(dir_.sub("config.json")) << R"({"types": [{"name": "any", "external": {}}]})";
   auto server = Start({"--max_message_bytes=2097152", "--max_params_bytes=1000",
                        "--config=" + dir_.sub("config.json")});

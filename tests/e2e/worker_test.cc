@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "jobstream/v1/workers.grpc.pb.h"
 #include "tests/support/server_process.h"
+#include "tests/support/store_test.h"
 #include "tests/support/temp_dir.h"
 
 namespace jobstream {
@@ -28,7 +29,8 @@ google::protobuf::Duration Seconds(double s) {
   return d;
 }
 
-class WorkerTest : public ::testing::Test {
+// Runs on each store (store_test.h).
+class WorkerTest : public testing::StoreTest {
  protected:
   // A server whose config declares `types_json` (the "types" array's items).
   void StartServer(const std::string& types_json, std::vector<std::string> flags = {}) {
@@ -38,6 +40,7 @@ class WorkerTest : public ::testing::Test {
     fclose(f);
     flags.push_back("--config=" + config);
     flags.push_back("--retry_backoff=0s");
+    for (std::string& f : StoreFlags()) flags.push_back(std::move(f));
     flags_ = flags;
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
     Connect();
@@ -144,9 +147,11 @@ class WorkerTest : public ::testing::Test {
   std::unique_ptr<v1::WorkerService::Stub> workers_;
 };
 
+JOBSTREAM_BOTH_STORES(WorkerTest);
+
 constexpr char kReport[] = R"({"name": "report", "external": {"leaseDuration": "2s"}})";
 
-TEST_F(WorkerTest, LeaseReportAndCompleteStreamLikeAnyJob) {
+TEST_P(WorkerTest, LeaseReportAndCompleteStreamLikeAnyJob) {
   StartServer(kReport);
   Job job = Submit("report", R"({"customer": 42})");
   v1::LeasedJob leased = LeaseOne("report");
@@ -185,7 +190,7 @@ TEST_F(WorkerTest, LeaseReportAndCompleteStreamLikeAnyJob) {
   EXPECT_EQ(again.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << "finished: fenced";
 }
 
-TEST_F(WorkerTest, AnExpiredLeaseRetriesAndItsHolderIsFencedOff) {
+TEST_P(WorkerTest, AnExpiredLeaseRetriesAndItsHolderIsFencedOff) {
   StartServer(R"({"name": "report", "external": {"leaseDuration": "1s"}, "maxAttempts": 2})");
   Job job = Submit("report");
   v1::LeasedJob first = LeaseOne("report");
@@ -210,7 +215,7 @@ TEST_F(WorkerTest, AnExpiredLeaseRetriesAndItsHolderIsFencedOff) {
             (std::vector<std::string>{"CREATED", "STARTED", "RETRYING", "STARTED", "FAILED"}));
 }
 
-TEST_F(WorkerTest, FailJobRetriesOnlyWhatIsRetryable) {
+TEST_P(WorkerTest, FailJobRetriesOnlyWhatIsRetryable) {
   StartServer(kReport);
   Job retried = Submit("report", "{}", 3);
   v1::LeasedJob a = LeaseOne("report");
@@ -228,7 +233,7 @@ TEST_F(WorkerTest, FailJobRetriesOnlyWhatIsRetryable) {
   EXPECT_EQ(failed.attempt(), 2) << "not retried although attempts remain";
 }
 
-TEST_F(WorkerTest, CancelReachesQueuedAndRunningJobs) {
+TEST_P(WorkerTest, CancelReachesQueuedAndRunningJobs) {
   StartServer(kReport);
   Job queued = Submit("report");
   auto cancelled = client_->Cancel(queued.id());
@@ -253,7 +258,7 @@ TEST_F(WorkerTest, CancelReachesQueuedAndRunningJobs) {
   EXPECT_EQ(gone.state(), Job::CANCELLED);
 }
 
-TEST_F(WorkerTest, LongPollReturnsWhenAJobArrivesOrTheWaitEnds) {
+TEST_P(WorkerTest, LongPollReturnsWhenAJobArrivesOrTheWaitEnds) {
   StartServer(kReport);
   v1::LeaseJobResponse empty;
   absl::Time start = absl::Now();
@@ -274,7 +279,7 @@ TEST_F(WorkerTest, LongPollReturnsWhenAJobArrivesOrTheWaitEnds) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << "answered when the job came, not at 20 s";
 }
 
-TEST_F(WorkerTest, MaxJobsLeasesABatchEachWithItsOwnLease) {
+TEST_P(WorkerTest, MaxJobsLeasesABatchEachWithItsOwnLease) {
   StartServer(kReport);
   for (int i = 0; i < 5; ++i) Submit("report", absl::StrCat(R"({"n": )", i, "}"));
   v1::LeaseJobResponse first, second, third;
@@ -299,7 +304,7 @@ TEST_F(WorkerTest, MaxJobsLeasesABatchEachWithItsOwnLease) {
   }
 }
 
-TEST_F(WorkerTest, PriorityAndRunAtOrderTheQueue) {
+TEST_P(WorkerTest, PriorityAndRunAtOrderTheQueue) {
   StartServer(kReport);
   v1::SubmitRequest low, high, later;
   for (auto* r : {&low, &high, &later}) r->set_type("report");
@@ -315,7 +320,7 @@ TEST_F(WorkerTest, PriorityAndRunAtOrderTheQueue) {
   EXPECT_EQ(LeaseOne("report", 5).job().id(), t->id()) << "then, on time, the scheduled one";
 }
 
-TEST_F(WorkerTest, BadInputIsRefusedPrecisely) {
+TEST_P(WorkerTest, BadInputIsRefusedPrecisely) {
   StartServer(kReport);
   Submit("report");
   v1::LeaseJobResponse r;
@@ -365,7 +370,7 @@ TEST_F(WorkerTest, BadInputIsRefusedPrecisely) {
   EXPECT_TRUE(Complete(lease).ok());
 }
 
-TEST_F(WorkerTest, ALeaseKeepsItsDeadlineAcrossAServerCrash) {
+TEST_P(WorkerTest, ALeaseKeepsItsDeadlineAcrossAServerCrash) {
   StartServer(R"({"name": "report", "external": {"leaseDuration": "3s"}, "maxAttempts": 1})");
   Job job = Submit("report");
   v1::LeasedJob leased = LeaseOne("report");
@@ -385,7 +390,7 @@ TEST_F(WorkerTest, ALeaseKeepsItsDeadlineAcrossAServerCrash) {
   EXPECT_EQ(failed.state(), Job::FAILED);
 }
 
-TEST_F(WorkerTest, ListJobTypesCountsQueuedRunningAndPollingWorkers) {
+TEST_P(WorkerTest, ListJobTypesCountsQueuedRunningAndPollingWorkers) {
   StartServer(R"({"name": "report", "external": {}, "description": "Monthly reports",
                   "concurrency": 4, "maxAttempts": 7, "timeout": "60s"})");
   Submit("report");
@@ -419,7 +424,7 @@ TEST_F(WorkerTest, ListJobTypesCountsQueuedRunningAndPollingWorkers) {
   EXPECT_EQ(report.workers(), 2);
 }
 
-TEST_F(WorkerTest, ConcurrencyLimitsHowManyRunAtOnce) {
+TEST_P(WorkerTest, ConcurrencyLimitsHowManyRunAtOnce) {
   StartServer(R"({"name": "report", "external": {}, "concurrency": 2})");
   for (int i = 0; i < 4; ++i) Submit("report");
   v1::LeaseJobResponse r;
@@ -434,7 +439,7 @@ TEST_F(WorkerTest, ConcurrencyLimitsHowManyRunAtOnce) {
   EXPECT_EQ(one.jobs_size(), 1) << "a slot came free";
 }
 
-TEST_F(WorkerTest, HealthIsServedWithADescriptorAndNotServingWhileStopping) {
+TEST_P(WorkerTest, HealthIsServedWithADescriptorAndNotServingWhileStopping) {
   StartServer(kReport);
   auto health = grpc::health::v1::Health::NewStub(server_->Channel());
   grpc::health::v1::HealthCheckRequest request;

@@ -353,12 +353,14 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
       const std::string& job_id = one.events.back().job_id();
       const LeaseRecord& lease = one.lease;
       if (absl::Status s = conn.Exec("INSERT INTO leases (job_id, lease_id, deadline_ms, "
-                                     "attempt_deadline_ms, record) VALUES ($1, $2, $3, $4, $5)",
+                                     "attempt_deadline_ms, holder, record) "
+                                     "VALUES ($1, $2, $3, $4, $5, $6)",
                                      {PgParam::Text(job_id), PgParam::Text(lease.lease_id()),
                                       PgParam::Int(lease.deadline_ms()),
                                       lease.attempt_deadline_ms() != 0
                                           ? PgParam::Int(lease.attempt_deadline_ms())
                                           : PgParam::Null(),
+                                      PgParam::Text(lease.worker_id()),
                                       PgParam::Binary(lease.SerializeAsString())})
                                .status();
           !s.ok()) {
@@ -445,12 +447,23 @@ absl::StatusOr<int64_t> PgStore::ExtendLeases(const std::vector<std::string>& le
 
 absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> PgStore::ExpiredLeases(
     int64_t now_ms, int limit) const {
+  return SelectLeases(
+      "SELECT job_id, record FROM leases WHERE deadline_ms < $1 OR attempt_deadline_ms < $1 "
+      "ORDER BY least(deadline_ms, attempt_deadline_ms) LIMIT $2",
+      {PgParam::Int(now_ms), PgParam::Int(limit)});
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> PgStore::LeasesHeldBy(
+    const std::string& holder) const {
+  return SelectLeases("SELECT job_id, record FROM leases WHERE holder = $1",
+                      {PgParam::Text(holder)});
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> PgStore::SelectLeases(
+    absl::string_view sql, const std::vector<PgParam>& params) const {
   std::vector<std::pair<std::string, LeaseRecord>> expired;
   absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
-    auto rows = conn.Exec(
-        "SELECT job_id, record FROM leases WHERE deadline_ms < $1 OR attempt_deadline_ms < $1 "
-        "ORDER BY least(deadline_ms, attempt_deadline_ms) LIMIT $2",
-        {PgParam::Int(now_ms), PgParam::Int(limit)}, /*binary_results=*/true);
+    auto rows = conn.Exec(sql, params, /*binary_results=*/true);
     if (!rows.ok()) return rows.status();
     for (int i = 0; i < rows->rows(); ++i) {
       auto lease = Parse<LeaseRecord>(rows->Get(i, 1), "a lease");

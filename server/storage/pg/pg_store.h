@@ -123,6 +123,9 @@ class PgStore : public EventReader {
   // job ids.
   absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> ExpiredLeases(int64_t now_ms,
                                                                                  int limit) const;
+  // Leases whose LeaseRecord.worker_id is `holder`, with their job ids.
+  absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> LeasesHeldBy(
+      const std::string& holder) const;
 
   // The job with its params (GetJob leaves them out). NotFound when absent.
   absl::StatusOr<v1::Job> GetJobWithParams(const std::string& job_id) const;
@@ -173,6 +176,9 @@ class PgStore : public EventReader {
 
  private:
   explicit PgStore(const std::string& url, int pool_size) : pool_(url, pool_size) {}
+  // Rows of (job_id, LeaseRecord).
+  absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> SelectLeases(
+      absl::string_view sql, const std::vector<PgParam>& params) const;
   // Each row's first column, a serialized Message, to `visit` (false stops).
   template <typename Message>
   absl::Status VisitRecords(absl::string_view sql, const std::vector<PgParam>& params,

@@ -59,8 +59,10 @@ CREATE TABLE leases (
   lease_id            text NOT NULL,
   deadline_ms         bigint NOT NULL,
   attempt_deadline_ms bigint,
+  holder              text NOT NULL,    -- its worker_id (a server's own runs: its id)
   record              bytea NOT NULL    -- LeaseRecord
 );
+CREATE INDEX leases_by_holder ON leases (holder);
 CREATE INDEX leases_by_deadline ON leases (deadline_ms);
 CREATE INDEX leases_by_attempt_deadline ON leases (attempt_deadline_ms)
   WHERE attempt_deadline_ms IS NOT NULL;
