@@ -25,8 +25,7 @@ class RocksBackend : public Backend {
     hub_ = std::make_unique<watch::EventHub>(store_.get(), options.watch);
     jobs::ManagerOptions manager_options = options.manager;
     manager_options.disk = disk_.get();
-    manager_ =
-        std::make_unique<jobs::JobManager>(store_.get(), hub_.get(), types, manager_options);
+    manager_ = std::make_unique<jobs::JobManager>(store_.get(), hub_.get(), types, manager_options);
     // Deliveries stored before a stop go out again, whatever webhooks are allowed now (each
     // attempt checks its URL against the list).
     if (options.webhook_policy != nullptr && options.webhook_policy->enabled()) {

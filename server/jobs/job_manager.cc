@@ -26,34 +26,6 @@ using v1::ToTime;
 
 namespace {
 
-// One log line per committed state change (not per step, progress or artifact).
-void LogStateChange(const JobEvent& event) {
-  switch (event.type()) {
-    case JobEvent::STEP:
-    case JobEvent::PROGRESS:
-    case JobEvent::ARTIFACT:
-      return;
-    default:
-      break;
-  }
-  if (!logs::Enabled()) return;
-  const Job& job = event.status();
-  logs::Line line("job");
-  line.Add("job_id", job.id());
-  if (!job.tenant().empty()) line.Add("tenant", job.tenant());
-  line.Add("type", job.type())
-      .Add("event", JobEvent::Type_Name(event.type()))
-      .Add("state", Job::State_Name(job.state()))
-      .Add("attempt", int64_t{job.attempt()})
-      .Add("sequence", event.sequence());
-  if (!job.worker_id().empty() && event.type() == JobEvent::STARTED) {
-    line.Add("worker", job.worker_id());
-  }
-  if (job.has_error() && (event.type() == JobEvent::FAILED || event.type() == JobEvent::RETRYING)) {
-    line.Add("error", job.error().message().substr(0, 200));
-  }
-}
-
 // Before leases were records, an in-server run was stored under be64(INT64_MAX) | id with
 // this value. Recovery still understands it.
 constexpr char kLegacyInServerLease[] = "in-server";

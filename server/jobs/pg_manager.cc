@@ -9,9 +9,9 @@
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/list_request.h"
+#include "server/jobs/transitions.h"
 #include "server/jobs/worker_requests.h"
 #include "server/storage/keys.h"
-#include "server/jobs/transitions.h"
 #include "server/watch/event_hub.h"
 
 namespace jobstream::jobs {
@@ -25,6 +25,11 @@ namespace {
 absl::Status NotYet(absl::string_view what) {
   return absl::UnimplementedError(
       absl::StrCat(what, " is not available on the PostgreSQL store yet"));
+}
+
+// Logs what a write committed (a line per state change); passes it on.
+void LogAll(const std::vector<JobEvent>& events) {
+  for (const JobEvent& e : events) LogStateChange(e);
 }
 
 JobEvent EventOf(JobEvent::Type type, absl::Time now) {
@@ -67,13 +72,14 @@ absl::Status PgJobManager::Recover() {
         job_id, entry.second.lease_id(), /*end_lease=*/true,
         [&](Job& job, std::vector<JobEvent>& out) {
           AttemptEnd end(AttemptEnd::kFailed);
-          end.error = absl::UnavailableError(absl::StrCat(
-              "the server stopped while attempt ", job.attempt(), " was running"));
+          end.error = absl::UnavailableError(
+              absl::StrCat("the server stopped while attempt ", job.attempt(), " was running"));
           end.retryable = true;
           out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end, now), now));
           *job.mutable_update_time() = ToProto(now);
           return absl::OkStatus();
         });
+    if (ended.ok()) LogAll(*ended);
     if (!ended.ok() && !absl::IsFailedPrecondition(ended.status())) return ended.status();
   }
   return absl::OkStatus();
@@ -118,14 +124,57 @@ void PgJobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& s
   if (absl::Status s = CheckSubmitWebhook(request, options_.webhook_policy); !s.ok()) {
     return done(s);
   }
+  auto queued = QueuedOf(scope.tenant);
+  if (!queued.ok()) return done(queued.status());
+  if (*queued >= options_.limits.max_queued_per_tenant && !request.request_id().empty()) {
+    // A retry of a job in: answered with it, full or not.
+    auto twin = store_->FindRequest(scope.tenant, request.request_id());
+    if (!twin.ok()) return done(twin.status());
+    if (twin->has_value()) return done(Get((*twin)->id(), auth::Scope::Everything()));
+  }
+  if (*queued >= options_.limits.max_queued_per_tenant) {
+    return done(absl::ResourceExhaustedError(absl::StrCat(
+        scope.tenant.empty() ? "the server" : absl::StrCat("tenant \"", scope.tenant, "\""),
+        " has ", *queued,
+        " queued jobs, the limit (--max_queued_per_tenant); "
+        "submit again as they start")));
+  }
   Job job = NewJob(request, *types_->Find(request.type()), scope.tenant, now);
   auto inserted = store_->InsertJob(job, request.params(), EventOf(JobEvent::CREATED, now));
   if (!inserted.ok()) return done(inserted.status());
   if (inserted->created) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++queued_[scope.tenant].count;
+    }
+    JobEvent created = EventOf(JobEvent::CREATED, now);
+    created.set_job_id(inserted->job.id());
+    created.set_sequence(inserted->job.last_sequence());
+    *created.mutable_status() = inserted->job;
+    LogStateChange(created);
     *inserted->job.mutable_params() = request.params();
     return done(std::move(inserted->job));
   }
   done(Get(inserted->job.id(), auth::Scope::Everything()));  // a twin's job, as it stands
+}
+
+absl::StatusOr<int64_t> PgJobManager::QueuedOf(const std::string& tenant) {
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    // A count under the cap may be a second old; a refusal is always counted afresh.
+    auto it = queued_.find(tenant);
+    if (it != queued_.end() && now - it->second.read_at < absl::Seconds(1) &&
+        it->second.count < options_.limits.max_queued_per_tenant) {
+      return it->second.count;
+    }
+  }
+  auto count = store_->CountQueued(tenant);
+  if (!count.ok()) return count.status();
+  absl::MutexLock lock(&mu_);
+  if (queued_.size() > 10000) queued_.clear();  // counts of tenants long quiet
+  queued_[tenant] = {*count, now};
+  return *count;
 }
 
 absl::StatusOr<Job> PgJobManager::Get(const std::string& job_id, const auth::Scope& scope) const {
@@ -175,6 +224,7 @@ void PgJobManager::Cancel(const std::string& job_id, const auth::Scope& scope, J
     return done(watch::JobNotFound(*store_, job_id, scope));
   }
   if (!events.ok()) return done(events.status());
+  LogAll(*events);
   if (changed.state() == Job::RUNNING) {
     absl::MutexLock lock(&mu_);
     auto it = runs_.find(job_id);
@@ -279,10 +329,12 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
       auto claimed = store_->ClaimLeased(
           admitted, absl::ToUnixMillis(now), 1,
           [&](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
+            // Read inside the transaction: after whatever ended to make room committed.
+            const absl::Time started = absl::Now();
             storage::LeaseRecord lease =
-                StartJob(job, types_->Of(job.type()), now, options_.server_id, NewLeaseId(job.id()),
-                         options_.run_lease);
-            out.push_back(EventOf(JobEvent::STARTED, now));
+                StartJob(job, types_->Of(job.type()), started, options_.server_id,
+                         NewLeaseId(job.id()), options_.run_lease);
+            out.push_back(EventOf(JobEvent::STARTED, started));
             return lease;
           },
           {.tenant = std::nullopt, .max_running = caps_});
@@ -291,6 +343,7 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
         std::cerr << "jobstream-server: claiming a job: " << claimed.status() << "\n";
       } else if (!claimed->empty()) {
         storage::pg::PgStore::Claimed& got = claimed->front();
+        LogAll(got.events);
         const Job& job = got.events.back().status();
         Run& run = runs_[job.id()];
         run.lease_id = got.lease.lease_id();
@@ -361,6 +414,7 @@ void PgJobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobu
         *job.mutable_update_time() = ToProto(now);
         return absl::OkStatus();
       });
+  if (events.ok()) LogAll(*events);
   if (!events.ok() && !absl::IsFailedPrecondition(events.status())) {
     // The lease stays, and expires: the job is then retried by whichever server sweeps.
     std::cerr << "jobstream-server: ending attempt " << attempt.attempt << " of job "
@@ -439,27 +493,25 @@ void PgJobManager::SweepLeases(absl::Time now) {
   for (const auto& entry : *expired) {
     const std::string& job_id = entry.first;
     const storage::LeaseRecord& lease = entry.second;  // (clang 14 cannot capture bindings)
-    store_
-        ->ChangeLeased(
-            job_id, lease.lease_id(), /*end_lease=*/true,
-            [&](Job& job, std::vector<JobEvent>& out) {
-              AttemptEnd end(AttemptEnd::kFailed);
-              const int64_t timeout_ms = lease.attempt_deadline_ms();
-              if (timeout_ms != 0 && timeout_ms <= absl::ToUnixMillis(now)) {
-                end.error = absl::DeadlineExceededError(
-                    absl::StrCat("attempt ", job.attempt(), " timed out after ",
-                                 absl::FormatDuration(types_->Of(job.type()).timeout)));
-              } else {
-                end.error = absl::UnavailableError(absl::StrCat(
-                    "lease expired: worker \"", lease.worker_id(), "\" reported nothing for ",
-                    absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
-              }
-              end.retryable = true;
-              out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end, now), now));
-              *job.mutable_update_time() = ToProto(now);
-              return absl::OkStatus();
-            })
-        .IgnoreError();  // renewed or ended meanwhile: the lease fenced it
+    auto ended = store_->ChangeLeased(
+        job_id, lease.lease_id(), /*end_lease=*/true, [&](Job& job, std::vector<JobEvent>& out) {
+          AttemptEnd end(AttemptEnd::kFailed);
+          const int64_t timeout_ms = lease.attempt_deadline_ms();
+          if (timeout_ms != 0 && timeout_ms <= absl::ToUnixMillis(now)) {
+            end.error = absl::DeadlineExceededError(
+                absl::StrCat("attempt ", job.attempt(), " timed out after ",
+                             absl::FormatDuration(types_->Of(job.type()).timeout)));
+          } else {
+            end.error = absl::UnavailableError(absl::StrCat(
+                "lease expired: worker \"", lease.worker_id(), "\" reported nothing for ",
+                absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
+          }
+          end.retryable = true;
+          out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end, now), now));
+          *job.mutable_update_time() = ToProto(now);
+          return absl::OkStatus();
+        });
+    if (ended.ok()) LogAll(*ended);  // else renewed or ended meanwhile: the lease fenced it
   }
 }
 
@@ -519,8 +571,8 @@ absl::StatusOr<v1::ListJobsResponse> PgJobManager::List(const v1::ListJobsReques
   bool more = false, done = false;
   std::string last;
   while (!done) {
-    rows.limit = static_cast<int>(std::min<size_t>(
-        std::max<size_t>(query.page_size + 1, 100), options_.list_scan_limit - examined + 1));
+    rows.limit = static_cast<int>(std::min<size_t>(std::max<size_t>(query.page_size + 1, 100),
+                                                   options_.list_scan_limit - examined + 1));
     int read = 0;
     absl::Status status = store_->VisitJobsNewestFirst(rows, [&](const Job& job) {
       ++read;
@@ -564,8 +616,7 @@ void PgJobManager::Delete(const std::string& job_id, const auth::Scope& scope,
   done(status);
 }
 
-absl::StatusOr<int64_t> PgJobManager::RemoveFinished(absl::Time before,
-                                                     absl::string_view reason) {
+absl::StatusOr<int64_t> PgJobManager::RemoveFinished(absl::Time before, absl::string_view reason) {
   constexpr int kJobsPerRound = 500;  // one transaction each: short row locks
   int64_t total = 0;
   for (;;) {
@@ -612,9 +663,11 @@ int PgJobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter) {
   auto claimed = store_->ClaimLeased(
       waiter->types, absl::ToUnixMillis(now), waiter->max_jobs,
       [&](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
-        storage::LeaseRecord lease = StartJob(job, types_->Of(job.type()), now, waiter->worker_id,
-                                              NewLeaseId(job.id()), waiter->lease_duration);
-        out.push_back(EventOf(JobEvent::STARTED, now));
+        const absl::Time started = absl::Now();  // after whatever made room committed
+        storage::LeaseRecord lease =
+            StartJob(job, types_->Of(job.type()), started, waiter->worker_id, NewLeaseId(job.id()),
+                     waiter->lease_duration);
+        out.push_back(EventOf(JobEvent::STARTED, started));
         return lease;
       },
       claim);
@@ -625,6 +678,7 @@ int PgJobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter) {
   if (claimed->empty()) return 0;
   v1::LeaseJobResponse response;
   for (storage::pg::PgStore::Claimed& got : *claimed) {
+    LogAll(got.events);
     v1::LeasedJob* leased = response.add_jobs();
     *leased->mutable_job() = got.events.back().status();  // as its STARTED event has it
     *leased->mutable_job()->mutable_params() = std::move(got.params);
@@ -638,8 +692,7 @@ int PgJobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter) {
 
 std::shared_ptr<LeaseWaiter> PgJobManager::LeaseJobs(const v1::LeaseJobRequest& request,
                                                      const std::string& default_worker_id,
-                                                     const auth::Scope& scope,
-                                                     LeaseCallback done) {
+                                                     const auth::Scope& scope, LeaseCallback done) {
   const absl::Time now = absl::Now();
   auto parsed = ParseLeaseJobs(request, default_worker_id, scope, *types_, now);
   if (!parsed.ok()) {
@@ -792,8 +845,7 @@ void PgJobManager::ReportWork(const v1::ReportProgressRequest& request, const au
 }
 
 void PgJobManager::EndLeased(const std::string& lease_id, const auth::Scope& scope,
-                             const std::function<AttemptEnd(const Job&)>& end,
-                             JobCallback done) {
+                             const std::function<AttemptEnd(const Job&)>& end, JobCallback done) {
   auto job_id = LeaseJobId(lease_id);
   if (!job_id.ok()) return done(job_id.status());
   const absl::Time now = absl::Now();
@@ -805,6 +857,7 @@ void PgJobManager::EndLeased(const std::string& lease_id, const auth::Scope& sco
         return absl::OkStatus();
       });
   if (!events.ok()) return done(events.status());
+  LogAll(*events);
   done(events->back().status());
 }
 
@@ -812,20 +865,23 @@ void PgJobManager::CompleteWork(const v1::CompleteJobRequest& request, const aut
                                 JobCallback done) {
   auto end = CompletionOf(request, options_.limits.max_params_bytes);
   if (!end.ok()) return done(end.status());
-  EndLeased(request.lease_id(), scope, [&](const Job&) { return *end; }, std::move(done));
+  EndLeased(
+      request.lease_id(), scope, [&](const Job&) { return *end; }, std::move(done));
 }
 
 void PgJobManager::FailWork(const v1::FailJobRequest& request, const auth::Scope& scope,
                             JobCallback done) {
   auto end = FailureOf(request);
   if (!end.ok()) return done(end.status());
-  EndLeased(request.lease_id(), scope, [&](const Job&) { return *end; }, std::move(done));
+  EndLeased(
+      request.lease_id(), scope, [&](const Job&) { return *end; }, std::move(done));
 }
 
 void PgJobManager::ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
                                JobCallback done) {
-  EndLeased(request.lease_id(), scope, [](const Job& job) { return ReleaseOf(job.worker_id()); },
-            std::move(done));
+  EndLeased(
+      request.lease_id(), scope, [](const Job& job) { return ReleaseOf(job.worker_id()); },
+      std::move(done));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -129,6 +129,10 @@ class PgJobManager : public JobBackend {
   // Ends the attempt `lease_id` holds as `end` says (given the job); done gets the job.
   void EndLeased(const std::string& lease_id, const auth::Scope& scope,
                  const std::function<AttemptEnd(const v1::Job&)>& end, JobCallback done);
+  // QUEUED jobs of `tenant` as counted at most a second ago, plus this server's Submits
+  // since; counted afresh once at the cap. The cap (Limits::max_queued_per_tenant) is thus
+  // exact for one server, and for several within a second's Submits of the others.
+  absl::StatusOr<int64_t> QueuedOf(const std::string& tenant) ABSL_LOCKS_EXCLUDED(mu_);
   // Removes finished jobs that ended before `before`, in rounds; how many.
   absl::StatusOr<int64_t> RemoveFinished(absl::Time before, absl::string_view reason);
 
@@ -155,6 +159,11 @@ class PgJobManager : public JobBackend {
   absl::flat_hash_set<std::string> hinted_ ABSL_GUARDED_BY(mu_);
   uint64_t hints_ ABSL_GUARDED_BY(mu_) = 0;  // counts hints, for a call racing one
   bool granter_wake_ ABSL_GUARDED_BY(mu_) = false;
+  struct QueuedCount {
+    int64_t count = 0;
+    absl::Time read_at;
+  };
+  absl::flat_hash_map<std::string, QueuedCount> queued_ ABSL_GUARDED_BY(mu_);  // by tenant
   std::atomic<bool> leading_{false};  // this server did the chores at its last renewal
   std::thread renewer_;
   std::thread granter_;

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/handler.h"
 #include "server/jobs/ids.h"
@@ -19,6 +20,33 @@ std::string TruncateUtf8(const std::string& s, size_t max) {
   size_t n = max;
   while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
   return s.substr(0, n);
+}
+
+void LogStateChange(const JobEvent& event) {
+  switch (event.type()) {
+    case JobEvent::STEP:
+    case JobEvent::PROGRESS:
+    case JobEvent::ARTIFACT:
+      return;
+    default:
+      break;
+  }
+  if (!logs::Enabled()) return;
+  const Job& job = event.status();
+  logs::Line line("job");
+  line.Add("job_id", job.id());
+  if (!job.tenant().empty()) line.Add("tenant", job.tenant());
+  line.Add("type", job.type())
+      .Add("event", JobEvent::Type_Name(event.type()))
+      .Add("state", Job::State_Name(job.state()))
+      .Add("attempt", int64_t{job.attempt()})
+      .Add("sequence", event.sequence());
+  if (!job.worker_id().empty() && event.type() == JobEvent::STARTED) {
+    line.Add("worker", job.worker_id());
+  }
+  if (job.has_error() && (event.type() == JobEvent::FAILED || event.type() == JobEvent::RETRYING)) {
+    line.Add("error", job.error().message().substr(0, 200));
+  }
 }
 
 absl::Status StateError(const v1::Job& job, absl::string_view what) {

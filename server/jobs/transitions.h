@@ -26,6 +26,9 @@ struct AttemptEnd {
   google::protobuf::Struct details;  // kFailed
 };
 
+// One log line per committed state change (not per step, progress or artifact).
+void LogStateChange(const v1::JobEvent& event);
+
 // FAILED_PRECONDITION: "job <id> is <STATE>; <what>".
 absl::Status StateError(const v1::Job& job, absl::string_view what);
 

@@ -23,8 +23,8 @@ const absl::Duration kMaxLease = absl::Hours(1);
 // A Progress from a worker: refused if out of bounds (an in-server handler's is clamped).
 absl::Status CheckProgress(const v1::Progress& p) {
   if (p.step().size() > kMaxStep) {
-    return absl::InvalidArgumentError(absl::StrCat("progress.step is ", p.step().size(),
-                                                   " bytes; the limit is ", kMaxStep));
+    return absl::InvalidArgumentError(
+        absl::StrCat("progress.step is ", p.step().size(), " bytes; the limit is ", kMaxStep));
   }
   if (p.message().size() > kMaxMessage) {
     return absl::InvalidArgumentError(absl::StrCat("progress.message is ", p.message().size(),
@@ -58,8 +58,7 @@ absl::Status CheckWorkerId(absl::string_view id) {
 absl::StatusOr<std::shared_ptr<LeaseWaiter>> ParseLeaseJobs(const v1::LeaseJobRequest& request,
                                                             const std::string& default_worker_id,
                                                             const auth::Scope& scope,
-                                                            const JobTypes& types,
-                                                            absl::Time now) {
+                                                            const JobTypes& types, absl::Time now) {
   if (request.types().empty()) {
     return absl::InvalidArgumentError("types is required: the EXTERNAL types to take jobs of");
   }
@@ -99,9 +98,8 @@ absl::StatusOr<std::shared_ptr<LeaseWaiter>> ParseLeaseJobs(const v1::LeaseJobRe
     waiter->lease_duration = *d;
   }
   if (request.max_jobs() < 0 || request.max_jobs() > kMaxLeaseJobs) {
-    return absl::InvalidArgumentError(absl::StrCat("max_jobs ", request.max_jobs(),
-                                                   " is outside 0..", kMaxLeaseJobs,
-                                                   " (0 means 1)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_jobs ", request.max_jobs(), " is outside 0..", kMaxLeaseJobs, " (0 means 1)"));
   }
   waiter->max_jobs = std::max(request.max_jobs(), 1);
   waiter->deadline = now + wait;
@@ -142,8 +140,8 @@ absl::StatusOr<AttemptEnd> FailureOf(const v1::FailJobRequest& request) {
         absl::StrCat("error.code ", e.code(), " is not a google.rpc.Code from 1 to 16"));
   }
   if (e.message().size() > kMaxErrorMessage) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "error.message is ", e.message().size(), " bytes; the limit is ", kMaxErrorMessage));
+    return absl::InvalidArgumentError(absl::StrCat("error.message is ", e.message().size(),
+                                                   " bytes; the limit is ", kMaxErrorMessage));
   }
   if (e.details().ByteSizeLong() > kMaxErrorDetails) {
     return absl::InvalidArgumentError(
@@ -165,9 +163,9 @@ AttemptEnd ReleaseOf(absl::string_view worker_id) {
 }
 
 absl::Status LeaseNotHeld(absl::string_view lease_id, absl::string_view job_id) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      "lease ", lease_id, " is no longer held (it expired, or job ", job_id,
-      " was released, leased again, cancelled or finished); drop the job"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("lease ", lease_id, " is no longer held (it expired, or job ", job_id,
+                   " was released, leased again, cancelled or finished); drop the job"));
 }
 
 }  // namespace jobstream::jobs

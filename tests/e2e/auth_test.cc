@@ -20,6 +20,7 @@
 #include "jobstream/v1/workers.grpc.pb.h"
 #include "tests/support/process.h"
 #include "tests/support/server_process.h"
+#include "tests/support/store_test.h"
 #include "tests/support/temp_dir.h"
 
 namespace jobstream {
@@ -64,9 +65,14 @@ std::string WithoutId(const std::string& message, const std::string& id) {
   return absl::StrReplaceAll(message, {{id, "<id>"}});
 }
 
-class AuthTest : public ::testing::Test {
+// Runs on each store (store_test.h).
+class AuthTest : public testing::StoreTest {
  public:  // the calls EveryRpc makes
-  void SetUp() override { Start({}); }
+  void SetUp() override {
+    testing::StoreTest::SetUp();
+    if (IsSkipped()) return;
+    Start({});
+  }
   void Start(std::vector<std::string> flags) {
     std::ofstream(dir_.sub("tokens.json"))
         << TokenFile({kAlice, kReader, kAcmeWorker, kBob, kRoot});
@@ -74,6 +80,7 @@ class AuthTest : public ::testing::Test {
       {"name": "ext", "external": {"leaseDuration": "30s"}}]})";
     flags.push_back("--auth_tokens=" + dir_.sub("tokens.json"));
     flags.push_back("--config=" + dir_.sub("config.json"));
+    for (std::string& f : StoreFlags()) flags.push_back(std::move(f));
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
   }
 
@@ -285,7 +292,9 @@ std::vector<Rpc> EveryRpc(const std::string& job_id) {
   };
 }
 
-TEST_F(AuthTest, EveryRpcWantsAKnownTokenWithItsRoleAndWritesNothingOtherwise) {
+JOBSTREAM_BOTH_STORES(AuthTest);
+
+TEST_P(AuthTest, EveryRpcWantsAKnownTokenWithItsRoleAndWritesNothingOtherwise) {
   const Job job = Submit(kAlice);
   WaitFinished(kAlice, job.id());
   const std::vector<std::string> before = AllJobs();
@@ -310,7 +319,7 @@ TEST_F(AuthTest, EveryRpcWantsAKnownTokenWithItsRoleAndWritesNothingOtherwise) {
   EXPECT_EQ(still.state(), Job::SUCCEEDED) << "nor cancelled or deleted it";
 }
 
-TEST_F(AuthTest, AnotherTenantsJobIsNotFoundExactlyAsOneThatNeverExisted) {
+TEST_P(AuthTest, AnotherTenantsJobIsNotFoundExactlyAsOneThatNeverExisted) {
   const Job job = Submit(kAlice);
   EXPECT_EQ(job.tenant(), "acme");
   WaitFinished(kAlice, job.id());
@@ -367,7 +376,7 @@ TEST_F(AuthTest, AnotherTenantsJobIsNotFoundExactlyAsOneThatNeverExisted) {
   EXPECT_EQ(bobs_view.error_message(), "no job with id " + job.id());
 }
 
-TEST_F(AuthTest, WatchJobsShowsEachTenantOnlyItsOwnJobs) {
+TEST_P(AuthTest, WatchJobsShowsEachTenantOnlyItsOwnJobs) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
   auto stub = Jobs(&kBob);
@@ -398,7 +407,7 @@ TEST_F(AuthTest, WatchJobsShowsEachTenantOnlyItsOwnJobs) {
   EXPECT_TRUE(seen_by_root.count(alices.id()) && seen_by_root.count(bobs.id()));
 }
 
-TEST_F(AuthTest, ARequestIdIsEachTenantsOwn) {
+TEST_P(AuthTest, ARequestIdIsEachTenantsOwn) {
   const Job a1 = Submit(kAlice, "demo.steps", "order-42");
   const Job a2 = Submit(kAlice, "demo.steps", "order-42");
   const Job b1 = Submit(kBob, "demo.steps", "order-42");
@@ -407,7 +416,7 @@ TEST_F(AuthTest, ARequestIdIsEachTenantsOwn) {
   EXPECT_EQ(b1.tenant(), "bolt");
 }
 
-TEST_F(AuthTest, WorkersLeaseOnlyTheirTenantsJobsUnlessAdmin) {
+TEST_P(AuthTest, WorkersLeaseOnlyTheirTenantsJobsUnlessAdmin) {
   const Job acme_job = Submit(kAlice, "ext");
   const Job bolt_job = Submit(kBob, "ext");
   auto lease = [&](const Token& token) {
@@ -454,7 +463,7 @@ TEST_F(AuthTest, WorkersLeaseOnlyTheirTenantsJobsUnlessAdmin) {
   EXPECT_EQ(lease(kRoot).jobs_size(), 2);
 }
 
-TEST_F(AuthTest, SighupReadsTheTokenFileAgainAndABrokenOneChangesNothing) {
+TEST_P(AuthTest, SighupReadsTheTokenFileAgainAndABrokenOneChangesNothing) {
   ASSERT_TRUE(GetStatus(&kBob, "01m81rd5kq5g91qm659eqts4b0").error_code() == StatusCode::NOT_FOUND);
   std::ofstream(dir_.sub("tokens.json"), std::ios::trunc) << TokenFile({kAlice, kRoot});
   kill(server_->pid(), SIGHUP);
@@ -473,7 +482,7 @@ TEST_F(AuthTest, SighupReadsTheTokenFileAgainAndABrokenOneChangesNothing) {
       << "the tokens in force stay";
 }
 
-TEST_F(AuthTest, TheCliPresentsItsTokenAndMakesEntriesTheServerAccepts) {
+TEST_P(AuthTest, TheCliPresentsItsTokenAndMakesEntriesTheServerAccepts) {
   const std::string cli = BinaryPath("client/jobstream");
   auto [code, out] = RunCommand(absl::StrCat("JOBSTREAM_TOKEN=", kAlice.secret, " ", cli,
                                              " --server=", server_->address(), " whoami --json"));
@@ -513,6 +522,8 @@ TEST_F(AuthTest, TheCliPresentsItsTokenAndMakesEntriesTheServerAccepts) {
 class AuthLimitsTest : public AuthTest {
  public:
   void SetUp() override {
+    testing::StoreTest::SetUp();
+    if (IsSkipped()) return;
     Start({"--max_submits_per_second=5", "--max_queued_per_tenant=8", "--max_labels=2"});
   }
   grpc::Status TrySubmit(const Token& token, const std::string& type,
@@ -535,7 +546,9 @@ class AuthLimitsTest : public AuthTest {
   }
 };
 
-TEST_F(AuthLimitsTest, EachTokensSubmitsArePacedAndTheRefusalSaysWhenToComeBack) {
+JOBSTREAM_BOTH_STORES(AuthLimitsTest);
+
+TEST_P(AuthLimitsTest, EachTokensSubmitsArePacedAndTheRefusalSaysWhenToComeBack) {
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(TrySubmit(kAlice, "demo.steps").ok()) << i;
   std::string retry_after;
   grpc::Status over = TrySubmit(kAlice, "demo.steps", "", &retry_after);
@@ -549,7 +562,7 @@ TEST_F(AuthLimitsTest, EachTokensSubmitsArePacedAndTheRefusalSaysWhenToComeBack)
   EXPECT_TRUE(TrySubmit(kAlice, "demo.steps").ok()) << "a fifth of a second buys one";
 }
 
-TEST_F(AuthLimitsTest, LabelsUpToTheLimitPassOneMoreIsRefusedNamingIt) {
+TEST_P(AuthLimitsTest, LabelsUpToTheLimitPassOneMoreIsRefusedNamingIt) {
   auto submit = [&](int labels) {
     grpc::ClientContext ctx;
     Deadline(ctx);
@@ -566,7 +579,7 @@ TEST_F(AuthLimitsTest, LabelsUpToTheLimitPassOneMoreIsRefusedNamingIt) {
       << over.error_message();
 }
 
-TEST_F(AuthLimitsTest, ATenantsQueueIsCappedOthersAreNot) {
+TEST_P(AuthLimitsTest, ATenantsQueueIsCappedOthersAreNot) {
   Job first;
   ASSERT_TRUE(TrySubmit(kAlice, "ext", "first", nullptr, &first).ok());
   for (int i = 1; i < 8; ++i) {

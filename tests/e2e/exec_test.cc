@@ -17,6 +17,7 @@
 #include "jobstream/v1/job_states.h"
 #include "tests/support/job_helpers.h"
 #include "tests/support/server_process.h"
+#include "tests/support/store_test.h"
 #include "tests/support/temp_dir.h"
 
 namespace jobstream {
@@ -27,7 +28,8 @@ using testing::ServerProcess;
 using v1::Job;
 using v1::JobEvent;
 
-class ExecTest : public ::testing::Test {
+// Runs on each store (store_test.h).
+class ExecTest : public testing::StoreTest {
  protected:
   std::string Script(const std::string& name, const std::string& body) {
     return testing::WriteScript(dir_.sub(name), body);
@@ -43,6 +45,7 @@ class ExecTest : public ::testing::Test {
     const std::string config = dir_.sub("config.json");
     std::ofstream(config) << json;
     flags_ = {"--config=" + config, "--retry_backoff=0s"};
+    for (std::string& f : StoreFlags()) flags_.push_back(std::move(f));
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags_);
     client_ = std::make_unique<JobClient>(server_->Channel());
   }
@@ -85,7 +88,9 @@ class ExecTest : public ::testing::Test {
   std::unique_ptr<JobClient> client_;
 };
 
-TEST_F(ExecTest, StepsProgressAndResultComeFromTheProgramsLines) {
+JOBSTREAM_BOTH_STORES(ExecTest);
+
+TEST_P(ExecTest, StepsProgressAndResultComeFromTheProgramsLines) {
   const std::string script = Script("steps.sh", R"(
 read params
 echo '{"step": "fetch", "stepCount": 2}'
@@ -116,10 +121,11 @@ echo "{\"result\": {\"params\": $params, \"job\": \"$JOBSTREAM_JOB_ID\", \"attem
   EXPECT_EQ(result.at("attempt").number_value(), 1);
   EXPECT_EQ(result.at("type").string_value(), "render");
   EXPECT_EQ(result.at("greeting").string_value(), "hi");
-  EXPECT_EQ(done.worker_id(), "server");
+  // In-server runs are the server's: on PostgreSQL, which of the servers.
+  EXPECT_EQ(done.worker_id(), postgres() ? kServerId : "server");
 }
 
-TEST_F(ExecTest, AFailingProgramIsRetriedThenFailsWithItsStderr) {
+TEST_P(ExecTest, AFailingProgramIsRetriedThenFailsWithItsStderr) {
   const std::string fail = Script("fail.sh", "echo 'disk full on /dev/sda' >&2\nexit 3\n");
   const std::string refuse = Script("refuse.sh", R"(
 echo '{"error": {"message": "customer 7 does not exist", "code": 5, "retryable": false, "details": {"customer": 7}}}'
@@ -143,7 +149,7 @@ exit 1
   EXPECT_EQ(refused.details().fields().at("customer").number_value(), 7);
 }
 
-TEST_F(ExecTest, ATimeoutStopsTheProgramAndFailsTheAttempt) {
+TEST_P(ExecTest, ATimeoutStopsTheProgramAndFailsTheAttempt) {
   const std::string slow = Script("slow.sh", "sleep 30\n");
   StartServer({{"slow", Exec(slow, R"(, "timeout": "1s", "maxAttempts": 1)")}});
   const absl::Time start = absl::Now();
@@ -155,7 +161,7 @@ TEST_F(ExecTest, ATimeoutStopsTheProgramAndFailsTheAttempt) {
             std::string::npos);
 }
 
-TEST_F(ExecTest, CancelStopsTheProgramAndEveryProcessItForked) {
+TEST_P(ExecTest, CancelStopsTheProgramAndEveryProcessItForked) {
   const std::string tree = Script("tree.sh", absl::StrCat(R"(
 sleep 1000 & echo $! > )", dir_.sub("child1"), R"(
 (sleep 1000 & echo $! > )", dir_.sub("child2"), R"(; wait) &
@@ -192,7 +198,7 @@ while true; do sleep 0.1; done
   EXPECT_TRUE(Gone(pid));
 }
 
-TEST_F(ExecTest, HugeLinesAndUnreadStdinNeitherHangNorBreakAnything) {
+TEST_P(ExecTest, HugeLinesAndUnreadStdinNeitherHangNorBreakAnything) {
   const std::string huge = Script("huge.sh", R"(
 cat > /dev/null
 head -c 3000000 /dev/zero | tr '\0' 'x'
@@ -213,7 +219,7 @@ echo '{"result": "done"}'
   EXPECT_EQ(events.back().status().result().string_value(), "never read stdin");
 }
 
-TEST_F(ExecTest, TheConcurrencyLimitHoldsAcrossJobs) {
+TEST_P(ExecTest, TheConcurrencyLimitHoldsAcrossJobs) {
   const std::string nap = Script("nap.sh", "sleep 0.3\necho '{\"result\": 1}'\n");
   StartServer({{"nap", Exec(nap, R"(, "concurrency": 1)")}});
   std::vector<Job> jobs;
@@ -232,7 +238,7 @@ TEST_F(ExecTest, TheConcurrencyLimitHoldsAcrossJobs) {
   }
 }
 
-TEST_F(ExecTest, AProgramDiesWithItsKilledServerAndItsJobIsRetried) {
+TEST_P(ExecTest, AProgramDiesWithItsKilledServerAndItsJobIsRetried) {
   const std::string once = Script("once.sh", absl::StrCat(R"(
 if [ -f )", dir_.sub("ran"), R"( ]; then echo '{"result": "second attempt"}'; exit 0; fi
 touch )", dir_.sub("ran"), R"(
@@ -287,7 +293,7 @@ int Zombies(pid_t parent) {
   return n;
 }
 
-TEST_F(ExecTest, ManyRunsLeaveNoZombieAndNoLeakedDescriptor) {
+TEST_P(ExecTest, ManyRunsLeaveNoZombieAndNoLeakedDescriptor) {
   const std::string quick = Script("quick.sh", "cat >/dev/null; echo '{\"result\": 1}'\n");
   const std::string failing = Script("failing.sh", "echo oops >&2; exit 1\n");
   StartServer({{"quick", Exec(quick)}, {"failing", Exec(failing, R"(, "maxAttempts": 1)")}});

@@ -20,6 +20,7 @@
 #include "tests/support/process.h"
 #include "tests/support/job_helpers.h"
 #include "tests/support/server_process.h"
+#include "tests/support/store_test.h"
 #include "tests/support/temp_dir.h"
 
 namespace jobstream {
@@ -30,7 +31,8 @@ using testing::ServerProcess;
 using v1::Job;
 using v1::JobEvent;
 
-class WorkCommandTest : public ::testing::Test {
+// Runs on each store (store_test.h).
+class WorkCommandTest : public testing::StoreTest {
  protected:
   void TearDown() override {
     for (pid_t pid : workers_) testing::StopProcess(pid, SIGKILL);
@@ -44,8 +46,9 @@ class WorkCommandTest : public ::testing::Test {
   void StartServer(const std::string& type_json) {
     const std::string config = dir_.sub("config.json");
     std::ofstream(config) << R"({"types": [)" << type_json << "]}";
-    server_ = std::make_unique<ServerProcess>(
-        dir_.sub("data"), std::vector<std::string>{"--config=" + config, "--retry_backoff=0s"});
+    std::vector<std::string> flags = {"--config=" + config, "--retry_backoff=0s"};
+    for (std::string& f : StoreFlags()) flags.push_back(std::move(f));
+    server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
     client_ = std::make_unique<JobClient>(server_->Channel());
   }
   pid_t StartWorker(const std::vector<std::string>& flags, const std::string& script) {
@@ -93,7 +96,9 @@ class WorkCommandTest : public ::testing::Test {
   std::vector<pid_t> workers_;
 };
 
-TEST_F(WorkCommandTest, RunsTheSameScriptAnExecTypeWould) {
+JOBSTREAM_BOTH_STORES(WorkCommandTest);
+
+TEST_P(WorkCommandTest, RunsTheSameScriptAnExecTypeWould) {
   const std::string script = Script("job.sh", R"(
 read params
 echo '{"step": "fetch", "stepCount": 2}'
@@ -118,7 +123,7 @@ echo "{\"result\": {\"params\": $params, \"job\": \"$JOBSTREAM_JOB_ID\"}}"
   }
 }
 
-TEST_F(WorkCommandTest, ATypeTheServerRefusesEndsTheWorkerWithExitOne) {
+TEST_P(WorkCommandTest, ATypeTheServerRefusesEndsTheWorkerWithExitOne) {
   StartServer(R"({"name": "report", "external": {}})");
   for (const char* flags : {"--type=nope", "--type=demo.steps --concurrency=3"}) {
     auto [code, out] = testing::RunCommand(absl::StrCat(
@@ -129,7 +134,7 @@ TEST_F(WorkCommandTest, ATypeTheServerRefusesEndsTheWorkerWithExitOne) {
   }
 }
 
-TEST_F(WorkCommandTest, HeartbeatsKeepASilentJobsLease) {
+TEST_P(WorkCommandTest, HeartbeatsKeepASilentJobsLease) {
   const std::string quiet = Script("quiet.sh", "sleep 3\necho '{\"result\": \"patient\"}'\n");
   StartServer(R"({"name": "report", "external": {"leaseDuration": "1s"}, "maxAttempts": 1})");
   StartWorker({"--type=report"}, quiet);
@@ -138,7 +143,7 @@ TEST_F(WorkCommandTest, HeartbeatsKeepASilentJobsLease) {
   EXPECT_EQ(events.back().status().attempt(), 1);
 }
 
-TEST_F(WorkCommandTest, CancelStopsTheProgram) {
+TEST_P(WorkCommandTest, CancelStopsTheProgram) {
   const std::string slow = Script("slow.sh", absl::StrCat(
       "echo $$ > ", dir_.sub("pid"), "\necho '{\"step\": \"sleeping\"}'\nsleep 1000\n"));
   StartServer(R"({"name": "report", "external": {"leaseDuration": "2s"}})");
@@ -152,7 +157,7 @@ TEST_F(WorkCommandTest, CancelStopsTheProgram) {
   EXPECT_TRUE(Gone(pid));
 }
 
-TEST_F(WorkCommandTest, SigtermHandsUnfinishedJobsBackWithoutSpendingAnAttempt) {
+TEST_P(WorkCommandTest, SigtermHandsUnfinishedJobsBackWithoutSpendingAnAttempt) {
   const std::string slow = Script("slow.sh", absl::StrCat(
       "echo $$ > ", dir_.sub("pid"), "\necho '{\"step\": \"sleeping\"}'\nsleep 1000\n"));
   StartServer(R"({"name": "report", "external": {}, "maxAttempts": 1})");
@@ -173,7 +178,7 @@ TEST_F(WorkCommandTest, SigtermHandsUnfinishedJobsBackWithoutSpendingAnAttempt) 
   EXPECT_EQ(done.state(), Job::SUCCEEDED);
 }
 
-TEST_F(WorkCommandTest, AKilledWorkersJobIsRetriedElsewhereAndItsProgramDies) {
+TEST_P(WorkCommandTest, AKilledWorkersJobIsRetriedElsewhereAndItsProgramDies) {
   const std::string slow = Script("slow.sh", absl::StrCat(
       "if [ -f ", dir_.sub("ran"), " ]; then echo '{\"result\": \"second\"}'; exit 0; fi\n",
       "touch ", dir_.sub("ran"), "\necho $$ > ", dir_.sub("pid"),
@@ -192,7 +197,7 @@ TEST_F(WorkCommandTest, AKilledWorkersJobIsRetriedElsewhereAndItsProgramDies) {
   EXPECT_EQ(events.back().status().result().string_value(), "second");
 }
 
-TEST_F(WorkCommandTest, ManyWorkersSomeKilledFinishEveryJobExactlyOnce) {
+TEST_P(WorkCommandTest, ManyWorkersSomeKilledFinishEveryJobExactlyOnce) {
   const std::string script = Script("job.sh", R"(
 read params
 echo '{"step": "work"}'

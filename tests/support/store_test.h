@@ -43,11 +43,13 @@ class StoreTest : public ::testing::TestWithParam<StoreKind> {
   bool postgres() const { return GetParam() == StoreKind::kPostgres; }
   // Flags that put a server on this test's store (RocksDB: none; its data dir is given).
   // A server killed mid-run leaves its runs to be taken over when their leases expire:
-  // 3 s here rather than 30.
+  // 3 s here rather than 30 — or, restarted with the same --server_id (kServerId, as
+  // these servers are), ended by its recovery at once.
   std::vector<std::string> StoreFlags() const {
     if (url_.empty()) return {};
-    return {"--store=" + url_, "--run_lease=3s"};
+    return {"--store=" + url_, "--run_lease=3s", std::string("--server_id=") + kServerId};
   }
+  static constexpr char kServerId[] = "e2e-server";
   const std::string& url() const { return url_; }
   // The suite's PostgreSQL (postgres() only).
   static PostgresProcess* postgres_server() { return postgres_; }
@@ -70,8 +72,8 @@ class StoreTest : public ::testing::TestWithParam<StoreKind> {
 
 }  // namespace jobstream::testing
 
-#define JOBSTREAM_BOTH_STORES(suite)                                                     \
-  INSTANTIATE_TEST_SUITE_P(Stores, suite,                                                \
-                           ::testing::Values(::jobstream::testing::StoreKind::kRocksDb,  \
+#define JOBSTREAM_BOTH_STORES(suite)                                                      \
+  INSTANTIATE_TEST_SUITE_P(Stores, suite,                                                 \
+                           ::testing::Values(::jobstream::testing::StoreKind::kRocksDb,   \
                                              ::jobstream::testing::StoreKind::kPostgres), \
                            ::jobstream::testing::StoreKindName)

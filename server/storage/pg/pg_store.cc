@@ -310,12 +310,19 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
         open.push_back(type);
         continue;
       }
-      auto counted = conn.Exec(
-          "SELECT pg_advisory_xact_lock(hashtext('jobstream type ' || $1)), "
-          "(SELECT count(*) FROM jobs WHERE state = 2 AND type = $1)",
-          {PgParam::Text(type)});
+      // The count is a statement of its own: in READ COMMITTED each statement sees what
+      // committed before it began, and this one must begin after the lock is taken.
+      if (absl::Status s = conn.Exec("SELECT pg_advisory_xact_lock(hashtext('jobstream type ' "
+                                     "|| $1))",
+                                     {PgParam::Text(type)})
+                               .status();
+          !s.ok()) {
+        return s;
+      }
+      auto counted = conn.Exec("SELECT count(*) FROM jobs WHERE state = 2 AND type = $1",
+                               {PgParam::Text(type)});
       if (!counted.ok()) return counted.status();
-      auto running = counted->GetInt64(0, 1);
+      auto running = counted->GetInt64(0, 0);
       if (!running.ok()) return running.status();
       if (*running < cap->second) {
         room[type] = cap->second - *running;
@@ -627,6 +634,33 @@ absl::StatusOr<int64_t> PgStore::RemoveTombstones(int64_t before_ms) {
         conn.Exec("DELETE FROM tombstones WHERE removed_ms < $1", {PgParam::Int(before_ms)});
     if (!removed.ok()) return removed.status();
     count = removed->affected();
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return count;
+}
+
+absl::StatusOr<std::optional<Job>> PgStore::FindRequest(const std::string& tenant,
+                                                        const std::string& request_id) const {
+  std::optional<Job> found;
+  absl::Status status = VisitRecords<Job>(
+      "SELECT j.record FROM requests r JOIN jobs j ON j.id = r.job_id "
+      "WHERE r.tenant = $1 AND r.request_id = $2",
+      {PgParam::Text(tenant), PgParam::Text(request_id)}, [&](Job job) {
+        found = std::move(job);
+        return false;
+      });
+  if (!status.ok()) return status;
+  return found;
+}
+
+absl::StatusOr<int64_t> PgStore::CountQueued(const std::string& tenant) const {
+  absl::StatusOr<int64_t> count = absl::InternalError("no count");
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto rows = conn.Exec("SELECT count(*) FROM jobs WHERE state = 1 AND tenant = $1",
+                          {PgParam::Text(tenant)});
+    if (!rows.ok()) return rows.status();
+    count = rows->GetInt64(0, 0);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;

@@ -165,6 +165,11 @@ class PgStore : public EventReader {
   // Tombstones of jobs removed before `before_ms`; how many.
   absl::StatusOr<int64_t> RemoveTombstones(int64_t before_ms);
 
+  // The job of a tenant's request_id, if any (without params).
+  absl::StatusOr<std::optional<v1::Job>> FindRequest(const std::string& tenant,
+                                                     const std::string& request_id) const;
+  // How many jobs of `tenant` are QUEUED.
+  absl::StatusOr<int64_t> CountQueued(const std::string& tenant) const;
   // How many jobs are QUEUED and RUNNING, by type: {type: {queued, running}}.
   absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> CountLive() const;
   // The jobs of `job_ids` that exist, each to `visit`, in one query.

@@ -29,6 +29,7 @@ CREATE TABLE jobs (
 -- Claiming: the best ready job of a type, FOR UPDATE SKIP LOCKED.
 CREATE INDEX jobs_queue ON jobs (type, priority DESC, ready_ms, id) WHERE state = 1;
 CREATE INDEX jobs_running ON jobs (type) WHERE state = 2;  -- counts against type caps
+CREATE INDEX jobs_queued_by_tenant ON jobs (tenant) WHERE state = 1;  -- against tenant caps
 CREATE INDEX jobs_by_state ON jobs (state, create_ms, id);
 CREATE INDEX jobs_by_type_state ON jobs (type, state, create_ms, id);
 CREATE INDEX jobs_by_time ON jobs (create_ms, id);
