@@ -1,0 +1,273 @@
+// Several servers on one PostgreSQL, as processes: any server answers for any job, work is
+// spread without being done twice, a dead server's jobs carry on elsewhere, and a restart of
+// PostgreSQL itself loses nothing acknowledged.
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "client/job_client.h"
+#include "google/protobuf/util/json_util.h"
+#include "gtest/gtest.h"
+#include "jobstream/v1/workers.grpc.pb.h"
+#include "tests/support/pg_test.h"
+#include "tests/support/server_process.h"
+#include "tests/support/temp_dir.h"
+
+namespace jobstream {
+namespace {
+
+using client::JobClient;
+using testing::ServerProcess;
+using v1::Job;
+using v1::JobEvent;
+
+v1::SubmitRequest Request(const std::string& type, const std::string& params_json = "{}") {
+  v1::SubmitRequest request;
+  request.set_type(type);
+  EXPECT_TRUE(
+      google::protobuf::util::JsonStringToMessage(params_json, request.mutable_params()).ok());
+  return request;
+}
+
+class ScaleOutTest : public testing::PgTest {
+ protected:
+  void SetUp() override {
+    testing::PgTest::SetUp();
+    if (IsSkipped()) return;
+    url_ = NewDatabase();
+    std::ofstream(dir_.sub("config.json")) << R"({"types": [
+      {"name": "demo.steps", "builtin": {}},
+      {"name": "ext", "external": {"leaseDuration": "2s"}}]})";
+  }
+  // Server `name` on the test's database.
+  std::unique_ptr<ServerProcess> Start(const std::string& name,
+                                       std::vector<std::string> flags = {}) {
+    flags.push_back("--store=" + url_);
+    flags.push_back("--server_id=" + name);
+    flags.push_back("--config=" + dir_.sub("config.json"));
+    flags.push_back("--retry_backoff=0s");
+    flags.push_back("--run_lease=2s");
+    flags.push_back("--log=false");
+    return std::make_unique<ServerProcess>(dir_.sub(name), flags);
+  }
+
+  testing::TempDir dir_;
+  std::string url_;
+};
+
+// Every event of the job from `after` on, read from `channel` until the stream ends.
+std::vector<JobEvent> WatchFrom(const std::shared_ptr<grpc::Channel>& channel,
+                                const std::string& id, int64_t after, grpc::Status* end) {
+  auto stub = v1::JobService::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  v1::WatchJobRequest request;
+  request.set_job_id(id);
+  request.set_after_sequence(after);
+  auto reader = stub->WatchJob(&ctx, request);
+  std::vector<JobEvent> events;
+  JobEvent e;
+  while (reader->Read(&e)) events.push_back(e);
+  *end = reader->Finish();
+  return events;
+}
+
+TEST_F(ScaleOutTest, SubmitOnOneWatchOnTheOtherAnd32WorkersDo2000JobsExactlyOnce) {
+  std::vector<std::unique_ptr<ServerProcess>> servers;
+  servers.push_back(Start("a"));
+  servers.push_back(Start("b"));
+
+  // A job submitted on a, watched on b: every event once, in order.
+  JobClient a(servers[0]->Channel());
+  auto demo = a.Submit(Request("demo.steps", R"({"steps": ["x", "y"], "step_ms": 100})"));
+  ASSERT_TRUE(demo.ok()) << demo.status();
+  grpc::Status end;
+  std::vector<JobEvent> seen = WatchFrom(servers[1]->Channel(), demo->id(), 0, &end);
+  ASSERT_TRUE(end.ok()) << end.error_message();
+  for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].sequence(), int64_t(i + 1));
+  EXPECT_EQ(seen.back().type(), JobEvent::SUCCEEDED);
+
+  constexpr int kJobs = 2000;
+  constexpr int kWorkers = 32;
+  std::vector<std::string> ids;
+  {
+    std::mutex mu;
+    std::vector<std::thread> submitters;
+    for (int t = 0; t < 8; ++t) {
+      submitters.emplace_back([&, t] {
+        JobClient client(servers[t % 2]->Channel());
+        for (int i = 0; i < kJobs / 8; ++i) {
+          auto job = client.Submit(Request("ext", absl::StrCat(R"({"n": )", t * 1000 + i, "}")));
+          ASSERT_TRUE(job.ok()) << job.status();
+          std::lock_guard lock(mu);
+          ids.push_back(job->id());
+        }
+      });
+    }
+    for (auto& t : submitters) t.join();
+  }
+  ASSERT_EQ(ids.size(), size_t{kJobs});
+
+  std::mutex mu;
+  std::map<std::string, int> done_by_job;  // completions acknowledged, by job
+  std::map<std::string, int> done_by_server;
+  std::atomic<int> done{0};
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < kWorkers; ++w) {
+    workers.emplace_back([&, w] {
+      const std::string server = w % 2 == 0 ? "a" : "b";
+      auto stub = v1::WorkerService::NewStub(servers[w % 2]->Channel());
+      while (done < kJobs && absl::Now() < deadline) {
+        v1::LeaseJobRequest lease;
+        lease.add_types("ext");
+        lease.set_worker_id(absl::StrCat("w", w));
+        lease.mutable_wait()->set_seconds(1);
+        v1::LeaseJobResponse leased;
+        grpc::ClientContext ctx;
+        ASSERT_TRUE(stub->LeaseJob(&ctx, lease, &leased).ok());
+        for (const v1::LeasedJob& job : leased.jobs()) {
+          v1::CompleteJobRequest complete;
+          complete.set_lease_id(job.lease_id());
+          (*complete.mutable_result()->mutable_struct_value()->mutable_fields())["by"]
+              .set_string_value(server);
+          Job finished;
+          grpc::ClientContext complete_ctx;
+          grpc::Status s = stub->CompleteJob(&complete_ctx, complete, &finished);
+          ASSERT_TRUE(s.ok()) << s.error_message();
+          std::lock_guard lock(mu);
+          ++done_by_job[job.job().id()];
+          ++done_by_server[server];
+          ++done;
+        }
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  ASSERT_EQ(done.load(), kJobs);
+  ASSERT_EQ(done_by_job.size(), size_t{kJobs});
+  for (const auto& [id, count] : done_by_job) EXPECT_EQ(count, 1) << id;
+  EXPECT_GT(done_by_server["a"], 0);
+  EXPECT_GT(done_by_server["b"], 0);
+  JobClient b(servers[1]->Channel());
+  for (size_t i = 0; i < ids.size(); i += 97) {
+    auto job = b.GetStatus(ids[i]);
+    ASSERT_TRUE(job.ok());
+    EXPECT_EQ(job->state(), Job::SUCCEEDED);
+    EXPECT_EQ(job->attempt(), 1) << "done once, at the first attempt";
+  }
+}
+
+TEST_F(ScaleOutTest, AKilledServersRunIsRetriedByTheOtherAndAResumedWatchHasNoGap) {
+  std::unique_ptr<ServerProcess> servers[2] = {Start("a"), Start("b")};
+  JobClient a(servers[0]->Channel());
+  auto job = a.Submit(
+      Request("demo.steps", R"({"steps": ["s1", "s2", "s3", "s4"], "step_ms": 400})"));
+  ASSERT_TRUE(job.ok());
+  // Whichever server runs it dies; the watch reads through the same one until then.
+  Job running;
+  for (int i = 0; i < 200 && running.state() != Job::RUNNING; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+    running = *a.GetStatus(job->id());
+  }
+  ASSERT_EQ(running.state(), Job::RUNNING);
+  const int victim = running.worker_id() == "a" ? 0 : 1;
+  ASSERT_EQ(running.worker_id(), victim == 0 ? "a" : "b");
+  grpc::Status cut;
+  std::vector<JobEvent> events;
+  std::thread watcher([&] { events = WatchFrom(servers[victim]->Channel(), job->id(), 0, &cut); });
+  absl::SleepFor(absl::Milliseconds(500));
+  servers[victim]->Kill();
+  watcher.join();
+  EXPECT_FALSE(cut.ok()) << "the stream ended with its server";
+  ASSERT_GE(events.size(), 3u);
+  // Resumed on the survivor from the last sequence seen.
+  grpc::Status end;
+  std::vector<JobEvent> rest =
+      WatchFrom(servers[1 - victim]->Channel(), job->id(), events.back().sequence(), &end);
+  ASSERT_TRUE(end.ok()) << end.error_message();
+  events.insert(events.end(), rest.begin(), rest.end());
+  for (size_t i = 0; i < events.size(); ++i) {
+    ASSERT_EQ(events[i].sequence(), int64_t(i + 1)) << "gap or repeat at " << i;
+  }
+  int retrying = 0;
+  for (const JobEvent& e : events) {
+    if (e.type() != JobEvent::RETRYING) continue;
+    ++retrying;
+    EXPECT_NE(e.status().error().message().find("lease expired"), std::string::npos)
+        << e.status().error().message();
+  }
+  EXPECT_EQ(retrying, 1);
+  EXPECT_EQ(events.back().type(), JobEvent::SUCCEEDED);
+  EXPECT_EQ(events.back().status().attempt(), 2);
+  EXPECT_EQ(events.back().status().worker_id(), victim == 0 ? "b" : "a");
+}
+
+TEST_F(ScaleOutTest, PostgresRestartedUnderLoadIsUnavailableMeanwhileAndLosesNothing) {
+  std::unique_ptr<ServerProcess> servers[2] = {Start("a"), Start("b")};
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::vector<std::string> acknowledged;
+  std::map<grpc::StatusCode, int> refused;
+  std::vector<std::thread> submitters;
+  for (int t = 0; t < 6; ++t) {
+    submitters.emplace_back([&, t] {
+      auto stub = v1::JobService::NewStub(servers[t % 2]->Channel());
+      while (!stop) {
+        v1::SubmitRequest request = Request("demo.steps", R"({"steps": ["x"], "step_ms": 0})");
+        Job job;
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        grpc::Status s = stub->Submit(&ctx, request, &job);
+        std::lock_guard lock(mu);
+        if (s.ok()) {
+          acknowledged.push_back(job.id());
+        } else {
+          ++refused[s.error_code()];
+          absl::SleepFor(absl::Milliseconds(20));
+        }
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  size_t before;
+  {
+    std::lock_guard lock(mu);
+    before = acknowledged.size();
+  }
+  ASSERT_TRUE(server_->Restart(SIGINT).ok());  // a fast shutdown, then up again
+  // Submits succeed again once the servers reconnect.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  size_t after_restart = 0;
+  for (;;) {
+    absl::SleepFor(absl::Milliseconds(100));
+    std::lock_guard lock(mu);
+    if (acknowledged.size() > before + 50 || absl::Now() > deadline) {
+      after_restart = acknowledged.size();
+      break;
+    }
+  }
+  stop = true;
+  for (auto& t : submitters) t.join();
+  EXPECT_GT(after_restart, before + 50) << "submits resumed after PostgreSQL came back";
+  EXPECT_GT(before, 0u);
+  EXPECT_GT(refused[grpc::StatusCode::UNAVAILABLE], 0) << "some Submit met PostgreSQL down";
+  for (const auto& [code, count] : refused) {
+    EXPECT_EQ(code, grpc::StatusCode::UNAVAILABLE) << count << " refused with code " << code;
+  }
+  // Every acknowledged job is there, on either server, and runs to its end.
+  JobClient clients[2] = {JobClient(servers[0]->Channel()), JobClient(servers[1]->Channel())};
+  for (size_t i = 0; i < acknowledged.size(); ++i) {
+    auto job = clients[i % 2].GetStatus(acknowledged[i]);
+    ASSERT_TRUE(job.ok()) << acknowledged[i] << ": " << job.status();
+  }
+  auto last = clients[0].Watch(acknowledged.back(), 0, [](const JobEvent&) {});
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(last->state(), Job::SUCCEEDED);
+}
+
+}  // namespace
+}  // namespace jobstream
