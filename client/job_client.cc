@@ -1,5 +1,7 @@
 #include "client/job_client.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <fstream>
@@ -7,7 +9,11 @@
 #include <thread>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/support/client_interceptor.h"
 #include "jobstream/v1/job_states.h"
@@ -100,19 +106,56 @@ class TokenInterceptorFactory : public grpc::experimental::ClientInterceptorFact
 };
 }  // namespace
 
+absl::StatusOr<std::string> ServersTarget(const std::string& servers) {
+  std::vector<std::string> addresses = absl::StrSplit(servers, ',', absl::SkipWhitespace());
+  if (addresses.size() <= 1) return servers;
+  std::string scheme;
+  for (std::string& a : addresses) {
+    a = std::string(absl::StripAsciiWhitespace(a));
+    if (absl::StartsWith(a, "localhost:")) a = "127.0.0.1" + a.substr(9);
+    const size_t colon = a.rfind(':');
+    int port = 0;
+    bool ok = colon != std::string::npos && absl::SimpleAtoi(a.substr(colon + 1), &port) &&
+              port > 0 && port <= 65535;
+    std::string host = ok ? a.substr(0, colon) : "";
+    const bool v6 = host.size() > 2 && host.front() == '[' && host.back() == ']';
+    if (v6) host = host.substr(1, host.size() - 2);
+    in6_addr ip;
+    ok = ok && inet_pton(v6 ? AF_INET6 : AF_INET, host.c_str(), &ip) == 1;
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "server address \"", a, "\": several addresses must each be IP:PORT (a DNS name "
+          "with several addresses can be given alone, as dns:///NAME:PORT)"));
+    }
+    const std::string this_scheme = v6 ? "ipv6:" : "ipv4:";
+    if (!scheme.empty() && scheme != this_scheme) {
+      return absl::InvalidArgumentError("several server addresses must be all IPv4 or all IPv6");
+    }
+    scheme = this_scheme;
+  }
+  return scheme + absl::StrJoin(addresses, ",");
+}
+
 absl::StatusOr<std::shared_ptr<grpc::Channel>> JobClient::Connect(const std::string& address,
                                                                   const ChannelOptions& options) {
   auto credentials = ChannelCredentials(options);
   if (!credentials.ok()) return credentials.status();
+  auto target = ServersTarget(address);
+  if (!target.ok()) return target.status();
   grpc::ChannelArguments args;
   // Reconnect quickly after a server restart; Watch does its own pacing on top.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-  if (options.token.empty()) return grpc::CreateCustomChannel(address, *credentials, args);
+  if (*target != address) {
+    // Several servers (of one PostgreSQL store): calls are spread over those that answer,
+    // and one that dies is passed over until it is back.
+    args.SetServiceConfigJSON(R"({"loadBalancingConfig": [{"round_robin": {}}]})");
+  }
+  if (options.token.empty()) return grpc::CreateCustomChannel(*target, *credentials, args);
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> factories;
   factories.push_back(std::make_unique<TokenInterceptorFactory>(options.token));
-  return grpc::experimental::CreateCustomChannelWithInterceptors(address, *credentials, args,
+  return grpc::experimental::CreateCustomChannelWithInterceptors(*target, *credentials, args,
                                                                  std::move(factories));
 }
 

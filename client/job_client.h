@@ -53,11 +53,16 @@ struct ChannelOptions {
 // visible to every user of the machine.
 absl::StatusOr<std::string> ReadToken(const std::string& token_file);
 
+// The gRPC target of a --server value: an address as it is, or several, comma-separated
+// (each IP:PORT; localhost means 127.0.0.1), as one target that balances over them.
+absl::StatusOr<std::string> ServersTarget(const std::string& servers);
+
 class JobClient {
  public:
   explicit JobClient(std::shared_ptr<grpc::Channel> channel);
   static std::shared_ptr<grpc::Channel> Connect(const std::string& address);
-  // INVALID_ARGUMENT when a file cannot be read or only one of cert and key is given.
+  // `address` may name several servers (ServersTarget). INVALID_ARGUMENT when a file
+  // cannot be read, only one of cert and key is given, or an address is not one.
   static absl::StatusOr<std::shared_ptr<grpc::Channel>> Connect(const std::string& address,
                                                                 const ChannelOptions& options);
   // The credentials of a channel with `options` (plaintext, or TLS with its files read).

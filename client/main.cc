@@ -34,7 +34,8 @@
 #include "server/exec/child_process.h"
 #include "google/protobuf/util/json_util.h"
 
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "jobstream-server address");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "jobstream-server address, or several comma-separated IP:PORTs sharing one store");
 ABSL_FLAG(std::string, server_ca, "", "PEM CA to trust: talk to the server over TLS");
 ABSL_FLAG(std::string, client_cert, "", "PEM client certificate, for a server that asks (mTLS)");
 ABSL_FLAG(std::string, client_key, "", "PEM private key of --client_cert");

@@ -21,7 +21,10 @@
 #include "gateway/gateway.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8080", "HOST:PORT to serve HTTP on; port 0 picks one");
-ABSL_FLAG(std::string, server, "127.0.0.1:50051", "jobstream-server address");
+ABSL_FLAG(std::string, server, "127.0.0.1:50051",
+          "jobstream-server address; or several, comma-separated IP:PORTs, of servers sharing "
+          "one PostgreSQL store: calls are spread over them, and a stream whose server dies "
+          "resumes on another");
 ABSL_FLAG(std::string, server_ca, "", "PEM CA to trust: talk to the server over TLS");
 ABSL_FLAG(std::string, client_cert, "", "PEM client certificate for a server that asks (mTLS)");
 ABSL_FLAG(std::string, client_key, "", "PEM private key of --client_cert");

@@ -1,7 +1,8 @@
 // Starts the real jobstream-server (a free port, a temp data dir, both removed when it
 // stops) and jobstream-gateway on 127.0.0.1. Shared by the Node tests.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -62,4 +63,59 @@ export async function startGateway(serverAddress, { port = 0, flags = [] } = {})
     port: Number(address.split(':')[1]),
     ...controls(child),
   };
+}
+
+// A PostgreSQL 15 of the test's own (Debian's postgresql-15): initdb in a temp dir (as the
+// postgres user when run as root: initdb refuses root), on a free loopback port. Resolves
+// to its URL and stop(); null where PostgreSQL is not installed.
+export async function startPostgres() {
+  const bin = '/usr/lib/postgresql/15/bin';
+  if (!existsSync(`${bin}/initdb`)) return null;
+  const dir = mkdtempSync(path.join(tmpdir(), 'jobstream-js-pg-'));
+  const asPostgres = process.getuid() === 0 ? ['runuser', '-u', 'postgres', '--'] : [];
+  if (asPostgres.length) chownSync(dir, ...postgresIds());
+  const run = (argv) => new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { stdio: 'ignore' });
+    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${argv.join(' ')}: ${code}`))));
+  });
+  const data = path.join(dir, 'data');
+  await run([...asPostgres, `${bin}/initdb`, '-D', data, '-U', 'postgres', '-A', 'trust']);
+  const port = await freePort();
+  const argv = [...asPostgres, `${bin}/postgres`, '-D', data, '-p', String(port), '-k', dir,
+    '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=on'];
+  const child = spawn(argv[0], argv.slice(1), { stdio: 'ignore', detached: true });
+  for (let i = 0; ; i++) {
+    try {
+      await run([`${bin}/pg_isready`, '-q', '-h', '127.0.0.1', '-p', String(port)]);
+      break;
+    } catch (e) {
+      if (i === 100) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return {
+    url: `postgresql://postgres@127.0.0.1:${port}/postgres`,
+    async stop() {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      process.kill(-child.pid, 'SIGINT');  // its group: runuser and postgres
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function postgresIds() {
+  const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
+  const [, , uid, gid] = line.split(':');
+  return [Number(uid), Number(gid)];
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
 }
