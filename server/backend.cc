@@ -73,6 +73,7 @@ class PgBackend : public Backend {
     hub_ = std::make_unique<watch::EventHub>(store_.get(), options.watch);
     jobs::PgManagerOptions manager_options = options.manager;
     manager_options.leader = leader_.get();
+    manager_options.call_threads = options.pool_size;
     manager_ = std::make_unique<jobs::PgJobManager>(store_.get(), types, manager_options);
     feed_ = std::make_unique<watch::PgEventFeed>(options.url, store_.get(), hub_.get());
     feed_->SetObserver([this](const v1::JobEvent& e) { manager_->Observe(e); });

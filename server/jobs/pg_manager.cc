@@ -47,6 +47,7 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
   for (const JobType* type : types_->All()) {
     if (type->concurrency > 0) caps_[type->name] = type->concurrency;
   }
+  calls_ = std::make_unique<util::TaskPool>("js-pg-call", std::max(1, options_.call_threads));
   renewer_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-pg-renew");
     RenewLoop();
@@ -117,6 +118,11 @@ void PgJobManager::Observe(const JobEvent& event) {
 
 void PgJobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
                           JobCallback done) {
+  calls_->Post([this, request, scope, done = std::move(done)] { SubmitNow(request, scope, done); });
+}
+
+void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope,
+                             JobCallback done) {
   const absl::Time now = absl::Now();
   if (absl::Status s = ValidateSubmit(request, *types_, options_.limits, now); !s.ok()) {
     return done(s);
@@ -187,6 +193,11 @@ absl::StatusOr<Job> PgJobManager::Get(const std::string& job_id, const auth::Sco
 }
 
 void PgJobManager::Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) {
+  calls_->Post([this, job_id, scope, done = std::move(done)] { CancelNow(job_id, scope, done); });
+}
+
+void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope,
+                             JobCallback done) {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
   const absl::Time now = absl::Now();
   Job changed;
@@ -819,6 +830,12 @@ void PgJobManager::AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) {
 
 void PgJobManager::ReportWork(const v1::ReportProgressRequest& request, const auth::Scope& scope,
                               ProgressCallback done) {
+  calls_->Post(
+      [this, request, scope, done = std::move(done)] { ReportWorkNow(request, scope, done); });
+}
+
+void PgJobManager::ReportWorkNow(const v1::ReportProgressRequest& request,
+                                 const auth::Scope& scope, ProgressCallback done) {
   auto extension = ParseReportProgress(request);
   if (!extension.ok()) return done(extension.status());
   auto job_id = LeaseJobId(request.lease_id());
@@ -845,7 +862,15 @@ void PgJobManager::ReportWork(const v1::ReportProgressRequest& request, const au
 }
 
 void PgJobManager::EndLeased(const std::string& lease_id, const auth::Scope& scope,
-                             const std::function<AttemptEnd(const Job&)>& end, JobCallback done) {
+                             std::function<AttemptEnd(const Job&)> end, JobCallback done) {
+  calls_->Post([this, lease_id, scope, end = std::move(end), done = std::move(done)] {
+    EndLeasedNow(lease_id, scope, end, done);
+  });
+}
+
+void PgJobManager::EndLeasedNow(const std::string& lease_id, const auth::Scope& scope,
+                                const std::function<AttemptEnd(const Job&)>& end,
+                                const JobCallback& done) {
   auto job_id = LeaseJobId(lease_id);
   if (!job_id.ok()) return done(job_id.status());
   const absl::Time now = absl::Now();
@@ -865,16 +890,16 @@ void PgJobManager::CompleteWork(const v1::CompleteJobRequest& request, const aut
                                 JobCallback done) {
   auto end = CompletionOf(request, options_.limits.max_params_bytes);
   if (!end.ok()) return done(end.status());
-  EndLeased(
-      request.lease_id(), scope, [&](const Job&) { return *end; }, std::move(done));
+  EndLeased(request.lease_id(), scope, [end = *std::move(end)](const Job&) { return end; },
+            std::move(done));
 }
 
 void PgJobManager::FailWork(const v1::FailJobRequest& request, const auth::Scope& scope,
                             JobCallback done) {
   auto end = FailureOf(request);
   if (!end.ok()) return done(end.status());
-  EndLeased(
-      request.lease_id(), scope, [&](const Job&) { return *end; }, std::move(done));
+  EndLeased(request.lease_id(), scope, [end = *std::move(end)](const Job&) { return end; },
+            std::move(done));
 }
 
 void PgJobManager::ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,

@@ -30,6 +30,7 @@
 #include "server/jobs/validation.h"
 #include "server/storage/pg/leader.h"
 #include "server/storage/pg/pg_store.h"
+#include "server/util/task_pool.h"
 #include "server/webhooks/webhook_policy.h"
 
 namespace jobstream::jobs {
@@ -49,6 +50,9 @@ struct PgManagerOptions {
   absl::Duration retention = absl::Hours(168);
   // Records ListJobs examines per call before it returns a partial page.
   size_t list_scan_limit = 10000;
+  // Threads that run calls answered by callback (Submit, Cancel, workers' reports...), so
+  // that gRPC's own threads never wait on PostgreSQL: as many as the store's connections.
+  int call_threads = 8;
 };
 
 class PgJobManager : public JobBackend {
@@ -113,6 +117,12 @@ class PgJobManager : public JobBackend {
     std::shared_ptr<RunControl> control;
     int64_t attempt_deadline_ms = 0;  // 0: no timeout
   };
+  // What the callback calls do, on a call thread.
+  void SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done);
+  void CancelNow(const std::string& job_id, const auth::Scope& scope, JobCallback done)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void ReportWorkNow(const v1::ReportProgressRequest& request, const auth::Scope& scope,
+                     ProgressCallback done);
   bool Admits(const std::string& type) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Renews the leases of this server's runs and times out those past their deadline;
   // and, if it leads, sweeps expired leases.
@@ -128,7 +138,9 @@ class PgJobManager : public JobBackend {
   void GrantLoop() ABSL_LOCKS_EXCLUDED(mu_);
   // Ends the attempt `lease_id` holds as `end` says (given the job); done gets the job.
   void EndLeased(const std::string& lease_id, const auth::Scope& scope,
-                 const std::function<AttemptEnd(const v1::Job&)>& end, JobCallback done);
+                 std::function<AttemptEnd(const v1::Job&)> end, JobCallback done);
+  void EndLeasedNow(const std::string& lease_id, const auth::Scope& scope,
+                    const std::function<AttemptEnd(const v1::Job&)>& end, const JobCallback& done);
   // QUEUED jobs of `tenant` as counted at most a second ago, plus this server's Submits
   // since; counted afresh once at the cap. The cap (Limits::max_queued_per_tenant) is thus
   // exact for one server, and for several within a second's Submits of the others.
@@ -167,6 +179,8 @@ class PgJobManager : public JobBackend {
   std::atomic<bool> leading_{false};  // this server did the chores at its last renewal
   std::thread renewer_;
   std::thread granter_;
+  // Last: destroyed first, running what is queued while everything it uses is still there.
+  std::unique_ptr<util::TaskPool> calls_;
 };
 
 }  // namespace jobstream::jobs

@@ -63,7 +63,12 @@ struct Server {
   }
   absl::StatusOr<Job> Cancel(const std::string& id, const auth::Scope& scope = kAll) {
     absl::StatusOr<Job> result = absl::UnknownError("no answer");
-    manager->Cancel(id, scope, [&](absl::StatusOr<Job> job) { result = std::move(job); });
+    absl::Notification answered;
+    manager->Cancel(id, scope, [&](absl::StatusOr<Job> job) {
+      result = std::move(job);
+      answered.Notify();
+    });
+    answered.WaitForNotification();
     return result;
   }
   storage::pg::PgLeader leader;
