@@ -52,6 +52,12 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
     pthread_setname_np(pthread_self(), "js-pg-renew");
     RenewLoop();
   });
+  for (int i = 0; i < 4; ++i) {
+    insert_writers_.emplace_back([this] {
+      pthread_setname_np(pthread_self(), "js-pg-insert");
+      WriteInserts();
+    });
+  }
   granter_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-pg-grant");
     GrantLoop();
@@ -146,6 +152,11 @@ void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope
         "submit again as they start")));
   }
   Job job = NewJob(request, *types_->Find(request.type()), scope.tenant, now);
+  if (request.request_id().empty()) {
+    return Enqueue({{std::move(job), request.params(), EventOf(JobEvent::CREATED, now)},
+                    scope.tenant,
+                    std::move(done)});
+  }
   auto inserted = store_->InsertJob(job, request.params(), EventOf(JobEvent::CREATED, now));
   if (!inserted.ok()) return done(inserted.status());
   if (inserted->created) {
@@ -162,6 +173,55 @@ void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope
     return done(std::move(inserted->job));
   }
   done(Get(inserted->job.id(), auth::Scope::Everything()));  // a twin's job, as it stands
+}
+
+void PgJobManager::Enqueue(PendingInsert insert) {
+  {
+    absl::MutexLock lock(&insert_mu_);
+    if (!inserts_stopped_) {
+      inserts_.push_back(std::move(insert));
+      return;
+    }
+  }
+  insert.done(absl::UnavailableError("the server is shutting down; submit again later"));
+}
+
+void PgJobManager::WriteInserts() {
+  constexpr size_t kMaxBatch = 256;
+  for (;;) {
+    std::vector<PendingInsert> batch;
+    {
+      absl::MutexLock lock(&insert_mu_);
+      insert_mu_.Await(absl::Condition(
+          +[](PgJobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->insert_mu_) {
+            return self->inserts_stopped_ || !self->inserts_.empty();
+          },
+          this));
+      if (inserts_.empty()) return;  // stopped, and all written
+      while (!inserts_.empty() && batch.size() < kMaxBatch) {
+        batch.push_back(std::move(inserts_.front()));
+        inserts_.pop_front();
+      }
+    }
+    std::vector<storage::pg::PgStore::NewJob> rows;
+    rows.reserve(batch.size());
+    for (PendingInsert& p : batch) rows.push_back(std::move(p.row));
+    absl::Status written = store_->InsertJobs(rows);
+    if (written.ok()) {
+      absl::MutexLock lock(&mu_);
+      for (const PendingInsert& p : batch) ++queued_[p.tenant].count;
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!written.ok()) {
+        batch[i].done(written);
+        continue;
+      }
+      LogStateChange(rows[i].created);
+      Job job = std::move(rows[i].job);
+      *job.mutable_params() = std::move(rows[i].params);
+      batch[i].done(std::move(job));
+    }
+  }
 }
 
 absl::StatusOr<int64_t> PgJobManager::QueuedOf(const std::string& tenant) {
@@ -556,6 +616,12 @@ void PgJobManager::Stop() {
   }
   if (renewer_.joinable()) renewer_.join();
   if (granter_.joinable()) granter_.join();
+  {
+    absl::MutexLock lock(&insert_mu_);
+    inserts_stopped_ = true;  // what is queued is written first
+  }
+  for (std::thread& t : insert_writers_) t.join();
+  insert_writers_.clear();
 }
 
 // ---------------------------------------------------------------------------------------

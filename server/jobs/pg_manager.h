@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -117,6 +118,15 @@ class PgJobManager : public JobBackend {
     std::shared_ptr<RunControl> control;
     int64_t attempt_deadline_ms = 0;  // 0: no timeout
   };
+  // Submits without request_id are written in batches, a transaction each, by a few
+  // writers: while one batch commits the next gathers (RocksDB's group commit, here).
+  struct PendingInsert {
+    storage::pg::PgStore::NewJob row;
+    std::string tenant;
+    JobCallback done;
+  };
+  void Enqueue(PendingInsert insert) ABSL_LOCKS_EXCLUDED(insert_mu_);
+  void WriteInserts() ABSL_LOCKS_EXCLUDED(insert_mu_);
   // What the callback calls do, on a call thread.
   void SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done);
   void CancelNow(const std::string& job_id, const auth::Scope& scope, JobCallback done)
@@ -179,6 +189,10 @@ class PgJobManager : public JobBackend {
   std::atomic<bool> leading_{false};  // this server did the chores at its last renewal
   std::thread renewer_;
   std::thread granter_;
+  absl::Mutex insert_mu_;
+  std::deque<PendingInsert> inserts_ ABSL_GUARDED_BY(insert_mu_);
+  bool inserts_stopped_ ABSL_GUARDED_BY(insert_mu_) = false;
+  std::vector<std::thread> insert_writers_;
   // Last: destroyed first, running what is queued while everything it uses is still there.
   std::unique_ptr<util::TaskPool> calls_;
 };

@@ -51,17 +51,13 @@ bool PgEventFeed::Follow() {
   pollfd fd{PQsocket(conn_->raw()), POLLIN, 0};
   if (poll(&fd, 1, 200) < 0 && errno != EINTR) return false;
   if (PQconsumeInput(conn_->raw()) == 0) return false;
-  struct Range {
-    std::string job_id;
-    int64_t first, last;
-  };
   // A job's notifications come in commit order, each range right after the one before:
-  // those of one batch are read together.
-  std::vector<Range> ranges;
+  // those of one batch are read together, and all the batch's jobs in one query.
+  std::vector<storage::pg::PgStore::EventRange> ranges;
   absl::flat_hash_map<std::string, size_t> range_of;  // job id -> index in ranges
   while (PGnotify* n = PQnotifies(conn_->raw())) {
     std::vector<std::string> parts = absl::StrSplit(n->extra, ' ');
-    Range r;
+    storage::pg::PgStore::EventRange r;
     if (parts.size() == 3 && absl::SimpleAtoi(parts[1], &r.first) &&
         absl::SimpleAtoi(parts[2], &r.last) && r.first >= 1 && r.last >= r.first) {
       r.job_id = std::move(parts[0]);
@@ -74,11 +70,13 @@ bool PgEventFeed::Follow() {
     }
     PQfreemem(n);
   }
-  for (const Range& r : ranges) {
-    auto events = store_->ReadCommittedEvents(r.job_id, r.first - 1, r.last,
-                                              static_cast<size_t>(r.last - r.first + 1));
+  constexpr size_t kRangesPerRead = 1000;
+  for (size_t begin = 0; begin < ranges.size(); begin += kRangesPerRead) {
+    std::vector<storage::pg::PgStore::EventRange> some(
+        ranges.begin() + begin, ranges.begin() + std::min(ranges.size(), begin + kRangesPerRead));
+    auto events = store_->ReadEventRanges(some);
     if (!events.ok()) return false;
-    // Fewer only if the job was removed meanwhile: its watchers learn that from the store.
+    // Fewer only if a job was removed meanwhile: its watchers learn that from the store.
     for (const auto& event : *events) {
       hub_->Publish(event);
       if (observer_) observer_(event->event);

@@ -205,6 +205,41 @@ absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const std::string& url, i
   return store;
 }
 
+absl::Status PgStore::InsertJobs(std::vector<NewJob>& jobs) {
+  if (jobs.empty()) return absl::OkStatus();
+  constexpr int kPerJob = 14;  // 11 columns, the event's sequence and bytes, the announcement
+  std::string job_rows, event_rows, notices;
+  std::vector<PgParam> params;
+  params.reserve(jobs.size() * kPerJob + 1);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    NewJob& n = jobs[i];
+    std::vector<JobEvent> events = {n.created};
+    n.job.set_last_sequence(0);
+    Number(n.job, events);
+    n.created = events[0];
+    for (PgParam& p : JobColumns(n.job)) params.push_back(std::move(p));
+    params.push_back(n.params.fields().empty() ? PgParam::Null()
+                                               : PgParam::Binary(n.params.SerializeAsString()));
+    params.push_back(PgParam::Int(n.created.sequence()));
+    params.push_back(PgParam::Binary(n.created.SerializeAsString()));
+    params.push_back(PgParam::Text(absl::StrCat(n.job.id(), " 1 1")));
+    const size_t b = i * kPerJob;  // $b+1 .. $b+14
+    absl::StrAppend(&job_rows, i > 0 ? ", " : "", "(");
+    for (int c = 1; c <= 11; ++c) absl::StrAppend(&job_rows, c > 1 ? ", $" : "$", b + c);
+    job_rows += ")";
+    absl::StrAppend(&event_rows, i > 0 ? ", " : "", "($", b + 1, ", $", b + 12, ", $", b + 13,
+                    ")");
+    absl::StrAppend(&notices, i > 0 ? ", " : "", "($", b + 14, ")");
+  }
+  params.push_back(PgParam::Text(kEventsChannel));
+  const std::string sql = absl::StrCat(
+      "WITH j AS (INSERT INTO jobs (id, tenant, type, state, priority, ready_ms, create_ms, "
+      "end_ms, last_sequence, record, params) VALUES ",
+      job_rows, "), e AS (INSERT INTO events (job_id, sequence, event) VALUES ", event_rows,
+      ") SELECT pg_notify($", params.size(), ", n.p) FROM (VALUES ", notices, ") AS n(p)");
+  return pool_.Use([&](PgConnection& conn) { return conn.Exec(sql, params).status(); });
+}
+
 absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
                                                      const google::protobuf::Struct& params,
                                                      JobEvent created) {
@@ -569,6 +604,40 @@ absl::StatusOr<std::vector<CommittedEventPtr>> PgStore::ReadCommittedEvents(
       committed->wire = std::string(rows->Get(i, 0));  // as stored: the wire form
       if (!committed->event.ParseFromString(committed->wire)) {
         return absl::DataLossError(absl::StrCat("an event of job ", job_id, " is not valid"));
+      }
+      events.push_back(std::move(committed));
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return events;
+}
+
+absl::StatusOr<std::vector<CommittedEventPtr>> PgStore::ReadEventRanges(
+    const std::vector<EventRange>& ranges) const {
+  std::vector<std::string> ids;
+  std::string firsts = "{", lasts = "{";
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    ids.push_back(ranges[i].job_id);
+    absl::StrAppend(&firsts, i > 0 ? "," : "", ranges[i].first);
+    absl::StrAppend(&lasts, i > 0 ? "," : "", ranges[i].last);
+  }
+  firsts += "}";
+  lasts += "}";
+  std::vector<CommittedEventPtr> events;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto rows = conn.Exec(
+        "SELECT e.event FROM unnest($1::text[], $2::bigint[], $3::bigint[]) WITH ORDINALITY "
+        "AS r(job, first, last, ord) JOIN events e ON e.job_id = r.job "
+        "AND e.sequence BETWEEN r.first AND r.last ORDER BY r.ord, e.sequence",
+        {PgParam::Text(TextArray(ids)), PgParam::Text(firsts), PgParam::Text(lasts)},
+        /*binary_results=*/true);
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) {
+      auto committed = std::make_shared<CommittedEvent>();
+      committed->wire = std::string(rows->Get(i, 0));
+      if (!committed->event.ParseFromString(committed->wire)) {
+        return absl::DataLossError("a stored event is not valid");
       }
       events.push_back(std::move(committed));
     }

@@ -73,6 +73,16 @@ class PgStore : public EventReader {
   absl::StatusOr<Inserted> InsertJob(const v1::Job& job, const google::protobuf::Struct& params,
                                      v1::JobEvent created);
 
+  // Many new jobs without request_id, each with its CREATED event, in one statement (one
+  // round trip, one commit: its fsync and NOTIFY's lock are paid once for all). On
+  // success `jobs` hold the jobs as stored (numbered, without params).
+  struct NewJob {
+    v1::Job job;
+    google::protobuf::Struct params;
+    v1::JobEvent created;
+  };
+  absl::Status InsertJobs(std::vector<NewJob>& jobs);
+
   // A change to one job: `change` gets the job as stored (row locked) and adds the events
   // the change makes (their type and payload; the store numbers them and sets each one's
   // status to the job as changed). Its error aborts the change. NOT_FOUND for no such job.
@@ -168,6 +178,14 @@ class PgStore : public EventReader {
   // The job of a tenant's request_id, if any (without params).
   absl::StatusOr<std::optional<v1::Job>> FindRequest(const std::string& tenant,
                                                      const std::string& request_id) const;
+  // The events of several jobs' sequence ranges (first..last of each), in one query: by
+  // range, then by sequence, each with its wire form.
+  struct EventRange {
+    std::string job_id;
+    int64_t first = 0, last = 0;
+  };
+  absl::StatusOr<std::vector<CommittedEventPtr>> ReadEventRanges(
+      const std::vector<EventRange>& ranges) const;
   // How many jobs of `tenant` are QUEUED.
   absl::StatusOr<int64_t> CountQueued(const std::string& tenant) const;
   // How many jobs are QUEUED and RUNNING, by type: {type: {queued, running}}.
