@@ -3,7 +3,6 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
-#include "server/jobs/job_manager.h"
 
 namespace jobstream::jobs {
 namespace {
@@ -17,10 +16,10 @@ uint64_t NewUploadId() {
 
 }  // namespace
 
-ArtifactUpload::ArtifactUpload(JobManager* manager, ArtifactHolder holder,
+ArtifactUpload::ArtifactUpload(ArtifactSink* sink, ArtifactHolder holder,
                                v1::Artifact artifact, std::optional<int64_t> expected_size,
                                std::string expected_sha256, int64_t max_bytes)
-    : manager_(manager),
+    : sink_(sink),
       holder_(std::move(holder)),
       artifact_(std::move(artifact)),
       expected_size_(expected_size),
@@ -33,9 +32,9 @@ ArtifactUpload::~ArtifactUpload() {
 }
 
 void ArtifactUpload::Discard() {
-  manager_->EndArtifactUpload(holder_.job_id, upload_id_, marked_, reserved_);
+  sink_->EndArtifactUpload(holder_.job_id, upload_id_, wrote_, reserved_);
   reserved_ = 0;
-  marked_ = false;
+  wrote_ = false;
 }
 
 absl::Status ArtifactUpload::Append(absl::string_view data) {
@@ -71,19 +70,16 @@ absl::Status ArtifactUpload::Append(absl::string_view data) {
 absl::Status ArtifactUpload::WriteChunk() {
   // Counting against the job's limit also checks, each chunk, that the job is still ours.
   const int64_t more = size_ - reserved_;
-  if (absl::Status s = manager_->ReserveArtifactBytes(holder_, name(), more); !s.ok()) return s;
+  if (absl::Status s = sink_->ReserveArtifactBytes(holder_, name(), more); !s.ok()) return s;
   reserved_ += more;
-  if (!marked_) {
-    if (absl::Status s = manager_->MarkUpload(holder_.job_id, upload_id_); !s.ok()) return s;
-    marked_ = true;
-  }
-  storage::Batch batch;
-  batch.Put(storage::Cf::kArtifacts,
-            storage::ArtifactChunkKey(holder_.job_id, upload_id_, chunks_written_),
-            std::move(buffer_));
+  const bool first = !wrote_;
+  wrote_ = true;  // from here a failure removes what may have been written
+  absl::Status s =
+      sink_->WriteArtifactChunk(holder_.job_id, upload_id_, chunks_written_, std::move(buffer_),
+                                first);
   buffer_.clear();
   ++chunks_written_;
-  return manager_->WriteUnlogged(batch);
+  return s;
 }
 
 void ArtifactUpload::Finish(Done done) {
@@ -105,27 +101,10 @@ void ArtifactUpload::Finish(Done done) {
         expected_sha256_)));
   }
   const int64_t more = size_ - reserved_;
-  if (absl::Status s = manager_->ReserveArtifactBytes(holder_, name(), more); !s.ok()) {
+  if (absl::Status s = sink_->ReserveArtifactBytes(holder_, name(), more); !s.ok()) {
     return fail(s);
   }
   reserved_ += more;
-  storage::Batch batch;  // committed with the artifact
-  if (!buffer_.empty()) {
-    storage::Batch tail;
-    storage::Batch& target = marked_ ? tail : batch;
-    target.Put(storage::Cf::kArtifacts,
-               storage::ArtifactChunkKey(holder_.job_id, upload_id_, chunks_written_),
-               std::move(buffer_));
-    buffer_.clear();
-    ++chunks_written_;
-    if (marked_) {
-      if (absl::Status s = manager_->WriteUnlogged(tail); !s.ok()) return fail(s);
-    }
-  }
-  if (marked_) {
-    // The chunks were written without the WAL: on disk only once flushed.
-    if (absl::Status s = manager_->FlushArtifacts(); !s.ok()) return fail(s);
-  }
   artifact_.set_size(size_);
   artifact_.set_sha256(sha256);
   storage::ArtifactRecord record;
@@ -133,8 +112,11 @@ void ArtifactUpload::Finish(Done done) {
   record.set_chunk_size(static_cast<int32_t>(kArtifactChunkBytes));
   record.set_size(size_);
   finishing_ = true;  // from here the commit owns the cleanup
-  manager_->CommitArtifact(holder_, artifact_, record, std::move(batch), marked_, reserved_,
-                           std::move(done));
+  const uint32_t tail_index = chunks_written_;
+  if (!buffer_.empty()) ++chunks_written_;
+  sink_->CommitArtifact(holder_, artifact_, record, std::move(buffer_), tail_index, wrote_,
+                        reserved_, std::move(done));
+  buffer_.clear();
 }
 
 absl::StatusOr<v1::Artifact> ArtifactUpload::Commit() {

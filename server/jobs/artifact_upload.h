@@ -22,11 +22,12 @@
 #include "jobstream/v1/artifacts.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/auth/scope.h"
+#include "server/storage/records.pb.h"
 
 namespace jobstream::jobs {
 
-class JobManager;
 struct RunControl;
+class ArtifactUpload;
 
 inline constexpr size_t kArtifactChunkBytes = 256 << 10;
 
@@ -38,9 +39,37 @@ struct ArtifactHolder {
   auth::Scope scope;  // a worker's: a lease of a job beyond it is not held
 };
 
-class ArtifactUpload {
+// What an upload asks of the manager whose job it attaches to (JobManager on RocksDB,
+// PgJobManager on PostgreSQL).
+class ArtifactSink {
  public:
   using Done = std::function<void(absl::StatusOr<v1::Artifact>)>;
+  virtual ~ArtifactSink() = default;
+  // Counts `bytes` more against the job's limit, checking the holder still holds it.
+  virtual absl::Status ReserveArtifactBytes(const ArtifactHolder& holder, const std::string& name,
+                                            int64_t bytes) = 0;
+  // Chunk `index` of upload `upload_id`, not visible until committed; `first` for the
+  // upload's first chunk written this way.
+  virtual absl::Status WriteArtifactChunk(const std::string& job_id, uint64_t upload_id,
+                                          uint32_t index, std::string data, bool first) = 0;
+  // Makes the upload durable and commits it, fenced by the holder: `tail` (maybe empty) is
+  // its last chunk, `tail_index` its index, `wrote` whether chunks were written before.
+  virtual void CommitArtifact(const ArtifactHolder& holder, v1::Artifact artifact,
+                              const storage::ArtifactRecord& record, std::string tail,
+                              uint32_t tail_index, bool wrote, int64_t reserved, Done done) = 0;
+  // An upload that ends uncommitted: its chunks go, its reservation is given back.
+  virtual void EndArtifactUpload(const std::string& job_id, uint64_t upload_id, bool wrote,
+                                 int64_t reserved) = 0;
+};
+
+class ArtifactUpload {
+ public:
+  using Done = ArtifactSink::Done;
+
+  // Made by a manager's BeginArtifact, once the header and the holder are checked.
+  ArtifactUpload(ArtifactSink* sink, ArtifactHolder holder, v1::Artifact artifact,
+                 std::optional<int64_t> expected_size, std::string expected_sha256,
+                 int64_t max_bytes);
 
   ~ArtifactUpload();  // unless committed: removes whatever was written
   ArtifactUpload(const ArtifactUpload&) = delete;
@@ -59,14 +88,10 @@ class ArtifactUpload {
   int64_t size() const { return size_; }
 
  private:
-  friend class JobManager;
-  ArtifactUpload(JobManager* manager, ArtifactHolder holder, v1::Artifact artifact,
-                 std::optional<int64_t> expected_size, std::string expected_sha256,
-                 int64_t max_bytes);
   absl::Status WriteChunk();
   void Discard();
 
-  JobManager* const manager_;
+  ArtifactSink* const sink_;
   const ArtifactHolder holder_;
   v1::Artifact artifact_;  // name, content type, attempt; size and sha256 at Finish
   const std::optional<int64_t> expected_size_;
@@ -78,7 +103,7 @@ class ArtifactUpload {
   int64_t size_ = 0;
   int64_t reserved_ = 0;  // bytes counted against the job's limit
   v1::Sha256 sha_;
-  bool marked_ = false;  // the marker is written: chunks may be on disk
+  bool wrote_ = false;  // chunks were written: they must go unless committed
   bool finishing_ = false;
   bool failed_ = false;
 };

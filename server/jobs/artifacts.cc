@@ -136,11 +136,44 @@ absl::Status JobManager::MarkUpload(const std::string& job_id, uint64_t upload_i
   return store_->Write(batch, /*sync=*/true);
 }
 
-absl::Status JobManager::WriteUnlogged(const Batch& batch) {
+absl::Status JobManager::WriteArtifactChunk(const std::string& job_id, uint64_t upload_id,
+                                            uint32_t index, std::string data, bool first) {
+  if (first) {
+    if (absl::Status s = MarkUpload(job_id, upload_id); !s.ok()) return s;
+  }
+  Batch batch;
+  batch.Put(Cf::kArtifacts, storage::ArtifactChunkKey(job_id, upload_id, index), std::move(data));
   return store_->WriteUnlogged(batch);
 }
 
-absl::Status JobManager::FlushArtifacts() { return store_->FlushArtifacts(); }
+void JobManager::CommitArtifact(const ArtifactHolder& holder, v1::Artifact artifact,
+                                const storage::ArtifactRecord& record, std::string tail,
+                                uint32_t tail_index, bool wrote, int64_t reserved,
+                                ArtifactUpload::Done done) {
+  Batch batch;  // committed with the artifact
+  absl::Status written;
+  if (!tail.empty()) {
+    if (wrote) {
+      Batch chunk;
+      chunk.Put(Cf::kArtifacts,
+                storage::ArtifactChunkKey(holder.job_id, record.upload_id(), tail_index),
+                std::move(tail));
+      written = store_->WriteUnlogged(chunk);
+    } else {
+      batch.Put(Cf::kArtifacts,
+                storage::ArtifactChunkKey(holder.job_id, record.upload_id(), tail_index),
+                std::move(tail));
+    }
+  }
+  // The chunks were written without the WAL: on disk only once flushed.
+  if (written.ok() && wrote) written = store_->FlushArtifacts();
+  if (!written.ok()) {
+    EndArtifactUpload(holder.job_id, record.upload_id(), wrote, reserved);
+    return done(written);
+  }
+  CommitArtifactBatch(holder, std::move(artifact), record, std::move(batch), wrote, reserved,
+                      std::move(done));
+}
 
 void JobManager::EndArtifactUpload(const std::string& job_id, uint64_t upload_id, bool marked,
                                    int64_t reserved) {
@@ -161,9 +194,9 @@ void JobManager::EndArtifactUpload(const std::string& job_id, uint64_t upload_id
   store_->WriteUnlogged(batch).IgnoreError();  // a failing store fails every commit anyway
 }
 
-void JobManager::CommitArtifact(const ArtifactHolder& holder, v1::Artifact artifact,
-                                const storage::ArtifactRecord& record, Batch batch, bool marked,
-                                int64_t reserved, ArtifactUpload::Done done) {
+void JobManager::CommitArtifactBatch(const ArtifactHolder& holder, v1::Artifact artifact,
+                                     const storage::ArtifactRecord& record, Batch batch,
+                                     bool marked, int64_t reserved, ArtifactUpload::Done done) {
   absl::Status error;
   {
     absl::MutexLock lock(&mu_);

@@ -75,7 +75,7 @@ struct ManagerOptions {
   storage::DiskSpace* disk = nullptr;
 };
 
-class JobManager : public JobBackend {
+class JobManager : public JobBackend, public ArtifactSink {
  public:
   // `store`, `hub` and `types` must outlive the manager. Callbacks run on the committer's
   // delivery thread (or inline for errors found before anything is written).
@@ -236,22 +236,28 @@ class JobManager : public JobBackend {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ServeWaiters() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  // Artifacts (artifacts.cc); ArtifactUpload calls these.
-  friend class ArtifactUpload;
+  // Artifacts (artifacts.cc). ArtifactSink: an upload's chunks go to RocksDB without the
+  // WAL after a synced marker (MarkUpload) names the upload; its commit flushes them
+  // first, or carries a single chunk in its own batch.
   absl::StatusOr<LiveJob*> FindHolder(const ArtifactHolder& holder)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status ReserveArtifactBytes(const ArtifactHolder& holder, const std::string& name,
-                                    int64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
-  absl::Status MarkUpload(const std::string& job_id, uint64_t upload_id);
-  absl::Status WriteUnlogged(const storage::Batch& batch);
-  absl::Status FlushArtifacts();
+                                    int64_t bytes) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status WriteArtifactChunk(const std::string& job_id, uint64_t upload_id, uint32_t index,
+                                  std::string data, bool first) override;
+  void CommitArtifact(const ArtifactHolder& holder, v1::Artifact artifact,
+                      const storage::ArtifactRecord& record, std::string tail, uint32_t tail_index,
+                      bool wrote, int64_t reserved, ArtifactSink::Done done) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   // An upload ended without a commit: gives back its reserved bytes and, if it wrote
   // chunks, removes them and its marker.
   void EndArtifactUpload(const std::string& job_id, uint64_t upload_id, bool marked,
-                         int64_t reserved) ABSL_LOCKS_EXCLUDED(mu_);
-  void CommitArtifact(const ArtifactHolder& holder, v1::Artifact artifact,
-                      const storage::ArtifactRecord& record, storage::Batch batch, bool marked,
-                      int64_t reserved, ArtifactUpload::Done done) ABSL_LOCKS_EXCLUDED(mu_);
+                         int64_t reserved) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status MarkUpload(const std::string& job_id, uint64_t upload_id);
+  void CommitArtifactBatch(const ArtifactHolder& holder, v1::Artifact artifact,
+                           const storage::ArtifactRecord& record, storage::Batch batch,
+                           bool marked, int64_t reserved, ArtifactUpload::Done done)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Recovery: removes the chunks of uploads a stop cut off.
   absl::Status RemoveAbandonedUploads();
   // After removing jobs that had artifacts: gives their space back, in the background.
