@@ -305,6 +305,11 @@ int main(int argc, char** argv) {
   limits.max_queued_per_tenant = absl::GetFlag(FLAGS_max_queued_per_tenant);
   limits.max_labels = absl::GetFlag(FLAGS_max_labels);
 
+  jobstream::jobs::ArtifactLimits artifact_limits;
+  artifact_limits.max_artifact_bytes = absl::GetFlag(FLAGS_max_artifact_bytes);
+  artifact_limits.max_job_artifact_bytes = absl::GetFlag(FLAGS_max_job_artifact_bytes);
+  artifact_limits.max_artifacts_per_job = absl::GetFlag(FLAGS_max_artifacts_per_job);
+
   absl::StatusOr<std::unique_ptr<jobstream::server::Backend>> opened;
   if (postgres) {
     jobstream::server::PgOptions options;
@@ -315,6 +320,7 @@ int main(int argc, char** argv) {
     options.manager.server_id = server_id;
     options.manager.run_lease = absl::GetFlag(FLAGS_run_lease);
     options.manager.retention = absl::GetFlag(FLAGS_retention);
+    options.manager.artifacts = artifact_limits;
     opened = jobstream::server::OpenPgBackend(options, &*types);
   } else {
     jobstream::server::RocksOptions options;
@@ -323,10 +329,7 @@ int main(int argc, char** argv) {
     options.watch = watch_options;
     options.manager.limits = limits;
     options.manager.retention = absl::GetFlag(FLAGS_retention);
-    options.manager.artifacts.max_artifact_bytes = absl::GetFlag(FLAGS_max_artifact_bytes);
-    options.manager.artifacts.max_job_artifact_bytes =
-        absl::GetFlag(FLAGS_max_job_artifact_bytes);
-    options.manager.artifacts.max_artifacts_per_job = absl::GetFlag(FLAGS_max_artifacts_per_job);
+    options.manager.artifacts = artifact_limits;
     options.manager.webhook_policy = &*webhook_policy;
     options.webhook_policy = &*webhook_policy;
     options.webhooks = webhook_options;

@@ -2,6 +2,7 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 
 namespace jobstream::jobs {
@@ -15,6 +16,73 @@ uint64_t NewUploadId() {
 }
 
 }  // namespace
+
+absl::StatusOr<ArtifactStart> CheckArtifactHeader(const v1::ArtifactHeader& header,
+                                                  const ArtifactLimits& limits) {
+  if (absl::Status s = v1::ValidateArtifactName(header.name()); !s.ok()) return s;
+  std::string content_type = header.content_type();
+  if (content_type.empty()) {
+    content_type = v1::GuessContentType(header.name());
+  } else if (absl::Status s = v1::ValidateContentType(content_type); !s.ok()) {
+    return s;
+  }
+  if (!header.sha256().empty() && !v1::IsSha256Hex(header.sha256())) {
+    return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
+  }
+  ArtifactStart start;
+  if (header.has_size()) {
+    if (header.size() < 0) return absl::InvalidArgumentError("size must be >= 0");
+    if (header.size() > limits.max_artifact_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("artifact \"", header.name(), "\" is ", header.size(),
+                       " bytes; the limit is ", limits.max_artifact_bytes,
+                       " bytes per artifact (--max_artifact_bytes)"));
+    }
+    start.size = header.size();
+  }
+  start.artifact.set_name(header.name());
+  start.artifact.set_content_type(std::move(content_type));
+  return start;
+}
+
+int64_t CommittedArtifactBytes(const v1::Job& job, const std::string& name) {
+  int64_t total = 0;
+  for (const v1::Artifact& a : job.artifacts()) {
+    if (a.name() != name) total += a.size();
+  }
+  return total;
+}
+
+bool HasArtifact(const v1::Job& job, const std::string& name) {
+  for (const v1::Artifact& a : job.artifacts()) {
+    if (a.name() == name) return true;
+  }
+  return false;
+}
+
+absl::Status CheckArtifactRoom(const v1::Job& job, const std::string& name,
+                               std::optional<int64_t> size, int64_t reserved,
+                               const ArtifactLimits& limits) {
+  if (!HasArtifact(job, name) && job.artifacts_size() >= limits.max_artifacts_per_job) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("job ", job.id(), " has ", job.artifacts_size(), " artifacts; the limit is ",
+                     limits.max_artifacts_per_job, " per job (--max_artifacts_per_job)"));
+  }
+  if (size && CommittedArtifactBytes(job, name) + reserved + *size > limits.max_job_artifact_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("job ", job.id(), "'s artifacts would be over the limit of ",
+                     limits.max_job_artifact_bytes, " bytes per job (--max_job_artifact_bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NoSuchArtifact(const v1::Job& job, const std::string& name) {
+  std::vector<std::string> names;
+  for (const v1::Artifact& a : job.artifacts()) names.push_back("\"" + a.name() + "\"");
+  return absl::NotFoundError(absl::StrCat(
+      "job ", job.id(), " has no artifact \"", name, "\"",
+      names.empty() ? " (it has none)" : absl::StrCat(" (it has ", absl::StrJoin(names, ", "), ")")));
+}
 
 ArtifactUpload::ArtifactUpload(ArtifactSink* sink, ArtifactHolder holder,
                                v1::Artifact artifact, std::optional<int64_t> expected_size,

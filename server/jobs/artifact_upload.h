@@ -21,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "jobstream/v1/artifacts.h"
 #include "jobstream/v1/jobs.pb.h"
+#include "jobstream/v1/workers.pb.h"
 #include "server/auth/scope.h"
 #include "server/storage/records.pb.h"
 
@@ -30,6 +31,32 @@ struct RunControl;
 class ArtifactUpload;
 
 inline constexpr size_t kArtifactChunkBytes = 256 << 10;
+
+struct ArtifactLimits {
+  int64_t max_artifact_bytes = int64_t{1} << 30;      // 1 GiB
+  int64_t max_job_artifact_bytes = int64_t{4} << 30;  // 4 GiB
+  int max_artifacts_per_job = 100;
+};
+
+// An ArtifactHeader checked: the artifact as it starts (name, content type given or
+// guessed) and the size it announced, if any.
+struct ArtifactStart {
+  v1::Artifact artifact;
+  std::optional<int64_t> size;
+};
+absl::StatusOr<ArtifactStart> CheckArtifactHeader(const v1::ArtifactHeader& header,
+                                                  const ArtifactLimits& limits);
+// The job's checks of a new upload (`name`, `size` if announced): its count and bytes
+// limits, counting `reserved` bytes of uploads in progress.
+absl::Status CheckArtifactRoom(const v1::Job& job, const std::string& name,
+                               std::optional<int64_t> size, int64_t reserved,
+                               const ArtifactLimits& limits);
+// The bytes of the job's committed artifacts, except one named `name` (an upload of that
+// name replaces it).
+int64_t CommittedArtifactBytes(const v1::Job& job, const std::string& name);
+bool HasArtifact(const v1::Job& job, const std::string& name);
+// NOT_FOUND naming the artifacts the job has.
+absl::Status NoSuchArtifact(const v1::Job& job, const std::string& name);
 
 // Who attaches an artifact: a worker's lease, or an in-server attempt (its RunControl).
 struct ArtifactHolder {

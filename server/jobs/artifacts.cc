@@ -19,26 +19,6 @@ using storage::Cf;
 using v1::Job;
 using v1::JobEvent;
 
-namespace {
-
-// The bytes of the job's committed artifacts, except one named `name` (an upload of that
-// name replaces it).
-int64_t CommittedBytes(const Job& job, const std::string& name) {
-  int64_t total = 0;
-  for (const v1::Artifact& a : job.artifacts()) {
-    if (a.name() != name) total += a.size();
-  }
-  return total;
-}
-
-bool HasArtifact(const Job& job, const std::string& name) {
-  for (const v1::Artifact& a : job.artifacts()) {
-    if (a.name() == name) return true;
-  }
-  return false;
-}
-
-}  // namespace
 
 absl::StatusOr<JobManager::LiveJob*> JobManager::FindHolder(const ArtifactHolder& holder) {
   if (!holder.lease_id.empty()) return FindLease(holder.lease_id, holder.scope);
@@ -54,50 +34,23 @@ absl::StatusOr<JobManager::LiveJob*> JobManager::FindHolder(const ArtifactHolder
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> JobManager::BeginArtifact(
     ArtifactHolder holder, const v1::ArtifactHeader& header) {
   const ArtifactLimits& limits = options_.artifacts;
-  if (absl::Status s = v1::ValidateArtifactName(header.name()); !s.ok()) return s;
-  std::string content_type = header.content_type();
-  if (content_type.empty()) {
-    content_type = v1::GuessContentType(header.name());
-  } else if (absl::Status s = v1::ValidateContentType(content_type); !s.ok()) {
-    return s;
-  }
-  if (!header.sha256().empty() && !v1::IsSha256Hex(header.sha256())) {
-    return absl::InvalidArgumentError("sha256 must be 64 lower-case hex digits");
-  }
-  std::optional<int64_t> size;
-  if (header.has_size()) {
-    if (header.size() < 0) return absl::InvalidArgumentError("size must be >= 0");
-    if (header.size() > limits.max_artifact_bytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("artifact \"", header.name(), "\" is ", header.size(),
-                       " bytes; the limit is ", limits.max_artifact_bytes,
-                       " bytes per artifact (--max_artifact_bytes)"));
-    }
-    size = header.size();
-  }
+  auto start = CheckArtifactHeader(header, limits);
+  if (!start.ok()) return start.status();
+  const std::optional<int64_t> size = start->size;
   if (options_.disk != nullptr) {
     if (absl::Status s = options_.disk->Admit(size.value_or(0)); !s.ok()) return s;
   }
-  v1::Artifact artifact;
-  artifact.set_name(header.name());
-  artifact.set_content_type(std::move(content_type));
+  v1::Artifact artifact = std::move(start->artifact);
   {
     absl::MutexLock lock(&mu_);
     auto live = FindHolder(holder);
     if (!live.ok()) return live.status();
     const Job& job = (*live)->job;
     if (holder.job_id.empty()) holder.job_id = job.id();
-    if (!HasArtifact(job, header.name()) && job.artifacts_size() >= limits.max_artifacts_per_job) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("job ", job.id(), " has ", job.artifacts_size(),
-                       " artifacts; the limit is ", limits.max_artifacts_per_job,
-                       " per job (--max_artifacts_per_job)"));
-    }
-    if (size && CommittedBytes(job, header.name()) + (*live)->artifact_bytes_reserved + *size >
-                    limits.max_job_artifact_bytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("job ", job.id(), "'s artifacts would be over the limit of ",
-                       limits.max_job_artifact_bytes, " bytes per job (--max_job_artifact_bytes)"));
+    if (absl::Status s = CheckArtifactRoom(job, header.name(), size,
+                                           (*live)->artifact_bytes_reserved, limits);
+        !s.ok()) {
+      return s;
     }
     artifact.set_attempt(job.attempt());
   }
@@ -119,7 +72,7 @@ absl::Status JobManager::ReserveArtifactBytes(const ArtifactHolder& holder,
   auto live = FindHolder(holder);
   if (!live.ok()) return live.status();
   const int64_t limit = options_.artifacts.max_job_artifact_bytes;
-  if (CommittedBytes((*live)->job, name) + (*live)->artifact_bytes_reserved + bytes > limit) {
+  if (CommittedArtifactBytes((*live)->job, name) + (*live)->artifact_bytes_reserved + bytes > limit) {
     return absl::ResourceExhaustedError(
         absl::StrCat("job ", holder.job_id, "'s artifacts are over the limit of ", limit,
                      " bytes per job (--max_job_artifact_bytes)"));
@@ -267,11 +220,7 @@ absl::StatusOr<StoredArtifact> JobManager::FindArtifact(const std::string& job_i
   for (const v1::Artifact& a : job.artifacts()) {
     if (a.name() == name && record) return StoredArtifact{a, *record};
   }
-  std::vector<std::string> names;
-  for (const v1::Artifact& a : job.artifacts()) names.push_back("\"" + a.name() + "\"");
-  return absl::NotFoundError(absl::StrCat(
-      "job ", job_id, " has no artifact \"", name, "\"",
-      names.empty() ? " (it has none)" : absl::StrCat(" (it has ", absl::StrJoin(names, ", "), ")")));
+  return NoSuchArtifact(job, name);
 }
 
 absl::Status JobManager::RemoveAbandonedUploads() {

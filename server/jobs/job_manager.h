@@ -56,12 +56,6 @@
 
 namespace jobstream::jobs {
 
-struct ArtifactLimits {
-  int64_t max_artifact_bytes = int64_t{1} << 30;      // 1 GiB
-  int64_t max_job_artifact_bytes = int64_t{4} << 30;  // 4 GiB
-  int max_artifacts_per_job = 100;
-};
-
 struct ManagerOptions {
   Limits limits;
   ArtifactLimits artifacts;

@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "jobstream/v1/artifacts.h"
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/list_request.h"
@@ -21,11 +22,6 @@ using v1::JobEvent;
 using v1::ToProto;
 
 namespace {
-
-absl::Status NotYet(absl::string_view what) {
-  return absl::UnimplementedError(
-      absl::StrCat(what, " is not available on the PostgreSQL store yet"));
-}
 
 // Logs what a write committed (a line per state change); passes it on.
 void LogAll(const std::vector<JobEvent>& events) {
@@ -715,6 +711,11 @@ absl::Status PgJobManager::Sweep(absl::Time now) {
   if (auto removed = RemoveFinished(now - options_.retention, "expired"); !removed.ok()) {
     return removed.status();
   }
+  // Chunks of uploads a crash cut off (a day gives any upload in progress time to end).
+  if (auto removed = store_->RemoveOrphanChunks(absl::ToUnixMillis(now - absl::Hours(24)));
+      !removed.ok()) {
+    return removed.status();
+  }
   return store_->RemoveTombstones(absl::ToUnixMillis(now - options_.retention)).status();
 }
 
@@ -976,23 +977,170 @@ void PgJobManager::ReleaseWork(const v1::ReleaseJobRequest& request, const auth:
 }
 
 // ---------------------------------------------------------------------------------------
-// Not yet on PostgreSQL (issue 9)
+// Artifacts
+
+absl::StatusOr<std::pair<std::string, Job>> PgJobManager::HeldBy(const ArtifactHolder& holder) {
+  std::string lease_id = holder.lease_id;
+  if (lease_id.empty()) {
+    absl::MutexLock lock(&mu_);
+    auto it = runs_.find(holder.job_id);
+    if (it != runs_.end() && it->second.control == holder.control) lease_id = it->second.lease_id;
+  }
+  const absl::Status ended = LeaseNotHeld(lease_id.empty() ? "of this run" : lease_id,
+                                          holder.job_id);
+  if (lease_id.empty()) return ended;
+  auto held = store_->LeaseHeld(holder.job_id, lease_id);
+  if (!held.ok()) return held.status();
+  if (!*held) return ended;
+  auto job = store_->GetJob(holder.job_id);
+  if (absl::IsNotFound(job.status())) return ended;
+  if (!job.ok()) return job.status();
+  if (!holder.scope.Sees(*job)) return ended;
+  return std::make_pair(std::move(lease_id), *std::move(job));
+}
 
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> PgJobManager::BeginArtifact(
-    ArtifactHolder, const v1::ArtifactHeader&) {
-  return NotYet("artifacts");
+    ArtifactHolder holder, const v1::ArtifactHeader& header) {
+  const ArtifactLimits& limits = options_.artifacts;
+  auto start = CheckArtifactHeader(header, limits);
+  if (!start.ok()) return start.status();
+  auto held = HeldBy(holder);
+  if (!held.ok()) return held.status();
+  const Job& job = held->second;
+  int64_t reserved = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (auto it = artifact_reserved_.find(job.id()); it != artifact_reserved_.end()) {
+      reserved = it->second;
+    }
+  }
+  if (absl::Status s = CheckArtifactRoom(job, header.name(), start->size, reserved, limits);
+      !s.ok()) {
+    return s;
+  }
+  start->artifact.set_attempt(job.attempt());
+  return std::make_unique<ArtifactUpload>(this, std::move(holder), std::move(start->artifact),
+                                          start->size, header.sha256(),
+                                          limits.max_artifact_bytes);
 }
+
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> PgJobManager::BeginWorkerArtifact(
-    const v1::ArtifactHeader&, const auth::Scope&) {
-  return NotYet("artifacts");
+    const v1::ArtifactHeader& header, const auth::Scope& scope) {
+  auto job_id = LeaseJobId(header.lease_id());
+  if (!job_id.ok()) return job_id.status();
+  return BeginArtifact(ArtifactHolder{*job_id, header.lease_id(), nullptr, scope}, header);
 }
-absl::StatusOr<StoredArtifact> PgJobManager::FindArtifact(const std::string&, const std::string&,
-                                                          const auth::Scope&) const {
-  return NotYet("artifacts");
+
+absl::Status PgJobManager::ReserveArtifactBytes(const ArtifactHolder& holder,
+                                                const std::string& name, int64_t bytes) {
+  // Each chunk also checks that the holder still holds the job.
+  auto held = HeldBy(holder);
+  if (!held.ok()) return held.status();
+  const int64_t limit = options_.artifacts.max_job_artifact_bytes;
+  absl::MutexLock lock(&mu_);
+  int64_t& reserved = artifact_reserved_[holder.job_id];
+  if (CommittedArtifactBytes(held->second, name) + reserved + bytes > limit) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("job ", holder.job_id, "'s artifacts are over the limit of ", limit,
+                     " bytes per job (--max_job_artifact_bytes)"));
+  }
+  reserved += bytes;
+  return absl::OkStatus();
 }
-absl::Status PgJobManager::ReadArtifactChunk(const std::string&, const StoredArtifact&, uint32_t,
-                                             std::string*) const {
-  return NotYet("artifacts");
+
+absl::Status PgJobManager::WriteArtifactChunk(const std::string& job_id, uint64_t upload_id,
+                                              uint32_t index, std::string data, bool) {
+  return store_->WriteArtifactChunk(job_id, upload_id, index, data,
+                                    absl::ToUnixMillis(absl::Now()));
+}
+
+void PgJobManager::CommitArtifact(const ArtifactHolder& holder, v1::Artifact artifact,
+                                  const storage::ArtifactRecord& record, std::string tail,
+                                  uint32_t tail_index, bool, int64_t reserved,
+                                  ArtifactSink::Done done) {
+  auto fail = [&](absl::Status s) {
+    EndArtifactUpload(holder.job_id, record.upload_id(), /*wrote=*/true, reserved);
+    done(s);
+  };
+  std::string lease_id = holder.lease_id;
+  if (lease_id.empty()) {
+    absl::MutexLock lock(&mu_);
+    auto it = runs_.find(holder.job_id);
+    if (it != runs_.end() && it->second.control == holder.control) lease_id = it->second.lease_id;
+  }
+  if (lease_id.empty()) return fail(LeaseNotHeld("of this run", holder.job_id));
+  if (!tail.empty()) {
+    if (absl::Status s = WriteArtifactChunk(holder.job_id, record.upload_id(), tail_index,
+                                            std::move(tail), false);
+        !s.ok()) {
+      return fail(s);
+    }
+  }
+  const absl::Time now = absl::Now();
+  *artifact.mutable_create_time() = ToProto(now);
+  auto events = store_->CommitArtifact(
+      holder.job_id, lease_id, artifact.name(), record,
+      [&](Job& job, std::vector<JobEvent>& out) {
+        if (!holder.scope.Sees(job)) return LeaseNotHeld(lease_id, holder.job_id);
+        if (!HasArtifact(job, artifact.name()) &&
+            job.artifacts_size() >= options_.artifacts.max_artifacts_per_job) {
+          return CheckArtifactRoom(job, artifact.name(), std::nullopt, 0, options_.artifacts);
+        }
+        bool replaced = false;
+        for (v1::Artifact& a : *job.mutable_artifacts()) {
+          if (a.name() == artifact.name()) {
+            a = artifact;
+            replaced = true;
+          }
+        }
+        if (!replaced) *job.add_artifacts() = artifact;
+        *job.mutable_update_time() = ToProto(now);
+        JobEvent event = EventOf(JobEvent::ARTIFACT, now);
+        *event.mutable_artifact() = artifact;
+        out.push_back(std::move(event));
+        return absl::OkStatus();
+      });
+  if (!events.ok()) return fail(events.status());
+  EndArtifactUpload(holder.job_id, record.upload_id(), /*wrote=*/false, reserved);
+  done(std::move(artifact));
+}
+
+void PgJobManager::EndArtifactUpload(const std::string& job_id, uint64_t upload_id, bool wrote,
+                                     int64_t reserved) {
+  if (reserved > 0) {
+    absl::MutexLock lock(&mu_);
+    auto it = artifact_reserved_.find(job_id);
+    if (it != artifact_reserved_.end() && (it->second -= reserved) <= 0) {
+      artifact_reserved_.erase(it);
+    }
+  }
+  // A chunk left by a failure here is an orphan, removed by the sweep a day later.
+  if (wrote) store_->RemoveUpload(job_id, upload_id).IgnoreError();
+}
+
+absl::StatusOr<StoredArtifact> PgJobManager::FindArtifact(const std::string& job_id,
+                                                          const std::string& name,
+                                                          const auth::Scope& scope) const {
+  if (absl::Status s = ValidateJobId(job_id); !s.ok()) return s;
+  if (absl::Status s = v1::ValidateArtifactName(name); !s.ok()) return s;
+  auto job = store_->GetJob(job_id);
+  if (absl::IsNotFound(job.status())) return watch::JobNotFound(*store_, job_id, scope);
+  if (!job.ok()) return job.status();
+  if (!scope.Sees(*job)) return watch::NoSuchJob(job_id);
+  for (const v1::Artifact& a : job->artifacts()) {
+    if (a.name() != name) continue;
+    auto record = store_->GetArtifactRecord(job_id, name);
+    if (absl::IsNotFound(record.status())) break;  // removed meanwhile
+    if (!record.ok()) return record.status();
+    return StoredArtifact{a, *std::move(record)};
+  }
+  return NoSuchArtifact(*job, name);
+}
+
+absl::Status PgJobManager::ReadArtifactChunk(const std::string& job_id,
+                                             const StoredArtifact& artifact, uint32_t index,
+                                             std::string* data) const {
+  return store_->ReadArtifactChunk(job_id, artifact.record.upload_id(), index, data);
 }
 
 }  // namespace jobstream::jobs

@@ -8,7 +8,8 @@
 // Workers' LeaseJob calls wait here, on the server they called; a granter thread claims
 // for them when the feed says a job of theirs may be ready, and once a second regardless.
 //
-// Not yet on PostgreSQL (issue 9): artifacts, which answer UNIMPLEMENTED.
+// Artifacts' chunks go to a table as they come and are named by the artifact's commit,
+// fenced by the attempt's lease like every other change of it.
 #pragma once
 
 #include <atomic>
@@ -51,12 +52,13 @@ struct PgManagerOptions {
   absl::Duration retention = absl::Hours(168);
   // Records ListJobs examines per call before it returns a partial page.
   size_t list_scan_limit = 10000;
+  ArtifactLimits artifacts;
   // Threads that run calls answered by callback (Submit, Cancel, workers' reports...), so
   // that gRPC's own threads never wait on PostgreSQL: as many as the store's connections.
   int call_threads = 8;
 };
 
-class PgJobManager : public JobBackend {
+class PgJobManager : public JobBackend, public ArtifactSink {
  public:
   // `store` and `types` must outlive the manager.
   PgJobManager(storage::pg::PgStore* store, const JobTypes* types, PgManagerOptions options);
@@ -110,6 +112,18 @@ class PgJobManager : public JobBackend {
   void StopRunning() override ABSL_LOCKS_EXCLUDED(mu_);
   void Stop() override ABSL_LOCKS_EXCLUDED(mu_);
 
+  // ArtifactSink (artifact_upload.h).
+  absl::Status ReserveArtifactBytes(const ArtifactHolder& holder, const std::string& name,
+                                    int64_t bytes) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status WriteArtifactChunk(const std::string& job_id, uint64_t upload_id, uint32_t index,
+                                  std::string data, bool first) override;
+  void CommitArtifact(const ArtifactHolder& holder, v1::Artifact artifact,
+                      const storage::ArtifactRecord& record, std::string tail, uint32_t tail_index,
+                      bool wrote, int64_t reserved, ArtifactSink::Done done) override
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void EndArtifactUpload(const std::string& job_id, uint64_t upload_id, bool wrote,
+                         int64_t reserved) override ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   // An in-server run of this server.
   struct Run {
@@ -133,6 +147,10 @@ class PgJobManager : public JobBackend {
       ABSL_LOCKS_EXCLUDED(mu_);
   void ReportWorkNow(const v1::ReportProgressRequest& request, const auth::Scope& scope,
                      ProgressCallback done);
+  // The lease an artifact's holder attaches under (a worker's, or this server's run's),
+  // and the job as it stands if that lease still holds it.
+  absl::StatusOr<std::pair<std::string, v1::Job>> HeldBy(const ArtifactHolder& holder)
+      ABSL_LOCKS_EXCLUDED(mu_);
   bool Admits(const std::string& type) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Renews the leases of this server's runs and times out those past their deadline;
   // and, if it leads, sweeps expired leases.
@@ -186,6 +204,8 @@ class PgJobManager : public JobBackend {
     absl::Time read_at;
   };
   absl::flat_hash_map<std::string, QueuedCount> queued_ ABSL_GUARDED_BY(mu_);  // by tenant
+  // Bytes of this server's uploads in progress, by job, against the job's limit.
+  absl::flat_hash_map<std::string, int64_t> artifact_reserved_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> leading_{false};  // this server did the chores at its last renewal
   std::thread renewer_;
   std::thread granter_;

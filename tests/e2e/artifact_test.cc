@@ -23,6 +23,7 @@
 #include "tests/support/job_helpers.h"
 #include "tests/support/process.h"
 #include "tests/support/server_process.h"
+#include "tests/support/store_test.h"
 #include "tests/support/temp_dir.h"
 
 // clang says ASan is on through __has_feature; GCC through __SANITIZE_ADDRESS__.
@@ -101,9 +102,11 @@ struct UploadOptions {
   std::string content_type;
 };
 
-class ArtifactTest : public ::testing::Test {
+// Runs on each store (store_test.h); RocksArtifactTest only on RocksDB.
+class ArtifactTest : public testing::StoreTest {
  protected:
   void SetUp() override {
+    testing::StoreTest::SetUp();
     big_file_ = dir_.sub("big.src");
     std::ofstream(big_file_, std::ios::binary) << DemoBytes(kBig);
     mark_file_ = dir_.sub("outdir.txt");
@@ -130,6 +133,7 @@ echo '{"result": "written"}'
         "maxAttempts": 1},
       {"name": "remote", "external": {"leaseDuration": "60s"}}]})";
     flags.push_back("--config=" + config);
+    for (std::string& f : StoreFlags()) flags.push_back(std::move(f));
     flags_ = flags;
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
     Connect();
@@ -246,7 +250,12 @@ echo '{"result": "written"}'
   std::unique_ptr<v1::WorkerService::Stub> workers_;
 };
 
-TEST_F(ArtifactTest, BuiltInHandlerAttachesEveryEdgeSizeAndReadsBackInSlices) {
+JOBSTREAM_BOTH_STORES(ArtifactTest);
+
+// What is measured on the embedded store: its memory and its disk.
+class RocksArtifactTest : public ArtifactTest {};
+
+TEST_P(ArtifactTest, BuiltInHandlerAttachesEveryEdgeSizeAndReadsBackInSlices) {
   StartServer();
   for (int64_t size : {int64_t{0}, int64_t{1}, kChunk, kChunk + 1, 3 * kChunk + 5}) {
     SCOPED_TRACE(absl::StrCat("size ", size));
@@ -299,7 +308,7 @@ TEST_F(ArtifactTest, BuiltInHandlerAttachesEveryEdgeSizeAndReadsBackInSlices) {
             grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(ArtifactTest, WorkerUploadsAreFencedCheckedAndReplaceByName) {
+TEST_P(ArtifactTest, WorkerUploadsAreFencedCheckedAndReplaceByName) {
   StartServer();
   Job job = Submit("remote");
   v1::LeasedJob leased = LeaseOne();
@@ -399,7 +408,7 @@ TEST_F(ArtifactTest, WorkerUploadsAreFencedCheckedAndReplaceByName) {
   EXPECT_EQ(ReadArtifact(job.id(), "report.pdf").data, "third");
 }
 
-TEST_F(ArtifactTest, LimitsRefuseAndKeepNothing) {
+TEST_P(ArtifactTest, LimitsRefuseAndKeepNothing) {
   StartServer({"--max_artifact_bytes=1000000", "--max_job_artifact_bytes=1500000",
                "--max_artifacts_per_job=3"});
   Job job = Submit("remote");
@@ -430,7 +439,7 @@ TEST_F(ArtifactTest, LimitsRefuseAndKeepNothing) {
   EXPECT_EQ(ReadArtifact(job.id(), "huge.bin").status.error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
-TEST_F(ArtifactTest, ExecProgramOutputFilesBecomeArtifactsAndTheDirectoryGoes) {
+TEST_P(ArtifactTest, ExecProgramOutputFilesBecomeArtifactsAndTheDirectoryGoes) {
   StartServer();
   Job job = Submit("render");
   std::vector<JobEvent> events = testing::FollowJob(*client_, job.id());
@@ -468,7 +477,7 @@ TEST_F(ArtifactTest, ExecProgramOutputFilesBecomeArtifactsAndTheDirectoryGoes) {
       << failed.error().message();
 }
 
-TEST_F(ArtifactTest, WorkCommandUploadsOutputsAndFetchChecksThem) {
+TEST_P(ArtifactTest, WorkCommandUploadsOutputsAndFetchChecksThem) {
   StartServer();
   const std::string script = testing::WriteScript(dir_.sub("work.sh"), absl::StrCat(R"(
 cp ")", big_file_, R"(" "$JOBSTREAM_OUTPUT_DIR/frames.mp4"
@@ -519,7 +528,7 @@ echo '{"result": {"artifact": "frames.mp4"}}'
   EXPECT_FALSE(std::filesystem::exists(dir_.sub("nothing.bin.partial")));
 }
 
-TEST_F(ArtifactTest, KillNineMidUploadLeavesNoHalfArtifactAndTheRetryUploadsAgain) {
+TEST_P(ArtifactTest, KillNineMidUploadLeavesNoHalfArtifactAndTheRetryUploadsAgain) {
   StartServer();
   Job job = Submit("remote");
   v1::LeasedJob leased = LeaseOne();
@@ -552,7 +561,7 @@ TEST_F(ArtifactTest, KillNineMidUploadLeavesNoHalfArtifactAndTheRetryUploadsAgai
   EXPECT_TRUE(read.data == whole);
 }
 
-TEST_F(ArtifactTest, TwoHundredMebibytesFromEachProducerWithTheServersMemoryFlat) {
+TEST_F(RocksArtifactTest, TwoHundredMebibytesFromEachProducerWithTheServersMemoryFlat) {
   StartServer();
   const int64_t rss_at_start = PeakRss(server_->pid());
   const std::string expected_sha = Sha(DemoBytes(kBig));
@@ -612,7 +621,7 @@ TEST_F(ArtifactTest, TwoHundredMebibytesFromEachProducerWithTheServersMemoryFlat
 #endif  // under ASan, its quarantine of freed memory is what the RSS shows
 }
 
-TEST_F(ArtifactTest, DeleteAndRetentionGiveTheSpaceBack) {
+TEST_F(RocksArtifactTest, DeleteAndRetentionGiveTheSpaceBack) {
   StartServer({"--retention=2s", "--sweep_interval=500ms"});
   const std::string data_dir = dir_.sub("data");
   const int64_t empty = DirBytes(data_dir);

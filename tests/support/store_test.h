@@ -27,7 +27,11 @@ inline std::string StoreKindName(const ::testing::TestParamInfo<StoreKind>& info
 class StoreTest : public ::testing::TestWithParam<StoreKind> {
  protected:
   void SetUp() override {
-    if (GetParam() != StoreKind::kPostgres) return;
+    // A TEST_F of a fixture derived from this one runs on RocksDB only (it has no param).
+    if (::testing::UnitTest::GetInstance()->current_test_info()->value_param() != nullptr) {
+      kind_ = GetParam();
+    }
+    if (kind_ != StoreKind::kPostgres) return;
     if (!PostgresProcess::Available()) GTEST_SKIP() << "PostgreSQL 15 is not installed";
     static absl::Status* started = nullptr;
     if (started == nullptr) {
@@ -40,7 +44,7 @@ class StoreTest : public ::testing::TestWithParam<StoreKind> {
     url_ = NewDatabase();
   }
 
-  bool postgres() const { return GetParam() == StoreKind::kPostgres; }
+  bool postgres() const { return kind_ == StoreKind::kPostgres; }
   // Flags that put a server on this test's store (RocksDB: none; its data dir is given).
   // A server killed mid-run leaves its runs to be taken over when their leases expire:
   // 3 s here rather than 30 — or, restarted with the same --server_id (kServerId, as
@@ -67,6 +71,7 @@ class StoreTest : public ::testing::TestWithParam<StoreKind> {
   }
 
   static inline PostgresProcess* postgres_ = nullptr;
+  StoreKind kind_ = StoreKind::kRocksDb;
   std::string url_;
 };
 

@@ -499,6 +499,137 @@ absl::StatusOr<PgStore::Renewed> PgStore::RenewLeased(const std::string& job_id,
   return renewed;
 }
 
+absl::Status PgStore::WriteArtifactChunk(const std::string& job_id, uint64_t upload_id,
+                                         uint32_t index, const std::string& data,
+                                         int64_t now_ms) {
+  return pool_.Use([&](PgConnection& conn) {
+    return conn
+        .Exec("INSERT INTO artifact_chunks (job_id, upload_id, chunk, written_ms, data) "
+              "VALUES ($1, $2, $3, $4, $5)",
+              {PgParam::Text(job_id), PgParam::Int(static_cast<int64_t>(upload_id)),
+               PgParam::Int(index), PgParam::Int(now_ms), PgParam::Binary(data)})
+        .status();
+  });
+}
+
+absl::StatusOr<std::vector<JobEvent>> PgStore::CommitArtifact(const std::string& job_id,
+                                                              const std::string& lease_id,
+                                                              const std::string& name,
+                                                              const ArtifactRecord& record,
+                                                              const Change& change) {
+  std::vector<JobEvent> events;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    auto job = LockJob(conn, job_id);
+    if (absl::IsNotFound(job.status())) return LeaseNotHeld(job_id, lease_id);
+    if (!job.ok()) return job.status();
+    auto held = conn.Exec("SELECT 1 FROM leases WHERE job_id = $1 AND lease_id = $2",
+                          {PgParam::Text(job_id), PgParam::Text(lease_id)});
+    if (!held.ok()) return held.status();
+    if (held->rows() == 0) return LeaseNotHeld(job_id, lease_id);
+    // The artifact this one replaces: its chunks go.
+    auto old = conn.Exec(
+        "DELETE FROM artifacts WHERE job_id = $1 AND name = $2 RETURNING upload_id",
+        {PgParam::Text(job_id), PgParam::Text(name)});
+    if (!old.ok()) return old.status();
+    if (old->rows() > 0) {
+      auto old_upload = old->GetInt64(0, 0);
+      if (!old_upload.ok()) return old_upload.status();
+      if (absl::Status s = conn.Exec("DELETE FROM artifact_chunks WHERE job_id = $1 "
+                                     "AND upload_id = $2",
+                                     {PgParam::Text(job_id), PgParam::Int(*old_upload)})
+                               .status();
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (absl::Status s =
+            conn.Exec("INSERT INTO artifacts (job_id, name, upload_id, record) "
+                      "VALUES ($1, $2, $3, $4)",
+                      {PgParam::Text(job_id), PgParam::Text(name),
+                       PgParam::Int(static_cast<int64_t>(record.upload_id())),
+                       PgParam::Binary(record.SerializeAsString())})
+                .status();
+        !s.ok()) {
+      return s;
+    }
+    auto made = ChangeLocked(conn, *std::move(job), change);
+    if (!made.ok()) return made.status();
+    events = *std::move(made);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return events;
+}
+
+absl::Status PgStore::RemoveUpload(const std::string& job_id, uint64_t upload_id) {
+  return pool_.Use([&](PgConnection& conn) {
+    return conn
+        .Exec("DELETE FROM artifact_chunks WHERE job_id = $1 AND upload_id = $2",
+              {PgParam::Text(job_id), PgParam::Int(static_cast<int64_t>(upload_id))})
+        .status();
+  });
+}
+
+absl::StatusOr<int64_t> PgStore::RemoveOrphanChunks(int64_t before_ms) {
+  int64_t count = 0;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto removed = conn.Exec(
+        "DELETE FROM artifact_chunks c WHERE written_ms < $1 AND NOT EXISTS (SELECT 1 FROM "
+        "artifacts a WHERE a.job_id = c.job_id AND a.upload_id = c.upload_id)",
+        {PgParam::Int(before_ms)});
+    if (!removed.ok()) return removed.status();
+    count = removed->affected();
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return count;
+}
+
+absl::StatusOr<ArtifactRecord> PgStore::GetArtifactRecord(const std::string& job_id,
+                                                          const std::string& name) const {
+  absl::StatusOr<ArtifactRecord> found =
+      absl::NotFoundError(absl::StrCat("job ", job_id, " has no artifact \"", name, "\""));
+  absl::Status status = VisitRecords<ArtifactRecord>(
+      "SELECT record FROM artifacts WHERE job_id = $1 AND name = $2",
+      {PgParam::Text(job_id), PgParam::Text(name)}, [&](ArtifactRecord record) {
+        found = std::move(record);
+        return false;
+      });
+  if (!status.ok()) return status;
+  return found;
+}
+
+absl::Status PgStore::ReadArtifactChunk(const std::string& job_id, uint64_t upload_id,
+                                        uint32_t index, std::string* data) const {
+  return pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto row = conn.Exec(
+        "SELECT data FROM artifact_chunks WHERE job_id = $1 AND upload_id = $2 AND chunk = $3",
+        {PgParam::Text(job_id), PgParam::Int(static_cast<int64_t>(upload_id)),
+         PgParam::Int(index)},
+        /*binary_results=*/true);
+    if (!row.ok()) return row.status();
+    if (row->rows() == 0) {
+      return absl::NotFoundError("the artifact was replaced or removed while being read");
+    }
+    *data = std::string(row->Get(0, 0));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<bool> PgStore::LeaseHeld(const std::string& job_id,
+                                        const std::string& lease_id) const {
+  bool held = false;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto row = conn.Exec("SELECT 1 FROM leases WHERE job_id = $1 AND lease_id = $2",
+                         {PgParam::Text(job_id), PgParam::Text(lease_id)});
+    if (!row.ok()) return row.status();
+    held = row->rows() > 0;
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return held;
+}
+
 absl::StatusOr<int64_t> PgStore::ExtendLeases(const std::vector<std::string>& lease_ids,
                                               int64_t deadline_ms) {
   int64_t extended = 0;

@@ -137,6 +137,29 @@ class PgStore : public EventReader {
   absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> LeasesHeldBy(
       const std::string& holder) const;
 
+  // Artifacts. Chunks of an upload are written as they come (invisible until committed);
+  // CommitArtifact, fenced by `lease_id`, names the upload in `artifacts` (removing the
+  // chunks of the artifact it replaces) and applies `change` (the job's list, its
+  // ARTIFACT event). Upload ids are stored as the bits of a signed bigint.
+  absl::Status WriteArtifactChunk(const std::string& job_id, uint64_t upload_id, uint32_t index,
+                                  const std::string& data, int64_t now_ms);
+  absl::StatusOr<std::vector<v1::JobEvent>> CommitArtifact(const std::string& job_id,
+                                                           const std::string& lease_id,
+                                                           const std::string& name,
+                                                           const ArtifactRecord& record,
+                                                           const Change& change);
+  // Removes an upload's chunks.
+  absl::Status RemoveUpload(const std::string& job_id, uint64_t upload_id);
+  // Chunks no committed artifact names, written before `before_ms`; how many went.
+  absl::StatusOr<int64_t> RemoveOrphanChunks(int64_t before_ms);
+  absl::StatusOr<ArtifactRecord> GetArtifactRecord(const std::string& job_id,
+                                                   const std::string& name) const;
+  // NotFound once the upload was replaced or removed.
+  absl::Status ReadArtifactChunk(const std::string& job_id, uint64_t upload_id, uint32_t index,
+                                 std::string* data) const;
+  // Whether `lease_id` still holds the job.
+  absl::StatusOr<bool> LeaseHeld(const std::string& job_id, const std::string& lease_id) const;
+
   // The job with its params (GetJob leaves them out). NotFound when absent.
   absl::StatusOr<v1::Job> GetJobWithParams(const std::string& job_id) const;
 

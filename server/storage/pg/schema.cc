@@ -84,13 +84,17 @@ CREATE TABLE artifacts (
   record    bytea NOT NULL,             -- ArtifactRecord
   PRIMARY KEY (job_id, name)
 );
+-- Chunks are written as they come, before their artifact is committed; an upload cut
+-- off by a crash leaves chunks no artifact names, removed a day later.
 CREATE TABLE artifact_chunks (
-  job_id    text NOT NULL,
-  upload_id bigint NOT NULL,
-  chunk     integer NOT NULL,
-  data      bytea NOT NULL,
+  job_id     text NOT NULL,
+  upload_id  bigint NOT NULL,
+  chunk      integer NOT NULL,
+  written_ms bigint NOT NULL,
+  data       bytea NOT NULL,
   PRIMARY KEY (job_id, upload_id, chunk)
 );
+CREATE INDEX artifact_chunks_by_time ON artifact_chunks (written_ms);
 
 CREATE TABLE webhook_deliveries (
   job_id   text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
