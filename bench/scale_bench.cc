@@ -242,7 +242,9 @@ int main(int argc, char** argv) {
   const std::vector<std::pair<std::string, int>> setups = {
       {"RocksDB, 1 server", 0}, {"PostgreSQL, 1 server", 1}, {"PostgreSQL, 2 servers", 2}};
   int db = 0;
-  for (const auto& [name, n] : setups) {
+  for (const auto& setup : setups) {
+    const std::string& name = setup.first;
+    const int n = setup.second;  // servers; 0: RocksDB (clang 14 cannot capture a binding)
     Row row;
     row.store = name;
     auto start = [&] {

@@ -243,31 +243,10 @@ absl::Status PgStore::InsertJobs(std::vector<NewJob>& jobs) {
 absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
                                                      const google::protobuf::Struct& params,
                                                      JobEvent created) {
-  if (job.request_id().empty()) {
-    // The common case in one statement, so one round trip: a statement is a transaction of
-    // its own, and the job, its event and the announcement commit together.
-    Job stored = job;
-    std::vector<JobEvent> events = {created};
-    stored.set_last_sequence(0);
-    Number(stored, events);
-    std::vector<PgParam> params_ = JobColumns(stored);
-    params_.push_back(params.fields().empty() ? PgParam::Null()
-                                              : PgParam::Binary(params.SerializeAsString()));
-    params_.push_back(PgParam::Int(events[0].sequence()));
-    params_.push_back(PgParam::Binary(events[0].SerializeAsString()));
-    params_.push_back(PgParam::Text(kEventsChannel));
-    params_.push_back(PgParam::Text(absl::StrCat(stored.id(), " 1 1")));
-    absl::Status status = pool_.Use([&](PgConnection& conn) {
-      return conn
-          .Exec("WITH j AS (INSERT INTO jobs (id, tenant, type, state, priority, ready_ms, "
-                "create_ms, end_ms, last_sequence, record, params) VALUES ($1, $2, $3, $4, $5, "
-                "$6, $7, $8, $9, $10, $11)), e AS (INSERT INTO events (job_id, sequence, event) "
-                "VALUES ($1, $12, $13)) SELECT pg_notify($14, $15)",
-                params_)
-          .status();
-    });
-    if (!status.ok()) return status;
-    return Inserted{std::move(stored), true};
+  if (job.request_id().empty()) {  // the common case: one statement, one round trip
+    std::vector<NewJob> one = {{job, params, std::move(created)}};
+    if (absl::Status s = InsertJobs(one); !s.ok()) return s;
+    return Inserted{std::move(one[0].job), true};
   }
   Inserted out;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
