@@ -121,18 +121,23 @@ test('SSE by hand: framing, resume by header and by query, 204 past the end, 404
   assert.equal(full.headers.get('cache-control'), 'no-cache');
   assert.equal(full.headers.get('x-accel-buffering'), 'no');
   assert.ok(full.text.startsWith('retry: 2000\n\n'));
-  assert.deepEqual(full.events.map((e) => e.event), ['created', 'started', 'step', 'progress',
-    'progress', 'step', 'progress', 'progress', 'succeeded']);
-  assert.deepEqual(full.events.map((e) => e.id), ['1', '2', '3', '4', '5', '6', '7', '8', '9']);
+  // Two PROGRESS per step, unless the server replaced one nobody had seen yet (it does,
+  // under load, to bound its writes): the rest is exact.
+  const kinds = full.events.map((e) => e.event);
+  assert.deepEqual(kinds.filter((k) => k !== 'progress'),
+    ['created', 'started', 'step', 'step', 'succeeded']);
+  const n = full.events.length;
+  assert.ok(n >= 7 && n <= 9, kinds.join());
+  assert.deepEqual(full.events.map((e) => e.id), Array.from({ length: n }, (_, i) => String(i + 1)));
   for (const e of full.events) {
     assert.equal(e.data.sequence, e.id);
     assert.equal(e.data.jobId, job.body.id);
   }
-  const byHeader = await readSse(`/v1/jobs/${job.body.id}/events`, { 'Last-Event-ID': '6' });
-  assert.deepEqual(byHeader.events.map((e) => e.id), ['7', '8', '9']);
-  const byQuery = await readSse(`/v1/jobs/${job.body.id}/events?after=7`);
-  assert.deepEqual(byQuery.events.map((e) => e.id), ['8', '9']);
-  assert.equal((await fetch(`${gateway.url}/v1/jobs/${job.body.id}/events?after=9`)).status, 204);
+  const byHeader = await readSse(`/v1/jobs/${job.body.id}/events`, { 'Last-Event-ID': String(n - 3) });
+  assert.deepEqual(byHeader.events.map((e) => e.id), [n - 2, n - 1, n].map(String));
+  const byQuery = await readSse(`/v1/jobs/${job.body.id}/events?after=${n - 2}`);
+  assert.deepEqual(byQuery.events.map((e) => e.id), [n - 1, n].map(String));
+  assert.equal((await fetch(`${gateway.url}/v1/jobs/${job.body.id}/events?after=${n}`)).status, 204);
   assert.equal((await fetch(`${gateway.url}/v1/jobs/${job.body.id}/events?after=10`)).status, 204);
   assert.equal((await fetch(`${gateway.url}/v1/jobs/01m81rd5kq5g91qm659eqts4bn/events`)).status, 404);
   assert.equal((await fetch(`${gateway.url}/v1/jobs/${job.body.id}/events?after=-1`)).status, 400);
