@@ -295,13 +295,8 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
   for (const std::string& id : lease_deadlines_.TakeDue(now_ms)) {
     auto it = live_.find(id);
     if (it == live_.end()) continue;
-    const storage::LeaseRecord& lease = it->second.lease;
-    AttemptEnd end(AttemptEnd::kFailed);
-    end.error = absl::UnavailableError(absl::StrCat(
-        "lease expired: worker \"", lease.worker_id(), "\" reported nothing for ",
-        absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
-    end.retryable = true;
-    EndAttempt(id, std::move(end), nullptr).IgnoreError();  // a failed store is sticky
+    // A failed store is sticky: its error is not lost here.
+    EndAttempt(id, LeaseExpired(it->second.lease), nullptr).IgnoreError();
   }
 
   for (const std::string& id : timeouts_.TakeDue(now_ms)) {
@@ -314,12 +309,8 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
       if (!live.control->stop.HasBeenNotified()) live.control->stop.Notify();
       continue;
     }
-    AttemptEnd end(AttemptEnd::kFailed);
-    end.error = absl::DeadlineExceededError(absl::StrCat(
-        "attempt ", live.job.attempt(), " timed out after ",
-        absl::FormatDuration(types_->Of(live.job.type()).timeout)));
-    end.retryable = true;
-    EndAttempt(id, std::move(end), nullptr).IgnoreError();  // a failed store is sticky
+    EndAttempt(id, AttemptTimedOut(live.job, types_->Of(live.job.type())), nullptr)
+        .IgnoreError();  // a failed store is sticky
   }
 }
 
@@ -398,10 +389,8 @@ absl::Status JobManager::LoadLive(AttemptEnd::Kind interrupted_end, absl::string
     auto live = Load(id, /*with_params=*/false);
     if (!live.ok()) return live.status();
     ++running_[(*live)->job.type()];
-    AttemptEnd end(interrupted_end);
-    end.error = absl::UnavailableError(
-        absl::StrCat(why, " while attempt ", (*live)->job.attempt(), " was running"));
-    end.retryable = true;
+    AttemptEnd end = Interrupted((*live)->job, why);
+    end.kind = interrupted_end;
     if (absl::Status s = EndAttempt(id, std::move(end), nullptr); !s.ok()) return s;
   }
   dispatch_cv_.Signal();  // the queue may hold jobs that are due
@@ -563,12 +552,7 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
     }
     if (const int64_t queued = queue_.queued_of_tenant(scope.tenant);
         !reply && queued >= options_.limits.max_queued_per_tenant) {
-      reply = [done = std::move(done),
-               full = absl::ResourceExhaustedError(absl::StrCat(
-                   scope.tenant.empty() ? "the server"
-                                        : absl::StrCat("tenant \"", scope.tenant, "\""),
-                   " has ", queued, " queued jobs, the limit (--max_queued_per_tenant); "
-                   "submit again as they start"))] { done(full); };
+      reply = [done = std::move(done), full = QueueFull(scope.tenant, queued)] { done(full); };
     }
     if (!reply && !request_id.empty()) {
       requests_in_flight_[request_id].push_back(std::move(done));  // twins wait with it
@@ -721,11 +705,7 @@ void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, Job
       Batch batch;
       if (live.job.state() == Job::QUEUED) {
         Unqueue(live, batch);
-        live.job.set_state(Job::CANCELLED);
-        *live.job.mutable_end_time() = ToProto(now);
-        live.job.clear_next_attempt_time();
-        live.job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
-        live.job.mutable_error()->set_message("cancelled by request");
+        CancelQueued(live.job, now);
         queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
         live_.erase(it);
       } else {

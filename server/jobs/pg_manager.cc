@@ -68,24 +68,51 @@ PgJobManager::~PgJobManager() { Stop(); }
 absl::Status PgJobManager::Recover() {
   auto held = store_->LeasesHeldBy(options_.server_id);
   if (!held.ok()) return held.status();
-  const absl::Time now = absl::Now();
   for (const auto& entry : *held) {
-    const std::string& job_id = entry.first;
-    auto ended = store_->ChangeLeased(
-        job_id, entry.second.lease_id(), /*end_lease=*/true,
-        [&](Job& job, std::vector<JobEvent>& out) {
-          AttemptEnd end(AttemptEnd::kFailed);
-          end.error = absl::UnavailableError(
-              absl::StrCat("the server stopped while attempt ", job.attempt(), " was running"));
-          end.retryable = true;
-          out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end, now), now));
-          *job.mutable_update_time() = ToProto(now);
-          return absl::OkStatus();
-        });
-    if (ended.ok()) LogAll(*ended);
+    auto ended = EndLease(entry.first, entry.second.lease_id(),
+                          [](const Job& job) { return Interrupted(job, "the server stopped"); });
     if (!ended.ok() && !absl::IsFailedPrecondition(ended.status())) return ended.status();
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<JobEvent>> PgJobManager::EndLease(
+    const std::string& job_id, const std::string& lease_id,
+    const std::function<absl::StatusOr<AttemptEnd>(const Job&)>& end) {
+  const absl::Time now = absl::Now();
+  auto events = store_->ChangeLeased(
+      job_id, lease_id, /*end_lease=*/true, [&](Job& job, std::vector<JobEvent>& out) {
+        absl::StatusOr<AttemptEnd> how = end(job);
+        if (!how.ok()) return how.status();
+        out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), *how, now), now));
+        *job.mutable_update_time() = ToProto(now);
+        return absl::OkStatus();
+      });
+  if (events.ok()) LogAll(*events);
+  return events;
+}
+
+absl::StatusOr<std::vector<storage::pg::PgStore::Claimed>> PgJobManager::Claim(
+    const std::vector<std::string>& types, int limit, const std::string& worker_id,
+    absl::Duration lease_duration, std::optional<std::string> tenant) {
+  storage::pg::PgStore::ClaimOptions options;
+  options.tenant = std::move(tenant);
+  options.max_running = caps_;
+  auto claimed = store_->ClaimLeased(
+      types, absl::ToUnixMillis(absl::Now()), limit,
+      [&](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
+        // Read inside the transaction: after whatever ended to make room committed.
+        const absl::Time started = absl::Now();
+        storage::LeaseRecord lease = StartJob(job, types_->Of(job.type()), started, worker_id,
+                                              NewLeaseId(job.id()), lease_duration);
+        out.push_back(EventOf(JobEvent::STARTED, started));
+        return lease;
+      },
+      options);
+  if (claimed.ok()) {
+    for (const auto& got : *claimed) LogAll(got.events);
+  }
+  return claimed;
 }
 
 void PgJobManager::Observe(const JobEvent& event) {
@@ -134,18 +161,13 @@ void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope
   }
   auto queued = QueuedOf(scope.tenant);
   if (!queued.ok()) return done(queued.status());
-  if (*queued >= options_.limits.max_queued_per_tenant && !request.request_id().empty()) {
-    // A retry of a job in: answered with it, full or not.
-    auto twin = store_->FindRequest(scope.tenant, request.request_id());
-    if (!twin.ok()) return done(twin.status());
-    if (twin->has_value()) return done(Get((*twin)->id(), auth::Scope::Everything()));
-  }
   if (*queued >= options_.limits.max_queued_per_tenant) {
-    return done(absl::ResourceExhaustedError(absl::StrCat(
-        scope.tenant.empty() ? "the server" : absl::StrCat("tenant \"", scope.tenant, "\""),
-        " has ", *queued,
-        " queued jobs, the limit (--max_queued_per_tenant); "
-        "submit again as they start")));
+    if (!request.request_id().empty()) {  // a retry of a job in is answered with it
+      auto twin = store_->FindRequest(scope.tenant, request.request_id());
+      if (!twin.ok()) return done(twin.status());
+      if (twin->has_value()) return done(Get((*twin)->id(), auth::Scope::Everything()));
+    }
+    return done(QueueFull(scope.tenant, *queued));
   }
   Job job = NewJob(request, *types_->Find(request.type()), scope.tenant, now);
   if (request.request_id().empty()) {
@@ -261,11 +283,7 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
     if (!scope.Sees(job)) return watch::NoSuchJob(job_id);
     switch (job.state()) {
       case Job::QUEUED:
-        job.set_state(Job::CANCELLED);
-        *job.mutable_end_time() = ToProto(now);
-        job.clear_next_attempt_time();
-        job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
-        job.mutable_error()->set_message("cancelled by request");
+        CancelQueued(job, now);
         out.push_back(EventOf(JobEvent::CANCELLED, now));
         break;
       case Job::RUNNING:
@@ -280,9 +298,7 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
       case Job::CANCELLED:
         break;  // already: answered as it stands
       default:
-        return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " is ",
-                                                          Job::State_Name(job.state()),
-                                                          "; only a live job can be cancelled"));
+        return StateError(job, "only a live job can be cancelled");
     }
     changed = job;
     return absl::OkStatus();
@@ -370,8 +386,14 @@ void PgJobManager::AbandonJobWait(const std::shared_ptr<JobWait>& wait) {
 }
 
 void PgJobManager::AnswerWaits(const JobWaits::Waits& waits) const {
+  absl::flat_hash_map<std::string, absl::StatusOr<Job>> jobs;  // each read once
   for (const auto& wait : waits) {
-    wait->done(Get(wait->job_id, auth::Scope::Everything()));  // the wait was in scope
+    auto it = jobs.find(wait->job_id);
+    if (it == jobs.end()) {
+      // The wait was in scope.
+      it = jobs.emplace(wait->job_id, Get(wait->job_id, auth::Scope::Everything())).first;
+    }
+    wait->done(it->second);
   }
 }
 
@@ -391,26 +413,13 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
       if (Admits(t)) admitted.push_back(t);
     }
     if (!admitted.empty()) {
-      const absl::Time now = absl::Now();
       mu_.Unlock();  // the claim is a round trip; other runners claim meanwhile
-      auto claimed = store_->ClaimLeased(
-          admitted, absl::ToUnixMillis(now), 1,
-          [&](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
-            // Read inside the transaction: after whatever ended to make room committed.
-            const absl::Time started = absl::Now();
-            storage::LeaseRecord lease =
-                StartJob(job, types_->Of(job.type()), started, options_.server_id,
-                         NewLeaseId(job.id()), options_.run_lease);
-            out.push_back(EventOf(JobEvent::STARTED, started));
-            return lease;
-          },
-          {.tenant = std::nullopt, .max_running = caps_});
+      auto claimed = Claim(admitted, 1, options_.server_id, options_.run_lease, std::nullopt);
       mu_.Lock();
       if (!claimed.ok()) {
         std::cerr << "jobstream-server: claiming a job: " << claimed.status() << "\n";
       } else if (!claimed->empty()) {
         storage::pg::PgStore::Claimed& got = claimed->front();
-        LogAll(got.events);
         const Job& job = got.events.back().status();
         Run& run = runs_[job.id()];
         run.lease_id = got.lease.lease_id();
@@ -471,17 +480,10 @@ void PgJobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobu
     ready_cv_.SignalAll();  // a slot came free
   }
   const RunControl& control = *attempt.control;
-  const absl::Time now = absl::Now();
-  auto events = store_->ChangeLeased(
-      attempt.job_id, lease_id, /*end_lease=*/true, [&](Job& job, std::vector<JobEvent>& out) {
-        const JobType& type = types_->Of(job.type());
-        AttemptEnd end = EndOfRun(job, type, outcome, control.timed_out.load(),
-                                  control.server_stopping.load(), options_.limits.max_params_bytes);
-        out.push_back(EventOf(EndJobAttempt(job, type, end, now), now));
-        *job.mutable_update_time() = ToProto(now);
-        return absl::OkStatus();
-      });
-  if (events.ok()) LogAll(*events);
+  auto events = EndLease(attempt.job_id, lease_id, [&](const Job& job) {
+    return EndOfRun(job, types_->Of(job.type()), outcome, control.timed_out.load(),
+                    control.server_stopping.load(), options_.limits.max_params_bytes);
+  });
   if (!events.ok() && !absl::IsFailedPrecondition(events.status())) {
     // The lease stays, and expires: the job is then retried by whichever server sweeps.
     std::cerr << "jobstream-server: ending attempt " << attempt.attempt << " of job "
@@ -558,27 +560,13 @@ void PgJobManager::SweepLeases(absl::Time now) {
   auto expired = store_->ExpiredLeases(absl::ToUnixMillis(now), 100);
   if (!expired.ok()) return;  // tried again at the next renewal
   for (const auto& entry : *expired) {
-    const std::string& job_id = entry.first;
     const storage::LeaseRecord& lease = entry.second;  // (clang 14 cannot capture bindings)
-    auto ended = store_->ChangeLeased(
-        job_id, lease.lease_id(), /*end_lease=*/true, [&](Job& job, std::vector<JobEvent>& out) {
-          AttemptEnd end(AttemptEnd::kFailed);
-          const int64_t timeout_ms = lease.attempt_deadline_ms();
-          if (timeout_ms != 0 && timeout_ms <= absl::ToUnixMillis(now)) {
-            end.error = absl::DeadlineExceededError(
-                absl::StrCat("attempt ", job.attempt(), " timed out after ",
-                             absl::FormatDuration(types_->Of(job.type()).timeout)));
-          } else {
-            end.error = absl::UnavailableError(absl::StrCat(
-                "lease expired: worker \"", lease.worker_id(), "\" reported nothing for ",
-                absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
-          }
-          end.retryable = true;
-          out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end, now), now));
-          *job.mutable_update_time() = ToProto(now);
-          return absl::OkStatus();
-        });
-    if (ended.ok()) LogAll(*ended);  // else renewed or ended meanwhile: the lease fenced it
+    const int64_t timeout_ms = lease.attempt_deadline_ms();
+    EndLease(entry.first, lease.lease_id(), [&](const Job& job) {
+      return timeout_ms != 0 && timeout_ms <= absl::ToUnixMillis(now)
+                 ? AttemptTimedOut(job, types_->Of(job.type()))
+                 : LeaseExpired(lease);
+    }).IgnoreError();  // renewed or ended meanwhile: the lease fenced it
   }
 }
 
@@ -734,21 +722,8 @@ void Answer(LeaseWaiter& waiter, absl::StatusOr<v1::LeaseJobResponse> result) {
 }  // namespace
 
 int PgJobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter) {
-  const absl::Time now = absl::Now();
-  storage::pg::PgStore::ClaimOptions claim;
-  claim.tenant = waiter->tenant;
-  claim.max_running = caps_;
-  auto claimed = store_->ClaimLeased(
-      waiter->types, absl::ToUnixMillis(now), waiter->max_jobs,
-      [&](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
-        const absl::Time started = absl::Now();  // after whatever made room committed
-        storage::LeaseRecord lease =
-            StartJob(job, types_->Of(job.type()), started, waiter->worker_id, NewLeaseId(job.id()),
-                     waiter->lease_duration);
-        out.push_back(EventOf(JobEvent::STARTED, started));
-        return lease;
-      },
-      claim);
+  auto claimed = Claim(waiter->types, waiter->max_jobs, waiter->worker_id,
+                       waiter->lease_duration, waiter->tenant);
   if (!claimed.ok()) {
     Answer(*waiter, claimed.status());
     return 0;
@@ -756,7 +731,6 @@ int PgJobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter) {
   if (claimed->empty()) return 0;
   v1::LeaseJobResponse response;
   for (storage::pg::PgStore::Claimed& got : *claimed) {
-    LogAll(got.events);
     v1::LeasedJob* leased = response.add_jobs();
     *leased->mutable_job() = got.events.back().status();  // as its STARTED event has it
     *leased->mutable_job()->mutable_params() = std::move(got.params);
@@ -940,16 +914,12 @@ void PgJobManager::EndLeasedNow(const std::string& lease_id, const auth::Scope& 
                                 const JobCallback& done) {
   auto job_id = LeaseJobId(lease_id);
   if (!job_id.ok()) return done(job_id.status());
-  const absl::Time now = absl::Now();
-  auto events = store_->ChangeLeased(
-      *job_id, lease_id, /*end_lease=*/true, [&](Job& job, std::vector<JobEvent>& out) {
+  auto events =
+      EndLease(*job_id, lease_id, [&](const Job& job) -> absl::StatusOr<AttemptEnd> {
         if (!scope.Sees(job)) return LeaseNotHeld(lease_id, *job_id);
-        out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), end(job), now), now));
-        *job.mutable_update_time() = ToProto(now);
-        return absl::OkStatus();
+        return end(job);
       });
   if (!events.ok()) return done(events.status());
-  LogAll(*events);
   done(events->back().status());
 }
 
@@ -979,24 +949,24 @@ void PgJobManager::ReleaseWork(const v1::ReleaseJobRequest& request, const auth:
 // ---------------------------------------------------------------------------------------
 // Artifacts
 
-absl::StatusOr<std::pair<std::string, Job>> PgJobManager::HeldBy(const ArtifactHolder& holder) {
-  std::string lease_id = holder.lease_id;
-  if (lease_id.empty()) {
-    absl::MutexLock lock(&mu_);
-    auto it = runs_.find(holder.job_id);
-    if (it != runs_.end() && it->second.control == holder.control) lease_id = it->second.lease_id;
-  }
-  const absl::Status ended = LeaseNotHeld(lease_id.empty() ? "of this run" : lease_id,
-                                          holder.job_id);
-  if (lease_id.empty()) return ended;
-  auto held = store_->LeaseHeld(holder.job_id, lease_id);
-  if (!held.ok()) return held.status();
-  if (!*held) return ended;
-  auto job = store_->GetJob(holder.job_id);
-  if (absl::IsNotFound(job.status())) return ended;
+absl::StatusOr<std::string> PgJobManager::HolderLease(const ArtifactHolder& holder) {
+  if (!holder.lease_id.empty()) return holder.lease_id;
+  absl::MutexLock lock(&mu_);
+  auto it = runs_.find(holder.job_id);
+  if (it != runs_.end() && it->second.control == holder.control) return it->second.lease_id;
+  return absl::FailedPreconditionError(
+      absl::StrCat("the attempt of job ", holder.job_id, " that attached this has ended"));
+}
+
+absl::StatusOr<Job> PgJobManager::HeldBy(const ArtifactHolder& holder) {
+  auto lease_id = HolderLease(holder);
+  if (!lease_id.ok()) return lease_id.status();
+  auto job = store_->GetLeasedJob(holder.job_id, *lease_id);
   if (!job.ok()) return job.status();
-  if (!holder.scope.Sees(*job)) return ended;
-  return std::make_pair(std::move(lease_id), *std::move(job));
+  if (!job->has_value() || !holder.scope.Sees(**job)) {
+    return LeaseNotHeld(*lease_id, holder.job_id);
+  }
+  return **std::move(job);
 }
 
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> PgJobManager::BeginArtifact(
@@ -1006,7 +976,7 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> PgJobManager::BeginArtifact(
   if (!start.ok()) return start.status();
   auto held = HeldBy(holder);
   if (!held.ok()) return held.status();
-  const Job& job = held->second;
+  const Job& job = *held;
   int64_t reserved = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -1039,7 +1009,7 @@ absl::Status PgJobManager::ReserveArtifactBytes(const ArtifactHolder& holder,
   const int64_t limit = options_.artifacts.max_job_artifact_bytes;
   absl::MutexLock lock(&mu_);
   int64_t& reserved = artifact_reserved_[holder.job_id];
-  if (CommittedArtifactBytes(held->second, name) + reserved + bytes > limit) {
+  if (CommittedArtifactBytes(*held, name) + reserved + bytes > limit) {
     return absl::ResourceExhaustedError(
         absl::StrCat("job ", holder.job_id, "'s artifacts are over the limit of ", limit,
                      " bytes per job (--max_job_artifact_bytes)"));
@@ -1062,13 +1032,9 @@ void PgJobManager::CommitArtifact(const ArtifactHolder& holder, v1::Artifact art
     EndArtifactUpload(holder.job_id, record.upload_id(), /*wrote=*/true, reserved);
     done(s);
   };
-  std::string lease_id = holder.lease_id;
-  if (lease_id.empty()) {
-    absl::MutexLock lock(&mu_);
-    auto it = runs_.find(holder.job_id);
-    if (it != runs_.end() && it->second.control == holder.control) lease_id = it->second.lease_id;
-  }
-  if (lease_id.empty()) return fail(LeaseNotHeld("of this run", holder.job_id));
+  auto held_by = HolderLease(holder);
+  if (!held_by.ok()) return fail(held_by.status());
+  const std::string& lease_id = *held_by;
   if (!tail.empty()) {
     if (absl::Status s = WriteArtifactChunk(holder.job_id, record.upload_id(), tail_index,
                                             std::move(tail), false);
@@ -1082,9 +1048,11 @@ void PgJobManager::CommitArtifact(const ArtifactHolder& holder, v1::Artifact art
       holder.job_id, lease_id, artifact.name(), record,
       [&](Job& job, std::vector<JobEvent>& out) {
         if (!holder.scope.Sees(job)) return LeaseNotHeld(lease_id, holder.job_id);
-        if (!HasArtifact(job, artifact.name()) &&
-            job.artifacts_size() >= options_.artifacts.max_artifacts_per_job) {
-          return CheckArtifactRoom(job, artifact.name(), std::nullopt, 0, options_.artifacts);
+        // The count again, under the job's lock: another upload may have committed.
+        if (absl::Status s =
+                CheckArtifactRoom(job, artifact.name(), std::nullopt, 0, options_.artifacts);
+            !s.ok()) {
+          return s;
         }
         bool replaced = false;
         for (v1::Artifact& a : *job.mutable_artifacts()) {

@@ -147,10 +147,11 @@ class PgJobManager : public JobBackend, public ArtifactSink {
       ABSL_LOCKS_EXCLUDED(mu_);
   void ReportWorkNow(const v1::ReportProgressRequest& request, const auth::Scope& scope,
                      ProgressCallback done);
-  // The lease an artifact's holder attaches under (a worker's, or this server's run's),
-  // and the job as it stands if that lease still holds it.
-  absl::StatusOr<std::pair<std::string, v1::Job>> HeldBy(const ArtifactHolder& holder)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // The lease an artifact's holder attaches under: a worker's, or this server's run's
+  // (FAILED_PRECONDITION once that run ended).
+  absl::StatusOr<std::string> HolderLease(const ArtifactHolder& holder) ABSL_LOCKS_EXCLUDED(mu_);
+  // The job as it stands, if the holder's lease still holds it (one query).
+  absl::StatusOr<v1::Job> HeldBy(const ArtifactHolder& holder) ABSL_LOCKS_EXCLUDED(mu_);
   bool Admits(const std::string& type) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Renews the leases of this server's runs and times out those past their deadline;
   // and, if it leads, sweeps expired leases.
@@ -160,6 +161,17 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   // Ends the attempts whose leases expired — of workers that went quiet, and of servers
   // that died mid-run — as failed and retryable, and those past their timeout.
   void SweepLeases(absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends the attempt `lease_id` holds on `job_id` as `end` says, given the job as stored
+  // (its error changes nothing); the events, logged. FAILED_PRECONDITION if the lease no
+  // longer holds the job.
+  absl::StatusOr<std::vector<v1::JobEvent>> EndLease(
+      const std::string& job_id, const std::string& lease_id,
+      const std::function<absl::StatusOr<AttemptEnd>(const v1::Job&)>& end);
+  // Claims up to `limit` ready jobs of `types` (only `tenant`'s, if given) as attempts of
+  // `worker_id`, under leases of `lease_duration` (zero: the type's); logged.
+  absl::StatusOr<std::vector<storage::pg::PgStore::Claimed>> Claim(
+      const std::vector<std::string>& types, int limit, const std::string& worker_id,
+      absl::Duration lease_duration, std::optional<std::string> tenant);
   // Claims jobs for a LeaseJob call; how many (0 when none, or the error was answered).
   int Grant(const std::shared_ptr<LeaseWaiter>& waiter) ABSL_LOCKS_EXCLUDED(mu_);
   // Answers waiting LeaseJob calls: with jobs as they become ready, empty at their deadline.

@@ -49,6 +49,45 @@ void LogStateChange(const JobEvent& event) {
   }
 }
 
+AttemptEnd LeaseExpired(const storage::LeaseRecord& lease) {
+  AttemptEnd end(AttemptEnd::kFailed);
+  end.error = absl::UnavailableError(absl::StrCat(
+      "lease expired: worker \"", lease.worker_id(), "\" reported nothing for ",
+      absl::FormatDuration(absl::Milliseconds(lease.duration_ms()))));
+  end.retryable = true;
+  return end;
+}
+
+AttemptEnd AttemptTimedOut(const Job& job, const JobType& type) {
+  AttemptEnd end(AttemptEnd::kFailed);
+  end.error = absl::DeadlineExceededError(absl::StrCat(
+      "attempt ", job.attempt(), " timed out after ", absl::FormatDuration(type.timeout)));
+  end.retryable = true;
+  return end;
+}
+
+AttemptEnd Interrupted(const Job& job, absl::string_view why) {
+  AttemptEnd end(AttemptEnd::kFailed);
+  end.error = absl::UnavailableError(
+      absl::StrCat(why, " while attempt ", job.attempt(), " was running"));
+  end.retryable = true;
+  return end;
+}
+
+void CancelQueued(Job& job, absl::Time now) {
+  job.set_state(Job::CANCELLED);
+  *job.mutable_end_time() = ToProto(now);
+  job.clear_next_attempt_time();
+  job.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kCancelled));
+  job.mutable_error()->set_message("cancelled by request");
+}
+
+absl::Status QueueFull(const std::string& tenant, int64_t queued) {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      tenant.empty() ? "the server" : absl::StrCat("tenant \"", tenant, "\""), " has ", queued,
+      " queued jobs, the limit (--max_queued_per_tenant); submit again as they start"));
+}
+
 absl::Status StateError(const v1::Job& job, absl::string_view what) {
   return absl::FailedPreconditionError(absl::StrCat("job ", job.id(), " is ",
                                                     v1::Job::State_Name(job.state()), "; ", what));
@@ -98,9 +137,7 @@ AttemptEnd EndOfRun(const Job& job, const JobType& type,
   } else if (outcome.status().code() == absl::StatusCode::kCancelled && job.cancel_requested()) {
     end.error = outcome.status();
   } else if (timed_out) {
-    end.error = absl::DeadlineExceededError(absl::StrCat(
-        "attempt ", job.attempt(), " timed out after ", absl::FormatDuration(type.timeout)));
-    end.retryable = true;
+    end = AttemptTimedOut(job, type);
   } else if (server_stopping) {
     end.kind = AttemptEnd::kRequeue;
     end.error = absl::UnavailableError("the server stopped; the job runs again when it starts");

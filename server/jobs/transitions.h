@@ -29,6 +29,19 @@ struct AttemptEnd {
 // One log line per committed state change (not per step, progress or artifact).
 void LogStateChange(const v1::JobEvent& event);
 
+// Attempts ended by the server rather than by whoever ran them, each failed and
+// retryable: a lease nobody renewed, an attempt past its type's timeout, an attempt
+// running when its server stopped (`why`: "the server stopped").
+AttemptEnd LeaseExpired(const storage::LeaseRecord& lease);
+AttemptEnd AttemptTimedOut(const v1::Job& job, const JobType& type);
+AttemptEnd Interrupted(const v1::Job& job, absl::string_view why);
+
+// A QUEUED job cancelled on request (its CANCELLED event is the caller's to add).
+void CancelQueued(v1::Job& job, absl::Time now);
+
+// RESOURCE_EXHAUSTED for a Submit of `tenant`, whose `queued` jobs reached the limit.
+absl::Status QueueFull(const std::string& tenant, int64_t queued);
+
 // FAILED_PRECONDITION: "job <id> is <STATE>; <what>".
 absl::Status StateError(const v1::Job& job, absl::string_view what);
 

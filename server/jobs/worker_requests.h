@@ -14,6 +14,7 @@
 #include "server/jobs/job_types.h"
 #include "server/jobs/leases.h"
 #include "server/jobs/transitions.h"
+#include "server/storage/lease_status.h"
 
 namespace jobstream::jobs {
 
@@ -37,7 +38,6 @@ absl::StatusOr<AttemptEnd> CompletionOf(const v1::CompleteJobRequest& request,
 absl::StatusOr<AttemptEnd> FailureOf(const v1::FailJobRequest& request);
 AttemptEnd ReleaseOf(absl::string_view worker_id);
 
-// FAILED_PRECONDITION for a lease the caller no longer holds: drop the job.
-absl::Status LeaseNotHeld(absl::string_view lease_id, absl::string_view job_id);
+using storage::LeaseNotHeld;
 
 }  // namespace jobstream::jobs

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "jobstream/v1/job_states.h"
+#include "server/storage/lease_status.h"
 #include "server/storage/pg/schema.h"
 
 namespace jobstream::storage::pg {
@@ -328,10 +329,24 @@ absl::Status PgStore::VisitRecords(absl::string_view sql, const std::vector<PgPa
 
 namespace {
 
-absl::Status LeaseNotHeld(const std::string& job_id, const std::string& lease_id) {
-  return absl::FailedPreconditionError(
-      absl::StrCat("lease ", lease_id, " is no longer held (it expired, or job ", job_id,
-                   " was released, leased again, cancelled or finished); drop the job"));
+// The job `lease_id` holds, its row locked (every change takes it first), and the lease,
+// deleted if `end_lease`. FAILED_PRECONDITION if the lease no longer holds the job.
+absl::StatusOr<std::pair<Job, LeaseRecord>> LockLeased(PgConnection& conn,
+                                                       const std::string& job_id,
+                                                       const std::string& lease_id,
+                                                       bool end_lease) {
+  auto job = LockJob(conn, job_id);
+  if (absl::IsNotFound(job.status())) return LeaseNotHeld(lease_id, job_id);
+  if (!job.ok()) return job.status();
+  auto held = conn.Exec(
+      end_lease ? "DELETE FROM leases WHERE job_id = $1 AND lease_id = $2 RETURNING record"
+                : "SELECT record FROM leases WHERE job_id = $1 AND lease_id = $2",
+      {PgParam::Text(job_id), PgParam::Text(lease_id)}, /*binary_results=*/true);
+  if (!held.ok()) return held.status();
+  if (held->rows() == 0) return LeaseNotHeld(lease_id, job_id);
+  auto lease = Parse<LeaseRecord>(held->Get(0, 0), "a lease");
+  if (!lease.ok()) return lease.status();
+  return std::make_pair(*std::move(job), *std::move(lease));
 }
 
 }  // namespace
@@ -426,15 +441,9 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::ChangeLeased(const std::string& j
                                                             bool end_lease, const Change& change) {
   std::vector<JobEvent> events;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
-    auto job = LockJob(conn, job_id);  // the job's row first, as every change takes it
-    if (absl::IsNotFound(job.status())) return LeaseNotHeld(job_id, lease_id);
-    if (!job.ok()) return job.status();
-    auto held = conn.Exec(end_lease ? "DELETE FROM leases WHERE job_id = $1 AND lease_id = $2"
-                                    : "SELECT 1 FROM leases WHERE job_id = $1 AND lease_id = $2",
-                          {PgParam::Text(job_id), PgParam::Text(lease_id)});
+    auto held = LockLeased(conn, job_id, lease_id, end_lease);
     if (!held.ok()) return held.status();
-    if ((end_lease ? held->affected() : held->rows()) == 0) return LeaseNotHeld(job_id, lease_id);
-    auto made = ChangeLocked(conn, *std::move(job), change);
+    auto made = ChangeLocked(conn, std::move(held->first), change);
     if (!made.ok()) return made.status();
     events = *std::move(made);
     return absl::OkStatus();
@@ -449,16 +458,9 @@ absl::StatusOr<PgStore::Renewed> PgStore::RenewLeased(const std::string& job_id,
                                                       const Change& change) {
   Renewed renewed;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
-    auto job = LockJob(conn, job_id);
-    if (absl::IsNotFound(job.status())) return LeaseNotHeld(job_id, lease_id);
-    if (!job.ok()) return job.status();
-    auto held = conn.Exec("SELECT record FROM leases WHERE job_id = $1 AND lease_id = $2",
-                          {PgParam::Text(job_id), PgParam::Text(lease_id)},
-                          /*binary_results=*/true);
+    auto held = LockLeased(conn, job_id, lease_id, /*end_lease=*/false);
     if (!held.ok()) return held.status();
-    if (held->rows() == 0) return LeaseNotHeld(job_id, lease_id);
-    auto lease = Parse<LeaseRecord>(held->Get(0, 0), "a lease");
-    if (!lease.ok()) return lease.status();
+    LeaseRecord* lease = &held->second;
     if (duration_ms > 0) lease->set_duration_ms(duration_ms);
     lease->set_deadline_ms(now_ms + lease->duration_ms());
     if (absl::Status s = conn.Exec("UPDATE leases SET deadline_ms = $2, record = $3 "
@@ -469,9 +471,9 @@ absl::StatusOr<PgStore::Renewed> PgStore::RenewLeased(const std::string& job_id,
         !s.ok()) {
       return s;
     }
-    auto made = ChangeLocked(conn, *std::move(job), change, &renewed.job);
+    auto made = ChangeLocked(conn, std::move(held->first), change, &renewed.job);
     if (!made.ok()) return made.status();
-    renewed.lease = *std::move(lease);
+    renewed.lease = std::move(*lease);
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
@@ -498,13 +500,8 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::CommitArtifact(const std::string&
                                                               const Change& change) {
   std::vector<JobEvent> events;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
-    auto job = LockJob(conn, job_id);
-    if (absl::IsNotFound(job.status())) return LeaseNotHeld(job_id, lease_id);
-    if (!job.ok()) return job.status();
-    auto held = conn.Exec("SELECT 1 FROM leases WHERE job_id = $1 AND lease_id = $2",
-                          {PgParam::Text(job_id), PgParam::Text(lease_id)});
+    auto held = LockLeased(conn, job_id, lease_id, /*end_lease=*/false);
     if (!held.ok()) return held.status();
-    if (held->rows() == 0) return LeaseNotHeld(job_id, lease_id);
     // The artifact this one replaces: its chunks go.
     auto old = conn.Exec(
         "DELETE FROM artifacts WHERE job_id = $1 AND name = $2 RETURNING upload_id",
@@ -531,7 +528,7 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::CommitArtifact(const std::string&
         !s.ok()) {
       return s;
     }
-    auto made = ChangeLocked(conn, *std::move(job), change);
+    auto made = ChangeLocked(conn, std::move(held->first), change);
     if (!made.ok()) return made.status();
     events = *std::move(made);
     return absl::OkStatus();
@@ -595,16 +592,16 @@ absl::Status PgStore::ReadArtifactChunk(const std::string& job_id, uint64_t uplo
   });
 }
 
-absl::StatusOr<bool> PgStore::LeaseHeld(const std::string& job_id,
-                                        const std::string& lease_id) const {
-  bool held = false;
-  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
-    auto row = conn.Exec("SELECT 1 FROM leases WHERE job_id = $1 AND lease_id = $2",
-                         {PgParam::Text(job_id), PgParam::Text(lease_id)});
-    if (!row.ok()) return row.status();
-    held = row->rows() > 0;
-    return absl::OkStatus();
-  });
+absl::StatusOr<std::optional<Job>> PgStore::GetLeasedJob(const std::string& job_id,
+                                                         const std::string& lease_id) const {
+  std::optional<Job> held;
+  absl::Status status = VisitRecords<Job>(
+      "SELECT j.record FROM jobs j JOIN leases l ON l.job_id = j.id "
+      "WHERE j.id = $1 AND l.lease_id = $2",
+      {PgParam::Text(job_id), PgParam::Text(lease_id)}, [&](Job job) {
+        held = std::move(job);
+        return false;
+      });
   if (!status.ok()) return status;
   return held;
 }

@@ -157,8 +157,9 @@ class PgStore : public EventReader {
   // NotFound once the upload was replaced or removed.
   absl::Status ReadArtifactChunk(const std::string& job_id, uint64_t upload_id, uint32_t index,
                                  std::string* data) const;
-  // Whether `lease_id` still holds the job.
-  absl::StatusOr<bool> LeaseHeld(const std::string& job_id, const std::string& lease_id) const;
+  // The job (without params), if `lease_id` still holds it.
+  absl::StatusOr<std::optional<v1::Job>> GetLeasedJob(const std::string& job_id,
+                                                      const std::string& lease_id) const;
 
   // The job with its params (GetJob leaves them out). NotFound when absent.
   absl::StatusOr<v1::Job> GetJobWithParams(const std::string& job_id) const;
