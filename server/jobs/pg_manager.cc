@@ -722,8 +722,8 @@ void Answer(LeaseWaiter& waiter, absl::StatusOr<v1::LeaseJobResponse> result) {
 }  // namespace
 
 int PgJobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter) {
-  auto claimed = Claim(waiter->types, waiter->max_jobs, waiter->worker_id,
-                       waiter->lease_duration, waiter->tenant);
+  auto claimed = Claim(waiter->types, waiter->max_jobs, waiter->worker_id, waiter->lease_duration,
+                       waiter->tenant);
   if (!claimed.ok()) {
     Answer(*waiter, claimed.status());
     return 0;
@@ -875,8 +875,8 @@ void PgJobManager::ReportWork(const v1::ReportProgressRequest& request, const au
       [this, request, scope, done = std::move(done)] { ReportWorkNow(request, scope, done); });
 }
 
-void PgJobManager::ReportWorkNow(const v1::ReportProgressRequest& request,
-                                 const auth::Scope& scope, ProgressCallback done) {
+void PgJobManager::ReportWorkNow(const v1::ReportProgressRequest& request, const auth::Scope& scope,
+                                 ProgressCallback done) {
   auto extension = ParseReportProgress(request);
   if (!extension.ok()) return done(extension.status());
   auto job_id = LeaseJobId(request.lease_id());
@@ -914,11 +914,10 @@ void PgJobManager::EndLeasedNow(const std::string& lease_id, const auth::Scope& 
                                 const JobCallback& done) {
   auto job_id = LeaseJobId(lease_id);
   if (!job_id.ok()) return done(job_id.status());
-  auto events =
-      EndLease(*job_id, lease_id, [&](const Job& job) -> absl::StatusOr<AttemptEnd> {
-        if (!scope.Sees(job)) return LeaseNotHeld(lease_id, *job_id);
-        return end(job);
-      });
+  auto events = EndLease(*job_id, lease_id, [&](const Job& job) -> absl::StatusOr<AttemptEnd> {
+    if (!scope.Sees(job)) return LeaseNotHeld(lease_id, *job_id);
+    return end(job);
+  });
   if (!events.ok()) return done(events.status());
   done(events->back().status());
 }
@@ -927,16 +926,18 @@ void PgJobManager::CompleteWork(const v1::CompleteJobRequest& request, const aut
                                 JobCallback done) {
   auto end = CompletionOf(request, options_.limits.max_params_bytes);
   if (!end.ok()) return done(end.status());
-  EndLeased(request.lease_id(), scope, [end = *std::move(end)](const Job&) { return end; },
-            std::move(done));
+  EndLeased(
+      request.lease_id(), scope, [end = *std::move(end)](const Job&) { return end; },
+      std::move(done));
 }
 
 void PgJobManager::FailWork(const v1::FailJobRequest& request, const auth::Scope& scope,
                             JobCallback done) {
   auto end = FailureOf(request);
   if (!end.ok()) return done(end.status());
-  EndLeased(request.lease_id(), scope, [end = *std::move(end)](const Job&) { return end; },
-            std::move(done));
+  EndLeased(
+      request.lease_id(), scope, [end = *std::move(end)](const Job&) { return end; },
+      std::move(done));
 }
 
 void PgJobManager::ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
@@ -990,8 +991,7 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> PgJobManager::BeginArtifact(
   }
   start->artifact.set_attempt(job.attempt());
   return std::make_unique<ArtifactUpload>(this, std::move(holder), std::move(start->artifact),
-                                          start->size, header.sha256(),
-                                          limits.max_artifact_bytes);
+                                          start->size, header.sha256(), limits.max_artifact_bytes);
 }
 
 absl::StatusOr<std::unique_ptr<ArtifactUpload>> PgJobManager::BeginWorkerArtifact(
@@ -1010,9 +1010,9 @@ absl::Status PgJobManager::ReserveArtifactBytes(const ArtifactHolder& holder,
   absl::MutexLock lock(&mu_);
   int64_t& reserved = artifact_reserved_[holder.job_id];
   if (CommittedArtifactBytes(*held, name) + reserved + bytes > limit) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("job ", holder.job_id, "'s artifacts are over the limit of ", limit,
-                     " bytes per job (--max_job_artifact_bytes)"));
+    return absl::ResourceExhaustedError(absl::StrCat("job ", holder.job_id,
+                                                     "'s artifacts are over the limit of ", limit,
+                                                     " bytes per job (--max_job_artifact_bytes)"));
   }
   reserved += bytes;
   return absl::OkStatus();
@@ -1045,8 +1045,7 @@ void PgJobManager::CommitArtifact(const ArtifactHolder& holder, v1::Artifact art
   const absl::Time now = absl::Now();
   *artifact.mutable_create_time() = ToProto(now);
   auto events = store_->CommitArtifact(
-      holder.job_id, lease_id, artifact.name(), record,
-      [&](Job& job, std::vector<JobEvent>& out) {
+      holder.job_id, lease_id, artifact.name(), record, [&](Job& job, std::vector<JobEvent>& out) {
         if (!holder.scope.Sees(job)) return LeaseNotHeld(lease_id, holder.job_id);
         // The count again, under the job's lock: another upload may have committed.
         if (absl::Status s =

@@ -10,9 +10,9 @@ namespace jobstream::storage {
 
 // FAILED_PRECONDITION: drop the job.
 inline absl::Status LeaseNotHeld(absl::string_view lease_id, absl::string_view job_id) {
-  return absl::FailedPreconditionError(absl::StrCat(
-      "lease ", lease_id, " is no longer held (it expired, or job ", job_id,
-      " was released, leased again, cancelled or finished); drop the job"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("lease ", lease_id, " is no longer held (it expired, or job ", job_id,
+                   " was released, leased again, cancelled or finished); drop the job"));
 }
 
 }  // namespace jobstream::storage

@@ -228,8 +228,7 @@ absl::Status PgStore::InsertJobs(std::vector<NewJob>& jobs) {
     absl::StrAppend(&job_rows, i > 0 ? ", " : "", "(");
     for (int c = 1; c <= 11; ++c) absl::StrAppend(&job_rows, c > 1 ? ", $" : "$", b + c);
     job_rows += ")";
-    absl::StrAppend(&event_rows, i > 0 ? ", " : "", "($", b + 1, ", $", b + 12, ", $", b + 13,
-                    ")");
+    absl::StrAppend(&event_rows, i > 0 ? ", " : "", "($", b + 1, ", $", b + 12, ", $", b + 13, ")");
     absl::StrAppend(&notices, i > 0 ? ", " : "", "($", b + 14, ")");
   }
   params.push_back(PgParam::Text(kEventsChannel));
@@ -453,9 +452,8 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::ChangeLeased(const std::string& j
 }
 
 absl::StatusOr<PgStore::Renewed> PgStore::RenewLeased(const std::string& job_id,
-                                                      const std::string& lease_id,
-                                                      int64_t now_ms, int64_t duration_ms,
-                                                      const Change& change) {
+                                                      const std::string& lease_id, int64_t now_ms,
+                                                      int64_t duration_ms, const Change& change) {
   Renewed renewed;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
     auto held = LockLeased(conn, job_id, lease_id, /*end_lease=*/false);
@@ -481,14 +479,14 @@ absl::StatusOr<PgStore::Renewed> PgStore::RenewLeased(const std::string& job_id,
 }
 
 absl::Status PgStore::WriteArtifactChunk(const std::string& job_id, uint64_t upload_id,
-                                         uint32_t index, const std::string& data,
-                                         int64_t now_ms) {
+                                         uint32_t index, const std::string& data, int64_t now_ms) {
   return pool_.Use([&](PgConnection& conn) {
     return conn
-        .Exec("INSERT INTO artifact_chunks (job_id, upload_id, chunk, written_ms, data) "
-              "VALUES ($1, $2, $3, $4, $5)",
-              {PgParam::Text(job_id), PgParam::Int(static_cast<int64_t>(upload_id)),
-               PgParam::Int(index), PgParam::Int(now_ms), PgParam::Binary(data)})
+        .Exec(
+            "INSERT INTO artifact_chunks (job_id, upload_id, chunk, written_ms, data) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            {PgParam::Text(job_id), PgParam::Int(static_cast<int64_t>(upload_id)),
+             PgParam::Int(index), PgParam::Int(now_ms), PgParam::Binary(data)})
         .status();
   });
 }
@@ -503,9 +501,9 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::CommitArtifact(const std::string&
     auto held = LockLeased(conn, job_id, lease_id, /*end_lease=*/false);
     if (!held.ok()) return held.status();
     // The artifact this one replaces: its chunks go.
-    auto old = conn.Exec(
-        "DELETE FROM artifacts WHERE job_id = $1 AND name = $2 RETURNING upload_id",
-        {PgParam::Text(job_id), PgParam::Text(name)});
+    auto old =
+        conn.Exec("DELETE FROM artifacts WHERE job_id = $1 AND name = $2 RETURNING upload_id",
+                  {PgParam::Text(job_id), PgParam::Text(name)});
     if (!old.ok()) return old.status();
     if (old->rows() > 0) {
       auto old_upload = old->GetInt64(0, 0);
@@ -518,13 +516,12 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::CommitArtifact(const std::string&
         return s;
       }
     }
-    if (absl::Status s =
-            conn.Exec("INSERT INTO artifacts (job_id, name, upload_id, record) "
-                      "VALUES ($1, $2, $3, $4)",
-                      {PgParam::Text(job_id), PgParam::Text(name),
-                       PgParam::Int(static_cast<int64_t>(record.upload_id())),
-                       PgParam::Binary(record.SerializeAsString())})
-                .status();
+    if (absl::Status s = conn.Exec("INSERT INTO artifacts (job_id, name, upload_id, record) "
+                                   "VALUES ($1, $2, $3, $4)",
+                                   {PgParam::Text(job_id), PgParam::Text(name),
+                                    PgParam::Int(static_cast<int64_t>(record.upload_id())),
+                                    PgParam::Binary(record.SerializeAsString())})
+                             .status();
         !s.ok()) {
       return s;
     }
@@ -580,8 +577,7 @@ absl::Status PgStore::ReadArtifactChunk(const std::string& job_id, uint64_t uplo
   return pool_.Use([&](PgConnection& conn) -> absl::Status {
     auto row = conn.Exec(
         "SELECT data FROM artifact_chunks WHERE job_id = $1 AND upload_id = $2 AND chunk = $3",
-        {PgParam::Text(job_id), PgParam::Int(static_cast<int64_t>(upload_id)),
-         PgParam::Int(index)},
+        {PgParam::Text(job_id), PgParam::Int(static_cast<int64_t>(upload_id)), PgParam::Int(index)},
         /*binary_results=*/true);
     if (!row.ok()) return row.status();
     if (row->rows() == 0) {
@@ -773,8 +769,8 @@ absl::Status PgStore::VisitJobsNewestFirst(const JobQuery& query,
       "AND ($2 = '' OR type = $2) AND ($3::text IS NULL OR tenant = $3) "
       "AND (create_ms, id) < ($4, $5) ORDER BY create_ms DESC, id DESC LIMIT $6",
       {PgParam::Text(states), PgParam::Text(query.type),
-       query.tenant ? PgParam::Text(*query.tenant) : PgParam::Null(),
-       PgParam::Int(query.before_ms), PgParam::Text(query.before_id), PgParam::Int(query.limit)},
+       query.tenant ? PgParam::Text(*query.tenant) : PgParam::Null(), PgParam::Int(query.before_ms),
+       PgParam::Text(query.before_id), PgParam::Int(query.limit)},
       [&](Job job) { return visit(job); });
 }
 
@@ -805,8 +801,9 @@ absl::Status PgStore::RemoveJob(const std::string& job_id,
     auto job = LockJob(conn, job_id);
     if (!job.ok()) return job.status();
     if (absl::Status s = check(*job); !s.ok()) return s;
-    return RemoveJobs(conn, "$3",
-                      {PgParam::Int(now_ms), PgParam::Text(std::string(reason)), PgParam::Text(job_id)})
+    return RemoveJobs(
+               conn, "$3",
+               {PgParam::Int(now_ms), PgParam::Text(std::string(reason)), PgParam::Text(job_id)})
         .status();
   });
 }
