@@ -145,4 +145,27 @@ double Percentile(std::vector<double>& v, double q) {
   return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))];
 }
 
+void WatchToEnd(const std::vector<std::unique_ptr<v1::JobService::Stub>>& stubs,
+                const std::string& job_id, int n, absl::Duration timeout, Watcher::Stats* stats,
+                const std::string& authorization) {
+  std::vector<std::unique_ptr<Watcher>> watchers;
+  for (int i = 0; i < n; ++i) {
+    watchers.push_back(
+        std::make_unique<Watcher>(stubs[i % stubs.size()].get(), job_id, stats, authorization));
+  }
+  auto all_done = [&](absl::Time until) {
+    for (;;) {
+      {
+        absl::MutexLock lock(&stats->mu);
+        if (stats->done == n) return true;
+      }
+      if (absl::Now() > until) return false;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  };
+  if (all_done(absl::Now() + timeout)) return;
+  for (auto& w : watchers) w->Cancel();  // a watcher is freed only once its call ended
+  all_done(absl::Now() + absl::Seconds(10));
+}
+
 }  // namespace jobstream::bench

@@ -90,4 +90,10 @@ class Watcher : public grpc::ClientReadReactor<v1::JobEvent> {
   bool seen_ = false;
 };
 
+// `n` watchers of `job_id`, spread over `stubs`, held until every one has finished or
+// `timeout` passed (the rest are then cancelled); what they saw is in `stats`.
+void WatchToEnd(const std::vector<std::unique_ptr<v1::JobService::Stub>>& stubs,
+                const std::string& job_id, int n, absl::Duration timeout, Watcher::Stats* stats,
+                const std::string& authorization = "");
+
 }  // namespace jobstream::bench

@@ -233,18 +233,7 @@ int main(int argc, char** argv) {
     Watcher::Stats stats;
     std::vector<std::unique_ptr<JobService::Stub>> stubs;
     for (auto& c : channels) stubs.push_back(JobService::NewStub(c));
-    std::vector<std::unique_ptr<Watcher>> watchers;
-    for (int i = 0; i < n; ++i) {
-      watchers.push_back(std::make_unique<Watcher>(stubs[i % stubs.size()].get(), job.id(), &stats));
-    }
-    const absl::Time wait_end = absl::Now() + span + absl::Seconds(30);
-    for (;;) {
-      {
-        absl::MutexLock lock(&stats.mu);
-        if (stats.done == n || absl::Now() > wait_end) break;
-      }
-      absl::SleepFor(absl::Milliseconds(50));
-    }
+    jobstream::bench::WatchToEnd(stubs, job.id(), n, span + absl::Seconds(30), &stats);
     absl::MutexLock lock(&stats.mu);
     const double per_second = stats.progress / absl::ToDoubleSeconds(span);
     line("| fan-out | figure |");

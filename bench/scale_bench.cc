@@ -76,15 +76,13 @@ std::unique_ptr<Servers> StartServers(const std::string& bin, const std::string&
 }
 
 // A fresh database on `pg`; its URL.
-std::string NewDatabase(jobstream::testing::PostgresProcess& pg, const std::string& name) {
-  auto [code, out] = jobstream::testing::RunCommand(
-      absl::StrCat("/usr/lib/postgresql/15/bin/psql -q -h 127.0.0.1 -p ", pg.port(),
-                   " -U postgres -c 'CREATE DATABASE ", name, "' postgres 2>&1"));
-  if (code != 0) {
-    std::cerr << "CREATE DATABASE failed: " << out << "\n";
+std::string NewDatabase(jobstream::testing::PostgresProcess& pg) {
+  auto url = pg.NewDatabase();
+  if (!url.ok()) {
+    std::cerr << url.status() << "\n";
     exit(1);
   }
-  return absl::StrCat("postgresql://postgres@127.0.0.1:", pg.port(), "/", name);
+  return *url;
 }
 
 // pgbench running Submit's writes (a job row, its CREATED event, a NOTIFY) on `url`'s
@@ -187,18 +185,7 @@ FanOut Fan(Servers& servers) {
   Watcher::Stats stats;
   std::vector<std::unique_ptr<JobService::Stub>> stubs;
   for (auto& c : servers.channels) stubs.push_back(JobService::NewStub(c));
-  std::vector<std::unique_ptr<Watcher>> watchers;
-  for (int i = 0; i < n; ++i) {
-    watchers.push_back(std::make_unique<Watcher>(stubs[i % stubs.size()].get(), job.id(), &stats));
-  }
-  const absl::Time wait_end = absl::Now() + span + absl::Seconds(40);
-  for (;;) {
-    {
-      absl::MutexLock lock(&stats.mu);
-      if (stats.done == n || absl::Now() > wait_end) break;
-    }
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  jobstream::bench::WatchToEnd(stubs, job.id(), n, span + absl::Seconds(40), &stats);
   absl::MutexLock lock(&stats.mu);
   return {stats.done, stats.progress, stats.progress / absl::ToDoubleSeconds(span),
           Percentile(stats.latency_us, 0.5) / 1000, Percentile(stats.latency_us, 0.99) / 1000};
@@ -227,9 +214,9 @@ int main(int argc, char** argv) {
   // pgbench on the schema a server made (then left), Submit's writes per transaction.
   double pgbench_tps = 0;
   {
-    const std::string url = NewDatabase(pg, "pgbench");
+    const std::string url = NewDatabase(pg);
     StartServers(bin, url, 1, dir);  // migrates, then stops
-    pgbench_tps = Pgbench(pg, "pgbench", dir, absl::GetFlag(FLAGS_in_flight),
+    pgbench_tps = Pgbench(pg, url.substr(url.rfind('/') + 1), dir, absl::GetFlag(FLAGS_in_flight),
                           absl::GetFlag(FLAGS_duration));
   }
 
@@ -241,7 +228,6 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   const std::vector<std::pair<std::string, int>> setups = {
       {"RocksDB, 1 server", 0}, {"PostgreSQL, 1 server", 1}, {"PostgreSQL, 2 servers", 2}};
-  int db = 0;
   for (const auto& setup : setups) {
     const std::string& name = setup.first;
     const int n = setup.second;  // servers; 0: RocksDB (clang 14 cannot capture a binding)
@@ -249,7 +235,7 @@ int main(int argc, char** argv) {
     row.store = name;
     auto start = [&] {
       return n == 0 ? StartServers(bin, "", 1, dir)
-                    : StartServers(bin, NewDatabase(pg, absl::StrCat("js", db++)), n, dir);
+                    : StartServers(bin, NewDatabase(pg), n, dir);
     };
     {
       auto servers = start();

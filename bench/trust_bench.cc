@@ -112,20 +112,8 @@ Result Measure(const std::string& server_bin, const Mode& mode, const std::strin
   Job job;
   if (!stubs[0]->Submit(&ctx, job_request, &job).ok()) abort();
   Watcher::Stats stats;
-  std::vector<std::unique_ptr<Watcher>> watchers;
-  for (int i = 0; i < n; ++i) {
-    watchers.push_back(
-        std::make_unique<Watcher>(stubs[i % stubs.size()].get(), job.id(), &stats,
-                                  AuthorizationOf(mode)));
-  }
-  const absl::Time wait_end = absl::Now() + span + absl::Seconds(30);
-  for (;;) {
-    {
-      absl::MutexLock lock(&stats.mu);
-      if (stats.done == n || absl::Now() > wait_end) break;
-    }
-    absl::SleepFor(absl::Milliseconds(50));
-  }
+  jobstream::bench::WatchToEnd(stubs, job.id(), n, span + absl::Seconds(30), &stats,
+                               AuthorizationOf(mode));
   {
     absl::MutexLock lock(&stats.mu);
     result.events = stats.progress / absl::ToDoubleSeconds(span);
@@ -133,7 +121,6 @@ Result Measure(const std::string& server_bin, const Mode& mode, const std::strin
     result.event_p99 = Percentile(stats.latency_us, 0.99) / 1000;
     result.finished = stats.done;
   }
-  watchers.clear();
   server.Stop();
   std::filesystem::remove_all(data);
   return result;

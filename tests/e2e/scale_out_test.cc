@@ -12,6 +12,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "jobstream/v1/workers.grpc.pb.h"
+#include "tests/support/job_helpers.h"
 #include "tests/support/pg_test.h"
 #include "tests/support/server_process.h"
 #include "tests/support/temp_dir.h"
@@ -24,13 +25,8 @@ using testing::ServerProcess;
 using v1::Job;
 using v1::JobEvent;
 
-v1::SubmitRequest Request(const std::string& type, const std::string& params_json = "{}") {
-  v1::SubmitRequest request;
-  request.set_type(type);
-  EXPECT_TRUE(
-      google::protobuf::util::JsonStringToMessage(params_json, request.mutable_params()).ok());
-  return request;
-}
+using testing::SubmitRequestOf;
+using testing::WatchOnce;
 
 class ScaleOutTest : public testing::PgTest {
  protected:
@@ -58,23 +54,6 @@ class ScaleOutTest : public testing::PgTest {
   std::string url_;
 };
 
-// Every event of the job from `after` on, read from `channel` until the stream ends.
-std::vector<JobEvent> WatchFrom(const std::shared_ptr<grpc::Channel>& channel,
-                                const std::string& id, int64_t after, grpc::Status* end) {
-  auto stub = v1::JobService::NewStub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-  v1::WatchJobRequest request;
-  request.set_job_id(id);
-  request.set_after_sequence(after);
-  auto reader = stub->WatchJob(&ctx, request);
-  std::vector<JobEvent> events;
-  JobEvent e;
-  while (reader->Read(&e)) events.push_back(e);
-  *end = reader->Finish();
-  return events;
-}
-
 TEST_F(ScaleOutTest, SubmitOnOneWatchOnTheOtherAnd32WorkersDo2000JobsExactlyOnce) {
   std::vector<std::unique_ptr<ServerProcess>> servers;
   servers.push_back(Start("a"));
@@ -82,11 +61,11 @@ TEST_F(ScaleOutTest, SubmitOnOneWatchOnTheOtherAnd32WorkersDo2000JobsExactlyOnce
 
   // A job submitted on a, watched on b: every event once, in order.
   JobClient a(servers[0]->Channel());
-  auto demo = a.Submit(Request("demo.steps", R"({"steps": ["x", "y"], "step_ms": 100})"));
+  auto demo = a.Submit(SubmitRequestOf("demo.steps", R"({"steps": ["x", "y"], "step_ms": 100})"));
   ASSERT_TRUE(demo.ok()) << demo.status();
-  grpc::Status end;
-  std::vector<JobEvent> seen = WatchFrom(servers[1]->Channel(), demo->id(), 0, &end);
-  ASSERT_TRUE(end.ok()) << end.error_message();
+  testing::Stream watched = WatchOnce(servers[1]->Channel(), demo->id(), 0);
+  ASSERT_TRUE(watched.status.ok()) << watched.status.error_message();
+  const std::vector<JobEvent>& seen = watched.events;
   for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].sequence(), int64_t(i + 1));
   EXPECT_EQ(seen.back().type(), JobEvent::SUCCEEDED);
 
@@ -100,7 +79,7 @@ TEST_F(ScaleOutTest, SubmitOnOneWatchOnTheOtherAnd32WorkersDo2000JobsExactlyOnce
       submitters.emplace_back([&, t] {
         JobClient client(servers[t % 2]->Channel());
         for (int i = 0; i < kJobs / 8; ++i) {
-          auto job = client.Submit(Request("ext", absl::StrCat(R"({"n": )", t * 1000 + i, "}")));
+          auto job = client.Submit(SubmitRequestOf("ext", absl::StrCat(R"({"n": )", t * 1000 + i, "}")));
           ASSERT_TRUE(job.ok()) << job.status();
           std::lock_guard lock(mu);
           ids.push_back(job->id());
@@ -165,7 +144,7 @@ TEST_F(ScaleOutTest, AKilledServersRunIsRetriedByTheOtherAndAResumedWatchHasNoGa
   std::unique_ptr<ServerProcess> servers[2] = {Start("a"), Start("b")};
   JobClient a(servers[0]->Channel());
   auto job = a.Submit(
-      Request("demo.steps", R"({"steps": ["s1", "s2", "s3", "s4"], "step_ms": 400})"));
+      SubmitRequestOf("demo.steps", R"({"steps": ["s1", "s2", "s3", "s4"], "step_ms": 400})"));
   ASSERT_TRUE(job.ok());
   // Whichever server runs it dies; the watch reads through the same one until then.
   Job running;
@@ -176,20 +155,19 @@ TEST_F(ScaleOutTest, AKilledServersRunIsRetriedByTheOtherAndAResumedWatchHasNoGa
   ASSERT_EQ(running.state(), Job::RUNNING);
   const int victim = running.worker_id() == "a" ? 0 : 1;
   ASSERT_EQ(running.worker_id(), victim == 0 ? "a" : "b");
-  grpc::Status cut;
-  std::vector<JobEvent> events;
-  std::thread watcher([&] { events = WatchFrom(servers[victim]->Channel(), job->id(), 0, &cut); });
+  testing::Stream cut;
+  std::thread watcher([&] { cut = WatchOnce(servers[victim]->Channel(), job->id(), 0); });
   absl::SleepFor(absl::Milliseconds(500));
   servers[victim]->Kill();
   watcher.join();
-  EXPECT_FALSE(cut.ok()) << "the stream ended with its server";
+  EXPECT_FALSE(cut.status.ok()) << "the stream ended with its server";
+  std::vector<JobEvent> events = cut.events;
   ASSERT_GE(events.size(), 3u);
   // Resumed on the survivor from the last sequence seen.
-  grpc::Status end;
-  std::vector<JobEvent> rest =
-      WatchFrom(servers[1 - victim]->Channel(), job->id(), events.back().sequence(), &end);
-  ASSERT_TRUE(end.ok()) << end.error_message();
-  events.insert(events.end(), rest.begin(), rest.end());
+  testing::Stream rest = WatchOnce(servers[1 - victim]->Channel(), job->id(),
+                                   events.back().sequence(), absl::Seconds(60));
+  ASSERT_TRUE(rest.status.ok()) << rest.status.error_message();
+  events.insert(events.end(), rest.events.begin(), rest.events.end());
   for (size_t i = 0; i < events.size(); ++i) {
     ASSERT_EQ(events[i].sequence(), int64_t(i + 1)) << "gap or repeat at " << i;
   }
@@ -217,7 +195,7 @@ TEST_F(ScaleOutTest, PostgresRestartedUnderLoadIsUnavailableMeanwhileAndLosesNot
     submitters.emplace_back([&, t] {
       auto stub = v1::JobService::NewStub(servers[t % 2]->Channel());
       while (!stop) {
-        v1::SubmitRequest request = Request("demo.steps", R"({"steps": ["x"], "step_ms": 0})");
+        v1::SubmitRequest request = SubmitRequestOf("demo.steps", R"({"steps": ["x"], "step_ms": 0})");
         Job job;
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));

@@ -12,6 +12,7 @@
 #include "jobstream/v1/job_states.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "tests/support/job_helpers.h"
 #include "tests/support/process.h"
 #include "tests/support/server_process.h"
 #include "tests/support/store_test.h"
@@ -26,37 +27,11 @@ using v1::Job;
 using v1::JobEvent;
 
 v1::SubmitRequest Demo(const std::string& params_json) {
-  v1::SubmitRequest request;
-  request.set_type("demo.steps");
-  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(params_json, request.mutable_params()).ok());
-  return request;
+  return testing::SubmitRequestOf("demo.steps", params_json);
 }
 
-// One WatchJob call to its end (no reconnect), with a deadline so nothing can hang.
-struct Stream {
-  std::vector<JobEvent> events;
-  grpc::Status status;
-  std::vector<int64_t> sequences() const {
-    std::vector<int64_t> s;
-    for (const auto& e : events) s.push_back(e.sequence());
-    return s;
-  }
-};
-Stream WatchOnce(const std::shared_ptr<grpc::Channel>& channel, const std::string& id,
-                 int64_t after, absl::Duration timeout = absl::Seconds(30)) {
-  auto stub = v1::JobService::NewStub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(timeout));
-  v1::WatchJobRequest request;
-  request.set_job_id(id);
-  request.set_after_sequence(after);
-  auto reader = stub->WatchJob(&ctx, request);
-  Stream out;
-  JobEvent e;
-  while (reader->Read(&e)) out.events.push_back(e);
-  out.status = reader->Finish();
-  return out;
-}
+using testing::Stream;
+using testing::WatchOnce;
 
 // Runs on each store (store_test.h).
 class ServerTest : public testing::StoreTest {

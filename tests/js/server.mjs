@@ -110,7 +110,8 @@ function postgresIds() {
   return [Number(uid), Number(gid)];
 }
 
-function freePort() {
+// A loopback port free now (for a server started later on a known address).
+export function freePort() {
   return new Promise((resolve) => {
     const probe = net.createServer();
     probe.listen(0, '127.0.0.1', () => {

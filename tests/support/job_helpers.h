@@ -13,6 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "client/job_client.h"
+#include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 
 namespace jobstream::testing {
@@ -22,6 +23,42 @@ inline std::string WriteScript(const std::string& path, const std::string& body)
   std::ofstream(path) << "#!/bin/sh\n" << body;
   chmod(path.c_str(), 0755);
   return path;
+}
+
+// A request of `type` with params given as JSON.
+inline v1::SubmitRequest SubmitRequestOf(const std::string& type,
+                                         const std::string& params_json = "{}") {
+  v1::SubmitRequest request;
+  request.set_type(type);
+  EXPECT_TRUE(
+      google::protobuf::util::JsonStringToMessage(params_json, request.mutable_params()).ok());
+  return request;
+}
+
+// One WatchJob call to its end (no reconnect), with a deadline so nothing can hang.
+struct Stream {
+  std::vector<v1::JobEvent> events;
+  grpc::Status status;
+  std::vector<int64_t> sequences() const {
+    std::vector<int64_t> s;
+    for (const auto& e : events) s.push_back(e.sequence());
+    return s;
+  }
+};
+inline Stream WatchOnce(const std::shared_ptr<grpc::Channel>& channel, const std::string& id,
+                        int64_t after, absl::Duration timeout = absl::Seconds(30)) {
+  auto stub = v1::JobService::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(timeout));
+  v1::WatchJobRequest request;
+  request.set_job_id(id);
+  request.set_after_sequence(after);
+  auto reader = stub->WatchJob(&ctx, request);
+  Stream out;
+  v1::JobEvent e;
+  while (reader->Read(&e)) out.events.push_back(e);
+  out.status = reader->Finish();
+  return out;
 }
 
 // A demo.steps job: its three steps of `step_ms` each, in `ticks` progress reports.

@@ -3,7 +3,6 @@
 // installed.
 #pragma once
 
-#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -35,14 +34,9 @@ class PgTest : public ::testing::Test {
   }
   // A new, empty database; its URL.
   static std::string NewDatabase() {
-    static std::atomic<int> counter{0};
-    const std::string name = absl::StrCat("t", counter++);
-    auto admin = storage::pg::PgConnection::Connect(server_->url());
-    EXPECT_TRUE(admin.ok()) << admin.status();
-    if (admin.ok()) {
-      EXPECT_TRUE((*admin)->ExecScript("CREATE DATABASE " + name).ok());
-    }
-    return absl::StrCat("postgresql://postgres@127.0.0.1:", server_->port(), "/", name);
+    auto url = server_->NewDatabase();
+    EXPECT_TRUE(url.ok()) << url.status();
+    return url.value_or("");
   }
   static std::unique_ptr<storage::pg::PgConnection> Connect(const std::string& url) {
     auto conn = storage::pg::PgConnection::Connect(url);

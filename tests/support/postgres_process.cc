@@ -80,14 +80,24 @@ absl::Status PostgresProcess::Start() {
     if (launched.ok()) break;
   }
   if (!launched.ok()) return launched;
+  return CreateDatabase("jobstream");
+}
+
+absl::Status PostgresProcess::CreateDatabase(const std::string& name) {
   PGconn* conn =
       PQconnectdb(absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres").c_str());
-  PGresult* created = PQexec(conn, "CREATE DATABASE jobstream");
+  PGresult* created = PQexec(conn, ("CREATE DATABASE " + name).c_str());
   const bool ok = PQresultStatus(created) == PGRES_COMMAND_OK;
   std::string error = PQerrorMessage(conn);
   PQclear(created);
   PQfinish(conn);
   return ok ? absl::OkStatus() : absl::InternalError("CREATE DATABASE failed: " + error);
+}
+
+absl::StatusOr<std::string> PostgresProcess::NewDatabase() {
+  const std::string name = absl::StrCat("t", databases_++);
+  if (absl::Status s = CreateDatabase(name); !s.ok()) return s;
+  return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/", name);
 }
 
 absl::Status PostgresProcess::Launch() {

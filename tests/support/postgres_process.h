@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "tests/support/temp_dir.h"
 
 namespace jobstream::testing {
@@ -34,15 +35,19 @@ class PostgresProcess {
 
   // postgresql://postgres@127.0.0.1:PORT/jobstream
   std::string url() const;
+  // A new, empty database (t0, t1, ...); its URL.
+  absl::StatusOr<std::string> NewDatabase();
   int port() const { return port_; }
 
  private:
   absl::Status Launch();  // starts the server on data_ and waits until it answers
+  absl::Status CreateDatabase(const std::string& name);
 
   TempDir dir_;
   std::string data_;
   int port_ = 0;
   pid_t pid_ = -1;
+  int databases_ = 0;  // made by NewDatabase
 };
 
 }  // namespace jobstream::testing

@@ -41,7 +41,9 @@ class StoreTest : public ::testing::TestWithParam<StoreKind> {
       postgres_ = &postgres;
     }
     ASSERT_TRUE(started->ok()) << *started;
-    url_ = NewDatabase();
+    auto url = postgres_->NewDatabase();
+    ASSERT_TRUE(url.ok()) << url.status();
+    url_ = *std::move(url);
   }
 
   bool postgres() const { return kind_ == StoreKind::kPostgres; }
@@ -59,17 +61,6 @@ class StoreTest : public ::testing::TestWithParam<StoreKind> {
   static PostgresProcess* postgres_server() { return postgres_; }
 
  private:
-  std::string NewDatabase() {
-    static int counter = 0;
-    const std::string name = absl::StrCat("e", counter++);
-    auto admin = storage::pg::PgConnection::Connect(postgres_->url());
-    EXPECT_TRUE(admin.ok()) << admin.status();
-    if (admin.ok()) {
-      EXPECT_TRUE((*admin)->ExecScript("CREATE DATABASE " + name).ok());
-    }
-    return absl::StrCat("postgresql://postgres@127.0.0.1:", postgres_->port(), "/", name);
-  }
-
   static inline PostgresProcess* postgres_ = nullptr;
   StoreKind kind_ = StoreKind::kRocksDb;
   std::string url_;
