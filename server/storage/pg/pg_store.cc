@@ -326,6 +326,18 @@ absl::Status PgStore::VisitRecords(absl::string_view sql, const std::vector<PgPa
   });
 }
 
+template <typename Message>
+absl::StatusOr<std::optional<Message>> PgStore::FirstRecord(
+    absl::string_view sql, const std::vector<PgParam>& params) const {
+  std::optional<Message> first;
+  absl::Status status = VisitRecords<Message>(sql, params, [&](Message record) {
+    first = std::move(record);
+    return false;
+  });
+  if (!status.ok()) return status;
+  return first;
+}
+
 namespace {
 
 // The job `lease_id` holds, its row locked (every change takes it first), and the lease,
@@ -560,16 +572,14 @@ absl::StatusOr<int64_t> PgStore::RemoveOrphanChunks(int64_t before_ms) {
 
 absl::StatusOr<ArtifactRecord> PgStore::GetArtifactRecord(const std::string& job_id,
                                                           const std::string& name) const {
-  absl::StatusOr<ArtifactRecord> found =
-      absl::NotFoundError(absl::StrCat("job ", job_id, " has no artifact \"", name, "\""));
-  absl::Status status = VisitRecords<ArtifactRecord>(
+  auto found = FirstRecord<ArtifactRecord>(
       "SELECT record FROM artifacts WHERE job_id = $1 AND name = $2",
-      {PgParam::Text(job_id), PgParam::Text(name)}, [&](ArtifactRecord record) {
-        found = std::move(record);
-        return false;
-      });
-  if (!status.ok()) return status;
-  return found;
+      {PgParam::Text(job_id), PgParam::Text(name)});
+  if (!found.ok()) return found.status();
+  if (!found->has_value()) {
+    return absl::NotFoundError(absl::StrCat("job ", job_id, " has no artifact \"", name, "\""));
+  }
+  return **std::move(found);
 }
 
 absl::Status PgStore::ReadArtifactChunk(const std::string& job_id, uint64_t upload_id,
@@ -590,16 +600,10 @@ absl::Status PgStore::ReadArtifactChunk(const std::string& job_id, uint64_t uplo
 
 absl::StatusOr<std::optional<Job>> PgStore::GetLeasedJob(const std::string& job_id,
                                                          const std::string& lease_id) const {
-  std::optional<Job> held;
-  absl::Status status = VisitRecords<Job>(
+  return FirstRecord<Job>(
       "SELECT j.record FROM jobs j JOIN leases l ON l.job_id = j.id "
       "WHERE j.id = $1 AND l.lease_id = $2",
-      {PgParam::Text(job_id), PgParam::Text(lease_id)}, [&](Job job) {
-        held = std::move(job);
-        return false;
-      });
-  if (!status.ok()) return status;
-  return held;
+      {PgParam::Text(job_id), PgParam::Text(lease_id)});
 }
 
 absl::StatusOr<int64_t> PgStore::ExtendLeases(const std::vector<std::string>& lease_ids,
@@ -648,14 +652,10 @@ absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> PgStore::Select
 }
 
 absl::StatusOr<Job> PgStore::GetJob(const std::string& job_id) const {
-  absl::StatusOr<Job> job = NoSuchJob(job_id);
-  absl::Status status = VisitRecords<Job>("SELECT record FROM jobs WHERE id = $1",
-                                          {PgParam::Text(job_id)}, [&](Job found) {
-                                            job = std::move(found);
-                                            return false;
-                                          });
-  if (!status.ok()) return status;
-  return job;
+  auto job = FirstRecord<Job>("SELECT record FROM jobs WHERE id = $1", {PgParam::Text(job_id)});
+  if (!job.ok()) return job.status();
+  if (!job->has_value()) return NoSuchJob(job_id);
+  return **std::move(job);
 }
 
 absl::StatusOr<Job> PgStore::GetJobWithParams(const std::string& job_id) const {
@@ -841,16 +841,10 @@ absl::StatusOr<int64_t> PgStore::RemoveTombstones(int64_t before_ms) {
 
 absl::StatusOr<std::optional<Job>> PgStore::FindRequest(const std::string& tenant,
                                                         const std::string& request_id) const {
-  std::optional<Job> found;
-  absl::Status status = VisitRecords<Job>(
+  return FirstRecord<Job>(
       "SELECT j.record FROM requests r JOIN jobs j ON j.id = r.job_id "
       "WHERE r.tenant = $1 AND r.request_id = $2",
-      {PgParam::Text(tenant), PgParam::Text(request_id)}, [&](Job job) {
-        found = std::move(job);
-        return false;
-      });
-  if (!status.ok()) return status;
-  return found;
+      {PgParam::Text(tenant), PgParam::Text(request_id)});
 }
 
 absl::StatusOr<int64_t> PgStore::CountQueued(const std::string& tenant) const {

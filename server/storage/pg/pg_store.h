@@ -223,6 +223,10 @@ class PgStore : public EventReader {
 
  private:
   explicit PgStore(const std::string& url, int pool_size) : pool_(url, pool_size) {}
+  // The first row's record, if any.
+  template <typename Message>
+  absl::StatusOr<std::optional<Message>> FirstRecord(absl::string_view sql,
+                                                     const std::vector<PgParam>& params) const;
   // Rows of (job_id, LeaseRecord).
   absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> SelectLeases(
       absl::string_view sql, const std::vector<PgParam>& params) const;
