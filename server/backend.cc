@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "server/storage/deliveries.h"
 #include "server/storage/disk_space.h"
 #include "server/storage/job_store.h"
 #include "server/storage/pg/leader.h"
@@ -11,6 +12,10 @@
 
 namespace jobstream::server {
 namespace {
+
+bool Enabled(const WebhookSetup& webhooks) {
+  return webhooks.policy != nullptr && webhooks.policy->enabled();
+}
 
 class RocksBackend : public Backend {
  public:
@@ -28,9 +33,11 @@ class RocksBackend : public Backend {
     manager_ = std::make_unique<jobs::JobManager>(store_.get(), hub_.get(), types, manager_options);
     // Deliveries stored before a stop go out again, whatever webhooks are allowed now (each
     // attempt checks its URL against the list).
-    if (options.webhook_policy != nullptr && options.webhook_policy->enabled()) {
+    if (Enabled(options.webhooks)) {
+      deliveries_ =
+          std::make_unique<webhooks::RocksDeliveries>(store_.get(), &manager_->committer());
       webhooks_ = std::make_unique<webhooks::WebhookSender>(
-          store_.get(), &manager_->committer(), options.webhook_policy, options.webhooks);
+          deliveries_.get(), options.webhooks.policy, options.webhooks.options);
       if (absl::Status s = webhooks_->Start(); !s.ok()) return s;
       manager_->SetWebhookSender(webhooks_.get());
     }
@@ -57,6 +64,7 @@ class RocksBackend : public Backend {
   std::unique_ptr<storage::DiskSpace> disk_;
   std::unique_ptr<watch::EventHub> hub_;
   std::unique_ptr<jobs::JobManager> manager_;
+  std::unique_ptr<webhooks::RocksDeliveries> deliveries_;
   std::unique_ptr<webhooks::WebhookSender> webhooks_;
 };
 
@@ -75,16 +83,32 @@ class PgBackend : public Backend {
     manager_options.leader = leader_.get();
     manager_options.call_threads = options.pool_size;
     manager_ = std::make_unique<jobs::PgJobManager>(store_.get(), types, manager_options);
+    if (Enabled(options.webhooks)) {
+      deliveries_ = std::make_unique<webhooks::PgDeliveries>(store_.get());
+      webhooks_ = std::make_unique<webhooks::WebhookSender>(
+          deliveries_.get(), options.webhooks.policy, options.webhooks.options);
+      if (absl::Status s = webhooks_->Start(); !s.ok()) return s;
+    }
     feed_ = std::make_unique<watch::PgEventFeed>(options.url, store_.get(), hub_.get());
-    feed_->SetObserver([this](const v1::JobEvent& e) { manager_->Observe(e); });
+    feed_->SetObserver([this](const v1::JobEvent& e) {
+      manager_->Observe(e);
+      // A delivery any server wrote is tried at once; the senders race for it, and the
+      // first to take it holds it.
+      if (webhooks_ && e.status().has_webhook() &&
+          storage::WantsDelivery(e.status().webhook(), e.type())) {
+        webhooks_->Schedule(e.job_id(), e.sequence(), absl::ToUnixMillis(absl::Now()));
+      }
+    });
     if (absl::Status s = feed_->Start(); !s.ok()) return s;
     return manager_->Recover();
   }
 
   absl::Status Close() override {
+    if (webhooks_) webhooks_->Stop();  // what is pending stays for any server
     manager_->Stop();  // every call commits before it answers: nothing is left to write
     feed_->Stop();
     feed_.reset();
+    webhooks_.reset();
     manager_.reset();
     store_.reset();
     return absl::OkStatus();
@@ -95,6 +119,8 @@ class PgBackend : public Backend {
   std::unique_ptr<storage::pg::PgLeader> leader_;
   std::unique_ptr<watch::EventHub> hub_;
   std::unique_ptr<jobs::PgJobManager> manager_;
+  std::unique_ptr<webhooks::PgDeliveries> deliveries_;
+  std::unique_ptr<webhooks::WebhookSender> webhooks_;
   std::unique_ptr<watch::PgEventFeed> feed_;
 };
 

@@ -25,14 +25,18 @@ class Backend {
   virtual absl::Status Close() = 0;
 };
 
+// Webhook deliveries are sent when the policy allows any host.
+struct WebhookSetup {
+  const webhooks::WebhookPolicy* policy = nullptr;
+  webhooks::WebhookOptions options;
+};
+
 struct RocksOptions {
   std::string data_dir;
   int64_t min_free_disk_bytes = 0;
   jobs::ManagerOptions manager;
   watch::WatchOptions watch;
-  // Deliveries are sent when the policy allows any.
-  const webhooks::WebhookPolicy* webhook_policy = nullptr;
-  webhooks::WebhookOptions webhooks;
+  WebhookSetup webhooks;
 };
 // Opens (creating) the data dir and recovers what was live.
 absl::StatusOr<std::unique_ptr<Backend>> OpenRocksBackend(const RocksOptions& options,
@@ -43,6 +47,8 @@ struct PgOptions {
   int pool_size = 8;
   jobs::PgManagerOptions manager;  // its leader is made here
   watch::WatchOptions watch;
+  // Every server with webhooks on sends any server's deliveries.
+  WebhookSetup webhooks;
 };
 // Connects, brings the schema up to date, and follows the events of every server.
 absl::StatusOr<std::unique_ptr<Backend>> OpenPgBackend(const PgOptions& options,

@@ -219,9 +219,6 @@ int main(int argc, char** argv) {
                   " must hold a secret of at least 16 bytes");
     }
     webhook_options.secret = std::move(secret);
-    if (postgres) {
-      return Fail("webhooks are not available with --store=postgresql yet; drop --webhook_allow");
-    }
   }
   webhook_options.max_attempts = absl::GetFlag(FLAGS_webhook_max_attempts);
   webhook_options.initial_backoff = absl::GetFlag(FLAGS_webhook_retry_backoff);
@@ -321,6 +318,8 @@ int main(int argc, char** argv) {
     options.manager.run_lease = absl::GetFlag(FLAGS_run_lease);
     options.manager.retention = absl::GetFlag(FLAGS_retention);
     options.manager.artifacts = artifact_limits;
+    options.manager.webhook_policy = &*webhook_policy;
+    options.webhooks = {&*webhook_policy, webhook_options};
     opened = jobstream::server::OpenPgBackend(options, &*types);
   } else {
     jobstream::server::RocksOptions options;
@@ -331,8 +330,7 @@ int main(int argc, char** argv) {
     options.manager.retention = absl::GetFlag(FLAGS_retention);
     options.manager.artifacts = artifact_limits;
     options.manager.webhook_policy = &*webhook_policy;
-    options.webhook_policy = &*webhook_policy;
-    options.webhooks = webhook_options;
+    options.webhooks = {&*webhook_policy, webhook_options};
     opened = jobstream::server::OpenRocksBackend(options, &*types);
   }
   if (!opened.ok()) return Fail(std::string(opened.status().message()));

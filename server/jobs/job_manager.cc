@@ -12,6 +12,7 @@
 #include "server/jobs/ids.h"
 #include "server/jobs/list_request.h"
 #include "server/jobs/transitions.h"
+#include "server/storage/deliveries.h"
 #include "server/storage/keys.h"
 
 namespace jobstream::jobs {
@@ -103,18 +104,13 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
   JobEvent made = MakeEvent(job, type, now);
   if (artifact != nullptr) *made.mutable_artifact() = *artifact;
   // A delivery the job's webhook wants is stored with its event, so it survives a crash.
-  const bool deliver = webhook_sender_ != nullptr && job.has_webhook() &&
-                       webhooks::WebhookPolicy::Wants(job.webhook(), type);
   const int64_t now_ms = absl::ToUnixMillis(now);
+  std::optional<v1::WebhookDelivery> delivery;
+  if (webhook_sender_ != nullptr) delivery = storage::DeliveryOf(job, job.last_sequence(), type, now);
+  const bool deliver = delivery.has_value();
   if (deliver) {
-    v1::WebhookDelivery delivery;
-    delivery.set_id(absl::StrCat(job.id(), "-", job.last_sequence()));
-    delivery.set_sequence(job.last_sequence());
-    delivery.set_event_type(type);
-    delivery.set_state(v1::WebhookDelivery::PENDING);
-    *delivery.mutable_next_attempt_time() = ToProto(now);
     batch.Put(Cf::kWebhooks, storage::EventKey(job.id(), job.last_sequence()),
-              delivery.SerializeAsString());
+              delivery->SerializeAsString());
     batch.Put(Cf::kWebhookQueue,
               storage::WebhookQueueKey(now_ms, job.id(), job.last_sequence()), "");
   }

@@ -267,6 +267,11 @@ absl::StatusOr<Job> PgJobManager::Get(const std::string& job_id, const auth::Sco
   if (absl::IsNotFound(job.status())) return watch::JobNotFound(*store_, job_id, scope);
   if (!job.ok()) return job.status();
   if (!scope.Sees(*job)) return watch::NoSuchJob(job_id);
+  if (job->has_webhook()) {
+    auto deliveries = store_->ListDeliveries(job_id);
+    if (!deliveries.ok()) return deliveries.status();
+    for (v1::WebhookDelivery& d : *deliveries) *job->add_webhook_deliveries() = std::move(d);
+  }
   return job;
 }
 

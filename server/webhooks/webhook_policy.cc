@@ -114,17 +114,4 @@ absl::Status WebhookPolicy::Validate(const v1::Webhook& webhook) const {
   return absl::OkStatus();
 }
 
-bool WebhookPolicy::Wants(const v1::Webhook& webhook, v1::JobEvent::Type type) {
-  if (type == v1::JobEvent::PROGRESS || type == v1::JobEvent::SNAPSHOT) return false;
-  if (webhook.events().empty()) {
-    return type == v1::JobEvent::SUCCEEDED || type == v1::JobEvent::FAILED ||
-           type == v1::JobEvent::CANCELLED;
-  }
-  const std::string name = absl::AsciiStrToLower(v1::JobEvent::Type_Name(type));
-  for (const std::string& e : webhook.events()) {
-    if (e == name) return true;
-  }
-  return false;
-}
-
 }  // namespace jobstream::webhooks

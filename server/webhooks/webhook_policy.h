@@ -32,8 +32,6 @@ class WebhookPolicy {
   absl::StatusOr<Target> Check(absl::string_view url) const;
   // A SubmitRequest's webhook: its URL and its event names.
   absl::Status Validate(const v1::Webhook& webhook) const;
-  // Whether the webhook wants events of `type`.
-  static bool Wants(const v1::Webhook& webhook, v1::JobEvent::Type type);
 
  private:
   struct Entry {

@@ -15,7 +15,6 @@
 #include "boost/beast/ssl.hpp"
 #include "google/protobuf/util/json_util.h"
 #include "jobstream/v1/job_states.h"
-#include "server/storage/keys.h"
 
 namespace jobstream::webhooks {
 
@@ -23,8 +22,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
 namespace ssl = net::ssl;
-using storage::Batch;
-using storage::Cf;
 
 std::string Signature(const std::string& secret, const std::string& body) {
   unsigned char mac[EVP_MAX_MD_SIZE];
@@ -115,9 +112,9 @@ class WebhookSender::Attempt : public std::enable_shared_from_this<Attempt> {
   http::response_parser<http::string_body> parser_;
 };
 
-WebhookSender::WebhookSender(storage::JobStore* store, storage::GroupCommitter* committer,
-                             const WebhookPolicy* policy, WebhookOptions options)
-    : store_(store), committer_(committer), policy_(policy), options_(std::move(options)),
+WebhookSender::WebhookSender(DeliveryStore* store, const WebhookPolicy* policy,
+                             WebhookOptions options)
+    : store_(store), policy_(policy), options_(std::move(options)),
       tls_(ssl::context::tls_client), timer_(ioc_) {
   tls_.set_default_verify_paths();
 }
@@ -156,14 +153,14 @@ void WebhookSender::Stop() {
 }
 
 absl::Status WebhookSender::LoadQueue() {
+  next_rescan_ = absl::Now() + store_->rescan_period();
+  auto pending = store_->Pending();
+  if (!pending.ok()) return pending.status();
   queue_.clear();
-  return store_->Scan(Cf::kWebhookQueue, "", false, [&](auto key, auto) {
-    if (auto entry = storage::ParseWebhookQueueKey(key)) {
-      Due due{entry->due_ms, entry->job_id, entry->sequence};
-      if (!in_flight_.contains(due)) queue_.insert(std::move(due));
-    }
-    return true;
-  });
+  for (Due& due : *pending) {
+    if (!in_flight_.contains({due.job_id, due.sequence})) queue_.insert(std::move(due));
+  }
+  return absl::OkStatus();
 }
 
 void WebhookSender::Reload() {
@@ -184,11 +181,19 @@ void WebhookSender::Schedule(const std::string& job_id, int64_t sequence, int64_
 
 void WebhookSender::Arm() {
   if (stopped_) return;
+  if (absl::Now() >= next_rescan_) {
+    // Deliveries other servers wrote, or left when they died.
+    if (absl::Status s = LoadQueue(); !s.ok()) {
+      std::cerr << "jobstream-server: reading pending webhook deliveries: " << s << "\n";
+    }
+  }
   Pump();
-  if (queue_.empty()) return;
+  absl::Time wake = next_rescan_;
+  if (!queue_.empty()) wake = std::min(wake, absl::FromUnixMillis(queue_.begin()->due_ms));
+  if (wake == absl::InfiniteFuture()) return;
   timer_.expires_at(std::chrono::steady_clock::now() +
-                    std::chrono::milliseconds(std::max<int64_t>(
-                        0, queue_.begin()->due_ms - absl::ToUnixMillis(absl::Now()))));
+                    std::max(absl::ToChronoMilliseconds(wake - absl::Now()),
+                             std::chrono::milliseconds(0)));
   timer_.async_wait([this](beast::error_code ec) {
     if (!ec) Arm();
   });
@@ -204,56 +209,53 @@ void WebhookSender::Pump() {
   }
 }
 
-void WebhookSender::Drop(const Due& due) {
-  Batch batch;
-  batch.Delete(Cf::kWebhookQueue, storage::WebhookQueueKey(due.due_ms, due.job_id, due.sequence));
-  committer_->Enqueue({std::move(batch), {}, nullptr}).IgnoreError();
-}
-
 void WebhookSender::Deliver(const Due& due) {
-  // The job, its event and the delivery's record; a job removed meanwhile drops it.
-  auto job = store_->GetJob(due.job_id);
-  auto events = store_->ReadEvents(due.job_id, due.sequence - 1, due.sequence, 1);
-  auto stored = store_->GetWebhookDelivery(due.job_id, due.sequence);
-  if (!job.ok() || !events.ok() || events->empty() || !stored.ok()) return Drop(due);
-  v1::WebhookDelivery record = *std::move(stored);
-  auto target = policy_->Check(job->webhook().url());
+  if (in_flight_.contains({due.job_id, due.sequence})) return;  // queued twice
+  // Held past the attempt's deadline, so no other server sends it meanwhile.
+  const int64_t hold_until_ms =
+      absl::ToUnixMillis(absl::Now() + options_.timeout + absl::Seconds(10));
+  auto taken = store_->Take(due, hold_until_ms);
+  if (!taken.ok()) {  // still pending in the store: read again at the next rescan
+    std::cerr << "jobstream-server: taking webhook delivery " << due.job_id << "-"
+              << due.sequence << ": " << taken.status() << "\n";
+    return;
+  }
+  if (!taken->has_value()) return;  // gone, or another server's
+  auto target = policy_->Check((*taken)->job.webhook().url());
   if (!target.ok()) {
-    return Record(due, std::move(record), 0,
-                  absl::StrCat("not sent: ", target.status().message()));
+    return Record(due, **taken, 0, absl::StrCat("not sent: ", target.status().message()));
   }
   std::string body;
   google::protobuf::util::JsonPrintOptions print;
-  (void)google::protobuf::util::MessageToJsonString(events->front(), &body, print);
-  in_flight_.insert(due);
+  (void)google::protobuf::util::MessageToJsonString((*taken)->event, &body, print);
+  in_flight_.insert({due.job_id, due.sequence});
   auto attempt = std::make_shared<Attempt>(
       ioc_, tls_, *std::move(target), options_.timeout,
-      [this, due, record](int status, std::string error) mutable {
-        in_flight_.erase(due);
-        Record(due, std::move(record), status, error);
+      [this, due, taken = **taken](int status, std::string error) {
+        in_flight_.erase({due.job_id, due.sequence});
+        Record(due, taken, status, error);
         Arm();
       });
   auto& request = attempt->request();
-  request.set("X-Jobstream-Delivery", record.id());
+  request.set("X-Jobstream-Delivery", (*taken)->record.id());
   request.set("X-Jobstream-Event", absl::AsciiStrToLower(
-                                       v1::JobEvent::Type_Name(events->front().type())));
+                                       v1::JobEvent::Type_Name((*taken)->event.type())));
   request.set("X-Jobstream-Signature", Signature(options_.secret, body));
   request.body() = std::move(body);
   attempt->Run();
 }
 
-void WebhookSender::Record(const Due& due, v1::WebhookDelivery record, int status,
+void WebhookSender::Record(const Due& due, const DeliveryStore::Taken& taken, int status,
                            const std::string& error) {
   const absl::Time now = absl::Now();
+  v1::WebhookDelivery record = taken.record;
   record.set_attempts(record.attempts() + 1);
   record.set_last_status(status);
   *record.mutable_last_attempt_time() = v1::ToProto(now);
   const bool delivered = status >= 200 && status <= 299;
   record.set_last_error(delivered ? "" : (error.empty() ? absl::StrCat("HTTP ", status) : error));
   record.clear_next_attempt_time();
-  Batch batch;
-  batch.Delete(Cf::kWebhookQueue, storage::WebhookQueueKey(due.due_ms, due.job_id, due.sequence));
-  std::optional<Due> next;
+  std::optional<int64_t> next_due_ms;
   if (delivered) {
     record.set_state(v1::WebhookDelivery::DELIVERED);
   } else if (record.attempts() >= options_.max_attempts) {
@@ -267,17 +269,12 @@ void WebhookSender::Record(const Due& due, v1::WebhookDelivery record, int statu
     const absl::Time at = now + backoff;
     record.set_state(v1::WebhookDelivery::PENDING);
     *record.mutable_next_attempt_time() = v1::ToProto(at);
-    next = Due{absl::ToUnixMillis(at), due.job_id, due.sequence};
-    batch.Put(Cf::kWebhookQueue, storage::WebhookQueueKey(next->due_ms, due.job_id, due.sequence),
-              "");
+    next_due_ms = absl::ToUnixMillis(at);
   }
-  batch.Put(Cf::kWebhooks, storage::EventKey(due.job_id, due.sequence), record.SerializeAsString());
-  committer_
-      ->Enqueue({std::move(batch), {}, [this, next](absl::Status s) {
-                   if (!s.ok() || !next) return;
-                   Schedule(next->job_id, next->sequence, next->due_ms);
-                 }})
-      .IgnoreError();
+  store_->Record(due, taken, record, next_due_ms,
+                 [this, job_id = due.job_id, sequence = due.sequence, next_due_ms](bool written) {
+                   if (written && next_due_ms) Schedule(job_id, sequence, *next_due_ms);
+                 });
 }
 
 }  // namespace jobstream::webhooks

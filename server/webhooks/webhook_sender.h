@@ -1,5 +1,5 @@
 // WebhookSender: POSTs the events a job's webhook asked for. Each delivery is stored with
-// its event (the same write), queued by when it is due in the webhook_queue family, and
+// its event (the same write), pending by when it is due in its store (DeliveryStore), and
 // survives restarts. An attempt POSTs the event's JSON with X-Jobstream-Delivery (the same
 // id every attempt) and X-Jobstream-Signature: sha256=<hex HMAC-SHA256 of the body>; a
 // 2xx delivers it, anything else (or no answer in time) is retried with exponential
@@ -19,8 +19,7 @@
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/ssl/context.hpp"
 #include "boost/asio/steady_timer.hpp"
-#include "server/storage/group_commit.h"
-#include "server/storage/job_store.h"
+#include "server/webhooks/delivery_store.h"
 #include "server/webhooks/webhook_policy.h"
 
 namespace jobstream::webhooks {
@@ -37,8 +36,8 @@ struct WebhookOptions {
 
 class WebhookSender {
  public:
-  WebhookSender(storage::JobStore* store, storage::GroupCommitter* committer,
-                const WebhookPolicy* policy, WebhookOptions options);
+  // `store` must outlive the sender.
+  WebhookSender(DeliveryStore* store, const WebhookPolicy* policy, WebhookOptions options);
   ~WebhookSender();
 
   // Loads the queued deliveries and starts sending.
@@ -52,33 +51,25 @@ class WebhookSender {
   void Stop();
 
  private:
-  struct Due {
-    int64_t due_ms;
-    std::string job_id;
-    int64_t sequence;
-    bool operator<(const Due& o) const {
-      return std::tie(due_ms, job_id, sequence) < std::tie(o.due_ms, o.job_id, o.sequence);
-    }
-  };
   class Attempt;
   void Arm();
   void Pump();
   void Deliver(const Due& due);
   // Records the attempt's outcome (status 0: no answer) and queues the next, if any.
-  void Record(const Due& due, v1::WebhookDelivery record, int status, const std::string& error);
-  void Drop(const Due& due);
-  // Replaces queue_ with the store's queue, but for deliveries in flight.
+  void Record(const Due& due, const DeliveryStore::Taken& taken, int status,
+              const std::string& error);
+  // Replaces queue_ with what the store has pending, but for deliveries in flight.
   absl::Status LoadQueue();
 
-  storage::JobStore* const store_;
-  storage::GroupCommitter* const committer_;
+  DeliveryStore* const store_;
   const WebhookPolicy* const policy_;
   const WebhookOptions options_;
   boost::asio::io_context ioc_;
   boost::asio::ssl::context tls_;
   boost::asio::steady_timer timer_;
   std::set<Due> queue_;  // io thread only
-  std::set<Due> in_flight_;  // io thread only
+  std::set<std::pair<std::string, int64_t>> in_flight_;  // (job, sequence); io thread only
+  absl::Time next_rescan_ = absl::InfiniteFuture();  // io thread only
   bool stopped_ = false;
   std::thread thread_;
 };

@@ -93,14 +93,45 @@ export async function startPostgres() {
       await new Promise((r) => setTimeout(r, 100));
     }
   }
+  const urlOf = (database) => `postgresql://postgres@127.0.0.1:${port}/${database}`;
+  let databases = 0;
   return {
-    url: `postgresql://postgres@127.0.0.1:${port}/postgres`,
+    url: urlOf('postgres'),
+    // A fresh, empty database on this PostgreSQL: a store no other server shares.
+    async createDatabase() {
+      const name = `jobstream_${++databases}`;
+      await run([`${bin}/createdb`, '-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', name]);
+      return urlOf(name);
+    },
     async stop() {
       const exited = new Promise((resolve) => child.once('exit', resolve));
       process.kill(-child.pid, 'SIGINT');  // its group: runuser and postgres
       await exited;
       rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+// The store a Node suite runs on: by default RocksDB in each server's own data dir;
+// JOBSTREAM_TEST_STORE=postgresql puts every server on a PostgreSQL the suite starts, so
+// one suite covers both backends. flags(id) puts a server on the shared store (a server
+// restarted under the same id is the same server); another() makes a store of its own and
+// resolves to the same kind of flags(id) for it.
+export async function openTestStore() {
+  if (process.env.JOBSTREAM_TEST_STORE !== 'postgresql') {
+    return { postgres: false, flags: () => [], another: async () => () => [], close: async () => {} };
+  }
+  const postgres = await startPostgres();
+  if (!postgres) throw new Error('JOBSTREAM_TEST_STORE=postgresql needs Debian\'s postgresql-15');
+  const on = (url, id) => [`--store=${url}`, `--server_id=${id}`];
+  return {
+    postgres: true,
+    flags: (id) => on(postgres.url, id),
+    async another() {
+      const url = await postgres.createDatabase();
+      return (id) => on(url, id);
+    },
+    close: () => postgres.stop(),
   };
 }
 

@@ -1,7 +1,8 @@
 // Webhooks to a receiver on loopback: the signature verifies, a receiver that fails twice
 // gets the third attempt (and the job shows every attempt), a target outside the
 // allow-list is refused at Submit, and a server killed mid-retry still delivers after it
-// restarts.
+// restarts. JOBSTREAM_TEST_STORE=postgresql runs it all on PostgreSQL, and then also: two
+// servers on one store send each delivery once, and one dying mid-retry leaves it to the other.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
@@ -11,7 +12,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startServer, startGateway } from './server.mjs';
+import { freePort, openTestStore, startServer, startGateway } from './server.mjs';
 
 const SECRET = 'a test secret of enough bytes';
 let dir;
@@ -19,6 +20,7 @@ let receiver;
 let server;
 let gateway;
 let flags;
+let store;
 
 // A webhook receiver: records each request; `answer` decides the status of the next one.
 function startReceiver() {
@@ -41,20 +43,22 @@ before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), 'jobstream-webhooks-'));
   writeFileSync(path.join(dir, 'secret'), `${SECRET}\n`);
   receiver = await startReceiver();
+  store = await openTestStore();
   flags = ['--retry_backoff=0s', `--webhook_allow=127.0.0.1:${receiver.port}`,
     `--webhook_secret_file=${path.join(dir, 'secret')}`, '--webhook_retry_backoff=100ms'];
-  server = await startServer(flags);
+  server = await startServer([...flags, ...store.flags('main')]);
   gateway = await startGateway(server.address);
 });
 after(async () => {
   await gateway.stop();
   assert.equal(await server.stop(), 0);
   receiver.server.close();
+  await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-const submit = (webhook, params = { steps: ['a'], step_ms: 0, ticks: 0 }) =>
-  fetch(`${gateway.url}/v1/jobs`, {
+const submit = (webhook, params = { steps: ['a'], step_ms: 0, ticks: 0 }, via = gateway) =>
+  fetch(`${via.url}/v1/jobs`, {
     method: 'POST', headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ type: 'demo.steps', params, webhook }),
   });
@@ -65,7 +69,7 @@ const until = async (pred, ms = 15000) => {
     await new Promise((r) => setTimeout(r, 50));
   }
 };
-const job = async (id) => (await fetch(`${gateway.url}/v1/jobs/${id}`)).json();
+const job = async (id, via = gateway) => (await fetch(`${via.url}/v1/jobs/${id}`)).json();
 const hookUrl = (p = '/hook') => `http://127.0.0.1:${receiver.port}${p}`;
 
 test('each delivery is signed with HMAC-SHA256 of its body and carries its id and event', async () => {
@@ -129,7 +133,7 @@ test('a webhook outside the allow-list, or malformed, is refused at Submit', asy
 });
 
 test('a server without --webhook_allow refuses every webhook', async () => {
-  const plain = await startServer();
+  const plain = await startServer((await store.another())('plain'));
   const front = await startGateway(plain.address);
   try {
     const response = await fetch(`${front.url}/v1/jobs`, {
@@ -152,7 +156,8 @@ test('a server killed with kill -9 mid-retry delivers after it restarts', async 
   await server.kill();
   const failed = receiver.requests.length;
   receiver.answer = () => 200;
-  server = await startServer(flags, { port: server.port, dataDir: server.dataDir });
+  server = await startServer([...flags, ...store.flags('main')],
+    { port: server.port, dataDir: server.dataDir });
   await until(() => receiver.requests.length > failed);
   const last = receiver.requests.at(-1);
   assert.equal(last.headers['x-jobstream-delivery'], `${id}-${JSON.parse(last.body).sequence}`);
@@ -190,8 +195,10 @@ test('https receivers: the certificate is checked against the CA and the host na
   const port = secure.address().port;
   const common = [`--webhook_allow=localhost:${port}`, `--webhook_secret_file=${path.join(dir, 'secret')}`,
     '--webhook_max_attempts=1'];
-  const trusting = await startServer([...common, `--webhook_ca_file=${certs.ca}`]);
-  const doubting = await startServer(common);  // the system's CAs only
+  const trusting = await startServer([...common, `--webhook_ca_file=${certs.ca}`,
+    ...(await store.another())('trusting')]);
+  // The system's CAs only.
+  const doubting = await startServer([...common, ...(await store.another())('doubting')]);
   try {
     const submitTo = async (srv) => {
       const front = await startGateway(srv.address);
@@ -225,5 +232,74 @@ test('https receivers: the certificate is checked against the CA and the host na
     await trusting.stop();
     await doubting.stop();
     secure.close();
+  }
+});
+
+const POSTGRES_ONLY = {
+  skip: process.env.JOBSTREAM_TEST_STORE !== 'postgresql' && 'several servers need PostgreSQL',
+};
+
+test('two servers on one PostgreSQL send each delivery once, whichever wrote it', POSTGRES_ONLY,
+  async () => {
+    receiver.requests.length = 0;
+    receiver.answer = () => 200;
+    const second = await startServer([...flags, ...store.flags('second')]);
+    const front = await startGateway(second.address);
+    try {
+      const ids = [];
+      for (let i = 0; i < 20; i++) {
+        const response = await submit({ url: hookUrl(), events: ['started', 'succeeded'] },
+          undefined, i % 2 ? gateway : front);
+        assert.equal(response.status, 202);
+        ids.push((await response.json()).id);
+      }
+      for (const id of ids) {
+        await until(async () => {
+          const shown = (await job(id)).webhookDeliveries;
+          return shown?.length === 2 && shown.every((d) => d.state === 'DELIVERED');
+        });
+      }
+      // Every delivery reached the receiver once: both servers saw each event, one sent it.
+      const sent = receiver.requests.map((r) => r.headers['x-jobstream-delivery']);
+      assert.equal(sent.length, 40);
+      assert.equal(new Set(sent).size, 40);
+      for (const id of ids) {
+        assert.ok((await job(id, front)).webhookDeliveries.every((d) => d.attempts === 1));
+      }
+    } finally {
+      await front.stop();
+      await second.stop();
+    }
+  });
+
+test('a server killed mid-retry leaves the delivery to another server', POSTGRES_ONLY, async () => {
+  const on = await store.another();
+  const first = await startServer([...flags, ...on('first')]);
+  const secondPort = await freePort();
+  const front = await startGateway(`${first.address},127.0.0.1:${secondPort}`);
+  let second;
+  try {
+    receiver.requests.length = 0;
+    receiver.answer = () => 500;
+    const { id } = await (await submit({ url: hookUrl() }, undefined, front)).json();
+    await until(() => receiver.requests.length >= 2);
+    second = await startServer([...flags, ...on('second')], { port: secondPort });
+    await first.kill();
+    const failed = receiver.requests.length;
+    receiver.answer = () => 200;
+    await until(async () => (await job(id, front)).webhookDeliveries?.[0]?.state === 'DELIVERED');
+    assert.ok(receiver.requests.length > failed);
+    const last = JSON.parse(receiver.requests.at(-1).body);
+    assert.equal(last.type, 'SUCCEEDED');
+    assert.ok(receiver.requests.every(
+      (r) => r.headers['x-jobstream-delivery'] === `${id}-${last.sequence}`));
+    // Each attempt is on the record, but one the dead server sent and had no time to record.
+    const [delivery] = (await job(id, front)).webhookDeliveries;
+    assert.ok(delivery.attempts >= receiver.requests.length - 1, JSON.stringify(delivery));
+    assert.equal(delivery.lastStatus, 200);
+  } finally {
+    await front.stop();
+    await second?.stop();
+    rmSync(first.dataDir, { recursive: true, force: true });
   }
 });

@@ -1,6 +1,7 @@
 // The PostgreSQL store's guarantees, each tried by many connections at once against a real
 // PostgreSQL 15: dense per-job sequences, one job per request_id, a queued job claimed by
-// one claimer only, and nothing acknowledged lost when PostgreSQL itself crashes.
+// one claimer only, a webhook delivery held by one sender at a time, and nothing
+// acknowledged lost when PostgreSQL itself crashes.
 #include "server/storage/pg/pg_store.h"
 
 #include <atomic>
@@ -265,6 +266,75 @@ TEST_F(PgStoreTest, ALeaseFencesEveryCallOfItsAttempt) {
   EXPECT_TRUE(store->ExpiredLeases(now_ms + 61000, 10)->empty());
   EXPECT_EQ(store->ChangeLeased("nope", "lease-1", false, progress).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(PgStoreTest, AWebhookDeliveryIsHeldByOneSenderAtATime) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  Job job = NewJob("hooked");
+  job.mutable_webhook()->set_url("http://127.0.0.1:1/hook");  // terminal events by default
+  ASSERT_TRUE(store->InsertJob(job, {}, Event(JobEvent::CREATED)).ok());
+  EXPECT_TRUE(store->PendingDeliveries(10)->empty());  // "created" is not wanted
+  ASSERT_TRUE(store
+                  ->Transition("hooked",
+                               [](Job& job, std::vector<JobEvent>& out) {
+                                 job.set_state(Job::SUCCEEDED);
+                                 out.push_back(Event(JobEvent::SUCCEEDED));
+                                 return absl::OkStatus();
+                               })
+                  .ok());
+  auto pending = store->PendingDeliveries(10);
+  ASSERT_TRUE(pending.ok()) << pending.status();
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].job_id, "hooked");
+  EXPECT_EQ((*pending)[0].sequence, 2);
+
+  // Eight senders at once: one holds it.
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now()) + 10;
+  const int64_t hold_ms = now_ms + 60000;
+  std::atomic<int> taken{0};
+  std::vector<std::thread> senders;
+  for (int i = 0; i < 8; ++i) {
+    senders.emplace_back([&] {
+      auto t = store->TakeDelivery("hooked", 2, now_ms, hold_ms);
+      if (t.ok() && t->has_value()) {
+        EXPECT_EQ((*t)->record.id(), "hooked-2");
+        EXPECT_EQ((*t)->event.type(), JobEvent::SUCCEEDED);
+        EXPECT_EQ((*t)->job.webhook().url(), "http://127.0.0.1:1/hook");
+        ++taken;
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  EXPECT_EQ(taken, 1);
+  // Held, it is not due until the hold passes; then another server may take it over, and
+  // the first sender's late outcome is not written.
+  EXPECT_FALSE(store->TakeDelivery("hooked", 2, now_ms + 1000, now_ms + 2000)->has_value());
+  auto over = store->TakeDelivery("hooked", 2, hold_ms, hold_ms + 60000);
+  ASSERT_TRUE(over.ok() && over->has_value()) << over.status();
+  v1::WebhookDelivery late = (*over)->record;
+  late.set_attempts(1);
+  late.set_state(v1::WebhookDelivery::DELIVERED);
+  EXPECT_FALSE(*store->RecordDelivery("hooked", 2, hold_ms, late, std::nullopt));
+  // The holder's outcome: failed, due again later; then delivered, and no longer pending.
+  v1::WebhookDelivery record = (*over)->record;
+  record.set_attempts(1);
+  record.set_last_status(503);
+  EXPECT_TRUE(*store->RecordDelivery("hooked", 2, hold_ms + 60000, record, now_ms + 5));
+  EXPECT_EQ(store->PendingDeliveries(10)->at(0).due_ms, now_ms + 5);
+  auto again = store->TakeDelivery("hooked", 2, now_ms + 5, now_ms + 100);
+  ASSERT_TRUE(again.ok() && again->has_value()) << again.status();
+  EXPECT_EQ((*again)->record.attempts(), 1);
+  record.set_attempts(2);
+  record.set_last_status(200);
+  record.set_state(v1::WebhookDelivery::DELIVERED);
+  EXPECT_TRUE(*store->RecordDelivery("hooked", 2, now_ms + 100, record, std::nullopt));
+  EXPECT_TRUE(store->PendingDeliveries(10)->empty());
+  EXPECT_FALSE(store->TakeDelivery("hooked", 2, hold_ms * 2, hold_ms * 3)->has_value());
+  auto shown = store->ListDeliveries("hooked");
+  ASSERT_TRUE(shown.ok() && shown->size() == 1) << shown.status();
+  EXPECT_EQ(shown->front().state(), v1::WebhookDelivery::DELIVERED);
+  EXPECT_EQ(shown->front().attempts(), 2);
 }
 
 TEST_F(PgStoreTest, NothingAcknowledgedIsLostWhenPostgresCrashes) {

@@ -1,6 +1,8 @@
 // WebhookPolicy: which URLs may be called, and which events a webhook gets.
 #include "server/webhooks/webhook_policy.h"
 
+#include "server/storage/deliveries.h"
+
 #include "gtest/gtest.h"
 
 namespace jobstream::webhooks {
@@ -42,15 +44,15 @@ TEST(WebhookPolicyTest, NoListRefusesEverythingAndBadEntriesFailToParse) {
 
 TEST(WebhookPolicyTest, EventsDefaultToTheTerminalOnesAndNeverProgress) {
   v1::Webhook hook;
-  EXPECT_TRUE(WebhookPolicy::Wants(hook, v1::JobEvent::SUCCEEDED));
-  EXPECT_TRUE(WebhookPolicy::Wants(hook, v1::JobEvent::CANCELLED));
-  EXPECT_FALSE(WebhookPolicy::Wants(hook, v1::JobEvent::STARTED));
+  EXPECT_TRUE(storage::WantsDelivery(hook, v1::JobEvent::SUCCEEDED));
+  EXPECT_TRUE(storage::WantsDelivery(hook, v1::JobEvent::CANCELLED));
+  EXPECT_FALSE(storage::WantsDelivery(hook, v1::JobEvent::STARTED));
   hook.add_events("started");
   hook.add_events("artifact");
-  EXPECT_TRUE(WebhookPolicy::Wants(hook, v1::JobEvent::STARTED));
-  EXPECT_TRUE(WebhookPolicy::Wants(hook, v1::JobEvent::ARTIFACT));
-  EXPECT_FALSE(WebhookPolicy::Wants(hook, v1::JobEvent::SUCCEEDED));
-  EXPECT_FALSE(WebhookPolicy::Wants(hook, v1::JobEvent::PROGRESS));
+  EXPECT_TRUE(storage::WantsDelivery(hook, v1::JobEvent::STARTED));
+  EXPECT_TRUE(storage::WantsDelivery(hook, v1::JobEvent::ARTIFACT));
+  EXPECT_FALSE(storage::WantsDelivery(hook, v1::JobEvent::SUCCEEDED));
+  EXPECT_FALSE(storage::WantsDelivery(hook, v1::JobEvent::PROGRESS));
   auto policy = WebhookPolicy::Parse({"h"});
   hook.set_url("http://h/");
   EXPECT_TRUE(policy->Validate(hook).ok());

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "jobstream/v1/job_states.h"
+#include "server/storage/deliveries.h"
 #include "server/storage/lease_status.h"
 #include "server/storage/pg/schema.h"
 
@@ -82,8 +83,9 @@ std::vector<PgParam> JobColumns(const Job& job) {
           PgParam::Binary(job.SerializeAsString())};
 }
 
-// Writes the events and announces the last one.
-absl::Status AddEvents(PgConnection& conn, const std::vector<JobEvent>& events) {
+// Writes the events, the webhook deliveries `job` owes for them, and announces them.
+absl::Status AddEvents(PgConnection& conn, const Job& job, const std::vector<JobEvent>& events) {
+  const absl::Time now = absl::Now();
   for (const JobEvent& e : events) {
     if (absl::Status s =
             conn.Exec("INSERT INTO events (job_id, sequence, event) VALUES ($1, $2, $3)",
@@ -92,6 +94,17 @@ absl::Status AddEvents(PgConnection& conn, const std::vector<JobEvent>& events) 
                 .status();
         !s.ok()) {
       return s;
+    }
+    if (auto delivery = DeliveryOf(job, e.sequence(), e.type(), now)) {
+      if (absl::Status s = conn.Exec("INSERT INTO webhook_deliveries (job_id, sequence, due_ms, "
+                                     "record) VALUES ($1, $2, $3, $4)",
+                                     {PgParam::Text(e.job_id()), PgParam::Int(e.sequence()),
+                                      PgParam::Int(absl::ToUnixMillis(now)),
+                                      PgParam::Binary(delivery->SerializeAsString())})
+                               .status();
+          !s.ok()) {
+        return s;
+      }
     }
   }
   if (events.empty()) return absl::OkStatus();
@@ -127,7 +140,7 @@ absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
       !s.ok()) {
     return s;
   }
-  if (absl::Status s = AddEvents(conn, events); !s.ok()) return s;
+  if (absl::Status s = AddEvents(conn, job, events); !s.ok()) return s;
   return events;
 }
 
@@ -231,12 +244,27 @@ absl::Status PgStore::InsertJobs(std::vector<NewJob>& jobs) {
     absl::StrAppend(&event_rows, i > 0 ? ", " : "", "($", b + 1, ", $", b + 12, ", $", b + 13, ")");
     absl::StrAppend(&notices, i > 0 ? ", " : "", "($", b + 14, ")");
   }
+  // The deliveries of webhooks that want "created", after every job's parameters.
+  const absl::Time now = absl::Now();
+  std::string delivery_rows;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    auto delivery = DeliveryOf(jobs[i].job, 1, JobEvent::CREATED, now);
+    if (!delivery) continue;
+    params.push_back(PgParam::Int(absl::ToUnixMillis(now)));
+    params.push_back(PgParam::Binary(delivery->SerializeAsString()));
+    absl::StrAppend(&delivery_rows, delivery_rows.empty() ? "" : ", ", "($", i * kPerJob + 1,
+                    ", 1, $", params.size() - 1, "::bigint, $", params.size(), "::bytea)");
+  }
   params.push_back(PgParam::Text(kEventsChannel));
   const std::string sql = absl::StrCat(
       "WITH j AS (INSERT INTO jobs (id, tenant, type, state, priority, ready_ms, create_ms, "
       "end_ms, last_sequence, record, params) VALUES ",
-      job_rows, "), e AS (INSERT INTO events (job_id, sequence, event) VALUES ", event_rows,
-      ") SELECT pg_notify($", params.size(), ", n.p) FROM (VALUES ", notices, ") AS n(p)");
+      job_rows, "), e AS (INSERT INTO events (job_id, sequence, event) VALUES ", event_rows, ")",
+      delivery_rows.empty() ? ""
+                            : absl::StrCat(", d AS (INSERT INTO webhook_deliveries (job_id, "
+                                           "sequence, due_ms, record) VALUES ",
+                                           delivery_rows, ")"),
+      " SELECT pg_notify($", params.size(), ", n.p) FROM (VALUES ", notices, ") AS n(p)");
   return pool_.Use([&](PgConnection& conn) { return conn.Exec(sql, params).status(); });
 }
 
@@ -288,7 +316,7 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = AddEvents(conn, events); !s.ok()) return s;
+    if (absl::Status s = AddEvents(conn, stored, events); !s.ok()) return s;
     out = {std::move(stored), true};
     return absl::OkStatus();
   });
@@ -895,6 +923,92 @@ absl::Status PgStore::VisitJobsIn(Job::State state,
                              visit(job);
                              return true;
                            });
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhook deliveries
+
+absl::StatusOr<std::vector<PgStore::PendingDelivery>> PgStore::PendingDeliveries(int limit) const {
+  std::vector<PendingDelivery> pending;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto rows = conn.Exec(
+        "SELECT job_id, sequence, due_ms FROM webhook_deliveries WHERE due_ms IS NOT NULL "
+        "ORDER BY due_ms LIMIT $1",
+        {PgParam::Int(limit)});
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) {
+      auto sequence = rows->GetInt64(i, 1);
+      auto due = rows->GetInt64(i, 2);
+      if (!sequence.ok()) return sequence.status();
+      if (!due.ok()) return due.status();
+      pending.push_back({std::string(rows->Get(i, 0)), *sequence, *due});
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return pending;
+}
+
+absl::StatusOr<std::optional<PgStore::TakenDelivery>> PgStore::TakeDelivery(
+    const std::string& job_id, int64_t sequence, int64_t now_ms, int64_t hold_until_ms) {
+  std::optional<TakenDelivery> taken;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    // SKIP LOCKED: a server taking it at this moment has it; this one goes on.
+    auto rows = conn.Exec(
+        "WITH t AS (UPDATE webhook_deliveries SET due_ms = $4 WHERE (job_id, sequence) IN "
+        "(SELECT job_id, sequence FROM webhook_deliveries WHERE job_id = $1 AND sequence = $2 "
+        "AND due_ms <= $3 FOR UPDATE SKIP LOCKED) RETURNING job_id, sequence, record) "
+        "SELECT t.record, j.record, e.event FROM t JOIN jobs j ON j.id = t.job_id "
+        "JOIN events e ON e.job_id = t.job_id AND e.sequence = t.sequence",
+        {PgParam::Text(job_id), PgParam::Int(sequence), PgParam::Int(now_ms),
+         PgParam::Int(hold_until_ms)},
+        /*binary_results=*/true);
+    if (!rows.ok()) return rows.status();
+    if (rows->rows() == 0) return absl::OkStatus();
+    auto record = Parse<v1::WebhookDelivery>(rows->Get(0, 0), "a webhook delivery");
+    auto job = Parse<Job>(rows->Get(0, 1), absl::StrCat("job ", job_id));
+    auto event = Parse<JobEvent>(rows->Get(0, 2), "an event");
+    if (!record.ok()) return record.status();
+    if (!job.ok()) return job.status();
+    if (!event.ok()) return event.status();
+    taken = TakenDelivery{*std::move(job), *std::move(event), *std::move(record)};
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return taken;
+}
+
+absl::StatusOr<bool> PgStore::RecordDelivery(const std::string& job_id, int64_t sequence,
+                                             int64_t held_until_ms,
+                                             const v1::WebhookDelivery& record,
+                                             std::optional<int64_t> next_due_ms) {
+  int64_t written = 0;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto done = conn.Exec(
+        "UPDATE webhook_deliveries SET record = $4, due_ms = $5 "
+        "WHERE job_id = $1 AND sequence = $2 AND due_ms = $3",
+        {PgParam::Text(job_id), PgParam::Int(sequence), PgParam::Int(held_until_ms),
+         PgParam::Binary(record.SerializeAsString()),
+         next_due_ms ? PgParam::Int(*next_due_ms) : PgParam::Null()});
+    if (!done.ok()) return done.status();
+    written = done->affected();
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return written > 0;
+}
+
+absl::StatusOr<std::vector<v1::WebhookDelivery>> PgStore::ListDeliveries(
+    const std::string& job_id) const {
+  std::vector<v1::WebhookDelivery> deliveries;
+  absl::Status status = VisitRecords<v1::WebhookDelivery>(
+      "SELECT record FROM webhook_deliveries WHERE job_id = $1 ORDER BY sequence",
+      {PgParam::Text(job_id)}, [&](v1::WebhookDelivery d) {
+        deliveries.push_back(std::move(d));
+        return true;
+      });
+  if (!status.ok()) return status;
+  return deliveries;
 }
 
 }  // namespace jobstream::storage::pg

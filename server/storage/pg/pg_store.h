@@ -161,6 +161,35 @@ class PgStore : public EventReader {
   absl::StatusOr<std::optional<v1::Job>> GetLeasedJob(const std::string& job_id,
                                                       const std::string& lease_id) const;
 
+  // Webhook deliveries, written with the events they deliver (a job's webhook wants them).
+  // Any server may send a pending one: TakeDelivery holds it for one sender, pushing its
+  // due time to hold_until_ms when it is due at now_ms (a held one is not due: another
+  // server is sending it, and may take it again once the hold passes, if that server
+  // died). RecordDelivery writes the outcome only while that hold is still the one.
+  struct PendingDelivery {
+    std::string job_id;
+    int64_t sequence = 0;
+    int64_t due_ms = 0;
+  };
+  // The `limit` soonest due, held ones too (at their hold's end).
+  absl::StatusOr<std::vector<PendingDelivery>> PendingDeliveries(int limit) const;
+  struct TakenDelivery {
+    v1::Job job;  // without params
+    v1::JobEvent event;
+    v1::WebhookDelivery record;
+  };
+  // None when it is not due (held, delivered, given up) or its job is gone.
+  absl::StatusOr<std::optional<TakenDelivery>> TakeDelivery(const std::string& job_id,
+                                                            int64_t sequence, int64_t now_ms,
+                                                            int64_t hold_until_ms);
+  // The attempt's outcome, and when the next is due (none: delivered or given up). False
+  // when the hold was lost (taken over, or the job removed): nothing was written.
+  absl::StatusOr<bool> RecordDelivery(const std::string& job_id, int64_t sequence,
+                                      int64_t held_until_ms, const v1::WebhookDelivery& record,
+                                      std::optional<int64_t> next_due_ms);
+  // A job's deliveries by sequence, as Job.webhook_deliveries shows them.
+  absl::StatusOr<std::vector<v1::WebhookDelivery>> ListDeliveries(const std::string& job_id) const;
+
   // The job with its params (GetJob leaves them out). NotFound when absent.
   absl::StatusOr<v1::Job> GetJobWithParams(const std::string& job_id) const;
 
