@@ -1,7 +1,7 @@
 // The PostgreSQL store's connection and schema, against a real PostgreSQL 15 started for
 // the suite (tests/support/postgres_process.h): statuses that say what failed, and a
 // schema the server creates, migrates once however many servers start together, and
-// refuses when it is newer than it knows.
+// refuses when it is newer than it knows; deferred statements sent as one pipeline.
 #include <thread>
 #include <vector>
 
@@ -107,6 +107,51 @@ TEST_F(PgSchemaTest, FailuresSayWhatFailed) {
   auto lost = conn->Exec("SELECT 1");
   ASSERT_FALSE(lost.ok());
   EXPECT_EQ(lost.status().code(), absl::StatusCode::kUnavailable) << lost.status();
+  EXPECT_FALSE(conn->ok());
+}
+
+TEST_F(PgSchemaTest, DeferredStatementsGoInOnePipelineAndFailAsOne) {
+  auto conn = Connect(NewDatabase());
+  ASSERT_NE(conn, nullptr);
+  ASSERT_TRUE(conn->ExecScript("CREATE TABLE k (id text PRIMARY KEY, n int)").ok());
+  // Deferred writes go with the next statement, in order, and it sees them.
+  conn->Defer("BEGIN");
+  conn->Defer("INSERT INTO k VALUES ($1, $2)", {PgParam::Text("a"), PgParam::Int(1)});
+  conn->Defer("INSERT INTO k VALUES ($1, $2)", {PgParam::Text("b"), PgParam::Int(2)});
+  auto sum = conn->Exec("SELECT sum(n) FROM k");
+  ASSERT_TRUE(sum.ok()) << sum.status();
+  EXPECT_EQ(*sum->GetInt64(0, 0), 3);
+  EXPECT_EQ(PQtransactionStatus(conn->raw()), PQTRANS_INTRANS);
+  conn->Defer("UPDATE k SET n = n * 10");
+  conn->Defer("COMMIT");
+  ASSERT_TRUE(conn->Flush().ok());
+  EXPECT_EQ(PQtransactionStatus(conn->raw()), PQTRANS_IDLE);
+  EXPECT_EQ(*conn->Exec("SELECT sum(n) FROM k")->GetInt64(0, 0), 30);
+
+  // The first failure is the pipeline's error, with its own code; what came after it did
+  // not run, and the transaction it was in is left to be rolled back.
+  conn->Defer("BEGIN");
+  conn->Defer("INSERT INTO k VALUES ($1, $2)", {PgParam::Text("c"), PgParam::Int(3)});
+  conn->Defer("INSERT INTO k VALUES ($1, $2)", {PgParam::Text("a"), PgParam::Int(4)});
+  conn->Defer("INSERT INTO k VALUES ($1, $2)", {PgParam::Text("d"), PgParam::Int(5)});
+  auto failed = conn->Exec("SELECT count(*) FROM k");
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kAlreadyExists) << failed.status();
+  EXPECT_NE(failed.status().message().find("INSERT INTO k"), std::string::npos) << failed.status();
+  EXPECT_EQ(PQtransactionStatus(conn->raw()), PQTRANS_INERROR);
+  ASSERT_TRUE(conn->ExecScript("ROLLBACK").ok());
+  EXPECT_TRUE(conn->ok());
+  EXPECT_EQ(*conn->Exec("SELECT count(*) FROM k")->GetInt64(0, 0), 2) << "nothing of it stayed";
+  // Dropped, a deferred statement never runs.
+  conn->Defer("DELETE FROM k");
+  conn->DropDeferred();
+  EXPECT_EQ(*conn->Exec("SELECT count(*) FROM k")->GetInt64(0, 0), 2);
+
+  // The server going away with a pipeline unsent: UNAVAILABLE, and the connection is not
+  // used again.
+  ASSERT_TRUE(server_->Restart().ok());
+  conn->Defer("INSERT INTO k VALUES ($1, $2)", {PgParam::Text("e"), PgParam::Int(6)});
+  absl::Status lost = conn->Flush();
+  EXPECT_EQ(lost.code(), absl::StatusCode::kUnavailable) << lost;
   EXPECT_FALSE(conn->ok());
 }
 

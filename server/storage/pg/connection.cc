@@ -75,24 +75,101 @@ absl::StatusOr<std::unique_ptr<PgConnection>> PgConnection::Connect(const std::s
 
 PgConnection::~PgConnection() { PQfinish(conn_); }
 
-absl::StatusOr<PgResult> PgConnection::Exec(absl::string_view sql,
-                                            const std::vector<PgParam>& params,
-                                            bool binary_results) {
+namespace {
+
+// libpq's view of `params`: pointers into them, so they must outlive the call.
+struct Arguments {
+  explicit Arguments(const std::vector<PgParam>& params) {
+    values.reserve(params.size());
+    for (const PgParam& p : params) {
+      values.push_back(p.null ? nullptr : p.value.data());
+      lengths.push_back(static_cast<int>(p.value.size()));
+      formats.push_back(p.binary ? 1 : 0);
+    }
+  }
+  int size() const { return static_cast<int>(values.size()); }
   std::vector<const char*> values;
   std::vector<int> lengths;
   std::vector<int> formats;
-  values.reserve(params.size());
-  for (const PgParam& p : params) {
-    values.push_back(p.null ? nullptr : p.value.data());
-    lengths.push_back(static_cast<int>(p.value.size()));
-    formats.push_back(p.binary ? 1 : 0);
+};
+
+// What a statement is called in an error: its first words.
+absl::string_view Named(absl::string_view sql) { return sql.substr(0, sql.find_first_of("(\n")); }
+
+}  // namespace
+
+void PgConnection::Defer(std::string sql, std::vector<PgParam> params) {
+  deferred_.push_back({std::move(sql), std::move(params)});
+}
+
+absl::Status PgConnection::Flush() {
+  if (deferred_.empty()) return absl::OkStatus();
+  return RunPipeline(nullptr, false).status();
+}
+
+absl::StatusOr<std::optional<PgResult>> PgConnection::RunPipeline(const Statement* last,
+                                                                  bool binary_results) {
+  std::vector<Statement> statements = std::move(deferred_);
+  deferred_.clear();
+  const size_t count = statements.size() + (last != nullptr ? 1 : 0);
+  auto at = [&](size_t i) -> const Statement& {
+    return i < statements.size() ? statements[i] : *last;
+  };
+  auto lost = [&](absl::string_view what) {
+    broken_ = true;  // whatever is left unread would answer the next user
+    return PgStatus(nullptr, conn_, what);
+  };
+  if (PQenterPipelineMode(conn_) != 1) return lost("entering pipeline mode");
+  for (size_t i = 0; i < count; ++i) {
+    Arguments args(at(i).params);
+    const bool binary = i + 1 == count && last != nullptr && binary_results;
+    if (PQsendQueryParams(conn_, at(i).sql.c_str(), args.size(), nullptr, args.values.data(),
+                          args.lengths.data(), args.formats.data(), binary ? 1 : 0) != 1) {
+      return lost(Named(at(i).sql));
+    }
   }
-  PGresult* raw = PQexecParams(conn_, std::string(sql).c_str(), static_cast<int>(params.size()),
-                               nullptr, values.data(), lengths.data(), formats.data(),
+  if (PQpipelineSync(conn_) != 1) return lost("sending a pipeline");
+  // Each statement's results end with a null; an error skips the rest (ABORTED) until the
+  // sync point, which ends the pipeline.
+  absl::Status error;
+  std::optional<PgResult> result;
+  for (size_t i = 0; i < count; ++i) {
+    for (PGresult* raw; (raw = PQgetResult(conn_)) != nullptr;) {
+      PgResult got(raw);
+      const ExecStatusType status = PQresultStatus(raw);
+      if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
+        if (i + 1 == count && last != nullptr) result.emplace(std::move(got));
+      } else if (status != PGRES_PIPELINE_ABORTED && error.ok()) {
+        error = PgStatus(raw, conn_, Named(at(i).sql));
+      }
+    }
+    if (PQstatus(conn_) != CONNECTION_OK) return lost(Named(at(i).sql));
+  }
+  PGresult* sync = PQgetResult(conn_);
+  const bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+  PQclear(sync);
+  if (!synced || PQexitPipelineMode(conn_) != 1) return lost("ending a pipeline");
+  if (!error.ok()) return error;
+  return result;
+}
+
+absl::StatusOr<PgResult> PgConnection::Exec(absl::string_view sql,
+                                            const std::vector<PgParam>& params,
+                                            bool binary_results) {
+  if (!deferred_.empty()) {
+    Statement last{std::string(sql), params};
+    auto result = RunPipeline(&last, binary_results);
+    if (!result.ok()) return result.status();
+    if (!result->has_value()) return absl::InternalError(absl::StrCat(Named(sql), ": no result"));
+    return **std::move(result);
+  }
+  Arguments args(params);
+  PGresult* raw = PQexecParams(conn_, std::string(sql).c_str(), args.size(), nullptr,
+                               args.values.data(), args.lengths.data(), args.formats.data(),
                                binary_results ? 1 : 0);
   const ExecStatusType status = raw != nullptr ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    absl::Status error = PgStatus(raw, conn_, sql.substr(0, sql.find_first_of("(\n")));
+    absl::Status error = PgStatus(raw, conn_, Named(sql));
     PQclear(raw);
     return error;
   }
@@ -100,6 +177,7 @@ absl::StatusOr<PgResult> PgConnection::Exec(absl::string_view sql,
 }
 
 absl::Status PgConnection::ExecScript(absl::string_view sql) {
+  if (absl::Status s = Flush(); !s.ok()) return s;
   PgResult result(PQexec(conn_, std::string(sql).c_str()));
   const ExecStatusType status = result.raw() != nullptr ? PQresultStatus(result.raw())
                                                         : PGRES_FATAL_ERROR;

@@ -64,18 +64,36 @@ class PgConnection {
   ~PgConnection();
 
   // Runs one statement. Columns come back as text, or all as binary if `binary_results`.
+  // Statements deferred before it go first, in the same round trip.
   absl::StatusOr<PgResult> Exec(absl::string_view sql, const std::vector<PgParam>& params = {},
                                 bool binary_results = false);
+  // A statement whose answer nobody waits for: sent with the next Exec or Flush, all of
+  // them at once in libpq's pipeline mode, so a transaction's writes and its COMMIT cost
+  // one round trip. Its error is the error of that Exec or Flush.
+  void Defer(std::string sql, std::vector<PgParam> params = {});
+  // Sends what was deferred and waits for its answers.
+  absl::Status Flush();
+  // Forgets what was deferred (a transaction given up before it was sent).
+  void DropDeferred() { deferred_.clear(); }
   // Runs statements without parameters, several if separated by semicolons (a schema
   // step, BEGIN, COMMIT).
   absl::Status ExecScript(absl::string_view sql);
   // Whether the connection still works (false after the server went away).
-  bool ok() const { return PQstatus(conn_) == CONNECTION_OK; }
+  bool ok() const { return !broken_ && PQstatus(conn_) == CONNECTION_OK; }
   PGconn* raw() { return conn_; }
 
  private:
+  struct Statement {
+    std::string sql;
+    std::vector<PgParam> params;
+  };
   explicit PgConnection(PGconn* conn) : conn_(conn) {}
+  // Sends the deferred statements and then `last` (if any) in one pipeline; `last`'s
+  // result, or the first error.
+  absl::StatusOr<std::optional<PgResult>> RunPipeline(const Statement* last, bool binary_results);
   PGconn* conn_;
+  std::vector<Statement> deferred_;
+  bool broken_ = false;  // a pipeline left in a state the next user cannot trust
 };
 
 // Checks a --store value names PostgreSQL and that libpq can parse it; the message says

@@ -83,37 +83,28 @@ std::vector<PgParam> JobColumns(const Job& job) {
           PgParam::Binary(job.SerializeAsString())};
 }
 
-// Writes the events, the webhook deliveries `job` owes for them, and announces them.
+// Writes the events, the webhook deliveries `job` owes for them, and announces them —
+// deferred, to go with the COMMIT (the caller's transaction holds the job's row).
 absl::Status AddEvents(PgConnection& conn, const Job& job, const std::vector<JobEvent>& events) {
   const absl::Time now = absl::Now();
   for (const JobEvent& e : events) {
-    if (absl::Status s =
-            conn.Exec("INSERT INTO events (job_id, sequence, event) VALUES ($1, $2, $3)",
-                      {PgParam::Text(e.job_id()), PgParam::Int(e.sequence()),
-                       PgParam::Binary(e.SerializeAsString())})
-                .status();
-        !s.ok()) {
-      return s;
-    }
+    conn.Defer("INSERT INTO events (job_id, sequence, event) VALUES ($1, $2, $3)",
+               {PgParam::Text(e.job_id()), PgParam::Int(e.sequence()),
+                PgParam::Binary(e.SerializeAsString())});
     if (auto delivery = DeliveryOf(job, e.sequence(), e.type(), now)) {
-      if (absl::Status s = conn.Exec("INSERT INTO webhook_deliveries (job_id, sequence, due_ms, "
-                                     "record) VALUES ($1, $2, $3, $4)",
-                                     {PgParam::Text(e.job_id()), PgParam::Int(e.sequence()),
-                                      PgParam::Int(absl::ToUnixMillis(now)),
-                                      PgParam::Binary(delivery->SerializeAsString())})
-                               .status();
-          !s.ok()) {
-        return s;
-      }
+      conn.Defer("INSERT INTO webhook_deliveries (job_id, sequence, due_ms, record) "
+                 "VALUES ($1, $2, $3, $4)",
+                 {PgParam::Text(e.job_id()), PgParam::Int(e.sequence()),
+                  PgParam::Int(absl::ToUnixMillis(now)),
+                  PgParam::Binary(delivery->SerializeAsString())});
     }
   }
   if (events.empty()) return absl::OkStatus();
-  return conn
-      .Exec("SELECT pg_notify($1, $2)",
-            {PgParam::Text(kEventsChannel),
-             PgParam::Text(absl::StrCat(events.front().job_id(), " ", events.front().sequence(),
-                                        " ", events.back().sequence()))})
-      .status();
+  conn.Defer("SELECT pg_notify($1, $2)",
+             {PgParam::Text(kEventsChannel),
+              PgParam::Text(absl::StrCat(events.front().job_id(), " ", events.front().sequence(),
+                                         " ", events.back().sequence()))});
+  return absl::OkStatus();
 }
 
 // Applies `change` to the locked `job` and writes the job and its events; nothing if the
@@ -131,15 +122,9 @@ absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
   }
   Number(job, events);
   if (after != nullptr) *after = job;
-  std::vector<PgParam> columns = JobColumns(job);
-  if (absl::Status s = conn.Exec("UPDATE jobs SET tenant = $2, type = $3, state = $4, "
-                                 "priority = $5, ready_ms = $6, create_ms = $7, end_ms = $8, "
-                                 "last_sequence = $9, record = $10 WHERE id = $1",
-                                 columns)
-                           .status();
-      !s.ok()) {
-    return s;
-  }
+  conn.Defer("UPDATE jobs SET tenant = $2, type = $3, state = $4, priority = $5, ready_ms = $6, "
+             "create_ms = $7, end_ms = $8, last_sequence = $9, record = $10 WHERE id = $1",
+             JobColumns(job));
   if (absl::Status s = AddEvents(conn, job, events); !s.ok()) return s;
   return events;
 }
@@ -183,6 +168,12 @@ absl::Status PgPool::Use(const std::function<absl::Status(PgConnection&)>& body)
   auto conn = Take();
   if (!conn.ok()) return conn.status();
   absl::Status status = body(**conn);
+  // What the body deferred goes now (or not at all, if it failed).
+  if (status.ok()) {
+    status = (*conn)->Flush();
+  } else {
+    (*conn)->DropDeferred();
+  }
   Give(*std::move(conn));
   return status;
 }
@@ -192,12 +183,19 @@ absl::Status PgPool::Transact(const std::function<absl::Status(PgConnection&)>& 
   absl::Status status;
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     status = Use([&](PgConnection& conn) {
-      absl::Status s = conn.ExecScript("BEGIN");
-      if (s.ok()) s = body(conn);
+      // BEGIN goes with the first statement, COMMIT with the last writes: a transaction
+      // that reads once and then writes is two round trips.
+      conn.Defer("BEGIN");
+      absl::Status s = body(conn);
       if (s.ok() && PQtransactionStatus(conn.raw()) == PQTRANS_INERROR) {
         s = absl::InternalError("a statement failed and its error was not returned");
       }
-      if (s.ok()) return conn.ExecScript("COMMIT");
+      if (s.ok()) {
+        conn.Defer("COMMIT");
+        s = conn.Flush();
+        if (s.ok()) return s;
+      }
+      conn.DropDeferred();
       if (conn.ok()) conn.ExecScript("ROLLBACK").IgnoreError();
       return s;
     });
@@ -453,20 +451,13 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
       one.events = *std::move(events);
       const std::string& job_id = one.events.back().job_id();
       const LeaseRecord& lease = one.lease;
-      if (absl::Status s = conn.Exec("INSERT INTO leases (job_id, lease_id, deadline_ms, "
-                                     "attempt_deadline_ms, holder, record) "
-                                     "VALUES ($1, $2, $3, $4, $5, $6)",
-                                     {PgParam::Text(job_id), PgParam::Text(lease.lease_id()),
-                                      PgParam::Int(lease.deadline_ms()),
-                                      lease.attempt_deadline_ms() != 0
-                                          ? PgParam::Int(lease.attempt_deadline_ms())
-                                          : PgParam::Null(),
-                                      PgParam::Text(lease.worker_id()),
-                                      PgParam::Binary(lease.SerializeAsString())})
-                               .status();
-          !s.ok()) {
-        return s;
-      }
+      conn.Defer("INSERT INTO leases (job_id, lease_id, deadline_ms, attempt_deadline_ms, "
+                 "holder, record) VALUES ($1, $2, $3, $4, $5, $6)",
+                 {PgParam::Text(job_id), PgParam::Text(lease.lease_id()),
+                  PgParam::Int(lease.deadline_ms()),
+                  lease.attempt_deadline_ms() != 0 ? PgParam::Int(lease.attempt_deadline_ms())
+                                                   : PgParam::Null(),
+                  PgParam::Text(lease.worker_id()), PgParam::Binary(lease.SerializeAsString())});
       claimed.push_back(std::move(one));
     }
     return absl::OkStatus();
@@ -501,14 +492,9 @@ absl::StatusOr<PgStore::Renewed> PgStore::RenewLeased(const std::string& job_id,
     LeaseRecord* lease = &held->second;
     if (duration_ms > 0) lease->set_duration_ms(duration_ms);
     lease->set_deadline_ms(now_ms + lease->duration_ms());
-    if (absl::Status s = conn.Exec("UPDATE leases SET deadline_ms = $2, record = $3 "
-                                   "WHERE job_id = $1",
-                                   {PgParam::Text(job_id), PgParam::Int(lease->deadline_ms()),
-                                    PgParam::Binary(lease->SerializeAsString())})
-                             .status();
-        !s.ok()) {
-      return s;
-    }
+    conn.Defer("UPDATE leases SET deadline_ms = $2, record = $3 WHERE job_id = $1",
+               {PgParam::Text(job_id), PgParam::Int(lease->deadline_ms()),
+                PgParam::Binary(lease->SerializeAsString())});
     auto made = ChangeLocked(conn, std::move(held->first), change, &renewed.job);
     if (!made.ok()) return made.status();
     renewed.lease = std::move(*lease);
