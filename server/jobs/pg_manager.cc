@@ -128,15 +128,14 @@ void PgJobManager::Observe(const JobEvent& event) {
   const Job& job = event.status();
   const JobType* type = types_->Find(job.type());
   if (type == nullptr) return;
+  // A job of the type queued, or one ended and freed a slot of a capped type (on any
+  // server: the cap counts every server's runs).
+  if (job.state() == Job::RUNNING) return;
+  absl::MutexLock lock(&mu_);
   if (type->in_server()) {
-    if (job.state() != Job::QUEUED) return;
-    absl::MutexLock lock(&mu_);
     ready_cv_.SignalAll();
     return;
   }
-  // A job of the type queued, or one ended and freed a slot of a capped type.
-  if (job.state() == Job::RUNNING) return;
-  absl::MutexLock lock(&mu_);
   hinted_.insert(job.type());
   ++hints_;
   granter_wake_ = true;
@@ -431,6 +430,7 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
         run.type = job.type();
         run.control = std::make_shared<RunControl>();
         run.attempt_deadline_ms = got.lease.attempt_deadline_ms();
+        run.progress = job.progress();
         ++running_[job.type()];
         if (stop_running_) {  // stopped while claiming: the job goes back at once
           run.control->server_stopping = true;
@@ -448,26 +448,63 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
   return std::nullopt;
 }
 
+// The handler goes on at once; its reports are written in order by one call thread at a
+// time, a transaction each, and PROGRESS reports that pile up meanwhile become one.
 void PgJobManager::Report(const Attempt& attempt, const v1::Progress& progress) {
-  std::string lease_id;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = runs_.find(attempt.job_id);
-    if (it == runs_.end() || it->second.control != attempt.control) return;  // stale
-    lease_id = it->second.lease_id;
+  absl::MutexLock lock(&mu_);
+  auto it = runs_.find(attempt.job_id);
+  if (it == runs_.end() || it->second.control != attempt.control) return;  // stale
+  Run& run = it->second;
+  // This server holds the run's lease, so its view of the progress is the stored one plus
+  // what is queued: a report that moves nothing is dropped, and a PROGRESS after an
+  // unwritten PROGRESS replaces it (RocksDB's rule), so no STEP is ever lost.
+  const JobEvent::Type type = ApplyProgress(run.progress, progress);
+  if (type == JobEvent::TYPE_UNSPECIFIED) return;
+  if (type == JobEvent::PROGRESS && !run.reports.empty() &&
+      run.reports.back().type == JobEvent::PROGRESS) {
+    run.reports.back().progress = run.progress;
+  } else {
+    run.reports.push_back({run.progress, type});
   }
-  const absl::Time now = absl::Now();
-  auto events = store_->ChangeLeased(
-      attempt.job_id, lease_id, /*end_lease=*/false, [&](Job& job, std::vector<JobEvent>& out) {
-        const JobEvent::Type type = ApplyProgress(*job.mutable_progress(), progress);
-        if (type != JobEvent::TYPE_UNSPECIFIED) {
-          *job.mutable_update_time() = ToProto(now);
-          out.push_back(EventOf(type, now));
-        }
-        return absl::OkStatus();
-      });
-  if (absl::IsFailedPrecondition(events.status()) && !attempt.control->stop.HasBeenNotified()) {
-    attempt.control->stop.Notify();  // the lease is lost (taken over): stop working on it
+  if (run.reporting) return;
+  run.reporting = true;
+  calls_->Post([this, job_id = attempt.job_id, control = attempt.control] {
+    WriteReports(job_id, control);
+  });
+}
+
+void PgJobManager::WriteReports(const std::string& job_id,
+                                const std::shared_ptr<RunControl>& control) {
+  for (;;) {
+    v1::Progress progress;
+    std::string lease_id;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = runs_.find(job_id);
+      if (it == runs_.end() || it->second.control != control) return;
+      Run& run = it->second;
+      if (run.reports.empty()) {
+        run.reporting = false;
+        reports_written_.SignalAll();
+        return;
+      }
+      progress = std::move(run.reports.front().progress);
+      run.reports.pop_front();
+      lease_id = run.lease_id;
+    }
+    const absl::Time now = absl::Now();
+    auto events = store_->ChangeLeased(
+        job_id, lease_id, /*end_lease=*/false, [&](Job& job, std::vector<JobEvent>& out) {
+          const JobEvent::Type type = ApplyProgress(*job.mutable_progress(), progress);
+          if (type != JobEvent::TYPE_UNSPECIFIED) {
+            *job.mutable_update_time() = ToProto(now);
+            out.push_back(EventOf(type, now));
+          }
+          return absl::OkStatus();
+        });
+    if (absl::IsFailedPrecondition(events.status()) && !control->stop.HasBeenNotified()) {
+      control->stop.Notify();  // the lease is lost (taken over): stop working on it
+    }
   }
 }
 
@@ -477,6 +514,11 @@ void PgJobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobu
     absl::MutexLock lock(&mu_);
     auto it = runs_.find(attempt.job_id);
     if (it == runs_.end() || it->second.control != attempt.control) return;
+    // What it reported is written before its end.
+    while (it->second.reporting) {
+      reports_written_.Wait(&mu_);
+      it = runs_.find(attempt.job_id);  // the map may have moved it meanwhile
+    }
     lease_id = it->second.lease_id;
     runs_.erase(it);
     if (auto r = running_.find(attempt.type); r != running_.end() && --r->second == 0) {
@@ -682,12 +724,13 @@ void PgJobManager::Delete(const std::string& job_id, const auth::Scope& scope,
   done(status);
 }
 
-absl::StatusOr<int64_t> PgJobManager::RemoveFinished(absl::Time before, absl::string_view reason) {
+absl::StatusOr<int64_t> PgJobManager::RemoveFinished(absl::Time before, absl::string_view reason,
+                                                     absl::Time now) {
   constexpr int kJobsPerRound = 500;  // one transaction each: short row locks
   int64_t total = 0;
   for (;;) {
     auto removed = store_->RemoveFinished(absl::ToUnixMillis(before), reason,
-                                          absl::ToUnixMillis(absl::Now()), kJobsPerRound);
+                                          absl::ToUnixMillis(now), kJobsPerRound);
     if (!removed.ok()) return removed.status();
     total += *removed;
     if (*removed < kJobsPerRound) return total;
@@ -695,13 +738,14 @@ absl::StatusOr<int64_t> PgJobManager::RemoveFinished(absl::Time before, absl::st
 }
 
 void PgJobManager::Purge(absl::Time before, CountCallback done) {
-  done(RemoveFinished(before, "deleted"));
+  done(RemoveFinished(before, "deleted", absl::Now()));
 }
 
 absl::Status PgJobManager::Sweep(absl::Time now) {
   // One server sweeps for all; without a leader (tests), whoever is asked.
   if (options_.leader != nullptr && !leading_) return absl::OkStatus();
-  if (auto removed = RemoveFinished(now - options_.retention, "expired"); !removed.ok()) {
+  // Tombstones dated by the sweep's clock, as RocksDB's: the next sweep ages them from it.
+  if (auto removed = RemoveFinished(now - options_.retention, "expired", now); !removed.ok()) {
     return removed.status();
   }
   // Chunks of uploads a crash cut off (a day gives any upload in progress time to end).

@@ -131,7 +131,20 @@ class PgJobManager : public JobBackend, public ArtifactSink {
     std::string type;
     std::shared_ptr<RunControl> control;
     int64_t attempt_deadline_ms = 0;  // 0: no timeout
+    // The progress as it stands once the queued reports are written; those reports (each
+    // the whole progress, and the event it makes), oldest first; whether a call thread is
+    // writing them.
+    v1::Progress progress;
+    struct Report {
+      v1::Progress progress;
+      v1::JobEvent::Type type;
+    };
+    std::deque<Report> reports;
+    bool reporting = false;
   };
+  // Writes the run's reports until none is left (or the run ended).
+  void WriteReports(const std::string& job_id, const std::shared_ptr<RunControl>& control)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Submits without request_id are written in batches, a transaction each, by a few
   // writers: while one batch commits the next gathers (RocksDB's group commit, here).
   struct PendingInsert {
@@ -185,8 +198,10 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   // since; counted afresh once at the cap. The cap (Limits::max_queued_per_tenant) is thus
   // exact for one server, and for several within a second's Submits of the others.
   absl::StatusOr<int64_t> QueuedOf(const std::string& tenant) ABSL_LOCKS_EXCLUDED(mu_);
-  // Removes finished jobs that ended before `before`, in rounds; how many.
-  absl::StatusOr<int64_t> RemoveFinished(absl::Time before, absl::string_view reason);
+  // Removes finished jobs that ended before `before`, in rounds, leaving tombstones dated
+  // `now`; how many.
+  absl::StatusOr<int64_t> RemoveFinished(absl::Time before, absl::string_view reason,
+                                         absl::Time now);
 
   storage::pg::PgStore* const store_;
   const JobTypes* const types_;
@@ -194,6 +209,7 @@ class PgJobManager : public JobBackend, public ArtifactSink {
 
   mutable absl::Mutex mu_;
   absl::CondVar ready_cv_;  // runners: a job may be ready, or stopping
+  absl::CondVar reports_written_;  // Finish: a run's reports are written
   absl::flat_hash_map<std::string, Run> runs_ ABSL_GUARDED_BY(mu_);  // by job id
   absl::flat_hash_map<std::string, int> running_ ABSL_GUARDED_BY(mu_);  // by type
   JobWaits waits_ ABSL_GUARDED_BY(mu_);

@@ -6,8 +6,11 @@
 #include "absl/synchronization/notification.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "server/jobs/pg_manager.h"
 #include "server/jobs/runner.h"
+#include "server/watch/pg_event_feed.h"
 #include "tests/support/drain.h"
+#include "tests/support/store_test.h"
 #include "tests/support/temp_dir.h"
 
 namespace jobstream::jobs {
@@ -41,9 +44,14 @@ v1::Progress Step(const std::string& name, int index, int count, double fraction
   return p;
 }
 
-class JobManagerTest : public ::testing::Test {
+// One server's jobs on the test's store, built as the server builds them: the RocksDB
+// manager over a data dir, or the PostgreSQL manager with its feed over a fresh database.
+// TEST_P runs on both (the contract); TEST_F on RocksDB alone (what only it has).
+class JobManagerTest : public testing::StoreTest {
  protected:
   void SetUp() override {
+    testing::StoreTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     TypeDefaults defaults;
     defaults.initial_backoff = absl::ZeroDuration();
     auto types = JobTypes::FromConfig({}, defaults);
@@ -53,26 +61,52 @@ class JobManagerTest : public ::testing::Test {
   }
   void TearDown() override { Close(); }
 
-  void Open(ManagerOptions options = {}) {
-    auto store = storage::JobStore::Open(dir_.path());
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = *std::move(store);
-    hub_ = std::make_unique<watch::EventHub>(store_.get(), watch::WatchOptions{});
-    manager_ = std::make_unique<JobManager>(store_.get(), hub_.get(), types_.get(), options);
+  void Open() {
+    if (postgres()) {
+      auto store = storage::pg::PgStore::Open(url(), 6);
+      ASSERT_TRUE(store.ok()) << store.status();
+      pg_store_ = *std::move(store);
+      hub_ = std::make_unique<watch::EventHub>(pg_store_.get(), watch::WatchOptions{});
+      PgManagerOptions options;
+      options.server_id = "test-server";  // the same after a restart: its runs end at once
+      pg_ = std::make_unique<PgJobManager>(pg_store_.get(), types_.get(), options);
+      feed_ = std::make_unique<watch::PgEventFeed>(url(), pg_store_.get(), hub_.get());
+      feed_->SetObserver([this](const JobEvent& e) { pg_->Observe(e); });
+      ASSERT_TRUE(feed_->Start().ok());
+      manager_ = pg_.get();
+      reader_ = pg_store_.get();
+    } else {
+      auto store = storage::JobStore::Open(dir_.path());
+      ASSERT_TRUE(store.ok()) << store.status();
+      store_ = *std::move(store);
+      hub_ = std::make_unique<watch::EventHub>(store_.get(), watch::WatchOptions{});
+      rocks_ = std::make_unique<JobManager>(store_.get(), hub_.get(), types_.get(),
+                                            ManagerOptions{});
+      manager_ = rocks_.get();
+      reader_ = store_.get();
+    }
     ASSERT_TRUE(manager_->Recover().ok());
   }
   // Like a crash as far as running jobs go: nothing finishes them.
   void Close() {
     if (runner_) runner_->Stop();
     runner_.reset();
-    manager_.reset();
+    manager_ = nullptr;
+    rocks_.reset();
+    if (pg_) pg_->Stop();  // then the feed, which tells it what it hears
+    if (feed_) feed_->Stop();
+    pg_.reset();
+    feed_.reset();
     hub_.reset();
     store_.reset();
+    pg_store_.reset();
   }
   void StartRunner(int threads = 2) {
-    runner_ = std::make_unique<Runner>(manager_.get(), types_.get(), threads);
+    runner_ = std::make_unique<Runner>(manager_, types_.get(), threads);
     runner_->Start();
   }
+  // Jobs held in the RocksDB manager's memory (PostgreSQL's holds none).
+  size_t LiveJobs() const { return rocks_ ? rocks_->live_jobs() : 0; }
 
   absl::StatusOr<Job> Submit(const v1::SubmitRequest& request) {
     absl::Notification done;
@@ -104,10 +138,12 @@ class JobManagerTest : public ::testing::Test {
     done.WaitForNotification();
     return result;
   }
-  // Waits until everything queued for the store is durable.
+  // Waits until everything queued for the store is durable (on PostgreSQL every call
+  // commits before it answers).
   void Flush() {
+    if (!rocks_) return;
     absl::Notification written;
-    ASSERT_TRUE(manager_->committer().Barrier([&](absl::Status) { written.Notify(); }).ok());
+    ASSERT_TRUE(rocks_->committer().Barrier([&](absl::Status) { written.Notify(); }).ok());
     written.WaitForNotification();
   }
   // Every event of the job from the start until it ends.
@@ -117,6 +153,16 @@ class JobManagerTest : public ::testing::Test {
     testing::Drained out = testing::Drain(**sub);
     hub_->Unsubscribe(*sub);
     return out;
+  }
+  // The job's events as stored.
+  std::vector<JobEvent> StoredEvents(const std::string& id) {
+    auto read = reader_->ReadCommittedEvents(id, 0, INT64_MAX, 100000);
+    EXPECT_TRUE(read.ok()) << read.status();
+    std::vector<JobEvent> events;
+    if (read.ok()) {
+      for (const auto& e : *read) events.push_back(e->event);
+    }
+    return events;
   }
   static std::vector<std::string> Types(const testing::Drained& d) {
     std::vector<std::string> types;
@@ -131,13 +177,18 @@ class JobManagerTest : public ::testing::Test {
 
   testing::TempDir dir_;
   std::unique_ptr<JobTypes> types_;
-  std::unique_ptr<storage::JobStore> store_;
+  std::unique_ptr<storage::JobStore> store_;         // RocksDB
+  std::unique_ptr<JobManager> rocks_;
+  std::unique_ptr<storage::pg::PgStore> pg_store_;   // PostgreSQL
+  std::unique_ptr<PgJobManager> pg_;
+  std::unique_ptr<watch::PgEventFeed> feed_;
   std::unique_ptr<watch::EventHub> hub_;
-  std::unique_ptr<JobManager> manager_;
+  JobBackend* manager_ = nullptr;  // whichever
+  const storage::EventReader* reader_ = nullptr;
   std::unique_ptr<Runner> runner_;
 };
 
-TEST_F(JobManagerTest, RunsADemoJobWithDenseOrderedEvents) {
+TEST_P(JobManagerTest, RunsADemoJobWithDenseOrderedEvents) {
   StartRunner();
   auto job = Submit(Demo(R"({"steps": ["a", "b"], "step_ms": 20, "ticks": 2})"));
   ASSERT_TRUE(job.ok()) << job.status();
@@ -165,7 +216,7 @@ TEST_F(JobManagerTest, RunsADemoJobWithDenseOrderedEvents) {
   EXPECT_TRUE(done->has_end_time());
 }
 
-TEST_F(JobManagerTest, RefusesBadSubmitsAndWritesNothing) {
+TEST_P(JobManagerTest, RefusesBadSubmitsAndWritesNothing) {
   v1::SubmitRequest huge = Demo();
   (*huge.mutable_params()->mutable_fields())["blob"].set_string_value(std::string(2 << 20, 'x'));
   std::vector<std::pair<std::string, v1::SubmitRequest>> cases;
@@ -194,10 +245,10 @@ TEST_F(JobManagerTest, RefusesBadSubmitsAndWritesNothing) {
         << "want \"" << message << "\" in: " << job.status().message();
   }
   EXPECT_EQ(ListedJobs(), 0u);
-  EXPECT_EQ(manager_->live_jobs(), 0u);
+  EXPECT_EQ(LiveJobs(), 0u);
 }
 
-TEST_F(JobManagerTest, ConcurrentSubmitsWithOneRequestIdMakeOneJob) {
+TEST_P(JobManagerTest, ConcurrentSubmitsWithOneRequestIdMakeOneJob) {
   v1::SubmitRequest request = Demo(R"({"step_ms": 0})");
   request.set_request_id("order-42");
   std::vector<std::string> ids(16);
@@ -216,7 +267,7 @@ TEST_F(JobManagerTest, ConcurrentSubmitsWithOneRequestIdMakeOneJob) {
   EXPECT_EQ(ListedJobs(), 1u);
 }
 
-TEST_F(JobManagerTest, CancelsQueuedAtOnceAndRunningThroughItsHandler) {
+TEST_P(JobManagerTest, CancelsQueuedAtOnceAndRunningThroughItsHandler) {
   StartRunner();
   v1::SubmitRequest later = Demo();
   later.mutable_run_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Hours(1)));
@@ -249,7 +300,7 @@ TEST_F(JobManagerTest, CancelsQueuedAtOnceAndRunningThroughItsHandler) {
   EXPECT_EQ(again->last_sequence(), rest.events.back().sequence());
 }
 
-TEST_F(JobManagerTest, RefusesIllegalTransitions) {
+TEST_P(JobManagerTest, RefusesIllegalTransitions) {
   StartRunner();
   auto slow = Submit(Demo(R"({"steps": ["long"], "step_ms": 60000, "ticks": 0})"));
   ASSERT_TRUE(slow.ok());
@@ -275,7 +326,7 @@ TEST_F(JobManagerTest, RefusesIllegalTransitions) {
   ASSERT_TRUE(Cancel(slow->id()).ok());
 }
 
-TEST_F(JobManagerTest, AStaleLeaseChangesNothing) {
+TEST_P(JobManagerTest, AStaleLeaseChangesNothing) {
   auto job = Submit(Demo(R"({"fail_at": "fetch", "retryable": true})"));
   ASSERT_TRUE(job.ok());
   std::optional<Attempt> first = manager_->Acquire({"demo.steps"});
@@ -298,17 +349,17 @@ TEST_F(JobManagerTest, AStaleLeaseChangesNothing) {
 }
 
 TEST_F(JobManagerTest, ASubmitThatCannotBeWrittenIsAnsweredWithTheError) {
-  manager_->committer().Stop();  // nothing more can be written
+  rocks_->committer().Stop();  // nothing more can be written
   auto plain = Submit(Demo());
   EXPECT_TRUE(absl::IsUnavailable(plain.status())) << plain.status();
   v1::SubmitRequest keyed = Demo();
   keyed.set_request_id("after-stop");
   auto with_key = Submit(keyed);
   EXPECT_TRUE(absl::IsUnavailable(with_key.status())) << with_key.status();
-  EXPECT_EQ(manager_->live_jobs(), 0u) << "nothing half-made is left behind";
+  EXPECT_EQ(LiveJobs(), 0u) << "nothing half-made is left behind";
 }
 
-TEST_F(JobManagerTest, AnOutcomeReachedAsTheServerStopsIsKept) {
+TEST_P(JobManagerTest, AnOutcomeReachedAsTheServerStopsIsKept) {
   auto done = Submit(Demo());
   auto cancelled = Submit(Demo());
   auto interrupted = Submit(Demo());
@@ -331,7 +382,7 @@ TEST_F(JobManagerTest, AnOutcomeReachedAsTheServerStopsIsKept) {
   EXPECT_EQ(requeued->attempt(), 0) << "an interrupted attempt does not count";
 }
 
-TEST_F(JobManagerTest, RetryableFailuresRetryUntilAttemptsRunOut) {
+TEST_P(JobManagerTest, RetryableFailuresRetryUntilAttemptsRunOut) {
   StartRunner();
   v1::SubmitRequest request = Demo(R"({"fail_at": "render", "retryable": true, "step_ms": 0})");
   request.set_max_attempts(2);
@@ -348,7 +399,7 @@ TEST_F(JobManagerTest, RetryableFailuresRetryUntilAttemptsRunOut) {
   EXPECT_EQ(last.error().message(), "step \"render\" failed (fail_at)");
 }
 
-TEST_F(JobManagerTest, RecoveryRetriesOrFailsJobsThatWereRunning) {
+TEST_P(JobManagerTest, RecoveryRetriesOrFailsJobsThatWereRunning) {
   v1::SubmitRequest retried = Demo(R"({"step_ms": 0})");
   v1::SubmitRequest last_try = Demo(R"({"step_ms": 0})");
   last_try.set_max_attempts(1);
@@ -376,7 +427,7 @@ TEST_F(JobManagerTest, RecoveryRetriesOrFailsJobsThatWereRunning) {
   EXPECT_EQ(Types(Events(b->id())), (std::vector<std::string>{"CREATED", "STARTED", "FAILED"}));
 }
 
-TEST_F(JobManagerTest, HeavyProgressIsCoalescedButSequencesStayDense) {
+TEST_P(JobManagerTest, HeavyProgressIsCoalescedButSequencesStayDense) {
   auto job = Submit(Demo());
   ASSERT_TRUE(job.ok());
   std::optional<Attempt> lease = manager_->Acquire({"demo.steps"});
@@ -385,18 +436,17 @@ TEST_F(JobManagerTest, HeavyProgressIsCoalescedButSequencesStayDense) {
   for (int i = 1; i <= kReports; ++i) manager_->Report(*lease, Progress(i / 5000.0, absl::StrCat("p", i)));
   manager_->Finish(*lease, google::protobuf::Value());
   ASSERT_TRUE(Events(job->id()).status.ok());  // to the end
-  auto stored = store_->ReadEvents(job->id(), 0, 100000, 100000);
-  ASSERT_TRUE(stored.ok());
-  for (size_t i = 0; i < stored->size(); ++i) {
-    ASSERT_EQ((*stored)[i].sequence(), static_cast<int64_t>(i + 1)) << "stored events are dense";
+  const std::vector<JobEvent> stored = StoredEvents(job->id());
+  for (size_t i = 0; i < stored.size(); ++i) {
+    ASSERT_EQ(stored[i].sequence(), static_cast<int64_t>(i + 1)) << "stored events are dense";
   }
-  EXPECT_LT(stored->size(), 1000u) << "progress was not coalesced";
-  const JobEvent& last_progress = (*stored)[stored->size() - 2];
+  EXPECT_LT(stored.size(), 1000u) << "progress was not coalesced";
+  const JobEvent& last_progress = stored[stored.size() - 2];
   EXPECT_EQ(last_progress.type(), JobEvent::PROGRESS);
   EXPECT_EQ(last_progress.status().progress().message(), "p5000") << "the newest one survives";
 }
 
-TEST_F(JobManagerTest, RetentionExpiresFinishedJobsThenTheirTombstones) {
+TEST_P(JobManagerTest, RetentionExpiresFinishedJobsThenTheirTombstones) {
   StartRunner();
   auto job = Submit(Demo(R"({"step_ms": 0, "ticks": 0})"));
   ASSERT_TRUE(job.ok());
@@ -410,7 +460,7 @@ TEST_F(JobManagerTest, RetentionExpiresFinishedJobsThenTheirTombstones) {
   auto expired = manager_->Get(job->id(), kAll);
   EXPECT_TRUE(absl::IsNotFound(expired.status()));
   EXPECT_NE(expired.status().message().find("was expired at"), std::string::npos) << expired.status();
-  EXPECT_TRUE(store_->ReadEvents(job->id(), 0, 100, 100)->empty()) << "events went with it";
+  EXPECT_TRUE(StoredEvents(job->id()).empty()) << "events went with it";
   EXPECT_TRUE(manager_->Get(keeper->id(), kAll).ok()) << "live jobs never expire";
   ASSERT_TRUE(manager_->Sweep(later + absl::Hours(169)).ok());
   auto forgotten = manager_->Get(job->id(), kAll);
@@ -418,7 +468,7 @@ TEST_F(JobManagerTest, RetentionExpiresFinishedJobsThenTheirTombstones) {
   ASSERT_TRUE(Cancel(keeper->id()).ok());
 }
 
-TEST_F(JobManagerTest, ListsNewestFirstInPagesAndRejectsBadTokens) {
+TEST_P(JobManagerTest, ListsNewestFirstInPagesAndRejectsBadTokens) {
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {
     v1::SubmitRequest r = Demo();
@@ -458,7 +508,7 @@ TEST_F(JobManagerTest, ListsNewestFirstInPagesAndRejectsBadTokens) {
   EXPECT_TRUE(absl::IsInvalidArgument(manager_->List(bad, kAll).status()));
 }
 
-TEST_F(JobManagerTest, PurgeRemovesOnlyJobsFinishedBefore) {
+TEST_P(JobManagerTest, PurgeRemovesOnlyJobsFinishedBefore) {
   StartRunner();
   auto old_job = Submit(Demo(R"({"step_ms": 0, "ticks": 0})"));
   ASSERT_TRUE(old_job.ok());
@@ -481,6 +531,8 @@ TEST_F(JobManagerTest, PurgeRemovesOnlyJobsFinishedBefore) {
   EXPECT_TRUE(manager_->Get(new_job->id(), kAll).ok());
 }
 
+JOBSTREAM_BOTH_STORES(JobManagerTest);
+
 }  // namespace
 }  // namespace jobstream::jobs
 
@@ -492,6 +544,7 @@ class DeepQueueTest : public JobManagerTest {
  protected:
   void SetUp() override {
     JobManagerTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     Close();
     v1::ServerConfig config;
     ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(
@@ -568,10 +621,10 @@ class DeepQueueTest : public JobManagerTest {
   }
 };
 
-TEST_F(DeepQueueTest, QueuedJobsLeaveMemoryOnceWrittenAndAreReadBackToStart) {
+TEST_P(DeepQueueTest, QueuedJobsLeaveMemoryOnceWrittenAndAreReadBackToStart) {
   std::vector<Job> jobs;
   for (int i = 0; i < 200; ++i) jobs.push_back(SubmitOf("mail", i, i % 3));
-  EXPECT_EQ(manager_->live_jobs(), 0u) << "committed queued jobs are not held in memory";
+  EXPECT_EQ(LiveJobs(), 0u) << "committed queued jobs are not held in memory";
   // A job nobody held is watched from the store, then live.
   auto sub = hub_->WatchJob(jobs[5].id(), 0, kAll);
   ASSERT_TRUE(sub.ok());
@@ -594,13 +647,13 @@ TEST_F(DeepQueueTest, QueuedJobsLeaveMemoryOnceWrittenAndAreReadBackToStart) {
   testing::Drained watched = testing::Drain(**sub);
   hub_->Unsubscribe(*sub);
   EXPECT_EQ(Types(watched), (std::vector<std::string>{"CREATED", "STARTED", "SUCCEEDED"}));
-  EXPECT_EQ(manager_->live_jobs(), 0u);
+  EXPECT_EQ(LiveJobs(), 0u);
 }
 
-TEST_F(DeepQueueTest, AWatchJobsSnapshotListsQueuedJobsFromTheIndex) {
+TEST_P(DeepQueueTest, AWatchJobsSnapshotListsQueuedJobsFromTheIndex) {
   std::vector<Job> jobs;
   for (int i = 0; i < 30; ++i) jobs.push_back(SubmitOf(i % 3 ? "mail" : "sms", i));
-  ASSERT_EQ(manager_->live_jobs(), 0u) << "none of them is held in memory";
+  ASSERT_EQ(LiveJobs(), 0u) << "none of them is held in memory";
   // The snapshot events a new WatchJobs starts with.
   auto snapshot = [](watch::EventHub& hub, watch::JobFilter filter) {
     auto sub = hub.WatchJobs(std::move(filter));
@@ -626,12 +679,12 @@ TEST_F(DeepQueueTest, AWatchJobsSnapshotListsQueuedJobsFromTheIndex) {
   // Past the limit: the newest queued jobs.
   watch::WatchOptions small;
   small.snapshot_queued_limit = 4;
-  watch::EventHub limited(store_.get(), small);
+  watch::EventHub limited(reader_, small);
   EXPECT_EQ(snapshot(limited, {}), (std::vector<std::string>{jobs[29].id(), jobs[28].id(),
                                                              jobs[27].id(), jobs[26].id()}));
 }
 
-TEST_F(DeepQueueTest, ARestartKeepsTheQueueAndItsOrder) {
+TEST_P(DeepQueueTest, ARestartKeepsTheQueueAndItsOrder) {
   std::vector<Job> jobs;
   for (int i = 0; i < 50; ++i) jobs.push_back(SubmitOf(i % 2 ? "mail" : "sms", i, i % 5));
   Close();
@@ -640,7 +693,7 @@ TEST_F(DeepQueueTest, ARestartKeepsTheQueueAndItsOrder) {
   int64_t queued = 0;
   for (const auto& t : types.types()) queued += t.queued();
   EXPECT_EQ(queued, 50);
-  EXPECT_EQ(manager_->live_jobs(), 0u);
+  EXPECT_EQ(LiveJobs(), 0u);
   v1::LeaseJobResponse leased = Lease({"mail", "sms"}, 100);
   ASSERT_EQ(leased.jobs_size(), 50);
   for (int i = 1; i < 50; ++i) {
@@ -648,7 +701,7 @@ TEST_F(DeepQueueTest, ARestartKeepsTheQueueAndItsOrder) {
   }
 }
 
-TEST_F(DeepQueueTest, ListJobsByStateAndTypeFollowsEveryTransition) {
+TEST_P(DeepQueueTest, ListJobsByStateAndTypeFollowsEveryTransition) {
   std::vector<Job> mail, sms;
   for (int i = 0; i < 10; ++i) {
     mail.push_back(SubmitOf("mail", i));
@@ -740,6 +793,8 @@ TEST_F(DeepQueueTest, IndexesAreBuiltForAStoreThatHadNone) {
   queued.set_type("mail");
   EXPECT_EQ(ListAll(queued).size(), 7u);
 }
+
+JOBSTREAM_BOTH_STORES(DeepQueueTest);
 
 }  // namespace
 }  // namespace jobstream::jobs
