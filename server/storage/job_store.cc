@@ -319,7 +319,8 @@ absl::StatusOr<std::vector<CommittedEventPtr>> JobStore::ReadCommittedEvents(
     const std::string& job_id, int64_t after, int64_t until, size_t limit) const {
   std::vector<CommittedEventPtr> events;
   if (until <= after) return events;
-  std::string upper = EventKey(job_id, until + 1);
+  // (An "until" of INT64_MAX means to the end: no bound past it.)
+  std::string upper = EventKey(job_id, until == INT64_MAX ? until : until + 1);
   rocksdb::Slice upper_slice(upper);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &upper_slice;

@@ -190,7 +190,7 @@ class JobManagerTest : public testing::StoreTest {
 
 TEST_P(JobManagerTest, RunsADemoJobWithDenseOrderedEvents) {
   StartRunner();
-  auto job = Submit(Demo(R"({"steps": ["a", "b"], "step_ms": 20, "ticks": 2})"));
+  auto job = Submit(Demo(R"({"steps": ["a", "b"], "step_ms": 100, "ticks": 2})"));
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->state(), Job::QUEUED);
   EXPECT_EQ(job->last_sequence(), 1);
@@ -211,7 +211,7 @@ TEST_P(JobManagerTest, RunsADemoJobWithDenseOrderedEvents) {
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->state(), Job::SUCCEEDED);
   EXPECT_EQ(done->result().struct_value().fields().at("steps").number_value(), 2);
-  EXPECT_EQ(done->params().fields().at("step_ms").number_value(), 20) << "GetStatus has params";
+  EXPECT_EQ(done->params().fields().at("step_ms").number_value(), 100) << "GetStatus has params";
   EXPECT_EQ(done->attempt(), 1);
   EXPECT_TRUE(done->has_end_time());
 }
