@@ -569,19 +569,24 @@ absl::Status PgStore::RemoveUpload(const std::string& job_id, uint64_t upload_id
   });
 }
 
-absl::StatusOr<int64_t> PgStore::RemoveOrphanChunks(int64_t before_ms) {
+absl::StatusOr<int64_t> PgStore::Affected(absl::string_view sql,
+                                          const std::vector<PgParam>& params) {
   int64_t count = 0;
   absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
-    auto removed = conn.Exec(
-        "DELETE FROM artifact_chunks c WHERE written_ms < $1 AND NOT EXISTS (SELECT 1 FROM "
-        "artifacts a WHERE a.job_id = c.job_id AND a.upload_id = c.upload_id)",
-        {PgParam::Int(before_ms)});
-    if (!removed.ok()) return removed.status();
-    count = removed->affected();
+    auto done = conn.Exec(sql, params);
+    if (!done.ok()) return done.status();
+    count = done->affected();
     return absl::OkStatus();
   });
   if (!status.ok()) return status;
   return count;
+}
+
+absl::StatusOr<int64_t> PgStore::RemoveOrphanChunks(int64_t before_ms) {
+  return Affected(
+      "DELETE FROM artifact_chunks c WHERE written_ms < $1 AND NOT EXISTS (SELECT 1 FROM "
+      "artifacts a WHERE a.job_id = c.job_id AND a.upload_id = c.upload_id)",
+      {PgParam::Int(before_ms)});
 }
 
 absl::StatusOr<ArtifactRecord> PgStore::GetArtifactRecord(const std::string& job_id,
@@ -622,16 +627,8 @@ absl::StatusOr<std::optional<Job>> PgStore::GetLeasedJob(const std::string& job_
 
 absl::StatusOr<int64_t> PgStore::ExtendLeases(const std::vector<std::string>& lease_ids,
                                               int64_t deadline_ms) {
-  int64_t extended = 0;
-  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
-    auto done = conn.Exec("UPDATE leases SET deadline_ms = $2 WHERE lease_id = ANY($1::text[])",
-                          {PgParam::Text(TextArray(lease_ids)), PgParam::Int(deadline_ms)});
-    if (!done.ok()) return done.status();
-    extended = done->affected();
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return extended;
+  return Affected("UPDATE leases SET deadline_ms = $2 WHERE lease_id = ANY($1::text[])",
+                  {PgParam::Text(TextArray(lease_ids)), PgParam::Int(deadline_ms)});
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> PgStore::ExpiredLeases(
@@ -841,16 +838,7 @@ absl::StatusOr<int64_t> PgStore::RemoveFinished(int64_t ended_before_ms, absl::s
 }
 
 absl::StatusOr<int64_t> PgStore::RemoveTombstones(int64_t before_ms) {
-  int64_t count = 0;
-  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
-    auto removed =
-        conn.Exec("DELETE FROM tombstones WHERE removed_ms < $1", {PgParam::Int(before_ms)});
-    if (!removed.ok()) return removed.status();
-    count = removed->affected();
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return count;
+  return Affected("DELETE FROM tombstones WHERE removed_ms < $1", {PgParam::Int(before_ms)});
 }
 
 absl::StatusOr<std::optional<Job>> PgStore::FindRequest(const std::string& tenant,
@@ -968,20 +956,14 @@ absl::StatusOr<bool> PgStore::RecordDelivery(const std::string& job_id, int64_t 
                                              int64_t held_until_ms,
                                              const v1::WebhookDelivery& record,
                                              std::optional<int64_t> next_due_ms) {
-  int64_t written = 0;
-  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
-    auto done = conn.Exec(
-        "UPDATE webhook_deliveries SET record = $4, due_ms = $5 "
-        "WHERE job_id = $1 AND sequence = $2 AND due_ms = $3",
-        {PgParam::Text(job_id), PgParam::Int(sequence), PgParam::Int(held_until_ms),
-         PgParam::Binary(record.SerializeAsString()),
-         next_due_ms ? PgParam::Int(*next_due_ms) : PgParam::Null()});
-    if (!done.ok()) return done.status();
-    written = done->affected();
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return written > 0;
+  auto written = Affected(
+      "UPDATE webhook_deliveries SET record = $4, due_ms = $5 "
+      "WHERE job_id = $1 AND sequence = $2 AND due_ms = $3",
+      {PgParam::Text(job_id), PgParam::Int(sequence), PgParam::Int(held_until_ms),
+       PgParam::Binary(record.SerializeAsString()),
+       next_due_ms ? PgParam::Int(*next_due_ms) : PgParam::Null()});
+  if (!written.ok()) return written.status();
+  return *written > 0;
 }
 
 absl::StatusOr<std::vector<v1::WebhookDelivery>> PgStore::ListDeliveries(

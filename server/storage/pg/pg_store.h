@@ -256,6 +256,8 @@ class PgStore : public EventReader {
   template <typename Message>
   absl::StatusOr<std::optional<Message>> FirstRecord(absl::string_view sql,
                                                      const std::vector<PgParam>& params) const;
+  // Runs one statement by itself; the rows it touched.
+  absl::StatusOr<int64_t> Affected(absl::string_view sql, const std::vector<PgParam>& params);
   // Rows of (job_id, LeaseRecord).
   absl::StatusOr<std::vector<std::pair<std::string, LeaseRecord>>> SelectLeases(
       absl::string_view sql, const std::vector<PgParam>& params) const;
