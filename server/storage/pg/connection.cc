@@ -104,16 +104,20 @@ void PgConnection::Defer(std::string sql, std::vector<PgParam> params) {
 
 absl::Status PgConnection::Flush() {
   if (deferred_.empty()) return absl::OkStatus();
-  return RunPipeline(nullptr, false).status();
+  return RunPipeline(nullptr, nullptr, false).status();
 }
 
-absl::StatusOr<std::optional<PgResult>> PgConnection::RunPipeline(const Statement* last,
-                                                                  bool binary_results) {
+absl::StatusOr<std::optional<PgResult>> PgConnection::RunPipeline(
+    const std::string* last_sql, const std::vector<PgParam>* last_params, bool binary_results) {
   std::vector<Statement> statements = std::move(deferred_);
   deferred_.clear();
-  const size_t count = statements.size() + (last != nullptr ? 1 : 0);
-  auto at = [&](size_t i) -> const Statement& {
-    return i < statements.size() ? statements[i] : *last;
+  const bool has_last = last_sql != nullptr;
+  const size_t count = statements.size() + (has_last ? 1 : 0);
+  auto sql_at = [&](size_t i) -> const std::string& {
+    return i < statements.size() ? statements[i].sql : *last_sql;
+  };
+  auto params_at = [&](size_t i) -> const std::vector<PgParam>& {
+    return i < statements.size() ? statements[i].params : *last_params;
   };
   auto lost = [&](absl::string_view what) {
     broken_ = true;  // whatever is left unread would answer the next user
@@ -121,11 +125,11 @@ absl::StatusOr<std::optional<PgResult>> PgConnection::RunPipeline(const Statemen
   };
   if (PQenterPipelineMode(conn_) != 1) return lost("entering pipeline mode");
   for (size_t i = 0; i < count; ++i) {
-    Arguments args(at(i).params);
-    const bool binary = i + 1 == count && last != nullptr && binary_results;
-    if (PQsendQueryParams(conn_, at(i).sql.c_str(), args.size(), nullptr, args.values.data(),
+    Arguments args(params_at(i));
+    const bool binary = i + 1 == count && has_last && binary_results;
+    if (PQsendQueryParams(conn_, sql_at(i).c_str(), args.size(), nullptr, args.values.data(),
                           args.lengths.data(), args.formats.data(), binary ? 1 : 0) != 1) {
-      return lost(Named(at(i).sql));
+      return lost(Named(sql_at(i)));
     }
   }
   if (PQpipelineSync(conn_) != 1) return lost("sending a pipeline");
@@ -138,12 +142,12 @@ absl::StatusOr<std::optional<PgResult>> PgConnection::RunPipeline(const Statemen
       PgResult got(raw);
       const ExecStatusType status = PQresultStatus(raw);
       if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
-        if (i + 1 == count && last != nullptr) result.emplace(std::move(got));
+        if (i + 1 == count && has_last) result.emplace(std::move(got));
       } else if (status != PGRES_PIPELINE_ABORTED && error.ok()) {
-        error = PgStatus(raw, conn_, Named(at(i).sql));
+        error = PgStatus(raw, conn_, Named(sql_at(i)));
       }
     }
-    if (PQstatus(conn_) != CONNECTION_OK) return lost(Named(at(i).sql));
+    if (PQstatus(conn_) != CONNECTION_OK) return lost(Named(sql_at(i)));
   }
   PGresult* sync = PQgetResult(conn_);
   const bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
@@ -157,8 +161,8 @@ absl::StatusOr<PgResult> PgConnection::Exec(absl::string_view sql,
                                             const std::vector<PgParam>& params,
                                             bool binary_results) {
   if (!deferred_.empty()) {
-    Statement last{std::string(sql), params};
-    auto result = RunPipeline(&last, binary_results);
+    const std::string last_sql(sql);
+    auto result = RunPipeline(&last_sql, &params, binary_results);
     if (!result.ok()) return result.status();
     if (!result->has_value()) return absl::InternalError(absl::StrCat(Named(sql), ": no result"));
     return **std::move(result);

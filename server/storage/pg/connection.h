@@ -88,9 +88,11 @@ class PgConnection {
     std::vector<PgParam> params;
   };
   explicit PgConnection(PGconn* conn) : conn_(conn) {}
-  // Sends the deferred statements and then `last` (if any) in one pipeline; `last`'s
-  // result, or the first error.
-  absl::StatusOr<std::optional<PgResult>> RunPipeline(const Statement* last, bool binary_results);
+  // Sends the deferred statements and then `last` (if not null; not copied) in one
+  // pipeline; `last`'s result, or the first error.
+  absl::StatusOr<std::optional<PgResult>> RunPipeline(const std::string* last_sql,
+                                                      const std::vector<PgParam>* last_params,
+                                                      bool binary_results);
   PGconn* conn_;
   std::vector<Statement> deferred_;
   bool broken_ = false;  // a pipeline left in a state the next user cannot trust
