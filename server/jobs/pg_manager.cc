@@ -502,8 +502,13 @@ void PgJobManager::WriteReports(const std::string& job_id,
           }
           return absl::OkStatus();
         });
-    if (absl::IsFailedPrecondition(events.status()) && !control->stop.HasBeenNotified()) {
-      control->stop.Notify();  // the lease is lost (taken over): stop working on it
+    if (absl::IsFailedPrecondition(events.status())) {
+      // The lease is lost (taken over): the rest would fail alike, and the handler stops.
+      if (!control->stop.HasBeenNotified()) control->stop.Notify();
+      absl::MutexLock lock(&mu_);
+      if (auto it = runs_.find(job_id); it != runs_.end() && it->second.control == control) {
+        it->second.reports.clear();
+      }
     }
   }
 }
