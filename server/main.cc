@@ -88,7 +88,9 @@ ABSL_FLAG(std::string, webhook_secret_file, "",
 ABSL_FLAG(int, webhook_max_attempts, 10, "attempts at each webhook delivery");
 ABSL_FLAG(absl::Duration, webhook_retry_backoff, absl::Seconds(1),
           "first delay after a failed webhook delivery; doubles per attempt, up to 10m");
-ABSL_FLAG(absl::Duration, webhook_timeout, absl::Seconds(10), "time for a webhook attempt");
+ABSL_FLAG(absl::Duration, webhook_timeout, absl::Seconds(10),
+          "time for a webhook attempt; on PostgreSQL, a delivery whose server dies mid-attempt "
+          "is sent again by another after twice this");
 ABSL_FLAG(std::string, webhook_ca_file, "", "extra CA certificate(s) for https webhooks");
 ABSL_FLAG(absl::Duration, retry_backoff, absl::Seconds(1),
           "first retry delay of types whose config sets none; doubles per attempt with jitter");

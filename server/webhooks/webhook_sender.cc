@@ -211,9 +211,10 @@ void WebhookSender::Pump() {
 
 void WebhookSender::Deliver(const Due& due) {
   if (in_flight_.contains({due.job_id, due.sequence})) return;  // queued twice
-  // Held past the attempt's deadline, so no other server sends it meanwhile.
-  const int64_t hold_until_ms =
-      absl::ToUnixMillis(absl::Now() + options_.timeout + absl::Seconds(10));
+  // Held past the attempt's deadline, so no other server sends it meanwhile. The second
+  // timeout's worth is margin for writing the outcome and for the servers' clocks; it is
+  // also how long a delivery waits when the server sending it dies mid-attempt.
+  const int64_t hold_until_ms = absl::ToUnixMillis(absl::Now() + 2 * options_.timeout);
   auto taken = store_->Take(due, hold_until_ms);
   if (!taken.ok()) {  // still pending in the store: read again at the next rescan
     std::cerr << "jobstream-server: taking webhook delivery " << due.job_id << "-"

@@ -22,15 +22,17 @@ let gateway;
 let flags;
 let store;
 
-// A webhook receiver: records each request; `answer` decides the status of the next one.
+// A webhook receiver: records each request; `answer` decides the status of the next one,
+// or null to leave it unanswered.
 function startReceiver() {
   const got = { requests: [], answer: () => 200 };
   got.server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
-      got.requests.push({ headers: req.headers, body, method: req.method, url: req.url });
-      res.writeHead(got.answer(got.requests.length)).end('ok');
+      got.requests.push({ headers: req.headers, body, method: req.method, url: req.url, at: Date.now() });
+      const status = got.answer(got.requests.length);
+      if (status !== null) res.writeHead(status).end('ok');
     });
   });
   return new Promise((resolve) => got.server.listen(0, '127.0.0.1', () => {
@@ -45,7 +47,8 @@ before(async () => {
   receiver = await startReceiver();
   store = await openTestStore();
   flags = ['--retry_backoff=0s', `--webhook_allow=127.0.0.1:${receiver.port}`,
-    `--webhook_secret_file=${path.join(dir, 'secret')}`, '--webhook_retry_backoff=100ms'];
+    `--webhook_secret_file=${path.join(dir, 'secret')}`, '--webhook_retry_backoff=100ms',
+    '--webhook_timeout=2s'];
   server = await startServer([...flags, ...store.flags('main')]);
   gateway = await startGateway(server.address);
 });
@@ -272,34 +275,39 @@ test('two servers on one PostgreSQL send each delivery once, whichever wrote it'
     }
   });
 
-test('a server killed mid-retry leaves the delivery to another server', POSTGRES_ONLY, async () => {
-  const on = await store.another();
-  const first = await startServer([...flags, ...on('first')]);
-  const secondPort = await freePort();
-  const front = await startGateway(`${first.address},127.0.0.1:${secondPort}`);
-  let second;
-  try {
-    receiver.requests.length = 0;
-    receiver.answer = () => 500;
-    const { id } = await (await submit({ url: hookUrl() }, undefined, front)).json();
-    await until(() => receiver.requests.length >= 2);
-    second = await startServer([...flags, ...on('second')], { port: secondPort });
-    await first.kill();
-    const failed = receiver.requests.length;
-    receiver.answer = () => 200;
-    await until(async () => (await job(id, front)).webhookDeliveries?.[0]?.state === 'DELIVERED');
-    assert.ok(receiver.requests.length > failed);
-    const last = JSON.parse(receiver.requests.at(-1).body);
-    assert.equal(last.type, 'SUCCEEDED');
-    assert.ok(receiver.requests.every(
-      (r) => r.headers['x-jobstream-delivery'] === `${id}-${last.sequence}`));
-    // Each attempt is on the record, but one the dead server sent and had no time to record.
-    const [delivery] = (await job(id, front)).webhookDeliveries;
-    assert.ok(delivery.attempts >= receiver.requests.length - 1, JSON.stringify(delivery));
-    assert.equal(delivery.lastStatus, 200);
-  } finally {
-    await front.stop();
-    await second?.stop();
-    rmSync(first.dataDir, { recursive: true, force: true });
-  }
-});
+test('a server killed mid-attempt leaves the delivery to another server once its hold passes',
+  POSTGRES_ONLY, async () => {
+    const on = await store.another();
+    const first = await startServer([...flags, ...on('first')]);
+    const secondPort = await freePort();
+    const front = await startGateway(`${first.address},127.0.0.1:${secondPort}`);
+    let second;
+    try {
+      receiver.requests.length = 0;
+      // Two failures, then no answer: the first server dies holding the third attempt.
+      receiver.answer = (n) => (n <= 2 ? 500 : null);
+      const { id } = await (await submit({ url: hookUrl() }, undefined, front)).json();
+      await until(() => receiver.requests.length >= 3);
+      await first.kill();
+      receiver.answer = () => 200;
+      second = await startServer([...flags, ...on('second')], { port: secondPort });
+      await until(async () => (await job(id, front)).webhookDeliveries?.[0]?.state === 'DELIVERED');
+      assert.equal(receiver.requests.length, 4);
+      const last = JSON.parse(receiver.requests[3].body);
+      assert.equal(last.type, 'SUCCEEDED');
+      assert.ok(receiver.requests.every(
+        (r) => r.headers['x-jobstream-delivery'] === `${id}-${last.sequence}`));
+      // Held for twice --webhook_timeout (4 s) from before the third request arrived; no one
+      // sends it meanwhile. The 1 s slack is for the time between taking it and sending it.
+      const waited = receiver.requests[3].at - receiver.requests[2].at;
+      assert.ok(waited >= 3000, `sent again after ${waited} ms`);
+      // The unanswered attempt is not on the record: the dead server had nothing to write.
+      const [delivery] = (await job(id, front)).webhookDeliveries;
+      assert.equal(delivery.attempts, 3, JSON.stringify(delivery));
+      assert.equal(delivery.lastStatus, 200);
+    } finally {
+      await front.stop();
+      await second?.stop();
+      rmSync(first.dataDir, { recursive: true, force: true });
+    }
+  });
