@@ -105,7 +105,7 @@ class PgBackend : public Backend {
 
   absl::Status Close() override {
     if (webhooks_) webhooks_->Stop();  // what is pending stays for any server
-    manager_->Stop();  // every call commits before it answers: nothing is left to write
+    manager_->Stop();  // writes what runs queued; every call committed before it answered
     feed_->Stop();
     feed_.reset();
     webhooks_.reset();

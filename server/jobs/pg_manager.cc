@@ -54,6 +54,13 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
       WriteInserts();
     });
   }
+  // Two: while one batch commits, the next gathers.
+  for (int i = 0; i < 2; ++i) {
+    run_writers_.emplace_back([this] {
+      pthread_setname_np(pthread_self(), "js-pg-runwrite");
+      WriteRuns();
+    });
+  }
   granter_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-pg-grant");
     GrantLoop();
@@ -133,6 +140,7 @@ void PgJobManager::Observe(const JobEvent& event) {
   if (job.state() == Job::RUNNING) return;
   absl::MutexLock lock(&mu_);
   if (type->in_server()) {
+    ++ready_hints_;
     ready_cv_.SignalAll();
     return;
   }
@@ -409,52 +417,87 @@ bool PgJobManager::Admits(const std::string& type) const {
   return types_->Admits(type, it == running_.end() ? 0 : it->second);
 }
 
+// One runner claims at a time, for itself and every runner waiting beside it, in one
+// transaction (the claims' commits, like every commit that NOTIFYs, queue one behind
+// another in PostgreSQL: a claim per job would make that queue the limit); it hands the
+// others their jobs.
 std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& types) {
   absl::MutexLock lock(&mu_);
-  while (!stop_running_) {
+  ++acquiring_;
+  for (;;) {
+    for (auto it = handed_.begin(); it != handed_.end(); ++it) {
+      if (std::find(types.begin(), types.end(), it->type) == types.end()) continue;
+      Attempt attempt = std::move(*it);
+      handed_.erase(it);
+      --acquiring_;
+      return attempt;
+    }
+    if (stop_running_) break;
     std::vector<std::string> admitted;
     for (const std::string& t : types) {
       if (Admits(t)) admitted.push_back(t);
     }
-    if (!admitted.empty()) {
-      mu_.Unlock();  // the claim is a round trip; other runners claim meanwhile
-      auto claimed = Claim(admitted, 1, options_.server_id, options_.run_lease, std::nullopt);
+    if (!claiming_ && !admitted.empty()) {
+      claiming_ = true;
+      const int want = std::max<int>(1, acquiring_ - static_cast<int>(handed_.size()));
+      const uint64_t hints = ready_hints_;
+      mu_.Unlock();  // the claim is a round trip
+      auto claimed = Claim(admitted, want, options_.server_id, options_.run_lease, std::nullopt);
       mu_.Lock();
+      claiming_ = false;
+      if (claimed.ok() && !claimed->empty()) {
+        ready_cv_.SignalAll();  // take them; and there may be more, for another claim
+      }
       if (!claimed.ok()) {
         std::cerr << "jobstream-server: claiming a job: " << claimed.status() << "\n";
-      } else if (!claimed->empty()) {
-        storage::pg::PgStore::Claimed& got = claimed->front();
-        const Job& job = got.events.back().status();
-        Run& run = runs_[job.id()];
-        run.lease_id = got.lease.lease_id();
-        run.type = job.type();
-        run.control = std::make_shared<RunControl>();
-        run.attempt_deadline_ms = got.lease.attempt_deadline_ms();
-        run.progress = job.progress();
-        ++running_[job.type()];
-        if (stop_running_) {  // stopped while claiming: the job goes back at once
-          run.control->server_stopping = true;
-          run.control->stop.Notify();
+      } else {
+        for (storage::pg::PgStore::Claimed& got : *claimed) {
+          const Job& job = got.events.back().status();
+          if (auto old = runs_.find(job.id()); old != runs_.end()) {
+            // An earlier attempt whose end committed a moment ago (a retry due at once)
+            // and is not yet accounted for, or whose lease was taken over: its writer
+            // and its handler, if it still runs, are stale from now on.
+            if (!old->second.control->stop.HasBeenNotified()) old->second.control->stop.Notify();
+            ForgetRun(old);
+          }
+          Run& run = runs_[job.id()];
+          run.lease_id = got.lease.lease_id();
+          run.type = job.type();
+          run.control = std::make_shared<RunControl>();
+          run.attempt_deadline_ms = got.lease.attempt_deadline_ms();
+          run.progress = job.progress();
+          ++running_[job.type()];
+          if (stop_running_) {  // stopped while claiming: the job goes back at once
+            run.control->server_stopping = true;
+            run.control->stop.Notify();
+          }
+          handed_.push_back(
+              Attempt{job.id(), job.type(), job.attempt(),
+                      std::make_shared<const google::protobuf::Struct>(std::move(got.params)),
+                      run.control});
         }
-        return Attempt{job.id(), job.type(), job.attempt(),
-                       std::make_shared<const google::protobuf::Struct>(std::move(got.params)),
-                       run.control};
+        // A full claim, or a hint that came while claiming: there may be more now.
+        if (!claimed->empty() || ready_hints_ != hints) continue;
       }
     }
-    // Woken by a job becoming ready (Observe) or a slot coming free; and every second,
-    // for jobs whose time came (run_at, retry backoff) and errors that passed.
+    // Woken by a job becoming ready (Observe), a slot coming free or a claim that found
+    // jobs (there may be more); and
+    // every second, for jobs whose time came (run_at, retry backoff) and errors that passed.
     ready_cv_.WaitWithTimeout(&mu_, absl::Seconds(1));
   }
+  --acquiring_;
   return std::nullopt;
 }
 
-// The handler goes on at once; its reports are written in order by one call thread at a
-// time, a transaction each, and PROGRESS reports that pile up meanwhile become one.
+// The handler goes on at once; its reports, and then its end, are written in order by
+// the run writers, a transaction for many runs at a time; PROGRESS reports that pile up
+// meanwhile become one.
 void PgJobManager::Report(const Attempt& attempt, const v1::Progress& progress) {
   absl::MutexLock lock(&mu_);
   auto it = runs_.find(attempt.job_id);
   if (it == runs_.end() || it->second.control != attempt.control) return;  // stale
   Run& run = it->second;
+  if (run.end || run.ending) return;  // it finished: nothing comes after its end
   // This server holds the run's lease, so its view of the progress is the stored one plus
   // what is queued: a report that moves nothing is dropped, and a PROGRESS after an
   // unwritten PROGRESS replaces it (RocksDB's rule), so no STEP is ever lost.
@@ -466,80 +509,152 @@ void PgJobManager::Report(const Attempt& attempt, const v1::Progress& progress) 
   } else {
     run.reports.push_back({run.progress, type});
   }
-  if (run.reporting) return;
-  run.reporting = true;
-  calls_->Post([this, job_id = attempt.job_id, control = attempt.control] {
-    WriteReports(job_id, control);
-  });
-}
-
-void PgJobManager::WriteReports(const std::string& job_id,
-                                const std::shared_ptr<RunControl>& control) {
-  for (;;) {
-    v1::Progress progress;
-    std::string lease_id;
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = runs_.find(job_id);
-      if (it == runs_.end() || it->second.control != control) return;
-      Run& run = it->second;
-      if (run.reports.empty()) {
-        run.reporting = false;
-        reports_written_.SignalAll();
-        return;
-      }
-      progress = std::move(run.reports.front().progress);
-      run.reports.pop_front();
-      lease_id = run.lease_id;
-    }
-    const absl::Time now = absl::Now();
-    auto events = store_->ChangeLeased(
-        job_id, lease_id, /*end_lease=*/false, [&](Job& job, std::vector<JobEvent>& out) {
-          const JobEvent::Type type = ApplyProgress(*job.mutable_progress(), progress);
-          if (type != JobEvent::TYPE_UNSPECIFIED) {
-            *job.mutable_update_time() = ToProto(now);
-            out.push_back(EventOf(type, now));
-          }
-          return absl::OkStatus();
-        });
-    if (absl::IsFailedPrecondition(events.status())) {
-      // The lease is lost (taken over): the rest would fail alike, and the handler stops.
-      if (!control->stop.HasBeenNotified()) control->stop.Notify();
-      absl::MutexLock lock(&mu_);
-      if (auto it = runs_.find(job_id); it != runs_.end() && it->second.control == control) {
-        it->second.reports.clear();
-      }
-    }
-  }
+  Unwritten(attempt.job_id, run);
 }
 
 void PgJobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobuf::Value> outcome) {
-  std::string lease_id;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = runs_.find(attempt.job_id);
-    if (it == runs_.end() || it->second.control != attempt.control) return;
-    // What it reported is written before its end.
-    while (it->second.reporting) {
-      reports_written_.Wait(&mu_);
-      it = runs_.find(attempt.job_id);  // the map may have moved it meanwhile
-    }
-    lease_id = it->second.lease_id;
-    runs_.erase(it);
-    if (auto r = running_.find(attempt.type); r != running_.end() && --r->second == 0) {
-      running_.erase(r);
-    }
-    ready_cv_.SignalAll();  // a slot came free
+  absl::MutexLock lock(&mu_);
+  auto it = runs_.find(attempt.job_id);
+  if (it == runs_.end() || it->second.control != attempt.control || it->second.end ||
+      it->second.ending) {
+    return;
   }
-  const RunControl& control = *attempt.control;
-  auto events = EndLease(attempt.job_id, lease_id, [&](const Job& job) {
-    return EndOfRun(job, types_->Of(job.type()), outcome, control.timed_out.load(),
-                    control.server_stopping.load(), options_.limits.max_params_bytes);
-  });
-  if (!events.ok() && !absl::IsFailedPrecondition(events.status())) {
-    // The lease stays, and expires: the job is then retried by whichever server sweeps.
-    std::cerr << "jobstream-server: ending attempt " << attempt.attempt << " of job "
-              << attempt.job_id << ": " << events.status() << "\n";
+  // Read now: a timeout or a stop that comes after the handler returned changes nothing.
+  it->second.end = Run::End{std::move(outcome), attempt.control->timed_out.load(),
+                            attempt.control->server_stopping.load()};
+  Unwritten(attempt.job_id, it->second);
+}
+
+void PgJobManager::ForgetRun(absl::flat_hash_map<std::string, Run>::iterator it) {
+  if (auto r = running_.find(it->second.type); r != running_.end() && --r->second == 0) {
+    running_.erase(r);
+  }
+  runs_.erase(it);
+  ready_cv_.SignalAll();  // a slot came free
+}
+
+void PgJobManager::Unwritten(const std::string& job_id, Run& run) {
+  if (run.listed) return;  // its writer takes what came meanwhile next
+  run.listed = true;
+  unwritten_.push_back(job_id);
+  unwritten_cv_.Signal();
+}
+
+void PgJobManager::WriteRuns() {
+  // A run's writes as one writer took them: its reports in order, then its end, if any.
+  struct Taken {
+    std::string job_id;
+    std::string lease_id;
+    std::shared_ptr<RunControl> control;
+    std::deque<Run::Report> reports;
+    std::optional<Run::End> end;
+  };
+  absl::MutexLock lock(&mu_);
+  for (;;) {
+    while (unwritten_.empty() && !writes_stopped_) unwritten_cv_.Wait(&mu_);
+    if (unwritten_.empty()) return;  // stopped, and all written
+    std::vector<Taken> batch;
+    while (!unwritten_.empty() && batch.size() < kMaxRunBatch) {
+      auto it = runs_.find(unwritten_.front());
+      unwritten_.pop_front();
+      if (it == runs_.end()) continue;
+      Run& run = it->second;
+      if (run.reports.empty() && !run.end) {  // its reports were dropped (lease lost)
+        run.listed = false;
+        continue;
+      }
+      // Stays listed while it is written, so no other writer takes its later reports.
+      batch.push_back(
+          {it->first, run.lease_id, run.control, std::move(run.reports), std::move(run.end)});
+      run.reports.clear();
+      run.end.reset();
+      run.ending = run.ending || batch.back().end.has_value();
+    }
+    mu_.Unlock();
+    // A change per report and one for the end, each run's in order: each event carries
+    // the job as it stood after it.
+    const absl::Time now = absl::Now();
+    std::vector<storage::pg::PgStore::LeasedChange> changes;
+    std::vector<size_t> firsts;  // of each run's changes
+    for (const Taken& t : batch) {
+      firsts.push_back(changes.size());
+      for (const Run::Report& r : t.reports) {
+        changes.push_back(
+            {t.job_id, t.lease_id, false, [&r, now](Job& job, std::vector<JobEvent>& out) {
+               const JobEvent::Type type = ApplyProgress(*job.mutable_progress(), r.progress);
+               if (type != JobEvent::TYPE_UNSPECIFIED) {
+                 *job.mutable_update_time() = ToProto(now);
+                 out.push_back(EventOf(type, now));
+               }
+               return absl::OkStatus();
+             }});
+      }
+      if (t.end) {
+        changes.push_back(
+            {t.job_id, t.lease_id, true, [&t, now, this](Job& job, std::vector<JobEvent>& out) {
+               const JobType& type = types_->Of(job.type());
+               AttemptEnd how = EndOfRun(job, type, t.end->outcome, t.end->timed_out,
+                                         t.end->server_stopping, options_.limits.max_params_bytes);
+               out.push_back(EventOf(EndJobAttempt(job, type, how, now), now));
+               *job.mutable_update_time() = ToProto(now);
+               return absl::OkStatus();
+             }});
+      }
+    }
+    firsts.push_back(changes.size());
+    absl::Status written = store_->ChangeLeasedBatch(changes);
+    if (!written.ok() && !absl::IsUnavailable(written) && batch.size() > 1) {
+      // Not PostgreSQL gone but a change it refused, maybe: a run at a time, so that
+      // run's changes fail alone.
+      for (size_t i = 0; i + 1 < firsts.size(); ++i) {
+        std::vector<storage::pg::PgStore::LeasedChange> one(changes.begin() + firsts[i],
+                                                            changes.begin() + firsts[i + 1]);
+        absl::Status s = store_->ChangeLeasedBatch(one);
+        for (size_t k = 0; k < one.size(); ++k) {
+          changes[firsts[i] + k].result = s.ok() ? std::move(one[k].result) : s;
+        }
+      }
+      written = absl::OkStatus();
+    }
+    // Whether each run still holds its lease.
+    std::vector<bool> lost(batch.size(), false);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      for (size_t k = firsts[i]; k < firsts[i + 1]; ++k) {
+        auto& result = changes[k].result;
+        if (!written.ok()) result = written;
+        if (result.ok()) LogAll(*result);
+        if (absl::IsFailedPrecondition(result.status())) lost[i] = true;
+      }
+      if (!batch[i].end) continue;
+      const auto& ended = changes[firsts[i + 1] - 1].result;  // its last change
+      if (!ended.ok() && !absl::IsFailedPrecondition(ended.status())) {
+        // The lease stays, and expires: the job is then retried by whichever server sweeps.
+        std::cerr << "jobstream-server: ending an attempt of job " << batch[i].job_id << ": "
+                  << ended.status() << "\n";
+      }
+    }
+    mu_.Lock();
+    run_written_.SignalAll();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const Taken& t = batch[i];
+      auto it = runs_.find(t.job_id);
+      if (it == runs_.end() || it->second.control != t.control) continue;
+      Run& run = it->second;
+      if (t.end) {  // the attempt is over, written or not
+        ForgetRun(it);
+        continue;
+      }
+      if (lost[i]) {
+        // The lease is lost (taken over): what is queued would fail alike; the handler stops.
+        if (!t.control->stop.HasBeenNotified()) t.control->stop.Notify();
+        run.reports.clear();
+      }
+      if (run.reports.empty() && !run.end) {
+        run.listed = false;
+      } else {
+        unwritten_.push_back(t.job_id);
+      }
+    }
   }
 }
 
@@ -575,8 +690,8 @@ void PgJobManager::RenewLoop() {
     for (auto& [id, run] : runs_) {
       leases.push_back(run.lease_id);
       jobs.push_back(id);
-      if (run.attempt_deadline_ms != 0 && now_ms >= run.attempt_deadline_ms &&
-          !run.control->stop.HasBeenNotified()) {
+      if (run.attempt_deadline_ms != 0 && now_ms >= run.attempt_deadline_ms && !run.end &&
+          !run.ending && !run.control->stop.HasBeenNotified()) {
         run.control->timed_out = true;  // Finish records the timeout
         run.control->stop.Notify();
       }
@@ -658,6 +773,13 @@ void PgJobManager::Stop() {
   }
   for (std::thread& t : insert_writers_) t.join();
   insert_writers_.clear();
+  {
+    absl::MutexLock lock(&mu_);
+    writes_stopped_ = true;  // what the runs queued is written first
+    unwritten_cv_.SignalAll();
+  }
+  for (std::thread& t : run_writers_) t.join();
+  run_writers_.clear();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1086,6 +1208,16 @@ void PgJobManager::CommitArtifact(const ArtifactHolder& holder, v1::Artifact art
     EndArtifactUpload(holder.job_id, record.upload_id(), /*wrote=*/true, reserved);
     done(s);
   };
+  if (holder.lease_id.empty()) {
+    // An in-server handler's: what it reported before it attached this is written first,
+    // so its events keep the order it made them in.
+    absl::MutexLock lock(&mu_);
+    for (auto it = runs_.find(holder.job_id);
+         it != runs_.end() && it->second.control == holder.control && it->second.listed;
+         it = runs_.find(holder.job_id)) {
+      run_written_.Wait(&mu_);
+    }
+  }
   auto held_by = HolderLease(holder);
   if (!held_by.ok()) return fail(held_by.status());
   const std::string& lease_id = *held_by;

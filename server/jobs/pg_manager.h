@@ -16,6 +16,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -132,19 +133,33 @@ class PgJobManager : public JobBackend, public ArtifactSink {
     std::shared_ptr<RunControl> control;
     int64_t attempt_deadline_ms = 0;  // 0: no timeout
     // The progress as it stands once the queued reports are written; those reports (each
-    // the whole progress, and the event it makes), oldest first; whether a call thread is
-    // writing them.
+    // the whole progress, and the event it makes), oldest first.
     v1::Progress progress;
     struct Report {
       v1::Progress progress;
       v1::JobEvent::Type type;
     };
     std::deque<Report> reports;
-    bool reporting = false;
+    // How the handler ended, once it returned; written after the reports.
+    struct End {
+      absl::StatusOr<google::protobuf::Value> outcome;
+      bool timed_out = false;
+      bool server_stopping = false;
+    };
+    std::optional<End> end;
+    bool ending = false;  // its end is being written
+    bool listed = false;  // in unwritten_, or being written
   };
-  // Writes the run's reports until none is left (or the run ended).
-  void WriteReports(const std::string& job_id, const std::shared_ptr<RunControl>& control)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends this server's account of a run: its slot is free.
+  void ForgetRun(absl::flat_hash_map<std::string, Run>::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Lists a run that has something to write, unless it is listed already.
+  void Unwritten(const std::string& job_id, Run& run) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A run writer: takes up to kMaxRunBatch listed runs and writes what each queued, in one
+  // transaction for all (PostgreSQL pays a commit's fsync and NOTIFY's commit lock once),
+  // while the next batch gathers; until stopped with nothing left.
+  static constexpr size_t kMaxRunBatch = 128;
+  void WriteRuns() ABSL_LOCKS_EXCLUDED(mu_);
   // Submits without request_id are written in batches, a transaction each, by a few
   // writers: while one batch commits the next gathers (RocksDB's group commit, here).
   struct PendingInsert {
@@ -209,12 +224,24 @@ class PgJobManager : public JobBackend, public ArtifactSink {
 
   mutable absl::Mutex mu_;
   absl::CondVar ready_cv_;  // runners: a job may be ready, or stopping
-  absl::CondVar reports_written_;  // Finish: a run's reports are written
+  absl::CondVar unwritten_cv_;  // run writers: a run has something to write, or stopping
+  absl::CondVar run_written_;   // an artifact's commit: a batch of runs' writes is done
   absl::flat_hash_map<std::string, Run> runs_ ABSL_GUARDED_BY(mu_);  // by job id
   absl::flat_hash_map<std::string, int> running_ ABSL_GUARDED_BY(mu_);  // by type
+  // Runners in Acquire; whether one of them is claiming for all; the attempts it claimed
+  // that no runner took yet; and how many times the feed said a job may be ready.
+  int acquiring_ ABSL_GUARDED_BY(mu_) = 0;
+  bool claiming_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<Attempt> handed_ ABSL_GUARDED_BY(mu_);
+  uint64_t ready_hints_ ABSL_GUARDED_BY(mu_) = 0;
   JobWaits waits_ ABSL_GUARDED_BY(mu_);
   bool stop_running_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  // Runs with reports or an end to write, in the order they came; the writers that write
+  // them, and whether they are to stop once none is left.
+  std::deque<std::string> unwritten_ ABSL_GUARDED_BY(mu_);
+  bool writes_stopped_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> run_writers_;
   bool renewer_wake_ ABSL_GUARDED_BY(mu_) = false;  // a wait with a deadline came
   // Per-type caps on RUNNING jobs, enforced across servers by the claim.
   std::map<std::string, int> caps_;
