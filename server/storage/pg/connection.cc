@@ -107,6 +107,18 @@ absl::Status PgConnection::Flush() {
   return RunPipeline(nullptr, nullptr, false).status();
 }
 
+const std::string* PgConnection::PreparedName(const std::string& sql, size_t params,
+                                              bool* prepare) {
+  *prepare = false;
+  // Statements without parameters are few and cheap (BEGIN, COMMIT); those with many are
+  // the batches built for their size, each different.
+  if (params == 0 || params > kMaxPreparedParams) return nullptr;
+  if (auto it = prepared_.find(sql); it != prepared_.end()) return &it->second;
+  if (prepared_.size() >= kMaxPrepared) return nullptr;
+  *prepare = true;
+  return &prepared_.emplace(sql, absl::StrCat("js", ++prepared_count_)).first->second;
+}
+
 absl::StatusOr<std::optional<PgResult>> PgConnection::RunPipeline(
     const std::string* last_sql, const std::vector<PgParam>* last_params, bool binary_results) {
   std::vector<Statement> statements = std::move(deferred_);
@@ -123,31 +135,55 @@ absl::StatusOr<std::optional<PgResult>> PgConnection::RunPipeline(
     broken_ = true;  // whatever is left unread would answer the next user
     return PgStatus(nullptr, conn_, what);
   };
+  // What was sent, in order: each statement, after its preparation if it is the first
+  // use of its text on this connection.
+  struct Sent {
+    size_t statement;
+    bool prepare;
+  };
+  std::vector<Sent> sent;
+  sent.reserve(count + 4);
   if (PQenterPipelineMode(conn_) != 1) return lost("entering pipeline mode");
   for (size_t i = 0; i < count; ++i) {
     Arguments args(params_at(i));
     const bool binary = i + 1 == count && has_last && binary_results;
-    if (PQsendQueryParams(conn_, sql_at(i).c_str(), args.size(), nullptr, args.values.data(),
-                          args.lengths.data(), args.formats.data(), binary ? 1 : 0) != 1) {
-      return lost(Named(sql_at(i)));
+    bool prepare = false;
+    const std::string* name = PreparedName(sql_at(i), args.values.size(), &prepare);
+    if (prepare) {
+      if (PQsendPrepare(conn_, name->c_str(), sql_at(i).c_str(), args.size(), nullptr) != 1) {
+        return lost(Named(sql_at(i)));
+      }
+      sent.push_back({i, true});
     }
+    const int ok = name != nullptr
+                       ? PQsendQueryPrepared(conn_, name->c_str(), args.size(), args.values.data(),
+                                             args.lengths.data(), args.formats.data(),
+                                             binary ? 1 : 0)
+                       : PQsendQueryParams(conn_, sql_at(i).c_str(), args.size(), nullptr,
+                                           args.values.data(), args.lengths.data(),
+                                           args.formats.data(), binary ? 1 : 0);
+    if (ok != 1) return lost(Named(sql_at(i)));
+    sent.push_back({i, false});
   }
   if (PQpipelineSync(conn_) != 1) return lost("sending a pipeline");
-  // Each statement's results end with a null; an error skips the rest (ABORTED) until the
+  // Each command's results end with a null; an error skips the rest (ABORTED) until the
   // sync point, which ends the pipeline.
   absl::Status error;
   std::optional<PgResult> result;
-  for (size_t i = 0; i < count; ++i) {
+  for (const Sent& s : sent) {
+    bool done = false;
     for (PGresult* raw; (raw = PQgetResult(conn_)) != nullptr;) {
       PgResult got(raw);
       const ExecStatusType status = PQresultStatus(raw);
       if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK) {
-        if (i + 1 == count && has_last) result.emplace(std::move(got));
+        done = true;
+        if (!s.prepare && s.statement + 1 == count && has_last) result.emplace(std::move(got));
       } else if (status != PGRES_PIPELINE_ABORTED && error.ok()) {
-        error = PgStatus(raw, conn_, Named(sql_at(i)));
+        error = PgStatus(raw, conn_, Named(sql_at(s.statement)));
       }
     }
-    if (PQstatus(conn_) != CONNECTION_OK) return lost(Named(sql_at(i)));
+    if (s.prepare && !done) prepared_.erase(sql_at(s.statement));  // not prepared after all
+    if (PQstatus(conn_) != CONNECTION_OK) return lost(Named(sql_at(s.statement)));
   }
   PGresult* sync = PQgetResult(conn_);
   const bool synced = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
@@ -160,24 +196,13 @@ absl::StatusOr<std::optional<PgResult>> PgConnection::RunPipeline(
 absl::StatusOr<PgResult> PgConnection::Exec(absl::string_view sql,
                                             const std::vector<PgParam>& params,
                                             bool binary_results) {
-  if (!deferred_.empty()) {
-    const std::string last_sql(sql);
-    auto result = RunPipeline(&last_sql, &params, binary_results);
-    if (!result.ok()) return result.status();
-    if (!result->has_value()) return absl::InternalError(absl::StrCat(Named(sql), ": no result"));
-    return **std::move(result);
-  }
-  Arguments args(params);
-  PGresult* raw = PQexecParams(conn_, std::string(sql).c_str(), args.size(), nullptr,
-                               args.values.data(), args.lengths.data(), args.formats.data(),
-                               binary_results ? 1 : 0);
-  const ExecStatusType status = raw != nullptr ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    absl::Status error = PgStatus(raw, conn_, Named(sql));
-    PQclear(raw);
-    return error;
-  }
-  return PgResult(raw);
+  // One statement goes as a pipeline of one too: its preparation, if it needs one, then
+  // goes in the same round trip.
+  const std::string last_sql(sql);
+  auto result = RunPipeline(&last_sql, &params, binary_results);
+  if (!result.ok()) return result.status();
+  if (!result->has_value()) return absl::InternalError(absl::StrCat(Named(sql), ": no result"));
+  return **std::move(result);
 }
 
 absl::Status PgConnection::ExecScript(absl::string_view sql) {

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -93,8 +94,19 @@ class PgConnection {
   absl::StatusOr<std::optional<PgResult>> RunPipeline(const std::string* last_sql,
                                                       const std::vector<PgParam>* last_params,
                                                       bool binary_results);
+  // The name of `sql`'s prepared statement on this connection, or null to send it
+  // unnamed (parsed and planned each time); `prepare` says it must be prepared first.
+  // PostgreSQL then parses it once per connection, and plans it once when its generic
+  // plan costs no more than planning each time would: for statements this small,
+  // parsing and planning were a third of PostgreSQL's work (bench/RESULTS.md). A
+  // generic plan made while a table is young is made again once autovacuum analyzes it.
+  static constexpr size_t kMaxPrepared = 64;
+  static constexpr size_t kMaxPreparedParams = 32;
+  const std::string* PreparedName(const std::string& sql, size_t params, bool* prepare);
   PGconn* conn_;
   std::vector<Statement> deferred_;
+  absl::flat_hash_map<std::string, std::string> prepared_;  // by SQL text
+  int64_t prepared_count_ = 0;  // names are never reused
   bool broken_ = false;  // a pipeline left in a state the next user cannot trust
 };
 
