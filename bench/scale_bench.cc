@@ -5,6 +5,7 @@
 //   - end-to-end jobs/s (submit, run in the server, WaitJob answered), 32 callers;
 //   - PROGRESS events/s to 1,000 watchers of one job, spread over the servers.
 // Starts its own PostgreSQL (initdb in a temp dir) and servers; not a test.
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <iostream>
@@ -29,6 +30,8 @@ ABSL_FLAG(int, watchers, 1000, "watchers of the fan-out phase");
 ABSL_FLAG(int, event_rate, 100, "PROGRESS events per second of the watched job");
 ABSL_FLAG(absl::Duration, event_duration, absl::Seconds(5), "how long the watched job reports");
 ABSL_FLAG(int, pool_size, 8, "--pg_pool_size of each server");
+ABSL_FLAG(std::vector<std::string>, phases, std::vector<std::string>({"submit", "jobs", "fanout"}),
+          "phases to run (submit, jobs, fanout); the others print as 0");
 
 namespace {
 
@@ -213,7 +216,11 @@ int main(int argc, char** argv) {
 
   // pgbench on the schema a server made (then left), Submit's writes per transaction.
   double pgbench_tps = 0;
-  {
+  const std::vector<std::string> phases = absl::GetFlag(FLAGS_phases);
+  auto wanted = [&phases](const char* phase) {
+    return std::find(phases.begin(), phases.end(), phase) != phases.end();
+  };
+  if (wanted("submit")) {
     const std::string url = NewDatabase(pg);
     StartServers(bin, url, 1, dir);  // migrates, then stops
     pgbench_tps = Pgbench(pg, url.substr(url.rfind('/') + 1), dir, absl::GetFlag(FLAGS_in_flight),
@@ -237,7 +244,7 @@ int main(int argc, char** argv) {
       return n == 0 ? StartServers(bin, "", 1, dir)
                     : StartServers(bin, NewDatabase(pg), n, dir);
     };
-    {
+    if (wanted("submit")) {
       auto servers = start();
       jobstream::bench::Load load = Submits(*servers);
       row.submit = load.rate();
@@ -245,11 +252,11 @@ int main(int argc, char** argv) {
       row.p99 = load.percentile(0.99) / 1000;
       if (load.errors > 0) std::cerr << name << ": " << load.first_error << "\n";
     }
-    {
+    if (wanted("jobs")) {
       auto servers = start();
       row.jobs = EndToEnd(*servers);
     }
-    {
+    if (wanted("fanout")) {
       auto servers = start();
       row.fan = Fan(*servers);
     }
