@@ -445,9 +445,6 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
       auto claimed = Claim(admitted, want, options_.server_id, options_.run_lease, std::nullopt);
       mu_.Lock();
       claiming_ = false;
-      if (claimed.ok() && !claimed->empty()) {
-        ready_cv_.SignalAll();  // take them; and there may be more, for another claim
-      }
       if (!claimed.ok()) {
         std::cerr << "jobstream-server: claiming a job: " << claimed.status() << "\n";
       } else {
@@ -476,13 +473,16 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
                       std::make_shared<const google::protobuf::Struct>(std::move(got.params)),
                       run.control});
         }
-        // A full claim, or a hint that came while claiming: there may be more now.
-        if (!claimed->empty() || ready_hints_ != hints) continue;
+        if (!claimed->empty()) {
+          ready_cv_.SignalAll();  // the runners take them; there may be more, for another claim
+          continue;
+        }
+        if (ready_hints_ != hints) continue;  // a job became ready while claiming
       }
     }
     // Woken by a job becoming ready (Observe), a slot coming free or a claim that found
-    // jobs (there may be more); and
-    // every second, for jobs whose time came (run_at, retry backoff) and errors that passed.
+    // jobs; and every second, for jobs whose time came (run_at, retry backoff) and errors
+    // that passed.
     ready_cv_.WaitWithTimeout(&mu_, absl::Seconds(1));
   }
   --acquiring_;

@@ -458,10 +458,11 @@ TEST_F(PgStoreTest, NothingAcknowledgedIsLostWhenPostgresCrashes) {
     }
   });
   absl::SleepFor(absl::Milliseconds(500));
-  ASSERT_TRUE(server_->Restart(SIGKILL).ok());  // a crash, then crash recovery
+  const absl::Status restarted = server_->Restart(SIGKILL);  // a crash, then crash recovery
   absl::SleepFor(absl::Milliseconds(500));
   stop = true;
   writer.join();
+  ASSERT_TRUE(restarted.ok()) << restarted;
   ASSERT_GT(acknowledged.size(), 10u);
   for (const std::string& id : acknowledged) {
     auto job = store->GetJob(id);  // the pool reconnects

@@ -132,6 +132,14 @@ void PostgresProcess::Stop(int signal) {
   kill(signal == SIGKILL ? -pid_ : pid_, signal);
   int status = 0;
   waitpid(pid_, &status, 0);
+  if (signal == SIGKILL) {
+    // Its backends die too, but not as its own exit is seen: a postmaster started while
+    // one of them still holds the shared memory refuses to start.
+    for (const absl::Time deadline = absl::Now() + absl::Seconds(10);
+         kill(-pid_, 0) == 0 && absl::Now() < deadline;) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
   pid_ = -1;
 }
 
