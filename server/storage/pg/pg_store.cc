@@ -83,9 +83,9 @@ std::vector<PgParam> JobColumns(const Job& job) {
           PgParam::Binary(job.SerializeAsString())};
 }
 
-// Writes the events, the webhook deliveries `job` owes for them, and announces them —
-// deferred, to go with the COMMIT (the caller's transaction holds the job's row).
-absl::Status AddEvents(PgConnection& conn, const Job& job, const std::vector<JobEvent>& events) {
+// Writes the events and the webhook deliveries `job` owes for them — deferred, to go with
+// the COMMIT (the caller's transaction holds the job's row).
+void InsertEvents(PgConnection& conn, const Job& job, const std::vector<JobEvent>& events) {
   const absl::Time now = absl::Now();
   for (const JobEvent& e : events) {
     conn.Defer("INSERT INTO events (job_id, sequence, event) VALUES ($1, $2, $3)",
@@ -99,33 +99,53 @@ absl::Status AddEvents(PgConnection& conn, const Job& job, const std::vector<Job
                   PgParam::Binary(delivery->SerializeAsString())});
     }
   }
-  if (events.empty()) return absl::OkStatus();
-  conn.Defer("SELECT pg_notify($1, $2)",
-             {PgParam::Text(kEventsChannel),
-              PgParam::Text(absl::StrCat(events.front().job_id(), " ", events.front().sequence(),
-                                         " ", events.back().sequence()))});
-  return absl::OkStatus();
 }
 
-// Applies `change` to the locked `job` and writes the job and its events; nothing if the
-// change left the job as it was (a report that moved nothing, a cancel asked again).
-// `after`, if given, gets the job as changed.
-absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
-                                                   const PgStore::Change& change,
-                                                   Job* after = nullptr) {
-  const Job before = job;
-  std::vector<JobEvent> events;
-  if (absl::Status s = change(job, events); !s.ok()) return s;
-  if (events.empty() && google::protobuf::util::MessageDifferencer::Equals(before, job)) {
-    if (after != nullptr) *after = std::move(job);
-    return events;
-  }
-  Number(job, events);
-  if (after != nullptr) *after = job;
+// Announces a job's events first..last to every server's feed, with the COMMIT.
+void Announce(PgConnection& conn, const std::string& job_id, int64_t first, int64_t last) {
+  conn.Defer("SELECT pg_notify($1, $2)",
+             {PgParam::Text(kEventsChannel), PgParam::Text(absl::StrCat(job_id, " ", first, " ",
+                                                                        last))});
+}
+
+// Writes the job's row (deferred).
+void WriteJob(PgConnection& conn, const Job& job) {
   conn.Defer("UPDATE jobs SET tenant = $2, type = $3, state = $4, priority = $5, ready_ms = $6, "
              "create_ms = $7, end_ms = $8, last_sequence = $9, record = $10 WHERE id = $1",
              JobColumns(job));
-  if (absl::Status s = AddEvents(conn, job, events); !s.ok()) return s;
+}
+
+// Applies `change` to the locked `job`, numbers the events it makes into `events` and
+// defers their inserts; whether the job changed (not if the change left it as it was: a
+// report that moved nothing, a cancel asked again). If the change fails, `job` is left
+// as it was and nothing is deferred. The row and the announcement are the caller's, so a
+// batch writes each once per job however many changes it applies.
+absl::StatusOr<bool> ApplyLocked(PgConnection& conn, Job& job, const PgStore::Change& change,
+                                 std::vector<JobEvent>& events) {
+  Job next = job;
+  if (absl::Status s = change(next, events); !s.ok()) return s;
+  if (events.empty() && google::protobuf::util::MessageDifferencer::Equals(job, next)) {
+    return false;
+  }
+  Number(next, events);
+  InsertEvents(conn, next, events);
+  job = std::move(next);
+  return true;
+}
+
+// Applies `change` to the locked `job` and writes the job and its events; nothing if the
+// change left the job as it was. `after`, if given, gets the job as changed.
+absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
+                                                   const PgStore::Change& change,
+                                                   Job* after = nullptr) {
+  std::vector<JobEvent> events;
+  auto changed = ApplyLocked(conn, job, change, events);
+  if (!changed.ok()) return changed.status();
+  if (*changed) {
+    WriteJob(conn, job);
+    if (!events.empty()) Announce(conn, job.id(), events.front().sequence(), job.last_sequence());
+  }
+  if (after != nullptr) *after = std::move(job);
   return events;
 }
 
@@ -314,7 +334,8 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
         !s.ok()) {
       return s;
     }
-    if (absl::Status s = AddEvents(conn, stored, events); !s.ok()) return s;
+    InsertEvents(conn, stored, events);
+    Announce(conn, stored.id(), 1, 1);
     out = {std::move(stored), true};
     return absl::OkStatus();
   });
@@ -375,6 +396,10 @@ namespace {
 struct Locked {
   Job job;
   std::optional<LeaseRecord> lease;
+  // What this transaction did to it: whether the row is to be written, and the first
+  // sequence it numbered (0: none).
+  bool changed = false;
+  int64_t first = 0;
 };
 absl::StatusOr<std::map<std::string, Locked>> LockWithLeases(
     PgConnection& conn, const std::vector<std::string>& job_ids) {
@@ -400,6 +425,22 @@ absl::StatusOr<std::map<std::string, Locked>> LockWithLeases(
   return locked;
 }
 
+// The locked job `lease_id` holds; FAILED_PRECONDITION if the lease no longer holds it.
+absl::StatusOr<Locked*> HeldBy(std::map<std::string, Locked>& locked, const std::string& job_id,
+                               const std::string& lease_id) {
+  auto it = locked.find(job_id);
+  if (it == locked.end() || !it->second.lease || it->second.lease->lease_id() != lease_id) {
+    return LeaseNotHeld(lease_id, job_id);
+  }
+  return &it->second;
+}
+
+// Ends the held lease of a locked job (deferred).
+void DropLease(PgConnection& conn, const std::string& job_id, Locked& held) {
+  conn.Defer("DELETE FROM leases WHERE job_id = $1", {PgParam::Text(job_id)});
+  held.lease.reset();
+}
+
 // The job `lease_id` holds, its row locked (every change takes it first), and the lease,
 // deleted if `end_lease`. FAILED_PRECONDITION if the lease no longer holds the job.
 absl::StatusOr<std::pair<Job, LeaseRecord>> LockLeased(PgConnection& conn,
@@ -408,15 +449,11 @@ absl::StatusOr<std::pair<Job, LeaseRecord>> LockLeased(PgConnection& conn,
                                                        bool end_lease) {
   auto locked = LockWithLeases(conn, {job_id});
   if (!locked.ok()) return locked.status();
-  auto it = locked->find(job_id);
-  if (it == locked->end() || !it->second.lease || it->second.lease->lease_id() != lease_id) {
-    return LeaseNotHeld(lease_id, job_id);
-  }
-  if (end_lease) {
-    conn.Defer("DELETE FROM leases WHERE job_id = $1 AND lease_id = $2",
-               {PgParam::Text(job_id), PgParam::Text(lease_id)});
-  }
-  return std::make_pair(std::move(it->second.job), *std::move(it->second.lease));
+  auto held = HeldBy(*locked, job_id, lease_id);
+  if (!held.ok()) return held.status();
+  LeaseRecord lease = *(*held)->lease;
+  if (end_lease) DropLease(conn, job_id, **held);
+  return std::make_pair(std::move((*held)->job), std::move(lease));
 }
 
 }  // namespace
@@ -517,24 +554,27 @@ absl::Status PgStore::ChangeLeasedBatch(std::vector<LeasedChange>& changes) {
     auto locked = LockWithLeases(conn, job_ids);
     if (!locked.ok()) return locked.status();
     for (LeasedChange& c : changes) {
-      auto it = locked->find(c.job_id);
-      if (it == locked->end() || !it->second.lease ||
-          it->second.lease->lease_id() != c.lease_id) {
-        c.result = LeaseNotHeld(c.lease_id, c.job_id);
+      auto held = HeldBy(*locked, c.job_id, c.lease_id);
+      if (!held.ok()) {
+        c.result = held.status();
         continue;
       }
-      Job after;
-      auto made = ChangeLocked(conn, it->second.job, c.change, &after);
-      if (!made.ok()) {  // it deferred nothing
-        c.result = made.status();
+      Locked& job = **held;
+      std::vector<JobEvent> events;
+      auto changed = ApplyLocked(conn, job.job, c.change, events);
+      if (!changed.ok()) {  // it deferred nothing
+        c.result = changed.status();
         continue;
       }
-      it->second.job = std::move(after);  // a later change of the job starts from here
-      if (c.end_lease) {
-        conn.Defer("DELETE FROM leases WHERE job_id = $1", {PgParam::Text(c.job_id)});
-        it->second.lease.reset();
-      }
-      c.result = *std::move(made);
+      job.changed = job.changed || *changed;
+      if (job.first == 0 && !events.empty()) job.first = events.front().sequence();
+      if (c.end_lease) DropLease(conn, c.job_id, job);
+      c.result = std::move(events);
+    }
+    // Each job's row and announcement once, whatever number of changes it had.
+    for (const auto& [job_id, job] : *locked) {
+      if (job.changed) WriteJob(conn, job.job);
+      if (job.first != 0) Announce(conn, job_id, job.first, job.job.last_sequence());
     }
     return absl::OkStatus();
   });
