@@ -35,6 +35,21 @@ JobEvent EventOf(JobEvent::Type type, absl::Time now) {
   return event;
 }
 
+// A progress report applied to a stored job: its event, if it moved anything.
+void ReportTo(Job& job, const v1::Progress& progress, absl::Time now, std::vector<JobEvent>& out) {
+  const JobEvent::Type type = ApplyProgress(*job.mutable_progress(), progress);
+  if (type == JobEvent::TYPE_UNSPECIFIED) return;
+  *job.mutable_update_time() = ToProto(now);
+  out.push_back(EventOf(type, now));
+}
+
+// An attempt of a stored job ended as `how` says: its event.
+void EndTo(Job& job, const JobType& type, const AttemptEnd& how, absl::Time now,
+           std::vector<JobEvent>& out) {
+  out.push_back(EventOf(EndJobAttempt(job, type, how, now), now));
+  *job.mutable_update_time() = ToProto(now);
+}
+
 }  // namespace
 
 PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
@@ -87,14 +102,13 @@ absl::StatusOr<std::vector<JobEvent>> PgJobManager::EndLease(
     const std::string& job_id, const std::string& lease_id,
     const std::function<absl::StatusOr<AttemptEnd>(const Job&)>& end) {
   const absl::Time now = absl::Now();
-  auto events = store_->ChangeLeased(
-      job_id, lease_id, /*end_lease=*/true, [&](Job& job, std::vector<JobEvent>& out) {
-        absl::StatusOr<AttemptEnd> how = end(job);
-        if (!how.ok()) return how.status();
-        out.push_back(EventOf(EndJobAttempt(job, types_->Of(job.type()), *how, now), now));
-        *job.mutable_update_time() = ToProto(now);
-        return absl::OkStatus();
-      });
+  auto events = store_->ChangeLeased(job_id, lease_id, /*end_lease=*/true,
+                                     [&](Job& job, std::vector<JobEvent>& out) {
+                                       absl::StatusOr<AttemptEnd> how = end(job);
+                                       if (!how.ok()) return how.status();
+                                       EndTo(job, types_->Of(job.type()), *how, now, out);
+                                       return absl::OkStatus();
+                                     });
   if (events.ok()) LogAll(*events);
   return events;
 }
@@ -497,7 +511,7 @@ void PgJobManager::Report(const Attempt& attempt, const v1::Progress& progress) 
   auto it = runs_.find(attempt.job_id);
   if (it == runs_.end() || it->second.control != attempt.control) return;  // stale
   Run& run = it->second;
-  if (run.end || run.ending) return;  // it finished: nothing comes after its end
+  if (run.finished) return;  // nothing comes after its end
   // This server holds the run's lease, so its view of the progress is the stored one plus
   // what is queued: a report that moves nothing is dropped, and a PROGRESS after an
   // unwritten PROGRESS replaces it (RocksDB's rule), so no STEP is ever lost.
@@ -515,10 +529,8 @@ void PgJobManager::Report(const Attempt& attempt, const v1::Progress& progress) 
 void PgJobManager::Finish(const Attempt& attempt, absl::StatusOr<google::protobuf::Value> outcome) {
   absl::MutexLock lock(&mu_);
   auto it = runs_.find(attempt.job_id);
-  if (it == runs_.end() || it->second.control != attempt.control || it->second.end ||
-      it->second.ending) {
-    return;
-  }
+  if (it == runs_.end() || it->second.control != attempt.control || it->second.finished) return;
+  it->second.finished = true;
   // Read now: a timeout or a stop that comes after the handler returned changes nothing.
   it->second.end = Run::End{std::move(outcome), attempt.control->timed_out.load(),
                             attempt.control->server_stopping.load()};
@@ -568,7 +580,6 @@ void PgJobManager::WriteRuns() {
           {it->first, run.lease_id, run.control, std::move(run.reports), std::move(run.end)});
       run.reports.clear();
       run.end.reset();
-      run.ending = run.ending || batch.back().end.has_value();
     }
     mu_.Unlock();
     // A change per report and one for the end, each run's in order: each event carries
@@ -581,11 +592,7 @@ void PgJobManager::WriteRuns() {
       for (const Run::Report& r : t.reports) {
         changes.push_back(
             {t.job_id, t.lease_id, false, [&r, now](Job& job, std::vector<JobEvent>& out) {
-               const JobEvent::Type type = ApplyProgress(*job.mutable_progress(), r.progress);
-               if (type != JobEvent::TYPE_UNSPECIFIED) {
-                 *job.mutable_update_time() = ToProto(now);
-                 out.push_back(EventOf(type, now));
-               }
+               ReportTo(job, r.progress, now, out);
                return absl::OkStatus();
              }});
       }
@@ -593,10 +600,10 @@ void PgJobManager::WriteRuns() {
         changes.push_back(
             {t.job_id, t.lease_id, true, [&t, now, this](Job& job, std::vector<JobEvent>& out) {
                const JobType& type = types_->Of(job.type());
-               AttemptEnd how = EndOfRun(job, type, t.end->outcome, t.end->timed_out,
-                                         t.end->server_stopping, options_.limits.max_params_bytes);
-               out.push_back(EventOf(EndJobAttempt(job, type, how, now), now));
-               *job.mutable_update_time() = ToProto(now);
+               EndTo(job, type,
+                     EndOfRun(job, type, t.end->outcome, t.end->timed_out, t.end->server_stopping,
+                              options_.limits.max_params_bytes),
+                     now, out);
                return absl::OkStatus();
              }});
       }
@@ -690,8 +697,8 @@ void PgJobManager::RenewLoop() {
     for (auto& [id, run] : runs_) {
       leases.push_back(run.lease_id);
       jobs.push_back(id);
-      if (run.attempt_deadline_ms != 0 && now_ms >= run.attempt_deadline_ms && !run.end &&
-          !run.ending && !run.control->stop.HasBeenNotified()) {
+      if (run.attempt_deadline_ms != 0 && now_ms >= run.attempt_deadline_ms && !run.finished &&
+          !run.control->stop.HasBeenNotified()) {
         run.control->timed_out = true;  // Finish records the timeout
         run.control->stop.Notify();
       }
@@ -1058,18 +1065,14 @@ void PgJobManager::ReportWorkNow(const v1::ReportProgressRequest& request, const
   auto job_id = LeaseJobId(request.lease_id());
   if (!job_id.ok()) return done(job_id.status());
   const absl::Time now = absl::Now();
-  auto renewed = store_->RenewLeased(
-      *job_id, request.lease_id(), absl::ToUnixMillis(now),
-      extension->has_value() ? absl::ToInt64Milliseconds(**extension) : 0,
-      [&](Job& job, std::vector<JobEvent>& out) {
-        if (!scope.Sees(job)) return LeaseNotHeld(request.lease_id(), *job_id);
-        const JobEvent::Type type = ApplyProgress(*job.mutable_progress(), request.progress());
-        if (type != JobEvent::TYPE_UNSPECIFIED) {
-          *job.mutable_update_time() = ToProto(now);
-          out.push_back(EventOf(type, now));
-        }
-        return absl::OkStatus();
-      });
+  auto renewed =
+      store_->RenewLeased(*job_id, request.lease_id(), absl::ToUnixMillis(now),
+                          extension->has_value() ? absl::ToInt64Milliseconds(**extension) : 0,
+                          [&](Job& job, std::vector<JobEvent>& out) {
+                            if (!scope.Sees(job)) return LeaseNotHeld(request.lease_id(), *job_id);
+                            ReportTo(job, request.progress(), now, out);
+                            return absl::OkStatus();
+                          });
   if (!renewed.ok()) return done(renewed.status());
   v1::ReportProgressResponse response;
   response.set_cancel_requested(renewed->job.cancel_requested());

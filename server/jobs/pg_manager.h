@@ -140,14 +140,15 @@ class PgJobManager : public JobBackend, public ArtifactSink {
       v1::JobEvent::Type type;
     };
     std::deque<Report> reports;
-    // How the handler ended, once it returned; written after the reports.
+    // Whether the handler returned; how it ended, until a writer takes that to write it
+    // after the reports.
+    bool finished = false;
     struct End {
       absl::StatusOr<google::protobuf::Value> outcome;
       bool timed_out = false;
       bool server_stopping = false;
     };
     std::optional<End> end;
-    bool ending = false;  // its end is being written
     bool listed = false;  // in unwritten_, or being written
   };
   // Ends this server's account of a run: its slot is free.
