@@ -62,7 +62,25 @@ TEST_P(ServerTest, ReplaysFromEverySequenceAndEndsAfterTheTerminalEvent) {
   ASSERT_TRUE(full.status.ok()) << full.status.error_message();
   ASSERT_EQ(full.events.back().type(), JobEvent::SUCCEEDED);
   const int64_t last = full.events.back().sequence();
-  EXPECT_EQ(last, 11);  // CREATED STARTED (STEP + 3 PROGRESS) x2 SUCCEEDED
+  // CREATED STARTED (STEP + 3 PROGRESS) x2 SUCCEEDED, but a PROGRESS that found the one before
+  // it still unwritten replaced it (DESIGN: a slow store coalesces ticks, never a STEP): each
+  // step's last PROGRESS is its final tick.
+  std::vector<std::string> shape;
+  for (size_t i = 0; i < full.events.size(); ++i) {
+    const JobEvent& e = full.events[i];
+    EXPECT_EQ(e.sequence(), static_cast<int64_t>(i + 1));
+    const bool last_tick =
+        e.type() == JobEvent::PROGRESS && full.events[i + 1].type() != JobEvent::PROGRESS;
+    if (e.type() != JobEvent::PROGRESS) {
+      shape.push_back(JobEvent::Type_Name(e.type()));
+    } else if (last_tick) {
+      shape.push_back(e.status().progress().message());
+    }
+  }
+  EXPECT_EQ(shape, (std::vector<std::string>{"CREATED", "STARTED", "STEP", "a 3/3", "STEP", "b 3/3",
+                                             "SUCCEEDED"}));
+  EXPECT_GE(last, 7);
+  EXPECT_LE(last, 11);
   for (int64_t after = 0; after <= last; ++after) {
     Stream part = WatchOnce(server->Channel(), job->id(), after);
     ASSERT_TRUE(part.status.ok()) << after;

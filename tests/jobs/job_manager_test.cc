@@ -201,17 +201,32 @@ TEST_P(JobManagerTest, RunsADemoJobWithDenseOrderedEvents) {
   EXPECT_EQ(job->last_sequence(), 1);
   testing::Drained events = Events(job->id());
   ASSERT_TRUE(events.status.ok()) << events.status;
-  EXPECT_EQ(Types(events),
-            (std::vector<std::string>{"CREATED", "STARTED", "STEP", "PROGRESS", "PROGRESS", "STEP",
-                                      "PROGRESS", "PROGRESS", "SUCCEEDED"}));
+  // Two PROGRESS per step, unless one found the one before it still unwritten and replaced
+  // it (a slow store coalesces ticks, never a STEP): each step ends on its last tick.
+  std::vector<std::string> shape;
+  std::vector<const JobEvent*> steps, last_ticks;
   for (size_t i = 0; i < events.events.size(); ++i) {
-    EXPECT_EQ(events.events[i].sequence(), static_cast<int64_t>(i + 1));
-    EXPECT_EQ(events.events[i].status().last_sequence(), static_cast<int64_t>(i + 1));
-    EXPECT_FALSE(events.events[i].status().has_params()) << "events carry no params";
+    const JobEvent& e = events.events[i];
+    EXPECT_EQ(e.sequence(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(e.status().last_sequence(), static_cast<int64_t>(i + 1));
+    EXPECT_FALSE(e.status().has_params()) << "events carry no params";
+    if (e.type() == JobEvent::STEP) steps.push_back(&e);
+    if (e.type() != JobEvent::PROGRESS) {
+      shape.push_back(JobEvent::Type_Name(e.type()));
+    } else if (i + 1 == events.events.size() ||
+               events.events[i + 1].type() != JobEvent::PROGRESS) {
+      shape.push_back("PROGRESS+");
+      last_ticks.push_back(&e);
+    }
   }
-  EXPECT_EQ(events.events[5].status().progress().step(), "b");
-  EXPECT_EQ(events.events[5].status().progress().step_index(), 2);
-  EXPECT_DOUBLE_EQ(events.events[6].status().progress().fraction(), 0.75);
+  ASSERT_EQ(shape, (std::vector<std::string>{"CREATED", "STARTED", "STEP", "PROGRESS+", "STEP",
+                                             "PROGRESS+", "SUCCEEDED"}));
+  EXPECT_LE(events.events.size(), 9u);
+  EXPECT_EQ(steps[1]->status().progress().step(), "b");
+  EXPECT_EQ(steps[1]->status().progress().step_index(), 2);
+  EXPECT_DOUBLE_EQ(last_ticks[0]->status().progress().fraction(), 0.5);
+  EXPECT_EQ(last_ticks[1]->status().progress().message(), "b 2/2");
+  EXPECT_DOUBLE_EQ(last_ticks[1]->status().progress().fraction(), 1.0);
   auto done = manager_->Get(job->id(), kAll);
   ASSERT_TRUE(done.ok());
   EXPECT_EQ(done->state(), Job::SUCCEEDED);
