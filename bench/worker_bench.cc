@@ -6,10 +6,14 @@
 //     and 32 workers, one job per lease and 16;
 //   - latency: Submit -> leased by an idle worker, and lease -> first progress durable;
 //   - in the same run, Celery + Redis doing the same (bench/baseline/celery_bench.py).
+// --store=postgresql runs the same phases on a PostgreSQL 15 the bench starts (initdb in a
+// temp dir; a fresh database for each phase).
 //
-//   build/bench/jobstream-worker-bench [--queued=1000000] [--duration=5s]
+//   build/bench/jobstream-worker-bench [--queued=1000000] [--duration=5s] [--store=postgresql]
+//                                      [--phases=queue,workers,latency] [--server_bin=PATH]
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -27,11 +31,18 @@
 #include "bench/bench_util.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "jobstream/v1/workers.grpc.pb.h"
+#include "tests/support/postgres_process.h"
 #include "tests/support/process.h"
 
 ABSL_FLAG(int, queued, 1000000, "jobs in the deep-queue phase");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(5), "length of each throughput phase");
 ABSL_FLAG(int, celery_jobs, 20000, "jobs of the Celery baseline (0: skip it)");
+ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
+ABSL_FLAG(std::string, store, "rocksdb",
+          "rocksdb, or postgresql: a PostgreSQL 15 started by the bench");
+ABSL_FLAG(std::vector<std::string>, phases,
+          std::vector<std::string>({"queue", "workers", "latency"}),
+          "phases to run: queue (deep queue), workers (end to end), latency");
 
 namespace {
 
@@ -57,8 +68,13 @@ std::string WriteConfig(const std::string& dir) {
   return path;
 }
 
-Child StartServer(const std::string& bin, const std::string& data, const std::string& config) {
-  return Spawn({bin, "--listen=127.0.0.1:0", "--data_dir=" + data, "--config=" + config});
+// On RocksDB in `data`, or on PostgreSQL when `url` is set.
+Child StartServer(const std::string& bin, const std::string& data, const std::string& config,
+                  const std::string& url) {
+  std::vector<std::string> argv = {bin, "--listen=127.0.0.1:0", "--log=false", "--data_dir=" + data,
+                                   "--config=" + config};
+  if (!url.empty()) argv.push_back("--store=" + url);
+  return Spawn(argv);
 }
 
 jobstream::bench::StartCall SubmitCalls(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
@@ -121,28 +137,197 @@ void WorkerLoop(WorkerService::Stub* stub, int max_jobs, const std::atomic<bool>
   }
 }
 
+// End to end: 64 submitters, and 1, 8 and 32 workers leasing 1 or 16 jobs at a time.
+void WorkersPhase(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                  absl::Duration duration) {
+  Line("| workers | jobs per lease | submitted/s | completed/s (end to end) | p50 / p99 Submit |");
+  Line("| --- | --- | --- | --- | --- |");
+  // Submitters keep at most kBacklog jobs waiting, so what is measured is the rate the
+  // whole path sustains, not how fast a queue fills.
+  constexpr int64_t kBacklog = 4096;
+  for (int workers : {1, 8, 32}) {
+    for (int max_jobs : {1, 16}) {
+      std::atomic<bool> stop{false}, stop_submitting{false};
+      std::atomic<int64_t> completed{0}, errors{0}, submitted{0};
+      std::vector<std::unique_ptr<WorkerService::Stub>> worker_stubs;
+      std::vector<std::unique_ptr<JobService::Stub>> submit_stubs;
+      std::vector<std::thread> threads, submitters;
+      for (int w = 0; w < workers; ++w) {
+        worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
+        threads.emplace_back(WorkerLoop, worker_stubs.back().get(), max_jobs, &stop, &completed,
+                             &errors);
+      }
+      std::mutex latency_mu;
+      std::vector<double> latency_us;
+      for (int t = 0; t < 64; ++t) {
+        submit_stubs.push_back(JobService::NewStub(channels[t % 4]));
+        submitters.emplace_back([&, stub = submit_stubs.back().get()] {
+          std::vector<double> mine;
+          while (!stop_submitting) {
+            if (submitted.load() - completed.load() > kBacklog) {
+              absl::SleepFor(absl::Milliseconds(1));
+              continue;
+            }
+            jobstream::v1::SubmitRequest request;
+            request.set_type(kType);
+            (*request.mutable_params()->mutable_fields())["n"].set_number_value(submitted.load());
+            Job job;
+            grpc::ClientContext ctx;
+            const absl::Time t0 = absl::Now();
+            if (stub->Submit(&ctx, request, &job).ok()) {
+              ++submitted;
+              mine.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+            }
+          }
+          std::lock_guard<std::mutex> lock(latency_mu);
+          latency_us.insert(latency_us.end(), mine.begin(), mine.end());
+        });
+      }
+      absl::SleepFor(absl::Seconds(1));  // warm up
+      const int64_t submitted_before = submitted.load(), completed_before = completed.load();
+      const absl::Time begin = absl::Now();
+      absl::SleepFor(duration);
+      const double seconds = absl::ToDoubleSeconds(absl::Now() - begin);
+      const int64_t submitted_in = submitted.load() - submitted_before;
+      const int64_t completed_in = completed.load() - completed_before;
+      stop_submitting = true;
+      for (auto& t : submitters) t.join();
+      const absl::Time drain_end = absl::Now() + absl::Seconds(60);
+      while (completed.load() < submitted.load() && absl::Now() < drain_end) {
+        absl::SleepFor(absl::Milliseconds(10));
+      }
+      stop = true;
+      for (auto& t : threads) t.join();
+      Line(absl::StrFormat("| %d | %d | %.0f | %.0f | %.2f / %.2f ms |", workers, max_jobs,
+                           submitted_in / seconds, completed_in / seconds,
+                           Percentile(latency_us, 0.5) / 1000,
+                           Percentile(latency_us, 0.99) / 1000));
+      if (errors.load() > 0) std::cerr << "worker call errors: " << errors.load() << "\n";
+    }
+  }
+  Line("");
+}
+
+// Latency: 8 idle workers waiting, one job at a time.
+void LatencyPhase(const std::vector<std::shared_ptr<grpc::Channel>>& channels) {
+  std::vector<double> to_lease_us, to_progress_us;
+  std::mutex mu;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> submitted_at_us{0};
+  std::vector<std::thread> threads;
+  std::vector<std::unique_ptr<WorkerService::Stub>> stubs;
+  for (int w = 0; w < 8; ++w) {
+    stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
+    threads.emplace_back([&, stub = stubs.back().get()] {
+      while (!stop) {
+        jobstream::v1::LeaseJobRequest request;
+        request.add_types(kType);
+        request.mutable_wait()->set_nanos(300'000'000);
+        jobstream::v1::LeaseJobResponse response;
+        grpc::ClientContext ctx;
+        if (!stub->LeaseJob(&ctx, request, &response).ok() || response.jobs_size() == 0) {
+          continue;
+        }
+        const int64_t leased_us = absl::ToUnixMicros(absl::Now());
+        jobstream::v1::ReportProgressRequest progress;
+        progress.set_lease_id(response.jobs(0).lease_id());
+        progress.mutable_progress()->set_step("first");
+        jobstream::v1::ReportProgressResponse reply;
+        grpc::ClientContext pctx;
+        stub->ReportProgress(&pctx, progress, &reply);
+        const int64_t progressed_us = absl::ToUnixMicros(absl::Now());
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          to_lease_us.push_back(leased_us - submitted_at_us.load());
+          to_progress_us.push_back(progressed_us - leased_us);
+        }
+        jobstream::v1::CompleteJobRequest complete;
+        complete.set_lease_id(response.jobs(0).lease_id());
+        Job job;
+        grpc::ClientContext cctx;
+        stub->CompleteJob(&cctx, complete, &job);
+      }
+    });
+  }
+  absl::SleepFor(absl::Milliseconds(500));  // every worker is waiting
+  auto stub = JobService::NewStub(channels[0]);
+  for (int i = 0; i < 300; ++i) {
+    jobstream::v1::SubmitRequest request;
+    request.set_type(kType);
+    submitted_at_us = absl::ToUnixMicros(absl::Now());
+    Job job;
+    grpc::ClientContext ctx;
+    stub->Submit(&ctx, request, &job);
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  absl::SleepFor(absl::Milliseconds(200));
+  stop = true;
+  for (auto& t : threads) t.join();
+  std::lock_guard<std::mutex> lock(mu);
+  Line("| latency, 8 idle workers, one job at a time | p50 | p99 |");
+  Line("| --- | --- | --- |");
+  Line(absl::StrFormat("| Submit sent -> job leased by a worker (%d jobs) | %.2f ms | %.2f ms |",
+                       to_lease_us.size(), Percentile(to_lease_us, 0.5) / 1000,
+                       Percentile(to_lease_us, 0.99) / 1000));
+  Line(absl::StrFormat("| lease -> first progress durable (ReportProgress) | %.2f ms | %.2f ms |",
+                       Percentile(to_progress_us, 0.5) / 1000,
+                       Percentile(to_progress_us, 0.99) / 1000));
+  Line("");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const std::string self = std::filesystem::canonical("/proc/self/exe");
   const std::filesystem::path build = std::filesystem::path(self).parent_path().parent_path();
-  const std::string server_bin = build / "server/jobstream-server";
+  const std::string server_bin = absl::GetFlag(FLAGS_server_bin).empty()
+                                     ? std::string(build / "server/jobstream-server")
+                                     : absl::GetFlag(FLAGS_server_bin);
   const std::string root = std::filesystem::path(__FILE__).parent_path().parent_path();
   const std::string work = std::filesystem::temp_directory_path() / "jobstream-worker-bench";
   std::filesystem::remove_all(work);
   const std::string config = WriteConfig(work);
   const std::string data = work + "/data";
   const absl::Duration duration = absl::GetFlag(FLAGS_duration);
-  Line(absl::StrFormat("Run on %s, %d cores.",
-                       absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone()),
-                       std::thread::hardware_concurrency()));
+  const std::vector<std::string> phases = absl::GetFlag(FLAGS_phases);
+  auto wanted = [&phases](const char* phase) {
+    return std::find(phases.begin(), phases.end(), phase) != phases.end();
+  };
+  // The store of each phase: RocksDB in `data`, or a fresh PostgreSQL database.
+  const bool postgres = absl::GetFlag(FLAGS_store) == "postgresql";
+  if (!postgres && absl::GetFlag(FLAGS_store) != "rocksdb") {
+    std::cerr << "--store: rocksdb or postgresql\n";
+    return 2;
+  }
+  jobstream::testing::PostgresProcess pg;
+  if (postgres) {
+    if (absl::Status s = pg.Start(); !s.ok()) {
+      std::cerr << "PostgreSQL: " << s << "\n";
+      return 1;
+    }
+  }
+  auto fresh_store = [&]() -> std::string {
+    if (!postgres) return "";
+    auto url = pg.NewDatabase();
+    if (!url.ok()) {
+      std::cerr << url.status() << "\n";
+      exit(1);
+    }
+    return *url;
+  };
+  Line(absl::StrFormat(
+      "Run on %s, %d cores, %s.",
+      absl::FormatTime("%Y-%m-%d %H:%M UTC", absl::Now(), absl::UTCTimeZone()),
+      std::thread::hardware_concurrency(),
+      postgres ? "PostgreSQL 15 (started by the bench, default settings)" : "RocksDB"));
   Line("");
 
   // ---- A deep queue ------------------------------------------------------------------
-  {
+  if (wanted("queue")) {
     const int n = absl::GetFlag(FLAGS_queued);
-    Child server = StartServer(server_bin, data, config);
+    const std::string url = fresh_store();
+    Child server = StartServer(server_bin, data, config, url);
     absl::SleepFor(absl::Seconds(1));
     const int64_t idle_kb = RssKb(server.pid);
     std::atomic<int64_t> counter{0};
@@ -175,9 +360,9 @@ int main(int argc, char** argv) {
     const int64_t queued_kb = RssKb(server.pid);
     // A crash, then the time until the server serves again, with every job still queued.
     jobstream::testing::StopProcess(server.pid, SIGKILL);
-    const int64_t disk = DirBytes(data);
+    const int64_t disk = postgres ? 0 : DirBytes(data);
     const absl::Time restart = absl::Now();
-    server = StartServer(server_bin, data, config);
+    server = StartServer(server_bin, data, config, url);
     const absl::Duration to_listen = absl::Now() - restart;
     auto stub = JobService::NewStub(jobstream::bench::Channels(server.address, 1)[0]);
     jobstream::v1::ListJobTypesResponse types;
@@ -211,7 +396,7 @@ int main(int argc, char** argv) {
                          acked, submit_seconds, acked / submit_seconds, failed));
     Line(absl::StrFormat("| server RSS idle / with them queued | %.1f MB / %.1f MB |",
                          idle_kb / 1024.0, queued_kb / 1024.0));
-    Line(absl::StrFormat("| store on disk | %.0f MB |", disk / 1048576.0));
+    if (!postgres) Line(absl::StrFormat("| store on disk | %.0f MB |", disk / 1048576.0));
     Line(absl::StrFormat("| kill -9, restart: listening after / serving after | %s / %s |",
                          absl::FormatDuration(absl::Trunc(to_listen, absl::Milliseconds(1))),
                          absl::FormatDuration(absl::Trunc(to_serve, absl::Milliseconds(1)))));
@@ -223,143 +408,14 @@ int main(int argc, char** argv) {
     std::filesystem::remove_all(data);
   }
 
-  // ---- End to end through workers ------------------------------------------------------
-  {
-    Child server = StartServer(server_bin, data, config);
+  // ---- End to end through workers, then latency, on one server ------------------------
+  if (wanted("workers") || wanted("latency")) {
+    Child server = StartServer(server_bin, data, config, fresh_store());
     auto channels = Channels(server.address, 8);
-    Line("| workers | jobs per lease | submitted/s | completed/s (end to end) | p50 / p99 Submit |");
-    Line("| --- | --- | --- | --- | --- |");
-    // Submitters keep at most kBacklog jobs waiting, so what is measured is the rate the
-    // whole path sustains, not how fast a queue fills.
-    constexpr int64_t kBacklog = 4096;
-    for (int workers : {1, 8, 32}) {
-      for (int max_jobs : {1, 16}) {
-        std::atomic<bool> stop{false}, stop_submitting{false};
-        std::atomic<int64_t> completed{0}, errors{0}, submitted{0};
-        std::vector<std::unique_ptr<WorkerService::Stub>> worker_stubs;
-        std::vector<std::unique_ptr<JobService::Stub>> submit_stubs;
-        std::vector<std::thread> threads, submitters;
-        for (int w = 0; w < workers; ++w) {
-          worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
-          threads.emplace_back(WorkerLoop, worker_stubs.back().get(), max_jobs, &stop,
-                               &completed, &errors);
-        }
-        std::mutex latency_mu;
-        std::vector<double> latency_us;
-        for (int t = 0; t < 64; ++t) {
-          submit_stubs.push_back(JobService::NewStub(channels[t % 4]));
-          submitters.emplace_back([&, stub = submit_stubs.back().get()] {
-            std::vector<double> mine;
-            while (!stop_submitting) {
-              if (submitted.load() - completed.load() > kBacklog) {
-                absl::SleepFor(absl::Milliseconds(1));
-                continue;
-              }
-              jobstream::v1::SubmitRequest request;
-              request.set_type(kType);
-              (*request.mutable_params()->mutable_fields())["n"].set_number_value(submitted.load());
-              Job job;
-              grpc::ClientContext ctx;
-              const absl::Time t0 = absl::Now();
-              if (stub->Submit(&ctx, request, &job).ok()) {
-                ++submitted;
-                mine.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
-              }
-            }
-            std::lock_guard<std::mutex> lock(latency_mu);
-            latency_us.insert(latency_us.end(), mine.begin(), mine.end());
-          });
-        }
-        absl::SleepFor(absl::Seconds(1));  // warm up
-        const int64_t submitted_before = submitted.load(), completed_before = completed.load();
-        const absl::Time begin = absl::Now();
-        absl::SleepFor(duration);
-        const double seconds = absl::ToDoubleSeconds(absl::Now() - begin);
-        const int64_t submitted_in = submitted.load() - submitted_before;
-        const int64_t completed_in = completed.load() - completed_before;
-        stop_submitting = true;
-        for (auto& t : submitters) t.join();
-        const absl::Time drain_end = absl::Now() + absl::Seconds(60);
-        while (completed.load() < submitted.load() && absl::Now() < drain_end) {
-          absl::SleepFor(absl::Milliseconds(10));
-        }
-        stop = true;
-        for (auto& t : threads) t.join();
-        Line(absl::StrFormat("| %d | %d | %.0f | %.0f | %.2f / %.2f ms |", workers, max_jobs,
-                             submitted_in / seconds, completed_in / seconds,
-                             Percentile(latency_us, 0.5) / 1000,
-                             Percentile(latency_us, 0.99) / 1000));
-        if (errors.load() > 0) std::cerr << "worker call errors: " << errors.load() << "\n";
-      }
-    }
-    Line("");
-
-    // ---- Latency: idle workers waiting, one job at a time -----------------------------
-    std::vector<double> to_lease_us, to_progress_us;
-    std::mutex mu;
-    std::atomic<bool> stop{false};
-    std::atomic<int64_t> submitted_at_us{0};
-    std::vector<std::thread> threads;
-    std::vector<std::unique_ptr<WorkerService::Stub>> stubs;
-    for (int w = 0; w < 8; ++w) {
-      stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
-      threads.emplace_back([&, stub = stubs.back().get()] {
-        while (!stop) {
-          jobstream::v1::LeaseJobRequest request;
-          request.add_types(kType);
-          request.mutable_wait()->set_nanos(300'000'000);
-          jobstream::v1::LeaseJobResponse response;
-          grpc::ClientContext ctx;
-          if (!stub->LeaseJob(&ctx, request, &response).ok() || response.jobs_size() == 0) {
-            continue;
-          }
-          const int64_t leased_us = absl::ToUnixMicros(absl::Now());
-          jobstream::v1::ReportProgressRequest progress;
-          progress.set_lease_id(response.jobs(0).lease_id());
-          progress.mutable_progress()->set_step("first");
-          jobstream::v1::ReportProgressResponse reply;
-          grpc::ClientContext pctx;
-          stub->ReportProgress(&pctx, progress, &reply);
-          const int64_t progressed_us = absl::ToUnixMicros(absl::Now());
-          {
-            std::lock_guard<std::mutex> lock(mu);
-            to_lease_us.push_back(leased_us - submitted_at_us.load());
-            to_progress_us.push_back(progressed_us - leased_us);
-          }
-          jobstream::v1::CompleteJobRequest complete;
-          complete.set_lease_id(response.jobs(0).lease_id());
-          Job job;
-          grpc::ClientContext cctx;
-          stub->CompleteJob(&cctx, complete, &job);
-        }
-      });
-    }
-    absl::SleepFor(absl::Milliseconds(500));  // every worker is waiting
-    auto stub = JobService::NewStub(channels[0]);
-    for (int i = 0; i < 300; ++i) {
-      jobstream::v1::SubmitRequest request;
-      request.set_type(kType);
-      submitted_at_us = absl::ToUnixMicros(absl::Now());
-      Job job;
-      grpc::ClientContext ctx;
-      stub->Submit(&ctx, request, &job);
-      absl::SleepFor(absl::Milliseconds(10));
-    }
-    absl::SleepFor(absl::Milliseconds(200));
-    stop = true;
-    for (auto& t : threads) t.join();
+    if (wanted("workers")) WorkersPhase(channels, duration);
+    if (wanted("latency")) LatencyPhase(channels);
     server.Stop();
     std::filesystem::remove_all(data);
-    std::lock_guard<std::mutex> lock(mu);
-    Line("| latency, 8 idle workers, one job at a time | p50 | p99 |");
-    Line("| --- | --- | --- |");
-    Line(absl::StrFormat("| Submit sent -> job leased by a worker (%d jobs) | %.2f ms | %.2f ms |",
-                         to_lease_us.size(), Percentile(to_lease_us, 0.5) / 1000,
-                         Percentile(to_lease_us, 0.99) / 1000));
-    Line(absl::StrFormat("| lease -> first progress durable (ReportProgress) | %.2f ms | %.2f ms |",
-                         Percentile(to_progress_us, 0.5) / 1000,
-                         Percentile(to_progress_us, 0.99) / 1000));
-    Line("");
   }
 
   // ---- Celery + Redis, the same run ----------------------------------------------------
