@@ -76,6 +76,12 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
       WriteRuns();
     });
   }
+  for (int i = 0; i < 2; ++i) {
+    leased_writers_.emplace_back([this] {
+      pthread_setname_np(pthread_self(), "js-pg-workwrite");
+      WriteLeased();
+    });
+  }
   granter_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-pg-grant");
     GrantLoop();
@@ -787,6 +793,12 @@ void PgJobManager::Stop() {
   }
   for (std::thread& t : run_writers_) t.join();
   run_writers_.clear();
+  {
+    absl::MutexLock lock(&leased_mu_);
+    leased_stopped_ = true;  // what workers asked is written first
+  }
+  for (std::thread& t : leased_writers_) t.join();
+  leased_writers_.clear();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1054,51 +1066,107 @@ void PgJobManager::AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) {
 
 void PgJobManager::ReportWork(const v1::ReportProgressRequest& request, const auth::Scope& scope,
                               ProgressCallback done) {
-  calls_->Post(
-      [this, request, scope, done = std::move(done)] { ReportWorkNow(request, scope, done); });
-}
-
-void PgJobManager::ReportWorkNow(const v1::ReportProgressRequest& request, const auth::Scope& scope,
-                                 ProgressCallback done) {
   auto extension = ParseReportProgress(request);
   if (!extension.ok()) return done(extension.status());
   auto job_id = LeaseJobId(request.lease_id());
   if (!job_id.ok()) return done(job_id.status());
   const absl::Time now = absl::Now();
-  auto renewed =
-      store_->RenewLeased(*job_id, request.lease_id(), absl::ToUnixMillis(now),
-                          extension->has_value() ? absl::ToInt64Milliseconds(**extension) : 0,
-                          [&](Job& job, std::vector<JobEvent>& out) {
-                            if (!scope.Sees(job)) return LeaseNotHeld(request.lease_id(), *job_id);
-                            ReportTo(job, request.progress(), now, out);
-                            return absl::OkStatus();
-                          });
-  if (!renewed.ok()) return done(renewed.status());
-  v1::ReportProgressResponse response;
-  response.set_cancel_requested(renewed->job.cancel_requested());
-  *response.mutable_lease_expire_time() =
-      ToProto(absl::FromUnixMillis(renewed->lease.deadline_ms()));
-  done(std::move(response));
+  storage::pg::PgStore::LeasedChange change;
+  change.job_id = *job_id;
+  change.lease_id = request.lease_id();
+  change.renew_at_ms = absl::ToUnixMillis(now);
+  if (extension->has_value()) change.renew_duration_ms = absl::ToInt64Milliseconds(**extension);
+  change.change = [lease_id = request.lease_id(), progress = request.progress(), scope, now](
+                      Job& job, std::vector<JobEvent>& out) {
+    if (!scope.Sees(job)) return LeaseNotHeld(lease_id, job.id());
+    ReportTo(job, progress, now, out);
+    return absl::OkStatus();
+  };
+  QueueLeased({std::move(change), [done = std::move(done)](storage::pg::PgStore::LeasedChange& c) {
+                 if (!c.result.ok()) return done(c.result.status());
+                 v1::ReportProgressResponse response;
+                 response.set_cancel_requested(c.job.cancel_requested());
+                 *response.mutable_lease_expire_time() =
+                     ToProto(absl::FromUnixMillis(c.lease.deadline_ms()));
+                 done(std::move(response));
+               }});
 }
 
 void PgJobManager::EndLeased(const std::string& lease_id, const auth::Scope& scope,
                              std::function<AttemptEnd(const Job&)> end, JobCallback done) {
-  calls_->Post([this, lease_id, scope, end = std::move(end), done = std::move(done)] {
-    EndLeasedNow(lease_id, scope, end, done);
-  });
-}
-
-void PgJobManager::EndLeasedNow(const std::string& lease_id, const auth::Scope& scope,
-                                const std::function<AttemptEnd(const Job&)>& end,
-                                const JobCallback& done) {
   auto job_id = LeaseJobId(lease_id);
   if (!job_id.ok()) return done(job_id.status());
-  auto events = EndLease(*job_id, lease_id, [&](const Job& job) -> absl::StatusOr<AttemptEnd> {
-    if (!scope.Sees(job)) return LeaseNotHeld(lease_id, *job_id);
-    return end(job);
-  });
-  if (!events.ok()) return done(events.status());
-  done(events->back().status());
+  storage::pg::PgStore::LeasedChange change;
+  change.job_id = *job_id;
+  change.lease_id = lease_id;
+  change.end_lease = true;
+  change.change = [this, lease_id, scope, end = std::move(end), now = absl::Now()](
+                      Job& job, std::vector<JobEvent>& out) {
+    if (!scope.Sees(job)) return LeaseNotHeld(lease_id, job.id());
+    EndTo(job, types_->Of(job.type()), end(job), now, out);
+    return absl::OkStatus();
+  };
+  QueueLeased({std::move(change), [done = std::move(done)](storage::pg::PgStore::LeasedChange& c) {
+                 if (!c.result.ok()) return done(c.result.status());
+                 done(c.result->back().status());
+               }});
+}
+
+// Workers' reports and ends wait for a lease writer, which writes up to kMaxBatch of them
+// in one transaction (PgStore::ChangeLeasedBatch) while the next batch gathers, as runs'
+// writes are.
+void PgJobManager::QueueLeased(PendingLeased pending) {
+  {
+    absl::MutexLock lock(&leased_mu_);
+    if (!leased_stopped_) {
+      leased_.push_back(std::move(pending));
+      return;
+    }
+  }
+  pending.change.result = absl::UnavailableError("the server is shutting down; call again later");
+  pending.done(pending.change);
+}
+
+void PgJobManager::WriteLeased() {
+  constexpr size_t kMaxBatch = 128;
+  for (;;) {
+    std::vector<PendingLeased> batch;
+    {
+      absl::MutexLock lock(&leased_mu_);
+      leased_mu_.Await(absl::Condition(
+          +[](PgJobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->leased_mu_) {
+            return self->leased_stopped_ || !self->leased_.empty();
+          },
+          this));
+      if (leased_.empty()) return;  // stopped, and all written
+      while (!leased_.empty() && batch.size() < kMaxBatch) {
+        batch.push_back(std::move(leased_.front()));
+        leased_.pop_front();
+      }
+    }
+    std::vector<storage::pg::PgStore::LeasedChange> changes;
+    changes.reserve(batch.size());
+    for (PendingLeased& p : batch) changes.push_back(std::move(p.change));
+    absl::Status written = store_->ChangeLeasedBatch(changes);
+    if (!written.ok() && !absl::IsUnavailable(written) && changes.size() > 1) {
+      // Not PostgreSQL gone but a change it refused, maybe: one at a time, so that one
+      // fails alone.
+      for (storage::pg::PgStore::LeasedChange& c : changes) {
+        std::vector<storage::pg::PgStore::LeasedChange> one(1);
+        one[0] = std::move(c);
+        one[0].result = std::vector<JobEvent>();
+        absl::Status s = store_->ChangeLeasedBatch(one);
+        c = std::move(one[0]);
+        if (!s.ok()) c.result = s;
+      }
+      written = absl::OkStatus();
+    }
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!written.ok()) changes[i].result = written;
+      if (changes[i].result.ok()) LogAll(*changes[i].result);
+      batch[i].done(changes[i]);
+    }
+  }
 }
 
 void PgJobManager::CompleteWork(const v1::CompleteJobRequest& request, const auth::Scope& scope,

@@ -174,8 +174,6 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   void SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done);
   void CancelNow(const std::string& job_id, const auth::Scope& scope, JobCallback done)
       ABSL_LOCKS_EXCLUDED(mu_);
-  void ReportWorkNow(const v1::ReportProgressRequest& request, const auth::Scope& scope,
-                     ProgressCallback done);
   // The lease an artifact's holder attaches under: a worker's, or this server's run's
   // (FAILED_PRECONDITION once that run ended).
   absl::StatusOr<std::string> HolderLease(const ArtifactHolder& holder) ABSL_LOCKS_EXCLUDED(mu_);
@@ -208,8 +206,14 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   // Ends the attempt `lease_id` holds as `end` says (given the job); done gets the job.
   void EndLeased(const std::string& lease_id, const auth::Scope& scope,
                  std::function<AttemptEnd(const v1::Job&)> end, JobCallback done);
-  void EndLeasedNow(const std::string& lease_id, const auth::Scope& scope,
-                    const std::function<AttemptEnd(const v1::Job&)>& end, const JobCallback& done);
+  // Workers' reports and ends, each answered by `done` with its change as written, are
+  // written many to a transaction by the lease writers; until stopped with none left.
+  struct PendingLeased {
+    storage::pg::PgStore::LeasedChange change;
+    std::function<void(storage::pg::PgStore::LeasedChange&)> done;
+  };
+  void QueueLeased(PendingLeased pending) ABSL_LOCKS_EXCLUDED(leased_mu_);
+  void WriteLeased() ABSL_LOCKS_EXCLUDED(leased_mu_);
   // QUEUED jobs of `tenant` as counted at most a second ago, plus this server's Submits
   // since; counted afresh once at the cap. The cap (Limits::max_queued_per_tenant) is thus
   // exact for one server, and for several within a second's Submits of the others.
@@ -269,6 +273,10 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   std::deque<PendingInsert> inserts_ ABSL_GUARDED_BY(insert_mu_);
   bool inserts_stopped_ ABSL_GUARDED_BY(insert_mu_) = false;
   std::vector<std::thread> insert_writers_;
+  absl::Mutex leased_mu_;
+  std::deque<PendingLeased> leased_ ABSL_GUARDED_BY(leased_mu_);
+  bool leased_stopped_ ABSL_GUARDED_BY(leased_mu_) = false;
+  std::vector<std::thread> leased_writers_;
   // Last: destroyed first, running what is queued while everything it uses is still there.
   std::unique_ptr<util::TaskPool> calls_;
 };

@@ -299,6 +299,7 @@ TEST_F(PgStoreTest, ALeasedBatchIsOneTransactionAndEachChangeIsFencedAlone) {
     out.push_back(Event(JobEvent::SUCCEEDED));
     return absl::OkStatus();
   };
+  auto unchanged = [](Job&, std::vector<JobEvent>&) { return absl::OkStatus(); };
   auto refuse = [](Job& job, std::vector<JobEvent>& out) {
     job.set_state(Job::FAILED);  // undone: the change fails
     return absl::InvalidArgumentError("not this one");
@@ -310,6 +311,10 @@ TEST_F(PgStoreTest, ALeasedBatchIsOneTransactionAndEachChangeIsFencedAlone) {
       {"d", "lease-d", false, refuse},
       {"a", "lease-a", true, succeed},  // after a's first change, in the same transaction
       {"c", "lease-c", false, progress(0.75)},  // c's lease ended just before
+      // Renewals: d's lease for 5 s from a second on, though its job is unchanged; and one
+      // under a lease that is not b's.
+      {"d", "lease-d", false, unchanged, now_ms + 1000, 5000},
+      {"b", "lease-x", false, unchanged, now_ms + 1000, 5000},
   };
   ASSERT_TRUE(store->ChangeLeasedBatch(batch).ok());
   ASSERT_TRUE(batch[0].result.ok()) << batch[0].result.status();
@@ -325,6 +330,13 @@ TEST_F(PgStoreTest, ALeasedBatchIsOneTransactionAndEachChangeIsFencedAlone) {
   EXPECT_EQ(batch[4].result->at(0).status().state(), Job::SUCCEEDED);
   EXPECT_EQ(batch[4].result->at(0).status().progress().fraction(), 0.25);
   EXPECT_EQ(batch[5].result.status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(batch[6].result.ok()) << batch[6].result.status();
+  EXPECT_TRUE(batch[6].result->empty());
+  EXPECT_EQ(batch[6].lease.deadline_ms(), now_ms + 6000);
+  EXPECT_EQ(batch[6].lease.duration_ms(), 5000);
+  EXPECT_EQ(batch[6].job.id(), "d");
+  EXPECT_EQ(batch[6].job.state(), Job::RUNNING);
+  EXPECT_EQ(batch[7].result.status().code(), absl::StatusCode::kFailedPrecondition);
 
   // What went in went in one commit; the refused changes wrote nothing.
   EXPECT_EQ(RowVersion("a"), RowVersion("c"));
@@ -339,7 +351,10 @@ TEST_F(PgStoreTest, ALeasedBatchIsOneTransactionAndEachChangeIsFencedAlone) {
   auto held = store->LeasesHeldBy("");
   ASSERT_TRUE(held.ok()) << held.status();
   std::set<std::string> still;
-  for (const auto& entry : *held) still.insert(entry.first);
+  for (const auto& [job_id, lease] : *held) {
+    still.insert(job_id);
+    EXPECT_EQ(lease.deadline_ms(), now_ms + (job_id == "d" ? 6000 : 60000)) << job_id;
+  }
   EXPECT_EQ(still, (std::set<std::string>{"b", "d"}));
   auto events = EventsOf(*store, "a");
   ASSERT_EQ(events.size(), 4u);

@@ -568,7 +568,18 @@ absl::Status PgStore::ChangeLeasedBatch(std::vector<LeasedChange>& changes) {
       }
       job.changed = job.changed || *changed;
       if (job.first == 0 && !events.empty()) job.first = events.front().sequence();
-      if (c.end_lease) DropLease(conn, c.job_id, job);
+      if (c.end_lease) {
+        DropLease(conn, c.job_id, job);
+      } else if (c.renew_at_ms) {
+        LeaseRecord& lease = *job.lease;
+        if (c.renew_duration_ms > 0) lease.set_duration_ms(c.renew_duration_ms);
+        lease.set_deadline_ms(*c.renew_at_ms + lease.duration_ms());
+        conn.Defer("UPDATE leases SET deadline_ms = $2, record = $3 WHERE job_id = $1",
+                   {PgParam::Text(c.job_id), PgParam::Int(lease.deadline_ms()),
+                    PgParam::Binary(lease.SerializeAsString())});
+        c.job = job.job;
+        c.lease = lease;
+      }
       c.result = std::move(events);
     }
     // Each job's row and announcement once, whatever number of changes it had.
@@ -578,28 +589,6 @@ absl::Status PgStore::ChangeLeasedBatch(std::vector<LeasedChange>& changes) {
     }
     return absl::OkStatus();
   });
-}
-
-absl::StatusOr<PgStore::Renewed> PgStore::RenewLeased(const std::string& job_id,
-                                                      const std::string& lease_id, int64_t now_ms,
-                                                      int64_t duration_ms, const Change& change) {
-  Renewed renewed;
-  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
-    auto held = LockLeased(conn, job_id, lease_id, /*end_lease=*/false);
-    if (!held.ok()) return held.status();
-    LeaseRecord* lease = &held->second;
-    if (duration_ms > 0) lease->set_duration_ms(duration_ms);
-    lease->set_deadline_ms(now_ms + lease->duration_ms());
-    conn.Defer("UPDATE leases SET deadline_ms = $2, record = $3 WHERE job_id = $1",
-               {PgParam::Text(job_id), PgParam::Int(lease->deadline_ms()),
-                PgParam::Binary(lease->SerializeAsString())});
-    auto made = ChangeLocked(conn, std::move(held->first), change, &renewed.job);
-    if (!made.ok()) return made.status();
-    renewed.lease = std::move(*lease);
-    return absl::OkStatus();
-  });
-  if (!status.ok()) return status;
-  return renewed;
 }
 
 absl::Status PgStore::WriteArtifactChunk(const std::string& job_id, uint64_t upload_id,

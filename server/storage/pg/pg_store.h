@@ -117,29 +117,27 @@ class PgStore : public EventReader {
   absl::StatusOr<std::vector<v1::JobEvent>> ChangeLeased(const std::string& job_id,
                                                          const std::string& lease_id,
                                                          bool end_lease, const Change& change);
-  // Changes to several jobs, each under its attempt's lease (ended if `end_lease`), in one
-  // transaction: one commit — one fsync, one turn on NOTIFY's commit lock — for them all.
-  // A change whose lease no longer holds its job (FAILED_PRECONDITION), or whose `change`
-  // fails, gets that status in `result` and writes nothing; the others go on. Changes of
-  // one job apply in order. The status returned is the transaction's: if it is not OK,
-  // nothing was written and the results mean nothing.
+  // Changes to several jobs, each under its attempt's lease (ended if `end_lease`, renewed
+  // if `renew_at_ms` is set), in one transaction: one commit — one fsync, one turn on
+  // NOTIFY's commit lock — for them all. A change whose lease no longer holds its job
+  // (FAILED_PRECONDITION), or whose `change` fails, gets that status in `result` and writes
+  // nothing; the others go on. Changes of one job apply in order. The status returned is
+  // the transaction's: if it is not OK, nothing was written and the results mean nothing.
   struct LeasedChange {
     std::string job_id;
     std::string lease_id;
     bool end_lease = false;
     Change change;
+    // A renewal: the lease's deadline becomes renew_at_ms plus its duration
+    // (renew_duration_ms, if > 0, replaces that). `job` and `lease` then get the job as
+    // changed and the lease as renewed.
+    std::optional<int64_t> renew_at_ms = std::nullopt;
+    int64_t renew_duration_ms = 0;
     absl::StatusOr<std::vector<v1::JobEvent>> result = std::vector<v1::JobEvent>();
+    v1::Job job = {};
+    LeaseRecord lease = {};
   };
   absl::Status ChangeLeasedBatch(std::vector<LeasedChange>& changes);
-  // A change to the job `lease_id` holds that renews the lease too: its deadline becomes
-  // now_ms plus its duration (`duration_ms`, if > 0, replaces that). The job as changed
-  // and the lease as renewed.
-  struct Renewed {
-    v1::Job job;
-    LeaseRecord lease;
-  };
-  absl::StatusOr<Renewed> RenewLeased(const std::string& job_id, const std::string& lease_id,
-                                      int64_t now_ms, int64_t duration_ms, const Change& change);
   // Moves the deadline of every lease in `lease_ids` still held to `deadline_ms`; how many.
   absl::StatusOr<int64_t> ExtendLeases(const std::vector<std::string>& lease_ids,
                                        int64_t deadline_ms);
