@@ -120,18 +120,20 @@ absl::StatusOr<std::vector<JobEvent>> PgJobManager::EndLease(
 }
 
 absl::StatusOr<std::vector<storage::pg::PgStore::Claimed>> PgJobManager::Claim(
-    const std::vector<std::string>& types, int limit, const std::string& worker_id,
-    absl::Duration lease_duration, std::optional<std::string> tenant) {
+    const std::vector<std::string>& types, int limit, std::optional<std::string> tenant,
+    const std::function<Holder(size_t)>& holder) {
   storage::pg::PgStore::ClaimOptions options;
   options.tenant = std::move(tenant);
   options.max_running = caps_;
   auto claimed = store_->ClaimLeased(
       types, absl::ToUnixMillis(absl::Now()), limit,
-      [&](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
+      [&](Job& job, std::vector<JobEvent>& out,
+          size_t index) -> absl::StatusOr<storage::LeaseRecord> {
         // Read inside the transaction: after whatever ended to make room committed.
         const absl::Time started = absl::Now();
-        storage::LeaseRecord lease = StartJob(job, types_->Of(job.type()), started, worker_id,
-                                              NewLeaseId(job.id()), lease_duration);
+        const Holder by = holder(index);
+        storage::LeaseRecord lease = StartJob(job, types_->Of(job.type()), started, by.worker_id,
+                                              NewLeaseId(job.id()), by.lease_duration);
         out.push_back(EventOf(JobEvent::STARTED, started));
         return lease;
       },
@@ -462,7 +464,9 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
       const int want = std::max<int>(1, acquiring_ - static_cast<int>(handed_.size()));
       const uint64_t hints = ready_hints_;
       mu_.Unlock();  // the claim is a round trip
-      auto claimed = Claim(admitted, want, options_.server_id, options_.run_lease, std::nullopt);
+      auto claimed = Claim(admitted, want, std::nullopt, [this](size_t) {
+        return Holder{options_.server_id, options_.run_lease};
+      });
       mu_.Lock();
       claiming_ = false;
       if (!claimed.ok()) {
@@ -763,6 +767,7 @@ void PgJobManager::StopRunning() {
     ready_cv_.SignalAll();
     waiting = waits_.TakeAll();
     leasing.swap(workers_.waiters());
+    leasing.splice(leasing.end(), fresh_);
   }
   for (auto& wait : waiting) {
     wait->done(absl::UnavailableError("the server is shutting down; wait again later"));
@@ -916,25 +921,49 @@ void Answer(LeaseWaiter& waiter, absl::StatusOr<v1::LeaseJobResponse> result) {
 
 }  // namespace
 
-int PgJobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter) {
-  auto claimed = Claim(waiter->types, waiter->max_jobs, waiter->worker_id, waiter->lease_duration,
-                       waiter->tenant);
-  if (!claimed.ok()) {
-    Answer(*waiter, claimed.status());
-    return 0;
+WaiterList PgJobManager::Grant(const WaiterList& calls) {
+  // Calls that ask for the same types of the same tenant's jobs share one claim: one
+  // transaction, so one commit (which, as every commit that NOTIFYs, queues behind the
+  // others in PostgreSQL) however many calls it answers. Its jobs go to the calls in the
+  // order they came, each up to its max_jobs.
+  std::map<std::pair<std::vector<std::string>, std::optional<std::string>>,
+           std::vector<std::shared_ptr<LeaseWaiter>>>
+      groups;
+  for (const auto& call : calls) {
+    std::vector<std::string> types = call->types;
+    std::sort(types.begin(), types.end());
+    groups[{std::move(types), call->tenant}].push_back(call);
   }
-  if (claimed->empty()) return 0;
-  v1::LeaseJobResponse response;
-  for (storage::pg::PgStore::Claimed& got : *claimed) {
-    v1::LeasedJob* leased = response.add_jobs();
-    *leased->mutable_job() = got.events.back().status();  // as its STARTED event has it
-    *leased->mutable_job()->mutable_params() = std::move(got.params);
-    leased->set_lease_id(got.lease.lease_id());
-    *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(got.lease.deadline_ms()));
+  WaiterList unanswered;
+  for (const auto& [asked, group] : groups) {
+    std::vector<size_t> owner;  // of the k-th job claimed: its call's place in the group
+    for (size_t i = 0; i < group.size(); ++i) owner.insert(owner.end(), group[i]->max_jobs, i);
+    auto claimed = Claim(asked.first, static_cast<int>(owner.size()), asked.second, [&](size_t k) {
+      const LeaseWaiter& call = *group[owner[k]];
+      return Holder{call.worker_id, call.lease_duration};
+    });
+    if (!claimed.ok()) {
+      for (const auto& call : group) Answer(*call, claimed.status());
+      continue;
+    }
+    std::vector<v1::LeaseJobResponse> responses(group.size());
+    for (size_t k = 0; k < claimed->size(); ++k) {
+      storage::pg::PgStore::Claimed& got = (*claimed)[k];
+      v1::LeasedJob* leased = responses[owner[k]].add_jobs();
+      *leased->mutable_job() = got.events.back().status();  // as its STARTED event has it
+      *leased->mutable_job()->mutable_params() = std::move(got.params);
+      leased->set_lease_id(got.lease.lease_id());
+      *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(got.lease.deadline_ms()));
+    }
+    for (size_t i = 0; i < group.size(); ++i) {
+      if (responses[i].jobs_size() > 0) {
+        Answer(*group[i], std::move(responses[i]));
+      } else {
+        unanswered.push_back(group[i]);
+      }
+    }
   }
-  const int granted = response.jobs_size();
-  Answer(*waiter, std::move(response));
-  return granted;
+  return unanswered;
 }
 
 std::shared_ptr<LeaseWaiter> PgJobManager::LeaseJobs(const v1::LeaseJobRequest& request,
@@ -948,38 +977,16 @@ std::shared_ptr<LeaseWaiter> PgJobManager::LeaseJobs(const v1::LeaseJobRequest& 
   }
   std::shared_ptr<LeaseWaiter> waiter = *std::move(parsed);
   waiter->done = std::move(done);
-  const absl::Status stopping =
-      absl::UnavailableError("the server is shutting down; lease again later");
-  uint64_t hints = 0;
-  bool refused = false;
-  {
-    absl::MutexLock lock(&mu_);
-    refused = stop_running_;
-    workers_.Seen(waiter->types, waiter->worker_id, now);
-    hints = hints_;
-  }
-  if (refused) {
-    Answer(*waiter, stopping);
-    return nullptr;
-  }
-  // A failed claim answered the call already; a call that waits is answered by the granter.
-  if (Grant(waiter) > 0 || !waiter->done) return nullptr;
-  if (waiter->deadline <= now) {
-    Answer(*waiter, v1::LeaseJobResponse());
-    return nullptr;
-  }
   {
     absl::MutexLock lock(&mu_);
     if (!stop_running_) {
-      if (hints_ != hints) {  // a job came meanwhile: its hint may have found nobody waiting
-        hinted_.insert(waiter->types.begin(), waiter->types.end());
-      }
-      workers_.waiters().push_back(waiter);
-      granter_wake_ = true;  // its deadline may come before the granter's next round
+      workers_.Seen(waiter->types, waiter->worker_id, now);
+      fresh_.push_back(waiter);  // the granter tries it at once, with the others that came
+      granter_wake_ = true;
       return waiter;
     }
   }
-  Answer(*waiter, stopping);
+  Answer(*waiter, absl::UnavailableError("the server is shutting down; lease again later"));
   return nullptr;
 }
 
@@ -1000,7 +1007,11 @@ void PgJobManager::GrantLoop() {
     const absl::Time now = absl::Now();
     const bool round = now >= round_at;
     if (round) round_at = now + absl::Seconds(1);
+    // New calls are tried once, whatever their deadline; waiting ones when a job of theirs
+    // may be ready, and each second.
     WaiterList due, tries;
+    tries.swap(fresh_);
+    for (const auto& w : tries) granting_.insert(w.get());
     WaiterList& waiters = workers_.waiters();
     for (auto it = waiters.begin(); it != waiters.end();) {
       const std::shared_ptr<LeaseWaiter>& w = *it;
@@ -1021,23 +1032,25 @@ void PgJobManager::GrantLoop() {
     workers_.Prune(now - absl::Minutes(1));
     mu_.Unlock();
     for (const auto& w : due) w->done(v1::LeaseJobResponse());
-    WaiterList kept;
-    for (const auto& w : tries) {
-      if (Grant(w) == 0 && w->done) kept.push_back(w);  // nothing yet: it waits on
-    }
+    WaiterList kept = tries.empty() ? WaiterList() : Grant(tries);  // nothing yet: they wait on
+    const absl::Time granted = absl::Now();
     mu_.Lock();
-    WaiterList cancelled;
+    WaiterList cancelled, ended;
     for (const auto& w : tries) granting_.erase(w.get());
-    for (const auto& w : kept) {
+    for (auto it = kept.rbegin(); it != kept.rend(); ++it) {
+      const std::shared_ptr<LeaseWaiter>& w = *it;
       if (abandoned_.erase(w.get()) > 0 || stop_running_) {
         cancelled.push_back(w);
+      } else if (w->deadline <= granted) {
+        ended.push_back(w);  // a call that does not wait, or whose wait is over
       } else {
         waiters.push_front(w);  // ahead of later calls, as they came
       }
     }
     abandoned_.clear();  // of calls answered meanwhile
-    if (!cancelled.empty()) {
+    if (!cancelled.empty() || !ended.empty()) {
       mu_.Unlock();
+      for (const auto& w : ended) w->done(v1::LeaseJobResponse());
       for (const auto& w : cancelled) {
         w->done(stop_running_ ? absl::UnavailableError("the server is shutting down")
                               : absl::CancelledError("the call was cancelled"));
@@ -1055,11 +1068,15 @@ void PgJobManager::AbandonWait(const std::shared_ptr<LeaseWaiter>& waiter) {
       abandoned_.insert(waiter.get());  // the granter answers it once its claim ends
       return;
     }
-    WaiterList& waiters = workers_.waiters();
-    auto it = std::find(waiters.begin(), waiters.end(), waiter);
-    if (it == waiters.end()) return;  // answered already
+    WaiterList* list = &workers_.waiters();
+    auto it = std::find(list->begin(), list->end(), waiter);
+    if (it == list->end()) {
+      list = &fresh_;
+      it = std::find(list->begin(), list->end(), waiter);
+      if (it == list->end()) return;  // answered already
+    }
     done = std::move((*it)->done);
-    waiters.erase(it);
+    list->erase(it);
   }
   done(absl::CancelledError("the call was cancelled"));
 }

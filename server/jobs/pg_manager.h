@@ -194,14 +194,22 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   absl::StatusOr<std::vector<v1::JobEvent>> EndLease(
       const std::string& job_id, const std::string& lease_id,
       const std::function<absl::StatusOr<AttemptEnd>(const v1::Job&)>& end);
-  // Claims up to `limit` ready jobs of `types` (only `tenant`'s, if given) as attempts of
-  // `worker_id`, under leases of `lease_duration` (zero: the type's); logged.
+  // Who holds a claimed job's attempt: its worker_id, and its lease's duration (zero: the
+  // type's).
+  struct Holder {
+    const std::string& worker_id;
+    absl::Duration lease_duration;
+  };
+  // Claims up to `limit` ready jobs of `types` (only `tenant`'s, if given), the k-th it
+  // takes as an attempt of holder(k); logged.
   absl::StatusOr<std::vector<storage::pg::PgStore::Claimed>> Claim(
-      const std::vector<std::string>& types, int limit, const std::string& worker_id,
-      absl::Duration lease_duration, std::optional<std::string> tenant);
-  // Claims jobs for a LeaseJob call; how many (0 when none, or the error was answered).
-  int Grant(const std::shared_ptr<LeaseWaiter>& waiter) ABSL_LOCKS_EXCLUDED(mu_);
-  // Answers waiting LeaseJob calls: with jobs as they become ready, empty at their deadline.
+      const std::vector<std::string>& types, int limit, std::optional<std::string> tenant,
+      const std::function<Holder(size_t)>& holder);
+  // Claims jobs for LeaseJob calls, one claim for the calls that ask for the same jobs, and
+  // answers each call that got some (or the claim's error); the calls left unanswered.
+  WaiterList Grant(const WaiterList& calls) ABSL_LOCKS_EXCLUDED(mu_);
+  // Answers LeaseJob calls: tries each new one at once, and the waiting ones when a job of
+  // theirs may be ready; with jobs as they become ready, empty at their deadline.
   void GrantLoop() ABSL_LOCKS_EXCLUDED(mu_);
   // Ends the attempt `lease_id` holds as `end` says (given the job); done gets the job.
   void EndLeased(const std::string& lease_id, const auth::Scope& scope,
@@ -253,6 +261,7 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   // LeaseJob calls waiting; those being granted outside the lock, and of them the ones
   // whose caller went away meanwhile.
   WorkerRegistry workers_ ABSL_GUARDED_BY(mu_);
+  WaiterList fresh_ ABSL_GUARDED_BY(mu_);  // LeaseJob calls the granter has not tried yet
   absl::flat_hash_set<LeaseWaiter*> granting_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<LeaseWaiter*> abandoned_ ABSL_GUARDED_BY(mu_);
   // EXTERNAL types that may have a job ready since the granter last looked.

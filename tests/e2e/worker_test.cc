@@ -1,7 +1,9 @@
 // WorkerService on the real binary: leases, fencing, retries, cancel, long-poll, batches,
 // bad input, and a server restart under a lease.
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -302,6 +304,52 @@ TEST_P(WorkerTest, MaxJobsLeasesABatchEachWithItsOwnLease) {
   for (const auto* r : {&first, &second}) {
     for (const auto& j : r->jobs()) EXPECT_TRUE(Complete(j.lease_id()).ok());
   }
+}
+
+// Calls waiting together are answered together (on PostgreSQL by one claim): each gets
+// up to its max_jobs of its own types, every attempt under its own caller's worker_id.
+TEST_P(WorkerTest, WaitingCallsEachGetTheirShareUnderTheirOwnName) {
+  StartServer(absl::StrCat(kReport, R"(, {"name": "render", "external": {}},
+                                        {"name": "audit", "external": {}})"));
+  // Ready all at once, in two seconds, while every call below waits.
+  const int64_t ready_at = absl::ToUnixSeconds(absl::Now() + absl::Seconds(2));
+  for (int i = 0; i < 12; ++i) {
+    v1::SubmitRequest request;
+    request.set_type(i < 10 ? "report" : "render");
+    request.mutable_run_at()->set_seconds(ready_at);
+    ASSERT_TRUE(client_->Submit(request).ok());
+  }
+  struct Call {
+    std::vector<std::string> types;
+    int max_jobs;
+    std::string worker;
+    v1::LeaseJobResponse response = {};
+    grpc::Status status = {};
+  };
+  std::vector<Call> calls = {{{"report"}, 1, "w0"},
+                             {{"report"}, 2, "w1"},
+                             {{"report", "audit"}, 3, "w2"},
+                             {{"audit", "report"}, 4, "w3"},
+                             {{"render"}, 2, "r4"}};
+  std::vector<std::thread> threads;
+  for (Call& c : calls) {
+    threads.emplace_back([&] { c.status = Lease(c.types, &c.response, 10, c.max_jobs, c.worker); });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> ids;
+  for (const Call& c : calls) {
+    ASSERT_TRUE(c.status.ok()) << c.worker << ": " << c.status.error_message();
+    // Ten reports for calls that take ten, two renders for the call that takes two.
+    EXPECT_EQ(c.response.jobs_size(), c.max_jobs) << c.worker;
+    for (const v1::LeasedJob& leased : c.response.jobs()) {
+      ids.insert(leased.job().id());
+      EXPECT_EQ(leased.job().worker_id(), c.worker);
+      EXPECT_EQ(Status(leased.job().id()).worker_id(), c.worker) << "as stored";
+      EXPECT_NE(std::find(c.types.begin(), c.types.end(), leased.job().type()), c.types.end());
+      EXPECT_TRUE(Complete(leased.lease_id()).ok());
+    }
+  }
+  EXPECT_EQ(ids.size(), 12u) << "no job leased twice";
 }
 
 TEST_P(WorkerTest, PriorityAndRunAtOrderTheQueue) {

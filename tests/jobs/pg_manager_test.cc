@@ -265,7 +265,7 @@ TEST_F(PgManagerTest, AJobWhoseServerDiedMidRunIsRetriedByAnother) {
   ASSERT_TRUE(job.ok()) << job.status();
   auto claimed = (*dead)->ClaimLeased(
       {"demo.steps"}, absl::ToUnixMillis(now), 1,
-      [&](Job& j, std::vector<JobEvent>& out) -> absl::StatusOr<storage::LeaseRecord> {
+      [&](Job& j, std::vector<JobEvent>& out, size_t) -> absl::StatusOr<storage::LeaseRecord> {
         storage::LeaseRecord lease =
             StartJob(j, type, now, "server-dead", "lease-of-the-dead", absl::Milliseconds(300));
         JobEvent started;

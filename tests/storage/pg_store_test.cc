@@ -167,19 +167,24 @@ TEST_F(PgStoreTest, EachQueuedJobIsClaimedByOneClaimerInPriorityOrder) {
   *later.mutable_run_at() = v1::ToProto(absl::Now() + absl::Hours(1));
   ASSERT_TRUE(store->InsertJob(later, {}, Event(JobEvent::CREATED)).ok());
 
-  auto start = [](Job& job, std::vector<JobEvent>& out) -> absl::StatusOr<LeaseRecord> {
+  auto start = [](Job& job, std::vector<JobEvent>& out,
+                  size_t index) -> absl::StatusOr<LeaseRecord> {
     job.set_state(Job::RUNNING);
     job.set_attempt(job.attempt() + 1);
     out.push_back(Event(JobEvent::STARTED));
     LeaseRecord lease;
     lease.set_lease_id("lease-of-" + job.id());
+    lease.set_worker_id(absl::StrCat("holder-", index));
     return lease;
   };
-  // The first claim takes the high-priority jobs first.
+  // The first claim takes the high-priority jobs first; `start` learns each one's place.
   auto first = store->ClaimLeased({"a", "b"}, absl::ToUnixMillis(absl::Now()), 10, start);
   ASSERT_TRUE(first.ok()) << first.status();
   ASSERT_EQ(first->size(), 10u);
-  for (const auto& got : *first) EXPECT_EQ(got.events.back().status().priority(), 5);
+  for (size_t k = 0; k < first->size(); ++k) {
+    EXPECT_EQ((*first)[k].events.back().status().priority(), 5);
+    EXPECT_EQ((*first)[k].lease.worker_id(), absl::StrCat("holder-", k));
+  }
 
   absl::Mutex mu;
   std::vector<std::string> claimed;
@@ -218,15 +223,16 @@ TEST_F(PgStoreTest, ALeaseFencesEveryCallOfItsAttempt) {
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(store->InsertJob(NewJob("leased"), {}, Event(JobEvent::CREATED)).ok());
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
-  auto claimed = store->ClaimLeased({"t"}, now_ms, 5, [&](Job& job, std::vector<JobEvent>& out) {
-    job.set_state(Job::RUNNING);
-    job.set_attempt(1);
-    out.push_back(Event(JobEvent::STARTED));
-    LeaseRecord lease;
-    lease.set_lease_id("lease-1");
-    lease.set_deadline_ms(now_ms + 1000);
-    return absl::StatusOr<LeaseRecord>(lease);
-  });
+  auto claimed =
+      store->ClaimLeased({"t"}, now_ms, 5, [&](Job& job, std::vector<JobEvent>& out, size_t) {
+        job.set_state(Job::RUNNING);
+        job.set_attempt(1);
+        out.push_back(Event(JobEvent::STARTED));
+        LeaseRecord lease;
+        lease.set_lease_id("lease-1");
+        lease.set_deadline_ms(now_ms + 1000);
+        return absl::StatusOr<LeaseRecord>(lease);
+      });
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   ASSERT_EQ(claimed->size(), 1u);
   EXPECT_EQ((*claimed)[0].lease.lease_id(), "lease-1");
@@ -276,14 +282,15 @@ TEST_F(PgStoreTest, ALeasedBatchIsOneTransactionAndEachChangeIsFencedAlone) {
     ASSERT_TRUE(store->InsertJob(NewJob(id), {}, Event(JobEvent::CREATED)).ok());
   }
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
-  auto claimed = store->ClaimLeased({"t"}, now_ms, 10, [&](Job& job, std::vector<JobEvent>& out) {
-    job.set_state(Job::RUNNING);
-    out.push_back(Event(JobEvent::STARTED));
-    LeaseRecord lease;
-    lease.set_lease_id("lease-" + job.id());
-    lease.set_deadline_ms(now_ms + 60000);
-    return absl::StatusOr<LeaseRecord>(lease);
-  });
+  auto claimed =
+      store->ClaimLeased({"t"}, now_ms, 10, [&](Job& job, std::vector<JobEvent>& out, size_t) {
+        job.set_state(Job::RUNNING);
+        out.push_back(Event(JobEvent::STARTED));
+        LeaseRecord lease;
+        lease.set_lease_id("lease-" + job.id());
+        lease.set_deadline_ms(now_ms + 60000);
+        return absl::StatusOr<LeaseRecord>(lease);
+      });
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   ASSERT_EQ(claimed->size(), ids.size());
 

@@ -512,7 +512,7 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
       if (!params.ok()) return params.status();
       one.params = *std::move(params);
       auto events = ChangeLocked(conn, *std::move(job), [&](Job& j, std::vector<JobEvent>& out) {
-        auto lease = start(j, out);
+        auto lease = start(j, out, claimed.size());
         if (!lease.ok()) return lease.status();
         one.lease = *std::move(lease);
         return absl::OkStatus();

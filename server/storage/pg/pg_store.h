@@ -96,8 +96,9 @@ class PgStore : public EventReader {
   // returns its lease); the lease row (job_id, lease_id, deadline) is written with the
   // STARTED event. Every later call of the attempt names its lease_id, which fences it: a
   // lease that was ended, expired or taken over is FAILED_PRECONDITION, and changes nothing.
-  using Start = std::function<absl::StatusOr<LeaseRecord>(v1::Job& job,
-                                                          std::vector<v1::JobEvent>& events)>;
+  // `index` is the job's place among those this claim took (0, 1, ...).
+  using Start = std::function<absl::StatusOr<LeaseRecord>(
+      v1::Job& job, std::vector<v1::JobEvent>& events, size_t index)>;
   struct Claimed {
     std::vector<v1::JobEvent> events;
     LeaseRecord lease;
