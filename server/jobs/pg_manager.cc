@@ -935,10 +935,12 @@ WaiterList PgJobManager::Grant(const WaiterList& calls) {
     groups[{std::move(types), call->tenant}].push_back(call);
   }
   WaiterList unanswered;
-  for (const auto& [asked, group] : groups) {
+  for (const auto& entry : groups) {
+    const auto& [types, tenant] = entry.first;
+    const std::vector<std::shared_ptr<LeaseWaiter>>& group = entry.second;  // captured below
     std::vector<size_t> owner;  // of the k-th job claimed: its call's place in the group
     for (size_t i = 0; i < group.size(); ++i) owner.insert(owner.end(), group[i]->max_jobs, i);
-    auto claimed = Claim(asked.first, static_cast<int>(owner.size()), asked.second, [&](size_t k) {
+    auto claimed = Claim(types, static_cast<int>(owner.size()), tenant, [&](size_t k) {
       const LeaseWaiter& call = *group[owner[k]];
       return Holder{call.worker_id, call.lease_duration};
     });

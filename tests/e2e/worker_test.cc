@@ -311,8 +311,9 @@ TEST_P(WorkerTest, MaxJobsLeasesABatchEachWithItsOwnLease) {
 TEST_P(WorkerTest, WaitingCallsEachGetTheirShareUnderTheirOwnName) {
   StartServer(absl::StrCat(kReport, R"(, {"name": "render", "external": {}},
                                         {"name": "audit", "external": {}})"));
-  // Ready all at once, in two seconds, while every call below waits.
-  const int64_t ready_at = absl::ToUnixSeconds(absl::Now() + absl::Seconds(2));
+  // Ready all at once, in three to four seconds, while every call below waits (a call that
+  // came after some were ready could be answered with fewer than its max_jobs).
+  const int64_t ready_at = absl::ToUnixSeconds(absl::Now() + absl::Seconds(4));
   for (int i = 0; i < 12; ++i) {
     v1::SubmitRequest request;
     request.set_type(i < 10 ? "report" : "render");
