@@ -63,12 +63,8 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
     pthread_setname_np(pthread_self(), "js-pg-renew");
     RenewLoop();
   });
-  for (int i = 0; i < 4; ++i) {
-    insert_writers_.emplace_back([this] {
-      pthread_setname_np(pthread_self(), "js-pg-insert");
-      WriteInserts();
-    });
-  }
+  inserts_ = std::make_unique<util::BatchWriter<PendingInsert>>(
+      "js-pg-insert", 4, 256, [this](std::vector<PendingInsert>& batch) { WriteInserts(batch); });
   // Two: while one batch commits, the next gathers.
   for (int i = 0; i < 2; ++i) {
     run_writers_.emplace_back([this] {
@@ -76,12 +72,8 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
       WriteRuns();
     });
   }
-  for (int i = 0; i < 2; ++i) {
-    leased_writers_.emplace_back([this] {
-      pthread_setname_np(pthread_self(), "js-pg-workwrite");
-      WriteLeased();
-    });
-  }
+  leased_ = std::make_unique<util::BatchWriter<PendingLeased>>(
+      "js-pg-workwrite", 2, 128, [this](std::vector<PendingLeased>& batch) { WriteLeased(batch); });
   granter_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-pg-grant");
     GrantLoop();
@@ -223,51 +215,29 @@ void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope
 }
 
 void PgJobManager::Enqueue(PendingInsert insert) {
-  {
-    absl::MutexLock lock(&insert_mu_);
-    if (!inserts_stopped_) {
-      inserts_.push_back(std::move(insert));
-      return;
-    }
+  if (!inserts_->Post(insert)) {
+    insert.done(absl::UnavailableError("the server is shutting down; submit again later"));
   }
-  insert.done(absl::UnavailableError("the server is shutting down; submit again later"));
 }
 
-void PgJobManager::WriteInserts() {
-  constexpr size_t kMaxBatch = 256;
-  for (;;) {
-    std::vector<PendingInsert> batch;
-    {
-      absl::MutexLock lock(&insert_mu_);
-      insert_mu_.Await(absl::Condition(
-          +[](PgJobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->insert_mu_) {
-            return self->inserts_stopped_ || !self->inserts_.empty();
-          },
-          this));
-      if (inserts_.empty()) return;  // stopped, and all written
-      while (!inserts_.empty() && batch.size() < kMaxBatch) {
-        batch.push_back(std::move(inserts_.front()));
-        inserts_.pop_front();
-      }
+void PgJobManager::WriteInserts(std::vector<PendingInsert>& batch) {
+  std::vector<storage::pg::PgStore::NewJob> rows;
+  rows.reserve(batch.size());
+  for (PendingInsert& p : batch) rows.push_back(std::move(p.row));
+  absl::Status written = store_->InsertJobs(rows);
+  if (written.ok()) {
+    absl::MutexLock lock(&mu_);
+    for (const PendingInsert& p : batch) ++queued_[p.tenant].count;
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!written.ok()) {
+      batch[i].done(written);
+      continue;
     }
-    std::vector<storage::pg::PgStore::NewJob> rows;
-    rows.reserve(batch.size());
-    for (PendingInsert& p : batch) rows.push_back(std::move(p.row));
-    absl::Status written = store_->InsertJobs(rows);
-    if (written.ok()) {
-      absl::MutexLock lock(&mu_);
-      for (const PendingInsert& p : batch) ++queued_[p.tenant].count;
-    }
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (!written.ok()) {
-        batch[i].done(written);
-        continue;
-      }
-      LogStateChange(rows[i].created);
-      Job job = std::move(rows[i].job);
-      *job.mutable_params() = std::move(rows[i].params);
-      batch[i].done(std::move(job));
-    }
+    LogStateChange(rows[i].created);
+    Job job = std::move(rows[i].job);
+    *job.mutable_params() = std::move(rows[i].params);
+    batch[i].done(std::move(job));
   }
 }
 
@@ -785,12 +755,7 @@ void PgJobManager::Stop() {
   }
   if (renewer_.joinable()) renewer_.join();
   if (granter_.joinable()) granter_.join();
-  {
-    absl::MutexLock lock(&insert_mu_);
-    inserts_stopped_ = true;  // what is queued is written first
-  }
-  for (std::thread& t : insert_writers_) t.join();
-  insert_writers_.clear();
+  inserts_->Close();  // what is queued is written first
   {
     absl::MutexLock lock(&mu_);
     writes_stopped_ = true;  // what the runs queued is written first
@@ -798,12 +763,7 @@ void PgJobManager::Stop() {
   }
   for (std::thread& t : run_writers_) t.join();
   run_writers_.clear();
-  {
-    absl::MutexLock lock(&leased_mu_);
-    leased_stopped_ = true;  // what workers asked is written first
-  }
-  for (std::thread& t : leased_writers_) t.join();
-  leased_writers_.clear();
+  leased_->Close();  // what workers asked is written first
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1131,60 +1091,38 @@ void PgJobManager::EndLeased(const std::string& lease_id, const auth::Scope& sco
                }});
 }
 
-// Workers' reports and ends wait for a lease writer, which writes up to kMaxBatch of them
+// Workers' reports and ends wait for a lease writer, which writes up to 128 of them
 // in one transaction (PgStore::ChangeLeasedBatch) while the next batch gathers, as runs'
 // writes are.
 void PgJobManager::QueueLeased(PendingLeased pending) {
-  {
-    absl::MutexLock lock(&leased_mu_);
-    if (!leased_stopped_) {
-      leased_.push_back(std::move(pending));
-      return;
-    }
+  if (!leased_->Post(pending)) {
+    pending.change.result = absl::UnavailableError("the server is shutting down; call again later");
+    pending.done(pending.change);
   }
-  pending.change.result = absl::UnavailableError("the server is shutting down; call again later");
-  pending.done(pending.change);
 }
 
-void PgJobManager::WriteLeased() {
-  constexpr size_t kMaxBatch = 128;
-  for (;;) {
-    std::vector<PendingLeased> batch;
-    {
-      absl::MutexLock lock(&leased_mu_);
-      leased_mu_.Await(absl::Condition(
-          +[](PgJobManager* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->leased_mu_) {
-            return self->leased_stopped_ || !self->leased_.empty();
-          },
-          this));
-      if (leased_.empty()) return;  // stopped, and all written
-      while (!leased_.empty() && batch.size() < kMaxBatch) {
-        batch.push_back(std::move(leased_.front()));
-        leased_.pop_front();
-      }
+void PgJobManager::WriteLeased(std::vector<PendingLeased>& batch) {
+  std::vector<storage::pg::PgStore::LeasedChange> changes;
+  changes.reserve(batch.size());
+  for (PendingLeased& p : batch) changes.push_back(std::move(p.change));
+  absl::Status written = store_->ChangeLeasedBatch(changes);
+  if (!written.ok() && !absl::IsUnavailable(written) && changes.size() > 1) {
+    // Not PostgreSQL gone but a change it refused, maybe: one at a time, so that one
+    // fails alone.
+    for (storage::pg::PgStore::LeasedChange& c : changes) {
+      std::vector<storage::pg::PgStore::LeasedChange> one(1);
+      one[0] = std::move(c);
+      one[0].result = std::vector<JobEvent>();
+      absl::Status s = store_->ChangeLeasedBatch(one);
+      c = std::move(one[0]);
+      if (!s.ok()) c.result = s;
     }
-    std::vector<storage::pg::PgStore::LeasedChange> changes;
-    changes.reserve(batch.size());
-    for (PendingLeased& p : batch) changes.push_back(std::move(p.change));
-    absl::Status written = store_->ChangeLeasedBatch(changes);
-    if (!written.ok() && !absl::IsUnavailable(written) && changes.size() > 1) {
-      // Not PostgreSQL gone but a change it refused, maybe: one at a time, so that one
-      // fails alone.
-      for (storage::pg::PgStore::LeasedChange& c : changes) {
-        std::vector<storage::pg::PgStore::LeasedChange> one(1);
-        one[0] = std::move(c);
-        one[0].result = std::vector<JobEvent>();
-        absl::Status s = store_->ChangeLeasedBatch(one);
-        c = std::move(one[0]);
-        if (!s.ok()) c.result = s;
-      }
-      written = absl::OkStatus();
-    }
-    for (size_t i = 0; i < batch.size(); ++i) {
-      if (!written.ok()) changes[i].result = written;
-      if (changes[i].result.ok()) LogAll(*changes[i].result);
-      batch[i].done(changes[i]);
-    }
+    written = absl::OkStatus();
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!written.ok()) changes[i].result = written;
+    if (changes[i].result.ok()) LogAll(*changes[i].result);
+    batch[i].done(changes[i]);
   }
 }
 

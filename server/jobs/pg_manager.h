@@ -33,6 +33,7 @@
 #include "server/jobs/validation.h"
 #include "server/storage/pg/leader.h"
 #include "server/storage/pg/pg_store.h"
+#include "server/util/batch_writer.h"
 #include "server/util/task_pool.h"
 #include "server/webhooks/webhook_policy.h"
 
@@ -168,8 +169,8 @@ class PgJobManager : public JobBackend, public ArtifactSink {
     std::string tenant;
     JobCallback done;
   };
-  void Enqueue(PendingInsert insert) ABSL_LOCKS_EXCLUDED(insert_mu_);
-  void WriteInserts() ABSL_LOCKS_EXCLUDED(insert_mu_);
+  void Enqueue(PendingInsert insert);
+  void WriteInserts(std::vector<PendingInsert>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   // What the callback calls do, on a call thread.
   void SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done);
   void CancelNow(const std::string& job_id, const auth::Scope& scope, JobCallback done)
@@ -215,13 +216,13 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   void EndLeased(const std::string& lease_id, const auth::Scope& scope,
                  std::function<AttemptEnd(const v1::Job&)> end, JobCallback done);
   // Workers' reports and ends, each answered by `done` with its change as written, are
-  // written many to a transaction by the lease writers; until stopped with none left.
+  // written many to a transaction by the lease writers.
   struct PendingLeased {
     storage::pg::PgStore::LeasedChange change;
     std::function<void(storage::pg::PgStore::LeasedChange&)> done;
   };
-  void QueueLeased(PendingLeased pending) ABSL_LOCKS_EXCLUDED(leased_mu_);
-  void WriteLeased() ABSL_LOCKS_EXCLUDED(leased_mu_);
+  void QueueLeased(PendingLeased pending);
+  void WriteLeased(std::vector<PendingLeased>& batch);
   // QUEUED jobs of `tenant` as counted at most a second ago, plus this server's Submits
   // since; counted afresh once at the cap. The cap (Limits::max_queued_per_tenant) is thus
   // exact for one server, and for several within a second's Submits of the others.
@@ -278,14 +279,8 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   std::atomic<bool> leading_{false};  // this server did the chores at its last renewal
   std::thread renewer_;
   std::thread granter_;
-  absl::Mutex insert_mu_;
-  std::deque<PendingInsert> inserts_ ABSL_GUARDED_BY(insert_mu_);
-  bool inserts_stopped_ ABSL_GUARDED_BY(insert_mu_) = false;
-  std::vector<std::thread> insert_writers_;
-  absl::Mutex leased_mu_;
-  std::deque<PendingLeased> leased_ ABSL_GUARDED_BY(leased_mu_);
-  bool leased_stopped_ ABSL_GUARDED_BY(leased_mu_) = false;
-  std::vector<std::thread> leased_writers_;
+  std::unique_ptr<util::BatchWriter<PendingInsert>> inserts_;
+  std::unique_ptr<util::BatchWriter<PendingLeased>> leased_;
   // Last: destroyed first, running what is queued while everything it uses is still there.
   std::unique_ptr<util::TaskPool> calls_;
 };
