@@ -146,7 +146,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> JobClient::Connect(const std::str
   // Reconnect quickly after a server restart; Watch does its own pacing on top.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  // gRPC also takes this as the time a connection attempt is given (its MIN_CONNECT_TIMEOUT,
+  // doc/connection-backoff.md): at 100 ms a TCP and TLS handshake to a distant server, or to
+  // a busy one, never completed, and calls failed UNAVAILABLE (the gateway answered 503).
+  // A refused connection still fails at once and is tried again after the backoff above.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
   if (*target != address) {
     // Several servers (of one PostgreSQL store): calls are spread over those that answer,
     // and one that dies is passed over until it is back.

@@ -2,13 +2,19 @@
 // is refused with a clear status, reads, watches and running jobs go on, nothing
 // acknowledged is lost, and once space returns work is taken again without a restart),
 // and a data dir that cannot be written is refused at start. Mounting needs root; where
-// it is not allowed, these tests say so and skip.
+// it is not allowed, these tests say so and skip. And a slow link: a server whose
+// connection handshake takes half a second is still reached.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -218,6 +224,93 @@ TEST_F(TmpfsTest, ADataDirThatCannotBeWrittenIsRefusedAtStart) {
   EXPECT_EQ(code, 2) << out;
   EXPECT_NE(out.find(data), std::string::npos) << out;
   EXPECT_NE(out.find("Read-only file system"), std::string::npos) << out;
+}
+
+// A TCP proxy on 127.0.0.1 that holds back the server's first bytes on each connection
+// for `delay`: as far as a connection's handshake can tell, a link that slow.
+class SlowProxy {
+ public:
+  SlowProxy(const std::string& upstream, absl::Duration delay) : delay_(delay) {
+    upstream_port_ = std::stoi(upstream.substr(upstream.rfind(':') + 1));
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        listen(listener_, 16) != 0 ||
+        getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      ADD_FAILURE() << "proxy: " << strerror(errno);
+    }
+    address_ = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+    acceptor_ = std::thread([this] { Accept(); });
+  }
+  ~SlowProxy() {
+    shutdown(listener_, SHUT_RDWR);
+    acceptor_.join();
+    for (int fd : fds_) shutdown(fd, SHUT_RDWR);
+    for (std::thread& t : pumps_) t.join();
+    close(listener_);
+    for (int fd : fds_) close(fd);
+  }
+  const std::string& address() const { return address_; }
+
+ private:
+  void Accept() {
+    for (;;) {
+      const int client = accept(listener_, nullptr, nullptr);
+      if (client < 0) return;
+      const int server = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(static_cast<uint16_t>(upstream_port_));
+      if (connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        close(client);
+        close(server);
+        continue;
+      }
+      fds_.push_back(client);
+      fds_.push_back(server);
+      pumps_.emplace_back([client, server] { Pump(client, server, absl::ZeroDuration()); });
+      pumps_.emplace_back([this, client, server] { Pump(server, client, delay_); });
+    }
+  }
+  static void Pump(int from, int to, absl::Duration first) {
+    char buf[16384];
+    for (;;) {
+      const ssize_t n = read(from, buf, sizeof buf);
+      if (n <= 0) break;
+      absl::SleepFor(first);
+      first = absl::ZeroDuration();
+      if (send(to, buf, static_cast<size_t>(n), MSG_NOSIGNAL) != n) break;  // no SIGPIPE
+    }
+    shutdown(to, SHUT_WR);
+  }
+
+  const absl::Duration delay_;
+  int upstream_port_ = 0;
+  int listener_ = -1;
+  std::string address_;
+  std::thread acceptor_;
+  // Written by the acceptor only, read once it is joined.
+  std::vector<int> fds_;
+  std::vector<std::thread> pumps_;
+};
+
+// Every client (the CLI, the gateway, workers) connects through JobClient::Connect. gRPC
+// gives a connection attempt its MIN_RECONNECT_BACKOFF as a deadline: at the 100 ms once
+// set for quick reconnects, a server whose handshake took longer was never reached.
+TEST(SlowLinkTest, AServerWhoseHandshakeTakesHalfASecondIsReached) {
+  testing::TempDir dir;
+  ServerProcess server(dir.sub("data"));
+  SlowProxy proxy(server.address(), absl::Milliseconds(500));
+  auto channel = JobClient::Connect(proxy.address(), client::ChannelOptions());
+  ASSERT_TRUE(channel.ok()) << channel.status();
+  JobClient client(*channel);
+  auto job = client.Submit(DemoSteps(1, 0));
+  ASSERT_TRUE(job.ok()) << job.status();
+  EXPECT_EQ(job->state(), Job::QUEUED);
 }
 
 }  // namespace
