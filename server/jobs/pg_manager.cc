@@ -159,7 +159,6 @@ void PgJobManager::Observe(const JobEvent& event) {
     return;
   }
   hinted_.insert(job.type());
-  ++hints_;
   granter_wake_ = true;
 }
 
@@ -589,28 +588,12 @@ void PgJobManager::WriteRuns() {
       }
     }
     firsts.push_back(changes.size());
-    absl::Status written = store_->ChangeLeasedBatch(changes);
-    if (!written.ok() && !absl::IsUnavailable(written) && batch.size() > 1) {
-      // Not PostgreSQL gone but a change it refused, maybe: a run at a time, so that
-      // run's changes fail alone.
-      for (size_t i = 0; i + 1 < firsts.size(); ++i) {
-        std::vector<storage::pg::PgStore::LeasedChange> one(changes.begin() + firsts[i],
-                                                            changes.begin() + firsts[i + 1]);
-        absl::Status s = store_->ChangeLeasedBatch(one);
-        for (size_t k = 0; k < one.size(); ++k) {
-          changes[firsts[i] + k].result = s.ok() ? std::move(one[k].result) : s;
-        }
-      }
-      written = absl::OkStatus();
-    }
+    WriteChanges(changes, firsts);  // a run's changes fail together, or not at all
     // Whether each run still holds its lease.
     std::vector<bool> lost(batch.size(), false);
     for (size_t i = 0; i < batch.size(); ++i) {
       for (size_t k = firsts[i]; k < firsts[i + 1]; ++k) {
-        auto& result = changes[k].result;
-        if (!written.ok()) result = written;
-        if (result.ok()) LogAll(*result);
-        if (absl::IsFailedPrecondition(result.status())) lost[i] = true;
+        if (absl::IsFailedPrecondition(changes[k].result.status())) lost[i] = true;
       }
       if (!batch[i].end) continue;
       const auto& ended = changes[firsts[i + 1] - 1].result;  // its last change
@@ -994,7 +977,7 @@ void PgJobManager::GrantLoop() {
     workers_.Prune(now - absl::Minutes(1));
     mu_.Unlock();
     for (const auto& w : due) w->done(v1::LeaseJobResponse());
-    WaiterList kept = tries.empty() ? WaiterList() : Grant(tries);  // nothing yet: they wait on
+    WaiterList kept = Grant(tries);  // nothing yet: they wait on
     const absl::Time granted = absl::Now();
     mu_.Lock();
     WaiterList cancelled, ended;
@@ -1103,26 +1086,38 @@ void PgJobManager::QueueLeased(PendingLeased pending) {
 
 void PgJobManager::WriteLeased(std::vector<PendingLeased>& batch) {
   std::vector<storage::pg::PgStore::LeasedChange> changes;
-  changes.reserve(batch.size());
-  for (PendingLeased& p : batch) changes.push_back(std::move(p.change));
+  std::vector<size_t> firsts;  // each call alone
+  for (PendingLeased& p : batch) {
+    firsts.push_back(changes.size());
+    changes.push_back(std::move(p.change));
+  }
+  firsts.push_back(changes.size());
+  WriteChanges(changes, firsts);
+  for (size_t i = 0; i < batch.size(); ++i) batch[i].done(changes[i]);
+}
+
+void PgJobManager::WriteChanges(std::vector<storage::pg::PgStore::LeasedChange>& changes,
+                                const std::vector<size_t>& firsts) {
   absl::Status written = store_->ChangeLeasedBatch(changes);
-  if (!written.ok() && !absl::IsUnavailable(written) && changes.size() > 1) {
-    // Not PostgreSQL gone but a change it refused, maybe: one at a time, so that one
-    // fails alone.
-    for (storage::pg::PgStore::LeasedChange& c : changes) {
-      std::vector<storage::pg::PgStore::LeasedChange> one(1);
-      one[0] = std::move(c);
-      one[0].result = std::vector<JobEvent>();
-      absl::Status s = store_->ChangeLeasedBatch(one);
-      c = std::move(one[0]);
-      if (!s.ok()) c.result = s;
+  if (!written.ok() && !absl::IsUnavailable(written) && firsts.size() > 2) {
+    // Not PostgreSQL gone but a change it refused, maybe: a group at a time, so that the
+    // refused one fails alone.
+    for (size_t i = 0; i + 1 < firsts.size(); ++i) {
+      std::vector<storage::pg::PgStore::LeasedChange> group(
+          std::make_move_iterator(changes.begin() + firsts[i]),
+          std::make_move_iterator(changes.begin() + firsts[i + 1]));
+      for (auto& c : group) c.result = std::vector<JobEvent>();
+      const absl::Status s = store_->ChangeLeasedBatch(group);
+      for (size_t k = 0; k < group.size(); ++k) {
+        changes[firsts[i] + k] = std::move(group[k]);
+        if (!s.ok()) changes[firsts[i] + k].result = s;
+      }
     }
     written = absl::OkStatus();
   }
-  for (size_t i = 0; i < batch.size(); ++i) {
-    if (!written.ok()) changes[i].result = written;
-    if (changes[i].result.ok()) LogAll(*changes[i].result);
-    batch[i].done(changes[i]);
+  for (auto& c : changes) {
+    if (!written.ok()) c.result = written;
+    if (c.result.ok()) LogAll(*c.result);
   }
 }
 

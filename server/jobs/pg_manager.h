@@ -55,8 +55,9 @@ struct PgManagerOptions {
   // Records ListJobs examines per call before it returns a partial page.
   size_t list_scan_limit = 10000;
   ArtifactLimits artifacts;
-  // Threads that run calls answered by callback (Submit, Cancel, workers' reports...), so
-  // that gRPC's own threads never wait on PostgreSQL: as many as the store's connections.
+  // Threads that run calls answered by callback (Submit, Cancel, Delete...; workers' reports
+  // and ends go to the lease writers), so that gRPC's own threads never wait on PostgreSQL:
+  // as many as the store's connections.
   int call_threads = 8;
 };
 
@@ -223,6 +224,12 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   };
   void QueueLeased(PendingLeased pending);
   void WriteLeased(std::vector<PendingLeased>& batch);
+  // Writes `changes` in one transaction (ChangeLeasedBatch), and logs what it wrote. If
+  // PostgreSQL refused it (not gone), each group — changes[firsts[i]] up to
+  // changes[firsts[i + 1]] — is written in a transaction of its own, so a refused one fails
+  // alone. Each change's result then says how it went.
+  void WriteChanges(std::vector<storage::pg::PgStore::LeasedChange>& changes,
+                    const std::vector<size_t>& firsts);
   // QUEUED jobs of `tenant` as counted at most a second ago, plus this server's Submits
   // since; counted afresh once at the cap. The cap (Limits::max_queued_per_tenant) is thus
   // exact for one server, and for several within a second's Submits of the others.
@@ -267,7 +274,6 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   absl::flat_hash_set<LeaseWaiter*> abandoned_ ABSL_GUARDED_BY(mu_);
   // EXTERNAL types that may have a job ready since the granter last looked.
   absl::flat_hash_set<std::string> hinted_ ABSL_GUARDED_BY(mu_);
-  uint64_t hints_ ABSL_GUARDED_BY(mu_) = 0;  // counts hints, for a call racing one
   bool granter_wake_ ABSL_GUARDED_BY(mu_) = false;
   struct QueuedCount {
     int64_t count = 0;

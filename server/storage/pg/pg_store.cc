@@ -134,10 +134,9 @@ absl::StatusOr<bool> ApplyLocked(PgConnection& conn, Job& job, const PgStore::Ch
 }
 
 // Applies `change` to the locked `job` and writes the job and its events; nothing if the
-// change left the job as it was. `after`, if given, gets the job as changed.
+// change left the job as it was.
 absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
-                                                   const PgStore::Change& change,
-                                                   Job* after = nullptr) {
+                                                   const PgStore::Change& change) {
   std::vector<JobEvent> events;
   auto changed = ApplyLocked(conn, job, change, events);
   if (!changed.ok()) return changed.status();
@@ -145,7 +144,6 @@ absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
     WriteJob(conn, job);
     if (!events.empty()) Announce(conn, job.id(), events.front().sequence(), job.last_sequence());
   }
-  if (after != nullptr) *after = std::move(job);
   return events;
 }
 
@@ -441,18 +439,16 @@ void DropLease(PgConnection& conn, const std::string& job_id, Locked& held) {
   held.lease.reset();
 }
 
-// The job `lease_id` holds, its row locked (every change takes it first), and the lease,
-// deleted if `end_lease`. FAILED_PRECONDITION if the lease no longer holds the job.
+// The job `lease_id` holds, its row locked (every change takes it first), and the lease.
+// FAILED_PRECONDITION if the lease no longer holds the job.
 absl::StatusOr<std::pair<Job, LeaseRecord>> LockLeased(PgConnection& conn,
                                                        const std::string& job_id,
-                                                       const std::string& lease_id,
-                                                       bool end_lease) {
+                                                       const std::string& lease_id) {
   auto locked = LockWithLeases(conn, {job_id});
   if (!locked.ok()) return locked.status();
   auto held = HeldBy(*locked, job_id, lease_id);
   if (!held.ok()) return held.status();
   LeaseRecord lease = *(*held)->lease;
-  if (end_lease) DropLease(conn, job_id, **held);
   return std::make_pair(std::move((*held)->job), std::move(lease));
 }
 
@@ -611,7 +607,7 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::CommitArtifact(const std::string&
                                                               const Change& change) {
   std::vector<JobEvent> events;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
-    auto held = LockLeased(conn, job_id, lease_id, /*end_lease=*/false);
+    auto held = LockLeased(conn, job_id, lease_id);
     if (!held.ok()) return held.status();
     // The artifact this one replaces: its chunks go.
     auto old =
