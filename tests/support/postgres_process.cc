@@ -10,6 +10,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -125,20 +126,42 @@ absl::Status PostgresProcess::Restart(int signal) {
   return Launch();
 }
 
+namespace {
+
+// The processes `pid` started and has not reaped (its backends, for a postmaster).
+std::vector<pid_t> ChildrenOf(pid_t pid) {
+  std::vector<pid_t> children;
+  std::ifstream in(absl::StrCat("/proc/", pid, "/task/", pid, "/children"));
+  for (pid_t child; in >> child;) children.push_back(child);
+  return children;
+}
+
+// Whether `pid` has released what it held: gone, or a zombie (its memory, and so its hold
+// on shared memory, released).
+bool Released(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(in, line)) return true;
+  const size_t paren = line.rfind(')');  // the name may hold spaces
+  return paren == std::string::npos || line.compare(paren + 1, 3, " Z ") == 0;
+}
+
+}  // namespace
+
 void PostgresProcess::Stop(int signal) {
   if (pid_ <= 0) return;
   // A crash takes the backends too, as a machine's would; a fast shutdown is the
-  // postmaster's to carry out.
-  kill(signal == SIGKILL ? -pid_ : pid_, signal);
+  // postmaster's to carry out. Each backend is a session of its own (PostgreSQL calls
+  // setsid in every child), so they are killed one by one, not as a process group.
+  const std::vector<pid_t> backends = signal == SIGKILL ? ChildrenOf(pid_) : std::vector<pid_t>();
+  kill(pid_, signal);
+  for (pid_t backend : backends) kill(backend, SIGKILL);
   int status = 0;
   waitpid(pid_, &status, 0);
-  if (signal == SIGKILL) {
-    // Its backends die too, but not as its own exit is seen: a postmaster started while
-    // one of them still holds the shared memory refuses to start.
-    for (const absl::Time deadline = absl::Now() + absl::Seconds(10);
-         kill(-pid_, 0) == 0 && absl::Now() < deadline;) {
-      absl::SleepFor(absl::Milliseconds(10));
-    }
+  // A postmaster started while a backend still holds the shared memory refuses to start.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  for (pid_t backend : backends) {
+    while (!Released(backend) && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
   }
   pid_ = -1;
 }
