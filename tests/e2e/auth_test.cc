@@ -70,7 +70,7 @@ class AuthTest : public testing::StoreTest {
  public:  // the calls EveryRpc makes
   void SetUp() override {
     testing::StoreTest::SetUp();
-    if (IsSkipped()) return;
+    if (IsSkipped() || HasFatalFailure()) return;
     Start({});
   }
   void Start(std::vector<std::string> flags) {
@@ -523,7 +523,7 @@ class AuthLimitsTest : public AuthTest {
  public:
   void SetUp() override {
     testing::StoreTest::SetUp();
-    if (IsSkipped()) return;
+    if (IsSkipped() || HasFatalFailure()) return;
     Start({"--max_submits_per_second=5", "--max_queued_per_tenant=8", "--max_labels=2"});
   }
   grpc::Status TrySubmit(const Token& token, const std::string& type,

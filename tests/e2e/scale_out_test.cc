@@ -32,7 +32,7 @@ class ScaleOutTest : public testing::PgTest {
  protected:
   void SetUp() override {
     testing::PgTest::SetUp();
-    if (IsSkipped()) return;
+    if (IsSkipped() || HasFatalFailure()) return;
     url_ = NewDatabase();
     std::ofstream(dir_.sub("config.json")) << R"({"types": [
       {"name": "demo.steps", "builtin": {}},
@@ -185,6 +185,8 @@ TEST_F(ScaleOutTest, AKilledServersRunIsRetriedByTheOtherAndAResumedWatchHasNoGa
 }
 
 TEST_F(ScaleOutTest, PostgresRestartedUnderLoadIsUnavailableMeanwhileAndLosesNothing) {
+  testing::PostgresProcess& postgres = Private();  // restarted below: not the shared one
+  url_ = postgres.NewDatabase().value_or("");
   std::unique_ptr<ServerProcess> servers[2] = {Start("a"), Start("b")};
   std::atomic<bool> stop{false};
   std::mutex mu;
@@ -216,7 +218,7 @@ TEST_F(ScaleOutTest, PostgresRestartedUnderLoadIsUnavailableMeanwhileAndLosesNot
     std::lock_guard lock(mu);
     before = acknowledged.size();
   }
-  ASSERT_TRUE(server_->Restart(SIGINT).ok());  // a fast shutdown, then up again
+  ASSERT_TRUE(postgres.Restart(SIGINT).ok());  // a fast shutdown, then up again
   // Submits succeed again once the servers reconnect.
   const absl::Time deadline = absl::Now() + absl::Seconds(30);
   size_t after_restart = 0;

@@ -83,7 +83,7 @@ class PgManagerTest : public testing::PgTest {
  protected:
   void SetUp() override {
     testing::PgTest::SetUp();
-    if (IsSkipped()) return;
+    if (IsSkipped() || HasFatalFailure()) return;
     auto types = JobTypes::FromConfig({});
     ASSERT_TRUE(types.ok());
     types_ = std::make_unique<JobTypes>(*std::move(types));

@@ -65,19 +65,22 @@ export async function startGateway(serverAddress, { port = 0, flags = [] } = {})
   };
 }
 
-// A PostgreSQL 15 of the test's own (Debian's postgresql-15): initdb in a temp dir (as the
-// postgres user when run as root: initdb refuses root), on a free loopback port. Resolves
-// to its URL and stop(); null where PostgreSQL is not installed.
+// A PostgreSQL 15 for the suite: a fresh database on the ctest run's (the fixture file
+// $JOBSTREAM_TEST_POSTGRES names its port: tests/support/shared_postgres.sh), or else one of
+// the suite's own (Debian's postgresql-15): initdb in a temp dir (as the postgres user when
+// run as root: initdb refuses root), on a free loopback port. Resolves to its URL,
+// createDatabase() and stop(); null where PostgreSQL is not installed.
 export async function startPostgres() {
   const bin = '/usr/lib/postgresql/15/bin';
   if (!existsSync(`${bin}/initdb`)) return null;
-  const dir = mkdtempSync(path.join(tmpdir(), 'jobstream-js-pg-'));
-  const asPostgres = process.getuid() === 0 ? ['runuser', '-u', 'postgres', '--'] : [];
-  if (asPostgres.length) chownSync(dir, ...postgresIds());
   const run = (argv) => new Promise((resolve, reject) => {
     const child = spawn(argv[0], argv.slice(1), { stdio: 'ignore' });
     child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`${argv.join(' ')}: ${code}`))));
   });
+  if (process.env.JOBSTREAM_TEST_POSTGRES) return sharedPostgres(bin, run);
+  const dir = mkdtempSync(path.join(tmpdir(), 'jobstream-js-pg-'));
+  const asPostgres = process.getuid() === 0 ? ['runuser', '-u', 'postgres', '--'] : [];
+  if (asPostgres.length) chownSync(dir, ...postgresIds());
   const data = path.join(dir, 'data');
   await run([...asPostgres, `${bin}/initdb`, '-D', data, '-U', 'postgres', '-A', 'trust']);
   const port = await freePort();
@@ -108,6 +111,28 @@ export async function startPostgres() {
       process.kill(-child.pid, 'SIGINT');  // its group: runuser and postgres
       await exited;
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// Databases of this suite's own on the ctest run's PostgreSQL, dropped by stop().
+async function sharedPostgres(bin, run) {
+  const file = process.env.JOBSTREAM_TEST_POSTGRES;
+  const port = existsSync(file) ? Number(readFileSync(file, 'utf8').split(' ')[0]) : 0;
+  if (!port) throw new Error(`the ctest run's PostgreSQL did not start (no port in ${file})`);
+  const at = ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres'];
+  const names = [];
+  const createDatabase = async () => {
+    const name = `js_${process.pid}_${names.length}`;
+    await run([`${bin}/createdb`, ...at, name]);
+    names.push(name);
+    return `postgresql://postgres@127.0.0.1:${port}/${name}`;
+  };
+  return {
+    url: await createDatabase(),
+    createDatabase,
+    async stop() {
+      for (const name of names) await run([`${bin}/dropdb`, ...at, '--force', name]).catch(() => {});
     },
   };
 }

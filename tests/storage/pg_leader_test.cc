@@ -38,12 +38,13 @@ TEST_F(PgLeaderTest, OneLeadsAtATimeAndAnotherTakesOverWhenItsSessionEnds) {
 }
 
 TEST_F(PgLeaderTest, NobodyLeadsWhilePostgresIsDownAndOneDoesOnceItIsBack) {
-  const std::string url = NewDatabase();
+  testing::PostgresProcess& postgres = Private();  // stopped and started: not the shared one
+  const std::string url = postgres.NewDatabase().value_or("");
   PgLeader a(url, kChoresLock);
   EXPECT_TRUE(a.TryLead());
-  server_->Stop();
+  postgres.Stop();
   EXPECT_FALSE(a.TryLead());
-  ASSERT_TRUE(server_->Restart().ok());
+  ASSERT_TRUE(postgres.Restart().ok());
   EXPECT_TRUE(a.TryLead());
 }
 

@@ -88,7 +88,8 @@ TEST_F(PgSchemaTest, FailuresSayWhatFailed) {
   ASSERT_FALSE(unreachable.ok());
   EXPECT_EQ(unreachable.status().code(), absl::StatusCode::kUnavailable);
 
-  auto conn = Connect(NewDatabase());
+  testing::PostgresProcess& postgres = Private();  // restarted below: not the shared one
+  auto conn = Connect(postgres.NewDatabase().value_or(""));
   ASSERT_NE(conn, nullptr);
   ASSERT_TRUE(conn->ExecScript("CREATE TABLE k (id text PRIMARY KEY)").ok());
   ASSERT_TRUE(conn->Exec("INSERT INTO k VALUES ($1)", {PgParam::Text("a")}).ok());
@@ -103,7 +104,7 @@ TEST_F(PgSchemaTest, FailuresSayWhatFailed) {
   EXPECT_EQ(echoed->Get(0, 0), bytes);
 
   // The server restarting under an open connection: UNAVAILABLE, not a crash.
-  ASSERT_TRUE(server_->Restart().ok());
+  ASSERT_TRUE(postgres.Restart().ok());
   auto lost = conn->Exec("SELECT 1");
   ASSERT_FALSE(lost.ok());
   EXPECT_EQ(lost.status().code(), absl::StatusCode::kUnavailable) << lost.status();
@@ -111,7 +112,8 @@ TEST_F(PgSchemaTest, FailuresSayWhatFailed) {
 }
 
 TEST_F(PgSchemaTest, DeferredStatementsGoInOnePipelineAndFailAsOne) {
-  auto conn = Connect(NewDatabase());
+  testing::PostgresProcess& postgres = Private();  // restarted below: not the shared one
+  auto conn = Connect(postgres.NewDatabase().value_or(""));
   ASSERT_NE(conn, nullptr);
   ASSERT_TRUE(conn->ExecScript("CREATE TABLE k (id text PRIMARY KEY, n int)").ok());
   // Deferred writes go with the next statement, in order, and it sees them.
@@ -148,7 +150,7 @@ TEST_F(PgSchemaTest, DeferredStatementsGoInOnePipelineAndFailAsOne) {
 
   // The server going away with a pipeline unsent: UNAVAILABLE, and the connection is not
   // used again.
-  ASSERT_TRUE(server_->Restart().ok());
+  ASSERT_TRUE(postgres.Restart().ok());
   conn->Defer("INSERT INTO k VALUES ($1, $2)", {PgParam::Text("e"), PgParam::Int(6)});
   absl::Status lost = conn->Flush();
   EXPECT_EQ(lost.code(), absl::StatusCode::kUnavailable) << lost;

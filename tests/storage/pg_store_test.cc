@@ -40,8 +40,9 @@ class PgStoreTest : public testing::PgTest {
     e.set_type(type);
     return e;
   }
-  std::unique_ptr<PgStore> Open(int pool = 8) {
-    url_ = NewDatabase();
+  // A store on a new database: on the shared server, or on `postgres`.
+  std::unique_ptr<PgStore> Open(int pool = 8, testing::PostgresProcess* postgres = nullptr) {
+    url_ = postgres != nullptr ? postgres->NewDatabase().value_or("") : NewDatabase();
     auto store = PgStore::Open(url_, pool);
     EXPECT_TRUE(store.ok()) << store.status();
     return store.ok() ? *std::move(store) : nullptr;
@@ -467,7 +468,8 @@ TEST_F(PgStoreTest, AWebhookDeliveryIsHeldByOneSenderAtATime) {
 }
 
 TEST_F(PgStoreTest, NothingAcknowledgedIsLostWhenPostgresCrashes) {
-  auto store = Open(4);
+  testing::PostgresProcess& postgres = Private();  // crashed below: not the shared one
+  auto store = Open(4, &postgres);
   ASSERT_NE(store, nullptr);
   std::vector<std::string> acknowledged;
   std::atomic<bool> stop{false};
@@ -485,7 +487,7 @@ TEST_F(PgStoreTest, NothingAcknowledgedIsLostWhenPostgresCrashes) {
     }
   });
   absl::SleepFor(absl::Milliseconds(500));
-  const absl::Status restarted = server_->Restart(SIGKILL);  // a crash, then crash recovery
+  const absl::Status restarted = postgres.Restart(SIGKILL);  // a crash, then crash recovery
   absl::SleepFor(absl::Milliseconds(500));
   stop = true;
   writer.join();

@@ -1,6 +1,7 @@
-// A gtest fixture with a PostgreSQL of the suite's own (PostgresProcess), started once per
-// test process, and a fresh database per test. Skips, saying so, where PostgreSQL 15 is not
-// installed.
+// A gtest fixture on the PostgreSQL the tests share (PostgresProcess::Shared: the ctest
+// run's), with fresh databases per test, dropped after it; Private() starts one of the
+// test's own for a test that restarts or crashes it. Skips, saying so, where PostgreSQL 15
+// is not installed.
 #pragma once
 
 #include <memory>
@@ -17,26 +18,35 @@ namespace jobstream::testing {
 
 class PgTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    if (!PostgresProcess::Available()) return;
-    server_ = new PostgresProcess();
-    start_ = new absl::Status(server_->Start());
-  }
-  static void TearDownTestSuite() {
-    delete server_;
-    delete start_;
-    server_ = nullptr;
-    start_ = nullptr;
-  }
   void SetUp() override {
-    if (server_ == nullptr) GTEST_SKIP() << "PostgreSQL 15 is not installed";
-    ASSERT_TRUE(start_->ok()) << *start_;
+    auto shared = PostgresProcess::Shared();
+    ASSERT_TRUE(shared.ok()) << shared.status();
+    if (*shared == nullptr) GTEST_SKIP() << "PostgreSQL 15 is not installed";
+    server_ = *shared;
   }
-  // A new, empty database; its URL.
-  static std::string NewDatabase() {
+  ~PgTest() override {
+    for (const std::string& url : databases_) server_->DropDatabase(url);
+  }
+  // A new, empty database on the shared server; its URL.
+  std::string NewDatabase() {
+    if (server_ == nullptr) {
+      ADD_FAILURE() << "no PostgreSQL: SetUp failed or skipped";
+      return "";
+    }
     auto url = server_->NewDatabase();
     EXPECT_TRUE(url.ok()) << url.status();
+    if (url.ok()) databases_.push_back(*url);
     return url.value_or("");
+  }
+  // A PostgreSQL of this test's own, started at the first call, for a test that stops,
+  // restarts or crashes it; stopped when the test ends.
+  PostgresProcess& Private() {
+    if (private_ == nullptr) {
+      private_ = std::make_unique<PostgresProcess>(/*durable=*/false);
+      const absl::Status started = private_->Start();
+      EXPECT_TRUE(started.ok()) << started;
+    }
+    return *private_;
   }
   static std::unique_ptr<storage::pg::PgConnection> Connect(const std::string& url) {
     auto conn = storage::pg::PgConnection::Connect(url);
@@ -57,8 +67,11 @@ class PgTest : public ::testing::Test {
     return events;
   }
 
-  static inline PostgresProcess* server_ = nullptr;
-  static inline absl::Status* start_ = nullptr;
+  PostgresProcess* server_ = nullptr;  // the shared one
+
+ private:
+  std::vector<std::string> databases_;
+  std::unique_ptr<PostgresProcess> private_;
 };
 
 }  // namespace jobstream::testing

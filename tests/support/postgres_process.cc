@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -57,6 +58,31 @@ bool PostgresProcess::Available() {
          (geteuid() != 0 || getpwnam("postgres") != nullptr);
 }
 
+absl::StatusOr<PostgresProcess*> PostgresProcess::Shared() {
+  static absl::StatusOr<PostgresProcess*>* shared = [] {
+    using Result = absl::StatusOr<PostgresProcess*>;
+    if (!Available()) return new Result(nullptr);
+    const char* file = std::getenv("JOBSTREAM_TEST_POSTGRES");
+    if (file == nullptr || *file == '\0') {  // run by hand: a server of this process's own
+      static PostgresProcess own(/*durable=*/false);  // stopped at exit
+      absl::Status started = own.Start();
+      return started.ok() ? new Result(&own) : new Result(started);
+    }
+    std::ifstream in(file);
+    int port = 0;
+    if (!(in >> port) || port <= 0) {
+      return new Result(absl::FailedPreconditionError(absl::StrCat(
+          "the ctest run's PostgreSQL did not start (no port in ", file,
+          "): see the output of the test postgres_start")));
+    }
+    auto* attached = new PostgresProcess(/*durable=*/false);
+    attached->attached_ = true;
+    attached->port_ = port;
+    return new Result(attached);
+  }();
+  return *shared;
+}
+
 absl::Status PostgresProcess::Start() {
   if (geteuid() == 0) {  // the postgres user writes the data dir and the log
     const passwd* pw = getpwnam("postgres");
@@ -84,28 +110,45 @@ absl::Status PostgresProcess::Start() {
   return CreateDatabase("jobstream");
 }
 
-absl::Status PostgresProcess::CreateDatabase(const std::string& name) {
+namespace {
+
+// Runs one statement in the server's "postgres" database.
+absl::Status Command(int port, const std::string& sql) {
   PGconn* conn =
-      PQconnectdb(absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres").c_str());
-  PGresult* created = PQexec(conn, ("CREATE DATABASE " + name).c_str());
-  const bool ok = PQresultStatus(created) == PGRES_COMMAND_OK;
+      PQconnectdb(absl::StrCat("postgresql://postgres@127.0.0.1:", port, "/postgres").c_str());
+  PGresult* result = PQexec(conn, sql.c_str());
+  const bool ok = PQresultStatus(result) == PGRES_COMMAND_OK;
   std::string error = PQerrorMessage(conn);
-  PQclear(created);
+  PQclear(result);
   PQfinish(conn);
-  return ok ? absl::OkStatus() : absl::InternalError("CREATE DATABASE failed: " + error);
+  return ok ? absl::OkStatus() : absl::InternalError(absl::StrCat(sql, " failed: ", error));
+}
+
+}  // namespace
+
+absl::Status PostgresProcess::CreateDatabase(const std::string& name) {
+  return Command(port_, "CREATE DATABASE " + name);
 }
 
 absl::StatusOr<std::string> PostgresProcess::NewDatabase() {
-  const std::string name = absl::StrCat("t", databases_++);
+  // The process id keeps apart the databases of test processes sharing the server.
+  const std::string name = absl::StrCat("t", getpid(), "_", databases_++);
   if (absl::Status s = CreateDatabase(name); !s.ok()) return s;
   return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/", name);
+}
+
+void PostgresProcess::DropDatabase(const std::string& url) {
+  const size_t slash = url.rfind('/');
+  if (slash == std::string::npos) return;
+  Command(port_, absl::StrCat("DROP DATABASE IF EXISTS ", url.substr(slash + 1), " WITH (FORCE)"))
+      .IgnoreError();
 }
 
 absl::Status PostgresProcess::Launch() {
   const std::string log = dir_.sub("postgres.log");
   pid_ = Spawn({std::string(kBinDir) + "/postgres", "-D", data_, "-p", std::to_string(port_), "-c",
                 "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir_.path(), "-c",
-                "max_connections=300"},
+                "max_connections=300", "-c", durable_ ? "fsync=on" : "fsync=off"},
                log, "postgres");
   const std::string conninfo = absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres");
   for (const absl::Time deadline = absl::Now() + absl::Seconds(30); absl::Now() < deadline;
@@ -122,6 +165,10 @@ absl::Status PostgresProcess::Launch() {
 }
 
 absl::Status PostgresProcess::Restart(int signal) {
+  if (attached_) {
+    return absl::FailedPreconditionError(
+        "the shared PostgreSQL is not restarted by tests: start a private PostgresProcess");
+  }
   Stop(signal);
   return Launch();
 }

@@ -4,9 +4,9 @@
 //   TEST_P(ServerTest, ...) { Start(); ... }
 //   JOBSTREAM_BOTH_STORES(ServerTest);
 //
-// For PostgreSQL each test gets a fresh database on a PostgreSQL of the test process's own
-// (started at the first test that needs one, stopped at exit); StoreFlags() puts a server
-// on the test's store — the same one for every server the test starts.
+// For PostgreSQL each test gets a fresh database, dropped after it, on the PostgreSQL the
+// tests share (PostgresProcess::Shared: the ctest run's); StoreFlags() puts a server on the
+// test's store — the same one for every server the test starts.
 #pragma once
 
 #include <memory>
@@ -32,18 +32,17 @@ class StoreTest : public ::testing::TestWithParam<StoreKind> {
       kind_ = GetParam();
     }
     if (kind_ != StoreKind::kPostgres) return;
-    if (!PostgresProcess::Available()) GTEST_SKIP() << "PostgreSQL 15 is not installed";
-    static absl::Status* started = nullptr;
-    if (started == nullptr) {
-      // Destroyed at exit: a fast shutdown, and its dir removed.
-      static PostgresProcess postgres;
-      started = new absl::Status(postgres.Start());
-      postgres_ = &postgres;
-    }
-    ASSERT_TRUE(started->ok()) << *started;
+    auto shared = PostgresProcess::Shared();
+    ASSERT_TRUE(shared.ok()) << shared.status();
+    if (*shared == nullptr) GTEST_SKIP() << "PostgreSQL 15 is not installed";
+    postgres_ = *shared;
     auto url = postgres_->NewDatabase();
     ASSERT_TRUE(url.ok()) << url.status();
     url_ = *std::move(url);
+  }
+  // After the derived fixture's members (its servers) are gone.
+  ~StoreTest() override {
+    if (!url_.empty()) postgres_->DropDatabase(url_);
   }
 
   bool postgres() const { return kind_ == StoreKind::kPostgres; }
@@ -57,8 +56,6 @@ class StoreTest : public ::testing::TestWithParam<StoreKind> {
   }
   static constexpr char kServerId[] = "e2e-server";
   const std::string& url() const { return url_; }
-  // The suite's PostgreSQL (postgres() only).
-  static PostgresProcess* postgres_server() { return postgres_; }
 
  private:
   static inline PostgresProcess* postgres_ = nullptr;
