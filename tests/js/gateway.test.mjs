@@ -165,8 +165,12 @@ function follow(url, { onEvent = () => {} } = {}) {
 test('the EventSource client follows a job to its end and stops', async () => {
   const job = await submit({ steps: ['a', 'b'], step_ms: 60, ticks: 3 });
   const seen = await follow(`${gateway.url}/v1/jobs/${job.body.id}/events`);
-  assert.deepEqual(seen.map((e) => Number(e.id)), Array.from({ length: 11 }, (_, i) => i + 1));
-  assert.equal(seen.at(-1).type, 'succeeded');
+  // Every event once, in order (11 of them, or fewer where a loaded machine had a PROGRESS
+  // tick replaced by the next one before it was written, as DESIGN allows).
+  assert.deepEqual(seen.map((e) => Number(e.id)), Array.from({ length: seen.length }, (_, i) => i + 1));
+  assert.deepEqual(seen.filter((e) => e.type !== 'progress').map((e) => e.type),
+    ['created', 'started', 'step', 'step', 'succeeded']);
+  assert.ok(seen.length <= 11, `${seen.length} events`);
 });
 
 test('/v1/events: snapshots of live jobs, then every matching job\'s events', async () => {
@@ -217,13 +221,17 @@ test('kill -9 of the gateway mid-stream: EventSource sees every event once, in o
 });
 
 test('300 concurrent SSE clients on one job all finish with the same events', async () => {
+  // The job waits 4 s to start: time for 300 connections to open even on a loaded machine
+  // (with 1.5 s, a parallel ctest run, its disk busy with other tests' fsyncs, sometimes saw
+  // the job end before they all had).
+  const runAt = Date.now() + 4000;
   const job = await submit({ steps: ['a', 'b'], step_ms: 500, ticks: 5 },
-    { runAt: new Date(Date.now() + 1500).toISOString() });
+    { runAt: new Date(runAt).toISOString() });
   const clients = Array.from({ length: 300 }, () => readSse(`/v1/jobs/${job.body.id}/events`));
   // While all 300 are open, the gateway holds one upstream stream for them.
   const metric = (text, name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)[1]);
   let sharing = null;
-  for (let i = 0; i < 100 && sharing === null; i++) {
+  for (let i = 0; i < 200 && sharing === null; i++) {
     const text = await (await fetch(`${gateway.url}/metrics`)).text();
     if (metric(text, 'jobstream_gateway_sse_streams_open') >= 300) {
       sharing = metric(text, 'jobstream_gateway_upstream_streams_open');
