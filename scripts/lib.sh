@@ -35,13 +35,17 @@ install_missing() {
   fi
 }
 
+# build [TARGET...]: those targets (run.sh: the three programs it starts), or everything.
 build() {
-  echo "== building in $BUILD_DIR"
+  echo "== building ${*:-everything} in $BUILD_DIR"
   # Warnings are errors in every build here (the toolchain is Debian 12's): a build that
-  # CI would refuse is refused on a developer's machine too.
-  cmake -S "$JOBSTREAM_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DJOBSTREAM_WERROR=ON >/dev/null
-  ninja -C "$BUILD_DIR" -j2
+  # CI would refuse is refused on a developer's machine too. Configured once; ninja runs
+  # cmake again by itself when a CMakeLists.txt changes.
+  if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+    cmake -S "$JOBSTREAM_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DJOBSTREAM_WERROR=ON >/dev/null
+  fi
+  ninja -C "$BUILD_DIR" -j2 "$@"
 }
 
 # The fuzz targets, built by clang 14 with libFuzzer, ASan and UBSan (everything they link
@@ -49,8 +53,10 @@ build() {
 # `build_fuzz all` builds every target there (the sanitizer suite), not only those.
 build_fuzz() {
   echo "== building ${1:-the fuzz targets} in $FUZZ_BUILD_DIR (clang 14, ASan + UBSan)"
-  CC=clang-14 CXX=clang++-14 cmake -S "$JOBSTREAM_ROOT" -B "$FUZZ_BUILD_DIR" -G Ninja \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJOBSTREAM_FUZZ=ON >/dev/null
+  if [ ! -f "$FUZZ_BUILD_DIR/build.ninja" ]; then
+    CC=clang-14 CXX=clang++-14 cmake -S "$JOBSTREAM_ROOT" -B "$FUZZ_BUILD_DIR" -G Ninja \
+      -DCMAKE_BUILD_TYPE=RelWithDebInfo -DJOBSTREAM_FUZZ=ON >/dev/null
+  fi
   if [ "${1:-}" = all ]; then
     ninja -C "$FUZZ_BUILD_DIR" -j2
   else

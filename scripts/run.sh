@@ -16,7 +16,7 @@ case "${1:-}" in
 esac
 
 install_missing
-build
+build jobstream-server jobstream-gateway jobstream  # what it starts; tests and benches: test.sh
 
 RUN_DIR="$BUILD_DIR/run"
 mkdir -p "$RUN_DIR"
