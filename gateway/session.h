@@ -18,7 +18,7 @@
 #include "boost/asio/steady_timer.hpp"
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
-#include "gateway/flex_stream.h"
+#include "common/flex_stream.h"
 #include "gateway/gateway.h"
 #include "gateway/http_mapping.h"
 #include "gateway/job_feed.h"

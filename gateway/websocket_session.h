@@ -14,7 +14,7 @@
 #include "boost/beast/core.hpp"
 #include "boost/beast/http.hpp"
 #include "boost/beast/websocket.hpp"
-#include "gateway/flex_stream.h"
+#include "common/flex_stream.h"
 #include "gateway/gateway.h"
 #include "gateway/http_mapping.h"
 #include "gateway/job_feed.h"

@@ -8,11 +8,12 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/post.hpp"
 #include "boost/asio/ssl/host_name_verification.hpp"
-#include "boost/beast/core.hpp"
+#include "boost/beast/core/flat_buffer.hpp"
 #include "boost/beast/http.hpp"
-#include "boost/beast/ssl.hpp"
+#include "common/flex_stream.h"
 #include "google/protobuf/util/json_util.h"
 #include "jobstream/v1/job_states.h"
 
@@ -39,8 +40,9 @@ class WebhookSender::Attempt : public std::enable_shared_from_this<Attempt> {
   using Done = std::function<void(int status, std::string error)>;
   Attempt(net::io_context& ioc, ssl::context& tls, Target target, absl::Duration timeout,
           Done done)
-      : resolver_(ioc), stream_(ioc, tls), target_(std::move(target)), timeout_(timeout),
-        done_(std::move(done)) {}
+      : resolver_(ioc),
+        stream_(net::ip::tcp::socket(ioc), target.tls ? &tls : nullptr, ssl::stream_base::client),
+        target_(std::move(target)), timeout_(timeout), done_(std::move(done)) {}
 
   http::request<http::string_body>& request() { return request_; }
 
@@ -53,7 +55,7 @@ class WebhookSender::Attempt : public std::enable_shared_from_this<Attempt> {
     request_.set(http::field::content_type, "application/json");
     request_.keep_alive(false);
     request_.prepare_payload();
-    beast::get_lowest_layer(stream_).expires_after(absl::ToChronoMilliseconds(timeout_));
+    stream_.tcp().expires_after(absl::ToChronoMilliseconds(timeout_));
     resolver_.async_resolve(target_.host, target_.port,
                             [self = shared_from_this()](beast::error_code ec, auto results) {
                               if (ec) return self->Fail("cannot resolve the host", ec);
@@ -63,27 +65,27 @@ class WebhookSender::Attempt : public std::enable_shared_from_this<Attempt> {
 
  private:
   void Connect(const net::ip::tcp::resolver::results_type& results) {
-    beast::get_lowest_layer(stream_).async_connect(
+    stream_.tcp().async_connect(
         results, [self = shared_from_this()](beast::error_code ec, auto) {
           if (ec) return self->Fail("cannot connect", ec);
-          if (!self->target_.tls) return self->Write(self->stream_.next_layer());
+          auto* tls = self->stream_.tls();
+          if (tls == nullptr) return self->Write();
           // SNI, and the certificate must name the host.
-          SSL_set_tlsext_host_name(self->stream_.native_handle(), self->target_.host.c_str());
-          self->stream_.set_verify_mode(ssl::verify_peer);
-          self->stream_.set_verify_callback(ssl::host_name_verification(self->target_.host));
-          self->stream_.async_handshake(ssl::stream_base::client, [self](beast::error_code ec) {
+          SSL_set_tlsext_host_name(tls->native_handle(), self->target_.host.c_str());
+          tls->set_verify_mode(ssl::verify_peer);
+          tls->set_verify_callback(ssl::host_name_verification(self->target_.host));
+          self->stream_.async_handshake([self](beast::error_code ec) {
             if (ec) return self->Fail("TLS handshake failed", ec);
-            self->Write(self->stream_);
+            self->Write();
           });
         });
   }
 
-  template <typename Stream>
-  void Write(Stream& stream) {
-    http::async_write(stream, request_, [self = shared_from_this(), &stream](beast::error_code ec, size_t) {
+  void Write() {
+    http::async_write(stream_, request_, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return self->Fail("cannot send the request", ec);
       self->parser_.body_limit(64 << 10);
-      http::async_read(stream, self->buffer_, self->parser_,
+      http::async_read(self->stream_, self->buffer_, self->parser_,
                        [self](beast::error_code ec, size_t) {
                          if (ec) return self->Fail("no answer", ec);
                          self->Finish(self->parser_.get().result_int(), "");
@@ -98,12 +100,12 @@ class WebhookSender::Attempt : public std::enable_shared_from_this<Attempt> {
   }
   void Finish(int status, std::string error) {
     beast::error_code ignored;
-    beast::get_lowest_layer(stream_).socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
+    stream_.tcp().socket().shutdown(net::ip::tcp::socket::shutdown_both, ignored);
     if (done_) std::exchange(done_, nullptr)(status, std::move(error));
   }
 
   net::ip::tcp::resolver resolver_;
-  beast::ssl_stream<beast::tcp_stream> stream_;
+  FlexStream stream_;  // TLS for an https URL
   const Target target_;
   const absl::Duration timeout_;
   Done done_;

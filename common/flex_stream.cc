@@ -1,4 +1,4 @@
-#include "gateway/flex_stream.h"
+#include "common/flex_stream.h"
 
 #include "boost/asio/post.hpp"
 #include "boost/beast/core.hpp"
@@ -6,12 +6,14 @@
 #include "boost/beast/websocket/ssl.hpp"
 #include "boost/beast/websocket/teardown.hpp"
 
-namespace jobstream::gateway {
+namespace jobstream {
 
 namespace beast = boost::beast;
 namespace net = boost::asio;
 
-FlexStream::FlexStream(net::ip::tcp::socket socket, net::ssl::context* tls) {
+FlexStream::FlexStream(net::ip::tcp::socket socket, net::ssl::context* tls,
+                       net::ssl::stream_base::handshake_type side)
+    : side_(side) {
   if (tls != nullptr) {
     tls_.emplace(std::move(socket), *tls);
   } else {
@@ -26,7 +28,7 @@ void FlexStream::Handshake(DoneHandler handler) {
     return net::post(get_executor(),
                      [h = std::move(handler)]() mutable { std::move(h)(beast::error_code()); });
   }
-  tls_->async_handshake(net::ssl::stream_base::server, std::move(handler));
+  tls_->async_handshake(side_, std::move(handler));
 }
 
 void FlexStream::ReadSome(net::mutable_buffer buffer, IoHandler handler) {
@@ -51,4 +53,4 @@ void FlexStream::AsyncTeardown(beast::role_type role, DoneHandler handler) {
   async_teardown(role, plain_->socket(), std::move(handler));
 }
 
-}  // namespace jobstream::gateway
+}  // namespace jobstream

@@ -1,12 +1,15 @@
 // FlexStream: a connection's byte stream, plain TCP or TLS (Beast's ssl_stream over
-// OpenSSL), chosen per gateway at start. Sessions, the HTTP parser and the WebSocket
-// stream read and write through it without caring which; tcp() is the TCP stream under
-// either, for deadlines and closing.
+// OpenSSL): the gateway's connections (TLS or not per gateway) and the server's webhook
+// requests (per URL). The HTTP parser and the WebSocket stream read and write through it
+// without caring which; tcp() is the TCP stream under either, for connecting, deadlines
+// and closing.
 //
 // Its operations take type-erased completion handlers (ErasedHandler) and are compiled
 // once, in flex_stream.cc. Templates here would instantiate the TLS and the TCP stream's
 // operations again for every caller's handler: that made session.cc and
-// websocket_session.cc two minutes of compiling each, and the gateway most of a build.
+// websocket_session.cc two minutes of compiling each, and the gateway most of a build;
+// webhook_sender.cc, which wrote and read over either stream, took 55 s (100 s in the
+// sanitizer build).
 #pragma once
 
 #include <array>
@@ -26,7 +29,7 @@
 #include "boost/beast/core/tcp_stream.hpp"
 #include "boost/beast/ssl/ssl_stream.hpp"
 
-namespace jobstream::gateway {
+namespace jobstream {
 
 // A move-only completion handler of any type, called with Args, that keeps the executor
 // the handler is associated with (a session's strand): operations complete there, as
@@ -72,12 +75,18 @@ class FlexStream {
   using IoHandler = ErasedHandler<boost::beast::error_code, std::size_t>;
   using DoneHandler = ErasedHandler<boost::beast::error_code>;
 
-  // TLS when `tls` is given (it must outlive the stream).
-  FlexStream(boost::asio::ip::tcp::socket socket, boost::asio::ssl::context* tls);
+  // TLS when `tls` is given (it must outlive the stream), as the server of the connection
+  // or, for a request of our own, its client.
+  FlexStream(boost::asio::ip::tcp::socket socket, boost::asio::ssl::context* tls,
+             boost::asio::ssl::stream_base::handshake_type side =
+                 boost::asio::ssl::stream_base::server);
   FlexStream(FlexStream&&);
   ~FlexStream();
 
   bool is_tls() const { return tls_.has_value(); }
+  // The TLS stream, to set a client's server name and checks before the handshake; null
+  // for plain TCP.
+  boost::beast::ssl_stream<boost::beast::tcp_stream>* tls() { return tls_ ? &*tls_ : nullptr; }
   boost::beast::tcp_stream& tcp() { return tls_ ? tls_->next_layer() : *plain_; }
   next_layer_type& next_layer() { return tcp(); }
   executor_type get_executor() { return tcp().get_executor(); }
@@ -157,8 +166,9 @@ class FlexStream {
   void Teardown(boost::beast::role_type role, boost::beast::error_code& ec);
   void AsyncTeardown(boost::beast::role_type role, DoneHandler handler);
 
+  boost::asio::ssl::stream_base::handshake_type side_;
   std::optional<boost::beast::tcp_stream> plain_;
   std::optional<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_;
 };
 
-}  // namespace jobstream::gateway
+}  // namespace jobstream
