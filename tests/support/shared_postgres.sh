@@ -6,6 +6,7 @@
 #
 #   shared_postgres.sh start FILE   initdb + start; writes "PORT DIR CTEST_PID" to FILE
 #   shared_postgres.sh stop FILE    stops it and removes its directory and FILE
+# (and, internally, "watch": the watchdog start leaves behind)
 #
 # Where PostgreSQL 15 is not installed, start writes no FILE and the tests skip, saying so.
 # A watchdog stops the server if ctest goes without running the stop (killed, Ctrl-C).
@@ -16,9 +17,9 @@ BIN=/usr/lib/postgresql/15/bin
 cmd="${1:?start|stop}"
 file="${2:?FILE}"
 
-stop() {  # PORT DIR
-  "${AS[@]}" "$BIN/pg_ctl" -D "$2/data" -m immediate -s stop >/dev/null 2>&1 || true
-  rm -rf "$2"
+stop() {  # DIR
+  "${AS[@]}" "$BIN/pg_ctl" -D "$1/data" -m immediate -s stop >/dev/null 2>&1 || true
+  rm -rf "$1"
 }
 
 AS=()
@@ -29,12 +30,12 @@ ctest_pid=$PPID  # ctest runs this script: the server lives as long as that run
 case "$cmd" in
 start)
   if [ -f "$file" ]; then
-    read -r old_port old_dir old_owner <"$file" || true
+    read -r _ old_dir old_owner <"$file" || true
     if [ -n "${old_owner:-}" ] && [ "$old_owner" != "$ctest_pid" ] && kill -0 "$old_owner" 2>/dev/null; then
       echo "another ctest run (pid $old_owner) is using this build directory's PostgreSQL" >&2
       exit 1
     fi
-    [ -n "${old_dir:-}" ] && stop "$old_port" "$old_dir"  # left by a run that was killed
+    [ -n "${old_dir:-}" ] && stop "$old_dir"  # left by a run that was killed
     rm -f "$file"
   fi
   if [ ! -x "$BIN/postgres" ] || { [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; }; then
@@ -56,11 +57,7 @@ start)
             -c fsync=off -c full_page_writes=off -c shared_buffers=256MB" >/dev/null 2>&1; then
       echo "$port $dir $ctest_pid" >"$file"
       echo "PostgreSQL for this run on 127.0.0.1:$port, in $dir"
-      # When ctest goes, so does the server (and the file, if it is still this server's).
-      setsid bash -c "while kill -0 $ctest_pid 2>/dev/null && [ -d '$dir' ]; do sleep 2; done
-        $(declare -f stop); AS=(${AS[*]}); BIN=$BIN
-        if [ -d '$dir' ]; then stop $port '$dir'; grep -qs ' $dir ' '$file' && rm -f '$file'; fi" \
-        </dev/null >/dev/null 2>&1 &
+      setsid bash "$0" watch "$file" "$ctest_pid" "$dir" </dev/null >/dev/null 2>&1 &
       exit 0
     fi
   done
@@ -70,10 +67,17 @@ start)
   ;;
 stop)
   [ -f "$file" ] || exit 0
-  read -r port dir owner <"$file"
+  read -r _ dir owner <"$file"
   [ "$owner" = "$ctest_pid" ] || exit 0  # another run's
-  stop "$port" "$dir"
+  stop "$dir"
   rm -f "$file"
+  ;;
+watch)  # FILE CTEST_PID DIR: when ctest goes, so does the server (and FILE, if still its)
+  while kill -0 "$3" 2>/dev/null && [ -d "$4" ]; do sleep 2; done
+  if [ -d "$4" ]; then
+    stop "$4"
+    grep -qs " $4 " "$file" && rm -f "$file"
+  fi
   ;;
 *)
   echo "usage: shared_postgres.sh start|stop FILE" >&2
