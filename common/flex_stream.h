@@ -83,7 +83,6 @@ class FlexStream {
   FlexStream(FlexStream&&);
   ~FlexStream();
 
-  bool is_tls() const { return tls_.has_value(); }
   // The TLS stream, to set a client's server name and checks before the handshake; null
   // for plain TCP.
   boost::beast::ssl_stream<boost::beast::tcp_stream>* tls() { return tls_ ? &*tls_ : nullptr; }

@@ -17,7 +17,7 @@ APT_PACKAGES=(
 # Optimised, with line tables only (-g1): enough for backtraces, sanitizer reports and
 # perf, and a quarter less compile time than -g's full debug info (webhook_sender.cc: 52 s
 # to 38 s). For a debugger's view of variables, configure a build of your own with -g.
-DEBUG_INFO_FLAGS="-O2 -g1 -DNDEBUG"
+RELWITHDEBINFO_FLAGS="-O2 -g1 -DNDEBUG"
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -46,7 +46,7 @@ build() {
   # Warnings are errors in every build here (the toolchain is Debian 12's): a build that
   # CI would refuse is refused on a developer's machine too.
   cmake -S "$JOBSTREAM_ROOT" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$DEBUG_INFO_FLAGS" -DJOBSTREAM_WERROR=ON >/dev/null
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$RELWITHDEBINFO_FLAGS" -DJOBSTREAM_WERROR=ON >/dev/null
   ninja -C "$BUILD_DIR" -j2 "$@"
 }
 
@@ -56,7 +56,7 @@ build() {
 build_fuzz() {
   echo "== building ${1:-the fuzz targets} in $FUZZ_BUILD_DIR (clang 14, ASan + UBSan)"
   CC=clang-14 CXX=clang++-14 cmake -S "$JOBSTREAM_ROOT" -B "$FUZZ_BUILD_DIR" -G Ninja \
-    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$DEBUG_INFO_FLAGS" \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="$RELWITHDEBINFO_FLAGS" \
     -DJOBSTREAM_FUZZ=ON >/dev/null
   if [ "${1:-}" = all ]; then
     ninja -C "$FUZZ_BUILD_DIR" -j2

@@ -17,6 +17,11 @@ step() {  # NAME COMMAND...: runs it and says how long it took
   echo "== $name took $((SECONDS - start)) s"
 }
 
+run_ctest() {  # BUILD_DIR
+  echo "== ctest in $1"
+  (cd "$1" && ctest "-j$TEST_JOBS" --output-on-failure --timeout 600 --no-tests=error)
+}
+
 # The browser tests drive Debian's chromium; the Python worker runs on Debian's grpcio;
 # the fuzz targets are built with clang 14's libFuzzer and sanitizers.
 step install install_missing chromium python3 python3-grpcio python3-protobuf openssl curl \
@@ -26,9 +31,7 @@ if [ -f "$JOBSTREAM_ROOT/tests/js/package.json" ]; then
   echo "== npm ci in tests/js"
   (cd "$JOBSTREAM_ROOT/tests/js" && npm ci --no-audit --no-fund --loglevel=error)
 fi
-echo "== ctest in $BUILD_DIR"
-step ctest bash -c "cd '$BUILD_DIR' && ctest -j$TEST_JOBS --output-on-failure --timeout 600 --no-tests=error"
+step ctest run_ctest "$BUILD_DIR"
 step "sanitizer build" build_fuzz all
-echo "== ctest in $FUZZ_BUILD_DIR (ASan + UBSan, and the fuzz smoke)"
-step "sanitizer ctest" bash -c "cd '$FUZZ_BUILD_DIR' && ctest -j$TEST_JOBS --output-on-failure --timeout 600 --no-tests=error"
+step "sanitizer ctest (ASan + UBSan, and the fuzz smoke)" run_ctest "$FUZZ_BUILD_DIR"
 echo "== scripts/test.sh took $SECONDS s"

@@ -40,6 +40,11 @@ int FreePort() {
   return port;
 }
 
+// The URL of `database` on the server at `port`.
+std::string UrlOf(int port, const std::string& database) {
+  return absl::StrCat("postgresql://postgres@127.0.0.1:", port, "/", database);
+}
+
 std::string Tail(const std::string& path) {
   std::string text;
   if (FILE* f = std::fopen(path.c_str(), "r")) {
@@ -114,8 +119,7 @@ namespace {
 
 // Runs one statement in the server's "postgres" database.
 absl::Status Command(int port, const std::string& sql) {
-  PGconn* conn =
-      PQconnectdb(absl::StrCat("postgresql://postgres@127.0.0.1:", port, "/postgres").c_str());
+  PGconn* conn = PQconnectdb(UrlOf(port, "postgres").c_str());
   PGresult* result = PQexec(conn, sql.c_str());
   const bool ok = PQresultStatus(result) == PGRES_COMMAND_OK;
   std::string error = PQerrorMessage(conn);
@@ -134,7 +138,7 @@ absl::StatusOr<std::string> PostgresProcess::NewDatabase() {
   // The process id keeps apart the databases of test processes sharing the server.
   const std::string name = absl::StrCat("t", getpid(), "_", databases_++);
   if (absl::Status s = CreateDatabase(name); !s.ok()) return s;
-  return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/", name);
+  return UrlOf(port_, name);
 }
 
 void PostgresProcess::DropDatabase(const std::string& url) {
@@ -150,7 +154,7 @@ absl::Status PostgresProcess::Launch() {
                 "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir_.path(), "-c",
                 "max_connections=300", "-c", durable_ ? "fsync=on" : "fsync=off"},
                log, "postgres");
-  const std::string conninfo = absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/postgres");
+  const std::string conninfo = UrlOf(port_, "postgres");
   for (const absl::Time deadline = absl::Now() + absl::Seconds(30); absl::Now() < deadline;
        absl::SleepFor(absl::Milliseconds(50))) {
     if (PQping(conninfo.c_str()) == PQPING_OK) return absl::OkStatus();
@@ -216,7 +220,7 @@ void PostgresProcess::Stop(int signal) {
 PostgresProcess::~PostgresProcess() { Stop(SIGINT); }
 
 std::string PostgresProcess::url() const {
-  return absl::StrCat("postgresql://postgres@127.0.0.1:", port_, "/jobstream");
+  return UrlOf(port_, "jobstream");
 }
 
 }  // namespace jobstream::testing
