@@ -144,11 +144,13 @@ TEST_F(PgEventFeedTest, AFeedThatLosesItsConnectionEndsWatchersWhoResumeWithoutA
   ASSERT_TRUE(sub.ok()) << sub.status();
   for (int i = 0; i < 10; ++i) Change(*a.store, "job-2", JobEvent::STEP, Job::RUNNING);
 
-  // Cut b's feed (and a's: both LISTEN) from the server side, and write meanwhile.
+  // Cut b's feed (and a's: both LISTEN) from the server side, and write meanwhile. Only
+  // this test's database: other tests' feeds on the shared server are not this test's.
   auto admin = Connect(url);
   ASSERT_NE(admin, nullptr);
   ASSERT_TRUE(admin->ExecScript("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()")
+                                "WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid() "
+                                "AND datname = current_database()")
                   .ok());
   for (int i = 0; i < 10; ++i) Change(*a.store, "job-2", JobEvent::STEP, Job::RUNNING);
 
