@@ -398,8 +398,7 @@ absl::Status JobManager::LoadLive(AttemptEnd::Kind interrupted_end, absl::string
 
 void JobManager::MarkStoreFailed(const absl::Status& error) {
   if (!store_failure_.ok()) return;
-  store_failure_ = absl::UnavailableError(absl::StrCat(
-      "the store failed a write and takes none until it recovers (", error.message(), ")"));
+  store_failure_ = error;  // the committer's sticky error, which says it all
   store_failed_at_ = store_failure_logged_at_ = absl::Now();
   std::cerr << "jobstream-server: " << store_failure_.message()
             << "; reads and watches go on, running jobs are stopped and run again once it "

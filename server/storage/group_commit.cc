@@ -2,6 +2,8 @@
 
 #include <pthread.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace jobstream::storage {
 
 GroupCommitter::GroupCommitter(JobStore* store, Publish publish, OnFailure on_failure,
@@ -83,7 +85,14 @@ void GroupCommitter::CommitLoop() {
     absl::Status failed_now;
     {
       absl::MutexLock lock(&mu_);
-      if (!group.status.ok() && error_.ok()) failed_now = error_ = group.status;
+      // The group's own writes fail with the store's error; every write after them, until
+      // Resume, with this one. Set here, before any caller hears of the failure, so the
+      // next write a caller tries is refused saying why, whatever on_failure_ has done yet.
+      if (!group.status.ok() && error_.ok()) {
+        failed_now = error_ = absl::UnavailableError(
+            absl::StrCat("the store failed a write and takes none until it recovers (",
+                         group.status.message(), ")"));
+      }
       if (group.status.ok()) {
         ++groups_written_;
         writes_committed_ += group.writes.size();

@@ -39,7 +39,8 @@ class GroupCommitter {
   // Called on the delivery thread for each committed event, in commit order.
   using Publish = std::function<void(const CommittedEventPtr&)>;
   // Called on the committer thread, without its lock, when a write fails and the error
-  // becomes sticky.
+  // becomes sticky, with that sticky error ("the store failed a write ... (why)"): what
+  // Enqueue and health() say from then on.
   using OnFailure = std::function<void(const absl::Status&)>;
 
   GroupCommitter(JobStore* store, Publish publish, OnFailure on_failure = nullptr,
