@@ -221,17 +221,17 @@ test('kill -9 of the gateway mid-stream: EventSource sees every event once, in o
 });
 
 test('300 concurrent SSE clients on one job all finish with the same events', async () => {
-  // The job waits 4 s to start: time for 300 connections to open even on a loaded machine
-  // (with 1.5 s, a parallel ctest run, its disk busy with other tests' fsyncs, sometimes saw
-  // the job end before they all had).
+  // The job waits 4 s to start and then runs 6 s: time for 300 connections to open even on
+  // a loaded machine (with 1.5 s and a 1 s job, a parallel ctest run sometimes saw the job
+  // end before they all had; with 4 s and 1 s, the sanitizer build's run did).
   const runAt = Date.now() + 4000;
-  const job = await submit({ steps: ['a', 'b'], step_ms: 500, ticks: 5 },
+  const job = await submit({ steps: ['a', 'b'], step_ms: 3000, ticks: 5 },
     { runAt: new Date(runAt).toISOString() });
   const clients = Array.from({ length: 300 }, () => readSse(`/v1/jobs/${job.body.id}/events`));
   // While all 300 are open, the gateway holds one upstream stream for them.
   const metric = (text, name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)[1]);
   let sharing = null;
-  for (let i = 0; i < 200 && sharing === null; i++) {
+  while (sharing === null && Date.now() < runAt + 6000) {  // until the job would end
     const text = await (await fetch(`${gateway.url}/metrics`)).text();
     if (metric(text, 'jobstream_gateway_sse_streams_open') >= 300) {
       sharing = metric(text, 'jobstream_gateway_upstream_streams_open');
