@@ -33,6 +33,10 @@ struct SseChunk {
 };
 using SseChunkPtr = std::shared_ptr<const SseChunk>;
 
+// A client (SSE or WebSocket) with this many unsent chunks is behind: its PROGRESS chunks
+// conflate.
+inline constexpr size_t kConflateAfter = 16;
+
 // What a feed delivers to; called on the feed's threads (implementations post).
 class FeedSink {
  public:

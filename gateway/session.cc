@@ -18,11 +18,6 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
 
-namespace {
-// A client with this many unsent chunks is behind: its PROGRESS chunks conflate.
-constexpr size_t kConflateAfter = 16;
-}  // namespace
-
 Session::Session(net::ip::tcp::socket socket, Gateway* gateway)
     : stream_(std::move(socket), gateway->tls_context()),
       gateway_(gateway),

@@ -15,10 +15,6 @@ namespace http = beast::http;
 namespace websocket = beast::websocket;
 namespace net = boost::asio;
 
-namespace {
-constexpr size_t kConflateAfter = 16;  // as for SSE: a client this far behind conflates
-}  // namespace
-
 WebSocketSession::WebSocketSession(FlexStream stream, Gateway* gateway, Request request,
                                    Route route, Credential credential)
     : ws_(std::move(stream)), gateway_(gateway), request_(std::move(request)),

@@ -12,8 +12,6 @@
 namespace jobstream::jobs {
 namespace {
 
-constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
-
 struct Generator {
   absl::Mutex mu;
   std::mt19937_64 rng ABSL_GUARDED_BY(mu){std::random_device{}()};
@@ -51,7 +49,7 @@ std::string NewJobId(absl::Time now) {
   // 128 bits: ms(48) hi(16) lo(64); 26 base32 digits hold 130, the top two are zero.
   std::string id(kJobIdLength, '0');
   for (int i = kJobIdLength - 1; i >= 0; --i) {
-    id[i] = kAlphabet[lo & 31];
+    id[i] = kIdAlphabet[lo & 31];
     lo = (lo >> 5) | (static_cast<uint64_t>(hi & 31) << 59);
     hi = static_cast<uint16_t>((hi >> 5) | ((ms & 31) << 11));
     ms >>= 5;
@@ -71,7 +69,7 @@ absl::Status ValidateJobId(absl::string_view id) {
     return bad(absl::StrCat("a job id has ", kJobIdLength, " characters, not ", id.size()));
   }
   for (char c : id) {
-    if (absl::string_view(kAlphabet).find(c) == absl::string_view::npos) {
+    if (absl::string_view(kIdAlphabet).find(c) == absl::string_view::npos) {
       return bad("only 0-9 and lower-case a-z except i, l, o, u are used");
     }
   }

@@ -12,6 +12,8 @@
 namespace jobstream::jobs {
 
 inline constexpr size_t kJobIdLength = 26;
+// Lower-case Crockford base32: no i, l, o or u. Lease ids use it too.
+inline constexpr char kIdAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
 
 // A new id, strictly greater than every id this process made before.
 std::string NewJobId(absl::Time now);

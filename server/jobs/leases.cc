@@ -7,7 +7,6 @@
 
 namespace jobstream::jobs {
 namespace {
-constexpr char kAlphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
 constexpr size_t kLeaseSuffix = 16;  // 80 random bits
 }  // namespace
 
@@ -19,7 +18,7 @@ std::string NewLeaseId(absl::string_view job_id) {
   uint64_t more = rng();
   for (size_t i = 0; i < kLeaseSuffix; ++i) {
     uint64_t& source = i < 12 ? bits : more;
-    id.push_back(kAlphabet[source & 31]);
+    id.push_back(kIdAlphabet[source & 31]);
     source >>= 5;
   }
   return id;
@@ -35,7 +34,7 @@ absl::StatusOr<std::string> LeaseJobId(absl::string_view lease_id) {
   absl::string_view job_id = lease_id.substr(0, kJobIdLength);
   if (!ValidateJobId(job_id).ok()) return malformed;
   for (char c : lease_id.substr(kJobIdLength + 1)) {
-    if (absl::string_view(kAlphabet).find(c) == absl::string_view::npos) return malformed;
+    if (absl::string_view(kIdAlphabet).find(c) == absl::string_view::npos) return malformed;
   }
   return std::string(job_id);
 }

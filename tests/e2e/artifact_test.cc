@@ -110,8 +110,7 @@ class ArtifactTest : public testing::StoreTest {
  protected:
   void SetUp() override {
     testing::StoreTest::SetUp();
-    big_file_ = dir_.sub("big.src");
-    std::ofstream(big_file_, std::ios::binary) << DemoBytes(kBig);
+    big_file_ = dir_.sub("big.src");  // written by the tests that use it: BigFile()
     mark_file_ = dir_.sub("outdir.txt");
     script_ = testing::WriteScript(dir_.sub("outputs.sh"), R"sh(read params
 out="$JOBSTREAM_OUTPUT_DIR"
@@ -236,6 +235,14 @@ echo '{"result": "written"}'
     }
     read.status = reader->Finish();
     return read;
+  }
+
+  // The 200 MiB file the tests of a big artifact start from, written on first use.
+  const std::string& BigFile() {
+    if (!std::filesystem::exists(big_file_)) {
+      std::ofstream(big_file_, std::ios::binary) << DemoBytes(kBig);
+    }
+    return big_file_;
   }
 
   Job Status(const std::string& id) {
@@ -483,7 +490,7 @@ TEST_P(ArtifactTest, ExecProgramOutputFilesBecomeArtifactsAndTheDirectoryGoes) {
 TEST_P(ArtifactTest, WorkCommandUploadsOutputsAndFetchChecksThem) {
   StartServer();
   const std::string script = testing::WriteScript(dir_.sub("work.sh"), absl::StrCat(R"(
-cp ")", big_file_, R"(" "$JOBSTREAM_OUTPUT_DIR/frames.mp4"
+cp ")", BigFile(), R"(" "$JOBSTREAM_OUTPUT_DIR/frames.mp4"
 printf 'hello' > "$JOBSTREAM_OUTPUT_DIR/notes.txt"
 : > "$JOBSTREAM_OUTPUT_DIR/empty.bin"
 printf x > "$JOBSTREAM_OUTPUT_DIR/one.bin"
@@ -568,6 +575,7 @@ TEST_F(RocksArtifactTest, TwoHundredMebibytesFromEachProducerWithTheServersMemor
   StartServer();
   const int64_t rss_at_start = PeakRss(server_->pid());
   const std::string expected_sha = Sha(DemoBytes(kBig));
+  BigFile();  // the exec program copies it; the worker uploads it
   // A built-in handler.
   Job demo = RunDemo(kBig, "big.bin");
   ASSERT_EQ(demo.state(), Job::SUCCEEDED) << demo.error().message();

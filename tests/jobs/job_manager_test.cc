@@ -16,7 +16,7 @@
 namespace jobstream::jobs {
 namespace {
 
-const auth::Scope kAll = auth::Scope::Everything();
+using testing::kAll;
 
 using v1::Job;
 using v1::JobEvent;

@@ -24,7 +24,7 @@ using testing::DemoSteps;
 using v1::Job;
 using v1::JobEvent;
 
-const auth::Scope kAll = auth::Scope::Everything();
+using testing::kAll;
 
 // One server: store, hub, feed, manager and runners.
 struct Server {

@@ -6,11 +6,11 @@
 namespace jobstream::storage {
 namespace {
 
-constexpr char kId[] = "01m81rd5kq5g91qm659eqts4bn";
+constexpr char kJobId[] = "01m81rd5kq5g91qm659eqts4bn";
 
 v1::JobEvent Event(int64_t seq) {
   v1::JobEvent e;
-  e.set_job_id(kId);
+  e.set_job_id(kJobId);
   e.set_sequence(seq);
   e.set_type(v1::JobEvent::PROGRESS);
   return e;
@@ -22,27 +22,27 @@ TEST(JobStoreTest, RoundTripsAcrossReopen) {
     auto store = JobStore::Open(dir.path());
     ASSERT_TRUE(store.ok()) << store.status();
     v1::Job job;
-    job.set_id(kId);
+    job.set_id(kJobId);
     job.set_type("demo.steps");
     job.set_last_sequence(3);
     Batch batch;
-    batch.Put(Cf::kJobs, kId, job.SerializeAsString());
-    for (int s = 1; s <= 3; ++s) batch.Put(Cf::kEvents, EventKey(kId, s), Event(s).SerializeAsString());
-    batch.Put(Cf::kRequests, "req-1", kId);
+    batch.Put(Cf::kJobs, kJobId, job.SerializeAsString());
+    for (int s = 1; s <= 3; ++s) batch.Put(Cf::kEvents, EventKey(kJobId, s), Event(s).SerializeAsString());
+    batch.Put(Cf::kRequests, "req-1", kJobId);
     ASSERT_TRUE((*store)->Write(batch, true).ok());
   }
   auto store = JobStore::Open(dir.path());
   ASSERT_TRUE(store.ok());
-  auto job = (*store)->GetJob(kId);
+  auto job = (*store)->GetJob(kJobId);
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->type(), "demo.steps");
-  auto events = (*store)->ReadEvents(kId, 0, 3, 100);
+  auto events = (*store)->ReadEvents(kJobId, 0, 3, 100);
   ASSERT_TRUE(events.ok());
   ASSERT_EQ(events->size(), 3u);
   EXPECT_EQ((*events)[2].sequence(), 3);
   auto request = (*store)->GetRequest("req-1");
   ASSERT_TRUE(request.ok());
-  EXPECT_EQ(request->value_or(""), kId);
+  EXPECT_EQ(request->value_or(""), kJobId);
   EXPECT_TRUE(absl::IsNotFound((*store)->GetJob("01m81rd5kq5g91qm659eqts4bz").status()));
 }
 
@@ -51,19 +51,19 @@ TEST(JobStoreTest, ReadEventsHonoursRangeAndLimit) {
   auto store = JobStore::Open(dir.path());
   ASSERT_TRUE(store.ok());
   Batch batch;
-  for (int s = 1; s <= 300; ++s) batch.Put(Cf::kEvents, EventKey(kId, s), Event(s).SerializeAsString());
+  for (int s = 1; s <= 300; ++s) batch.Put(Cf::kEvents, EventKey(kJobId, s), Event(s).SerializeAsString());
   // Another job's events right after must not leak into the range.
   batch.Put(Cf::kEvents, EventKey("01m81rd5kq5g91qm659eqts4bp", 1), Event(1).SerializeAsString());
   ASSERT_TRUE((*store)->Write(batch, true).ok());
-  auto events = (*store)->ReadEvents(kId, 10, 300, 50);
+  auto events = (*store)->ReadEvents(kJobId, 10, 300, 50);
   ASSERT_TRUE(events.ok());
   ASSERT_EQ(events->size(), 50u);
   EXPECT_EQ(events->front().sequence(), 11);
   EXPECT_EQ(events->back().sequence(), 60);
-  events = (*store)->ReadEvents(kId, 295, 1000, 50);
+  events = (*store)->ReadEvents(kJobId, 295, 1000, 50);
   ASSERT_TRUE(events.ok());
   EXPECT_EQ(events->size(), 5u);
-  events = (*store)->ReadEvents(kId, 20, 20, 50);
+  events = (*store)->ReadEvents(kJobId, 20, 20, 50);
   ASSERT_TRUE(events.ok());
   EXPECT_TRUE(events->empty());
 }
@@ -73,12 +73,12 @@ TEST(JobStoreTest, AFailingBatchWritesNothing) {
   auto store = JobStore::Open(dir.path());
   ASSERT_TRUE(store.ok());
   Batch batch;
-  batch.Put(Cf::kJobs, kId, "x");
-  batch.Put(Cf::kEvents, EventKey(kId, 1), Event(1).SerializeAsString());
+  batch.Put(Cf::kJobs, kJobId, "x");
+  batch.Put(Cf::kEvents, EventKey(kJobId, 1), Event(1).SerializeAsString());
   batch.DeleteRange(Cf::kEvents, "z", "a");  // begin > end: the whole batch is refused
   EXPECT_FALSE((*store)->Write(batch, true).ok());
-  EXPECT_TRUE(absl::IsNotFound((*store)->GetJob(kId).status()));
-  auto events = (*store)->ReadEvents(kId, 0, 10, 10);
+  EXPECT_TRUE(absl::IsNotFound((*store)->GetJob(kJobId).status()));
+  auto events = (*store)->ReadEvents(kJobId, 0, 10, 10);
   ASSERT_TRUE(events.ok());
   EXPECT_TRUE(events->empty());
 }
@@ -88,7 +88,7 @@ TEST(JobStoreTest, ScansForwardAndBackward) {
   auto store = JobStore::Open(dir.path());
   ASSERT_TRUE(store.ok());
   Batch batch;
-  for (int t = 1; t <= 5; ++t) batch.Put(Cf::kByTime, ByTimeKey(t * 100, kId), "");
+  for (int t = 1; t <= 5; ++t) batch.Put(Cf::kByTime, ByTimeKey(t * 100, kJobId), "");
   ASSERT_TRUE((*store)->Write(batch, true).ok());
   std::vector<int64_t> seen;
   auto collect = [&](absl::string_view key, absl::string_view) {
@@ -98,10 +98,10 @@ TEST(JobStoreTest, ScansForwardAndBackward) {
   ASSERT_TRUE((*store)->Scan(Cf::kByTime, "", true, collect).ok());
   EXPECT_EQ(seen, (std::vector<int64_t>{500, 400, 300, 200, 100}));
   seen.clear();
-  ASSERT_TRUE((*store)->Scan(Cf::kByTime, ByTimeKey(300, kId), true, collect).ok());
+  ASSERT_TRUE((*store)->Scan(Cf::kByTime, ByTimeKey(300, kJobId), true, collect).ok());
   EXPECT_EQ(seen, (std::vector<int64_t>{300, 200, 100}));
   seen.clear();
-  ASSERT_TRUE((*store)->Scan(Cf::kByTime, ByTimeKey(250, kId), false, collect).ok());
+  ASSERT_TRUE((*store)->Scan(Cf::kByTime, ByTimeKey(250, kJobId), false, collect).ok());
   EXPECT_EQ(seen, (std::vector<int64_t>{300, 400, 500}));
 }
 

@@ -6,9 +6,13 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/auth/tokens.h"
 #include "server/watch/subscription.h"
 
 namespace jobstream::testing {
+
+// The scope of a caller that may see every tenant's jobs: the unit tests watch as it.
+inline const auth::Scope kAll = auth::Scope::Everything();
 
 struct Drained {
   std::vector<v1::JobEvent> events;

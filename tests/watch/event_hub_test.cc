@@ -13,7 +13,7 @@
 namespace jobstream::watch {
 namespace {
 
-const auth::Scope kAll = auth::Scope::Everything();
+using testing::kAll;
 
 using storage::Cf;
 using testing::Drain;

@@ -21,7 +21,7 @@ using testing::Drain;
 using v1::Job;
 using v1::JobEvent;
 
-const auth::Scope kAll = auth::Scope::Everything();
+using testing::kAll;
 
 // One server's part: its store (pool), hub and feed.
 struct Node {
