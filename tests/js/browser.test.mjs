@@ -125,8 +125,15 @@ test('submit through the form and watch the row reach succeeded at 100%', async 
   // The job's detail: its whole event log and its result.
   await page.click(`#jobs tr[data-id="${id}"] td.id`);
   await page.waitForSelector('#detail-outcome:has-text("Result")');
-  const log = await page.$$eval('#detail-log li', (items) => items.map((li) => li.value));
-  assert.deepEqual(log, Array.from({ length: 13 }, (_, i) => i + 1));
+  const log = await page.$$eval('#detail-log li',
+    (items) => items.map((li) => ({ sequence: li.value, type: li.textContent.split(/\s+/)[1] })));
+  // The whole history, in order with no gap. 13 events if each of the 8 PROGRESS reports got
+  // its own write; the server merges one into the next while its write is pending (a slow
+  // disk), so fewer PROGRESS events are allowed, never fewer state changes or steps.
+  assert.deepEqual(log.map((e) => e.sequence), Array.from({ length: log.length }, (_, i) => i + 1));
+  assert.deepEqual(log.filter((e) => e.type !== 'progress').map((e) => e.type),
+    ['created', 'started', 'step', 'step', 'succeeded']);
+  assert.ok(log.length <= 13, `${log.length} events`);
   assert.equal(await page.textContent('#detail-outcome'), 'Result: {"steps":2}');
   await page.screenshot({ path: path.join(ARTIFACTS, 'gateway-page.png'), fullPage: true });
   assert.deepEqual(errors, []);
