@@ -2,9 +2,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
+#include <spawn.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -15,105 +16,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "server/exec/supervise.h"
 
 namespace jobstream::exec {
 namespace {
-
-// Signal that tells the supervisor its parent thread died (PR_SET_PDEATHSIG).
-constexpr int kParentDied = SIGUSR1;
-
-void KillGroupAndExit(int) {
-  kill(0, SIGKILL);  // our whole group, us included
-  _exit(137);
-}
-
-// Closes every descriptor from 3 up except those in `keep`.
-void CloseAllExcept(int* keep, int n) {
-  std::sort(keep, keep + n);  // async-signal-safe: no allocation
-  int from = 3;
-  for (int i = 0; i < n; ++i) {
-    if (keep[i] > from) close_range(from, keep[i] - 1, 0);
-    if (keep[i] >= from) from = keep[i] + 1;
-  }
-  close_range(from, ~0U, 0);
-}
-
-void ResetSignals() {
-  struct sigaction dfl = {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);
-  sigset_t none;
-  sigemptyset(&none);
-  sigprocmask(SIG_SETMASK, &none, nullptr);
-}
-
-// Runs in the forked supervisor: async-signal-safe calls only (we were forked from a
-// multi-threaded process). Never returns.
-[[noreturn]] void Supervise(pid_t parent, int in[2], int out[2], int err[2], int exec_err[2],
-                            char* const* argv, char* const* envp, const char* dir) {
-  // We hold nothing of the parent's: not its sockets or files, and not our ends of the
-  // pipes (the program would never see EOF on stdin).
-  close(in[1]);
-  close(out[0]);
-  close(err[0]);
-  close(exec_err[0]);
-  int keep[] = {in[0], out[1], err[1], exec_err[1]};
-  CloseAllExcept(keep, 4);
-  setpgid(0, 0);
-  struct sigaction on_parent_death = {};
-  on_parent_death.sa_handler = KillGroupAndExit;
-  sigaction(kParentDied, &on_parent_death, nullptr);
-  struct sigaction ignore = {};
-  ignore.sa_handler = SIG_IGN;
-  sigaction(SIGTERM, &ignore, nullptr);  // cancel signals the group; the program decides
-  sigaction(SIGINT, &ignore, nullptr);
-  sigset_t unblock;
-  sigemptyset(&unblock);
-  sigaddset(&unblock, kParentDied);
-  sigprocmask(SIG_UNBLOCK, &unblock, nullptr);
-  prctl(PR_SET_PDEATHSIG, kParentDied);
-  if (getppid() != parent) KillGroupAndExit(0);  // the parent died before prctl
-
-  const pid_t program = fork();
-  if (program < 0) _exit(126);
-  if (program == 0) {
-    ResetSignals();
-    dup2(in[0], 0);
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    // Only the exec error pipe (close-on-exec) stays open past stdio.
-    int keep[] = {exec_err[1]};
-    CloseAllExcept(keep, 1);
-    if (dir != nullptr && chdir(dir) != 0) {
-      int e = errno;
-      (void)!write(exec_err[1], &e, sizeof e);
-      _exit(127);
-    }
-    execve(argv[0], argv, envp);
-    int e = errno;
-    (void)!write(exec_err[1], &e, sizeof e);
-    _exit(127);
-  }
-  // Only the pipes' far ends matter to the program; ours would hold them open.
-  close(in[0]);
-  close(out[1]);
-  close(err[1]);
-  close(exec_err[1]);
-  int status = 0;
-  while (waitpid(program, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status)) _exit(WEXITSTATUS(status));
-  const int sig = WTERMSIG(status);
-  struct sigaction dfl = {};
-  dfl.sa_handler = SIG_DFL;
-  sigaction(sig, &dfl, nullptr);
-  sigset_t only;
-  sigemptyset(&only);
-  sigaddset(&only, sig);
-  sigprocmask(SIG_UNBLOCK, &only, nullptr);
-  kill(getpid(), sig);  // die as the program died
-  _exit(128 + sig);
-}
 
 void CloseFd(int& fd) {
   if (fd >= 0) close(fd);
@@ -165,32 +71,106 @@ std::string DescribeWaitStatus(int status) {
   return absl::StrCat("ended with wait status ", status);
 }
 
+std::string SupervisorPath() {
+  if (const char* path = std::getenv("JOBSTREAM_SUPERVISOR")) return path;
+  char self[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self);
+  if (n <= 0 || n == sizeof self) return "";
+  std::string path(self, static_cast<size_t>(n));
+  path.resize(path.rfind('/') + 1);
+  path += "jobstream-supervisor";
+  return access(path.c_str(), X_OK) == 0 ? path : "";
+}
+
 absl::StatusOr<std::unique_ptr<ChildProcess>> ChildProcess::Spawn(const SpawnOptions& options) {
   if (options.argv.empty()) return absl::InvalidArgumentError("no program to run");
+  const std::string supervisor = SupervisorPath();
+  const std::string parent = std::to_string(getpid());
   // Everything the forked side needs is prepared here: it may not allocate.
   std::vector<char*> argv, envp;
+  if (!supervisor.empty()) {
+    for (const std::string* a : {&supervisor, &parent, &options.working_dir}) {
+      argv.push_back(const_cast<char*>(a->c_str()));
+    }
+  }
   for (const std::string& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   for (const std::string& e : options.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  const char* dir = options.working_dir.empty() ? nullptr : options.working_dir.c_str();
 
-  int in[2], out[2], err[2], exec_err[2];
-  if (pipe2(in, O_CLOEXEC) != 0) return absl::InternalError("pipe failed");
-  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0 ||
-      pipe2(exec_err, O_CLOEXEC) != 0) {
-    return absl::InternalError(absl::StrCat("pipe failed: ", strerror(errno)));
-  }
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    for (int* p : {in, out, err, exec_err}) {
-      close(p[0]);
-      close(p[1]);
+  // stdin, stdout, stderr and the exec error pipe, each {read end, write end}; all
+  // close-on-exec, and above 3 so that putting the supervisor's 0-3 in place cannot
+  // overwrite one of them.
+  int pipes[4][2] = {{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
+  auto close_pipes = [&pipes] {
+    for (int* p : pipes) {
+      for (int side = 0; side < 2; ++side) {
+        if (p[side] >= 0) close(p[side]);
+      }
     }
-    return absl::ResourceExhaustedError(absl::StrCat("fork failed: ", strerror(errno)));
+  };
+  int pipe_errno = 0;
+  for (int* p : pipes) {
+    if (pipe2(p, O_CLOEXEC) != 0) pipe_errno = errno;
+    for (int side = 0; side < 2 && pipe_errno == 0; ++side) {
+      if (p[side] > kExecErrorFd) continue;
+      const int moved = fcntl(p[side], F_DUPFD_CLOEXEC, kExecErrorFd + 1);
+      if (moved < 0) pipe_errno = errno;
+      close(p[side]);
+      p[side] = moved;
+    }
+    if (pipe_errno != 0) break;
   }
-  if (pid == 0) Supervise(parent, in, out, err, exec_err, argv.data(), envp.data(), dir);
+  if (pipe_errno != 0) {
+    close_pipes();
+    return absl::ResourceExhaustedError(absl::StrCat("cannot make a pipe: ", strerror(pipe_errno)));
+  }
+  int (&in)[2] = pipes[0];
+  int (&out)[2] = pipes[1];
+  int (&err)[2] = pipes[2];
+  int (&exec_err)[2] = pipes[3];
+  const int stdio[] = {in[0], out[1], err[1], exec_err[1]};  // the supervisor's 0-3
+
+  pid_t pid = -1;
+  if (!supervisor.empty()) {
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    for (int fd = 0; fd <= kExecErrorFd; ++fd) {
+      posix_spawn_file_actions_adddup2(&actions, stdio[fd], fd);
+    }
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETPGROUP);
+    const int e = posix_spawn(&pid, supervisor.c_str(), &actions, &attr, argv.data(),
+                              envp.data());
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    if (e != 0) {
+      close_pipes();
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot start the supervisor ", supervisor, ": ", strerror(e)));
+    }
+  } else {
+    const char* dir = options.working_dir.empty() ? nullptr : options.working_dir.c_str();
+    const pid_t parent_pid = getpid();
+    pid = fork();
+    if (pid < 0) {
+      const int e = errno;
+      close_pipes();
+      return absl::ResourceExhaustedError(absl::StrCat("fork failed: ", strerror(e)));
+    }
+    if (pid == 0) {
+      for (int fd = 0; fd <= kExecErrorFd; ++fd) dup2(stdio[fd], fd);
+      Supervise(parent_pid, dir, argv.data(), envp.data());
+    }
+  }
   // Also set here: whichever of us runs first, the group exists before we signal it.
   setpgid(pid, pid);
 

@@ -1,11 +1,14 @@
 // ChildProcess: runs a program in a process group of its own, with pipes for stdin,
 // stdout and stderr, so that it and every process it forks can be signalled together.
 //
-// Between us and the program sits a small supervisor (a forked copy of this process that
-// only makes async-signal-safe calls): it leads the group, asks the kernel to signal it
-// when its parent thread dies, and then kills the whole group. So a program whose server
-// (or `jobstream work`) was killed with SIGKILL does not keep running. The supervisor
-// ignores SIGTERM, exits with the program's exit code, and dies of the program's signal.
+// Between us and the program sits a small supervisor (supervise.h): it leads the group,
+// asks the kernel to signal it when its parent thread dies, and then kills the whole
+// group. So a program whose server (or `jobstream work`) was killed with SIGKILL does not
+// keep running. The supervisor ignores SIGTERM, exits with the program's exit code, and
+// dies of the program's signal. It is the program jobstream-supervisor, at
+// $JOBSTREAM_SUPERVISOR if that is set or else beside our own executable; where there is
+// none (or $JOBSTREAM_SUPERVISOR is empty), a forked copy of this process, which costs
+// more CPU.
 #pragma once
 
 #include <sys/types.h>
@@ -24,6 +27,9 @@ struct SpawnOptions {
   std::vector<std::string> env;   // the whole environment, as KEY=VALUE
   std::string working_dir;        // empty: ours
 };
+
+// The supervisor program Spawn starts, or "" for a forked copy of this process.
+std::string SupervisorPath();
 
 class ChildProcess {
  public:

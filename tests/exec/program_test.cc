@@ -1,18 +1,33 @@
-// RunProgram on real programs (/bin/sh scripts made at test time).
+// RunProgram on real programs (/bin/sh scripts made at test time), each test under both
+// supervisors: jobstream-supervisor (copied beside this test) and a fork of this process.
 #include "server/exec/program.h"
+
+#include <stdlib.h>
 
 #include <atomic>
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "server/exec/child_process.h"
 #include "tests/support/job_helpers.h"
 #include "tests/support/temp_dir.h"
 
 namespace jobstream::exec {
 namespace {
 
-class ProgramTest : public ::testing::Test {
+class ProgramTest : public ::testing::TestWithParam<const char*> {
  protected:
+  void SetUp() override {
+    if (std::string(GetParam()) == "Fork") {
+      setenv("JOBSTREAM_SUPERVISOR", "", 1);
+      ASSERT_EQ(SupervisorPath(), "");
+    } else {
+      unsetenv("JOBSTREAM_SUPERVISOR");
+      ASSERT_NE(SupervisorPath(), "") << "jobstream-supervisor is not beside this test";
+    }
+  }
+  void TearDown() override { unsetenv("JOBSTREAM_SUPERVISOR"); }
+
   ProgramOutcome Run(const std::string& body, const std::string& input = "{}\n",
                      ProgramHooks hooks = {}) {
     ProgramOptions options;
@@ -26,13 +41,13 @@ class ProgramTest : public ::testing::Test {
   std::vector<v1::Progress> reports_;
 };
 
-TEST_F(ProgramTest, TheLastLineCountsWithoutANewlineAndStdinArrives) {
+TEST_P(ProgramTest, TheLastLineCountsWithoutANewlineAndStdinArrives) {
   ProgramOutcome out = Run("read p\nprintf '{\"result\": %s}' \"$p\"\n", "{\"x\": 1}\n");
   ASSERT_TRUE(out.result.ok()) << out.result.status();
   EXPECT_EQ(out.result->struct_value().fields().at("x").number_value(), 1);
 }
 
-TEST_F(ProgramTest, StepsAndProgressAreReportedInOrderAndLongLinesSkipped) {
+TEST_P(ProgramTest, StepsAndProgressAreReportedInOrderAndLongLinesSkipped) {
   ProgramOutcome out = Run(R"(
 echo '{"step": "one", "stepCount": 2}'
 head -c 5000 /dev/zero | tr '\0' 'x'; echo
@@ -48,7 +63,7 @@ echo '{"step": "two", "message": "m"}'
   EXPECT_EQ(reports_[2].message(), "m");
 }
 
-TEST_F(ProgramTest, StderrTailIsValidUtf8AndBounded) {
+TEST_P(ProgramTest, StderrTailIsValidUtf8AndBounded) {
   ProgramOutcome out = Run("head -c 10000 /dev/zero | tr '\\0' 'e' >&2\nprintf 'bad \\377\\376 end' >&2\nexit 4\n");
   ASSERT_FALSE(out.result.ok());
   EXPECT_TRUE(out.retryable);
@@ -58,7 +73,7 @@ TEST_F(ProgramTest, StderrTailIsValidUtf8AndBounded) {
   EXPECT_LT(message.size(), 2500u) << "only the tail";
 }
 
-TEST_F(ProgramTest, AnErrorLineIsKeptWithinWhatAJobsErrorMayHold) {
+TEST_P(ProgramTest, AnErrorLineIsKeptWithinWhatAJobsErrorMayHold) {
   ProgramOptions options;  // the default line limit: the 20 KB line is read
   options.argv = {testing::WriteScript(dir_.sub("err.sh"), R"(
 printf '{"error": {"code": 99, "retryable": false, "message": "'
@@ -72,7 +87,7 @@ echo '"}}'
   EXPECT_FALSE(out.retryable);
 }
 
-TEST_F(ProgramTest, AJobProgramGetsItsParamsAndEnvironment) {
+TEST_P(ProgramTest, AJobProgramGetsItsParamsAndEnvironment) {
   ProgramOptions options;
   options.argv = {testing::WriteScript(dir_.sub("job.sh"), R"(
 read p
@@ -90,7 +105,7 @@ echo "{\"result\": {\"p\": $p, \"id\": \"$JOBSTREAM_JOB_ID\", \"type\": \"$JOBST
   EXPECT_EQ(result.at("attempt").number_value(), 3);
 }
 
-TEST_F(ProgramTest, AProgramThatCannotStartIsNotRetryable) {
+TEST_P(ProgramTest, AProgramThatCannotStartIsNotRetryable) {
   ProgramOptions options;
   options.argv = {dir_.sub("vanished.sh")};
   ProgramOutcome out = RunProgram(options, "", {});
@@ -99,7 +114,7 @@ TEST_F(ProgramTest, AProgramThatCannotStartIsNotRetryable) {
   EXPECT_TRUE(absl::StrContains(out.result.status().message(), "No such file"));
 }
 
-TEST_F(ProgramTest, StopEndsTheProgramAsCancelled) {
+TEST_P(ProgramTest, StopEndsTheProgramAsCancelled) {
   std::atomic<int> ticks{0};
   ProgramHooks hooks;
   hooks.stop = [&] { return ticks.load() > 2; };
@@ -108,6 +123,49 @@ TEST_F(ProgramTest, StopEndsTheProgramAsCancelled) {
   ProgramOutcome out = Run("trap '' TERM\nsleep 30\n", "", hooks);
   EXPECT_EQ(out.result.status().code(), absl::StatusCode::kCancelled);
   EXPECT_LT(absl::Now() - start, absl::Seconds(10)) << "SIGKILL after the grace";
+}
+
+TEST_P(ProgramTest, TheProgramRunsUnderTheChosenSupervisorInItsWorkingDirectory) {
+  ProgramOptions options;
+  options.argv = {testing::WriteScript(dir_.sub("where.sh"), R"sh(
+printf '{"result": {"parent": "%s", "dir": "%s"}}' "$(cat /proc/$PPID/comm)" "$(pwd)"
+)sh")};
+  options.working_dir = dir_.sub("work");
+  ASSERT_EQ(mkdir(options.working_dir.c_str(), 0700), 0);
+  ProgramOutcome out = RunProgram(options, "", {});
+  ASSERT_TRUE(out.result.ok()) << out.result.status();
+  const auto& result = out.result->struct_value().fields();
+  // The kernel keeps 15 bytes of a command's name.
+  if (std::string(GetParam()) == "Fork") {
+    EXPECT_NE(result.at("parent").string_value(), "jobstream-super");
+  } else {
+    EXPECT_EQ(result.at("parent").string_value(), "jobstream-super");
+  }
+  EXPECT_EQ(result.at("dir").string_value(), options.working_dir);
+
+  options.working_dir = dir_.sub("missing");
+  out = RunProgram(options, "", {});
+  EXPECT_EQ(out.result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(out.result.status().message(), "No such file"))
+      << out.result.status();
+}
+
+INSTANTIATE_TEST_SUITE_P(Supervisors, ProgramTest, ::testing::Values("Supervisor", "Fork"),
+                         [](const auto& info) { return std::string(info.param); });
+
+TEST(SupervisorTest, AMissingSupervisorIsAClearErrorAndNothingRuns) {
+  testing::TempDir dir_;
+  setenv("JOBSTREAM_SUPERVISOR", dir_.sub("no-such-supervisor").c_str(), 1);
+  const std::string marker = dir_.sub("ran");
+  ProgramOptions options;
+  options.argv = {testing::WriteScript(dir_.sub("touch.sh"), "touch " + marker + "\n")};
+  ProgramOutcome out = RunProgram(options, "", {});
+  EXPECT_EQ(out.result.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(out.result.status().message(),
+                                "cannot start the supervisor " + dir_.sub("no-such-supervisor")))
+      << out.result.status();
+  EXPECT_NE(access(marker.c_str(), F_OK), 0);
+  unsetenv("JOBSTREAM_SUPERVISOR");
 }
 
 }  // namespace
