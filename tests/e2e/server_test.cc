@@ -196,11 +196,18 @@ TEST_P(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
       }
     });
   }
-  absl::SleepFor(absl::Milliseconds(700));
+  // Killed once many submits are acknowledged (a count, not a time: under ASan beside
+  // other tests 700 ms was sometimes only 27), with more in flight.
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  auto count = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return acknowledged.size();
+  };
+  while (count() <= 60 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
   server->Kill();
   stop = true;
   for (auto& t : submitters) t.join();
-  ASSERT_GT(acknowledged.size(), 50u);
+  ASSERT_GT(acknowledged.size(), 60u);
 
   const std::string address = server->address();
   server = Start({"--listen=" + address, "--retry_backoff=0s"});
