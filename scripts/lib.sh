@@ -4,7 +4,7 @@
 JOBSTREAM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$JOBSTREAM_ROOT/build}"
 FUZZ_BUILD_DIR="${FUZZ_BUILD_DIR:-$JOBSTREAM_ROOT/build-fuzz}"
-FUZZ_TARGETS=(request_fuzzer config_fuzzer program_line_fuzzer keys_fuzzer tokens_fuzzer)
+FUZZ_TARGETS=(request_fuzzer config_fuzzer program_line_fuzzer keys_fuzzer tokens_fuzzer cron_fuzzer)
 
 APT_PACKAGES=(
   cmake ninja-build g++ pkg-config ccache

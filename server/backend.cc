@@ -21,11 +21,14 @@ class RocksBackend : public Backend {
  public:
   jobs::JobBackend* jobs() override { return manager_.get(); }
   watch::EventHub* hub() override { return hub_.get(); }
+  schedules::ScheduleStore* schedules() override { return schedules_.get(); }
+  bool LeadsSchedules() override { return true; }  // the data dir's only server
 
   absl::Status Open(const RocksOptions& options, const jobs::JobTypes* types) {
     auto store = storage::JobStore::Open(options.data_dir);
     if (!store.ok()) return store.status();
     store_ = *std::move(store);
+    schedules_ = schedules::NewRocksScheduleStore(store_.get());
     disk_ = std::make_unique<storage::DiskSpace>(options.data_dir, options.min_free_disk_bytes);
     hub_ = std::make_unique<watch::EventHub>(store_.get(), options.watch);
     jobs::ManagerOptions manager_options = options.manager;
@@ -55,12 +58,14 @@ class RocksBackend : public Backend {
     absl::Status health = manager_->committer().health();
     webhooks_.reset();
     manager_.reset();
+    schedules_.reset();
     store_.reset();  // flushes and closes RocksDB
     return health;
   }
 
  private:
   std::unique_ptr<storage::JobStore> store_;
+  std::unique_ptr<schedules::ScheduleStore> schedules_;
   std::unique_ptr<storage::DiskSpace> disk_;
   std::unique_ptr<watch::EventHub> hub_;
   std::unique_ptr<jobs::JobManager> manager_;
@@ -72,12 +77,17 @@ class PgBackend : public Backend {
  public:
   jobs::JobBackend* jobs() override { return manager_.get(); }
   watch::EventHub* hub() override { return hub_.get(); }
+  schedules::ScheduleStore* schedules() override { return schedules_.get(); }
+  bool LeadsSchedules() override { return schedule_leader_->TryLead(); }
 
   absl::Status Open(const PgOptions& options, const jobs::JobTypes* types) {
     auto store = storage::pg::PgStore::Open(options.url, options.pool_size);
     if (!store.ok()) return store.status();
     store_ = *std::move(store);
+    schedules_ = schedules::NewPgScheduleStore(store_->pool());
     leader_ = std::make_unique<storage::pg::PgLeader>(options.url, storage::pg::kChoresLock);
+    schedule_leader_ =
+        std::make_unique<storage::pg::PgLeader>(options.url, storage::pg::kSchedulesLock);
     hub_ = std::make_unique<watch::EventHub>(store_.get(), options.watch);
     jobs::PgManagerOptions manager_options = options.manager;
     manager_options.leader = leader_.get();
@@ -110,13 +120,17 @@ class PgBackend : public Backend {
     feed_.reset();
     webhooks_.reset();
     manager_.reset();
+    schedule_leader_.reset();  // another server fires from now on
+    schedules_.reset();
     store_.reset();
     return absl::OkStatus();
   }
 
  private:
   std::unique_ptr<storage::pg::PgStore> store_;
+  std::unique_ptr<schedules::ScheduleStore> schedules_;
   std::unique_ptr<storage::pg::PgLeader> leader_;
+  std::unique_ptr<storage::pg::PgLeader> schedule_leader_;
   std::unique_ptr<watch::EventHub> hub_;
   std::unique_ptr<jobs::PgJobManager> manager_;
   std::unique_ptr<webhooks::PgDeliveries> deliveries_;

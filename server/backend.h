@@ -10,6 +10,7 @@
 #include "server/jobs/job_backend.h"
 #include "server/jobs/job_manager.h"
 #include "server/jobs/pg_manager.h"
+#include "server/schedules/schedule_store.h"
 #include "server/watch/event_hub.h"
 #include "server/webhooks/webhook_sender.h"
 
@@ -20,6 +21,10 @@ class Backend {
   virtual ~Backend() = default;
   virtual jobs::JobBackend* jobs() = 0;
   virtual watch::EventHub* hub() = 0;
+  virtual schedules::ScheduleStore* schedules() = 0;
+  // Whether this server fires schedules now (always on RocksDB; on PostgreSQL the one
+  // holding the schedules lock). Called by the scheduler's thread alone.
+  virtual bool LeadsSchedules() = 0;
   // Once nothing calls in any more (the runner stopped): writes what is under way and
   // closes the store. An error says the store failed earlier.
   virtual absl::Status Close() = 0;

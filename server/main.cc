@@ -26,6 +26,8 @@
 #include "server/auth/tokens.h"
 #include "server/backend.h"
 #include "server/jobs/job_types.h"
+#include "server/rpc/schedule_service.h"
+#include "server/schedules/scheduler.h"
 #include "server/jobs/runner.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/job_service.h"
@@ -345,6 +347,11 @@ int main(int argc, char** argv) {
 
   jobstream::jobs::Runner runner(manager, &*types, absl::GetFlag(FLAGS_runner_threads));
   runner.Start();
+  jobstream::schedules::ScheduleManager schedule_manager(backend->schedules(), manager, &*types,
+                                                         limits);
+  jobstream::schedules::Scheduler scheduler(&schedule_manager,
+                                            [&backend] { return backend->LeadsSchedules(); });
+  scheduler.Start();
 
   jobstream::rpc::CallTracker calls;
   std::unique_ptr<jobstream::auth::RateLimiter> submit_rate;
@@ -355,8 +362,9 @@ int main(int argc, char** argv) {
   jobstream::rpc::JobServiceImpl service(manager, &hub, &calls, authenticator.get(),
                                          submit_rate.get());
   jobstream::rpc::WorkerServiceImpl worker_service(manager, &calls, authenticator.get());
-  jobstream::rpc::HealthServiceImpl health_service({"jobstream.v1.JobService",
-                                            "jobstream.v1.WorkerService"});
+  jobstream::rpc::ScheduleServiceImpl schedule_service(&schedule_manager, authenticator.get());
+  jobstream::rpc::HealthServiceImpl health_service(
+      {"jobstream.v1.JobService", "jobstream.v1.WorkerService", "jobstream.v1.ScheduleService"});
   grpc::EnableDefaultHealthCheckService(false);  // ours has a descriptor for reflection
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -370,6 +378,7 @@ int main(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_message));
   builder.RegisterService(&service);
   builder.RegisterService(&worker_service);
+  builder.RegisterService(&schedule_service);
   builder.RegisterService(&health_service);
   // Find dead watchers (and keep idle streams alive through middleboxes).
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
@@ -377,6 +386,7 @@ int main(int argc, char** argv) {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
+    scheduler.Stop();
     runner.Stop();
     return Fail("cannot listen on " + listen +
                 (tls_cert.empty() ? "" : " (are --tls_cert and --tls_key a matching pair?)"));
@@ -425,6 +435,7 @@ int main(int argc, char** argv) {
               << ")\n";
   };
   health_service.Shutdown();
+  scheduler.Stop();  // a fire under way ends first
   hub.Close(absl::UnavailableError(
       "server is shutting down; watch again after the last sequence received"));
   // Let unary calls in flight finish (a Submit waits for its commit), then stop at once:

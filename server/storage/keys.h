@@ -12,7 +12,7 @@ namespace jobstream::storage {
 
 enum class Cf : int {
   kJobs, kParams, kEvents, kQueue, kLeases, kRequests, kByTime, kTombstones, kByState,
-  kByTypeState, kMeta, kArtifacts, kUploads, kWebhooks, kWebhookQueue
+  kByTypeState, kMeta, kArtifacts, kUploads, kWebhooks, kWebhookQueue, kSchedules, kScheduleDue
 };
 
 struct CfInfo {
@@ -26,7 +26,7 @@ struct CfInfo {
 // rewritten on every step and progress report.
 // Artifact bytes live in blob files (see JobStore::Open); every key of a job's artifacts
 // starts with its id, so one range delete removes them all.
-inline constexpr std::array<CfInfo, 15> kColumnFamilies = {{
+inline constexpr std::array<CfInfo, 17> kColumnFamilies = {{
     {Cf::kJobs, "jobs", "job id -> Job without params"},
     {Cf::kParams, "params", "job id -> google.protobuf.Struct"},
     {Cf::kEvents, "events", "job id | be64 sequence -> JobEvent"},
@@ -44,6 +44,8 @@ inline constexpr std::array<CfInfo, 15> kColumnFamilies = {{
     {Cf::kUploads, "uploads", "be64 upload -> job id, while an upload's chunks precede its commit"},
     {Cf::kWebhooks, "webhooks", "job id | be64 sequence -> WebhookDelivery"},
     {Cf::kWebhookQueue, "webhook_queue", "be64 due ms | job id | be64 sequence -> ()"},
+    {Cf::kSchedules, "schedules", "tenant 0x00 schedule id -> ScheduleRecord"},
+    {Cf::kScheduleDue, "schedule_due", "be64 wake ms | tenant 0x00 schedule id -> ()"},
 }};
 
 void PutBigEndian32(std::string* dst, uint32_t v);

@@ -1,6 +1,7 @@
 // Several servers on one PostgreSQL, as processes: any server answers for any job, work is
 // spread without being done twice, a dead server's jobs carry on elsewhere, and a restart of
-// PostgreSQL itself loses nothing acknowledged.
+// PostgreSQL itself loses nothing acknowledged; one server fires schedules, and when it
+// dies another fires every fire time it left.
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -11,6 +12,8 @@
 #include "client/job_client.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
+#include "jobstream/v1/job_states.h"
+#include "jobstream/v1/schedules.grpc.pb.h"
 #include "jobstream/v1/workers.grpc.pb.h"
 #include "tests/support/job_helpers.h"
 #include "tests/support/pg_test.h"
@@ -247,6 +250,66 @@ TEST_F(ScaleOutTest, PostgresRestartedUnderLoadIsUnavailableMeanwhileAndLosesNot
   auto last = clients[0].Watch(acknowledged.back(), 0, [](const JobEvent&) {});
   ASSERT_TRUE(last.ok()) << last.status();
   EXPECT_EQ(last->state(), Job::SUCCEEDED);
+}
+
+TEST_F(ScaleOutTest, OneServerFiresSchedulesAndWhenKilledAnotherFiresEveryFireTimeOnce) {
+  std::unique_ptr<ServerProcess> a = Start("a");
+  auto schedules_a = v1::ScheduleService::NewStub(a->Channel());
+  {
+    v1::CreateScheduleRequest request;
+    v1::Schedule& s = *request.mutable_schedule();
+    s.set_id("tick");
+    s.mutable_interval()->set_seconds(1);
+    s.mutable_job()->set_type("demo.steps");
+    google::protobuf::util::JsonStringToMessage(R"({"steps": ["x"], "step_ms": 0, "ticks": 0})",
+                                                s.mutable_job()->mutable_params());
+    s.set_overlap(v1::Schedule::ALLOW);
+    s.set_catch_up(v1::Schedule::RUN_ALL);
+    grpc::ClientContext ctx;
+    v1::Schedule created;
+    grpc::Status st = schedules_a->CreateSchedule(&ctx, request, &created);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+  }
+  // a fires (the only server, so the leader); then b starts beside it.
+  absl::SleepFor(absl::Milliseconds(1500));
+  std::unique_ptr<ServerProcess> b = Start("b");
+  // Killed at some point of its tick: perhaps mid-fire, its job committed and its
+  // schedule not yet written.
+  absl::SleepFor(absl::Milliseconds(1500 + absl::ToUnixMillis(absl::Now()) % 100));
+  a->Kill();
+  const absl::Time killed = absl::Now();
+  absl::SleepFor(absl::Seconds(3));
+  auto schedules_b = v1::ScheduleService::NewStub(b->Channel());
+  {
+    grpc::ClientContext ctx;
+    v1::PauseScheduleRequest request;
+    request.set_id("tick");
+    v1::Schedule paused;
+    ASSERT_TRUE(schedules_b->PauseSchedule(&ctx, request, &paused).ok());
+  }
+  // Every fire time from the first to the last has exactly one job.
+  auto jobs = v1::JobService::NewStub(b->Channel());
+  grpc::ClientContext ctx;
+  v1::ListJobsRequest request;
+  (*request.mutable_labels())["jobstream/schedule"] = "tick";
+  request.set_page_size(1000);
+  v1::ListJobsResponse listed;
+  ASSERT_TRUE(jobs->ListJobs(&ctx, request, &listed).ok());
+  std::map<int64_t, int> per_time;
+  for (const Job& job : listed.jobs()) {
+    absl::Time t;
+    std::string err;
+    ASSERT_TRUE(absl::ParseTime(absl::RFC3339_full, job.labels().at("jobstream/fire-time"), &t,
+                                &err));
+    ++per_time[absl::ToUnixSeconds(t)];
+  }
+  ASSERT_GE(per_time.size(), 5u);
+  EXPECT_GE(per_time.rbegin()->first, absl::ToUnixSeconds(killed) + 1) << "b fired after a died";
+  int64_t expected = per_time.begin()->first;
+  for (const auto& [time, count] : per_time) {
+    EXPECT_EQ(time, expected++) << "a fire time without a job";
+    EXPECT_EQ(count, 1) << "fire time " << time << " has " << count << " jobs";
+  }
 }
 
 }  // namespace

@@ -99,7 +99,8 @@ test('server reflection lists the services and describes JobService', async () =
   const reflection = new GrpcReflection(server.address, grpc.credentials.createInsecure(),
     {}, 'v1alpha');
   const services = await reflection.listServices();
-  for (const name of ['jobstream.v1.JobService', 'grpc.health.v1.Health']) {
+  for (const name of ['jobstream.v1.JobService', 'jobstream.v1.ScheduleService',
+    'grpc.health.v1.Health']) {
     assert.ok(services.includes(name), `${name} in ${services}`);
   }
   // A client made from reflection alone, with no .proto file, can call the API.
@@ -118,6 +119,21 @@ test('server reflection lists the services and describes JobService', async () =
   assert.equal(listed.jobs.length, 1);
   assert.ok(listed.next_page_token.length > 0, 'more than one job: a next page');
   reflected.close();
+
+  // Schedules too (their file imports jobs.proto: reflection sends both).
+  const scheduleDescriptor = await reflection.getDescriptorBySymbol('jobstream.v1.ScheduleService');
+  const schedulePkg = scheduleDescriptor.getPackageObject({ keepCase: true, longs: String, enums: String });
+  const schedules = new schedulePkg.jobstream.v1.ScheduleService(server.address,
+    grpc.credentials.createInsecure());
+  const created = await new Promise((resolve, reject) => schedules.CreateSchedule(
+    { schedule: { id: 'reflected', cron: '0 9 * * MON-FRI', time_zone: 'Asia/Tokyo',
+      job: { type: 'demo.steps' } }, paused: true },
+    (err, reply) => (err ? reject(err) : resolve(reply))));
+  assert.equal(created.id, 'reflected');
+  assert.equal((created.next_fire_times ?? []).length, 0, 'paused: no fire times');
+  assert.equal(created.paused, true);
+  assert.equal(created.overlap, 'SKIP');
+  schedules.close();
 });
 
 test('grpcurl can call the health service: reflection describes it', async () => {

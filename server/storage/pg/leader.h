@@ -32,5 +32,7 @@ class PgLeader {
 
 // The lock key of the chores every server would otherwise repeat.
 inline constexpr int64_t kChoresLock = 0x6a6f6273636872;  // "jobschr"
+// The lock key of firing schedules (a lock of its own: firing must not wait on a sweep).
+inline constexpr int64_t kSchedulesLock = 0x6a6f6273736368;  // "jobssch"
 
 }  // namespace jobstream::storage::pg

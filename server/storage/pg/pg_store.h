@@ -62,6 +62,8 @@ class PgStore : public EventReader {
  public:
   // Connects (checking the URL first) and brings the schema up to date.
   static absl::StatusOr<std::unique_ptr<PgStore>> Open(const std::string& url, int pool_size);
+  // Its connections, for what keeps tables of its own beside the jobs (schedules).
+  PgPool* pool() const { return &pool_; }
 
   // A new job with its CREATED event (sequence 1; the store fills in sequence and
   // status). With a request_id, a twin — an earlier job of the same tenant and

@@ -105,6 +105,18 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (due_ms) WHERE due_ms IS NOT NULL;
 )sql",
+    // 2: schedules.
+    R"sql(
+CREATE TABLE schedules (
+  tenant  text NOT NULL,
+  id      text NOT NULL,
+  record  bytea NOT NULL,               -- ScheduleRecord
+  version bigint NOT NULL,              -- as in the record: what Update compares
+  wake_ms bigint NOT NULL,              -- 0: never
+  PRIMARY KEY (tenant, id)
+);
+CREATE INDEX schedules_wake ON schedules (wake_ms) WHERE wake_ms > 0;
+)sql",
 };
 
 // Any fixed number: every jobstream server takes the same lock to migrate.

@@ -1,0 +1,374 @@
+#include "server/schedules/schedule_manager.h"
+
+#include <algorithm>
+#include <iostream>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "jobstream/v1/job_states.h"
+#include "server/jobs/ids.h"
+
+namespace jobstream::schedules {
+namespace {
+
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+constexpr int kShownFireTimes = 5;
+constexpr int kDuePerTurn = 1000;
+// A fire that could not submit its job is tried again this much later.
+constexpr absl::Duration kRetryFire = absl::Seconds(5);
+constexpr char kLabelPrefix[] = "jobstream/";
+
+absl::Status ValidateId(const std::string& id) {
+  bool ok = !id.empty() && id.size() <= 63 && (absl::ascii_isdigit(id[0]) ||
+                                               (id[0] >= 'a' && id[0] <= 'z'));
+  for (char c : id) {
+    ok = ok && ((c >= 'a' && c <= 'z') || absl::ascii_isdigit(c) || c == '.' || c == '_' ||
+                c == '-');
+  }
+  if (ok) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "schedule.id \"", absl::CHexEscape(id.substr(0, 80)),
+      "\" must be 1 to 63 characters of a-z, 0-9, '.', '_' and '-', starting with a letter or "
+      "digit (or empty, for one the server chooses)"));
+}
+
+absl::Status RequireId(const std::string& id) {
+  if (id.empty()) return absl::InvalidArgumentError("id is required");
+  return absl::OkStatus();
+}
+
+std::string PageToken(const v1::Schedule& last) {
+  return absl::WebSafeBase64Escape(absl::StrCat(last.tenant(), absl::string_view("\0", 1),
+                                                last.id()));
+}
+
+}  // namespace
+
+std::optional<absl::Time> WakeOf(const v1::Schedule& schedule, const FireState& state,
+                                 absl::Time now) {
+  if (schedule.paused()) return std::nullopt;
+  absl::StatusOr<Timetable> table = Timetable::Of(schedule, v1::ToTime(schedule.create_time()));
+  if (!table.ok()) return std::nullopt;
+  std::optional<absl::Time> wake;
+  if (std::optional<absl::Time> next = table->Next(state.handled_until)) {
+    wake = *next + JitterOf(schedule.id(), *next, v1::ToDuration(schedule.jitter()));
+  }
+  if (state.pending) {
+    const absl::Time soon = now + kPendingPoll;
+    wake = wake ? std::min(*wake, soon) : soon;
+  }
+  return wake;
+}
+
+absl::Status ScheduleManager::SetFields(const v1::Schedule& in, absl::Time now,
+                                        v1::Schedule* out) const {
+  v1::Schedule timetable;
+  timetable.set_cron(in.cron());
+  timetable.set_time_zone(in.time_zone());
+  if (in.has_interval()) *timetable.mutable_interval() = in.interval();
+  if (in.has_start_time()) *timetable.mutable_start_time() = in.start_time();
+  absl::StatusOr<Timetable> table = Timetable::Of(timetable, now);
+  if (!table.ok()) return table.status();
+  // An interval's anchor is kept, so its fire times stay where they were set.
+  if (timetable.has_interval() && !timetable.has_start_time()) {
+    *timetable.mutable_start_time() = v1::ToProto(*table->Next(now - absl::Seconds(1)));
+  }
+
+  const v1::JobTemplate& job = in.job();
+  if (job.type().empty()) return absl::InvalidArgumentError("schedule.job.type is required");
+  for (const auto& [key, value] : job.labels()) {
+    if (absl::StartsWith(key, kLabelPrefix)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "schedule.job.labels: \"", key, "\": keys starting \"jobstream/\" are the server's own"));
+    }
+  }
+  v1::SubmitRequest submit;
+  submit.set_type(job.type());
+  *submit.mutable_params() = job.params();
+  *submit.mutable_labels() = job.labels();
+  submit.set_priority(job.priority());
+  submit.set_max_attempts(job.max_attempts());
+  if (absl::Status s = jobs::ValidateSubmit(submit, *types_, limits_, now); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("schedule.job: ", s.message()));
+  }
+  absl::StatusOr<absl::Duration> jitter =
+      jobs::DurationWithin(in.jitter(), "schedule.jitter", absl::ZeroDuration(), absl::Hours(1));
+  if (!jitter.ok()) return jitter.status();
+  if (!v1::Schedule::OverlapPolicy_IsValid(in.overlap())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("schedule.overlap ", in.overlap(), " is not SKIP, QUEUE_ONE or ALLOW"));
+  }
+  if (!v1::Schedule::CatchUpPolicy_IsValid(in.catch_up())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "schedule.catch_up ", in.catch_up(), " is not SKIP_MISSED, RUN_ONCE or RUN_ALL"));
+  }
+  if (in.catch_up_limit() < 0 || in.catch_up_limit() > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("schedule.catch_up_limit ", in.catch_up_limit(), " must be 0 to 1000"));
+  }
+
+  out->set_cron(timetable.cron());
+  out->set_time_zone(timetable.time_zone());
+  out->clear_interval();
+  out->clear_start_time();
+  if (timetable.has_interval()) {
+    *out->mutable_interval() = timetable.interval();
+    *out->mutable_start_time() = timetable.start_time();
+  }
+  *out->mutable_job() = job;
+  if (in.has_jitter()) {
+    *out->mutable_jitter() = in.jitter();
+  } else {
+    out->clear_jitter();
+  }
+  out->set_overlap(in.overlap() == v1::Schedule::OVERLAP_POLICY_UNSPECIFIED ? v1::Schedule::SKIP
+                                                                           : in.overlap());
+  out->set_catch_up(in.catch_up() == v1::Schedule::CATCH_UP_POLICY_UNSPECIFIED
+                        ? v1::Schedule::SKIP_MISSED
+                        : in.catch_up());
+  out->set_catch_up_limit(in.catch_up_limit() == 0 ? 100 : in.catch_up_limit());
+  *out->mutable_update_time() = v1::ToProto(now);
+  return absl::OkStatus();
+}
+
+v1::Schedule ScheduleManager::Show(const StoredSchedule& s, absl::Time now) const {
+  v1::Schedule out = s.schedule;
+  if (!out.paused()) {
+    absl::StatusOr<Timetable> table = Timetable::Of(out, v1::ToTime(out.create_time()));
+    absl::Time after = s.state.handled_until;
+    for (int i = 0; table.ok() && i < kShownFireTimes; ++i) {
+      std::optional<absl::Time> next = table->Next(after);
+      if (!next) break;
+      *out.add_next_fire_times() = v1::ToProto(*next);
+      after = *next;
+    }
+  }
+  if (!out.last_job_id().empty()) {
+    absl::StatusOr<v1::Job> job = jobs_->Get(out.last_job_id(), auth::Scope::Everything());
+    if (job.ok()) out.set_last_job_state(job->state());
+  }
+  return out;
+}
+
+absl::StatusOr<StoredSchedule> ScheduleManager::Find(const std::string& id,
+                                                     const auth::Scope& scope) const {
+  if (absl::Status s = RequireId(id); !s.ok()) return s;
+  return store_->Get(scope.tenant, id);
+}
+
+absl::StatusOr<v1::Schedule> ScheduleManager::Create(const v1::CreateScheduleRequest& request,
+                                                     const auth::Scope& scope) {
+  const absl::Time now = absl::Now();
+  StoredSchedule s;
+  v1::Schedule& schedule = s.schedule;
+  const std::string& id = request.schedule().id();
+  if (!id.empty()) {
+    if (absl::Status st = ValidateId(id); !st.ok()) return st;
+    schedule.set_id(id);
+  } else {
+    schedule.set_id(absl::AsciiStrToLower(jobs::NewJobId(now)));
+  }
+  schedule.set_tenant(scope.tenant);
+  *schedule.mutable_create_time() = v1::ToProto(now);
+  if (absl::Status st = SetFields(request.schedule(), now, &schedule); !st.ok()) return st;
+  schedule.set_paused(request.paused());
+  s.state.handled_until = now;
+  s.wake = WakeOf(schedule, s.state, now);
+  if (absl::Status st = store_->Create(s); !st.ok()) return st;
+  return Show(s, now);
+}
+
+absl::StatusOr<v1::Schedule> ScheduleManager::Get(const std::string& id,
+                                                  const auth::Scope& scope) const {
+  absl::StatusOr<StoredSchedule> s = Find(id, scope);
+  if (!s.ok()) return s.status();
+  return Show(*s, absl::Now());
+}
+
+absl::StatusOr<v1::ListSchedulesResponse> ScheduleManager::List(
+    const v1::ListSchedulesRequest& request, const auth::Scope& scope) const {
+  if (request.page_size() < 0 || request.page_size() > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size ", request.page_size(), " must be 0 to ", kMaxPageSize));
+  }
+  const int size = request.page_size() == 0 ? kDefaultPageSize : request.page_size();
+  std::string after_tenant, after_id;
+  if (!request.page_token().empty()) {
+    std::string raw;
+    const size_t zero = absl::WebSafeBase64Unescape(request.page_token(), &raw)
+                            ? raw.find('\0')
+                            : std::string::npos;
+    if (zero == std::string::npos) {
+      return absl::InvalidArgumentError("page_token is not one a ListSchedules response gave");
+    }
+    after_tenant = raw.substr(0, zero);
+    after_id = raw.substr(zero + 1);
+    if (!scope.Sees(after_tenant)) {
+      return absl::InvalidArgumentError("page_token is not one a ListSchedules response gave");
+    }
+  }
+  absl::StatusOr<std::vector<StoredSchedule>> page =
+      store_->List(scope, after_tenant, after_id, size + 1);
+  if (!page.ok()) return page.status();
+  v1::ListSchedulesResponse response;
+  const absl::Time now = absl::Now();
+  for (size_t i = 0; i < page->size() && static_cast<int>(i) < size; ++i) {
+    *response.add_schedules() = Show((*page)[i], now);
+  }
+  if (static_cast<int>(page->size()) > size) {
+    response.set_next_page_token(PageToken(response.schedules(size - 1)));
+  }
+  return response;
+}
+
+absl::StatusOr<StoredSchedule> ScheduleManager::Change(
+    const std::string& id, const auth::Scope& scope,
+    const std::function<absl::Status(StoredSchedule&)>& fn) {
+  for (;;) {
+    absl::StatusOr<StoredSchedule> s = Find(id, scope);
+    if (!s.ok()) return s.status();
+    if (absl::Status st = fn(*s); !st.ok()) return st;
+    absl::Status written = store_->Update(*s);
+    if (written.ok()) return s;
+    if (!absl::IsAborted(written)) return written;
+  }
+}
+
+absl::StatusOr<v1::Schedule> ScheduleManager::Update(const v1::UpdateScheduleRequest& request,
+                                                     const auth::Scope& scope) {
+  const absl::Time now = absl::Now();
+  absl::StatusOr<StoredSchedule> s =
+      Change(request.schedule().id(), scope, [&](StoredSchedule& s) {
+        if (absl::Status st = SetFields(request.schedule(), now, &s.schedule); !st.ok()) {
+          return st;
+        }
+        s.state.handled_until = std::max(s.state.handled_until, now);
+        s.wake = WakeOf(s.schedule, s.state, now);
+        return absl::OkStatus();
+      });
+  if (!s.ok()) return s.status();
+  return Show(*s, now);
+}
+
+absl::StatusOr<v1::Schedule> ScheduleManager::SetPaused(const std::string& id, bool paused,
+                                                        const auth::Scope& scope) {
+  const absl::Time now = absl::Now();
+  absl::StatusOr<StoredSchedule> s = Change(id, scope, [&](StoredSchedule& s) {
+    if (s.schedule.paused() != paused) {
+      s.schedule.set_paused(paused);
+      *s.schedule.mutable_update_time() = v1::ToProto(now);
+      // Fire times that passed while paused are not caught up.
+      if (!paused) s.state.handled_until = std::max(s.state.handled_until, now);
+    }
+    s.wake = WakeOf(s.schedule, s.state, now);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s.status();
+  return Show(*s, now);
+}
+
+absl::Status ScheduleManager::Delete(const std::string& id, const auth::Scope& scope) {
+  if (absl::Status s = RequireId(id); !s.ok()) return s;
+  return store_->Delete(scope.tenant, id);
+}
+
+absl::StatusOr<v1::Job> ScheduleManager::Submit(const v1::Schedule& s, absl::Time nominal,
+                                                bool manual) {
+  v1::SubmitRequest request;
+  request.set_type(s.job().type());
+  *request.mutable_params() = s.job().params();
+  *request.mutable_labels() = s.job().labels();
+  (*request.mutable_labels())["jobstream/schedule"] = s.id();
+  (*request.mutable_labels())["jobstream/fire-time"] =
+      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", nominal, absl::UTCTimeZone());
+  if (manual) {
+    (*request.mutable_labels())["jobstream/trigger"] = "manual";
+  } else {
+    // One job per schedule and fire time, whoever fires it and however often; the
+    // creation time tells a schedule from an earlier one of the same id.
+    request.set_request_id(absl::StrCat("schedule/", s.id(), "/",
+                                        absl::ToUnixMillis(v1::ToTime(s.create_time())), "/",
+                                        absl::ToUnixSeconds(nominal)));
+  }
+  request.set_priority(s.job().priority());
+  request.set_max_attempts(s.job().max_attempts());
+  absl::Notification done;
+  absl::StatusOr<v1::Job> result;
+  jobs_->Submit(request, auth::Scope::Tenant(s.tenant()), [&](absl::StatusOr<v1::Job> job) {
+    result = std::move(job);
+    done.Notify();
+  });
+  done.WaitForNotification();
+  return result;
+}
+
+absl::StatusOr<v1::Job> ScheduleManager::Trigger(const std::string& id,
+                                                 const auth::Scope& scope) {
+  absl::StatusOr<StoredSchedule> s = Find(id, scope);
+  if (!s.ok()) return s.status();
+  absl::StatusOr<v1::Job> job = Submit(s->schedule, absl::Now(), /*manual=*/true);
+  if (!job.ok()) return job.status();
+  // The overlap policy counts it as the previous job from now on.
+  absl::StatusOr<StoredSchedule> changed = Change(id, scope, [&](StoredSchedule& s) {
+    s.schedule.set_last_job_id(job->id());
+    return absl::OkStatus();
+  });
+  if (!changed.ok()) return changed.status();
+  return job;
+}
+
+bool ScheduleManager::PreviousLive(const v1::Schedule& s) const {
+  if (s.last_job_id().empty()) return false;
+  absl::StatusOr<v1::Job> job = jobs_->Get(s.last_job_id(), auth::Scope::Everything());
+  return job.ok() && !v1::IsFinished(job->state());
+}
+
+void ScheduleManager::Fire(StoredSchedule s, absl::Time now) {
+  v1::Schedule& schedule = s.schedule;
+  if (schedule.paused()) return;
+  absl::StatusOr<Timetable> table = Timetable::Of(schedule, v1::ToTime(schedule.create_time()));
+  if (!table.ok()) return;  // checked when it was set
+  const FirePlan plan = PlanFires(schedule, *table, s.state, now, PreviousLive(schedule));
+  s.state = plan.state;
+  s.wake = plan.wake;
+  schedule.set_skipped_count(schedule.skipped_count() + plan.skipped);
+  for (absl::Time nominal : plan.submit) {
+    absl::StatusOr<v1::Job> job = Submit(schedule, nominal, /*manual=*/false);
+    if (!job.ok()) {
+      // Tried again soon, from this fire on; what came before it stands.
+      schedule.set_last_error(absl::StrCat("the fire at ",
+                                           absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", nominal,
+                                                            absl::UTCTimeZone()),
+                                           " could not submit its job: ", job.status().ToString()));
+      s.state.handled_until = nominal - absl::Seconds(1);
+      s.state.pending.reset();
+      s.wake = now + kRetryFire;
+      break;
+    }
+    schedule.clear_last_error();
+    schedule.set_last_job_id(job->id());
+    *schedule.mutable_last_fire_time() = v1::ToProto(nominal);
+    schedule.set_fired_count(schedule.fired_count() + 1);
+  }
+  // ABORTED: changed meanwhile (updated, paused); the next turn plans again, and the
+  // jobs submitted here are found again by their request ids.
+  absl::Status written = store_->Update(s);
+  if (!written.ok() && !absl::IsAborted(written) && !absl::IsNotFound(written)) {
+    std::cerr << "jobstream-server: schedule " << schedule.id() << ": " << written << "\n";
+  }
+}
+
+int ScheduleManager::FireDue(absl::Time now) {
+  absl::StatusOr<std::vector<StoredSchedule>> due = store_->Due(now, kDuePerTurn);
+  if (!due.ok()) {
+    std::cerr << "jobstream-server: reading due schedules: " << due.status() << "\n";
+    return 0;
+  }
+  for (StoredSchedule& s : *due) Fire(std::move(s), now);
+  return static_cast<int>(due->size());
+}
+
+}  // namespace jobstream::schedules

@@ -1,0 +1,68 @@
+// ScheduleManager: the ScheduleService's calls and the scheduler's fires, over either
+// store. Checks every request (INVALID_ARGUMENT naming the field, nothing written), keeps
+// a schedule's state in the store, and submits its jobs through the JobBackend, each fire
+// with a request id of its own so a fire retried after a crash finds its job.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "jobstream/v1/schedules.pb.h"
+#include "server/auth/scope.h"
+#include "server/jobs/job_backend.h"
+#include "server/jobs/job_types.h"
+#include "server/jobs/validation.h"
+#include "server/schedules/schedule_store.h"
+
+namespace jobstream::schedules {
+
+class ScheduleManager {
+ public:
+  ScheduleManager(ScheduleStore* store, jobs::JobBackend* jobs, const jobs::JobTypes* types,
+                  jobs::Limits limits)
+      : store_(store), jobs_(jobs), types_(types), limits_(limits) {}
+
+  // A scoped caller's schedules are its tenant's; ids are per tenant.
+  absl::StatusOr<v1::Schedule> Create(const v1::CreateScheduleRequest& request,
+                                      const auth::Scope& scope);
+  absl::StatusOr<v1::Schedule> Get(const std::string& id, const auth::Scope& scope) const;
+  absl::StatusOr<v1::ListSchedulesResponse> List(const v1::ListSchedulesRequest& request,
+                                                 const auth::Scope& scope) const;
+  absl::StatusOr<v1::Schedule> Update(const v1::UpdateScheduleRequest& request,
+                                      const auth::Scope& scope);
+  absl::StatusOr<v1::Schedule> SetPaused(const std::string& id, bool paused,
+                                         const auth::Scope& scope);
+  absl::Status Delete(const std::string& id, const auth::Scope& scope);
+  absl::StatusOr<v1::Job> Trigger(const std::string& id, const auth::Scope& scope);
+
+  // The scheduler's turn: fires every schedule due at `now`. Returns how many schedules
+  // it looked at.
+  int FireDue(absl::Time now);
+
+ private:
+  // The stored schedule a request names, checked against the caller's scope.
+  absl::StatusOr<StoredSchedule> Find(const std::string& id, const auth::Scope& scope) const;
+  // The settable fields of `in`, checked, onto `out` (id, tenant and counters untouched).
+  absl::Status SetFields(const v1::Schedule& in, absl::Time now, v1::Schedule* out) const;
+  // The schedule as the API shows it, with what is computed on read.
+  v1::Schedule Show(const StoredSchedule& s, absl::Time now) const;
+  // Reads, changes and writes again until no other write came between.
+  absl::StatusOr<StoredSchedule> Change(const std::string& id, const auth::Scope& scope,
+                                        const std::function<absl::Status(StoredSchedule&)>& fn);
+  absl::StatusOr<v1::Job> Submit(const v1::Schedule& s, absl::Time nominal, bool manual);
+  bool PreviousLive(const v1::Schedule& s) const;
+  void Fire(StoredSchedule s, absl::Time now);
+
+  ScheduleStore* const store_;
+  jobs::JobBackend* const jobs_;
+  const jobs::JobTypes* const types_;
+  const jobs::Limits limits_;
+};
+
+// Where a schedule is to be looked at next: its next fire's due time (nominal + jitter),
+// or soon while a fire waits; nullopt when paused or when no fire will come.
+std::optional<absl::Time> WakeOf(const v1::Schedule& schedule, const FireState& state,
+                                 absl::Time now);
+
+}  // namespace jobstream::schedules
