@@ -27,6 +27,8 @@
 #include "absl/time/clock.h"
 #include "client/job_client.h"
 #include "client/worker.h"
+#include "jobstream/v1/job_states.h"
+#include "jobstream/v1/schedules.grpc.pb.h"
 #include "jobstream/v1/artifacts.h"
 #include "jobstream/v1/auth_config.h"
 #include "openssl/rand.h"
@@ -41,7 +43,7 @@ ABSL_FLAG(std::string, client_cert, "", "PEM client certificate, for a server th
 ABSL_FLAG(std::string, client_key, "", "PEM private key of --client_cert");
 ABSL_FLAG(std::string, token_file, "",
           "file whose first line is the bearer token (default: $JOBSTREAM_TOKEN, if set)");
-ABSL_FLAG(std::string, params, "", "submit: job params as a JSON object");
+ABSL_FLAG(std::string, params, "", "submit, schedule: job params as a JSON object");
 ABSL_FLAG(std::string, request_id, "", "submit: idempotency key");
 ABSL_FLAG(std::vector<std::string>, labels, {}, "submit/list: labels as key=value,key=value");
 ABSL_FLAG(int, priority, 0, "submit: -1000..1000, higher runs first");
@@ -49,7 +51,8 @@ ABSL_FLAG(int, max_attempts, 0, "submit: attempts allowed (0: the type's default
 ABSL_FLAG(bool, watch, false, "submit: then watch the job to its end");
 ABSL_FLAG(int64_t, after, 0, "watch: start after this sequence");
 ABSL_FLAG(bool, json, false, "print one JSON object per line instead of text");
-ABSL_FLAG(std::string, type, "", "list: only jobs of this type; work: the types to take (a,b)");
+ABSL_FLAG(std::string, type, "",
+          "list: only jobs of this type; work: the types to take (a,b); schedule: the job type");
 ABSL_FLAG(std::vector<std::string>, state, {}, "list: only jobs in these states");
 ABSL_FLAG(int, page_size, 20, "list: jobs per page (1..1000)");
 ABSL_FLAG(std::string, page_token, "", "list: continue from a previous page");
@@ -67,6 +70,16 @@ ABSL_FLAG(std::vector<std::string>, roles, {},
           "token: the new token's roles, among submit, read, work, admin");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(10),
           "work: after SIGTERM to a program, SIGKILL follows this long after");
+ABSL_FLAG(std::string, cron, "",
+          "schedule: a five-field cron expression (or @daily, @hourly, ...)");
+ABSL_FLAG(std::string, time_zone, "", "schedule: the cron expression's IANA time zone (default UTC)");
+ABSL_FLAG(std::string, every, "", "schedule: an interval in whole seconds instead, e.g. 90s, 15m, 1h");
+ABSL_FLAG(std::string, jitter, "", "schedule: delay each fire by up to this (at most 1h)");
+ABSL_FLAG(std::string, overlap, "", "schedule: skip, queue_one or allow (default skip)");
+ABSL_FLAG(std::string, catch_up, "",
+          "schedule: skip_missed, run_once or run_all (default skip_missed)");
+ABSL_FLAG(int, catch_up_limit, 0, "schedule: run_all runs at most this many missed fires (1..1000)");
+ABSL_FLAG(bool, paused, false, "schedule create: made paused");
 
 namespace {
 
@@ -107,6 +120,17 @@ const std::map<std::string, std::string>& CommandHelp() {
        "jobstream token NAME --tenant=T --roles=submit,read[,work,admin]\n"
        "  Makes a new random token (offline): prints it once, and the entry for the\n"
        "  server's --auth_tokens file, which holds only its sha256."},
+      {"schedule",
+       "jobstream schedule create|update ID (--cron=EXPR [--time_zone=ZONE] | --every=DUR)\n"
+       "                   --type=T [--params=JSON] [--labels=k=v,...] [--priority=N]\n"
+       "                   [--max_attempts=N] [--jitter=DUR] [--overlap=skip|queue_one|allow]\n"
+       "                   [--catch_up=skip_missed|run_once|run_all] [--catch_up_limit=N]\n"
+       "                   [--paused] [--json]\n"
+       "jobstream schedule get|pause|resume|trigger|delete ID\n"
+       "jobstream schedule list [--page_size=N] [--page_token=TOKEN] [--json]\n"
+       "  Jobs submitted on a timetable. Each fire is a job labelled jobstream/schedule=ID\n"
+       "  (list them: jobstream list --labels=jobstream/schedule=ID). trigger submits one\n"
+       "  now and prints its id."},
       {"types",
        "jobstream types [--json]\n"
        "  Lists the declared job types: how each runs, queued and running jobs, workers."},
@@ -507,6 +531,167 @@ int Work(const std::string& server, const std::vector<std::string>& command) {
   return refused.ok() ? kExitOk : kExitFailed;
 }
 
+// The Schedule the create/update flags describe, or a usage error.
+absl::StatusOr<jobstream::v1::Schedule> ScheduleFromFlags(const std::string& id) {
+  using jobstream::v1::Schedule;
+  Schedule s;
+  s.set_id(id);
+  s.set_cron(absl::GetFlag(FLAGS_cron));
+  s.set_time_zone(absl::GetFlag(FLAGS_time_zone));
+  auto duration = [](const std::string& flag, const std::string& text,
+                     google::protobuf::Duration* out) -> absl::Status {
+    absl::Duration d;
+    if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", flag, " takes a duration such as 90s, 15m or 1h, not \"", text, "\""));
+    }
+    *out = jobstream::v1::ToProto(d);
+    return absl::OkStatus();
+  };
+  if (!absl::GetFlag(FLAGS_every).empty()) {
+    if (auto st = duration("every", absl::GetFlag(FLAGS_every), s.mutable_interval()); !st.ok()) {
+      return st;
+    }
+  }
+  if (s.cron().empty() == !s.has_interval()) {
+    return absl::InvalidArgumentError("a schedule needs one of --cron and --every");
+  }
+  if (!absl::GetFlag(FLAGS_jitter).empty()) {
+    if (auto st = duration("jitter", absl::GetFlag(FLAGS_jitter), s.mutable_jitter()); !st.ok()) {
+      return st;
+    }
+  }
+  const std::string overlap = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_overlap));
+  Schedule::OverlapPolicy overlap_policy = Schedule::OVERLAP_POLICY_UNSPECIFIED;
+  if (!overlap.empty() && (!Schedule::OverlapPolicy_Parse(overlap, &overlap_policy) ||
+                           overlap_policy == Schedule::OVERLAP_POLICY_UNSPECIFIED)) {
+    return absl::InvalidArgumentError("--overlap takes skip, queue_one or allow");
+  }
+  s.set_overlap(overlap_policy);
+  const std::string catch_up = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_catch_up));
+  Schedule::CatchUpPolicy catch_up_policy = Schedule::CATCH_UP_POLICY_UNSPECIFIED;
+  if (!catch_up.empty() && (!Schedule::CatchUpPolicy_Parse(catch_up, &catch_up_policy) ||
+                            catch_up_policy == Schedule::CATCH_UP_POLICY_UNSPECIFIED)) {
+    return absl::InvalidArgumentError("--catch_up takes skip_missed, run_once or run_all");
+  }
+  s.set_catch_up(catch_up_policy);
+  s.set_catch_up_limit(absl::GetFlag(FLAGS_catch_up_limit));
+  jobstream::v1::JobTemplate& job = *s.mutable_job();
+  job.set_type(absl::GetFlag(FLAGS_type));
+  if (job.type().empty()) return absl::InvalidArgumentError("a schedule needs --type=T");
+  const std::string params = absl::GetFlag(FLAGS_params);
+  if (!params.empty()) {
+    auto st = google::protobuf::util::JsonStringToMessage(params, job.mutable_params());
+    if (!st.ok()) {
+      return absl::InvalidArgumentError("--params must be a JSON object: " +
+                                        st.message().as_string());
+    }
+  }
+  job.set_priority(absl::GetFlag(FLAGS_priority));
+  job.set_max_attempts(absl::GetFlag(FLAGS_max_attempts));
+  if (auto st = ParseLabels(job.mutable_labels()); !st.ok()) return st;
+  return s;
+}
+
+void PrintSchedule(const jobstream::v1::Schedule& s) { std::cout << ToJson(s, Interactive()) << std::endl; }
+
+int ScheduleCommand(const std::string& server, const std::vector<std::string>& args) {
+  using namespace jobstream::v1;
+  if (args.empty()) return UsageError("schedule needs a subcommand: create, list, get, ...");
+  const std::string& sub = args[0];
+  auto stub = ScheduleService::NewStub(ServerChannel(server));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto fail = [](const grpc::Status& status) {
+    return CallError(jobstream::client::FromGrpc(status));
+  };
+  if (sub == "list") {
+    if (args.size() != 1) return UsageError("schedule list takes no arguments");
+    ListSchedulesRequest request;
+    request.set_page_size(absl::GetFlag(FLAGS_page_size));
+    request.set_page_token(absl::GetFlag(FLAGS_page_token));
+    ListSchedulesResponse response;
+    if (auto st = stub->ListSchedules(&ctx, request, &response); !st.ok()) return fail(st);
+    if (Interactive()) {
+      std::cout << absl::StrFormat("%-24s  %-22s  %-20s  %-9s  %s\n", "ID", "TIMETABLE",
+                                   "NEXT FIRE (UTC)", "LAST JOB", "FIRED/SKIPPED");
+    }
+    for (const Schedule& s : response.schedules()) {
+      if (!Interactive()) {
+        std::cout << ToJson(s) << "\n";
+        continue;
+      }
+      const std::string timetable =
+          s.has_interval() ? absl::StrCat("every ", absl::FormatDuration(ToDuration(s.interval())))
+                           : s.cron() + (s.time_zone().empty() ? "" : " " + s.time_zone());
+      const std::string next =
+          s.paused() ? "paused"
+          : s.next_fire_times_size() > 0
+              ? absl::FormatTime("%Y-%m-%d %H:%M:%S", ToTime(s.next_fire_times(0)),
+                                 absl::UTCTimeZone())
+              : "-";
+      std::cout << absl::StrFormat(
+          "%-24s  %-22s  %-20s  %-9s  %d/%d\n", s.id(), timetable, next,
+          s.last_job_id().empty() ? "-" : Job::State_Name(s.last_job_state()), s.fired_count(),
+          s.skipped_count());
+    }
+    if (!response.next_page_token().empty()) {
+      std::cerr << "more: --page_token=" << response.next_page_token() << "\n";
+    }
+    return kExitOk;
+  }
+  if (args.size() != 2) return UsageError("schedule " + sub + " takes one schedule ID");
+  const std::string& id = args[1];
+  Schedule schedule;
+  grpc::Status status;
+  if (sub == "create" || sub == "update") {
+    auto s = ScheduleFromFlags(id);
+    if (!s.ok()) return UsageError(std::string(s.status().message()));
+    if (sub == "create") {
+      CreateScheduleRequest request;
+      *request.mutable_schedule() = *s;
+      request.set_paused(absl::GetFlag(FLAGS_paused));
+      status = stub->CreateSchedule(&ctx, request, &schedule);
+    } else {
+      UpdateScheduleRequest request;
+      *request.mutable_schedule() = *s;
+      status = stub->UpdateSchedule(&ctx, request, &schedule);
+    }
+  } else if (sub == "get") {
+    GetScheduleRequest request;
+    request.set_id(id);
+    status = stub->GetSchedule(&ctx, request, &schedule);
+  } else if (sub == "pause") {
+    PauseScheduleRequest request;
+    request.set_id(id);
+    status = stub->PauseSchedule(&ctx, request, &schedule);
+  } else if (sub == "resume") {
+    ResumeScheduleRequest request;
+    request.set_id(id);
+    status = stub->ResumeSchedule(&ctx, request, &schedule);
+  } else if (sub == "trigger") {
+    TriggerScheduleRequest request;
+    request.set_id(id);
+    Job job;
+    if (auto st = stub->TriggerSchedule(&ctx, request, &job); !st.ok()) return fail(st);
+    if (Interactive()) std::cout << job.id() << std::endl;
+    else std::cout << ToJson(job) << std::endl;
+    return kExitOk;
+  } else if (sub == "delete") {
+    DeleteScheduleRequest request;
+    request.set_id(id);
+    DeleteScheduleResponse response;
+    if (auto st = stub->DeleteSchedule(&ctx, request, &response); !st.ok()) return fail(st);
+    std::cout << "deleted schedule " << id << std::endl;
+    return kExitOk;
+  } else {
+    return UsageError("unknown schedule subcommand \"" + sub + "\"");
+  }
+  if (!status.ok()) return fail(status);
+  PrintSchedule(schedule);
+  return kExitOk;
+}
+
 std::shared_ptr<grpc::Channel> ServerChannel(const std::string& server) {
   jobstream::client::ChannelOptions options;
   options.ca_file = absl::GetFlag(FLAGS_server_ca);
@@ -545,6 +730,7 @@ int main(int argc, char** argv) {
 
   if (command == "work") return Work(absl::GetFlag(FLAGS_server), args);
   if (command == "token") return NewToken(args);
+  if (command == "schedule") return ScheduleCommand(absl::GetFlag(FLAGS_server), args);
   if (command == "types") {
     if (!args.empty()) return UsageError("types takes no arguments");
     return Types(absl::GetFlag(FLAGS_server));

@@ -79,6 +79,7 @@ Gateway::Gateway(net::io_context& ioc, const net::ip::tcp::endpoint& endpoint,
       acceptor_(ioc),
       options_(std::move(options)),
       stub_(v1::JobService::NewStub(upstream)),
+      schedule_stub_(v1::ScheduleService::NewStub(upstream)),
       health_stub_(grpc::health::v1::Health::NewStub(upstream)) {
   acceptor_.open(endpoint.protocol());
   acceptor_.set_option(net::socket_base::reuse_address(true));

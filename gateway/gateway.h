@@ -19,6 +19,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
+#include "jobstream/v1/schedules.grpc.pb.h"
 
 namespace jobstream::gateway {
 
@@ -99,6 +100,7 @@ class Gateway {
   void JoinEventsFeed(const std::string& authorization, const v1::WatchJobsRequest& request,
                       const std::shared_ptr<StreamSink>& sink) ABSL_LOCKS_EXCLUDED(feeds_mu_);
   v1::JobService::Stub* stub() { return stub_.get(); }
+  v1::ScheduleService::Stub* schedule_stub() { return schedule_stub_.get(); }
   boost::asio::ssl::context* tls_context() const { return options_.tls.get(); }
   grpc::health::v1::Health::Stub* health_stub() { return health_stub_.get(); }
   Metrics& metrics() { return metrics_; }
@@ -113,6 +115,7 @@ class Gateway {
   unsigned short port_ = 0;
   const GatewayOptions options_;
   std::unique_ptr<v1::JobService::Stub> stub_;
+  std::unique_ptr<v1::ScheduleService::Stub> schedule_stub_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_stub_;
   Metrics metrics_;
   absl::Mutex mu_;

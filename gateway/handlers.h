@@ -6,6 +6,7 @@
 //   stream_handlers.cc  SSE: one job's events, many jobs' events, submit-and-stream
 //   artifact_handler.cc artifact downloads: Range, ETag, HEAD
 //   session_handler.cc  /v1/session: the cookie that carries a browser's token
+//   schedule_handlers.cc /v1/schedules: ScheduleService's calls
 #pragma once
 
 #include <optional>
@@ -35,6 +36,9 @@ void AllEvents(const SessionPtr& session, const Route& route);
 void SubmitAndStream(const SessionPtr& session);
 
 void GetArtifact(const SessionPtr& session, const Route& route);
+
+// Any of the /v1/schedules routes.
+void ScheduleRoute(const SessionPtr& session, const Route& route);
 
 // The SubmitRequest of a POST /v1/jobs (its JSON body and Idempotency-Key header), or
 // nullopt after replying 400.

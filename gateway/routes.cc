@@ -91,6 +91,30 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
     if (method == "GET" || method == "HEAD") return route.kind = RouteKind::kArtifact, route;
     return allow("GET, HEAD");
   }
+  if (is({"v1", "schedules"})) {
+    if (method == "GET") return route.kind = RouteKind::kListSchedules, route;
+    if (method == "POST") return route.kind = RouteKind::kCreateSchedule, route;
+    return allow("GET, POST");
+  }
+  if (is({"v1", "schedules", ""})) {
+    const std::string& last = segments[2];
+    for (auto [suffix, kind] : {std::pair{absl::string_view(":pause"), RouteKind::kPauseSchedule},
+                                {":resume", RouteKind::kResumeSchedule},
+                                {":trigger", RouteKind::kTriggerSchedule}}) {
+      if (!absl::EndsWith(last, suffix)) continue;
+      route.schedule_id = last.substr(0, last.size() - suffix.size());
+      if (route.schedule_id.empty()) {
+        return RouteError{404, absl::StrCat("no schedule id before ", suffix), ""};
+      }
+      if (method == "POST") return route.kind = kind, route;
+      return allow("POST");
+    }
+    route.schedule_id = last;
+    if (method == "GET") return route.kind = RouteKind::kGetSchedule, route;
+    if (method == "PUT") return route.kind = RouteKind::kUpdateSchedule, route;
+    if (method == "DELETE") return route.kind = RouteKind::kDeleteSchedule, route;
+    return allow("GET, PUT, DELETE");
+  }
   auto get_only = [&](RouteKind kind) -> std::variant<Route, RouteError> {
     if (method == "GET") return route.kind = kind, route;
     return allow("GET");

@@ -28,6 +28,14 @@ enum class RouteKind {
   kJobWs,      // GET    /v1/jobs/{id}/ws       (WebSocket)
   kAllWs,      // GET    /v1/ws                 (WebSocket)
   kListTypes,  // GET    /v1/types
+  kListSchedules,    // GET    /v1/schedules
+  kCreateSchedule,   // POST   /v1/schedules
+  kGetSchedule,      // GET    /v1/schedules/{id}
+  kUpdateSchedule,   // PUT    /v1/schedules/{id}
+  kDeleteSchedule,   // DELETE /v1/schedules/{id}
+  kPauseSchedule,    // POST   /v1/schedules/{id}:pause
+  kResumeSchedule,   // POST   /v1/schedules/{id}:resume
+  kTriggerSchedule,  // POST   /v1/schedules/{id}:trigger
   kHealth,     // GET    /healthz
   kMetrics,    // GET    /metrics
   kAsset,      // GET    / and /static/NAME  (the web page)
@@ -36,6 +44,7 @@ enum class RouteKind {
 struct Route {
   RouteKind kind;
   std::string job_id;  // percent-decoded; checked by the server
+  std::string schedule_id;  // the same
   std::string asset;   // kAsset: "/" or "/static/NAME"
   std::string artifact;  // kArtifact: the name, percent-decoded; checked by the server
   bool head = false;     // a HEAD request (kArtifact): headers only

@@ -183,6 +183,14 @@ void Session::Dispatch() {
     case RouteKind::kSubmit: return submit_and_stream ? SubmitAndStream(self) : Submit(self);
     case RouteKind::kListJobs: return ListJobs(self, route);
     case RouteKind::kListTypes: return ListTypes(self);
+    case RouteKind::kListSchedules:
+    case RouteKind::kCreateSchedule:
+    case RouteKind::kGetSchedule:
+    case RouteKind::kUpdateSchedule:
+    case RouteKind::kDeleteSchedule:
+    case RouteKind::kPauseSchedule:
+    case RouteKind::kResumeSchedule:
+    case RouteKind::kTriggerSchedule: return ScheduleRoute(self, route);
     case RouteKind::kGetJob: return GetJob(self, route.job_id);
     case RouteKind::kDeleteJob: return DeleteJob(self, route.job_id);
     case RouteKind::kCancelJob: return CancelJob(self, route.job_id);

@@ -57,6 +57,18 @@ export const cancel = (id) => call('POST', `/v1/jobs/${encodeURIComponent(id)}:c
 export const remove = (id) => call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
 export const list = (query = '') => call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
 export const types = () => call('GET', '/v1/types');
+
+// Schedules (a Schedule as proto3 JSON: {id, cron, timeZone} or {id, interval: '60s'},
+// job: {type, params, labels}, overlap, catchUp, jitter).
+const schedulePath = (id) => `/v1/schedules/${encodeURIComponent(id)}`;
+export const createSchedule = (schedule) => call('POST', '/v1/schedules', schedule);
+export const getSchedule = (id) => call('GET', schedulePath(id));
+export const listSchedules = (query = '') => call('GET', `/v1/schedules${query ? `?${query}` : ''}`);
+export const updateSchedule = (id, schedule) => call('PUT', schedulePath(id), schedule);
+export const pauseSchedule = (id) => call('POST', `${schedulePath(id)}:pause`);
+export const resumeSchedule = (id) => call('POST', `${schedulePath(id)}:resume`);
+export const triggerSchedule = (id) => call('POST', `${schedulePath(id)}:trigger`);
+export const deleteSchedule = (id) => call('DELETE', schedulePath(id));
 // The session: on a server with tokens, signIn(token) has the gateway check the token and
 // keep it in an HttpOnly cookie, which every later call and stream presents (EventSource
 // cannot send headers). whoami() resolves to { name, tenant, roles, authRequired } and

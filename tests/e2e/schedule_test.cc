@@ -13,6 +13,7 @@
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "jobstream/v1/schedules.grpc.pb.h"
+#include "tests/support/process.h"
 #include "tests/support/server_process.h"
 #include "tests/support/store_test.h"
 #include "tests/support/temp_dir.h"
@@ -340,6 +341,62 @@ TEST_P(ScheduleTest, BadInputIsRefusedNamingTheFieldAndNothingIsWritten) {
   grpc::Status missing = schedules_->GetSchedule(&get_ctx, get, &none);
   EXPECT_EQ(missing.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_EQ(missing.error_message(), "no schedule \"nothing\"");
+}
+
+// The CLI's schedule commands: what they print and their exit codes (0, 1 refused by the
+// server, 3 usage).
+TEST_P(ScheduleTest, TheCliMakesListsTriggersAndRemovesSchedules) {
+  Start();
+  auto cli = [&](const std::string& args, std::string* out = nullptr) {
+    auto [code, text] = testing::RunCommand(testing::BinaryPath("client/jobstream") +
+                                            " --server=" + server_->address() + " " + args +
+                                            " 2>&1");
+    if (out) *out = text;
+    return code;
+  };
+  std::string out;
+  ASSERT_EQ(cli("schedule create nightly --cron='30 2 * * *' --time_zone=Asia/Tokyo "
+                "--type=demo.steps --params='{\"steps\":[\"a\"]}' --labels=team=data "
+                "--overlap=queue_one --catch_up=run_once --jitter=30s --json",
+                &out),
+            0)
+      << out;
+  Schedule made;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out, &made).ok()) << out;
+  EXPECT_EQ(made.overlap(), Schedule::QUEUE_ONE);
+  EXPECT_EQ(made.catch_up(), Schedule::RUN_ONCE);
+  EXPECT_EQ(made.jitter().seconds(), 30);
+  EXPECT_EQ(made.job().labels().at("team"), "data");
+  ASSERT_GT(made.next_fire_times_size(), 0);
+  EXPECT_EQ(absl::ToCivilHour(v1::ToTime(made.next_fire_times(0)), absl::UTCTimeZone()).hour(),
+            17);  // 02:30 in Tokyo
+
+  ASSERT_EQ(cli("schedule create tick --every=1s --type=demo.steps --paused --json", &out), 0)
+      << out;
+  ASSERT_EQ(cli("schedule list --json", &out), 0) << out;
+  EXPECT_NE(out.find("\"id\":\"nightly\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"id\":\"tick\""), std::string::npos) << out;
+  ASSERT_EQ(cli("schedule trigger tick --json", &out), 0) << out;
+  EXPECT_NE(out.find("\"jobstream/trigger\":\"manual\""), std::string::npos) << out;
+  ASSERT_EQ(cli("schedule resume tick --json", &out), 0) << out;
+  ASSERT_EQ(cli("schedule pause tick --json", &out), 0) << out;
+  EXPECT_NE(out.find("\"paused\":true"), std::string::npos) << out;
+  ASSERT_EQ(cli("schedule update tick --every=1h --type=demo.steps --json", &out), 0) << out;
+  EXPECT_NE(out.find("\"interval\":\"3600s\""), std::string::npos) << out;
+  ASSERT_EQ(cli("schedule delete tick", &out), 0) << out;
+  EXPECT_EQ(cli("schedule get tick", &out), 1) << out;
+  EXPECT_NE(out.find("NOT_FOUND: no schedule \"tick\""), std::string::npos) << out;
+
+  // Refused by the server (1), or before it is asked (3), each saying why.
+  EXPECT_EQ(cli("schedule create bad --cron='* * *' --type=demo.steps", &out), 1);
+  EXPECT_NE(out.find("needs 5 fields"), std::string::npos) << out;
+  EXPECT_EQ(cli("schedule create bad --type=demo.steps", &out), 3);
+  EXPECT_NE(out.find("one of --cron and --every"), std::string::npos) << out;
+  EXPECT_EQ(cli("schedule create bad --every=soon --type=demo.steps", &out), 3);
+  EXPECT_NE(out.find("--every takes a duration"), std::string::npos) << out;
+  EXPECT_EQ(cli("schedule create bad --every=1m --type=demo.steps --overlap=sometimes", &out), 3);
+  EXPECT_EQ(cli("schedule frobnicate x", &out), 3);
+  EXPECT_EQ(cli("schedule get", &out), 3);
 }
 
 }  // namespace

@@ -87,3 +87,29 @@ TEST(RoutesTest, HostileTargetsAreRefusedOrHarmless) {
 
 }  // namespace
 }  // namespace jobstream::gateway
+
+namespace jobstream::gateway {
+namespace {
+
+TEST(RoutesTest, ScheduleRoutes) {
+  EXPECT_EQ(Ok("GET", "/v1/schedules?pageSize=5").kind, RouteKind::kListSchedules);
+  EXPECT_EQ(Ok("POST", "/v1/schedules").kind, RouteKind::kCreateSchedule);
+  Route get = Ok("GET", "/v1/schedules/nightly-report");
+  EXPECT_EQ(get.kind, RouteKind::kGetSchedule);
+  EXPECT_EQ(get.schedule_id, "nightly-report");
+  EXPECT_EQ(Ok("PUT", "/v1/schedules/a").kind, RouteKind::kUpdateSchedule);
+  EXPECT_EQ(Ok("DELETE", "/v1/schedules/a").kind, RouteKind::kDeleteSchedule);
+  Route pause = Ok("POST", "/v1/schedules/a.b:pause");
+  EXPECT_EQ(pause.kind, RouteKind::kPauseSchedule);
+  EXPECT_EQ(pause.schedule_id, "a.b");
+  EXPECT_EQ(Ok("POST", "/v1/schedules/a:resume").kind, RouteKind::kResumeSchedule);
+  EXPECT_EQ(Ok("POST", "/v1/schedules/a:trigger").kind, RouteKind::kTriggerSchedule);
+  EXPECT_EQ(Err("PATCH", "/v1/schedules").allow, "GET, POST");
+  EXPECT_EQ(Err("POST", "/v1/schedules/a").allow, "GET, PUT, DELETE");
+  EXPECT_EQ(Err("GET", "/v1/schedules/a:pause").allow, "POST");
+  EXPECT_EQ(Err("POST", "/v1/schedules/:trigger").http_status, 404);
+  EXPECT_EQ(Err("GET", "/v1/schedules/a/b").http_status, 404);
+}
+
+}  // namespace
+}  // namespace jobstream::gateway
