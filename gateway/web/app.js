@@ -273,6 +273,10 @@ async function loadTypes() {
     return option;
   }));
   if (types.some((t) => t.name === chosen)) select.value = chosen;
+  const scheduleType = $('#schedule-type');
+  const scheduleChosen = scheduleType.value;
+  scheduleType.replaceChildren(...types.map((t) => new Option(t.name, t.name)));
+  if (types.some((t) => t.name === scheduleChosen)) scheduleType.value = scheduleChosen;
   renderTypes();
   chooseType();
 }
@@ -306,6 +310,92 @@ setInterval(() => {
   }
 }, 500);
 
+// Schedules: a table of every schedule (read again every 2 s: there is no stream of
+// schedules), with pause/resume, trigger and delete, and a form to make one.
+function when(schedule) {
+  if (schedule.cron) return `${schedule.cron}${schedule.timeZone ? ` (${schedule.timeZone})` : ''}`;
+  return `every ${schedule.interval}`;
+}
+
+function renderSchedules(schedules) {
+  $('#schedules-empty').hidden = schedules.length > 0;
+  $('#schedules tbody').replaceChildren(...schedules.map((s) => {
+    const row = document.createElement('tr');
+    row.dataset.id = s.id;
+    row.dataset.paused = String(Boolean(s.paused));
+    const next = s.paused ? 'paused' : (s.nextFireTimes?.[0] ?? '–');
+    const last = s.lastJobId ? `${s.lastJobState || ''} ${s.lastJobId}` : '–';
+    for (const [cls, text] of [['id', s.id], ['when', when(s)], ['next', next], ['last', last],
+                               ['counts', `${s.firedCount || 0} / ${s.skippedCount || 0}`]]) {
+      const cell = document.createElement('td');
+      cell.className = cls;
+      cell.textContent = text;
+      row.appendChild(cell);
+    }
+    if (s.lastError) row.querySelector('.last').title = s.lastError;
+    const actions = document.createElement('td');
+    const button = (label, action) => {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.className = `secondary ${label.toLowerCase()}`;
+      b.textContent = label;
+      b.addEventListener('click', () => action().then(loadSchedules).catch(report));
+      actions.appendChild(b);
+    };
+    button(s.paused ? 'Resume' : 'Pause',
+      () => (s.paused ? jobstream.resumeSchedule(s.id) : jobstream.pauseSchedule(s.id)));
+    button('Trigger', () => jobstream.triggerSchedule(s.id).then(apply));
+    button('Delete', () => jobstream.deleteSchedule(s.id));
+    row.appendChild(actions);
+    if (s.lastJobId) {
+      row.addEventListener('click', (e) => { if (e.target.tagName !== 'BUTTON') showDetail(s.lastJobId); });
+    }
+    return row;
+  }));
+}
+
+async function loadSchedules() {
+  renderSchedules((await jobstream.listSchedules('pageSize=1000')).schedules || []);
+}
+
+$('#schedule-form').kind.addEventListener('change', (e) => {
+  const cron = e.target.value === 'cron';
+  $('#schedule-every').hidden = cron;
+  $('#schedule-cron').hidden = !cron;
+  $('#schedule-zone').hidden = !cron;
+});
+
+$('#schedule-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const out = $('#schedule-result');
+  let params;
+  try {
+    params = JSON.parse(form.get('params') || '{}');
+  } catch (error) {
+    out.textContent = `params: ${error.message}`;
+    out.className = 'error';
+    return;
+  }
+  const schedule = { job: { type: form.get('type'), params }, overlap: form.get('overlap') };
+  if (form.get('id')) schedule.id = form.get('id');
+  if (form.get('kind') === 'cron') {
+    schedule.cron = form.get('cron');
+    if (form.get('timeZone')) schedule.timeZone = form.get('timeZone');
+  } else {
+    schedule.interval = form.get('every');
+  }
+  try {
+    const made = await jobstream.createSchedule(schedule);
+    out.textContent = `created ${made.id}`;
+    out.className = '';
+    await loadSchedules();
+  } catch (error) {
+    out.textContent = error.message;
+    out.className = 'error';
+  }
+});
+
 // On a server with tokens the page starts with a sign-in form; the token goes to the
 // gateway once and lives on in an HttpOnly cookie.
 function showSignIn(message = '') {
@@ -329,6 +419,8 @@ function start(identity) {
   refreshList().catch(report);
   loadTypes().catch(report);
   setInterval(() => loadTypes().catch(() => {}), 5000);  // queued, running, workers
+  loadSchedules().catch(report);
+  setInterval(() => loadSchedules().catch(() => {}), 2000);
   connect();
 }
 

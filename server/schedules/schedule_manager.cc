@@ -327,37 +327,63 @@ bool ScheduleManager::PreviousLive(const v1::Schedule& s) const {
 }
 
 void ScheduleManager::Fire(StoredSchedule s, absl::Time now) {
-  v1::Schedule& schedule = s.schedule;
-  if (schedule.paused()) return;
-  absl::StatusOr<Timetable> table = Timetable::Of(schedule, v1::ToTime(schedule.create_time()));
+  if (s.schedule.paused()) return;
+  absl::StatusOr<Timetable> table =
+      Timetable::Of(s.schedule, v1::ToTime(s.schedule.create_time()));
   if (!table.ok()) return;  // checked when it was set
-  const FirePlan plan = PlanFires(schedule, *table, s.state, now, PreviousLive(schedule));
-  s.state = plan.state;
-  s.wake = plan.wake;
-  schedule.set_skipped_count(schedule.skipped_count() + plan.skipped);
+  const FirePlan plan = PlanFires(s.schedule, *table, s.state, now, PreviousLive(s.schedule));
+
+  // What the fires did, to record on the schedule as it stands when written.
+  FireState state = plan.state;
+  std::optional<absl::Time> wake = plan.wake;
+  int64_t fired = 0;
+  std::string last_job_id, last_error;
+  absl::Time last_fire;
   for (absl::Time nominal : plan.submit) {
-    absl::StatusOr<v1::Job> job = Submit(schedule, nominal, /*manual=*/false);
+    absl::StatusOr<v1::Job> job = Submit(s.schedule, nominal, /*manual=*/false);
     if (!job.ok()) {
       // Tried again soon, from this fire on; what came before it stands.
-      schedule.set_last_error(absl::StrCat("the fire at ",
-                                           absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", nominal,
-                                                            absl::UTCTimeZone()),
-                                           " could not submit its job: ", job.status().ToString()));
-      s.state.handled_until = nominal - absl::Seconds(1);
-      s.state.pending.reset();
-      s.wake = now + kRetryFire;
+      last_error = absl::StrCat(
+          "the fire at ", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", nominal, absl::UTCTimeZone()),
+          " could not submit its job: ", job.status().ToString());
+      state.handled_until = nominal - absl::Seconds(1);
+      state.pending.reset();
+      wake = now + kRetryFire;
       break;
     }
-    schedule.clear_last_error();
-    schedule.set_last_job_id(job->id());
-    *schedule.mutable_last_fire_time() = v1::ToProto(nominal);
-    schedule.set_fired_count(schedule.fired_count() + 1);
+    ++fired;
+    last_job_id = job->id();
+    last_fire = nominal;
   }
-  // ABORTED: changed meanwhile (updated, paused); the next turn plans again, and the
-  // jobs submitted here are found again by their request ids.
+  auto record = [&](StoredSchedule& into) {
+    v1::Schedule& schedule = into.schedule;
+    schedule.set_skipped_count(schedule.skipped_count() + plan.skipped);
+    schedule.set_fired_count(schedule.fired_count() + fired);
+    if (fired > 0) {
+      schedule.set_last_job_id(last_job_id);
+      *schedule.mutable_last_fire_time() = v1::ToProto(last_fire);
+    }
+    schedule.set_last_error(last_error);
+  };
+  record(s);
+  s.state = state;
+  s.wake = wake;
+  // Changed meanwhile (paused, updated): what the fires did is recorded on the schedule
+  // as it now stands, which keeps its own timetable and paused state.
   absl::Status written = store_->Update(s);
-  if (!written.ok() && !absl::IsAborted(written) && !absl::IsNotFound(written)) {
-    std::cerr << "jobstream-server: schedule " << schedule.id() << ": " << written << "\n";
+  for (int tries = 0; absl::IsAborted(written) && tries < 10; ++tries) {
+    absl::StatusOr<StoredSchedule> fresh = store_->Get(s.schedule.tenant(), s.schedule.id());
+    if (!fresh.ok()) {
+      written = fresh.status();
+      break;
+    }
+    record(*fresh);
+    fresh->state.handled_until = std::max(fresh->state.handled_until, state.handled_until);
+    fresh->wake = WakeOf(fresh->schedule, fresh->state, now);
+    written = store_->Update(*fresh);
+  }
+  if (!written.ok() && !absl::IsNotFound(written)) {
+    std::cerr << "jobstream-server: schedule " << s.schedule.id() << ": " << written << "\n";
   }
 }
 

@@ -159,3 +159,61 @@ test('jobstream.js makes, lists, triggers and removes schedules from a page', as
     await browser.close();
   }
 });
+
+test('the page makes a schedule, shows its fires, pauses, triggers and deletes it', async () => {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'],
+  });
+  try {
+    const page = await browser.newPage();
+    const errors = [];
+    page.on('pageerror', (error) => errors.push(error.message));
+    await page.goto(gateway.url);
+    await page.waitForSelector('#connection[data-state="live"]');
+    await page.waitForSelector('#schedule-type option[value="demo.steps"]', { state: 'attached' });
+    const jobRows = () => page.locator('#jobs tbody tr').count();
+    const jobsBefore = await jobRows();
+
+    // A bad cron expression: the form says why, nothing is made.
+    await page.selectOption('#schedule-form select[name="kind"]', 'cron');
+    await page.fill('#schedule-form input[name="cron"]', '0 0 31 2 *');
+    await page.click('#schedule-form button[type="submit"]');
+    await page.waitForSelector('#schedule-result.error');
+    assert.match(await page.textContent('#schedule-result'), /never fires/);
+
+    await page.selectOption('#schedule-form select[name="kind"]', 'every');
+    await page.fill('#schedule-form input[name="id"]', 'page-tick');
+    await page.fill('#schedule-form input[name="every"]', '1s');
+    await page.fill('#schedule-form input[name="params"]', '{"steps": ["a"], "step_ms": 0, "ticks": 0}');
+    await page.selectOption('#schedule-form select[name="overlap"]', 'ALLOW');
+    await page.click('#schedule-form button[type="submit"]');
+    await page.waitForSelector('#schedules tr[data-id="page-tick"]');
+    assert.equal(await page.textContent('#schedule-result'), 'created page-tick');
+    assert.equal(await page.textContent('#schedules tr[data-id="page-tick"] .when'), 'every 1s');
+    // Its fires show as they happen, and their jobs appear in the jobs table.
+    await page.waitForFunction(() => {
+      const counts = document.querySelector('#schedules tr[data-id="page-tick"] .counts');
+      return counts && Number(counts.textContent.split('/')[0]) >= 2;
+    }, null, { timeout: 15000 });
+    await page.waitForFunction((n) => document.querySelectorAll('#jobs tbody tr').length >= n + 2,
+      jobsBefore, { timeout: 15000 });
+    assert.match(await page.textContent('#schedules tr[data-id="page-tick"] .last'), / \w{26}$/);
+
+    await page.click('#schedules tr[data-id="page-tick"] button.pause');
+    await page.waitForSelector('#schedules tr[data-id="page-tick"][data-paused="true"]');
+    assert.equal(await page.textContent('#schedules tr[data-id="page-tick"] .next'), 'paused');
+    const paused = await jobRows();
+    await page.click('#schedules tr[data-id="page-tick"] button.trigger');
+    await page.waitForFunction((n) => document.querySelectorAll('#jobs tbody tr').length >= n + 1,
+      paused, { timeout: 15000 });
+
+    await page.click('#schedules tr[data-id="page-tick"] button.delete');
+    await page.waitForSelector('#schedules tr[data-id="page-tick"]', { state: 'detached' });
+    assert.equal(await page.isVisible('#schedules-empty'), true);
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});
