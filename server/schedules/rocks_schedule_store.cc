@@ -1,6 +1,10 @@
 // Schedules in RocksDB: the record under tenant 0x00 id, and an index entry under its
 // wake time, written together in one synced batch. One server owns the data dir, so a
-// mutex is enough to make Update's version check and write one step.
+// mutex is enough to make Update's version check and write one step: one of 64 by the
+// key's hash, so writes of different schedules (10,000 firing at one minute) go on side
+// by side and RocksDB syncs them together.
+#include <array>
+#include <functional>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
@@ -30,8 +34,8 @@ class RocksScheduleStore : public ScheduleStore {
   explicit RocksScheduleStore(storage::JobStore* store) : store_(store) {}
 
   absl::Status Create(StoredSchedule& s) override {
-    std::lock_guard<std::mutex> lock(mu_);
     const std::string key = Key(s.schedule.tenant(), s.schedule.id());
+    std::lock_guard<std::mutex> lock(MutexOf(key));
     auto existing = Read(key);
     if (existing.ok()) {
       return absl::AlreadyExistsError(
@@ -75,8 +79,8 @@ class RocksScheduleStore : public ScheduleStore {
   }
 
   absl::Status Update(StoredSchedule& s) override {
-    std::lock_guard<std::mutex> lock(mu_);
     const std::string key = Key(s.schedule.tenant(), s.schedule.id());
+    std::lock_guard<std::mutex> lock(MutexOf(key));
     auto stored = Read(key);
     if (absl::IsNotFound(stored.status())) return NotFound(s.schedule.id());
     if (!stored.ok()) return stored.status();
@@ -89,8 +93,8 @@ class RocksScheduleStore : public ScheduleStore {
   }
 
   absl::Status Delete(const std::string& tenant, const std::string& id) override {
-    std::lock_guard<std::mutex> lock(mu_);
     const std::string key = Key(tenant, id);
+    std::lock_guard<std::mutex> lock(MutexOf(key));
     auto stored = Read(key);
     if (absl::IsNotFound(stored.status())) return NotFound(id);
     if (!stored.ok()) return stored.status();
@@ -152,8 +156,12 @@ class RocksScheduleStore : public ScheduleStore {
     return store_->Write(batch, /*sync=*/true);
   }
 
+  std::mutex& MutexOf(const std::string& key) {
+    return mutexes_[std::hash<std::string>()(key) % mutexes_.size()];
+  }
+
   storage::JobStore* const store_;
-  std::mutex mu_;
+  std::array<std::mutex, 64> mutexes_;
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/ids.h"
@@ -393,7 +394,14 @@ int ScheduleManager::FireDue(absl::Time now) {
     std::cerr << "jobstream-server: reading due schedules: " << due.status() << "\n";
     return 0;
   }
-  for (StoredSchedule& s : *due) Fire(std::move(s), now);
+  absl::BlockingCounter fired(static_cast<int>(due->size()));
+  for (StoredSchedule& s : *due) {
+    fire_pool_.Post([this, &fired, s = std::move(s), now]() mutable {
+      Fire(std::move(s), now);
+      fired.DecrementCount();
+    });
+  }
+  fired.Wait();
   return static_cast<int>(due->size());
 }
 

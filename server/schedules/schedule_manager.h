@@ -14,6 +14,7 @@
 #include "server/jobs/job_types.h"
 #include "server/jobs/validation.h"
 #include "server/schedules/schedule_store.h"
+#include "server/util/task_pool.h"
 
 namespace jobstream::schedules {
 
@@ -58,6 +59,9 @@ class ScheduleManager {
   jobs::JobBackend* const jobs_;
   const jobs::JobTypes* const types_;
   const jobs::Limits limits_;
+  // Fires run side by side: each waits on its job's commit and its own write, and
+  // concurrent writes share their syncs (10,000 schedules due at one minute).
+  util::TaskPool fire_pool_{"schedule-fire", 64};
 };
 
 // Where a schedule is to be looked at next: its next fire's due time (nominal + jitter),
