@@ -139,6 +139,12 @@ Load ClosedLoop(int in_flight, absl::Duration duration, const StartCall& start) 
   return load;
 }
 
+std::string BinDir(const char* argv0, const std::string& flag) {
+  if (!flag.empty()) return flag;
+  const std::string self = argv0;
+  return self.substr(0, self.rfind('/')) + "/..";
+}
+
 double Percentile(std::vector<double>& v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());

@@ -22,6 +22,9 @@ struct Child {
   void Stop();  // SIGTERM, and wait
 };
 
+// The build dir holding server/: `flag` if given, else the one this binary (argv0) is in.
+std::string BinDir(const char* argv0, const std::string& flag);
+
 // Starts a binary that prints "listening on HOST:PORT" first.
 Child Spawn(const std::vector<std::string>& argv);
 // Resident memory of a process, KB: now, at its peak so far, or any /proc status field.

@@ -43,13 +43,6 @@ using jobstream::bench::Watcher;
 using jobstream::v1::Job;
 using jobstream::v1::JobService;
 
-std::string BinDir(const char* argv0) {
-  std::string dir = absl::GetFlag(FLAGS_bin_dir);
-  if (!dir.empty()) return dir;
-  std::string self = argv0;
-  return self.substr(0, self.rfind('/')) + "/..";
-}
-
 struct Servers {
   std::vector<Child> children;
   std::vector<std::shared_ptr<grpc::Channel>> channels;  // 8 per server
@@ -199,7 +192,7 @@ FanOut Fan(Servers& servers) {
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
-  const std::string bin = BinDir(argv[0]);
+  const std::string bin = jobstream::bench::BinDir(argv[0], absl::GetFlag(FLAGS_bin_dir));
   jobstream::testing::TempDir dir;
   jobstream::testing::PostgresProcess pg;
   if (absl::Status s = pg.Start(); !s.ok()) {

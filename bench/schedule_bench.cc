@@ -33,13 +33,6 @@ using jobstream::bench::Child;
 using jobstream::bench::Percentile;
 using jobstream::v1::Job;
 
-std::string BinDir(const char* argv0) {
-  std::string dir = absl::GetFlag(FLAGS_bin_dir);
-  if (!dir.empty()) return dir;
-  std::string self = argv0;
-  return self.substr(0, self.rfind('/')) + "/..";
-}
-
 // utime + stime of a process, seconds.
 double CpuSeconds(pid_t pid) {
   std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
@@ -55,7 +48,7 @@ double CpuSeconds(pid_t pid) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  const std::string bin = BinDir(argv[0]);
+  const std::string bin = jobstream::bench::BinDir(argv[0], absl::GetFlag(FLAGS_bin_dir));
   const int count = absl::GetFlag(FLAGS_schedules);
   jobstream::testing::TempDir dir;
   const std::string config = dir.sub("config.json");

@@ -44,6 +44,9 @@ void ScheduleRoute(const SessionPtr& session, const Route& route);
 // nullopt after replying 400.
 std::optional<v1::SubmitRequest> ParseSubmit(Session& session);
 
+// The route's pageSize (0 when absent), or nullopt after replying 400.
+std::optional<int> PageSizeParam(Session& session, const Route& route);
+
 // "/v1/jobs/{id}": the Location of a job.
 std::string JobPath(const std::string& job_id);
 

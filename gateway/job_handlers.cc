@@ -13,6 +13,15 @@ namespace jobstream::gateway {
 
 std::string JobPath(const std::string& job_id) { return "/v1/jobs/" + job_id; }
 
+std::optional<int> PageSizeParam(Session& session, const Route& route) {
+  int page_size = 0;
+  if (auto size = route.Param("pageSize"); size && !absl::SimpleAtoi(*size, &page_size)) {
+    session.ReplyError(grpc::StatusCode::INVALID_ARGUMENT, "pageSize must be an integer");
+    return std::nullopt;
+  }
+  return page_size;
+}
+
 std::optional<v1::SubmitRequest> ParseSubmit(Session& session) {
   v1::SubmitRequest request;
   if (absl::Status s = FromJson(absl::string_view(session.request().body()), &request); !s.ok()) {
@@ -81,14 +90,9 @@ void ListJobs(const SessionPtr& session, const Route& route) {
     }
     (*call->request.mutable_labels())[kv[0]] = kv[1];
   }
-  if (auto size = route.Param("pageSize")) {
-    int page_size;
-    if (!absl::SimpleAtoi(*size, &page_size)) {
-      return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
-                                 "pageSize must be an integer");
-    }
-    call->request.set_page_size(page_size);
-  }
+  std::optional<int> page_size = PageSizeParam(*session, route);
+  if (!page_size) return;
+  call->request.set_page_size(*page_size);
   call->request.set_page_token(route.Param("pageToken").value_or(""));
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->ListJobs(a...); },

@@ -1,7 +1,6 @@
 // /v1/schedules: ScheduleService's calls as REST, bodies and answers as proto3 JSON.
 //   GET /v1/schedules[?pageSize=&pageToken=]   POST /v1/schedules (a Schedule; 201)
 //   GET|PUT|DELETE /v1/schedules/{id}           POST /v1/schedules/{id}:pause|:resume|:trigger
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gateway/handlers.h"
 #include "gateway/http_mapping.h"
@@ -41,14 +40,9 @@ void ScheduleRoute(const SessionPtr& session, const Route& route) {
   switch (route.kind) {
     case RouteKind::kListSchedules: {
       auto call = NewCall<v1::ListSchedulesRequest, v1::ListSchedulesResponse>(*session);
-      if (auto size = route.Param("pageSize")) {
-        int page_size;
-        if (!absl::SimpleAtoi(*size, &page_size)) {
-          return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
-                                     "pageSize must be an integer");
-        }
-        call->request.set_page_size(page_size);
-      }
+      std::optional<int> page_size = PageSizeParam(*session, route);
+      if (!page_size) return;
+      call->request.set_page_size(*page_size);
       call->request.set_page_token(route.Param("pageToken").value_or(""));
       return Forward(session, call, [stub](auto... a) { stub->async()->ListSchedules(a...); },
                      [s = session.get()](const auto& r) { s->Reply({200, ToJson(r)}); });

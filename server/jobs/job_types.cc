@@ -16,14 +16,18 @@
 
 namespace jobstream::jobs {
 
-absl::Status ValidateTypeName(absl::string_view name) {
-  bool ok = !name.empty() && name.size() <= 64 &&
+bool IsPlainName(absl::string_view name, size_t max_size) {
+  bool ok = !name.empty() && name.size() <= max_size &&
             (absl::ascii_islower(name[0]) || absl::ascii_isdigit(name[0]));
   for (char c : name) {
     ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '.' || c == '_' ||
                 c == '-');
   }
-  if (ok) return absl::OkStatus();
+  return ok;
+}
+
+absl::Status ValidateTypeName(absl::string_view name) {
+  if (IsPlainName(name, 64)) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       "type \"", absl::CHexEscape(name.substr(0, 80)),
       "\" is not a valid type name (1 to 64 characters of a-z 0-9 . _ -, starting with a "

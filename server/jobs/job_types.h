@@ -75,5 +75,8 @@ class JobTypes {
 
 // OK for a well-formed type name: 1..64 characters of [a-z0-9._-], first a letter or digit.
 absl::Status ValidateTypeName(absl::string_view name);
+// 1 to max_size characters of a-z 0-9 . _ -, starting with a letter or digit: the form of
+// type names and schedule ids.
+bool IsPlainName(absl::string_view name, size_t max_size);
 
 }  // namespace jobstream::jobs

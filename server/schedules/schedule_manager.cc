@@ -23,12 +23,7 @@ constexpr absl::Duration kRetryFire = absl::Seconds(5);
 constexpr char kLabelPrefix[] = "jobstream/";
 
 absl::Status ValidateId(const std::string& id) {
-  bool ok = !id.empty() && id.size() <= 63 && (absl::ascii_isdigit(id[0]) ||
-                                               (id[0] >= 'a' && id[0] <= 'z'));
-  for (char c : id) {
-    ok = ok && ((c >= 'a' && c <= 'z') || absl::ascii_isdigit(c) || c == '.' || c == '_' ||
-                c == '-');
-  }
+  const bool ok = jobs::IsPlainName(id, 63);
   if (ok) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       "schedule.id \"", absl::CHexEscape(id.substr(0, 80)),

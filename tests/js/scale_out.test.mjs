@@ -3,8 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { chromium } from 'playwright-core';
-import { freePort, startGateway, startPostgres, startServer } from './server.mjs';
+import { freePort, launchChromium, startGateway, startPostgres, startServer } from './server.mjs';
 
 let postgres;
 const servers = {};
@@ -23,11 +22,7 @@ before(async () => {
   servers.a = await startServer(serverFlags('a'));
   portB = await freePort();
   gateway = await startGateway(`${servers.a.address},127.0.0.1:${portB}`, { flags: ['--log=false'] });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'],
-  });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close();

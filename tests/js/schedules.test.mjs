@@ -4,8 +4,7 @@
 // real browser.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { startServer, startGateway } from './server.mjs';
+import { launchChromium, startServer, startGateway } from './server.mjs';
 
 let server;
 let gateway;
@@ -112,11 +111,7 @@ test('bad schedules are a 400 naming the field, and nothing is created', async (
 });
 
 test('jobstream.js makes, lists, triggers and removes schedules from a page', async () => {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     await page.goto(gateway.url);
@@ -161,11 +156,7 @@ test('jobstream.js makes, lists, triggers and removes schedules from a page', as
 });
 
 test('the page makes a schedule, shows its fires, pauses, triggers and deletes it', async () => {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage();
     const errors = [];

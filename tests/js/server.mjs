@@ -176,3 +176,13 @@ export function freePort() {
     });
   });
 }
+
+// Debian's chromium, headless, as the browser tests drive it.
+export async function launchChromium() {
+  const { chromium } = await import('playwright-core');  // only the browser tests load it
+  return chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'],
+  });
+}
