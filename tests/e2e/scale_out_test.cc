@@ -312,5 +312,32 @@ TEST_F(ScaleOutTest, OneServerFiresSchedulesAndWhenKilledAnotherFiresEveryFireTi
   }
 }
 
+TEST_F(ScaleOutTest, DelayedJobsOfADeadServerRunOnceOnAnother) {
+  std::unique_ptr<ServerProcess> a = Start("a");
+  std::unique_ptr<ServerProcess> b = Start("b");
+  JobClient on_a(a->Channel());
+  const int64_t run_at = absl::ToUnixSeconds(absl::Now()) + 3;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    v1::SubmitRequest request =
+        SubmitRequestOf("demo.steps", R"({"steps": ["x"], "step_ms": 0, "ticks": 0})");
+    request.mutable_run_at()->set_seconds(run_at);
+    auto job = on_a.Submit(request);
+    ASSERT_TRUE(job.ok()) << job.status();
+    ids.push_back(job->id());
+  }
+  a->Kill();  // before any is due
+  JobClient on_b(b->Channel());
+  for (const std::string& id : ids) {
+    std::vector<JobEvent> events = testing::FollowJob(on_b, id);
+    EXPECT_EQ(events.back().type(), JobEvent::SUCCEEDED) << id;
+    int started = 0;
+    for (const JobEvent& e : events) started += e.type() == JobEvent::STARTED;
+    EXPECT_EQ(started, 1) << id;
+    EXPECT_EQ(events.back().status().worker_id(), "b") << "run by the server still up";
+    EXPECT_GE(v1::ToTime(events.back().status().start_time()), absl::FromUnixSeconds(run_at));
+  }
+}
+
 }  // namespace
 }  // namespace jobstream

@@ -235,6 +235,48 @@ TEST_P(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
   EXPECT_EQ(retried, 1) << "the crash interrupted the job, so recovery retried it";
 }
 
+// A delayed job waits as a QUEUED record with its run_at, leased only once due: a kill -9
+// and a restart while it waits neither lose it nor run it twice (unlike an ETA task that
+// a broker redelivers after its visibility timeout), and one days ahead stays put.
+TEST_P(ServerTest, DelayedJobsRunOnceAcrossAKill9AndDaysAheadStayQueued) {
+  auto server = Start();
+  JobClient client(server->Channel());
+  std::vector<std::string> soon;
+  const int64_t run_at = absl::ToUnixSeconds(absl::Now()) + 3;
+  for (int i = 0; i < 20; ++i) {
+    v1::SubmitRequest request = Demo(R"({"steps": ["a"], "step_ms": 0, "ticks": 0})");
+    request.mutable_run_at()->set_seconds(run_at);
+    auto job = client.Submit(request);
+    ASSERT_TRUE(job.ok()) << job.status();
+    soon.push_back(job->id());
+  }
+  v1::SubmitRequest far = Demo(R"({"steps": ["a"], "step_ms": 0})");
+  const int64_t two_days = absl::ToUnixSeconds(absl::Now() + absl::Hours(48));
+  far.mutable_run_at()->set_seconds(two_days);
+  auto later = client.Submit(far);
+  ASSERT_TRUE(later.ok());
+  absl::SleepFor(absl::Milliseconds(1000));
+  const std::string address = server->address();
+  server->Kill();
+  server = Start({"--listen=" + address});
+  JobClient after(server->Channel());
+  for (const std::string& id : soon) {
+    std::vector<JobEvent> events = testing::FollowJob(after, id);
+    EXPECT_EQ(events.back().type(), JobEvent::SUCCEEDED) << id;
+    int started = 0;
+    for (const JobEvent& e : events) started += e.type() == JobEvent::STARTED;
+    EXPECT_EQ(started, 1) << id << " ran " << started << " times";
+    EXPECT_EQ(events.back().status().attempt(), 1) << id;
+    EXPECT_GE(v1::ToTime(events.back().status().start_time()), absl::FromUnixSeconds(run_at))
+        << id << " started before its run_at";
+  }
+  auto waiting = after.GetStatus(later->id());
+  ASSERT_TRUE(waiting.ok());
+  EXPECT_EQ(waiting->state(), Job::QUEUED);
+  EXPECT_EQ(waiting->run_at().seconds(), two_days);
+  EXPECT_EQ(waiting->attempt(), 0);
+}
+
 TEST_P(ServerTest, SigtermEndsStreamsUnavailableExitsZeroAndRequeuesRunningJobs) {
   auto server = Start();
   JobClient client(server->Channel());
