@@ -1,6 +1,6 @@
 // jobstream-schedule-bench: many schedules firing at once (bench/RESULTS.md). Creates
 // --schedules schedules of "* * * * *" (each fires at every whole minute) on a fresh
-// RocksDB server, then over --minutes minute boundaries measures each fire's lag — its
+// RocksDB server (or, with --postgres, a server on a PostgreSQL of its own), then over --minutes minute boundaries measures each fire's lag — its
 // job's create_time minus its nominal fire time — and the server's CPU time per minute.
 // The jobs are of an external type nobody works on, so only firing is measured.
 // Not a test.
@@ -21,11 +21,15 @@
 #include "bench/bench_util.h"
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/schedules.grpc.pb.h"
+#include "tests/support/postgres_process.h"
 #include "tests/support/temp_dir.h"
 
 ABSL_FLAG(std::string, bin_dir, "", "build dir holding server/ (default: beside this binary's)");
 ABSL_FLAG(int, schedules, 10000, "schedules, each firing every minute");
 ABSL_FLAG(int, minutes, 2, "minute boundaries measured");
+ABSL_FLAG(bool, postgres, false,
+          "run the server on a PostgreSQL of the bench's own (initdb in a temp dir) instead of "
+          "RocksDB");
 
 namespace {
 
@@ -53,10 +57,23 @@ int main(int argc, char** argv) {
   jobstream::testing::TempDir dir;
   const std::string config = dir.sub("config.json");
   std::ofstream(config) << R"({"types": [{"name": "sched.noop", "external": {}}]})";
-  Child server = jobstream::bench::Spawn(
-      {bin + "/server/jobstream-server", "--listen=127.0.0.1:0", "--log=false",
-       "--max_submits_per_second=0", "--config=" + config, "--data_dir=" + dir.sub("data"),
-       absl::StrCat("--max_queued_per_tenant=", count * (absl::GetFlag(FLAGS_minutes) + 2))});
+  std::vector<std::string> server_argv = {
+      bin + "/server/jobstream-server", "--listen=127.0.0.1:0", "--log=false",
+      "--max_submits_per_second=0", "--config=" + config, "--data_dir=" + dir.sub("data"),
+      absl::StrCat("--max_queued_per_tenant=", count * (absl::GetFlag(FLAGS_minutes) + 2))};
+  jobstream::testing::PostgresProcess pg;
+  if (absl::GetFlag(FLAGS_postgres)) {
+    absl::StatusOr<std::string> url = pg.Start().ok() ? pg.NewDatabase()
+                                                      : absl::UnavailableError("PostgreSQL");
+    if (!url.ok()) {
+      std::cerr << "PostgreSQL could not be started: " << url.status() << "\n";
+      return 1;
+    }
+    server_argv.push_back("--store=" + *url);
+    server_argv.push_back("--server_id=bench");
+  }
+  Child server = jobstream::bench::Spawn(server_argv);
+  std::printf("Store: %s\n\n", absl::GetFlag(FLAGS_postgres) ? "PostgreSQL 15" : "RocksDB");
   auto channels = jobstream::bench::Channels(server.address, 8);
 
   // Created 16 at a time.
