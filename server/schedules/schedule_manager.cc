@@ -41,12 +41,18 @@ std::string PageToken(const v1::Schedule& last) {
                                                 last.id()));
 }
 
+// A stored schedule's timetable, checked as of when it was last set (its interval's start
+// time is kept, so nothing else depends on that time).
+absl::StatusOr<Timetable> StoredTimetable(const v1::Schedule& schedule) {
+  return Timetable::Of(schedule, v1::ToTime(schedule.update_time()));
+}
+
 }  // namespace
 
 std::optional<absl::Time> WakeOf(const v1::Schedule& schedule, const FireState& state,
                                  absl::Time now) {
   if (schedule.paused()) return std::nullopt;
-  absl::StatusOr<Timetable> table = Timetable::Of(schedule, v1::ToTime(schedule.create_time()));
+  absl::StatusOr<Timetable> table = StoredTimetable(schedule);
   if (!table.ok()) return std::nullopt;
   std::optional<absl::Time> wake;
   if (std::optional<absl::Time> next = table->Next(state.handled_until)) {
@@ -133,7 +139,7 @@ absl::Status ScheduleManager::SetFields(const v1::Schedule& in, absl::Time now,
 v1::Schedule ScheduleManager::Show(const StoredSchedule& s, absl::Time now) const {
   v1::Schedule out = s.schedule;
   if (!out.paused()) {
-    absl::StatusOr<Timetable> table = Timetable::Of(out, v1::ToTime(out.create_time()));
+    absl::StatusOr<Timetable> table = StoredTimetable(out);
     absl::Time after = s.state.handled_until;
     for (int i = 0; table.ok() && i < kShownFireTimes; ++i) {
       std::optional<absl::Time> next = table->Next(after);
@@ -324,8 +330,7 @@ bool ScheduleManager::PreviousLive(const v1::Schedule& s) const {
 
 void ScheduleManager::Fire(StoredSchedule s, absl::Time now) {
   if (s.schedule.paused()) return;
-  absl::StatusOr<Timetable> table =
-      Timetable::Of(s.schedule, v1::ToTime(s.schedule.create_time()));
+  absl::StatusOr<Timetable> table = StoredTimetable(s.schedule);
   if (!table.ok()) return;  // checked when it was set
   const FirePlan plan = PlanFires(s.schedule, *table, s.state, now, PreviousLive(s.schedule));
 
