@@ -21,6 +21,7 @@ class RocksBackend : public Backend {
  public:
   jobs::JobBackend* jobs() override { return manager_.get(); }
   watch::EventHub* hub() override { return hub_.get(); }
+  const storage::EventReader* reader() override { return store_.get(); }
   schedules::ScheduleStore* schedules() override { return schedules_.get(); }
   bool LeadsSchedules() override { return true; }  // the data dir's only server
 
@@ -77,6 +78,7 @@ class PgBackend : public Backend {
  public:
   jobs::JobBackend* jobs() override { return manager_.get(); }
   watch::EventHub* hub() override { return hub_.get(); }
+  const storage::EventReader* reader() override { return store_.get(); }
   schedules::ScheduleStore* schedules() override { return schedules_.get(); }
   bool LeadsSchedules() override { return schedule_leader_->TryLead(); }
 

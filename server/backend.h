@@ -21,6 +21,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual jobs::JobBackend* jobs() = 0;
   virtual watch::EventHub* hub() = 0;
+  // The jobs' store, for reads of a job record alone.
+  virtual const storage::EventReader* reader() = 0;
   virtual schedules::ScheduleStore* schedules() = 0;
   // Whether this server fires schedules now (always on RocksDB; on PostgreSQL the one
   // holding the schedules lock). Called by the scheduler's thread alone.

@@ -347,8 +347,8 @@ int main(int argc, char** argv) {
 
   jobstream::jobs::Runner runner(manager, &*types, absl::GetFlag(FLAGS_runner_threads));
   runner.Start();
-  jobstream::schedules::ScheduleManager schedule_manager(backend->schedules(), manager, &*types,
-                                                         limits);
+  jobstream::schedules::ScheduleManager schedule_manager(backend->schedules(), manager,
+                                                         backend->reader(), &*types, limits);
   jobstream::schedules::Scheduler scheduler(&schedule_manager,
                                             [&backend] { return backend->LeadsSchedules(); });
   scheduler.Start();

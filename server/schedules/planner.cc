@@ -8,7 +8,6 @@
 namespace jobstream::schedules {
 namespace {
 
-constexpr int kDefaultCatchUpLimit = 100;
 // A timetable of one fire a second down for days would be millions of fire times to walk;
 // past this many, the walk starts again a day before now (older fires are skipped).
 constexpr int64_t kMaxWalk = 200000;
@@ -34,7 +33,9 @@ FirePlan PlanFires(const v1::Schedule& schedule, const Timetable& timetable,
   std::optional<absl::Time> next = timetable.Next(state.handled_until);
   for (int64_t walked = 0; next && due_time(*next) <= now; ++walked) {
     if (walked == kMaxWalk) {
-      next = timetable.Next(now - absl::Hours(24));
+      // Everything up to a day ago counts as handled (and is not counted).
+      plan.state.handled_until = std::max(plan.state.handled_until, now - absl::Hours(24));
+      next = timetable.Next(plan.state.handled_until);
       if (!next || due_time(*next) > now) break;
     }
     ++due_count;
@@ -98,12 +99,22 @@ FirePlan PlanFires(const v1::Schedule& schedule, const Timetable& timetable,
       break;
   }
 
-  if (next) plan.wake = due_time(*next);
-  if (plan.state.pending) {
-    const absl::Time soon = now + kPendingPoll;
-    plan.wake = plan.wake ? std::min(*plan.wake, soon) : soon;
-  }
+  plan.wake = WakeOf(schedule, timetable, plan.state, now);
   return plan;
+}
+
+std::optional<absl::Time> WakeOf(const v1::Schedule& schedule, const Timetable& timetable,
+                                 const FireState& state, absl::Time now) {
+  if (schedule.paused()) return std::nullopt;
+  std::optional<absl::Time> wake;
+  if (std::optional<absl::Time> next = timetable.Next(state.handled_until)) {
+    wake = *next + JitterOf(schedule.id(), *next, v1::ToDuration(schedule.jitter()));
+  }
+  if (state.pending) {
+    const absl::Time soon = now + kPendingPoll;
+    wake = wake ? std::min(*wake, soon) : soon;
+  }
+  return wake;
 }
 
 }  // namespace jobstream::schedules

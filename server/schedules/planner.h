@@ -43,4 +43,13 @@ FirePlan PlanFires(const v1::Schedule& schedule, const Timetable& timetable,
 // How often a schedule with a waiting QUEUE_ONE fire looks at its previous job.
 inline constexpr absl::Duration kPendingPoll = absl::Milliseconds(250);
 
+// RUN_ALL's catch_up_limit when the schedule gives none.
+inline constexpr int kDefaultCatchUpLimit = 100;
+
+// When to look at a schedule next (FirePlan::wake): the due time (nominal + jitter) of its
+// first fire after state.handled_until, or soon while a fire waits; nullopt if paused or
+// no fire will come.
+std::optional<absl::Time> WakeOf(const v1::Schedule& schedule, const Timetable& timetable,
+                                 const FireState& state, absl::Time now);
+
 }  // namespace jobstream::schedules

@@ -41,29 +41,37 @@ std::string PageToken(const v1::Schedule& last) {
                                                 last.id()));
 }
 
+// The Submit a template makes (the server's labels and request id are added per fire).
+v1::SubmitRequest SubmitOf(const v1::JobTemplate& job) {
+  v1::SubmitRequest submit;
+  submit.set_type(job.type());
+  *submit.mutable_params() = job.params();
+  *submit.mutable_labels() = job.labels();
+  submit.set_priority(job.priority());
+  submit.set_max_attempts(job.max_attempts());
+  return submit;
+}
+
+// A fire time as its label and messages show it: RFC 3339, UTC, whole seconds.
+std::string FireTimeText(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
 // A stored schedule's timetable, checked as of when it was last set (its interval's start
 // time is kept, so nothing else depends on that time).
 absl::StatusOr<Timetable> StoredTimetable(const v1::Schedule& schedule) {
   return Timetable::Of(schedule, v1::ToTime(schedule.update_time()));
 }
 
-}  // namespace
-
-std::optional<absl::Time> WakeOf(const v1::Schedule& schedule, const FireState& state,
-                                 absl::Time now) {
-  if (schedule.paused()) return std::nullopt;
+// When to look at a stored schedule next (planner.h).
+std::optional<absl::Time> StoredWake(const v1::Schedule& schedule, const FireState& state,
+                                     absl::Time now) {
   absl::StatusOr<Timetable> table = StoredTimetable(schedule);
   if (!table.ok()) return std::nullopt;
-  std::optional<absl::Time> wake;
-  if (std::optional<absl::Time> next = table->Next(state.handled_until)) {
-    wake = *next + JitterOf(schedule.id(), *next, v1::ToDuration(schedule.jitter()));
-  }
-  if (state.pending) {
-    const absl::Time soon = now + kPendingPoll;
-    wake = wake ? std::min(*wake, soon) : soon;
-  }
-  return wake;
+  return WakeOf(schedule, *table, state, now);
 }
+
+}  // namespace
 
 absl::Status ScheduleManager::SetFields(const v1::Schedule& in, absl::Time now,
                                         v1::Schedule* out) const {
@@ -87,13 +95,7 @@ absl::Status ScheduleManager::SetFields(const v1::Schedule& in, absl::Time now,
           "schedule.job.labels: \"", key, "\": keys starting \"jobstream/\" are the server's own"));
     }
   }
-  v1::SubmitRequest submit;
-  submit.set_type(job.type());
-  *submit.mutable_params() = job.params();
-  *submit.mutable_labels() = job.labels();
-  submit.set_priority(job.priority());
-  submit.set_max_attempts(job.max_attempts());
-  if (absl::Status s = jobs::ValidateSubmit(submit, *types_, limits_, now); !s.ok()) {
+  if (absl::Status s = jobs::ValidateSubmit(SubmitOf(job), *types_, limits_, now); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("schedule.job: ", s.message()));
   }
   absl::StatusOr<absl::Duration> jitter =
@@ -131,7 +133,7 @@ absl::Status ScheduleManager::SetFields(const v1::Schedule& in, absl::Time now,
   out->set_catch_up(in.catch_up() == v1::Schedule::CATCH_UP_POLICY_UNSPECIFIED
                         ? v1::Schedule::SKIP_MISSED
                         : in.catch_up());
-  out->set_catch_up_limit(in.catch_up_limit() == 0 ? 100 : in.catch_up_limit());
+  out->set_catch_up_limit(in.catch_up_limit() == 0 ? kDefaultCatchUpLimit : in.catch_up_limit());
   *out->mutable_update_time() = v1::ToProto(now);
   return absl::OkStatus();
 }
@@ -148,10 +150,7 @@ v1::Schedule ScheduleManager::Show(const StoredSchedule& s, absl::Time now) cons
       after = *next;
     }
   }
-  if (!out.last_job_id().empty()) {
-    absl::StatusOr<v1::Job> job = jobs_->Get(out.last_job_id(), auth::Scope::Everything());
-    if (job.ok()) out.set_last_job_state(job->state());
-  }
+  if (std::optional<v1::Job::State> state = LastJobState(out)) out.set_last_job_state(*state);
   return out;
 }
 
@@ -178,7 +177,7 @@ absl::StatusOr<v1::Schedule> ScheduleManager::Create(const v1::CreateScheduleReq
   if (absl::Status st = SetFields(request.schedule(), now, &schedule); !st.ok()) return st;
   schedule.set_paused(request.paused());
   s.state.handled_until = now;
-  s.wake = WakeOf(schedule, s.state, now);
+  s.wake = StoredWake(schedule, s.state, now);
   if (absl::Status st = store_->Create(s); !st.ok()) return st;
   return Show(s, now);
 }
@@ -248,7 +247,7 @@ absl::StatusOr<v1::Schedule> ScheduleManager::Update(const v1::UpdateScheduleReq
           return st;
         }
         s.state.handled_until = std::max(s.state.handled_until, now);
-        s.wake = WakeOf(s.schedule, s.state, now);
+        s.wake = StoredWake(s.schedule, s.state, now);
         return absl::OkStatus();
       });
   if (!s.ok()) return s.status();
@@ -265,7 +264,7 @@ absl::StatusOr<v1::Schedule> ScheduleManager::SetPaused(const std::string& id, b
       // Fire times that passed while paused are not caught up.
       if (!paused) s.state.handled_until = std::max(s.state.handled_until, now);
     }
-    s.wake = WakeOf(s.schedule, s.state, now);
+    s.wake = StoredWake(s.schedule, s.state, now);
     return absl::OkStatus();
   });
   if (!s.ok()) return s.status();
@@ -279,13 +278,9 @@ absl::Status ScheduleManager::Delete(const std::string& id, const auth::Scope& s
 
 absl::StatusOr<v1::Job> ScheduleManager::Submit(const v1::Schedule& s, absl::Time nominal,
                                                 bool manual) {
-  v1::SubmitRequest request;
-  request.set_type(s.job().type());
-  *request.mutable_params() = s.job().params();
-  *request.mutable_labels() = s.job().labels();
+  v1::SubmitRequest request = SubmitOf(s.job());
   (*request.mutable_labels())["jobstream/schedule"] = s.id();
-  (*request.mutable_labels())["jobstream/fire-time"] =
-      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", nominal, absl::UTCTimeZone());
+  (*request.mutable_labels())["jobstream/fire-time"] = FireTimeText(nominal);
   if (manual) {
     (*request.mutable_labels())["jobstream/trigger"] = "manual";
   } else {
@@ -295,8 +290,6 @@ absl::StatusOr<v1::Job> ScheduleManager::Submit(const v1::Schedule& s, absl::Tim
                                         absl::ToUnixMillis(v1::ToTime(s.create_time())), "/",
                                         absl::ToUnixSeconds(nominal)));
   }
-  request.set_priority(s.job().priority());
-  request.set_max_attempts(s.job().max_attempts());
   absl::Notification done;
   absl::StatusOr<v1::Job> result;
   jobs_->Submit(request, auth::Scope::Tenant(s.tenant()), [&](absl::StatusOr<v1::Job> job) {
@@ -322,17 +315,20 @@ absl::StatusOr<v1::Job> ScheduleManager::Trigger(const std::string& id,
   return job;
 }
 
-bool ScheduleManager::PreviousLive(const v1::Schedule& s) const {
-  if (s.last_job_id().empty()) return false;
-  absl::StatusOr<v1::Job> job = jobs_->Get(s.last_job_id(), auth::Scope::Everything());
-  return job.ok() && !v1::IsFinished(job->state());
+std::optional<v1::Job::State> ScheduleManager::LastJobState(const v1::Schedule& s) const {
+  if (s.last_job_id().empty()) return std::nullopt;
+  absl::StatusOr<v1::Job> job = reader_->GetJob(s.last_job_id());
+  if (!job.ok()) return std::nullopt;
+  return job->state();
 }
 
 void ScheduleManager::Fire(StoredSchedule s, absl::Time now) {
   if (s.schedule.paused()) return;
   absl::StatusOr<Timetable> table = StoredTimetable(s.schedule);
   if (!table.ok()) return;  // checked when it was set
-  const FirePlan plan = PlanFires(s.schedule, *table, s.state, now, PreviousLive(s.schedule));
+  const std::optional<v1::Job::State> previous = LastJobState(s.schedule);
+  const FirePlan plan =
+      PlanFires(s.schedule, *table, s.state, now, previous && !v1::IsFinished(*previous));
 
   // What the fires did, to record on the schedule as it stands when written.
   FireState state = plan.state;
@@ -344,9 +340,8 @@ void ScheduleManager::Fire(StoredSchedule s, absl::Time now) {
     absl::StatusOr<v1::Job> job = Submit(s.schedule, nominal, /*manual=*/false);
     if (!job.ok()) {
       // Tried again soon, from this fire on; what came before it stands.
-      last_error = absl::StrCat(
-          "the fire at ", absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", nominal, absl::UTCTimeZone()),
-          " could not submit its job: ", job.status().ToString());
+      last_error = absl::StrCat("the fire at ", FireTimeText(nominal),
+                                " could not submit its job: ", job.status().ToString());
       state.handled_until = nominal - absl::Seconds(1);
       state.pending.reset();
       wake = now + kRetryFire;
@@ -380,7 +375,7 @@ void ScheduleManager::Fire(StoredSchedule s, absl::Time now) {
     }
     record(*fresh);
     fresh->state.handled_until = std::max(fresh->state.handled_until, state.handled_until);
-    fresh->wake = WakeOf(fresh->schedule, fresh->state, now);
+    fresh->wake = StoredWake(fresh->schedule, fresh->state, now);
     written = store_->Update(*fresh);
   }
   if (!written.ok() && !absl::IsNotFound(written)) {
@@ -388,21 +383,23 @@ void ScheduleManager::Fire(StoredSchedule s, absl::Time now) {
   }
 }
 
-int ScheduleManager::FireDue(absl::Time now) {
+bool ScheduleManager::FireDue(absl::Time now) {
   absl::StatusOr<std::vector<StoredSchedule>> due = store_->Due(now, kDuePerTurn);
   if (!due.ok()) {
     std::cerr << "jobstream-server: reading due schedules: " << due.status() << "\n";
-    return 0;
+    return false;
   }
+  if (due->empty()) return false;
+  if (fire_pool_ == nullptr) fire_pool_ = std::make_unique<util::TaskPool>("schedule-fire", 64);
   absl::BlockingCounter fired(static_cast<int>(due->size()));
   for (StoredSchedule& s : *due) {
-    fire_pool_.Post([this, &fired, s = std::move(s), now]() mutable {
+    fire_pool_->Post([this, &fired, s = std::move(s), now]() mutable {
       Fire(std::move(s), now);
       fired.DecrementCount();
     });
   }
   fired.Wait();
-  return static_cast<int>(due->size());
+  return static_cast<int>(due->size()) == kDuePerTurn;
 }
 
 }  // namespace jobstream::schedules

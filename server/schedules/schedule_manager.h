@@ -14,15 +14,19 @@
 #include "server/jobs/job_types.h"
 #include "server/jobs/validation.h"
 #include "server/schedules/schedule_store.h"
+#include "server/storage/event_reader.h"
 #include "server/util/task_pool.h"
 
 namespace jobstream::schedules {
 
 class ScheduleManager {
  public:
-  ScheduleManager(ScheduleStore* store, jobs::JobBackend* jobs, const jobs::JobTypes* types,
+  // `reader` is the jobs' store, read for the state of a schedule's last job (the record
+  // alone: no params, no deliveries); `jobs` submits.
+  ScheduleManager(ScheduleStore* store, jobs::JobBackend* jobs,
+                  const storage::EventReader* reader, const jobs::JobTypes* types,
                   jobs::Limits limits)
-      : store_(store), jobs_(jobs), types_(types), limits_(limits) {}
+      : store_(store), jobs_(jobs), reader_(reader), types_(types), limits_(limits) {}
 
   // A scoped caller's schedules are its tenant's; ids are per tenant.
   absl::StatusOr<v1::Schedule> Create(const v1::CreateScheduleRequest& request,
@@ -37,9 +41,9 @@ class ScheduleManager {
   absl::Status Delete(const std::string& id, const auth::Scope& scope);
   absl::StatusOr<v1::Job> Trigger(const std::string& id, const auth::Scope& scope);
 
-  // The scheduler's turn: fires every schedule due at `now`. Returns how many schedules
-  // it looked at.
-  int FireDue(absl::Time now);
+  // The scheduler's turn: fires the schedules due at `now`, as many as one read of the
+  // store gives. Returns whether more may be due (that read was full).
+  bool FireDue(absl::Time now);
 
  private:
   // The stored schedule a request names, checked against the caller's scope.
@@ -52,21 +56,20 @@ class ScheduleManager {
   absl::StatusOr<StoredSchedule> Change(const std::string& id, const auth::Scope& scope,
                                         const std::function<absl::Status(StoredSchedule&)>& fn);
   absl::StatusOr<v1::Job> Submit(const v1::Schedule& s, absl::Time nominal, bool manual);
-  bool PreviousLive(const v1::Schedule& s) const;
+  // The state of the schedule's last job; nullopt if it has none or it is gone.
+  std::optional<v1::Job::State> LastJobState(const v1::Schedule& s) const;
   void Fire(StoredSchedule s, absl::Time now);
 
   ScheduleStore* const store_;
   jobs::JobBackend* const jobs_;
+  const storage::EventReader* const reader_;
   const jobs::JobTypes* const types_;
   const jobs::Limits limits_;
-  // Fires run side by side: each waits on its job's commit and its own write, and
-  // concurrent writes share their syncs (10,000 schedules due at one minute).
-  util::TaskPool fire_pool_{"schedule-fire", 64};
+  // Fires run side by side, 64 at a time: each waits on its job's commit and its own
+  // write, and concurrent writes share their syncs (10,000 schedules due at one minute:
+  // bench/RESULTS.md). Made at the first fire: a server without schedules has no such
+  // threads.
+  std::unique_ptr<util::TaskPool> fire_pool_;
 };
-
-// Where a schedule is to be looked at next: its next fire's due time (nominal + jitter),
-// or soon while a fire waits; nullopt when paused or when no fire will come.
-std::optional<absl::Time> WakeOf(const v1::Schedule& schedule, const FireState& state,
-                                 absl::Time now);
 
 }  // namespace jobstream::schedules

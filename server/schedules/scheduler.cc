@@ -20,8 +20,8 @@ void Scheduler::Loop() {
       absl::MutexLock lock(&mu_);
       if (stop_) return;
     }
-    // A full turn (as many as it reads at once) means more are due: go again at once.
-    const bool more = leading_() && manager_->FireDue(absl::Now()) >= 1000;
+    // A full turn (as many as it reads at once) means more may be due: go again at once.
+    const bool more = leading_() && manager_->FireDue(absl::Now());
     absl::MutexLock lock(&mu_);
     if (!more) mu_.AwaitWithTimeout(absl::Condition(&stop_), tick_);
   }
