@@ -49,7 +49,10 @@ ABSL_FLAG(std::vector<std::string>, labels, {}, "submit/list: labels as key=valu
 ABSL_FLAG(int, priority, 0, "submit: -1000..1000, higher runs first");
 ABSL_FLAG(int, max_attempts, 0, "submit: attempts allowed (0: the type's default)");
 ABSL_FLAG(bool, watch, false, "submit: then watch the job to its end");
-ABSL_FLAG(int64_t, after, 0, "watch: start after this sequence");
+ABSL_FLAG(std::vector<std::string>, after, {},
+          "watch: start after this sequence; submit: run after these jobs (ids) have succeeded");
+ABSL_FLAG(std::string, on_dependency_failure, "",
+          "submit: cancel, fail or run when a job of --after does not succeed (default cancel)");
 ABSL_FLAG(bool, json, false, "print one JSON object per line instead of text");
 ABSL_FLAG(std::string, type, "",
           "list: only jobs of this type; work: the types to take (a,b); schedule: the job type");
@@ -92,8 +95,10 @@ const std::map<std::string, std::string>& CommandHelp() {
   static const auto* help = new std::map<std::string, std::string>{
       {"submit",
        "jobstream submit TYPE [--params=JSON] [--request_id=ID] [--labels=k=v,...]\n"
-       "                 [--priority=N] [--max_attempts=N] [--watch] [--json]\n"
-       "  Creates a job and prints its id (or the job as JSON with --json). With --watch,\n"
+       "                 [--priority=N] [--max_attempts=N] [--after=ID,...]\n"
+       "                 [--on_dependency_failure=cancel|fail|run] [--watch] [--json]\n"
+       "  Creates a job and prints its id (or the job as JSON with --json). With --after,\n"
+       "  it waits (WAITING) until those jobs have succeeded. With --watch,\n"
        "  follows it to its end; the exit code is then the job's outcome."},
       {"status", "jobstream status ID [--json]\n  Prints the job as JSON."},
       {"watch",
@@ -223,6 +228,9 @@ class Bar {
       absl::StrAppendFormat(&line, "  step %d/%d %s", p.step_index(), p.step_count(), p.step());
     }
     if (!p.message().empty()) absl::StrAppend(&line, " · ", p.message());
+    if (job.state() == Job::WAITING) {
+      absl::StrAppend(&line, "  for ", absl::StrJoin(job.waiting_for(), ", "));
+    }
     absl::StrAppendFormat(&line, "  %s", Elapsed());
     std::cout << line << std::flush;
   }
@@ -277,6 +285,14 @@ int Submit(jobstream::client::JobClient& client, const std::vector<std::string>&
   if (auto s = ParseLabels(request.mutable_labels()); !s.ok()) {
     return UsageError(std::string(s.message()));
   }
+  for (const std::string& id : absl::GetFlag(FLAGS_after)) request.add_depends_on(id);
+  const std::string policy = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_on_dependency_failure));
+  Job::OnDependencyFailure on_failure = Job::ON_DEPENDENCY_FAILURE_UNSPECIFIED;
+  if (!policy.empty() && (!Job::OnDependencyFailure_Parse(policy, &on_failure) ||
+                          on_failure == Job::ON_DEPENDENCY_FAILURE_UNSPECIFIED)) {
+    return UsageError("--on_dependency_failure takes cancel, fail or run");
+  }
+  request.set_on_dependency_failure(on_failure);
   auto job = client.Submit(request);
   if (!job.ok()) return CallError(job.status());
   if (Interactive()) std::cout << job->id() << std::endl;
@@ -289,7 +305,7 @@ int List(jobstream::client::JobClient& client) {
   for (const std::string& name : absl::GetFlag(FLAGS_state)) {
     Job::State state;
     if (!Job::State_Parse(name, &state) || state == Job::STATE_UNSPECIFIED) {
-      return UsageError("--state takes QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED");
+      return UsageError("--state takes WAITING, QUEUED, RUNNING, SUCCEEDED, FAILED or CANCELLED");
     }
     request.add_states(state);
   }
@@ -749,7 +765,14 @@ int main(int argc, char** argv) {
   if (CommandHelp().count(command) == 0) return UsageError("unknown command \"" + command + "\"");
   if (args.size() != 1) return UsageError(command + " takes one job ID");
   const std::string* id = &args[0];
-  if (command == "watch") return Watch(client, *id, absl::GetFlag(FLAGS_after));
+  if (command == "watch") {
+    const std::vector<std::string> after = absl::GetFlag(FLAGS_after);
+    int64_t sequence = 0;
+    if (after.size() > 1 || (after.size() == 1 && !absl::SimpleAtoi(after[0], &sequence))) {
+      return UsageError("watch: --after takes one sequence number");
+    }
+    return Watch(client, *id, sequence);
+  }
   if (command == "status") {
     auto job = client.GetStatus(*id);
     if (!job.ok()) return CallError(job.status());

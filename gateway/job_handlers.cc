@@ -76,8 +76,8 @@ void ListJobs(const SessionPtr& session, const Route& route) {
           state == v1::Job::STATE_UNSPECIFIED) {
         return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
                                    absl::StrCat("state \"", name.substr(0, 40),
-                                                "\" is not one of QUEUED, RUNNING, SUCCEEDED, "
-                                                "FAILED, CANCELLED"));
+                                                "\" is not one of WAITING, QUEUED, RUNNING, "
+                                                "SUCCEEDED, FAILED, CANCELLED"));
       }
       call->request.add_states(state);
     }

@@ -57,13 +57,17 @@ function render(job) {
   row.querySelector('.pct').textContent = `${pct}%`;
   row.querySelector('.type').textContent = job.type;
   row.querySelector('.attempt').textContent = job.attempt ? `${job.attempt}/${job.maxAttempts}` : '';
-  // A job waiting to retry says why and when; a running one, its step.
+  // A job waiting to retry says why and when; one waiting for others, which; a running
+  // one, its step.
   const retrying = job.state === 'QUEUED' && job.nextAttemptTime;
+  const waitingFor = job.state === 'WAITING' ? job.waitingFor || [] : [];
   row.querySelector('.state').textContent = retrying ? 'RETRYING' : job.state;
   row.querySelector('.state').dataset.state = retrying ? 'RETRYING' : job.state;
   row.querySelector('.step').textContent = retrying
     ? `attempt ${job.attempt + 1} at ${new Date(job.nextAttemptTime).toLocaleTimeString()}: ${job.error ? job.error.message : ''}`
-    : progress.stepCount
+    : waitingFor.length
+      ? `waits for ${waitingFor.join(', ')}`
+      : progress.stepCount
       ? `${progress.stepIndex}/${progress.stepCount} ${progress.step || ''}${progress.message ? ' · ' + progress.message : ''}`
       : `${progress.step || ''}${progress.message ? ' · ' + progress.message : ''}`;
   row.querySelector('.elapsed').textContent = elapsed(job);
@@ -175,7 +179,9 @@ function showDetail(id) {
       const job = event.status;
       item.textContent = `${event.time.slice(11, 23)}  ${type.padEnd(9)} ` + (type === 'retrying'
         ? `attempt ${job.attempt} failed: ${job.error ? job.error.message : ''}; next at ${job.nextAttemptTime ? new Date(job.nextAttemptTime).toLocaleTimeString() : 'once'}`
-        : type === 'artifact'
+        : type === 'waiting'
+          ? `for ${(job.waitingFor || []).join(', ')}`
+          : type === 'artifact'
           ? `${event.artifact.name} (${event.artifact.contentType}, ${formatBytes(Number(event.artifact.size))})`
           : `${type === 'started' ? `attempt ${job.attempt}${job.workerId ? ' on ' + job.workerId : ''} ` : ''}` +
             `${p.step ? `${p.step} ` : ''}${p.fraction !== undefined ? Math.round(p.fraction * 100) + '% ' : ''}${p.message || ''}`);

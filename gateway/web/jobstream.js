@@ -13,8 +13,8 @@ const BASE = new URL('..', import.meta.url);  // the gateway: this file is at /s
 const url = (path) => new URL(path.replace(/^\//, ''), BASE).toString();
 
 // The event types of a job's stream, as SSE event names.
-export const EVENT_TYPES = ['created', 'started', 'step', 'progress', 'artifact', 'retrying',
-  'succeeded', 'failed', 'cancelled'];
+export const EVENT_TYPES = ['created', 'waiting', 'queued', 'started', 'step', 'progress',
+  'artifact', 'retrying', 'succeeded', 'failed', 'cancelled'];
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 export const isFinished = (job) => TERMINAL.has(job.state);
 

@@ -9,6 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "server/jobs/graph.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/list_request.h"
 #include "server/jobs/transitions.h"
@@ -116,15 +117,17 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
   }
   storage::CommittedEventPtr event = AddRecordAndEvent(batch, job, std::move(made));
   // The job exactly as this event left it (the event holds it already). A job this event
-  // leaves QUEUED may leave memory once it is written.
-  const bool settles = job.state() == Job::QUEUED;
+  // leaves QUEUED or WAITING may leave memory once it is written.
+  const bool settles = job.state() == Job::QUEUED || job.state() == Job::WAITING;
   const bool finishes = v1::IsTerminal(type);
+  const bool awaited = finishes && dependents_.contains(job.id());
   StatusCallback on_commit;
   if (settles || finishes || deliver || done) {
-    on_commit = [this, event, settles, finishes, deliver, now_ms,
+    on_commit = [this, event, settles, finishes, awaited, deliver, now_ms,
                  done = std::move(done)](absl::Status s) {
       if (settles) Settle(event->event.job_id(), event->event.sequence());
       if (finishes && s.ok()) AnswerWaits(event->event.job_id());
+      if (awaited && s.ok()) DependencyEnded(event->event.status());
       if (deliver && s.ok()) {
         webhook_sender_->Schedule(event->event.job_id(), event->event.sequence(), now_ms);
       }
@@ -157,7 +160,8 @@ void JobManager::Settle(const std::string& job_id, int64_t sequence) {
   absl::MutexLock lock(&mu_);
   auto it = live_.find(job_id);
   // Commits are delivered in order: if the job's newest event is written, all of it is.
-  if (it != live_.end() && it->second.job.state() == Job::QUEUED &&
+  if (it != live_.end() &&
+      (it->second.job.state() == Job::QUEUED || it->second.job.state() == Job::WAITING) &&
       it->second.job.last_sequence() == sequence) {
     live_.erase(it);
   }
@@ -376,6 +380,8 @@ absl::Status JobManager::LoadLive(AttemptEnd::Kind interrupted_end, absl::string
       WakeDispatcherBy((*live)->lease.attempt_deadline_ms());
     }
   }
+  // Before the interrupted attempts end: a job waiting for one moves when it does.
+  if (absl::Status s = LoadWaiting(); !s.ok()) return s;
   for (const auto& [lease_key, id] : interrupted) {
     if (lease_key != id) {  // the old key form; EndAttempt removes the new one
       Batch legacy;
@@ -549,15 +555,26 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
         !reply && queued >= options_.limits.max_queued_per_tenant) {
       reply = [done = std::move(done), full = QueueFull(scope.tenant, queued)] { done(full); };
     }
+    // The job waits for its dependencies (graph.h), or not; or they settled it already.
+    Job created = job;
+    JobEvent::Type then = JobEvent::TYPE_UNSPECIFIED;
+    if (!reply && !request.depends_on().empty()) {
+      auto dependencies = ReadDependencies(request, scope);
+      if (dependencies.ok()) {
+        then = StartWaiting(job, *dependencies, now, &created);
+      } else {
+        reply = [done = std::move(done), error = dependencies.status()] { done(error); };
+      }
+    }
     if (!reply && !request_id.empty()) {
       requests_in_flight_[request_id].push_back(std::move(done));  // twins wait with it
     }
     if (!reply) {
       LiveJob& live = live_[job.id()];
-      live.job = job;
+      live.job = created;
       live.params = params;
-      SetQueueKey(live, batch);
-      // The reply is the job as of its CREATED event (whatever happens to it meanwhile),
+      if (created.state() == Job::QUEUED) SetQueueKey(live, batch);
+      // The reply is the job as of its first events (whatever happens to it meanwhile),
       // with its params; every twin submitted with the same request_id gets it too. Held
       // here as well, to answer with the error if the write cannot even be queued.
       auto answer = std::make_shared<JobCallback>(
@@ -573,10 +590,21 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
             }
             for (auto& waiter : waiters) waiter(created);
           });
-      absl::Status status = Commit(live, JobEvent::CREATED, std::move(batch),
-                                   [answer](absl::StatusOr<Job> job) { (*answer)(job); });
+      // Answered with the job as its last event leaves it.
+      JobCallback on_commit = [answer](absl::StatusOr<Job> job) { (*answer)(job); };
+      const bool two = then != JobEvent::TYPE_UNSPECIFIED;
+      absl::Status status =
+          Commit(live, JobEvent::CREATED, std::move(batch), two ? nullptr : on_commit);
+      if (status.ok() && two) {
+        const int64_t created_sequence = live.job.last_sequence();
+        live.job = job;
+        live.job.set_last_sequence(created_sequence);
+        status = Commit(live, then, Batch(), on_commit);  // after CREATED, or not at all
+      }
       if (status.ok()) {
-        Enqueue(live);
+        if (job.state() == Job::QUEUED) Enqueue(live);
+        if (job.state() == Job::WAITING) Await(job);
+        if (v1::IsFinished(job.state())) live_.erase(job.id());
       } else {  // nothing was queued: undo the in-memory changes
         live_.erase(job.id());
         reply = [answer, status] { (*answer)(status); };  // after the lock: it may take it
@@ -634,7 +662,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
   };
   std::set<int> states = query.states;
   if (states.empty() && !request.type().empty()) {
-    for (int state = Job::QUEUED; state <= Job::CANCELLED; ++state) states.insert(state);
+    for (int state = Job::State_MIN + 1; state <= Job::State_MAX; ++state) states.insert(state);
   }
   for (int state : states) {
     if (request.type().empty()) {
@@ -687,7 +715,8 @@ void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, Job
     if (it == live_.end()) {
       // A queued job whose writes are all committed is only in the store (and the queue).
       auto stored = store_->GetJob(job_id);
-      if (stored.ok() && stored->state() == Job::QUEUED && scope.Sees(*stored)) {
+      if (stored.ok() && (stored->state() == Job::QUEUED || stored->state() == Job::WAITING) &&
+          scope.Sees(*stored)) {
         Hold(*std::move(stored));
         it = live_.find(job_id);
       }
@@ -701,6 +730,11 @@ void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, Job
       if (live.job.state() == Job::QUEUED) {
         Unqueue(live, batch);
         CancelQueued(live.job, now);
+        queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
+        live_.erase(it);
+      } else if (live.job.state() == Job::WAITING) {
+        StopAwaiting(live.job);
+        CancelWaiting(live.job, now);
         queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
         live_.erase(it);
       } else {
@@ -776,7 +810,9 @@ void JobManager::Delete(const std::string& job_id, const auth::Scope& scope,
   if (absl::IsNotFound(job.status())) return done(watch::JobNotFound(*store_, job_id, scope));
   if (!job.ok()) return done(job.status());
   if (!scope.Sees(*job)) return done(watch::NoSuchJob(job_id));
-  if (job->state() == Job::QUEUED) return done(StateError(*job, "cancel it first"));
+  if (job->state() == Job::QUEUED || job->state() == Job::WAITING) {
+    return done(StateError(*job, "cancel it first"));
+  }
   if (!IsFinished(job->state())) {
     return done(absl::AbortedError(absl::StrCat("job ", job_id, " is changing state; try again")));
   }

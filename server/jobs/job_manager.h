@@ -16,6 +16,7 @@
 //      +--- RETRYING ----+   (retryable failure with attempts left, lease expiry, timeout,
 //                              release by a worker, or server stop)
 //   QUEUED --Cancel--> CANCELLED
+//   WAITING --its dependencies end (graph.h)--> QUEUED | CANCELLED | FAILED
 #pragma once
 
 #include <atomic>
@@ -262,6 +263,21 @@ class JobManager : public JobBackend, public ArtifactSink {
   void AnswerWaits(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
   void ExpireWaits(int64_t now_ms, Replies& replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Job graphs (dependents.cc; graph.h decides). The dependencies a Submit names, as they
+  // stand (NOT_FOUND naming one that does not exist or is beyond `scope`).
+  absl::StatusOr<std::vector<v1::Job>> ReadDependencies(const v1::SubmitRequest& request,
+                                                        const auth::Scope& scope)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A WAITING job is found by each job in its waiting_for when that one ends; or no longer.
+  void Await(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StopAwaiting(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `ended`'s terminal event is written: the jobs waiting for it move on.
+  void DependencyEnded(const v1::Job& ended) ABSL_LOCKS_EXCLUDED(mu_);
+  void MoveDependent(const std::string& job_id, const std::vector<const v1::Job*>& ended)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads the WAITING jobs from the store and moves those whose dependencies ended.
+  absl::Status LoadWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   void DispatchLoop() ABSL_LOCKS_EXCLUDED(mu_);
   void Dispatch(absl::Time now, Replies& replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -292,6 +308,8 @@ class JobManager : public JobBackend, public ArtifactSink {
   absl::flat_hash_map<std::string, std::vector<JobCallback>> requests_in_flight_
       ABSL_GUARDED_BY(mu_);
   JobWaits waits_ ABSL_GUARDED_BY(mu_);
+  // The WAITING jobs waiting for each live job, by its id.
+  absl::flat_hash_map<std::string, std::vector<std::string>> dependents_ ABSL_GUARDED_BY(mu_);
   // Set from a failed write until the store takes writes again and memory is reloaded.
   absl::Status store_failure_ ABSL_GUARDED_BY(mu_);
   absl::Time store_failed_at_ ABSL_GUARDED_BY(mu_);

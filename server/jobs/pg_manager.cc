@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "jobstream/v1/artifacts.h"
 #include "jobstream/v1/job_states.h"
+#include "server/jobs/graph.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/list_request.h"
 #include "server/jobs/transitions.h"
@@ -74,6 +75,8 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
   }
   leased_ = std::make_unique<util::BatchWriter<PendingLeased>>(
       "js-pg-workwrite", 2, 128, [this](std::vector<PendingLeased>& batch) { WriteLeased(batch); });
+  ended_ = std::make_unique<util::BatchWriter<std::string>>(
+      "js-pg-graph", 1, 256, [this](std::vector<std::string>& batch) { MoveDependents(batch); });
   granter_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-pg-grant");
     GrantLoop();
@@ -138,6 +141,10 @@ absl::StatusOr<std::vector<storage::pg::PgStore::Claimed>> PgJobManager::Claim(
 
 void PgJobManager::Observe(const JobEvent& event) {
   if (v1::IsTerminal(event.type())) {
+    if (options_.leader == nullptr || leading_) {  // the jobs waiting for it move on
+      std::string id = event.job_id();
+      ended_->Post(id);
+    }
     JobWaits::Waits finished;
     {
       absl::MutexLock lock(&mu_);
@@ -190,6 +197,9 @@ void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope
     return done(QueueFull(scope.tenant, *queued));
   }
   Job job = NewJob(request, *types_->Find(request.type()), scope.tenant, now);
+  if (!request.depends_on().empty()) {
+    return SubmitWaiting(request, scope, std::move(job), now, std::move(done));
+  }
   if (request.request_id().empty()) {
     return Enqueue({{std::move(job), request.params(), EventOf(JobEvent::CREATED, now)},
                     scope.tenant,
@@ -287,6 +297,10 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
     switch (job.state()) {
       case Job::QUEUED:
         CancelQueued(job, now);
+        out.push_back(EventOf(JobEvent::CANCELLED, now));
+        break;
+      case Job::WAITING:  // its job_dependencies rows go when the jobs it waited for end
+        CancelWaiting(job, now);
         out.push_back(EventOf(JobEvent::CANCELLED, now));
         break;
       case Job::RUNNING:
@@ -683,6 +697,9 @@ void PgJobManager::RenewLoop() {
       leading_ = options_.leader->TryLead();
       if (leading_) SweepLeases(absl::Now());
     }
+    if (options_.leader == nullptr || leading_) {
+      SweepDependencies();
+    }
     mu_.Lock();
     for (const std::string& id : cancelled) {
       auto it = runs_.find(id);
@@ -747,6 +764,7 @@ void PgJobManager::Stop() {
   for (std::thread& t : run_writers_) t.join();
   run_writers_.clear();
   leased_->Close();  // what workers asked is written first
+  ended_->Close();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -174,6 +174,12 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   void WriteInserts(std::vector<PendingInsert>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   // What the callback calls do, on a call thread.
   void SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done);
+  // Job graphs (pg_dependents.cc): a Submit with depends_on; the jobs waiting for jobs
+  // that ended move on; and those a move cut short by a crash left waiting, found.
+  void SubmitWaiting(const v1::SubmitRequest& request, const auth::Scope& scope, v1::Job job,
+                     absl::Time now, JobCallback done);
+  void MoveDependents(std::vector<std::string>& ended);
+  void SweepDependencies();
   void CancelNow(const std::string& job_id, const auth::Scope& scope, JobCallback done)
       ABSL_LOCKS_EXCLUDED(mu_);
   // The lease an artifact's holder attaches under: a worker's, or this server's run's
@@ -287,6 +293,8 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   std::thread granter_;
   std::unique_ptr<util::BatchWriter<PendingInsert>> inserts_;
   std::unique_ptr<util::BatchWriter<PendingLeased>> leased_;
+  // Jobs that ended, seen by the leader: the jobs waiting for them move on.
+  std::unique_ptr<util::BatchWriter<std::string>> ended_;
   // Last: destroyed first, running what is queued while everything it uses is still there.
   std::unique_ptr<util::TaskPool> calls_;
 };

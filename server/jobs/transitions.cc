@@ -107,6 +107,8 @@ Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::str
   *job.mutable_create_time() = ToProto(now);
   job.set_request_id(request.request_id());
   job.set_tenant(tenant);
+  *job.mutable_depends_on() = request.depends_on();
+  job.set_on_dependency_failure(request.on_dependency_failure());
   return job;
 }
 

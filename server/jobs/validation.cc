@@ -2,6 +2,7 @@
 #include "server/jobs/validation.h"
 
 #include "jobstream/v1/job_states.h"
+#include "server/jobs/graph.h"
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -66,7 +67,7 @@ absl::Status ValidateStates(const google::protobuf::RepeatedField<int>& states) 
   for (int state : states) {
     if (state == v1::Job::STATE_UNSPECIFIED || !v1::Job::State_IsValid(state)) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "state ", state, " is not a job state (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)"));
+          "state ", state, " is not a job state (WAITING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)"));
     }
   }
   return absl::OkStatus();
@@ -138,6 +139,7 @@ absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& ty
       return absl::InvalidArgumentError("run_at is more than a year ahead");
     }
   }
+  if (absl::Status s = ValidateDependsOn(request); !s.ok()) return s;
   if (type->handler != nullptr) return type->handler->Validate(request.params());
   return absl::OkStatus();
 }

@@ -333,3 +333,31 @@ test('jobstream.js: watch keeps every event once across a gateway restart; resul
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('a job that waits for another says which, then runs once it has succeeded', async () => {
+  const { page, errors } = await open();
+  const post = async (body) => {
+    const response = await fetch(`${gateway.url}/v1/jobs`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+    });
+    assert.equal(response.status, 202);
+    return response.json();
+  };
+  const first = await post({ type: 'demo.steps', params: { steps: ['a'], ticks: 0, step_ms: 2500 } });
+  const then = await post({ type: 'demo.steps', params: { steps: ['b'], ticks: 0, step_ms: 10 },
+    dependsOn: [first.id] });
+  assert.equal(then.state, 'WAITING');
+  assert.deepEqual(then.waitingFor, [first.id]);
+  await page.waitForFunction((jobId) => {
+    const row = document.querySelector(`#jobs tr[data-id="${jobId}"]`);
+    return row && row.querySelector('.state').textContent === 'WAITING';
+  }, then.id, { timeout: 10000 });
+  assert.equal(await page.textContent(`#jobs tr[data-id="${then.id}"] .step`), `waits for ${first.id}`);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'gateway-page-waiting.png'), fullPage: true });
+  await waitForRow(page, then.id, 'SUCCEEDED');
+  await page.click(`#jobs tr[data-id="${then.id}"] td.id`);
+  await page.waitForSelector('#detail-log li:has-text("queued")');
+  assert.match(await page.textContent('#detail-log'), new RegExp(`waiting\\s+for ${first.id}`));
+  assert.deepEqual(errors, []);
+  await page.close();
+});

@@ -448,3 +448,26 @@ test('hostile input gets a clear status and the gateway keeps serving', async ()
     await strict.stop();
   }
 });
+
+test('dependsOn over HTTP: WAITING, then waiting/queued events on SSE; bad dependencies refused', async () => {
+  const first = await submit({ steps: ['a'], step_ms: 300, ticks: 0 });
+  const then = await submit({ steps: ['b'], step_ms: 10, ticks: 0 }, { dependsOn: [first.body.id] });
+  assert.equal(then.status, 202);
+  assert.equal(then.body.state, 'WAITING');
+  assert.deepEqual(then.body.waitingFor, [first.body.id]);
+  const waiting = await json('GET', '/v1/jobs?state=waiting');
+  assert.ok(waiting.body.jobs.some((j) => j.id === then.body.id));
+  const sse = await readSse(`/v1/jobs/${then.body.id}/events`);
+  assert.deepEqual(sse.events.map((e) => e.event).filter((k) => k !== 'progress'),
+    ['created', 'waiting', 'queued', 'started', 'step', 'succeeded']);
+  assert.deepEqual(sse.events[1].data.status.waitingFor, [first.body.id]);
+
+  const unknown = await submit({ steps: ['c'] }, { dependsOn: ['01aaaaaaaaaaaaaaaaaaaaaaaa'] });
+  assert.equal(unknown.status, 404);
+  assert.match(unknown.body.message, /depends_on\[0\]: job 01aaaaaaaaaaaaaaaaaaaaaaaa not found/);
+  const malformed = await submit({ steps: ['c'] }, { dependsOn: ['x'] });
+  assert.equal(malformed.status, 400);
+  assert.match(malformed.body.message, /depends_on\[0\]/);
+  const policy = await submit({ steps: ['c'] }, { dependsOn: [first.body.id], onDependencyFailure: 'SOMETIMES' });
+  assert.equal(policy.status, 400);
+});

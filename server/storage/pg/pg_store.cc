@@ -1,5 +1,7 @@
 #include "server/storage/pg/pg_store.h"
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "jobstream/v1/job_states.h"
@@ -145,6 +147,40 @@ absl::StatusOr<std::vector<JobEvent>> ChangeLocked(PgConnection& conn, Job job,
     if (!events.empty()) Announce(conn, job.id(), events.front().sequence(), job.last_sequence());
   }
   return events;
+}
+
+// A new job's request_id (if any), taken in the caller's transaction: waits for a twin in
+// flight, then either the job takes the key (nullopt) or a twin has it (the twin's job).
+absl::StatusOr<std::optional<Job>> TakeRequest(PgConnection& conn, const Job& job) {
+  if (job.request_id().empty()) return std::nullopt;
+  auto took = conn.Exec(
+      "INSERT INTO requests (tenant, request_id, job_id) VALUES ($1, $2, $3) "
+      "ON CONFLICT DO NOTHING RETURNING job_id",
+      {PgParam::Text(job.tenant()), PgParam::Text(job.request_id()), PgParam::Text(job.id())});
+  if (!took.ok()) return took.status();
+  if (took->rows() > 0) return std::nullopt;
+  auto twin = conn.Exec(
+      "SELECT j.record FROM requests r JOIN jobs j ON j.id = r.job_id "
+      "WHERE r.tenant = $1 AND r.request_id = $2",
+      {PgParam::Text(job.tenant()), PgParam::Text(job.request_id())}, /*binary_results=*/true);
+  if (!twin.ok()) return twin.status();
+  if (twin->rows() == 0) return absl::AbortedError("the job of this request_id was removed meanwhile");
+  auto found = Parse<Job>(twin->Get(0, 0), "the request's job");
+  if (!found.ok()) return found.status();
+  return std::optional<Job>(*std::move(found));
+}
+
+// Inserts a new job's row (numbered: its last_sequence is its events').
+absl::Status InsertJobRow(PgConnection& conn, const Job& job,
+                          const google::protobuf::Struct& params) {
+  std::vector<PgParam> columns = JobColumns(job);
+  columns.push_back(params.fields().empty() ? PgParam::Null()
+                                            : PgParam::Binary(params.SerializeAsString()));
+  return conn
+      .Exec("INSERT INTO jobs (id, tenant, type, state, priority, ready_ms, create_ms, end_ms, "
+            "last_sequence, record, params) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            columns)
+      .status();
 }
 
 }  // namespace
@@ -294,44 +330,17 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
   }
   Inserted out;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
-    if (!job.request_id().empty()) {
-      // Waits for a twin in flight; then either this job takes the key or the twin has it.
-      auto took = conn.Exec(
-          "INSERT INTO requests (tenant, request_id, job_id) VALUES ($1, $2, $3) "
-          "ON CONFLICT DO NOTHING RETURNING job_id",
-          {PgParam::Text(job.tenant()), PgParam::Text(job.request_id()), PgParam::Text(job.id())});
-      if (!took.ok()) return took.status();
-      if (took->rows() == 0) {
-        auto twin = conn.Exec(
-            "SELECT j.record FROM requests r JOIN jobs j ON j.id = r.job_id "
-            "WHERE r.tenant = $1 AND r.request_id = $2",
-            {PgParam::Text(job.tenant()), PgParam::Text(job.request_id())},
-            /*binary_results=*/true);
-        if (!twin.ok()) return twin.status();
-        if (twin->rows() == 0) {
-          return absl::AbortedError("the job of this request_id was removed meanwhile");
-        }
-        auto found = Parse<Job>(twin->Get(0, 0), "the request's job");
-        if (!found.ok()) return found.status();
-        out = {*std::move(found), false};
-        return absl::OkStatus();
-      }
+    auto twin = TakeRequest(conn, job);
+    if (!twin.ok()) return twin.status();
+    if (twin->has_value()) {
+      out = {**std::move(twin), false};
+      return absl::OkStatus();
     }
     Job stored = job;
     std::vector<JobEvent> events = {created};
     stored.set_last_sequence(0);
     Number(stored, events);
-    std::vector<PgParam> columns = JobColumns(stored);
-    columns.push_back(params.fields().empty() ? PgParam::Null()
-                                              : PgParam::Binary(params.SerializeAsString()));
-    if (absl::Status s = conn.Exec("INSERT INTO jobs (id, tenant, type, state, priority, "
-                                   "ready_ms, create_ms, end_ms, last_sequence, record, params) "
-                                   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                                   columns)
-                             .status();
-        !s.ok()) {
-      return s;
-    }
+    if (absl::Status s = InsertJobRow(conn, stored, params); !s.ok()) return s;
     InsertEvents(conn, stored, events);
     Announce(conn, stored.id(), 1, 1);
     out = {std::move(stored), true};
@@ -339,6 +348,143 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
   });
   if (!status.ok()) return status;
   return out;
+}
+
+absl::StatusOr<PgStore::Inserted> PgStore::InsertWaitingJob(const Job& job,
+                                                            const google::protobuf::Struct& params,
+                                                            const Wait& wait) {
+  Inserted out;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    auto twin = TakeRequest(conn, job);
+    if (!twin.ok()) return twin.status();
+    if (twin->has_value()) {
+      out = {**std::move(twin), false};
+      return absl::OkStatus();
+    }
+    // FOR SHARE: none of them can end until this commits, so each one either ended before
+    // (and is read so) or ends after and finds this job's row in job_dependencies.
+    std::vector<std::string> ids(job.depends_on().begin(), job.depends_on().end());
+    auto rows = conn.Exec("SELECT record FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR SHARE",
+                          {PgParam::Text(TextArray(ids))}, /*binary_results=*/true);
+    if (!rows.ok()) return rows.status();
+    std::vector<Job> dependencies;
+    for (int i = 0; i < rows->rows(); ++i) {
+      auto dependency = Parse<Job>(rows->Get(i, 0), "a job");
+      if (!dependency.ok()) return dependency.status();
+      dependencies.push_back(*std::move(dependency));
+    }
+    auto events = wait(dependencies);
+    if (!events.ok()) return events.status();
+    for (size_t i = 0; i < events->size(); ++i) {  // each carries the job as of itself
+      JobEvent& e = (*events)[i];
+      e.set_job_id(job.id());
+      e.set_sequence(static_cast<int64_t>(i) + 1);
+      e.mutable_status()->set_last_sequence(e.sequence());
+      e.mutable_status()->clear_params();
+    }
+    const Job& stored = events->back().status();
+    if (absl::Status s = InsertJobRow(conn, stored, params); !s.ok()) return s;
+    InsertEvents(conn, stored, *events);
+    if (stored.state() == Job::WAITING) {
+      std::vector<std::string> waiting(stored.waiting_for().begin(), stored.waiting_for().end());
+      conn.Defer("INSERT INTO job_dependencies (dependency_id, job_id) "
+                 "SELECT unnest($1::text[]), $2",
+                 {PgParam::Text(TextArray(waiting)), PgParam::Text(stored.id())});
+    }
+    Announce(conn, stored.id(), 1, stored.last_sequence());
+    out = {stored, true};
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return out;
+}
+
+absl::StatusOr<std::vector<JobEvent>> PgStore::MoveDependents(const std::vector<std::string>& ended,
+                                                              const Move& move) {
+  std::vector<JobEvent> written;
+  absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    written.clear();
+    const PgParam ended_ids = PgParam::Text(TextArray(ended));
+    auto edges = conn.Exec(
+        "SELECT dependency_id, job_id FROM job_dependencies WHERE dependency_id = ANY($1::text[])",
+        {ended_ids});
+    if (!edges.ok()) return edges.status();
+    if (edges->rows() == 0) return absl::OkStatus();
+    // The ended jobs as they ended; one removed since (only ended jobs are removed) counts
+    // as cancelled, how it ended being unknown.
+    std::map<std::string, Job> finished;
+    auto records = conn.Exec("SELECT record FROM jobs WHERE id = ANY($1::text[])", {ended_ids},
+                             /*binary_results=*/true);
+    if (!records.ok()) return records.status();
+    std::set<std::string> found;
+    for (int i = 0; i < records->rows(); ++i) {
+      auto job = Parse<Job>(records->Get(i, 0), "a job");
+      if (!job.ok()) return job.status();
+      found.insert(job->id());
+      if (v1::IsFinished(job->state())) finished[job->id()] = *std::move(job);
+    }
+    for (const std::string& id : ended) {
+      if (found.contains(id)) continue;
+      Job gone;
+      gone.set_id(id);
+      gone.set_state(Job::CANCELLED);
+      gone.mutable_error()->set_message("the job was removed");
+      finished[id] = std::move(gone);
+    }
+    std::map<std::string, std::vector<const Job*>> dependents;  // in id order: lock order
+    std::vector<std::string> done_with;
+    for (int i = 0; i < edges->rows(); ++i) {
+      auto it = finished.find(std::string(edges->Get(i, 0)));
+      if (it == finished.end()) continue;  // not ended after all
+      dependents[std::string(edges->Get(i, 1))].push_back(&it->second);
+    }
+    for (const auto& [id, job] : finished) done_with.push_back(id);
+    std::vector<std::string> ids;
+    for (const auto& [id, unused] : dependents) ids.push_back(id);
+    auto locked = conn.Exec("SELECT record FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+                            {PgParam::Text(TextArray(ids))}, /*binary_results=*/true);
+    if (!locked.ok()) return locked.status();
+    std::vector<std::string> settled;
+    for (int i = 0; i < locked->rows(); ++i) {
+      auto job = Parse<Job>(locked->Get(i, 0), "a job");
+      if (!job.ok()) return job.status();
+      const std::vector<const Job*>& ends = dependents[job->id()];
+      auto made = ChangeLocked(conn, *job, [&](Job& j, std::vector<JobEvent>& events) {
+        move(j, ends, events);
+        return absl::OkStatus();
+      });
+      if (!made.ok()) return made.status();
+      if (!made->empty() && made->back().status().state() != Job::WAITING) {
+        settled.push_back(job->id());
+      }
+      for (JobEvent& e : *made) written.push_back(std::move(e));
+    }
+    conn.Defer("DELETE FROM job_dependencies WHERE dependency_id = ANY($1::text[])",
+               {PgParam::Text(TextArray(done_with))});
+    if (!settled.empty()) {
+      conn.Defer("DELETE FROM job_dependencies WHERE job_id = ANY($1::text[])",
+                 {PgParam::Text(TextArray(settled))});
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return written;
+}
+
+absl::StatusOr<std::vector<std::string>> PgStore::EndedDependencies(int limit) const {
+  std::vector<std::string> ids;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto rows = conn.Exec(
+        "SELECT DISTINCT d.dependency_id FROM job_dependencies d "
+        "LEFT JOIN jobs j ON j.id = d.dependency_id "
+        "WHERE j.id IS NULL OR j.end_ms IS NOT NULL LIMIT $1",
+        {PgParam::Int(limit)});
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) ids.emplace_back(rows->Get(i, 0));
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return ids;
 }
 
 absl::StatusOr<std::vector<JobEvent>> PgStore::Transition(const std::string& job_id,

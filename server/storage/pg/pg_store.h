@@ -75,6 +75,31 @@ class PgStore : public EventReader {
   absl::StatusOr<Inserted> InsertJob(const v1::Job& job, const google::protobuf::Struct& params,
                                      v1::JobEvent created);
 
+  // A new job with depends_on, in one transaction: its dependencies' rows are locked
+  // (FOR SHARE, so none ends meanwhile) and handed to `wait`, which gives the job's events
+  // — CREATED, and what follows it (graph.h) — each with the job as of that event, or
+  // refuses (that error is returned; nothing is written). The store numbers them and
+  // writes the job as of the last, and, if it is WAITING, a job_dependencies row for each
+  // job in its waiting_for. request_id as InsertJob.
+  using Wait = std::function<absl::StatusOr<std::vector<v1::JobEvent>>(
+      const std::vector<v1::Job>& dependencies)>;
+  absl::StatusOr<Inserted> InsertWaitingJob(const v1::Job& job,
+                                            const google::protobuf::Struct& params,
+                                            const Wait& wait);
+  // The jobs `ended` have ended: in one transaction, each WAITING job waiting for some of
+  // them (job_dependencies) is locked, in id order, and handed to `move` with those
+  // (their records as they ended; one since removed, as CANCELLED), which changes it
+  // (graph.h) and adds its event, if any; the rows of job_dependencies that no longer
+  // hold go. Idempotent: a job that moved on already is not waiting for them. The events
+  // written.
+  using Move = std::function<void(v1::Job& job, const std::vector<const v1::Job*>& ended,
+                                  std::vector<v1::JobEvent>& events)>;
+  absl::StatusOr<std::vector<v1::JobEvent>> MoveDependents(const std::vector<std::string>& ended,
+                                                           const Move& move);
+  // Up to `limit` jobs that ended (or were removed) with jobs still in job_dependencies
+  // waiting for them: what a MoveDependents cut short by a crash left.
+  absl::StatusOr<std::vector<std::string>> EndedDependencies(int limit) const;
+
   // Many new jobs without request_id, each with its CREATED event, in one statement (one
   // round trip, one commit: its fsync and NOTIFY's lock are paid once for all). On
   // success `jobs` hold the jobs as stored (numbered, without params).

@@ -117,6 +117,16 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_wake ON schedules (wake_ms) WHERE wake_ms > 0;
 )sql",
+    // 3: job graphs. A row for each job a WAITING job waits for (its record's
+    // waiting_for), found by that job when it ends.
+    R"sql(
+CREATE TABLE job_dependencies (
+  dependency_id text NOT NULL,
+  job_id        text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+  PRIMARY KEY (dependency_id, job_id)
+);
+CREATE INDEX job_dependencies_by_job ON job_dependencies (job_id);
+)sql",
 };
 
 // Any fixed number: every jobstream server takes the same lock to migrate.
