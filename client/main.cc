@@ -51,6 +51,10 @@ ABSL_FLAG(int, max_attempts, 0, "submit: attempts allowed (0: the type's default
 ABSL_FLAG(bool, watch, false, "submit: then watch the job to its end");
 ABSL_FLAG(std::vector<std::string>, after, {},
           "watch: start after this sequence; submit: run after these jobs (ids) have succeeded");
+ABSL_FLAG(std::string, unique_key, "",
+          "submit: one job per key: while a job holding it is live (--unique_for=active) or "
+          "for --unique_for from its creation, submitting again answers that job");
+ABSL_FLAG(std::string, unique_for, "", "submit: how long a --unique_key is held: a duration, or active");
 ABSL_FLAG(std::string, on_dependency_failure, "",
           "submit: cancel, fail or run when a job of --after does not succeed (default cancel)");
 ABSL_FLAG(bool, json, false, "print one JSON object per line instead of text");
@@ -96,9 +100,11 @@ const std::map<std::string, std::string>& CommandHelp() {
       {"submit",
        "jobstream submit TYPE [--params=JSON] [--request_id=ID] [--labels=k=v,...]\n"
        "                 [--priority=N] [--max_attempts=N] [--after=ID,...]\n"
-       "                 [--on_dependency_failure=cancel|fail|run] [--watch] [--json]\n"
+       "                 [--on_dependency_failure=cancel|fail|run]\n"
+       "                 [--unique_key=K --unique_for=DURATION|active] [--watch] [--json]\n"
        "  Creates a job and prints its id (or the job as JSON with --json). With --after,\n"
-       "  it waits (WAITING) until those jobs have succeeded. With --watch,\n"
+       "  it waits (WAITING) until those jobs have succeeded. With --unique_key, a job\n"
+       "  holding the key is the answer instead (\"deduplicated\": true). With --watch,\n"
        "  follows it to its end; the exit code is then the job's outcome."},
       {"status", "jobstream status ID [--json]\n  Prints the job as JSON."},
       {"watch",
@@ -213,6 +219,18 @@ absl::Status ParseLabels(google::protobuf::Map<std::string, std::string>* labels
   return absl::OkStatus();
 }
 
+// --flag=TEXT as a Duration, or a usage error.
+absl::Status DurationFlag(const std::string& flag, const std::string& text,
+                          google::protobuf::Duration* out) {
+  absl::Duration d;
+  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, " takes a duration such as 90s, 15m or 1h, not \"", text, "\""));
+  }
+  *out = jobstream::v1::ToProto(d);
+  return absl::OkStatus();
+}
+
 // The live bar: [#####-----]  50%  step 2/3 render · render 3/5  00:01.2
 class Bar {
  public:
@@ -293,6 +311,14 @@ int Submit(jobstream::client::JobClient& client, const std::vector<std::string>&
     return UsageError("--on_dependency_failure takes cancel, fail or run");
   }
   request.set_on_dependency_failure(on_failure);
+  request.set_unique_key(absl::GetFlag(FLAGS_unique_key));
+  if (const std::string held = absl::GetFlag(FLAGS_unique_for); held == "active") {
+    request.set_unique_while(Job::ACTIVE);
+  } else if (!held.empty()) {
+    if (auto s = DurationFlag("unique_for", held, request.mutable_unique_for()); !s.ok()) {
+      return UsageError(std::string(s.message()));
+    }
+  }
   auto job = client.Submit(request);
   if (!job.ok()) return CallError(job.status());
   if (Interactive()) std::cout << job->id() << std::endl;
@@ -554,18 +580,8 @@ absl::StatusOr<jobstream::v1::Schedule> ScheduleFromFlags(const std::string& id)
   s.set_id(id);
   s.set_cron(absl::GetFlag(FLAGS_cron));
   s.set_time_zone(absl::GetFlag(FLAGS_time_zone));
-  auto duration = [](const std::string& flag, const std::string& text,
-                     google::protobuf::Duration* out) -> absl::Status {
-    absl::Duration d;
-    if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--", flag, " takes a duration such as 90s, 15m or 1h, not \"", text, "\""));
-    }
-    *out = jobstream::v1::ToProto(d);
-    return absl::OkStatus();
-  };
   if (!absl::GetFlag(FLAGS_every).empty()) {
-    if (auto st = duration("every", absl::GetFlag(FLAGS_every), s.mutable_interval()); !st.ok()) {
+    if (auto st = DurationFlag("every", absl::GetFlag(FLAGS_every), s.mutable_interval()); !st.ok()) {
       return st;
     }
   }
@@ -573,7 +589,7 @@ absl::StatusOr<jobstream::v1::Schedule> ScheduleFromFlags(const std::string& id)
     return absl::InvalidArgumentError("a schedule needs one of --cron and --every");
   }
   if (!absl::GetFlag(FLAGS_jitter).empty()) {
-    if (auto st = duration("jitter", absl::GetFlag(FLAGS_jitter), s.mutable_jitter()); !st.ok()) {
+    if (auto st = DurationFlag("jitter", absl::GetFlag(FLAGS_jitter), s.mutable_jitter()); !st.ok()) {
       return st;
     }
   }

@@ -47,7 +47,9 @@ void Submit(const SessionPtr& session) {
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->Submit(a...); },
           [s = session.get()](const v1::Job& job) {
-            s->Reply({202, ToJson(job), "application/json", {{"Location", JobPath(job.id())}}});
+            // 200: nothing was created, the job holding the unique_key is the answer.
+            s->Reply({job.deduplicated() ? 200 : 202, ToJson(job), "application/json",
+                      {{"Location", JobPath(job.id())}}});
           });
 }
 

@@ -514,9 +514,12 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
   if (absl::Status s = CheckSubmitWebhook(request, options_.webhook_policy); !s.ok()) {
     return done(s);
   }
-  // A request_id is the tenant's own: another tenant's same id is another request.
+  // A request_id is the tenant's own: another tenant's same id is another request. So is
+  // a unique_key.
   const std::string request_id =
       request.request_id().empty() ? "" : storage::RequestKey(scope.tenant, request.request_id());
+  const std::string unique =
+      request.unique_key().empty() ? "" : storage::UniqueKey(scope.tenant, request.unique_key());
   auto existing_job = [&]() -> std::optional<absl::StatusOr<Job>> {
     auto existing = store_->GetRequest(request_id);
     if (!existing.ok()) return existing.status();
@@ -551,6 +554,14 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
         reply = [done = std::move(done), twin = *std::move(twin)] { done(twin); };
       }
     }
+    if (!reply && !unique.empty()) {
+      auto holder = UniqueHolder(unique, now);
+      if (!holder.ok()) {
+        reply = [done = std::move(done), error = holder.status()] { done(error); };
+      } else if (holder->has_value()) {
+        reply = [this, id = **holder, done = std::move(done)] { AnswerDeduplicated(id, done); };
+      }
+    }
     if (const int64_t queued = queue_.queued_of_tenant(scope.tenant);
         !reply && queued >= options_.limits.max_queued_per_tenant) {
       reply = [done = std::move(done), full = QueueFull(scope.tenant, queued)] { done(full); };
@@ -570,6 +581,10 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
       requests_in_flight_[request_id].push_back(std::move(done));  // twins wait with it
     }
     if (!reply) {
+      if (!unique.empty()) {
+        batch.Put(Cf::kRequests, unique, job.id());
+        uniques_in_flight_[unique] = job.id();
+      }
       LiveJob& live = live_[job.id()];
       live.job = created;
       live.params = params;
@@ -578,8 +593,16 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
       // with its params; every twin submitted with the same request_id gets it too. Held
       // here as well, to answer with the error if the write cannot even be queued.
       auto answer = std::make_shared<JobCallback>(
-          [this, params, request_id, done = std::move(done)](absl::StatusOr<Job> created) {
+          [this, params, request_id, unique, id = job.id(),
+           done = std::move(done)](absl::StatusOr<Job> created) {
             if (created.ok()) *created->mutable_params() = *params;
+            if (!unique.empty()) {  // written (or not at all): found in the store from now
+              absl::MutexLock lock(&mu_);
+              if (auto it = uniques_in_flight_.find(unique);
+                  it != uniques_in_flight_.end() && it->second == id) {
+                uniques_in_flight_.erase(it);
+              }
+            }
             std::vector<JobCallback> waiters;
             if (request_id.empty()) {
               waiters.push_back(done);
@@ -782,6 +805,7 @@ void JobManager::RemovalBatch(const Job& job, absl::string_view reason, absl::Ti
   if (!job.request_id().empty()) {
     batch.Delete(Cf::kRequests, storage::RequestKey(job.tenant(), job.request_id()));
   }
+  ForgetUnique(job, batch);
   if (job.has_webhook()) {
     batch.DeleteRange(Cf::kWebhooks, storage::EventKey(id, 0), storage::EventKey(id, INT64_MAX));
   }

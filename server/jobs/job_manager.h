@@ -278,6 +278,14 @@ class JobManager : public JobBackend, public ArtifactSink {
   // Reads the WAITING jobs from the store and moves those whose dependencies ended.
   absl::Status LoadWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  // Unique keys (uniques.cc; unique.h decides): the job holding `key` (a
+  // storage::UniqueKey) at `now`, if one does; answering a Submit with it; and, as a job is
+  // removed, its key, unless a newer job took it.
+  absl::StatusOr<std::optional<std::string>> UniqueHolder(const std::string& key, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AnswerDeduplicated(const std::string& job_id, JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
+  void ForgetUnique(const v1::Job& job, storage::Batch& batch) const;
+
   void DispatchLoop() ABSL_LOCKS_EXCLUDED(mu_);
   void Dispatch(absl::Time now, Replies& replies) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -308,6 +316,8 @@ class JobManager : public JobBackend, public ArtifactSink {
   absl::flat_hash_map<std::string, std::vector<JobCallback>> requests_in_flight_
       ABSL_GUARDED_BY(mu_);
   JobWaits waits_ ABSL_GUARDED_BY(mu_);
+  // Unique keys of jobs whose Submit is not written yet, and the job that took each.
+  absl::flat_hash_map<std::string, std::string> uniques_in_flight_ ABSL_GUARDED_BY(mu_);
   // The WAITING jobs waiting for each live job, by its id.
   absl::flat_hash_map<std::string, std::vector<std::string>> dependents_ ABSL_GUARDED_BY(mu_);
   // Set from a failed write until the store takes writes again and memory is reloaded.

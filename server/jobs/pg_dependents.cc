@@ -38,8 +38,10 @@ void PgJobManager::SubmitWaiting(const v1::SubmitRequest& request, const auth::S
           *events[1].mutable_status() = job;
         }
         return events;
-      });
+      },
+      UniqueHolds(now));
   if (!inserted.ok()) return done(inserted.status());
+  if (inserted->deduplicated) return done(Deduplicated(inserted->job.id()));
   if (!inserted->created) return done(Get(inserted->job.id(), auth::Scope::Everything()));
   if (inserted->job.state() == Job::QUEUED) {
     absl::MutexLock lock(&mu_);

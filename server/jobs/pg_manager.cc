@@ -12,6 +12,7 @@
 #include "server/jobs/ids.h"
 #include "server/jobs/list_request.h"
 #include "server/jobs/transitions.h"
+#include "server/jobs/unique.h"
 #include "server/jobs/worker_requests.h"
 #include "server/storage/keys.h"
 #include "server/watch/event_hub.h"
@@ -200,13 +201,15 @@ void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope
   if (!request.depends_on().empty()) {
     return SubmitWaiting(request, scope, std::move(job), now, std::move(done));
   }
-  if (request.request_id().empty()) {
+  if (request.request_id().empty() && request.unique_key().empty()) {
     return Enqueue({{std::move(job), request.params(), EventOf(JobEvent::CREATED, now)},
                     scope.tenant,
                     std::move(done)});
   }
-  auto inserted = store_->InsertJob(job, request.params(), EventOf(JobEvent::CREATED, now));
+  auto inserted = store_->InsertJob(job, request.params(), EventOf(JobEvent::CREATED, now),
+                                    UniqueHolds(now));
   if (!inserted.ok()) return done(inserted.status());
+  if (inserted->deduplicated) return done(Deduplicated(inserted->job.id()));
   if (inserted->created) {
     {
       absl::MutexLock lock(&mu_);
@@ -221,6 +224,16 @@ void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope
     return done(std::move(inserted->job));
   }
   done(Get(inserted->job.id(), auth::Scope::Everything()));  // a twin's job, as it stands
+}
+
+storage::pg::PgStore::Holds PgJobManager::UniqueHolds(absl::Time now) {
+  return [now](const Job& holder) { return HoldsUniqueKey(holder, now); };
+}
+
+absl::StatusOr<Job> PgJobManager::Deduplicated(const std::string& job_id) const {
+  auto job = Get(job_id, auth::Scope::Everything());
+  if (job.ok()) job->set_deduplicated(true);
+  return job;
 }
 
 void PgJobManager::Enqueue(PendingInsert insert) {

@@ -174,6 +174,10 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   void WriteInserts(std::vector<PendingInsert>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   // What the callback calls do, on a call thread.
   void SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done);
+  // Unique keys (unique.h decides): whether a job still holds its key; a Submit's answer
+  // when one does.
+  static storage::pg::PgStore::Holds UniqueHolds(absl::Time now);
+  absl::StatusOr<v1::Job> Deduplicated(const std::string& job_id) const;
   // Job graphs (pg_dependents.cc): a Submit with depends_on; the jobs waiting for jobs
   // that ended move on; and those a move cut short by a crash left waiting, found.
   void SubmitWaiting(const v1::SubmitRequest& request, const auth::Scope& scope, v1::Job job,

@@ -109,6 +109,9 @@ Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::str
   job.set_tenant(tenant);
   *job.mutable_depends_on() = request.depends_on();
   job.set_on_dependency_failure(request.on_dependency_failure());
+  job.set_unique_key(request.unique_key());
+  if (request.has_unique_for()) *job.mutable_unique_for() = request.unique_for();
+  job.set_unique_while(request.unique_while());
   return job;
 }
 

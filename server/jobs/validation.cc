@@ -3,6 +3,7 @@
 
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/graph.h"
+#include "server/jobs/unique.h"
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -140,6 +141,7 @@ absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& ty
     }
   }
   if (absl::Status s = ValidateDependsOn(request); !s.ok()) return s;
+  if (absl::Status s = ValidateUnique(request); !s.ok()) return s;
   if (type->handler != nullptr) return type->handler->Validate(request.params());
   return absl::OkStatus();
 }

@@ -139,6 +139,11 @@ std::string RequestKey(absl::string_view tenant, absl::string_view request_id) {
   return absl::StrCat(tenant, absl::string_view("\0", 1), request_id);
 }
 
+std::string UniqueKey(absl::string_view tenant, absl::string_view unique_key) {
+  return absl::StrCat(absl::string_view("\x01", 1), tenant, absl::string_view("\0", 1),
+                      unique_key);
+}
+
 std::string ArtifactRecordKey(absl::string_view job_id, absl::string_view name) {
   std::string key(job_id);
   key.push_back('n');

@@ -33,7 +33,8 @@ inline constexpr std::array<CfInfo, 17> kColumnFamilies = {{
     {Cf::kQueue, "queue",
      "type [0x01 tenant] 0x00 | be32 inverted priority | be64 ready ms | id -> ()"},
     {Cf::kLeases, "leases", "job id -> LeaseRecord (records.proto)"},
-    {Cf::kRequests, "requests", "[tenant 0x00] request id -> job id"},
+    {Cf::kRequests, "requests",
+     "[tenant 0x00] request id -> job id; 0x01 tenant 0x00 unique key -> job id"},
     {Cf::kByTime, "by_time", "be64 create ms | id -> ()"},
     {Cf::kTombstones, "tombstones", "job id -> be64 removal ms | reason [0x00 tenant]"},
     {Cf::kByState, "by_state", "state byte | be64 create ms | id -> ()"},
@@ -98,6 +99,9 @@ std::optional<Tombstone> ParseTombstoneValue(absl::string_view value);
 
 // requests: a request_id is the submitter's tenant's own.
 std::string RequestKey(absl::string_view tenant, absl::string_view request_id);
+// requests also holds unique keys: 0x01 tenant 0x00 unique key -> the id of the job that
+// took it last (a request key never starts with 0x01).
+std::string UniqueKey(absl::string_view tenant, absl::string_view unique_key);
 
 // artifacts: a committed artifact's record, its chunks (an upload id keeps an upload in
 // progress apart from the artifact it will replace), and the range of all of a job's.

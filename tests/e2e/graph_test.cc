@@ -13,103 +13,22 @@
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "tests/support/process.h"
-#include "tests/support/server_process.h"
-#include "tests/support/store_test.h"
-#include "tests/support/temp_dir.h"
+#include "tests/support/job_test.h"
 
 namespace jobstream {
 namespace {
 
-using testing::ServerProcess;
 using v1::Job;
 using v1::JobEvent;
 
-class GraphTest : public testing::StoreTest {
+class GraphTest : public testing::JobTest {
  protected:
-  void Start() {
-    std::vector<std::string> flags = StoreFlags();
-    if (server_) flags.push_back("--listen=" + server_->address());
-    server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
-    jobs_ = v1::JobService::NewStub(server_->Channel());
-  }
-
-  // A demo job of one step lasting `step_ms`; if `fail`, failing (for good) as it starts.
-  static v1::SubmitRequest Demo(int step_ms, bool fail = false) {
-    v1::SubmitRequest request;
-    request.set_type("demo.steps");
-    google::protobuf::util::JsonStringToMessage(
-        absl::StrCat(R"({"steps": ["work"], "ticks": 0, "step_ms": )", step_ms,
-                     fail ? R"(, "fail_at": "work")" : "", "}"),
-        request.mutable_params());
-    request.set_max_attempts(1);
-    return request;
-  }
   static v1::SubmitRequest After(v1::SubmitRequest request, std::vector<std::string> ids,
                                  Job::OnDependencyFailure policy = Job::ON_DEPENDENCY_FAILURE_UNSPECIFIED) {
     for (const std::string& id : ids) request.add_depends_on(id);
     request.set_on_dependency_failure(policy);
     return request;
   }
-
-  grpc::Status Submit(const v1::SubmitRequest& request, Job* job) {
-    grpc::ClientContext ctx;
-    return jobs_->Submit(&ctx, request, job);
-  }
-  Job MustSubmit(const v1::SubmitRequest& request) {
-    Job job;
-    grpc::Status s = Submit(request, &job);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    return job;
-  }
-
-  // The job once it has finished (WaitJob, up to 60 s).
-  Job Finished(const std::string& id) {
-    grpc::ClientContext ctx;
-    v1::WaitJobRequest request;
-    request.set_job_id(id);
-    request.mutable_timeout()->set_seconds(60);
-    Job job;
-    grpc::Status s = jobs_->WaitJob(&ctx, request, &job);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    EXPECT_TRUE(v1::IsFinished(job.state())) << id << " is " << Job::State_Name(job.state());
-    return job;
-  }
-
-  // Every event of a finished job, in order.
-  std::vector<JobEvent> Events(const std::string& id) {
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-    v1::WatchJobRequest request;
-    request.set_job_id(id);
-    auto reader = jobs_->WatchJob(&ctx, request);
-    std::vector<JobEvent> events;
-    JobEvent e;
-    while (reader->Read(&e)) events.push_back(e);
-    grpc::Status s = reader->Finish();
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    for (size_t i = 0; i < events.size(); ++i) {
-      EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i) + 1) << "dense from 1";
-    }
-    return events;
-  }
-  static std::vector<JobEvent::Type> Types(const std::vector<JobEvent>& events) {
-    std::vector<JobEvent::Type> types;
-    for (const JobEvent& e : events) types.push_back(e.type());
-    return types;
-  }
-
-  int64_t JobCount() {
-    grpc::ClientContext ctx;
-    v1::ListJobsRequest request;
-    request.set_page_size(1000);
-    v1::ListJobsResponse response;
-    EXPECT_TRUE(jobs_->ListJobs(&ctx, request, &response).ok());
-    return response.jobs_size();
-  }
-
-  testing::TempDir dir_;
-  std::unique_ptr<ServerProcess> server_;
-  std::unique_ptr<v1::JobService::Stub> jobs_;
 };
 JOBSTREAM_BOTH_STORES(GraphTest);
 

@@ -471,3 +471,19 @@ test('dependsOn over HTTP: WAITING, then waiting/queued events on SSE; bad depen
   const policy = await submit({ steps: ['c'] }, { dependsOn: [first.body.id], onDependencyFailure: 'SOMETIMES' });
   assert.equal(policy.status, 400);
 });
+
+test('uniqueKey over HTTP: 202 creates, 200 answers the job holding the key', async () => {
+  const body = { steps: ['a'], step_ms: 10, ticks: 0 };
+  const extra = { uniqueKey: `nightly-${Date.now()}`, uniqueFor: '60s' };
+  const first = await submit(body, extra);
+  assert.equal(first.status, 202);
+  assert.equal(first.body.deduplicated, undefined);
+  const again = await submit(body, extra);
+  assert.equal(again.status, 200);
+  assert.equal(again.body.id, first.body.id);
+  assert.equal(again.body.deduplicated, true);
+  assert.equal(again.headers.get('location'), `/v1/jobs/${first.body.id}`);
+  const bad = await submit(body, { uniqueKey: 'x' });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.message, /unique_key needs one of unique_for/);
+});

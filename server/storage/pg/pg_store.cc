@@ -170,6 +170,34 @@ absl::StatusOr<std::optional<Job>> TakeRequest(PgConnection& conn, const Job& jo
   return std::optional<Job>(*std::move(found));
 }
 
+// A new job's unique_key (if any), taken in the caller's transaction: nullopt if the job
+// takes it; else the job holding it, which `holds` says still does.
+absl::StatusOr<std::optional<Job>> TakeUnique(PgConnection& conn, const Job& job,
+                                              const PgStore::Holds& holds) {
+  if (job.unique_key().empty() || !holds) return std::nullopt;
+  const std::vector<PgParam> key = {PgParam::Text(job.tenant()), PgParam::Text(job.unique_key()),
+                                    PgParam::Text(job.id())};
+  auto took = conn.Exec("INSERT INTO uniques (tenant, unique_key, job_id) VALUES ($1, $2, $3) "
+                        "ON CONFLICT DO NOTHING RETURNING job_id",
+                        key);
+  if (!took.ok()) return took.status();
+  if (took->rows() > 0) return std::nullopt;
+  // Taken: by a job that may still hold it (the row is locked until this commits).
+  auto holder = conn.Exec(
+      "SELECT j.record FROM uniques u LEFT JOIN jobs j ON j.id = u.job_id "
+      "WHERE u.tenant = $1 AND u.unique_key = $2 FOR UPDATE OF u",
+      {key[0], key[1]}, /*binary_results=*/true);
+  if (!holder.ok()) return holder.status();
+  if (holder->rows() == 0) return absl::AbortedError("the unique key was freed meanwhile");
+  if (!holder->IsNull(0, 0)) {
+    auto found = Parse<Job>(holder->Get(0, 0), "the unique key's job");
+    if (!found.ok()) return found.status();
+    if (holds(*found)) return std::optional<Job>(*std::move(found));
+  }
+  conn.Defer("UPDATE uniques SET job_id = $3 WHERE tenant = $1 AND unique_key = $2", key);
+  return std::nullopt;
+}
+
 // Inserts a new job's row (numbered: its last_sequence is its events').
 absl::Status InsertJobRow(PgConnection& conn, const Job& job,
                           const google::protobuf::Struct& params) {
@@ -322,8 +350,9 @@ absl::Status PgStore::InsertJobs(std::vector<NewJob>& jobs) {
 
 absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
                                                      const google::protobuf::Struct& params,
-                                                     JobEvent created) {
-  if (job.request_id().empty()) {  // the common case: one statement, one round trip
+                                                     JobEvent created, const Holds& holds) {
+  if (job.request_id().empty() && job.unique_key().empty()) {
+    // The common case: one statement, one round trip.
     std::vector<NewJob> one = {{job, params, std::move(created)}};
     if (absl::Status s = InsertJobs(one); !s.ok()) return s;
     return Inserted{std::move(one[0].job), true};
@@ -336,6 +365,13 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
       out = {**std::move(twin), false};
       return absl::OkStatus();
     }
+    auto holder = TakeUnique(conn, job, holds);
+    if (!holder.ok()) return holder.status();
+    if (holder->has_value()) {
+      // Rolled back: a request_id taken above stays free (a retry finds the holder again).
+      out = {**std::move(holder), false, true};
+      return absl::AlreadyExistsError("deduplicated");
+    }
     Job stored = job;
     std::vector<JobEvent> events = {created};
     stored.set_last_sequence(0);
@@ -346,13 +382,14 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
     out = {std::move(stored), true};
     return absl::OkStatus();
   });
+  if (out.deduplicated) return out;
   if (!status.ok()) return status;
   return out;
 }
 
 absl::StatusOr<PgStore::Inserted> PgStore::InsertWaitingJob(const Job& job,
                                                             const google::protobuf::Struct& params,
-                                                            const Wait& wait) {
+                                                            const Wait& wait, const Holds& holds) {
   Inserted out;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
     auto twin = TakeRequest(conn, job);
@@ -360,6 +397,13 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertWaitingJob(const Job& job,
     if (twin->has_value()) {
       out = {**std::move(twin), false};
       return absl::OkStatus();
+    }
+    auto holder = TakeUnique(conn, job, holds);
+    if (!holder.ok()) return holder.status();
+    if (holder->has_value()) {
+      // Rolled back: a request_id taken above stays free (a retry finds the holder again).
+      out = {**std::move(holder), false, true};
+      return absl::AlreadyExistsError("deduplicated");
     }
     // FOR SHARE: none of them can end until this commits, so each one either ended before
     // (and is read so) or ends after and finds this job's row in job_dependencies.
@@ -395,6 +439,7 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertWaitingJob(const Job& job,
     out = {stored, true};
     return absl::OkStatus();
   });
+  if (out.deduplicated) return out;
   if (!status.ok()) return status;
   return out;
 }

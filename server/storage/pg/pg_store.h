@@ -68,24 +68,29 @@ class PgStore : public EventReader {
   // A new job with its CREATED event (sequence 1; the store fills in sequence and
   // status). With a request_id, a twin — an earlier job of the same tenant and
   // request_id — is returned instead, and nothing is written; `created` says which.
+  // With a unique_key, the job that took that key last (of the same tenant) is handed to
+  // `holds`: if it still holds the key, it is returned instead (`deduplicated`) and
+  // nothing is written; otherwise this job takes the key.
   struct Inserted {
     v1::Job job;  // without params
     bool created = false;
+    bool deduplicated = false;
   };
+  using Holds = std::function<bool(const v1::Job& holder)>;
   absl::StatusOr<Inserted> InsertJob(const v1::Job& job, const google::protobuf::Struct& params,
-                                     v1::JobEvent created);
+                                     v1::JobEvent created, const Holds& holds = nullptr);
 
   // A new job with depends_on, in one transaction: its dependencies' rows are locked
   // (FOR SHARE, so none ends meanwhile) and handed to `wait`, which gives the job's events
   // — CREATED, and what follows it (graph.h) — each with the job as of that event, or
   // refuses (that error is returned; nothing is written). The store numbers them and
   // writes the job as of the last, and, if it is WAITING, a job_dependencies row for each
-  // job in its waiting_for. request_id as InsertJob.
+  // job in its waiting_for. request_id and unique_key as InsertJob.
   using Wait = std::function<absl::StatusOr<std::vector<v1::JobEvent>>(
       const std::vector<v1::Job>& dependencies)>;
   absl::StatusOr<Inserted> InsertWaitingJob(const v1::Job& job,
                                             const google::protobuf::Struct& params,
-                                            const Wait& wait);
+                                            const Wait& wait, const Holds& holds = nullptr);
   // The jobs `ended` have ended: in one transaction, each WAITING job waiting for some of
   // them (job_dependencies) is locked, in id order, and handed to `move` with those
   // (their records as they ended; one since removed, as CANCELLED), which changes it

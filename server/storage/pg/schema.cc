@@ -127,6 +127,17 @@ CREATE TABLE job_dependencies (
 );
 CREATE INDEX job_dependencies_by_job ON job_dependencies (job_id);
 )sql",
+    // 4: unique keys.
+    R"sql(
+-- unique_key: the job that took each tenant's key last (Submit asks it whether it still
+-- holds it). Written before its job, so the job it names is checked at commit.
+CREATE TABLE uniques (
+  tenant     text NOT NULL,
+  unique_key text NOT NULL,
+  job_id     text NOT NULL REFERENCES jobs (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED,
+  PRIMARY KEY (tenant, unique_key)
+);
+)sql",
 };
 
 // Any fixed number: every jobstream server takes the same lock to migrate.
