@@ -56,7 +56,9 @@ bool JobQueue::Remove(const std::string& key) {
   auto parsed = Parse(key);
   if (!parsed) return false;
   auto [lane, item] = *parsed;
-  if (lanes_[lane].ready.erase(item) == 0 && scheduled_.erase({item.ready_ms, lane, item}) == 0) {
+  if (lanes_[lane].ready.erase(item) > 0) {
+    lanes_[lane].served = ++served_clock_;
+  } else if (scheduled_.erase({item.ready_ms, lane, item}) == 0) {
     return false;
   }
   Count(lane, -1);
@@ -94,7 +96,13 @@ std::optional<std::string> JobQueue::Next(
       }
       if (!admitted) break;
       const Item& first = *l.ready.begin();
-      if (best == nullptr || first < *best) {  // the same order across lanes as within one
+      // Priority first; then round robin: the lane served least recently; then time.
+      const bool better =
+          best == nullptr || first.priority > best->priority ||
+          (first.priority == best->priority &&
+           (l.served < lanes_[best_lane].served ||
+            (l.served == lanes_[best_lane].served && first < *best)));
+      if (better) {
         best = &first;
         best_lane = lane;
       }

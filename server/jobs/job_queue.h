@@ -3,8 +3,11 @@
 // million queued jobs cost tens of megabytes. Jobs that may run now are kept apart from
 // jobs waiting for their ready time (run_at, or a retry's backoff). The interface speaks
 // storage::QueueKey strings, the keys of the `queue` column family. Each type has a lane
-// per tenant, so a worker can take just its tenant's jobs. Not thread-safe: the
-// JobManager guards it with its lock.
+// per tenant, so a worker can take just its tenant's jobs, and so tenants share a type
+// fairly: among lanes whose next job has the same (highest) priority, the one served least
+// recently goes first — round robin — so one tenant's backlog of 100,000 delays another's
+// single job by about one job per tenant, not by the backlog. Within a lane, jobs go in
+// order. Not thread-safe: the JobManager guards it with its lock.
 #pragma once
 
 #include <array>
@@ -24,14 +27,15 @@ class JobQueue {
  public:
   // Adds a key; it is ready at once if its ready time is not after now_ms.
   void Add(const std::string& key, int64_t now_ms);
-  // Removes a key, ready or scheduled; false if it was not queued.
+  // Removes a key, ready or scheduled; false if it was not queued. A ready one's lane
+  // counts as served now (it started; or was cancelled, which moves its lane back alike).
   bool Remove(const std::string& key);
 
   // Makes every job whose ready time has come ready; returns their types (each once).
   std::vector<std::string> Promote(int64_t now_ms);
   // The key of the job to run next among `types` whose type `admit` accepts, of the
-  // tenant `only_tenant` if given: the highest priority first, then the earliest ready
-  // time, then the oldest id.
+  // tenant `only_tenant` if given: the highest priority first; among lanes at it, the
+  // lane served least recently; within a lane, the earliest ready time, then the oldest id.
   std::optional<std::string> Next(const std::vector<std::string>& types,
                                   const std::function<bool(absl::string_view type)>& admit,
                                   const std::string* only_tenant = nullptr) const;
@@ -73,6 +77,7 @@ class JobQueue {
     std::string tenant;
     absl::btree_set<Item> ready;
     int64_t count = 0;  // ready and scheduled
+    uint64_t served = 0;  // when a job of it last left ready (served_clock_); 0: never
   };
   // The lane's index, made on first use.
   uint32_t Intern(absl::string_view type, absl::string_view tenant);
@@ -87,6 +92,7 @@ class JobQueue {
   absl::flat_hash_map<std::string, std::vector<uint32_t>> type_lanes_;
   absl::flat_hash_map<std::string, int64_t> tenant_counts_;
   absl::btree_set<Scheduled> scheduled_;
+  uint64_t served_clock_ = 0;
 };
 
 }  // namespace jobstream::jobs

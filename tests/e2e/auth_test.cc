@@ -416,6 +416,64 @@ TEST_P(AuthTest, ARequestIdIsEachTenantsOwn) {
   EXPECT_EQ(b1.tenant(), "bolt");
 }
 
+TEST_P(AuthTest, DependenciesAndUniqueKeysAreEachTenantsOwn) {
+  const Job alices = Submit(kAlice);
+  auto submit = [&](const Token& token, v1::SubmitRequest request, Job* job) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    request.set_type("demo.steps");
+    return Jobs(&token)->Submit(&ctx, request, job);
+  };
+  // Another tenant's job cannot be waited for: not found, as if it never existed.
+  v1::SubmitRequest after;
+  after.add_depends_on(alices.id());
+  Job job;
+  grpc::Status s = submit(kBob, after, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(s.error_message(), "depends_on[0]: job " + alices.id() + " not found");
+  ASSERT_TRUE(submit(kAlice, after, &job).ok());
+  // The same unique_key in two tenants: two jobs.
+  v1::SubmitRequest keyed;
+  keyed.set_unique_key("nightly");
+  keyed.set_unique_while(Job::ACTIVE);
+  Job a, a_again, b;
+  ASSERT_TRUE(submit(kAlice, keyed, &a).ok());
+  ASSERT_TRUE(submit(kAlice, keyed, &a_again).ok());
+  ASSERT_TRUE(submit(kBob, keyed, &b).ok());
+  EXPECT_TRUE(a_again.deduplicated());
+  EXPECT_EQ(a_again.id(), a.id());
+  EXPECT_FALSE(b.deduplicated());
+  EXPECT_NE(b.id(), a.id());
+}
+
+TEST_P(AuthTest, TenantsTakeTurnsSoABacklogDelaysAnotherTenantByAFewJobs) {
+  if (postgres()) GTEST_SKIP() << "PostgreSQL still claims across tenants in FIFO order";
+  for (int i = 0; i < 2000; ++i) Submit(kAlice, "ext");  // acme's backlog first
+  std::set<std::string> bolts;
+  for (int i = 0; i < 10; ++i) bolts.insert(Submit(kBob, "ext").id());
+  std::vector<std::string> order;  // as an admin worker leases them, five at a time
+  while (order.size() < 40) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::LeaseJobRequest request;
+    request.add_types("ext");
+    request.set_max_jobs(5);
+    v1::LeaseJobResponse response;
+    ASSERT_TRUE(Work(&kRoot)->LeaseJob(&ctx, request, &response).ok());
+    ASSERT_GT(response.jobs_size(), 0);
+    for (const auto& leased : response.jobs()) order.push_back(leased.job().id());
+  }
+  // Turn about: bolt's k-th job is among the first 2k jobs leased, not after 2,000.
+  int seen = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (bolts.contains(order[i])) {
+      ++seen;
+      EXPECT_LE(i + 1, static_cast<size_t>(2 * seen)) << "bolt's job " << seen;
+    }
+  }
+  EXPECT_EQ(seen, 10);
+}
+
 TEST_P(AuthTest, WorkersLeaseOnlyTheirTenantsJobsUnlessAdmin) {
   const Job acme_job = Submit(kAlice, "ext");
   const Job bolt_job = Submit(kBob, "ext");

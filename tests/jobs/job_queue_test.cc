@@ -56,6 +56,29 @@ TEST(JobQueueTest, EachTenantHasItsLaneAndTheOrderHoldsAcrossLanes) {
   EXPECT_EQ(storage::ParseQueueKey(*q.Next({"a"}, nullptr, &acme))->job_id, Id(4));
 }
 
+TEST(JobQueueTest, TenantsAtOnePriorityTakeTurnsWhateverTheirBacklog) {
+  JobQueue q;
+  for (int i = 0; i < 800; ++i) {  // acme's backlog, all older than bolt's jobs
+    q.Add(storage::QueueKey("a", "acme", 0, 100 + i, Id(i)), 10'000);
+  }
+  const std::vector<std::string> bolt = {Id(900), Id(901), Id(902)};
+  for (const std::string& id : bolt) q.Add(storage::QueueKey("a", "bolt", 0, 5000, id), 10'000);
+  q.Add(storage::QueueKey("a", "cobra", 0, 6000, Id(950)), 10'000);
+  std::vector<std::string> tenants;
+  for (int i = 0; i < 10; ++i) {
+    auto next = q.Next({"a"}, nullptr);
+    ASSERT_TRUE(next.has_value());
+    tenants.push_back(storage::ParseQueueKey(*next)->tenant);
+    ASSERT_TRUE(q.Remove(*next));
+  }
+  // Round robin among the lanes with work, not acme's 800 first.
+  EXPECT_EQ(tenants, (std::vector<std::string>{"acme", "bolt", "cobra", "acme", "bolt", "acme",
+                                               "bolt", "acme", "acme", "acme"}));
+  // A higher priority still goes first, whoever has been served.
+  q.Add(storage::QueueKey("a", "acme", 7, 9000, Id(960)), 10'000);
+  EXPECT_EQ(storage::ParseQueueKey(*q.Next({"a"}, nullptr))->job_id, Id(960));
+}
+
 TEST(JobQueueTest, ScheduledJobsWaitForTheirTime) {
   JobQueue q;
   q.Add(Key("a", 9, 5000, 1), 1000);  // later, though higher priority
