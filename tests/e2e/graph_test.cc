@@ -12,7 +12,6 @@
 #include "gtest/gtest.h"
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
-#include "tests/support/process.h"
 #include "tests/support/job_test.h"
 
 namespace jobstream {
@@ -230,17 +229,10 @@ TEST_P(GraphTest, BadDependsOnIsRefusedNamingTheFieldAndWritesNothing) {
 
 TEST_P(GraphTest, TheCliSubmitsAfterJobsAndListsWaitingOnes) {
   Start();
-  auto cli = [&](const std::string& args, std::string* out) {
-    auto [code, text] = testing::RunCommand(testing::BinaryPath("client/jobstream") +
-                                            " --server=" + server_->address() + " " + args +
-                                            " 2>&1");
-    *out = text;
-    return code;
-  };
   const Job a = MustSubmit(Demo(1500));
   const Job b = MustSubmit(Demo(10));
   std::string out;
-  ASSERT_EQ(cli("submit demo.steps --params='{\"steps\":[\"x\"]}' --after=" + a.id() + "," +
+  ASSERT_EQ(Cli("submit demo.steps --params='{\"steps\":[\"x\"]}' --after=" + a.id() + "," +
                     b.id() + " --on_dependency_failure=run --json",
                 &out),
             0)
@@ -250,17 +242,17 @@ TEST_P(GraphTest, TheCliSubmitsAfterJobsAndListsWaitingOnes) {
   EXPECT_EQ(waiting.state(), Job::WAITING);
   EXPECT_EQ(waiting.on_dependency_failure(), Job::RUN);
   EXPECT_EQ(waiting.depends_on_size(), 2);
-  ASSERT_EQ(cli("list --state=WAITING --json", &out), 0) << out;
+  ASSERT_EQ(Cli("list --state=WAITING --json", &out), 0) << out;
   EXPECT_NE(out.find(waiting.id()), std::string::npos) << out;
   EXPECT_NE(out.find("\"waitingFor\":[\"" + a.id() + "\"]"), std::string::npos) << out;
   // watch follows it through WAITING to its end.
-  ASSERT_EQ(cli("watch " + waiting.id() + " --json", &out), 0) << out;
+  ASSERT_EQ(Cli("watch " + waiting.id() + " --json", &out), 0) << out;
   EXPECT_NE(out.find("\"type\":\"QUEUED\""), std::string::npos) << out;
-  EXPECT_EQ(cli("submit demo.steps --after=" + b.id() + " --on_dependency_failure=maybe", &out), 3)
+  EXPECT_EQ(Cli("submit demo.steps --after=" + b.id() + " --on_dependency_failure=maybe", &out), 3)
       << out;
   EXPECT_NE(out.find("--on_dependency_failure takes cancel, fail or run"), std::string::npos);
-  EXPECT_EQ(cli("watch " + waiting.id() + " --after=x", &out), 3) << out;
-  EXPECT_EQ(cli("submit demo.steps --after=01aaaaaaaaaaaaaaaaaaaaaaaa", &out), 1) << out;
+  EXPECT_EQ(Cli("watch " + waiting.id() + " --after=x", &out), 3) << out;
+  EXPECT_EQ(Cli("submit demo.steps --after=01aaaaaaaaaaaaaaaaaaaaaaaa", &out), 1) << out;
   EXPECT_NE(out.find("NOT_FOUND: depends_on[0]: job 01aaaaaaaaaaaaaaaaaaaaaaaa not found"),
             std::string::npos)
       << out;

@@ -7,7 +7,6 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/support/job_test.h"
-#include "tests/support/process.h"
 
 namespace jobstream {
 namespace {
@@ -136,17 +135,10 @@ TEST_P(UniqueTest, BadUniqueInputIsRefusedNamingTheField) {
 
 TEST_P(UniqueTest, TheCliSubmitsWithAUniqueKey) {
   Start();
-  auto cli = [&](const std::string& args, std::string* out) {
-    auto [code, text] = testing::RunCommand(testing::BinaryPath("client/jobstream") +
-                                            " --server=" + server_->address() + " " + args +
-                                            " 2>&1");
-    *out = text;
-    return code;
-  };
   std::string first, second, out;
-  ASSERT_EQ(cli("submit demo.steps --unique_key=nightly --unique_for=active --json", &first), 0)
+  ASSERT_EQ(Cli("submit demo.steps --unique_key=nightly --unique_for=active --json", &first), 0)
       << first;
-  ASSERT_EQ(cli("submit demo.steps --unique_key=nightly --unique_for=active --json", &second), 0)
+  ASSERT_EQ(Cli("submit demo.steps --unique_key=nightly --unique_for=active --json", &second), 0)
       << second;
   Job a, b;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(first, &a).ok()) << first;
@@ -155,7 +147,7 @@ TEST_P(UniqueTest, TheCliSubmitsWithAUniqueKey) {
   EXPECT_FALSE(a.deduplicated());
   EXPECT_TRUE(b.deduplicated());
   EXPECT_EQ(a.unique_while(), Job::ACTIVE);
-  EXPECT_EQ(cli("submit demo.steps --unique_key=k --unique_for=soon", &out), 3) << out;
+  EXPECT_EQ(Cli("submit demo.steps --unique_key=k --unique_for=soon", &out), 3) << out;
   EXPECT_NE(out.find("--unique_for takes a duration"), std::string::npos) << out;
 }
 

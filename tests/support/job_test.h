@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
+#include "tests/support/process.h"
 #include "tests/support/server_process.h"
 #include "tests/support/store_test.h"
 #include "tests/support/temp_dir.h"
@@ -91,6 +92,14 @@ class JobTest : public StoreTest {
     std::vector<JobEvent::Type> types;
     for (const JobEvent& e : events) types.push_back(e.type());
     return types;
+  }
+
+  // Runs the jobstream CLI against the server: its exit code; `out` gets stdout and stderr.
+  int Cli(const std::string& args, std::string* out) {
+    auto [code, text] = RunCommand(BinaryPath("client/jobstream") + " --server=" +
+                                   server_->address() + " " + args + " 2>&1");
+    *out = text;
+    return code;
   }
 
   int64_t JobCount() {

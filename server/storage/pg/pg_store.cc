@@ -198,6 +198,24 @@ absl::StatusOr<std::optional<Job>> TakeUnique(PgConnection& conn, const Job& job
   return std::nullopt;
 }
 
+// A new job's request_id and unique_key, taken in the caller's transaction; true if an
+// existing job answers the Submit instead (`out`: a twin, or the unique key's holder —
+// then the status is ALREADY_EXISTS, to roll back the request_id taken meanwhile).
+absl::StatusOr<bool> FindExisting(PgConnection& conn, const Job& job, const PgStore::Holds& holds,
+                                  PgStore::Inserted& out) {
+  auto twin = TakeRequest(conn, job);
+  if (!twin.ok()) return twin.status();
+  if (twin->has_value()) {
+    out = {**std::move(twin), false};
+    return true;
+  }
+  auto holder = TakeUnique(conn, job, holds);
+  if (!holder.ok()) return holder.status();
+  if (!holder->has_value()) return false;
+  out = {**std::move(holder), false, true};
+  return absl::AlreadyExistsError("deduplicated");
+}
+
 // Inserts a new job's row (numbered: its last_sequence is its events').
 absl::Status InsertJobRow(PgConnection& conn, const Job& job,
                           const google::protobuf::Struct& params) {
@@ -359,18 +377,8 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,
   }
   Inserted out;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
-    auto twin = TakeRequest(conn, job);
-    if (!twin.ok()) return twin.status();
-    if (twin->has_value()) {
-      out = {**std::move(twin), false};
-      return absl::OkStatus();
-    }
-    auto holder = TakeUnique(conn, job, holds);
-    if (!holder.ok()) return holder.status();
-    if (holder->has_value()) {
-      // Rolled back: a request_id taken above stays free (a retry finds the holder again).
-      out = {**std::move(holder), false, true};
-      return absl::AlreadyExistsError("deduplicated");
+    if (absl::StatusOr<bool> found = FindExisting(conn, job, holds, out); !found.ok() || *found) {
+      return found.status();
     }
     Job stored = job;
     std::vector<JobEvent> events = {created};
@@ -392,18 +400,8 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertWaitingJob(const Job& job,
                                                             const Wait& wait, const Holds& holds) {
   Inserted out;
   absl::Status status = pool_.Transact([&](PgConnection& conn) -> absl::Status {
-    auto twin = TakeRequest(conn, job);
-    if (!twin.ok()) return twin.status();
-    if (twin->has_value()) {
-      out = {**std::move(twin), false};
-      return absl::OkStatus();
-    }
-    auto holder = TakeUnique(conn, job, holds);
-    if (!holder.ok()) return holder.status();
-    if (holder->has_value()) {
-      // Rolled back: a request_id taken above stays free (a retry finds the holder again).
-      out = {**std::move(holder), false, true};
-      return absl::AlreadyExistsError("deduplicated");
+    if (absl::StatusOr<bool> found = FindExisting(conn, job, holds, out); !found.ok() || *found) {
+      return found.status();
     }
     // FOR SHARE: none of them can end until this commits, so each one either ended before
     // (and is read so) or ends after and finds this job's row in job_dependencies.
