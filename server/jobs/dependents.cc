@@ -56,6 +56,10 @@ void JobManager::StopAwaiting(const Job& job) {
 
 void JobManager::DependencyEnded(const Job& ended) {
   absl::MutexLock lock(&mu_);
+  MoveDependentsOf(ended);
+}
+
+void JobManager::MoveDependentsOf(const Job& ended) {
   auto it = dependents_.find(ended.id());
   if (it == dependents_.end()) return;
   std::vector<std::string> waiting = std::move(it->second);
@@ -119,14 +123,8 @@ absl::Status JobManager::LoadWaiting() {
                                                      : std::nullopt;
     }
   }
-  for (auto& [id, dependency] : ended) {
-    if (dependency.has_value()) {
-      auto it = dependents_.find(id);
-      if (it == dependents_.end()) continue;
-      std::vector<std::string> dependents = std::move(it->second);
-      dependents_.erase(it);
-      for (const std::string& dependent : dependents) MoveDependent(dependent, {&*dependency});
-    }
+  for (const auto& [id, dependency] : ended) {
+    if (dependency.has_value()) MoveDependentsOf(*dependency);
   }
   return absl::OkStatus();
 }

@@ -273,6 +273,7 @@ class JobManager : public JobBackend, public ArtifactSink {
   void StopAwaiting(const v1::Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `ended`'s terminal event is written: the jobs waiting for it move on.
   void DependencyEnded(const v1::Job& ended) ABSL_LOCKS_EXCLUDED(mu_);
+  void MoveDependentsOf(const v1::Job& ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MoveDependent(const std::string& job_id, const std::vector<const v1::Job*>& ended)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads the WAITING jobs from the store and moves those whose dependencies ended.
