@@ -105,6 +105,7 @@ FirePlan PlanFires(const v1::Schedule& schedule, const Timetable& timetable,
 
 std::optional<absl::Time> WakeOf(const v1::Schedule& schedule, const Timetable& timetable,
                                  const FireState& state, absl::Time now) {
+  if (!state.submitting.empty()) return now;
   if (schedule.paused()) return std::nullopt;
   std::optional<absl::Time> wake;
   if (std::optional<absl::Time> next = timetable.Next(state.handled_until)) {

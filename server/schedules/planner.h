@@ -23,6 +23,9 @@ struct FireState {
   absl::Time handled_until;
   // QUEUE_ONE: the fire waiting for the previous job to end.
   std::optional<absl::Time> pending;
+  // Fire times decided to run, written before their jobs are submitted (see
+  // ScheduleRecord.submitting_ms); submitted before anything is planned again.
+  std::vector<absl::Time> submitting;
 };
 
 struct FirePlan {
@@ -46,9 +49,10 @@ inline constexpr absl::Duration kPendingPoll = absl::Milliseconds(250);
 // RUN_ALL's catch_up_limit when the schedule gives none.
 inline constexpr int kDefaultCatchUpLimit = 100;
 
-// When to look at a schedule next (FirePlan::wake): the due time (nominal + jitter) of its
-// first fire after state.handled_until, or soon while a fire waits; nullopt if paused or
-// no fire will come.
+// When to look at a schedule next (FirePlan::wake): now while fires decided before are
+// still to be submitted (even if paused since: they were decided before); else the due
+// time (nominal + jitter) of its first fire after state.handled_until, or soon while a fire
+// waits; nullopt if paused or no fire will come.
 std::optional<absl::Time> WakeOf(const v1::Schedule& schedule, const Timetable& timetable,
                                  const FireState& state, absl::Time now);
 

@@ -71,6 +71,19 @@ std::optional<absl::Time> StoredWake(const v1::Schedule& schedule, const FireSta
   return WakeOf(schedule, *table, state, now);
 }
 
+// A fire whose submit failed like this is tried again later; any other failure (its type
+// removed from the config, say) would fail again, so the fire is skipped with its error.
+bool RetryableSubmitError(const absl::Status& status) {
+  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status) ||
+         absl::IsAborted(status) || absl::IsInternal(status) ||
+         absl::IsResourceExhausted(status) || absl::IsUnknown(status);
+}
+
+void LogWriteError(const StoredSchedule& s, const absl::Status& written) {
+  if (written.ok() || absl::IsNotFound(written)) return;
+  std::cerr << "jobstream-server: schedule " << s.schedule.id() << ": " << written << "\n";
+}
+
 }  // namespace
 
 absl::Status ScheduleManager::SetFields(const v1::Schedule& in, absl::Time now,
@@ -323,49 +336,85 @@ std::optional<v1::Job::State> ScheduleManager::LastJobState(const v1::Schedule& 
 }
 
 void ScheduleManager::Fire(StoredSchedule s, absl::Time now) {
-  if (s.schedule.paused()) return;
-  absl::StatusOr<Timetable> table = StoredTimetable(s.schedule);
-  if (!table.ok()) return;  // checked when it was set
-  const std::optional<v1::Job::State> previous = LastJobState(s.schedule);
-  const FirePlan plan =
-      PlanFires(s.schedule, *table, s.state, now, previous && !v1::IsFinished(*previous));
+  // Fires a write decided before (this server's or one cut off by a crash) go out before
+  // anything is planned again: planning again would count them as skipped, though their
+  // jobs may exist.
+  if (s.state.submitting.empty() && !Plan(s, now)) return;
+  SubmitDecided(std::move(s), now);
+}
 
-  // What the fires did, to record on the schedule as it stands when written.
-  FireState state = plan.state;
-  std::optional<absl::Time> wake = plan.wake;
-  int64_t fired = 0;
+bool ScheduleManager::Plan(StoredSchedule& s, absl::Time now) {
+  for (int tries = 0;; ++tries) {
+    if (s.schedule.paused()) return false;
+    absl::StatusOr<Timetable> table = StoredTimetable(s.schedule);
+    if (!table.ok()) return false;  // checked when it was set
+    const std::optional<v1::Job::State> previous = LastJobState(s.schedule);
+    const FirePlan plan =
+        PlanFires(s.schedule, *table, s.state, now, previous && !v1::IsFinished(*previous));
+    StoredSchedule planned = s;
+    planned.schedule.set_skipped_count(planned.schedule.skipped_count() + plan.skipped);
+    planned.state = plan.state;
+    planned.state.submitting = plan.submit;
+    planned.wake = plan.submit.empty() ? plan.wake : now;
+    const absl::Status written = store_->Update(planned);
+    if (written.ok()) {
+      s = std::move(planned);
+      return !s.state.submitting.empty();
+    }
+    // Changed meanwhile (paused, updated, fired by a leader before us): plan again on the
+    // schedule as it now stands.
+    absl::StatusOr<StoredSchedule> fresh =
+        absl::IsAborted(written) && tries < 10
+            ? store_->Get(s.schedule.tenant(), s.schedule.id())
+            : absl::StatusOr<StoredSchedule>(written);
+    if (!fresh.ok()) {
+      LogWriteError(s, fresh.status());
+      return false;
+    }
+    s = std::move(*fresh);
+    if (!s.state.submitting.empty()) return true;
+  }
+}
+
+void ScheduleManager::SubmitDecided(StoredSchedule s, absl::Time now) {
+  int64_t fired = 0, skipped = 0;
   std::string last_job_id, last_error;
   absl::Time last_fire;
-  for (absl::Time nominal : plan.submit) {
+  std::vector<absl::Time> left;
+  for (size_t i = 0; i < s.state.submitting.size(); ++i) {
+    const absl::Time nominal = s.state.submitting[i];
     absl::StatusOr<v1::Job> job = Submit(s.schedule, nominal, /*manual=*/false);
-    if (!job.ok()) {
-      // Tried again soon, from this fire on; what came before it stands.
-      last_error = absl::StrCat("the fire at ", FireTimeText(nominal),
-                                " could not submit its job: ", job.status().ToString());
-      state.handled_until = nominal - absl::Seconds(1);
-      state.pending.reset();
-      wake = now + kRetryFire;
-      break;
+    if (job.ok()) {
+      ++fired;
+      last_job_id = job->id();
+      last_fire = nominal;
+      continue;
     }
-    ++fired;
-    last_job_id = job->id();
-    last_fire = nominal;
+    last_error = absl::StrCat("the fire at ", FireTimeText(nominal),
+                              " could not submit its job: ", job.status().ToString());
+    if (!RetryableSubmitError(job.status())) {
+      ++skipped;
+      continue;
+    }
+    // Tried again soon, from this fire on; what came before it stands.
+    left.assign(s.state.submitting.begin() + i, s.state.submitting.end());
+    break;
   }
+  // What the fires did, recorded on the schedule as it stands when written: changed
+  // meanwhile (paused, updated), it keeps its own timetable and paused state.
   auto record = [&](StoredSchedule& into) {
     v1::Schedule& schedule = into.schedule;
-    schedule.set_skipped_count(schedule.skipped_count() + plan.skipped);
+    schedule.set_skipped_count(schedule.skipped_count() + skipped);
     schedule.set_fired_count(schedule.fired_count() + fired);
     if (fired > 0) {
       schedule.set_last_job_id(last_job_id);
       *schedule.mutable_last_fire_time() = v1::ToProto(last_fire);
     }
     schedule.set_last_error(last_error);
+    into.state.submitting = left;
+    into.wake = left.empty() ? StoredWake(schedule, into.state, now) : now + kRetryFire;
   };
   record(s);
-  s.state = state;
-  s.wake = wake;
-  // Changed meanwhile (paused, updated): what the fires did is recorded on the schedule
-  // as it now stands, which keeps its own timetable and paused state.
   absl::Status written = store_->Update(s);
   for (int tries = 0; absl::IsAborted(written) && tries < 10; ++tries) {
     absl::StatusOr<StoredSchedule> fresh = store_->Get(s.schedule.tenant(), s.schedule.id());
@@ -374,13 +423,9 @@ void ScheduleManager::Fire(StoredSchedule s, absl::Time now) {
       break;
     }
     record(*fresh);
-    fresh->state.handled_until = std::max(fresh->state.handled_until, state.handled_until);
-    fresh->wake = StoredWake(fresh->schedule, fresh->state, now);
     written = store_->Update(*fresh);
   }
-  if (!written.ok() && !absl::IsNotFound(written)) {
-    std::cerr << "jobstream-server: schedule " << s.schedule.id() << ": " << written << "\n";
-  }
+  LogWriteError(s, written);
 }
 
 bool ScheduleManager::FireDue(absl::Time now) {

@@ -58,7 +58,14 @@ class ScheduleManager {
   absl::StatusOr<v1::Job> Submit(const v1::Schedule& s, absl::Time nominal, bool manual);
   // The state of the schedule's last job; nullopt if it has none or it is gone.
   std::optional<v1::Job::State> LastJobState(const v1::Schedule& s) const;
+  // A due schedule's turn: plans its fires and writes the plan (Plan), then submits the
+  // fires it decided (SubmitDecided).
   void Fire(StoredSchedule s, absl::Time now);
+  // Plans and writes what was planned, the fires to submit included, before any is
+  // submitted. Re-reads and plans again when another write came between. False: nothing
+  // to submit (paused, gone, or the store refused).
+  bool Plan(StoredSchedule& s, absl::Time now);
+  void SubmitDecided(StoredSchedule s, absl::Time now);
 
   ScheduleStore* const store_;
   jobs::JobBackend* const jobs_;

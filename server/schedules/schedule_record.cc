@@ -13,6 +13,7 @@ std::string EncodeSchedule(const StoredSchedule& s) {
   s.schedule.SerializeToString(record.mutable_schedule());
   record.set_handled_until_ms(absl::ToUnixMillis(s.state.handled_until));
   if (s.state.pending) record.set_pending_ms(absl::ToUnixMillis(*s.state.pending));
+  for (absl::Time t : s.state.submitting) record.add_submitting_ms(absl::ToUnixMillis(t));
   record.set_version(s.version);
   record.set_wake_ms(WakeMs(s));
   return record.SerializeAsString();
@@ -27,6 +28,7 @@ absl::StatusOr<StoredSchedule> DecodeSchedule(absl::string_view bytes) {
   }
   s.state.handled_until = absl::FromUnixMillis(record.handled_until_ms());
   if (record.has_pending_ms()) s.state.pending = absl::FromUnixMillis(record.pending_ms());
+  for (int64_t ms : record.submitting_ms()) s.state.submitting.push_back(absl::FromUnixMillis(ms));
   s.version = record.version();
   if (record.wake_ms() != 0) s.wake = absl::FromUnixMillis(record.wake_ms());
   return s;

@@ -2,6 +2,8 @@
 // time, the catch-up policies across a kill -9, overlap, pause/resume/trigger/update/
 // delete, and bad input refused with nothing written.
 #include <algorithm>
+#include <csignal>
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -27,8 +29,9 @@ using v1::Schedule;
 
 class ScheduleTest : public testing::StoreTest {
  protected:
-  void Start() {
+  void Start(std::vector<std::string> extra = {}) {
     std::vector<std::string> flags = StoreFlags();
+    for (std::string& f : extra) flags.push_back(std::move(f));
     if (server_) flags.push_back("--listen=" + server_->address());
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
     schedules_ = v1::ScheduleService::NewStub(server_->Channel());
@@ -179,6 +182,35 @@ TEST_P(ScheduleTest, EachCatchUpPolicyAcrossAKill9LosesNoFireAndRepeatsNone) {
       EXPECT_EQ(Get(id).skipped_count(), missing);
     }
   }
+}
+
+TEST_P(ScheduleTest, AFireWhoseJobCannotBeMadeIsSkippedWithItsErrorAndLaterFiresGoOn) {
+  // The job's type is in the config at first, gone after a restart: each fire's Submit is
+  // refused for good, so it is counted skipped (not retried for ever) and says why.
+  auto config = [&](const std::string& types) {
+    const std::string path = dir_.sub("config.json");
+    std::ofstream(path) << R"({"types": [)" << types << "]}";
+    return "--config=" + path;
+  };
+  Start({config(R"({"name": "report", "exec": {"argv": ["/bin/true"]}})")});
+  Schedule s = EverySecond("nightly");
+  s.mutable_job()->set_type("report");
+  s.mutable_job()->clear_params();
+  ASSERT_TRUE(Create(s).ok());
+  absl::SleepFor(absl::Milliseconds(1500));
+  server_->Stop(SIGTERM);
+  Start({config(R"({"name": "other", "exec": {"argv": ["/bin/true"]}})")});
+  absl::SleepFor(absl::Milliseconds(3000));
+  const Schedule stopped = Get("nightly");
+  EXPECT_GE(stopped.fired_count(), 1);
+  EXPECT_GE(stopped.skipped_count(), 2) << "each refused fire counted";
+  EXPECT_NE(stopped.last_error().find("could not submit its job"), std::string::npos)
+      << stopped.last_error();
+  EXPECT_NE(stopped.last_error().find("report"), std::string::npos) << stopped.last_error();
+  EXPECT_EQ(JobsOf("nightly").size(), static_cast<size_t>(stopped.fired_count()));
+  // Still firing: the next fire is counted too.
+  absl::SleepFor(absl::Milliseconds(1200));
+  EXPECT_GT(Get("nightly").skipped_count(), stopped.skipped_count());
 }
 
 TEST_P(ScheduleTest, OverlapSkipAndQueueOneNeverRunTwoJobsAtOnce) {

@@ -40,8 +40,10 @@ std::vector<int64_t> Offsets(const std::vector<absl::Time>& times) {
 
 FirePlan Plan(const v1::Schedule& s, absl::Time handled_until, absl::Duration now_offset,
               bool previous_live = false, std::optional<absl::Time> pending = std::nullopt) {
-  return PlanFires(s, TableOf(s), FireState{handled_until, pending}, kT0 + now_offset,
-                   previous_live);
+  FireState state;
+  state.handled_until = handled_until;
+  state.pending = pending;
+  return PlanFires(s, TableOf(s), state, kT0 + now_offset, previous_live);
 }
 
 TEST(TimetableTest, AnIntervalFiresFromItsStartTimeInWholeSteps) {
@@ -109,6 +111,20 @@ TEST(PlannerTest, OnTimeFiresOneAtATimeAndSaysWhenToLookAgain) {
   EXPECT_EQ(Offsets(on_time.submit), std::vector<int64_t>{1});
   EXPECT_EQ(on_time.state.handled_until, kT0 + absl::Seconds(1));
   EXPECT_EQ(*on_time.wake, kT0 + absl::Seconds(2));
+}
+
+TEST(PlannerTest, FiresDecidedButNotYetSubmittedWakeItAtOnceEvenIfPausedSince) {
+  v1::Schedule s = Every(60);
+  FireState state;
+  state.handled_until = kT0;
+  const absl::Time now = kT0 + absl::Seconds(10);
+  EXPECT_EQ(*WakeOf(s, TableOf(s), state, now), kT0 + absl::Seconds(60));
+  state.submitting = {kT0};
+  EXPECT_EQ(*WakeOf(s, TableOf(s), state, now), now);
+  s.set_paused(true);
+  EXPECT_EQ(*WakeOf(s, TableOf(s), state, now), now);
+  state.submitting.clear();
+  EXPECT_FALSE(WakeOf(s, TableOf(s), state, now).has_value());
 }
 
 TEST(PlannerTest, AfterDowntimeEachCatchUpPolicyRunsWhatItSays) {
