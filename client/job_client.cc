@@ -196,6 +196,14 @@ absl::StatusOr<v1::Job> JobClient::Submit(const v1::SubmitRequest& request) {
   return job;
 }
 
+absl::StatusOr<v1::SubmitBatchResponse> JobClient::SubmitBatch(
+    const v1::SubmitBatchRequest& request) {
+  grpc::ClientContext ctx;
+  v1::SubmitBatchResponse response;
+  if (auto s = FromGrpc(stub_->SubmitBatch(&ctx, request, &response)); !s.ok()) return s;
+  return response;
+}
+
 absl::StatusOr<v1::Job> JobClient::GetStatus(const std::string& job_id) {
   grpc::ClientContext ctx;
   v1::GetStatusRequest request;

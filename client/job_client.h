@@ -70,6 +70,7 @@ class JobClient {
       const ChannelOptions& options);
 
   absl::StatusOr<v1::Job> Submit(const v1::SubmitRequest& request);
+  absl::StatusOr<v1::SubmitBatchResponse> SubmitBatch(const v1::SubmitBatchRequest& request);
   absl::StatusOr<v1::Job> GetStatus(const std::string& job_id);
   absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request);
   absl::StatusOr<v1::Job> Cancel(const std::string& job_id);

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
@@ -23,6 +24,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/ascii.h"
 #include "absl/time/clock.h"
 #include "client/job_client.h"
@@ -44,7 +46,9 @@ ABSL_FLAG(std::string, client_key, "", "PEM private key of --client_cert");
 ABSL_FLAG(std::string, token_file, "",
           "file whose first line is the bearer token (default: $JOBSTREAM_TOKEN, if set)");
 ABSL_FLAG(std::string, params, "", "submit, schedule: job params as a JSON object");
-ABSL_FLAG(std::string, request_id, "", "submit: idempotency key");
+ABSL_FLAG(std::string, request_id, "", "submit, batch: idempotency key");
+ABSL_FLAG(std::string, then_type, "", "batch: the job to run once every child has ended");
+ABSL_FLAG(std::string, then_params, "", "batch: the --then_type job's params as a JSON object");
 ABSL_FLAG(std::vector<std::string>, labels, {}, "submit/list: labels as key=value,key=value");
 ABSL_FLAG(int, priority, 0, "submit: -1000..1000, higher runs first");
 ABSL_FLAG(int, max_attempts, 0, "submit: attempts allowed (0: the type's default)");
@@ -106,6 +110,14 @@ const std::map<std::string, std::string>& CommandHelp() {
        "  it waits (WAITING) until those jobs have succeeded. With --unique_key, a job\n"
        "  holding the key is the answer instead (\"deduplicated\": true). With --watch,\n"
        "  follows it to its end; the exit code is then the job's outcome."},
+      {"batch",
+       "jobstream batch FILE [--then_type=T [--then_params=JSON]] [--labels=k=v,...]\n"
+       "                [--request_id=ID] [--watch] [--json]\n"
+       "  Submits a batch: one child per line of FILE (- for stdin), each a Submit as JSON,\n"
+       "  e.g. {\"type\": \"render\", \"params\": {\"frame\": 1}}; at most 10,000, all or none.\n"
+       "  Prints the parent's id; watch it for the batch's progress (--watch does). With\n"
+       "  --then_type, that job runs once every child has ended (its params get \"batch\":\n"
+       "  the counts). The children: jobstream list --labels=jobstream/batch=ID."},
       {"status", "jobstream status ID [--json]\n  Prints the job as JSON."},
       {"watch",
        "jobstream watch ID [--after=N] [--json]\n"
@@ -324,6 +336,52 @@ int Submit(jobstream::client::JobClient& client, const std::vector<std::string>&
   if (Interactive()) std::cout << job->id() << std::endl;
   else std::cout << ToJson(*job) << std::endl;
   return absl::GetFlag(FLAGS_watch) ? Watch(client, job->id(), 0) : kExitOk;
+}
+
+int Batch(jobstream::client::JobClient& client, const std::vector<std::string>& args) {
+  if (args.size() != 1) return UsageError("batch takes one FILE (- for stdin)");
+  std::ifstream file;
+  if (args[0] != "-") {
+    file.open(args[0]);
+    if (!file) return UsageError("cannot read " + args[0] + ": " + std::strerror(errno));
+  }
+  std::istream& in = args[0] == "-" ? std::cin : file;
+  jobstream::v1::SubmitBatchRequest request;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    auto s = google::protobuf::util::JsonStringToMessage(line, request.add_children());
+    if (!s.ok()) {
+      return UsageError(absl::StrCat(args[0], ":", number,
+                                     ": not a Submit as JSON: ", s.message().as_string()));
+    }
+  }
+  if (const std::string type = absl::GetFlag(FLAGS_then_type); !type.empty()) {
+    request.mutable_then()->set_type(type);
+    const std::string params = absl::GetFlag(FLAGS_then_params);
+    if (!params.empty()) {
+      auto s = google::protobuf::util::JsonStringToMessage(
+          params, request.mutable_then()->mutable_params());
+      if (!s.ok()) {
+        return UsageError("--then_params must be a JSON object: " + s.message().as_string());
+      }
+    }
+  } else if (!absl::GetFlag(FLAGS_then_params).empty()) {
+    return UsageError("--then_params needs --then_type");
+  }
+  request.set_request_id(absl::GetFlag(FLAGS_request_id));
+  if (auto s = ParseLabels(request.mutable_labels()); !s.ok()) {
+    return UsageError(std::string(s.message()));
+  }
+  auto batch = client.SubmitBatch(request);
+  if (!batch.ok()) return CallError(batch.status());
+  const std::string& id = batch->parent().id();
+  if (Interactive()) {
+    std::cout << id << "  (" << batch->child_ids_size() << " children)" << std::endl;
+  } else {
+    std::cout << ToJson(*batch) << std::endl;
+  }
+  return absl::GetFlag(FLAGS_watch) ? Watch(client, id, 0) : kExitOk;
 }
 
 int List(jobstream::client::JobClient& client) {
@@ -769,6 +827,7 @@ int main(int argc, char** argv) {
   }
   jobstream::client::JobClient client(ServerChannel(absl::GetFlag(FLAGS_server)));
   if (command == "submit") return Submit(client, args);
+  if (command == "batch") return Batch(client, args);
   if (command == "list") {
     if (!args.empty()) return UsageError("list takes no arguments");
     return List(client);

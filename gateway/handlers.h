@@ -19,6 +19,8 @@
 namespace jobstream::gateway {
 
 void Submit(const SessionPtr& session);
+// POST /v1/jobs:batch: a SubmitBatchRequest as JSON; 202 with the parent's Location.
+void SubmitBatch(const SessionPtr& session);
 void GetJob(const SessionPtr& session, const std::string& job_id);
 void ListJobs(const SessionPtr& session, const Route& route);
 void ListTypes(const SessionPtr& session);

@@ -22,8 +22,12 @@ std::optional<int> PageSizeParam(Session& session, const Route& route) {
   return page_size;
 }
 
-std::optional<v1::SubmitRequest> ParseSubmit(Session& session) {
-  v1::SubmitRequest request;
+namespace {
+
+// A Submit's or SubmitBatch's body, with the Idempotency-Key header as its request id.
+template <typename Request>
+std::optional<Request> ParseWithIdempotencyKey(Session& session) {
+  Request request;
   if (absl::Status s = FromJson(absl::string_view(session.request().body()), &request); !s.ok()) {
     session.ReplyError(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message()));
     return std::nullopt;
@@ -37,6 +41,25 @@ std::optional<v1::SubmitRequest> ParseSubmit(Session& session) {
     request.set_request_id(*key);
   }
   return request;
+}
+
+}  // namespace
+
+std::optional<v1::SubmitRequest> ParseSubmit(Session& session) {
+  return ParseWithIdempotencyKey<v1::SubmitRequest>(session);
+}
+
+void SubmitBatch(const SessionPtr& session) {
+  auto call = NewCall<v1::SubmitBatchRequest, v1::SubmitBatchResponse>(*session);
+  auto request = ParseWithIdempotencyKey<v1::SubmitBatchRequest>(*session);
+  if (!request) return;
+  call->request = *std::move(request);
+  Forward(session, call,
+          [session](auto... a) { session->gateway()->stub()->async()->SubmitBatch(a...); },
+          [s = session.get()](const v1::SubmitBatchResponse& batch) {
+            s->Reply({202, ToJson(batch), "application/json",
+                      {{"Location", JobPath(batch.parent().id())}}});
+          });
 }
 
 void Submit(const SessionPtr& session) {

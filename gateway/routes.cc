@@ -50,6 +50,10 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
     if (method == "POST") return route.kind = RouteKind::kSubmit, route;
     return allow("GET, POST");
   }
+  if (is({"v1", "jobs:batch"})) {
+    if (method == "POST") return route.kind = RouteKind::kSubmitBatch, route;
+    return allow("POST");
+  }
   if (is({"v1", "jobs", ""})) {
     std::string last = segments[2];
     if (absl::EndsWith(last, ":cancel")) {

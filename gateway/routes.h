@@ -16,6 +16,7 @@ namespace jobstream::gateway {
 enum class RouteKind {
   kSession,    // GET, POST or DELETE /v1/session
   kSubmit,     // POST   /v1/jobs
+  kSubmitBatch,  // POST /v1/jobs:batch
   kListJobs,   // GET    /v1/jobs
   kGetJob,     // GET    /v1/jobs/{id}
   kDeleteJob,  // DELETE /v1/jobs/{id}

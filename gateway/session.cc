@@ -181,6 +181,7 @@ void Session::Dispatch() {
   SessionPtr self = shared_from_this();
   switch (route.kind) {
     case RouteKind::kSubmit: return submit_and_stream ? SubmitAndStream(self) : Submit(self);
+    case RouteKind::kSubmitBatch: return SubmitBatch(self);
     case RouteKind::kListJobs: return ListJobs(self, route);
     case RouteKind::kListTypes: return ListTypes(self);
     case RouteKind::kListSchedules:

@@ -69,7 +69,7 @@ function render(job) {
       ? `waits for ${waitingFor.join(', ')}`
       : progress.stepCount
       ? `${progress.stepIndex}/${progress.stepCount} ${progress.step || ''}${progress.message ? ' · ' + progress.message : ''}`
-      : `${progress.step || ''}${progress.message ? ' · ' + progress.message : ''}`;
+      : [progress.step, progress.message].filter(Boolean).join(' · ');
   row.querySelector('.elapsed').textContent = elapsed(job);
   row.querySelector('.cancel').disabled = finished(job.state);
   row.querySelector('.delete').disabled = !finished(job.state);
@@ -179,8 +179,10 @@ function showDetail(id) {
       const job = event.status;
       item.textContent = `${event.time.slice(11, 23)}  ${type.padEnd(9)} ` + (type === 'retrying'
         ? `attempt ${job.attempt} failed: ${job.error ? job.error.message : ''}; next at ${job.nextAttemptTime ? new Date(job.nextAttemptTime).toLocaleTimeString() : 'once'}`
-        : type === 'waiting'
-          ? `for ${(job.waitingFor || []).join(', ')}`
+        : type === 'waiting' && (job.waitingFor || []).length
+          ? `for ${job.waitingFor.join(', ')}`
+          : type === 'child'
+          ? `${event.child.jobId} ${event.child.state}${event.child.summary ? ' · ' + event.child.summary : ''} (${p.message || ''})`
           : type === 'artifact'
           ? `${event.artifact.name} (${event.artifact.contentType}, ${formatBytes(Number(event.artifact.size))})`
           : `${type === 'started' ? `attempt ${job.attempt}${job.workerId ? ' on ' + job.workerId : ''} ` : ''}` +

@@ -14,7 +14,7 @@ const url = (path) => new URL(path.replace(/^\//, ''), BASE).toString();
 
 // The event types of a job's stream, as SSE event names.
 export const EVENT_TYPES = ['created', 'waiting', 'queued', 'started', 'step', 'progress',
-  'artifact', 'retrying', 'succeeded', 'failed', 'cancelled'];
+  'artifact', 'child', 'retrying', 'succeeded', 'failed', 'cancelled'];
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 export const isFinished = (job) => TERMINAL.has(job.state);
 
@@ -51,6 +51,16 @@ async function call(method, path, body, headers = {}) {
 export function submit(type, params = {}, options = {}) {
   const { idempotencyKey, ...rest } = options;
   return call('POST', '/v1/jobs', { type, params, ...rest },
+    idempotencyKey ? { 'Idempotency-Key': idempotencyKey } : {});
+}
+
+// Submits a batch: children is an array of {type, params, labels, …} (SubmitRequest JSON),
+// at most 10,000. options: then ({type, params}: runs once every child has ended), labels
+// (the parent's), idempotencyKey. Resolves to {parent, childIds}; watch the parent for the
+// batch's progress (a 'child' event as each child ends).
+export function submitBatch(children, options = {}) {
+  const { idempotencyKey, ...rest } = options;
+  return call('POST', '/v1/jobs:batch', { children, ...rest },
     idempotencyKey ? { 'Idempotency-Key': idempotencyKey } : {});
 }
 

@@ -74,7 +74,7 @@ absl::Status JobManager::EndAttempt(const std::string& job_id, AttemptEnd end, J
   if (requeue) {
     Enqueue(live);
   } else if (IsFinished(job.state())) {
-    live_.erase(it);
+    live_.erase(job_id);
   }
   Wake(job_type);  // a slot of the type came free
   return status;

@@ -105,6 +105,10 @@ absl::Status JobManager::LoadWaiting() {
   // A dependency that ended before a crash let its dependents move is handled now.
   absl::flat_hash_map<std::string, std::optional<Job>> ended;
   for (const Job& job : waiting) {
+    if (job.has_batch()) {  // a batch's parent: held, its children's ends find it (batches.cc)
+      Hold(job);
+      continue;
+    }
     Await(job);
     for (const std::string& id : job.waiting_for()) {
       if (ended.contains(id)) continue;

@@ -58,6 +58,7 @@ class JobBackend {
   using StatusCallback = std::function<void(absl::Status)>;
   using CountCallback = std::function<void(absl::StatusOr<int64_t>)>;
   using ProgressCallback = std::function<void(absl::StatusOr<v1::ReportProgressResponse>)>;
+  using BatchCallback = std::function<void(absl::StatusOr<v1::SubmitBatchResponse>)>;
 
   virtual ~JobBackend() = default;
 
@@ -71,6 +72,9 @@ class JobBackend {
   // job beyond it is NOT_FOUND, as if it never existed.
   virtual void Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
                       JobCallback done) = 0;
+  // A batch (batch.h): its parent and children, all in one write, or none.
+  virtual void SubmitBatch(const v1::SubmitBatchRequest& request, const auth::Scope& scope,
+                           BatchCallback done) = 0;
   virtual absl::StatusOr<v1::Job> Get(const std::string& job_id,
                                       const auth::Scope& scope) const = 0;
   virtual absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,

@@ -97,13 +97,26 @@ storage::CommittedEventPtr JobManager::AddRecordAndEvent(Batch& batch, const Job
 absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
                                 JobCallback done, const v1::Artifact* artifact) {
   if (!store_failure_.ok()) return store_failure_;
+  Staged staged;
+  Stage(live, type, batch, staged, std::move(done), artifact);
+  auto handle = EnqueueStaged(std::move(batch), std::move(staged));
+  if (!handle.ok()) return handle.status();
+  if (type == JobEvent::PROGRESS) live.pending_progress = *std::move(handle);
+  return absl::OkStatus();
+}
+
+void JobManager::Stage(LiveJob& live, JobEvent::Type type, Batch& batch, Staged& staged,
+                       JobCallback done, const v1::Artifact* artifact,
+                       const v1::ChildEnded* child) {
   const absl::Time now = absl::Now();
   Job& job = live.job;
   job.set_last_sequence(job.last_sequence() + 1);
   *job.mutable_update_time() = ToProto(now);
   if (job.state() != live.indexed_state) Reindex(job, live.indexed_state, batch);
+  live.indexed_state = job.state();
   JobEvent made = MakeEvent(job, type, now);
   if (artifact != nullptr) *made.mutable_artifact() = *artifact;
+  if (child != nullptr) *made.mutable_child() = *child;
   // A delivery the job's webhook wants is stored with its event, so it survives a crash.
   const int64_t now_ms = absl::ToUnixMillis(now);
   std::optional<v1::WebhookDelivery> delivery;
@@ -116,15 +129,17 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
               storage::WebhookQueueKey(now_ms, job.id(), job.last_sequence()), "");
   }
   storage::CommittedEventPtr event = AddRecordAndEvent(batch, job, std::move(made));
+  staged.events.push_back(event);
   // The job exactly as this event left it (the event holds it already). A job this event
-  // leaves QUEUED or WAITING may leave memory once it is written.
-  const bool settles = job.state() == Job::QUEUED || job.state() == Job::WAITING;
+  // leaves QUEUED or WAITING may leave memory once it is written (a batch's parent stays:
+  // its children's ends are written with its own events).
+  const bool settles =
+      (job.state() == Job::QUEUED || job.state() == Job::WAITING) && !job.has_batch();
   const bool finishes = v1::IsTerminal(type);
   const bool awaited = finishes && dependents_.contains(job.id());
-  StatusCallback on_commit;
   if (settles || finishes || deliver || done) {
-    on_commit = [this, event, settles, finishes, awaited, deliver, now_ms,
-                 done = std::move(done)](absl::Status s) {
+    staged.done.push_back([this, event, settles, finishes, awaited, deliver, now_ms,
+                           done = std::move(done)](absl::Status s) {
       if (settles) Settle(event->event.job_id(), event->event.sequence());
       if (finishes && s.ok()) AnswerWaits(event->event.job_id());
       if (awaited && s.ok()) DependencyEnded(event->event.status());
@@ -133,15 +148,27 @@ absl::Status JobManager::Commit(LiveJob& live, JobEvent::Type type, Batch batch,
       }
       if (!done) return;
       if (s.ok()) done(event->event.status()); else done(s);
-    };
+    });
   }
   // Anything queued after a PROGRESS must stay after it, so it can no longer be replaced.
   live.pending_progress.reset();
-  auto handle = committer_.Enqueue({std::move(batch), {std::move(event)}, std::move(on_commit)});
+  // A batch's child (or its `then` job) ended: its parent moves in the same write.
+  if (finishes && !job.parent_id().empty()) StageParent(job, batch, staged);
+}
+
+absl::StatusOr<storage::GroupCommitter::Handle> JobManager::EnqueueStaged(Batch batch,
+                                                                          Staged staged) {
+  StatusCallback on_commit;
+  if (!staged.done.empty()) {
+    on_commit = [done = std::move(staged.done)](absl::Status s) {
+      for (const StatusCallback& d : done) d(s);
+    };
+  }
+  auto handle =
+      committer_.Enqueue({std::move(batch), std::move(staged.events), std::move(on_commit)});
   if (!handle.ok()) return handle.status();
-  live.indexed_state = job.state();
-  if (type == JobEvent::PROGRESS) live.pending_progress = *std::move(handle);
-  return absl::OkStatus();
+  for (auto& then : staged.after_enqueue) then();
+  return handle;
 }
 
 void JobManager::Reindex(const Job& job, Job::State old_state, Batch& batch) {
@@ -754,12 +781,14 @@ void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, Job
         Unqueue(live, batch);
         CancelQueued(live.job, now);
         queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
-        live_.erase(it);
+        live_.erase(job_id);
+      } else if (live.job.state() == Job::WAITING && live.job.has_batch()) {
+        queue_error = CancelBatch(live, done);  // it leaves memory once queued
       } else if (live.job.state() == Job::WAITING) {
         StopAwaiting(live.job);
         CancelWaiting(live.job, now);
         queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
-        live_.erase(it);
+        live_.erase(job_id);
       } else {
         // RUNNING: ask whoever runs it to stop (a handler sees it at once, a worker in its
         // next ReportProgress reply); the job ends CANCELLED when it does. The flag is
@@ -802,7 +831,12 @@ void JobManager::RemovalBatch(const Job& job, absl::string_view reason, absl::Ti
   batch.Delete(Cf::kByTime, storage::ByTimeKey(create_ms, id));
   batch.Delete(Cf::kByState, storage::ByStateKey(job.state(), create_ms, id));
   batch.Delete(Cf::kByTypeState, storage::ByTypeStateKey(job.type(), job.state(), create_ms, id));
-  if (!job.request_id().empty()) {
+  if (job.has_batch()) {
+    batch.Delete(Cf::kRequests, storage::BatchChildrenKey(id));
+    if (!job.request_id().empty()) {
+      batch.Delete(Cf::kRequests, storage::BatchRequestKey(job.tenant(), job.request_id()));
+    }
+  } else if (!job.request_id().empty()) {
     batch.Delete(Cf::kRequests, storage::RequestKey(job.tenant(), job.request_id()));
   }
   ForgetUnique(job, batch);

@@ -29,6 +29,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -82,6 +83,8 @@ class JobManager : public JobBackend, public ArtifactSink {
   absl::Status Recover() override ABSL_LOCKS_EXCLUDED(mu_);
   void Submit(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done) override
       ABSL_LOCKS_EXCLUDED(mu_);
+  void SubmitBatch(const v1::SubmitBatchRequest& request, const auth::Scope& scope,
+                   BatchCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<v1::Job> Get(const std::string& job_id, const auth::Scope& scope) const override;
   absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
                                             const auth::Scope& scope) const override;
@@ -156,6 +159,23 @@ class JobManager : public JobBackend, public ArtifactSink {
   // An ARTIFACT event carries `artifact`.
   absl::Status Commit(LiveJob& live, v1::JobEvent::Type type, storage::Batch batch,
                       JobCallback done, const v1::Artifact* artifact = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The events of one write, in order, what runs once it is committed, and what runs once
+  // it is queued (joining the queue, leaving memory: after the write, so nothing overtakes
+  // it).
+  struct Staged {
+    std::vector<storage::CommittedEventPtr> events;
+    std::vector<StatusCallback> done;
+    std::vector<std::function<void()>> after_enqueue;
+  };
+  // Commit's first half: the next event of `live` into `batch` and `staged` — and, when a
+  // batch's child ends, its parent's events (StageParent). A CHILD event carries `child`.
+  void Stage(LiveJob& live, v1::JobEvent::Type type, storage::Batch& batch, Staged& staged,
+             JobCallback done, const v1::Artifact* artifact = nullptr,
+             const v1::ChildEnded* child = nullptr) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Commit's second half: queues the write, then runs staged.after_enqueue.
+  absl::StatusOr<storage::GroupCommitter::Handle> EnqueueStaged(storage::Batch batch,
+                                                                Staged staged)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::JobEvent MakeEvent(const v1::Job& job, v1::JobEvent::Type type, absl::Time now) const;
   // Adds the job record and `event` to `batch`; returns the event as watchers get it.
@@ -276,8 +296,21 @@ class JobManager : public JobBackend, public ArtifactSink {
   void MoveDependentsOf(const v1::Job& ended) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MoveDependent(const std::string& job_id, const std::vector<const v1::Job*>& ended)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Reads the WAITING jobs from the store and moves those whose dependencies ended.
+  // Reads the WAITING jobs from the store and moves those whose dependencies ended
+  // (batches' parents are held in memory).
   absl::Status LoadWaiting() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Batches (batches.cc; batch.h decides). `ended`, a batch's child or `then` job, ended
+  // in `batch`: its parent's events join the same write.
+  void StageParent(const v1::Job& ended, storage::Batch& batch, Staged& staged)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The parent (WAITING) is cancelled on request, and with it every unfinished child and
+  // its `then` job, in one write.
+  absl::Status CancelBatch(LiveJob& parent, JobCallback done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A batch's parent ended by the event `sequence`, now written: it leaves memory.
+  void ReleaseEnded(const std::string& job_id, int64_t sequence) ABSL_LOCKS_EXCLUDED(mu_);
+  // A batch as SubmitBatch answers it: the parent as stored and its children's ids.
+  absl::StatusOr<v1::SubmitBatchResponse> ReadBatch(const std::string& parent_id) const;
 
   // Unique keys (uniques.cc; unique.h decides): the job holding `key` (a
   // storage::UniqueKey) at `now`, if one does; answering a Submit with it; and, as a job is
@@ -306,7 +339,9 @@ class JobManager : public JobBackend, public ArtifactSink {
   mutable absl::Mutex mu_;
   absl::CondVar ready_cv_;     // runners: an in-server job may be ready
   absl::CondVar dispatch_cv_;  // the dispatcher: something is due sooner
-  absl::flat_hash_map<std::string, LiveJob> live_ ABSL_GUARDED_BY(mu_);
+  // Node-based: a write that ends a batch's child may hold (or make) its parent's and
+  // `then` job's entries while the caller holds the child's.
+  absl::node_hash_map<std::string, LiveJob> live_ ABSL_GUARDED_BY(mu_);
   JobQueue queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> running_ ABSL_GUARDED_BY(mu_);  // by type
   DeadlineIndex lease_deadlines_ ABSL_GUARDED_BY(mu_);  // external leases
@@ -319,6 +354,9 @@ class JobManager : public JobBackend, public ArtifactSink {
   JobWaits waits_ ABSL_GUARDED_BY(mu_);
   // Unique keys of jobs whose Submit is not written yet, and the job that took each.
   absl::flat_hash_map<std::string, std::string> uniques_in_flight_ ABSL_GUARDED_BY(mu_);
+  // SubmitBatch calls with a request_id whose batch is not committed yet, and who waits.
+  absl::flat_hash_map<std::string, std::vector<BatchCallback>> batches_in_flight_
+      ABSL_GUARDED_BY(mu_);
   // The WAITING jobs waiting for each live job, by its id.
   absl::flat_hash_map<std::string, std::vector<std::string>> dependents_ ABSL_GUARDED_BY(mu_);
   // Set from a failed write until the store takes writes again and memory is reloaded.

@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/json_util.h"
@@ -27,6 +28,12 @@ bool IsPlainName(absl::string_view name, size_t max_size) {
 }
 
 absl::Status ValidateTypeName(absl::string_view name) {
+  if (absl::StartsWith(name, "jobstream.")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "type \"", absl::CHexEscape(name.substr(0, 80)),
+        "\": names starting \"jobstream.\" are the server's own (a batch's parent is "
+        "\"jobstream.batch\")"));
+  }
   if (IsPlainName(name, 64)) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat(
       "type \"", absl::CHexEscape(name.substr(0, 80)),

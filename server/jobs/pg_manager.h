@@ -74,6 +74,13 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   absl::Status Recover() override;
   void Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
               JobCallback done) override;
+  // Not yet on PostgreSQL: UNIMPLEMENTED, saying so.
+  void SubmitBatch(const v1::SubmitBatchRequest&, const auth::Scope&,
+                   BatchCallback done) override {
+    done(absl::UnimplementedError(
+        "SubmitBatch is not available on a PostgreSQL store yet: use a RocksDB server, or "
+        "submit the jobs one by one"));
+  }
   absl::StatusOr<v1::Job> Get(const std::string& job_id, const auth::Scope& scope) const override;
   absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
                                             const auth::Scope& scope) const override;

@@ -26,27 +26,47 @@ std::optional<auth::Principal> JobServiceImpl::Allow(grpc::CallbackServerContext
   return std::nullopt;
 }
 
+bool JobServiceImpl::OverSubmitRate(grpc::CallbackServerContext* ctx,
+                                    grpc::ServerUnaryReactor* reactor,
+                                    const auth::Principal& who) {
+  absl::Duration wait;
+  if (submit_rate_ == nullptr || !who.authenticated() ||
+      submit_rate_->Take(who.name, absl::Now(), &wait)) {
+    return false;
+  }
+  // gRPC has no Retry-After; the gateway turns this into one.
+  const int64_t seconds = std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(wait, absl::Seconds(1))));
+  ctx->AddTrailingMetadata("retry-after", std::to_string(seconds));
+  calls_->End(reactor, absl::ResourceExhaustedError(absl::StrCat(
+      "token \"", who.name, "\" is over ", submit_rate_->per_second(),
+      " submits a second, the limit (--max_submits_per_second); retry in ",
+      absl::FormatDuration(absl::Ceil(wait, absl::Milliseconds(1))))));
+  return true;
+}
+
 grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ctx,
                                                  const v1::SubmitRequest* request,
                                                  v1::Job* response) {
   auto* reactor = calls_->Begin(ctx);
   auto who = Allow(ctx, reactor, Role::kSubmit, "Submit");
-  if (!who) return reactor;
-  absl::Duration wait;
-  if (submit_rate_ != nullptr && who->authenticated() &&
-      !submit_rate_->Take(who->name, absl::Now(), &wait)) {
-    // gRPC has no Retry-After; the gateway turns this into one.
-    const int64_t seconds = std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(wait, absl::Seconds(1))));
-    ctx->AddTrailingMetadata("retry-after", std::to_string(seconds));
-    calls_->End(reactor, absl::ResourceExhaustedError(absl::StrCat(
-        "token \"", who->name, "\" is over ", submit_rate_->per_second(),
-        " submits a second, the limit (--max_submits_per_second); retry in ",
-        absl::FormatDuration(absl::Ceil(wait, absl::Milliseconds(1))))));
-    return reactor;
-  }
+  if (!who || OverSubmitRate(ctx, reactor, *who)) return reactor;
   manager_->Submit(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
     calls_->Reply(reactor, response, std::move(job));
   });
+  return reactor;
+}
+
+// A batch is one submit against the token's rate: its size is bounded by the batch limit.
+grpc::ServerUnaryReactor* JobServiceImpl::SubmitBatch(grpc::CallbackServerContext* ctx,
+                                                      const v1::SubmitBatchRequest* request,
+                                                      v1::SubmitBatchResponse* response) {
+  auto* reactor = calls_->Begin(ctx);
+  auto who = Allow(ctx, reactor, Role::kSubmit, "SubmitBatch");
+  if (!who || OverSubmitRate(ctx, reactor, *who)) return reactor;
+  manager_->SubmitBatch(*request, who->scope(),
+                        [this, reactor, response](absl::StatusOr<v1::SubmitBatchResponse> batch) {
+                          calls_->Reply(reactor, response, std::move(batch));
+                        });
   return reactor;
 }
 

@@ -26,6 +26,9 @@ class JobServiceImpl final
 
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request, v1::Job* response) override;
+  grpc::ServerUnaryReactor* SubmitBatch(grpc::CallbackServerContext* ctx,
+                                        const v1::SubmitBatchRequest* request,
+                                        v1::SubmitBatchResponse* response) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
                                       const v1::GetStatusRequest* request,
                                       v1::Job* response) override;
@@ -59,6 +62,10 @@ class JobServiceImpl final
 
  private:
   // The caller, if it holds `role`; otherwise the call is answered with why not.
+  // Over the token's --max_submits_per_second: ends the call RESOURCE_EXHAUSTED (with a
+  // retry-after) and says so.
+  bool OverSubmitRate(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
+                      const auth::Principal& who);
   std::optional<auth::Principal> Allow(grpc::CallbackServerContext* ctx,
                                        grpc::ServerUnaryReactor* reactor, auth::Role role,
                                        absl::string_view method);

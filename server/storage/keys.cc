@@ -144,6 +144,15 @@ std::string UniqueKey(absl::string_view tenant, absl::string_view unique_key) {
                       unique_key);
 }
 
+std::string BatchRequestKey(absl::string_view tenant, absl::string_view request_id) {
+  return absl::StrCat(absl::string_view("\x02", 1), tenant, absl::string_view("\0", 1),
+                      request_id);
+}
+
+std::string BatchChildrenKey(absl::string_view parent_id) {
+  return absl::StrCat(absl::string_view("\x03", 1), parent_id);
+}
+
 std::string ArtifactRecordKey(absl::string_view job_id, absl::string_view name) {
   std::string key(job_id);
   key.push_back('n');

@@ -102,6 +102,11 @@ std::string RequestKey(absl::string_view tenant, absl::string_view request_id);
 // requests also holds unique keys: 0x01 tenant 0x00 unique key -> the id of the job that
 // took it last (a request key never starts with 0x01).
 std::string UniqueKey(absl::string_view tenant, absl::string_view unique_key);
+// requests also holds batches': 0x02 tenant 0x00 request_id -> the parent's id (a batch's
+// request ids are apart from Submit's), and 0x03 parent id -> its children's ids, end to
+// end (kJobIdLength bytes each).
+std::string BatchRequestKey(absl::string_view tenant, absl::string_view request_id);
+std::string BatchChildrenKey(absl::string_view parent_id);
 
 // artifacts: a committed artifact's record, its chunks (an upload id keeps an upload in
 // progress apart from the artifact it will replace), and the range of all of a job's.

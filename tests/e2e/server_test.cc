@@ -492,6 +492,8 @@ TEST_P(ServerTest, ConfigDeclaresTypesAndBadConfigIsRefusedClearly) {
        "config file"},
       {"--config=" + write("badname.json", R"({"types": [{"name": "Bad Name", "builtin": {}}]})"),
        "is not a valid type name"},
+      {"--config=" + write("reserved.json", R"({"types": [{"name": "jobstream.batch", "external": {}}]})"),
+       "names starting \"jobstream.\" are the server's own"},
       {"--config=" + write("norunner.json", R"({"types": [{"name": "demo.steps"}]})"),
        "say how it runs"},
       {"--config=" + dir_.sub("missing.json"), "cannot read config file"},

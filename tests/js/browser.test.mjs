@@ -361,3 +361,34 @@ test('a job that waits for another says which, then runs once it has succeeded',
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('a batch from jobstream.js: its parent\'s row shows the children\'s progress, its log each child', async () => {
+  const { page, errors } = await open();
+  const batch = await page.evaluate(async () => {
+    const js = await import('/static/jobstream.js');
+    const children = Array.from({ length: 6 }, (_, i) => ({
+      type: 'demo.steps', params: { steps: ['part'], ticks: 0, step_ms: 400 + 150 * i } }));
+    return js.submitBatch(children, {
+      then: { type: 'demo.steps', params: { steps: ['stitch'], ticks: 0, step_ms: 10 } },
+      labels: { video: 'holiday' } });
+  });
+  assert.equal(batch.parent.type, 'jobstream.batch');
+  assert.equal(batch.parent.state, 'WAITING');
+  assert.equal(batch.childIds.length, 6);
+  const parent = batch.parent.id;
+  await page.waitForFunction((id) => {
+    const row = document.querySelector(`#jobs tr[data-id="${id}"]`);
+    return row && /[1-5] of 6 children ended/.test(row.querySelector('.step').textContent) &&
+      row.querySelector('.pct').textContent !== '0%';
+  }, parent, { timeout: 10000 });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'gateway-page-batch.png'), fullPage: true });
+  await waitForRow(page, parent, 'SUCCEEDED');
+  await page.click(`#jobs tr[data-id="${parent}"] td.id`);
+  await page.waitForSelector('#detail-log li:has-text("succeeded")');
+  const log = await page.$$eval('#detail-log li', (items) => items.map((li) => li.textContent));
+  const children = log.filter((line) => /\bchild\b/.test(line));
+  assert.equal(children.length, 6, log.join('\n'));
+  for (const id of batch.childIds) assert.ok(children.some((line) => line.includes(id)), id);
+  assert.deepEqual(errors, []);
+  await page.close();
+});

@@ -487,3 +487,35 @@ test('uniqueKey over HTTP: 202 creates, 200 answers the job holding the key', as
   assert.equal(bad.status, 400);
   assert.match(bad.body.message, /unique_key needs one of unique_for/);
 });
+
+test('POST /v1/jobs:batch: 202 with the parent\'s Location, SSE child events, retries and bad input', async () => {
+  const children = [1, 2, 3].map((i) => ({ type: 'demo.steps', params: { steps: ['p'], step_ms: 20 * i, ticks: 0 } }));
+  const key = `batch-${Date.now()}`;
+  const created = await json('POST', '/v1/jobs:batch', { children, labels: { run: 'x' } },
+    { 'Idempotency-Key': key });
+  assert.equal(created.status, 202);
+  const parent = created.body.parent;
+  assert.equal(created.headers.get('location'), `/v1/jobs/${parent.id}`);
+  assert.equal(parent.batch.total, '3');
+  assert.equal(created.body.childIds.length, 3);
+  const again = await json('POST', '/v1/jobs:batch', { children }, { 'Idempotency-Key': key });
+  assert.equal(again.body.parent.id, parent.id);
+  const sse = await readSse(`/v1/jobs/${parent.id}/events`);
+  assert.deepEqual(sse.events.map((e) => e.event), ['created', 'waiting', 'child', 'child', 'child', 'succeeded']);
+  assert.deepEqual(sse.events.filter((e) => e.event === 'child').map((e) => e.data.child.jobId).sort(),
+    [...created.body.childIds].sort());
+  assert.equal(sse.events.at(-1).data.status.progress.fraction, 1);
+  const listed = await json('GET', `/v1/jobs?label=jobstream/batch:${parent.id}`);
+  assert.equal(listed.body.jobs.length, 3);
+
+  const empty = await json('POST', '/v1/jobs:batch', { children: [] });
+  assert.equal(empty.status, 400);
+  assert.match(empty.body.message, /at least one child/);
+  const bad = await json('POST', '/v1/jobs:batch', { children: [children[0], { type: 'nope' }] });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.message, /children\[1\]: unknown job type/);
+  const notJson = await json('POST', '/v1/jobs:batch', '{"children": [');
+  assert.equal(notJson.status, 400);
+  const wrongMethod = await json('GET', '/v1/jobs:batch');
+  assert.equal(wrongMethod.status, 405);
+});

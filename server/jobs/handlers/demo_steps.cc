@@ -115,10 +115,12 @@ absl::StatusOr<Plan> ParsePlan(const Struct& params) {
       if (plan.artifact_name.empty()) {
         return absl::InvalidArgumentError("params.artifact.name is required");
       }
+    } else if (key == "batch") {
+      // A batch's counts, given to its `then` job: shown, not used.
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "params.", key, " is not a demo.steps parameter (known: steps, step_ms, ticks, "
-          "fail_at, retryable, artifact)"));
+          "fail_at, retryable, artifact, batch)"));
     }
   }
   if (!plan.fail_at.empty() &&

@@ -1,0 +1,77 @@
+// Batches (fan-out / fan-in): a parent job of type "jobstream.batch" and up to 10,000
+// children made with it in one write. The parent is WAITING while they run; as each child
+// ends, the parent records a CHILD event and its progress (children ended / total) in the
+// same write as the child's end; once the last has ended, the batch's `then` job is made
+// (and the parent waits for it, then ends as it ended) or, without one, the parent ends
+// SUCCEEDED if every child did, else FAILED. Every decision about a parent is made here,
+// on job records alone; a store only finds the parent and writes what these say.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "google/protobuf/struct.pb.h"
+#include "jobstream/v1/jobs.pb.h"
+#include "server/jobs/job_types.h"
+#include "server/jobs/validation.h"
+#include "server/webhooks/webhook_policy.h"
+
+namespace jobstream::jobs {
+
+inline constexpr int kMaxBatchChildren = 10000;
+// The parent's type (no declared type may have it: names are checked elsewhere to start
+// with a letter or digit and this one's "jobstream." prefix is reserved).
+inline constexpr char kBatchType[] = "jobstream.batch";
+// The label every child (and the `then` job) carries: the parent's id.
+inline constexpr char kBatchLabel[] = "jobstream/batch";
+
+// The whole request: 1..kMaxBatchChildren children, each a valid Submit without
+// request_id, unique_key or depends_on (INVALID_ARGUMENT naming children[i] and the
+// field), the same for `then`, the parent's labels and request_id.
+absl::Status ValidateSubmitBatch(const v1::SubmitBatchRequest& request, const JobTypes& types,
+                                 const Limits& limits, const webhooks::WebhookPolicy* policy,
+                                 absl::Time now);
+
+// A batch's jobs as created.
+struct NewBatch {
+  // WAITING for its children (its CREATED event shows it so; a WAITING event follows).
+  v1::Job parent;
+  // {"then": the `then` request as JSON}, or empty.
+  google::protobuf::Struct parent_params;
+  // QUEUED, each labelled with the parent's id and with parent_id set.
+  std::vector<v1::Job> children;
+};
+NewBatch MakeBatch(const v1::SubmitBatchRequest& request, const JobTypes& types,
+                   const std::string& tenant, absl::Time now);
+
+// `child` (as it ended) was one of `parent`'s children: counted on the parent (WAITING),
+// its progress moved, `record` filled for the CHILD event.
+void ChildEnded(v1::Job& parent, const v1::Job& child, absl::Time now, v1::ChildEnded* record);
+
+// What follows a CHILD event: TYPE_UNSPECIFIED (children remain, or the parent is being
+// cancelled), WAITING (the last ended and the batch has a `then` job: make it with
+// ThenRequest, then AwaitThen), or SUCCEEDED / FAILED (the last ended: the parent ended
+// so, SUCCEEDED if every child did).
+v1::JobEvent::Type AfterChildEnded(v1::Job& parent, absl::Time now);
+
+// Whether `ended` is a child of `parent` whose end is still to be counted there: the parent
+// WAITING for its children, and `ended` not its `then` job.
+bool CountsAsChild(const v1::Job& parent, const v1::Job& ended);
+
+// The Submit of the `then` job: the request kept in the parent's params, its params given
+// "batch": {parent_id, total, succeeded, failed, cancelled}, labelled as the children are.
+absl::StatusOr<v1::SubmitRequest> ThenRequest(const v1::Job& parent,
+                                              const google::protobuf::Struct& parent_params);
+// The parent waits for its `then` job (its WAITING event is the caller's to add).
+void AwaitThen(v1::Job& parent, const v1::Job& then, absl::Time now);
+// The `then` job ended (its final record): the parent ends as it did. Returns the
+// parent's terminal event.
+v1::JobEvent::Type ThenEnded(v1::Job& parent, const v1::Job& then, absl::Time now);
+
+// A child cancelled because its parent was (its CANCELLED event is the caller's to add).
+void CancelWithBatch(v1::Job& child, const std::string& parent_id, absl::Time now);
+
+}  // namespace jobstream::jobs

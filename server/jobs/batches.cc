@@ -1,0 +1,283 @@
+// JobManager, part six: batches on RocksDB. batch.h decides how a parent moves; this
+// writes a batch's jobs in one write, and each child's end together with its parent's
+// CHILD event (and what follows it: the `then` job, or the parent's end), so a crash can
+// never leave a child's end uncounted or counted twice.
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "server/jobs/batch.h"
+#include "server/jobs/graph.h"
+#include "server/jobs/ids.h"
+#include "server/jobs/job_manager.h"
+#include "server/storage/keys.h"
+
+namespace jobstream::jobs {
+
+using storage::Batch;
+using storage::Cf;
+using v1::Job;
+using v1::JobEvent;
+
+namespace {
+
+std::vector<std::string> SplitIds(const std::string& packed) {
+  std::vector<std::string> ids;
+  ids.reserve(packed.size() / kJobIdLength);
+  for (size_t at = 0; at + kJobIdLength <= packed.size(); at += kJobIdLength) {
+    ids.push_back(packed.substr(at, kJobIdLength));
+  }
+  return ids;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::SubmitBatchResponse> JobManager::ReadBatch(const std::string& parent_id) const {
+  v1::SubmitBatchResponse response;
+  auto parent = store_->GetJob(parent_id);
+  if (!parent.ok()) return parent.status();
+  *response.mutable_parent() = *std::move(parent);
+  auto children = store_->GetRequest(storage::BatchChildrenKey(parent_id));
+  if (!children.ok()) return children.status();
+  if (children->has_value()) {
+    for (std::string& id : SplitIds(**children)) response.add_child_ids(std::move(id));
+  }
+  return response;
+}
+
+void JobManager::SubmitBatch(const v1::SubmitBatchRequest& request, const auth::Scope& scope,
+                             BatchCallback done) {
+  const absl::Time now = absl::Now();
+  if (absl::Status s = ValidateSubmitBatch(request, *types_, options_.limits,
+                                           options_.webhook_policy, now);
+      !s.ok()) {
+    return done(s);
+  }
+  if (options_.disk != nullptr) {
+    if (absl::Status s = options_.disk->Admit(request.ByteSizeLong()); !s.ok()) return done(s);
+  }
+  const std::string request_key =
+      request.request_id().empty() ? ""
+                                   : storage::BatchRequestKey(scope.tenant, request.request_id());
+  // The batch a retry of this call made, if any.
+  auto existing = [&]() -> std::optional<absl::StatusOr<v1::SubmitBatchResponse>> {
+    if (request_key.empty()) return std::nullopt;
+    auto id = store_->GetRequest(request_key);
+    if (!id.ok()) return id.status();
+    if (!id->has_value()) return std::nullopt;
+    return ReadBatch(**id);
+  };
+  if (auto answer = existing()) return done(*std::move(answer));
+
+  NewBatch made = MakeBatch(request, *types_, scope.tenant, now);
+  const std::string parent_id = made.parent.id();
+  Batch batch;
+  std::string child_ids;
+  child_ids.reserve(made.children.size() * kJobIdLength);
+  for (const Job& child : made.children) child_ids += child.id();
+  batch.Put(Cf::kRequests, storage::BatchChildrenKey(parent_id), child_ids);
+  if (!request_key.empty()) batch.Put(Cf::kRequests, request_key, parent_id);
+  if (!made.parent_params.fields().empty()) {
+    batch.Put(Cf::kParams, parent_id, made.parent_params.SerializeAsString());
+  }
+  batch.Put(Cf::kByTime, storage::ByTimeKey(absl::ToUnixMillis(now), parent_id), "");
+
+  // Answered once all of it is durable, with the parent as its WAITING event leaves it;
+  // so is every twin (the same request_id) that came meanwhile.
+  auto answer = std::make_shared<v1::SubmitBatchResponse>();
+  for (const Job& child : made.children) answer->add_child_ids(child.id());
+  auto first = std::make_shared<BatchCallback>(std::move(done));
+  auto finish = [this, request_key, first](absl::StatusOr<v1::SubmitBatchResponse> response) {
+    std::vector<BatchCallback> waiters;
+    if (request_key.empty()) {
+      waiters.push_back(*first);
+    } else {
+      absl::MutexLock lock(&mu_);
+      waiters = std::move(batches_in_flight_[request_key]);
+      batches_in_flight_.erase(request_key);
+    }
+    for (auto& waiter : waiters) waiter(response);
+  };
+
+  std::function<void()> reply;  // run after the lock when the call ends here
+  {
+    absl::MutexLock lock(&mu_);
+    if (!request_key.empty()) {
+      auto in_flight = batches_in_flight_.find(request_key);
+      if (in_flight != batches_in_flight_.end()) {
+        in_flight->second.push_back(*first);  // answered when the first commits
+        return;
+      }
+      // A twin may have committed between the check above and this lock.
+      if (auto twin = existing()) reply = [first, twin = *std::move(twin)] { (*first)(twin); };
+    }
+    if (const int64_t queued = queue_.queued_of_tenant(scope.tenant);
+        !reply && queued + static_cast<int64_t>(made.children.size()) >
+                      options_.limits.max_queued_per_tenant) {
+      reply = [first, full = QueueFull(scope.tenant, queued)] { (*first)(full); };
+    }
+    if (!reply) {
+      if (!request_key.empty()) batches_in_flight_[request_key].push_back(*first);
+      Staged staged;
+      LiveJob& parent = live_[parent_id];
+      parent.job = made.parent;
+      Stage(parent, JobEvent::CREATED, batch, staged, nullptr);
+      for (size_t i = 0; i < made.children.size(); ++i) {
+        Job& child = made.children[i];
+        if (!request.children(i).params().fields().empty()) {
+          batch.Put(Cf::kParams, child.id(), request.children(i).params().SerializeAsString());
+        }
+        batch.Put(Cf::kByTime, storage::ByTimeKey(absl::ToUnixMillis(now), child.id()), "");
+        LiveJob& live = live_[child.id()];
+        live.job = std::move(child);
+        // Held until it starts: a runner may take it before the write is durable.
+        live.params =
+            std::make_shared<const google::protobuf::Struct>(request.children(i).params());
+        SetQueueKey(live, batch);
+        Stage(live, JobEvent::CREATED, batch, staged, nullptr);
+        staged.after_enqueue.push_back([this, &live] { Enqueue(live); });
+      }
+      Stage(parent, JobEvent::WAITING, batch, staged,
+            [answer, finish](absl::StatusOr<Job> job) {
+              if (!job.ok()) return finish(job.status());
+              *answer->mutable_parent() = *std::move(job);
+              finish(*answer);
+            });
+      auto handle = EnqueueStaged(std::move(batch), std::move(staged));
+      if (!handle.ok()) {  // nothing was queued: undo the in-memory changes
+        live_.erase(parent_id);
+        for (const std::string& id : answer->child_ids()) live_.erase(id);
+        // After the lock: finish takes it.
+        reply = [finish, error = handle.status()] { finish(error); };
+      }
+    }
+  }
+  if (reply) reply();
+}
+
+void JobManager::ReleaseEnded(const std::string& job_id, int64_t sequence) {
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(job_id);
+  if (it != live_.end() && v1::IsFinished(it->second.job.state()) &&
+      it->second.job.last_sequence() == sequence) {
+    live_.erase(it);
+  }
+}
+
+void JobManager::StageParent(const Job& ended, Batch& batch, Staged& staged) {
+  const bool held = live_.contains(ended.parent_id());
+  auto loaded = Load(ended.parent_id(), /*with_params=*/false);
+  if (!loaded.ok()) return;  // removed: only an ended parent is
+  LiveJob& parent = **loaded;
+  Job& job = parent.job;
+  if (job.state() != Job::WAITING || !job.has_batch()) {  // ended (cancelled) already
+    if (!held) live_.erase(ended.parent_id());
+    return;
+  }
+  const absl::Time now = absl::Now();
+  const std::string parent_id = job.id();
+  // An ended parent stays in memory until its end is written: a child ending meanwhile
+  // must find it ended, not read its last written record.
+  auto leave_memory = [&] {
+    staged.done.push_back([this, parent_id, sequence = job.last_sequence()](absl::Status) {
+      ReleaseEnded(parent_id, sequence);
+    });
+  };
+  if (ended.id() == job.batch().then_job_id()) {
+    Stage(parent, ThenEnded(job, ended, now), batch, staged, nullptr);
+    return leave_memory();
+  }
+  if (!CountsAsChild(job, ended)) return;
+  v1::ChildEnded record;
+  ChildEnded(job, ended, now, &record);
+  Stage(parent, JobEvent::CHILD, batch, staged, nullptr, nullptr, &record);
+  const JobEvent::Type next = AfterChildEnded(job, now);
+  if (next == JobEvent::TYPE_UNSPECIFIED) return;
+  if (next != JobEvent::WAITING) {
+    Stage(parent, next, batch, staged, nullptr);
+    return leave_memory();
+  }
+  // The `then` job: as the batch's request gave it, checked again against the types as
+  // they are now (a restart may have changed them).
+  absl::StatusOr<v1::SubmitRequest> then = absl::InternalError("no params");
+  if (auto with_params = Load(parent_id, /*with_params=*/true);
+      with_params.ok() && (*with_params)->params != nullptr) {
+    then = ThenRequest(job, *(*with_params)->params);
+  }
+  if (then.ok()) {
+    if (absl::Status s = ValidateSubmit(*then, *types_, options_.limits, now); !s.ok()) then = s;
+  }
+  if (!then.ok()) {
+    job.set_state(Job::FAILED);
+    *job.mutable_end_time() = v1::ToProto(now);
+    job.mutable_error()->set_code(static_cast<int>(then.status().code()));
+    job.mutable_error()->set_message(
+        absl::StrCat("the then job could not be made: ", then.status().message()));
+    Stage(parent, JobEvent::FAILED, batch, staged, nullptr);
+    return leave_memory();
+  }
+  Job then_job = NewJob(*then, *types_->Find(then->type()), job.tenant(), now);
+  then_job.set_parent_id(parent_id);
+  const std::string then_id = then_job.id();
+  if (!then->params().fields().empty()) {
+    batch.Put(Cf::kParams, then_id, then->params().SerializeAsString());
+  }
+  batch.Put(Cf::kByTime, storage::ByTimeKey(absl::ToUnixMillis(now), then_id), "");
+  LiveJob& live = live_[then_id];
+  live.job = std::move(then_job);
+  live.params = std::make_shared<const google::protobuf::Struct>(then->params());
+  SetQueueKey(live, batch);
+  Stage(live, JobEvent::CREATED, batch, staged, nullptr);
+  staged.after_enqueue.push_back([this, &live] { Enqueue(live); });
+  AwaitThen(job, live.job, now);
+  Stage(parent, JobEvent::WAITING, batch, staged, nullptr);
+}
+
+absl::Status JobManager::CancelBatch(LiveJob& parent, JobCallback done) {
+  const absl::Time now = absl::Now();
+  const std::string parent_id = parent.job.id();
+  auto children = store_->GetRequest(storage::BatchChildrenKey(parent_id));
+  if (!children.ok()) return children.status();
+  // Children cancelled here are still counted (a CHILD event each); the parent then ends
+  // CANCELLED rather than going on to its `then` job, which is cancelled after it.
+  parent.job.set_cancel_requested(true);
+  Batch batch;
+  Staged staged;
+  std::vector<std::string> cancelled;
+  auto cancel = [&](const std::string& id) {
+    const bool held = live_.contains(id);
+    auto loaded = Load(id, /*with_params=*/false);
+    if (!loaded.ok()) return;  // removed: it had ended
+    LiveJob& live = **loaded;
+    if (live.job.state() == Job::QUEUED) {
+      Unqueue(live, batch);
+      CancelWithBatch(live.job, parent_id, now);
+      Stage(live, JobEvent::CANCELLED, batch, staged, nullptr);
+      cancelled.push_back(id);
+    } else if (live.job.state() == Job::RUNNING) {
+      // Whoever runs it is asked to stop, as Cancel does; it ends when it does.
+      live.job.set_cancel_requested(true);
+      if (live.control && !live.control->stop.HasBeenNotified()) live.control->stop.Notify();
+      *live.job.mutable_update_time() = v1::ToProto(now);
+      batch.Put(Cf::kJobs, id, live.job.SerializeAsString());
+      live.pending_progress.reset();
+    } else if (!held) {
+      live_.erase(id);  // read in only to look
+    }
+  };
+  if (children->has_value()) {
+    for (const std::string& id : SplitIds(**children)) cancel(id);
+  }
+  const std::string then_id = parent.job.batch().then_job_id();
+  CancelWaiting(parent.job, now);
+  Stage(parent, JobEvent::CANCELLED, batch, staged, std::move(done));
+  staged.done.push_back([this, parent_id, sequence = parent.job.last_sequence()](absl::Status) {
+    ReleaseEnded(parent_id, sequence);
+  });
+  if (!then_id.empty()) cancel(then_id);
+  staged.after_enqueue.push_back([this, cancelled = std::move(cancelled)] {
+    for (const std::string& id : cancelled) live_.erase(id);
+  });
+  return EnqueueStaged(std::move(batch), std::move(staged)).status();
+}
+
+}  // namespace jobstream::jobs
