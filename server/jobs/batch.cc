@@ -225,6 +225,47 @@ JobEvent::Type ThenEnded(Job& parent, const Job& then, absl::Time now) {
   return EventOf(parent.state());
 }
 
+absl::StatusOr<ThenJob> MakeThenJob(const Job& parent, const google::protobuf::Struct& parent_params,
+                                    const JobTypes& types, const Limits& limits, absl::Time now) {
+  absl::StatusOr<v1::SubmitRequest> request = ThenRequest(parent, parent_params);
+  if (!request.ok()) return request.status();
+  if (absl::Status s = ValidateSubmit(*request, types, limits, now); !s.ok()) return s;
+  Job job = NewJob(*request, *types.Find(request->type()), parent.tenant(), now);
+  job.set_parent_id(parent.id());
+  return ThenJob{*std::move(request), std::move(job)};
+}
+
+bool MoveParent(Job& parent, const Job& ended, absl::Time now, const MakeThen& make_then,
+                const EmitParentEvent& emit) {
+  if (parent.state() != Job::WAITING || !parent.has_batch()) return false;
+  if (ended.id() == parent.batch().then_job_id()) {
+    emit(ThenEnded(parent, ended, now), nullptr);
+    return true;
+  }
+  if (!CountsAsChild(parent, ended)) return false;
+  v1::ChildEnded record;
+  ChildEnded(parent, ended, now, &record);
+  emit(JobEvent::CHILD, &record);
+  const JobEvent::Type next = AfterChildEnded(parent, now);
+  if (next == JobEvent::TYPE_UNSPECIFIED) return false;
+  if (next != JobEvent::WAITING) {
+    emit(next, nullptr);
+    return true;
+  }
+  absl::StatusOr<Job> then = make_then();
+  if (!then.ok()) {
+    End(parent, Job::FAILED, now);
+    parent.mutable_error()->set_code(static_cast<int>(then.status().code()));
+    parent.mutable_error()->set_message(
+        absl::StrCat("the then job could not be made: ", then.status().message()));
+    emit(JobEvent::FAILED, nullptr);
+    return true;
+  }
+  AwaitThen(parent, *then, now);
+  emit(JobEvent::WAITING, nullptr);
+  return false;
+}
+
 void CancelWithBatch(Job& child, const std::string& parent_id, absl::Time now) {
   CancelQueued(child, now);
   child.mutable_error()->set_message(absl::StrCat("its batch ", parent_id, " was cancelled"));

@@ -7,6 +7,7 @@
 // on job records alone; a store only finds the parent and writes what these say.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,27 @@ void AwaitThen(v1::Job& parent, const v1::Job& then, absl::Time now);
 // The `then` job ended (its final record): the parent ends as it did. Returns the
 // parent's terminal event.
 v1::JobEvent::Type ThenEnded(v1::Job& parent, const v1::Job& then, absl::Time now);
+
+// The `then` job's Submit and the job it makes (parent_id set, labelled as the children),
+// checked against the types as they are now (a restart may have changed them).
+struct ThenJob {
+  v1::SubmitRequest request;
+  v1::Job job;
+};
+absl::StatusOr<ThenJob> MakeThenJob(const v1::Job& parent,
+                                    const google::protobuf::Struct& parent_params,
+                                    const JobTypes& types, const Limits& limits, absl::Time now);
+
+// `ended` (a job of the batch, as it ended) moves its parent: `emit` is called for each of
+// the parent's events, in order, with the parent as of it — a CHILD event (with `child`),
+// then, after the last child, WAITING for the `then` job `make_then` made (or FAILED if it
+// could not be made) or the parent's end; or, for the `then` job, the parent's end.
+// Nothing if `ended` is not (or no longer) the parent's to count. Returns whether the
+// parent ended.
+using EmitParentEvent = std::function<void(v1::JobEvent::Type type, const v1::ChildEnded* child)>;
+using MakeThen = std::function<absl::StatusOr<v1::Job>()>;
+bool MoveParent(v1::Job& parent, const v1::Job& ended, absl::Time now, const MakeThen& make_then,
+                const EmitParentEvent& emit);
 
 // A child cancelled because its parent was (its CANCELLED event is the caller's to add).
 void CancelWithBatch(v1::Job& child, const std::string& parent_id, absl::Time now);

@@ -164,72 +164,46 @@ void JobManager::ReleaseEnded(const std::string& job_id, int64_t sequence) {
 }
 
 void JobManager::StageParent(const Job& ended, Batch& batch, Staged& staged) {
-  const bool held = live_.contains(ended.parent_id());
-  auto loaded = Load(ended.parent_id(), /*with_params=*/false);
+  const std::string parent_id = ended.parent_id();
+  const bool held = live_.contains(parent_id);
+  auto loaded = Load(parent_id, /*with_params=*/false);
   if (!loaded.ok()) return;  // removed: only an ended parent is
   LiveJob& parent = **loaded;
-  Job& job = parent.job;
-  if (job.state() != Job::WAITING || !job.has_batch()) {  // ended (cancelled) already
-    if (!held) live_.erase(ended.parent_id());
-    return;
-  }
   const absl::Time now = absl::Now();
-  const std::string parent_id = job.id();
-  // An ended parent stays in memory until its end is written: a child ending meanwhile
-  // must find it ended, not read its last written record.
-  auto leave_memory = [&] {
-    staged.done.push_back([this, parent_id, sequence = job.last_sequence()](absl::Status) {
+  // The `then` job: staged in this write, joining the queue once it is queued.
+  auto make_then = [&]() -> absl::StatusOr<Job> {
+    auto with_params = Load(parent_id, /*with_params=*/true);
+    if (!with_params.ok()) return with_params.status();
+    const google::protobuf::Struct none;
+    auto then = MakeThenJob(parent.job, parent.params ? *parent.params : none, *types_,
+                            options_.limits, now);
+    if (!then.ok()) return then.status();
+    const std::string then_id = then->job.id();
+    if (!then->request.params().fields().empty()) {
+      batch.Put(Cf::kParams, then_id, then->request.params().SerializeAsString());
+    }
+    batch.Put(Cf::kByTime, storage::ByTimeKey(absl::ToUnixMillis(now), then_id), "");
+    LiveJob& live = live_[then_id];
+    live.job = then->job;
+    live.params = std::make_shared<const google::protobuf::Struct>(then->request.params());
+    SetQueueKey(live, batch);
+    Stage(live, JobEvent::CREATED, batch, staged, nullptr);
+    staged.after_enqueue.push_back([this, &live] { Enqueue(live); });
+    return then->job;
+  };
+  const bool ended_parent = MoveParent(
+      parent.job, ended, now, make_then, [&](JobEvent::Type type, const v1::ChildEnded* child) {
+        Stage(parent, type, batch, staged, nullptr, nullptr, child);
+      });
+  if (ended_parent) {
+    // An ended parent stays in memory until its end is written: a child ending meanwhile
+    // must find it ended, not read its last written record.
+    staged.done.push_back([this, parent_id, sequence = parent.job.last_sequence()](absl::Status) {
       ReleaseEnded(parent_id, sequence);
     });
-  };
-  if (ended.id() == job.batch().then_job_id()) {
-    Stage(parent, ThenEnded(job, ended, now), batch, staged, nullptr);
-    return leave_memory();
+  } else if (!held && parent.job.state() != Job::WAITING) {
+    live_.erase(parent_id);  // read in only to look: it had ended
   }
-  if (!CountsAsChild(job, ended)) return;
-  v1::ChildEnded record;
-  ChildEnded(job, ended, now, &record);
-  Stage(parent, JobEvent::CHILD, batch, staged, nullptr, nullptr, &record);
-  const JobEvent::Type next = AfterChildEnded(job, now);
-  if (next == JobEvent::TYPE_UNSPECIFIED) return;
-  if (next != JobEvent::WAITING) {
-    Stage(parent, next, batch, staged, nullptr);
-    return leave_memory();
-  }
-  // The `then` job: as the batch's request gave it, checked again against the types as
-  // they are now (a restart may have changed them).
-  absl::StatusOr<v1::SubmitRequest> then = absl::InternalError("no params");
-  if (auto with_params = Load(parent_id, /*with_params=*/true);
-      with_params.ok() && (*with_params)->params != nullptr) {
-    then = ThenRequest(job, *(*with_params)->params);
-  }
-  if (then.ok()) {
-    if (absl::Status s = ValidateSubmit(*then, *types_, options_.limits, now); !s.ok()) then = s;
-  }
-  if (!then.ok()) {
-    job.set_state(Job::FAILED);
-    *job.mutable_end_time() = v1::ToProto(now);
-    job.mutable_error()->set_code(static_cast<int>(then.status().code()));
-    job.mutable_error()->set_message(
-        absl::StrCat("the then job could not be made: ", then.status().message()));
-    Stage(parent, JobEvent::FAILED, batch, staged, nullptr);
-    return leave_memory();
-  }
-  Job then_job = NewJob(*then, *types_->Find(then->type()), job.tenant(), now);
-  then_job.set_parent_id(parent_id);
-  const std::string then_id = then_job.id();
-  if (!then->params().fields().empty()) {
-    batch.Put(Cf::kParams, then_id, then->params().SerializeAsString());
-  }
-  batch.Put(Cf::kByTime, storage::ByTimeKey(absl::ToUnixMillis(now), then_id), "");
-  LiveJob& live = live_[then_id];
-  live.job = std::move(then_job);
-  live.params = std::make_shared<const google::protobuf::Struct>(then->params());
-  SetQueueKey(live, batch);
-  Stage(live, JobEvent::CREATED, batch, staged, nullptr);
-  staged.after_enqueue.push_back([this, &live] { Enqueue(live); });
-  AwaitThen(job, live.job, now);
-  Stage(parent, JobEvent::WAITING, batch, staged, nullptr);
 }
 
 absl::Status JobManager::CancelBatch(LiveJob& parent, JobCallback done) {

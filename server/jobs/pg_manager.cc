@@ -78,6 +78,8 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
       "js-pg-workwrite", 2, 128, [this](std::vector<PendingLeased>& batch) { WriteLeased(batch); });
   ended_ = std::make_unique<util::BatchWriter<std::string>>(
       "js-pg-graph", 1, 256, [this](std::vector<std::string>& batch) { MoveDependents(batch); });
+  children_ended_ = std::make_unique<util::BatchWriter<std::string>>(
+      "js-pg-batch", 1, 256, [this](std::vector<std::string>& batch) { CountChildren(batch); });
   granter_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-pg-grant");
     GrantLoop();
@@ -145,6 +147,7 @@ void PgJobManager::Observe(const JobEvent& event) {
     if (options_.leader == nullptr || leading_) {  // the jobs waiting for it move on
       std::string id = event.job_id();
       ended_->Post(id);
+      if (!event.status().parent_id().empty()) children_ended_->Post(id);  // its parent too
     }
     JobWaits::Waits finished;
     {
@@ -313,6 +316,7 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
         out.push_back(EventOf(JobEvent::CANCELLED, now));
         break;
       case Job::WAITING:  // its job_dependencies rows go when the jobs it waited for end
+        if (job.has_batch()) return absl::AlreadyExistsError("a batch");  // CancelBatch's
         CancelWaiting(job, now);
         out.push_back(EventOf(JobEvent::CANCELLED, now));
         break;
@@ -336,6 +340,7 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
   if (absl::IsNotFound(events.status())) {
     return done(watch::JobNotFound(*store_, job_id, scope));
   }
+  if (absl::IsAlreadyExists(events.status())) return done(CancelBatch(job_id, now));
   if (!events.ok()) return done(events.status());
   LogAll(*events);
   if (changed.state() == Job::RUNNING) {
@@ -712,6 +717,7 @@ void PgJobManager::RenewLoop() {
     }
     if (options_.leader == nullptr || leading_) {
       SweepDependencies();
+      SweepChildren();
     }
     mu_.Lock();
     for (const std::string& id : cancelled) {
@@ -778,6 +784,7 @@ void PgJobManager::Stop() {
   run_writers_.clear();
   leased_->Close();  // what workers asked is written first
   ended_->Close();
+  children_ended_->Close();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -74,13 +74,8 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   absl::Status Recover() override;
   void Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
               JobCallback done) override;
-  // Not yet on PostgreSQL: UNIMPLEMENTED, saying so.
-  void SubmitBatch(const v1::SubmitBatchRequest&, const auth::Scope&,
-                   BatchCallback done) override {
-    done(absl::UnimplementedError(
-        "SubmitBatch is not available on a PostgreSQL store yet: use a RocksDB server, or "
-        "submit the jobs one by one"));
-  }
+  void SubmitBatch(const v1::SubmitBatchRequest& request, const auth::Scope& scope,
+                   BatchCallback done) override;
   absl::StatusOr<v1::Job> Get(const std::string& job_id, const auth::Scope& scope) const override;
   absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
                                             const auth::Scope& scope) const override;
@@ -191,6 +186,15 @@ class PgJobManager : public JobBackend, public ArtifactSink {
                      absl::Time now, JobCallback done);
   void MoveDependents(std::vector<std::string>& ended);
   void SweepDependencies();
+  // Batches (pg_batches.cc; batch.h decides): a SubmitBatch; a batch as SubmitBatch
+  // answers it; the parents of jobs that ended move on (the leader, as the feed shows the
+  // ends, and each second for any a crash left); a parent cancelled with its children.
+  void SubmitBatchNow(const v1::SubmitBatchRequest& request, const auth::Scope& scope,
+                      BatchCallback done);
+  absl::StatusOr<v1::SubmitBatchResponse> ReadBatch(const std::string& parent_id) const;
+  void CountChildren(std::vector<std::string>& ended);
+  void SweepChildren();
+  absl::StatusOr<v1::Job> CancelBatch(const std::string& parent_id, absl::Time now);
   void CancelNow(const std::string& job_id, const auth::Scope& scope, JobCallback done)
       ABSL_LOCKS_EXCLUDED(mu_);
   // The lease an artifact's holder attaches under: a worker's, or this server's run's
@@ -306,6 +310,7 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   std::unique_ptr<util::BatchWriter<PendingLeased>> leased_;
   // Jobs that ended, seen by the leader: the jobs waiting for them move on.
   std::unique_ptr<util::BatchWriter<std::string>> ended_;
+  std::unique_ptr<util::BatchWriter<std::string>> children_ended_;  // of batches
   // Last: destroyed first, running what is queued while everything it uses is still there.
   std::unique_ptr<util::TaskPool> calls_;
 };

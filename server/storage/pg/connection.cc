@@ -11,7 +11,7 @@ namespace {
 
 // Whether libpq can parse `conninfo`; its complaint (never the string, which may hold a
 // password) if not.
-absl::Status Parse(const std::string& conninfo, absl::string_view what) {
+absl::Status CheckConninfo(const std::string& conninfo, absl::string_view what) {
   char* error = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &error);
   if (parsed == nullptr) {
@@ -59,7 +59,7 @@ absl::Status PgStatus(const PGresult* result, const PGconn* conn, absl::string_v
 }
 
 absl::StatusOr<std::unique_ptr<PgConnection>> PgConnection::Connect(const std::string& conninfo) {
-  if (absl::Status s = Parse(conninfo, "the PostgreSQL connection string"); !s.ok()) return s;
+  if (absl::Status s = CheckConninfo(conninfo, "the PostgreSQL connection string"); !s.ok()) return s;
   PGconn* conn = PQconnectdb(conninfo.c_str());
   if (conn == nullptr) return absl::ResourceExhaustedError("libpq could not allocate a connection");
   if (PQstatus(conn) != CONNECTION_OK) {
@@ -219,7 +219,7 @@ absl::Status ValidatePostgresUrl(const std::string& url) {
     return absl::InvalidArgumentError(
         "--store must be \"rocksdb\" or a postgresql:// URL (postgresql://user@host:port/db)");
   }
-  return Parse(url, "--store");
+  return CheckConninfo(url, "--store");
 }
 
 }  // namespace jobstream::storage::pg

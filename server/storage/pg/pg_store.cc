@@ -7,10 +7,11 @@
 #include "jobstream/v1/job_states.h"
 #include "server/storage/deliveries.h"
 #include "server/storage/lease_status.h"
+#include "server/storage/pg/pg_rows.h"
 #include "server/storage/pg/schema.h"
 
 namespace jobstream::storage::pg {
-namespace {
+namespace rows {
 
 using v1::Job;
 using v1::JobEvent;
@@ -28,15 +29,6 @@ std::string TextArray(const std::vector<std::string>& items) {
     out += '"';
   }
   return out + "}";
-}
-
-template <typename Message>
-absl::StatusOr<Message> Parse(absl::string_view bytes, absl::string_view what) {
-  Message message;
-  if (!message.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return absl::DataLossError(absl::StrCat(what, " is not a valid record"));
-  }
-  return message;
 }
 
 // The params column (NULL for none).
@@ -229,7 +221,11 @@ absl::Status InsertJobRow(PgConnection& conn, const Job& job,
       .status();
 }
 
-}  // namespace
+}  // namespace rows
+
+using namespace rows;  // NOLINT: this file's own helpers, shared with pg_batches.cc
+using v1::Job;
+using v1::JobEvent;
 
 // ---------------------------------------------------------------------------------------
 // PgPool
@@ -317,14 +313,16 @@ absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const std::string& url, i
   return store;
 }
 
-absl::Status PgStore::InsertJobs(std::vector<NewJob>& jobs) {
+namespace rows {
+
+absl::Status InsertJobsOn(PgConnection& conn, std::vector<PgStore::NewJob>& jobs) {
   if (jobs.empty()) return absl::OkStatus();
   constexpr int kPerJob = 14;  // 11 columns, the event's sequence and bytes, the announcement
   std::string job_rows, event_rows, notices;
   std::vector<PgParam> params;
   params.reserve(jobs.size() * kPerJob + 1);
   for (size_t i = 0; i < jobs.size(); ++i) {
-    NewJob& n = jobs[i];
+    PgStore::NewJob& n = jobs[i];
     std::vector<JobEvent> events = {n.created};
     n.job.set_last_sequence(0);
     Number(n.job, events);
@@ -363,7 +361,13 @@ absl::Status PgStore::InsertJobs(std::vector<NewJob>& jobs) {
                                            "sequence, due_ms, record) VALUES ",
                                            delivery_rows, ")"),
       " SELECT pg_notify($", params.size(), ", n.p) FROM (VALUES ", notices, ") AS n(p)");
-  return pool_.Use([&](PgConnection& conn) { return conn.Exec(sql, params).status(); });
+  return conn.Exec(sql, params).status();
+}
+
+}  // namespace rows
+
+absl::Status PgStore::InsertJobs(std::vector<NewJob>& jobs) {
+  return pool_.Use([&](PgConnection& conn) { return InsertJobsOn(conn, jobs); });
 }
 
 absl::StatusOr<PgStore::Inserted> PgStore::InsertJob(const Job& job,

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "google/protobuf/struct.pb.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/storage/event_reader.h"
@@ -121,6 +122,44 @@ class PgStore : public EventReader {
   using Change = std::function<absl::Status(v1::Job& job, std::vector<v1::JobEvent>& events)>;
   absl::StatusOr<std::vector<v1::JobEvent>> Transition(const std::string& job_id,
                                                        const Change& change);
+
+  // Batches (jobs/batch.h; pg_batches.cc). A batch in one transaction: the parent with
+  // `parent_events` (each with the parent as of itself), a batches row naming the
+  // children, and each child with its CREATED event and a batch_children row. With a
+  // request_id (the parent's, kept apart from Submit's), a twin's parent is returned
+  // instead and nothing is written.
+  absl::StatusOr<Inserted> InsertBatch(const v1::Job& parent,
+                                       const google::protobuf::Struct& parent_params,
+                                       std::vector<v1::JobEvent> parent_events,
+                                       std::vector<NewJob>& children);
+  // The children a batch was made with, in order; NOT_FOUND if it is no batch.
+  absl::StatusOr<std::vector<std::string>> BatchChildren(const std::string& parent_id) const;
+  // What a parent's move gives: its events (each with the parent as of itself) and a
+  // `then` job to make (it gets a batch_children row).
+  struct ParentMove {
+    std::vector<v1::JobEvent> events;
+    std::optional<NewJob> then;
+  };
+  using MoveParent = std::function<absl::StatusOr<ParentMove>(
+      const v1::Job& parent, const google::protobuf::Struct& params,
+      const std::vector<const v1::Job*>& ended)>;
+  // Jobs of batches that ended: in one transaction the parent of each still in
+  // batch_children is locked (in id order) and handed to `move` with its params and those
+  // of them that ended (as they ended); their rows go. Idempotent. The events written.
+  absl::StatusOr<std::vector<v1::JobEvent>> CountChildren(const std::vector<std::string>& ended,
+                                                          const MoveParent& move);
+  // Up to `limit` jobs that ended before `ended_before` whose parents have not counted
+  // them.
+  absl::StatusOr<std::vector<std::string>> EndedChildren(int limit, absl::Time ended_before) const;
+  // A batch's parent cancelled, in one transaction: the parent is locked, then those of its
+  // jobs still in batch_children and live (in id order); `child` changes each (its events
+  // added as Transition's are), then `move` gets the parent with those that ended so (their
+  // rows go). The events written: the children's, then the parent's. NOT_FOUND: no such
+  // job.
+  absl::StatusOr<std::vector<v1::JobEvent>> CancelBatch(const std::string& parent_id,
+                                                        const Change& child,
+                                                        const MoveParent& move);
+
 
   // Attempts run under leases. ClaimLeased claims up to `limit` QUEUED jobs of `types`
   // ready at `now_ms` (best priority, then earliest ready), skipping rows another

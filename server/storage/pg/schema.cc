@@ -138,6 +138,22 @@ CREATE TABLE uniques (
   PRIMARY KEY (tenant, unique_key)
 );
 )sql",
+    // 5: batches.
+    R"sql(
+-- A batch's children, by its parent (a SubmitBatch's answer, again for a retried call).
+CREATE TABLE batches (
+  parent_id text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+  child_ids text[] NOT NULL
+);
+-- A row per child (and `then` job) whose end its parent has not counted yet: the leading
+-- server counts each end (a CHILD event on the parent) and removes the row, in one
+-- transaction.
+CREATE TABLE batch_children (
+  child_id  text PRIMARY KEY REFERENCES jobs (id) ON DELETE CASCADE,
+  parent_id text NOT NULL
+);
+CREATE INDEX batch_children_by_parent ON batch_children (parent_id);
+)sql",
 };
 
 // Any fixed number: every jobstream server takes the same lock to migrate.
