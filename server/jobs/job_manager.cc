@@ -136,13 +136,14 @@ void JobManager::Stage(LiveJob& live, JobEvent::Type type, Batch& batch, Staged&
   const bool settles =
       (job.state() == Job::QUEUED || job.state() == Job::WAITING) && !job.has_batch();
   const bool finishes = v1::IsTerminal(type);
-  const bool awaited = finishes && dependents_.contains(job.id());
   if (settles || finishes || deliver || done) {
-    staged.done.push_back([this, event, settles, finishes, awaited, deliver, now_ms,
+    staged.done.push_back([this, event, settles, finishes, deliver, now_ms,
                            done = std::move(done)](absl::Status s) {
       if (settles) Settle(event->event.job_id(), event->event.sequence());
       if (finishes && s.ok()) AnswerWaits(event->event.job_id());
-      if (awaited && s.ok()) DependencyEnded(event->event.status());
+      // Who waits for it is asked now, not when the end was staged: a Submit meanwhile
+      // read its record as it was before (its write on its way) and waits for it too.
+      if (finishes && s.ok()) DependencyEnded(event->event.status());
       if (deliver && s.ok()) {
         webhook_sender_->Schedule(event->event.job_id(), event->event.sequence(), now_ms);
       }

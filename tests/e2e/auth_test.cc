@@ -447,7 +447,6 @@ TEST_P(AuthTest, DependenciesAndUniqueKeysAreEachTenantsOwn) {
 }
 
 TEST_P(AuthTest, TenantsTakeTurnsSoABacklogDelaysAnotherTenantByAFewJobs) {
-  if (postgres()) GTEST_SKIP() << "PostgreSQL still claims across tenants in FIFO order";
   for (int i = 0; i < 2000; ++i) Submit(kAlice, "ext");  // acme's backlog first
   std::set<std::string> bolts;
   for (int i = 0; i < 10; ++i) bolts.insert(Submit(kBob, "ext").id());

@@ -681,10 +681,31 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
       }
     }
     if (open.empty()) return absl::OkStatus();
+    // Tenants take turns (as the RocksDB queue's lanes do): at the best priority, each
+    // tenant's first ready job, the tenants with the fewest jobs of these types running
+    // first, then each one's second, and so on. The tenants with queued jobs are found by
+    // skipping through the index (a few lookups a tenant, however deep its queue), and each
+    // one's first `limit` ready jobs of each type read from its own.
     auto rows = conn.Exec(
-        "SELECT record, params FROM jobs WHERE state = 1 AND type = ANY($1::text[]) "
-        "AND ready_ms <= $2 AND ($4::text IS NULL OR tenant = $4) "
-        "ORDER BY priority DESC, ready_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED",
+        "WITH RECURSIVE tenants(tenant) AS ("
+        "  (SELECT tenant FROM jobs WHERE state = 1 ORDER BY tenant LIMIT 1)"
+        "  UNION ALL"
+        "  SELECT (SELECT j.tenant FROM jobs j WHERE j.state = 1 AND j.tenant > t.tenant"
+        "          ORDER BY j.tenant LIMIT 1)"
+        "  FROM tenants t WHERE t.tenant IS NOT NULL),"
+        " running AS (SELECT tenant, count(*) AS n FROM jobs"
+        "  WHERE state = 2 AND type = ANY($1::text[]) GROUP BY tenant),"
+        " heads AS (SELECT h.id, h.tenant, h.priority, h.ready_ms,"
+        "  row_number() OVER (PARTITION BY h.tenant, h.priority ORDER BY h.ready_ms, h.id) AS turn"
+        "  FROM tenants t CROSS JOIN unnest($1::text[]) AS ty(type) CROSS JOIN LATERAL ("
+        "    SELECT id, tenant, priority, ready_ms FROM jobs"
+        "    WHERE state = 1 AND tenant = t.tenant AND type = ty.type AND ready_ms <= $2"
+        "    ORDER BY priority DESC, ready_ms, id LIMIT $3) h"
+        "  WHERE t.tenant IS NOT NULL AND ($4::text IS NULL OR t.tenant = $4))"
+        " SELECT j.record, j.params FROM heads h JOIN jobs j ON j.id = h.id"
+        " LEFT JOIN running r ON r.tenant = h.tenant WHERE j.state = 1"
+        " ORDER BY h.priority DESC, h.turn, COALESCE(r.n, 0), h.ready_ms, h.id"
+        " LIMIT $3 FOR UPDATE OF j SKIP LOCKED",
         {PgParam::Text(TextArray(open)), PgParam::Int(now_ms), PgParam::Int(limit),
          options.tenant ? PgParam::Text(*options.tenant) : PgParam::Null()},
         /*binary_results=*/true);

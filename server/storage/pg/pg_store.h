@@ -162,7 +162,8 @@ class PgStore : public EventReader {
 
 
   // Attempts run under leases. ClaimLeased claims up to `limit` QUEUED jobs of `types`
-  // ready at `now_ms` (best priority, then earliest ready), skipping rows another
+  // ready at `now_ms` (best priority; within it the tenants in turn, those with fewest
+  // of these types running first; within a tenant earliest ready), skipping rows another
   // transaction holds, and applies `start` to each (which moves it out of QUEUED and
   // returns its lease); the lease row (job_id, lease_id, deadline) is written with the
   // STARTED event. Every later call of the attempt names its lease_id, which fences it: a

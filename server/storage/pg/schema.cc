@@ -154,6 +154,12 @@ CREATE TABLE batch_children (
 );
 CREATE INDEX batch_children_by_parent ON batch_children (parent_id);
 )sql",
+    // 6: fair claims: a tenant's queued jobs of a type, in claim order (ClaimLeased takes
+    // the tenants in turn).
+    R"sql(
+CREATE INDEX jobs_queue_by_tenant ON jobs (tenant, type, priority DESC, ready_ms, id)
+  WHERE state = 1;
+)sql",
 };
 
 // Any fixed number: every jobstream server takes the same lock to migrate.
