@@ -1,7 +1,8 @@
 // Several servers on one PostgreSQL, as processes: any server answers for any job, work is
 // spread without being done twice, a dead server's jobs carry on elsewhere, and a restart of
 // PostgreSQL itself loses nothing acknowledged; one server fires schedules, and when it
-// dies another fires every fire time it left.
+// dies another fires every fire time it left; when the server counting a batch dies, another
+// counts every child once.
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -310,6 +311,39 @@ TEST_F(ScaleOutTest, OneServerFiresSchedulesAndWhenKilledAnotherFiresEveryFireTi
     EXPECT_EQ(time, expected++) << "a fire time without a job";
     EXPECT_EQ(count, 1) << "fire time " << time << " has " << count << " jobs";
   }
+}
+
+TEST_F(ScaleOutTest, ABatchsLeaderKilledMidCountAnotherCountsEveryChildOnce) {
+  std::unique_ptr<ServerProcess> a = Start("a");  // first, so it leads and counts
+  absl::SleepFor(absl::Milliseconds(1500));
+  std::unique_ptr<ServerProcess> b = Start("b");
+  auto jobs = v1::JobService::NewStub(b->Channel());
+  v1::SubmitBatchRequest request;
+  constexpr int kChildren = 600;
+  for (int i = 0; i < kChildren; ++i) {
+    *request.add_children() =
+        SubmitRequestOf("demo.steps", R"({"steps": ["x"], "step_ms": 5, "ticks": 0})");
+  }
+  v1::SubmitBatchResponse batch;
+  {
+    grpc::ClientContext ctx;
+    grpc::Status s = jobs->SubmitBatch(&ctx, request, &batch);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  absl::SleepFor(absl::Milliseconds(400));  // some children ended and counted, most not
+  a->Kill();
+  testing::Stream parent = WatchOnce(b->Channel(), batch.parent().id(), 0, absl::Seconds(90));
+  ASSERT_TRUE(parent.status.ok()) << parent.status.error_message();
+  std::map<std::string, int> counted;
+  for (size_t i = 0; i < parent.events.size(); ++i) {
+    const JobEvent& e = parent.events[i];
+    ASSERT_EQ(e.sequence(), int64_t(i + 1)) << "gap or repeat";
+    if (e.type() == JobEvent::CHILD) ++counted[e.child().job_id()];
+  }
+  EXPECT_EQ(counted.size(), static_cast<size_t>(kChildren));
+  for (const auto& [id, n] : counted) EXPECT_EQ(n, 1) << id << " counted " << n << " times";
+  ASSERT_EQ(parent.events.back().type(), JobEvent::SUCCEEDED);
+  EXPECT_EQ(parent.events.back().status().batch().succeeded(), kChildren);
 }
 
 TEST_F(ScaleOutTest, DelayedJobsOfADeadServerRunOnceOnAnother) {
