@@ -30,7 +30,6 @@ ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ be
 
 namespace {
 
-using jobstream::bench::Call;
 using jobstream::bench::Channels;
 using jobstream::bench::Child;
 using jobstream::bench::Spawn;
@@ -41,40 +40,6 @@ using jobstream::v1::WorkerService;
 constexpr char kType[] = "bench.work";
 constexpr int kWorkers = 8;
 constexpr int kPerLease = 16;
-
-// A worker: leases up to kPerLease and completes them all at once, until `stop`.
-void WorkerLoop(WorkerService::Stub* stub, const std::atomic<bool>* stop,
-                std::atomic<int64_t>* completed, std::atomic<int64_t>* errors) {
-  while (!stop->load()) {
-    jobstream::v1::LeaseJobRequest request;
-    request.add_types(kType);
-    request.set_worker_id("bench");
-    request.set_max_jobs(kPerLease);
-    request.mutable_wait()->set_nanos(200'000'000);
-    jobstream::v1::LeaseJobResponse response;
-    grpc::ClientContext ctx;
-    if (!stub->LeaseJob(&ctx, request, &response).ok()) {
-      ++*errors;
-      continue;
-    }
-    absl::Mutex mu;
-    int pending = response.jobs_size();
-    for (const auto& leased : response.jobs()) {
-      auto* call = new Call<jobstream::v1::CompleteJobRequest, Job>;
-      call->request.set_lease_id(leased.lease_id());
-      call->request.mutable_result()->set_number_value(1);
-      stub->async()->CompleteJob(&call->ctx, &call->request, &call->response,
-                                 [&, call](grpc::Status s) {
-                                   if (s.ok()) ++*completed; else ++*errors;
-                                   delete call;
-                                   absl::MutexLock lock(&mu);
-                                   --pending;
-                                 });
-    }
-    absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(+[](int* p) { return *p == 0; }, &pending));
-  }
-}
 
 jobstream::v1::SubmitRequest Work(int n) {
   jobstream::v1::SubmitRequest request;
@@ -104,7 +69,8 @@ Run RunOnce(const std::string& bin, int jobs, bool batch) {
   std::vector<std::thread> workers;
   for (int w = 0; w < kWorkers; ++w) {
     worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
-    workers.emplace_back(WorkerLoop, worker_stubs.back().get(), &stop, &completed, &errors);
+    workers.emplace_back(jobstream::bench::WorkerLoop, worker_stubs.back().get(), kType,
+                         kPerLease, &stop, &completed, &errors, "");
   }
   absl::SleepFor(absl::Milliseconds(300));  // every worker is waiting
   Run run;

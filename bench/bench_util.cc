@@ -145,6 +145,42 @@ std::string BinDir(const char* argv0, const std::string& flag) {
   return self.substr(0, self.rfind('/')) + "/..";
 }
 
+void WorkerLoop(v1::WorkerService::Stub* stub, const std::string& type, int max_jobs,
+                const std::atomic<bool>* stop, std::atomic<int64_t>* completed,
+                std::atomic<int64_t>* errors, const std::string& authorization) {
+  while (!stop->load()) {
+    v1::LeaseJobRequest request;
+    request.add_types(type);
+    request.set_worker_id("bench");
+    request.set_max_jobs(max_jobs);
+    request.mutable_wait()->set_nanos(200'000'000);
+    v1::LeaseJobResponse response;
+    grpc::ClientContext ctx;
+    if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
+    if (!stub->LeaseJob(&ctx, request, &response).ok()) {
+      ++*errors;
+      continue;
+    }
+    absl::Mutex mu;
+    int pending = response.jobs_size();
+    for (const auto& leased : response.jobs()) {
+      auto* call = new Call<v1::CompleteJobRequest, v1::Job>;
+      if (!authorization.empty()) call->ctx.AddMetadata("authorization", authorization);
+      call->request.set_lease_id(leased.lease_id());
+      call->request.mutable_result()->set_number_value(1);
+      stub->async()->CompleteJob(&call->ctx, &call->request, &call->response,
+                                 [&, call](grpc::Status s) {
+                                   if (s.ok()) ++*completed; else ++*errors;
+                                   delete call;
+                                   absl::MutexLock lock(&mu);
+                                   --pending;
+                                 });
+    }
+    absl::MutexLock lock(&mu);
+    mu.Await(absl::Condition(+[](int* p) { return *p == 0; }, &pending));
+  }
+}
+
 double Percentile(std::vector<double>& v, double q) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());

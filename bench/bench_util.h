@@ -4,6 +4,7 @@
 #include <sys/types.h>
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
+#include "jobstream/v1/workers.grpc.pb.h"
 
 namespace jobstream::bench {
 
@@ -60,6 +62,13 @@ struct Call {
 };
 
 double Percentile(std::vector<double>& v, double q);
+
+// An external worker: leases up to `max_jobs` jobs of `type` (waiting up to 200 ms) and
+// completes them all at once, as a worker handling a batch in parallel would, until
+// `stop`. `authorization` (if any) goes with each call.
+void WorkerLoop(v1::WorkerService::Stub* stub, const std::string& type, int max_jobs,
+                const std::atomic<bool>* stop, std::atomic<int64_t>* completed,
+                std::atomic<int64_t>* errors, const std::string& authorization = "");
 
 // Durable Submits of a demo.steps job scheduled a day ahead (so only Submit is measured),
 // spread over `channels`; `authorization` (if any) goes with each call.

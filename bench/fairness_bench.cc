@@ -31,7 +31,6 @@ ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ be
 
 namespace {
 
-using jobstream::bench::Call;
 using jobstream::bench::Channels;
 using jobstream::bench::Child;
 using jobstream::bench::Percentile;
@@ -60,41 +59,6 @@ jobstream::v1::SubmitRequest Work() {
   jobstream::v1::SubmitRequest request;
   request.set_type(kType);
   return request;
-}
-
-// A worker (admin token): leases up to 16 and completes them all at once, until `stop`.
-void WorkerLoop(WorkerService::Stub* stub, const std::atomic<bool>* stop,
-                std::atomic<int64_t>* completed, std::atomic<int64_t>* errors) {
-  while (!stop->load()) {
-    jobstream::v1::LeaseJobRequest request;
-    request.add_types(kType);
-    request.set_worker_id("bench");
-    request.set_max_jobs(16);
-    request.mutable_wait()->set_nanos(200'000'000);
-    jobstream::v1::LeaseJobResponse response;
-    grpc::ClientContext ctx;
-    Authorize(ctx, kRoot);
-    if (!stub->LeaseJob(&ctx, request, &response).ok()) {
-      ++*errors;
-      continue;
-    }
-    absl::Mutex mu;
-    int pending = response.jobs_size();
-    for (const auto& leased : response.jobs()) {
-      auto* call = new Call<jobstream::v1::CompleteJobRequest, Job>;
-      Authorize(call->ctx, kRoot);
-      call->request.set_lease_id(leased.lease_id());
-      stub->async()->CompleteJob(&call->ctx, &call->request, &call->response,
-                                 [&, call](grpc::Status s) {
-                                   if (s.ok()) ++*completed; else ++*errors;
-                                   delete call;
-                                   absl::MutexLock lock(&mu);
-                                   --pending;
-                                 });
-    }
-    absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(+[](int* p) { return *p == 0; }, &pending));
-  }
 }
 
 }  // namespace
@@ -141,7 +105,8 @@ int main(int argc, char** argv) {
   std::vector<std::thread> workers;
   for (int w = 0; w < 8; ++w) {
     worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
-    workers.emplace_back(WorkerLoop, worker_stubs.back().get(), &stop, &completed, &errors);
+    workers.emplace_back(jobstream::bench::WorkerLoop, worker_stubs.back().get(), kType, 16,
+                         &stop, &completed, &errors, absl::StrCat("Bearer ", kRoot));
   }
   absl::SleepFor(absl::Seconds(1));  // draining at full speed
 

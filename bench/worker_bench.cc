@@ -102,41 +102,6 @@ int64_t DirBytes(const std::string& dir) {
   return bytes;
 }
 
-// A worker: leases up to max_jobs and completes them all at once (as a worker handling a
-// batch in parallel would), until `stop`.
-void WorkerLoop(WorkerService::Stub* stub, int max_jobs, const std::atomic<bool>* stop,
-                std::atomic<int64_t>* completed, std::atomic<int64_t>* errors) {
-  while (!stop->load()) {
-    jobstream::v1::LeaseJobRequest request;
-    request.add_types(kType);
-    request.set_worker_id("bench");
-    request.set_max_jobs(max_jobs);
-    request.mutable_wait()->set_nanos(200'000'000);
-    jobstream::v1::LeaseJobResponse response;
-    grpc::ClientContext ctx;
-    if (!stub->LeaseJob(&ctx, request, &response).ok()) {
-      ++*errors;
-      continue;
-    }
-    absl::Mutex mu;
-    int pending = response.jobs_size();
-    for (const auto& leased : response.jobs()) {
-      auto* call = new Call<jobstream::v1::CompleteJobRequest, Job>;
-      call->request.set_lease_id(leased.lease_id());
-      call->request.mutable_result()->set_number_value(1);
-      stub->async()->CompleteJob(&call->ctx, &call->request, &call->response,
-                                 [&, call](grpc::Status s) {
-                                   if (s.ok()) ++*completed; else ++*errors;
-                                   delete call;
-                                   absl::MutexLock lock(&mu);
-                                   --pending;
-                                 });
-    }
-    absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(+[](int* p) { return *p == 0; }, &pending));
-  }
-}
-
 // End to end: 64 submitters, and 1, 8 and 32 workers leasing 1 or 16 jobs at a time.
 void WorkersPhase(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                   absl::Duration duration) {
@@ -154,8 +119,8 @@ void WorkersPhase(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
       std::vector<std::thread> threads, submitters;
       for (int w = 0; w < workers; ++w) {
         worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
-        threads.emplace_back(WorkerLoop, worker_stubs.back().get(), max_jobs, &stop, &completed,
-                             &errors);
+        threads.emplace_back(jobstream::bench::WorkerLoop, worker_stubs.back().get(), kType,
+                             max_jobs, &stop, &completed, &errors, "");
       }
       std::mutex latency_mu;
       std::vector<double> latency_us;
