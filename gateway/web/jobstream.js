@@ -56,7 +56,7 @@ export function submit(type, params = {}, options = {}) {
 
 // Submits a batch: children is an array of {type, params, labels, …} (SubmitRequest JSON),
 // at most 10,000. options: then ({type, params}: runs once every child has ended), labels
-// (the parent's), idempotencyKey. Resolves to {parent, childIds}; watch the parent for the
+// and webhook (the parent's), idempotencyKey. Resolves to {parent, childIds}; watch the parent for the
 // batch's progress (a 'child' event as each child ends).
 export function submitBatch(children, options = {}) {
   const { idempotencyKey, ...rest } = options;

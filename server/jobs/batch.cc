@@ -94,6 +94,11 @@ absl::Status ValidateSubmitBatch(const v1::SubmitBatchRequest& request, const Jo
       return s;
     }
   }
+  if (request.has_webhook()) {
+    v1::SubmitRequest parent;  // the parent's webhook, checked as a Submit's
+    *parent.mutable_webhook() = request.webhook();
+    if (absl::Status s = CheckSubmitWebhook(parent, policy); !s.ok()) return s;
+  }
   if (request.has_then()) {
     return ValidateMember(request.then(), "then", types, limits, policy, now);
   }
@@ -107,6 +112,7 @@ NewBatch MakeBatch(const v1::SubmitBatchRequest& request, const JobTypes& types,
   parent.set_id(NewJobId(now));
   parent.set_type(kBatchType);
   *parent.mutable_labels() = request.labels();
+  if (request.has_webhook()) *parent.mutable_webhook() = request.webhook();
   parent.set_state(Job::WAITING);
   parent.set_max_attempts(1);
   *parent.mutable_create_time() = v1::ToProto(now);

@@ -96,9 +96,9 @@ absl::Status WebhookPolicy::Validate(const v1::Webhook& webhook) const {
   if (webhook.events_size() > kMaxEvents) {
     return absl::InvalidArgumentError("webhook.events names too many events");
   }
-  static const char* const kDeliverable[] = {"created", "waiting",   "queued", "started",
-                                             "step",    "artifact",  "retrying", "succeeded",
-                                             "failed",  "cancelled"};
+  static const char* const kDeliverable[] = {"created",   "waiting",  "queued",    "started",
+                                             "step",      "artifact", "child",     "retrying",
+                                             "succeeded", "failed",   "cancelled"};
   for (const std::string& name : webhook.events()) {
     if (name == "progress") {
       return absl::InvalidArgumentError(

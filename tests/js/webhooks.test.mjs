@@ -311,3 +311,33 @@ test('a server killed mid-attempt leaves the delivery to another server once its
       rmSync(first.dataDir, { recursive: true, force: true });
     }
   });
+
+test('a batch\'s webhook gets its end by default, and each child\'s with "child"', async () => {
+  receiver.requests.length = 0;
+  receiver.answer = () => 200;
+  const child = { type: 'demo.steps', params: { steps: ['a'], step_ms: 0, ticks: 0 } };
+  const post = (webhook) => fetch(`${gateway.url}/v1/jobs:batch`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ children: [child, child, child], webhook }),
+  });
+  const plain = await post({ url: hookUrl('/batch') });
+  assert.equal(plain.status, 202);
+  const { parent } = await plain.json();
+  await until(() => receiver.requests.some((r) => JSON.parse(r.body).jobId === parent.id));
+  await until(async () => (await job(parent.id)).webhookDeliveries?.[0]?.state === 'DELIVERED');
+  const ended = receiver.requests.filter((r) => JSON.parse(r.body).jobId === parent.id);
+  assert.equal(ended.length, 1);
+  assert.equal(JSON.parse(ended[0].body).type, 'SUCCEEDED');
+  assert.equal(JSON.parse(ended[0].body).status.batch.succeeded, '3');
+
+  const each = await (await post({ url: hookUrl('/each'), events: ['child', 'succeeded'] })).json();
+  await until(() => receiver.requests.filter((r) => r.url === '/each').length >= 4);
+  const types = receiver.requests.filter((r) => r.url === '/each')
+    .map((r) => JSON.parse(r.body)).sort((a, b) => a.sequence - b.sequence).map((e) => e.type);
+  assert.deepEqual(types, ['CHILD', 'CHILD', 'CHILD', 'SUCCEEDED']);
+  assert.ok(each.parent.id);
+
+  const refused = await post({ url: 'http://127.0.0.2:1/elsewhere' });
+  assert.equal(refused.status, 400);
+  assert.match((await refused.json()).message, /webhook_allow/);
+});
