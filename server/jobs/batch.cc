@@ -221,6 +221,10 @@ void AwaitThen(Job& parent, const Job& then, absl::Time now) {
 
 JobEvent::Type ThenEnded(Job& parent, const Job& then, absl::Time now) {
   End(parent, then.state(), now);
+  parent.mutable_progress()->set_message(
+      absl::StrCat(parent.batch().total(), " of ", parent.batch().total(),
+                   " children ended; the then job ", then.id(), " ",
+                   Job::State_Name(then.state())));
   if (then.has_result()) *parent.mutable_result() = then.result();
   if (then.has_error()) *parent.mutable_error() = then.error();
   if (then.state() != Job::SUCCEEDED) {

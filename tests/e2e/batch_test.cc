@@ -110,6 +110,9 @@ TEST_P(BatchTest, TenThousandChildrenFanInWithDenseCompleteChildEventsAndTheThen
   EXPECT_EQ(counts.at("failed").number_value(), 3);
   EXPECT_EQ(parent.result().struct_value().fields().at("steps").number_value(), 1)
       << "the parent ends with the then job's result";
+  EXPECT_NE(parent.progress().message().find("the then job " + then.id() + " SUCCEEDED"),
+            std::string::npos)
+      << parent.progress().message();
 
   // The children are found by the batch's label.
   grpc::ClientContext ctx;
