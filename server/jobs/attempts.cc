@@ -73,8 +73,6 @@ absl::Status JobManager::EndAttempt(const std::string& job_id, AttemptEnd end, J
   const std::string job_type = job.type();
   if (requeue) {
     Enqueue(live);
-  } else if (IsFinished(job.state())) {
-    live_.erase(job_id);
   }
   Wake(job_type);  // a slot of the type came free
   return status;

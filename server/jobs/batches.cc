@@ -195,13 +195,9 @@ void JobManager::StageParent(const Job& ended, Batch& batch, Staged& staged) {
       parent.job, ended, now, make_then, [&](JobEvent::Type type, const v1::ChildEnded* child) {
         Stage(parent, type, batch, staged, nullptr, nullptr, child);
       });
-  if (ended_parent) {
-    // An ended parent stays in memory until its end is written: a child ending meanwhile
-    // must find it ended, not read its last written record.
-    staged.done.push_back([this, parent_id, sequence = parent.job.last_sequence()](absl::Status) {
-      ReleaseEnded(parent_id, sequence);
-    });
-  } else if (!held && parent.job.state() != Job::WAITING) {
+  // An ended parent stays in memory until its end is written (Stage): a child ending
+  // meanwhile finds it ended.
+  if (!ended_parent && !held && parent.job.state() != Job::WAITING) {
     live_.erase(parent_id);  // read in only to look: it had ended
   }
 }
@@ -216,7 +212,6 @@ absl::Status JobManager::CancelBatch(LiveJob& parent, JobCallback done) {
   parent.job.set_cancel_requested(true);
   Batch batch;
   Staged staged;
-  std::vector<std::string> cancelled;
   auto cancel = [&](const std::string& id) {
     const bool held = live_.contains(id);
     auto loaded = Load(id, /*with_params=*/false);
@@ -226,7 +221,6 @@ absl::Status JobManager::CancelBatch(LiveJob& parent, JobCallback done) {
       Unqueue(live, batch);
       CancelWithBatch(live.job, parent_id, now);
       Stage(live, JobEvent::CANCELLED, batch, staged, nullptr);
-      cancelled.push_back(id);
     } else if (live.job.state() == Job::RUNNING) {
       // Whoever runs it is asked to stop, as Cancel does; it ends when it does.
       live.job.set_cancel_requested(true);
@@ -244,13 +238,7 @@ absl::Status JobManager::CancelBatch(LiveJob& parent, JobCallback done) {
   const std::string then_id = parent.job.batch().then_job_id();
   CancelWaiting(parent.job, now);
   Stage(parent, JobEvent::CANCELLED, batch, staged, std::move(done));
-  staged.done.push_back([this, parent_id, sequence = parent.job.last_sequence()](absl::Status) {
-    ReleaseEnded(parent_id, sequence);
-  });
   if (!then_id.empty()) cancel(then_id);
-  staged.after_enqueue.push_back([this, cancelled = std::move(cancelled)] {
-    for (const std::string& id : cancelled) live_.erase(id);
-  });
   return EnqueueStaged(std::move(batch), std::move(staged)).status();
 }
 

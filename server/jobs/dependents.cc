@@ -80,11 +80,7 @@ void JobManager::MoveDependent(const std::string& job_id, const std::vector<cons
   // A failed write stops the store's writes; the move is made again when it recovers
   // (LoadWaiting), as at start.
   if (!Commit(live, event, std::move(batch), nullptr).ok()) return;
-  if (live.job.state() == Job::QUEUED) {
-    Enqueue(live);
-  } else if (v1::IsFinished(live.job.state())) {
-    live_.erase(job_id);  // its own dependents move once this is written
-  }
+  if (live.job.state() == Job::QUEUED) Enqueue(live);  // an ended one leaves once written
 }
 
 absl::Status JobManager::LoadWaiting() {

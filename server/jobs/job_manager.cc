@@ -136,6 +136,14 @@ void JobManager::Stage(LiveJob& live, JobEvent::Type type, Batch& batch, Staged&
   const bool settles =
       (job.state() == Job::QUEUED || job.state() == Job::WAITING) && !job.has_batch();
   const bool finishes = v1::IsTerminal(type);
+  // A job that ended stays in memory until its end is written, so nothing reads its older
+  // record meanwhile (a Cancel, a Submit depending on it, a batch's count); it leaves
+  // before anyone is answered.
+  if (finishes) {
+    staged.done.push_back([this, id = job.id(), sequence = job.last_sequence()](absl::Status) {
+      ReleaseEnded(id, sequence);
+    });
+  }
   if (settles || finishes || deliver || done) {
     staged.done.push_back([this, event, settles, finishes, deliver, now_ms,
                            done = std::move(done)](absl::Status s) {
@@ -655,7 +663,6 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
       if (status.ok()) {
         if (job.state() == Job::QUEUED) Enqueue(live);
         if (job.state() == Job::WAITING) Await(job);
-        if (v1::IsFinished(job.state())) live_.erase(job.id());
       } else {  // nothing was queued: undo the in-memory changes
         live_.erase(job.id());
         reply = [answer, status] { (*answer)(status); };  // after the lock: it may take it
@@ -760,6 +767,7 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
 void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
   absl::Status queue_error;
+  std::optional<absl::StatusOr<Job>> ended;  // answered after the lock
   {
     absl::MutexLock lock(&mu_);
     auto it = live_.find(job_id);
@@ -782,14 +790,17 @@ void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, Job
         Unqueue(live, batch);
         CancelQueued(live.job, now);
         queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
-        live_.erase(job_id);
       } else if (live.job.state() == Job::WAITING && live.job.has_batch()) {
         queue_error = CancelBatch(live, done);  // it leaves memory once queued
       } else if (live.job.state() == Job::WAITING) {
         StopAwaiting(live.job);
         CancelWaiting(live.job, now);
         queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
-        live_.erase(job_id);
+      } else if (v1::IsFinished(live.job.state())) {
+        // Ended, its end on its way to the store: answered as it ended.
+        ended = live.job.state() == Job::CANCELLED
+                    ? absl::StatusOr<Job>(live.job)
+                    : absl::StatusOr<Job>(StateError(live.job, "only a live job can be cancelled"));
       } else {
         // RUNNING: ask whoever runs it to stop (a handler sees it at once, a worker in its
         // next ReportProgress reply); the job ends CANCELLED when it does. The flag is
@@ -806,9 +817,10 @@ void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, Job
                                     }})
                           .status();
       }
-      if (queue_error.ok()) return;
+      if (queue_error.ok() && !ended) return;
     }
   }
+  if (ended) return done(*std::move(ended));
   if (!queue_error.ok()) return done(queue_error);
   auto job = Get(job_id, scope);
   if (!job.ok()) return done(job.status());
@@ -859,9 +871,13 @@ void JobManager::Delete(const std::string& job_id, const auth::Scope& scope,
   {
     absl::MutexLock lock(&mu_);
     auto it = live_.find(job_id);
-    if (it != live_.end()) {
-      live_error = scope.Sees(it->second.job) ? StateError(it->second.job, "cancel it first")
-                                              : watch::NoSuchJob(job_id);
+    if (it != live_.end() && !scope.Sees(it->second.job)) {
+      live_error = watch::NoSuchJob(job_id);
+    } else if (it != live_.end() && IsFinished(it->second.job.state())) {
+      // Ended, its end not written yet: removed once it is.
+      live_error = absl::AbortedError(absl::StrCat("job ", job_id, " is changing state; try again"));
+    } else if (it != live_.end()) {
+      live_error = StateError(it->second.job, "cancel it first");
     }
   }
   if (!live_error.ok()) return done(live_error);
