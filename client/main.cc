@@ -232,6 +232,16 @@ absl::Status ParseLabels(google::protobuf::Map<std::string, std::string>* labels
 }
 
 // --flag=TEXT as a Duration, or a usage error.
+// A JSON-object flag (--params, --then_params) into `out`; empty leaves it empty.
+absl::Status StructFlag(const std::string& flag, const std::string& text,
+                        google::protobuf::Struct* out) {
+  if (text.empty()) return absl::OkStatus();
+  auto s = google::protobuf::util::JsonStringToMessage(text, out);
+  if (s.ok()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, " must be a JSON object: ", s.message().as_string()));
+}
+
 absl::Status DurationFlag(const std::string& flag, const std::string& text,
                           google::protobuf::Duration* out) {
   absl::Duration d;
@@ -302,12 +312,9 @@ int Submit(jobstream::client::JobClient& client, const std::vector<std::string>&
   if (args.size() != 1) return UsageError("submit takes one TYPE");
   jobstream::v1::SubmitRequest request;
   request.set_type(args[0]);
-  const std::string params = absl::GetFlag(FLAGS_params);
-  if (!params.empty()) {
-    auto s = google::protobuf::util::JsonStringToMessage(params, request.mutable_params());
-    if (!s.ok()) {
-      return UsageError("--params must be a JSON object: " + s.message().as_string());
-    }
+  if (auto s = StructFlag("params", absl::GetFlag(FLAGS_params), request.mutable_params());
+      !s.ok()) {
+    return UsageError(std::string(s.message()));
   }
   request.set_request_id(absl::GetFlag(FLAGS_request_id));
   request.set_priority(absl::GetFlag(FLAGS_priority));
@@ -358,13 +365,10 @@ int Batch(jobstream::client::JobClient& client, const std::vector<std::string>& 
   }
   if (const std::string type = absl::GetFlag(FLAGS_then_type); !type.empty()) {
     request.mutable_then()->set_type(type);
-    const std::string params = absl::GetFlag(FLAGS_then_params);
-    if (!params.empty()) {
-      auto s = google::protobuf::util::JsonStringToMessage(
-          params, request.mutable_then()->mutable_params());
-      if (!s.ok()) {
-        return UsageError("--then_params must be a JSON object: " + s.message().as_string());
-      }
+    if (auto s = StructFlag("then_params", absl::GetFlag(FLAGS_then_params),
+                            request.mutable_then()->mutable_params());
+        !s.ok()) {
+      return UsageError(std::string(s.message()));
     }
   } else if (!absl::GetFlag(FLAGS_then_params).empty()) {
     return UsageError("--then_params needs --then_type");
@@ -669,13 +673,9 @@ absl::StatusOr<jobstream::v1::Schedule> ScheduleFromFlags(const std::string& id)
   jobstream::v1::JobTemplate& job = *s.mutable_job();
   job.set_type(absl::GetFlag(FLAGS_type));
   if (job.type().empty()) return absl::InvalidArgumentError("a schedule needs --type=T");
-  const std::string params = absl::GetFlag(FLAGS_params);
-  if (!params.empty()) {
-    auto st = google::protobuf::util::JsonStringToMessage(params, job.mutable_params());
-    if (!st.ok()) {
-      return absl::InvalidArgumentError("--params must be a JSON object: " +
-                                        st.message().as_string());
-    }
+  if (auto st = StructFlag("params", absl::GetFlag(FLAGS_params), job.mutable_params());
+      !st.ok()) {
+    return st;
   }
   job.set_priority(absl::GetFlag(FLAGS_priority));
   job.set_max_attempts(absl::GetFlag(FLAGS_max_attempts));

@@ -45,7 +45,7 @@ void End(Job& job, Job::State state, absl::Time now) {
   *job.mutable_update_time() = v1::ToProto(now);
 }
 
-JobEvent::Type EventOf(Job::State state) {
+JobEvent::Type TerminalEventOf(Job::State state) {
   switch (state) {
     case Job::SUCCEEDED: return JobEvent::SUCCEEDED;
     case Job::FAILED: return JobEvent::FAILED;
@@ -66,6 +66,108 @@ google::protobuf::Value Counts(const Job& parent) {
 }
 
 int64_t Ended(const v1::BatchProgress& b) { return b.succeeded() + b.failed() + b.cancelled(); }
+
+// Whether a child's end is still to be counted: its `then` job not made yet (so every
+// child has not ended), and not every child counted.
+bool CountsAsChild(const Job& parent) {
+  return parent.batch().then_job_id().empty() && Ended(parent.batch()) < parent.batch().total();
+}
+
+// `child` (as it ended) counted on its parent, whose progress moves; `record` filled for
+// the CHILD event.
+void ChildEnded(Job& parent, const Job& child, absl::Time now, v1::ChildEnded* record) {
+  v1::BatchProgress& b = *parent.mutable_batch();
+  switch (child.state()) {
+    case Job::SUCCEEDED: b.set_succeeded(b.succeeded() + 1); break;
+    case Job::FAILED: b.set_failed(b.failed() + 1); break;
+    default: b.set_cancelled(b.cancelled() + 1); break;
+  }
+  record->set_job_id(child.id());
+  record->set_state(child.state());
+  std::string summary;
+  if (child.state() == Job::SUCCEEDED) {
+    (void)google::protobuf::util::MessageToJsonString(child.result(), &summary);
+  } else {
+    summary = child.error().message();
+  }
+  record->set_summary(TruncateUtf8(summary, kMaxChildSummary));
+
+  const int64_t ended = Ended(b);
+  v1::Progress& progress = *parent.mutable_progress();
+  progress.set_fraction(static_cast<double>(ended) / static_cast<double>(b.total()));
+  progress.set_message(absl::StrCat(ended, " of ", b.total(), " children ended",
+                                    b.failed() + b.cancelled() > 0
+                                        ? absl::StrCat(" (", b.failed(), " failed, ",
+                                                       b.cancelled(), " cancelled)")
+                                        : ""));
+  *parent.mutable_update_time() = v1::ToProto(now);
+}
+
+// What follows a CHILD event: TYPE_UNSPECIFIED (children remain, or the parent is being
+// cancelled), WAITING (a `then` job to make), or the parent's end.
+JobEvent::Type AfterChildEnded(Job& parent, absl::Time now) {
+  const v1::BatchProgress& b = parent.batch();
+  if (Ended(b) < b.total() || parent.cancel_requested()) return JobEvent::TYPE_UNSPECIFIED;
+  if (b.has_then()) return JobEvent::WAITING;
+  if (b.succeeded() == b.total()) {
+    End(parent, Job::SUCCEEDED, now);
+    *parent.mutable_result() = Counts(parent);
+  } else {
+    End(parent, Job::FAILED, now);
+    parent.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kAborted));
+    parent.mutable_error()->set_message(absl::StrCat(b.failed() + b.cancelled(), " of ",
+                                                     b.total(), " children did not succeed (",
+                                                     b.failed(), " failed, ", b.cancelled(),
+                                                     " cancelled)"));
+    *parent.mutable_error()->mutable_details() = Counts(parent).struct_value();
+  }
+  return TerminalEventOf(parent.state());
+}
+
+// The `then` job's Submit: the request kept in the parent's params, given "batch": the
+// counts, labelled as the children are.
+absl::StatusOr<v1::SubmitRequest> ThenRequest(const Job& parent,
+                                              const google::protobuf::Struct& parent_params) {
+  auto then = parent_params.fields().find("then");
+  if (then == parent_params.fields().end()) {
+    return absl::DataLossError(absl::StrCat("batch ", parent.id(), " kept no `then` request"));
+  }
+  std::string json;
+  v1::SubmitRequest request;
+  if (!google::protobuf::util::MessageToJsonString(then->second, &json).ok() ||
+      !google::protobuf::util::JsonStringToMessage(json, &request).ok()) {
+    return absl::DataLossError(absl::StrCat("batch ", parent.id(), "'s `then` does not parse"));
+  }
+  (*request.mutable_params()->mutable_fields())["batch"] = Counts(parent);
+  (*request.mutable_labels())[kBatchLabel] = parent.id();
+  return request;
+}
+
+// The parent waits for its `then` job.
+void AwaitThen(Job& parent, const Job& then, absl::Time now) {
+  parent.mutable_batch()->set_then_job_id(then.id());
+  parent.mutable_progress()->set_message(
+      absl::StrCat(parent.batch().total(), " of ", parent.batch().total(),
+                   " children ended; waiting for the then job ", then.id()));
+  *parent.mutable_update_time() = v1::ToProto(now);
+}
+
+// The `then` job ended: the parent ends as it did; its terminal event.
+JobEvent::Type ThenEnded(Job& parent, const Job& then, absl::Time now) {
+  End(parent, then.state(), now);
+  parent.mutable_progress()->set_message(
+      absl::StrCat(parent.batch().total(), " of ", parent.batch().total(),
+                   " children ended; the then job ", then.id(), " ",
+                   Job::State_Name(then.state())));
+  if (then.has_result()) *parent.mutable_result() = then.result();
+  if (then.has_error()) *parent.mutable_error() = then.error();
+  if (then.state() != Job::SUCCEEDED) {
+    parent.mutable_error()->set_message(
+        absl::StrCat("the then job ", then.id(), " ", Job::State_Name(then.state()),
+                     then.error().message().empty() ? "" : ": ", then.error().message()));
+  }
+  return TerminalEventOf(parent.state());
+}
 
 }  // namespace
 
@@ -141,100 +243,6 @@ NewBatch MakeBatch(const v1::SubmitBatchRequest& request, const JobTypes& types,
   return batch;
 }
 
-bool CountsAsChild(const Job& parent, const Job& ended) {
-  return parent.state() == Job::WAITING && parent.has_batch() &&
-         parent.batch().then_job_id().empty() && ended.id() != parent.batch().then_job_id() &&
-         Ended(parent.batch()) < parent.batch().total();
-}
-
-void ChildEnded(Job& parent, const Job& child, absl::Time now, v1::ChildEnded* record) {
-  v1::BatchProgress& b = *parent.mutable_batch();
-  switch (child.state()) {
-    case Job::SUCCEEDED: b.set_succeeded(b.succeeded() + 1); break;
-    case Job::FAILED: b.set_failed(b.failed() + 1); break;
-    default: b.set_cancelled(b.cancelled() + 1); break;
-  }
-  record->set_job_id(child.id());
-  record->set_state(child.state());
-  std::string summary;
-  if (child.state() == Job::SUCCEEDED) {
-    (void)google::protobuf::util::MessageToJsonString(child.result(), &summary);
-  } else {
-    summary = child.error().message();
-  }
-  record->set_summary(TruncateUtf8(summary, kMaxChildSummary));
-
-  const int64_t ended = Ended(b);
-  v1::Progress& progress = *parent.mutable_progress();
-  progress.set_fraction(static_cast<double>(ended) / static_cast<double>(b.total()));
-  progress.set_message(absl::StrCat(ended, " of ", b.total(), " children ended",
-                                    b.failed() + b.cancelled() > 0
-                                        ? absl::StrCat(" (", b.failed(), " failed, ",
-                                                       b.cancelled(), " cancelled)")
-                                        : ""));
-  *parent.mutable_update_time() = v1::ToProto(now);
-}
-
-JobEvent::Type AfterChildEnded(Job& parent, absl::Time now) {
-  const v1::BatchProgress& b = parent.batch();
-  if (Ended(b) < b.total() || parent.cancel_requested()) return JobEvent::TYPE_UNSPECIFIED;
-  if (b.has_then()) return JobEvent::WAITING;
-  if (b.succeeded() == b.total()) {
-    End(parent, Job::SUCCEEDED, now);
-    *parent.mutable_result() = Counts(parent);
-  } else {
-    End(parent, Job::FAILED, now);
-    parent.mutable_error()->set_code(static_cast<int>(absl::StatusCode::kAborted));
-    parent.mutable_error()->set_message(absl::StrCat(b.failed() + b.cancelled(), " of ",
-                                                     b.total(), " children did not succeed (",
-                                                     b.failed(), " failed, ", b.cancelled(),
-                                                     " cancelled)"));
-    *parent.mutable_error()->mutable_details() = Counts(parent).struct_value();
-  }
-  return EventOf(parent.state());
-}
-
-absl::StatusOr<v1::SubmitRequest> ThenRequest(const Job& parent,
-                                              const google::protobuf::Struct& parent_params) {
-  auto then = parent_params.fields().find("then");
-  if (then == parent_params.fields().end()) {
-    return absl::DataLossError(absl::StrCat("batch ", parent.id(), " kept no `then` request"));
-  }
-  std::string json;
-  v1::SubmitRequest request;
-  if (!google::protobuf::util::MessageToJsonString(then->second, &json).ok() ||
-      !google::protobuf::util::JsonStringToMessage(json, &request).ok()) {
-    return absl::DataLossError(absl::StrCat("batch ", parent.id(), "'s `then` does not parse"));
-  }
-  (*request.mutable_params()->mutable_fields())["batch"] = Counts(parent);
-  (*request.mutable_labels())[kBatchLabel] = parent.id();
-  return request;
-}
-
-void AwaitThen(Job& parent, const Job& then, absl::Time now) {
-  parent.mutable_batch()->set_then_job_id(then.id());
-  parent.mutable_progress()->set_message(
-      absl::StrCat(parent.batch().total(), " of ", parent.batch().total(),
-                   " children ended; waiting for the then job ", then.id()));
-  *parent.mutable_update_time() = v1::ToProto(now);
-}
-
-JobEvent::Type ThenEnded(Job& parent, const Job& then, absl::Time now) {
-  End(parent, then.state(), now);
-  parent.mutable_progress()->set_message(
-      absl::StrCat(parent.batch().total(), " of ", parent.batch().total(),
-                   " children ended; the then job ", then.id(), " ",
-                   Job::State_Name(then.state())));
-  if (then.has_result()) *parent.mutable_result() = then.result();
-  if (then.has_error()) *parent.mutable_error() = then.error();
-  if (then.state() != Job::SUCCEEDED) {
-    parent.mutable_error()->set_message(
-        absl::StrCat("the then job ", then.id(), " ", Job::State_Name(then.state()),
-                     then.error().message().empty() ? "" : ": ", then.error().message()));
-  }
-  return EventOf(parent.state());
-}
-
 absl::StatusOr<ThenJob> MakeThenJob(const Job& parent, const google::protobuf::Struct& parent_params,
                                     const JobTypes& types, const Limits& limits, absl::Time now) {
   absl::StatusOr<v1::SubmitRequest> request = ThenRequest(parent, parent_params);
@@ -252,7 +260,7 @@ bool MoveParent(Job& parent, const Job& ended, absl::Time now, const MakeThen& m
     emit(ThenEnded(parent, ended, now), nullptr);
     return true;
   }
-  if (!CountsAsChild(parent, ended)) return false;
+  if (!CountsAsChild(parent)) return false;
   v1::ChildEnded record;
   ChildEnded(parent, ended, now, &record);
   emit(JobEvent::CHILD, &record);

@@ -48,30 +48,6 @@ struct NewBatch {
 NewBatch MakeBatch(const v1::SubmitBatchRequest& request, const JobTypes& types,
                    const std::string& tenant, absl::Time now);
 
-// `child` (as it ended) was one of `parent`'s children: counted on the parent (WAITING),
-// its progress moved, `record` filled for the CHILD event.
-void ChildEnded(v1::Job& parent, const v1::Job& child, absl::Time now, v1::ChildEnded* record);
-
-// What follows a CHILD event: TYPE_UNSPECIFIED (children remain, or the parent is being
-// cancelled), WAITING (the last ended and the batch has a `then` job: make it with
-// ThenRequest, then AwaitThen), or SUCCEEDED / FAILED (the last ended: the parent ended
-// so, SUCCEEDED if every child did).
-v1::JobEvent::Type AfterChildEnded(v1::Job& parent, absl::Time now);
-
-// Whether `ended` is a child of `parent` whose end is still to be counted there: the parent
-// WAITING for its children, and `ended` not its `then` job.
-bool CountsAsChild(const v1::Job& parent, const v1::Job& ended);
-
-// The Submit of the `then` job: the request kept in the parent's params, its params given
-// "batch": {parent_id, total, succeeded, failed, cancelled}, labelled as the children are.
-absl::StatusOr<v1::SubmitRequest> ThenRequest(const v1::Job& parent,
-                                              const google::protobuf::Struct& parent_params);
-// The parent waits for its `then` job (its WAITING event is the caller's to add).
-void AwaitThen(v1::Job& parent, const v1::Job& then, absl::Time now);
-// The `then` job ended (its final record): the parent ends as it did. Returns the
-// parent's terminal event.
-v1::JobEvent::Type ThenEnded(v1::Job& parent, const v1::Job& then, absl::Time now);
-
 // The `then` job's Submit and the job it makes (parent_id set, labelled as the children),
 // checked against the types as they are now (a restart may have changed them).
 struct ThenJob {

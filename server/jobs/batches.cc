@@ -154,15 +154,6 @@ void JobManager::SubmitBatch(const v1::SubmitBatchRequest& request, const auth::
   if (reply) reply();
 }
 
-void JobManager::ReleaseEnded(const std::string& job_id, int64_t sequence) {
-  absl::MutexLock lock(&mu_);
-  auto it = live_.find(job_id);
-  if (it != live_.end() && v1::IsFinished(it->second.job.state()) &&
-      it->second.job.last_sequence() == sequence) {
-    live_.erase(it);
-  }
-}
-
 void JobManager::StageParent(const Job& ended, Batch& batch, Staged& staged) {
   const std::string parent_id = ended.parent_id();
   const bool held = live_.contains(parent_id);
@@ -195,7 +186,7 @@ void JobManager::StageParent(const Job& ended, Batch& batch, Staged& staged) {
       parent.job, ended, now, make_then, [&](JobEvent::Type type, const v1::ChildEnded* child) {
         Stage(parent, type, batch, staged, nullptr, nullptr, child);
       });
-  // An ended parent stays in memory until its end is written (Stage): a child ending
+  // An ended parent stays in memory until its end is written (Settle): a child ending
   // meanwhile finds it ended.
   if (!ended_parent && !held && parent.job.state() != Job::WAITING) {
     live_.erase(parent_id);  // read in only to look: it had ended

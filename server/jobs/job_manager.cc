@@ -133,25 +133,20 @@ void JobManager::Stage(LiveJob& live, JobEvent::Type type, Batch& batch, Staged&
   // The job exactly as this event left it (the event holds it already). A job this event
   // leaves QUEUED or WAITING may leave memory once it is written (a batch's parent stays:
   // its children's ends are written with its own events).
-  const bool settles =
-      (job.state() == Job::QUEUED || job.state() == Job::WAITING) && !job.has_batch();
+  // A job that ended stays in memory until then too, so nothing reads its older record
+  // meanwhile (a Cancel, a Submit depending on it, a batch's count); Settle, first, lets it
+  // go before anyone is answered.
   const bool finishes = v1::IsTerminal(type);
-  // A job that ended stays in memory until its end is written, so nothing reads its older
-  // record meanwhile (a Cancel, a Submit depending on it, a batch's count); it leaves
-  // before anyone is answered.
-  if (finishes) {
-    staged.done.push_back([this, id = job.id(), sequence = job.last_sequence()](absl::Status) {
-      ReleaseEnded(id, sequence);
-    });
-  }
-  if (settles || finishes || deliver || done) {
-    staged.done.push_back([this, event, settles, finishes, deliver, now_ms,
+  const bool settles =
+      ((job.state() == Job::QUEUED || job.state() == Job::WAITING) && !job.has_batch()) ||
+      finishes;
+  const bool awaited = finishes && dependents_.contains(job.id());
+  if (settles || deliver || done) {
+    staged.done.push_back([this, event, settles, finishes, awaited, deliver, now_ms,
                            done = std::move(done)](absl::Status s) {
       if (settles) Settle(event->event.job_id(), event->event.sequence());
       if (finishes && s.ok()) AnswerWaits(event->event.job_id());
-      // Who waits for it is asked now, not when the end was staged: a Submit meanwhile
-      // read its record as it was before (its write on its way) and waits for it too.
-      if (finishes && s.ok()) DependencyEnded(event->event.status());
+      if (awaited && s.ok()) DependencyEnded(event->event.status());
       if (deliver && s.ok()) {
         webhook_sender_->Schedule(event->event.job_id(), event->event.sequence(), now_ms);
       }
@@ -196,9 +191,10 @@ void JobManager::Settle(const std::string& job_id, int64_t sequence) {
   absl::MutexLock lock(&mu_);
   auto it = live_.find(job_id);
   // Commits are delivered in order: if the job's newest event is written, all of it is.
-  if (it != live_.end() &&
-      (it->second.job.state() == Job::QUEUED || it->second.job.state() == Job::WAITING) &&
-      it->second.job.last_sequence() == sequence) {
+  if (it == live_.end() || it->second.job.last_sequence() != sequence) return;
+  const Job& job = it->second.job;
+  if (((job.state() == Job::QUEUED || job.state() == Job::WAITING) && !job.has_batch()) ||
+      IsFinished(job.state())) {
     live_.erase(it);
   }
 }

@@ -189,8 +189,9 @@ class JobManager : public JobBackend, public ArtifactSink {
   // The job of a ready queue key, read in to start; nullptr (the entry dropped) if the job
   // is gone or no longer QUEUED.
   LiveJob* LoadQueued(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The event `sequence` of the job is written: if the job is QUEUED and that is its
-  // newest event, it leaves memory (its place in the queue stays).
+  // The event `sequence` of the job is written: if that is its newest event and the job is
+  // QUEUED or WAITING (its place in the queue stays; a batch's parent stays) or ended, it
+  // leaves memory.
   void Settle(const std::string& job_id, int64_t sequence) ABSL_LOCKS_EXCLUDED(mu_);
   // Moves the job's index entries (by_state, by_type_state) from `old_state` to its state.
   static void Reindex(const v1::Job& job, v1::Job::State old_state, storage::Batch& batch);
@@ -307,8 +308,6 @@ class JobManager : public JobBackend, public ArtifactSink {
   // The parent (WAITING) is cancelled on request, and with it every unfinished child and
   // its `then` job, in one write.
   absl::Status CancelBatch(LiveJob& parent, JobCallback done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A batch's parent ended by the event `sequence`, now written: it leaves memory.
-  void ReleaseEnded(const std::string& job_id, int64_t sequence) ABSL_LOCKS_EXCLUDED(mu_);
   // A batch as SubmitBatch answers it: the parent as stored and its children's ids.
   absl::StatusOr<v1::SubmitBatchResponse> ReadBatch(const std::string& parent_id) const;
 

@@ -19,9 +19,7 @@ namespace {
 // An event of a parent, carrying the parent as of it (the store numbers it).
 JobEvent ParentEvent(JobEvent::Type type, absl::Time now, const Job& parent,
                      const v1::ChildEnded* child) {
-  JobEvent event;
-  event.set_type(type);
-  *event.mutable_time() = v1::ToProto(now);
+  JobEvent event = EventOf(type, now);
   *event.mutable_status() = parent;
   if (child != nullptr) *event.mutable_child() = *child;
   return event;
@@ -53,10 +51,8 @@ void PgJobManager::SubmitBatchNow(const v1::SubmitBatchRequest& request,
   std::vector<PgStore::NewJob> children;
   children.reserve(made.children.size());
   for (size_t i = 0; i < made.children.size(); ++i) {
-    JobEvent created;
-    created.set_type(JobEvent::CREATED);
-    *created.mutable_time() = v1::ToProto(now);
-    children.push_back({std::move(made.children[i]), request.children(i).params(), created});
+    children.push_back({std::move(made.children[i]), request.children(i).params(),
+                        EventOf(JobEvent::CREATED, now)});
   }
   std::vector<JobEvent> parent_events = {ParentEvent(JobEvent::CREATED, now, made.parent, nullptr),
                                          ParentEvent(JobEvent::WAITING, now, made.parent, nullptr)};
@@ -99,10 +95,8 @@ void PgJobManager::CountChildren(std::vector<std::string>& ended) {
         auto make_then = [&]() -> absl::StatusOr<Job> {
           auto then = MakeThenJob(parent, params, *types_, options_.limits, now);
           if (!then.ok()) return then.status();
-          JobEvent created;
-          created.set_type(JobEvent::CREATED);
-          *created.mutable_time() = v1::ToProto(now);
-          move.then = PgStore::NewJob{then->job, then->request.params(), created};
+          move.then =
+              PgStore::NewJob{then->job, then->request.params(), EventOf(JobEvent::CREATED, now)};
           return then->job;
         };
         for (const Job* end : ends) {
@@ -134,10 +128,7 @@ absl::StatusOr<Job> PgJobManager::CancelBatch(const std::string& parent_id, absl
       [&](Job& job, std::vector<JobEvent>& events) {
         if (job.state() == Job::QUEUED) {
           CancelWithBatch(job, parent_id, now);
-          JobEvent cancelled;
-          cancelled.set_type(JobEvent::CANCELLED);
-          *cancelled.mutable_time() = v1::ToProto(now);
-          events.push_back(std::move(cancelled));
+          events.push_back(EventOf(JobEvent::CANCELLED, now));
         } else if (job.state() == Job::RUNNING && !job.cancel_requested()) {
           // Whoever runs it stops, as for a cancel of it; it ends CANCELLED then.
           job.set_cancel_requested(true);

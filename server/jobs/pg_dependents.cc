@@ -62,10 +62,7 @@ void PgJobManager::MoveDependents(std::vector<std::string>& ended) {
                                  std::vector<JobEvent>& events) {
         const JobEvent::Type type = DependenciesEnded(job, ends, now);
         if (type == JobEvent::TYPE_UNSPECIFIED) return;
-        JobEvent event;
-        event.set_type(type);
-        *event.mutable_time() = v1::ToProto(now);
-        events.push_back(std::move(event));
+        events.push_back(EventOf(type, now));
       });
   // A failure is made good by the sweep, within a second.
   if (moved.ok()) {

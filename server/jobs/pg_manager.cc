@@ -30,13 +30,6 @@ void LogAll(const std::vector<JobEvent>& events) {
   for (const JobEvent& e : events) LogStateChange(e);
 }
 
-JobEvent EventOf(JobEvent::Type type, absl::Time now) {
-  JobEvent event;
-  event.set_type(type);
-  *event.mutable_time() = ToProto(now);
-  return event;
-}
-
 // A progress report applied to a stored job: its event, if it moved anything.
 void ReportTo(Job& job, const v1::Progress& progress, absl::Time now, std::vector<JobEvent>& out) {
   const JobEvent::Type type = ApplyProgress(*job.mutable_progress(), progress);

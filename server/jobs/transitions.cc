@@ -93,6 +93,13 @@ absl::Status StateError(const v1::Job& job, absl::string_view what) {
                                                     v1::Job::State_Name(job.state()), "; ", what));
 }
 
+v1::JobEvent EventOf(v1::JobEvent::Type type, absl::Time now) {
+  v1::JobEvent event;
+  event.set_type(type);
+  *event.mutable_time() = ToProto(now);
+  return event;
+}
+
 Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::string& tenant,
            absl::Time now) {
   Job job;

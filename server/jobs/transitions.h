@@ -26,6 +26,9 @@ struct AttemptEnd {
   google::protobuf::Struct details;  // kFailed
 };
 
+// An event of `type` at `now`, for a store to number and fill in with its job.
+v1::JobEvent EventOf(v1::JobEvent::Type type, absl::Time now);
+
 // One log line per committed state change (not per step, progress or artifact).
 void LogStateChange(const v1::JobEvent& event);
 

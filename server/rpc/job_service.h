@@ -61,11 +61,11 @@ class JobServiceImpl final
                                    v1::Identity* response) override;
 
  private:
-  // The caller, if it holds `role`; otherwise the call is answered with why not.
   // Over the token's --max_submits_per_second: ends the call RESOURCE_EXHAUSTED (with a
   // retry-after) and says so.
   bool OverSubmitRate(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
                       const auth::Principal& who);
+  // The caller, if it holds `role`; otherwise the call is answered with why not.
   std::optional<auth::Principal> Allow(grpc::CallbackServerContext* ctx,
                                        grpc::ServerUnaryReactor* reactor, auth::Role role,
                                        absl::string_view method);

@@ -159,11 +159,21 @@ TEST_P(BatchTest, CancellingTheParentCancelsEveryUnfinishedChildAndNoThenJobIsMa
 
 TEST_P(BatchTest, KillNineMidBatchLosesNoChildAndNoChildEvent) {
   Start();
-  v1::SubmitBatchRequest request = Batch(300, 20);
+  v1::SubmitBatchRequest request = Batch(300, 50);  // ~1 s of work on 16 runners
   for (auto& child : *request.mutable_children()) child.set_max_attempts(2);  // one cut off
   const v1::SubmitBatchResponse batch = MustSubmitBatch(request);
-  absl::SleepFor(absl::Milliseconds(300));  // some ended, some running, most queued
+  // Killed once some children have ended (and been counted) and most have not.
+  Job before;
+  for (int i = 0; i < 1000 && before.batch().succeeded() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+    grpc::ClientContext ctx;
+    v1::GetStatusRequest get;
+    get.set_job_id(batch.parent().id());
+    ASSERT_TRUE(jobs_->GetStatus(&ctx, get, &before).ok());
+  }
   server_->Kill();
+  ASSERT_GT(before.batch().succeeded(), 0);
+  ASSERT_LT(before.batch().succeeded(), 300) << "the kill came after the batch had ended";
   Start();
   const Job parent = Finished(batch.parent().id());
   EXPECT_EQ(parent.state(), Job::SUCCEEDED) << parent.error().message();

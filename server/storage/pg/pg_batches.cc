@@ -24,23 +24,12 @@ std::string BatchRequestId(const std::string& request_id) {
   return request_id.empty() ? "" : absl::StrCat("\x02", request_id);
 }
 
-// Numbers a parent's events after its last sequence (each already carries the parent as
-// of itself).
-void NumberAfter(int64_t last_sequence, std::vector<JobEvent>& events) {
-  for (JobEvent& e : events) {
-    e.set_sequence(++last_sequence);
-    e.set_job_id(e.status().id());
-    e.mutable_status()->set_last_sequence(last_sequence);
-    e.mutable_status()->clear_params();
-  }
-}
-
 // Numbers a parent's events, writes them and the parent as of the last (deferred), and
 // announces them.
 void WriteParentEvents(PgConnection& conn, int64_t last_sequence, std::vector<JobEvent>& events,
                        std::vector<JobEvent>& written) {
   if (events.empty()) return;
-  NumberAfter(last_sequence, events);
+  NumberAsOf(last_sequence, events);
   const Job& parent = events.back().status();
   WriteJob(conn, parent);
   InsertEvents(conn, parent, events);
@@ -77,7 +66,7 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertBatch(const Job& parent,
       out = {**std::move(twin), false};
       return absl::OkStatus();
     }
-    NumberAfter(0, parent_events);
+    NumberAsOf(0, parent_events);
     const Job& stored = parent_events.back().status();
     // The row first: the events and the children's rows refer to it.
     if (absl::Status s = InsertJobRow(conn, stored, params); !s.ok()) return s;

@@ -32,6 +32,9 @@ absl::Status NoSuchJob(const std::string& job_id);
 absl::StatusOr<v1::Job> LockJob(PgConnection& conn, const std::string& job_id);
 // Numbers `events` after the job's last sequence; each carries the job as changed.
 void Number(v1::Job& job, std::vector<v1::JobEvent>& events);
+// Numbers events that each carry their job as of themselves (InsertWaitingJob's, a
+// batch's parent's), after `last_sequence`.
+void NumberAsOf(int64_t last_sequence, std::vector<v1::JobEvent>& events);
 // Writes the events (and the webhook deliveries they owe), deferred to the COMMIT.
 void InsertEvents(PgConnection& conn, const v1::Job& job, const std::vector<v1::JobEvent>& events);
 // Announces a job's events first..last to every server's feed, with the COMMIT.

@@ -109,6 +109,15 @@ void WriteJob(PgConnection& conn, const Job& job) {
              JobColumns(job));
 }
 
+void NumberAsOf(int64_t last_sequence, std::vector<JobEvent>& events) {
+  for (JobEvent& e : events) {
+    e.set_sequence(++last_sequence);
+    e.set_job_id(e.status().id());
+    e.mutable_status()->set_last_sequence(last_sequence);
+    e.mutable_status()->clear_params();
+  }
+}
+
 // Applies `change` to the locked `job`, numbers the events it makes into `events` and
 // defers their inserts; whether the job changed (not if the change left it as it was: a
 // report that moved nothing, a cancel asked again). If the change fails, `job` is left
@@ -421,13 +430,7 @@ absl::StatusOr<PgStore::Inserted> PgStore::InsertWaitingJob(const Job& job,
     }
     auto events = wait(dependencies);
     if (!events.ok()) return events.status();
-    for (size_t i = 0; i < events->size(); ++i) {  // each carries the job as of itself
-      JobEvent& e = (*events)[i];
-      e.set_job_id(job.id());
-      e.set_sequence(static_cast<int64_t>(i) + 1);
-      e.mutable_status()->set_last_sequence(e.sequence());
-      e.mutable_status()->clear_params();
-    }
+    NumberAsOf(0, *events);
     const Job& stored = events->back().status();
     if (absl::Status s = InsertJobRow(conn, stored, params); !s.ok()) return s;
     InsertEvents(conn, stored, *events);
