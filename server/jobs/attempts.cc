@@ -32,7 +32,9 @@ void JobManager::StartAttempt(LiveJob& live, absl::Time now, const std::string& 
   const JobType& type = types_->Of(job.type());
   const bool external = !type.in_server();
   Batch batch;
-  Unqueue(live, batch);
+  queue_.Start(live.queue_key, absl::ToUnixMillis(now));
+  batch.Delete(Cf::kQueue, live.queue_key);
+  live.queue_key.clear();
   live.lease = StartJob(job, type, now, worker_id, external ? NewLeaseId(job.id()) : "",
                         lease_duration);
   const storage::LeaseRecord& lease = live.lease;
@@ -66,6 +68,7 @@ absl::Status JobManager::EndAttempt(const std::string& job_id, AttemptEnd end, J
   if (auto running = running_.find(job.type()); running != running_.end() && --running->second == 0) {
     running_.erase(running);
   }
+  queue_.Release(job.type(), job.tenant(), job.concurrency_key(), absl::ToUnixMillis(now));
   const JobEvent::Type event = EndJobAttempt(job, type, end, now);
   const bool requeue = job.state() == Job::QUEUED;
   if (requeue) SetQueueKey(live, batch);
@@ -117,7 +120,7 @@ JobManager::LiveJob* JobManager::LoadQueued(const std::string& key) {
   std::cerr << "jobstream-server: dropping a stale queue entry of job " << job_id << ": "
             << (loaded.ok() ? Job::State_Name((*loaded)->job.state()) : loaded.status().ToString())
             << "\n";
-  queue_.Remove(key);
+  queue_.Remove(key, absl::ToUnixMillis(absl::Now()));
   Batch batch;
   batch.Delete(Cf::kQueue, key);
   committer_.Enqueue({std::move(batch), {}, nullptr}).IgnoreError();

@@ -86,7 +86,7 @@ class JobBackend {
   // Retention: removes jobs that ended more than `retention` ago (tombstone "expired") and
   // tombstones older than that again. Synchronous.
   virtual absl::Status Sweep(absl::Time now) = 0;
-  virtual v1::ListJobTypesResponse ListTypes() const = 0;
+  virtual v1::ListJobTypesResponse ListTypes(const auth::Scope& scope) const = 0;
   // Long-poll: done gets the job (as GetStatus returns it) once it is finished — at once
   // if it is — or as it stands when `timeout` passes. The returned wait (null if done was
   // already called) can be abandoned, which answers CANCELLED.

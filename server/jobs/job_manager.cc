@@ -49,7 +49,8 @@ JobManager::JobManager(storage::JobStore* store, watch::EventHub* hub, const Job
           [this](const absl::Status& error) {
             absl::MutexLock lock(&mu_);
             MarkStoreFailed(error);
-          }) {
+          }),
+      queue_(types->KeyLimits()) {
   dispatcher_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "js-dispatch");
     DispatchLoop();
@@ -229,7 +230,8 @@ absl::StatusOr<JobManager::LiveJob*> JobManager::Load(const std::string& job_id,
 // The queue
 
 std::string JobManager::QueueKeyOf(const Job& job) {
-  return storage::QueueKey(job.type(), job.tenant(), job.priority(), v1::ReadyMs(job), job.id());
+  return storage::QueueKey(job.type(), job.tenant(), job.priority(), v1::ReadyMs(job), job.id(),
+                           job.concurrency_key());
 }
 
 void JobManager::SetQueueKey(LiveJob& live, Batch& batch) const {
@@ -249,7 +251,7 @@ void JobManager::Enqueue(LiveJob& live) {
 }
 
 void JobManager::Unqueue(LiveJob& live, Batch& batch) {
-  queue_.Remove(live.queue_key);
+  queue_.Remove(live.queue_key, absl::ToUnixMillis(absl::Now()));
   batch.Delete(Cf::kQueue, live.queue_key);
   live.queue_key.clear();
 }
@@ -405,6 +407,7 @@ absl::Status JobManager::LoadLive(AttemptEnd::Kind interrupted_end, absl::string
     hub_->Track((*live)->job);
     (*live)->lease = std::move(record);
     ++running_[(*live)->job.type()];
+    queue_.Hold((*live)->job.type(), (*live)->job.tenant(), (*live)->job.concurrency_key());
     lease_deadlines_.Set(id, (*live)->lease.deadline_ms());
     WakeDispatcherBy((*live)->lease.deadline_ms());
     if ((*live)->lease.attempt_deadline_ms() != 0) {
@@ -423,6 +426,7 @@ absl::Status JobManager::LoadLive(AttemptEnd::Kind interrupted_end, absl::string
     auto live = Load(id, /*with_params=*/false);
     if (!live.ok()) return live.status();
     ++running_[(*live)->job.type()];
+    queue_.Hold((*live)->job.type(), (*live)->job.tenant(), (*live)->job.concurrency_key());
     AttemptEnd end = Interrupted((*live)->job, why);
     end.kind = interrupted_end;
     if (absl::Status s = EndAttempt(id, std::move(end), nullptr); !s.ok()) return s;
@@ -479,7 +483,7 @@ bool JobManager::TryRecoverStore() {
     if (live.artifact_bytes_reserved > 0) reserved[id] = live.artifact_bytes_reserved;
   }
   live_.clear();
-  queue_ = JobQueue();
+  queue_ = JobQueue(types_->KeyLimits());
   running_.clear();
   lease_deadlines_ = DeadlineIndex();
   timeouts_ = DeadlineIndex();
@@ -971,7 +975,7 @@ absl::Status JobManager::Sweep(absl::Time now) {
   return store_->Write(batch, /*sync=*/true);
 }
 
-v1::ListJobTypesResponse JobManager::ListTypes() const {
+v1::ListJobTypesResponse JobManager::ListTypes(const auth::Scope& scope) const {
   v1::ListJobTypesResponse response;
   const absl::Time since = absl::Now() - absl::Minutes(1);
   absl::MutexLock lock(&mu_);
@@ -981,6 +985,15 @@ v1::ListJobTypesResponse JobManager::ListTypes() const {
     info->set_queued(queue_.queued(type->name));
     auto running = running_.find(type->name);
     info->set_running(running == running_.end() ? 0 : running->second);
+    if (type->key_limited()) {
+      int total = 0;
+      for (const KeyAtLimit& key : queue_.AtLimit(type->name,
+                                                  scope.all_tenants ? nullptr : &scope.tenant,
+                                                  kKeysAtLimitShown, &total)) {
+        *info->add_keys_at_limit() = KeyAtLimitInfo(key);
+      }
+      info->set_keys_at_limit_count(total);
+    }
     if (!type->in_server()) {
       info->set_polling(workers_.Polling(type->name));
       info->set_workers(workers_.Workers(type->name, since));

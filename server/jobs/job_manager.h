@@ -94,7 +94,7 @@ class JobManager : public JobBackend, public ArtifactSink {
       ABSL_LOCKS_EXCLUDED(mu_);
   void Purge(absl::Time before, CountCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status Sweep(absl::Time now) override ABSL_LOCKS_EXCLUDED(mu_);
-  v1::ListJobTypesResponse ListTypes() const override ABSL_LOCKS_EXCLUDED(mu_);
+  v1::ListJobTypesResponse ListTypes(const auth::Scope& scope) const override ABSL_LOCKS_EXCLUDED(mu_);
   std::shared_ptr<JobWait> WaitJob(const std::string& job_id, const auth::Scope& scope,
                                    absl::Duration timeout, JobCallback done) override
       ABSL_LOCKS_EXCLUDED(mu_);

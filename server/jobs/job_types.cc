@@ -57,12 +57,27 @@ v1::JobTypeInfo JobType::Info() const {
   info.set_max_attempts(max_attempts);
   info.set_concurrency(concurrency);
   info.set_default_priority(default_priority);
+  info.set_key_concurrency(key_concurrency);
+  info.set_key_rate(key_rate);
   if (timeout != absl::InfiniteDuration()) *info.mutable_timeout() = v1::ToProto(timeout);
   if (runner == v1::JobTypeInfo::EXTERNAL) {
     *info.mutable_lease_duration() = v1::ToProto(lease_duration);
   }
   *info.mutable_initial_backoff() = v1::ToProto(initial_backoff);
   *info.mutable_max_backoff() = v1::ToProto(max_backoff);
+  return info;
+}
+
+v1::KeyAtLimit KeyAtLimitInfo(const KeyAtLimit& key) {
+  v1::KeyAtLimit info;
+  info.set_tenant(key.tenant);
+  info.set_key(key.key);
+  info.set_running(key.running);
+  info.set_queued(key.queued);
+  info.set_concurrency(key.concurrency);
+  if (key.rate_wait_ms != 0) {
+    *info.mutable_rate_wait_until() = v1::ToProto(absl::FromUnixMillis(key.rate_wait_ms));
+  }
   return info;
 }
 
@@ -103,6 +118,16 @@ absl::StatusOr<JobTypes> JobTypes::FromConfig(const v1::ServerConfig& config,
       return error("concurrency must be 0..10000 (0 means no limit of its own)");
     }
     type.concurrency = t.concurrency();
+    if (t.key_concurrency() < 0 || t.key_concurrency() > 10000) {
+      return error("keyConcurrency must be 0..10000 (0 means no limit per key)");
+    }
+    type.key_concurrency = t.key_concurrency();
+    // At least one an hour: a key's bucket is then full an hour after its last start,
+    // when a PostgreSQL server may forget it.
+    if (!(t.key_rate() == 0 || (t.key_rate() >= 0.001 && t.key_rate() <= 100000))) {  // NaN
+      return error("keyRate must be 0.001..100000 starts per second (0 means no limit per key)");
+    }
+    type.key_rate = t.key_rate();
     if (t.default_priority() < -1000 || t.default_priority() > 1000) {
       return error("defaultPriority must be -1000..1000");
     }
@@ -222,6 +247,14 @@ std::vector<const JobType*> JobTypes::All() const {
   std::vector<const JobType*> all;
   for (const auto& [name, type] : types_) all.push_back(&type);
   return all;
+}
+
+absl::flat_hash_map<std::string, KeyLimit> JobTypes::KeyLimits() const {
+  absl::flat_hash_map<std::string, KeyLimit> limits;
+  for (const auto& [name, type] : types_) {
+    if (type.key_limited()) limits[name] = KeyLimit{type.key_concurrency, type.key_rate};
+  }
+  return limits;
 }
 
 std::vector<std::string> JobTypes::InServerTypes() const {

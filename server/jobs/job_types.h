@@ -15,6 +15,7 @@
 #include "jobstream/v1/config.pb.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/jobs/handler.h"
+#include "server/jobs/job_queue.h"
 
 namespace jobstream::jobs {
 
@@ -24,6 +25,8 @@ struct JobType {
   std::string description;
   int max_attempts = 3;
   int concurrency = 0;  // 0: no limit of its own
+  int key_concurrency = 0;  // per concurrency_key; 0: none
+  double key_rate = 0;      // starts per second per concurrency_key; 0: none
   int default_priority = 0;
   absl::Duration timeout = absl::InfiniteDuration();  // per attempt
   absl::Duration lease_duration = absl::Seconds(30);  // EXTERNAL
@@ -32,12 +35,17 @@ struct JobType {
   const Handler* handler = nullptr;  // BUILTIN and EXEC: runs in the server
 
   bool in_server() const { return handler != nullptr; }
+  bool key_limited() const { return key_concurrency > 0 || key_rate > 0; }
   // The delay before attempt `attempt` + 1: initial_backoff doubled per attempt,
   // ±25% jitter, at most max_backoff.
   absl::Duration Backoff(int attempt) const;
   // What ListJobTypes shows, without the counters.
   v1::JobTypeInfo Info() const;
 };
+
+// ListJobTypes shows at most this many keys at their limit per type.
+constexpr size_t kKeysAtLimitShown = 100;
+v1::KeyAtLimit KeyAtLimitInfo(const KeyAtLimit& key);
 
 struct TypeDefaults {
   absl::Duration initial_backoff = absl::Seconds(1);
@@ -65,6 +73,8 @@ class JobTypes {
   bool Admits(absl::string_view name, int running) const;
   std::vector<std::string> Names() const;
   std::vector<const JobType*> All() const;
+  // The per-key limits of the types that have any.
+  absl::flat_hash_map<std::string, KeyLimit> KeyLimits() const;
   // Types run by in-server handlers (BUILTIN and EXEC).
   std::vector<std::string> InServerTypes() const;
 

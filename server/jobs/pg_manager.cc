@@ -52,6 +52,7 @@ PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
     : store_(store), types_(types), options_(std::move(options)) {
   for (const JobType* type : types_->All()) {
     if (type->concurrency > 0) caps_[type->name] = type->concurrency;
+    if (type->key_limited()) key_limits_[type->name] = {type->key_concurrency, type->key_rate};
   }
   calls_ = std::make_unique<util::TaskPool>("js-pg-call", std::max(1, options_.call_threads));
   renewer_ = std::thread([this] {
@@ -116,6 +117,7 @@ absl::StatusOr<std::vector<storage::pg::PgStore::Claimed>> PgJobManager::Claim(
   storage::pg::PgStore::ClaimOptions options;
   options.tenant = std::move(tenant);
   options.max_running = caps_;
+  options.key_limits = key_limits_;
   auto claimed = store_->ClaimLeased(
       types, absl::ToUnixMillis(absl::Now()), limit,
       [&](Job& job, std::vector<JobEvent>& out,
@@ -148,7 +150,11 @@ void PgJobManager::Observe(const JobEvent& event) {
       finished = waits_.TakeJob(event.job_id());
     }
     AnswerWaits(finished);
-    if (!caps_.contains(event.status().type())) return;
+    // An end frees a slot of a capped type, or of a key.
+    if (!caps_.contains(event.status().type()) &&
+        !key_limits_.contains(event.status().type())) {
+      return;
+    }
   }
   const Job& job = event.status();
   const JobType* type = types_->Find(job.type());
@@ -347,12 +353,27 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
   done(std::move(changed));
 }
 
-v1::ListJobTypesResponse PgJobManager::ListTypes() const {
+v1::ListJobTypesResponse PgJobManager::ListTypes(const auth::Scope& scope) const {
   v1::ListJobTypesResponse response;
   auto counts = store_->CountLive();
+  const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   for (const JobType* type : types_->All()) {
     v1::JobTypeInfo* info = response.add_types();
     *info = type->Info();
+    if (auto limit = key_limits_.find(type->name); limit != key_limits_.end()) {
+      int total = 0;
+      auto keys = store_->KeysAtLimit(
+          type->name, limit->second,
+          scope.all_tenants ? std::nullopt : std::make_optional(scope.tenant), now_ms,
+          static_cast<int>(kKeysAtLimitShown), &total);
+      if (keys.ok()) {  // like the counts, left out if the store cannot say
+        for (const auto& key : *keys) {
+          *info->add_keys_at_limit() = KeyAtLimitInfo(
+              {key.tenant, key.key, key.running, key.queued, key.concurrency, key.rate_wait_ms});
+        }
+        info->set_keys_at_limit_count(total);
+      }
+    }
     if (counts.ok()) {
       if (auto it = counts->find(type->name); it != counts->end()) {
         info->set_queued(it->second.first);
@@ -875,6 +896,11 @@ absl::Status PgJobManager::Sweep(absl::Time now) {
   }
   // Chunks of uploads a crash cut off (a day gives any upload in progress time to end).
   if (auto removed = store_->RemoveOrphanChunks(absl::ToUnixMillis(now - absl::Hours(24)));
+      !removed.ok()) {
+    return removed.status();
+  }
+  // Buckets are full an hour after their last start (keyRate is at least one an hour).
+  if (auto removed = store_->RemoveIdleLanes(absl::ToUnixMillis(now - absl::Hours(1)));
       !removed.ok()) {
     return removed.status();
   }

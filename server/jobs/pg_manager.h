@@ -84,7 +84,7 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   void Delete(const std::string& job_id, const auth::Scope& scope, StatusCallback done) override;
   void Purge(absl::Time before, CountCallback done) override;
   absl::Status Sweep(absl::Time now) override;
-  v1::ListJobTypesResponse ListTypes() const override ABSL_LOCKS_EXCLUDED(mu_);
+  v1::ListJobTypesResponse ListTypes(const auth::Scope& scope) const override ABSL_LOCKS_EXCLUDED(mu_);
   std::shared_ptr<JobWait> WaitJob(const std::string& job_id, const auth::Scope& scope,
                                    absl::Duration timeout, JobCallback done) override;
   void AbandonJobWait(const std::shared_ptr<JobWait>& wait) override;
@@ -287,6 +287,7 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   bool renewer_wake_ ABSL_GUARDED_BY(mu_) = false;  // a wait with a deadline came
   // Per-type caps on RUNNING jobs, enforced across servers by the claim.
   std::map<std::string, int> caps_;
+  std::map<std::string, storage::pg::PgStore::ClaimOptions::KeyLimit> key_limits_;
   // LeaseJob calls waiting; those being granted outside the lock, and of them the ones
   // whose caller went away meanwhile.
   WorkerRegistry workers_ ABSL_GUARDED_BY(mu_);

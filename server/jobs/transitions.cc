@@ -119,6 +119,7 @@ Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::str
   job.set_unique_key(request.unique_key());
   if (request.has_unique_for()) *job.mutable_unique_for() = request.unique_for();
   job.set_unique_while(request.unique_while());
+  job.set_concurrency_key(request.concurrency_key());
   return job;
 }
 

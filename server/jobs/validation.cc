@@ -39,6 +39,22 @@ absl::Status ValidateRequestId(absl::string_view id) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateConcurrencyKey(absl::string_view key) {
+  constexpr size_t kMaxConcurrencyKey = 128;
+  if (key.size() > kMaxConcurrencyKey) {
+    return absl::InvalidArgumentError(absl::StrCat("concurrency_key has ", key.size(),
+                                                   " characters; at most ", kMaxConcurrencyKey,
+                                                   " are allowed"));
+  }
+  for (char c : key) {
+    if (c < 0x20 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("concurrency_key ", Shown(key), " must be printable ASCII"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels) {
   if (labels.size() > kMaxLabels) {
     return absl::InvalidArgumentError(
@@ -114,6 +130,7 @@ absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& ty
                                                    limits.max_params_bytes));
   }
   if (absl::Status s = ValidateRequestId(request.request_id()); !s.ok()) return s;
+  if (absl::Status s = ValidateConcurrencyKey(request.concurrency_key()); !s.ok()) return s;
   if (absl::Status s = ValidateLabels(request.labels()); !s.ok()) return s;
   if (request.labels_size() > limits.max_labels) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -23,6 +23,8 @@ struct Limits {
 absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& types,
                             const Limits& limits, absl::Time now);
 absl::Status ValidateRequestId(absl::string_view request_id);
+// A Submit's concurrency_key: up to 128 printable ASCII characters (spaces allowed).
+absl::Status ValidateConcurrencyKey(absl::string_view key);
 // A WaitJob timeout: 0 (answer at once) up to 5 minutes.
 absl::Status ValidateWaitTimeout(absl::Duration timeout);
 absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels);

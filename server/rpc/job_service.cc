@@ -219,8 +219,9 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobTypes(grpc::CallbackServerConte
                                                        const v1::ListJobTypesRequest* request,
                                                        v1::ListJobTypesResponse* response) {
   auto* reactor = calls_->Begin(ctx);
-  if (!Allow(ctx, reactor, Role::kRead, "ListJobTypes")) return reactor;
-  *response = manager_->ListTypes();
+  auto who = Allow(ctx, reactor, Role::kRead, "ListJobTypes");
+  if (!who) return reactor;
+  *response = manager_->ListTypes(who->scope());
   calls_->End(reactor, absl::OkStatus());
   return reactor;
 }

@@ -51,11 +51,16 @@ std::string QueuePrefix(absl::string_view type) {
 }
 
 std::string QueueKey(absl::string_view type, absl::string_view tenant, int32_t priority,
-                     int64_t ready_ms, absl::string_view job_id) {
+                     int64_t ready_ms, absl::string_view job_id,
+                     absl::string_view concurrency_key) {
   std::string key(type);
   if (!tenant.empty()) {  // type names never hold 0x01 either; no tenant: the old form
     key.push_back('\x01');
     key.append(tenant.data(), tenant.size());
+  }
+  if (!concurrency_key.empty()) {  // printable, like tenants: never 0x00..0x02
+    key.push_back('\x02');
+    key.append(concurrency_key.data(), concurrency_key.size());
   }
   key.push_back('\0');
   PutBigEndian32(&key, InvertedPriority(priority));
@@ -69,15 +74,21 @@ std::optional<QueueEntry> ParseQueueKey(absl::string_view key) {
   if (nul == absl::string_view::npos || key.size() < nul + 1 + 12) return std::nullopt;
   absl::string_view rest = key.substr(nul + 1);
   absl::string_view lane = key.substr(0, nul);
-  absl::string_view tenant;
+  absl::string_view tenant, concurrency_key;
+  if (size_t sep = lane.find('\x02'); sep != absl::string_view::npos) {
+    concurrency_key = lane.substr(sep + 1);
+    lane = lane.substr(0, sep);
+  }
   if (size_t sep = lane.find('\x01'); sep != absl::string_view::npos) {
     tenant = lane.substr(sep + 1);
     lane = lane.substr(0, sep);
   }
-  return QueueEntry{std::string(lane), std::string(tenant),
+  return QueueEntry{std::string(lane),
+                    std::string(tenant),
                     PriorityFromInverted(GetBigEndian32(rest)),
                     static_cast<int64_t>(GetBigEndian64(rest.substr(4))),
-                    std::string(rest.substr(12))};
+                    std::string(rest.substr(12)),
+                    std::string(concurrency_key)};
 }
 
 std::string ByTimeKey(int64_t create_ms, absl::string_view job_id) {

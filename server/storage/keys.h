@@ -31,7 +31,8 @@ inline constexpr std::array<CfInfo, 17> kColumnFamilies = {{
     {Cf::kParams, "params", "job id -> google.protobuf.Struct"},
     {Cf::kEvents, "events", "job id | be64 sequence -> JobEvent"},
     {Cf::kQueue, "queue",
-     "type [0x01 tenant] 0x00 | be32 inverted priority | be64 ready ms | id -> ()"},
+     "type [0x01 tenant] [0x02 concurrency key] 0x00 | be32 inverted priority | be64 ready ms "
+     "| id -> ()"},
     {Cf::kLeases, "leases", "job id -> LeaseRecord (records.proto)"},
     {Cf::kRequests, "requests",
      "[tenant 0x00] request id -> job id; 0x01 tenant 0x00 unique key -> job id"},
@@ -58,11 +59,12 @@ uint64_t GetBigEndian64(absl::string_view src);  // src.size() >= 8
 std::string EventKey(absl::string_view job_id, int64_t sequence);
 int64_t EventKeySequence(absl::string_view key);
 
-// queue: a lane per type and tenant (a job without a tenant: the type alone), ordered so
-// the first key of a lane is its job to run next: higher priority first, then earlier
-// ready time, then older id.
+// queue: a lane per type, tenant and concurrency key (a job without a tenant or key: the
+// type alone), ordered so the first key of a lane is its job to run next: higher priority
+// first, then earlier ready time, then older id.
 std::string QueueKey(absl::string_view type, absl::string_view tenant, int32_t priority,
-                     int64_t ready_ms, absl::string_view job_id);
+                     int64_t ready_ms, absl::string_view job_id,
+                     absl::string_view concurrency_key = "");
 std::string QueuePrefix(absl::string_view type);
 struct QueueEntry {
   std::string type;
@@ -70,6 +72,7 @@ struct QueueEntry {
   int32_t priority;
   int64_t ready_ms;
   std::string job_id;
+  std::string concurrency_key;  // "" in keys written before there were any
 };
 std::optional<QueueEntry> ParseQueueKey(absl::string_view key);
 

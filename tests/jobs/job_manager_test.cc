@@ -709,7 +709,7 @@ TEST_P(DeepQueueTest, ARestartKeepsTheQueueAndItsOrder) {
   for (int i = 0; i < 50; ++i) jobs.push_back(SubmitOf(i % 2 ? "mail" : "sms", i, i % 5));
   Close();
   Open();
-  auto types = manager_->ListTypes();
+  auto types = manager_->ListTypes(auth::Scope::Everything());
   int64_t queued = 0;
   for (const auto& t : types.types()) queued += t.queued();
   EXPECT_EQ(queued, 50);
@@ -791,7 +791,7 @@ TEST_F(DeepQueueTest, AStaleQueueEntryIsDroppedNotStarted) {
   EXPECT_EQ(manager_->Get(done.id(), kAll)->state(), Job::CANCELLED) << "not started again";
   Close();
   Open();
-  EXPECT_EQ(manager_->ListTypes().types(1).queued(), 0) << "and the entry is gone for good";
+  EXPECT_EQ(manager_->ListTypes(auth::Scope::Everything()).types(1).queued(), 0) << "and the entry is gone for good";
 }
 
 TEST_F(DeepQueueTest, IndexesAreBuiltForAStoreThatHadNone) {

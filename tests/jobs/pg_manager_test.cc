@@ -136,7 +136,7 @@ TEST_F(PgManagerTest, TwoServersRunEveryJobOnceAndAWatcherOnEitherSeesItAll) {
     EXPECT_EQ(started, 1) << id;  // run once, by one server
   }
   EXPECT_EQ(runners, (std::set<std::string>{"server-a", "server-b"}));
-  auto types = b.manager->ListTypes();
+  auto types = b.manager->ListTypes(auth::Scope::Everything());
   ASSERT_EQ(types.types_size(), 1);
   EXPECT_EQ(types.types(0).queued(), 0);
   EXPECT_EQ(types.types(0).running(), 0);

@@ -96,6 +96,16 @@ TEST(KeysTest, QueueKeysKeepATenantsLaneApartAndRoundTrip) {
   EXPECT_EQ(QueueKey("render", "", 3, 77, kId).rfind(QueuePrefix("render"), 0), 0u);
   EXPECT_NE(mine.rfind(QueuePrefix("render"), 0), 0u);
   EXPECT_EQ(ParseQueueKey(QueueKey("render", "", 3, 77, kId))->tenant, "");
+  EXPECT_EQ(ParseQueueKey(mine)->concurrency_key, "") << "keys made before there were any";
+  auto keyed = ParseQueueKey(QueueKey("render", "acme", 3, 77, kId, "customer 42/\x7e"));
+  ASSERT_TRUE(keyed.has_value());
+  EXPECT_EQ(keyed->type, "render");
+  EXPECT_EQ(keyed->tenant, "acme");
+  EXPECT_EQ(keyed->concurrency_key, "customer 42/\x7e");
+  EXPECT_EQ(keyed->job_id, kId);
+  auto keyed_no_tenant = ParseQueueKey(QueueKey("render", "", 3, 77, kId, "k"));
+  EXPECT_EQ(keyed_no_tenant->tenant, "");
+  EXPECT_EQ(keyed_no_tenant->concurrency_key, "k");
 }
 
 TEST(KeysTest, RequestKeysAreEachTenantsOwn) {

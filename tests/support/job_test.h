@@ -28,8 +28,9 @@ using v1::JobEvent;
 
 class JobTest : public StoreTest {
  protected:
-  void Start() {
+  void Start(const std::vector<std::string>& extra_flags = {}) {
     std::vector<std::string> flags = StoreFlags();
+    flags.insert(flags.end(), extra_flags.begin(), extra_flags.end());
     if (server_) flags.push_back("--listen=" + server_->address());
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
     jobs_ = v1::JobService::NewStub(server_->Channel());

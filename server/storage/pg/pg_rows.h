@@ -53,8 +53,9 @@ absl::StatusOr<google::protobuf::Struct> ParamsAt(const PgResult& rows, int row,
 // A new job's request_id, taken: nullopt, or the twin that has it.
 absl::StatusOr<std::optional<v1::Job>> TakeRequest(PgConnection& conn, const v1::Job& job);
 // Many new jobs with their CREATED events, in one statement on `conn` (numbered on
-// success). At most kMaxInsertedPerStatement at a time: PostgreSQL takes 65,535 parameters.
-inline constexpr size_t kMaxInsertedPerStatement = 4000;
+// success). At most kMaxInsertedPerStatement at a time: PostgreSQL takes 65,535 parameters
+// (each job takes 15, and 2 more with a webhook that wants "created").
+inline constexpr size_t kMaxInsertedPerStatement = 3500;
 absl::Status InsertJobsOn(PgConnection& conn, std::vector<PgStore::NewJob>& jobs);
 
 }  // namespace jobstream::storage::pg::rows

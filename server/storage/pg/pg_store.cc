@@ -1,8 +1,11 @@
 #include "server/storage/pg/pg_store.h"
 
 #include <set>
+#include <tuple>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "jobstream/v1/job_states.h"
 #include "server/storage/deliveries.h"
@@ -223,9 +226,11 @@ absl::Status InsertJobRow(PgConnection& conn, const Job& job,
   std::vector<PgParam> columns = JobColumns(job);
   columns.push_back(params.fields().empty() ? PgParam::Null()
                                             : PgParam::Binary(params.SerializeAsString()));
+  columns.push_back(PgParam::Text(job.concurrency_key()));
   return conn
       .Exec("INSERT INTO jobs (id, tenant, type, state, priority, ready_ms, create_ms, end_ms, "
-            "last_sequence, record, params) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "last_sequence, record, params, concurrency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+            "$8, $9, $10, $11, $12)",
             columns)
       .status();
 }
@@ -326,7 +331,7 @@ namespace rows {
 
 absl::Status InsertJobsOn(PgConnection& conn, std::vector<PgStore::NewJob>& jobs) {
   if (jobs.empty()) return absl::OkStatus();
-  constexpr int kPerJob = 14;  // 11 columns, the event's sequence and bytes, the announcement
+  constexpr int kPerJob = 15;  // 12 columns, the event's sequence and bytes, the announcement
   std::string job_rows, event_rows, notices;
   std::vector<PgParam> params;
   params.reserve(jobs.size() * kPerJob + 1);
@@ -339,15 +344,16 @@ absl::Status InsertJobsOn(PgConnection& conn, std::vector<PgStore::NewJob>& jobs
     for (PgParam& p : JobColumns(n.job)) params.push_back(std::move(p));
     params.push_back(n.params.fields().empty() ? PgParam::Null()
                                                : PgParam::Binary(n.params.SerializeAsString()));
+    params.push_back(PgParam::Text(n.job.concurrency_key()));
     params.push_back(PgParam::Int(n.created.sequence()));
     params.push_back(PgParam::Binary(n.created.SerializeAsString()));
     params.push_back(PgParam::Text(absl::StrCat(n.job.id(), " 1 1")));
-    const size_t b = i * kPerJob;  // $b+1 .. $b+14
+    const size_t b = i * kPerJob;  // $b+1 .. $b+15
     absl::StrAppend(&job_rows, i > 0 ? ", " : "", "(");
-    for (int c = 1; c <= 11; ++c) absl::StrAppend(&job_rows, c > 1 ? ", $" : "$", b + c);
+    for (int c = 1; c <= 12; ++c) absl::StrAppend(&job_rows, c > 1 ? ", $" : "$", b + c);
     job_rows += ")";
-    absl::StrAppend(&event_rows, i > 0 ? ", " : "", "($", b + 1, ", $", b + 12, ", $", b + 13, ")");
-    absl::StrAppend(&notices, i > 0 ? ", " : "", "($", b + 14, ")");
+    absl::StrAppend(&event_rows, i > 0 ? ", " : "", "($", b + 1, ", $", b + 13, ", $", b + 14, ")");
+    absl::StrAppend(&notices, i > 0 ? ", " : "", "($", b + 15, ")");
   }
   // The deliveries of webhooks that want "created", after every job's parameters.
   const absl::Time now = absl::Now();
@@ -363,7 +369,7 @@ absl::Status InsertJobsOn(PgConnection& conn, std::vector<PgStore::NewJob>& jobs
   params.push_back(PgParam::Text(kEventsChannel));
   const std::string sql = absl::StrCat(
       "WITH j AS (INSERT INTO jobs (id, tenant, type, state, priority, ready_ms, create_ms, "
-      "end_ms, last_sequence, record, params) VALUES ",
+      "end_ms, last_sequence, record, params, concurrency_key) VALUES ",
       job_rows, "), e AS (INSERT INTO events (job_id, sequence, event) VALUES ", event_rows, ")",
       delivery_rows.empty() ? ""
                             : absl::StrCat(", d AS (INSERT INTO webhook_deliveries (job_id, "
@@ -658,67 +664,120 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
     claimed.clear();
     std::map<std::string, int64_t> room;  // of the capped types asked for
     std::vector<std::string> open;        // the types with room
+    std::vector<std::string> concurrency, rate;  // their key limits, as open has them
     for (const std::string& type : types) {
       auto cap = options.max_running.find(type);
-      if (cap == options.max_running.end() || cap->second <= 0) {
-        open.push_back(type);
-        continue;
+      const bool capped = cap != options.max_running.end() && cap->second > 0;
+      auto keyed = options.key_limits.find(type);
+      const ClaimOptions::KeyLimit key_limit =
+          keyed == options.key_limits.end() ? ClaimOptions::KeyLimit{} : keyed->second;
+      if (capped || key_limit.concurrency > 0 || key_limit.rate > 0) {
+        // The counts are statements of their own: in READ COMMITTED each statement sees
+        // what committed before it began, and these must begin after the lock is taken.
+        if (absl::Status s = conn.Exec("SELECT pg_advisory_xact_lock(hashtext('jobstream type ' "
+                                       "|| $1))",
+                                       {PgParam::Text(type)})
+                                 .status();
+            !s.ok()) {
+          return s;
+        }
       }
-      // The count is a statement of its own: in READ COMMITTED each statement sees what
-      // committed before it began, and this one must begin after the lock is taken.
-      if (absl::Status s = conn.Exec("SELECT pg_advisory_xact_lock(hashtext('jobstream type ' "
-                                     "|| $1))",
-                                     {PgParam::Text(type)})
-                               .status();
-          !s.ok()) {
-        return s;
-      }
-      auto counted = conn.Exec("SELECT count(*) FROM jobs WHERE state = 2 AND type = $1",
-                               {PgParam::Text(type)});
-      if (!counted.ok()) return counted.status();
-      auto running = counted->GetInt64(0, 0);
-      if (!running.ok()) return running.status();
-      if (*running < cap->second) {
+      if (capped) {
+        auto counted = conn.Exec("SELECT count(*) FROM jobs WHERE state = 2 AND type = $1",
+                                 {PgParam::Text(type)});
+        if (!counted.ok()) return counted.status();
+        auto running = counted->GetInt64(0, 0);
+        if (!running.ok()) return running.status();
+        if (*running >= cap->second) continue;
         room[type] = cap->second - *running;
-        open.push_back(type);
       }
+      open.push_back(type);
+      concurrency.push_back(absl::StrCat(key_limit.concurrency));
+      rate.push_back(absl::StrCat(key_limit.rate));
     }
     if (open.empty()) return absl::OkStatus();
-    // Tenants take turns (as the RocksDB queue's lanes do): at the best priority, each
-    // tenant's first ready job, the tenants with the fewest jobs of these types running
-    // first, then each one's second, and so on. The tenants with queued jobs are found by
-    // skipping through the index (a few lookups a tenant, however deep its queue), and each
-    // one's first `limit` ready jobs of each type read from its own.
+    // Lanes take turns, as the RocksDB queue's do: a lane per type, tenant and
+    // concurrency key, found by skipping through jobs_queue_by_key (a few lookups a lane,
+    // however deep its queue). Each lane offers its first jobs — no more than its key's
+    // limits leave room for, nor than its share of `limit`. At the best priority, each
+    // tenant's first goes first, then each one's second, and so on, the tenant served least
+    // recently first; within a tenant its keys take turns alike.
+    const std::string only_tenant =
+        options.tenant ? " AND tenant = $4::text" : " AND $4::text IS NULL";
     auto rows = conn.Exec(
-        "WITH RECURSIVE tenants(tenant) AS ("
-        "  (SELECT tenant FROM jobs WHERE state = 1 ORDER BY tenant LIMIT 1)"
-        "  UNION ALL"
-        "  SELECT (SELECT j.tenant FROM jobs j WHERE j.state = 1 AND j.tenant > t.tenant"
-        "          ORDER BY j.tenant LIMIT 1)"
-        "  FROM tenants t WHERE t.tenant IS NOT NULL),"
-        " running AS (SELECT tenant, count(*) AS n FROM jobs"
-        "  WHERE state = 2 AND type = ANY($1::text[]) GROUP BY tenant),"
-        " heads AS (SELECT h.id, h.tenant, h.priority, h.ready_ms,"
-        "  row_number() OVER (PARTITION BY h.tenant, h.priority ORDER BY h.ready_ms, h.id) AS turn"
-        "  FROM tenants t CROSS JOIN unnest($1::text[]) AS ty(type) CROSS JOIN LATERAL ("
-        "    SELECT id, tenant, priority, ready_ms FROM jobs"
-        "    WHERE state = 1 AND tenant = t.tenant AND type = ty.type AND ready_ms <= $2"
-        "    ORDER BY priority DESC, ready_ms, id LIMIT $3) h"
-        "  WHERE t.tenant IS NOT NULL AND ($4::text IS NULL OR t.tenant = $4))"
-        " SELECT j.record, j.params FROM heads h JOIN jobs j ON j.id = h.id"
-        " LEFT JOIN running r ON r.tenant = h.tenant WHERE j.state = 1"
-        " ORDER BY h.priority DESC, h.turn, COALESCE(r.n, 0), h.ready_ms, h.id"
-        " LIMIT $3 FOR UPDATE OF j SKIP LOCKED",
+        absl::StrCat(
+            "WITH RECURSIVE ty AS (SELECT * FROM unnest($1::text[], $5::int[], $6::float8[]) "
+            "  AS t(type, conc, rate)),"
+            " lanes_queued(type, tenant, ckey) AS ("
+            "  SELECT ty.type, f.tenant, f.concurrency_key FROM ty CROSS JOIN LATERAL ("
+            "    SELECT tenant, concurrency_key FROM jobs WHERE state = 1 AND type = ty.type",
+            only_tenant,
+            "    ORDER BY tenant, concurrency_key LIMIT 1) f"
+            "  UNION ALL"
+            "  SELECT l.type, f.tenant, f.concurrency_key FROM lanes_queued l CROSS JOIN LATERAL ("
+            "    SELECT tenant, concurrency_key FROM jobs WHERE state = 1 AND type = l.type"
+            "    AND (tenant, concurrency_key) > (l.tenant, l.ckey)",
+            only_tenant,
+            "    ORDER BY tenant, concurrency_key LIMIT 1) f),"
+            " running AS (SELECT type, tenant, concurrency_key AS ckey, count(*) AS n FROM jobs"
+            "  WHERE state = 2 AND type IN (SELECT type FROM ty WHERE conc > 0) GROUP BY 1, 2, 3),"
+            " room AS (SELECT l.type, l.tenant, l.ckey, COALESCE(r.n, 0) AS running, s.served,"
+            "  max(s.served) OVER (PARTITION BY l.tenant) AS tenant_served,"
+            "  LEAST(COALESCE(s.tokens + ($2 - s.tokens_ms) * ty.rate / 1000.0, 1e9),"
+            "        GREATEST(ty.rate, 1)) AS tokens,"
+            "  ty.conc, ty.rate FROM lanes_queued l JOIN ty ON ty.type = l.type"
+            "  LEFT JOIN running r ON r.type = l.type AND r.tenant = l.tenant AND r.ckey = l.ckey"
+            "  LEFT JOIN lanes s ON s.type = l.type AND s.tenant = l.tenant"
+            "   AND s.concurrency_key = l.ckey),"
+            " heads AS (SELECT h.id, h.tenant, h.priority, h.ready_ms, ro.served, ro.tenant_served,"
+            "  ro.tokens, row_number() OVER (PARTITION BY ro.type, ro.tenant, ro.ckey, h.priority"
+            "   ORDER BY h.ready_ms, h.id) AS key_turn"
+            "  FROM room ro CROSS JOIN LATERAL ("
+            "   SELECT id, tenant, priority, ready_ms FROM jobs WHERE state = 1"
+            "   AND type = ro.type AND tenant = ro.tenant AND concurrency_key = ro.ckey"
+            "   AND ready_ms <= $2 ORDER BY priority DESC, ready_ms, id"
+            "   LIMIT LEAST(CASE WHEN ro.conc > 0 THEN ro.conc - ro.running ELSE $3 END,"
+            "               CASE WHEN ro.rate > 0 THEN floor(ro.tokens)::bigint ELSE $3 END,"
+            "               $3 / (SELECT count(*) FROM lanes_queued) + 1)) h),"
+            " turns AS (SELECT *, row_number() OVER (PARTITION BY tenant, priority"
+            "  ORDER BY key_turn, served NULLS FIRST, ready_ms, id) AS turn FROM heads)"
+            " SELECT j.record, j.params, h.tokens::text FROM turns h JOIN jobs j ON j.id = h.id"
+            " WHERE j.state = 1"
+            " ORDER BY h.priority DESC, h.turn, h.tenant_served NULLS FIRST, h.ready_ms, h.id"
+            " LIMIT $3 FOR UPDATE OF j SKIP LOCKED"),
         {PgParam::Text(TextArray(open)), PgParam::Int(now_ms), PgParam::Int(limit),
-         options.tenant ? PgParam::Text(*options.tenant) : PgParam::Null()},
+         options.tenant ? PgParam::Text(*options.tenant) : PgParam::Null(),
+         PgParam::Text(absl::StrCat("{", absl::StrJoin(concurrency, ","), "}")),
+         PgParam::Text(absl::StrCat("{", absl::StrJoin(rate, ","), "}"))},
         /*binary_results=*/true);
     if (!rows.ok()) return rows.status();
+    // The lanes served, in the order of their last job claimed, and each rate-bound one's
+    // bucket after its starts.
+    struct Served {
+      int last = 0;
+      std::optional<double> tokens;
+    };
+    std::map<std::tuple<std::string, std::string, std::string>, Served> served;
     for (int i = 0; i < rows->rows(); ++i) {
       auto job = Parse<Job>(rows->Get(i, 0), "a queued job");
       if (!job.ok()) return job.status();
       if (auto capped = room.find(job->type()); capped != room.end()) {
         if (capped->second == 0) continue;  // its row lock ends with the transaction
         --capped->second;
+      }
+      Served& lane = served[std::make_tuple(job->type(), job->tenant(), job->concurrency_key())];
+      lane.last = static_cast<int>(claimed.size());
+      if (auto keyed = options.key_limits.find(job->type());
+          keyed != options.key_limits.end() && keyed->second.rate > 0) {
+        if (!lane.tokens) {
+          const absl::string_view tokens = rows->Get(i, 2);
+          double read = 0;
+          if (!absl::SimpleAtod(tokens, &read)) {
+            return absl::InternalError(absl::StrCat("a key's tokens read back as ", tokens));
+          }
+          lane.tokens = read;
+        }
+        *lane.tokens -= 1;
       }
       Claimed one;
       auto params = ParamsAt(*rows, i, 1);
@@ -742,6 +801,31 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
                                                    : PgParam::Null(),
                   PgParam::Text(lease.worker_id()), PgParam::Binary(lease.SerializeAsString())});
       claimed.push_back(std::move(one));
+    }
+    if (!served.empty()) {
+      std::vector<std::string> lane_types, tenants, keys, order, tokens;
+      for (const auto& [lane, how] : served) {
+        lane_types.push_back(std::get<0>(lane));
+        tenants.push_back(std::get<1>(lane));
+        keys.push_back(std::get<2>(lane));
+        order.push_back(absl::StrCat(how.last));
+        tokens.push_back(how.tokens ? absl::StrCat(*how.tokens) : "NULL");
+      }
+      // Numbered from the sequence in the order the lanes were last served here.
+      conn.Defer(
+          "INSERT INTO lanes (type, tenant, concurrency_key, served, tokens, tokens_ms)"
+          " SELECT u.type, u.tenant, u.ckey, nextval('lane_served'), u.tokens,"
+          "  CASE WHEN u.tokens IS NULL THEN NULL ELSE $6::bigint END"
+          " FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[],"
+          "  $5::float8[]) AS u(type, tenant, ckey, last, tokens) ORDER BY last) u"
+          " ON CONFLICT (type, tenant, concurrency_key) DO UPDATE SET served = EXCLUDED.served,"
+          " tokens = COALESCE(EXCLUDED.tokens, lanes.tokens),"
+          " tokens_ms = COALESCE(EXCLUDED.tokens_ms, lanes.tokens_ms)",
+          {PgParam::Text(TextArray(lane_types)), PgParam::Text(TextArray(tenants)),
+           PgParam::Text(TextArray(keys)),
+           PgParam::Text(absl::StrCat("{", absl::StrJoin(order, ","), "}")),
+           PgParam::Text(absl::StrCat("{", absl::StrJoin(tokens, ","), "}")),
+           PgParam::Int(now_ms)});
     }
     return absl::OkStatus();
   });

@@ -182,6 +182,15 @@ class PgStore : public EventReader {
     // takes the type's advisory lock for its transaction, so two claims cannot both fill
     // the last slot.
     std::map<std::string, int> max_running;
+    // Limits per (tenant, concurrency key) by type: running at once (0: none) and starts a
+    // second (0: none; a bucket of one second's starts, at least one). A claim of such a
+    // type takes the type's advisory lock too. A claim notes the lanes it served, and the
+    // buckets it spent from.
+    struct KeyLimit {
+      int concurrency = 0;
+      double rate = 0;
+    };
+    std::map<std::string, KeyLimit> key_limits;
   };
   absl::StatusOr<std::vector<Claimed>> ClaimLeased(const std::vector<std::string>& types,
                                                    int64_t now_ms, int limit, const Start& start,
@@ -312,6 +321,23 @@ class PgStore : public EventReader {
                                          int64_t now_ms, int limit);
   // Tombstones of jobs removed before `before_ms`; how many.
   absl::StatusOr<int64_t> RemoveTombstones(int64_t before_ms);
+
+  // Per-key limits (pg_keys.cc). The keys of `type` (of `tenant` if given) holding back
+  // ready jobs at `now_ms` because they are at `limit`: the most queued first, at most
+  // `max`; `total` gets how many there are.
+  struct KeyAtLimit {
+    std::string tenant, key;
+    int64_t running = 0, queued = 0;
+    bool concurrency = false;
+    int64_t rate_wait_ms = 0;
+  };
+  absl::StatusOr<std::vector<KeyAtLimit>> KeysAtLimit(const std::string& type,
+                                                      const ClaimOptions::KeyLimit& limit,
+                                                      const std::optional<std::string>& tenant,
+                                                      int64_t now_ms, int max, int* total) const;
+  // Lanes with nothing queued whose bucket is untouched since `before_ms` (full again by
+  // then); how many. One queued again later is served as a new one: first.
+  absl::StatusOr<int64_t> RemoveIdleLanes(int64_t before_ms);
 
   // The job of a tenant's request_id, if any (without params).
   absl::StatusOr<std::optional<v1::Job>> FindRequest(const std::string& tenant,

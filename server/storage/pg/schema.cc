@@ -160,6 +160,31 @@ CREATE INDEX batch_children_by_parent ON batch_children (parent_id);
 CREATE INDEX jobs_queue_by_tenant ON jobs (tenant, type, priority DESC, ready_ms, id)
   WHERE state = 1;
 )sql",
+    // 7: per-key limits and turns. A job's concurrency_key (its Submit's; '' for none)
+    // beside it; claims take a type's (tenant, key) lanes in turn, found by skipping
+    // through jobs_queue_by_key, and count each lane's running jobs through
+    // jobs_running_by_key (which counts a type's too, as jobs_running did). A lane's row
+    // says when it was last served (claims go to the least recently served first) and
+    // holds its token bucket for the type's keyRate, as of tokens_ms; the sweep removes
+    // rows of lanes with nothing queued whose bucket is full again.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN concurrency_key text NOT NULL DEFAULT '';
+CREATE INDEX jobs_queue_by_key ON jobs (type, tenant, concurrency_key, priority DESC, ready_ms, id)
+  WHERE state = 1;
+CREATE INDEX jobs_running_by_key ON jobs (type, tenant, concurrency_key) WHERE state = 2;
+DROP INDEX jobs_queue_by_tenant;
+DROP INDEX jobs_running;
+CREATE SEQUENCE lane_served;
+CREATE TABLE lanes (
+  type            text NOT NULL,
+  tenant          text NOT NULL,
+  concurrency_key text NOT NULL,
+  served          bigint NOT NULL,      -- lane_served when a claim last took a job of it
+  tokens          double precision,     -- keyRate's bucket, as of tokens_ms
+  tokens_ms       bigint,
+  PRIMARY KEY (type, tenant, concurrency_key)
+);
+)sql",
 };
 
 // Any fixed number: every jobstream server takes the same lock to migrate.
