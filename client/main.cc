@@ -59,6 +59,9 @@ ABSL_FLAG(std::string, unique_key, "",
           "submit: one job per key: while a job holding it is live (--unique_for=active) or "
           "for --unique_for from its creation, submitting again answers that job");
 ABSL_FLAG(std::string, unique_for, "", "submit: how long a --unique_key is held: a duration, or active");
+ABSL_FLAG(std::string, concurrency_key, "",
+          "submit: the key (say, a customer id) its type's keyConcurrency and keyRate count "
+          "it under; keys take turns");
 ABSL_FLAG(std::string, on_dependency_failure, "",
           "submit: cancel, fail or run when a job of --after does not succeed (default cancel)");
 ABSL_FLAG(bool, json, false, "print one JSON object per line instead of text");
@@ -105,7 +108,8 @@ const std::map<std::string, std::string>& CommandHelp() {
        "jobstream submit TYPE [--params=JSON] [--request_id=ID] [--labels=k=v,...]\n"
        "                 [--priority=N] [--max_attempts=N] [--after=ID,...]\n"
        "                 [--on_dependency_failure=cancel|fail|run]\n"
-       "                 [--unique_key=K --unique_for=DURATION|active] [--watch] [--json]\n"
+       "                 [--unique_key=K --unique_for=DURATION|active]\n"
+       "                 [--concurrency_key=K] [--watch] [--json]\n"
        "  Creates a job and prints its id (or the job as JSON with --json). With --after,\n"
        "  it waits (WAITING) until those jobs have succeeded. With --unique_key, a job\n"
        "  holding the key is the answer instead (\"deduplicated\": true). With --watch,\n"
@@ -331,6 +335,7 @@ int Submit(jobstream::client::JobClient& client, const std::vector<std::string>&
   }
   request.set_on_dependency_failure(on_failure);
   request.set_unique_key(absl::GetFlag(FLAGS_unique_key));
+  request.set_concurrency_key(absl::GetFlag(FLAGS_concurrency_key));
   if (const std::string held = absl::GetFlag(FLAGS_unique_for); held == "active") {
     request.set_unique_while(Job::ACTIVE);
   } else if (!held.empty()) {
@@ -578,6 +583,19 @@ int Types(const std::string& server) {
         type.queued(), type.running(),
         type.runner() == jobstream::v1::JobTypeInfo::EXTERNAL ? absl::StrCat(type.workers()) : "-",
         type.description());
+    if (type.key_concurrency() == 0 && type.key_rate() == 0) continue;
+    std::vector<std::string> limits, held;
+    if (type.key_concurrency() > 0) limits.push_back(absl::StrCat("<=", type.key_concurrency(), " running"));
+    if (type.key_rate() > 0) limits.push_back(absl::StrCat("<=", type.key_rate(), "/s"));
+    for (const auto& key : type.keys_at_limit()) {
+      held.push_back(absl::StrCat(key.key().empty() ? "(none)" : key.key(), " (", key.running(),
+                                  " running, ", key.queued(), " queued)"));
+    }
+    if (type.keys_at_limit_count() > type.keys_at_limit_size()) {
+      held.push_back(absl::StrCat(type.keys_at_limit_count() - type.keys_at_limit_size(), " more"));
+    }
+    std::cout << "    per key: " << absl::StrJoin(limits, ", ")
+              << (held.empty() ? "" : "; at limit: ") << absl::StrJoin(held, ", ") << "\n";
   }
   return kExitOk;
 }

@@ -254,6 +254,19 @@ function chooseType() {
   checkParams();
 }
 
+// A type's limits per concurrency key, and the keys holding jobs back at them now.
+function perKey(t) {
+  const limits = [];
+  if (t.keyConcurrency) limits.push(`≤${t.keyConcurrency} running`);
+  if (t.keyRate) limits.push(`≤${t.keyRate}/s`);
+  if (limits.length === 0) return '–';
+  const held = (t.keysAtLimit || []).slice(0, 3).map((k) =>
+    `${k.key || '(none)'}: ${k.running || 0} running, ${k.queued || 0} queued`);
+  const more = (t.keysAtLimitCount || 0) - held.length;
+  if (more > 0) held.push(`${more} more`);
+  return limits.join(', ') + (held.length ? `; at limit: ${held.join('; ')}` : '');
+}
+
 function renderTypes() {
   const body = $('#types tbody');
   body.replaceChildren(...types.map((t) => {
@@ -261,11 +274,12 @@ function renderTypes() {
     row.dataset.type = t.name;
     for (const text of [t.name, t.runner.toLowerCase(), t.queued || 0, t.running || 0,
                         t.runner === 'EXTERNAL' ? (t.workers || 0) : '–', t.maxAttempts,
-                        t.description || '']) {
+                        perKey(t), t.description || '']) {
       const cell = document.createElement('td');
       cell.textContent = String(text);
       row.appendChild(cell);
     }
+    row.children[6].className = 'per-key';
     return row;
   }));
 }

@@ -1,7 +1,7 @@
 // Per-key limits on the real binary and each store: a type's keyConcurrency is never
 // exceeded under eight workers (checked from the jobs' own events), its keyRate holds within
 // 10%, keys take turns, ListJobTypes names the keys at their limit, and a bad
-// concurrency_key is refused with nothing written.
+// concurrency_key is refused with nothing written (through gRPC and the CLI).
 #include <algorithm>
 #include <atomic>
 #include <fstream>
@@ -240,6 +240,15 @@ TEST_P(KeyLimitsTest, ABadConcurrencyKeyIsRefusedWithNothingWritten) {
   // 128 printable characters, spaces included, are a key.
   EXPECT_EQ(SubmitKeyed("capped", std::string(120, 'k') + " a/b:c~").concurrency_key().size(),
             127u);
+  // The CLI's submit takes one, and says what is wrong with a bad one.
+  std::string out;
+  ASSERT_EQ(Cli("submit capped --concurrency_key=from-cli --json", &out), 0) << out;
+  Job job;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(out, &job).ok()) << out;
+  EXPECT_EQ(job.concurrency_key(), "from-cli");
+  EXPECT_NE(Cli("submit capped --concurrency_key=" + std::string(129, 'k'), &out), 0);
+  EXPECT_NE(out.find("concurrency_key has 129 characters"), std::string::npos) << out;
+  EXPECT_EQ(JobCount(), 2);
 }
 
 }  // namespace

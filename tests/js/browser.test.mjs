@@ -35,6 +35,7 @@ function writeConfig() {
     { name: 'shell.flaky', exec: { argv: [flaky] }, retry: { initialBackoff: '3s' } },
     { name: 'shell.plot', exec: { argv: [plot] } },
     { name: 'shell.media', exec: { argv: [media] } },
+    { name: 'shell.slow', exec: { argv: [script('slow.sh', 'sleep 30\n')] }, keyConcurrency: 1 },
   ] }));
   return config;
 }
@@ -177,6 +178,29 @@ test('any declared type: picked from the list, params checked before sending', a
   await page.waitForSelector('#detail-outcome:has-text("Result")');
   const outcome = await page.textContent('#detail-outcome');
   assert.deepEqual(JSON.parse(outcome.replace(/^Result: /, '')), { frames: 24, name: 'intro' });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('the types table shows a type\'s limits per key and the keys held back at them', async () => {
+  const { page, errors } = await open();
+  await page.waitForSelector('#types tr[data-type="shell.slow"]');
+  assert.equal(await page.textContent('#types tr[data-type="shell.slow"] .per-key'), '≤1 running');
+  const ids = [];
+  for (let i = 0; i < 3; i++) {
+    const res = await fetch(`${gateway.url}/v1/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'shell.slow', concurrencyKey: 'customer-7' }),
+    });
+    assert.equal(res.status, 202);
+    ids.push((await res.json()).id);
+  }
+  await page.waitForSelector('#types tr[data-type="shell.slow"] .per-key:has-text("at limit")',
+    { timeout: 15000 });
+  assert.equal(await page.textContent('#types tr[data-type="shell.slow"] .per-key'),
+    '≤1 running; at limit: customer-7: 1 running, 2 queued');
+  for (const id of ids) await fetch(`${gateway.url}/v1/jobs/${id}:cancel`, { method: 'POST' });
   assert.deepEqual(errors, []);
   await page.close();
 });
