@@ -3,6 +3,7 @@
 // PostgreSQL itself loses nothing acknowledged; one server fires schedules, and when it
 // dies another fires every fire time it left; when the server counting a batch dies, another
 // counts every child once.
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <map>
@@ -40,7 +41,8 @@ class ScaleOutTest : public testing::PgTest {
     url_ = NewDatabase();
     std::ofstream(dir_.sub("config.json")) << R"({"types": [
       {"name": "demo.steps", "builtin": {}},
-      {"name": "ext", "external": {"leaseDuration": "2s"}}]})";
+      {"name": "ext", "external": {"leaseDuration": "2s"}},
+      {"name": "keyed", "external": {"leaseDuration": "10s"}, "keyConcurrency": 2}]})";
   }
   // Server `name` on the test's database.
   std::unique_ptr<ServerProcess> Start(const std::string& name,
@@ -141,6 +143,67 @@ TEST_F(ScaleOutTest, SubmitOnOneWatchOnTheOtherAnd32WorkersDo2000JobsExactlyOnce
     ASSERT_TRUE(job.ok());
     EXPECT_EQ(job->state(), Job::SUCCEEDED);
     EXPECT_EQ(job->attempt(), 1) << "done once, at the first attempt";
+  }
+}
+
+TEST_F(ScaleOutTest, KeyConcurrencyHoldsAcrossServers) {
+  std::unique_ptr<ServerProcess> servers[2] = {Start("a"), Start("b")};
+  JobClient a(servers[0]->Channel());
+  std::map<std::string, std::vector<std::string>> by_key;
+  for (int i = 0; i < 12; ++i) {
+    for (const char* key : {"k1", "k2"}) {
+      v1::SubmitRequest request = SubmitRequestOf("keyed", "{}");
+      request.set_concurrency_key(key);
+      auto job = a.Submit(request);
+      ASSERT_TRUE(job.ok()) << job.status();
+      by_key[key].push_back(job->id());
+    }
+  }
+  // Eight workers, four on each server, each holding a job 50 ms.
+  std::atomic<int> done{0};
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 8; ++w) {
+    workers.emplace_back([&, w] {
+      auto stub = v1::WorkerService::NewStub(servers[w % 2]->Channel());
+      while (done < 24 && absl::Now() < deadline) {
+        v1::LeaseJobRequest lease;
+        lease.add_types("keyed");
+        lease.set_worker_id(absl::StrCat("w", w));
+        lease.mutable_wait()->set_nanos(300'000'000);
+        v1::LeaseJobResponse leased;
+        grpc::ClientContext ctx;
+        ASSERT_TRUE(stub->LeaseJob(&ctx, lease, &leased).ok());
+        for (const v1::LeasedJob& job : leased.jobs()) {
+          absl::SleepFor(absl::Milliseconds(50));
+          v1::CompleteJobRequest complete;
+          complete.set_lease_id(job.lease_id());
+          Job finished;
+          grpc::ClientContext complete_ctx;
+          ASSERT_TRUE(stub->CompleteJob(&complete_ctx, complete, &finished).ok());
+          ++done;
+        }
+      }
+    });
+  }
+  for (auto& t : workers) t.join();
+  ASSERT_EQ(done.load(), 24);
+  // From the jobs' events: starts +1, ends -1 (ends first at one instant).
+  for (const auto& [key, ids] : by_key) {
+    std::vector<std::pair<absl::Time, int>> changes;
+    for (const std::string& id : ids) {
+      testing::Stream watched = WatchOnce(servers[1]->Channel(), id, 0);
+      ASSERT_TRUE(watched.status.ok()) << watched.status.error_message();
+      for (const JobEvent& e : watched.events) {
+        if (e.type() == JobEvent::STARTED) changes.push_back({v1::ToTime(e.time()), +1});
+        if (e.type() == JobEvent::SUCCEEDED) changes.push_back({v1::ToTime(e.time()), -1});
+      }
+    }
+    ASSERT_EQ(changes.size(), 24u) << key;
+    std::sort(changes.begin(), changes.end());
+    int running = 0, most = 0;
+    for (const auto& [at, delta] : changes) most = std::max(most, running += delta);
+    EXPECT_EQ(most, 2) << "key " << key << ": at most two at once, over both servers";
   }
 }
 
