@@ -19,15 +19,9 @@ absl::Status ValidateUnique(const v1::SubmitRequest& request) {
     }
     return absl::OkStatus();
   }
-  if (key.size() > kMaxUniqueKey) {
-    return absl::InvalidArgumentError(absl::StrCat("unique_key has ", key.size(),
-                                                   " bytes; at most ", kMaxUniqueKey,
-                                                   " are allowed"));
-  }
-  for (char c : key) {
-    if (c < 0x20 || c > 0x7e) {
-      return absl::InvalidArgumentError("unique_key must be printable ASCII");
-    }
+  if (absl::Status s = ValidatePrintable(key, "unique_key", kMaxUniqueKey, /*spaces=*/true);
+      !s.ok()) {
+    return s;
   }
   if (!v1::Job::UniqueWhile_IsValid(request.unique_while())) {
     return absl::InvalidArgumentError(

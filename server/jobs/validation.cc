@@ -25,34 +25,30 @@ std::string Shown(absl::string_view s) {
 }
 }  // namespace
 
-absl::Status ValidateRequestId(absl::string_view id) {
-  if (id.size() > kMaxRequestId) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "request_id has ", id.size(), " characters; at most ", kMaxRequestId, " are allowed"));
+absl::Status ValidatePrintable(absl::string_view value, absl::string_view field, size_t max_size,
+                               bool spaces) {
+  if (value.size() > max_size) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " has ", value.size(),
+                                                   " characters; at most ", max_size,
+                                                   " are allowed"));
   }
-  for (char c : id) {
-    if (c < 0x21 || c > 0x7e) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "request_id ", Shown(id), " must be printable ASCII without spaces"));
+  const char first = spaces ? 0x20 : 0x21;
+  for (char c : value) {
+    if (c < first || c > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrCat(field, " ", Shown(value),
+                                                     " must be printable ASCII",
+                                                     spaces ? "" : " without spaces"));
     }
   }
   return absl::OkStatus();
 }
 
+absl::Status ValidateRequestId(absl::string_view id) {
+  return ValidatePrintable(id, "request_id", kMaxRequestId, /*spaces=*/false);
+}
+
 absl::Status ValidateConcurrencyKey(absl::string_view key) {
-  constexpr size_t kMaxConcurrencyKey = 128;
-  if (key.size() > kMaxConcurrencyKey) {
-    return absl::InvalidArgumentError(absl::StrCat("concurrency_key has ", key.size(),
-                                                   " characters; at most ", kMaxConcurrencyKey,
-                                                   " are allowed"));
-  }
-  for (char c : key) {
-    if (c < 0x20 || c > 0x7e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("concurrency_key ", Shown(key), " must be printable ASCII"));
-    }
-  }
-  return absl::OkStatus();
+  return ValidatePrintable(key, "concurrency_key", 128, /*spaces=*/true);
 }
 
 absl::Status ValidateLabels(const google::protobuf::Map<std::string, std::string>& labels) {

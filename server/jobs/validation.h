@@ -22,6 +22,10 @@ struct Limits {
 // The whole SubmitRequest, including the type's own check of params.
 absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& types,
                             const Limits& limits, absl::Time now);
+// At most max_size characters of printable ASCII (with or without spaces); errors name
+// `field` and show the value.
+absl::Status ValidatePrintable(absl::string_view value, absl::string_view field, size_t max_size,
+                               bool spaces);
 absl::Status ValidateRequestId(absl::string_view request_id);
 // A Submit's concurrency_key: up to 128 printable ASCII characters (spaces allowed).
 absl::Status ValidateConcurrencyKey(absl::string_view key);

@@ -116,9 +116,9 @@ TEST_P(UniqueTest, BadUniqueInputIsRefusedNamingTheField) {
   cases.push_back({"zero window", Keyed(Demo(10), "k", absl::Milliseconds(10)),
                    "unique_for is 10ms; it must be 1s to"});
   cases.push_back({"long key", Keyed(Demo(10), std::string(300, 'k'), absl::Seconds(5)),
-                   "unique_key has 300 bytes; at most 256"});
+                   "unique_key has 300 characters; at most 256"});
   cases.push_back({"control", Keyed(Demo(10), "a\nb", absl::Seconds(5)),
-                   "unique_key must be printable ASCII"});
+                   "unique_key \"a\\nb\" must be printable ASCII"});
   v1::SubmitRequest bad_while = Demo(10);
   bad_while.set_unique_key("k");
   bad_while.set_unique_while(static_cast<Job::UniqueWhile>(7));
