@@ -5,8 +5,12 @@
 //   - batch: one SubmitBatch of N children with a `then` job of the same type; done when
 //     WaitJob on the parent answers (the then job run, the parent ended).
 // Prints a Markdown table and the ratio batch / independent (issue 19's target: <= 1.1).
+// Then, in the same run, Celery + Redis doing the same (bench/baseline/celery_chord.py):
+// the N tasks independent and as a chord with a callback, each run on one worker of 8
+// processes. A baseline that cannot run says so and fails the bench.
 //
-//   build/bench/jobstream-batch-bench [--jobs=10000] [--runs=3] [--server_bin=PATH]
+//   build/bench/jobstream-batch-bench [--jobs=10000] [--runs=3] [--celery=true]
+//       [--server_bin=PATH]
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -22,10 +26,12 @@
 #include "bench/bench_util.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "jobstream/v1/workers.grpc.pb.h"
+#include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 ABSL_FLAG(int, jobs, 10000, "jobs per run (a batch's children)");
 ABSL_FLAG(int, runs, 3, "runs of each way");
+ABSL_FLAG(bool, celery, true, "also run the Celery chord baseline (python3-celery, redis-server)");
 ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
 
 namespace {
@@ -158,6 +164,19 @@ int main(int argc, char** argv) {
   std::sort(ratios.begin(), ratios.end());
   std::cout << absl::StrFormat("\nmedian batch / independent: %.2f (target <= 1.10)\n",
                                ratios[ratios.size() / 2]);
+  if (absl::GetFlag(FLAGS_celery)) {
+    const std::string root = std::filesystem::path(__FILE__).parent_path().parent_path();
+    auto [code, out] = jobstream::testing::RunCommand(
+        absl::StrCat("/usr/bin/python3 ", root, "/bench/baseline/celery_chord.py --jobs=", jobs,
+                     " --runs=", runs, " --concurrency=8 --submitters=8 2>&1"));
+    std::cout << "\nCelery 5.2 + Redis 7 (Redis without fsync), 1 worker of 8 processes, the same "
+              << jobs << " tasks:\n\n" << out;
+    if (code != 0) {
+      std::cerr << "the Celery baseline did not run (Debian's python3-celery, python3-redis and "
+                   "redis-server): no figure for it\n";
+      failed = true;
+    }
+  }
   if (failed) {
     std::cerr << "some calls failed: the figures above are not a measurement\n";
     return 1;

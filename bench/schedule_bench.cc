@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -22,11 +23,13 @@
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/schedules.grpc.pb.h"
 #include "tests/support/postgres_process.h"
+#include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 ABSL_FLAG(std::string, bin_dir, "", "build dir holding server/ (default: beside this binary's)");
 ABSL_FLAG(int, schedules, 10000, "schedules, each firing every minute");
 ABSL_FLAG(int, minutes, 2, "minute boundaries measured");
+ABSL_FLAG(bool, celery, true, "then Celery beat with as many schedules (bench/baseline/celery_beat.py)");
 ABSL_FLAG(bool, postgres, false,
           "run the server on a PostgreSQL of the bench's own (initdb in a temp dir) instead of "
           "RocksDB");
@@ -149,5 +152,17 @@ int main(int argc, char** argv) {
   std::printf("\n%d schedules created in %.1f s (%.0f/s, 16 callers)\n", count, create_seconds,
               count / create_seconds);
   server.Stop();
+  if (!absl::GetFlag(FLAGS_celery)) return 0;
+  const std::string root = std::filesystem::path(__FILE__).parent_path().parent_path();
+  auto [code, out] = jobstream::testing::RunCommand(
+      absl::StrCat("/usr/bin/python3 ", root, "/bench/baseline/celery_beat.py --entries=", count,
+                   " --minutes=", absl::GetFlag(FLAGS_minutes), " 2>&1"));
+  std::printf("\nCelery 5.2 beat + Redis 7, the same %d schedules (crontab(), every minute):\n\n%s",
+              count, out.c_str());
+  if (code != 0) {
+    std::cerr << "the Celery beat baseline did not run (Debian's python3-celery, python3-redis "
+                 "and redis-server): no figure for it\n";
+    return 1;
+  }
   return 0;
 }

@@ -46,8 +46,8 @@ async function call(method, path, body, headers = {}) {
 // Submits a job; resolves to it (QUEUED, or WAITING with dependsOn). options: any
 // SubmitRequest field in its JSON form (labels, priority, maxAttempts, runAt, webhook,
 // dependsOn, uniqueKey with uniqueFor or uniqueWhile: 'ACTIVE' — the job holding the key
-// comes back with deduplicated: true) and idempotencyKey, which makes a retry return the
-// same job.
+// comes back with deduplicated: true — concurrencyKey, what the type's keyConcurrency and
+// keyRate count it under) and idempotencyKey, which makes a retry return the same job.
 export function submit(type, params = {}, options = {}) {
   const { idempotencyKey, ...rest } = options;
   return call('POST', '/v1/jobs', { type, params, ...rest },

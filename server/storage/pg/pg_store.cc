@@ -656,6 +656,77 @@ absl::StatusOr<std::pair<Job, LeaseRecord>> LockLeased(PgConnection& conn,
 
 }  // namespace
 
+namespace {
+
+// A claim's lanes, by (type, tenant, key): the index of the last job it took from each in
+// its order, and a rate-bound lane's bucket after its starts.
+struct Served {
+  int last = 0;
+  std::optional<double> tokens;
+};
+using ServedLanes = std::map<std::tuple<std::string, std::string, std::string>, Served>;
+
+// Notes when the claim's lanes were served (deferred, with the COMMIT). Every claim of a
+// busy queue serves the same few lanes, so their rows must not become a lock the claims
+// queue on: a lane's row is written only if no other claim holds it — one that does is
+// serving it now as well — and is made, if new, without waiting on anyone. A rate-bound
+// lane's bucket is always written: claims of its type hold the type's lock anyway. Without
+// `turns` (the claim saw one lane) only buckets are written.
+void NoteServed(PgConnection& conn, const ServedLanes& served, int64_t now_ms, bool turns) {
+  std::vector<std::string> types, tenants, keys, order, bucket_types, bucket_tenants,
+      bucket_keys, tokens, bucket_order;
+  for (const auto& [lane, how] : served) {
+    const auto& [type, tenant, key] = lane;
+    if (how.tokens) {
+      bucket_types.push_back(type);
+      bucket_tenants.push_back(tenant);
+      bucket_keys.push_back(key);
+      tokens.push_back(absl::StrCat(*how.tokens));
+      bucket_order.push_back(absl::StrCat(how.last));
+    } else {
+      types.push_back(type);
+      tenants.push_back(tenant);
+      keys.push_back(key);
+      order.push_back(absl::StrCat(how.last));
+    }
+  }
+  if (turns && !types.empty()) {
+    conn.Defer(
+        // One number from the sequence for the claim, and the lanes in the order of their
+        // last job in it (a claim takes at most 1,000 jobs).
+        "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])"
+        "  AS u(type, tenant, ckey, last)),"
+        " claim AS (SELECT nextval('lane_served') * 1000 AS base),"
+        " made AS (INSERT INTO lanes (type, tenant, concurrency_key, served)"
+        "  SELECT type, tenant, ckey, claim.base + last FROM u, claim WHERE NOT EXISTS ("
+        "   SELECT 1 FROM lanes l WHERE l.type = u.type AND l.tenant = u.tenant"
+        "   AND l.concurrency_key = u.ckey) ON CONFLICT DO NOTHING)"
+        " UPDATE lanes l SET served = claim.base + p.last FROM claim, (SELECT s.type, s.tenant,"
+        "  s.concurrency_key, u.last FROM lanes s JOIN u ON s.type = u.type"
+        "  AND s.tenant = u.tenant AND s.concurrency_key = u.ckey FOR UPDATE OF s SKIP LOCKED) p"
+        " WHERE l.type = p.type AND l.tenant = p.tenant AND l.concurrency_key = p.concurrency_key",
+        {PgParam::Text(TextArray(types)), PgParam::Text(TextArray(tenants)),
+         PgParam::Text(TextArray(keys)),
+         PgParam::Text(absl::StrCat("{", absl::StrJoin(order, ","), "}"))});
+  }
+  if (!bucket_types.empty()) {
+    conn.Defer(
+        "INSERT INTO lanes (type, tenant, concurrency_key, served, tokens, tokens_ms)"
+        " SELECT u.type, u.tenant, u.ckey, (SELECT nextval('lane_served') * 1000) + u.last,"
+        "  u.tokens, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $6::int[])"
+        "  AS u(type, tenant, ckey, tokens, last)"
+        " ON CONFLICT (type, tenant, concurrency_key) DO UPDATE SET served = EXCLUDED.served,"
+        " tokens = EXCLUDED.tokens, tokens_ms = EXCLUDED.tokens_ms",
+        {PgParam::Text(TextArray(bucket_types)), PgParam::Text(TextArray(bucket_tenants)),
+         PgParam::Text(TextArray(bucket_keys)),
+         PgParam::Text(absl::StrCat("{", absl::StrJoin(tokens, ","), "}")),
+         PgParam::Int(now_ms),
+         PgParam::Text(absl::StrCat("{", absl::StrJoin(bucket_order, ","), "}"))});
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
     const std::vector<std::string>& types, int64_t now_ms, int limit, const Start& start,
     const ClaimOptions& options) {
@@ -741,7 +812,8 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
             "               $3 / (SELECT count(*) FROM lanes_queued) + 1)) h),"
             " turns AS (SELECT *, row_number() OVER (PARTITION BY tenant, priority"
             "  ORDER BY key_turn, served NULLS FIRST, ready_ms, id) AS turn FROM heads)"
-            " SELECT j.record, j.params, h.tokens::text FROM turns h JOIN jobs j ON j.id = h.id"
+            " SELECT j.record, j.params, h.tokens::text,"
+            "  (SELECT count(*) FROM lanes_queued)::text FROM turns h JOIN jobs j ON j.id = h.id"
             " WHERE j.state = 1"
             " ORDER BY h.priority DESC, h.turn, h.tenant_served NULLS FIRST, h.ready_ms, h.id"
             " LIMIT $3 FOR UPDATE OF j SKIP LOCKED"),
@@ -751,13 +823,7 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
          PgParam::Text(absl::StrCat("{", absl::StrJoin(rate, ","), "}"))},
         /*binary_results=*/true);
     if (!rows.ok()) return rows.status();
-    // The lanes served, in the order of their last job claimed, and each rate-bound one's
-    // bucket after its starts.
-    struct Served {
-      int last = 0;
-      std::optional<double> tokens;
-    };
-    std::map<std::tuple<std::string, std::string, std::string>, Served> served;
+    ServedLanes served;
     for (int i = 0; i < rows->rows(); ++i) {
       auto job = Parse<Job>(rows->Get(i, 0), "a queued job");
       if (!job.ok()) return job.status();
@@ -802,31 +868,9 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
                   PgParam::Text(lease.worker_id()), PgParam::Binary(lease.SerializeAsString())});
       claimed.push_back(std::move(one));
     }
-    if (!served.empty()) {
-      std::vector<std::string> lane_types, tenants, keys, order, tokens;
-      for (const auto& [lane, how] : served) {
-        lane_types.push_back(std::get<0>(lane));
-        tenants.push_back(std::get<1>(lane));
-        keys.push_back(std::get<2>(lane));
-        order.push_back(absl::StrCat(how.last));
-        tokens.push_back(how.tokens ? absl::StrCat(*how.tokens) : "NULL");
-      }
-      // Numbered from the sequence in the order the lanes were last served here.
-      conn.Defer(
-          "INSERT INTO lanes (type, tenant, concurrency_key, served, tokens, tokens_ms)"
-          " SELECT u.type, u.tenant, u.ckey, nextval('lane_served'), u.tokens,"
-          "  CASE WHEN u.tokens IS NULL THEN NULL ELSE $6::bigint END"
-          " FROM (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[],"
-          "  $5::float8[]) AS u(type, tenant, ckey, last, tokens) ORDER BY last) u"
-          " ON CONFLICT (type, tenant, concurrency_key) DO UPDATE SET served = EXCLUDED.served,"
-          " tokens = COALESCE(EXCLUDED.tokens, lanes.tokens),"
-          " tokens_ms = COALESCE(EXCLUDED.tokens_ms, lanes.tokens_ms)",
-          {PgParam::Text(TextArray(lane_types)), PgParam::Text(TextArray(tenants)),
-           PgParam::Text(TextArray(keys)),
-           PgParam::Text(absl::StrCat("{", absl::StrJoin(order, ","), "}")),
-           PgParam::Text(absl::StrCat("{", absl::StrJoin(tokens, ","), "}")),
-           PgParam::Int(now_ms)});
-    }
+    // With one lane queued there are no turns to keep (a busy queue of one tenant's jobs
+    // without keys, say), so nothing to write but buckets.
+    NoteServed(conn, served, now_ms, /*turns=*/rows->rows() > 0 && rows->Get(0, 3) != "1");
     return absl::OkStatus();
   });
   if (!status.ok()) return status;

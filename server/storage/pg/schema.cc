@@ -179,7 +179,7 @@ CREATE TABLE lanes (
   type            text NOT NULL,
   tenant          text NOT NULL,
   concurrency_key text NOT NULL,
-  served          bigint NOT NULL,      -- lane_served when a claim last took a job of it
+  served          bigint NOT NULL,      -- claim order: lane_served * 1000 + the job's place
   tokens          double precision,     -- keyRate's bucket, as of tokens_ms
   tokens_ms       bigint,
   PRIMARY KEY (type, tenant, concurrency_key)
