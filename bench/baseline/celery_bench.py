@@ -8,8 +8,6 @@ Redis and the worker as celery_env.py starts them. Prints one line:
 `celery: N jobs in S s = R jobs/s`.
 """
 import argparse
-import threading
-import time
 
 import celery_env
 
@@ -22,23 +20,7 @@ def main():
     args = parser.parse_args()
 
     with celery_env.running(args.concurrency) as celery_tasks:
-        per = args.jobs // args.submitters
-        results = [[] for _ in range(args.submitters)]
-
-        def submit(k):
-            results[k] = [celery_tasks.work.delay(k * per + i) for i in range(per)]
-
-        start = time.time()
-        threads = [threading.Thread(target=submit, args=(k,)) for k in range(args.submitters)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for batch in results:
-            for r in batch:
-                r.get(timeout=300)
-        seconds = time.time() - start
-        n = per * args.submitters
+        n, seconds = celery_env.run_independent(celery_tasks.work, args.jobs, args.submitters)
         print("celery: %d jobs in %.2f s = %.0f jobs/s" % (n, seconds, n / seconds), flush=True)
 
 

@@ -9,7 +9,6 @@ repeated `runs` times on one worker (prefork, `concurrency` processes):
 Prints one line per run: `celery run R: independent S s, chord S s, chord / independent X`.
 """
 import argparse
-import threading
 import time
 
 from celery import chord
@@ -27,28 +26,14 @@ def main():
 
     with celery_env.running(args.concurrency) as tasks:
         for run in range(1, args.runs + 1):
-            per = args.jobs // args.submitters
-            results = [[] for _ in range(args.submitters)]
-
-            def submit(k):
-                results[k] = [tasks.work.delay(k * per + i) for i in range(per)]
+            n, independent = celery_env.run_independent(tasks.work, args.jobs,
+                                                        args.submitters)
 
             start = time.time()
-            threads = [threading.Thread(target=submit, args=(k,)) for k in range(args.submitters)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            for batch in results:
-                for r in batch:
-                    r.get(timeout=600)
-            independent = time.time() - start
-
-            start = time.time()
-            summary = chord(tasks.work.s(i) for i in range(per * args.submitters))(
+            summary = chord(tasks.work.s(i) for i in range(n))(
                 tasks.summary.s()).get(timeout=600)
             chorded = time.time() - start
-            if summary["count"] != per * args.submitters:
+            if summary["count"] != n:
                 raise SystemExit("the chord's callback saw %d results" % summary["count"])
             print("celery run %d: independent %.2f s, chord %.2f s, chord / independent %.2f"
                   % (run, independent, chorded, chorded / independent), flush=True)

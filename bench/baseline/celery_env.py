@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -25,6 +26,27 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_independent(task, jobs, submitters):
+    """`jobs` calls of task.delay(n) from `submitters` threads, each result read back;
+    returns (jobs run, seconds from the first submit to the last result)."""
+    per = jobs // submitters
+    results = [[] for _ in range(submitters)]
+
+    def submit(k):
+        results[k] = [task.delay(k * per + i) for i in range(per)]
+
+    start = time.time()
+    threads = [threading.Thread(target=submit, args=(k,)) for k in range(submitters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for batch in results:
+        for r in batch:
+            r.get(timeout=600)
+    return per * submitters, time.time() - start
 
 
 @contextlib.contextmanager
