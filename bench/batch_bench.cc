@@ -26,7 +26,6 @@
 #include "bench/bench_util.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "jobstream/v1/workers.grpc.pb.h"
-#include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 ABSL_FLAG(int, jobs, 10000, "jobs per run (a batch's children)");
@@ -165,10 +164,9 @@ int main(int argc, char** argv) {
   std::cout << absl::StrFormat("\nmedian batch / independent: %.2f (target <= 1.10)\n",
                                ratios[ratios.size() / 2]);
   if (absl::GetFlag(FLAGS_celery)) {
-    const std::string root = std::filesystem::path(__FILE__).parent_path().parent_path();
-    auto [code, out] = jobstream::testing::RunCommand(
-        absl::StrCat("/usr/bin/python3 ", root, "/bench/baseline/celery_chord.py --jobs=", jobs,
-                     " --runs=", runs, " --concurrency=8 --submitters=8 2>&1"));
+    auto [code, out] = jobstream::bench::RunBaseline(
+        "celery_chord.py",
+        absl::StrCat("--jobs=", jobs, " --runs=", runs, " --concurrency=8 --submitters=8"));
     std::cout << "\nCelery 5.2 + Redis 7 (Redis without fsync), 1 worker of 8 processes, the same "
               << jobs << " tasks:\n\n" << out;
     if (code != 0) {

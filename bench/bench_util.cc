@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 
 #include "absl/synchronization/mutex.h"
@@ -137,6 +138,11 @@ Load ClosedLoop(int in_flight, absl::Duration duration, const StartCall& start) 
   mu.Await(absl::Condition(+[](int* a) { return *a == 0; }, &active));
   load.seconds = absl::ToDoubleSeconds(absl::Now() - begin);
   return load;
+}
+
+std::pair<int, std::string> RunBaseline(const std::string& script, const std::string& args) {
+  const std::string root = std::filesystem::path(__FILE__).parent_path().parent_path();
+  return testing::RunCommand("/usr/bin/python3 " + root + "/bench/baseline/" + script + " " + args);
 }
 
 std::string BinDir(const char* argv0, const std::string& flag) {

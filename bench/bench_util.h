@@ -26,6 +26,9 @@ struct Child {
 
 // The build dir holding server/: `flag` if given, else the one this binary (argv0) is in.
 std::string BinDir(const char* argv0, const std::string& flag);
+// Runs bench/baseline/`script` (a Celery baseline) with Debian's python3 and `args`: its
+// exit code and what it printed (its errors go to this process's stderr).
+std::pair<int, std::string> RunBaseline(const std::string& script, const std::string& args);
 
 // Starts a binary that prints "listening on HOST:PORT" first.
 Child Spawn(const std::vector<std::string>& argv);

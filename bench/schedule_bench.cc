@@ -8,7 +8,6 @@
 
 #include <atomic>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -23,7 +22,6 @@
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/schedules.grpc.pb.h"
 #include "tests/support/postgres_process.h"
-#include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
 ABSL_FLAG(std::string, bin_dir, "", "build dir holding server/ (default: beside this binary's)");
@@ -153,10 +151,9 @@ int main(int argc, char** argv) {
               count / create_seconds);
   server.Stop();
   if (!absl::GetFlag(FLAGS_celery)) return 0;
-  const std::string root = std::filesystem::path(__FILE__).parent_path().parent_path();
-  auto [code, out] = jobstream::testing::RunCommand(
-      absl::StrCat("/usr/bin/python3 ", root, "/bench/baseline/celery_beat.py --entries=", count,
-                   " --minutes=", absl::GetFlag(FLAGS_minutes), " 2>&1"));
+  auto [code, out] = jobstream::bench::RunBaseline(
+      "celery_beat.py",
+      absl::StrCat("--entries=", count, " --minutes=", absl::GetFlag(FLAGS_minutes)));
   std::printf("\nCelery 5.2 beat + Redis 7, the same %d schedules (crontab(), every minute):\n\n%s",
               count, out.c_str());
   if (code != 0) {

@@ -985,7 +985,7 @@ v1::ListJobTypesResponse JobManager::ListTypes(const auth::Scope& scope) const {
     info->set_queued(queue_.queued(type->name));
     auto running = running_.find(type->name);
     info->set_running(running == running_.end() ? 0 : running->second);
-    if (type->key_limited()) {
+    if (type->key_limit.limited()) {
       int total = 0;
       for (const KeyAtLimit& key : queue_.AtLimit(type->name,
                                                   scope.all_tenants ? nullptr : &scope.tenant,

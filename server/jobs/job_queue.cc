@@ -24,6 +24,7 @@ JobQueue::JobQueue(absl::flat_hash_map<std::string, KeyLimit> limits)
 JobQueue::TypeQueue& JobQueue::TypeOf(absl::string_view type) {
   auto [it, inserted] = types_.try_emplace(type);
   if (inserted) {
+    it->second.type = std::string(type);
     if (auto limit = limits_.find(type); limit != limits_.end()) it->second.limit = limit->second;
   }
   return it->second;
@@ -36,9 +37,8 @@ uint32_t JobQueue::Intern(absl::string_view type, absl::string_view tenant,
       queue.groups_by_tenant.try_emplace(tenant, static_cast<uint32_t>(groups_.size()));
   if (new_group) {
     Group& group = groups_.emplace_back();
-    group.type = std::string(type);
+    group.queue = &queue;
     group.tenant = std::string(tenant);
-    group.limit = queue.limit;
   }
   const uint32_t group = group_it->second;
   auto lane_it = groups_[group].lanes_by_key.find(key);
@@ -88,7 +88,7 @@ std::optional<std::pair<uint32_t, JobQueue::Item>> JobQueue::Parse(const std::st
 std::string JobQueue::KeyOf(uint32_t lane, const Item& item) const {
   const Lane& l = lanes_[lane];
   const Group& g = groups_[l.group];
-  return storage::QueueKey(g.type, g.tenant, item.priority, item.ready_ms,
+  return storage::QueueKey(g.queue->type, g.tenant, item.priority, item.ready_ms,
                            absl::string_view(item.id.data(), item.id.size()), l.key);
 }
 
@@ -96,7 +96,7 @@ void JobQueue::Count(uint32_t lane, int delta) {
   Lane& l = lanes_[lane];
   const Group& g = groups_[l.group];
   l.count += delta;
-  types_.find(g.type)->second.count += delta;
+  g.queue->count += delta;
   size_ += delta;
   int64_t& of_tenant = tenant_counts_[g.tenant];
   of_tenant += delta;
@@ -110,11 +110,19 @@ double JobQueue::Tokens(const Lane& lane, const KeyLimit& limit, int64_t now_ms)
   return std::min(capacity, lane.tokens + refill);
 }
 
+void JobQueue::Busy(uint32_t lane) {
+  Lane& l = lanes_[lane];
+  if (l.idle_until_ms == 0) return;
+  idle_.erase({l.idle_until_ms, lane});
+  l.idle_until_ms = 0;
+}
+
 void JobQueue::Reindex(uint32_t lane) {
   Lane& l = lanes_[lane];
   Group& g = groups_[l.group];
-  TypeQueue& queue = types_.find(g.type)->second;
-  const bool under = g.limit.concurrency == 0 || l.running < g.limit.concurrency;
+  TypeQueue& queue = *g.queue;
+  const KeyLimit& limit = queue.limit;
+  const bool under = limit.concurrency == 0 || l.running < limit.concurrency;
   const bool may_start = !l.ready.empty() && under && l.wait_until_ms == 0;
   std::optional<Rank> rank;
   if (may_start) {
@@ -128,7 +136,7 @@ void JobQueue::Reindex(uint32_t lane) {
   }
   if (!l.ready.empty() && !may_start) {
     queue.held.insert(lane);
-  } else {
+  } else if (limit.limited()) {  // only a limit holds a lane back
     queue.held.erase(lane);
   }
   std::optional<Rank> group_rank;
@@ -147,21 +155,19 @@ void JobQueue::Tidy(uint32_t lane, int64_t now_ms) {
   Lane& l = lanes_[lane];
   if (l.key.empty() || l.count > 0 || l.running > 0 || l.wait_until_ms != 0) return;
   Group& g = groups_[l.group];
-  if (l.idle_until_ms != 0) {
-    idle_.erase({l.idle_until_ms, lane});
-    l.idle_until_ms = 0;
-  }
-  if (g.limit.rate > 0) {
-    const double capacity = std::max(1.0, g.limit.rate);
-    const double tokens = Tokens(l, g.limit, now_ms);
+  const KeyLimit& limit = g.queue->limit;
+  Busy(lane);
+  if (limit.rate > 0) {
+    const double capacity = std::max(1.0, limit.rate);
+    const double tokens = Tokens(l, limit, now_ms);
     if (tokens < capacity - 1e-9) {  // forgetting it now would give its key a full bucket early
       l.idle_until_ms = now_ms + static_cast<int64_t>(
-                                     std::ceil((capacity - tokens) * 1000.0 / g.limit.rate));
+                                     std::ceil((capacity - tokens) * 1000.0 / limit.rate));
       idle_.insert({l.idle_until_ms, lane});
       return;
     }
   }
-  types_.find(g.type)->second.held.erase(lane);
+  g.queue->held.erase(lane);
   g.lanes_by_key.erase(l.key);
   l = Lane();
   free_lanes_.push_back(lane);
@@ -172,10 +178,7 @@ void JobQueue::Add(const std::string& key, int64_t now_ms) {
   if (!parsed) return;
   auto [lane, item] = *parsed;
   Lane& l = lanes_[lane];
-  if (l.idle_until_ms != 0) {  // busy again
-    idle_.erase({l.idle_until_ms, lane});
-    l.idle_until_ms = 0;
-  }
+  Busy(lane);
   if (item.ready_ms <= now_ms) {
     if (!l.ready.insert(item).second) return;
     Count(lane, 1);
@@ -211,17 +214,18 @@ bool JobQueue::Start(const std::string& key, int64_t now_ms) {
   if (l.ready.erase(item) == 0 && scheduled_.erase({item.ready_ms, lane, item}) == 0) {
     return false;
   }
-  const Group& g = groups_[l.group];
-  l.served = groups_[l.group].served = ++served_clock_;
+  Group& g = groups_[l.group];
+  const KeyLimit& limit = g.queue->limit;
+  l.served = g.served = ++served_clock_;
   Count(lane, -1);
-  if (g.limit.limited()) ++l.running;
-  if (g.limit.rate > 0) {
-    l.tokens = Tokens(l, g.limit, now_ms) - 1;
+  if (limit.limited()) ++l.running;
+  if (limit.rate > 0) {
+    l.tokens = Tokens(l, limit, now_ms) - 1;
     l.tokens_ms = now_ms;
     if (l.tokens < 1) {
       l.wait_until_ms =
           now_ms + std::max<int64_t>(1, static_cast<int64_t>(
-                                            std::ceil((1 - l.tokens) * 1000.0 / g.limit.rate)));
+                                            std::ceil((1 - l.tokens) * 1000.0 / limit.rate)));
       rate_waits_.insert({l.wait_until_ms, lane});
     }
   }
@@ -232,12 +236,8 @@ bool JobQueue::Start(const std::string& key, int64_t now_ms) {
 void JobQueue::Hold(absl::string_view type, absl::string_view tenant, absl::string_view key) {
   if (!TypeOf(type).limit.limited()) return;
   const uint32_t lane = Intern(type, tenant, key);
-  Lane& l = lanes_[lane];
-  if (l.idle_until_ms != 0) {
-    idle_.erase({l.idle_until_ms, lane});
-    l.idle_until_ms = 0;
-  }
-  ++l.running;
+  Busy(lane);
+  ++lanes_[lane].running;
   Reindex(lane);
 }
 
@@ -255,7 +255,7 @@ void JobQueue::Release(absl::string_view type, absl::string_view tenant, absl::s
 std::vector<std::string> JobQueue::Promote(int64_t now_ms) {
   std::vector<std::string> promoted;
   auto woke = [&](uint32_t lane) {
-    const std::string& type = groups_[lanes_[lane].group].type;
+    const std::string& type = groups_[lanes_[lane].group].queue->type;
     if (std::find(promoted.begin(), promoted.end(), type) == promoted.end()) {
       promoted.push_back(type);
     }
@@ -277,9 +277,8 @@ std::vector<std::string> JobQueue::Promote(int64_t now_ms) {
   }
   while (!idle_.empty() && idle_.begin()->first <= now_ms) {
     const uint32_t lane = idle_.begin()->second;
-    idle_.erase(idle_.begin());
-    lanes_[lane].idle_until_ms = 0;
-    Tidy(lane, now_ms);  // its bucket is full now: it leaves
+    Busy(lane);           // off the list, whatever Tidy finds
+    Tidy(lane, now_ms);   // its bucket is full now: it leaves
   }
   return promoted;
 }
@@ -355,7 +354,8 @@ std::vector<KeyAtLimit> JobQueue::AtLimit(absl::string_view type, const std::str
     if (only_tenant != nullptr && g.tenant != *only_tenant) continue;
     ++*total;
     keys.push_back(KeyAtLimit{g.tenant, l.key, l.running, l.count,
-                              g.limit.concurrency > 0 && l.running >= g.limit.concurrency,
+                              g.queue->limit.concurrency > 0 &&
+                                  l.running >= g.queue->limit.concurrency,
                               l.wait_until_ms});
   }
   std::sort(keys.begin(), keys.end(), [](const KeyAtLimit& a, const KeyAtLimit& b) {

@@ -31,30 +31,22 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/strings/string_view.h"
+#include "server/storage/key_limits.h"
 
 namespace jobstream::jobs {
 
-// A type's limits per concurrency key (JobType's key_concurrency and key_rate).
-struct KeyLimit {
-  int concurrency = 0;  // running at once; 0: no limit
-  double rate = 0;      // starts per second; 0: no limit
-  bool limited() const { return concurrency > 0 || rate > 0; }
-};
-
-// A key holding back ready jobs because it is at a limit now.
-struct KeyAtLimit {
-  std::string tenant;
-  std::string key;
-  int64_t running = 0;
-  int64_t queued = 0;
-  bool concurrency = false;   // at key_concurrency
-  int64_t rate_wait_ms = 0;   // no start before this (key_rate); 0: not rate-bound
-};
+using storage::KeyAtLimit;
+using storage::KeyLimit;
 
 class JobQueue {
  public:
   // `limits`: by type; types not named have none.
   explicit JobQueue(absl::flat_hash_map<std::string, KeyLimit> limits = {});
+  // Moved, never copied: its groups point into its own map of types.
+  JobQueue(JobQueue&&) = default;
+  JobQueue& operator=(JobQueue&&) = default;
+  JobQueue(const JobQueue&) = delete;
+  JobQueue& operator=(const JobQueue&) = delete;
 
   // Adds a key; it is ready at once if its ready time is not after now_ms.
   void Add(const std::string& key, int64_t now_ms);
@@ -143,16 +135,17 @@ class JobQueue {
     int64_t idle_until_ms = 0;  // idle, its bucket full then (and it may leave); 0: not
     std::optional<Rank> rank;   // in its group's `lanes` while it may start a job
   };
+  struct TypeQueue;
   struct Group {  // a type's lanes of one tenant
-    std::string type;
+    TypeQueue* queue;  // its type's (types_ is a node map: it stays put)
     std::string tenant;
-    KeyLimit limit;
     absl::flat_hash_map<std::string, uint32_t> lanes_by_key;
     absl::btree_set<Rank> lanes;  // those that may start a job now
     uint64_t served = 0;
     std::optional<Rank> rank;  // in its type's `groups` while one of its lanes may start
   };
   struct TypeQueue {
+    std::string type;
     KeyLimit limit;
     absl::flat_hash_map<std::string, uint32_t> groups_by_tenant;
     absl::btree_set<Rank> groups;     // those with a lane that may start a job now
@@ -171,6 +164,8 @@ class JobQueue {
   std::string KeyOf(uint32_t lane, const Item& item) const;
   void Count(uint32_t lane, int delta);
   double Tokens(const Lane& lane, const KeyLimit& limit, int64_t now_ms) const;
+  // A lane with work again: no longer waiting to leave memory.
+  void Busy(uint32_t lane);
   // Puts a lane (and its group) where it now stands in the index.
   void Reindex(uint32_t lane);
   // A keyed lane with no jobs leaves once its bucket is full (an empty one is as good).

@@ -57,8 +57,8 @@ v1::JobTypeInfo JobType::Info() const {
   info.set_max_attempts(max_attempts);
   info.set_concurrency(concurrency);
   info.set_default_priority(default_priority);
-  info.set_key_concurrency(key_concurrency);
-  info.set_key_rate(key_rate);
+  info.set_key_concurrency(key_limit.concurrency);
+  info.set_key_rate(key_limit.rate);
   if (timeout != absl::InfiniteDuration()) *info.mutable_timeout() = v1::ToProto(timeout);
   if (runner == v1::JobTypeInfo::EXTERNAL) {
     *info.mutable_lease_duration() = v1::ToProto(lease_duration);
@@ -121,13 +121,13 @@ absl::StatusOr<JobTypes> JobTypes::FromConfig(const v1::ServerConfig& config,
     if (t.key_concurrency() < 0 || t.key_concurrency() > 10000) {
       return error("keyConcurrency must be 0..10000 (0 means no limit per key)");
     }
-    type.key_concurrency = t.key_concurrency();
+    type.key_limit.concurrency = t.key_concurrency();
     // At least one an hour: a key's bucket is then full an hour after its last start,
     // when a PostgreSQL server may forget it.
     if (!(t.key_rate() == 0 || (t.key_rate() >= 0.001 && t.key_rate() <= 100000))) {  // NaN
       return error("keyRate must be 0.001..100000 starts per second (0 means no limit per key)");
     }
-    type.key_rate = t.key_rate();
+    type.key_limit.rate = t.key_rate();
     if (t.default_priority() < -1000 || t.default_priority() > 1000) {
       return error("defaultPriority must be -1000..1000");
     }
@@ -252,7 +252,7 @@ std::vector<const JobType*> JobTypes::All() const {
 absl::flat_hash_map<std::string, KeyLimit> JobTypes::KeyLimits() const {
   absl::flat_hash_map<std::string, KeyLimit> limits;
   for (const auto& [name, type] : types_) {
-    if (type.key_limited()) limits[name] = KeyLimit{type.key_concurrency, type.key_rate};
+    if (type.key_limit.limited()) limits[name] = type.key_limit;
   }
   return limits;
 }

@@ -25,8 +25,7 @@ struct JobType {
   std::string description;
   int max_attempts = 3;
   int concurrency = 0;  // 0: no limit of its own
-  int key_concurrency = 0;  // per concurrency_key; 0: none
-  double key_rate = 0;      // starts per second per concurrency_key; 0: none
+  KeyLimit key_limit;  // per concurrency_key
   int default_priority = 0;
   absl::Duration timeout = absl::InfiniteDuration();  // per attempt
   absl::Duration lease_duration = absl::Seconds(30);  // EXTERNAL
@@ -35,7 +34,6 @@ struct JobType {
   const Handler* handler = nullptr;  // BUILTIN and EXEC: runs in the server
 
   bool in_server() const { return handler != nullptr; }
-  bool key_limited() const { return key_concurrency > 0 || key_rate > 0; }
   // The delay before attempt `attempt` + 1: initial_backoff doubled per attempt,
   // ±25% jitter, at most max_backoff.
   absl::Duration Backoff(int attempt) const;

@@ -49,10 +49,9 @@ void EndTo(Job& job, const JobType& type, const AttemptEnd& how, absl::Time now,
 
 PgJobManager::PgJobManager(storage::pg::PgStore* store, const JobTypes* types,
                            PgManagerOptions options)
-    : store_(store), types_(types), options_(std::move(options)) {
+    : store_(store), types_(types), options_(std::move(options)), key_limits_(types->KeyLimits()) {
   for (const JobType* type : types_->All()) {
     if (type->concurrency > 0) caps_[type->name] = type->concurrency;
-    if (type->key_limited()) key_limits_[type->name] = {type->key_concurrency, type->key_rate};
   }
   calls_ = std::make_unique<util::TaskPool>("js-pg-call", std::max(1, options_.call_threads));
   renewer_ = std::thread([this] {
@@ -116,8 +115,8 @@ absl::StatusOr<std::vector<storage::pg::PgStore::Claimed>> PgJobManager::Claim(
     const std::function<Holder(size_t)>& holder) {
   storage::pg::PgStore::ClaimOptions options;
   options.tenant = std::move(tenant);
-  options.max_running = caps_;
-  options.key_limits = key_limits_;
+  options.max_running = &caps_;
+  options.key_limits = &key_limits_;
   auto claimed = store_->ClaimLeased(
       types, absl::ToUnixMillis(absl::Now()), limit,
       [&](Job& job, std::vector<JobEvent>& out,
@@ -367,10 +366,7 @@ v1::ListJobTypesResponse PgJobManager::ListTypes(const auth::Scope& scope) const
           scope.all_tenants ? std::nullopt : std::make_optional(scope.tenant), now_ms,
           static_cast<int>(kKeysAtLimitShown), &total);
       if (keys.ok()) {  // like the counts, left out if the store cannot say
-        for (const auto& key : *keys) {
-          *info->add_keys_at_limit() = KeyAtLimitInfo(
-              {key.tenant, key.key, key.running, key.queued, key.concurrency, key.rate_wait_ms});
-        }
+        for (const KeyAtLimit& key : *keys) *info->add_keys_at_limit() = KeyAtLimitInfo(key);
         info->set_keys_at_limit_count(total);
       }
     }

@@ -287,7 +287,7 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   bool renewer_wake_ ABSL_GUARDED_BY(mu_) = false;  // a wait with a deadline came
   // Per-type caps on RUNNING jobs, enforced across servers by the claim.
   std::map<std::string, int> caps_;
-  std::map<std::string, storage::pg::PgStore::ClaimOptions::KeyLimit> key_limits_;
+  const absl::flat_hash_map<std::string, KeyLimit> key_limits_;  // of the types that have any
   // LeaseJob calls waiting; those being granted outside the lock, and of them the ones
   // whose caller went away meanwhile.
   WorkerRegistry workers_ ABSL_GUARDED_BY(mu_);

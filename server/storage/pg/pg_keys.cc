@@ -5,8 +5,8 @@
 
 namespace jobstream::storage::pg {
 
-absl::StatusOr<std::vector<PgStore::KeyAtLimit>> PgStore::KeysAtLimit(
-    const std::string& type, const ClaimOptions::KeyLimit& limit,
+absl::StatusOr<std::vector<KeyAtLimit>> PgStore::KeysAtLimit(
+    const std::string& type, const KeyLimit& limit,
     const std::optional<std::string>& tenant, int64_t now_ms, int max, int* total) const {
   std::vector<KeyAtLimit> keys;
   *total = 0;

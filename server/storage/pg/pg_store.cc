@@ -5,7 +5,6 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "jobstream/v1/job_states.h"
 #include "server/storage/deliveries.h"
@@ -666,6 +665,12 @@ struct Served {
 };
 using ServedLanes = std::map<std::tuple<std::string, std::string, std::string>, Served>;
 
+KeyLimit KeyLimitOf(const PgStore::ClaimOptions& options, const std::string& type) {
+  if (options.key_limits == nullptr) return {};
+  auto it = options.key_limits->find(type);
+  return it == options.key_limits->end() ? KeyLimit{} : it->second;
+}
+
 // Notes when the claim's lanes were served (deferred, with the COMMIT). Every claim of a
 // busy queue serves the same few lanes, so their rows must not become a lock the claims
 // queue on: a lane's row is written only if no other claim holds it — one that does is
@@ -673,24 +678,18 @@ using ServedLanes = std::map<std::tuple<std::string, std::string, std::string>, 
 // lane's bucket is always written: claims of its type hold the type's lock anyway. Without
 // `turns` (the claim saw one lane) only buckets are written.
 void NoteServed(PgConnection& conn, const ServedLanes& served, int64_t now_ms, bool turns) {
-  std::vector<std::string> types, tenants, keys, order, bucket_types, bucket_tenants,
-      bucket_keys, tokens, bucket_order;
+  struct Columns {  // as unnest() takes them
+    std::vector<std::string> types, tenants, keys, last, tokens;
+  } lanes, buckets;
   for (const auto& [lane, how] : served) {
-    const auto& [type, tenant, key] = lane;
-    if (how.tokens) {
-      bucket_types.push_back(type);
-      bucket_tenants.push_back(tenant);
-      bucket_keys.push_back(key);
-      tokens.push_back(absl::StrCat(*how.tokens));
-      bucket_order.push_back(absl::StrCat(how.last));
-    } else {
-      types.push_back(type);
-      tenants.push_back(tenant);
-      keys.push_back(key);
-      order.push_back(absl::StrCat(how.last));
-    }
+    Columns& c = how.tokens ? buckets : lanes;
+    c.types.push_back(std::get<0>(lane));
+    c.tenants.push_back(std::get<1>(lane));
+    c.keys.push_back(std::get<2>(lane));
+    c.last.push_back(absl::StrCat(how.last));
+    if (how.tokens) c.tokens.push_back(absl::StrCat(*how.tokens));
   }
-  if (turns && !types.empty()) {
+  if (turns && !lanes.types.empty()) {
     conn.Defer(
         // One number from the sequence for the claim, and the lanes in the order of their
         // last job in it (a claim takes at most 1,000 jobs).
@@ -705,11 +704,10 @@ void NoteServed(PgConnection& conn, const ServedLanes& served, int64_t now_ms, b
         "  s.concurrency_key, u.last FROM lanes s JOIN u ON s.type = u.type"
         "  AND s.tenant = u.tenant AND s.concurrency_key = u.ckey FOR UPDATE OF s SKIP LOCKED) p"
         " WHERE l.type = p.type AND l.tenant = p.tenant AND l.concurrency_key = p.concurrency_key",
-        {PgParam::Text(TextArray(types)), PgParam::Text(TextArray(tenants)),
-         PgParam::Text(TextArray(keys)),
-         PgParam::Text(absl::StrCat("{", absl::StrJoin(order, ","), "}"))});
+        {PgParam::Text(TextArray(lanes.types)), PgParam::Text(TextArray(lanes.tenants)),
+         PgParam::Text(TextArray(lanes.keys)), PgParam::Text(TextArray(lanes.last))});
   }
-  if (!bucket_types.empty()) {
+  if (!buckets.types.empty()) {
     conn.Defer(
         "INSERT INTO lanes (type, tenant, concurrency_key, served, tokens, tokens_ms)"
         " SELECT u.type, u.tenant, u.ckey, (SELECT nextval('lane_served') * 1000) + u.last,"
@@ -717,15 +715,18 @@ void NoteServed(PgConnection& conn, const ServedLanes& served, int64_t now_ms, b
         "  AS u(type, tenant, ckey, tokens, last)"
         " ON CONFLICT (type, tenant, concurrency_key) DO UPDATE SET served = EXCLUDED.served,"
         " tokens = EXCLUDED.tokens, tokens_ms = EXCLUDED.tokens_ms",
-        {PgParam::Text(TextArray(bucket_types)), PgParam::Text(TextArray(bucket_tenants)),
-         PgParam::Text(TextArray(bucket_keys)),
-         PgParam::Text(absl::StrCat("{", absl::StrJoin(tokens, ","), "}")),
-         PgParam::Int(now_ms),
-         PgParam::Text(absl::StrCat("{", absl::StrJoin(bucket_order, ","), "}"))});
+        {PgParam::Text(TextArray(buckets.types)), PgParam::Text(TextArray(buckets.tenants)),
+         PgParam::Text(TextArray(buckets.keys)), PgParam::Text(TextArray(buckets.tokens)),
+         PgParam::Int(now_ms), PgParam::Text(TextArray(buckets.last))});
   }
 }
 
 }  // namespace
+
+absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
+    const std::vector<std::string>& types, int64_t now_ms, int limit, const Start& start) {
+  return ClaimLeased(types, now_ms, limit, start, ClaimOptions());
+}
 
 absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
     const std::vector<std::string>& types, int64_t now_ms, int limit, const Start& start,
@@ -737,12 +738,15 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
     std::vector<std::string> open;        // the types with room
     std::vector<std::string> concurrency, rate;  // their key limits, as open has them
     for (const std::string& type : types) {
-      auto cap = options.max_running.find(type);
-      const bool capped = cap != options.max_running.end() && cap->second > 0;
-      auto keyed = options.key_limits.find(type);
-      const ClaimOptions::KeyLimit key_limit =
-          keyed == options.key_limits.end() ? ClaimOptions::KeyLimit{} : keyed->second;
-      if (capped || key_limit.concurrency > 0 || key_limit.rate > 0) {
+      int cap = 0;
+      if (options.max_running != nullptr) {
+        if (auto it = options.max_running->find(type); it != options.max_running->end()) {
+          cap = it->second;
+        }
+      }
+      const bool capped = cap > 0;
+      const KeyLimit key_limit = KeyLimitOf(options, type);
+      if (capped || key_limit.limited()) {
         // The counts are statements of their own: in READ COMMITTED each statement sees
         // what committed before it began, and these must begin after the lock is taken.
         if (absl::Status s = conn.Exec("SELECT pg_advisory_xact_lock(hashtext('jobstream type ' "
@@ -759,8 +763,8 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
         if (!counted.ok()) return counted.status();
         auto running = counted->GetInt64(0, 0);
         if (!running.ok()) return running.status();
-        if (*running >= cap->second) continue;
-        room[type] = cap->second - *running;
+        if (*running >= cap) continue;
+        room[type] = cap - *running;
       }
       open.push_back(type);
       concurrency.push_back(absl::StrCat(key_limit.concurrency));
@@ -819,8 +823,8 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
             " LIMIT $3 FOR UPDATE OF j SKIP LOCKED"),
         {PgParam::Text(TextArray(open)), PgParam::Int(now_ms), PgParam::Int(limit),
          options.tenant ? PgParam::Text(*options.tenant) : PgParam::Null(),
-         PgParam::Text(absl::StrCat("{", absl::StrJoin(concurrency, ","), "}")),
-         PgParam::Text(absl::StrCat("{", absl::StrJoin(rate, ","), "}"))},
+         PgParam::Text(TextArray(concurrency)),
+         PgParam::Text(TextArray(rate))},
         /*binary_results=*/true);
     if (!rows.ok()) return rows.status();
     ServedLanes served;
@@ -833,8 +837,7 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
       }
       Served& lane = served[std::make_tuple(job->type(), job->tenant(), job->concurrency_key())];
       lane.last = static_cast<int>(claimed.size());
-      if (auto keyed = options.key_limits.find(job->type());
-          keyed != options.key_limits.end() && keyed->second.rate > 0) {
+      if (KeyLimitOf(options, job->type()).rate > 0) {
         if (!lane.tokens) {
           const absl::string_view tokens = rows->Get(i, 2);
           double read = 0;

@@ -20,11 +20,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "google/protobuf/struct.pb.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/storage/event_reader.h"
+#include "server/storage/key_limits.h"
 #include "server/storage/pg/connection.h"
 #include "server/storage/records.pb.h"
 
@@ -178,23 +180,19 @@ class PgStore : public EventReader {
   };
   struct ClaimOptions {
     std::optional<std::string> tenant;  // only this tenant's jobs
-    // Caps on RUNNING jobs by type, over every server and worker: a claim of a capped type
-    // takes the type's advisory lock for its transaction, so two claims cannot both fill
-    // the last slot.
-    std::map<std::string, int> max_running;
-    // Limits per (tenant, concurrency key) by type: running at once (0: none) and starts a
-    // second (0: none; a bucket of one second's starts, at least one). A claim of such a
-    // type takes the type's advisory lock too. A claim notes the lanes it served, and the
-    // buckets it spent from.
-    struct KeyLimit {
-      int concurrency = 0;
-      double rate = 0;
-    };
-    std::map<std::string, KeyLimit> key_limits;
+    // Caps on RUNNING jobs by type (none if null), over every server and worker: a claim
+    // of a capped type takes the type's advisory lock for its transaction, so two claims
+    // cannot both fill the last slot.
+    const std::map<std::string, int>* max_running = nullptr;
+    // Limits per (tenant, concurrency key) by type (none if null). A claim of such a type
+    // takes the type's advisory lock too, and spends from its keys' buckets.
+    const absl::flat_hash_map<std::string, KeyLimit>* key_limits = nullptr;
   };
   absl::StatusOr<std::vector<Claimed>> ClaimLeased(const std::vector<std::string>& types,
                                                    int64_t now_ms, int limit, const Start& start,
-                                                   const ClaimOptions& options = {});
+                                                   const ClaimOptions& options);
+  absl::StatusOr<std::vector<Claimed>> ClaimLeased(const std::vector<std::string>& types,
+                                                   int64_t now_ms, int limit, const Start& start);
   // A change to the job `lease_id` holds, keeping the lease (progress) or ending it.
   absl::StatusOr<std::vector<v1::JobEvent>> ChangeLeased(const std::string& job_id,
                                                          const std::string& lease_id,
@@ -325,14 +323,8 @@ class PgStore : public EventReader {
   // Per-key limits (pg_keys.cc). The keys of `type` (of `tenant` if given) holding back
   // ready jobs at `now_ms` because they are at `limit`: the most queued first, at most
   // `max`; `total` gets how many there are.
-  struct KeyAtLimit {
-    std::string tenant, key;
-    int64_t running = 0, queued = 0;
-    bool concurrency = false;
-    int64_t rate_wait_ms = 0;
-  };
   absl::StatusOr<std::vector<KeyAtLimit>> KeysAtLimit(const std::string& type,
-                                                      const ClaimOptions::KeyLimit& limit,
+                                                      const KeyLimit& limit,
                                                       const std::optional<std::string>& tenant,
                                                       int64_t now_ms, int max, int* total) const;
   // Lanes with nothing queued whose bucket is untouched since `before_ms` (full again by
