@@ -24,6 +24,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
@@ -37,6 +38,10 @@
 ABSL_FLAG(int, queued, 1000000, "jobs in the deep-queue phase");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(5), "length of each throughput phase");
 ABSL_FLAG(int, celery_jobs, 20000, "jobs of the Celery baseline (0: skip it)");
+ABSL_FLAG(std::vector<std::string>, workers, std::vector<std::string>({"1", "8", "32"}),
+          "worker counts of the workers phase (e.g. 8, to time one case A/B)");
+ABSL_FLAG(std::vector<std::string>, lease_sizes, std::vector<std::string>({"1", "16"}),
+          "jobs each LeaseJob call asks for, in the workers phase");
 ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
 ABSL_FLAG(std::string, store, "rocksdb",
           "rocksdb, or postgresql: a PostgreSQL 15 started by the bench");
@@ -102,7 +107,22 @@ int64_t DirBytes(const std::string& dir) {
   return bytes;
 }
 
-// End to end: 64 submitters, and 1, 8 and 32 workers leasing 1 or 16 jobs at a time.
+// The numbers a list flag holds; exits with a message if one is not a positive number.
+std::vector<int> Counts(const std::vector<std::string>& flag, absl::string_view name) {
+  std::vector<int> counts;
+  for (const std::string& s : flag) {
+    int n = 0;
+    if (!absl::SimpleAtoi(s, &n) || n < 1 || n > 1000) {
+      std::cerr << "--" << name << ": \"" << s << "\" is not a number from 1 to 1000\n";
+      std::exit(2);
+    }
+    counts.push_back(n);
+  }
+  return counts;
+}
+
+// End to end: 64 submitters, and --workers workers (1, 8 and 32) leasing --lease_sizes
+// jobs at a time (1 or 16).
 void WorkersPhase(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                   absl::Duration duration) {
   Line("| workers | jobs per lease | submitted/s | completed/s (end to end) | p50 / p99 Submit |");
@@ -110,8 +130,8 @@ void WorkersPhase(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
   // Submitters keep at most kBacklog jobs waiting, so what is measured is the rate the
   // whole path sustains, not how fast a queue fills.
   constexpr int64_t kBacklog = 4096;
-  for (int workers : {1, 8, 32}) {
-    for (int max_jobs : {1, 16}) {
+  for (int workers : Counts(absl::GetFlag(FLAGS_workers), "workers")) {
+    for (int max_jobs : Counts(absl::GetFlag(FLAGS_lease_sizes), "lease_sizes")) {
       std::atomic<bool> stop{false}, stop_submitting{false};
       std::atomic<int64_t> completed{0}, errors{0}, submitted{0};
       std::vector<std::unique_ptr<WorkerService::Stub>> worker_stubs;
