@@ -1,7 +1,9 @@
 // exec types on the real binary: a configured program per attempt, its line protocol,
 // failures, timeouts, cancellation of a whole process tree, and a server killed mid-run.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -286,14 +288,22 @@ int Zombies(pid_t parent) {
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     int pid = 0;
     if (!absl::SimpleAtoi(entry.path().filename().string(), &pid)) continue;
-    std::ifstream in(entry.path() / "stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // Read with read(2): a process that ends between the open and the read (any process
+    // on the machine: tests run side by side) fails the read with ESRCH, which
+    // istreambuf_iterator reported by throwing.
+    char buffer[1024];
+    const int fd = open((entry.path() / "stat").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    const ssize_t got = read(fd, buffer, sizeof(buffer) - 1);
+    close(fd);
+    if (got <= 0) continue;
+    const std::string stat(buffer, static_cast<size_t>(got));
     // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
-    size_t close = stat.rfind(')');
-    if (close == std::string::npos) continue;
+    const size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
     char state = 0;
     int ppid = 0;
-    if (sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) == 2 && state == 'Z' &&
+    if (sscanf(stat.c_str() + paren + 1, " %c %d", &state, &ppid) == 2 && state == 'Z' &&
         ppid == parent) {
       ++n;
     }
