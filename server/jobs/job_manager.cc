@@ -32,6 +32,13 @@ namespace {
 // this value. Recovery still understands it.
 constexpr char kLegacyInServerLease[] = "in-server";
 
+// Whether a job as an event left it leaves memory once that event is written: QUEUED or
+// WAITING (its place in the queue stays; a batch's parent stays), or ended.
+bool LeavesMemory(const Job& job) {
+  return ((job.state() == Job::QUEUED || job.state() == Job::WAITING) && !job.has_batch()) ||
+         IsFinished(job.state());
+}
+
 }  // namespace
 
 JobManager::JobManager(storage::JobStore* store, watch::EventHub* hub, const JobTypes* types,
@@ -42,9 +49,15 @@ JobManager::JobManager(storage::JobStore* store, watch::EventHub* hub, const Job
       options_(options),
       committer_(
           store,
-          [hub](const storage::CommittedEventPtr& event) {
+          [this](const storage::CommittedEventPtr& event) {
             LogStateChange(event->event);
-            hub->Publish(event);
+            // Let go of a job its written event leaves alone before anyone sees that event:
+            // a Delete or Cancel sent on seeing a job end finds it written, rather than
+            // being told it is still changing state.
+            if (LeavesMemory(event->event.status())) {
+              Settle(event->event.job_id(), event->event.sequence());
+            }
+            hub_->Publish(event);
           },
           [this](const absl::Status& error) {
             absl::MutexLock lock(&mu_);
@@ -135,17 +148,16 @@ void JobManager::Stage(LiveJob& live, JobEvent::Type type, Batch& batch, Staged&
   // leaves QUEUED or WAITING may leave memory once it is written (a batch's parent stays:
   // its children's ends are written with its own events).
   // A job that ended stays in memory until then too, so nothing reads its older record
-  // meanwhile (a Cancel, a Submit depending on it, a batch's count); Settle, first, lets it
-  // go before anyone is answered.
+  // meanwhile (a Cancel, a Submit depending on it, a batch's count). Once written, the
+  // committer's publish lets it go, before anyone sees or is answered with the event; a
+  // write that failed lets it go here.
   const bool finishes = v1::IsTerminal(type);
-  const bool settles =
-      ((job.state() == Job::QUEUED || job.state() == Job::WAITING) && !job.has_batch()) ||
-      finishes;
+  const bool settles = LeavesMemory(job);
   const bool awaited = finishes && dependents_.contains(job.id());
   if (settles || deliver || done) {
     staged.done.push_back([this, event, settles, finishes, awaited, deliver, now_ms,
                            done = std::move(done)](absl::Status s) {
-      if (settles) Settle(event->event.job_id(), event->event.sequence());
+      if (settles && !s.ok()) Settle(event->event.job_id(), event->event.sequence());
       if (finishes && s.ok()) AnswerWaits(event->event.job_id());
       if (awaited && s.ok()) DependencyEnded(event->event.status());
       if (deliver && s.ok()) {
@@ -193,11 +205,7 @@ void JobManager::Settle(const std::string& job_id, int64_t sequence) {
   auto it = live_.find(job_id);
   // Commits are delivered in order: if the job's newest event is written, all of it is.
   if (it == live_.end() || it->second.job.last_sequence() != sequence) return;
-  const Job& job = it->second.job;
-  if (((job.state() == Job::QUEUED || job.state() == Job::WAITING) && !job.has_batch()) ||
-      IsFinished(job.state())) {
-    live_.erase(it);
-  }
+  if (LeavesMemory(it->second.job)) live_.erase(it);
 }
 
 JobManager::LiveJob& JobManager::Hold(Job job) {
