@@ -8,23 +8,28 @@ source "$(dirname "$0")/lib.sh"
 
 # Most tests wait on servers, workers and browsers rather than compute: eight at a time
 # keep two cores busy (measured, the plain suite: 160 s at -j4 with the cores 68% busy;
-# 136 s in memory at -j4, 41% idle; 87 s in memory at -j8).
+# 136 s in memory at -j4, 41% idle; 87 s in memory at -j8, 11% idle).
 TEST_JOBS="${TEST_JOBS:-8}"
 
 # The tests' files (stores, PostgreSQL's data, artifacts, browser profiles) go in memory
-# when /dev/shm has room for them: on disk, ext4's work creating and deleting them was a
-# third of the suite's CPU. What the tests check of durability — nothing acknowledged is
+# when /dev/shm has room for them: on disk, the kernel's work creating and deleting them
+# (ext4's inode allocation, in perf) cost the plain suite a quarter of its CPU (218 CPU-s
+# at -j4 on disk, 160 in memory). What the tests check of durability — nothing acknowledged is
 # lost when a process is killed — holds the same there (what survives the loss of the
 # machine no test can check). TEST_TMPDIR=/some/dir puts them there instead.
 TEST_ROOM_KB=$((4 * 1024 * 1024))
 test_tmpdir() {
   if [ -n "${TEST_TMPDIR:-}" ]; then
     mkdir -p "$TEST_TMPDIR" && echo "$TEST_TMPDIR"
-  elif [ -d /dev/shm ] && [ "$(df --output=avail -k /dev/shm | tail -1)" -ge "$TEST_ROOM_KB" ]; then
-    mktemp -d /dev/shm/jobstream-test.XXXXXX
-  else
-    mktemp -d "${TMPDIR:-/tmp}/jobstream-test.XXXXXX"
+    return
   fi
+  local parent="${TMPDIR:-/tmp}" dir
+  if [ -d /dev/shm ] && [ "$(df --output=avail -k /dev/shm | tail -1)" -ge "$TEST_ROOM_KB" ]; then
+    parent=/dev/shm
+  fi
+  dir="$(mktemp -d "$parent/jobstream-test.XXXXXX")"
+  chmod 755 "$dir"  # PostgreSQL runs as its own user, in directories below this one
+  echo "$dir"
 }
 
 step() {  # NAME COMMAND...: runs it and says how long it took
@@ -37,7 +42,6 @@ step() {  # NAME COMMAND...: runs it and says how long it took
 run_ctest() {  # BUILD_DIR
   local tmp status=0
   tmp="$(test_tmpdir)"
-  chmod 755 "$tmp"  # PostgreSQL runs as its own user, in directories below this one
   echo "== ctest in $1 (-j$TEST_JOBS, files in $tmp)"
   (cd "$1" && TMPDIR="$tmp" ctest "-j$TEST_JOBS" --output-on-failure --timeout 600 \
     --no-tests=error) || status=$?

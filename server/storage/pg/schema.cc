@@ -185,11 +185,11 @@ CREATE TABLE lanes (
   PRIMARY KEY (type, tenant, concurrency_key)
 );
 )sql",
-    // 8: claims take every queued job through jobs_queue_by_key. With jobs_queue beside
-    // it, statistics gathered while the queue was nearly empty made the planner walk
-    // jobs_queue and sort a type's whole queue to find each lane (measured: 2.1 ms a
-    // claim with 2,300 jobs queued, 8 workers leasing one at a time 30% slower); without
-    // it, each lane is one index probe, and every queue write maintains one index less.
+    // 8: claims take every queued job through jobs_queue_by_key (ClaimLeased keeps the
+    // planner to its order), which serves whatever jobs_queue did (state = 1, type
+    // first). jobs_queue only cost every queue write an index to maintain, and offered the
+    // planner, on statistics gathered while the queue was nearly empty, a walk and sort of
+    // a type's whole queue (2.1 ms a claim with 2,300 jobs queued).
     R"sql(
 DROP INDEX jobs_queue;
 )sql",
