@@ -420,7 +420,10 @@ TEST_P(WorkerTest, BadInputIsRefusedPrecisely) {
 }
 
 TEST_P(WorkerTest, ALeaseKeepsItsDeadlineAcrossAServerCrash) {
-  StartServer(R"({"name": "report", "external": {"leaseDuration": "3s"}, "maxAttempts": 1})");
+  // A lease long enough to outlast two restarts on a loaded machine (a sanitizer build
+  // restarts in seconds), and a short one to see expire.
+  StartServer(R"({"name": "report", "external": {"leaseDuration": "60s"}, "maxAttempts": 1},
+                 {"name": "short", "external": {"leaseDuration": "3s"}, "maxAttempts": 1})");
   Job job = Submit("report");
   v1::LeasedJob leased = LeaseOne("report");
   Restart(SIGKILL);
@@ -432,8 +435,8 @@ TEST_P(WorkerTest, ALeaseKeepsItsDeadlineAcrossAServerCrash) {
   EXPECT_EQ(Status(job.id()).state(), Job::SUCCEEDED);
 
   // Left alone, a lease expires on time after a restart as well.
-  Job orphan = Submit("report");
-  LeaseOne("report");
+  Job orphan = Submit("short");
+  LeaseOne("short");
   Restart(SIGKILL);
   Job failed = WaitFor(orphan.id(), [](const Job& j) { return j.state() == Job::FAILED; });
   EXPECT_EQ(failed.state(), Job::FAILED);

@@ -1,5 +1,6 @@
 #include "server/jobs/job_manager.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -462,6 +463,7 @@ TEST_P(JobManagerTest, HeavyProgressIsCoalescedButSequencesStayDense) {
   std::optional<Attempt> lease = manager_->Acquire({"demo.steps"});
   ASSERT_TRUE(lease.has_value());
   constexpr int kReports = 5000;
+  const uint64_t groups_before = rocks_ ? rocks_->committer().groups_written() : 0;
   for (int i = 1; i <= kReports; ++i) manager_->Report(*lease, Progress(i / 5000.0, absl::StrCat("p", i)));
   manager_->Finish(*lease, google::protobuf::Value());
   ASSERT_TRUE(Events(job->id()).status.ok());  // to the end
@@ -469,7 +471,22 @@ TEST_P(JobManagerTest, HeavyProgressIsCoalescedButSequencesStayDense) {
   for (size_t i = 0; i < stored.size(); ++i) {
     ASSERT_EQ(stored[i].sequence(), static_cast<int64_t>(i + 1)) << "stored events are dense";
   }
-  EXPECT_LT(stored.size(), 1000u) << "progress was not coalesced";
+  const auto progress_events = std::count_if(stored.begin(), stored.end(), [](const JobEvent& e) {
+    return e.type() == JobEvent::PROGRESS;
+  });
+  if (rocks_) {
+    // How many reports get replaced depends on how fast the disk syncs (on a RAM disk the
+    // committer keeps up with most of them); what holds anywhere is that a job never has
+    // more than one PROGRESS waiting, so no group sync writes two of them. Without the
+    // replacing, 5,000 reports would go out in a handful of 1,024-write groups.
+    const uint64_t groups = rocks_->committer().groups_written() - groups_before;
+    EXPECT_LE(static_cast<uint64_t>(progress_events), groups)
+        << "more PROGRESS events written than synced groups: progress was not coalesced";
+  } else {
+    // The run writers write a transaction (a round trip to PostgreSQL) at a time, far
+    // slower than a report.
+    EXPECT_LT(stored.size(), 1000u) << "progress was not coalesced";
+  }
   const JobEvent& last_progress = stored[stored.size() - 2];
   EXPECT_EQ(last_progress.type(), JobEvent::PROGRESS);
   EXPECT_EQ(last_progress.status().progress().message(), "p5000") << "the newest one survives";

@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "jobstream/v1/job_states.h"
@@ -69,6 +71,33 @@ class JobTest : public StoreTest {
     grpc::Status s = jobs_->WaitJob(&ctx, request, &job);
     EXPECT_TRUE(s.ok()) << s.error_message();
     EXPECT_TRUE(v1::IsFinished(job.state())) << id << " is " << Job::State_Name(job.state());
+    return job;
+  }
+
+  // The job once it is RUNNING (polled, up to 60 s): for a test that must act while it runs.
+  Job Running(const std::string& id) {
+    Job job;
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    do {
+      grpc::ClientContext ctx;
+      v1::GetStatusRequest request;
+      request.set_job_id(id);
+      grpc::Status s = jobs_->GetStatus(&ctx, request, &job);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (!s.ok() || job.state() == Job::RUNNING) return job;
+      absl::SleepFor(absl::Milliseconds(10));
+    } while (absl::Now() < deadline);
+    ADD_FAILURE() << id << " never ran; it is " << Job::State_Name(job.state());
+    return job;
+  }
+
+  Job Cancel(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::CancelJobRequest request;
+    request.set_job_id(id);
+    Job job;
+    grpc::Status s = jobs_->CancelJob(&ctx, request, &job);
+    EXPECT_TRUE(s.ok()) << s.error_message();
     return job;
   }
 
