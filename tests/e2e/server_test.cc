@@ -1,10 +1,12 @@
 // Black-box tests of the real jobstream-server binary over real gRPC channels.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -119,7 +121,7 @@ TEST_P(ServerTest, SubmitWithARequestIdIsIdempotent) {
   EXPECT_EQ(listed->jobs_size(), 1);
 }
 
-TEST_P(ServerTest, TwoHundredWatchersOfOneJobSeeIdenticalSequences) {
+TEST_P(ServerTest, TwoHundredWatchersOfOneJobSeeTheStoredEventsInOrder) {
   auto server = Start();
   JobClient client(server->Channel());
   v1::SubmitRequest request = Demo(R"({"steps": ["a", "b", "c"], "step_ms": 300, "ticks": 10})");
@@ -141,17 +143,20 @@ TEST_P(ServerTest, TwoHundredWatchersOfOneJobSeeIdenticalSequences) {
     threads.emplace_back([&, w] { streams[w] = WatchOnce(channels[w % 4], job->id(), 0); });
   }
   for (auto& t : threads) t.join();
-  ASSERT_TRUE(streams[0].status.ok()) << streams[0].status.error_message();
-  EXPECT_EQ(streams[0].events.back().type(), JobEvent::SUCCEEDED);
+  // The stored log, replayed whole.
+  const Stream stored = WatchOnce(channels[0], job->id(), 0);
+  ASSERT_TRUE(stored.status.ok()) << stored.status.error_message();
+  ASSERT_EQ(stored.events.back().type(), JobEvent::SUCCEEDED);
   // Every state change, and the PROGRESS ticks between (30 at most: one that found the one
   // before it still unwritten replaced it).
   std::vector<JobEvent::Type> changes;
   size_t progress = 0;
-  for (const JobEvent& e : streams[0].events) {
-    if (e.type() == JobEvent::PROGRESS) {
+  for (size_t i = 0; i < stored.events.size(); ++i) {
+    ASSERT_EQ(stored.events[i].sequence(), static_cast<int64_t>(i + 1)) << "dense";
+    if (stored.events[i].type() == JobEvent::PROGRESS) {
       ++progress;
     } else {
-      changes.push_back(e.type());
+      changes.push_back(stored.events[i].type());
     }
   }
   EXPECT_EQ(changes, (std::vector<JobEvent::Type>{JobEvent::CREATED, JobEvent::STARTED,
@@ -159,10 +164,31 @@ TEST_P(ServerTest, TwoHundredWatchersOfOneJobSeeIdenticalSequences) {
                                                   JobEvent::SUCCEEDED}));
   EXPECT_GE(progress, 1u);
   EXPECT_LE(progress, 30u);
-  for (int w = 1; w < kWatchers; ++w) {
-    ASSERT_TRUE(streams[w].status.ok()) << w;
-    EXPECT_EQ(streams[w].sequences(), streams[0].sequences()) << "watcher " << w;
+  // Each watcher saw the stored events themselves, in order, and every state change. A
+  // watcher still attaching when the job started (a loaded machine takes more than the two
+  // seconds to open 200) had its live events queue up behind its replay, and a queue that
+  // long conflates PROGRESS (README, "Slow watchers"): what it missed is only PROGRESS
+  // that a newer one replaced.
+  int whole = 0;
+  for (int w = 0; w < kWatchers; ++w) {
+    ASSERT_TRUE(streams[w].status.ok()) << w << ": " << streams[w].status.error_message();
+    std::vector<int64_t> seen;
+    for (const JobEvent& e : streams[w].events) {
+      ASSERT_GE(e.sequence(), 1) << w;
+      ASSERT_LE(e.sequence(), static_cast<int64_t>(stored.events.size())) << w;
+      ASSERT_TRUE(seen.empty() || e.sequence() > seen.back()) << "watcher " << w << " in order";
+      EXPECT_EQ(e.SerializeAsString(), stored.events[e.sequence() - 1].SerializeAsString())
+          << "watcher " << w << ", sequence " << e.sequence();
+      seen.push_back(e.sequence());
+    }
+    for (const JobEvent& e : stored.events) {
+      if (std::binary_search(seen.begin(), seen.end(), e.sequence())) continue;
+      EXPECT_EQ(e.type(), JobEvent::PROGRESS)
+          << "watcher " << w << " missed sequence " << e.sequence() << ", a state change";
+    }
+    if (seen.size() == stored.events.size()) ++whole;
   }
+  std::cout << whole << " of " << kWatchers << " watchers saw every stored event\n";
 }
 
 TEST_P(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
