@@ -221,17 +221,18 @@ test('kill -9 of the gateway mid-stream: EventSource sees every event once, in o
 });
 
 test('300 concurrent SSE clients on one job all finish with the same events', async () => {
-  // The job waits 4 s to start and then runs 6 s: time for 300 connections to open even on
-  // a loaded machine (with 1.5 s and a 1 s job, a parallel ctest run sometimes saw the job
-  // end before they all had; with 4 s and 1 s, the sanitizer build's run did).
-  const runAt = Date.now() + 4000;
-  const job = await submit({ steps: ['a', 'b'], step_ms: 3000, ticks: 5 },
-    { runAt: new Date(runAt).toISOString() });
+  // The job waits on a gate (a job that runs until cancelled, with on_dependency_failure
+  // RUN) and so starts only once all 300 are open, however loaded the machine: a start
+  // time fixed in advance (4 s ahead) was passed before the sanitizer build had opened them.
+  const gate = await submit({ steps: ['gate'], step_ms: 600000, ticks: 0 });
+  const job = await submit({ steps: ['a', 'b'], step_ms: 1000, ticks: 5 },
+    { dependsOn: [gate.body.id], onDependencyFailure: 'RUN' });
+  assert.equal(job.status, 202, JSON.stringify(job.body));
   const clients = Array.from({ length: 300 }, () => readSse(`/v1/jobs/${job.body.id}/events`));
   // While all 300 are open, the gateway holds one upstream stream for them.
   const metric = (text, name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)[1]);
   let sharing = null;
-  while (sharing === null && Date.now() < runAt + 6000) {  // until the job would end
+  for (const until = Date.now() + 120000; sharing === null && Date.now() < until;) {
     const text = await (await fetch(`${gateway.url}/metrics`)).text();
     if (metric(text, 'jobstream_gateway_sse_streams_open') >= 300) {
       sharing = metric(text, 'jobstream_gateway_upstream_streams_open');
@@ -239,6 +240,7 @@ test('300 concurrent SSE clients on one job all finish with the same events', as
       await new Promise((r) => setTimeout(r, 20));
     }
   }
+  await json('POST', `/v1/jobs/${gate.body.id}:cancel`);
   assert.equal(sharing, 1, 'one upstream WatchJob shared by 300 browsers');
   const results = await Promise.all(clients);
   const expected = results[0].events.map((e) => e.id).join(',');
