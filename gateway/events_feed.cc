@@ -40,6 +40,10 @@ std::string EventsFeed::Key(const v1::WatchJobsRequest& request) {
   std::string key;
   for (const std::string& t : types) absl::StrAppend(&key, "t", t.size(), ":", t);
   for (const auto& [k, v] : labels) absl::StrAppend(&key, "l", k.size(), ":", k, v.size(), ":", v);
+  std::vector<int> states(request.states().begin(), request.states().end());
+  std::sort(states.begin(), states.end());
+  states.erase(std::unique(states.begin(), states.end()), states.end());
+  for (int s : states) absl::StrAppend(&key, "s", s, ";");
   return key;
 }
 

@@ -94,27 +94,19 @@ void GetJob(const SessionPtr& session, const std::string& job_id) {
 
 void ListJobs(const SessionPtr& session, const Route& route) {
   auto call = NewCall<v1::ListJobsRequest, v1::ListJobsResponse>(*session);
-  for (const std::string& value : route.Params("state")) {
-    for (absl::string_view name : absl::StrSplit(value, ',', absl::SkipEmpty())) {
-      v1::Job::State state;
-      if (!v1::Job::State_Parse(absl::AsciiStrToUpper(name), &state) ||
-          state == v1::Job::STATE_UNSPECIFIED) {
-        return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
-                                   absl::StrCat("state \"", name.substr(0, 40),
-                                                "\" is not one of WAITING, QUEUED, RUNNING, "
-                                                "SUCCEEDED, FAILED, CANCELLED"));
-      }
-      call->request.add_states(state);
-    }
+  auto states = QueryStates(route);
+  if (!states.ok()) {
+    return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                               std::string(states.status().message()));
   }
+  for (v1::Job::State state : *states) call->request.add_states(state);
   call->request.set_type(route.Param("type").value_or(""));
-  for (const std::string& label : route.Params("label")) {
-    std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits(':', 1));
-    if (kv.size() != 2) {
-      return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT, "label takes key:value");
-    }
-    (*call->request.mutable_labels())[kv[0]] = kv[1];
+  auto labels = QueryLabels(route);
+  if (!labels.ok()) {
+    return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                               std::string(labels.status().message()));
   }
+  call->request.mutable_labels()->insert(labels->begin(), labels->end());
   std::optional<int> page_size = PageSizeParam(*session, route);
   if (!page_size) return;
   call->request.set_page_size(*page_size);

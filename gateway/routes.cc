@@ -1,7 +1,13 @@
 #include "gateway/routes.h"
 
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "boost/url/parse.hpp"
 #include "boost/url/url_view.hpp"
 
@@ -20,7 +26,10 @@ std::vector<std::string> Route::Params(const std::string& name) const {
   return values;
 }
 
-std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::string_view target) {
+namespace {
+
+// The method and path's route, its query parsed but not checked.
+std::variant<Route, RouteError> Match(absl::string_view method, absl::string_view target) {
   auto parsed = boost::urls::parse_origin_form(boost::core::string_view(target.data(), target.size()));
   if (!parsed) {
     return RouteError{400, "the request target is not a valid path and query", ""};
@@ -143,6 +152,88 @@ std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::strin
   if (is({"healthz"})) return get_only(RouteKind::kHealth);
   if (is({"metrics"})) return get_only(RouteKind::kMetrics);
   return RouteError{404, absl::StrCat("no route for ", url.path()), ""};
+}
+
+// The query parameters a route takes.
+std::vector<absl::string_view> KnownParams(RouteKind kind) {
+  switch (kind) {
+    case RouteKind::kListJobs:
+      return {"state", "type", "label", "pageSize", "pageToken"};
+    case RouteKind::kListSchedules:
+      return {"pageSize", "pageToken"};
+    case RouteKind::kWaitJob:
+      return {"timeout"};
+    case RouteKind::kArtifact:
+      return {"download", "v"};  // v: the page's cache key (the sha256), otherwise unused
+    case RouteKind::kJobEvents:
+    case RouteKind::kJobWs:
+      return {"after"};
+    case RouteKind::kAllEvents:
+    case RouteKind::kAllWs:
+      return {"type", "label", "state"};
+    default:
+      return {};
+  }
+}
+
+}  // namespace
+
+std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::string_view target) {
+  std::variant<Route, RouteError> matched = Match(method, target);
+  Route* route = std::get_if<Route>(&matched);
+  // A link to the page may carry a query of its own (say, a campaign's): it is the page.
+  if (route == nullptr || route->kind == RouteKind::kAsset) return matched;
+  const std::vector<absl::string_view> known = KnownParams(route->kind);
+  for (const auto& [name, value] : route->query) {
+    if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+    const size_t path_end = std::min(target.find('?'), target.size());
+    return RouteError{
+        400,
+        absl::StrCat("unknown query parameter \"", absl::CHexEscape(name.substr(0, 40)), "\": ",
+                     method, " ", target.substr(0, std::min<size_t>(path_end, 200)),
+                     known.empty() ? " takes none" : " takes " + absl::StrJoin(known, ", ")),
+        ""};
+  }
+  return matched;
+}
+
+absl::StatusOr<std::vector<v1::Job::State>> QueryStates(const Route& route) {
+  std::vector<v1::Job::State> states;
+  for (const std::string& value : route.Params("state")) {
+    for (absl::string_view name : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+      v1::Job::State state;
+      if (!v1::Job::State_Parse(absl::AsciiStrToUpper(name), &state) ||
+          state == v1::Job::STATE_UNSPECIFIED) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("state \"", absl::CHexEscape(name.substr(0, 40)),
+                         "\" is not one of WAITING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED"));
+      }
+      states.push_back(state);
+    }
+  }
+  return states;
+}
+
+absl::StatusOr<std::map<std::string, std::string>> QueryLabels(const Route& route) {
+  std::map<std::string, std::string> labels;
+  for (const std::string& label : route.Params("label")) {
+    std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits(':', 1));
+    if (kv.size() != 2) return absl::InvalidArgumentError("label takes key:value");
+    labels[kv[0]] = kv[1];
+  }
+  return labels;
+}
+
+absl::StatusOr<v1::WatchJobsRequest> QueryWatchFilter(const Route& route) {
+  v1::WatchJobsRequest request;
+  for (const std::string& type : route.Params("type")) request.add_types(type);
+  auto labels = QueryLabels(route);
+  if (!labels.ok()) return labels.status();
+  request.mutable_labels()->insert(labels->begin(), labels->end());
+  auto states = QueryStates(route);
+  if (!states.ok()) return states.status();
+  for (v1::Job::State state : *states) request.add_states(state);
+  return request;
 }
 
 }  // namespace jobstream::gateway

@@ -9,7 +9,9 @@
 #include <variant>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "jobstream/v1/jobs.pb.h"
 
 namespace jobstream::gateway {
 
@@ -60,6 +62,16 @@ struct RouteError {
   std::string allow;   // for 405: the methods the path takes
 };
 
+// A query parameter the route does not take is a 400 naming the ones it does (a misspelt
+// filter would otherwise match everything); the page's own paths ignore the query.
 std::variant<Route, RouteError> ParseRoute(absl::string_view method, absl::string_view target);
+
+// The states a query names (`state`: repeatable, each a comma-separated list of names in
+// any case), or INVALID_ARGUMENT naming the one that is not a state.
+absl::StatusOr<std::vector<v1::Job::State>> QueryStates(const Route& route);
+// The labels a query names (`label`: repeatable, key:value), or INVALID_ARGUMENT.
+absl::StatusOr<std::map<std::string, std::string>> QueryLabels(const Route& route);
+// The filter of /v1/events and /v1/ws: `type` (repeatable), `label` and `state`.
+absl::StatusOr<v1::WatchJobsRequest> QueryWatchFilter(const Route& route);
 
 }  // namespace jobstream::gateway

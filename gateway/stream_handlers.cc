@@ -73,18 +73,14 @@ void SubmitAndStream(const SessionPtr& session) {
 }
 
 void AllEvents(const SessionPtr& session, const Route& route) {
-  v1::WatchJobsRequest request;
-  for (const std::string& type : route.Params("type")) request.add_types(type);
-  for (const std::string& label : route.Params("label")) {
-    std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits(':', 1));
-    if (kv.size() != 2) {
-      return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT, "label takes key:value");
-    }
-    (*request.mutable_labels())[kv[0]] = kv[1];
+  auto request = QueryWatchFilter(route);
+  if (!request.ok()) {
+    return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                               std::string(request.status().message()));
   }
   // The shared stream for this filter answers once the server has accepted the filter:
   // a bad one is a 400 before any stream starts.
-  session->gateway()->JoinEventsFeed(session->credential().authorization, request, session);
+  session->gateway()->JoinEventsFeed(session->credential().authorization, *request, session);
 }
 
 }  // namespace jobstream::gateway

@@ -45,17 +45,12 @@ void WebSocketSession::Start() {
       }
       return self->StartJob(after->value_or(0));
     }
-    v1::WatchJobsRequest request;
-    for (const std::string& type : self->route_.Params("type")) request.add_types(type);
-    for (const std::string& label : self->route_.Params("label")) {
-      std::vector<std::string> kv = absl::StrSplit(label, absl::MaxSplits(':', 1));
-      if (kv.size() != 2) {
-        return self->Refuse(
-            grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "label takes key:value"));
-      }
-      (*request.mutable_labels())[kv[0]] = kv[1];
+    auto request = QueryWatchFilter(self->route_);
+    if (!request.ok()) {
+      return self->Refuse(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                       std::string(request.status().message())));
     }
-    self->gateway_->JoinEventsFeed(self->credential_.authorization, request, self);
+    self->gateway_->JoinEventsFeed(self->credential_.authorization, *request, self);
   });
 }
 

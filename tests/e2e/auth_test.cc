@@ -747,8 +747,13 @@ TEST(AuthLogTest, ALinePerRequestAndStateChangeWithTenantNeverATokenOrParams) {
   EXPECT_FALSE(stranger.GetStatus(job->id()).ok());
   auto [code, out] = RunCommand(absl::StrCat("curl -s -H 'Authorization: Bearer ", kAlice.secret,
                                              "' 'http://", gateway.address, "/v1/jobs/", job->id(),
-                                             "?token=", kAlice.secret, "'"));
+                                             "'"));
   EXPECT_NE(out.find(job->id()), std::string::npos) << out;
+  // A secret put in the query (where it does not belong) is refused, and logged nowhere.
+  std::tie(code, out) = RunCommand(absl::StrCat("curl -s 'http://", gateway.address, "/v1/jobs/",
+                                                job->id(), "?token=", kAlice.secret, "'"));
+  EXPECT_NE(out.find("unknown query parameter \\\"token\\\""), std::string::npos) << out;
+  EXPECT_EQ(out.find(kAlice.secret), std::string::npos) << out;
   testing::StopProcess(gateway.pid, SIGTERM);
   testing::StopProcess(server.pid, SIGTERM);
 
@@ -787,12 +792,14 @@ TEST(AuthLogTest, ALinePerRequestAndStateChangeWithTenantNeverATokenOrParams) {
   std::string gateway_text;
   lines = ReadJsonLines(gateway_log, &gateway_text);
   EXPECT_EQ(gateway_text.find(kAlice.secret), std::string::npos) << gateway_text;
-  ASSERT_EQ(lines.size(), 1u) << gateway_text;
+  ASSERT_EQ(lines.size(), 2u) << gateway_text;
   EXPECT_EQ(Field(lines[0], "kind"), "http");
   EXPECT_EQ(Field(lines[0], "method"), "GET");
   EXPECT_EQ(Field(lines[0], "path"), "/v1/jobs/" + job->id());
   EXPECT_EQ(Field(lines[0], "status"), "200");
   EXPECT_EQ(Field(lines[0], "auth"), "header");
+  EXPECT_EQ(Field(lines[1], "path"), "/v1/jobs/" + job->id()) << "the path, not the query";
+  EXPECT_EQ(Field(lines[1], "status"), "400");
 }
 
 TEST(AuthStartTest, ABadTokenFileIsRefusedAtStartNamingTheProblem) {

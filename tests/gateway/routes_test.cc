@@ -59,6 +59,61 @@ TEST(RoutesTest, QueryIsDecodedAndRepeatable) {
   EXPECT_FALSE(list.Param("missing").has_value());
 }
 
+TEST(RoutesTest, AQueryParameterARouteDoesNotTakeIsA400NamingTheOnesItDoes) {
+  RouteError bogus = Err("GET", "/v1/jobs?bogus=1");
+  EXPECT_EQ(bogus.http_status, 400);
+  EXPECT_EQ(bogus.message,
+            "unknown query parameter \"bogus\": GET /v1/jobs takes state, type, label, pageSize, "
+            "pageToken");
+  // A near miss is refused rather than ignored (it would list every job).
+  EXPECT_EQ(Err("GET", "/v1/jobs?states=FAILED").http_status, 400);
+  EXPECT_EQ(Err("GET", "/v1/jobs/abc?after=1").message,
+            "unknown query parameter \"after\": GET /v1/jobs/abc takes none");
+  EXPECT_EQ(Err("POST", "/v1/jobs?x").http_status, 400) << "a name with no value too";
+  EXPECT_EQ(Err("GET", "/v1/jobs/abc/events?after=1&limit=5").http_status, 400);
+  EXPECT_EQ(Err("GET", "/v1/events?job=abc").message,
+            "unknown query parameter \"job\": GET /v1/events takes type, label, state");
+  EXPECT_EQ(Err("GET", "/healthz?verbose").http_status, 400);
+  // The name is quoted escaped and cut short, whatever it holds.
+  EXPECT_EQ(Err("GET", "/v1/types?%0A%22" + std::string(100, 'n') + "=1").message,
+            "unknown query parameter \"\\n\\\"" + std::string(38, 'n') +
+                "\": GET /v1/types takes none");
+  // What each route takes is accepted.
+  EXPECT_EQ(Ok("GET", "/v1/jobs?state=FAILED&type=t&label=a:b&pageSize=5&pageToken=x").kind,
+            RouteKind::kListJobs);
+  EXPECT_EQ(Ok("GET", "/v1/events?state=FAILED&type=t&label=a:b").kind, RouteKind::kAllEvents);
+  EXPECT_EQ(Ok("GET", "/v1/ws?state=RUNNING").kind, RouteKind::kAllWs);
+  EXPECT_EQ(Ok("GET", "/v1/jobs/abc/ws?after=3").kind, RouteKind::kJobWs);
+  EXPECT_EQ(Ok("GET", "/v1/jobs/abc:wait?timeout=5s").kind, RouteKind::kWaitJob);
+  EXPECT_EQ(Ok("HEAD", "/v1/jobs/abc/artifacts/x?download=1").kind, RouteKind::kArtifact);
+  EXPECT_EQ(Ok("GET", "/v1/jobs/abc/artifacts/x?v=0123abcd").kind, RouteKind::kArtifact);
+  EXPECT_EQ(Ok("GET", "/v1/schedules?pageSize=5&pageToken=x").kind, RouteKind::kListSchedules);
+  // The page is the page, whatever query a link to it carries.
+  EXPECT_EQ(Ok("GET", "/?utm_source=mail").kind, RouteKind::kAsset);
+  EXPECT_EQ(Ok("GET", "/static/app.js?v=2").kind, RouteKind::kAsset);
+}
+
+TEST(RoutesTest, TheFilterOfAQueryIsParsedOrRefusedPrecisely) {
+  auto filter = QueryWatchFilter(
+      Ok("GET", "/v1/events?type=a&type=b&label=team:x&label=env:prod&state=failed,CANCELLED"
+                "&state=Running"));
+  ASSERT_TRUE(filter.ok()) << filter.status();
+  EXPECT_EQ(filter->types_size(), 2);
+  EXPECT_EQ(filter->labels().at("team"), "x");
+  EXPECT_EQ(filter->labels().at("env"), "prod");
+  EXPECT_EQ(std::vector<int>(filter->states().begin(), filter->states().end()),
+            (std::vector<int>{v1::Job::FAILED, v1::Job::CANCELLED, v1::Job::RUNNING}));
+  auto bad_state = QueryWatchFilter(Ok("GET", "/v1/events?state=DONE"));
+  EXPECT_TRUE(absl::IsInvalidArgument(bad_state.status()));
+  EXPECT_EQ(bad_state.status().message(),
+            "state \"DONE\" is not one of WAITING, QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED");
+  EXPECT_FALSE(QueryStates(Ok("GET", "/v1/jobs?state=STATE_UNSPECIFIED")).ok());
+  EXPECT_TRUE(QueryStates(Ok("GET", "/v1/jobs?state=,,")).ok()) << "empty names are skipped";
+  EXPECT_EQ(QueryLabels(Ok("GET", "/v1/jobs?label=nocolon")).status().message(),
+            "label takes key:value");
+  EXPECT_EQ(QueryLabels(Ok("GET", "/v1/jobs?label=k:v:w"))->at("k"), "v:w");
+}
+
 TEST(RoutesTest, WrongMethodsGet405WithAllow) {
   RouteError e = Err("PUT", "/v1/jobs");
   EXPECT_EQ(e.http_status, 405);

@@ -198,6 +198,42 @@ test('/v1/events: snapshots of live jobs, then every matching job\'s events', as
   await json('POST', `/v1/jobs/${waiting.body.id}:cancel`);
 });
 
+test('/v1/events?state= streams only what ends in those states; an unknown parameter is a 400', async () => {
+  const label = `failures-${Date.now()}`;
+  const source = new EventSource(`${gateway.url}/v1/events?label=board:${label}&state=failed`);
+  const seen = [];
+  const failed = new Promise((resolve) => {
+    for (const type of ['snapshot', 'created', 'started', 'step', 'progress', 'succeeded', 'failed']) {
+      source.addEventListener(type, (e) => {
+        seen.push(`${type}@${JSON.parse(e.data).jobId}`);
+        if (type === 'failed') resolve();
+      });
+    }
+  });
+  await new Promise((resolve) => { source.onopen = resolve; });
+  const ok = await submit({ steps: ['x'], step_ms: 0, ticks: 0 }, { labels: { board: label } });
+  const bad = await submit({ steps: ['x'], step_ms: 0, ticks: 0, fail_at: 'x' },
+    { labels: { board: label }, maxAttempts: 1 });
+  await json('GET', `/v1/jobs/${ok.body.id}:wait?timeout=30s`);
+  await failed;
+  source.close();
+  assert.deepEqual(seen, [`failed@${bad.body.id}`], 'only the event after which the job is FAILED');
+
+  // Before, a misspelt filter streamed or listed everything.
+  for (const [target, says] of [
+    ['/v1/jobs?bogus=1', 'unknown query parameter "bogus": GET /v1/jobs takes state, type, label, pageSize, pageToken'],
+    ['/v1/events?status=FAILED', 'unknown query parameter "status": GET /v1/events takes type, label, state'],
+    [`/v1/jobs/${ok.body.id}?after=1`, `unknown query parameter "after": GET /v1/jobs/${ok.body.id} takes none`],
+  ]) {
+    const response = await fetch(gateway.url + target);
+    assert.equal(response.status, 400, target);
+    assert.equal((await response.json()).message, says);
+  }
+  const badState = await fetch(`${gateway.url}/v1/events?state=DONE`);
+  assert.equal(badState.status, 400);
+  assert.match((await badState.json()).message, /state "DONE" is not one of WAITING, QUEUED/);
+});
+
 test('kill -9 of the gateway mid-stream: EventSource sees every event once, in order', async () => {
   const port = gateway.port;
   const job = await submit({ steps: ['a', 'b', 'c', 'd'], step_ms: 1000, ticks: 5 });
