@@ -367,9 +367,11 @@ test('a job that waits for another says which, then runs once it has succeeded',
     assert.equal(response.status, 202);
     return response.json();
   };
-  const first = await post({ type: 'demo.steps', params: { steps: ['a'], ticks: 0, step_ms: 2500 } });
+  // The dependency runs until cancelled below (the dependent runs anyway): the page has all
+  // the time it needs to show WAITING.
+  const first = await post({ type: 'demo.steps', params: { steps: ['a'], ticks: 0, step_ms: 600000 } });
   const then = await post({ type: 'demo.steps', params: { steps: ['b'], ticks: 0, step_ms: 10 },
-    dependsOn: [first.id] });
+    dependsOn: [first.id], onDependencyFailure: 'RUN' });
   assert.equal(then.state, 'WAITING');
   assert.deepEqual(then.waitingFor, [first.id]);
   await page.waitForFunction((jobId) => {
@@ -378,6 +380,7 @@ test('a job that waits for another says which, then runs once it has succeeded',
   }, then.id, { timeout: 10000 });
   assert.equal(await page.textContent(`#jobs tr[data-id="${then.id}"] .step`), `waits for ${first.id}`);
   await page.screenshot({ path: path.join(ARTIFACTS, 'gateway-page-waiting.png'), fullPage: true });
+  await page.evaluate(async (id) => (await import('/static/jobstream.js')).cancel(id), first.id);
   await waitForRow(page, then.id, 'SUCCEEDED');
   await page.click(`#jobs tr[data-id="${then.id}"] td.id`);
   await page.waitForSelector('#detail-log li:has-text("queued")');

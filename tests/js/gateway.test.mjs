@@ -488,13 +488,17 @@ test('hostile input gets a clear status and the gateway keeps serving', async ()
 });
 
 test('dependsOn over HTTP: WAITING, then waiting/queued events on SSE; bad dependencies refused', async () => {
-  const first = await submit({ steps: ['a'], step_ms: 300, ticks: 0 });
-  const then = await submit({ steps: ['b'], step_ms: 10, ticks: 0 }, { dependsOn: [first.body.id] });
+  // The dependency runs until cancelled (and the dependent runs anyway), so the dependent
+  // is still WAITING however slow the machine: a 300 ms one had ended by the second submit.
+  const first = await submit({ steps: ['a'], step_ms: 600000, ticks: 0 });
+  const then = await submit({ steps: ['b'], step_ms: 10, ticks: 0 },
+    { dependsOn: [first.body.id], onDependencyFailure: 'RUN' });
   assert.equal(then.status, 202);
   assert.equal(then.body.state, 'WAITING');
   assert.deepEqual(then.body.waitingFor, [first.body.id]);
   const waiting = await json('GET', '/v1/jobs?state=waiting');
   assert.ok(waiting.body.jobs.some((j) => j.id === then.body.id));
+  await json('POST', `/v1/jobs/${first.body.id}:cancel`);
   const sse = await readSse(`/v1/jobs/${then.body.id}/events`);
   assert.deepEqual(sse.events.map((e) => e.event).filter((k) => k !== 'progress'),
     ['created', 'waiting', 'queued', 'started', 'step', 'succeeded']);

@@ -225,15 +225,18 @@ test('/result: 202 with Retry-After while unfinished, then the result, a 303 or 
 });
 
 test(':wait returns at the job\'s end or at the timeout', async () => {
-  const id = await submit('demo.steps', { steps: ['a'], step_ms: 1500, ticks: 0 });
+  // Runs until cancelled: still unfinished at the first timeout however slow the machine.
+  const id = await submit('demo.steps', { steps: ['a'], step_ms: 600000, ticks: 0 });
   let start = Date.now();
   const early = await fetch(`${gateway.url}/v1/jobs/${id}:wait?timeout=300ms`);
   assert.equal(early.status, 200);
   assert.ok(['QUEUED', 'RUNNING'].includes((await early.json()).state));
   assert.ok(Date.now() - start >= 250);
   start = Date.now();
-  const done = await fetch(`${gateway.url}/v1/jobs/${id}:wait?timeout=30s`);
-  assert.equal((await done.json()).state, 'SUCCEEDED');
+  const done = fetch(`${gateway.url}/v1/jobs/${id}:wait?timeout=30s`);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal((await fetch(`${gateway.url}/v1/jobs/${id}:cancel`, { method: 'POST' })).status, 200);
+  assert.equal((await (await done).json()).state, 'CANCELLED', 'answered at the end');
   assert.ok(Date.now() - start < 5000);
   for (const bad of ['abc', '10m', '-1s']) {
     const r = await fetch(`${gateway.url}/v1/jobs/${id}:wait?timeout=${bad}`);
