@@ -41,7 +41,7 @@ test('a browser\'s streams survive the death of the server they were read throug
   // Four watches of one job, all read through "a", the only server up.
   await page.evaluate(async () => {
     const js = await import('/static/jobstream.js');
-    const job = await js.submit('demo.steps', { steps: ['a', 'b', 'c', 'd'], step_ms: 1000, ticks: 3 });
+    const job = await js.submit('demo.steps', { steps: ['a', 'b', 'c', 'd'], step_ms: 2000, ticks: 3 });
     window.jobId = job.id;
     window.seen = [[], [], [], []];
     window.ends = [];
@@ -60,9 +60,11 @@ test('a browser\'s streams survive the death of the server they were read throug
   assert.equal(running.state, 'RUNNING');
   assert.equal(running.workerId, 'a');
   await page.waitForFunction(() => window.seen.every((s) => s.length >= 4));
-  // "b" comes up where the gateway expects it; "a" dies mid-job.
-  servers.b = await startServer(serverFlags('b'), { port: portB });
+  // "a" dies mid-job (at once: "b" starting first took long enough on a loaded machine for
+  // "a" to finish the job); then "b" comes up where the gateway expects it. Meanwhile no
+  // server is up at all, and the streams wait for one.
   await servers.a.kill();
+  servers.b = await startServer(serverFlags('b'), { port: portB });
   const victim = 'a';
   const survivor = 'b';
   // The job's lease expires, the survivor retries it, and every watch sees it through.

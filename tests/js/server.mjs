@@ -25,9 +25,14 @@ async function spawnListening(binary, args) {
   return { child, address: match[1] };
 }
 
-// kill() is SIGKILL, like a crash; stop() is SIGTERM. Both resolve to the exit code.
+// kill() is SIGKILL, like a crash; stop() is SIGTERM. Both resolve to the exit code, at
+// once for a process that has already exited (a test that failed after killing one must
+// not then wait for an exit that happened: it held a failed run for ctest's 300 s).
 function controls(child) {
   const signal = (name) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      return Promise.resolve(child.exitCode);
+    }
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill(name);
     return exited;
