@@ -136,10 +136,13 @@ TEST_P(UniqueTest, BadUniqueInputIsRefusedNamingTheField) {
 TEST_P(UniqueTest, TheCliSubmitsWithAUniqueKey) {
   Start();
   std::string first, second, out;
-  ASSERT_EQ(Cli("submit demo.steps --unique_key=nightly --unique_for=active --json", &first), 0)
-      << first;
-  ASSERT_EQ(Cli("submit demo.steps --unique_key=nightly --unique_for=active --json", &second), 0)
-      << second;
+  // The job runs until cancelled: still active at the second submit however slow the CLI
+  // starts (a sanitizer build's took long enough for a default demo job to end).
+  const std::string submit =
+      "submit demo.steps --params='{\"steps\":[\"x\"],\"step_ms\":600000,\"ticks\":0}' "
+      "--unique_key=nightly --unique_for=active --json";
+  ASSERT_EQ(Cli(submit, &first), 0) << first;
+  ASSERT_EQ(Cli(submit, &second), 0) << second;
   Job a, b;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(first, &a).ok()) << first;
   ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(second, &b).ok()) << second;
@@ -147,6 +150,7 @@ TEST_P(UniqueTest, TheCliSubmitsWithAUniqueKey) {
   EXPECT_FALSE(a.deduplicated());
   EXPECT_TRUE(b.deduplicated());
   EXPECT_EQ(a.unique_while(), Job::ACTIVE);
+  Cancel(a.id());
   EXPECT_EQ(Cli("submit demo.steps --unique_key=k --unique_for=soon", &out), 3) << out;
   EXPECT_NE(out.find("--unique_for takes a duration"), std::string::npos) << out;
 }
