@@ -435,6 +435,8 @@ int main(int argc, char** argv) {
               << ")\n";
   };
   health_service.Shutdown();
+  // Load balancers watching health hear NOT_SERVING before the streams are cut.
+  health_service.AwaitWatchersTold(absl::Seconds(1));
   scheduler.Stop();  // a fire under way ends first
   hub.Close(absl::UnavailableError(
       "server is shutting down; watch again after the last sequence received"));

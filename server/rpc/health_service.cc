@@ -69,6 +69,14 @@ void HealthServiceImpl::Shutdown() {
   for (Watcher* watcher : watchers_) watcher->Send(HealthCheckResponse::NOT_SERVING);
 }
 
+bool HealthServiceImpl::AwaitWatchersTold(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](std::set<Watcher*>* watchers) { return watchers->empty(); }, &watchers_),
+      timeout);
+}
+
 void HealthServiceImpl::Remove(Watcher* watcher) {
   absl::MutexLock lock(&mu_);
   watchers_.erase(watcher);

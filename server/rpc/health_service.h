@@ -9,6 +9,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace jobstream::rpc {
@@ -21,6 +22,10 @@ class HealthServiceImpl final : public grpc::health::v1::Health::CallbackService
 
   // From now on every service is NOT_SERVING; watchers are told, and their streams end.
   void Shutdown() ABSL_LOCKS_EXCLUDED(mu_);
+  // After Shutdown: waits (up to `timeout`, for a client that does not read) until every
+  // watcher has been sent NOT_SERVING and its stream has ended, so that a server shutdown
+  // that follows cannot cut the news off. True if they all have.
+  bool AwaitWatchersTold(absl::Duration timeout) ABSL_LOCKS_EXCLUDED(mu_);
 
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* ctx,
                                   const grpc::health::v1::HealthCheckRequest* request,

@@ -519,9 +519,10 @@ TEST_P(WorkerTest, HealthIsServedWithADescriptorAndNotServingWhileStopping) {
   ASSERT_TRUE(reader->Read(&response));
   EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::SERVING);
   std::thread stopper([&] { server_->Stop(SIGTERM); });
-  ASSERT_TRUE(reader->Read(&response));
-  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  const bool told = reader->Read(&response);
   stopper.join();
+  ASSERT_TRUE(told) << "the stream ended before NOT_SERVING";
+  EXPECT_EQ(response.status(), grpc::health::v1::HealthCheckResponse::NOT_SERVING);
 }
 
 }  // namespace
