@@ -128,10 +128,15 @@ Registry::Family& Registry::Find(Kind kind, const std::string& name) {
   Bug(name + " was never declared");
 }
 
-template <typename Map>
-std::string Registry::Admit(const Map& series, const std::string& label_value) const {
+template <typename Series, typename Make>
+Series* Registry::SeriesOf(std::map<std::string, std::unique_ptr<Series>>& series,
+                           const std::string& label_value, Make make) {
+  auto it = series.find(label_value);
+  if (it != series.end()) return it->second.get();
   // One place is kept for kOtherLabel: at most max_series_ series in all.
-  return series.size() + 1 < max_series_ ? label_value : std::string(kOtherLabel);
+  auto& slot = series[series.size() + 1 < max_series_ ? label_value : kOtherLabel];
+  if (!slot) slot = make();
+  return slot.get();
 }
 
 void Registry::DeclareCounter(const std::string& name, const std::string& help,
@@ -163,32 +168,21 @@ void Registry::DeclareGaugeFunc(const std::string& name, const std::string& help
 
 Counter* Registry::counter(const std::string& name, const std::string& label_value) {
   absl::MutexLock lock(&mu_);
-  Family& f = Find(Kind::kCounter, name);
-  auto it = f.counters.find(label_value);
-  if (it != f.counters.end()) return it->second.get();
-  auto& slot = f.counters[Admit(f.counters, label_value)];
-  if (!slot) slot = std::make_unique<Counter>();
-  return slot.get();
+  return SeriesOf(Find(Kind::kCounter, name).counters, label_value,
+                  [] { return std::make_unique<Counter>(); });
 }
 
 Gauge* Registry::gauge(const std::string& name, const std::string& label_value) {
   absl::MutexLock lock(&mu_);
-  Family& f = Find(Kind::kGauge, name);
-  auto it = f.gauges.find(label_value);
-  if (it != f.gauges.end()) return it->second.get();
-  auto& slot = f.gauges[Admit(f.gauges, label_value)];
-  if (!slot) slot = std::make_unique<Gauge>();
-  return slot.get();
+  return SeriesOf(Find(Kind::kGauge, name).gauges, label_value,
+                  [] { return std::make_unique<Gauge>(); });
 }
 
 Histogram* Registry::histogram(const std::string& name, const std::string& label_value) {
   absl::MutexLock lock(&mu_);
   Family& f = Find(Kind::kHistogram, name);
-  auto it = f.histograms.find(label_value);
-  if (it != f.histograms.end()) return it->second.get();
-  auto& slot = f.histograms[Admit(f.histograms, label_value)];
-  if (!slot) slot = std::make_unique<Histogram>(&f.bounds);
-  return slot.get();
+  return SeriesOf(f.histograms, label_value,
+                  [&f] { return std::make_unique<Histogram>(&f.bounds); });
 }
 
 std::string Registry::Render() const {

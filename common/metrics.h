@@ -111,9 +111,11 @@ class Registry {
   Family& Declare(Kind kind, const std::string& name, const std::string& help,
                   const std::string& label) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Family& Find(Kind kind, const std::string& name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The value a new series gets: itself, or kOtherLabel once the family is full.
-  template <typename Map>
-  std::string Admit(const Map& series, const std::string& label_value) const;
+  // The series of `label_value` in `series`, made by `make` on first use (under
+  // kOtherLabel once the family is full).
+  template <typename Series, typename Make>
+  Series* SeriesOf(std::map<std::string, std::unique_ptr<Series>>& series,
+                   const std::string& label_value, Make make) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const size_t max_series_;
   mutable absl::Mutex mu_;

@@ -1,8 +1,6 @@
 // The REST calls: each a unary call upstream, its answer as proto3 JSON.
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "gateway/handlers.h"
 #include "gateway/http_mapping.h"
 #include "gateway/upstream_call.h"

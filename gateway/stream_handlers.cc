@@ -1,8 +1,6 @@
 // Server-Sent Events: one job's events (a shared JobFeed per job), many jobs' events
 // (a shared EventsFeed per filter), and a submit answered with the new job's stream.
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "gateway/events_feed.h"
 #include "gateway/handlers.h"
 #include "gateway/http_mapping.h"

@@ -1,7 +1,6 @@
 #include "gateway/websocket_session.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "boost/asio/dispatch.hpp"
 #include "boost/asio/post.hpp"
 #include "gateway/http_mapping.h"

@@ -23,11 +23,14 @@ as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+installed() {  # PKG: whether Debian's package PKG is installed
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
 install_missing() {
   local missing=()
   for pkg in "${APT_PACKAGES[@]}" "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
-      missing+=("$pkg")
+    installed "$pkg" || missing+=("$pkg")
   done
   # Node and npm may come from elsewhere than Debian; only their absence matters.
   command -v node >/dev/null 2>&1 || missing+=(nodejs)

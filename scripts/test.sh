@@ -53,12 +53,11 @@ run_ctest() {  # BUILD_DIR
 # the fuzz targets are built with clang 14's libFuzzer and sanitizers; promtool (in
 # prometheus) checks what /metrics serves.
 prometheus_was_missing=
-dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed" ||
-  prometheus_was_missing=yes
+installed prometheus || prometheus_was_missing=yes
 step install install_missing chromium python3 python3-grpcio python3-protobuf openssl curl \
   clang-14 libclang-rt-14-dev prometheus
 # On a machine with systemd, Debian starts the prometheus service it installs; the tests
-# need only promtool (and start prometheus themselves), so one started by us is stopped.
+# need only promtool, so one started by this install is stopped.
 if [ -n "$prometheus_was_missing" ] && command -v systemctl >/dev/null 2>&1 &&
     systemctl is-active --quiet prometheus 2>/dev/null; then
   as_root systemctl disable --now prometheus >/dev/null 2>&1 || true

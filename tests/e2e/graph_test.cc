@@ -138,11 +138,7 @@ TEST_P(GraphTest, AWaitingJobCanBeCancelledListedAndNotDeleted) {
     EXPECT_EQ(jobs_->DeleteJob(&ctx, request, &response).error_code(),
               grpc::StatusCode::FAILED_PRECONDITION);
   }
-  grpc::ClientContext ctx;
-  v1::CancelJobRequest cancel;
-  cancel.set_job_id(w.id());
-  Job cancelled;
-  ASSERT_TRUE(jobs_->CancelJob(&ctx, cancel, &cancelled).ok());
+  const Job cancelled = Cancel(w.id());
   EXPECT_EQ(cancelled.state(), Job::CANCELLED);
   EXPECT_EQ(cancelled.waiting_for_size(), 0);
   const Job below_end = Finished(below.id());
