@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -10,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "client/job_client.h"
 #include "jobstream/v1/job_states.h"
 #include "google/protobuf/util/json_util.h"
@@ -308,9 +310,26 @@ TEST_P(ServerTest, SigtermEndsStreamsUnavailableExitsZeroAndRequeuesRunningJobs)
   JobClient client(server->Channel());
   auto job = client.Submit(Demo(R"({"steps": ["a", "b"], "step_ms": 800, "ticks": 2})"));
   ASSERT_TRUE(job.ok());
+  // The signal comes once the watcher has seen the job's first STEP (a claim may take a while
+  // on a busy machine; a fixed sleep once sent it before the job had started).
   Stream stream;
-  std::thread watcher([&] { stream = WatchOnce(server->Channel(), job->id(), 0); });
-  absl::SleepFor(absl::Milliseconds(200));
+  absl::Notification stepped;
+  std::thread watcher([&] {
+    auto stub = v1::JobService::NewStub(server->Channel());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    v1::WatchJobRequest request;
+    request.set_job_id(job->id());
+    auto reader = stub->WatchJob(&ctx, request);
+    JobEvent e;
+    while (reader->Read(&e)) {
+      stream.events.push_back(e);
+      if (e.type() == JobEvent::STEP && !stepped.HasBeenNotified()) stepped.Notify();
+    }
+    stream.status = reader->Finish();
+    if (!stepped.HasBeenNotified()) stepped.Notify();  // the assertions below say what failed
+  });
+  stepped.WaitForNotification();
   const int status = server->Stop(SIGTERM);
   watcher.join();
   ASSERT_TRUE(WIFEXITED(status));
