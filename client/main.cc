@@ -81,7 +81,7 @@ ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
 ABSL_FLAG(std::string, o, "", "fetch: write to this file (- for stdout; default: NAME)");
 ABSL_FLAG(std::string, tenant, "", "token: the tenant the new token's jobs belong to");
 ABSL_FLAG(std::vector<std::string>, roles, {},
-          "token: the new token's roles, among submit, read, work, admin");
+          "token: the new token's roles, among submit, read, work, admin, metrics");
 ABSL_FLAG(absl::Duration, kill_grace, absl::Seconds(10),
           "work: after SIGTERM to a program, SIGKILL follows this long after");
 ABSL_FLAG(std::string, cron, "",

@@ -63,7 +63,9 @@ std::string FormatValue(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   if (v == std::floor(v) && std::fabs(v) < 1e15) return absl::StrCat(static_cast<int64_t>(v));
   char buf[64];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);  // shortest round trip
+  // The shortest that reads back the same, in fixed notation unless tiny or huge (as Go's
+  // %g does): 0.0005, never 5e-04, so a bucket's le="0.0005" reads as clients write it.
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general);
   return std::string(buf, end);
 }
 
@@ -142,13 +144,15 @@ Series* Registry::SeriesOf(std::map<std::string, std::unique_ptr<Series>>& serie
 void Registry::DeclareCounter(const std::string& name, const std::string& help,
                               const std::string& label) {
   absl::MutexLock lock(&mu_);
-  Declare(Kind::kCounter, name, help, label);
+  Family& f = Declare(Kind::kCounter, name, help, label);
+  if (label.empty()) f.counters[""] = std::make_unique<Counter>();  // its one series, at 0
 }
 
 void Registry::DeclareGauge(const std::string& name, const std::string& help,
                             const std::string& label) {
   absl::MutexLock lock(&mu_);
-  Declare(Kind::kGauge, name, help, label);
+  Family& f = Declare(Kind::kGauge, name, help, label);
+  if (label.empty()) f.gauges[""] = std::make_unique<Gauge>();
 }
 
 void Registry::DeclareHistogram(const std::string& name, const std::string& help,
@@ -157,7 +161,9 @@ void Registry::DeclareHistogram(const std::string& name, const std::string& help
     if (!(bounds[i - 1] < bounds[i])) Bug("the buckets of " + name + " are not ascending");
   }
   absl::MutexLock lock(&mu_);
-  Declare(Kind::kHistogram, name, help, label).bounds = std::move(bounds);
+  Family& f = Declare(Kind::kHistogram, name, help, label);
+  f.bounds = std::move(bounds);
+  if (label.empty()) f.histograms[""] = std::make_unique<Histogram>(&f.bounds);
 }
 
 void Registry::DeclareGaugeFunc(const std::string& name, const std::string& help,

@@ -74,7 +74,8 @@ class Registry {
   Registry(const Registry&) = delete;
   Registry& operator=(const Registry&) = delete;
 
-  // Declares a family; `label` is its label's name, or "" for a single series. Names must
+  // Declares a family; `label` is its label's name, or "" for a single series (made now,
+  // so it is scraped at 0 before its first use). Names must
   // be valid metric names (counters end in _total); declaring one twice is a bug (abort).
   void DeclareCounter(const std::string& name, const std::string& help,
                       const std::string& label = "");

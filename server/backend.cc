@@ -3,6 +3,8 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "rocksdb/db.h"
+#include "server/metrics/server_metrics.h"
 #include "server/storage/deliveries.h"
 #include "server/storage/disk_space.h"
 #include "server/storage/job_store.h"
@@ -24,6 +26,38 @@ class RocksBackend : public Backend {
   const storage::EventReader* reader() override { return store_.get(); }
   schedules::ScheduleStore* schedules() override { return schedules_.get(); }
   bool LeadsSchedules() override { return true; }  // the data dir's only server
+
+  void DeclareMetrics() override {
+    using Values = std::vector<std::pair<std::string, double>>;
+    metrics::Registry& r = server_metrics::Registry();
+    storage::DiskSpace* disk = disk_.get();
+    r.DeclareGaugeFunc("jobstream_disk_free_bytes",
+                       "Free bytes on the data dir's filesystem (-1: unknown).", "",
+                       [disk]() -> Values { return {{"", double(disk->FreeBytes())}}; });
+    r.DeclareGaugeFunc("jobstream_disk_floor_bytes",
+                       "Below this many free bytes new work is refused (--min_free_disk_bytes).",
+                       "", [disk]() -> Values { return {{"", double(disk->floor_bytes())}}; });
+    rocksdb::DB* db = store_->db();
+    auto property = [db](const std::string& name) {
+      return [db, name]() -> Values {
+        uint64_t value = 0;
+        if (!db->GetAggregatedIntProperty(name, &value)) return {};
+        return {{"", double(value)}};
+      };
+    };
+    r.DeclareGaugeFunc("jobstream_rocksdb_pending_compaction_bytes",
+                       "Bytes RocksDB estimates its compactions have yet to rewrite.", "",
+                       property(rocksdb::DB::Properties::kEstimatePendingCompactionBytes));
+    r.DeclareGaugeFunc("jobstream_rocksdb_live_sst_bytes",
+                       "Bytes of the SST files RocksDB's current version holds.", "",
+                       property(rocksdb::DB::Properties::kLiveSstFilesSize));
+    r.DeclareGaugeFunc("jobstream_rocksdb_write_stopped",
+                       "1 while RocksDB stops writes until compactions catch up.", "",
+                       property(rocksdb::DB::Properties::kIsWriteStopped));
+    r.DeclareGaugeFunc("jobstream_rocksdb_delayed_write_rate_bytes",
+                       "The rate RocksDB slows writes to while compactions lag (0: not slowed).",
+                       "", property(rocksdb::DB::Properties::kActualDelayedWriteRate));
+  }
 
   absl::Status Open(const RocksOptions& options, const jobs::JobTypes* types) {
     auto store = storage::JobStore::Open(options.data_dir);

@@ -27,6 +27,9 @@ class Backend {
   // Whether this server fires schedules now (always on RocksDB; on PostgreSQL the one
   // holding the schedules lock). Called by the scheduler's thread alone.
   virtual bool LeadsSchedules() = 0;
+  // Declares the store's own gauges in the server's metrics (RocksDB: its disk and
+  // compactions). Call once; scrapes must end before Close.
+  virtual void DeclareMetrics() {}
   // Once nothing calls in any more (the runner stopped): writes what is under way and
   // closes the store. An error says the store failed earlier.
   virtual absl::Status Close() = 0;

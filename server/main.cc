@@ -29,6 +29,9 @@
 #include "server/rpc/schedule_service.h"
 #include "server/schedules/scheduler.h"
 #include "server/jobs/runner.h"
+#include "server/metrics/metrics_http.h"
+#include "server/metrics/server_metrics.h"
+#include "server/metrics/store_gauges.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/job_service.h"
 #include "server/rpc/request_log.h"
@@ -75,6 +78,9 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve gRPC over TLS
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA: require every client to present a certificate it signed (mTLS)");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "HOST:PORT serving GET /metrics (Prometheus text; port 0 picks one), or \"off\". "
+          "Empty: 127.0.0.1:9464, or none (with a warning) if that is taken");
 ABSL_FLAG(bool, log, true, "log a line per request and per job state change (stderr)");
 ABSL_FLAG(std::string, log_format, "text", "text (key=value) or json (an object per line)");
 ABSL_FLAG(std::string, auth_tokens, "",
@@ -275,6 +281,16 @@ int main(int argc, char** argv) {
     credentials = grpc::SslServerCredentials(tls);
   }
 
+  // Metrics: an address given must be served; the default is served if it is free.
+  std::string metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  const bool metrics_default = metrics_listen.empty();
+  if (metrics_default) metrics_listen = "127.0.0.1:9464";
+  std::string metrics_host;
+  if (metrics_listen != "off" && !ParseListen(metrics_listen, &metrics_host)) {
+    return Fail("--metrics_listen must be HOST:PORT with a port from 0 to 65535, or off, not \"" +
+                metrics_listen + "\"");
+  }
+
   auto log_format = jobstream::logs::ParseFormat(absl::GetFlag(FLAGS_log_format));
   if (!log_format.ok()) return Fail(std::string(log_format.status().message()));
 
@@ -391,7 +407,38 @@ int main(int argc, char** argv) {
     return Fail("cannot listen on " + listen +
                 (tls_cert.empty() ? "" : " (are --tls_cert and --tls_key a matching pair?)"));
   }
+  std::vector<std::string> type_names;
+  for (const jobstream::jobs::JobType* type : types->All()) type_names.push_back(type->name);
+  jobstream::server_metrics::DeclareTypes(type_names);
+  jobstream::server_metrics::DeclareServerGauges(manager, &hub);
+  backend->DeclareMetrics();
+  std::unique_ptr<jobstream::server_metrics::MetricsHttp> metrics_http;
+  if (metrics_listen != "off") {
+    jobstream::server_metrics::MetricsHttp::Options options;
+    options.host = metrics_host;
+    options.port = std::stoi(metrics_listen.substr(metrics_listen.rfind(':') + 1));
+    options.authenticator = authenticator.get();
+    auto started = jobstream::server_metrics::MetricsHttp::Start(
+        options, [] { return jobstream::server_metrics::Registry().Render(); });
+    if (started.ok()) {
+      metrics_http = *std::move(started);
+    } else if (metrics_default) {
+      std::cerr << "jobstream-server: no metrics: " << started.status().message()
+                << " (give --metrics_listen another HOST:PORT, or off)\n";
+    } else {
+      server->Shutdown(std::chrono::system_clock::now());
+      scheduler.Stop();
+      runner.Stop();
+      return Fail(std::string(started.status().message()));
+    }
+  }
   std::cout << "listening on " << host << ":" << port << std::endl;
+  if (metrics_http) {
+    std::cerr << "jobstream-server: metrics on http://" << metrics_host << ":"
+              << metrics_http->port() << "/metrics"
+              << (authenticator->enabled() ? " (a token with the role metrics or read)" : "")
+              << "\n";
+  }
   std::cerr << "jobstream-server: serving " << (tls_cert.empty() ? "plaintext" : "TLS")
             << (tls_client_ca.empty() ? "" : " with client certificates") << " on " << host << ":"
             << port << "; ";
@@ -435,6 +482,7 @@ int main(int argc, char** argv) {
               << ")\n";
   };
   health_service.Shutdown();
+  if (metrics_http) metrics_http->Stop();  // its gauges read the store, closed below
   // Load balancers watching health hear NOT_SERVING before the streams are cut.
   health_service.AwaitWatchersTold(absl::Seconds(1));
   scheduler.Stop();  // a fire under way ends first

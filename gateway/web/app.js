@@ -339,45 +339,78 @@ function when(schedule) {
   return `every ${schedule.interval}`;
 }
 
-function renderSchedules(schedules) {
-  $('#schedules-empty').hidden = schedules.length > 0;
-  $('#schedules tbody').replaceChildren(...schedules.map((s) => {
-    const row = document.createElement('tr');
-    row.dataset.id = s.id;
-    row.dataset.paused = String(Boolean(s.paused));
-    const next = s.paused ? 'paused' : (s.nextFireTimes?.[0] ?? '–');
-    const last = s.lastJobId ? `${s.lastJobState || ''} ${s.lastJobId}` : '–';
-    for (const [cls, text] of [['id', s.id], ['when', when(s)], ['next', next], ['last', last],
-                               ['counts', `${s.firedCount || 0} / ${s.skippedCount || 0}`]]) {
-      const cell = document.createElement('td');
-      cell.className = cls;
-      cell.textContent = text;
-      row.appendChild(cell);
-    }
-    if (s.lastError) row.querySelector('.last').title = s.lastError;
-    const actions = document.createElement('td');
-    const button = (label, action) => {
-      const b = document.createElement('button');
-      b.type = 'button';
-      b.className = `secondary ${label.toLowerCase()}`;
-      b.textContent = label;
-      b.addEventListener('click', () => action().then(loadSchedules).catch(report));
-      actions.appendChild(b);
-    };
-    button(s.paused ? 'Resume' : 'Pause',
-      () => (s.paused ? jobstream.resumeSchedule(s.id) : jobstream.pauseSchedule(s.id)));
-    button('Trigger', () => jobstream.triggerSchedule(s.id).then(apply));
-    button('Delete', () => jobstream.deleteSchedule(s.id));
-    row.appendChild(actions);
-    if (s.lastJobId) {
-      row.addEventListener('click', (e) => { if (e.target.tagName !== 'BUTTON') showDetail(s.lastJobId); });
-    }
-    return row;
-  }));
+// Rows are kept and updated in place: the list is read again every 2 s, and a row rebuilt
+// under the pointer or the keyboard's focus would lose a click or the focus.
+function scheduleRow(id) {
+  const row = document.createElement('tr');
+  row.dataset.id = id;
+  for (const cls of ['id', 'when', 'next', 'last', 'counts']) {
+    const cell = document.createElement('td');
+    cell.className = cls;
+    row.appendChild(cell);
+  }
+  const actions = document.createElement('td');
+  const button = (cls, action) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = `secondary ${cls}`;
+    b.addEventListener('click', () => action().then(loadSchedules).catch(report));
+    actions.appendChild(b);
+    return b;
+  };
+  button('pause', () => (row.dataset.paused === 'true'
+    ? jobstream.resumeSchedule(id) : jobstream.pauseSchedule(id)));
+  button('trigger', () => jobstream.triggerSchedule(id).then(apply)).textContent = 'Trigger';
+  button('delete', () => jobstream.deleteSchedule(id)).textContent = 'Delete';
+  row.appendChild(actions);
+  row.addEventListener('click', (e) => {
+    if (e.target.tagName !== 'BUTTON' && row.dataset.lastJob) showDetail(row.dataset.lastJob);
+  });
+  return row;
 }
 
+function updateScheduleRow(row, s) {
+  const set = (cls, text) => {
+    const cell = row.querySelector(`.${cls}`);
+    if (cell.textContent !== text) cell.textContent = text;
+  };
+  row.dataset.paused = String(Boolean(s.paused));
+  row.dataset.lastJob = s.lastJobId || '';
+  set('id', s.id);
+  set('when', when(s));
+  set('next', s.paused ? 'paused' : (s.nextFireTimes?.[0] ?? '–'));
+  set('last', s.lastJobId ? `${s.lastJobState || ''} ${s.lastJobId}` : '–');
+  set('counts', `${s.firedCount || 0} / ${s.skippedCount || 0}`);
+  row.querySelector('.last').title = s.lastError || '';
+  const pause = row.querySelector('button.pause');
+  const label = s.paused ? 'Resume' : 'Pause';
+  if (pause.textContent !== label) pause.textContent = label;
+}
+
+function renderSchedules(schedules) {
+  $('#schedules-empty').hidden = schedules.length > 0;
+  const tbody = $('#schedules tbody');
+  const existing = new Map([...tbody.children].map((row) => [row.dataset.id, row]));
+  const rows = schedules.map((s) => {
+    const row = existing.get(s.id) ?? scheduleRow(s.id);
+    updateScheduleRow(row, s);
+    return row;
+  });
+  const same = rows.length === tbody.children.length &&
+    rows.every((row, i) => row === tbody.children[i]);
+  if (!same) tbody.replaceChildren(...rows);
+}
+
+// Lists asked for one after another may be answered out of order: an older answer (from
+// before a delete, say) is not drawn over a newer one.
+let schedulesAsked = 0;
+let schedulesDrawn = 0;
 async function loadSchedules() {
-  renderSchedules((await jobstream.listSchedules('pageSize=1000')).schedules || []);
+  const asked = ++schedulesAsked;
+  const list = await jobstream.listSchedules('pageSize=1000');
+  if (asked < schedulesDrawn) return;
+  schedulesDrawn = asked;
+  renderSchedules(list.schedules || []);
 }
 
 $('#schedule-form').kind.addEventListener('change', (e) => {

@@ -16,8 +16,8 @@
 
 namespace jobstream::auth {
 
-// Each role's bit is 1 << its place in v1::kAuthRoles (submit, read, work, admin).
-enum class Role : uint8_t { kSubmit = 1, kRead = 2, kWork = 4, kAdmin = 8 };
+// Each role's bit is 1 << its place in v1::kAuthRoles (submit, read, work, admin, metrics).
+enum class Role : uint8_t { kSubmit = 1, kRead = 2, kWork = 4, kAdmin = 8, kMetrics = 16 };
 absl::string_view RoleName(Role role);
 
 // Who a call comes from.

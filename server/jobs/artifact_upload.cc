@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
+#include "server/metrics/server_metrics.h"
 
 namespace jobstream::jobs {
 namespace {
@@ -183,7 +184,11 @@ void ArtifactUpload::Finish(Done done) {
   const uint32_t tail_index = chunks_written_;
   if (!buffer_.empty()) ++chunks_written_;
   sink_->CommitArtifact(holder_, artifact_, record, std::move(buffer_), tail_index, wrote_,
-                        reserved_, std::move(done));
+                        reserved_,
+                        [done = std::move(done), size = size_](absl::StatusOr<v1::Artifact> a) {
+                          if (a.ok()) server_metrics::CountArtifactBytes(true, size);
+                          done(std::move(a));
+                        });
   buffer_.clear();
 }
 

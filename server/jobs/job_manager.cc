@@ -13,6 +13,7 @@
 #include "server/jobs/ids.h"
 #include "server/jobs/list_request.h"
 #include "server/jobs/transitions.h"
+#include "server/metrics/server_metrics.h"
 #include "server/storage/deliveries.h"
 #include "server/storage/keys.h"
 
@@ -50,7 +51,7 @@ JobManager::JobManager(storage::JobStore* store, watch::EventHub* hub, const Job
       committer_(
           store,
           [this](const storage::CommittedEventPtr& event) {
-            LogStateChange(event->event);
+            RecordStateChange(event->event);
             // Let go of a job its written event leaves alone before anyone sees that event:
             // a Delete or Cancel sent on seeing a job end finds it written, rather than
             // being told it is still changing state.
@@ -338,7 +339,10 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
     auto it = live_.find(id);
     if (it == live_.end()) continue;
     // A failed store is sticky: its error is not lost here.
-    EndAttempt(id, LeaseExpired(it->second.lease), nullptr).IgnoreError();
+    const std::string type = it->second.job.type();
+    if (EndAttempt(id, LeaseExpired(it->second.lease), nullptr).ok()) {
+      server_metrics::CountLeaseExpired(type);
+    }
   }
 
   for (const std::string& id : timeouts_.TakeDue(now_ms)) {
@@ -450,6 +454,7 @@ void JobManager::MarkStoreFailed(const absl::Status& error) {
   if (!store_failure_.ok()) return;
   store_failure_ = error;  // the committer's sticky error, which says it all
   store_failed_at_ = store_failure_logged_at_ = absl::Now();
+  server_metrics::StoreFailed();
   std::cerr << "jobstream-server: " << store_failure_.message()
             << "; reads and watches go on, running jobs are stopped and run again once it "
                "takes writes\n";
@@ -505,6 +510,7 @@ bool JobManager::TryRecoverStore() {
   for (const auto& [id, bytes] : reserved) {
     if (auto it = live_.find(id); it != live_.end()) it->second.artifact_bytes_reserved = bytes;
   }
+  server_metrics::StoreRecovered();
   const absl::Duration down = absl::Now() - store_failed_at_;
   std::cerr << "jobstream-server: the store takes writes again after "
             << absl::FormatDuration(absl::Trunc(down, absl::Milliseconds(1))) << "; "
@@ -985,12 +991,17 @@ absl::Status JobManager::Sweep(absl::Time now) {
 
 v1::ListJobTypesResponse JobManager::ListTypes(const auth::Scope& scope) const {
   v1::ListJobTypesResponse response;
-  const absl::Time since = absl::Now() - absl::Minutes(1);
+  const absl::Time now = absl::Now();
+  const absl::Time since = now - absl::Minutes(1);
   absl::MutexLock lock(&mu_);
   for (const JobType* type : types_->All()) {
     v1::JobTypeInfo* info = response.add_types();
     *info = type->Info();
     info->set_queued(queue_.queued(type->name));
+    if (auto oldest = queue_.OldestReadyMs(type->name)) {
+      *info->mutable_queue_latency() =
+          ToProto(std::max(now - absl::FromUnixMillis(*oldest), absl::ZeroDuration()));
+    }
     auto running = running_.find(type->name);
     info->set_running(running == running_.end() ? 0 : running->second);
     if (type->key_limit.limited()) {

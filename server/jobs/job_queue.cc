@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <tuple>
 
 #include "server/storage/keys.h"
@@ -335,6 +336,27 @@ int64_t JobQueue::queued(absl::string_view type) const {
 bool JobQueue::HasReady(absl::string_view type) const {
   auto queue = types_.find(type);
   return queue != types_.end() && !queue->second.groups.empty();
+}
+
+std::optional<int64_t> JobQueue::OldestReadyMs(absl::string_view type) const {
+  auto queue = types_.find(type);
+  if (queue == types_.end()) return std::nullopt;
+  std::optional<int64_t> oldest;
+  for (const auto& [tenant, group] : queue->second.groups_by_tenant) {
+    for (const auto& [key, lane] : groups_[group].lanes_by_key) {
+      const absl::btree_set<Item>& ready = lanes_[lane].ready;
+      // Items run by priority, then ready time: the first of each priority is its oldest.
+      for (auto it = ready.begin(); it != ready.end();) {
+        if (!oldest || it->ready_ms < *oldest) oldest = it->ready_ms;
+        Item next_priority{};
+        next_priority.priority = it->priority - 1;  // sorts before every item below it
+        next_priority.ready_ms = std::numeric_limits<int64_t>::min();
+        if (it->priority == std::numeric_limits<int32_t>::min()) break;
+        it = ready.lower_bound(next_priority);
+      }
+    }
+  }
+  return oldest;
 }
 
 int64_t JobQueue::queued_of_tenant(const std::string& tenant) const {

@@ -79,6 +79,9 @@ class JobQueue {
   // Jobs of `type` queued (ready or scheduled), and whether one may start now.
   int64_t queued(absl::string_view type) const;
   bool HasReady(absl::string_view type) const;
+  // The earliest ready time (Unix ms) of the jobs of `type` that may run now (held back by
+  // a key's limit or not); nullopt if none. Visits each lane and, in it, each priority.
+  std::optional<int64_t> OldestReadyMs(absl::string_view type) const;
   // Jobs of `tenant` queued, of every type.
   int64_t queued_of_tenant(const std::string& tenant) const;
   size_t size() const { return static_cast<size_t>(size_); }

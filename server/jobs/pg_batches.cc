@@ -66,7 +66,7 @@ void PgJobManager::SubmitBatchNow(const v1::SubmitBatchRequest& request,
   }
   JobEvent logged = ParentEvent(JobEvent::CREATED, now, inserted->job, nullptr);
   logged.set_job_id(inserted->job.id());
-  LogStateChange(logged);
+  RecordStateChange(logged);
   v1::SubmitBatchResponse response;
   *response.mutable_parent() = std::move(inserted->job);
   for (const PgStore::NewJob& child : children) response.add_child_ids(child.job.id());
@@ -109,7 +109,7 @@ void PgJobManager::CountChildren(std::vector<std::string>& ended) {
       });
   // A failure is made good by the sweep, within a second.
   if (written.ok()) {
-    for (const JobEvent& e : *written) LogStateChange(e);
+    for (const JobEvent& e : *written) RecordStateChange(e);
   }
 }
 
@@ -158,7 +158,7 @@ absl::StatusOr<Job> PgJobManager::CancelBatch(const std::string& parent_id, absl
         return move;
       });
   if (!written.ok()) return written.status();
-  for (const JobEvent& e : *written) LogStateChange(e);
+  for (const JobEvent& e : *written) RecordStateChange(e);
   {
     absl::MutexLock lock(&mu_);
     for (const std::string& id : stopping) {

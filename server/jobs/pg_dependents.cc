@@ -51,7 +51,7 @@ void PgJobManager::SubmitWaiting(const v1::SubmitRequest& request, const auth::S
   logged.set_type(JobEvent::CREATED);
   logged.set_job_id(inserted->job.id());
   *logged.mutable_status() = inserted->job;
-  LogStateChange(logged);
+  RecordStateChange(logged);
   *inserted->job.mutable_params() = request.params();
   done(std::move(inserted->job));
 }
@@ -66,7 +66,7 @@ void PgJobManager::MoveDependents(std::vector<std::string>& ended) {
       });
   // A failure is made good by the sweep, within a second.
   if (moved.ok()) {
-    for (const JobEvent& e : *moved) LogStateChange(e);
+    for (const JobEvent& e : *moved) RecordStateChange(e);
   }
 }
 

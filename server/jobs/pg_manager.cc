@@ -14,6 +14,7 @@
 #include "server/jobs/transitions.h"
 #include "server/jobs/unique.h"
 #include "server/jobs/worker_requests.h"
+#include "server/metrics/server_metrics.h"
 #include "server/storage/keys.h"
 #include "server/watch/event_hub.h"
 
@@ -27,7 +28,7 @@ namespace {
 
 // Logs what a write committed (a line per state change); passes it on.
 void LogAll(const std::vector<JobEvent>& events) {
-  for (const JobEvent& e : events) LogStateChange(e);
+  for (const JobEvent& e : events) RecordStateChange(e);
 }
 
 // A progress report applied to a stored job: its event, if it moved anything.
@@ -220,7 +221,7 @@ void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope
     created.set_job_id(inserted->job.id());
     created.set_sequence(inserted->job.last_sequence());
     *created.mutable_status() = inserted->job;
-    LogStateChange(created);
+    RecordStateChange(created);
     *inserted->job.mutable_params() = request.params();
     return done(std::move(inserted->job));
   }
@@ -257,7 +258,7 @@ void PgJobManager::WriteInserts(std::vector<PendingInsert>& batch) {
       batch[i].done(written);
       continue;
     }
-    LogStateChange(rows[i].created);
+    RecordStateChange(rows[i].created);
     Job job = std::move(rows[i].job);
     *job.mutable_params() = std::move(rows[i].params);
     batch[i].done(std::move(job));
@@ -354,8 +355,8 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
 
 v1::ListJobTypesResponse PgJobManager::ListTypes(const auth::Scope& scope) const {
   v1::ListJobTypesResponse response;
-  auto counts = store_->CountLive();
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
+  auto counts = store_->CountLive(now_ms);
   for (const JobType* type : types_->All()) {
     v1::JobTypeInfo* info = response.add_types();
     *info = type->Info();
@@ -372,8 +373,12 @@ v1::ListJobTypesResponse PgJobManager::ListTypes(const auth::Scope& scope) const
     }
     if (counts.ok()) {
       if (auto it = counts->find(type->name); it != counts->end()) {
-        info->set_queued(it->second.first);
-        info->set_running(it->second.second);
+        info->set_queued(it->second.queued);
+        info->set_running(it->second.running);
+        if (it->second.oldest_ready_ms > 0) {
+          *info->mutable_queue_latency() =
+              ToProto(absl::Milliseconds(std::max<int64_t>(now_ms - it->second.oldest_ready_ms, 0)));
+        }
       }
     }
     if (!type->in_server()) {  // the workers polling this server
@@ -745,11 +750,17 @@ void PgJobManager::SweepLeases(absl::Time now) {
   for (const auto& entry : *expired) {
     const storage::LeaseRecord& lease = entry.second;  // (clang 14 cannot capture bindings)
     const int64_t timeout_ms = lease.attempt_deadline_ms();
-    EndLease(entry.first, lease.lease_id(), [&](const Job& job) {
-      return timeout_ms != 0 && timeout_ms <= absl::ToUnixMillis(now)
-                 ? AttemptTimedOut(job, types_->Of(job.type()))
-                 : LeaseExpired(lease);
-    }).IgnoreError();  // renewed or ended meanwhile: the lease fenced it
+    bool expired = false;
+    std::string type;
+    auto ended = EndLease(entry.first, lease.lease_id(), [&](const Job& job) {
+      type = job.type();
+      if (timeout_ms != 0 && timeout_ms <= absl::ToUnixMillis(now)) {
+        return AttemptTimedOut(job, types_->Of(job.type()));
+      }
+      expired = true;
+      return LeaseExpired(lease);
+    });  // renewed or ended meanwhile: the lease fenced it
+    if (ended.ok() && expired) server_metrics::CountLeaseExpired(type);
   }
 }
 

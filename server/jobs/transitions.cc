@@ -8,6 +8,7 @@
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/handler.h"
 #include "server/jobs/ids.h"
+#include "server/metrics/server_metrics.h"
 
 namespace jobstream::jobs {
 
@@ -22,7 +23,8 @@ std::string TruncateUtf8(const std::string& s, size_t max) {
   return s.substr(0, n);
 }
 
-void LogStateChange(const JobEvent& event) {
+void RecordStateChange(const JobEvent& event) {
+  server_metrics::CountStateChange(event);
   switch (event.type()) {
     case JobEvent::STEP:
     case JobEvent::PROGRESS:
@@ -166,6 +168,9 @@ AttemptEnd EndOfRun(const Job& job, const JobType& type,
 storage::LeaseRecord StartJob(Job& job, const JobType& type, absl::Time now,
                               const std::string& worker_id, const std::string& lease_id,
                               absl::Duration lease_duration) {
+  // Observed where every attempt starts and ends, on both stores (a write that then
+  // fails leaves the store failed; its one extra observation is the least of it).
+  server_metrics::ObserveQueueWait(job.type(), now - server_metrics::ReadySince(job));
   job.set_state(Job::RUNNING);
   job.set_attempt(job.attempt() + 1);
   *job.mutable_start_time() = ToProto(now);
@@ -199,6 +204,9 @@ JobEvent::Type EndJobAttempt(Job& job, const JobType& type, const AttemptEnd& en
       (end.kind == AttemptEnd::kRequeue ||
        (end.kind == AttemptEnd::kFailed &&
         (end.error.code() == absl::StatusCode::kCancelled || end.retryable)));
+  if (job.has_start_time()) {
+    server_metrics::ObserveRunTime(job.type(), now - v1::ToTime(job.start_time()));
+  }
   JobEvent::Type event;
   absl::Time ready = now;
   bool requeue = false;

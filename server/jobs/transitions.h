@@ -29,8 +29,9 @@ struct AttemptEnd {
 // An event of `type` at `now`, for a store to number and fill in with its job.
 v1::JobEvent EventOf(v1::JobEvent::Type type, absl::Time now);
 
-// One log line per committed state change (not per step, progress or artifact).
-void LogStateChange(const v1::JobEvent& event);
+// A committed state change, by the server that wrote it: its log line (not for a step,
+// progress or artifact) and its count in the metrics.
+void RecordStateChange(const v1::JobEvent& event);
 
 // Attempts ended by the server rather than by whoever ran them, each failed and
 // retryable: a lease nobody renewed, an attempt past its type's timeout, an attempt

@@ -9,6 +9,7 @@
 #include "jobstream/v1/auth_config.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/validation.h"
+#include "server/metrics/server_metrics.h"
 #include "server/rpc/authorize.h"
 #include "server/rpc/status.h"
 #include "server/rpc/watch_reactor.h"
@@ -319,6 +320,7 @@ class ArtifactReader : public grpc::ServerWriteReactor<v1::GetArtifactResponse> 
 
   void OnWriteDone(bool ok) override {
     if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the reader went away"));
+    server_metrics::CountArtifactBytes(false, static_cast<int64_t>(message_.data().size()));
     if (pos_ >= end_) return Finish(grpc::Status::OK);
     // Up to kMessageBytes per message (several stored chunks): fewer, larger writes.
     message_.Clear();

@@ -1,5 +1,6 @@
 #include "server/rpc/watch_reactor.h"
 
+#include "server/metrics/server_metrics.h"
 #include "server/rpc/status.h"
 
 namespace jobstream::rpc {
@@ -61,6 +62,10 @@ void WatchReactor::Pump() {
     case watch::Subscription::Next::kSend:
       current_ = WireBuffer(std::move(next.event));
       writing_ = true;
+      if (!sent_any_) {
+        sent_any_ = true;
+        server_metrics::ObserveFirstEvent(absl::Now() - opened_);
+      }
       mu_.Unlock();
       StartWrite(&current_);
       return;

@@ -14,6 +14,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "jobstream/v1/jobs.pb.h"
 #include "server/watch/event_hub.h"
@@ -43,6 +44,8 @@ class WatchReactor : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  const absl::Time opened_ = absl::Now();
+  bool sent_any_ ABSL_GUARDED_BY(mu_) = false;  // for the first event's latency
   grpc::ByteBuffer current_;  // the event being written; stable until OnWriteDone
 };
 

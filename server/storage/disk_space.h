@@ -23,8 +23,11 @@ class DiskSpace {
   // `bytes` (the filesystem is asked at most every 100 ms).
   absl::Status Admit(int64_t bytes = 0);
 
- private:
+  // Free bytes for unprivileged writers (-1: unknown), as of at most 100 ms ago.
   int64_t FreeBytes();
+  int64_t floor_bytes() const { return floor_; }
+
+ private:
 
   const std::string dir_;
   const int64_t floor_;

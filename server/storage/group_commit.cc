@@ -3,6 +3,8 @@
 #include <pthread.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/metrics/server_metrics.h"
 
 namespace jobstream::storage {
 
@@ -80,7 +82,9 @@ void GroupCommitter::CommitLoop() {
       std::vector<const Batch*> batches;
       batches.reserve(group.writes.size());
       for (const Handle& w : group.writes) batches.push_back(&w->batch);
+      const absl::Time start = absl::Now();
       group.status = store_->Write(batches, /*sync=*/true);
+      server_metrics::ObserveCommit(batches.size(), absl::Now() - start);
     }
     absl::Status failed_now;
     {

@@ -12,6 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "jobstream/v1/job_states.h"
+#include "server/metrics/server_metrics.h"
 
 namespace jobstream::watch {
 
@@ -77,7 +79,9 @@ bool PgEventFeed::Follow() {
     auto events = store_->ReadEventRanges(some);
     if (!events.ok()) return false;
     // Fewer only if a job was removed meanwhile: its watchers learn that from the store.
+    const absl::Time now = absl::Now();
     for (const auto& event : *events) {
+      server_metrics::ObserveFeedLag(now - v1::ToTime(event->event.time()));
       hub_->Publish(event);
       if (observer_) observer_(event->event);
     }
@@ -94,6 +98,7 @@ void PgEventFeed::Run() {
     }
     if (conn_ != nullptr) {
       conn_.reset();
+      server_metrics::CountFeedLost();
       std::cerr << "jobstream-server: lost the PostgreSQL event feed; watchers resume once it "
                    "is back\n";
       hub_->Reset(absl::UnavailableError(

@@ -16,6 +16,7 @@
 #include "common/flex_stream.h"
 #include "google/protobuf/util/json_util.h"
 #include "jobstream/v1/job_states.h"
+#include "server/metrics/server_metrics.h"
 
 namespace jobstream::webhooks {
 
@@ -261,9 +262,12 @@ void WebhookSender::Record(const Due& due, const DeliveryStore::Taken& taken, in
   std::optional<int64_t> next_due_ms;
   if (delivered) {
     record.set_state(v1::WebhookDelivery::DELIVERED);
+    server_metrics::CountWebhookAttempt("delivered");
   } else if (record.attempts() >= options_.max_attempts) {
     record.set_state(v1::WebhookDelivery::FAILED);
+    server_metrics::CountWebhookAttempt("gave_up");
   } else {
+    server_metrics::CountWebhookAttempt("failed_will_retry");
     // Exponential backoff with jitter, so failing receivers are not hit in step.
     static thread_local absl::BitGen gen;
     absl::Duration backoff = options_.initial_backoff;

@@ -13,6 +13,7 @@
 #include "client/job_client.h"
 #include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
+#include "tests/support/http_get.h"
 #include "tests/support/job_helpers.h"
 #include "gtest/gtest.h"
 #include "jobstream/v1/artifacts.h"
@@ -43,6 +44,7 @@ const Token kReader{"reader-0123456789abcdef", "reader", "acme", {"read"}};
 const Token kAcmeWorker{"acme-worker-0123456789", "acme-worker", "acme", {"work"}};
 const Token kBob{"bob-0123456789abcdef", "bob", "bolt", {"submit", "read", "work"}};
 const Token kRoot{"root-0123456789abcdef", "root", "ops", {"admin"}};
+const Token kScraper{"scraper-0123456789abcdef", "scraper", "ops", {"metrics"}};
 const Token kNobody{"nobody-0123456789abcdef", "nobody", "acme", {"read"}};  // not in the file
 
 std::string Entry(const Token& t) {
@@ -75,10 +77,12 @@ class AuthTest : public testing::StoreTest {
   }
   void Start(std::vector<std::string> flags) {
     std::ofstream(dir_.sub("tokens.json"))
-        << TokenFile({kAlice, kReader, kAcmeWorker, kBob, kRoot});
+        << TokenFile({kAlice, kReader, kAcmeWorker, kBob, kRoot, kScraper});
     std::ofstream(dir_.sub("config.json")) << R"({"types": [
       {"name": "ext", "external": {"leaseDuration": "30s"}}]})";
     flags.push_back("--auth_tokens=" + dir_.sub("tokens.json"));
+    metrics_port_ = testing::FreePort();
+    flags.push_back(absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_));
     flags.push_back("--config=" + dir_.sub("config.json"));
     for (std::string& f : StoreFlags()) flags.push_back(std::move(f));
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
@@ -149,6 +153,7 @@ class AuthTest : public testing::StoreTest {
 
   testing::TempDir dir_;
   std::unique_ptr<ServerProcess> server_;
+  int metrics_port_ = 0;
 };
 
 // One RPC made with a given token (or none), and the role it needs.
@@ -560,6 +565,33 @@ TEST_P(AuthTest, SighupReadsTheTokenFileAgainAndABrokenOneChangesNothing) {
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   EXPECT_EQ(GetStatus(&kAlice, "01m81rd5kq5g91qm659eqts4b0").error_code(), StatusCode::NOT_FOUND)
       << "the tokens in force stay";
+}
+
+TEST_P(AuthTest, MetricsWantATokenWithTheMetricsOrReadRole) {
+  auto scrape = [&](const Token* token, const std::string& raw = "") {
+    std::map<std::string, std::string> headers;
+    if (token != nullptr) headers["Authorization"] = "Bearer " + token->secret;
+    if (!raw.empty()) headers["Authorization"] = raw;
+    return testing::HttpGet(metrics_port_, "/metrics", headers);
+  };
+  testing::HttpReply none = scrape(nullptr);
+  EXPECT_EQ(none.status, 401);
+  EXPECT_EQ(none.headers["www-authenticate"], "Bearer realm=\"jobstream\"");
+  EXPECT_EQ(none.body.find("jobstream_"), std::string::npos) << "no metric leaks";
+  EXPECT_EQ(scrape(&kNobody).status, 401) << "a token not in the file";
+  EXPECT_EQ(scrape(nullptr, "Basic c2NyYXBlcjp4").status, 401);
+  testing::HttpReply worker = scrape(&kAcmeWorker);
+  EXPECT_EQ(worker.status, 403);
+  EXPECT_NE(worker.body.find("needs the role metrics or read"), std::string::npos) << worker.body;
+  for (const Token* allowed : {&kScraper, &kReader, &kAlice, &kRoot}) {
+    testing::HttpReply ok = scrape(allowed);
+    EXPECT_EQ(ok.status, 200) << allowed->name;
+    EXPECT_NE(ok.body.find("jobstream_jobs_submitted_total{type=\"ext\"} 0"), std::string::npos)
+        << allowed->name;
+  }
+  // The metrics role opens /metrics and nothing else.
+  EXPECT_EQ(GetStatus(&kScraper, "01m81rd5kq5g91qm659eqts4b0").error_code(),
+            StatusCode::PERMISSION_DENIED);
 }
 
 TEST_P(AuthTest, TheCliPresentsItsTokenAndMakesEntriesTheServerAccepts) {

@@ -56,6 +56,27 @@ TEST(JobQueueTest, EachTenantHasItsLaneAndTheOrderHoldsAcrossLanes) {
   EXPECT_EQ(storage::ParseQueueKey(*q.Next({"a"}, nullptr, &acme))->job_id, Id(4));
 }
 
+TEST(JobQueueTest, OldestReadyIsTheEarliestReadyTimeOfAnyLaneOrPriority) {
+  JobQueue q;
+  EXPECT_FALSE(q.OldestReadyMs("a").has_value());
+  q.Add(storage::QueueKey("a", "acme", 9, 700, Id(1)), 1000);
+  q.Add(storage::QueueKey("a", "acme", 0, 300, Id(2)), 1000);  // behind a higher priority
+  q.Add(storage::QueueKey("a", "acme", -5, 800, Id(3)), 1000);
+  q.Add(storage::QueueKey("a", "bolt", 9, 500, Id(4)), 1000);
+  q.Add(storage::QueueKey("a", "", 0, 4000, Id(5)), 1000);  // scheduled: not ready yet
+  q.Add(storage::QueueKey("b", "", 0, 100, Id(6)), 1000);
+  EXPECT_EQ(q.OldestReadyMs("a"), 300);
+  EXPECT_EQ(q.OldestReadyMs("b"), 100);
+  EXPECT_TRUE(q.Remove(storage::QueueKey("a", "acme", 0, 300, Id(2)), 1000));
+  EXPECT_EQ(q.OldestReadyMs("a"), 500);
+  EXPECT_TRUE(q.Remove(storage::QueueKey("a", "acme", 9, 700, Id(1)), 1000));
+  EXPECT_TRUE(q.Remove(storage::QueueKey("a", "bolt", 9, 500, Id(4)), 1000));
+  EXPECT_TRUE(q.Remove(storage::QueueKey("a", "acme", -5, 800, Id(3)), 1000));
+  EXPECT_FALSE(q.OldestReadyMs("a").has_value()) << "only a scheduled job is left";
+  q.Promote(5000);
+  EXPECT_EQ(q.OldestReadyMs("a"), 4000) << "due now, so ready";
+}
+
 TEST(JobQueueTest, TenantsAtOnePriorityTakeTurnsWhateverTheirBacklog) {
   JobQueue q;
   for (int i = 0; i < 800; ++i) {  // acme's backlog, all older than bolt's jobs

@@ -53,14 +53,14 @@ absl::StatusOr<AuthConfig> ParseAuthConfig(absl::string_view json) {
     }
     if (token.roles().empty()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(who, " has no roles; give it some of submit, read, work, admin"));
+          absl::StrCat(who, " has no roles; give it some of submit, read, work, admin, metrics"));
     }
     for (const std::string& role : token.roles()) {
       bool known = false;
       for (absl::string_view r : kAuthRoles) known = known || role == r;
       if (!known) {
         return absl::InvalidArgumentError(absl::StrCat(
-            who, " has role ", Shown(role), "; the roles are submit, read, work and admin"));
+            who, " has role ", Shown(role), "; the roles are submit, read, work, admin and metrics"));
       }
     }
     if (!seen.insert(token.sha256()).second) {

@@ -10,7 +10,7 @@
 namespace jobstream::v1 {
 
 // The roles a token may hold, as the file spells them.
-inline constexpr absl::string_view kAuthRoles[] = {"submit", "read", "work", "admin"};
+inline constexpr absl::string_view kAuthRoles[] = {"submit", "read", "work", "admin", "metrics"};
 
 // Parses proto3 JSON and checks it: every field known, each sha256 64 lower-case hex
 // digits and listed once, names and tenants well formed, roles known and at least one.

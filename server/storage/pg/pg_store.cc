@@ -5,8 +5,10 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "jobstream/v1/job_states.h"
+#include "server/metrics/server_metrics.h"
 #include "server/storage/deliveries.h"
 #include "server/storage/lease_status.h"
 #include "server/storage/pg/pg_rows.h"
@@ -246,7 +248,13 @@ using v1::JobEvent;
 absl::StatusOr<std::unique_ptr<PgConnection>> PgPool::Take() {
   {
     std::unique_lock lock(mu_);
-    freed_.wait(lock, [this] { return !idle_.empty() || open_ < size_; });
+    if (idle_.empty() && open_ >= size_) {  // every connection is busy: a wait to count
+      const absl::Time start = absl::Now();
+      freed_.wait(lock, [this] { return !idle_.empty() || open_ < size_; });
+      server_metrics::ObservePgPoolWait(absl::Now() - start);
+    } else {
+      server_metrics::ObservePgPoolWait(absl::ZeroDuration());
+    }
     if (!idle_.empty()) {
       std::unique_ptr<PgConnection> conn = std::move(idle_.back());
       idle_.pop_back();
@@ -275,7 +283,11 @@ void PgPool::Give(std::unique_ptr<PgConnection> conn) {
 
 absl::Status PgPool::Use(const std::function<absl::Status(PgConnection&)>& body) {
   auto conn = Take();
-  if (!conn.ok()) return conn.status();
+  if (!conn.ok()) {
+    server_metrics::CountPgUnavailable();
+    return conn.status();
+  }
+  const absl::Time start = absl::Now();
   absl::Status status = body(**conn);
   // What the body deferred goes now (or not at all, if it failed).
   if (status.ok()) {
@@ -283,6 +295,8 @@ absl::Status PgPool::Use(const std::function<absl::Status(PgConnection&)>& body)
   } else {
     (*conn)->DropDeferred();
   }
+  server_metrics::ObservePgCall(absl::Now() - start);
+  if (absl::IsUnavailable(status) && !(*conn)->ok()) server_metrics::CountPgUnavailable();
   Give(*std::move(conn));
   return status;
 }
@@ -309,6 +323,7 @@ absl::Status PgPool::Transact(const std::function<absl::Status(PgConnection&)>& 
       return s;
     });
     if (!absl::IsAborted(status)) break;  // a lost race runs again
+    server_metrics::CountPgRetry();
   }
   return status;
 }
@@ -1311,18 +1326,25 @@ absl::StatusOr<int64_t> PgStore::CountQueued(const std::string& tenant) const {
   return count;
 }
 
-absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> PgStore::CountLive() const {
-  std::map<std::string, std::pair<int64_t, int64_t>> counts;
+absl::StatusOr<std::map<std::string, PgStore::LiveCount>> PgStore::CountLive(
+    int64_t now_ms) const {
+  std::map<std::string, LiveCount> counts;
   absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    // Both partial indexes (jobs_queue, jobs_running) cover it.
     auto rows = conn.Exec(
-        "SELECT type, state, count(*) FROM jobs WHERE state IN (1, 2) GROUP BY type, state");
+        "SELECT type, count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2), "
+        "coalesce(min(ready_ms) FILTER (WHERE state = 1 AND ready_ms <= $1), 0) "
+        "FROM jobs WHERE state IN (1, 2) GROUP BY type",
+        {PgParam::Int(now_ms)});
     if (!rows.ok()) return rows.status();
     for (int i = 0; i < rows->rows(); ++i) {
-      auto state = rows->GetInt64(i, 1);
-      auto count = rows->GetInt64(i, 2);
-      if (!state.ok() || !count.ok()) return absl::InternalError("a count is not a number");
-      auto& entry = counts[std::string(rows->Get(i, 0))];
-      (*state == Job::QUEUED ? entry.first : entry.second) = *count;
+      auto queued = rows->GetInt64(i, 1);
+      auto running = rows->GetInt64(i, 2);
+      auto oldest = rows->GetInt64(i, 3);
+      if (!queued.ok() || !running.ok() || !oldest.ok()) {
+        return absl::InternalError("a count is not a number");
+      }
+      counts[std::string(rows->Get(i, 0))] = {*queued, *running, *oldest};
     }
     return absl::OkStatus();
   });

@@ -344,8 +344,14 @@ class PgStore : public EventReader {
       const std::vector<EventRange>& ranges) const;
   // How many jobs of `tenant` are QUEUED.
   absl::StatusOr<int64_t> CountQueued(const std::string& tenant) const;
-  // How many jobs are QUEUED and RUNNING, by type: {type: {queued, running}}.
-  absl::StatusOr<std::map<std::string, std::pair<int64_t, int64_t>>> CountLive() const;
+  // How many jobs are QUEUED and RUNNING, by type, and the earliest ready time among the
+  // queued that may run at `now_ms` (0: none).
+  struct LiveCount {
+    int64_t queued = 0;
+    int64_t running = 0;
+    int64_t oldest_ready_ms = 0;
+  };
+  absl::StatusOr<std::map<std::string, LiveCount>> CountLive(int64_t now_ms) const;
   // The jobs of `job_ids` that exist, each to `visit`, in one query.
   absl::Status VisitJobs(const std::vector<std::string>& job_ids,
                          const std::function<void(const v1::Job&)>& visit) const;
