@@ -21,6 +21,7 @@ let server;
 let gateway;
 let flags;
 let store;
+let metricsPort;
 
 // A webhook receiver: records each request; `answer` decides the status of the next one,
 // or null to leave it unanswered.
@@ -49,7 +50,9 @@ before(async () => {
   flags = ['--retry_backoff=0s', `--webhook_allow=127.0.0.1:${receiver.port}`,
     `--webhook_secret_file=${path.join(dir, 'secret')}`, '--webhook_retry_backoff=100ms',
     '--webhook_timeout=2s'];
-  server = await startServer([...flags, ...store.flags('main')]);
+  metricsPort = await freePort();
+  server = await startServer([...flags, ...store.flags('main'),
+    `--metrics_listen=127.0.0.1:${metricsPort}`]);
   gateway = await startGateway(server.address);
 });
 after(async () => {
@@ -105,11 +108,25 @@ test('each delivery is signed with HMAC-SHA256 of its body and carries its id an
   assert.ok(shown.every((d) => d.attempts === 1 && d.lastStatus === 200));
 });
 
+// The server's count of webhook attempts with `outcome`.
+async function webhookAttempts(outcome) {
+  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(
+    `jobstream_webhook_attempts_total{outcome="${outcome}"} `));
+  return Number(line.split(' ')[1]);
+}
+
 test('a receiver that fails twice gets the third attempt; every attempt is recorded', async () => {
   receiver.requests.length = 0;
   receiver.answer = (n) => (n <= 2 ? 503 : 204);
+  const [delivered, failed] = [await webhookAttempts('delivered'),
+    await webhookAttempts('failed_will_retry')];
   const { id } = await (await submit({ url: hookUrl() })).json();
   await until(async () => (await job(id)).webhookDeliveries?.[0]?.state === 'DELIVERED');
+  // And the metrics counted each attempt by its outcome.
+  assert.equal(await webhookAttempts('delivered'), delivered + 1);
+  assert.equal(await webhookAttempts('failed_will_retry'), failed + 2);
+  assert.equal(await webhookAttempts('gave_up'), 0);
   const [delivery] = (await job(id)).webhookDeliveries;
   assert.equal(delivery.attempts, 3);
   assert.equal(delivery.lastStatus, 204);
