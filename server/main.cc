@@ -81,6 +81,9 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, metrics_listen, "",
           "HOST:PORT serving GET /metrics (Prometheus text; port 0 picks one), or \"off\". "
           "Empty: 127.0.0.1:9464, or none (with a warning) if that is taken");
+ABSL_FLAG(bool, metrics_tenants, false,
+          "also count jobs submitted, succeeded, failed and cancelled by tenant (one series "
+          "per tenant of --auth_tokens)");
 ABSL_FLAG(bool, log, true, "log a line per request and per job state change (stderr)");
 ABSL_FLAG(std::string, log_format, "text", "text (key=value) or json (an object per line)");
 ABSL_FLAG(std::string, auth_tokens, "",
@@ -313,6 +316,7 @@ int main(int argc, char** argv) {
 
   // From recovery on: its state changes are logged too.
   if (absl::GetFlag(FLAGS_log)) jobstream::logs::Start(*log_format);
+  if (absl::GetFlag(FLAGS_metrics_tenants)) jobstream::server_metrics::EnableTenantCounts();
   jobstream::watch::WatchOptions watch_options;
   watch_options.max_watchers = absl::GetFlag(FLAGS_max_watchers);
   watch_options.max_watchers_per_job = absl::GetFlag(FLAGS_max_watchers_per_job);

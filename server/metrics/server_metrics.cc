@@ -1,6 +1,7 @@
 #include "server/metrics/server_metrics.h"
 
 #include <algorithm>
+#include <atomic>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
@@ -133,6 +134,12 @@ class TypeCache {
   absl::flat_hash_map<std::string, TypeSeries> series_ ABSL_GUARDED_BY(mu_);
 };
 
+std::atomic<bool> tenant_counts{false};
+constexpr char kTenantSubmitted[] = "jobstream_tenant_jobs_submitted_total";
+constexpr char kTenantSucceeded[] = "jobstream_tenant_jobs_succeeded_total";
+constexpr char kTenantFailed[] = "jobstream_tenant_jobs_failed_total";
+constexpr char kTenantCancelled[] = "jobstream_tenant_jobs_cancelled_total";
+
 TypeSeries Series(const std::string& type) {
   static TypeCache* const cache = new TypeCache();  // never destroyed: used until exit
   return cache->Of(type);
@@ -149,7 +156,24 @@ void DeclareTypes(const std::vector<std::string>& types) {
   for (const std::string& type : types) Series(type);
 }
 
+void EnableTenantCounts() {
+  metrics::Registry& r = Registry();
+  r.DeclareCounter(kTenantSubmitted, "Jobs submitted, by tenant (--metrics_tenants).", "tenant");
+  r.DeclareCounter(kTenantSucceeded, "Jobs that succeeded, by tenant.", "tenant");
+  r.DeclareCounter(kTenantFailed, "Jobs that failed for good, by tenant.", "tenant");
+  r.DeclareCounter(kTenantCancelled, "Jobs cancelled, by tenant.", "tenant");
+  tenant_counts = true;
+}
+
 void CountStateChange(const JobEvent& event) {
+  if (tenant_counts.load(std::memory_order_relaxed) && !event.status().tenant().empty()) {
+    const char* family = event.type() == JobEvent::CREATED     ? kTenantSubmitted
+                         : event.type() == JobEvent::SUCCEEDED ? kTenantSucceeded
+                         : event.type() == JobEvent::FAILED    ? kTenantFailed
+                         : event.type() == JobEvent::CANCELLED ? kTenantCancelled
+                                                               : nullptr;
+    if (family != nullptr) Registry().counter(family, event.status().tenant())->Add();
+  }
   metrics::Counter* counter = nullptr;
   const TypeSeries s = Series(event.status().type());
   switch (event.type()) {

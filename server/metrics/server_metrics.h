@@ -28,6 +28,10 @@ metrics::Registry& Registry();
 // Makes the job families' series of each type, at 0.
 void DeclareTypes(const std::vector<std::string>& types);
 
+// Counts state changes by tenant as well (--metrics_tenants): tenants come from the token
+// file, so they are as many as its tenants. Call before the first change.
+void EnableTenantCounts();
+
 // A change this server wrote: counts it by the job's type (CREATED, STARTED and the ends;
 // STEP, PROGRESS and the rest are not counted).
 void CountStateChange(const v1::JobEvent& event);

@@ -83,6 +83,7 @@ class AuthTest : public testing::StoreTest {
     flags.push_back("--auth_tokens=" + dir_.sub("tokens.json"));
     metrics_port_ = testing::FreePort();
     flags.push_back(absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_));
+    flags.push_back("--metrics_tenants");
     flags.push_back("--config=" + dir_.sub("config.json"));
     for (std::string& f : StoreFlags()) flags.push_back(std::move(f));
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
@@ -586,9 +587,21 @@ TEST_P(AuthTest, MetricsWantATokenWithTheMetricsOrReadRole) {
   for (const Token* allowed : {&kScraper, &kReader, &kAlice, &kRoot}) {
     testing::HttpReply ok = scrape(allowed);
     EXPECT_EQ(ok.status, 200) << allowed->name;
-    EXPECT_NE(ok.body.find("jobstream_jobs_submitted_total{type=\"ext\"} 0"), std::string::npos)
+    EXPECT_NE(ok.body.find("jobstream_jobs_submitted_total{type=\"ext\"} 0\n"), std::string::npos)
         << allowed->name;
   }
+  // With --metrics_tenants, jobs are counted by tenant too.
+  WaitFinished(kAlice, Submit(kAlice).id());
+  WaitFinished(kAlice, Submit(kAlice).id());
+  WaitFinished(kBob, Submit(kBob).id());
+  const std::string text = scrape(&kScraper).body;
+  EXPECT_NE(text.find("jobstream_tenant_jobs_submitted_total{tenant=\"acme\"} 2\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("jobstream_tenant_jobs_succeeded_total{tenant=\"bolt\"} 1\n"),
+            std::string::npos);
+  EXPECT_NE(text.find("jobstream_jobs_submitted_total{type=\"demo.steps\"} 3\n"),
+            std::string::npos);
   // The metrics role opens /metrics and nothing else.
   EXPECT_EQ(GetStatus(&kScraper, "01m81rd5kq5g91qm659eqts4b0").error_code(),
             StatusCode::PERMISSION_DENIED);
