@@ -1,0 +1,166 @@
+// jobstream-metrics-bench: what metrics cost on the hot paths. Rounds alternate a server
+// with --metrics_listen=off and one serving /metrics scraped every second (as Prometheus
+// would), each on a fresh data dir: Submit/s (64 durable Submits in flight) and end to end
+// jobs/s (Submit -> LeaseJob -> CompleteJob, 8 workers taking 16 jobs a lease, at most 4,096
+// waiting). Prints each round, then each figure's median per mode and on / off.
+//
+//   build/bench/jobstream-metrics-bench [--rounds=5] [--duration=4s] [--server_bin=PATH]
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "bench/bench_util.h"
+#include "jobstream/v1/jobs.grpc.pb.h"
+#include "jobstream/v1/workers.grpc.pb.h"
+#include "tests/support/http_get.h"
+
+ABSL_FLAG(int, rounds, 5, "rounds; each runs metrics off, then on");
+ABSL_FLAG(absl::Duration, duration, absl::Seconds(4), "length of each measured phase");
+ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
+
+namespace {
+
+using jobstream::bench::Channels;
+using jobstream::bench::Child;
+using jobstream::v1::Job;
+using jobstream::v1::JobService;
+using jobstream::v1::WorkerService;
+
+constexpr char kType[] = "bench.work";
+
+struct Figures {
+  double submits = 0;     // Submit/s
+  double end_to_end = 0;  // jobs completed/s
+  int scrapes = 0;
+  size_t scrape_bytes = 0;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+double EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                absl::Duration duration) {
+  constexpr int64_t kBacklog = 4096;
+  std::atomic<bool> stop{false}, stop_submitting{false};
+  std::atomic<int64_t> completed{0}, errors{0}, submitted{0};
+  std::vector<std::unique_ptr<WorkerService::Stub>> worker_stubs;
+  std::vector<std::unique_ptr<JobService::Stub>> submit_stubs;
+  std::vector<std::thread> workers, submitters;
+  for (int w = 0; w < 8; ++w) {
+    worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
+    workers.emplace_back(jobstream::bench::WorkerLoop, worker_stubs.back().get(), kType, 16,
+                         &stop, &completed, &errors, "");
+  }
+  for (int t = 0; t < 64; ++t) {
+    submit_stubs.push_back(JobService::NewStub(channels[t % 4]));
+    submitters.emplace_back([&, stub = submit_stubs.back().get()] {
+      while (!stop_submitting) {
+        if (submitted.load() - completed.load() > kBacklog) {
+          absl::SleepFor(absl::Milliseconds(1));
+          continue;
+        }
+        jobstream::v1::SubmitRequest request;
+        request.set_type(kType);
+        Job job;
+        grpc::ClientContext ctx;
+        if (stub->Submit(&ctx, request, &job).ok()) ++submitted;
+      }
+    });
+  }
+  absl::SleepFor(absl::Seconds(1));  // warm up
+  const int64_t before = completed.load();
+  const absl::Time begin = absl::Now();
+  absl::SleepFor(duration);
+  const double rate = (completed.load() - before) / absl::ToDoubleSeconds(absl::Now() - begin);
+  stop_submitting = true;
+  for (auto& t : submitters) t.join();
+  const absl::Time drain_end = absl::Now() + absl::Seconds(60);
+  while (completed.load() < submitted.load() && absl::Now() < drain_end) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  stop = true;
+  for (auto& t : workers) t.join();
+  if (errors.load() > 0) std::cerr << "worker call errors: " << errors.load() << "\n";
+  return rate;
+}
+
+Figures Round(const std::string& bin, const std::string& dir, bool metrics) {
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/config.json") << R"({"types": [{"name": ")" << kType
+                                      << R"(", "external": {"leaseDuration": "60s"}}]})";
+  const int port = jobstream::testing::FreePort();
+  Child server = jobstream::bench::Spawn(
+      {bin, "--listen=127.0.0.1:0", "--log=false", "--data_dir=" + dir + "/data",
+       "--config=" + dir + "/config.json",
+       metrics ? absl::StrCat("--metrics_listen=127.0.0.1:", port) : "--metrics_listen=off"});
+  Figures f;
+  std::atomic<bool> stop_scraping{false};
+  std::thread scraper;
+  if (metrics) {
+    scraper = std::thread([&] {
+      while (!stop_scraping) {
+        jobstream::testing::HttpReply r = jobstream::testing::HttpGet(port, "/metrics");
+        if (r.status != 200) {
+          std::cerr << "a scrape failed: " << r.status << "\n";
+          std::exit(1);
+        }
+        ++f.scrapes;
+        f.scrape_bytes = r.body.size();
+        for (int i = 0; i < 20 && !stop_scraping; ++i) absl::SleepFor(absl::Milliseconds(50));
+      }
+    });
+  }
+  auto channels = Channels(server.address, 8);
+  jobstream::bench::Load submits = jobstream::bench::ClosedLoop(
+      64, absl::GetFlag(FLAGS_duration), jobstream::bench::SubmitCalls(channels));
+  if (submits.errors > 0) std::cerr << "Submit errors: " << submits.first_error << "\n";
+  f.submits = submits.rate();
+  f.end_to_end = EndToEnd(channels, absl::GetFlag(FLAGS_duration));
+  stop_scraping = true;
+  if (scraper.joinable()) scraper.join();
+  server.Stop();
+  std::filesystem::remove_all(dir);
+  return f;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string bin = jobstream::bench::BinDir(argv[0], absl::GetFlag(FLAGS_server_bin)) +
+                          "/server/jobstream-server";
+  const std::string dir = std::filesystem::temp_directory_path() / "jobstream-metrics-bench";
+  std::vector<double> submits[2], end_to_end[2];
+  std::cout << "| round | metrics | Submit/s | end-to-end jobs/s | scrapes (bytes each) |\n"
+               "| --- | --- | --- | --- | --- |\n";
+  for (int r = 1; r <= absl::GetFlag(FLAGS_rounds); ++r) {
+    for (bool on : {false, true}) {
+      const Figures f = Round(bin, dir, on);
+      submits[on].push_back(f.submits);
+      end_to_end[on].push_back(f.end_to_end);
+      std::cout << absl::StrFormat("| %d | %s | %.0f | %.0f | %s |\n", r, on ? "on" : "off",
+                                   f.submits, f.end_to_end,
+                                   on ? absl::StrCat(f.scrapes, " (", f.scrape_bytes, ")") : "–")
+                << std::flush;
+    }
+  }
+  std::cout << "\n| median | metrics off | metrics on, scraped every second | on / off |\n"
+               "| --- | --- | --- | --- |\n";
+  for (auto [name, v] : {std::pair{"Submit/s", submits}, std::pair{"end-to-end jobs/s", end_to_end}}) {
+    const double off = Median(v[0]), on = Median(v[1]);
+    std::cout << absl::StrFormat("| %s | %.0f | %.0f | %.3f |\n", name, off, on, on / off);
+  }
+  return 0;
+}
