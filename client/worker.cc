@@ -201,6 +201,8 @@ void Worker::RunJob(const v1::LeasedJob& leased) {
   exec::ProgramOptions program;
   program.argv = options_.argv;
   program.kill_grace = options_.kill_grace;
+  // The attempt's span, so what the program calls joins the job's trace.
+  if (!leased.traceparent().empty()) program.env["TRACEPARENT"] = leased.traceparent();
   exec::ProgramHooks hooks;
   hooks.report = [&](const v1::Progress& p) {
     if (stop == StopReason::kLeaseLost) return;

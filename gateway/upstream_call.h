@@ -3,6 +3,8 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "absl/time/time.h"
 #include "gateway/session.h"
@@ -22,12 +24,26 @@ inline void AddCredential(grpc::ClientContext& ctx, const std::string& authoriza
   if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
 }
 
-// A call on behalf of the session's request: its deadline, and its caller's credential.
+// The request's W3C `traceparent` header goes upstream as metadata: the server makes the
+// job a span of the caller's trace (and ignores a malformed one, as W3C says). Only text
+// gRPC carries as metadata is passed.
+inline void AddTraceparent(grpc::ClientContext& ctx, const Session& session) {
+  std::optional<std::string> traceparent = session.Header("traceparent");
+  if (!traceparent || traceparent->empty() || traceparent->size() > 512) return;
+  for (char c : *traceparent) {
+    if (c < 0x20 || c > 0x7e) return;
+  }
+  ctx.AddMetadata("traceparent", *traceparent);
+}
+
+// A call on behalf of the session's request: its deadline, its caller's credential and
+// trace context.
 template <typename Req, typename Resp>
 std::shared_ptr<UnaryCall<Req, Resp>> NewCall(const Session& session, absl::Duration timeout) {
   auto call = std::make_shared<UnaryCall<Req, Resp>>();
   call->ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(timeout));
   AddCredential(call->ctx, session.credential().authorization);
+  AddTraceparent(call->ctx, session);
   return call;
 }
 template <typename Req, typename Resp>

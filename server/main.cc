@@ -32,6 +32,7 @@
 #include "server/metrics/metrics_http.h"
 #include "server/metrics/server_metrics.h"
 #include "server/metrics/store_gauges.h"
+#include "server/tracing/span_exporter.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/job_service.h"
 #include "server/rpc/request_log.h"
@@ -84,6 +85,9 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(bool, metrics_tenants, false,
           "also count jobs submitted, succeeded, failed and cancelled by tenant (one series "
           "per tenant of --auth_tokens)");
+ABSL_FLAG(std::string, otlp_endpoint, "",
+          "HOST:PORT of an OpenTelemetry collector (OTLP/gRPC, plaintext): each job's spans "
+          "go there, in batches; empty: none");
 ABSL_FLAG(bool, log, true, "log a line per request and per job state change (stderr)");
 ABSL_FLAG(std::string, log_format, "text", "text (key=value) or json (an object per line)");
 ABSL_FLAG(std::string, auth_tokens, "",
@@ -294,6 +298,11 @@ int main(int argc, char** argv) {
                 metrics_listen + "\"");
   }
 
+  const std::string otlp_endpoint = absl::GetFlag(FLAGS_otlp_endpoint);
+  if (std::string otlp_host; !otlp_endpoint.empty() && !ParseListen(otlp_endpoint, &otlp_host)) {
+    return Fail("--otlp_endpoint must be HOST:PORT, not \"" + otlp_endpoint + "\"");
+  }
+
   auto log_format = jobstream::logs::ParseFormat(absl::GetFlag(FLAGS_log_format));
   if (!log_format.ok()) return Fail(std::string(log_format.status().message()));
 
@@ -317,6 +326,12 @@ int main(int argc, char** argv) {
   // From recovery on: its state changes are logged too.
   if (absl::GetFlag(FLAGS_log)) jobstream::logs::Start(*log_format);
   if (absl::GetFlag(FLAGS_metrics_tenants)) jobstream::server_metrics::EnableTenantCounts();
+  if (!otlp_endpoint.empty()) {  // before recovery: what it ends is traced too
+    jobstream::tracing::ExporterOptions options;
+    options.endpoint = otlp_endpoint;
+    options.service_instance = server_id;
+    jobstream::tracing::StartExporter(options);
+  }
   jobstream::watch::WatchOptions watch_options;
   watch_options.max_watchers = absl::GetFlag(FLAGS_max_watchers);
   watch_options.max_watchers_per_job = absl::GetFlag(FLAGS_max_watchers_per_job);
@@ -508,6 +523,7 @@ int main(int argc, char** argv) {
   absl::Status health = backend->Close();
   backend.reset();
   phase("store closed");
+  jobstream::tracing::StopExporter();  // the spans of what ended are sent
   jobstream::logs::Stop();
   if (!health.ok()) {
     std::cerr << "jobstream-server: the store failed earlier: " << health << "\n";

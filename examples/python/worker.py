@@ -50,6 +50,9 @@ class JobContext:
         self._stub = stub
         self.job = leased.job
         self.lease_id = leased.lease_id
+        # W3C traceparent of this attempt's span: send it on (an HTTP `traceparent` header,
+        # an OpenTelemetry context) and what the job calls joins the job's trace.
+        self.traceparent = leased.traceparent
         self.cancelled = False
         self._lock = threading.Lock()
         self._last_report = time.monotonic()
@@ -116,7 +119,7 @@ def thumbnail(ctx, params):
         for tick in range(1, 4):
             time.sleep(float(params.get("tick_s", 0.01)))
             ctx.progress((i - 1 + tick / 3) / len(images), "%s %d/3" % (image, tick))
-    return {"thumbnails": len(images), "worker": os.getpid()}
+    return {"thumbnails": len(images), "worker": os.getpid(), "traceparent": ctx.traceparent}
 
 
 HANDLERS = {"thumbnail": thumbnail}

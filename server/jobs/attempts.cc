@@ -12,6 +12,7 @@
 #include "server/jobs/transitions.h"
 #include "server/jobs/worker_requests.h"
 #include "server/storage/keys.h"
+#include "server/tracing/trace_context.h"
 
 namespace jobstream::jobs {
 
@@ -152,7 +153,8 @@ std::optional<Attempt> JobManager::Acquire(const std::vector<std::string>& types
     if (queue_.Next(types, admits)) ready_cv_.Signal();
     ++attempts_in_server_;
     return Attempt{live->job.id(), live->job.type(), live->job.attempt(), live->params,
-                   live->control};
+                   live->control,
+                   tracing::AttemptTraceparent(live->job.trace(), live->job.attempt())};
   }
   return std::nullopt;
 }
@@ -208,6 +210,7 @@ int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now
     *leased->mutable_job()->mutable_params() = *live->params;
     leased->set_lease_id(live->lease.lease_id());
     *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(live->lease.deadline_ms()));
+    leased->set_traceparent(tracing::AttemptTraceparent(live->job.trace(), live->job.attempt()));
   }
   // Counted now: once the barrier is queued, the delivery thread may answer (and move the
   // response away) before this returns.

@@ -22,6 +22,8 @@ class JobContext {
   virtual const std::string& job_id() const = 0;
   virtual int attempt() const = 0;
   virtual const google::protobuf::Struct& params() const = 0;
+  // W3C traceparent of this attempt's span: what the work calls joins the job's trace.
+  virtual std::string traceparent() const { return ""; }
   // Starts step `index` (1-based) of `count`, with overall completion `fraction`.
   virtual void Step(absl::string_view name, int index, int count, double fraction) = 0;
   // Progress within the current step; `fraction` is overall, 0..1.

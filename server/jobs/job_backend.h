@@ -37,6 +37,7 @@ struct Attempt {
   int attempt = 0;
   std::shared_ptr<const google::protobuf::Struct> params;
   std::shared_ptr<RunControl> control;
+  std::string traceparent;  // this attempt's span, for what the handler runs
 };
 
 // A committed artifact as GetArtifact reads it.

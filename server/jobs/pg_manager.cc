@@ -15,6 +15,7 @@
 #include "server/jobs/unique.h"
 #include "server/jobs/worker_requests.h"
 #include "server/metrics/server_metrics.h"
+#include "server/tracing/trace_context.h"
 #include "server/storage/keys.h"
 #include "server/watch/event_hub.h"
 
@@ -511,7 +512,7 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
           handed_.push_back(
               Attempt{job.id(), job.type(), job.attempt(),
                       std::make_shared<const google::protobuf::Struct>(std::move(got.params)),
-                      run.control});
+                      run.control, tracing::AttemptTraceparent(job.trace(), job.attempt())});
         }
         if (!claimed->empty()) {
           ready_cv_.SignalAll();  // the runners take them; there may be more, for another claim
@@ -963,6 +964,8 @@ WaiterList PgJobManager::Grant(const WaiterList& calls) {
       *leased->mutable_job()->mutable_params() = std::move(got.params);
       leased->set_lease_id(got.lease.lease_id());
       *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(got.lease.deadline_ms()));
+      leased->set_traceparent(
+          tracing::AttemptTraceparent(leased->job().trace(), leased->job().attempt()));
     }
     for (size_t i = 0; i < group.size(); ++i) {
       if (responses[i].jobs_size() > 0) {

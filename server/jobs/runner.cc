@@ -13,6 +13,7 @@ class ManagedContext : public JobContext {
   const std::string& job_id() const override { return attempt_.job_id; }
   int attempt() const override { return attempt_.attempt; }
   const google::protobuf::Struct& params() const override { return *attempt_.params; }
+  std::string traceparent() const override { return attempt_.traceparent; }
   void Step(absl::string_view name, int index, int count, double fraction) override {
     v1::Progress p;
     p.set_step(std::string(name));

@@ -9,6 +9,8 @@
 #include "server/jobs/handler.h"
 #include "server/jobs/ids.h"
 #include "server/metrics/server_metrics.h"
+#include "server/tracing/job_spans.h"
+#include "server/tracing/trace_context.h"
 
 namespace jobstream::jobs {
 
@@ -25,6 +27,7 @@ std::string TruncateUtf8(const std::string& s, size_t max) {
 
 void RecordStateChange(const JobEvent& event) {
   server_metrics::CountStateChange(event);
+  if (v1::IsTerminal(event.type())) tracing::EndJobSpan(event.status(), event.type());
   switch (event.type()) {
     case JobEvent::STEP:
     case JobEvent::PROGRESS:
@@ -43,6 +46,7 @@ void RecordStateChange(const JobEvent& event) {
       .Add("state", Job::State_Name(job.state()))
       .Add("attempt", int64_t{job.attempt()})
       .Add("sequence", event.sequence());
+  if (!job.trace().trace_id().empty()) line.Add("trace_id", job.trace().trace_id());
   if (!job.worker_id().empty() && event.type() == JobEvent::STARTED) {
     line.Add("worker", job.worker_id());
   }
@@ -122,6 +126,8 @@ Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::str
   if (request.has_unique_for()) *job.mutable_unique_for() = request.unique_for();
   job.set_unique_while(request.unique_while());
   job.set_concurrency_key(request.concurrency_key());
+  // Validated before: a malformed traceparent never gets here.
+  *job.mutable_trace() = tracing::NewJobTrace(tracing::ParseTraceparent(request.traceparent()));
   return job;
 }
 
@@ -170,7 +176,9 @@ storage::LeaseRecord StartJob(Job& job, const JobType& type, absl::Time now,
                               absl::Duration lease_duration) {
   // Observed where every attempt starts and ends, on both stores (a write that then
   // fails leaves the store failed; its one extra observation is the least of it).
-  server_metrics::ObserveQueueWait(job.type(), now - server_metrics::ReadySince(job));
+  const absl::Time ready = server_metrics::ReadySince(job);
+  server_metrics::ObserveQueueWait(job.type(), now - ready);
+  tracing::EndWaitSpan(job, ready, now);
   job.set_state(Job::RUNNING);
   job.set_attempt(job.attempt() + 1);
   *job.mutable_start_time() = ToProto(now);
@@ -207,6 +215,7 @@ JobEvent::Type EndJobAttempt(Job& job, const JobType& type, const AttemptEnd& en
   if (job.has_start_time()) {
     server_metrics::ObserveRunTime(job.type(), now - v1::ToTime(job.start_time()));
   }
+  const int attempt = job.attempt();  // a requeue gives it back below
   JobEvent::Type event;
   absl::Time ready = now;
   bool requeue = false;
@@ -246,6 +255,7 @@ JobEvent::Type EndJobAttempt(Job& job, const JobType& type, const AttemptEnd& en
     *job.mutable_next_attempt_time() = ToProto(ready);
   }
   if (v1::IsFinished(job.state())) *job.mutable_end_time() = ToProto(now);
+  tracing::EndAttemptSpan(job, attempt, event, now);
   return event;
 }
 

@@ -4,6 +4,7 @@
 #include "jobstream/v1/job_states.h"
 #include "server/jobs/graph.h"
 #include "server/jobs/unique.h"
+#include "server/tracing/trace_context.h"
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -127,6 +128,12 @@ absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& ty
   }
   if (absl::Status s = ValidateRequestId(request.request_id()); !s.ok()) return s;
   if (absl::Status s = ValidateConcurrencyKey(request.concurrency_key()); !s.ok()) return s;
+  if (!request.traceparent().empty() && !tracing::ParseTraceparent(request.traceparent())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "traceparent \"", request.traceparent().substr(0, 80),
+        "\" is not a W3C traceparent (00-<32 hex digits>-<16 hex digits>-<2 hex digits>, "
+        "neither id all zeros)"));
+  }
   if (absl::Status s = ValidateLabels(request.labels()); !s.ok()) return s;
   if (request.labels_size() > limits.max_labels) {
     return absl::InvalidArgumentError(absl::StrCat(

@@ -37,6 +37,8 @@ constexpr char kPgUnavailable[] = "jobstream_pg_unavailable_total";
 constexpr char kPgRetries[] = "jobstream_pg_retries_total";
 constexpr char kFeedLag[] = "jobstream_pg_feed_lag_seconds";
 constexpr char kFeedLost[] = "jobstream_pg_feed_lost_total";
+constexpr char kSpansExported[] = "jobstream_spans_exported_total";
+constexpr char kSpansDropped[] = "jobstream_spans_dropped_total";
 
 metrics::Registry* Make() {
   auto* r = new metrics::Registry();
@@ -93,6 +95,9 @@ metrics::Registry* Make() {
                       "watchers (PostgreSQL's event feed).",
                       fast);
   r->DeclareCounter(kFeedLost, "Times the PostgreSQL event feed lost its connection.");
+  r->DeclareCounter(kSpansExported, "Spans the --otlp_endpoint collector took.");
+  r->DeclareCounter(kSpansDropped,
+                    "Spans dropped: the export queue was full, or the collector refused them.");
   return r;
 }
 
@@ -254,5 +259,7 @@ void ObserveFeedLag(absl::Duration lag) {
 }
 
 void CountFeedLost() { Registry().counter(kFeedLost)->Add(); }
+void CountSpansExported(int64_t n) { Registry().counter(kSpansExported)->Add(n); }
+void CountSpansDropped(int64_t n) { Registry().counter(kSpansDropped)->Add(n); }
 
 }  // namespace jobstream::server_metrics

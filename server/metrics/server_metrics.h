@@ -68,4 +68,8 @@ void CountPgRetry();
 void ObserveFeedLag(absl::Duration lag);
 void CountFeedLost();
 
+// Spans sent to --otlp_endpoint, and spans dropped (a full queue, or refused).
+void CountSpansExported(int64_t n);
+void CountSpansDropped(int64_t n);
+
 }  // namespace jobstream::server_metrics

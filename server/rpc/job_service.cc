@@ -13,6 +13,7 @@
 #include "server/rpc/authorize.h"
 #include "server/rpc/status.h"
 #include "server/rpc/watch_reactor.h"
+#include "server/tracing/trace_context.h"
 
 namespace jobstream::rpc {
 
@@ -51,7 +52,23 @@ grpc::ServerUnaryReactor* JobServiceImpl::Submit(grpc::CallbackServerContext* ct
   auto* reactor = calls_->Begin(ctx);
   auto who = Allow(ctx, reactor, Role::kSubmit, "Submit");
   if (!who || OverSubmitRate(ctx, reactor, *who)) return reactor;
-  manager_->Submit(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
+  // The caller's trace context may come as metadata (as gRPC's OpenTelemetry propagators
+  // and the gateway send it); W3C has a malformed one ignored. Both managers copy or use
+  // the request before Submit returns.
+  v1::SubmitRequest traced;
+  const v1::SubmitRequest* submit = request;
+  if (request->traceparent().empty()) {
+    auto header = ctx->client_metadata().find("traceparent");
+    if (header != ctx->client_metadata().end()) {
+      const std::string value(header->second.data(), header->second.size());
+      if (tracing::ParseTraceparent(value)) {
+        traced = *request;
+        traced.set_traceparent(value);
+        submit = &traced;
+      }
+    }
+  }
+  manager_->Submit(*submit, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
     calls_->Reply(reactor, response, std::move(job));
   });
   return reactor;

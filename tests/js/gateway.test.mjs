@@ -252,7 +252,11 @@ test('kill -9 of the gateway mid-stream: EventSource sees every event once, in o
   assert.ok(killed);
   const ids = seen.map((e) => Number(e.id));
   assert.deepEqual(ids, Array.from({ length: ids.length }, (_, i) => i + 1), 'no gap, no repeat');
-  assert.equal(ids.length, 1 + 1 + 4 * 6 + 1);
+  // Every state change and step; of the 20 ticks, a busy store may have replaced one still
+  // unwritten with the next (DESIGN: PROGRESS coalesces, nothing else does).
+  assert.deepEqual(seen.filter((e) => e.type !== 'progress').map((e) => e.type),
+    ['created', 'started', 'step', 'step', 'step', 'step', 'succeeded']);
+  assert.ok(ids.length > 7 && ids.length <= 1 + 1 + 4 * 6 + 1, `${ids.length} events`);
   assert.equal(seen.at(-1).type, 'succeeded');
 });
 

@@ -93,6 +93,19 @@ class PythonWorkerTest(unittest.TestCase):
             self.assertEqual(json_format.MessageToDict(final.result)["thumbnails"], n + 1)
             self.assertEqual([e.sequence for e in events], list(range(1, len(events) + 1)))
 
+    def test_the_worker_gets_its_attempts_span_in_the_callers_trace(self):
+        caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        request = jobs_pb2.SubmitRequest(type="thumbnail")
+        job = self.jobs.Submit(request, timeout=10, metadata=AUTH + [("traceparent", caller)])
+        self.assertEqual(job.trace.trace_id, "0af7651916cd43dd8448eb211c80319c")
+        self.assertEqual(job.trace.parent_span_id, "b7ad6b7169203331")
+        final = self.follow(job.id)[-1].status
+        got = json_format.MessageToDict(final.result)["traceparent"]
+        version, trace_id, span_id, flags = got.split("-")
+        self.assertEqual((version, trace_id, flags), ("00", job.trace.trace_id, "01"))
+        self.assertNotIn(span_id, (job.trace.span_id, "b7ad6b7169203331"))  # the attempt's own
+        self.assertEqual(len(span_id), 16)
+
     def test_a_permanent_error_fails_without_a_retry(self):
         events = self.follow(self.submit({"fail": True}).id)
         final = events[-1].status

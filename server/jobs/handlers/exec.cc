@@ -34,7 +34,7 @@ absl::StatusOr<std::unique_ptr<ExecHandler>> ExecHandler::Create(const v1::ExecR
       return absl::InvalidArgumentError(
           absl::StrCat("exec.env: \"", key, "\" is not a usable variable name"));
     }
-    if (key.rfind("JOBSTREAM_", 0) == 0) {
+    if (key.rfind("JOBSTREAM_", 0) == 0 || key == "TRACEPARENT") {
       return absl::InvalidArgumentError(
           absl::StrCat("exec.env: ", key, " is set by the server for each job"));
     }
@@ -102,7 +102,11 @@ absl::StatusOr<google::protobuf::Value> ExecHandler::Run(JobContext& ctx) const 
     MarkRetryable(error);
     return error;
   }
-  exec::ProgramOutcome outcome = exec::RunJobProgram(options_, ctx.job_id(), type_, ctx.attempt(),
+  exec::ProgramOptions options = options_;
+  if (std::string traceparent = ctx.traceparent(); !traceparent.empty()) {
+    options.env["TRACEPARENT"] = std::move(traceparent);
+  }
+  exec::ProgramOutcome outcome = exec::RunJobProgram(options, ctx.job_id(), type_, ctx.attempt(),
                                                      ctx.params(), (*output)->path(), hooks);
   if (outcome.result.ok()) {
     // What the program left in its output directory becomes the job's artifacts.

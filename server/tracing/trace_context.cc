@@ -1,0 +1,95 @@
+#include "server/tracing/trace_context.h"
+
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+
+namespace jobstream::tracing {
+namespace {
+
+bool LowerHex(absl::string_view s, size_t size) {
+  if (s.size() != size) return false;
+  bool nonzero = false;
+  for (char c : s) {
+    if (!absl::ascii_isdigit(c) && !(c >= 'a' && c <= 'f')) return false;
+    nonzero = nonzero || c != '0';
+  }
+  return nonzero;
+}
+
+std::string RandomHex(size_t bytes) {
+  std::string raw(bytes, '\0');
+  do {
+    RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), static_cast<int>(bytes));
+  } while (raw.find_first_not_of('\0') == std::string::npos);  // all zero is invalid
+  return absl::BytesToHexString(raw);
+}
+
+// 16 hex digits from sha256 of the job's span and a tag: stable, and as good as random.
+std::string DerivedSpanId(const v1::TraceContext& job, absl::string_view tag, int attempt) {
+  const std::string input = absl::StrCat(job.trace_id(), job.span_id(), tag, attempt);
+  unsigned char digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest);
+  if (std::all_of(digest, digest + 8, [](unsigned char b) { return b == 0; })) digest[7] = 1;
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), 8));
+}
+
+}  // namespace
+
+std::optional<SpanContext> ParseTraceparent(absl::string_view header) {
+  header = absl::StripAsciiWhitespace(header);
+  // version "-" trace-id "-" parent-id "-" flags: 2 + 1 + 32 + 1 + 16 + 1 + 2 = 55.
+  if (header.size() < 55 || header[2] != '-' || header[35] != '-' || header[52] != '-') {
+    return std::nullopt;
+  }
+  const absl::string_view version = header.substr(0, 2);
+  if (!absl::ascii_isxdigit(version[0]) || !absl::ascii_isxdigit(version[1]) || version == "ff") {
+    return std::nullopt;
+  }
+  if (version == "00" && header.size() != 55) return std::nullopt;
+  if (header.size() > 55 && header[55] != '-') return std::nullopt;
+  SpanContext context;
+  context.trace_id = std::string(header.substr(3, 32));
+  context.span_id = std::string(header.substr(36, 16));
+  const absl::string_view flags = header.substr(53, 2);
+  if (!LowerHex(context.trace_id, 32) || !LowerHex(context.span_id, 16) ||
+      !absl::ascii_isxdigit(flags[0]) || !absl::ascii_isxdigit(flags[1])) {
+    return std::nullopt;
+  }
+  const int low = absl::ascii_isdigit(flags[1]) ? flags[1] - '0' : (flags[1] | 0x20) - 'a' + 10;
+  context.sampled = (low & 1) != 0;
+  return context;
+}
+
+std::string FormatTraceparent(const SpanContext& context) {
+  return absl::StrCat("00-", context.trace_id, "-", context.span_id, context.sampled ? "-01" : "-00");
+}
+
+v1::TraceContext NewJobTrace(const std::optional<SpanContext>& parent) {
+  v1::TraceContext trace;
+  trace.set_trace_id(parent ? parent->trace_id : RandomHex(16));
+  trace.set_span_id(RandomHex(8));
+  if (parent) trace.set_parent_span_id(parent->span_id);
+  trace.set_sampled(parent ? parent->sampled : true);
+  return trace;
+}
+
+std::string AttemptSpanId(const v1::TraceContext& job, int attempt) {
+  return DerivedSpanId(job, "attempt", attempt);
+}
+
+std::string WaitSpanId(const v1::TraceContext& job, int attempt) {
+  return DerivedSpanId(job, "wait", attempt);
+}
+
+std::string AttemptTraceparent(const v1::TraceContext& job, int attempt) {
+  if (job.trace_id().empty()) return "";
+  return FormatTraceparent({job.trace_id(), AttemptSpanId(job, attempt), job.sampled()});
+}
+
+}  // namespace jobstream::tracing
