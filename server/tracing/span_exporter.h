@@ -39,7 +39,8 @@ struct ExporterOptions {
 };
 
 // Starts exporting (once, before the first span); Stop sends what is queued (within the
-// timeout) and ends the thread.
+// timeout) and ends the thread: call it once nothing ends spans any more (the store is
+// closed).
 void StartExporter(const ExporterOptions& options);
 void StopExporter();
 // Whether spans are wanted: callers skip building them otherwise.

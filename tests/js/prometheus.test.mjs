@@ -70,8 +70,9 @@ after(async () => {
     prometheus.kill('SIGTERM');
     await exited;
   }
-  if (server) assert.equal(await server.stop(), 0);
+  const code = await server?.stop();
   rmSync(dir, { recursive: true, force: true });
+  assert.equal(code, 0, 'the server stops cleanly');
 });
 
 const unary = (stub, method, request) => new Promise((resolve, reject) => {
