@@ -1,8 +1,10 @@
-// jobstream-metrics-bench: what metrics cost on the hot paths. Rounds alternate a server
-// with --metrics_listen=off and one serving /metrics scraped every second (as Prometheus
-// would), each on a fresh data dir: Submit/s (64 durable Submits in flight) and end to end
-// jobs/s (Submit -> LeaseJob -> CompleteJob, 8 workers taking 16 jobs a lease, at most 4,096
-// waiting). Prints each round, then each figure's median per mode and on / off.
+// jobstream-metrics-bench: what metrics and tracing cost on the hot paths. Rounds alternate
+// a server with --metrics_listen=off and no --otlp_endpoint, and one serving /metrics
+// scraped every second (as Prometheus would) and exporting every job's spans to an OTLP
+// receiver in this process; each on a fresh data dir: Submit/s (64 durable Submits in
+// flight) and end to end jobs/s (Submit -> LeaseJob -> CompleteJob, 8 workers taking 16
+// jobs a lease, at most 4,096 waiting). Prints each round, then each figure's median per
+// mode and on / off.
 //
 //   build/bench/jobstream-metrics-bench [--rounds=5] [--duration=4s] [--server_bin=PATH]
 #include <algorithm>
@@ -21,6 +23,7 @@
 #include "bench/bench_util.h"
 #include "jobstream/v1/jobs.grpc.pb.h"
 #include "jobstream/v1/workers.grpc.pb.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 #include "tests/support/http_get.h"
 
 ABSL_FLAG(int, rounds, 5, "rounds; each runs metrics off, then on");
@@ -37,11 +40,26 @@ using jobstream::v1::WorkerService;
 
 constexpr char kType[] = "bench.work";
 
+// An OTLP/gRPC receiver that counts the spans it is sent.
+class SpanSink final : public opentelemetry::proto::collector::trace::v1::TraceService::Service {
+ public:
+  grpc::Status Export(grpc::ServerContext*,
+                      const opentelemetry::proto::collector::trace::v1::ExportTraceServiceRequest* r,
+                      opentelemetry::proto::collector::trace::v1::ExportTraceServiceResponse*) override {
+    for (const auto& rs : r->resource_spans()) {
+      for (const auto& ss : rs.scope_spans()) spans += ss.spans_size();
+    }
+    return grpc::Status::OK;
+  }
+  std::atomic<int64_t> spans{0};
+};
+
 struct Figures {
   double submits = 0;     // Submit/s
   double end_to_end = 0;  // jobs completed/s
   int scrapes = 0;
   size_t scrape_bytes = 0;
+  int64_t spans = 0;
 };
 
 double Median(std::vector<double> v) {
@@ -95,7 +113,8 @@ double EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
   return rate;
 }
 
-Figures Round(const std::string& bin, const std::string& dir, bool metrics) {
+Figures Round(const std::string& bin, const std::string& dir, bool metrics,
+              const std::string& sink_address, SpanSink& sink) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/config.json") << R"({"types": [{"name": ")" << kType
@@ -104,8 +123,10 @@ Figures Round(const std::string& bin, const std::string& dir, bool metrics) {
   Child server = jobstream::bench::Spawn(
       {bin, "--listen=127.0.0.1:0", "--log=false", "--data_dir=" + dir + "/data",
        "--config=" + dir + "/config.json",
-       metrics ? absl::StrCat("--metrics_listen=127.0.0.1:", port) : "--metrics_listen=off"});
+       metrics ? absl::StrCat("--metrics_listen=127.0.0.1:", port) : "--metrics_listen=off",
+       metrics ? "--otlp_endpoint=" + sink_address : "--otlp_endpoint="});
   Figures f;
+  const int64_t spans_before = sink.spans.load();
   std::atomic<bool> stop_scraping{false};
   std::thread scraper;
   if (metrics) {
@@ -130,7 +151,8 @@ Figures Round(const std::string& bin, const std::string& dir, bool metrics) {
   f.end_to_end = EndToEnd(channels, absl::GetFlag(FLAGS_duration));
   stop_scraping = true;
   if (scraper.joinable()) scraper.join();
-  server.Stop();
+  server.Stop();  // sends the spans still queued
+  f.spans = sink.spans.load() - spans_before;
   std::filesystem::remove_all(dir);
   return f;
 }
@@ -142,21 +164,30 @@ int main(int argc, char** argv) {
   const std::string bin = jobstream::bench::BinDir(argv[0], absl::GetFlag(FLAGS_server_bin)) +
                           "/server/jobstream-server";
   const std::string dir = std::filesystem::temp_directory_path() / "jobstream-metrics-bench";
+  SpanSink sink;
+  int sink_port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &sink_port);
+  builder.RegisterService(&sink);
+  std::unique_ptr<grpc::Server> sink_server = builder.BuildAndStart();
+  const std::string sink_address = absl::StrCat("127.0.0.1:", sink_port);
   std::vector<double> submits[2], end_to_end[2];
-  std::cout << "| round | metrics | Submit/s | end-to-end jobs/s | scrapes (bytes each) |\n"
-               "| --- | --- | --- | --- | --- |\n";
+  std::cout << "| round | metrics and traces | Submit/s | end-to-end jobs/s | scrapes (bytes each) "
+               "| spans sent |\n| --- | --- | --- | --- | --- | --- |\n";
   for (int r = 1; r <= absl::GetFlag(FLAGS_rounds); ++r) {
     for (bool on : {false, true}) {
-      const Figures f = Round(bin, dir, on);
+      const Figures f = Round(bin, dir, on, sink_address, sink);
       submits[on].push_back(f.submits);
       end_to_end[on].push_back(f.end_to_end);
-      std::cout << absl::StrFormat("| %d | %s | %.0f | %.0f | %s |\n", r, on ? "on" : "off",
+      std::cout << absl::StrFormat("| %d | %s | %.0f | %.0f | %s | %s |\n", r, on ? "on" : "off",
                                    f.submits, f.end_to_end,
-                                   on ? absl::StrCat(f.scrapes, " (", f.scrape_bytes, ")") : "–")
+                                   on ? absl::StrCat(f.scrapes, " (", f.scrape_bytes, ")") : "–",
+                                   on ? absl::StrCat(f.spans) : "–")
                 << std::flush;
     }
   }
-  std::cout << "\n| median | metrics off | metrics on, scraped every second | on / off |\n"
+  sink_server->Shutdown();
+  std::cout << "\n| median | off | metrics scraped every second, spans to OTLP | on / off |\n"
                "| --- | --- | --- | --- |\n";
   for (auto [name, v] : {std::pair{"Submit/s", submits}, std::pair{"end-to-end jobs/s", end_to_end}}) {
     const double off = Median(v[0]), on = Median(v[1]);

@@ -94,6 +94,7 @@ ABSL_FLAG(std::string, catch_up, "",
           "schedule: skip_missed, run_once or run_all (default skip_missed)");
 ABSL_FLAG(int, catch_up_limit, 0, "schedule: run_all runs at most this many missed fires (1..1000)");
 ABSL_FLAG(bool, paused, false, "schedule create: made paused");
+ABSL_FLAG(std::string, reason, "", "pause: why, shown with the pause");
 
 namespace {
 
@@ -161,6 +162,11 @@ const std::map<std::string, std::string>& CommandHelp() {
       {"types",
        "jobstream types [--json]\n"
        "  Lists the declared job types: how each runs, queued and running jobs, workers."},
+      {"pause",
+       "jobstream pause TYPE [--reason=TEXT] [--json]\n"
+       "jobstream resume TYPE [--json]\n"
+       "  Pauses a job type (admin): its queued jobs wait, workers and the server start\n"
+       "  none, running ones go on; resume lets them go. Every server on the store obeys."},
       {"work",
        "jobstream work --type=T[,T2...] [--concurrency=N] [--worker_id=ID] -- CMD ARGS...\n"
        "  Runs as an external worker: leases jobs of those types and runs CMD for each,\n"
@@ -563,6 +569,32 @@ int NewToken(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int PauseType(const std::string& server, const std::string& type, bool pause) {
+  auto stub = jobstream::v1::JobService::NewStub(ServerChannel(server));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  jobstream::v1::JobTypeInfo info;
+  grpc::Status status;
+  if (pause) {
+    jobstream::v1::PauseTypeRequest request;
+    request.set_type(type);
+    request.set_reason(absl::GetFlag(FLAGS_reason));
+    status = stub->PauseType(&ctx, request, &info);
+  } else {
+    jobstream::v1::ResumeTypeRequest request;
+    request.set_type(type);
+    status = stub->ResumeType(&ctx, request, &info);
+  }
+  if (!status.ok()) return CallError(jobstream::client::FromGrpc(status));
+  if (!Interactive()) {
+    std::cout << ToJson(info) << "\n";
+  } else {
+    std::cout << info.name() << (pause ? " paused" : " resumed") << "; " << info.queued()
+              << " queued, " << info.running() << " running\n";
+  }
+  return kExitOk;
+}
+
 int Types(const std::string& server) {
   auto stub = jobstream::v1::JobService::NewStub(ServerChannel(server));
   grpc::ClientContext ctx;
@@ -583,6 +615,10 @@ int Types(const std::string& server) {
         type.queued(), type.running(),
         type.runner() == jobstream::v1::JobTypeInfo::EXTERNAL ? absl::StrCat(type.workers()) : "-",
         type.description());
+    if (type.has_pause()) {
+      std::cout << "  paused" << (type.pause().by().empty() ? "" : " by " + type.pause().by())
+                << (type.pause().reason().empty() ? "" : ": " + type.pause().reason()) << "\n";
+    }
     if (type.key_concurrency() == 0 && type.key_rate() == 0) continue;
     std::vector<std::string> limits, held;
     if (type.key_concurrency() > 0) limits.push_back(absl::StrCat("<=", type.key_concurrency(), " running"));
@@ -842,6 +878,10 @@ int main(int argc, char** argv) {
   if (command == "types") {
     if (!args.empty()) return UsageError("types takes no arguments");
     return Types(absl::GetFlag(FLAGS_server));
+  }
+  if (command == "pause" || command == "resume") {
+    if (args.size() != 1) return UsageError(command + " takes one job type");
+    return PauseType(absl::GetFlag(FLAGS_server), args[0], command == "pause");
   }
   jobstream::client::JobClient client(ServerChannel(absl::GetFlag(FLAGS_server)));
   if (command == "submit") return Submit(client, args);

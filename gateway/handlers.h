@@ -24,6 +24,8 @@ void SubmitBatch(const SessionPtr& session);
 void GetJob(const SessionPtr& session, const std::string& job_id);
 void ListJobs(const SessionPtr& session, const Route& route);
 void ListTypes(const SessionPtr& session);
+// POST /v1/types/{type}:pause (a body {"reason": "…"}, or none) and :resume.
+void PauseType(const SessionPtr& session, const Route& route);
 void CancelJob(const SessionPtr& session, const std::string& job_id);
 void DeleteJob(const SessionPtr& session, const std::string& job_id);
 void Health(const SessionPtr& session);

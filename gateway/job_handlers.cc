@@ -121,6 +121,29 @@ void ListTypes(const SessionPtr& session) {
           [s = session.get()](const auto& response) { s->Reply({200, ToJson(response)}); });
 }
 
+void PauseType(const SessionPtr& session, const Route& route) {
+  auto* stub = session->gateway()->stub();
+  auto reply = [s = session.get()](const v1::JobTypeInfo& info) { s->Reply({200, ToJson(info)}); };
+  if (route.kind == RouteKind::kResumeType) {
+    auto call = NewCall<v1::ResumeTypeRequest, v1::JobTypeInfo>(*session);
+    call->request.set_type(route.type);
+    return Forward(session, call, [stub](auto... a) { stub->async()->ResumeType(a...); }, reply);
+  }
+  auto call = NewCall<v1::PauseTypeRequest, v1::JobTypeInfo>(*session);
+  if (!session->request().body().empty()) {
+    if (absl::Status s = FromJson(absl::string_view(session->request().body()), &call->request);
+        !s.ok()) {
+      return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message()));
+    }
+    if (!call->request.type().empty() && call->request.type() != route.type) {
+      return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT,
+                                 "the body's type is not the path's");
+    }
+  }
+  call->request.set_type(route.type);
+  Forward(session, call, [stub](auto... a) { stub->async()->PauseType(a...); }, reply);
+}
+
 void CancelJob(const SessionPtr& session, const std::string& job_id) {
   auto call = NewCall<v1::CancelJobRequest, v1::Job>(*session);
   call->request.set_job_id(job_id);

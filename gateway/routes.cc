@@ -128,6 +128,19 @@ std::variant<Route, RouteError> Match(absl::string_view method, absl::string_vie
     if (method == "DELETE") return route.kind = RouteKind::kDeleteSchedule, route;
     return allow("GET, PUT, DELETE");
   }
+  if (is({"v1", "types", ""})) {
+    const std::string& last = segments[2];
+    for (auto [suffix, kind] : {std::pair{absl::string_view(":pause"), RouteKind::kPauseType},
+                                {":resume", RouteKind::kResumeType}}) {
+      if (!absl::EndsWith(last, suffix)) continue;
+      route.type = last.substr(0, last.size() - suffix.size());
+      if (route.type.empty()) return RouteError{404, absl::StrCat("no type before ", suffix), ""};
+      if (method == "POST") return route.kind = kind, route;
+      return allow("POST");
+    }
+    return RouteError{404, absl::StrCat("no route for ", url.path(),
+                                        ": a type takes :pause or :resume"), ""};
+  }
   auto get_only = [&](RouteKind kind) -> std::variant<Route, RouteError> {
     if (method == "GET") return route.kind = kind, route;
     return allow("GET");

@@ -31,6 +31,8 @@ enum class RouteKind {
   kJobWs,      // GET    /v1/jobs/{id}/ws       (WebSocket)
   kAllWs,      // GET    /v1/ws                 (WebSocket)
   kListTypes,  // GET    /v1/types
+  kPauseType,   // POST   /v1/types/{type}:pause   {"reason": "…"} (optional)
+  kResumeType,  // POST   /v1/types/{type}:resume
   kListSchedules,    // GET    /v1/schedules
   kCreateSchedule,   // POST   /v1/schedules
   kGetSchedule,      // GET    /v1/schedules/{id}
@@ -48,6 +50,7 @@ struct Route {
   RouteKind kind;
   std::string job_id;  // percent-decoded; checked by the server
   std::string schedule_id;  // the same
+  std::string type;         // kPauseType, kResumeType: the same
   std::string asset;   // kAsset: "/" or "/static/NAME"
   std::string artifact;  // kArtifact: the name, percent-decoded; checked by the server
   bool head = false;     // a HEAD request (kArtifact): headers only

@@ -184,6 +184,8 @@ void Session::Dispatch() {
     case RouteKind::kSubmitBatch: return SubmitBatch(self);
     case RouteKind::kListJobs: return ListJobs(self, route);
     case RouteKind::kListTypes: return ListTypes(self);
+    case RouteKind::kPauseType:
+    case RouteKind::kResumeType: return PauseType(self, route);
     case RouteKind::kListSchedules:
     case RouteKind::kCreateSchedule:
     case RouteKind::kGetSchedule:

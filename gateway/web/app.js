@@ -267,21 +267,57 @@ function perKey(t) {
   return limits.join(', ') + (held.length ? `; at limit: ${held.join('; ')}` : '');
 }
 
+// Rows are kept and updated in place, as the schedules' are: the list is read again every
+// 5 s, and a rebuilt row would eat a click on its Pause button.
+function typeRow(name) {
+  const row = document.createElement('tr');
+  row.dataset.type = name;
+  for (const cls of ['name', 'runs', 'queued', 'running', 'workers', 'attempts', 'per-key',
+                     'paused', 'description']) {
+    const cell = document.createElement('td');
+    cell.className = cls;
+    row.appendChild(cell);
+  }
+  const actions = document.createElement('td');
+  const pause = document.createElement('button');
+  pause.type = 'button';
+  pause.className = 'secondary pause';
+  pause.addEventListener('click', () => (row.dataset.paused === 'true'
+    ? jobstream.resumeType(name) : jobstream.pauseType(name, 'paused from the page'))
+    .then(loadTypes).catch(report));
+  actions.appendChild(pause);
+  row.appendChild(actions);
+  return row;
+}
+
+function pausedText(t) {
+  if (!t.pause) return '';
+  const by = t.pause.by ? ` by ${t.pause.by}` : '';
+  return `paused${by}${t.pause.reason ? `: ${t.pause.reason}` : ''}`;
+}
+
 function renderTypes() {
   const body = $('#types tbody');
-  body.replaceChildren(...types.map((t) => {
-    const row = document.createElement('tr');
-    row.dataset.type = t.name;
-    for (const text of [t.name, t.runner.toLowerCase(), t.queued || 0, t.running || 0,
-                        t.runner === 'EXTERNAL' ? (t.workers || 0) : '–', t.maxAttempts,
-                        perKey(t), t.description || '']) {
-      const cell = document.createElement('td');
-      cell.textContent = String(text);
-      row.appendChild(cell);
+  const existing = new Map([...body.children].map((row) => [row.dataset.type, row]));
+  const rows = types.map((t) => {
+    const row = existing.get(t.name) ?? typeRow(t.name);
+    row.dataset.paused = String(Boolean(t.pause));
+    const cells = {
+      name: t.name, runs: t.runner.toLowerCase(), queued: t.queued || 0, running: t.running || 0,
+      workers: t.runner === 'EXTERNAL' ? (t.workers || 0) : '–', attempts: t.maxAttempts,
+      'per-key': perKey(t), paused: pausedText(t), description: t.description || '',
+    };
+    for (const [cls, value] of Object.entries(cells)) {
+      const cell = row.querySelector(`.${cls}`);
+      if (cell.textContent !== String(value)) cell.textContent = String(value);
     }
-    row.children[6].className = 'per-key';
+    const button = row.querySelector('button.pause');
+    const label = t.pause ? 'Resume' : 'Pause';
+    if (button.textContent !== label) button.textContent = label;
     return row;
-  }));
+  });
+  const same = rows.length === body.children.length && rows.every((r, i) => r === body.children[i]);
+  if (!same) body.replaceChildren(...rows);
 }
 
 async function loadTypes() {

@@ -69,6 +69,10 @@ export const cancel = (id) => call('POST', `/v1/jobs/${encodeURIComponent(id)}:c
 export const remove = (id) => call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
 export const list = (query = '') => call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
 export const types = () => call('GET', '/v1/types');
+// Pausing a type (admin): its queued jobs wait until it is resumed.
+const typePath = (type) => `/v1/types/${encodeURIComponent(type)}`;
+export const pauseType = (type, reason = '') => call('POST', `${typePath(type)}:pause`, { reason });
+export const resumeType = (type) => call('POST', `${typePath(type)}:resume`);
 
 // Schedules (a Schedule as proto3 JSON: {id, cron, timeZone} or {id, interval: '60s'},
 // job: {type, params, labels}, overlap, catchUp, jitter).

@@ -88,6 +88,10 @@ class JobBackend {
   // tombstones older than that again. Synchronous.
   virtual absl::Status Sweep(absl::Time now) = 0;
   virtual v1::ListJobTypesResponse ListTypes(const auth::Scope& scope) const = 0;
+  // Pauses (`pause` set) or resumes the declared `type`, durably and for every server on
+  // the store; answers the type as ListTypes shows it. `type` is checked here.
+  virtual absl::StatusOr<v1::JobTypeInfo> SetTypePause(const std::string& type,
+                                                       std::optional<v1::TypePause> pause) = 0;
   // Long-poll: done gets the job (as GetStatus returns it) once it is finished — at once
   // if it is — or as it stands when `timeout` passes. The returned wait (null if done was
   // already called) can be abandoned, which answers CANCELLED.

@@ -13,6 +13,7 @@
 #include "server/jobs/ids.h"
 #include "server/jobs/list_request.h"
 #include "server/jobs/transitions.h"
+#include "server/jobs/validation.h"
 #include "server/metrics/server_metrics.h"
 #include "server/storage/deliveries.h"
 #include "server/storage/keys.h"
@@ -32,6 +33,9 @@ namespace {
 // Before leases were records, an in-server run was stored under be64(INT64_MAX) | id with
 // this value. Recovery still understands it.
 constexpr char kLegacyInServerLease[] = "in-server";
+
+// A paused type's key in the meta column family: the prefix and the type's name.
+constexpr char kPausedPrefix[] = "paused/";
 
 // Whether a job as an event left it leaves memory once that event is written: QUEUED or
 // WAITING (its place in the queue stays; a batch's parent stays), or ended.
@@ -266,8 +270,56 @@ void JobManager::Unqueue(LiveJob& live, Batch& batch) {
 }
 
 bool JobManager::Admits(absl::string_view type) const {
+  if (paused_.contains(type)) return false;
   auto it = running_.find(type);
   return types_->Admits(type, it == running_.end() ? 0 : it->second);
+}
+
+absl::StatusOr<v1::JobTypeInfo> JobManager::SetTypePause(const std::string& type,
+                                                         std::optional<v1::TypePause> pause) {
+  if (absl::Status s = ValidateTypePause(type, pause, *types_); !s.ok()) return s;
+  // Written at once, beside the committer's groups: a key of its own, in no job's order.
+  Batch batch;
+  const std::string key = absl::StrCat(kPausedPrefix, type);
+  if (pause) {
+    batch.Put(Cf::kMeta, key, pause->SerializeAsString());
+  } else {
+    batch.Delete(Cf::kMeta, key);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (!store_failure_.ok()) return store_failure_;
+  }
+  if (absl::Status s = store_->Write(batch, /*sync=*/true); !s.ok()) {
+    return absl::UnavailableError(absl::StrCat("the store failed a write: ", s.message()));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (pause) {
+      paused_[type] = *pause;
+    } else if (paused_.erase(type) > 0) {
+      ready_cv_.SignalAll();  // its queued jobs may go
+      if (!workers_.waiters().empty()) ServeWaiters();
+    }
+  }
+  v1::ListJobTypesResponse listed = ListTypes(auth::Scope::Everything());
+  for (v1::JobTypeInfo& info : *listed.mutable_types()) {
+    if (info.name() == type) return std::move(info);
+  }
+  return absl::InternalError("the type is gone");  // checked above: cannot happen
+}
+
+absl::Status JobManager::LoadPauses() {
+  absl::MutexLock lock(&mu_);
+  paused_.clear();
+  return store_->Scan(Cf::kMeta, kPausedPrefix, false, [&](auto key, auto value) {
+    if (!absl::StartsWith(key, kPausedPrefix)) return false;
+    v1::TypePause pause;
+    if (pause.ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+      paused_[std::string(key.substr(strlen(kPausedPrefix)))] = std::move(pause);
+    }
+    return true;
+  });
 }
 
 void JobManager::Wake(absl::string_view type) {
@@ -365,6 +417,7 @@ void JobManager::Dispatch(absl::Time now, Replies& replies) {
 
 absl::Status JobManager::Recover() {
   if (absl::Status s = BackfillIndexes(); !s.ok()) return s;
+  if (absl::Status s = LoadPauses(); !s.ok()) return s;
   if (absl::Status s = RemoveAbandonedUploads(); !s.ok()) return s;
   {
     absl::MutexLock lock(&mu_);
@@ -998,6 +1051,9 @@ v1::ListJobTypesResponse JobManager::ListTypes(const auth::Scope& scope) const {
     v1::JobTypeInfo* info = response.add_types();
     *info = type->Info();
     info->set_queued(queue_.queued(type->name));
+    if (auto pause = paused_.find(type->name); pause != paused_.end()) {
+      *info->mutable_pause() = pause->second;
+    }
     if (auto oldest = queue_.OldestReadyMs(type->name)) {
       *info->mutable_queue_latency() =
           ToProto(std::max(now - absl::FromUnixMillis(*oldest), absl::ZeroDuration()));

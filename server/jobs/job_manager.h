@@ -95,6 +95,9 @@ class JobManager : public JobBackend, public ArtifactSink {
   void Purge(absl::Time before, CountCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::Status Sweep(absl::Time now) override ABSL_LOCKS_EXCLUDED(mu_);
   v1::ListJobTypesResponse ListTypes(const auth::Scope& scope) const override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::JobTypeInfo> SetTypePause(const std::string& type,
+                                               std::optional<v1::TypePause> pause) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   std::shared_ptr<JobWait> WaitJob(const std::string& job_id, const auth::Scope& scope,
                                    absl::Duration timeout, JobCallback done) override
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -197,6 +200,7 @@ class JobManager : public JobBackend, public ArtifactSink {
   static void Reindex(const v1::Job& job, v1::Job::State old_state, storage::Batch& batch);
   // Builds the indexes of a store written before they existed.
   absl::Status BackfillIndexes();
+  absl::Status LoadPauses() ABSL_LOCKS_EXCLUDED(mu_);
   // Reads what is live from the store into (empty) memory: the queue, jobs leased to
   // workers, and jobs this server was running, whose attempts end as `interrupted_end`
   // (saying `why` they stopped).
@@ -343,6 +347,8 @@ class JobManager : public JobBackend, public ArtifactSink {
   absl::node_hash_map<std::string, LiveJob> live_ ABSL_GUARDED_BY(mu_);
   JobQueue queue_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int> running_ ABSL_GUARDED_BY(mu_);  // by type
+  // Paused types (PauseType), kept in the meta column family as "paused/<type>".
+  absl::flat_hash_map<std::string, v1::TypePause> paused_ ABSL_GUARDED_BY(mu_);
   DeadlineIndex lease_deadlines_ ABSL_GUARDED_BY(mu_);  // external leases
   DeadlineIndex timeouts_ ABSL_GUARDED_BY(mu_);         // attempts with a timeout
   WorkerRegistry workers_ ABSL_GUARDED_BY(mu_);

@@ -13,6 +13,7 @@
 #include "server/jobs/list_request.h"
 #include "server/jobs/transitions.h"
 #include "server/jobs/unique.h"
+#include "server/jobs/validation.h"
 #include "server/jobs/worker_requests.h"
 #include "server/metrics/server_metrics.h"
 #include "server/tracing/trace_context.h"
@@ -354,10 +355,31 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
   done(std::move(changed));
 }
 
+absl::StatusOr<v1::JobTypeInfo> PgJobManager::SetTypePause(const std::string& type,
+                                                           std::optional<v1::TypePause> pause) {
+  if (absl::Status s = ValidateTypePause(type, pause, *types_); !s.ok()) return s;
+  // The claims of every server read the table: a pause holds at once, everywhere; a
+  // resume is seen by each server's next claim (within a second for waiting workers).
+  if (absl::Status s = store_->SetTypePause(type, pause); !s.ok()) return s;
+  if (!pause) {
+    absl::MutexLock lock(&mu_);
+    ++ready_hints_;
+    ready_cv_.SignalAll();
+    hinted_.insert(type);
+    granter_wake_ = true;
+  }
+  v1::ListJobTypesResponse listed = ListTypes(auth::Scope::Everything());
+  for (v1::JobTypeInfo& info : *listed.mutable_types()) {
+    if (info.name() == type) return std::move(info);
+  }
+  return absl::InternalError("the type is gone");  // checked above: cannot happen
+}
+
 v1::ListJobTypesResponse PgJobManager::ListTypes(const auth::Scope& scope) const {
   v1::ListJobTypesResponse response;
   const int64_t now_ms = absl::ToUnixMillis(absl::Now());
   auto counts = store_->CountLive(now_ms);
+  auto paused = store_->PausedTypes();
   for (const JobType* type : types_->All()) {
     v1::JobTypeInfo* info = response.add_types();
     *info = type->Info();
@@ -371,6 +393,9 @@ v1::ListJobTypesResponse PgJobManager::ListTypes(const auth::Scope& scope) const
         for (const KeyAtLimit& key : *keys) *info->add_keys_at_limit() = KeyAtLimitInfo(key);
         info->set_keys_at_limit_count(total);
       }
+    }
+    if (paused.ok()) {
+      if (auto it = paused->find(type->name); it != paused->end()) *info->mutable_pause() = it->second;
     }
     if (counts.ok()) {
       if (auto it = counts->find(type->name); it != counts->end()) {

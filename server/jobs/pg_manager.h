@@ -85,6 +85,9 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   void Purge(absl::Time before, CountCallback done) override;
   absl::Status Sweep(absl::Time now) override;
   v1::ListJobTypesResponse ListTypes(const auth::Scope& scope) const override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::JobTypeInfo> SetTypePause(const std::string& type,
+                                               std::optional<v1::TypePause> pause) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   std::shared_ptr<JobWait> WaitJob(const std::string& job_id, const auth::Scope& scope,
                                    absl::Duration timeout, JobCallback done) override;
   void AbandonJobWait(const std::shared_ptr<JobWait>& wait) override;

@@ -108,6 +108,27 @@ absl::StatusOr<absl::Duration> DurationWithin(const google::protobuf::Duration& 
   return value;
 }
 
+absl::Status ValidateTypePause(const std::string& type, const std::optional<v1::TypePause>& pause,
+                               const JobTypes& types) {
+  if (types.Find(type) == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        type.empty() ? "type is required" : absl::StrCat("unknown job type ", Shown(type)),
+        "; known types: ", absl::StrJoin(types.Names(), ", ")));
+  }
+  if (!pause) return absl::OkStatus();
+  const std::string& reason = pause->reason();
+  if (reason.size() > 500) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("reason has ", reason.size(), " bytes; at most 500 are allowed"));
+  }
+  for (char c : reason) {
+    if ((c >= 0 && c < 0x20) || c == 0x7f) {
+      return absl::InvalidArgumentError("reason must be text without control characters");
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& types,
                             const Limits& limits, absl::Time now) {
   if (request.type().empty()) {

@@ -2,6 +2,9 @@
 // message naming the field and the rule, so a client can fix the call.
 #pragma once
 
+#include <optional>
+#include <string>
+
 #include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
@@ -20,6 +23,10 @@ struct Limits {
 };
 
 // The whole SubmitRequest, including the type's own check of params.
+// A PauseType or ResumeType (no `pause`): a declared type, a reason of up to 500 bytes of
+// text without control characters.
+absl::Status ValidateTypePause(const std::string& type, const std::optional<v1::TypePause>& pause,
+                               const JobTypes& types);
 absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& types,
                             const Limits& limits, absl::Time now);
 // At most max_size characters of printable ASCII (with or without spaces); errors name

@@ -244,6 +244,31 @@ grpc::ServerUnaryReactor* JobServiceImpl::ListJobTypes(grpc::CallbackServerConte
   return reactor;
 }
 
+// Admin: a type is every tenant's. A synced write, small and rare: answered in place.
+grpc::ServerUnaryReactor* JobServiceImpl::PauseType(grpc::CallbackServerContext* ctx,
+                                                    const v1::PauseTypeRequest* request,
+                                                    v1::JobTypeInfo* response) {
+  auto* reactor = calls_->Begin(ctx);
+  auto who = Allow(ctx, reactor, Role::kAdmin, "PauseType");
+  if (!who) return reactor;
+  v1::TypePause pause;
+  pause.set_by(who->name);
+  pause.set_reason(request->reason());
+  *pause.mutable_time() = v1::ToProto(absl::Now());
+  calls_->Reply(reactor, response, manager_->SetTypePause(request->type(), std::move(pause)));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::ResumeType(grpc::CallbackServerContext* ctx,
+                                                     const v1::ResumeTypeRequest* request,
+                                                     v1::JobTypeInfo* response) {
+  auto* reactor = calls_->Begin(ctx);
+  auto who = Allow(ctx, reactor, Role::kAdmin, "ResumeType");
+  if (!who) return reactor;
+  calls_->Reply(reactor, response, manager_->SetTypePause(request->type(), std::nullopt));
+  return reactor;
+}
+
 namespace {
 
 // One WaitJob call. Like LeaseJob's reactor, it lives until gRPC is done with it and

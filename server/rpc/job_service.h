@@ -56,6 +56,12 @@ class JobServiceImpl final
   grpc::ServerUnaryReactor* ListJobTypes(grpc::CallbackServerContext* ctx,
                                          const v1::ListJobTypesRequest* request,
                                          v1::ListJobTypesResponse* response) override;
+  grpc::ServerUnaryReactor* PauseType(grpc::CallbackServerContext* ctx,
+                                      const v1::PauseTypeRequest* request,
+                                      v1::JobTypeInfo* response) override;
+  grpc::ServerUnaryReactor* ResumeType(grpc::CallbackServerContext* ctx,
+                                       const v1::ResumeTypeRequest* request,
+                                       v1::JobTypeInfo* response) override;
   grpc::ServerUnaryReactor* WhoAmI(grpc::CallbackServerContext* ctx,
                                    const v1::WhoAmIRequest* request,
                                    v1::Identity* response) override;

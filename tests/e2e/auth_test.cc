@@ -246,6 +246,20 @@ std::vector<Rpc> EveryRpc(const std::string& job_id) {
          v1::PurgeJobsResponse p;
          return t.Jobs(k)->PurgeJobs(c.get(), r, &p);
        }},
+      {"PauseType", "admin", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::PauseTypeRequest r;
+         r.set_type("ext");
+         v1::JobTypeInfo p;
+         return t.Jobs(k)->PauseType(c.get(), r, &p);
+       }},
+      {"ResumeType", "admin", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::ResumeTypeRequest r;
+         r.set_type("ext");
+         v1::JobTypeInfo p;
+         return t.Jobs(k)->ResumeType(c.get(), r, &p);
+       }},
       {"LeaseJob", "work", [=](AuthTest& t, const Token* k) {
          auto c = ctx();
          v1::LeaseJobRequest r;
@@ -828,6 +842,7 @@ TEST(AuthLogTest, ALinePerRequestAndStateChangeWithTenantNeverATokenOrParams) {
     }
     if (Field(line, "kind") == "job" && Field(line, "job_id") == job->id()) {
       EXPECT_EQ(Field(line, "tenant"), "acme");
+      EXPECT_EQ(Field(line, "trace_id"), job->trace().trace_id()) << "the job's trace, to find";
       changes.push_back(Field(line, "event"));
     }
   }

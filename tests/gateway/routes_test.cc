@@ -166,5 +166,19 @@ TEST(RoutesTest, ScheduleRoutes) {
   EXPECT_EQ(Err("GET", "/v1/schedules/a/b").http_status, 404);
 }
 
+TEST(RoutesTest, ATypeIsPausedAndResumedByPost) {
+  Route pause = Ok("POST", "/v1/types/mail.send:pause");
+  EXPECT_EQ(pause.kind, RouteKind::kPauseType);
+  EXPECT_EQ(pause.type, "mail.send");
+  Route resume = Ok("POST", "/v1/types/a%20b:resume");
+  EXPECT_EQ(resume.kind, RouteKind::kResumeType);
+  EXPECT_EQ(resume.type, "a b") << "percent-decoded; the server checks the name";
+  EXPECT_EQ(Err("GET", "/v1/types/mail:pause").allow, "POST");
+  EXPECT_EQ(Err("POST", "/v1/types/:pause").http_status, 404);
+  EXPECT_EQ(Err("POST", "/v1/types/mail").http_status, 404);
+  EXPECT_EQ(Err("POST", "/v1/types/mail:pause?reason=x").http_status, 400)
+      << "the reason goes in the body";
+}
+
 }  // namespace
 }  // namespace jobstream::gateway

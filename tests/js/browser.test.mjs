@@ -229,6 +229,30 @@ test('a job waiting to retry shows RETRYING, its attempt and why', async () => {
   await page.close();
 });
 
+test('a type paused from the page holds its jobs until it is resumed', async () => {
+  const { page, errors } = await open();
+  const row = '#types tr[data-type="shell.echo"]';
+  await page.waitForSelector(row);
+  await page.click(`${row} button.pause`);
+  await page.waitForSelector(`${row}[data-paused="true"]`);
+  assert.equal(await page.textContent(`${row} .paused`), 'paused: paused from the page');
+  assert.equal(await page.textContent(`${row} button.pause`), 'Resume');
+  await page.selectOption('#type', 'shell.echo');
+  await page.click('#submit-form button[type=submit]');
+  await page.waitForSelector('#submit-result:has-text("submitted")');
+  const id = (await page.textContent('#submit-result')).replace('submitted ', '').trim();
+  await waitForRow(page, id, 'QUEUED');
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(await page.textContent(`#jobs tr[data-id="${id}"] .state`), 'QUEUED', 'it waits');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'gateway-page-paused-type.png'), fullPage: true });
+  await page.click(`${row} button.pause`);
+  await page.waitForSelector(`${row}[data-paused="false"]`);
+  await waitForRow(page, id, 'SUCCEEDED');
+  assert.equal(await page.textContent(`${row} .paused`), '');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('a job\'s image artifact shows in the page, with a download link', async () => {
   const { page, errors } = await open();
   await page.waitForSelector('#types tr[data-type="shell.plot"]');

@@ -810,7 +810,7 @@ absl::StatusOr<std::vector<PgStore::Claimed>> PgStore::ClaimLeased(
     auto rows = conn.Exec(
         absl::StrCat(
             "WITH RECURSIVE ty AS (SELECT * FROM unnest($1::text[], $5::int[], $6::float8[]) "
-            "  AS t(type, conc, rate)),"
+            "  AS t(type, conc, rate) WHERE t.type NOT IN (SELECT type FROM paused_types)),"
             " lanes_queued(type, tenant, ckey) AS ("
             "  SELECT ty.type, f.tenant, f.concurrency_key FROM ty CROSS JOIN LATERAL ("
             "    SELECT tenant, concurrency_key FROM jobs WHERE state = 1 AND type = ty.type",
@@ -1350,6 +1350,36 @@ absl::StatusOr<std::map<std::string, PgStore::LiveCount>> PgStore::CountLive(
   });
   if (!status.ok()) return status;
   return counts;
+}
+
+absl::Status PgStore::SetTypePause(const std::string& type,
+                                   const std::optional<v1::TypePause>& pause) {
+  return pool_.Use([&](PgConnection& conn) -> absl::Status {
+    if (!pause) {
+      return conn.Exec("DELETE FROM paused_types WHERE type = $1", {PgParam::Text(type)}).status();
+    }
+    return conn
+        .Exec("INSERT INTO paused_types (type, record) VALUES ($1, $2) "
+              "ON CONFLICT (type) DO UPDATE SET record = EXCLUDED.record",
+              {PgParam::Text(type), PgParam::Binary(pause->SerializeAsString())})
+        .status();
+  });
+}
+
+absl::StatusOr<std::map<std::string, v1::TypePause>> PgStore::PausedTypes() const {
+  std::map<std::string, v1::TypePause> paused;
+  absl::Status status = pool_.Use([&](PgConnection& conn) -> absl::Status {
+    auto rows = conn.Exec("SELECT type, record FROM paused_types", {}, /*binary_results=*/true);
+    if (!rows.ok()) return rows.status();
+    for (int i = 0; i < rows->rows(); ++i) {
+      auto pause = Parse<v1::TypePause>(rows->Get(i, 1), "a type's pause");
+      if (!pause.ok()) return pause.status();
+      paused[std::string(rows->Get(i, 0))] = *std::move(pause);
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return paused;
 }
 
 absl::Status PgStore::VisitJobs(const std::vector<std::string>& job_ids,

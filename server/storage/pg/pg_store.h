@@ -352,6 +352,9 @@ class PgStore : public EventReader {
     int64_t oldest_ready_ms = 0;
   };
   absl::StatusOr<std::map<std::string, LiveCount>> CountLive(int64_t now_ms) const;
+  // Paused types (PauseType): set (`pause` given) or cleared; and all of them.
+  absl::Status SetTypePause(const std::string& type, const std::optional<v1::TypePause>& pause);
+  absl::StatusOr<std::map<std::string, v1::TypePause>> PausedTypes() const;
   // The jobs of `job_ids` that exist, each to `visit`, in one query.
   absl::Status VisitJobs(const std::vector<std::string>& job_ids,
                          const std::function<void(const v1::Job&)>& visit) const;

@@ -193,6 +193,13 @@ CREATE TABLE lanes (
     R"sql(
 DROP INDEX jobs_queue;
 )sql",
+    // 9: paused types (PauseType): a claim leaves their jobs queued.
+    R"sql(
+CREATE TABLE paused_types (
+  type   text PRIMARY KEY,
+  record bytea NOT NULL                 -- TypePause
+);
+)sql",
 };
 
 // Any fixed number: every jobstream server takes the same lock to migrate.
