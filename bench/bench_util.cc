@@ -5,6 +5,8 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -51,6 +53,67 @@ std::vector<std::shared_ptr<grpc::Channel>> Channels(
     channels.push_back(grpc::CreateCustomChannel(address, credentials, args));
   }
   return channels;
+}
+
+EndToEndRates EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                       const std::string& type, int workers, int lease_size,
+                       absl::Duration duration) {
+  // Submitters keep at most kBacklog jobs waiting, so what is measured is the rate the
+  // whole path sustains, not how fast a queue fills.
+  constexpr int64_t kBacklog = 4096;
+  std::atomic<bool> stop{false}, stop_submitting{false};
+  std::atomic<int64_t> completed{0}, errors{0}, submitted{0};
+  std::vector<std::unique_ptr<v1::WorkerService::Stub>> worker_stubs;
+  std::vector<std::unique_ptr<v1::JobService::Stub>> submit_stubs;
+  std::vector<std::thread> threads, submitters;
+  for (int w = 0; w < workers; ++w) {
+    worker_stubs.push_back(v1::WorkerService::NewStub(channels[4 + w % 4]));
+    threads.emplace_back(WorkerLoop, worker_stubs.back().get(), type, lease_size, &stop,
+                         &completed, &errors, "");
+  }
+  absl::Mutex latency_mu;
+  EndToEndRates rates;
+  for (int t = 0; t < 64; ++t) {
+    submit_stubs.push_back(v1::JobService::NewStub(channels[t % 4]));
+    submitters.emplace_back([&, stub = submit_stubs.back().get()] {
+      std::vector<double> mine;
+      while (!stop_submitting) {
+        if (submitted.load() - completed.load() > kBacklog) {
+          absl::SleepFor(absl::Milliseconds(1));
+          continue;
+        }
+        v1::SubmitRequest request;
+        request.set_type(type);
+        (*request.mutable_params()->mutable_fields())["n"].set_number_value(submitted.load());
+        v1::Job job;
+        grpc::ClientContext ctx;
+        const absl::Time t0 = absl::Now();
+        if (stub->Submit(&ctx, request, &job).ok()) {
+          ++submitted;
+          mine.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
+        }
+      }
+      absl::MutexLock lock(&latency_mu);
+      rates.submit_latency_us.insert(rates.submit_latency_us.end(), mine.begin(), mine.end());
+    });
+  }
+  absl::SleepFor(absl::Seconds(1));  // warm up
+  const int64_t submitted_before = submitted.load(), completed_before = completed.load();
+  const absl::Time begin = absl::Now();
+  absl::SleepFor(duration);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - begin);
+  rates.submitted = (submitted.load() - submitted_before) / seconds;
+  rates.completed = (completed.load() - completed_before) / seconds;
+  stop_submitting = true;
+  for (auto& t : submitters) t.join();
+  const absl::Time drain_end = absl::Now() + absl::Seconds(60);
+  while (completed.load() < submitted.load() && absl::Now() < drain_end) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  stop = true;
+  for (auto& t : threads) t.join();
+  if (errors.load() > 0) std::cerr << "worker call errors: " << errors.load() << "\n";
+  return rates;
 }
 
 StartCall SubmitCalls(const std::vector<std::shared_ptr<grpc::Channel>>& channels,

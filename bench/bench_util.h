@@ -73,6 +73,18 @@ void WorkerLoop(v1::WorkerService::Stub* stub, const std::string& type, int max_
                 const std::atomic<bool>* stop, std::atomic<int64_t>* completed,
                 std::atomic<int64_t>* errors, const std::string& authorization = "");
 
+// End to end: 64 submitters (on channels 0-3) keep at most 4,096 jobs of `type` waiting,
+// and `workers` WorkerLoops (on channels 4-7) lease `lease_size` at a time; after a second's
+// warm-up, what `duration` sees. Every job submitted is completed before it returns.
+struct EndToEndRates {
+  double submitted = 0;  // per second
+  double completed = 0;  // per second
+  std::vector<double> submit_latency_us;
+};
+EndToEndRates EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+                       const std::string& type, int workers, int lease_size,
+                       absl::Duration duration);
+
 // Durable Submits of a demo.steps job scheduled a day ahead (so only Submit is measured),
 // spread over `channels`; `authorization` (if any) goes with each call.
 StartCall SubmitCalls(const std::vector<std::shared_ptr<grpc::Channel>>& channels,

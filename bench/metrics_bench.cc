@@ -67,52 +67,6 @@ double Median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
-double EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
-                absl::Duration duration) {
-  constexpr int64_t kBacklog = 4096;
-  std::atomic<bool> stop{false}, stop_submitting{false};
-  std::atomic<int64_t> completed{0}, errors{0}, submitted{0};
-  std::vector<std::unique_ptr<WorkerService::Stub>> worker_stubs;
-  std::vector<std::unique_ptr<JobService::Stub>> submit_stubs;
-  std::vector<std::thread> workers, submitters;
-  for (int w = 0; w < 8; ++w) {
-    worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
-    workers.emplace_back(jobstream::bench::WorkerLoop, worker_stubs.back().get(), kType, 16,
-                         &stop, &completed, &errors, "");
-  }
-  for (int t = 0; t < 64; ++t) {
-    submit_stubs.push_back(JobService::NewStub(channels[t % 4]));
-    submitters.emplace_back([&, stub = submit_stubs.back().get()] {
-      while (!stop_submitting) {
-        if (submitted.load() - completed.load() > kBacklog) {
-          absl::SleepFor(absl::Milliseconds(1));
-          continue;
-        }
-        jobstream::v1::SubmitRequest request;
-        request.set_type(kType);
-        Job job;
-        grpc::ClientContext ctx;
-        if (stub->Submit(&ctx, request, &job).ok()) ++submitted;
-      }
-    });
-  }
-  absl::SleepFor(absl::Seconds(1));  // warm up
-  const int64_t before = completed.load();
-  const absl::Time begin = absl::Now();
-  absl::SleepFor(duration);
-  const double rate = (completed.load() - before) / absl::ToDoubleSeconds(absl::Now() - begin);
-  stop_submitting = true;
-  for (auto& t : submitters) t.join();
-  const absl::Time drain_end = absl::Now() + absl::Seconds(60);
-  while (completed.load() < submitted.load() && absl::Now() < drain_end) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  stop = true;
-  for (auto& t : workers) t.join();
-  if (errors.load() > 0) std::cerr << "worker call errors: " << errors.load() << "\n";
-  return rate;
-}
-
 Figures Round(const std::string& bin, const std::string& dir, bool metrics,
               const std::string& sink_address, SpanSink& sink) {
   std::filesystem::remove_all(dir);
@@ -148,7 +102,8 @@ Figures Round(const std::string& bin, const std::string& dir, bool metrics,
       64, absl::GetFlag(FLAGS_duration), jobstream::bench::SubmitCalls(channels));
   if (submits.errors > 0) std::cerr << "Submit errors: " << submits.first_error << "\n";
   f.submits = submits.rate();
-  f.end_to_end = EndToEnd(channels, absl::GetFlag(FLAGS_duration));
+  f.end_to_end =
+      jobstream::bench::EndToEnd(channels, kType, 8, 16, absl::GetFlag(FLAGS_duration)).completed;
   stop_scraping = true;
   if (scraper.joinable()) scraper.join();
   server.Stop();  // sends the spans still queued

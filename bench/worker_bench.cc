@@ -121,73 +121,19 @@ std::vector<int> Counts(const std::vector<std::string>& flag, absl::string_view 
   return counts;
 }
 
-// End to end: 64 submitters, and --workers workers (1, 8 and 32) leasing --lease_sizes
-// jobs at a time (1 or 16).
+// End to end (bench_util's EndToEnd) with --workers workers (1, 8 and 32) leasing
+// --lease_sizes jobs at a time (1 or 16).
 void WorkersPhase(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                   absl::Duration duration) {
   Line("| workers | jobs per lease | submitted/s | completed/s (end to end) | p50 / p99 Submit |");
   Line("| --- | --- | --- | --- | --- |");
-  // Submitters keep at most kBacklog jobs waiting, so what is measured is the rate the
-  // whole path sustains, not how fast a queue fills.
-  constexpr int64_t kBacklog = 4096;
   for (int workers : Counts(absl::GetFlag(FLAGS_workers), "workers")) {
     for (int max_jobs : Counts(absl::GetFlag(FLAGS_lease_sizes), "lease_sizes")) {
-      std::atomic<bool> stop{false}, stop_submitting{false};
-      std::atomic<int64_t> completed{0}, errors{0}, submitted{0};
-      std::vector<std::unique_ptr<WorkerService::Stub>> worker_stubs;
-      std::vector<std::unique_ptr<JobService::Stub>> submit_stubs;
-      std::vector<std::thread> threads, submitters;
-      for (int w = 0; w < workers; ++w) {
-        worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
-        threads.emplace_back(jobstream::bench::WorkerLoop, worker_stubs.back().get(), kType,
-                             max_jobs, &stop, &completed, &errors, "");
-      }
-      std::mutex latency_mu;
-      std::vector<double> latency_us;
-      for (int t = 0; t < 64; ++t) {
-        submit_stubs.push_back(JobService::NewStub(channels[t % 4]));
-        submitters.emplace_back([&, stub = submit_stubs.back().get()] {
-          std::vector<double> mine;
-          while (!stop_submitting) {
-            if (submitted.load() - completed.load() > kBacklog) {
-              absl::SleepFor(absl::Milliseconds(1));
-              continue;
-            }
-            jobstream::v1::SubmitRequest request;
-            request.set_type(kType);
-            (*request.mutable_params()->mutable_fields())["n"].set_number_value(submitted.load());
-            Job job;
-            grpc::ClientContext ctx;
-            const absl::Time t0 = absl::Now();
-            if (stub->Submit(&ctx, request, &job).ok()) {
-              ++submitted;
-              mine.push_back(absl::ToDoubleMicroseconds(absl::Now() - t0));
-            }
-          }
-          std::lock_guard<std::mutex> lock(latency_mu);
-          latency_us.insert(latency_us.end(), mine.begin(), mine.end());
-        });
-      }
-      absl::SleepFor(absl::Seconds(1));  // warm up
-      const int64_t submitted_before = submitted.load(), completed_before = completed.load();
-      const absl::Time begin = absl::Now();
-      absl::SleepFor(duration);
-      const double seconds = absl::ToDoubleSeconds(absl::Now() - begin);
-      const int64_t submitted_in = submitted.load() - submitted_before;
-      const int64_t completed_in = completed.load() - completed_before;
-      stop_submitting = true;
-      for (auto& t : submitters) t.join();
-      const absl::Time drain_end = absl::Now() + absl::Seconds(60);
-      while (completed.load() < submitted.load() && absl::Now() < drain_end) {
-        absl::SleepFor(absl::Milliseconds(10));
-      }
-      stop = true;
-      for (auto& t : threads) t.join();
+      jobstream::bench::EndToEndRates r =
+          jobstream::bench::EndToEnd(channels, kType, workers, max_jobs, duration);
       Line(absl::StrFormat("| %d | %d | %.0f | %.0f | %.2f / %.2f ms |", workers, max_jobs,
-                           submitted_in / seconds, completed_in / seconds,
-                           Percentile(latency_us, 0.5) / 1000,
-                           Percentile(latency_us, 0.99) / 1000));
-      if (errors.load() > 0) std::cerr << "worker call errors: " << errors.load() << "\n";
+                           r.submitted, r.completed, Percentile(r.submit_latency_us, 0.5) / 1000,
+                           Percentile(r.submit_latency_us, 0.99) / 1000));
     }
   }
   Line("");
