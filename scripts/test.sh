@@ -43,8 +43,9 @@ run_ctest() {  # BUILD_DIR
   local tmp status=0
   tmp="$(test_tmpdir)"
   echo "== ctest in $1 (-j$TEST_JOBS, files in $tmp)"
-  (cd "$1" && TMPDIR="$tmp" ctest "-j$TEST_JOBS" --output-on-failure --timeout 600 \
-    --no-tests=error) || status=$?
+  # LSAN_OPTIONS: tests/lsan.supp (what a sanitized test process may leave at exit).
+  (cd "$1" && TMPDIR="$tmp" LSAN_OPTIONS="suppressions=$JOBSTREAM_ROOT/tests/lsan.supp" \
+    ctest "-j$TEST_JOBS" --output-on-failure --timeout 600 --no-tests=error) || status=$?
   [ -n "${TEST_TMPDIR:-}" ] || rm -rf "$tmp"
   return "$status"
 }
@@ -57,7 +58,8 @@ installed prometheus || prometheus_was_missing=yes
 step install install_missing chromium python3 python3-grpcio python3-protobuf openssl curl \
   clang-14 libclang-rt-14-dev prometheus
 # On a machine with systemd, Debian starts the prometheus service it installs; the tests
-# need only promtool, so one started by this install is stopped.
+# run promtool and a prometheus of their own on free ports, so one started by this install
+# is stopped.
 if [ -n "$prometheus_was_missing" ] && command -v systemctl >/dev/null 2>&1 &&
     systemctl is-active --quiet prometheus 2>/dev/null; then
   as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
