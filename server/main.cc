@@ -452,6 +452,8 @@ int main(int argc, char** argv) {
     }
   }
   std::cout << "listening on " << host << ":" << port << std::endl;
+  // A second line for whoever asked for port 0 (tests); nobody need read it.
+  if (metrics_http) std::cout << "metrics on " << metrics_host << ":" << metrics_http->port() << std::endl;
   if (metrics_http) {
     std::cerr << "jobstream-server: metrics on http://" << metrics_host << ":"
               << metrics_http->port() << "/metrics"

@@ -81,12 +81,12 @@ class AuthTest : public testing::StoreTest {
     std::ofstream(dir_.sub("config.json")) << R"({"types": [
       {"name": "ext", "external": {"leaseDuration": "30s"}}]})";
     flags.push_back("--auth_tokens=" + dir_.sub("tokens.json"));
-    metrics_port_ = testing::FreePort();
-    flags.push_back(absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_));
+    flags.push_back("--metrics_listen=127.0.0.1:0");  // the server picks: no port race
     flags.push_back("--metrics_tenants");
     flags.push_back("--config=" + dir_.sub("config.json"));
     for (std::string& f : StoreFlags()) flags.push_back(std::move(f));
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
+    metrics_port_ = server_->metrics_port();
   }
 
   std::shared_ptr<grpc::Channel> Channel(const Token* token) {

@@ -52,12 +52,13 @@ class MetricsTest : public testing::StoreTest {
       {"name": "held", "external": {"leaseDuration": "60s"}}]})",
                f);
     std::fclose(f);
-    metrics_port_ = testing::FreePort();
     flags.push_back("--config=" + dir_.sub("config.json"));
     flags.push_back("--retry_backoff=0s");
-    flags.push_back(absl::StrCat("--metrics_listen=127.0.0.1:", metrics_port_));
+    flags.push_back("--metrics_listen=127.0.0.1:0");  // the server picks: no port race
     for (std::string& s : StoreFlags()) flags.push_back(std::move(s));
     server_ = std::make_unique<ServerProcess>(dir_.sub("data"), flags);
+    metrics_port_ = server_->metrics_port();
+    ASSERT_GT(metrics_port_, 0);
     client_ = std::make_unique<client::JobClient>(server_->Channel());
     workers_ = v1::WorkerService::NewStub(server_->Channel());
   }

@@ -114,7 +114,8 @@ const rowState = (page, id) => page.evaluate((jobId) => {
 
 test('submit through the form and watch the row reach succeeded at 100%', async () => {
   const { page, errors } = await open();
-  const id = await submitThroughForm(page, { steps: 'fetch, render', stepMs: 400, ticks: 4 });
+  // Long enough to be seen RUNNING by a page the loaded suite may stall for a second.
+  const id = await submitThroughForm(page, { steps: 'fetch, render', stepMs: 1500, ticks: 4 });
   await waitForRow(page, id, 'RUNNING');
   await waitForRow(page, id, 'SUCCEEDED');
   // The bar is drawn full, not just labelled 100% (it animates there).

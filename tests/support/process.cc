@@ -11,7 +11,7 @@
 
 namespace jobstream::testing {
 
-Listening SpawnListening(const std::vector<std::string>& argv) {
+Listening SpawnListening(const std::vector<std::string>& argv, int more_lines) {
   int out[2];
   if (pipe(out) != 0) throw std::runtime_error("pipe failed");
   Listening child;
@@ -31,6 +31,11 @@ Listening SpawnListening(const std::vector<std::string>& argv) {
   std::string line;
   char c;
   while (read(out[0], &c, 1) == 1 && c != '\n') line.push_back(c);
+  for (int i = 0; i < more_lines; ++i) {
+    std::string more;
+    while (read(out[0], &c, 1) == 1 && c != '\n') more.push_back(c);
+    child.more_lines.push_back(std::move(more));
+  }
   close(out[0]);
   const std::string prefix = "listening on ";
   if (line.rfind(prefix, 0) != 0) {

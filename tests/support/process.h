@@ -13,11 +13,12 @@ namespace jobstream::testing {
 struct Listening {
   pid_t pid = -1;
   std::string address;  // HOST:PORT from its first line
+  std::vector<std::string> more_lines;  // the next `more_lines` lines asked for
 };
 
 // Runs argv (argv[0] a path) with stdout piped and waits for its "listening on" line.
 // Throws std::runtime_error, after killing it, if the first line is anything else.
-Listening SpawnListening(const std::vector<std::string>& argv);
+Listening SpawnListening(const std::vector<std::string>& argv, int more_lines = 0);
 
 // Starts argv (argv[0] a path) with stdout and stderr appended to `log`; returns its pid.
 // With `user` (and the caller root), it runs as that user, in a process group of its own

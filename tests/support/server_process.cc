@@ -1,5 +1,8 @@
 #include "tests/support/server_process.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "tests/support/process.h"
 
 namespace jobstream::testing {
@@ -12,9 +15,16 @@ ServerProcess::ServerProcess(std::string data_dir, std::vector<std::string> extr
   std::vector<std::string> args = {BinaryPath("server/jobstream-server"),
                                    "--listen=127.0.0.1:0", "--data_dir=" + data_dir};
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
-  Listening child = SpawnListening(args);
+  const bool metrics_picked =
+      std::find(extra_flags.begin(), extra_flags.end(), "--metrics_listen=127.0.0.1:0") !=
+      extra_flags.end();
+  Listening child = SpawnListening(args, metrics_picked ? 1 : 0);
   pid_ = child.pid;
   address_ = child.address;
+  if (metrics_picked && !child.more_lines.empty()) {
+    const std::string& line = child.more_lines[0];  // "metrics on HOST:PORT"
+    metrics_port_ = std::atoi(line.substr(line.rfind(':') + 1).c_str());
+  }
 }
 
 ServerProcess::~ServerProcess() {

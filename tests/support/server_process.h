@@ -20,6 +20,9 @@ class ServerProcess {
   ~ServerProcess();  // SIGKILL if still running
 
   const std::string& address() const { return address_; }
+  // The port /metrics is served on, when the flags ask for "--metrics_listen=127.0.0.1:0"
+  // (the server picks it: no race for a free port); else 0.
+  int metrics_port() const { return metrics_port_; }
   pid_t pid() const { return pid_; }
   std::shared_ptr<grpc::Channel> Channel() const;
 
@@ -30,6 +33,7 @@ class ServerProcess {
  private:
   pid_t pid_ = -1;
   std::string address_;
+  int metrics_port_ = 0;
 };
 
 // The path of a built binary, from the JOBSTREAM_BIN_DIR compile definition.
