@@ -267,8 +267,23 @@ function perKey(t) {
   return limits.join(', ') + (held.length ? `; at limit: ${held.join('; ')}` : '');
 }
 
-// Rows are kept and updated in place, as the schedules' are: the list is read again every
-// 5 s, and a rebuilt row would eat a click on its Pause button.
+// Draws `items` into `tbody` keeping each item's row (found by row.dataset[keyName]) and
+// updating it in place; the rows are only put in again when the list or its order changed.
+// The lists are read again every few seconds, and a row rebuilt under the pointer or the
+// keyboard's focus would lose a click or the focus.
+function keepRows(tbody, items, keyName, keyOf, makeRow, updateRow) {
+  const existing = new Map([...tbody.children].map((row) => [row.dataset[keyName], row]));
+  const rows = items.map((item) => {
+    const row = existing.get(keyOf(item)) ?? makeRow(keyOf(item));
+    updateRow(row, item);
+    return row;
+  });
+  const same = rows.length === tbody.children.length &&
+    rows.every((row, i) => row === tbody.children[i]);
+  if (!same) tbody.replaceChildren(...rows);
+}
+
+// The types table's rows (keepRows): each with its Pause/Resume button.
 function typeRow(name) {
   const row = document.createElement('tr');
   row.dataset.type = name;
@@ -297,10 +312,7 @@ function pausedText(t) {
 }
 
 function renderTypes() {
-  const body = $('#types tbody');
-  const existing = new Map([...body.children].map((row) => [row.dataset.type, row]));
-  const rows = types.map((t) => {
-    const row = existing.get(t.name) ?? typeRow(t.name);
+  keepRows($('#types tbody'), types, 'type', (t) => t.name, typeRow, (row, t) => {
     row.dataset.paused = String(Boolean(t.pause));
     const cells = {
       name: t.name, runs: t.runner.toLowerCase(), queued: t.queued || 0, running: t.running || 0,
@@ -314,10 +326,7 @@ function renderTypes() {
     const button = row.querySelector('button.pause');
     const label = t.pause ? 'Resume' : 'Pause';
     if (button.textContent !== label) button.textContent = label;
-    return row;
   });
-  const same = rows.length === body.children.length && rows.every((r, i) => r === body.children[i]);
-  if (!same) body.replaceChildren(...rows);
 }
 
 async function loadTypes() {
@@ -375,8 +384,7 @@ function when(schedule) {
   return `every ${schedule.interval}`;
 }
 
-// Rows are kept and updated in place: the list is read again every 2 s, and a row rebuilt
-// under the pointer or the keyboard's focus would lose a click or the focus.
+// The schedules table's rows (keepRows).
 function scheduleRow(id) {
   const row = document.createElement('tr');
   row.dataset.id = id;
@@ -425,16 +433,7 @@ function updateScheduleRow(row, s) {
 
 function renderSchedules(schedules) {
   $('#schedules-empty').hidden = schedules.length > 0;
-  const tbody = $('#schedules tbody');
-  const existing = new Map([...tbody.children].map((row) => [row.dataset.id, row]));
-  const rows = schedules.map((s) => {
-    const row = existing.get(s.id) ?? scheduleRow(s.id);
-    updateScheduleRow(row, s);
-    return row;
-  });
-  const same = rows.length === tbody.children.length &&
-    rows.every((row, i) => row === tbody.children[i]);
-  if (!same) tbody.replaceChildren(...rows);
+  keepRows($('#schedules tbody'), schedules, 'id', (s) => s.id, scheduleRow, updateScheduleRow);
 }
 
 // Lists asked for one after another may be answered out of order: an older answer (from

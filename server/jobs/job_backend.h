@@ -92,6 +92,15 @@ class JobBackend {
   // the store; answers the type as ListTypes shows it. `type` is checked here.
   virtual absl::StatusOr<v1::JobTypeInfo> SetTypePause(const std::string& type,
                                                        std::optional<v1::TypePause> pause) = 0;
+  // One declared type as ListTypes shows it (every tenant's counts); NOT_FOUND if it is
+  // not declared.
+  absl::StatusOr<v1::JobTypeInfo> TypeInfo(const std::string& type) const {
+    v1::ListJobTypesResponse listed = ListTypes(auth::Scope::Everything());
+    for (v1::JobTypeInfo& info : *listed.mutable_types()) {
+      if (info.name() == type) return std::move(info);
+    }
+    return absl::NotFoundError("no job type \"" + type + "\"");
+  }
   // Long-poll: done gets the job (as GetStatus returns it) once it is finished — at once
   // if it is — or as it stands when `timeout` passes. The returned wait (null if done was
   // already called) can be abandoned, which answers CANCELLED.

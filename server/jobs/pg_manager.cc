@@ -28,8 +28,8 @@ using v1::ToProto;
 
 namespace {
 
-// Logs what a write committed (a line per state change); passes it on.
-void LogAll(const std::vector<JobEvent>& events) {
+// Records what a write committed (RecordStateChange: log lines and counts).
+void RecordAll(const std::vector<JobEvent>& events) {
   for (const JobEvent& e : events) RecordStateChange(e);
 }
 
@@ -109,7 +109,7 @@ absl::StatusOr<std::vector<JobEvent>> PgJobManager::EndLease(
                                        EndTo(job, types_->Of(job.type()), *how, now, out);
                                        return absl::OkStatus();
                                      });
-  if (events.ok()) LogAll(*events);
+  if (events.ok()) RecordAll(*events);
   return events;
 }
 
@@ -134,7 +134,7 @@ absl::StatusOr<std::vector<storage::pg::PgStore::Claimed>> PgJobManager::Claim(
       },
       options);
   if (claimed.ok()) {
-    for (const auto& got : *claimed) LogAll(got.events);
+    for (const auto& got : *claimed) RecordAll(got.events);
   }
   return claimed;
 }
@@ -343,7 +343,7 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
   }
   if (absl::IsAlreadyExists(events.status())) return done(CancelBatch(job_id, now));
   if (!events.ok()) return done(events.status());
-  LogAll(*events);
+  RecordAll(*events);
   if (changed.state() == Job::RUNNING) {
     absl::MutexLock lock(&mu_);
     auto it = runs_.find(job_id);
@@ -368,11 +368,7 @@ absl::StatusOr<v1::JobTypeInfo> PgJobManager::SetTypePause(const std::string& ty
     hinted_.insert(type);
     granter_wake_ = true;
   }
-  v1::ListJobTypesResponse listed = ListTypes(auth::Scope::Everything());
-  for (v1::JobTypeInfo& info : *listed.mutable_types()) {
-    if (info.name() == type) return std::move(info);
-  }
-  return absl::InternalError("the type is gone");  // checked above: cannot happen
+  return TypeInfo(type);
 }
 
 v1::ListJobTypesResponse PgJobManager::ListTypes(const auth::Scope& scope) const {
@@ -1209,7 +1205,7 @@ void PgJobManager::WriteChanges(std::vector<storage::pg::PgStore::LeasedChange>&
   }
   for (auto& c : changes) {
     if (!written.ok()) c.result = written;
-    if (c.result.ok()) LogAll(*c.result);
+    if (c.result.ok()) RecordAll(*c.result);
   }
 }
 

@@ -230,14 +230,19 @@ void ObserveFirstEvent(absl::Duration after) {
   first->Observe(absl::ToDoubleSeconds(after));
 }
 
+// Unlabelled series are looked up once (the registry's lookup takes its lock).
 void StoreFailed() {
-  Registry().gauge(kStoreUp)->Set(0);
-  Registry().counter(kStoreFailures)->Add();
+  static metrics::Gauge* const up = Registry().gauge(kStoreUp);
+  static metrics::Counter* const failures = Registry().counter(kStoreFailures);
+  up->Set(0);
+  failures->Add();
 }
 
 void StoreRecovered() {
-  Registry().gauge(kStoreUp)->Set(1);
-  Registry().counter(kStoreRecoveries)->Add();
+  static metrics::Gauge* const up = Registry().gauge(kStoreUp);
+  static metrics::Counter* const recoveries = Registry().counter(kStoreRecoveries);
+  up->Set(1);
+  recoveries->Add();
 }
 
 void ObservePgPoolWait(absl::Duration wait) {
@@ -250,16 +255,34 @@ void ObservePgCall(absl::Duration held) {
   h->Observe(absl::ToDoubleSeconds(held));
 }
 
-void CountPgUnavailable() { Registry().counter(kPgUnavailable)->Add(); }
-void CountPgRetry() { Registry().counter(kPgRetries)->Add(); }
+void CountPgUnavailable() {
+  static metrics::Counter* const c = Registry().counter(kPgUnavailable);
+  c->Add();
+}
+
+void CountPgRetry() {
+  static metrics::Counter* const c = Registry().counter(kPgRetries);
+  c->Add();
+}
 
 void ObserveFeedLag(absl::Duration lag) {
   static metrics::Histogram* const h = Registry().histogram(kFeedLag);
   h->Observe(absl::ToDoubleSeconds(std::max(lag, absl::ZeroDuration())));
 }
 
-void CountFeedLost() { Registry().counter(kFeedLost)->Add(); }
-void CountSpansExported(int64_t n) { Registry().counter(kSpansExported)->Add(n); }
-void CountSpansDropped(int64_t n) { Registry().counter(kSpansDropped)->Add(n); }
+void CountFeedLost() {
+  static metrics::Counter* const c = Registry().counter(kFeedLost);
+  c->Add();
+}
+
+void CountSpansExported(int64_t n) {
+  static metrics::Counter* const c = Registry().counter(kSpansExported);
+  c->Add(n);
+}
+
+void CountSpansDropped(int64_t n) {  // once per span while the queue is full: kept cheap
+  static metrics::Counter* const c = Registry().counter(kSpansDropped);
+  c->Add(n);
+}
 
 }  // namespace jobstream::server_metrics

@@ -20,12 +20,13 @@ bool Wanted(const Job& job) {
   return Exporting() && !job.trace().trace_id().empty() && job.trace().sampled();
 }
 
-Span Child(const Job& job, std::string span_id, std::string name, absl::Time start,
-           absl::Time end) {
+// A span of the job's trace, with the attributes every one of them carries.
+Span Of(const Job& job, std::string span_id, std::string parent_span_id, std::string name,
+        absl::Time start, absl::Time end) {
   Span span;
   span.trace_id = job.trace().trace_id();
   span.span_id = std::move(span_id);
-  span.parent_span_id = job.trace().span_id();
+  span.parent_span_id = std::move(parent_span_id);
   span.name = std::move(name);
   span.start = start;
   span.end = end;
@@ -33,6 +34,12 @@ Span Child(const Job& job, std::string span_id, std::string name, absl::Time sta
   span.attributes.push_back({"jobstream.job.type", job.type()});
   if (!job.tenant().empty()) span.attributes.push_back({"jobstream.tenant", job.tenant()});
   return span;
+}
+
+// A child span of the job's own.
+Span Child(const Job& job, std::string span_id, std::string name, absl::Time start,
+           absl::Time end) {
+  return Of(job, std::move(span_id), job.trace().span_id(), std::move(name), start, end);
 }
 
 std::string Outcome(JobEvent::Type type) {
@@ -65,16 +72,9 @@ void EndAttemptSpan(const Job& job, int attempt, JobEvent::Type outcome, absl::T
 
 void EndJobSpan(const Job& job, JobEvent::Type outcome) {
   if (!Wanted(job)) return;
-  Span span;
-  span.trace_id = job.trace().trace_id();
-  span.span_id = job.trace().span_id();
-  span.parent_span_id = job.trace().parent_span_id();
-  span.name = absl::StrCat("job ", job.type());
-  span.start = v1::ToTime(job.create_time());
-  span.end = job.has_end_time() ? v1::ToTime(job.end_time()) : absl::Now();
-  span.attributes.push_back({"jobstream.job.id", job.id()});
-  span.attributes.push_back({"jobstream.job.type", job.type()});
-  if (!job.tenant().empty()) span.attributes.push_back({"jobstream.tenant", job.tenant()});
+  Span span = Of(job, job.trace().span_id(), job.trace().parent_span_id(),
+                 absl::StrCat("job ", job.type()), v1::ToTime(job.create_time()),
+                 job.has_end_time() ? v1::ToTime(job.end_time()) : absl::Now());
   span.attributes.push_back({"jobstream.attempts", int64_t{job.attempt()}});
   span.attributes.push_back({"jobstream.outcome", Outcome(outcome)});
   if (outcome != JobEvent::SUCCEEDED) {
