@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "client/job_client.h"
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
@@ -222,9 +223,19 @@ TEST_F(ScaleOutTest, AKilledServersRunIsRetriedByTheOtherAndAResumedWatchHasNoGa
   ASSERT_EQ(running.state(), Job::RUNNING);
   const int victim = running.worker_id() == "a" ? 0 : 1;
   ASSERT_EQ(running.worker_id(), victim == 0 ? "a" : "b");
+  // Killed once the watcher has seen three events (a count, not a time: under load a
+  // fixed 500 ms was once too short for the stream to deliver them).
   testing::Stream cut;
-  std::thread watcher([&] { cut = WatchOnce(servers[victim]->Channel(), job->id(), 0); });
-  absl::SleepFor(absl::Milliseconds(500));
+  absl::Notification seen_three;
+  std::thread watcher([&] {
+    int n = 0;
+    cut = WatchOnce(servers[victim]->Channel(), job->id(), 0, absl::Seconds(30),
+                    [&](const JobEvent&) {
+                      if (++n == 3) seen_three.Notify();
+                    });
+    if (!seen_three.HasBeenNotified()) seen_three.Notify();
+  });
+  seen_three.WaitForNotificationWithTimeout(absl::Seconds(30));
   servers[victim]->Kill();
   watcher.join();
   EXPECT_FALSE(cut.status.ok()) << "the stream ended with its server";

@@ -197,16 +197,23 @@ TEST_P(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
   auto server = Start({"--retry_backoff=0s"});
   JobClient client(server->Channel());
   // A job running across the crash, with a watcher that resumes on its own.
-  auto long_job = client.Submit(Demo(R"({"steps": ["a", "b", "c", "d"], "step_ms": 400, "ticks": 4})"));
+  auto long_job =
+      client.Submit(Demo(R"({"steps": ["a", "b", "c", "d"], "step_ms": 1000, "ticks": 4})"));
   ASSERT_TRUE(long_job.ok());
   std::vector<JobEvent> watched;
+  absl::Notification running;  // the watcher saw its first STEP: the kill interrupts a run
   absl::StatusOr<Job> watch_result;
   std::thread watcher([&] {
     JobClient watch_client(JobClient::Connect(server->address()));
     client::WatchOptions options;
     options.reconnect_timeout = absl::Seconds(30);
-    watch_result = watch_client.Watch(long_job->id(), 0,
-                                      [&](const JobEvent& e) { watched.push_back(e); }, options);
+    watch_result = watch_client.Watch(
+        long_job->id(), 0,
+        [&](const JobEvent& e) {
+          watched.push_back(e);
+          if (e.type() == JobEvent::STEP && !running.HasBeenNotified()) running.Notify();
+        },
+        options);
   });
   // Submits in flight from several threads when the server is killed.
   std::atomic<bool> stop{false};
@@ -232,6 +239,7 @@ TEST_P(ServerTest, Kill9LosesNoAcknowledgedJobAndAResumedWatchHasNoGap) {
     return acknowledged.size();
   };
   while (count() <= 60 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_TRUE(running.WaitForNotificationWithTimeout(absl::Seconds(30))) << "never ran";
   server->Kill();
   stop = true;
   for (auto& t : submitters) t.join();

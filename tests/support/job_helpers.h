@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,8 +46,10 @@ struct Stream {
     return s;
   }
 };
+// `on_event`, if given, sees each event as it arrives (e.g. to act once the job is running).
 inline Stream WatchOnce(const std::shared_ptr<grpc::Channel>& channel, const std::string& id,
-                        int64_t after, absl::Duration timeout = absl::Seconds(30)) {
+                        int64_t after, absl::Duration timeout = absl::Seconds(30),
+                        const std::function<void(const v1::JobEvent&)>& on_event = nullptr) {
   auto stub = v1::JobService::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(timeout));
@@ -56,7 +59,10 @@ inline Stream WatchOnce(const std::shared_ptr<grpc::Channel>& channel, const std
   auto reader = stub->WatchJob(&ctx, request);
   Stream out;
   v1::JobEvent e;
-  while (reader->Read(&e)) out.events.push_back(e);
+  while (reader->Read(&e)) {
+    out.events.push_back(e);
+    if (on_event) on_event(e);
+  }
   out.status = reader->Finish();
   return out;
 }
