@@ -310,18 +310,19 @@ absl::StatusOr<v1::Job> JobClient::Watch(const std::string& job_id, int64_t afte
     auto reader = stub_->WatchJob(&ctx, request);
     v1::JobEvent event;
     bool received = false;
+    // The job as the newest event delivered ended it: the server ends the stream right
+    // after the job's last end (an earlier one, a retry followed, is read past).
+    std::optional<v1::Job> ended;
     while (reader->Read(&event)) {
       received = true;
       if (event.sequence() <= last) continue;  // never deliver twice
       last = event.sequence();
       on_event(event);
-      if (v1::IsTerminal(event.type())) {
-        ctx.TryCancel();
-        reader->Finish().ok();
-        return event.status();
-      }
+      ended.reset();
+      if (v1::IsTerminal(event.type())) ended = event.status();
     }
     absl::Status status = FromGrpc(reader->Finish());
+    if (status.ok() && ended) return *std::move(ended);
     if (status.ok()) {
       // A finished job with nothing after `last`: report where it stands.
       auto job = GetStatus(job_id);

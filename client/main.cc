@@ -94,7 +94,8 @@ ABSL_FLAG(std::string, catch_up, "",
           "schedule: skip_missed, run_once or run_all (default skip_missed)");
 ABSL_FLAG(int, catch_up_limit, 0, "schedule: run_all runs at most this many missed fires (1..1000)");
 ABSL_FLAG(bool, paused, false, "schedule create: made paused");
-ABSL_FLAG(std::string, reason, "", "pause: why, shown with the pause");
+ABSL_FLAG(std::string, reason, "", "pause, cancel, retry: why, kept with the action");
+ABSL_FLAG(bool, as_new, false, "retry: replay as a new job (with --params: edited)");
 
 namespace {
 
@@ -133,7 +134,12 @@ const std::map<std::string, std::string>& CommandHelp() {
        "jobstream list [--state=QUEUED,...] [--type=T] [--labels=k=v] [--page_size=N]\n"
        "               [--page_token=TOKEN] [--json]\n"
        "  Lists jobs, newest first."},
-      {"cancel", "jobstream cancel ID [--json]\n  Cancels a queued or running job."},
+      {"cancel", "jobstream cancel ID [--reason=WHY] [--json]\n  Cancels a queued or running job."},
+      {"retry",
+       "jobstream retry ID [--reason=WHY] [--as_new [--params=JSON]] [--json]\n"
+       "  Runs a FAILED or CANCELLED job again under its id (a new series of attempts), or\n"
+       "  with --as_new replays any ended job as a new one linked to it (label\n"
+       "  jobstream/replay_of=ID), with --params instead of its own. Prints the job."},
       {"delete", "jobstream delete ID\n  Removes a finished job and its events."},
       {"fetch",
        "jobstream fetch ID NAME [-o FILE]\n"
@@ -241,7 +247,6 @@ absl::Status ParseLabels(google::protobuf::Map<std::string, std::string>* labels
   return absl::OkStatus();
 }
 
-// --flag=TEXT as a Duration, or a usage error.
 // A JSON-object flag (--params, --then_params) into `out`; empty leaves it empty.
 absl::Status StructFlag(const std::string& flag, const std::string& text,
                         google::protobuf::Struct* out) {
@@ -252,6 +257,7 @@ absl::Status StructFlag(const std::string& flag, const std::string& text,
       absl::StrCat("--", flag, " must be a JSON object: ", s.message().as_string()));
 }
 
+// --flag=TEXT as a Duration, or a usage error.
 absl::Status DurationFlag(const std::string& flag, const std::string& text,
                           google::protobuf::Duration* out) {
   absl::Duration d;
@@ -595,6 +601,37 @@ int PauseType(const std::string& server, const std::string& type, bool pause) {
   return kExitOk;
 }
 
+// cancel and retry: an operator's call on one job, with --reason.
+int JobAction(const std::string& command, const std::string& id) {
+  auto stub = jobstream::v1::JobService::NewStub(ServerChannel(absl::GetFlag(FLAGS_server)));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  Job job;
+  grpc::Status status;
+  if (command == "cancel") {
+    jobstream::v1::CancelJobRequest request;
+    request.set_job_id(id);
+    request.set_reason(absl::GetFlag(FLAGS_reason));
+    status = stub->CancelJob(&ctx, request, &job);
+  } else {
+    jobstream::v1::RetryJobRequest request;
+    request.set_job_id(id);
+    request.set_reason(absl::GetFlag(FLAGS_reason));
+    request.set_as_new(absl::GetFlag(FLAGS_as_new));
+    if (!absl::GetFlag(FLAGS_params).empty()) {
+      if (!request.as_new()) return UsageError("retry: --params is for a replay (--as_new)");
+      if (auto s = StructFlag("params", absl::GetFlag(FLAGS_params), request.mutable_params());
+          !s.ok()) {
+        return UsageError(std::string(s.message()));
+      }
+    }
+    status = stub->RetryJob(&ctx, request, &job);
+  }
+  if (!status.ok()) return CallError(jobstream::client::FromGrpc(status));
+  std::cout << ToJson(job, Interactive()) << std::endl;
+  return kExitOk;
+}
+
 int Types(const std::string& server) {
   auto stub = jobstream::v1::JobService::NewStub(ServerChannel(server));
   grpc::ClientContext ctx;
@@ -912,12 +949,7 @@ int main(int argc, char** argv) {
     std::cout << ToJson(*job, Interactive()) << std::endl;
     return kExitOk;
   }
-  if (command == "cancel") {
-    auto job = client.Cancel(*id);
-    if (!job.ok()) return CallError(job.status());
-    std::cout << ToJson(*job, Interactive()) << std::endl;
-    return kExitOk;
-  }
+  if (command == "cancel" || command == "retry") return JobAction(command, *id);
   // delete
   if (auto s = client.Delete(*id); !s.ok()) return CallError(s);
   std::cout << "deleted " << *id << std::endl;

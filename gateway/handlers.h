@@ -27,6 +27,7 @@ void ListTypes(const SessionPtr& session);
 // POST /v1/types/{type}:pause (a body {"reason": "…"}, or none) and :resume.
 void PauseType(const SessionPtr& session, const Route& route);
 void CancelJob(const SessionPtr& session, const std::string& job_id);
+void RetryJob(const SessionPtr& session, const std::string& job_id);
 void DeleteJob(const SessionPtr& session, const std::string& job_id);
 void Health(const SessionPtr& session);
 void SessionRoute(const SessionPtr& session, const Route& route);

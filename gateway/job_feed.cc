@@ -101,16 +101,23 @@ void JobFeed::OnEvent(const v1::JobEvent& event) {
       sinks_.erase(it++);
     }
   }
-  if (chunk->terminal) {
-    ended_ = true;  // every subscriber has it; they end their responses themselves
-    if (upstream_) upstream_->Cancel();
-  }
+  // Whether the job is done is the server's to say: it ends the stream right after the
+  // job's last end, and a retry may follow an earlier one.
+  last_terminal_ = chunk->terminal;
 }
 
 void JobFeed::OnDone(const grpc::Status& status) {
   absl::MutexLock lock(&mu_);
   upstream_.reset();
   if (ended_) return;
+  if (status.ok() && last_terminal_) {
+    ended_ = true;
+    for (auto& [ptr, weak] : sinks_) {
+      if (auto sink = weak.lock()) sink->FeedFinished();
+    }
+    sinks_.clear();
+    return;
+  }
   if (!client::ResumableWatchEnd(status.error_code()) ||
       absl::Now() - last_contact_ > gateway_->options().reconnect_timeout) {
     return End();

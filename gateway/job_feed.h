@@ -44,6 +44,9 @@ class FeedSink {
   virtual void Deliver(SseChunkPtr chunk) = 0;
   // The feed gave up (the server is gone too long, or the job was removed).
   virtual void FeedEnded() = 0;
+  // The job has finished: the server ended its stream right after the job's newest end
+  // (an end a retry followed is just an event).
+  virtual void FeedFinished() { FeedEnded(); }
 };
 
 // A client of a feed that starts only once the server accepts the request (EventsFeed).
@@ -91,6 +94,7 @@ class JobFeed : public std::enable_shared_from_this<JobFeed> {
   absl::Time last_contact_ ABSL_GUARDED_BY(mu_);
   absl::Duration backoff_ ABSL_GUARDED_BY(mu_) = absl::Milliseconds(100);
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool last_terminal_ ABSL_GUARDED_BY(mu_) = false;  // the newest event ended the job
 };
 
 // Formats one job event as its SSE chunk.

@@ -144,12 +144,47 @@ void PauseType(const SessionPtr& session, const Route& route) {
   Forward(session, call, [stub](auto... a) { stub->async()->PauseType(a...); }, reply);
 }
 
+namespace {
+
+// An operator's call on a job: its JSON body (optional) is the request, whose jobId, if
+// given, must be the path's. False once the error is answered.
+template <typename Request>
+bool ReadJobAction(Session& session, const std::string& job_id, Request& request) {
+  if (!session.request().body().empty()) {
+    if (absl::Status s = FromJson(absl::string_view(session.request().body()), &request);
+        !s.ok()) {
+      session.ReplyError(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message()));
+      return false;
+    }
+    if (!request.job_id().empty() && request.job_id() != job_id) {
+      session.ReplyError(grpc::StatusCode::INVALID_ARGUMENT, "the body's jobId is not the path's");
+      return false;
+    }
+  }
+  request.set_job_id(job_id);
+  return true;
+}
+
+}  // namespace
+
 void CancelJob(const SessionPtr& session, const std::string& job_id) {
   auto call = NewCall<v1::CancelJobRequest, v1::Job>(*session);
-  call->request.set_job_id(job_id);
+  if (!ReadJobAction(*session, job_id, call->request)) return;
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->CancelJob(a...); },
           [s = session.get()](const auto& response) { s->Reply({200, ToJson(response)}); });
+}
+
+void RetryJob(const SessionPtr& session, const std::string& job_id) {
+  auto call = NewCall<v1::RetryJobRequest, v1::Job>(*session);
+  if (!ReadJobAction(*session, job_id, call->request)) return;
+  // A replay queued a new job: 202, as a Submit answers.
+  const bool as_new = call->request.as_new();
+  Forward(session, call,
+          [session](auto... a) { session->gateway()->stub()->async()->RetryJob(a...); },
+          [s = session.get(), as_new](const auto& response) {
+            s->Reply({as_new ? 202 : 200, ToJson(response)});
+          });
 }
 
 void DeleteJob(const SessionPtr& session, const std::string& job_id) {

@@ -65,10 +65,14 @@ std::variant<Route, RouteError> Match(absl::string_view method, absl::string_vie
   }
   if (is({"v1", "jobs", ""})) {
     std::string last = segments[2];
-    if (absl::EndsWith(last, ":cancel")) {
-      route.job_id = last.substr(0, last.size() - 7);
-      if (route.job_id.empty()) return RouteError{404, "no job id before :cancel", ""};
-      if (method == "POST") return route.kind = RouteKind::kCancelJob, route;
+    for (auto [suffix, kind] : {std::pair{absl::string_view(":cancel"), RouteKind::kCancelJob},
+                                std::pair{absl::string_view(":retry"), RouteKind::kRetryJob}}) {
+      if (!absl::EndsWith(last, suffix)) continue;
+      route.job_id = last.substr(0, last.size() - suffix.size());
+      if (route.job_id.empty()) {
+        return RouteError{404, absl::StrCat("no job id before ", suffix), ""};
+      }
+      if (method == "POST") return route.kind = kind, route;
       return allow("POST");
     }
     if (absl::EndsWith(last, ":wait")) {

@@ -22,7 +22,8 @@ enum class RouteKind {
   kListJobs,   // GET    /v1/jobs
   kGetJob,     // GET    /v1/jobs/{id}
   kDeleteJob,  // DELETE /v1/jobs/{id}
-  kCancelJob,  // POST   /v1/jobs/{id}:cancel
+  kCancelJob,  // POST   /v1/jobs/{id}:cancel  {"reason": "…"} (optional)
+  kRetryJob,   // POST   /v1/jobs/{id}:retry   {"reason", "asNew", "params"} (optional)
   kWaitJob,    // GET    /v1/jobs/{id}:wait?timeout=30s
   kJobResult,  // GET    /v1/jobs/{id}/result
   kArtifact,   // GET or HEAD /v1/jobs/{id}/artifacts/{name}

@@ -197,6 +197,7 @@ void Session::Dispatch() {
     case RouteKind::kGetJob: return GetJob(self, route.job_id);
     case RouteKind::kDeleteJob: return DeleteJob(self, route.job_id);
     case RouteKind::kCancelJob: return CancelJob(self, route.job_id);
+    case RouteKind::kRetryJob: return RetryJob(self, route.job_id);
     case RouteKind::kWaitJob: return WaitJob(self, route);
     case RouteKind::kJobResult: return JobResult(self, route.job_id);
     case RouteKind::kArtifact: return GetArtifact(self, route);
@@ -432,6 +433,18 @@ void Session::FeedEnded() {
   Post([this] { SseEnd(); });
 }
 
+void Session::FeedFinished() {
+  // Said in the stream, so an EventSource knows to stop rather than reconnect (no id: the
+  // client's Last-Event-ID stays the job's last event).
+  Post([this] {
+    if (!sse_ || sse_->ending) return;
+    auto end = std::make_shared<SseChunk>();
+    end->text = SseEvent("", "end", absl::StrCat(R"({"lastSequence":")", sse_->last_sent, R"("})"));
+    SseWrite(std::move(end));
+    SseEnd();
+  });
+}
+
 void Session::SseDeliver(SseChunkPtr chunk) {
   if (!sse_ || sse_->ending) return;
   if (!sse_->many_jobs) {
@@ -439,9 +452,7 @@ void Session::SseDeliver(SseChunkPtr chunk) {
     sse_->last_sent = chunk->sequence;
   }
   ++gateway_->metrics().sse_events_sent;
-  const bool terminal = chunk->terminal;
   SseWrite(std::move(chunk));
-  if (terminal && !sse_->many_jobs) SseEnd();
 }
 
 void Session::SseWrite(SseChunkPtr chunk) {

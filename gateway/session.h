@@ -115,6 +115,7 @@ class Session : public Connection,
   // StreamSink, from the feed's threads.
   void Deliver(SseChunkPtr chunk) override;
   void FeedEnded() override;
+  void FeedFinished() override;
   void StreamStarted(std::function<void()> leave) override;
   void StreamRefused(const grpc::Status& status) override;
 

@@ -76,7 +76,7 @@ void WebSocketSession::StartJob(int64_t after) {
                              job.last_sequence())));
           }
           self->last_sent_ = after;
-          self->end_after_terminal_ = true;
+          self->one_job_ = true;
           if (v1::IsFinished(job.state()) && after >= job.last_sequence()) {
             // Read to its end already: nothing more will come.
             return self->Accept([self] {
@@ -159,13 +159,16 @@ void WebSocketSession::FeedEnded() {
   });
 }
 
+void WebSocketSession::FeedFinished() {
+  Post([this] { CloseWith(websocket::close_code::normal, "the job has finished"); });
+}
+
 void WebSocketSession::Send(SseChunkPtr chunk) {
   if (closing_ || chunk->json.empty()) return;
-  if (end_after_terminal_) {
+  if (one_job_) {
     if (chunk->sequence <= last_sent_) return;
     last_sent_ = chunk->sequence;
   }
-  const bool terminal = end_after_terminal_ && chunk->terminal;
   // A client that falls behind gets the newest progress instead of every one...
   if (chunk->progress && pending_.size() >= kConflateAfter && pending_.back()->progress) {
     pending_.back() = std::move(chunk);
@@ -175,7 +178,6 @@ void WebSocketSession::Send(SseChunkPtr chunk) {
     pending_.push_back(std::move(chunk));
   }
   ++gateway_->metrics().websocket_messages_sent;
-  if (terminal) return CloseWith(websocket::close_code::normal, "the job has finished");
   Flush();
 }
 

@@ -37,6 +37,7 @@ class WebSocketSession : public Connection,
   // StreamSink, from the feeds' threads.
   void Deliver(SseChunkPtr chunk) override;
   void FeedEnded() override;
+  void FeedFinished() override;
   void StreamStarted(std::function<void()> leave) override;
   void StreamRefused(const grpc::Status& status) override;
 
@@ -65,7 +66,7 @@ class WebSocketSession : public Connection,
   int64_t last_sent_ = 0;  // a job's stream: the newest sequence sent
   std::deque<SseChunkPtr> pending_;
   bool writing_ = false;
-  bool end_after_terminal_ = false;
+  bool one_job_ = false;
   std::optional<boost::beast::websocket::close_reason> closing_;
   std::function<void()> leave_;
 };

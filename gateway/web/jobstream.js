@@ -14,7 +14,7 @@ const url = (path) => new URL(path.replace(/^\//, ''), BASE).toString();
 
 // The event types of a job's stream, as SSE event names.
 export const EVENT_TYPES = ['created', 'waiting', 'queued', 'started', 'step', 'progress',
-  'artifact', 'child', 'retrying', 'succeeded', 'failed', 'cancelled'];
+  'artifact', 'child', 'retrying', 'retried', 'succeeded', 'failed', 'cancelled'];
 const TERMINAL = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
 export const isFinished = (job) => TERMINAL.has(job.state);
 
@@ -107,6 +107,7 @@ export function watch(id, { after = 0, onEvent = () => {}, onConnection = () => 
   const promise = new Promise((resolve, reject) => {
     let last = Number(after);
     let ended = false;
+    let endedAs = null;  // the job as the newest event delivered ended it
     settle = (job, error) => {
       if (ended) return;
       ended = true;
@@ -123,9 +124,15 @@ export function watch(id, { after = 0, onEvent = () => {}, onConnection = () => 
           if (sequence <= last) return;  // never twice
           last = sequence;
           onEvent(event);
-          if (TERMINAL.has(event.status.state)) settle(event.status);
+          // Its end, unless a retry follows: the gateway's 'end' says the job is done.
+          endedAs = TERMINAL.has(event.status.state) ? event.status : null;
         });
       }
+      source.addEventListener('end', () => {
+        if (endedAs) return settle(endedAs);
+        source.close();
+        get(id).then((job) => settle(job), (error) => settle(null, error));
+      });
       source.onerror = () => {
         if (source.readyState !== EventSource.CLOSED) {
           onConnection('reconnecting');  // the browser retries, after Last-Event-ID

@@ -53,6 +53,8 @@ struct JobWait {
   std::function<void(absl::StatusOr<v1::Job>)> done;
 };
 
+enum class BulkOp { kCancel, kRetry, kDelete };
+
 class JobBackend {
  public:
   using JobCallback = std::function<void(absl::StatusOr<v1::Job>)>;
@@ -71,8 +73,14 @@ class JobBackend {
   // Client calls. done receives the job as committed, or the error.
   // `scope` is the caller's (auth/scope.h): a job submitted belongs to its tenant, and a
   // job beyond it is NOT_FOUND, as if it never existed.
-  virtual void Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
-                      JobCallback done) = 0;
+  void Submit(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done) {
+    SubmitMade(request, scope, nullptr, std::move(done));
+  }
+  // Submit, with `made` applied to the new job before it is written (a replay's link and
+  // action).
+  using MadeJob = std::function<void(v1::Job& job)>;
+  virtual void SubmitMade(const v1::SubmitRequest& request, const auth::Scope& scope,
+                          MadeJob made, JobCallback done) = 0;
   // A batch (batch.h): its parent and children, all in one write, or none.
   virtual void SubmitBatch(const v1::SubmitBatchRequest& request, const auth::Scope& scope,
                            BatchCallback done) = 0;
@@ -80,8 +88,24 @@ class JobBackend {
                                       const auth::Scope& scope) const = 0;
   virtual absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
                                                     const auth::Scope& scope) const = 0;
-  virtual void Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) = 0;
+  void Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) {
+    Cancel(job_id, v1::OperatorAction(), scope, std::move(done));
+  }
+  // CancelJob with who asked and why (`action`, its sequence left to the store).
+  virtual void Cancel(const std::string& job_id, const v1::OperatorAction& action,
+                      const auth::Scope& scope, JobCallback done) = 0;
+  // RetryJob (jobs.proto): the job QUEUED again, its RETRIED event carrying `action`.
+  virtual void Retry(const std::string& job_id, const v1::OperatorAction& action,
+                     const auth::Scope& scope, JobCallback done) = 0;
+  // RetryJob as_new: a new job like `job_id` (ReplayRequest) in its tenant, replay_of
+  // naming it, its CREATED event carrying `action`.
+  void Replay(const std::string& job_id, const google::protobuf::Struct* params,
+              v1::OperatorAction action, const auth::Scope& scope, JobCallback done);
   virtual void Delete(const std::string& job_id, const auth::Scope& scope, StatusCallback done) = 0;
+  // BulkCancel, BulkRetry, BulkDelete (jobs.proto; bulk.cc), `by` the caller's name. Runs
+  // on the caller's thread until every page is done: a long call.
+  absl::StatusOr<v1::BulkResponse> Bulk(BulkOp op, const v1::BulkRequest& request,
+                                        const std::string& by, const auth::Scope& scope);
   // Removes finished jobs that ended before `before`; done gets how many.
   virtual void Purge(absl::Time before, CountCallback done) = 0;
   // Retention: removes jobs that ended more than `retention` ago (tombstone "expired") and

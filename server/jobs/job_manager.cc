@@ -100,6 +100,7 @@ JobEvent JobManager::MakeEvent(const Job& job, JobEvent::Type type, absl::Time n
   *event.mutable_time() = ToProto(now);
   event.set_type(type);
   *event.mutable_status() = job;  // the working copy never holds params
+  v1::StampAction(event);
   return event;
 }
 
@@ -601,8 +602,8 @@ absl::Status JobManager::BackfillIndexes() {
 // ---------------------------------------------------------------------------------------
 // Client calls
 
-void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
-                        JobCallback done) {
+void JobManager::SubmitMade(const v1::SubmitRequest& request, const auth::Scope& scope,
+                            MadeJob made, JobCallback done) {
   const absl::Time now = absl::Now();
   if (absl::Status s = ValidateSubmit(request, *types_, options_.limits, now); !s.ok()) {
     return done(s);
@@ -630,6 +631,7 @@ void JobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& sco
   }
 
   Job job = NewJob(request, *types_->Find(request.type()), scope.tenant, now);
+  if (made) made(job);
 
   Batch batch;
   if (!request.params().fields().empty()) {
@@ -827,7 +829,8 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
   return response;
 }
 
-void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) {
+void JobManager::Cancel(const std::string& job_id, const v1::OperatorAction& action,
+                        const auth::Scope& scope, JobCallback done) {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
   absl::Status queue_error;
   std::optional<absl::StatusOr<Job>> ended;  // answered after the lock
@@ -852,12 +855,14 @@ void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, Job
       if (live.job.state() == Job::QUEUED) {
         Unqueue(live, batch);
         CancelQueued(live.job, now);
+        Acted(live.job, action, live.job.last_sequence() + 1);
         queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
       } else if (live.job.state() == Job::WAITING && live.job.has_batch()) {
         queue_error = CancelBatch(live, done);  // it leaves memory once queued
       } else if (live.job.state() == Job::WAITING) {
         StopAwaiting(live.job);
         CancelWaiting(live.job, now);
+        Acted(live.job, action, live.job.last_sequence() + 1);
         queue_error = Commit(live, JobEvent::CANCELLED, std::move(batch), done);
       } else if (v1::IsFinished(live.job.state())) {
         // Ended, its end on its way to the store: answered as it ended.
@@ -868,6 +873,7 @@ void JobManager::Cancel(const std::string& job_id, const auth::Scope& scope, Job
         // RUNNING: ask whoever runs it to stop (a handler sees it at once, a worker in its
         // next ReportProgress reply); the job ends CANCELLED when it does. The flag is
         // recorded without an event: the job's next event carries it.
+        if (!live.job.cancel_requested()) Acted(live.job, action, 0);
         live.job.set_cancel_requested(true);
         if (live.control && !live.control->stop.HasBeenNotified()) live.control->stop.Notify();
         *live.job.mutable_update_time() = ToProto(now);

@@ -81,15 +81,19 @@ class JobManager : public JobBackend, public ArtifactSink {
 
   // JobBackend (job_backend.h says what each does).
   absl::Status Recover() override ABSL_LOCKS_EXCLUDED(mu_);
-  void Submit(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done) override
-      ABSL_LOCKS_EXCLUDED(mu_);
+  using JobBackend::Cancel;
+  using JobBackend::Submit;
+  void SubmitMade(const v1::SubmitRequest& request, const auth::Scope& scope, MadeJob made,
+                  JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   void SubmitBatch(const v1::SubmitBatchRequest& request, const auth::Scope& scope,
                    BatchCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<v1::Job> Get(const std::string& job_id, const auth::Scope& scope) const override;
   absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
                                             const auth::Scope& scope) const override;
-  void Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) override
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void Cancel(const std::string& job_id, const v1::OperatorAction& action,
+              const auth::Scope& scope, JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
+  void Retry(const std::string& job_id, const v1::OperatorAction& action,
+             const auth::Scope& scope, JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   void Delete(const std::string& job_id, const auth::Scope& scope, StatusCallback done) override
       ABSL_LOCKS_EXCLUDED(mu_);
   void Purge(absl::Time before, CountCallback done) override ABSL_LOCKS_EXCLUDED(mu_);

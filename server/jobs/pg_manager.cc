@@ -177,13 +177,15 @@ void PgJobManager::Observe(const JobEvent& event) {
 // ---------------------------------------------------------------------------------------
 // Client calls
 
-void PgJobManager::Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
-                          JobCallback done) {
-  calls_->Post([this, request, scope, done = std::move(done)] { SubmitNow(request, scope, done); });
+void PgJobManager::SubmitMade(const v1::SubmitRequest& request, const auth::Scope& scope,
+                              MadeJob made, JobCallback done) {
+  calls_->Post([this, request, scope, made = std::move(made), done = std::move(done)] {
+    SubmitNow(request, scope, made, done);
+  });
 }
 
 void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope,
-                             JobCallback done) {
+                             const MadeJob& made, JobCallback done) {
   const absl::Time now = absl::Now();
   if (absl::Status s = ValidateSubmit(request, *types_, options_.limits, now); !s.ok()) {
     return done(s);
@@ -202,6 +204,7 @@ void PgJobManager::SubmitNow(const v1::SubmitRequest& request, const auth::Scope
     return done(QueueFull(scope.tenant, *queued));
   }
   Job job = NewJob(request, *types_->Find(request.type()), scope.tenant, now);
+  if (made) made(job);
   if (!request.depends_on().empty()) {
     return SubmitWaiting(request, scope, std::move(job), now, std::move(done));
   }
@@ -300,12 +303,15 @@ absl::StatusOr<Job> PgJobManager::Get(const std::string& job_id, const auth::Sco
   return job;
 }
 
-void PgJobManager::Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) {
-  calls_->Post([this, job_id, scope, done = std::move(done)] { CancelNow(job_id, scope, done); });
+void PgJobManager::Cancel(const std::string& job_id, const v1::OperatorAction& action,
+                          const auth::Scope& scope, JobCallback done) {
+  calls_->Post([this, job_id, action, scope, done = std::move(done)] {
+    CancelNow(job_id, action, scope, done);
+  });
 }
 
-void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope,
-                             JobCallback done) {
+void PgJobManager::CancelNow(const std::string& job_id, const v1::OperatorAction& action,
+                             const auth::Scope& scope, JobCallback done) {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
   const absl::Time now = absl::Now();
   Job changed;
@@ -314,11 +320,13 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
     switch (job.state()) {
       case Job::QUEUED:
         CancelQueued(job, now);
+        Acted(job, action, job.last_sequence() + 1);
         out.push_back(EventOf(JobEvent::CANCELLED, now));
         break;
       case Job::WAITING:  // its job_dependencies rows go when the jobs it waited for end
         if (job.has_batch()) return absl::AlreadyExistsError("a batch");  // CancelBatch's
         CancelWaiting(job, now);
+        Acted(job, action, job.last_sequence() + 1);
         out.push_back(EventOf(JobEvent::CANCELLED, now));
         break;
       case Job::RUNNING:
@@ -327,6 +335,7 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
         // flag is recorded without an event: the job's next event carries it.
         if (!job.cancel_requested()) {
           job.set_cancel_requested(true);
+          Acted(job, action, 0);
           *job.mutable_update_time() = ToProto(now);
         }
         break;
@@ -351,6 +360,40 @@ void PgJobManager::CancelNow(const std::string& job_id, const auth::Scope& scope
       it->second.control->stop.Notify();
     }
   }
+  changed.clear_params();
+  done(std::move(changed));
+}
+
+void PgJobManager::Retry(const std::string& job_id, const v1::OperatorAction& action,
+                         const auth::Scope& scope, JobCallback done) {
+  calls_->Post([this, job_id, action, scope, done = std::move(done)] {
+    RetryNow(job_id, action, scope, done);
+  });
+}
+
+void PgJobManager::RetryNow(const std::string& job_id, v1::OperatorAction action,
+                            const auth::Scope& scope, JobCallback done) {
+  if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
+  const absl::Time now = absl::Now();
+  Job changed;
+  auto events = store_->Transition(job_id, [&](Job& job, std::vector<JobEvent>& out) {
+    if (!scope.Sees(job)) return watch::NoSuchJob(job_id);
+    if (absl::Status s = CheckRetry(job); !s.ok()) return s;
+    if (!job.parent_id().empty()) {  // a child of a batch still running would count twice
+      auto parent = store_->GetJob(job.parent_id());
+      if (parent.ok() && !v1::IsFinished(parent->state())) return BatchRunning(job);
+    }
+    action.set_sequence(job.last_sequence() + 1);
+    RetryEnded(job, action, now);
+    out.push_back(EventOf(JobEvent::RETRIED, now));
+    changed = job;
+    return absl::OkStatus();
+  });
+  if (absl::IsNotFound(events.status())) {
+    return done(watch::JobNotFound(*store_, job_id, scope));
+  }
+  if (!events.ok()) return done(events.status());
+  RecordAll(*events);
   changed.clear_params();
   done(std::move(changed));
 }

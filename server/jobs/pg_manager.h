@@ -72,15 +72,19 @@ class PgJobManager : public JobBackend, public ArtifactSink {
 
   // JobBackend (job_backend.h says what each does).
   absl::Status Recover() override;
-  void Submit(const v1::SubmitRequest& request, const auth::Scope& scope,
-              JobCallback done) override;
+  using JobBackend::Cancel;
+  using JobBackend::Submit;
+  void SubmitMade(const v1::SubmitRequest& request, const auth::Scope& scope, MadeJob made,
+                  JobCallback done) override;
   void SubmitBatch(const v1::SubmitBatchRequest& request, const auth::Scope& scope,
                    BatchCallback done) override;
   absl::StatusOr<v1::Job> Get(const std::string& job_id, const auth::Scope& scope) const override;
   absl::StatusOr<v1::ListJobsResponse> List(const v1::ListJobsRequest& request,
                                             const auth::Scope& scope) const override;
-  void Cancel(const std::string& job_id, const auth::Scope& scope, JobCallback done) override
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void Cancel(const std::string& job_id, const v1::OperatorAction& action,
+              const auth::Scope& scope, JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
+  void Retry(const std::string& job_id, const v1::OperatorAction& action,
+             const auth::Scope& scope, JobCallback done) override;
   void Delete(const std::string& job_id, const auth::Scope& scope, StatusCallback done) override;
   void Purge(absl::Time before, CountCallback done) override;
   absl::Status Sweep(absl::Time now) override;
@@ -178,7 +182,10 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   void Enqueue(PendingInsert insert);
   void WriteInserts(std::vector<PendingInsert>& batch) ABSL_LOCKS_EXCLUDED(mu_);
   // What the callback calls do, on a call thread.
-  void SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope, JobCallback done);
+  void SubmitNow(const v1::SubmitRequest& request, const auth::Scope& scope, const MadeJob& made,
+                 JobCallback done);
+  void RetryNow(const std::string& job_id, v1::OperatorAction action, const auth::Scope& scope,
+                JobCallback done);
   // Unique keys (unique.h decides): whether a job still holds its key; a Submit's answer
   // when one does.
   static storage::pg::PgStore::Holds UniqueHolds(absl::Time now);
@@ -198,8 +205,8 @@ class PgJobManager : public JobBackend, public ArtifactSink {
   void CountChildren(std::vector<std::string>& ended);
   void SweepChildren();
   absl::StatusOr<v1::Job> CancelBatch(const std::string& parent_id, absl::Time now);
-  void CancelNow(const std::string& job_id, const auth::Scope& scope, JobCallback done)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void CancelNow(const std::string& job_id, const v1::OperatorAction& action,
+                 const auth::Scope& scope, JobCallback done) ABSL_LOCKS_EXCLUDED(mu_);
   // The lease an artifact's holder attaches under: a worker's, or this server's run's
   // (FAILED_PRECONDITION once that run ended).
   absl::StatusOr<std::string> HolderLease(const ArtifactHolder& holder) ABSL_LOCKS_EXCLUDED(mu_);

@@ -88,6 +88,75 @@ void CancelQueued(Job& job, absl::Time now) {
   job.mutable_error()->set_message("cancelled by request");
 }
 
+v1::OperatorAction ActionOf(absl::string_view action, const std::string& by,
+                            const std::string& reason, absl::Time now, int64_t sequence) {
+  v1::OperatorAction made;
+  made.set_action(std::string(action));
+  made.set_by(by);
+  made.set_reason(reason);
+  *made.mutable_time() = ToProto(now);
+  made.set_sequence(sequence);
+  return made;
+}
+
+void Acted(Job& job, v1::OperatorAction action, int64_t sequence) {
+  if (action.action().empty()) return;
+  action.set_sequence(sequence);
+  *job.mutable_last_action() = std::move(action);
+}
+
+absl::Status BatchRunning(const Job& job) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "job ", job.id(), " is a child of batch ", job.parent_id(),
+      ", which is still running and has counted its end; retry it once the batch has ended"));
+}
+
+absl::Status CheckRetry(const Job& job) {
+  if (job.has_batch()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "job ", job.id(), " is a batch's parent; retry its children (label jobstream/batch=",
+        job.id(), ")"));
+  }
+  if (job.state() == Job::SUCCEEDED) {
+    return StateError(job, "only a FAILED or CANCELLED job can be retried; replay it (as_new)");
+  }
+  if (job.state() != Job::FAILED && job.state() != Job::CANCELLED) {
+    return StateError(job, "only a FAILED or CANCELLED job can be retried");
+  }
+  return absl::OkStatus();
+}
+
+void RetryEnded(Job& job, const v1::OperatorAction& action, absl::Time now) {
+  job.set_state(Job::QUEUED);
+  job.set_series(std::max(job.series(), 1) + 1);
+  job.set_attempt(0);
+  job.clear_result();
+  job.clear_progress();
+  job.clear_start_time();
+  job.clear_end_time();
+  job.clear_next_attempt_time();
+  job.clear_run_at();
+  job.clear_worker_id();
+  job.clear_waiting_for();
+  job.set_cancel_requested(false);
+  *job.mutable_update_time() = ToProto(now);
+  *job.mutable_last_action() = action;
+}
+
+v1::SubmitRequest ReplayRequest(const Job& job, const google::protobuf::Struct* params) {
+  v1::SubmitRequest request;
+  request.set_type(job.type());
+  *request.mutable_params() = params != nullptr ? *params : job.params();
+  *request.mutable_labels() = job.labels();
+  request.mutable_labels()->erase("jobstream/batch");  // batch.h's: the new job is in none
+  (*request.mutable_labels())[kReplayOfLabel] = job.id();
+  request.set_priority(job.priority());
+  request.set_max_attempts(job.max_attempts());
+  if (job.has_webhook()) *request.mutable_webhook() = job.webhook();
+  request.set_concurrency_key(job.concurrency_key());
+  return request;
+}
+
 absl::Status QueueFull(const std::string& tenant, int64_t queued) {
   return absl::ResourceExhaustedError(absl::StrCat(
       tenant.empty() ? "the server" : absl::StrCat("tenant \"", tenant, "\""), " has ", queued,
@@ -113,6 +182,7 @@ Job NewJob(const v1::SubmitRequest& request, const JobType& type, const std::str
   job.set_type(request.type());
   *job.mutable_labels() = request.labels();
   job.set_state(Job::QUEUED);
+  job.set_series(1);
   job.set_priority(request.priority() != 0 ? request.priority() : type.default_priority);
   job.set_max_attempts(request.max_attempts() > 0 ? request.max_attempts() : type.max_attempts);
   if (request.has_run_at()) *job.mutable_run_at() = request.run_at();

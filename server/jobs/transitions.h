@@ -43,6 +43,34 @@ AttemptEnd Interrupted(const v1::Job& job, absl::string_view why);
 // A QUEUED job cancelled on request (its CANCELLED event is the caller's to add).
 void CancelQueued(v1::Job& job, absl::Time now);
 
+// An operator's action on `job` at `now`, writing the event numbered `sequence` (0: none).
+v1::OperatorAction ActionOf(absl::string_view action, const std::string& by,
+                            const std::string& reason, absl::Time now, int64_t sequence);
+
+// Records `action` (if any: an internal cancel has none) as the job's last, writing the
+// event numbered `sequence`.
+void Acted(v1::Job& job, v1::OperatorAction action, int64_t sequence);
+
+// FAILED_PRECONDITION for a retry of a child whose batch still runs (its parent counted
+// its end already, and would count the retry's again).
+absl::Status BatchRunning(const v1::Job& job);
+
+// RetryJob: FAILED_PRECONDITION unless `job` may run again — FAILED or CANCELLED, and no
+// batch's parent (its children are retried instead). Whether a child's batch still runs
+// is the store's to check.
+absl::Status CheckRetry(const v1::Job& job);
+
+// A FAILED or CANCELLED job QUEUED again, ready now, for a new series of attempts; its
+// error stays as the cause (as a retry's does). Its RETRIED event is the caller's to add,
+// numbered job.last_sequence() + 1, which `action` names.
+void RetryEnded(v1::Job& job, const v1::OperatorAction& action, absl::Time now);
+
+// The SubmitRequest that replays `job` (RetryJob as_new): its type, params (or `params`,
+// if given), labels with jobstream/replay_of, priority, max_attempts, webhook and
+// concurrency_key.
+v1::SubmitRequest ReplayRequest(const v1::Job& job, const google::protobuf::Struct* params);
+inline constexpr char kReplayOfLabel[] = "jobstream/replay_of";
+
 // RESOURCE_EXHAUSTED for a Submit of `tenant`, whose `queued` jobs reached the limit.
 absl::Status QueueFull(const std::string& tenant, int64_t queued);
 

@@ -116,7 +116,10 @@ absl::Status ValidateTypePause(const std::string& type, const std::optional<v1::
         "; known types: ", absl::StrJoin(types.Names(), ", ")));
   }
   if (!pause) return absl::OkStatus();
-  const std::string& reason = pause->reason();
+  return ValidateReason(pause->reason());
+}
+
+absl::Status ValidateReason(absl::string_view reason) {
   if (reason.size() > 500) {
     return absl::InvalidArgumentError(
         absl::StrCat("reason has ", reason.size(), " bytes; at most 500 are allowed"));

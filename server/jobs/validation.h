@@ -29,6 +29,9 @@ absl::Status ValidateTypePause(const std::string& type, const std::optional<v1::
                                const JobTypes& types);
 absl::Status ValidateSubmit(const v1::SubmitRequest& request, const JobTypes& types,
                             const Limits& limits, absl::Time now);
+// An operator's reason (PauseType, CancelJob, RetryJob, bulk operations): up to 500 bytes
+// of text without control characters.
+absl::Status ValidateReason(absl::string_view reason);
 // At most max_size characters of printable ASCII (with or without spaces); errors name
 // `field` and show the value.
 absl::Status ValidatePrintable(absl::string_view value, absl::string_view field, size_t max_size,

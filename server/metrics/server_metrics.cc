@@ -18,6 +18,7 @@ constexpr char kStarted[] = "jobstream_jobs_started_total";
 constexpr char kSucceeded[] = "jobstream_jobs_succeeded_total";
 constexpr char kFailed[] = "jobstream_jobs_failed_total";
 constexpr char kRetried[] = "jobstream_jobs_retried_total";
+constexpr char kRerun[] = "jobstream_jobs_rerun_total";
 constexpr char kCancelled[] = "jobstream_jobs_cancelled_total";
 constexpr char kLeasesExpired[] = "jobstream_leases_expired_total";
 constexpr char kQueueWait[] = "jobstream_job_queue_wait_seconds";
@@ -49,6 +50,7 @@ metrics::Registry* Make() {
   r->DeclareCounter(kRetried, "Attempts that ended in a retry (or a requeue at shutdown), by type.",
                     "type");
   r->DeclareCounter(kCancelled, "Jobs cancelled, by type.", "type");
+  r->DeclareCounter(kRerun, "Ended jobs an operator ran again (RetryJob), by type.", "type");
   r->DeclareCounter(kLeasesExpired,
                     "Attempts ended because their worker's lease ran out, by type.", "type");
   r->DeclareHistogram(kQueueWait,
@@ -109,6 +111,7 @@ struct TypeSeries {
   metrics::Counter* failed;
   metrics::Counter* retried;
   metrics::Counter* cancelled;
+  metrics::Counter* rerun;
   metrics::Counter* leases_expired;
   metrics::Histogram* queue_wait;
   metrics::Histogram* run_time;
@@ -125,7 +128,7 @@ class TypeCache {
     TypeSeries s{r.counter(kSubmitted, type), r.counter(kStarted, type),
                  r.counter(kSucceeded, type), r.counter(kFailed, type),
                  r.counter(kRetried, type),   r.counter(kCancelled, type),
-                 r.counter(kLeasesExpired, type), r.histogram(kQueueWait, type),
+                 r.counter(kRerun, type),     r.counter(kLeasesExpired, type), r.histogram(kQueueWait, type),
                  r.histogram(kRunTime, type)};
     absl::MutexLock lock(&mu_);
     // Bounded: past 1,000 types (the registry's families count them under "_other"),
@@ -188,6 +191,7 @@ void CountStateChange(const JobEvent& event) {
     case JobEvent::FAILED: counter = s.failed; break;
     case JobEvent::RETRYING: counter = s.retried; break;
     case JobEvent::CANCELLED: counter = s.cancelled; break;
+    case JobEvent::RETRIED: counter = s.rerun; break;
     default: return;
   }
   counter->Add();

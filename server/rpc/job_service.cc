@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 #include "jobstream/v1/auth_config.h"
 #include "server/jobs/ids.h"
+#include "server/jobs/transitions.h"
 #include "server/jobs/validation.h"
 #include "server/metrics/server_metrics.h"
 #include "server/rpc/authorize.h"
@@ -193,9 +195,75 @@ grpc::ServerUnaryReactor* JobServiceImpl::CancelJob(grpc::CallbackServerContext*
   auto* reactor = calls_->Begin(ctx);
   auto who = Allow(ctx, reactor, Role::kSubmit, "CancelJob");
   if (!who) return reactor;
-  manager_->Cancel(request->job_id(), who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
+  if (absl::Status s = jobs::ValidateReason(request->reason()); !s.ok()) {
+    calls_->End(reactor, s);
+    return reactor;
+  }
+  manager_->Cancel(request->job_id(),
+                   jobs::ActionOf("cancel", who->name, request->reason(), absl::Now(), 0),
+                   who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
+                     calls_->Reply(reactor, response, std::move(job));
+                   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::Bulk(jobs::BulkOp op, const char* method,
+                                                grpc::CallbackServerContext* ctx,
+                                                const v1::BulkRequest* request,
+                                                v1::BulkResponse* response) {
+  auto* reactor = calls_->Begin(ctx);
+  auto who = Allow(ctx, reactor, Role::kSubmit, method);
+  if (!who) return reactor;
+  // Shutdown waits for the call (the tracker counts it), so the manager outlives it.
+  std::thread([this, op, reactor, request, response, name = who->name, scope = who->scope()] {
+    calls_->Reply(reactor, response, manager_->Bulk(op, *request, name, scope));
+  }).detach();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::BulkCancel(grpc::CallbackServerContext* ctx,
+                                                     const v1::BulkRequest* request,
+                                                     v1::BulkResponse* response) {
+  return Bulk(jobs::BulkOp::kCancel, "BulkCancel", ctx, request, response);
+}
+grpc::ServerUnaryReactor* JobServiceImpl::BulkRetry(grpc::CallbackServerContext* ctx,
+                                                    const v1::BulkRequest* request,
+                                                    v1::BulkResponse* response) {
+  return Bulk(jobs::BulkOp::kRetry, "BulkRetry", ctx, request, response);
+}
+grpc::ServerUnaryReactor* JobServiceImpl::BulkDelete(grpc::CallbackServerContext* ctx,
+                                                     const v1::BulkRequest* request,
+                                                     v1::BulkResponse* response) {
+  return Bulk(jobs::BulkOp::kDelete, "BulkDelete", ctx, request, response);
+}
+
+grpc::ServerUnaryReactor* JobServiceImpl::RetryJob(grpc::CallbackServerContext* ctx,
+                                                   const v1::RetryJobRequest* request,
+                                                   v1::Job* response) {
+  auto* reactor = calls_->Begin(ctx);
+  auto who = Allow(ctx, reactor, Role::kSubmit, "RetryJob");
+  if (!who) return reactor;
+  absl::Status bad = jobs::ValidateReason(request->reason());
+  if (bad.ok() && request->has_params() && !request->as_new()) {
+    bad = absl::InvalidArgumentError(
+        "params are for a replay (as_new); a retry runs the job with its own params");
+  }
+  if (!bad.ok()) {
+    calls_->End(reactor, bad);
+    return reactor;
+  }
+  auto reply = [this, reactor, response](absl::StatusOr<v1::Job> job) {
     calls_->Reply(reactor, response, std::move(job));
-  });
+  };
+  if (request->as_new()) {
+    manager_->Replay(request->job_id(), request->has_params() ? &request->params() : nullptr,
+                     jobs::ActionOf("replay", who->name, request->reason(), absl::Now(), 0),
+                     who->scope(), std::move(reply));
+  } else {
+    manager_->Retry(request->job_id(),
+                    jobs::ActionOf("retry", who->name, request->reason(), absl::Now(), 0),
+                    who->scope(), std::move(reply));
+  }
   return reactor;
 }
 

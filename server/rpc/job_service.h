@@ -39,6 +39,21 @@ class JobServiceImpl final
   grpc::ServerUnaryReactor* ListJobs(grpc::CallbackServerContext* ctx,
                                      const v1::ListJobsRequest* request,
                                      v1::ListJobsResponse* response) override;
+  grpc::ServerUnaryReactor* BulkCancel(grpc::CallbackServerContext* ctx,
+                                       const v1::BulkRequest* request,
+                                       v1::BulkResponse* response) override;
+  grpc::ServerUnaryReactor* BulkRetry(grpc::CallbackServerContext* ctx,
+                                      const v1::BulkRequest* request,
+                                      v1::BulkResponse* response) override;
+  grpc::ServerUnaryReactor* BulkDelete(grpc::CallbackServerContext* ctx,
+                                       const v1::BulkRequest* request,
+                                       v1::BulkResponse* response) override;
+  // The three bulk calls: one thread each, as they read and write page after page.
+  grpc::ServerUnaryReactor* Bulk(jobs::BulkOp op, const char* method,
+                                 grpc::CallbackServerContext* ctx, const v1::BulkRequest* request,
+                                 v1::BulkResponse* response);
+  grpc::ServerUnaryReactor* RetryJob(grpc::CallbackServerContext* ctx,
+                                     const v1::RetryJobRequest* request, v1::Job* response) override;
   grpc::ServerUnaryReactor* CancelJob(grpc::CallbackServerContext* ctx,
                                       const v1::CancelJobRequest* request,
                                       v1::Job* response) override;

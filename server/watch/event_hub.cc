@@ -93,6 +93,8 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::stri
   // replay what is stored; what is published later comes live, less what was replayed.
   Entry& entry = shard.jobs[job_id];
   if (entry.subs.size() >= options_.max_watchers_per_job) return too_many();
+  // What the store holds: a lagging feed's older events are known as such.
+  entry.last_sequence = std::max(entry.last_sequence, job->last_sequence());
   auto sub = std::make_shared<Subscription>(store_, job_id, after, job->last_sequence(),
                                             /*live=*/true, options_);
   entry.subs.emplace(sub.get(), sub);
@@ -184,14 +186,23 @@ void EventHub::Publish(const storage::CommittedEventPtr& committed) {
     if (it == shard.jobs.end() && event.status().state() == v1::Job::RUNNING) {
       it = shard.jobs.try_emplace(event.job_id()).first;
     }
+    // An event older than the job's newest known (a feed that lags behind a watcher's
+    // read of the store) reaches the watchers, who skip what they have, and moves nothing:
+    // a retry's watchers must not be dropped by the end it followed.
+    bool stale = false;
     if (it != shard.jobs.end()) {
       Entry& entry = it->second;
-      entry.last_sequence = event.sequence();
-      entry.latest = committed;
+      stale = event.sequence() <= entry.last_sequence;
+      if (!stale) {
+        entry.last_sequence = event.sequence();
+        entry.latest = committed;
+      }
       for (const auto& [ptr, sub] : entry.subs) {
         if (sub->Push(committed)) wake.push_back(sub);
       }
-      if (entry.subs.empty() && event.status().state() != v1::Job::RUNNING) shard.jobs.erase(it);
+      if (!stale && entry.subs.empty() && event.status().state() != v1::Job::RUNNING) {
+        shard.jobs.erase(it);
+      }
     }
     {
       absl::MutexLock all_lock(&all_mu_);
@@ -200,7 +211,7 @@ void EventHub::Publish(const storage::CommittedEventPtr& committed) {
       }
     }
     // A finished job leaves the hub; its watchers still drain their queues.
-    if (IsTerminal(event.type())) shard.jobs.erase(event.job_id());
+    if (IsTerminal(event.type()) && !stale) shard.jobs.erase(event.job_id());
   }
   // In chunks: enough to amortize the hand-off, small enough to use every pool thread.
   constexpr size_t kChunk = 64;

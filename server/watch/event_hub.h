@@ -59,7 +59,9 @@ class EventHub {
  private:
   using SubSet = absl::flat_hash_map<const Subscription*, std::shared_ptr<Subscription>>;
   struct Entry {
-    int64_t last_sequence = 0;  // 0: committed, first event not yet published
+    // The newest sequence known: published, or read from the store by a watcher (0: none
+    // yet; with `latest` null, nothing published yet).
+    int64_t last_sequence = 0;
     storage::CommittedEventPtr latest;  // its status is the job as last published
     SubSet subs;
   };

@@ -58,7 +58,8 @@ Subscription::Next Subscription::Poll() {
       replay_pos_ = 0;
     }
     last_sent_ = next.event->event.sequence();
-    ended_ = IsTerminal(next.event->event.type());
+    // An end that a retry (RetryJob) followed is not the stream's.
+    ended_ = IsTerminal(next.event->event.type()) && last_sent_ >= catch_up_until_;
     return next;
   }
   if (!live_) return {Next::kEnd, {}, absl::OkStatus()};

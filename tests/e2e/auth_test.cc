@@ -232,6 +232,13 @@ std::vector<Rpc> EveryRpc(const std::string& job_id) {
          Job j;
          return t.Jobs(k)->CancelJob(c.get(), r, &j);
        }},
+      {"RetryJob", "submit", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::RetryJobRequest r;
+         r.set_job_id(job_id);
+         Job j;
+         return t.Jobs(k)->RetryJob(c.get(), r, &j);
+       }},
       {"DeleteJob", "submit", [=](AuthTest& t, const Token* k) {
          auto c = ctx();
          v1::DeleteJobRequest r;

@@ -33,12 +33,16 @@ const submit = (params, extra = {}) => json('POST', '/v1/jobs', { type: 'demo.st
 async function readSse(path, headers = {}) {
   const response = await fetch(gateway.url + path, { headers });
   const text = await response.text();
-  const events = text.split('\n\n').filter((block) => block.includes('data:')).map((block) => {
+  const parsed = text.split('\n\n').filter((block) => block.includes('data:')).map((block) => {
     const field = (name) => block.split('\n').filter((l) => l.startsWith(`${name}: `))
       .map((l) => l.slice(name.length + 2));
     return { id: field('id')[0], event: field('event')[0], data: JSON.parse(field('data').join('\n')) };
   });
-  return { status: response.status, headers: response.headers, text, events };
+  // A job's stream closes with 'end' (no id) once the job is done: kept apart.
+  const events = parsed.filter((e) => e.event !== 'end');
+  const end = parsed.find((e) => e.event === 'end') ?? null;
+  if (end) assert.equal(parsed.at(-1), end, 'end comes last');
+  return { status: response.status, headers: response.headers, text, events, end };
 }
 
 test('every REST route', async () => {

@@ -50,12 +50,13 @@ const submit = async (type, params = {}) => {
 };
 const wait = async (id) => (await fetch(`${gateway.url}/v1/jobs/${id}:wait?timeout=60s`)).json();
 
+// The job's events (a closing 'end', which says the job is done, left out).
 function parseSse(text) {
   return text.split('\n\n').filter((block) => block.includes('data:')).map((block) => {
     const field = (name) => block.split('\n').filter((l) => l.startsWith(`${name}: `))
       .map((l) => l.slice(name.length + 2));
     return { id: field('id')[0], event: field('event')[0], data: JSON.parse(field('data').join('\n')) };
-  });
+  }).filter((e) => e.event !== 'end');
 }
 
 // An SSE response read as it arrives: its events so far, a wait for one, and close.

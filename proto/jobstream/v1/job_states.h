@@ -11,15 +11,26 @@
 
 namespace jobstream::v1 {
 
-// SUCCEEDED, FAILED and CANCELLED: the job will not change again.
+// SUCCEEDED, FAILED and CANCELLED: the job will not change again, unless an operator
+// retries it (RetryJob).
 inline bool IsFinished(Job::State state) {
   return state == Job::SUCCEEDED || state == Job::FAILED || state == Job::CANCELLED;
 }
 
-// The event that finishes a job; a job's stream ends right after it.
+// The event that finishes a job (or a series of its attempts, if it is retried later): a
+// job's stream ends right after the newest one, the server's end of the stream says so.
 inline bool IsTerminal(JobEvent::Type type) {
   return type == JobEvent::SUCCEEDED || type == JobEvent::FAILED ||
          type == JobEvent::CANCELLED;
+}
+
+// An event an operator's call wrote carries its action: the job's last_action names the
+// event's sequence. Called where a store numbers events.
+inline void StampAction(JobEvent& event) {
+  const OperatorAction& action = event.status().last_action();
+  if (action.sequence() != 0 && action.sequence() == event.sequence()) {
+    *event.mutable_action() = action;
+  }
 }
 
 inline absl::Time ToTime(const google::protobuf::Timestamp& ts) {

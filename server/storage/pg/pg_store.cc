@@ -63,6 +63,7 @@ void Number(Job& job, std::vector<JobEvent>& events) {
     e.set_job_id(job.id());
     e.set_sequence(job.last_sequence());
     *e.mutable_status() = job;
+    v1::StampAction(e);
   }
 }
 
@@ -119,6 +120,7 @@ void NumberAsOf(int64_t last_sequence, std::vector<JobEvent>& events) {
     e.set_job_id(e.status().id());
     e.mutable_status()->set_last_sequence(last_sequence);
     e.mutable_status()->clear_params();
+    v1::StampAction(e);
   }
 }
 
