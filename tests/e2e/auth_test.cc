@@ -239,6 +239,27 @@ std::vector<Rpc> EveryRpc(const std::string& job_id) {
          Job j;
          return t.Jobs(k)->RetryJob(c.get(), r, &j);
        }},
+      {"BulkRetry", "submit", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::BulkRequest r;
+         r.set_dry_run(true);
+         v1::BulkResponse b;
+         return t.Jobs(k)->BulkRetry(c.get(), r, &b);
+       }},
+      {"BulkCancel", "submit", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::BulkRequest r;
+         r.set_dry_run(true);
+         v1::BulkResponse b;
+         return t.Jobs(k)->BulkCancel(c.get(), r, &b);
+       }},
+      {"BulkDelete", "submit", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::BulkRequest r;
+         r.set_dry_run(true);
+         v1::BulkResponse b;
+         return t.Jobs(k)->BulkDelete(c.get(), r, &b);
+       }},
       {"DeleteJob", "submit", [=](AuthTest& t, const Token* k) {
          auto c = ctx();
          v1::DeleteJobRequest r;
