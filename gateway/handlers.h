@@ -28,6 +28,8 @@ void ListTypes(const SessionPtr& session);
 void PauseType(const SessionPtr& session, const Route& route);
 void CancelJob(const SessionPtr& session, const std::string& job_id);
 void RetryJob(const SessionPtr& session, const std::string& job_id);
+// BulkCancel, BulkRetry or BulkDelete, by the route's kind.
+void BulkJobs(const SessionPtr& session, RouteKind kind);
 void DeleteJob(const SessionPtr& session, const std::string& job_id);
 void Health(const SessionPtr& session);
 void SessionRoute(const SessionPtr& session, const Route& route);

@@ -60,6 +60,29 @@ void SubmitBatch(const SessionPtr& session) {
           });
 }
 
+void BulkJobs(const SessionPtr& session, RouteKind kind) {
+  // Long: it changes every matching job, a page at a time.
+  auto call = NewCall<v1::BulkRequest, v1::BulkResponse>(*session, absl::Minutes(10));
+  if (!session->request().body().empty()) {
+    if (absl::Status s = FromJson(absl::string_view(session->request().body()), &call->request);
+        !s.ok()) {
+      return session->ReplyError(grpc::StatusCode::INVALID_ARGUMENT, std::string(s.message()));
+    }
+  }
+  auto reply = [s = session.get()](const v1::BulkResponse& counts) {
+    s->Reply({200, ToJson(counts)});
+  };
+  auto* stub = session->gateway()->stub();
+  switch (kind) {
+    case RouteKind::kBulkCancel:
+      return Forward(session, call, [stub](auto... a) { stub->async()->BulkCancel(a...); }, reply);
+    case RouteKind::kBulkRetry:
+      return Forward(session, call, [stub](auto... a) { stub->async()->BulkRetry(a...); }, reply);
+    default:
+      return Forward(session, call, [stub](auto... a) { stub->async()->BulkDelete(a...); }, reply);
+  }
+}
+
 void Submit(const SessionPtr& session) {
   auto call = NewCall<v1::SubmitRequest, v1::Job>(*session);
   auto request = ParseSubmit(*session);

@@ -59,8 +59,12 @@ std::variant<Route, RouteError> Match(absl::string_view method, absl::string_vie
     if (method == "POST") return route.kind = RouteKind::kSubmit, route;
     return allow("GET, POST");
   }
-  if (is({"v1", "jobs:batch"})) {
-    if (method == "POST") return route.kind = RouteKind::kSubmitBatch, route;
+  for (auto [path, kind] : {std::pair{absl::string_view("jobs:batch"), RouteKind::kSubmitBatch},
+                            std::pair{absl::string_view("jobs:bulkCancel"), RouteKind::kBulkCancel},
+                            std::pair{absl::string_view("jobs:bulkRetry"), RouteKind::kBulkRetry},
+                            std::pair{absl::string_view("jobs:bulkDelete"), RouteKind::kBulkDelete}}) {
+    if (!is({"v1", path})) continue;
+    if (method == "POST") return route.kind = kind, route;
     return allow("POST");
   }
   if (is({"v1", "jobs", ""})) {

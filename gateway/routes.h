@@ -19,6 +19,9 @@ enum class RouteKind {
   kSession,    // GET, POST or DELETE /v1/session
   kSubmit,     // POST   /v1/jobs
   kSubmitBatch,  // POST /v1/jobs:batch
+  kBulkCancel,   // POST /v1/jobs:bulkCancel  {"filter", "reason", "dryRun", "limit"}
+  kBulkRetry,    // POST /v1/jobs:bulkRetry   (the same)
+  kBulkDelete,   // POST /v1/jobs:bulkDelete  (the same)
   kListJobs,   // GET    /v1/jobs
   kGetJob,     // GET    /v1/jobs/{id}
   kDeleteJob,  // DELETE /v1/jobs/{id}

@@ -182,6 +182,9 @@ void Session::Dispatch() {
   switch (route.kind) {
     case RouteKind::kSubmit: return submit_and_stream ? SubmitAndStream(self) : Submit(self);
     case RouteKind::kSubmitBatch: return SubmitBatch(self);
+    case RouteKind::kBulkCancel:
+    case RouteKind::kBulkRetry:
+    case RouteKind::kBulkDelete: return BulkJobs(self, route.kind);
     case RouteKind::kListJobs: return ListJobs(self, route);
     case RouteKind::kListTypes: return ListTypes(self);
     case RouteKind::kPauseType:

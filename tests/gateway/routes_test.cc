@@ -27,6 +27,13 @@ TEST(RoutesTest, EveryRouteOfTheTable) {
   Route cancel = Ok("POST", "/v1/jobs/abc:cancel");
   EXPECT_EQ(cancel.kind, RouteKind::kCancelJob);
   EXPECT_EQ(cancel.job_id, "abc");
+  Route retry = Ok("POST", "/v1/jobs/abc:retry");
+  EXPECT_EQ(retry.kind, RouteKind::kRetryJob);
+  EXPECT_EQ(retry.job_id, "abc");
+  EXPECT_EQ(Ok("POST", "/v1/jobs:bulkCancel").kind, RouteKind::kBulkCancel);
+  EXPECT_EQ(Ok("POST", "/v1/jobs:bulkRetry").kind, RouteKind::kBulkRetry);
+  EXPECT_EQ(Ok("POST", "/v1/jobs:bulkDelete").kind, RouteKind::kBulkDelete);
+  EXPECT_EQ(Ok("POST", "/v1/jobs:batch").kind, RouteKind::kSubmitBatch);
   Route events = Ok("GET", "/v1/jobs/abc/events?after=5");
   EXPECT_EQ(events.kind, RouteKind::kJobEvents);
   EXPECT_EQ(events.Param("after").value_or(""), "5");
@@ -120,6 +127,9 @@ TEST(RoutesTest, WrongMethodsGet405WithAllow) {
   EXPECT_EQ(e.allow, "GET, POST");
   EXPECT_EQ(Err("POST", "/v1/jobs/abc").allow, "GET, DELETE");
   EXPECT_EQ(Err("GET", "/v1/jobs/abc:cancel").allow, "POST");
+  EXPECT_EQ(Err("GET", "/v1/jobs/abc:retry").allow, "POST");
+  EXPECT_EQ(Err("GET", "/v1/jobs:bulkRetry").allow, "POST");
+  EXPECT_EQ(Err("POST", "/v1/jobs:bulkNothing").http_status, 404);
   EXPECT_EQ(Err("BREW", "/healthz").http_status, 405);
   EXPECT_EQ(Err("POST", "/v1/types").allow, "GET");
 }
@@ -129,6 +139,7 @@ TEST(RoutesTest, HostileTargetsAreRefusedOrHarmless) {
   EXPECT_EQ(Err("GET", "/v1/jobs/").http_status, 404);
   EXPECT_EQ(Err("GET", "/v1/jobs/a/b/c").http_status, 404);
   EXPECT_EQ(Err("POST", "/v1/jobs/:cancel").http_status, 404);
+  EXPECT_EQ(Err("POST", "/v1/jobs/:retry").http_status, 404);
   EXPECT_EQ(Err("GET", "http://evil.example/v1/jobs").http_status, 400) << "absolute form";
   EXPECT_EQ(Err("GET", "v1/jobs").http_status, 400);
   EXPECT_EQ(Err("GET", "/v1/jobs/%zz").http_status, 400) << "bad percent-encoding";

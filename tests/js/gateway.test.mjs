@@ -569,3 +569,82 @@ test('POST /v1/jobs:batch: 202 with the parent\'s Location, SSE child events, re
   const wrongMethod = await json('GET', '/v1/jobs:batch');
   assert.equal(wrongMethod.status, 405);
 });
+
+test('retry and replay over HTTP: the SSE stream reads through both ends, then says end', async () => {
+  const created = await submit({ steps: ['a'], step_ms: 0, ticks: 0, fail_at: 'a' }, { maxAttempts: 1 });
+  assert.equal(created.status, 202);
+  const id = created.body.id;
+  const first = await readSse(`/v1/jobs/${id}/events`);
+  assert.equal(first.events.at(-1).event, 'failed');
+  assert.ok(first.end, 'the stream says the job is done');
+  assert.equal(first.end.id, undefined, 'end has no id: Last-Event-ID stays the job\'s');
+  assert.equal(first.end.data.lastSequence, first.events.at(-1).id);
+
+  const retried = await json('POST', `/v1/jobs/${id}:retry`, { reason: 'try once more' });
+  assert.equal(retried.status, 200);
+  assert.equal(retried.body.state, 'QUEUED');
+  assert.equal(retried.body.series, 2);
+  assert.equal(retried.body.lastAction.reason, 'try once more');
+  // Read from the start, the stream goes through the first end and the RETRIED event to
+  // the second end; only then does it say end.
+  const all = await readSse(`/v1/jobs/${id}/events`);
+  const kinds = all.events.map((e) => e.event);
+  assert.equal(kinds.filter((k) => k === 'failed').length, 2, kinds.join());
+  assert.ok(kinds.includes('retried'), kinds.join());
+  assert.equal(all.events.find((e) => e.event === 'retried').data.action.reason, 'try once more');
+  assert.ok(all.end);
+  assert.deepEqual(all.events.map((e) => Number(e.id)), all.events.map((_, i) => i + 1));
+  // The EventSource client (the page's) settles on the job's last end, not its first.
+  const seen = [];
+  const ended = await new Promise((resolve, reject) => {
+    const source = new EventSource(`${gateway.url}/v1/jobs/${id}/events`);
+    for (const type of ['created', 'started', 'step', 'failed', 'retried']) {
+      source.addEventListener(type, (e) => seen.push(type));
+    }
+    source.addEventListener('end', () => { source.close(); resolve(seen); });
+    source.onerror = () => { source.close(); reject(new Error('the stream failed before its end')); };
+  });
+  assert.equal(ended.at(-1), 'failed');
+  assert.ok(ended.includes('retried'));
+
+  const replay = await json('POST', `/v1/jobs/${id}:retry`,
+    { asNew: true, params: { steps: ['a'], step_ms: 0, ticks: 0 }, reason: 'fixed params' });
+  assert.equal(replay.status, 202);
+  assert.notEqual(replay.body.id, id);
+  assert.equal(replay.body.replayOf, id);
+  assert.equal(replay.body.labels['jobstream/replay_of'], id);
+
+  // Refusals: a live job, a body naming another job, params without asNew, bad JSON.
+  const live = await submit({ steps: ['a'], step_ms: 20000, ticks: 0 });
+  assert.equal((await json('POST', `/v1/jobs/${live.body.id}:retry`, {})).status, 409, 'FAILED_PRECONDITION');
+  assert.equal((await json('POST', `/v1/jobs/${id}:retry`, { jobId: live.body.id })).status, 400);
+  assert.equal((await json('POST', `/v1/jobs/${id}:retry`, { params: { a: 1 } })).status, 400);
+  assert.equal((await json('POST', `/v1/jobs/${id}:retry`, '{not json')).status, 400);
+  const cancelled = await json('POST', `/v1/jobs/${live.body.id}:cancel`, { reason: 'enough' });
+  assert.equal(cancelled.status, 200);
+  assert.equal(cancelled.body.lastAction.reason, 'enough');
+});
+
+test('bulk operations over HTTP: a dry run counts, a retry changes, bad filters are 400', async () => {
+  const label = `bulk-${Date.now()}`;
+  for (let i = 0; i < 5; ++i) {
+    const r = await submit({ steps: ['a'], step_ms: 0, ticks: 0, fail_at: 'a' },
+      { maxAttempts: 1, labels: { group: label } });
+    await readSse(`/v1/jobs/${r.body.id}/events`);
+  }
+  const filter = { labels: { group: label } };
+  const dry = await json('POST', '/v1/jobs:bulkRetry', { filter, dryRun: true });
+  assert.equal(dry.status, 200);
+  assert.equal(dry.body.changed, '5');
+  const cancel = await json('POST', '/v1/jobs:bulkCancel', { filter: { ...filter, states: ['FAILED'] } });
+  assert.equal(cancel.status, 200);
+  assert.equal(cancel.body.skipped, '5', 'a FAILED job cannot be cancelled');
+  const del = await json('POST', '/v1/jobs:bulkDelete', { filter, reason: 'clean up' });
+  assert.equal(del.status, 200);
+  assert.equal(del.body.changed, '5');
+  const listed = await json('GET', `/v1/jobs?label=group:${label}`);
+  assert.equal((listed.body.jobs ?? []).length, 0);
+  assert.equal((await json('POST', '/v1/jobs:bulkRetry', { filter: { states: ['NOPE'] } })).status, 400);
+  assert.equal((await json('POST', '/v1/jobs:bulkRetry', { limit: -1 })).status, 400);
+  assert.equal((await json('GET', '/v1/jobs:bulkRetry')).status, 405);
+});
