@@ -9,14 +9,43 @@ const $ = (selector) => document.querySelector(selector);
 const finished = (state) => ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(state);
 
 
+// What the jobs table shows: a state tab, a search (one id, or a type and a label), and
+// how far back it has been paged.
+const view = { state: '', id: '', type: '', label: '', next: '' };
+const selected = new Set();  // ids ticked in the table
+
+function matches(job) {
+  if (view.id) return job.id === view.id;
+  if (view.state && job.state !== view.state) return false;
+  if (view.type && job.type !== view.type) return false;
+  if (view.label) {
+    const [key, ...rest] = view.label.split(':');
+    if ((job.labels || {})[key] !== rest.join(':')) return false;
+  }
+  return true;
+}
+
 // Applies a job's state if it is newer than what the page shows (the list and the stream
-// may deliver the same job in either order).
+// may deliver the same job in either order). A job that leaves the view (a failed job
+// retried, on the Failed tab) leaves the table.
 function apply(job) {
   const sequence = Number(job.lastSequence || 0);
   const known = jobs.get(job.id);
   if (known && known.sequence > sequence) return;
   jobs.set(job.id, { job, sequence });
+  if (!matches(job)) {
+    if (rows.has(job.id)) dropRow(job.id);
+    return;
+  }
   render(job);
+}
+
+function dropRow(id) {
+  rows.get(id)?.remove();
+  rows.delete(id);
+  selected.delete(id);
+  $('#empty').hidden = rows.size > 0;
+  showSelection();
 }
 
 function elapsed(job) {
@@ -31,13 +60,30 @@ function render(job) {
   if (!row) {
     row = document.createElement('tr');
     row.dataset.id = job.id;
-    row.innerHTML = `<td class="id"></td><td class="type"></td><td><span class="state"></span></td>
+    row.innerHTML = `<td><input type="checkbox" class="pick"></td>
+      <td class="id"></td><td class="type"></td><td><span class="state"></span></td>
       <td class="attempt"></td>
       <td><span class="bar"><span></span></span><span class="pct"></span></td>
       <td class="step"></td><td class="elapsed"></td>
-      <td><button type="button" class="secondary cancel">Cancel</button>
+      <td><button type="button" class="secondary retry">Retry</button>
+          <button type="button" class="secondary cancel">Cancel</button>
           <button type="button" class="secondary delete">Delete</button></td>`;
-    row.addEventListener('click', (e) => { if (e.target.tagName !== 'BUTTON') showDetail(job.id); });
+    // The row opens the job's detail by click, or Enter where the keyboard rests on it.
+    row.tabIndex = 0;
+    row.addEventListener('click', (e) => {
+      if (e.target.tagName !== 'BUTTON' && e.target.tagName !== 'INPUT') showDetail(job.id);
+    });
+    row.addEventListener('keydown', (e) => {
+      if (e.key === 'Enter' && e.target === row) showDetail(job.id);
+    });
+    const pick = row.querySelector('.pick');
+    pick.setAttribute('aria-label', `select ${job.id}`);
+    pick.addEventListener('change', () => {
+      if (pick.checked) selected.add(job.id); else selected.delete(job.id);
+      showSelection();
+    });
+    row.querySelector('.retry').addEventListener('click', () =>
+      jobstream.retry(job.id).then(apply).catch(report));
     row.querySelector('.cancel').addEventListener('click', () =>
       jobstream.cancel(job.id).then(apply).catch(report));
     row.querySelector('.delete').addEventListener('click', () =>
@@ -73,14 +119,16 @@ function render(job) {
   row.querySelector('.elapsed').textContent = elapsed(job);
   row.querySelector('.cancel').disabled = finished(job.state);
   row.querySelector('.delete').disabled = !finished(job.state);
+  row.querySelector('.retry').hidden = !retriable(job);
   row.dataset.state = job.state;
+  row.title = job.state === 'FAILED' && job.error ? job.error.message : '';
 }
 
+const retriable = (job) => (job.state === 'FAILED' || job.state === 'CANCELLED') && !job.batch;
+
 function remove(id) {
-  rows.get(id)?.remove();
-  rows.delete(id);
+  dropRow(id);
   jobs.delete(id);
-  $('#empty').hidden = rows.size > 0;
   if ($('#detail-id').textContent === id) closeDetail();
 }
 
@@ -90,9 +138,169 @@ function report(error) {
   out.className = 'error';
 }
 
+// The view's query for ListJobs.
+function listQuery(token) {
+  const query = new URLSearchParams({ pageSize: '50' });
+  if (view.state) query.append('state', view.state);
+  if (view.type) query.append('type', view.type);
+  if (view.label) query.append('label', view.label);
+  if (token) query.append('pageToken', token);
+  return query.toString();
+}
+
+// The view's first page, drawn afresh; `older` pages follow it.
+let listsAsked = 0;
 async function refreshList() {
-  const page = await jobstream.list('pageSize=50');
-  for (const job of page.jobs || []) apply(job);
+  const asked = ++listsAsked;
+  let found;
+  if (view.id) {
+    found = { jobs: [await jobstream.get(view.id)] };
+  } else {
+    found = await jobstream.list(listQuery(''));
+  }
+  if (asked !== listsAsked) return;  // a newer view was asked for meanwhile
+  for (const id of [...rows.keys()]) dropRow(id);
+  for (const job of found.jobs || []) {
+    jobs.delete(job.id);  // drawn as listed, whatever was seen of it before
+    apply(job);
+  }
+  view.next = found.nextPageToken || '';
+  $('#older').hidden = !view.next;
+}
+
+async function older() {
+  const asked = listsAsked;
+  const found = await jobstream.list(listQuery(view.next));
+  if (asked !== listsAsked) return;
+  for (const job of found.jobs || []) apply(job);
+  view.next = found.nextPageToken || '';
+  $('#older').hidden = !view.next;
+}
+
+function setView(changes) {
+  Object.assign(view, changes, { next: '' });
+  for (const tab of document.querySelectorAll('#state-tabs [role=tab]')) {
+    tab.setAttribute('aria-selected', String(tab.dataset.state === view.state && !view.id));
+  }
+  selected.clear();
+  $('#select-page').checked = false;
+  $('#all-matching').checked = false;
+  showSelection();
+  const described = describeView();
+  $('#search-result').textContent = described ? `showing ${described}` : '';
+  return refreshList().catch((error) => {
+    for (const id of [...rows.keys()]) dropRow(id);
+    $('#search-result').textContent = error.message;
+  });
+}
+
+function describeView() {
+  if (view.id) return `job ${view.id}`;
+  return [view.state && view.state.toLowerCase(), view.type && `type ${view.type}`,
+    view.label && `label ${view.label}`].filter(Boolean).join(', ');
+}
+
+// The tabs: a click, or the arrow keys between them (as a tablist goes).
+for (const tab of document.querySelectorAll('#state-tabs [role=tab]')) {
+  tab.addEventListener('click', () => setView({ state: tab.dataset.state, id: '' }));
+  tab.addEventListener('keydown', (e) => {
+    if (e.key !== 'ArrowRight' && e.key !== 'ArrowLeft') return;
+    const tabs = [...document.querySelectorAll('#state-tabs [role=tab]')];
+    const next = tabs[(tabs.indexOf(tab) + (e.key === 'ArrowRight' ? 1 : tabs.length - 1)) % tabs.length];
+    next.focus();
+    next.click();
+  });
+}
+$('#job-search').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  setView({ id: String(form.get('id')).trim(), type: String(form.get('type')),
+    label: String(form.get('label')).trim() });
+});
+$('#search-clear').addEventListener('click', () => {
+  $('#job-search').reset();
+  setView({ id: '', type: '', label: '', state: '' });
+});
+$('#older').addEventListener('click', () => older().catch(report));
+
+// Selection: ticked rows, or every job matching the view (a bulk call with its filter).
+function showSelection() {
+  const all = $('#all-matching').checked;
+  $('#selected-count').textContent = all ? `every job matching ${describeView() || 'any state'}`
+    : selected.size ? `${selected.size} selected` : 'none selected';
+}
+$('#select-page').addEventListener('change', (e) => {
+  for (const [id, row] of rows) {
+    row.querySelector('.pick').checked = e.target.checked;
+    if (e.target.checked) selected.add(id); else selected.delete(id);
+  }
+  showSelection();
+});
+$('#all-matching').addEventListener('change', showSelection);
+
+function viewFilter() {
+  const filter = {};
+  if (view.state) filter.states = [view.state];
+  if (view.type) filter.type = view.type;
+  if (view.label) {
+    const [key, ...rest] = view.label.split(':');
+    filter.labels = { [key]: rest.join(':') };
+  }
+  return filter;
+}
+
+// Asks before acting, saying how many jobs it will change; resolves to the reason, or
+// null if the operator backed out.
+function confirmAction(text) {
+  const dialog = $('#confirm');
+  $('#confirm-text').textContent = text;
+  $('#confirm-reason').value = '';
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => {
+      resolve(dialog.returnValue === 'ok' ? $('#confirm-reason').value : null);
+    }, { once: true });
+  });
+}
+
+for (const button of document.querySelectorAll('[data-bulk]')) {
+  button.addEventListener('click', async () => {
+    const op = button.dataset.bulk;
+    const out = $('#bulk-result');
+    out.className = '';
+    try {
+      if ($('#all-matching').checked) {
+        if (view.id) throw new Error('a search by id is one job: select it instead');
+        const filter = viewFilter();
+        const count = await jobstream.bulk(op, filter, { dryRun: true });
+        const reason = await confirmAction(
+          `${op[0].toUpperCase()}${op.slice(1)} ${count.changed} job${count.changed === 1 ? '' : 's'} ` +
+          `matching ${describeView() || 'any state'}?` +
+          (count.skipped ? ` (${count.skipped} more match but cannot be ${op === 'retry' ? 'retried' : op + 'ed'})` : ''));
+        if (reason === null) return;
+        const done = await jobstream.bulk(op, filter, { reason });
+        out.textContent = `${op}: ${done.changed} changed, ${done.skipped} skipped`;
+      } else {
+        const ids = [...selected];
+        if (ids.length === 0) throw new Error('select jobs first, or tick "All matching this view"');
+        const reason = await confirmAction(`${op[0].toUpperCase()}${op.slice(1)} ${ids.length} selected job${ids.length === 1 ? '' : 's'}?`);
+        if (reason === null) return;
+        const call = { retry: (id) => jobstream.retry(id, { reason }), cancel: (id) => jobstream.cancel(id, reason),
+          delete: (id) => jobstream.remove(id).then(() => remove(id)) }[op];
+        const results = await Promise.allSettled(ids.map(call));
+        const failed = results.filter((r) => r.status === 'rejected');
+        out.textContent = `${op}: ${ids.length - failed.length} changed` +
+          (failed.length ? `, ${failed.length} refused (${failed[0].reason.message})` : '');
+      }
+      selected.clear();
+      $('#select-page').checked = false;
+      await refreshList();
+      showSelection();
+    } catch (error) {
+      out.textContent = error.message;
+      out.className = 'error';
+    }
+  });
 }
 
 // One stream for every job. After a reconnect (gateway or server restart) the stream
@@ -161,6 +369,96 @@ function closeDetail() {
   $('#detail').hidden = true;
 }
 
+// A job's fields as GetStatus gives them: what an operator looks at first.
+function renderFields(job) {
+  const fields = [
+    ['Type', job.type], ['State', job.state],
+    ['Attempt', job.attempt ? `${job.attempt} of ${job.maxAttempts}${Number(job.series) > 1 ? ` (series ${job.series})` : ''}` : ''],
+    ['Worker', job.workerId], ['Tenant', job.tenant],
+    ['Created', job.createTime], ['Started', job.startTime], ['Ended', job.endTime],
+    ['Labels', Object.entries(job.labels || {}).map(([k, v]) => `${k}=${v}`).join(', ')],
+    ['Replay of', job.replayOf], ['Trace id', job.trace ? job.trace.traceId : ''],
+    ['Last action', job.lastAction ? `${job.lastAction.action} by ${job.lastAction.by || 'anyone'}` +
+      ` at ${job.lastAction.time}${job.lastAction.reason ? `: ${job.lastAction.reason}` : ''}` : ''],
+    ['Error', job.error ? `${job.error.message}` : ''],
+    ['Error details', job.error && job.error.details ? JSON.stringify(job.error.details, null, 2) : ''],
+    ['Params', JSON.stringify(job.params || {}, null, 2)],
+  ];
+  $('#detail-fields').replaceChildren(...fields.filter(([, v]) => v).flatMap(([k, v]) => {
+    const dt = document.createElement('dt');
+    dt.textContent = k;
+    const dd = document.createElement('dd');
+    if (k === 'Params' || k === 'Error details') {
+      const pre = document.createElement('pre');
+      pre.textContent = v;
+      dd.appendChild(pre);
+    } else {
+      dd.textContent = v;
+    }
+    dd.dataset.field = k.toLowerCase().replace(/ /g, '-');
+    return [dt, dd];
+  }));
+  $('#detail-retry').hidden = !retriable(job);
+  $('#detail-replay').hidden = !finished(job.state) || Boolean(job.batch);
+  $('#replay-params').value = JSON.stringify(job.params || {}, null, 2);
+  const deliveries = job.webhookDeliveries || [];
+  $('#detail-webhooks').hidden = deliveries.length === 0;
+  $('#detail-webhooks tbody').replaceChildren(...deliveries.map((d) => {
+    const row = document.createElement('tr');
+    for (const text of [d.eventType, d.state, d.attempts || 0,
+      d.lastStatus ? `HTTP ${d.lastStatus}` : d.lastError || '']) {
+      const cell = document.createElement('td');
+      cell.textContent = String(text);
+      row.appendChild(cell);
+    }
+    return row;
+  }));
+}
+
+let detailJob = null;
+async function loadFields(id) {
+  const job = await jobstream.get(id);
+  if ($('#detail-id').textContent !== id) return;
+  detailJob = job;
+  renderFields(job);
+}
+
+$('#detail-retry').addEventListener('click', async () => {
+  const out = $('#detail-result');
+  try {
+    const job = await jobstream.retry(detailJob.id);
+    apply(job);
+    out.textContent = `retried: series ${job.series}`;
+    showDetail(job.id);
+  } catch (error) {
+    out.textContent = error.message;
+  }
+});
+$('#detail-replay').addEventListener('click', () => {
+  $('#replay-form').hidden = !$('#replay-form').hidden;
+  if (!$('#replay-form').hidden) $('#replay-params').focus();
+});
+$('#replay-form').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const out = $('#detail-result');
+  let params;
+  try {
+    params = JSON.parse($('#replay-params').value || '{}');
+  } catch (error) {
+    out.textContent = `params: ${error.message}`;
+    return;
+  }
+  try {
+    const form = new FormData(e.target);
+    const job = await jobstream.retry(detailJob.id, { asNew: true, params, reason: String(form.get('reason')) });
+    apply(job);
+    showDetail(job.id);
+    $('#detail-result').textContent = `replayed as ${job.id}`;
+  } catch (error) {
+    out.textContent = error.message;
+  }
+});
+
 // A job's whole history, replayed then live, from its own event stream.
 function showDetail(id) {
   closeDetail();
@@ -169,6 +467,10 @@ function showDetail(id) {
   $('#detail-log').replaceChildren();
   $('#detail-outcome').replaceChildren();
   $('#detail-artifacts').replaceChildren();
+  $('#detail-fields').replaceChildren();
+  $('#detail-result').textContent = '';
+  $('#replay-form').hidden = true;
+  loadFields(id).catch(report);
   const log = $('#detail-log');
   detailWatch = jobstream.watch(id, {
     onEvent: (event) => {
@@ -187,8 +489,13 @@ function showDetail(id) {
           ? `${event.artifact.name} (${event.artifact.contentType}, ${formatBytes(Number(event.artifact.size))})`
           : `${type === 'started' ? `attempt ${job.attempt}${job.workerId ? ' on ' + job.workerId : ''} ` : ''}` +
             `${p.step ? `${p.step} ` : ''}${p.fraction !== undefined ? Math.round(p.fraction * 100) + '% ' : ''}${p.message || ''}`);
+      if (event.action) {
+        const a = event.action;
+        item.textContent += ` (${a.action} by ${a.by || 'anyone'}${a.reason ? `: ${a.reason}` : ''})`;
+      }
       log.appendChild(item);
       log.scrollTop = log.scrollHeight;
+      if (type !== 'progress' && type !== 'step') loadFields(id).catch(() => {});
       if (type === 'artifact' || finished(job.state)) renderArtifacts(job);
       if (finished(job.state)) {
         const outcome = $('#detail-outcome');
@@ -344,6 +651,16 @@ async function loadTypes() {
   const scheduleChosen = scheduleType.value;
   scheduleType.replaceChildren(...types.map((t) => new Option(t.name, t.name)));
   if (types.some((t) => t.name === scheduleChosen)) scheduleType.value = scheduleChosen;
+  const searchType = $('#search-type');
+  const searchChosen = searchType.value;
+  searchType.replaceChildren(new Option('any', ''), ...types.map((t) => new Option(t.name, t.name)));
+  searchType.value = types.some((t) => t.name === searchChosen) ? searchChosen : '';
+  // The live states' counts, as the server keeps them (every type's, or the view's type).
+  for (const state of ['QUEUED', 'RUNNING']) {
+    const counted = types.filter((t) => !view.type || t.name === view.type)
+      .reduce((sum, t) => sum + Number(state === 'QUEUED' ? t.queued || 0 : t.running || 0), 0);
+    $(`#state-tabs [data-state=${state}] .count`).textContent = `(${counted})`;
+  }
   renderTypes();
   chooseType();
 }
@@ -373,7 +690,9 @@ $('#submit-form').addEventListener('submit', async (e) => {
 // Elapsed time of running jobs keeps counting between events.
 setInterval(() => {
   for (const { job } of jobs.values()) {
-    if (job.state === 'RUNNING') rows.get(job.id).querySelector('.elapsed').textContent = elapsed(job);
+    // (A job out of the view has no row.)
+    const row = rows.get(job.id);
+    if (row && job.state === 'RUNNING') row.querySelector('.elapsed').textContent = elapsed(job);
   }
 }, 500);
 

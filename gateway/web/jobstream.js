@@ -65,7 +65,24 @@ export function submitBatch(children, options = {}) {
 }
 
 export const get = (id) => call('GET', `/v1/jobs/${encodeURIComponent(id)}`);
-export const cancel = (id) => call('POST', `/v1/jobs/${encodeURIComponent(id)}:cancel`);
+export const cancel = (id, reason = '') =>
+  call('POST', `/v1/jobs/${encodeURIComponent(id)}:cancel`, reason ? { reason } : undefined);
+// Runs a FAILED or CANCELLED job again under its id; with asNew, replays any ended job as a
+// new one (params: instead of its own). Resolves to the job (the new one for a replay).
+export const retry = (id, { reason = '', asNew = false, params } = {}) =>
+  call('POST', `/v1/jobs/${encodeURIComponent(id)}:retry`,
+    { reason, asNew, ...(params === undefined ? {} : { params }) });
+// An operator's call on every job matching filter ({states, type, labels, tenant,
+// createdAfter, createdBefore}): op is 'retry', 'cancel' or 'delete'. dryRun counts
+// without changing. Resolves to {matched, changed, skipped} (numbers).
+export async function bulk(op, filter, { reason = '', dryRun = false, limit } = {}) {
+  const path = { retry: 'bulkRetry', cancel: 'bulkCancel', delete: 'bulkDelete' }[op];
+  if (!path) throw new Error(`no bulk operation "${op}"`);
+  const counts = await call('POST', `/v1/jobs:${path}`,
+    { filter, reason, dryRun, ...(limit ? { limit } : {}) });
+  return { matched: Number(counts.matched || 0), changed: Number(counts.changed || 0),
+    skipped: Number(counts.skipped || 0) };
+}
 export const remove = (id) => call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
 export const list = (query = '') => call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
 export const types = () => call('GET', '/v1/types');
