@@ -68,6 +68,27 @@ class PageCalls {
 
 }  // namespace
 
+std::vector<absl::Status> JobBackend::ChangeMany(BulkOp op, const std::vector<std::string>& ids,
+                                                 const v1::OperatorAction& action,
+                                                 const auth::Scope& scope) {
+  PageCalls calls;
+  for (const std::string& id : ids) {
+    calls.Add();
+    switch (op) {
+      case BulkOp::kCancel:
+        Cancel(id, action, scope, [&calls](absl::StatusOr<Job> j) { calls.Done(j.status()); });
+        break;
+      case BulkOp::kRetry:
+        Retry(id, action, scope, [&calls](absl::StatusOr<Job> j) { calls.Done(j.status()); });
+        break;
+      case BulkOp::kDelete:
+        Delete(id, scope, [&calls](absl::Status s) { calls.Done(s); });
+        break;
+    }
+  }
+  return calls.Wait();
+}
+
 absl::StatusOr<v1::BulkResponse> JobBackend::Bulk(BulkOp op, const v1::BulkRequest& request,
                                                    const std::string& by,
                                                    const auth::Scope& caller) {
@@ -109,7 +130,7 @@ absl::StatusOr<v1::BulkResponse> JobBackend::Bulk(BulkOp op, const v1::BulkReque
   do {
     auto page = List(list, scope);
     if (!page.ok()) return page.status();
-    PageCalls calls;
+    std::vector<std::string> ids;
     for (const Job& job : page->jobs()) {
       const absl::Time created = v1::ToTime(job.create_time());
       if (after && created < created_after) {
@@ -124,23 +145,12 @@ absl::StatusOr<v1::BulkResponse> JobBackend::Bulk(BulkOp op, const v1::BulkReque
       }
       if (counts.changed() >= limit) break;
       counts.set_changed(counts.changed() + 1);  // taken back below if it fails
-      if (request.dry_run()) continue;
-      calls.Add();
-      const v1::OperatorAction made = ActionOf(action, by, request.reason(), absl::Now(), 0);
-      switch (op) {
-        case BulkOp::kCancel:
-          Cancel(job.id(), made, scope, [&calls](absl::StatusOr<Job> j) { calls.Done(j.status()); });
-          break;
-        case BulkOp::kRetry:
-          Retry(job.id(), made, scope, [&calls](absl::StatusOr<Job> j) { calls.Done(j.status()); });
-          break;
-        case BulkOp::kDelete:
-          Delete(job.id(), scope, [&calls](absl::Status s) { calls.Done(s); });
-          break;
-      }
+      if (!request.dry_run()) ids.push_back(job.id());
     }
     absl::Status stopped;
-    for (const absl::Status& s : calls.Wait()) {
+    const v1::OperatorAction made = ActionOf(action, by, request.reason(), absl::Now(), 0);
+    for (const absl::Status& s : ids.empty() ? std::vector<absl::Status>()
+                                             : ChangeMany(op, ids, made, scope)) {
       if (s.ok()) continue;
       counts.set_changed(counts.changed() - 1);
       // Moved meanwhile (ended, started, removed): as if it had not matched as it was.

@@ -106,6 +106,12 @@ class JobBackend {
   // on the caller's thread until every page is done: a long call.
   absl::StatusOr<v1::BulkResponse> Bulk(BulkOp op, const v1::BulkRequest& request,
                                         const std::string& by, const auth::Scope& scope);
+  // Bulk's work on one page: `op` on each of `ids`, answering each one's status in order.
+  // By default each job's own call, all in flight at once (RocksDB's group commit writes
+  // them together); a store may write a page in one transaction instead.
+  virtual std::vector<absl::Status> ChangeMany(BulkOp op, const std::vector<std::string>& ids,
+                                               const v1::OperatorAction& action,
+                                               const auth::Scope& scope);
   // Removes finished jobs that ended before `before`; done gets how many.
   virtual void Purge(absl::Time before, CountCallback done) = 0;
   // Retention: removes jobs that ended more than `retention` ago (tombstone "expired") and

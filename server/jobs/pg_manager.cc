@@ -371,13 +371,11 @@ void PgJobManager::Retry(const std::string& job_id, const v1::OperatorAction& ac
   });
 }
 
-void PgJobManager::RetryNow(const std::string& job_id, v1::OperatorAction action,
-                            const auth::Scope& scope, JobCallback done) {
-  if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
-  const absl::Time now = absl::Now();
-  Job changed;
-  auto events = store_->Transition(job_id, [&](Job& job, std::vector<JobEvent>& out) {
-    if (!scope.Sees(job)) return watch::NoSuchJob(job_id);
+storage::pg::PgStore::Change PgJobManager::RetryChange(v1::OperatorAction action,
+                                                      const auth::Scope& scope, absl::Time now,
+                                                      Job* changed) const {
+  return [this, action, scope, now, changed](Job& job, std::vector<JobEvent>& out) mutable {
+    if (!scope.Sees(job)) return watch::NoSuchJob(job.id());
     if (absl::Status s = CheckRetry(job); !s.ok()) return s;
     if (!job.parent_id().empty()) {  // a child of a batch still running would count twice
       auto parent = store_->GetJob(job.parent_id());
@@ -386,9 +384,40 @@ void PgJobManager::RetryNow(const std::string& job_id, v1::OperatorAction action
     action.set_sequence(job.last_sequence() + 1);
     RetryEnded(job, action, now);
     out.push_back(EventOf(JobEvent::RETRIED, now));
-    changed = job;
+    if (changed != nullptr) *changed = job;
     return absl::OkStatus();
-  });
+  };
+}
+
+std::vector<absl::Status> PgJobManager::ChangeMany(BulkOp op, const std::vector<std::string>& ids,
+                                                   const v1::OperatorAction& action,
+                                                   const auth::Scope& scope) {
+  if (op != BulkOp::kRetry) return JobBackend::ChangeMany(op, ids, action, scope);
+  const absl::Time now = absl::Now();
+  std::vector<storage::pg::PgStore::BatchChange> changes;
+  changes.reserve(ids.size());
+  for (const std::string& id : ids) {
+    changes.push_back({id, RetryChange(action, scope, now, nullptr)});
+  }
+  absl::Status written = store_->TransitionBatch(changes);
+  std::vector<absl::Status> results;
+  results.reserve(changes.size());
+  for (auto& c : changes) {
+    if (!written.ok()) {
+      results.push_back(written);
+      continue;
+    }
+    if (c.result.ok()) RecordAll(*c.result);
+    results.push_back(c.result.status());
+  }
+  return results;
+}
+
+void PgJobManager::RetryNow(const std::string& job_id, v1::OperatorAction action,
+                            const auth::Scope& scope, JobCallback done) {
+  if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
+  Job changed;
+  auto events = store_->Transition(job_id, RetryChange(action, scope, absl::Now(), &changed));
   if (absl::IsNotFound(events.status())) {
     return done(watch::JobNotFound(*store_, job_id, scope));
   }

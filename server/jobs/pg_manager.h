@@ -85,6 +85,11 @@ class PgJobManager : public JobBackend, public ArtifactSink {
               const auth::Scope& scope, JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   void Retry(const std::string& job_id, const v1::OperatorAction& action,
              const auth::Scope& scope, JobCallback done) override;
+  // A bulk retry's page in one transaction (one commit, not one per job); the rest as
+  // JobBackend's.
+  std::vector<absl::Status> ChangeMany(BulkOp op, const std::vector<std::string>& ids,
+                                       const v1::OperatorAction& action,
+                                       const auth::Scope& scope) override;
   void Delete(const std::string& job_id, const auth::Scope& scope, StatusCallback done) override;
   void Purge(absl::Time before, CountCallback done) override;
   absl::Status Sweep(absl::Time now) override;
@@ -186,6 +191,10 @@ class PgJobManager : public JobBackend, public ArtifactSink {
                  JobCallback done);
   void RetryNow(const std::string& job_id, v1::OperatorAction action, const auth::Scope& scope,
                 JobCallback done);
+  // What a retry does to a locked job (RetryNow's and a bulk retry's): `changed`, if
+  // given, gets the job as changed.
+  storage::pg::PgStore::Change RetryChange(v1::OperatorAction action, const auth::Scope& scope,
+                                           absl::Time now, v1::Job* changed) const;
   // Unique keys (unique.h decides): whether a job still holds its key; a Submit's answer
   // when one does.
   static storage::pg::PgStore::Holds UniqueHolds(absl::Time now);

@@ -966,6 +966,39 @@ absl::Status PgStore::ChangeLeasedBatch(std::vector<LeasedChange>& changes) {
   });
 }
 
+absl::Status PgStore::TransitionBatch(std::vector<BatchChange>& changes) {
+  if (changes.empty()) return absl::OkStatus();
+  std::vector<std::string> job_ids;
+  job_ids.reserve(changes.size());
+  for (const BatchChange& c : changes) job_ids.push_back(c.job_id);
+  return pool_.Transact([&](PgConnection& conn) -> absl::Status {
+    auto locked = LockWithLeases(conn, job_ids);
+    if (!locked.ok()) return locked.status();
+    for (BatchChange& c : changes) {
+      auto it = locked->find(c.job_id);
+      if (it == locked->end()) {
+        c.result = absl::NotFoundError(absl::StrCat("no job ", c.job_id));
+        continue;
+      }
+      Locked& job = it->second;
+      std::vector<JobEvent> events;
+      auto changed = ApplyLocked(conn, job.job, c.change, events);
+      if (!changed.ok()) {  // it deferred nothing
+        c.result = changed.status();
+        continue;
+      }
+      job.changed = job.changed || *changed;
+      if (job.first == 0 && !events.empty()) job.first = events.front().sequence();
+      c.result = std::move(events);
+    }
+    for (const auto& [job_id, job] : *locked) {
+      if (job.changed) WriteJob(conn, job.job);
+      if (job.first != 0) Announce(conn, job_id, job.first, job.job.last_sequence());
+    }
+    return absl::OkStatus();
+  });
+}
+
 absl::Status PgStore::WriteArtifactChunk(const std::string& job_id, uint64_t upload_id,
                                          uint32_t index, const std::string& data, int64_t now_ms) {
   return pool_.Use([&](PgConnection& conn) {

@@ -125,6 +125,17 @@ class PgStore : public EventReader {
   absl::StatusOr<std::vector<v1::JobEvent>> Transition(const std::string& job_id,
                                                        const Change& change);
 
+  // Changes to several jobs in one transaction (their rows locked in id order): one
+  // commit for them all. Each `change` is Transition's; one that fails (or finds no such
+  // job: NOT_FOUND) gets its status in `result` and writes nothing, the others go on. The
+  // status returned is the transaction's: if it is not OK, nothing was written.
+  struct BatchChange {
+    std::string job_id;
+    Change change;
+    absl::StatusOr<std::vector<v1::JobEvent>> result = std::vector<v1::JobEvent>();
+  };
+  absl::Status TransitionBatch(std::vector<BatchChange>& changes);
+
   // Batches (jobs/batch.h; pg_batches.cc). A batch in one transaction: the parent with
   // `parent_events` (each with the parent as of itself), a batches row naming the
   // children, and each child with its CREATED event and a batch_children row. With a
