@@ -28,6 +28,7 @@ void ListTypes(const SessionPtr& session);
 void PauseType(const SessionPtr& session, const Route& route);
 void CancelJob(const SessionPtr& session, const std::string& job_id);
 void RetryJob(const SessionPtr& session, const std::string& job_id);
+void JobStats(const SessionPtr& session);
 // BulkCancel, BulkRetry or BulkDelete, by the route's kind.
 void BulkJobs(const SessionPtr& session, RouteKind kind);
 void DeleteJob(const SessionPtr& session, const std::string& job_id);

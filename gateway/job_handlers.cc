@@ -144,6 +144,13 @@ void ListTypes(const SessionPtr& session) {
           [s = session.get()](const auto& response) { s->Reply({200, ToJson(response)}); });
 }
 
+void JobStats(const SessionPtr& session) {
+  auto call = NewCall<v1::GetJobStatsRequest, v1::JobStats>(*session);
+  Forward(session, call,
+          [session](auto... a) { session->gateway()->stub()->async()->GetJobStats(a...); },
+          [s = session.get()](const auto& response) { s->Reply({200, ToJson(response)}); });
+}
+
 void PauseType(const SessionPtr& session, const Route& route) {
   auto* stub = session->gateway()->stub();
   auto reply = [s = session.get()](const v1::JobTypeInfo& info) { s->Reply({200, ToJson(info)}); };

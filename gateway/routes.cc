@@ -161,6 +161,7 @@ std::variant<Route, RouteError> Match(absl::string_view method, absl::string_vie
   }
   if (is({"v1", "events"})) return get_only(RouteKind::kAllEvents);
   if (is({"v1", "types"})) return get_only(RouteKind::kListTypes);
+  if (is({"v1", "stats"})) return get_only(RouteKind::kJobStats);
   if (is({"v1", "ws"})) return get_only(RouteKind::kAllWs);
   if (segments.empty() || (segments.size() == 1 && segments[0].empty())) {
     route.asset.push_back('/');  // not = "/": GCC 12 raises a false -Wrestrict on it

@@ -35,6 +35,7 @@ enum class RouteKind {
   kJobWs,      // GET    /v1/jobs/{id}/ws       (WebSocket)
   kAllWs,      // GET    /v1/ws                 (WebSocket)
   kListTypes,  // GET    /v1/types
+  kJobStats,   // GET    /v1/stats            (GetJobStats: the page's charts)
   kPauseType,   // POST   /v1/types/{type}:pause   {"reason": "…"} (optional)
   kResumeType,  // POST   /v1/types/{type}:resume
   kListSchedules,    // GET    /v1/schedules

@@ -187,6 +187,7 @@ void Session::Dispatch() {
     case RouteKind::kBulkDelete: return BulkJobs(self, route.kind);
     case RouteKind::kListJobs: return ListJobs(self, route);
     case RouteKind::kListTypes: return ListTypes(self);
+    case RouteKind::kJobStats: return JobStats(self);
     case RouteKind::kPauseType:
     case RouteKind::kResumeType: return PauseType(self, route);
     case RouteKind::kListSchedules:

@@ -29,6 +29,7 @@
 #include "server/rpc/schedule_service.h"
 #include "server/schedules/scheduler.h"
 #include "server/jobs/runner.h"
+#include "server/metrics/job_stats.h"
 #include "server/metrics/metrics_http.h"
 #include "server/metrics/server_metrics.h"
 #include "server/metrics/store_gauges.h"
@@ -85,6 +86,9 @@ ABSL_FLAG(std::string, metrics_listen, "",
 ABSL_FLAG(bool, metrics_tenants, false,
           "also count jobs submitted, succeeded, failed and cancelled by tenant (one series "
           "per tenant of --auth_tokens)");
+ABSL_FLAG(absl::Duration, stats_interval, absl::Seconds(10),
+          "how often GetJobStats (the page's charts) samples job counts, 1s..60s; an hour of "
+          "samples is kept");
 ABSL_FLAG(std::string, otlp_endpoint, "",
           "HOST:PORT of an OpenTelemetry collector (OTLP/gRPC, plaintext): each job's spans "
           "go there, in batches; empty: none");
@@ -189,6 +193,10 @@ int main(int argc, char** argv) {
       absl::GetFlag(FLAGS_sweep_interval) <= absl::ZeroDuration() ||
       absl::GetFlag(FLAGS_retry_backoff) < absl::ZeroDuration()) {
     return Fail("--retention and --sweep_interval must be positive, --retry_backoff >= 0");
+  }
+  if (absl::GetFlag(FLAGS_stats_interval) < absl::Seconds(1) ||
+      absl::GetFlag(FLAGS_stats_interval) > absl::Seconds(60)) {
+    return Fail("--stats_interval must be 1s..60s");
   }
   const std::string store_url = absl::GetFlag(FLAGS_store);
   const bool postgres = !store_url.empty();
@@ -396,6 +404,9 @@ int main(int argc, char** argv) {
   }
   jobstream::rpc::JobServiceImpl service(manager, &hub, &calls, authenticator.get(),
                                          submit_rate.get());
+  auto stats = std::make_unique<jobstream::server_metrics::JobStatsHistory>(
+      manager, absl::GetFlag(FLAGS_stats_interval));
+  service.set_stats(stats.get());
   jobstream::rpc::WorkerServiceImpl worker_service(manager, &calls, authenticator.get());
   jobstream::rpc::ScheduleServiceImpl schedule_service(&schedule_manager, authenticator.get());
   jobstream::rpc::HealthServiceImpl health_service(
@@ -512,6 +523,7 @@ int main(int argc, char** argv) {
   // Let unary calls in flight finish (a Submit waits for its commit), then stop at once:
   // gRPC's own drain would also wait for idle client connections, up to its deadline.
   const absl::Time drain_deadline = absl::Now() + absl::Seconds(5);
+  manager->StopBulk();     // a bulk call stops after its page
   manager->StopRunning();  // long-polling LeaseJob calls end now
   while (calls.in_flight() > 0 && absl::Now() < drain_deadline) {
     absl::SleepFor(absl::Milliseconds(1));
@@ -520,6 +532,7 @@ int main(int argc, char** argv) {
   phase("calls drained");
   runner.Stop();
   phase("running jobs requeued");
+  stats.reset();  // it reads the store
   stop_sweeping.Notify();
   sweeper.join();
   absl::Status health = backend->Close();

@@ -805,6 +805,58 @@ $('#schedule-form').addEventListener('submit', async (e) => {
   }
 });
 
+// The charts: polylines over the last hour, scaled to their largest value.
+function drawChart(svg, series) {
+  const width = 360, height = 100, top = 4;
+  const most = Math.max(1, ...series.flatMap((s) => s.values));
+  const count = Math.max(2, ...series.map((s) => s.values.length));
+  const x = (i) => (i * width) / (count - 1);
+  const y = (v) => height - ((height - top) * v) / most;
+  svg.replaceChildren(...series.map((s) => {
+    const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline');
+    line.setAttribute('points', s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' '));
+    line.setAttribute('class', s.name);
+    line.dataset.last = String(s.values.at(-1) ?? 0);
+    return line;
+  }));
+  const scale = document.createElementNS('http://www.w3.org/2000/svg', 'text');
+  scale.setAttribute('x', '2');
+  scale.setAttribute('y', '12');
+  scale.textContent = String(Math.round(most));
+  svg.appendChild(scale);
+}
+
+// Counts a minute from cumulative samples (a server restart starts them at 0 again).
+function perMinute(samples, field, seconds) {
+  return samples.slice(1).map((s, i) => {
+    const before = Number(samples[i][field] || 0), now = Number(s[field] || 0);
+    return ((now >= before ? now - before : now) * 60) / seconds;
+  });
+}
+
+async function loadStats() {
+  let stats;
+  try {
+    stats = await jobstream.stats();
+  } catch (error) {
+    if (error.httpStatus === 403) $('#activity').hidden = true;  // one tenant's token
+    return;
+  }
+  $('#activity').hidden = false;
+  const samples = stats.samples || [];
+  const seconds = parseFloat(stats.interval || '10s') || 10;
+  const succeeded = perMinute(samples, 'succeeded', seconds);
+  const failed = perMinute(samples, 'failed', seconds);
+  drawChart($('#chart-throughput'), [{ name: 'ok', values: succeeded }, { name: 'bad', values: failed }]);
+  $('#throughput-caption .now').textContent = succeeded.length
+    ? `(now ${Math.round(succeeded.at(-1))} and ${Math.round(failed.at(-1))})` : '(gathering)';
+  const queued = samples.map((s) => Number(s.queued || 0));
+  const running = samples.map((s) => Number(s.running || 0));
+  drawChart($('#chart-depth'), [{ name: 'queued', values: queued }, { name: 'running', values: running }]);
+  $('#depth-caption .now').textContent = samples.length
+    ? `(now ${queued.at(-1)} and ${running.at(-1)})` : '';
+}
+
 // On a server with tokens the page starts with a sign-in form; the token goes to the
 // gateway once and lives on in an HttpOnly cookie.
 function showSignIn(message = '') {
@@ -830,6 +882,8 @@ function start(identity) {
   setInterval(() => loadTypes().catch(() => {}), 5000);  // queued, running, workers
   loadSchedules().catch(report);
   setInterval(() => loadSchedules().catch(() => {}), 2000);
+  loadStats();
+  setInterval(loadStats, 5000);
   connect();
 }
 

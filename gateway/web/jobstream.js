@@ -86,6 +86,9 @@ export async function bulk(op, filter, { reason = '', dryRun = false, limit } = 
 export const remove = (id) => call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
 export const list = (query = '') => call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
 export const types = () => call('GET', '/v1/types');
+// The last hour of job counts ({samples: [{time, submitted, succeeded, failed, cancelled,
+// queued, running}], interval}); a token of one tenant gets 403.
+export const stats = () => call('GET', '/v1/stats');
 // Pausing a type (admin): its queued jobs wait until it is resumed.
 const typePath = (type) => `/v1/types/${encodeURIComponent(type)}`;
 export const pauseType = (type, reason = '') => call('POST', `${typePath(type)}:pause`, { reason });

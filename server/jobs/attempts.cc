@@ -154,7 +154,8 @@ std::optional<Attempt> JobManager::Acquire(const std::vector<std::string>& types
     ++attempts_in_server_;
     return Attempt{live->job.id(), live->job.type(), live->job.attempt(), live->params,
                    live->control,
-                   tracing::AttemptTraceparent(live->job.trace(), live->job.attempt())};
+                   tracing::AttemptTraceparent(
+                       live->job.trace(), tracing::AttemptKey(live->job, live->job.attempt()))};
   }
   return std::nullopt;
 }
@@ -210,7 +211,8 @@ int JobManager::Grant(const std::shared_ptr<LeaseWaiter>& waiter, absl::Time now
     *leased->mutable_job()->mutable_params() = *live->params;
     leased->set_lease_id(live->lease.lease_id());
     *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(live->lease.deadline_ms()));
-    leased->set_traceparent(tracing::AttemptTraceparent(live->job.trace(), live->job.attempt()));
+    leased->set_traceparent(tracing::AttemptTraceparent(
+        live->job.trace(), tracing::AttemptKey(live->job, live->job.attempt())));
   }
   // Counted now: once the barrier is queued, the delivery thread may answer (and move the
   // response away) before this returns.

@@ -128,6 +128,11 @@ absl::StatusOr<v1::BulkResponse> JobBackend::Bulk(BulkOp op, const v1::BulkReque
   v1::BulkResponse counts;
   bool older = false;  // newest first: past created_after, nothing more can match
   do {
+    if (bulk_stopping_.load()) {
+      return absl::UnavailableError(absl::StrCat(
+          "the server is shutting down (after ", counts.changed(),
+          " jobs were changed); call again once it is back: the call is idempotent"));
+    }
     auto page = List(list, scope);
     if (!page.ok()) return page.status();
     std::vector<std::string> ids;

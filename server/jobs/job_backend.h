@@ -106,6 +106,9 @@ class JobBackend {
   // on the caller's thread until every page is done: a long call.
   absl::StatusOr<v1::BulkResponse> Bulk(BulkOp op, const v1::BulkRequest& request,
                                         const std::string& by, const auth::Scope& scope);
+  // From now on a bulk call stops before its next page (UNAVAILABLE, saying how far it
+  // got): shutdown waits only a few seconds for calls under way.
+  void StopBulk() { bulk_stopping_.store(true); }
   // Bulk's work on one page: `op` on each of `ids`, answering each one's status in order.
   // By default each job's own call, all in flight at once (RocksDB's group commit writes
   // them together); a store may write a page in one transaction instead.
@@ -183,6 +186,9 @@ class JobBackend {
   virtual void StopRunning() = 0;
   // Writes and delivers everything under way; later writes fail UNAVAILABLE.
   virtual void Stop() = 0;
+
+ private:
+  std::atomic<bool> bulk_stopping_{false};
 };
 
 }  // namespace jobstream::jobs

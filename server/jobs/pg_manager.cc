@@ -605,7 +605,9 @@ std::optional<Attempt> PgJobManager::Acquire(const std::vector<std::string>& typ
           handed_.push_back(
               Attempt{job.id(), job.type(), job.attempt(),
                       std::make_shared<const google::protobuf::Struct>(std::move(got.params)),
-                      run.control, tracing::AttemptTraceparent(job.trace(), job.attempt())});
+                      run.control,
+                      tracing::AttemptTraceparent(job.trace(),
+                                                  tracing::AttemptKey(job, job.attempt()))});
         }
         if (!claimed->empty()) {
           ready_cv_.SignalAll();  // the runners take them; there may be more, for another claim
@@ -1058,7 +1060,8 @@ WaiterList PgJobManager::Grant(const WaiterList& calls) {
       leased->set_lease_id(got.lease.lease_id());
       *leased->mutable_lease_expire_time() = ToProto(absl::FromUnixMillis(got.lease.deadline_ms()));
       leased->set_traceparent(
-          tracing::AttemptTraceparent(leased->job().trace(), leased->job().attempt()));
+          tracing::AttemptTraceparent(leased->job().trace(),
+                                        tracing::AttemptKey(leased->job(), leased->job().attempt())));
     }
     for (size_t i = 0; i < group.size(); ++i) {
       if (responses[i].jobs_size() > 0) {

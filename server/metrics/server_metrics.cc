@@ -173,6 +173,18 @@ void EnableTenantCounts() {
   tenant_counts = true;
 }
 
+namespace {
+std::atomic<int64_t> total_submitted{0}, total_succeeded{0}, total_failed{0},
+    total_cancelled{0};
+}  // namespace
+
+Totals JobTotals() {
+  return {total_submitted.load(std::memory_order_relaxed),
+          total_succeeded.load(std::memory_order_relaxed),
+          total_failed.load(std::memory_order_relaxed),
+          total_cancelled.load(std::memory_order_relaxed)};
+}
+
 void CountStateChange(const JobEvent& event) {
   if (tenant_counts.load(std::memory_order_relaxed) && !event.status().tenant().empty()) {
     const char* family = event.type() == JobEvent::CREATED     ? kTenantSubmitted
@@ -185,12 +197,24 @@ void CountStateChange(const JobEvent& event) {
   metrics::Counter* counter = nullptr;
   const TypeSeries s = Series(event.status().type());
   switch (event.type()) {
-    case JobEvent::CREATED: counter = s.submitted; break;
+    case JobEvent::CREATED:
+      counter = s.submitted;
+      total_submitted.fetch_add(1, std::memory_order_relaxed);
+      break;
     case JobEvent::STARTED: counter = s.started; break;
-    case JobEvent::SUCCEEDED: counter = s.succeeded; break;
-    case JobEvent::FAILED: counter = s.failed; break;
+    case JobEvent::SUCCEEDED:
+      counter = s.succeeded;
+      total_succeeded.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case JobEvent::FAILED:
+      counter = s.failed;
+      total_failed.fetch_add(1, std::memory_order_relaxed);
+      break;
     case JobEvent::RETRYING: counter = s.retried; break;
-    case JobEvent::CANCELLED: counter = s.cancelled; break;
+    case JobEvent::CANCELLED:
+      counter = s.cancelled;
+      total_cancelled.fetch_add(1, std::memory_order_relaxed);
+      break;
     case JobEvent::RETRIED: counter = s.rerun; break;
     default: return;
   }

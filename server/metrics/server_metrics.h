@@ -35,6 +35,11 @@ void EnableTenantCounts();
 // A change this server wrote: counts it by the job's type (CREATED, STARTED and the ends;
 // STEP, PROGRESS and the rest are not counted).
 void CountStateChange(const v1::JobEvent& event);
+// This server's counts since it started, over every type: what GetJobStats samples.
+struct Totals {
+  int64_t submitted = 0, succeeded = 0, failed = 0, cancelled = 0;
+};
+Totals JobTotals();
 // An attempt ended by its lease running out (a worker went silent).
 void CountLeaseExpired(const std::string& type);
 // How long a job that starts now waited since it could run, and how long an attempt ran.

@@ -100,6 +100,23 @@ grpc::ServerUnaryReactor* JobServiceImpl::GetStatus(grpc::CallbackServerContext*
   return reactor;
 }
 
+grpc::ServerUnaryReactor* JobServiceImpl::GetJobStats(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetJobStatsRequest* request,
+                                                      v1::JobStats* response) {
+  auto* reactor = calls_->Begin(ctx);
+  auto who = Allow(ctx, reactor, Role::kRead, "GetJobStats");
+  if (!who) return reactor;
+  if (!who->scope().all_tenants) {
+    calls_->End(reactor, absl::PermissionDeniedError(
+                             "GetJobStats counts every tenant's jobs: it needs a token that "
+                             "sees every tenant (admin)"));
+    return reactor;
+  }
+  calls_->Reply(reactor, response,
+                absl::StatusOr<v1::JobStats>(stats_ ? stats_->Stats() : v1::JobStats()));
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* JobServiceImpl::WhoAmI(grpc::CallbackServerContext* ctx,
                                                  const v1::WhoAmIRequest* request,
                                                  v1::Identity* response) {

@@ -8,6 +8,7 @@
 #include "server/auth/rate_limiter.h"
 #include "server/auth/tokens.h"
 #include "server/jobs/job_backend.h"
+#include "server/metrics/job_stats.h"
 #include "server/rpc/call_tracker.h"
 #include "server/watch/event_hub.h"
 
@@ -24,6 +25,12 @@ class JobServiceImpl final
                  const auth::Authenticator* auth, auth::RateLimiter* submit_rate = nullptr)
       : manager_(manager), hub_(hub), calls_(calls), auth_(auth), submit_rate_(submit_rate) {}
 
+  // What GetJobStats answers from (none: an empty history); set before serving.
+  void set_stats(const server_metrics::JobStatsHistory* stats) { stats_ = stats; }
+
+  grpc::ServerUnaryReactor* GetJobStats(grpc::CallbackServerContext* ctx,
+                                        const v1::GetJobStatsRequest* request,
+                                        v1::JobStats* response) override;
   grpc::ServerUnaryReactor* Submit(grpc::CallbackServerContext* ctx,
                                    const v1::SubmitRequest* request, v1::Job* response) override;
   grpc::ServerUnaryReactor* SubmitBatch(grpc::CallbackServerContext* ctx,
@@ -96,6 +103,7 @@ class JobServiceImpl final
   CallTracker* const calls_;
   const auth::Authenticator* const auth_;
   auth::RateLimiter* const submit_rate_;
+  const server_metrics::JobStatsHistory* stats_ = nullptr;
 };
 
 }  // namespace jobstream::rpc

@@ -51,15 +51,16 @@ std::string Outcome(JobEvent::Type type) {
 void EndWaitSpan(const Job& job, absl::Time ready, absl::Time now) {
   if (!Wanted(job)) return;
   const int attempt = job.attempt() + 1;
-  Span span = Child(job, WaitSpanId(job.trace(), attempt), "queue wait", std::min(ready, now), now);
+  Span span = Child(job, WaitSpanId(job.trace(), AttemptKey(job, attempt)), "queue wait",
+                    std::min(ready, now), now);
   span.attributes.push_back({"jobstream.attempt", int64_t{attempt}});
   Export(std::move(span));
 }
 
 void EndAttemptSpan(const Job& job, int attempt, JobEvent::Type outcome, absl::Time now) {
   if (!Wanted(job) || !job.has_start_time()) return;
-  Span span = Child(job, AttemptSpanId(job.trace(), attempt), absl::StrCat("attempt ", attempt),
-                    v1::ToTime(job.start_time()), now);
+  Span span = Child(job, AttemptSpanId(job.trace(), AttemptKey(job, attempt)),
+                    absl::StrCat("attempt ", attempt), v1::ToTime(job.start_time()), now);
   span.attributes.push_back({"jobstream.attempt", int64_t{attempt}});
   span.attributes.push_back({"jobstream.outcome", Outcome(outcome)});
   if (!job.worker_id().empty()) span.attributes.push_back({"jobstream.worker", job.worker_id()});

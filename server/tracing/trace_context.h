@@ -5,6 +5,7 @@
 // stored per attempt and every server derives the same ones.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -34,5 +35,10 @@ std::string AttemptSpanId(const v1::TraceContext& job, int attempt);
 std::string WaitSpanId(const v1::TraceContext& job, int attempt);
 // What an attempt's program or worker is handed as TRACEPARENT: the attempt's span.
 std::string AttemptTraceparent(const v1::TraceContext& job, int attempt);
+// What the spans of `job`'s attempt `attempt` derive from: its place among all the job's
+// series (RetryJob starts a new one), so a retried job's attempts get spans of their own.
+inline int AttemptKey(const v1::Job& job, int attempt) {
+  return (std::max(job.series(), 1) - 1) * 1000 + attempt;
+}
 
 }  // namespace jobstream::tracing

@@ -199,6 +199,12 @@ std::vector<Rpc> EveryRpc(const std::string& job_id) {
          v1::ListJobsResponse r;
          return t.Jobs(k)->ListJobs(c.get(), {}, &r);
        }},
+      // Role read, but every tenant's counts: only a token that sees every tenant.
+      {"GetJobStats", "admin", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::JobStats r;
+         return t.Jobs(k)->GetJobStats(c.get(), {}, &r);
+       }},
       {"ListJobTypes", "read", [=](AuthTest& t, const Token* k) {
          auto c = ctx();
          v1::ListJobTypesResponse r;

@@ -39,6 +39,7 @@ TEST(RoutesTest, EveryRouteOfTheTable) {
   EXPECT_EQ(events.Param("after").value_or(""), "5");
   EXPECT_EQ(Ok("GET", "/v1/events?type=demo.steps").kind, RouteKind::kAllEvents);
   EXPECT_EQ(Ok("GET", "/v1/types").kind, RouteKind::kListTypes);
+  EXPECT_EQ(Ok("GET", "/v1/stats").kind, RouteKind::kJobStats);
   EXPECT_EQ(Ok("GET", "/healthz").kind, RouteKind::kHealth);
   EXPECT_EQ(Ok("GET", "/metrics").kind, RouteKind::kMetrics);
   Route wait = Ok("GET", "/v1/jobs/abc:wait?timeout=5s");

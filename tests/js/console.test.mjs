@@ -26,7 +26,7 @@ before(async () => {
   writeFileSync(config, JSON.stringify({ types: [
     { name: 'shell.broken', exec: { argv: [broken] }, maxAttempts: 1 },
   ] }));
-  server = await startServer([`--config=${config}`]);
+  server = await startServer([`--config=${config}`, '--stats_interval=1s']);
   gateway = await startGateway(server.address);
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
@@ -234,6 +234,40 @@ test('on a phone\'s screen the console fits and its rows open by keyboard', asyn
   await page.keyboard.press('Enter');
   await page.waitForSelector(`#detail:not([hidden]) #detail-id:has-text("${id}")`);
   await page.screenshot({ path: path.join(ARTIFACTS, 'console-phone.png'), fullPage: true });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('the last hour\'s charts: jobs ended a minute and the queue, from the server\'s own counts', async () => {
+  const before = await api('GET', '/v1/stats');
+  assert.equal(before.status, 200);
+  assert.equal(before.body.interval, '1s');
+  const ids = [];
+  for (let i = 0; i < 12; ++i) ids.push((await submit('demo.steps', { steps: ['a'], step_ms: 0, ticks: 0 })).body.id);
+  ids.push((await submit('shell.broken', {})).body.id);
+  for (const id of ids) await waitEnd(id);
+  // A sample after they ended counts them.
+  let stats;
+  for (let i = 0; i < 50; ++i) {
+    stats = (await api('GET', '/v1/stats')).body;
+    const last = stats.samples.at(-1);
+    if (Number(last.succeeded) >= 12 && Number(last.failed) >= 1) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  const last = stats.samples.at(-1);
+  assert.ok(Number(last.submitted) >= 13, JSON.stringify(last));
+  assert.ok(Number(last.succeeded) >= 12);
+  assert.ok(Number(last.failed) >= 1);
+  assert.ok(stats.samples.length >= 2);
+  const { page, errors } = await open();
+  await page.waitForSelector('#activity:not([hidden])');
+  await page.waitForFunction(() => {
+    const line = document.querySelector('#chart-throughput polyline.ok');
+    return line && line.getAttribute('points').split(' ').length >= 1 &&
+      [...document.querySelectorAll('#chart-depth polyline')].length === 2;
+  });
+  assert.match(await page.textContent('#depth-caption'), /now \d+ and \d+/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'console-charts.png'), fullPage: true });
   assert.deepEqual(errors, []);
   await page.close();
 });
