@@ -839,7 +839,7 @@ async function loadStats() {
   try {
     stats = await jobstream.stats();
   } catch (error) {
-    if (error.httpStatus === 403) $('#activity').hidden = true;  // one tenant's token
+    if (error.httpStatus === 403) $('#activity').hidden = true;  // not an admin's token
     return;
   }
   $('#activity').hidden = false;

@@ -87,7 +87,7 @@ export const remove = (id) => call('DELETE', `/v1/jobs/${encodeURIComponent(id)}
 export const list = (query = '') => call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
 export const types = () => call('GET', '/v1/types');
 // The last hour of job counts ({samples: [{time, submitted, succeeded, failed, cancelled,
-// queued, running}], interval}); a token of one tenant gets 403.
+// queued, running}], interval}); role admin (others get 403).
 export const stats = () => call('GET', '/v1/stats');
 // Pausing a type (admin): its queued jobs wait until it is resumed.
 const typePath = (type) => `/v1/types/${encodeURIComponent(type)}`;

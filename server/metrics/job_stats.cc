@@ -35,7 +35,8 @@ void JobStatsHistory::Sample() {
   sample.set_failed(totals.failed);
   sample.set_cancelled(totals.cancelled);
   // A store that cannot answer now leaves the depth at 0 for this sample.
-  for (const v1::JobTypeInfo& type : jobs_->ListTypes(auth::Scope::Everything()).types()) {
+  const v1::ListJobTypesResponse types = jobs_->ListTypes(auth::Scope::Everything());
+  for (const v1::JobTypeInfo& type : types.types()) {
     sample.set_queued(sample.queued() + type.queued());
     sample.set_running(sample.running() + type.running());
   }

@@ -199,7 +199,6 @@ std::vector<Rpc> EveryRpc(const std::string& job_id) {
          v1::ListJobsResponse r;
          return t.Jobs(k)->ListJobs(c.get(), {}, &r);
        }},
-      // Role read, but every tenant's counts: only a token that sees every tenant.
       {"GetJobStats", "admin", [=](AuthTest& t, const Token* k) {
          auto c = ctx();
          v1::JobStats r;
@@ -381,8 +380,9 @@ TEST_P(AuthTest, AnotherTenantsJobIsNotFoundExactlyAsOneThatNeverExisted) {
   // Each call by bob on alice's job answers as it does on an id that never existed.
   for (const Rpc& rpc : EveryRpc(job.id())) {
     if (rpc.name == "Submit" || rpc.name == "ListJobs" || rpc.name == "ListJobTypes" ||
-        rpc.name == "WatchJobs" || rpc.name == "PurgeJobs" || rpc.name == "LeaseJob") {
-      continue;
+        rpc.name == "WatchJobs" || rpc.name == "PurgeJobs" || rpc.name == "LeaseJob" ||
+        rpc.name == "GetJobStats" || rpc.name.rfind("Bulk", 0) == 0) {
+      continue;  // no one job's: the bulk calls are checked below
     }
     SCOPED_TRACE(rpc.name);
     grpc::Status theirs = rpc.call(*this, &kBob);
@@ -393,6 +393,21 @@ TEST_P(AuthTest, AnotherTenantsJobIsNotFoundExactlyAsOneThatNeverExisted) {
     EXPECT_EQ(theirs.error_code(), nothing.error_code()) << theirs.error_message();
     EXPECT_EQ(WithoutId(theirs.error_message(), job.id()), WithoutId(nothing.error_message(), never));
     EXPECT_NE(theirs.error_code(), StatusCode::OK);
+  }
+  // A bulk call acts within its caller's tenant: bob's delete of every ended job (and his
+  // try at naming alice's tenant) leaves hers.
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::BulkResponse counts;
+    ASSERT_TRUE(Jobs(&kBob)->BulkDelete(&ctx, v1::BulkRequest(), &counts).ok());
+    EXPECT_EQ(counts.matched(), 0);
+    grpc::ClientContext ctx2;
+    Deadline(ctx2);
+    v1::BulkRequest theirs;
+    theirs.mutable_filter()->set_tenant("acme");
+    EXPECT_EQ(Jobs(&kBob)->BulkDelete(&ctx2, theirs, &counts).error_code(),
+              StatusCode::PERMISSION_DENIED);
   }
   // Alice still has it; root (admin) sees every tenant's.
   EXPECT_TRUE(GetStatus(&kAlice, job.id()).ok());
