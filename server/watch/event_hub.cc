@@ -127,7 +127,7 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJobs(JobFilter filt
     };
     for (Shard& shard : shards_) {
       for (const auto& [id, entry] : shard.jobs) {
-        if (entry.last_sequence == 0 || entry.latest->event.status().state() != v1::Job::RUNNING ||
+        if (!entry.latest || entry.latest->event.status().state() != v1::Job::RUNNING ||
             !sub->filter().Matches(entry.latest->event.status())) {
           continue;
         }
@@ -192,7 +192,9 @@ void EventHub::Publish(const storage::CommittedEventPtr& committed) {
     bool stale = false;
     if (it != shard.jobs.end()) {
       Entry& entry = it->second;
-      stale = event.sequence() <= entry.last_sequence;
+      // (The event at the sequence a watcher read from the store is the one it stood for.)
+      stale = event.sequence() < entry.last_sequence ||
+              (event.sequence() == entry.last_sequence && entry.latest);
       if (!stale) {
         entry.last_sequence = event.sequence();
         entry.latest = committed;
