@@ -5,6 +5,7 @@
 #include "gateway/http_mapping.h"
 #include "gateway/upstream_call.h"
 #include "gateway/web_assets.h"
+#include "google/protobuf/util/time_util.h"
 #include "jobstream/v1/job_states.h"
 
 namespace jobstream::gateway {
@@ -132,6 +133,18 @@ void ListJobs(const SessionPtr& session, const Route& route) {
   if (!page_size) return;
   call->request.set_page_size(*page_size);
   call->request.set_page_token(route.Param("pageToken").value_or(""));
+  // A time range, as RFC 3339 times (protobuf's JSON form of a Timestamp).
+  for (auto [name, field] :
+       {std::pair{"createdAfter", call->request.mutable_created_after()},
+        std::pair{"createdBefore", call->request.mutable_created_before()}}) {
+    auto value = route.Param(name);
+    if (!value) continue;
+    if (!google::protobuf::util::TimeUtil::FromString(std::string(*value), field)) {
+      return session->ReplyError(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat(name, " must be an RFC 3339 time, e.g. 2026-12-07T09:30:00Z"));
+    }
+  }
   Forward(session, call,
           [session](auto... a) { session->gateway()->stub()->async()->ListJobs(a...); },
           [s = session.get()](const auto& response) { s->Reply({200, ToJson(response)}); });

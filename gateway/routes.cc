@@ -180,7 +180,7 @@ std::variant<Route, RouteError> Match(absl::string_view method, absl::string_vie
 std::vector<absl::string_view> KnownParams(RouteKind kind) {
   switch (kind) {
     case RouteKind::kListJobs:
-      return {"state", "type", "label", "pageSize", "pageToken"};
+      return {"state", "type", "label", "pageSize", "pageToken", "createdAfter", "createdBefore"};
     case RouteKind::kListSchedules:
       return {"pageSize", "pageToken"};
     case RouteKind::kWaitJob:

@@ -11,7 +11,7 @@ const finished = (state) => ['SUCCEEDED', 'FAILED', 'CANCELLED'].includes(state)
 
 // What the jobs table shows: a state tab, a search (one id, or a type and a label), and
 // how far back it has been paged.
-const view = { state: '', id: '', type: '', label: '', next: '' };
+const view = { state: '', id: '', type: '', label: '', after: '', before: '', next: '' };
 const selected = new Set();  // ids ticked in the table
 
 function matches(job) {
@@ -22,6 +22,9 @@ function matches(job) {
     const [key, ...rest] = view.label.split(':');
     if ((job.labels || {})[key] !== rest.join(':')) return false;
   }
+  const created = Date.parse(job.createTime);
+  if (view.after && created < Date.parse(view.after)) return false;
+  if (view.before && created >= Date.parse(view.before)) return false;
   return true;
 }
 
@@ -144,6 +147,8 @@ function listQuery(token) {
   if (view.state) query.append('state', view.state);
   if (view.type) query.append('type', view.type);
   if (view.label) query.append('label', view.label);
+  if (view.after) query.append('createdAfter', view.after);
+  if (view.before) query.append('createdBefore', view.before);
   if (token) query.append('pageToken', token);
   return query.toString();
 }
@@ -196,8 +201,10 @@ function setView(changes) {
 
 function describeView() {
   if (view.id) return `job ${view.id}`;
+  const when = (iso) => new Date(iso).toLocaleString();
   return [view.state && view.state.toLowerCase(), view.type && `type ${view.type}`,
-    view.label && `label ${view.label}`].filter(Boolean).join(', ');
+    view.label && `label ${view.label}`, view.after && `created from ${when(view.after)}`,
+    view.before && `created before ${when(view.before)}`].filter(Boolean).join(', ');
 }
 
 // The tabs: a click, or the arrow keys between them (as a tablist goes).
@@ -214,12 +221,15 @@ for (const tab of document.querySelectorAll('#state-tabs [role=tab]')) {
 $('#job-search').addEventListener('submit', (e) => {
   e.preventDefault();
   const form = new FormData(e.target);
+  // datetime-local is the browser's local time: sent as UTC.
+  const instant = (value) => (value ? new Date(String(value)).toISOString() : '');
   setView({ id: String(form.get('id')).trim(), type: String(form.get('type')),
-    label: String(form.get('label')).trim() });
+    label: String(form.get('label')).trim(), after: instant(form.get('after')),
+    before: instant(form.get('before')) });
 });
 $('#search-clear').addEventListener('click', () => {
   $('#job-search').reset();
-  setView({ id: '', type: '', label: '', state: '' });
+  setView({ id: '', type: '', label: '', state: '', after: '', before: '' });
 });
 $('#older').addEventListener('click', () => older().catch(report));
 
@@ -246,6 +256,8 @@ function viewFilter() {
     const [key, ...rest] = view.label.split(':');
     filter.labels = { [key]: rest.join(':') };
   }
+  if (view.after) filter.createdAfter = view.after;
+  if (view.before) filter.createdBefore = view.before;
   return filter;
 }
 

@@ -84,6 +84,8 @@ export async function bulk(op, filter, { reason = '', dryRun = false, limit } = 
     skipped: Number(counts.skipped || 0) };
 }
 export const remove = (id) => call('DELETE', `/v1/jobs/${encodeURIComponent(id)}`);
+// ListJobs; query: state, type, label (key:value), createdAfter, createdBefore (RFC 3339),
+// pageSize, pageToken.
 export const list = (query = '') => call('GET', `/v1/jobs${query ? `?${query}` : ''}`);
 export const types = () => call('GET', '/v1/types');
 // The last hour of job counts ({samples: [{time, submitted, succeeded, failed, cancelled,

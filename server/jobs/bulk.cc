@@ -121,6 +121,8 @@ absl::StatusOr<v1::BulkResponse> JobBackend::Bulk(BulkOp op, const v1::BulkReque
   }
   list.set_type(filter.type());
   *list.mutable_labels() = filter.labels();
+  if (after) *list.mutable_created_after() = filter.created_after();
+  if (before) *list.mutable_created_before() = filter.created_before();
   list.set_page_size(kPage);
 
   const char* action = op == BulkOp::kCancel ? "cancel" : op == BulkOp::kRetry ? "retry" : "delete";

@@ -808,6 +808,10 @@ absl::StatusOr<v1::ListJobsResponse> JobManager::List(const v1::ListJobsRequest&
       }
     }
     if (newest == nullptr) break;
+    if (query.after_ms != INT64_MIN) {  // newest first: one older ends the range
+      auto position = storage::ParseByTimeKey(newest->Position());
+      if (position && position->first < query.after_ms) break;
+    }
     if (response.jobs_size() == static_cast<int>(page_size) ||
         examined == options_.list_scan_limit) {
       more = true;

@@ -2,6 +2,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "jobstream/v1/job_states.h"
 #include "server/jobs/ids.h"
 #include "server/jobs/validation.h"
 #include "server/storage/keys.h"
@@ -27,6 +28,20 @@ absl::StatusOr<ListQuery> ParseListJobs(const v1::ListJobsRequest& request,
     if (!ok) {
       return absl::InvalidArgumentError(
           "page_token is not one this server issued; pass next_page_token unchanged");
+    }
+  }
+  // A time range: created_before is where the newest-first read starts (unless a page
+  // token is further on), created_after where it ends.
+  if (request.has_created_before()) {
+    const std::string before = storage::ByTimeKey(
+        absl::ToUnixMillis(v1::ToTime(request.created_before())), std::string(26, '0'));
+    if (query.start.empty() || before < query.start) query.start = before;
+  }
+  if (request.has_created_after()) {
+    query.after_ms = absl::ToUnixMillis(v1::ToTime(request.created_after()));
+    if (request.has_created_before() &&
+        v1::ToTime(request.created_after()) >= v1::ToTime(request.created_before())) {
+      return absl::InvalidArgumentError("created_after must be before created_before");
     }
   }
   query.filter.scope = scope;

@@ -1,6 +1,7 @@
 // A ListJobs request checked and turned into what a manager reads: said once for both.
 #pragma once
 
+#include <cstdint>
 #include <set>
 #include <string>
 
@@ -19,6 +20,8 @@ struct ListQuery {
   // Where the previous page stopped: a position (storage::ByTimeKey: create time | id) to
   // continue strictly before, newest first; empty starts with the newest job.
   std::string start;
+  // Jobs created before this are past the end (created_after); INT64_MIN: none.
+  int64_t after_ms = INT64_MIN;
 };
 
 absl::StatusOr<ListQuery> ParseListJobs(const v1::ListJobsRequest& request,

@@ -933,6 +933,10 @@ absl::StatusOr<v1::ListJobsResponse> PgJobManager::List(const v1::ListJobsReques
     int read = 0;
     absl::Status status = store_->VisitJobsNewestFirst(rows, [&](const Job& job) {
       ++read;
+      if (absl::ToUnixMillis(v1::ToTime(job.create_time())) < query.after_ms) {
+        done = true;  // newest first: one older ends the range
+        return false;
+      }
       if (static_cast<size_t>(response.jobs_size()) == query.page_size ||
           examined == options_.list_scan_limit) {
         more = done = true;

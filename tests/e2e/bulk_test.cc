@@ -170,6 +170,30 @@ TEST_P(BulkTest, CreationTimesBoundTheJobsTaken) {
   ASSERT_TRUE(Bulk(*server, kRetry, after, &counts).ok());
   EXPECT_EQ(counts.changed(), 3);
   EXPECT_EQ(Count(*server, Job::FAILED, "t"), 4) << "the early ones are as they were";
+  // ListJobs takes the same range, paging within it.
+  v1::ListJobsRequest list;
+  (*list.mutable_labels())["group"] = "t";
+  *list.mutable_created_before() = v1::ToProto(cut);
+  list.set_page_size(3);
+  client::JobClient client(server->Channel());
+  auto first = client.List(list);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->jobs_size(), 3);
+  EXPECT_EQ(first->jobs(0).id(), early[3]) << "newest first, from the range's end";
+  list.set_page_token(first->next_page_token());
+  auto second = client.List(list);
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(second->jobs_size(), 1);
+  EXPECT_EQ(second->jobs(0).id(), early[0]);
+  EXPECT_TRUE(second->next_page_token().empty());
+  v1::ListJobsRequest later;
+  (*later.mutable_labels())["group"] = "t";
+  *later.mutable_created_after() = v1::ToProto(cut);
+  auto after_cut = client.List(later);
+  ASSERT_TRUE(after_cut.ok());
+  EXPECT_EQ(after_cut->jobs_size(), 3);
+  *later.mutable_created_before() = v1::ToProto(cut - absl::Seconds(1));
+  EXPECT_EQ(client.List(later).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_P(BulkTest, BadRequestsAreRefusedAndChangeNothing) {

@@ -99,6 +99,12 @@ test('tabs, search and paging find a job among many; a failed job shows why; Ret
   }
   assert.equal(await rowCount(), 61);
   assert.equal(new Set(await shownIds(page)).size, 61);
+  // A time range: created before 2020, none of them.
+  await page.fill('#job-search input[name=before]', '2020-01-01T00:00:00');
+  await page.click('#job-search button[type=submit]');
+  await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr').length === 0);
+  assert.match(await page.textContent('#search-result'), /created before/);
+  await page.fill('#job-search input[name=before]', '');
   // By id: that job alone.
   await page.fill('#job-search input[name=label]', '');
   await page.fill('#job-search input[name=id]', ok[17]);

@@ -644,6 +644,10 @@ test('bulk operations over HTTP: a dry run counts, a retry changes, bad filters 
   assert.equal(del.body.changed, '5');
   const listed = await json('GET', `/v1/jobs?label=group:${label}`);
   assert.equal((listed.body.jobs ?? []).length, 0);
+  const future = new Date(Date.now() + 3600e3).toISOString();
+  assert.equal((await json('GET', `/v1/jobs?createdAfter=${future}`)).body.jobs, undefined,
+    'nothing is created in the future');
+  assert.equal((await json('GET', '/v1/jobs?createdAfter=yesterday')).status, 400);
   assert.equal((await json('POST', '/v1/jobs:bulkRetry', { filter: { states: ['NOPE'] } })).status, 400);
   assert.equal((await json('POST', '/v1/jobs:bulkRetry', { limit: -1 })).status, 400);
   assert.equal((await json('GET', '/v1/jobs:bulkRetry')).status, 405);
