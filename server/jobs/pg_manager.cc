@@ -315,8 +315,23 @@ void PgJobManager::CancelNow(const std::string& job_id, const v1::OperatorAction
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
   const absl::Time now = absl::Now();
   Job changed;
-  auto events = store_->Transition(job_id, [&](Job& job, std::vector<JobEvent>& out) {
-    if (!scope.Sees(job)) return watch::NoSuchJob(job_id);
+  auto events = store_->Transition(job_id, CancelChange(action, scope, now, &changed));
+  if (absl::IsNotFound(events.status())) {
+    return done(watch::JobNotFound(*store_, job_id, scope));
+  }
+  if (absl::IsAlreadyExists(events.status())) return done(CancelBatch(job_id, now));
+  if (!events.ok()) return done(events.status());
+  RecordAll(*events);
+  if (changed.state() == Job::RUNNING) StopRun(job_id);
+  changed.clear_params();
+  done(std::move(changed));
+}
+
+storage::pg::PgStore::Change PgJobManager::CancelChange(const v1::OperatorAction& action,
+                                                       const auth::Scope& scope, absl::Time now,
+                                                       Job* changed) const {
+  return [action, scope, now, changed](Job& job, std::vector<JobEvent>& out) {
+    if (!scope.Sees(job)) return watch::NoSuchJob(job.id());
     switch (job.state()) {
       case Job::QUEUED:
         CancelQueued(job, now);
@@ -344,24 +359,17 @@ void PgJobManager::CancelNow(const std::string& job_id, const v1::OperatorAction
       default:
         return StateError(job, "only a live job can be cancelled");
     }
-    changed = job;
+    if (changed != nullptr) *changed = job;
     return absl::OkStatus();
-  });
-  if (absl::IsNotFound(events.status())) {
-    return done(watch::JobNotFound(*store_, job_id, scope));
+  };
+}
+
+void PgJobManager::StopRun(const std::string& job_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = runs_.find(job_id);
+  if (it != runs_.end() && !it->second.control->stop.HasBeenNotified()) {
+    it->second.control->stop.Notify();
   }
-  if (absl::IsAlreadyExists(events.status())) return done(CancelBatch(job_id, now));
-  if (!events.ok()) return done(events.status());
-  RecordAll(*events);
-  if (changed.state() == Job::RUNNING) {
-    absl::MutexLock lock(&mu_);
-    auto it = runs_.find(job_id);
-    if (it != runs_.end() && !it->second.control->stop.HasBeenNotified()) {
-      it->second.control->stop.Notify();
-    }
-  }
-  changed.clear_params();
-  done(std::move(changed));
 }
 
 void PgJobManager::Retry(const std::string& job_id, const v1::OperatorAction& action,
@@ -392,22 +400,33 @@ storage::pg::PgStore::Change PgJobManager::RetryChange(v1::OperatorAction action
 std::vector<absl::Status> PgJobManager::ChangeMany(BulkOp op, const std::vector<std::string>& ids,
                                                    const v1::OperatorAction& action,
                                                    const auth::Scope& scope) {
-  if (op != BulkOp::kRetry) return JobBackend::ChangeMany(op, ids, action, scope);
+  if (op == BulkOp::kDelete) return JobBackend::ChangeMany(op, ids, action, scope);
   const absl::Time now = absl::Now();
+  std::vector<Job> changed(ids.size());
   std::vector<storage::pg::PgStore::BatchChange> changes;
   changes.reserve(ids.size());
-  for (const std::string& id : ids) {
-    changes.push_back({id, RetryChange(action, scope, now, nullptr)});
+  for (size_t i = 0; i < ids.size(); ++i) {
+    changes.push_back({ids[i], op == BulkOp::kRetry
+                                   ? RetryChange(action, scope, now, &changed[i])
+                                   : CancelChange(action, scope, now, &changed[i])});
   }
   absl::Status written = store_->TransitionBatch(changes);
   std::vector<absl::Status> results;
   results.reserve(changes.size());
-  for (auto& c : changes) {
+  for (size_t i = 0; i < changes.size(); ++i) {
+    auto& c = changes[i];
     if (!written.ok()) {
       results.push_back(written);
       continue;
     }
-    if (c.result.ok()) RecordAll(*c.result);
+    if (absl::IsAlreadyExists(c.result.status())) {  // a batch's parent: cancelled with its children
+      results.push_back(CancelBatch(c.job_id, now).status());
+      continue;
+    }
+    if (c.result.ok()) {
+      RecordAll(*c.result);
+      if (op == BulkOp::kCancel && changed[i].state() == Job::RUNNING) StopRun(c.job_id);
+    }
     results.push_back(c.result.status());
   }
   return results;

@@ -85,8 +85,8 @@ class PgJobManager : public JobBackend, public ArtifactSink {
               const auth::Scope& scope, JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   void Retry(const std::string& job_id, const v1::OperatorAction& action,
              const auth::Scope& scope, JobCallback done) override;
-  // A bulk retry's page in one transaction (one commit, not one per job); the rest as
-  // JobBackend's.
+  // A bulk retry's or cancel's page in one transaction (one commit, not one per job); a
+  // delete as JobBackend's.
   std::vector<absl::Status> ChangeMany(BulkOp op, const std::vector<std::string>& ids,
                                        const v1::OperatorAction& action,
                                        const auth::Scope& scope) override;
@@ -191,6 +191,12 @@ class PgJobManager : public JobBackend, public ArtifactSink {
                  JobCallback done);
   void RetryNow(const std::string& job_id, v1::OperatorAction action, const auth::Scope& scope,
                 JobCallback done);
+  // What a cancel does to a locked job (CancelNow's and a bulk cancel's; a batch's parent
+  // is ALREADY_EXISTS: CancelBatch's), and a local run of a job asked to stop.
+  storage::pg::PgStore::Change CancelChange(const v1::OperatorAction& action,
+                                            const auth::Scope& scope, absl::Time now,
+                                            v1::Job* changed) const;
+  void StopRun(const std::string& job_id) ABSL_LOCKS_EXCLUDED(mu_);
   // What a retry does to a locked job (RetryNow's and a bulk retry's): `changed`, if
   // given, gets the job as changed.
   storage::pg::PgStore::Change RetryChange(v1::OperatorAction action, const auth::Scope& scope,

@@ -262,6 +262,63 @@ TEST_F(ScaleOutTest, AKilledServersRunIsRetriedByTheOtherAndAResumedWatchHasNoGa
   EXPECT_EQ(events.back().status().worker_id(), victim == 0 ? "b" : "a");
 }
 
+// A retry asked of one server: a watcher on the other, waiting after the job's first end,
+// gets the RETRIED event and follows the new run to its end; a bulk retry asked of the
+// other does the same for many.
+TEST_F(ScaleOutTest, ARetryAskedOfOneServerIsFollowedOnTheOther) {
+  std::unique_ptr<ServerProcess> servers[2] = {Start("a"), Start("b")};
+  JobClient a(servers[0]->Channel()), b(servers[1]->Channel());
+  v1::SubmitRequest failing = SubmitRequestOf(
+      "demo.steps", R"({"steps": ["s1"], "step_ms": 0, "ticks": 0, "fail_at": "s1"})");
+  failing.set_max_attempts(1);
+  (*failing.mutable_labels())["group"] = "cross";
+  auto job = a.Submit(failing);
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto ended = b.Watch(job->id(), 0, [](const JobEvent&) {});
+  ASSERT_TRUE(ended.ok()) << ended.status();
+  ASSERT_EQ(ended->state(), Job::FAILED);
+  // (Opened before or after the retry, it gets the same: what follows the first end.)
+  testing::Stream after;
+  std::thread watcher([&] {
+    after = WatchOnce(servers[1]->Channel(), job->id(), ended->last_sequence(), absl::Seconds(60));
+  });
+  absl::SleepFor(absl::Milliseconds(200));
+  grpc::ClientContext ctx;
+  v1::RetryJobRequest retry;
+  retry.set_job_id(job->id());
+  retry.set_reason("cross-server");
+  Job retried;
+  ASSERT_TRUE(v1::JobService::NewStub(servers[0]->Channel())->RetryJob(&ctx, retry, &retried).ok());
+  watcher.join();
+  ASSERT_TRUE(after.status.ok()) << after.status.error_message();
+  ASSERT_FALSE(after.events.empty());
+  EXPECT_EQ(after.events.front().type(), JobEvent::RETRIED);
+  EXPECT_EQ(after.events.front().action().reason(), "cross-server");
+  EXPECT_EQ(after.events.back().type(), JobEvent::FAILED);
+  EXPECT_EQ(after.events.back().status().series(), 2);
+
+  // Many, by a bulk retry asked of b while a watches one of them.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 20; ++i) {
+    auto more = a.Submit(failing);
+    ASSERT_TRUE(more.ok());
+    ids.push_back(more->id());
+  }
+  for (const std::string& id : ids) ASSERT_TRUE(a.Watch(id, 0, [](const JobEvent&) {}).ok());
+  grpc::ClientContext bulk_ctx;
+  v1::BulkRequest bulk;
+  (*bulk.mutable_filter()->mutable_labels())["group"] = "cross";
+  bulk.mutable_filter()->add_states(Job::FAILED);
+  v1::BulkResponse counts;
+  ASSERT_TRUE(v1::JobService::NewStub(servers[1]->Channel())->BulkRetry(&bulk_ctx, bulk, &counts).ok());
+  EXPECT_EQ(counts.changed(), 21);
+  for (const std::string& id : ids) {
+    auto again = a.Watch(id, 0, [](const JobEvent&) {});
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->series(), 2) << id;
+  }
+}
+
 TEST_F(ScaleOutTest, PostgresRestartedUnderLoadIsUnavailableMeanwhileAndLosesNothing) {
   testing::PostgresProcess& postgres = Private();  // restarted below: not the shared one
   url_ = postgres.NewDatabase().value_or("");
