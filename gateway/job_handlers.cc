@@ -134,12 +134,12 @@ void ListJobs(const SessionPtr& session, const Route& route) {
   call->request.set_page_size(*page_size);
   call->request.set_page_token(route.Param("pageToken").value_or(""));
   // A time range, as RFC 3339 times (protobuf's JSON form of a Timestamp).
-  for (auto [name, field] :
-       {std::pair{"createdAfter", call->request.mutable_created_after()},
-        std::pair{"createdBefore", call->request.mutable_created_before()}}) {
+  for (const char* name : {"createdAfter", "createdBefore"}) {
     auto value = route.Param(name);
-    if (!value) continue;
-    if (!google::protobuf::util::TimeUtil::FromString(std::string(*value), field)) {
+    if (!value) continue;  // (asking for the field would set it)
+    auto* field = absl::string_view(name) == "createdAfter" ? call->request.mutable_created_after()
+                                                             : call->request.mutable_created_before();
+    if (!google::protobuf::util::TimeUtil::FromString(*value, field)) {
       return session->ReplyError(
           grpc::StatusCode::INVALID_ARGUMENT,
           absl::StrCat(name, " must be an RFC 3339 time, e.g. 2026-12-07T09:30:00Z"));

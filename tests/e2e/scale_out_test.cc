@@ -262,9 +262,9 @@ TEST_F(ScaleOutTest, AKilledServersRunIsRetriedByTheOtherAndAResumedWatchHasNoGa
   EXPECT_EQ(events.back().status().worker_id(), victim == 0 ? "b" : "a");
 }
 
-// A retry asked of one server: a watcher on the other, waiting after the job's first end,
-// gets the RETRIED event and follows the new run to its end; a bulk retry asked of the
-// other does the same for many.
+// A retry asked of one server: a watcher on the other, resuming after the job's first
+// end, gets the RETRIED event and follows the new run to its end; a bulk retry asked of
+// the other does the same for many.
 TEST_F(ScaleOutTest, ARetryAskedOfOneServerIsFollowedOnTheOther) {
   std::unique_ptr<ServerProcess> servers[2] = {Start("a"), Start("b")};
   JobClient a(servers[0]->Channel()), b(servers[1]->Channel());
@@ -277,19 +277,15 @@ TEST_F(ScaleOutTest, ARetryAskedOfOneServerIsFollowedOnTheOther) {
   auto ended = b.Watch(job->id(), 0, [](const JobEvent&) {});
   ASSERT_TRUE(ended.ok()) << ended.status();
   ASSERT_EQ(ended->state(), Job::FAILED);
-  // (Opened before or after the retry, it gets the same: what follows the first end.)
-  testing::Stream after;
-  std::thread watcher([&] {
-    after = WatchOnce(servers[1]->Channel(), job->id(), ended->last_sequence(), absl::Seconds(60));
-  });
-  absl::SleepFor(absl::Milliseconds(200));
   grpc::ClientContext ctx;
   v1::RetryJobRequest retry;
   retry.set_job_id(job->id());
   retry.set_reason("cross-server");
   Job retried;
   ASSERT_TRUE(v1::JobService::NewStub(servers[0]->Channel())->RetryJob(&ctx, retry, &retried).ok());
-  watcher.join();
+  // A watcher on b resuming after the job's first end (a stream there ended with it).
+  testing::Stream after =
+      WatchOnce(servers[1]->Channel(), job->id(), ended->last_sequence(), absl::Seconds(60));
   ASSERT_TRUE(after.status.ok()) << after.status.error_message();
   ASSERT_FALSE(after.events.empty());
   EXPECT_EQ(after.events.front().type(), JobEvent::RETRIED);

@@ -72,7 +72,7 @@ TEST(RoutesTest, AQueryParameterARouteDoesNotTakeIsA400NamingTheOnesItDoes) {
   EXPECT_EQ(bogus.http_status, 400);
   EXPECT_EQ(bogus.message,
             "unknown query parameter \"bogus\": GET /v1/jobs takes state, type, label, pageSize, "
-            "pageToken");
+            "pageToken, createdAfter, createdBefore");
   // A near miss is refused rather than ignored (it would list every job).
   EXPECT_EQ(Err("GET", "/v1/jobs?states=FAILED").http_status, 400);
   EXPECT_EQ(Err("GET", "/v1/jobs/abc?after=1").message,

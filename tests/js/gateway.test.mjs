@@ -225,7 +225,7 @@ test('/v1/events?state= streams only what ends in those states; an unknown param
 
   // Before, a misspelt filter streamed or listed everything.
   for (const [target, says] of [
-    ['/v1/jobs?bogus=1', 'unknown query parameter "bogus": GET /v1/jobs takes state, type, label, pageSize, pageToken'],
+    ['/v1/jobs?bogus=1', 'unknown query parameter "bogus": GET /v1/jobs takes state, type, label, pageSize, pageToken, createdAfter, createdBefore'],
     ['/v1/events?status=FAILED', 'unknown query parameter "status": GET /v1/events takes type, label, state'],
     [`/v1/jobs/${ok.body.id}?after=1`, `unknown query parameter "after": GET /v1/jobs/${ok.body.id} takes none`],
   ]) {
