@@ -920,11 +920,42 @@ absl::StatusOr<std::vector<JobEvent>> PgStore::ChangeLeased(const std::string& j
   return std::move(one[0].result);
 }
 
-absl::Status PgStore::ChangeLeasedBatch(std::vector<LeasedChange>& changes) {
-  if (changes.empty()) return absl::OkStatus();
+namespace {
+
+// The jobs a batch of changes locks.
+template <typename Changes>
+std::vector<std::string> JobIdsOf(const Changes& changes) {
   std::vector<std::string> job_ids;
   job_ids.reserve(changes.size());
-  for (const LeasedChange& c : changes) job_ids.push_back(c.job_id);
+  for (const auto& c : changes) job_ids.push_back(c.job_id);
+  return job_ids;
+}
+
+// One change of a batch to a locked job: its events, the job noting what the transaction
+// is to write of it. A change that fails deferred nothing.
+absl::StatusOr<std::vector<JobEvent>> ApplyToLocked(PgConnection& conn, Locked& job,
+                                                    const PgStore::Change& change) {
+  std::vector<JobEvent> events;
+  auto changed = ApplyLocked(conn, job.job, change, events);
+  if (!changed.ok()) return changed.status();
+  job.changed = job.changed || *changed;
+  if (job.first == 0 && !events.empty()) job.first = events.front().sequence();
+  return events;
+}
+
+// Each locked job's row and announcement once, whatever number of changes it had.
+void WriteLockedJobs(PgConnection& conn, const std::map<std::string, Locked>& locked) {
+  for (const auto& [job_id, job] : locked) {
+    if (job.changed) WriteJob(conn, job.job);
+    if (job.first != 0) Announce(conn, job_id, job.first, job.job.last_sequence());
+  }
+}
+
+}  // namespace
+
+absl::Status PgStore::ChangeLeasedBatch(std::vector<LeasedChange>& changes) {
+  if (changes.empty()) return absl::OkStatus();
+  const std::vector<std::string> job_ids = JobIdsOf(changes);
   return pool_.Transact([&](PgConnection& conn) -> absl::Status {
     auto locked = LockWithLeases(conn, job_ids);
     if (!locked.ok()) return locked.status();
@@ -935,14 +966,11 @@ absl::Status PgStore::ChangeLeasedBatch(std::vector<LeasedChange>& changes) {
         continue;
       }
       Locked& job = **held;
-      std::vector<JobEvent> events;
-      auto changed = ApplyLocked(conn, job.job, c.change, events);
-      if (!changed.ok()) {  // it deferred nothing
-        c.result = changed.status();
+      auto events = ApplyToLocked(conn, job, c.change);
+      if (!events.ok()) {
+        c.result = events.status();
         continue;
       }
-      job.changed = job.changed || *changed;
-      if (job.first == 0 && !events.empty()) job.first = events.front().sequence();
       if (c.end_lease) {
         DropLease(conn, c.job_id, job);
       } else if (c.renew_at_ms) {
@@ -955,46 +983,27 @@ absl::Status PgStore::ChangeLeasedBatch(std::vector<LeasedChange>& changes) {
         c.job = job.job;
         c.lease = lease;
       }
-      c.result = std::move(events);
+      c.result = *std::move(events);
     }
-    // Each job's row and announcement once, whatever number of changes it had.
-    for (const auto& [job_id, job] : *locked) {
-      if (job.changed) WriteJob(conn, job.job);
-      if (job.first != 0) Announce(conn, job_id, job.first, job.job.last_sequence());
-    }
+    WriteLockedJobs(conn, *locked);
     return absl::OkStatus();
   });
 }
 
 absl::Status PgStore::TransitionBatch(std::vector<BatchChange>& changes) {
   if (changes.empty()) return absl::OkStatus();
-  std::vector<std::string> job_ids;
-  job_ids.reserve(changes.size());
-  for (const BatchChange& c : changes) job_ids.push_back(c.job_id);
+  const std::vector<std::string> job_ids = JobIdsOf(changes);
   return pool_.Transact([&](PgConnection& conn) -> absl::Status {
     auto locked = LockWithLeases(conn, job_ids);
     if (!locked.ok()) return locked.status();
     for (BatchChange& c : changes) {
       auto it = locked->find(c.job_id);
-      if (it == locked->end()) {
-        c.result = absl::NotFoundError(absl::StrCat("no job ", c.job_id));
-        continue;
-      }
-      Locked& job = it->second;
-      std::vector<JobEvent> events;
-      auto changed = ApplyLocked(conn, job.job, c.change, events);
-      if (!changed.ok()) {  // it deferred nothing
-        c.result = changed.status();
-        continue;
-      }
-      job.changed = job.changed || *changed;
-      if (job.first == 0 && !events.empty()) job.first = events.front().sequence();
-      c.result = std::move(events);
+      c.result = it == locked->end()
+                     ? absl::StatusOr<std::vector<JobEvent>>(
+                           absl::NotFoundError(absl::StrCat("no job ", c.job_id)))
+                     : ApplyToLocked(conn, it->second, c.change);
     }
-    for (const auto& [job_id, job] : *locked) {
-      if (job.changed) WriteJob(conn, job.job);
-      if (job.first != 0) Announce(conn, job_id, job.first, job.job.last_sequence());
-    }
+    WriteLockedJobs(conn, *locked);
     return absl::OkStatus();
   });
 }
