@@ -137,8 +137,9 @@ void ListJobs(const SessionPtr& session, const Route& route) {
   for (const char* name : {"createdAfter", "createdBefore"}) {
     auto value = route.Param(name);
     if (!value) continue;  // (asking for the field would set it)
-    auto* field = absl::string_view(name) == "createdAfter" ? call->request.mutable_created_after()
-                                                             : call->request.mutable_created_before();
+    const bool after = absl::string_view(name) == "createdAfter";
+    auto* field = after ? call->request.mutable_created_after()
+                        : call->request.mutable_created_before();
     if (!google::protobuf::util::TimeUtil::FromString(*value, field)) {
       return session->ReplyError(
           grpc::StatusCode::INVALID_ARGUMENT,

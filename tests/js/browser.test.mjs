@@ -4,8 +4,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { BIN_DIR, startServer, startGateway } from './server.mjs';
+import { BIN_DIR, launchChromium, startGateway, startServer } from './server.mjs';
 
 const ARTIFACTS = path.join(BIN_DIR, 'artifacts');
 let server;
@@ -65,13 +64,7 @@ function toneWav(seconds) {
 before(async () => {
   server = await startServer([`--config=${writeConfig()}`]);
   gateway = await startGateway(server.address);
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-      '--disable-component-update', '--disable-sync', '--no-first-run',
-      '--autoplay-policy=no-user-gesture-required'],
-  });
+  browser = await launchChromium(['--autoplay-policy=no-user-gesture-required']);
   mkdirSync(ARTIFACTS, { recursive: true });
 });
 after(async () => {

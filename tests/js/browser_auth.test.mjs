@@ -8,8 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { startServer, startGateway } from './server.mjs';
+import { launchChromium, startGateway, startServer } from './server.mjs';
 
 const sha256 = (s) => createHash('sha256').update(s).digest('hex');
 const ALICE = 'alice-browser-token-0123';
@@ -28,12 +27,7 @@ before(async () => {
   ] }));
   server = await startServer([`--auth_tokens=${file}`]);
   gateway = await startGateway(server.address);
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close();

@@ -182,12 +182,13 @@ export function freePort() {
   });
 }
 
-// Debian's chromium, headless, as the browser tests drive it.
-export async function launchChromium() {
+// Debian's chromium, headless, as the browser tests drive it (with `extraArgs`).
+export async function launchChromium(extraArgs = []) {
   const { chromium } = await import('playwright-core');  // only the browser tests load it
   return chromium.launch({
     executablePath: '/usr/bin/chromium',
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic',
+      '--disable-component-update', '--disable-sync', '--no-first-run', ...extraArgs],
   });
 }
