@@ -6,7 +6,10 @@
 // jobs a lease, at most 4,096 waiting). Prints each round, then each figure's median per
 // mode and on / off.
 //
-//   build/bench/jobstream-metrics-bench [--rounds=5] [--duration=4s] [--server_bin=PATH]
+// --sample_ratio passes --otlp_sample_ratio to the "on" server (1: every job's spans).
+//
+//   build/bench/jobstream-metrics-bench [--rounds=5] [--duration=4s] [--sample_ratio=1]
+//                                       [--server_bin=PATH]
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
@@ -28,6 +31,7 @@
 
 ABSL_FLAG(int, rounds, 5, "rounds; each runs metrics off, then on");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(4), "length of each measured phase");
+ABSL_FLAG(double, sample_ratio, 1.0, "--otlp_sample_ratio of the server with tracing on");
 ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
 
 namespace {
@@ -100,7 +104,8 @@ Figures Round(const std::string& bin, const std::string& dir, bool metrics,
       {bin, "--listen=127.0.0.1:0", "--log=false", "--data_dir=" + dir + "/data",
        "--config=" + dir + "/config.json",
        metrics ? absl::StrCat("--metrics_listen=127.0.0.1:", port) : "--metrics_listen=off",
-       metrics ? "--otlp_endpoint=" + sink_address : "--otlp_endpoint="});
+       metrics ? "--otlp_endpoint=" + sink_address : "--otlp_endpoint=",
+       absl::StrCat("--otlp_sample_ratio=", absl::GetFlag(FLAGS_sample_ratio))});
   Figures f;
   std::atomic<bool> stop_scraping{false};
   std::thread scraper;

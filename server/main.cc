@@ -34,6 +34,7 @@
 #include "server/metrics/server_metrics.h"
 #include "server/metrics/store_gauges.h"
 #include "server/tracing/span_exporter.h"
+#include "server/tracing/trace_context.h"
 #include "server/rpc/health_service.h"
 #include "server/rpc/job_service.h"
 #include "server/rpc/request_log.h"
@@ -92,6 +93,9 @@ ABSL_FLAG(absl::Duration, stats_interval, absl::Seconds(10),
 ABSL_FLAG(std::string, otlp_endpoint, "",
           "HOST:PORT of an OpenTelemetry collector (OTLP/gRPC, plaintext): each job's spans "
           "go there, in batches; empty: none");
+ABSL_FLAG(double, otlp_sample_ratio, 1.0,
+          "the share of jobs that start a trace of their own whose spans are exported, 0..1 "
+          "(head sampling by trace id); a job submitted with a traceparent follows its flag");
 ABSL_FLAG(bool, log, true, "log a line per request and per job state change (stderr)");
 ABSL_FLAG(std::string, log_format, "text", "text (key=value) or json (an object per line)");
 ABSL_FLAG(std::string, auth_tokens, "",
@@ -310,6 +314,11 @@ int main(int argc, char** argv) {
   if (std::string otlp_host; !otlp_endpoint.empty() && !ParseListen(otlp_endpoint, &otlp_host)) {
     return Fail("--otlp_endpoint must be HOST:PORT, not \"" + otlp_endpoint + "\"");
   }
+  const double sample_ratio = absl::GetFlag(FLAGS_otlp_sample_ratio);
+  if (!(sample_ratio >= 0 && sample_ratio <= 1)) {  // (NaN too)
+    return Fail("--otlp_sample_ratio must be from 0 to 1");
+  }
+  jobstream::tracing::SetRootSampleRatio(sample_ratio);
 
   auto log_format = jobstream::logs::ParseFormat(absl::GetFlag(FLAGS_log_format));
   if (!log_format.ok()) return Fail(std::string(log_format.status().message()));

@@ -1,5 +1,7 @@
 #include "server/tracing/trace_context.h"
 
+#include <atomic>
+
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -70,12 +72,29 @@ std::string FormatTraceparent(const SpanContext& context) {
   return absl::StrCat("00-", context.trace_id, "-", context.span_id, context.sampled ? "-01" : "-00");
 }
 
+namespace {
+std::atomic<double> root_sample_ratio{1.0};
+}  // namespace
+
+void SetRootSampleRatio(double ratio) { root_sample_ratio = std::clamp(ratio, 0.0, 1.0); }
+
+bool SampledRoot(absl::string_view trace_id) {
+  const double ratio = root_sample_ratio.load(std::memory_order_relaxed);
+  if (ratio >= 1.0) return true;
+  if (ratio <= 0.0 || trace_id.size() < 14) return false;
+  uint64_t low = 0;  // the last 14 hex digits: 56 random bits
+  for (char c : trace_id.substr(trace_id.size() - 14)) {
+    low = low * 16 + static_cast<uint64_t>(absl::ascii_isdigit(c) ? c - '0' : c - 'a' + 10);
+  }
+  return static_cast<double>(low) < ratio * static_cast<double>(uint64_t{1} << 56);
+}
+
 v1::TraceContext NewJobTrace(const std::optional<SpanContext>& parent) {
   v1::TraceContext trace;
   trace.set_trace_id(parent ? parent->trace_id : RandomHex(16));
   trace.set_span_id(RandomHex(8));
   if (parent) trace.set_parent_span_id(parent->span_id);
-  trace.set_sampled(parent ? parent->sampled : true);
+  trace.set_sampled(parent ? parent->sampled : SampledRoot(trace.trace_id()));
   return trace;
 }
 

@@ -27,8 +27,14 @@ struct SpanContext {
 std::optional<SpanContext> ParseTraceparent(absl::string_view header);
 std::string FormatTraceparent(const SpanContext& context);
 
-// A new job's trace: a child span of `parent` (the caller's), or a new trace's root.
+// A new job's trace: a child span of `parent` (the caller's), or a new trace's root. A
+// child is sampled as its parent is; a root, with the probability SetRootSampleRatio set
+// (1 unless set), decided by its trace id's low 56 bits as W3C's random trace ids allow,
+// so every server decides alike. A job not sampled exports no spans; its programs and
+// workers get its traceparent with the sampled flag off.
 v1::TraceContext NewJobTrace(const std::optional<SpanContext>& parent);
+void SetRootSampleRatio(double ratio);  // --otlp_sample_ratio, 0..1
+bool SampledRoot(absl::string_view trace_id);
 
 // The spans under a job: attempt `n`, and the wait in the queue before it.
 std::string AttemptSpanId(const v1::TraceContext& job, int attempt);

@@ -239,9 +239,14 @@ TEST_P(GraphTest, TheCliSubmitsAfterJobsAndListsWaitingOnes) {
   EXPECT_EQ(waiting.state(), Job::WAITING);
   EXPECT_EQ(waiting.on_dependency_failure(), Job::RUN);
   EXPECT_EQ(waiting.depends_on_size(), 2);
-  ASSERT_EQ(Cli("list --state=WAITING --json", &out), 0) << out;
+  Events(b.id());  // b has ended: the list names only a as awaited
+  const std::string awaits_a = "\"waitingFor\":[\"" + a.id() + "\"]";
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  do {
+    ASSERT_EQ(Cli("list --state=WAITING --json", &out), 0) << out;
+  } while (out.find(awaits_a) == std::string::npos && absl::Now() < deadline);
   EXPECT_NE(out.find(waiting.id()), std::string::npos) << out;
-  EXPECT_NE(out.find("\"waitingFor\":[\"" + a.id() + "\"]"), std::string::npos) << out;
+  EXPECT_NE(out.find(awaits_a), std::string::npos) << out;
   Cancel(a.id());  // on_dependency_failure=run: it runs now
   // watch follows it through WAITING to its end.
   ASSERT_EQ(Cli("watch " + waiting.id() + " --json", &out), 0) << out;

@@ -6,7 +6,7 @@
 // reaches an exec program and a `jobstream work` command as $TRACEPARENT.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -32,6 +32,7 @@ const hex = (bytes) => Buffer.from(bytes).toString('hex');
 
 let dir;
 let receiver;
+let receiverPort;
 let server;
 let gateway;
 let jobs;
@@ -73,7 +74,7 @@ before(async () => {
       callback(null, ExportTraceServiceResponse.create({}));
     },
   });
-  const receiverPort = await new Promise((resolve, reject) => receiver.bindAsync(
+  receiverPort = await new Promise((resolve, reject) => receiver.bindAsync(
     '127.0.0.1:0', grpc.ServerCredentials.createInsecure(),
     (err, port) => (err ? reject(err) : resolve(port))));
 
@@ -217,5 +218,45 @@ test('a `jobstream work` command gets its attempt\'s span as $TRACEPARENT', asyn
     const exited = new Promise((resolve) => worker.once('exit', resolve));
     worker.kill('SIGTERM');
     await exited;
+  }
+});
+
+test('--otlp_sample_ratio=0: a job with no caller trace exports nothing; a sampled caller\'s does', async () => {
+  const sampling = await startServer([`--config=${path.join(dir, 'config.json')}`,
+    '--retry_backoff=0s', `--otlp_endpoint=127.0.0.1:${receiverPort}`, '--otlp_sample_ratio=0',
+    '--metrics_listen=off']);
+  const client = new JobService(sampling.address, grpc.credentials.createInsecure());
+  const call = (method, request, metadata = new grpc.Metadata()) => new Promise((resolve, reject) => {
+    client[method](request, metadata, { deadline: Date.now() + 30000 },
+      (err, reply) => (err ? reject(err) : resolve(reply)));
+  });
+  try {
+    const alone = await call('Submit', { type: 'traced' });
+    assert.notEqual(alone.trace.sampled, true, 'a root job is not sampled at ratio 0');
+    const aloneDone = await call('WaitJob', { jobId: alone.id, timeout: { seconds: 30 } });
+    assert.equal(aloneDone.state, 'SUCCEEDED');
+    // Its program still gets the trace, flagged not sampled, so it can log the id.
+    assert.match(aloneDone.result.structValue.fields.traceparent.stringValue,
+      new RegExp(`^00-${alone.trace.traceId}-[0-9a-f]{16}-00$`));
+
+    const trace = '0123456789abcdef0123456789abcdef';
+    const metadata = new grpc.Metadata();
+    metadata.set('traceparent', `00-${trace}-${CALLER_SPAN}-01`);
+    const child = await call('Submit', { type: 'traced' }, metadata);
+    assert.equal(child.trace.sampled, true, 'a caller\'s sampled flag wins over the ratio');
+    await call('WaitJob', { jobId: child.id, timeout: { seconds: 30 } });
+    assert.equal((await spansOf(trace, 5)).length, 5);
+    // The exporter sends in order: the later job's spans came, so the earlier one's would have.
+    assert.deepEqual(spans.filter((s) => s.traceId === alone.trace.traceId), []);
+  } finally {
+    client.close();
+    assert.equal(await sampling.stop(), 0);
+  }
+  for (const bad of ['2', '-0.1', 'nan', 'half']) {
+    const run = spawnSync(path.join(BIN_DIR, 'server/jobstream-server'),
+      [`--otlp_sample_ratio=${bad}`, '--listen=127.0.0.1:0', `--data_dir=${dir}/never`],
+      { encoding: 'utf8', timeout: 10000 });
+    assert.notEqual(run.status, 0, `--otlp_sample_ratio=${bad} is refused`);
+    assert.match(run.stderr, /otlp_sample_ratio/, run.stderr);
   }
 });

@@ -15,6 +15,13 @@ ServerProcess::ServerProcess(std::string data_dir, std::vector<std::string> extr
   std::vector<std::string> args = {BinaryPath("server/jobstream-server"),
                                    "--listen=127.0.0.1:0", "--data_dir=" + data_dir};
   args.insert(args.end(), extra_flags.begin(), extra_flags.end());
+  // A test never takes the fixed default metrics port: a second server, or one running on
+  // this machine, would have it.
+  if (std::none_of(extra_flags.begin(), extra_flags.end(), [](const std::string& f) {
+        return f.rfind("--metrics_listen", 0) == 0;
+      })) {
+    args.push_back("--metrics_listen=off");
+  }
   const bool metrics_picked =
       std::find(extra_flags.begin(), extra_flags.end(), "--metrics_listen=127.0.0.1:0") !=
       extra_flags.end();

@@ -69,5 +69,27 @@ TEST(TraceContextTest, AJobIsAChildOfItsCallerOrARootAndItsAttemptsHaveStableIds
   EXPECT_EQ(AttemptTraceparent(v1::TraceContext(), 1), "") << "a job from before traces";
 }
 
+// Head sampling: a root trace is sampled by its id's low 56 bits (so every server decides
+// alike); a child follows its parent's flag whatever the ratio.
+TEST(TraceContextTest, RootsAreSampledAtTheRatioChildrenAsTheirParents) {
+  SetRootSampleRatio(0.25);
+  int sampled = 0;
+  for (int i = 0; i < 4000; ++i) {
+    const v1::TraceContext trace = NewJobTrace(std::nullopt);
+    EXPECT_EQ(trace.sampled(), SampledRoot(trace.trace_id())) << "decided by the id alone";
+    sampled += trace.sampled();
+  }
+  EXPECT_GT(sampled, 800);   // 1,000 expected; 7 standard deviations either side
+  EXPECT_LT(sampled, 1200);
+  EXPECT_TRUE(SampledRoot("4bf92f3577b34da6a3000000000000ff"));
+  EXPECT_FALSE(SampledRoot("4bf92f3577b34da6a3ffffffffffffff"));
+  SetRootSampleRatio(0);
+  EXPECT_FALSE(NewJobTrace(std::nullopt).sampled());
+  EXPECT_TRUE(NewJobTrace(SpanContext{kTrace, kSpan, true}).sampled()) << "the caller's flag";
+  SetRootSampleRatio(1);
+  EXPECT_FALSE(NewJobTrace(SpanContext{kTrace, kSpan, false}).sampled());
+  EXPECT_TRUE(NewJobTrace(std::nullopt).sampled());
+}
+
 }  // namespace
 }  // namespace jobstream::tracing
