@@ -1,11 +1,13 @@
 #include "bench/bench_util.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -27,6 +29,21 @@ Child Spawn(const std::vector<std::string>& argv) {
 
 int64_t RssKb(pid_t pid) { return StatusKb(pid, "VmRSS:"); }
 int64_t PeakRssKb(pid_t pid) { return StatusKb(pid, "VmHWM:"); }
+
+double CpuSeconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+  std::istringstream fields(line.substr(line.rfind(')') + 2));
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 0; i < 13 && fields >> field; ++i) {
+    if (i == 11) utime = std::stod(field);
+    if (i == 12) stime = std::stod(field);
+  }
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
 
 int64_t StatusKb(pid_t pid, const std::string& field) {
   std::ifstream status("/proc/" + std::to_string(pid) + "/status");
@@ -113,6 +130,7 @@ EndToEndRates EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channe
   stop = true;
   for (auto& t : threads) t.join();
   if (errors.load() > 0) std::cerr << "worker call errors: " << errors.load() << "\n";
+  rates.all_completed = completed.load();
   return rates;
 }
 

@@ -35,6 +35,8 @@ Child Spawn(const std::vector<std::string>& argv);
 // Resident memory of a process, KB: now, at its peak so far, or any /proc status field.
 int64_t RssKb(pid_t pid);
 int64_t PeakRssKb(pid_t pid);
+// utime + stime of a process so far, seconds.
+double CpuSeconds(pid_t pid);
 int64_t StatusKb(pid_t pid, const std::string& field);
 // `n` channels, one connection each; plaintext unless `credentials` say otherwise.
 std::vector<std::shared_ptr<grpc::Channel>> Channels(
@@ -79,6 +81,7 @@ void WorkerLoop(v1::WorkerService::Stub* stub, const std::string& type, int max_
 struct EndToEndRates {
   double submitted = 0;  // per second
   double completed = 0;  // per second
+  int64_t all_completed = 0;  // warm-up and drain included
   std::vector<double> submit_latency_us;
 };
 EndToEndRates EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channels,

@@ -3,8 +3,8 @@
 // scraped every second (as Prometheus would) and exporting every job's spans to an OTLP
 // receiver in this process (which takes the bytes without parsing them: see SpanSink); each on a fresh data dir: Submit/s (64 durable Submits in
 // flight) and end to end jobs/s (Submit -> LeaseJob -> CompleteJob, 8 workers taking 16
-// jobs a lease, at most 4,096 waiting). Prints each round, then each figure's median per
-// mode and on / off.
+// jobs a lease, at most 4,096 waiting), and the server's CPU time per Submit and per job
+// end to end. Prints each round, then each figure's median per mode and on / off.
 //
 // --sample_ratio passes --otlp_sample_ratio to the "on" server (1: every job's spans).
 //
@@ -86,6 +86,8 @@ struct Figures {
   int scrapes = 0;
   size_t scrape_bytes = 0;
   int64_t spans = 0;
+  double submit_cpu_us = 0;  // the server's CPU (user + system) per Submit
+  double job_cpu_us = 0;     // ... per job end to end, spans sent included
 };
 
 double Median(std::vector<double> v) {
@@ -125,12 +127,23 @@ Figures Round(const std::string& bin, const std::string& dir, bool metrics,
     });
   }
   auto channels = Channels(server.address, 8);
+  using jobstream::bench::CpuSeconds;
+  const double cpu_start = CpuSeconds(server.pid);
   jobstream::bench::Load submits = jobstream::bench::ClosedLoop(
       64, absl::GetFlag(FLAGS_duration), jobstream::bench::SubmitCalls(channels));
   if (submits.errors > 0) std::cerr << "Submit errors: " << submits.first_error << "\n";
   f.submits = submits.rate();
-  f.end_to_end =
-      jobstream::bench::EndToEnd(channels, kType, 8, 16, absl::GetFlag(FLAGS_duration)).completed;
+  const double cpu_submitted = CpuSeconds(server.pid);
+  f.submit_cpu_us = (cpu_submitted - cpu_start) * 1e6 / static_cast<double>(submits.ok);
+  const jobstream::bench::EndToEndRates e2e =
+      jobstream::bench::EndToEnd(channels, kType, 8, 16, absl::GetFlag(FLAGS_duration));
+  f.end_to_end = e2e.completed;
+  // Throughput on 2 cores shared with the load swings from round to round; the server's CPU
+  // per job is the steadier measure of what metrics and spans add. The exporter sends once
+  // a second: after 1.5 s every span of the phase has gone.
+  absl::SleepFor(absl::Milliseconds(1500));
+  f.job_cpu_us = (CpuSeconds(server.pid) - cpu_submitted) * 1e6 /
+                 static_cast<double>(std::max<int64_t>(1, e2e.all_completed));
   stop_scraping = true;
   if (scraper.joinable()) scraper.join();
   server.Stop();
@@ -152,16 +165,20 @@ int main(int argc, char** argv) {
   builder.RegisterCallbackGenericService(&sink);
   std::unique_ptr<grpc::Server> sink_server = builder.BuildAndStart();
   const std::string sink_address = absl::StrCat("127.0.0.1:", sink_port);
-  std::vector<double> submits[2], end_to_end[2];
-  std::cout << "| round | metrics and traces | Submit/s | end-to-end jobs/s | scrapes (bytes each) "
-               "| spans exported (by the last scrape) |\n| --- | --- | --- | --- | --- | --- |\n";
+  std::vector<double> submits[2], end_to_end[2], submit_cpu[2], job_cpu[2];
+  std::cout << "| round | metrics and traces | Submit/s | end-to-end jobs/s | server CPU µs a "
+               "Submit | server CPU µs a job end to end | scrapes (bytes each) | spans exported "
+               "(by the last scrape) |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (int r = 1; r <= absl::GetFlag(FLAGS_rounds); ++r) {
     for (bool on : {false, true}) {
       const Figures f = Round(bin, dir, on, sink_address, sink);
       submits[on].push_back(f.submits);
       end_to_end[on].push_back(f.end_to_end);
-      std::cout << absl::StrFormat("| %d | %s | %.0f | %.0f | %s | %s |\n", r, on ? "on" : "off",
-                                   f.submits, f.end_to_end,
+      submit_cpu[on].push_back(f.submit_cpu_us);
+      job_cpu[on].push_back(f.job_cpu_us);
+      std::cout << absl::StrFormat("| %d | %s | %.0f | %.0f | %.1f | %.1f | %s | %s |\n", r,
+                                   on ? "on" : "off", f.submits, f.end_to_end, f.submit_cpu_us,
+                                   f.job_cpu_us,
                                    on ? absl::StrCat(f.scrapes, " (", f.scrape_bytes, ")") : "–",
                                    on ? absl::StrCat(f.spans) : "–")
                 << std::flush;
@@ -170,9 +187,11 @@ int main(int argc, char** argv) {
   sink_server->Shutdown();
   std::cout << "\n| median | off | metrics scraped every second, spans to OTLP | on / off |\n"
                "| --- | --- | --- | --- |\n";
-  for (auto [name, v] : {std::pair{"Submit/s", submits}, std::pair{"end-to-end jobs/s", end_to_end}}) {
+  for (auto [name, v] : {std::pair{"Submit/s", submits}, std::pair{"end-to-end jobs/s", end_to_end},
+                         std::pair{"server CPU µs a Submit", submit_cpu},
+                         std::pair{"server CPU µs a job end to end", job_cpu}}) {
     const double off = Median(v[0]), on = Median(v[1]);
-    std::cout << absl::StrFormat("| %s | %.0f | %.0f | %.3f |\n", name, off, on, on / off);
+    std::cout << absl::StrFormat("| %s | %.1f | %.1f | %.3f |\n", name, off, on, on / off);
   }
   return 0;
 }

@@ -38,16 +38,6 @@ using jobstream::bench::Child;
 using jobstream::bench::Percentile;
 using jobstream::v1::Job;
 
-// utime + stime of a process, seconds.
-double CpuSeconds(pid_t pid) {
-  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  std::getline(stat, line);
-  // Fields after the command's closing parenthesis; utime and stime are 14 and 15.
-  std::vector<std::string> fields = absl::StrSplit(line.substr(line.rfind(')') + 2), ' ');
-  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
-  return (std::stod(fields[11]) + std::stod(fields[12])) / ticks;
-}
 
 }  // namespace
 
@@ -112,9 +102,9 @@ int main(int argc, char** argv) {
     const absl::Time boundary =
         absl::FromUnixSeconds((absl::ToUnixSeconds(absl::Now()) / 60 + 1) * 60);
     absl::SleepFor(boundary - absl::Now() - absl::Seconds(1));
-    const double cpu_before = CpuSeconds(server.pid);
+    const double cpu_before = jobstream::bench::CpuSeconds(server.pid);
     absl::SleepFor(absl::Seconds(59));  // the minute's firing, and then some
-    const double cpu = CpuSeconds(server.pid) - cpu_before;
+    const double cpu = jobstream::bench::CpuSeconds(server.pid) - cpu_before;
     const std::string fire_time =
         absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", boundary, absl::UTCTimeZone());
     std::vector<double> lags;

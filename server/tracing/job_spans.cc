@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "jobstream/v1/job_states.h"
+#include "server/tracing/otlp_wire.h"
 #include "server/tracing/span_exporter.h"
 #include "server/tracing/trace_context.h"
 
@@ -21,25 +22,24 @@ bool Wanted(const Job& job) {
 }
 
 // A span of the job's trace, with the attributes every one of them carries.
-Span Of(const Job& job, std::string span_id, std::string parent_span_id, std::string name,
-        absl::Time start, absl::Time end) {
-  Span span;
-  span.trace_id = job.trace().trace_id();
-  span.span_id = std::move(span_id);
-  span.parent_span_id = std::move(parent_span_id);
-  span.name = std::move(name);
-  span.start = start;
-  span.end = end;
-  span.attributes.push_back({"jobstream.job.id", job.id()});
-  span.attributes.push_back({"jobstream.job.type", job.type()});
-  if (!job.tenant().empty()) span.attributes.push_back({"jobstream.tenant", job.tenant()});
-  return span;
+SpanWriter Of(const Job& job, std::string_view span_id, std::string_view parent_span_id,
+              std::string_view name, absl::Time start, absl::Time end) {
+  TraceIdBytes trace;
+  SpanIdBytes span, parent;
+  IdBytes(job.trace().trace_id(), trace);  // ids the server made or checked: lower-case hex
+  IdBytes(span_id, span);
+  const bool has_parent = IdBytes(parent_span_id, parent);
+  SpanWriter writer(trace, span, has_parent ? &parent : nullptr, name, start, end);
+  writer.Attribute("jobstream.job.id", job.id());
+  writer.Attribute("jobstream.job.type", job.type());
+  if (!job.tenant().empty()) writer.Attribute("jobstream.tenant", job.tenant());
+  return writer;
 }
 
 // A child span of the job's own.
-Span Child(const Job& job, std::string span_id, std::string name, absl::Time start,
-           absl::Time end) {
-  return Of(job, std::move(span_id), job.trace().span_id(), std::move(name), start, end);
+SpanWriter Child(const Job& job, std::string_view span_id, std::string_view name,
+                 absl::Time start, absl::Time end) {
+  return Of(job, span_id, job.trace().span_id(), name, start, end);
 }
 
 std::string Outcome(JobEvent::Type type) {
@@ -51,38 +51,32 @@ std::string Outcome(JobEvent::Type type) {
 void EndWaitSpan(const Job& job, absl::Time ready, absl::Time now) {
   if (!Wanted(job)) return;
   const int attempt = job.attempt() + 1;
-  Span span = Child(job, WaitSpanId(job.trace(), AttemptKey(job, attempt)), "queue wait",
+  SpanWriter span = Child(job, WaitSpanId(job.trace(), AttemptKey(job, attempt)), "queue wait",
                     std::min(ready, now), now);
-  span.attributes.push_back({"jobstream.attempt", int64_t{attempt}});
-  Export(std::move(span));
+  span.Attribute("jobstream.attempt", int64_t{attempt});
+  Export(std::move(span).Finish());
 }
 
 void EndAttemptSpan(const Job& job, int attempt, JobEvent::Type outcome, absl::Time now) {
   if (!Wanted(job) || !job.has_start_time()) return;
-  Span span = Child(job, AttemptSpanId(job.trace(), AttemptKey(job, attempt)),
+  SpanWriter span = Child(job, AttemptSpanId(job.trace(), AttemptKey(job, attempt)),
                     absl::StrCat("attempt ", attempt), v1::ToTime(job.start_time()), now);
-  span.attributes.push_back({"jobstream.attempt", int64_t{attempt}});
-  span.attributes.push_back({"jobstream.outcome", Outcome(outcome)});
-  if (!job.worker_id().empty()) span.attributes.push_back({"jobstream.worker", job.worker_id()});
-  if (outcome != JobEvent::SUCCEEDED) {
-    span.error = true;
-    span.error_message = job.error().message();
-  }
-  Export(std::move(span));
+  span.Attribute("jobstream.attempt", int64_t{attempt});
+  span.Attribute("jobstream.outcome", Outcome(outcome));
+  if (!job.worker_id().empty()) span.Attribute("jobstream.worker", job.worker_id());
+  if (outcome != JobEvent::SUCCEEDED) span.Error(job.error().message());
+  Export(std::move(span).Finish());
 }
 
 void EndJobSpan(const Job& job, JobEvent::Type outcome) {
   if (!Wanted(job)) return;
-  Span span = Of(job, job.trace().span_id(), job.trace().parent_span_id(),
+  SpanWriter span = Of(job, job.trace().span_id(), job.trace().parent_span_id(),
                  absl::StrCat("job ", job.type()), v1::ToTime(job.create_time()),
                  job.has_end_time() ? v1::ToTime(job.end_time()) : absl::Now());
-  span.attributes.push_back({"jobstream.attempts", int64_t{job.attempt()}});
-  span.attributes.push_back({"jobstream.outcome", Outcome(outcome)});
-  if (outcome != JobEvent::SUCCEEDED) {
-    span.error = true;
-    span.error_message = job.error().message();
-  }
-  Export(std::move(span));
+  span.Attribute("jobstream.attempts", int64_t{job.attempt()});
+  span.Attribute("jobstream.outcome", Outcome(outcome));
+  if (outcome != JobEvent::SUCCEEDED) span.Error(job.error().message());
+  Export(std::move(span).Finish());
 }
 
 }  // namespace jobstream::tracing

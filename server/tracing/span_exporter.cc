@@ -9,9 +9,13 @@
 #include "absl/strings/escaping.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
-#include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
+#include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
 #include "server/metrics/server_metrics.h"
+#include "server/tracing/otlp_wire.h"
 
 namespace jobstream::tracing {
 namespace {
@@ -22,11 +26,10 @@ class Exporter {
  public:
   explicit Exporter(const ExporterOptions& options)
       : options_(options),
-        stub_(otlp::collector::trace::v1::TraceService::NewStub(
-            grpc::CreateChannel(options.endpoint, grpc::InsecureChannelCredentials()))),
+        stub_(grpc::CreateChannel(options.endpoint, grpc::InsecureChannelCredentials())),
         thread_([this] { Run(); }) {}
 
-  void Add(Span span) {
+  void Add(std::string span) {
     absl::MutexLock lock(&mu_);
     if (queue_.size() >= options_.max_queue) {
       server_metrics::CountSpansDropped(1);
@@ -46,7 +49,7 @@ class Exporter {
  private:
   void Run() {
     for (;;) {
-      std::vector<Span> batch;
+      std::vector<std::string> batch;
       bool last = false;
       {
         absl::MutexLock lock(&mu_);
@@ -65,51 +68,28 @@ class Exporter {
     }
   }
 
-  void Send(const std::vector<Span>& batch) {
-    otlp::collector::trace::v1::ExportTraceServiceRequest request;
-    auto* resource_spans = request.add_resource_spans();
-    auto attribute = [](auto* attributes, const std::string& key, const std::string& value) {
-      auto* kv = attributes->Add();
-      kv->set_key(key);
-      kv->mutable_value()->set_string_value(value);
-    };
-    auto* resource = resource_spans->mutable_resource()->mutable_attributes();
-    attribute(resource, "service.name", "jobstream");
-    if (!options_.service_instance.empty()) {
-      attribute(resource, "service.instance.id", options_.service_instance);
-    }
-    auto* scope = resource_spans->add_scope_spans();
-    scope->mutable_scope()->set_name("jobstream-server");
-    for (const Span& s : batch) {
-      auto* span = scope->add_spans();
-      span->set_trace_id(absl::HexStringToBytes(s.trace_id));
-      span->set_span_id(absl::HexStringToBytes(s.span_id));
-      if (!s.parent_span_id.empty()) {
-        span->set_parent_span_id(absl::HexStringToBytes(s.parent_span_id));
-      }
-      span->set_name(s.name);
-      span->set_kind(otlp::trace::v1::Span::SPAN_KIND_INTERNAL);
-      span->set_start_time_unix_nano(static_cast<uint64_t>(absl::ToUnixNanos(s.start)));
-      span->set_end_time_unix_nano(static_cast<uint64_t>(absl::ToUnixNanos(s.end)));
-      for (const auto& [key, value] : s.attributes) {
-        auto* kv = span->add_attributes();
-        kv->set_key(key);
-        if (const auto* text = std::get_if<std::string>(&value)) {
-          kv->mutable_value()->set_string_value(*text);
-        } else {
-          kv->mutable_value()->set_int_value(std::get<int64_t>(value));
-        }
-      }
-      if (s.error) {
-        span->mutable_status()->set_code(otlp::trace::v1::Status::STATUS_CODE_ERROR);
-        span->mutable_status()->set_message(s.error_message);
-      }
-    }
+  void Send(const std::vector<std::string>& batch) {
+    const std::string request = ExportRequest(options_.service_instance, batch);
+    grpc::Slice slice(request);
+    const grpc::ByteBuffer request_bytes(&slice, 1);
+    grpc::ByteBuffer response_bytes;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(absl::ToInt64Milliseconds(options_.timeout)));
+    absl::Notification done;
+    grpc::Status status;
+    stub_.UnaryCall(&ctx, "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                    grpc::StubOptions(), &request_bytes, &response_bytes,
+                    [&](grpc::Status s) {
+                      status = std::move(s);
+                      done.Notify();
+                    });
+    done.WaitForNotification();
     otlp::collector::trace::v1::ExportTraceServiceResponse response;
-    const grpc::Status status = stub_->Export(&ctx, request, &response);
+    if (status.ok() && !grpc::SerializationTraits<decltype(response)>::Deserialize(
+                           &response_bytes, &response).ok()) {
+      status = grpc::Status(grpc::StatusCode::INTERNAL, "the collector's answer did not parse");
+    }
     if (!status.ok()) {
       server_metrics::CountSpansDropped(static_cast<int64_t>(batch.size()));
       if (absl::Now() - last_complaint_ > absl::Minutes(1)) {  // said now and then
@@ -125,9 +105,9 @@ class Exporter {
   }
 
   const ExporterOptions options_;
-  std::unique_ptr<otlp::collector::trace::v1::TraceService::Stub> stub_;
+  grpc::GenericStub stub_;
   absl::Mutex mu_;
-  std::deque<Span> queue_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_complaint_ = absl::InfinitePast();  // the thread's own
   std::thread thread_;  // last: started once the rest is made
@@ -148,7 +128,7 @@ void StopExporter() {
 
 bool Exporting() { return exporter.load(std::memory_order_relaxed) != nullptr; }
 
-void Export(Span span) {
+void Export(std::string span) {
   if (Exporter* e = exporter.load(std::memory_order_acquire)) e->Add(std::move(span));
 }
 

@@ -10,24 +10,10 @@
 
 #include <cstdint>
 #include <string>
-#include <utility>
-#include <variant>
-#include <vector>
 
 #include "absl/time/time.h"
 
 namespace jobstream::tracing {
-
-struct Span {
-  std::string trace_id;        // 32 hex digits
-  std::string span_id;         // 16 hex digits
-  std::string parent_span_id;  // 16 hex digits, or empty for a root
-  std::string name;
-  absl::Time start, end;
-  std::vector<std::pair<std::string, std::variant<std::string, int64_t>>> attributes;
-  bool error = false;
-  std::string error_message;
-};
 
 struct ExporterOptions {
   std::string endpoint;          // HOST:PORT of an OTLP/gRPC receiver (plaintext)
@@ -45,7 +31,8 @@ void StartExporter(const ExporterOptions& options);
 void StopExporter();
 // Whether spans are wanted: callers skip building them otherwise.
 bool Exporting();
-// Queues a span; dropped (and counted) if the queue is full or export is off.
-void Export(Span span);
+// Queues a span, as SpanWriter encoded it; dropped (and counted) if the queue is full or
+// export is off.
+void Export(std::string span);
 
 }  // namespace jobstream::tracing
