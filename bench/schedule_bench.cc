@@ -21,6 +21,7 @@
 #include "bench/bench_util.h"
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/schedules.grpc.pb.h"
+#include "bench/postgres_store.h"
 #include "tests/support/postgres_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -53,15 +54,8 @@ int main(int argc, char** argv) {
       "--max_submits_per_second=0", "--config=" + config, "--data_dir=" + dir.sub("data"),
       absl::StrCat("--max_queued_per_tenant=", count * (absl::GetFlag(FLAGS_minutes) + 2))};
   jobstream::testing::PostgresProcess pg;
-  if (absl::GetFlag(FLAGS_postgres)) {
-    absl::StatusOr<std::string> url = pg.Start().ok() ? pg.NewDatabase()
-                                                      : absl::UnavailableError("PostgreSQL");
-    if (!url.ok()) {
-      std::cerr << "PostgreSQL could not be started: " << url.status() << "\n";
-      return 1;
-    }
-    server_argv.push_back("--store=" + *url);
-    server_argv.push_back("--server_id=bench");
+  if (absl::GetFlag(FLAGS_postgres) && !jobstream::bench::UsePostgres(pg, server_argv)) {
+    return 1;
   }
   Child server = jobstream::bench::Spawn(server_argv);
   std::printf("Store: %s\n\n", absl::GetFlag(FLAGS_postgres) ? "PostgreSQL 15" : "RocksDB");
