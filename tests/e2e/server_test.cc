@@ -497,6 +497,9 @@ TEST_P(ServerTest, ConfigDeclaresTypesAndBadConfigIsRefusedClearly) {
   ASSERT_TRUE(job.ok());
   EXPECT_EQ(job->max_attempts(), 5) << "the type's default comes from the config";
   server->Stop();
+  // What follows never reaches a store (a bad start is refused before one opens), so it
+  // runs once, not once per store: 25 server starts fewer in each suite.
+  if (postgres()) return;
 
   const std::string data = "--listen=127.0.0.1:0 --data_dir=" + dir_.sub("other") + " ";
   struct Case {
