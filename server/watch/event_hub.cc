@@ -69,9 +69,12 @@ absl::StatusOr<std::shared_ptr<Subscription>> EventHub::WatchJob(const std::stri
   absl::MutexLock lock(&shard.mu);
   if (closed_.load()) return refuse(absl::UnavailableError("server is shutting down"));
   auto it = shard.jobs.find(job_id);
-  if (it != shard.jobs.end() && it->second.last_sequence > 0 && it->second.latest) {
+  // Held, and the position is within what the hub has: served from the entry. A position
+  // beyond it may still be in the store (another server's events on a feed that lags this
+  // one; a watch resumed here after that server died): the store decides, below.
+  if (it != shard.jobs.end() && it->second.last_sequence > 0 && it->second.latest &&
+      after <= it->second.last_sequence) {
     if (!scope.Sees(it->second.latest->event.status())) return refuse(NoSuchJob(job_id));
-    if (after > it->second.last_sequence) return out_of_range(it->second.last_sequence);
     if (it->second.subs.size() >= options_.max_watchers_per_job) return too_many();
     auto sub = std::make_shared<Subscription>(store_, job_id, after, it->second.last_sequence,
                                               /*live=*/true, options_);

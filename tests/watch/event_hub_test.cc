@@ -216,6 +216,49 @@ TEST_F(EventHubTest, RefusesBadPositionsAndUnknownJobs) {
   EXPECT_EQ(hub_->watchers(), 0u) << "refused watches are not counted";
 }
 
+// Several servers on PostgreSQL: another server's events reach this hub by a feed that can
+// lag the store. A watch resumed here from a position the store has but the feed has not
+// brought yet (its first server died) is served from the store, and the late events are
+// not delivered twice.
+TEST_F(EventHubTest, APositionTheStoreHasButALaggingFeedHasNotIsServed) {
+  Start({});
+  Append(kJob, JobEvent::CREATED);
+  Append(kJob, JobEvent::STARTED);  // running: the hub holds the job, at sequence 2
+  // Sequences 3 to 5 committed elsewhere, not yet published here.
+  Job& job = jobs_[kJob];
+  std::vector<JobEvent> lagging;
+  storage::Batch batch;
+  for (int i = 0; i < 3; ++i) {
+    job.set_last_sequence(job.last_sequence() + 1);
+    JobEvent event;
+    event.set_job_id(kJob);
+    event.set_sequence(job.last_sequence());
+    event.set_type(JobEvent::STEP);
+    *event.mutable_status() = job;
+    batch.Put(Cf::kEvents, storage::EventKey(kJob, event.sequence()), event.SerializeAsString());
+    lagging.push_back(event);
+  }
+  batch.Put(Cf::kJobs, kJob, job.SerializeAsString());
+  ASSERT_TRUE(store_->Write(batch, true).ok());
+
+  auto resumed = hub_->WatchJob(kJob, 5, kAll);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  auto earlier = hub_->WatchJob(kJob, 3, kAll);
+  ASSERT_TRUE(earlier.ok()) << earlier.status();
+  EXPECT_TRUE(absl::IsOutOfRange(hub_->WatchJob(kJob, 6, kAll).status()))
+      << "beyond the store too: refused";
+  for (const JobEvent& e : lagging) hub_->Publish(storage::MakeCommittedEvent(e));  // late
+  Append(kJob, JobEvent::SUCCEEDED);
+  testing::Drained got = Drain(**resumed);
+  EXPECT_TRUE(got.status.ok()) << got.status;
+  EXPECT_EQ(got.sequences(), (std::vector<int64_t>{6}));
+  got = Drain(**earlier);
+  EXPECT_TRUE(got.status.ok()) << got.status;
+  EXPECT_EQ(got.sequences(), (std::vector<int64_t>{4, 5, 6}));
+  hub_->Unsubscribe(*resumed);
+  hub_->Unsubscribe(*earlier);
+}
+
 TEST_F(EventHubTest, WatchJobsStartsWithSnapshotsThenFollowsMatchingJobs) {
   Start({});
   Append(kJob, JobEvent::CREATED, "", "demo.steps");
