@@ -412,7 +412,16 @@ function renderFields(job) {
   }));
   $('#detail-retry').hidden = !retriable(job);
   $('#detail-replay').hidden = !finished(job.state) || Boolean(job.batch);
-  $('#replay-params').value = JSON.stringify(job.params || {}, null, 2);
+  // The fields are drawn again at each of the job's events: what an operator is typing
+  // into an open replay form stays; another job's detail starts from its own params.
+  const replay = $('#replay-params');
+  if (replay.dataset.job !== job.id) {
+    $('#replay-form').hidden = true;
+    replay.dataset.job = job.id;
+    replay.value = JSON.stringify(job.params || {}, null, 2);
+  } else if ($('#replay-form').hidden) {
+    replay.value = JSON.stringify(job.params || {}, null, 2);
+  }
   const deliveries = job.webhookDeliveries || [];
   $('#detail-webhooks').hidden = deliveries.length === 0;
   $('#detail-webhooks tbody').replaceChildren(...deliveries.map((d) => {
