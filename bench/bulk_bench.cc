@@ -18,8 +18,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "bench/bench_util.h"
-#include "jobstream/v1/jobs.grpc.pb.h"
 #include "bench/postgres_store.h"
+#include "jobstream/v1/jobs.grpc.pb.h"
 #include "tests/support/postgres_process.h"
 #include "tests/support/temp_dir.h"
 

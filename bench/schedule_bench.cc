@@ -17,11 +17,10 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
+#include "bench/postgres_store.h"
 #include "jobstream/v1/job_states.h"
 #include "jobstream/v1/schedules.grpc.pb.h"
-#include "bench/postgres_store.h"
 #include "tests/support/postgres_process.h"
 #include "tests/support/temp_dir.h"
 
@@ -38,7 +37,6 @@ namespace {
 using jobstream::bench::Child;
 using jobstream::bench::Percentile;
 using jobstream::v1::Job;
-
 
 }  // namespace
 

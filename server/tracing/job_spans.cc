@@ -24,9 +24,11 @@ bool Wanted(const Job& job) {
 // A span of the job's trace, with the attributes every one of them carries.
 SpanWriter Of(const Job& job, std::string_view span_id, std::string_view parent_span_id,
               std::string_view name, absl::Time start, absl::Time end) {
-  TraceIdBytes trace;
-  SpanIdBytes span, parent;
-  IdBytes(job.trace().trace_id(), trace);  // ids the server made or checked: lower-case hex
+  // Ids the server made or checked (lower-case hex); zeros, which a collector refuses, if
+  // a stored one were not.
+  TraceIdBytes trace{};
+  SpanIdBytes span{}, parent{};
+  IdBytes(job.trace().trace_id(), trace);
   IdBytes(span_id, span);
   const bool has_parent = IdBytes(parent_span_id, parent);
   SpanWriter writer(trace, span, has_parent ? &parent : nullptr, name, start, end);
@@ -51,8 +53,8 @@ std::string Outcome(JobEvent::Type type) {
 void EndWaitSpan(const Job& job, absl::Time ready, absl::Time now) {
   if (!Wanted(job)) return;
   const int attempt = job.attempt() + 1;
-  SpanWriter span = Child(job, WaitSpanId(job.trace(), AttemptKey(job, attempt)), "queue wait",
-                    std::min(ready, now), now);
+  SpanWriter span = Child(job, WaitSpanId(job.trace(), AttemptKey(job, attempt)),
+                          "queue wait", std::min(ready, now), now);
   span.Attribute("jobstream.attempt", int64_t{attempt});
   Export(std::move(span).Finish());
 }
@@ -60,7 +62,7 @@ void EndWaitSpan(const Job& job, absl::Time ready, absl::Time now) {
 void EndAttemptSpan(const Job& job, int attempt, JobEvent::Type outcome, absl::Time now) {
   if (!Wanted(job) || !job.has_start_time()) return;
   SpanWriter span = Child(job, AttemptSpanId(job.trace(), AttemptKey(job, attempt)),
-                    absl::StrCat("attempt ", attempt), v1::ToTime(job.start_time()), now);
+                          absl::StrCat("attempt ", attempt), v1::ToTime(job.start_time()), now);
   span.Attribute("jobstream.attempt", int64_t{attempt});
   span.Attribute("jobstream.outcome", Outcome(outcome));
   if (!job.worker_id().empty()) span.Attribute("jobstream.worker", job.worker_id());
@@ -71,8 +73,8 @@ void EndAttemptSpan(const Job& job, int attempt, JobEvent::Type outcome, absl::T
 void EndJobSpan(const Job& job, JobEvent::Type outcome) {
   if (!Wanted(job)) return;
   SpanWriter span = Of(job, job.trace().span_id(), job.trace().parent_span_id(),
-                 absl::StrCat("job ", job.type()), v1::ToTime(job.create_time()),
-                 job.has_end_time() ? v1::ToTime(job.end_time()) : absl::Now());
+                       absl::StrCat("job ", job.type()), v1::ToTime(job.create_time()),
+                       job.has_end_time() ? v1::ToTime(job.end_time()) : absl::Now());
   span.Attribute("jobstream.attempts", int64_t{job.attempt()});
   span.Attribute("jobstream.outcome", Outcome(outcome));
   if (outcome != JobEvent::SUCCEEDED) span.Error(job.error().message());

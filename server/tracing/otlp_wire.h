@@ -6,36 +6,15 @@
 // opentelemetry.proto classes parse (tests/tracing/otlp_wire_test.cc).
 #pragma once
 
-#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "server/tracing/ids.h"
 
 namespace jobstream::tracing {
-
-using TraceIdBytes = std::array<char, 16>;
-using SpanIdBytes = std::array<char, 8>;
-
-// The bytes a W3C id's lower-case hex digits stand for (false, and `out` unchanged, if
-// `hex` is not 2 * N such digits).
-template <size_t N>
-bool IdBytes(std::string_view hex, std::array<char, N>& out) {
-  if (hex.size() != 2 * N) return false;
-  auto nibble = [](char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-  };
-  std::array<char, N> bytes;
-  for (size_t i = 0; i < N; ++i) {
-    const int high = nibble(hex[2 * i]), low = nibble(hex[2 * i + 1]);
-    if (high < 0 || low < 0) return false;
-    bytes[i] = static_cast<char>(high << 4 | low);
-  }
-  out = bytes;
-  return true;
-}
 
 // One opentelemetry.proto.trace.v1.Span (kind INTERNAL), field by field.
 class SpanWriter {

@@ -1,11 +1,11 @@
 #include "server/tracing/trace_context.h"
 
-#include <atomic>
-
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -14,18 +14,17 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "server/tracing/ids.h"
 
 namespace jobstream::tracing {
 namespace {
 
-bool LowerHex(absl::string_view s, size_t size) {
-  if (s.size() != size) return false;
-  bool nonzero = false;
-  for (char c : s) {
-    if (!absl::ascii_isdigit(c) && !(c >= 'a' && c <= 'f')) return false;
-    nonzero = nonzero || c != '0';
-  }
-  return nonzero;
+// A W3C id: lower-case hex of N bytes, not all zero.
+template <size_t N>
+bool ValidId(absl::string_view hex) {
+  std::array<char, N> bytes{};
+  return IdBytes(std::string_view(hex.data(), hex.size()), bytes) &&
+         std::any_of(bytes.begin(), bytes.end(), [](char b) { return b != 0; });
 }
 
 // A thread's own generator, seeded from the OS's entropy: W3C asks for random ids, and
@@ -85,7 +84,7 @@ std::optional<SpanContext> ParseTraceparent(absl::string_view header) {
   context.trace_id = std::string(header.substr(3, 32));
   context.span_id = std::string(header.substr(36, 16));
   const absl::string_view flags = header.substr(53, 2);
-  if (!LowerHex(context.trace_id, 32) || !LowerHex(context.span_id, 16) ||
+  if (!ValidId<16>(context.trace_id) || !ValidId<8>(context.span_id) ||
       !absl::ascii_isxdigit(flags[0]) || !absl::ascii_isxdigit(flags[1])) {
     return std::nullopt;
   }
@@ -107,11 +106,10 @@ void SetRootSampleRatio(double ratio) { root_sample_ratio = std::clamp(ratio, 0.
 bool SampledRoot(absl::string_view trace_id) {
   const double ratio = root_sample_ratio.load(std::memory_order_relaxed);
   if (ratio >= 1.0) return true;
-  if (ratio <= 0.0 || trace_id.size() < 14) return false;
-  uint64_t low = 0;  // the last 14 hex digits: 56 random bits
-  for (char c : trace_id.substr(trace_id.size() - 14)) {
-    low = low * 16 + static_cast<uint64_t>(absl::ascii_isdigit(c) ? c - '0' : c - 'a' + 10);
-  }
+  TraceIdBytes id;
+  if (ratio <= 0.0 || !IdBytes(std::string_view(trace_id.data(), trace_id.size()), id)) return false;
+  uint64_t low = 0;  // the last 7 bytes: the 56 bits W3C has random
+  for (size_t i = id.size() - 7; i < id.size(); ++i) low = low << 8 | static_cast<uint8_t>(id[i]);
   return static_cast<double>(low) < ratio * static_cast<double>(uint64_t{1} << 56);
 }
 
