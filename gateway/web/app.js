@@ -164,6 +164,7 @@ async function refreshList() {
     found = await jobstream.list(listQuery(''));
   }
   if (asked !== listsAsked) return;  // a newer view was asked for meanwhile
+  $('#jobs').setAttribute('aria-busy', 'false');
   for (const id of [...rows.keys()]) dropRow(id);
   for (const job of found.jobs || []) {
     jobs.delete(job.id);  // drawn as listed, whatever was seen of it before
@@ -193,7 +194,12 @@ function setView(changes) {
   showSelection();
   const described = describeView();
   $('#search-result').textContent = described ? `showing ${described}` : '';
+  // Until the view's first page comes, the rows shown are the last view's: said, and dimmed.
+  $('#jobs').setAttribute('aria-busy', 'true');
+  const asked = listsAsked + 1;
   return refreshList().catch((error) => {
+    if (asked !== listsAsked) return;
+    $('#jobs').setAttribute('aria-busy', 'false');
     for (const id of [...rows.keys()]) dropRow(id);
     $('#search-result').textContent = error.message;
   });

@@ -58,6 +58,8 @@ async function open(viewport = { width: 1200, height: 900 }) {
   return { page, errors };
 }
 
+// A view's first page has come (until then the last view's rows stay, dimmed).
+const viewShown = (page) => page.waitForSelector('#jobs[aria-busy=false]');
 const shownIds = (page) => page.$$eval('#jobs tbody tr', (rows) => rows.map((r) => r.dataset.id));
 
 test('tabs, search and paging find a job among many; a failed job shows why; Retry and Replay', async () => {
@@ -73,6 +75,7 @@ test('tabs, search and paging find a job among many; a failed job shows why; Ret
   const { page, errors } = await open();
   // The Failed tab shows the failed job (and only failed ones).
   await page.click('#state-tabs [data-state=FAILED]');
+  await viewShown(page);
   await page.waitForSelector(`#jobs tr[data-id="${broken}"]`);
   for (const state of await page.$$eval('#jobs tbody tr', (rows) => rows.map((r) => r.dataset.state))) {
     assert.equal(state, 'FAILED');
@@ -81,6 +84,7 @@ test('tabs, search and paging find a job among many; a failed job shows why; Ret
   await page.click('#state-tabs [data-state=""]');
   await page.fill('#job-search input[name=label]', `run:${label}`);
   await page.click('#job-search button[type=submit]');
+  await viewShown(page);
   await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr').length > 0);
   const rowCount = () => page.$$eval('#jobs tbody tr', (rows) => rows.length);
   assert.ok(await rowCount() <= 50, 'a page at a time');
@@ -96,6 +100,7 @@ test('tabs, search and paging find a job among many; a failed job shows why; Ret
   // A time range: created before 2020, none of them.
   await page.fill('#job-search input[name=before]', '2020-01-01T00:00:00');
   await page.click('#job-search button[type=submit]');
+  await viewShown(page);
   await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr').length === 0);
   assert.match(await page.textContent('#search-result'), /created before/);
   await page.fill('#job-search input[name=before]', '');
@@ -103,6 +108,7 @@ test('tabs, search and paging find a job among many; a failed job shows why; Ret
   await page.fill('#job-search input[name=label]', '');
   await page.fill('#job-search input[name=id]', ok[17]);
   await page.click('#job-search button[type=submit]');
+  await viewShown(page);
   await page.waitForFunction((id) => {
     const rows = document.querySelectorAll('#jobs tbody tr');
     return rows.length === 1 && rows[0].dataset.id === id;
@@ -110,6 +116,7 @@ test('tabs, search and paging find a job among many; a failed job shows why; Ret
   // An unknown id says so.
   await page.fill('#job-search input[name=id]', '01hzzzzzzzzzzzzzzzzzzzzzzz');
   await page.click('#job-search button[type=submit]');
+  await viewShown(page);
   await page.waitForFunction(() => {
     const text = document.querySelector('#search-result').textContent;
     return text && !text.startsWith('showing');
@@ -122,6 +129,7 @@ test('tabs, search and paging find a job among many; a failed job shows why; Ret
   // fails again: its program says so) under the same id.
   await page.fill('#job-search input[name=id]', broken);
   await page.click('#job-search button[type=submit]');
+  await viewShown(page);
   await page.waitForSelector(`#jobs tr[data-id="${broken}"]`);
   await page.click(`#jobs tr[data-id="${broken}"] td.id`);
   await page.waitForSelector('#detail-fields dd[data-field=error]');
@@ -164,8 +172,10 @@ test('bulk: a selection, and everything matching a view after a confirmation wit
 
   const { page, errors } = await open();
   await page.click('#state-tabs [data-state=FAILED]');
+  await viewShown(page);
   await page.fill('#job-search input[name=label]', `run:${label}`);
   await page.click('#job-search button[type=submit]');
+  await viewShown(page);
   await page.waitForFunction(() => document.querySelectorAll('#jobs tbody tr').length === 7);
   // Two ticked by hand, retried: they leave the Failed view.
   await page.check(`#jobs tr[data-id="${ids[0]}"] .pick`);

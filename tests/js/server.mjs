@@ -1,7 +1,9 @@
 // Starts the real jobstream-server (a free port, a temp data dir, both removed when it
 // stops) and jobstream-gateway on 127.0.0.1. Shared by the Node tests.
 import { spawn } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import {
+  chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,9 +14,37 @@ import { fileURLToPath } from 'node:url';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN_DIR = process.env.JOBSTREAM_BIN_DIR ?? path.join(ROOT, 'build');
 
+// What the servers and gateways print goes to a file each (artifacts/logs), not into the
+// test's output: there it buried a failure's message, and a CI log keeps only its head and
+// tail. A file whose tests failed prints the end of every log once, after its results, and
+// keeps them; one whose tests passed removes them.
+const LOG_DIR = path.join(BIN_DIR, 'artifacts', 'logs');
+const logs = [];
+process.on('exit', (code) => {
+  if (code === 0) {
+    for (const file of logs) rmSync(file, { force: true });
+    return;
+  }
+  for (const file of logs) {
+    const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+    process.stderr.write(`--- the last ${Math.min(lines.length, 60)} of ${lines.length} lines of ${file}\n` +
+      `${lines.slice(-60).join('\n')}\n`);
+  }
+});
+
+function logFile(binary) {
+  mkdirSync(LOG_DIR, { recursive: true });
+  const test = path.basename(process.argv[1] ?? 'node', '.test.mjs');
+  const file = path.join(LOG_DIR, `${test}-${process.pid}-${logs.length}-${path.basename(binary)}.log`);
+  logs.push(file);
+  return file;
+}
+
 // Spawns a binary that prints "listening on HOST:PORT" first; resolves to its address.
 async function spawnListening(binary, args) {
-  const child = spawn(path.join(BIN_DIR, binary), args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const log = openSync(logFile(binary), 'w');
+  const child = spawn(path.join(BIN_DIR, binary), args, { stdio: ['ignore', 'pipe', log] });
+  closeSync(log);  // the child holds its own copy
   const lines = readline.createInterface({ input: child.stdout });
   const first = await new Promise((resolve, reject) => {
     lines.once('line', resolve);
@@ -44,7 +74,10 @@ function controls(child) {
 export async function startServer(flags = [], { port = 0, dataDir = null } = {}) {
   dataDir ??= mkdtempSync(path.join(tmpdir(), 'jobstream-js-'));
   const { child, address } = await spawnListening('server/jobstream-server',
-    [`--listen=127.0.0.1:${port}`, `--data_dir=${dataDir}`, ...flags]);
+    [`--listen=127.0.0.1:${port}`, `--data_dir=${dataDir}`,
+      // The fixed default port would collide with another server on this machine.
+      ...(flags.some((f) => f.startsWith('--metrics_listen')) ? [] : ['--metrics_listen=off']),
+      ...flags]);
   return {
     address,
     dataDir,
