@@ -44,7 +44,12 @@ run_ctest() {  # BUILD_DIR
   tmp="$(test_tmpdir)"
   echo "== ctest in $1 (-j$TEST_JOBS, files in $tmp)"
   # LSAN_OPTIONS: tests/lsan.supp (what a sanitized test process may leave at exit).
+  # ASAN_OPTIONS: a freed block waits in a 32 MiB quarantine (use after free is still caught
+  # until 32 MiB more has been freed) rather than the default 256 MiB, which kept every busy
+  # server's freed memory and made it fault in fresh pages instead (12 us a fault on our
+  # 2-core machine): 28-29 s to 23-25 s for the same 28 server tests, three runs each.
   (cd "$1" && TMPDIR="$tmp" LSAN_OPTIONS="suppressions=$JOBSTREAM_ROOT/tests/lsan.supp" \
+    ASAN_OPTIONS="${ASAN_OPTIONS:-quarantine_size_mb=32}" \
     ctest "-j$TEST_JOBS" --output-on-failure --timeout 600 --no-tests=error) || status=$?
   [ -n "${TEST_TMPDIR:-}" ] || rm -rf "$tmp"
   return "$status"
