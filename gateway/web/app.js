@@ -153,18 +153,22 @@ function listQuery(token) {
   return query.toString();
 }
 
-// The view's first page, drawn afresh; `older` pages follow it.
+// The view's first page, drawn afresh; `older` pages follow it. Until it comes, the rows
+// shown are the last view's: the table says so (aria-busy) and dims them.
 let listsAsked = 0;
 async function refreshList() {
   const asked = ++listsAsked;
+  const table = $('#jobs');
+  table.setAttribute('aria-busy', 'true');
   let found;
-  if (view.id) {
-    found = { jobs: [await jobstream.get(view.id)] };
-  } else {
-    found = await jobstream.list(listQuery(''));
+  try {
+    found = view.id ? { jobs: [await jobstream.get(view.id)] } : await jobstream.list(listQuery(''));
+  } catch (error) {
+    if (asked === listsAsked) throw error;  // a stale view's failure is nobody's
+  } finally {
+    if (asked === listsAsked) table.setAttribute('aria-busy', 'false');
   }
   if (asked !== listsAsked) return;  // a newer view was asked for meanwhile
-  $('#jobs').setAttribute('aria-busy', 'false');
   for (const id of [...rows.keys()]) dropRow(id);
   for (const job of found.jobs || []) {
     jobs.delete(job.id);  // drawn as listed, whatever was seen of it before
@@ -194,12 +198,7 @@ function setView(changes) {
   showSelection();
   const described = describeView();
   $('#search-result').textContent = described ? `showing ${described}` : '';
-  // Until the view's first page comes, the rows shown are the last view's: said, and dimmed.
-  $('#jobs').setAttribute('aria-busy', 'true');
-  const asked = listsAsked + 1;
   return refreshList().catch((error) => {
-    if (asked !== listsAsked) return;
-    $('#jobs').setAttribute('aria-busy', 'false');
     for (const id of [...rows.keys()]) dropRow(id);
     $('#search-result').textContent = error.message;
   });
@@ -424,10 +423,8 @@ function renderFields(job) {
   if (replay.dataset.job !== job.id) {
     $('#replay-form').hidden = true;
     replay.dataset.job = job.id;
-    replay.value = JSON.stringify(job.params || {}, null, 2);
-  } else if ($('#replay-form').hidden) {
-    replay.value = JSON.stringify(job.params || {}, null, 2);
   }
+  if ($('#replay-form').hidden) replay.value = JSON.stringify(job.params || {}, null, 2);
   const deliveries = job.webhookDeliveries || [];
   $('#detail-webhooks').hidden = deliveries.length === 0;
   $('#detail-webhooks tbody').replaceChildren(...deliveries.map((d) => {
