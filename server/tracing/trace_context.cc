@@ -19,11 +19,17 @@
 namespace jobstream::tracing {
 namespace {
 
+// IdBytes on an absl::string_view (Debian's absl has its own, not std's).
+template <size_t N>
+bool IdBytesOf(absl::string_view hex, std::array<char, N>& out) {
+  return IdBytes(std::string_view(hex.data(), hex.size()), out);
+}
+
 // A W3C id: lower-case hex of N bytes, not all zero.
 template <size_t N>
 bool ValidId(absl::string_view hex) {
   std::array<char, N> bytes{};
-  return IdBytes(std::string_view(hex.data(), hex.size()), bytes) &&
+  return IdBytesOf(hex, bytes) &&
          std::any_of(bytes.begin(), bytes.end(), [](char b) { return b != 0; });
 }
 
@@ -94,7 +100,8 @@ std::optional<SpanContext> ParseTraceparent(absl::string_view header) {
 }
 
 std::string FormatTraceparent(const SpanContext& context) {
-  return absl::StrCat("00-", context.trace_id, "-", context.span_id, context.sampled ? "-01" : "-00");
+  return absl::StrCat("00-", context.trace_id, "-", context.span_id,
+                      context.sampled ? "-01" : "-00");
 }
 
 namespace {
@@ -107,9 +114,11 @@ bool SampledRoot(absl::string_view trace_id) {
   const double ratio = root_sample_ratio.load(std::memory_order_relaxed);
   if (ratio >= 1.0) return true;
   TraceIdBytes id;
-  if (ratio <= 0.0 || !IdBytes(std::string_view(trace_id.data(), trace_id.size()), id)) return false;
+  if (ratio <= 0.0 || !IdBytesOf(trace_id, id)) return false;
   uint64_t low = 0;  // the last 7 bytes: the 56 bits W3C has random
-  for (size_t i = id.size() - 7; i < id.size(); ++i) low = low << 8 | static_cast<uint8_t>(id[i]);
+  for (size_t i = id.size() - 7; i < id.size(); ++i) {
+    low = low << 8 | static_cast<uint8_t>(id[i]);
+  }
   return static_cast<double>(low) < ratio * static_cast<double>(uint64_t{1} << 56);
 }
 

@@ -27,7 +27,9 @@
 #include "tests/support/temp_dir.h"
 
 // clang says ASan is on through __has_feature; GCC through __SANITIZE_ADDRESS__.
-#if defined(__has_feature)
+#if defined(__SANITIZE_ADDRESS__)
+#define JOBSTREAM_HAS_ASAN 1
+#elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define JOBSTREAM_HAS_ASAN 1
 #endif
@@ -47,11 +49,7 @@ using v1::Job;
 using v1::JobEvent;
 
 constexpr int64_t kChunk = static_cast<int64_t>(kArtifactChunkBytes);
-#if defined(__SANITIZE_ADDRESS__) || JOBSTREAM_HAS_ASAN
-constexpr bool kAsan = true;
-#else
-constexpr bool kAsan = false;
-#endif
+constexpr bool kAsan = JOBSTREAM_HAS_ASAN;
 // The big artifact: 200 MiB, where the server's peak RSS is measured against it. Under ASan
 // RSS shows the quarantine, not the server, so nothing is measured there, and the same code
 // (every chunk, message and write) is checked for memory errors on 24 MiB, a tenth the time.
