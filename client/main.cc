@@ -60,8 +60,8 @@ ABSL_FLAG(std::string, unique_key, "",
           "for --unique_for from its creation, submitting again answers that job");
 ABSL_FLAG(std::string, unique_for, "", "submit: how long a --unique_key is held: a duration, or active");
 ABSL_FLAG(std::string, concurrency_key, "",
-          "submit: the key (say, a customer id) its type's keyConcurrency and keyRate count "
-          "it under; keys take turns");
+          "submit, schedule: the key (say, a customer id) its type's keyConcurrency and "
+          "keyRate count the job under; keys take turns");
 ABSL_FLAG(std::string, on_dependency_failure, "",
           "submit: cancel, fail or run when a job of --after does not succeed (default cancel)");
 ABSL_FLAG(bool, json, false, "print one JSON object per line instead of text");
@@ -157,7 +157,8 @@ const std::map<std::string, std::string>& CommandHelp() {
       {"schedule",
        "jobstream schedule create|update ID (--cron=EXPR [--time_zone=ZONE] | --every=DUR)\n"
        "                   --type=T [--params=JSON] [--labels=k=v,...] [--priority=N]\n"
-       "                   [--max_attempts=N] [--jitter=DUR] [--overlap=skip|queue_one|allow]\n"
+       "                   [--max_attempts=N] [--concurrency_key=K] [--jitter=DUR]\n"
+       "                   [--overlap=skip|queue_one|allow]\n"
        "                   [--catch_up=skip_missed|run_once|run_all] [--catch_up_limit=N]\n"
        "                   [--paused] [--json]\n"
        "jobstream schedule get|pause|resume|trigger|delete ID\n"
@@ -770,6 +771,7 @@ absl::StatusOr<jobstream::v1::Schedule> ScheduleFromFlags(const std::string& id)
   }
   job.set_priority(absl::GetFlag(FLAGS_priority));
   job.set_max_attempts(absl::GetFlag(FLAGS_max_attempts));
+  job.set_concurrency_key(absl::GetFlag(FLAGS_concurrency_key));
   if (auto st = ParseLabels(job.mutable_labels()); !st.ok()) return st;
   return s;
 }

@@ -49,6 +49,7 @@ v1::SubmitRequest SubmitOf(const v1::JobTemplate& job) {
   *submit.mutable_labels() = job.labels();
   submit.set_priority(job.priority());
   submit.set_max_attempts(job.max_attempts());
+  submit.set_concurrency_key(job.concurrency_key());
   return submit;
 }
 

@@ -114,8 +114,11 @@ JOBSTREAM_BOTH_STORES(ScheduleTest);
 TEST_P(ScheduleTest, AnIntervalFiresOnTimeOneLabelledJobPerFireTime) {
   Start();
   Schedule created;
-  ASSERT_TRUE(Create(EverySecond("tick"), &created).ok());
+  Schedule tick = EverySecond("tick");
+  tick.mutable_job()->set_concurrency_key("customer 7");
+  ASSERT_TRUE(Create(tick, &created).ok());
   EXPECT_EQ(created.id(), "tick");
+  EXPECT_EQ(created.job().concurrency_key(), "customer 7");
   EXPECT_EQ(created.overlap(), Schedule::ALLOW);
   EXPECT_EQ(created.catch_up(), Schedule::SKIP_MISSED);  // the default, stated
   ASSERT_EQ(created.next_fire_times_size(), 5);
@@ -134,6 +137,7 @@ TEST_P(ScheduleTest, AnIntervalFiresOnTimeOneLabelledJobPerFireTime) {
     EXPECT_GE(made, absl::FromUnixSeconds(nominal));
     EXPECT_LT(made, absl::FromUnixSeconds(nominal) + absl::Seconds(1)) << job.id();
     EXPECT_EQ(job.type(), "demo.steps");
+    EXPECT_EQ(job.concurrency_key(), "customer 7") << "the template's key, on every fire's job";
   }
   const Schedule after = Get("tick");
   EXPECT_EQ(after.fired_count(), static_cast<int64_t>(jobs.size()));
@@ -362,6 +366,10 @@ TEST_P(ScheduleTest, BadInputIsRefusedNamingTheFieldAndNothingIsWritten) {
       {[](Schedule& s) { (*s.mutable_job()->mutable_labels())["jobstream/schedule"] = "x"; },
        "keys starting \"jobstream/\" are the server's own"},
       {[](Schedule& s) { s.mutable_interval()->set_seconds(0); }, "schedule.interval must be whole seconds"},
+      {[](Schedule& s) { s.mutable_job()->set_concurrency_key("tab\there"); },
+       "schedule.job: concurrency_key \"tab\\there\" must be printable ASCII"},
+      {[](Schedule& s) { s.mutable_job()->set_concurrency_key(std::string(129, 'k')); },
+       "schedule.job: concurrency_key has 129 characters; at most 128"},
   };
   for (const Bad& bad : cases) {
     Schedule s = EverySecond("bad");
@@ -401,7 +409,7 @@ TEST_P(ScheduleTest, TheCliMakesListsTriggersAndRemovesSchedules) {
   std::string out;
   ASSERT_EQ(cli("schedule create nightly --cron='30 2 * * *' --time_zone=Asia/Tokyo "
                 "--type=demo.steps --params='{\"steps\":[\"a\"]}' --labels=team=data "
-                "--overlap=queue_one --catch_up=run_once --jitter=30s --json",
+                "--overlap=queue_one --catch_up=run_once --jitter=30s --concurrency_key=acme --json",
                 &out),
             0)
       << out;
@@ -411,6 +419,7 @@ TEST_P(ScheduleTest, TheCliMakesListsTriggersAndRemovesSchedules) {
   EXPECT_EQ(made.catch_up(), Schedule::RUN_ONCE);
   EXPECT_EQ(made.jitter().seconds(), 30);
   EXPECT_EQ(made.job().labels().at("team"), "data");
+  EXPECT_EQ(made.job().concurrency_key(), "acme");
   ASSERT_GT(made.next_fire_times_size(), 0);
   EXPECT_EQ(absl::ToCivilHour(v1::ToTime(made.next_fire_times(0)), absl::UTCTimeZone()).hour(),
             17);  // 02:30 in Tokyo
