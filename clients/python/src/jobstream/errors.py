@@ -1,0 +1,104 @@
+"""Typed errors: each carries the gRPC status code and the server's message.
+
+Every call of Client, AsyncClient and Worker raises a subclass of JobstreamError instead of
+grpc.RpcError, so callers can write `except jobstream.NotFound:`; `code` is the
+grpc.StatusCode and `message` the server's words (which name the field at fault).
+"""
+
+import grpc
+
+
+class JobstreamError(Exception):
+    """A call the server (or the connection) refused."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self):
+        return "%s: %s" % (self.code.name, self.message)
+
+
+class InvalidArgument(JobstreamError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(JobstreamError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(JobstreamError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(JobstreamError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class OutOfRange(JobstreamError):
+    code = grpc.StatusCode.OUT_OF_RANGE
+
+
+class PermissionDenied(JobstreamError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(JobstreamError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class ResourceExhausted(JobstreamError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Aborted(JobstreamError):
+    code = grpc.StatusCode.ABORTED
+
+
+class Unavailable(JobstreamError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(JobstreamError, TimeoutError):
+    """The call's deadline passed, or wait()/result() ran out of time before the job ended."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Internal(JobstreamError):
+    code = grpc.StatusCode.INTERNAL
+
+
+class JobFailed(JobstreamError):
+    """result(): the job ended FAILED or CANCELLED. `job` is the job as it ended."""
+
+    def __init__(self, job):
+        from jobstream.v1 import jobs_pb2
+
+        state = jobs_pb2.Job.State.Name(job.state)
+        super().__init__("job %s %s: %s" % (job.id, state, job.error.message),
+                         grpc.StatusCode.ABORTED if state == "FAILED" else grpc.StatusCode.CANCELLED)
+        self.job = job
+
+
+_BY_CODE = {cls.code: cls for cls in (
+    InvalidArgument, NotFound, AlreadyExists, FailedPrecondition, OutOfRange, PermissionDenied,
+    Unauthenticated, ResourceExhausted, Aborted, Unavailable, DeadlineExceeded, Internal)}
+
+
+def from_rpc_error(error):
+    """The JobstreamError for a grpc.RpcError (its code's class, else JobstreamError)."""
+    code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = error.details() if callable(getattr(error, "details", None)) else str(error)
+    cls = _BY_CODE.get(code, JobstreamError)
+    return cls(details or code.name, code)
+
+
+# What a watch or a worker meets while a server restarts or a connection drops (INTERNAL:
+# a stream reset mid-message), or when a watcher fell behind: it resumes.
+TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,
+             grpc.StatusCode.INTERNAL)
