@@ -7,21 +7,17 @@
 """
 
 import asyncio
-import os
-import time
 import uuid
 
 import grpc
 
 from jobstream import _requests as rq
-from jobstream.client import _sha256, backoff
+from jobstream import _resume
 from jobstream.connect import Connection
-from jobstream.errors import (TRANSIENT, DeadlineExceeded, JobFailed, JobstreamError,
-                              from_rpc_error)
+from jobstream.errors import JobFailed, from_rpc_error
 from jobstream.v1 import jobs_pb2, jobs_pb2_grpc, schedules_pb2, schedules_pb2_grpc
 
 Job = jobs_pb2.Job
-_WAIT_CHUNK = 300.0
 
 
 class AsyncClient:
@@ -57,17 +53,14 @@ class AsyncClient:
             raise from_rpc_error(e) from None
 
     async def _retrying(self, method, request, metadata=None):
-        give_up = time.monotonic() + self.retry_for
-        attempt = 0
+        """A call that is safe to repeat, tried again while the server is unreachable."""
+        tries = _resume.Tries(self.retry_for, (grpc.StatusCode.UNAVAILABLE,))
         while True:
             try:
                 return await method(request, timeout=self.timeout, metadata=(
                     metadata if metadata is not None else self._conn.metadata))
             except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > give_up:
-                    raise from_rpc_error(e) from None
-            await asyncio.sleep(backoff(attempt))
-            attempt += 1
+                await asyncio.sleep(tries.failed(e))
 
     async def submit(self, type, params=None, **options):
         options.setdefault("request_id", "py-" + uuid.uuid4().hex)
@@ -86,30 +79,17 @@ class AsyncClient:
         return await self._call(self._jobs.GetStatus, jobs_pb2.GetStatusRequest(job_id=job_id))
 
     async def wait(self, job_id, timeout=None):
-        end = None if timeout is None else time.monotonic() + timeout
-        attempt = 0
+        wait = _resume.Wait(self.address, job_id, timeout, self.timeout)
         while True:
-            left = _WAIT_CHUNK if end is None else max(0.0, min(_WAIT_CHUNK, end - time.monotonic()))
-            request = jobs_pb2.WaitJobRequest(job_id=job_id)
-            rq.set_duration(request.timeout, left)
+            request, deadline = wait.request()
             try:
-                job = await self._jobs.WaitJob(request, timeout=left + self.timeout,
-                                               metadata=self._conn.metadata)
-                attempt = 0
+                job = wait.answer(await self._jobs.WaitJob(request, timeout=deadline,
+                                                           metadata=self._conn.metadata))
             except grpc.RpcError as e:
-                if e.code() not in TRANSIENT + (grpc.StatusCode.DEADLINE_EXCEEDED,):
-                    raise from_rpc_error(e) from None
-                if end is not None and time.monotonic() >= end:
-                    raise DeadlineExceeded("job %s: no answer from %s within %ss"
-                                           % (job_id, self.address, timeout)) from None
-                await asyncio.sleep(backoff(attempt))
-                attempt += 1
+                await asyncio.sleep(wait.failed(e))
                 continue
-            if rq.final(job):
+            if job is not None:
                 return job
-            if end is not None and time.monotonic() >= end:
-                raise DeadlineExceeded("job %s is still %s after %ss"
-                                       % (job_id, Job.State.Name(job.state), timeout))
 
     async def result(self, job_id, timeout=None):
         job = await self.wait(job_id, timeout)
@@ -119,31 +99,20 @@ class AsyncClient:
 
     async def watch(self, job_id, after=0):
         """An async iterator of the job's events, resumed as Client.watch resumes."""
-        last = after
-        failing_since = None
-        attempt = 0
+        watch = _resume.Watch(job_id, after, self.retry_for)
         while True:
-            call = self._jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id, after_sequence=last),
-                                       metadata=self._conn.metadata, wait_for_ready=True)
+            call = self._jobs.WatchJob(watch.request(), metadata=self._conn.metadata,
+                                       wait_for_ready=True)
             try:
                 async for event in call:
-                    if event.sequence <= last:
-                        continue
-                    last = event.sequence
-                    failing_since, attempt = None, 0
-                    yield event
+                    if watch.fresh(event):
+                        yield event
                 return
             except grpc.RpcError as e:
-                if e.code() not in TRANSIENT:
-                    raise from_rpc_error(e) from None
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if now - failing_since > self.retry_for:
-                    raise from_rpc_error(e) from None
+                pause = watch.tries.failed(e)
             finally:
                 call.cancel()
-            await asyncio.sleep(backoff(attempt))
-            attempt += 1
+            await asyncio.sleep(pause)
 
     async def cancel(self, job_id, reason=""):
         return await self._call(self._jobs.CancelJob,
@@ -181,47 +150,21 @@ class AsyncClient:
         return await self._call(self._jobs.WhoAmI, jobs_pb2.WhoAmIRequest())
 
     async def fetch_artifact(self, job_id, name, path):
-        """As Client.fetch_artifact (the file is written from the event loop's thread)."""
-        part = path + ".part"
-        attempt = 0
-        give_up = None
+        """As Client.fetch_artifact (the file's sha256 is checked off the event loop)."""
+        fetch = _resume.Fetch(job_id, name, path, self.retry_for)
         while True:
-            offset = os.path.getsize(part) if os.path.exists(part) else 0
-            call = self._jobs.GetArtifact(
-                jobs_pb2.GetArtifactRequest(job_id=job_id, name=name, offset=offset),
-                metadata=self._conn.metadata, wait_for_ready=True)
-            artifact = None
+            call = self._jobs.GetArtifact(fetch.request(), metadata=self._conn.metadata,
+                                          wait_for_ready=True)
             try:
-                with open(part, "ab") as out:
+                with fetch.open() as out:
                     async for message in call:
-                        if message.HasField("artifact"):
-                            artifact = message.artifact
-                        if message.data:
-                            out.write(message.data)
-                if artifact is None:
-                    raise JobstreamError("artifact %s of job %s: the server sent no description"
-                                         % (name, job_id), grpc.StatusCode.INTERNAL)
-                if await asyncio.get_running_loop().run_in_executor(None, _sha256, part) != \
-                        artifact.sha256:
-                    os.remove(part)
-                    raise JobstreamError("artifact %s of job %s: the bytes fetched do not match "
-                                         "its sha256" % (name, job_id), grpc.StatusCode.DATA_LOSS)
-                os.replace(part, path)
-                return artifact
+                        fetch.take(message, out)
+                return await asyncio.get_running_loop().run_in_executor(None, fetch.finish)
             except grpc.RpcError as e:
-                code = e.code()
-                if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.OUT_OF_RANGE):
-                    os.remove(part)
-                elif code not in TRANSIENT:
-                    raise from_rpc_error(e) from None
-                now = time.monotonic()
-                give_up = give_up or now + self.retry_for
-                if now > give_up:
-                    raise from_rpc_error(e) from None
+                pause = fetch.failed(e)
             finally:
                 call.cancel()
-            await asyncio.sleep(backoff(attempt))
-            attempt += 1
+            await asyncio.sleep(pause)
 
     async def create_schedule(self, schedule, paused=False):
         return await self._call(self._schedules.CreateSchedule, schedules_pb2.CreateScheduleRequest(

@@ -11,31 +11,19 @@ Jobs, events, artifacts and schedules are the API's protobuf messages (jobstream
 every field the server has is there; params and results go in and out as plain Python.
 """
 
-import hashlib
-import os
 import time
 import uuid
 
 import grpc
 
 from jobstream import _requests as rq
+from jobstream import _resume
 from jobstream.connect import Connection
-from jobstream.errors import (TRANSIENT, DeadlineExceeded, JobFailed, JobstreamError,
-                              from_rpc_error)
+from jobstream.errors import JobFailed, from_rpc_error
 from jobstream.v1 import (jobs_pb2, jobs_pb2_grpc, schedules_pb2, schedules_pb2_grpc)
 
 Job = jobs_pb2.Job
 JobEvent = jobs_pb2.JobEvent
-# WaitJob's longest single wait (the server's bound).
-_WAIT_CHUNK = 300.0
-# Pauses between tries while a server is unreachable.
-_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
-
-
-def backoff(attempt):
-    return _BACKOFF[min(attempt, len(_BACKOFF) - 1)]
-
-
 class Client:
     """A connection to one jobstream server (or a load balancer in front of several).
 
@@ -77,17 +65,13 @@ class Client:
 
     def _retrying(self, method, request, timeout=None, metadata=None):
         """A call that is safe to repeat, tried again while the server is unreachable."""
-        give_up = time.monotonic() + self.retry_for
-        attempt = 0
+        tries = _resume.Tries(self.retry_for, (grpc.StatusCode.UNAVAILABLE,))
         while True:
             try:
-                return method(request, timeout=timeout or self.timeout,
-                              metadata=metadata if metadata is not None else self._conn.metadata)
+                return method(request, timeout=timeout or self.timeout, metadata=(
+                    metadata if metadata is not None else self._conn.metadata))
             except grpc.RpcError as e:
-                if e.code() not in (grpc.StatusCode.UNAVAILABLE,) or time.monotonic() > give_up:
-                    raise from_rpc_error(e) from None
-            time.sleep(backoff(attempt))
-            attempt += 1
+                time.sleep(tries.failed(e))
 
     # Jobs ---------------------------------------------------------------------------------
 
@@ -129,30 +113,17 @@ class Client:
     def wait(self, job_id, timeout=None):
         """Waits until the job has ended and returns it. timeout (seconds, None: forever)
         passed first: raises DeadlineExceeded. Rides out server restarts."""
-        end = None if timeout is None else time.monotonic() + timeout
-        attempt = 0
+        wait = _resume.Wait(self.address, job_id, timeout, self.timeout)
         while True:
-            left = _WAIT_CHUNK if end is None else max(0.0, min(_WAIT_CHUNK, end - time.monotonic()))
-            request = jobs_pb2.WaitJobRequest(job_id=job_id)
-            rq.set_duration(request.timeout, left)
+            request, deadline = wait.request()
             try:
-                job = self._jobs.WaitJob(request, timeout=left + self.timeout,
-                                         metadata=self._conn.metadata)
-                attempt = 0
+                job = wait.answer(self._jobs.WaitJob(request, timeout=deadline,
+                                                     metadata=self._conn.metadata))
             except grpc.RpcError as e:
-                if e.code() not in TRANSIENT + (grpc.StatusCode.DEADLINE_EXCEEDED,):
-                    raise from_rpc_error(e) from None
-                if end is not None and time.monotonic() >= end:
-                    raise DeadlineExceeded("job %s: no answer from %s within %ss"
-                                           % (job_id, self.address, timeout)) from None
-                time.sleep(backoff(attempt))
-                attempt += 1
+                time.sleep(wait.failed(e))
                 continue
-            if rq.final(job):
+            if job is not None:
                 return job
-            if end is not None and time.monotonic() >= end:
-                raise DeadlineExceeded("job %s is still %s after %ss"
-                                       % (job_id, Job.State.Name(job.state), timeout))
 
     def result(self, job_id, timeout=None):
         """Waits for the job and returns its result as Python; raises JobFailed (with the
@@ -169,31 +140,18 @@ class Client:
         the last event received: every event once, in order. Raises Unavailable when the
         server stays unreachable for retry_for seconds.
         """
-        last = after
-        failing_since = None
-        attempt = 0
+        watch = _resume.Watch(job_id, after, self.retry_for)
         while True:
-            call = self._jobs.WatchJob(jobs_pb2.WatchJobRequest(job_id=job_id, after_sequence=last),
-                                       metadata=self._conn.metadata, wait_for_ready=True)
+            call = self._jobs.WatchJob(watch.request(), metadata=self._conn.metadata,
+                                       wait_for_ready=True)
             try:
-                for event in call:
-                    if event.sequence <= last:
-                        continue
-                    last = event.sequence
-                    failing_since, attempt = None, 0
-                    yield event
+                yield from filter(watch.fresh, call)
                 return
             except grpc.RpcError as e:
-                if e.code() not in TRANSIENT:
-                    raise from_rpc_error(e) from None
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if now - failing_since > self.retry_for:
-                    raise from_rpc_error(e) from None
+                pause = watch.tries.failed(e)
             finally:
                 call.cancel()
-            time.sleep(backoff(attempt))
-            attempt += 1
+            time.sleep(pause)
 
     def cancel(self, job_id, reason=""):
         """Cancels a job: a QUEUED one at once; a RUNNING one's handler is asked to stop."""
@@ -243,45 +201,20 @@ class Client:
         sha256 matches the artifact's. An artifact replaced meanwhile is fetched again
         from its start.
         """
-        part = path + ".part"
-        attempt = 0
-        give_up = None
+        fetch = _resume.Fetch(job_id, name, path, self.retry_for)
         while True:
-            offset = os.path.getsize(part) if os.path.exists(part) else 0
-            call = self._jobs.GetArtifact(
-                jobs_pb2.GetArtifactRequest(job_id=job_id, name=name, offset=offset),
-                metadata=self._conn.metadata, wait_for_ready=True)
-            artifact = None
+            call = self._jobs.GetArtifact(fetch.request(), metadata=self._conn.metadata,
+                                          wait_for_ready=True)
             try:
-                with open(part, "ab") as out:
+                with fetch.open() as out:
                     for message in call:
-                        if message.HasField("artifact"):
-                            artifact = message.artifact
-                        if message.data:
-                            out.write(message.data)
-                if artifact is None:
-                    raise JobstreamError("artifact %s of job %s: the server sent no description"
-                                         % (name, job_id), grpc.StatusCode.INTERNAL)
-                if _sha256(part) != artifact.sha256:
-                    os.remove(part)
-                    raise JobstreamError("artifact %s of job %s: the bytes fetched do not match "
-                                         "its sha256" % (name, job_id), grpc.StatusCode.DATA_LOSS)
-                os.replace(part, path)
-                return artifact
+                        fetch.take(message, out)
+                return fetch.finish()
             except grpc.RpcError as e:
-                code = e.code()
-                if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.OUT_OF_RANGE):
-                    os.remove(part)  # replaced or shrunk: start again from its first byte
-                elif code not in TRANSIENT:
-                    raise from_rpc_error(e) from None
-                now = time.monotonic()
-                give_up = give_up or now + self.retry_for
-                if now > give_up:
-                    raise from_rpc_error(e) from None
+                pause = fetch.failed(e)
             finally:
                 call.cancel()
-            time.sleep(backoff(attempt))
-            attempt += 1
+            time.sleep(pause)
 
     # Schedules ----------------------------------------------------------------------------
 
@@ -327,11 +260,3 @@ class Client:
     def delete_schedule(self, schedule_id):
         self._call(self._schedules.DeleteSchedule,
                    schedules_pb2.DeleteScheduleRequest(id=schedule_id))
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -23,54 +23,29 @@ class JobstreamError(Exception):
         return "%s: %s" % (self.code.name, self.message)
 
 
-class InvalidArgument(JobstreamError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+def _kind(name, code, doc=None):
+    return type(name, (JobstreamError,), {"code": code, "__doc__": doc or code.name,
+                                          "__module__": __name__})
 
 
-class NotFound(JobstreamError):
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class AlreadyExists(JobstreamError):
-    code = grpc.StatusCode.ALREADY_EXISTS
-
-
-class FailedPrecondition(JobstreamError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
-class OutOfRange(JobstreamError):
-    code = grpc.StatusCode.OUT_OF_RANGE
-
-
-class PermissionDenied(JobstreamError):
-    code = grpc.StatusCode.PERMISSION_DENIED
-
-
-class Unauthenticated(JobstreamError):
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class ResourceExhausted(JobstreamError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class Aborted(JobstreamError):
-    code = grpc.StatusCode.ABORTED
-
-
-class Unavailable(JobstreamError):
-    code = grpc.StatusCode.UNAVAILABLE
+InvalidArgument = _kind("InvalidArgument", grpc.StatusCode.INVALID_ARGUMENT)
+NotFound = _kind("NotFound", grpc.StatusCode.NOT_FOUND)
+AlreadyExists = _kind("AlreadyExists", grpc.StatusCode.ALREADY_EXISTS)
+FailedPrecondition = _kind("FailedPrecondition", grpc.StatusCode.FAILED_PRECONDITION)
+OutOfRange = _kind("OutOfRange", grpc.StatusCode.OUT_OF_RANGE)
+PermissionDenied = _kind("PermissionDenied", grpc.StatusCode.PERMISSION_DENIED)
+Unauthenticated = _kind("Unauthenticated", grpc.StatusCode.UNAUTHENTICATED)
+ResourceExhausted = _kind("ResourceExhausted", grpc.StatusCode.RESOURCE_EXHAUSTED)
+Aborted = _kind("Aborted", grpc.StatusCode.ABORTED)
+Unavailable = _kind("Unavailable", grpc.StatusCode.UNAVAILABLE,
+                    "The server could not be reached (or is stopping); try again.")
+Internal = _kind("Internal", grpc.StatusCode.INTERNAL)
 
 
 class DeadlineExceeded(JobstreamError, TimeoutError):
     """The call's deadline passed, or wait()/result() ran out of time before the job ended."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class Internal(JobstreamError):
-    code = grpc.StatusCode.INTERNAL
 
 
 class JobFailed(JobstreamError):

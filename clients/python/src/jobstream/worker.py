@@ -45,7 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from jobstream import _requests as rq
-from jobstream.client import backoff
+from jobstream._resume import backoff
 from jobstream.connect import Connection
 from jobstream.errors import from_rpc_error
 from jobstream.v1 import jobs_pb2, workers_pb2, workers_pb2_grpc
