@@ -13,9 +13,10 @@ import grpc
 
 from jobstream import _requests as rq
 from jobstream import _resume
+from jobstream.client import Client
 from jobstream.connect import Connection
 from jobstream.errors import JobFailed, from_rpc_error
-from jobstream.v1 import jobs_pb2, jobs_pb2_grpc, schedules_pb2, schedules_pb2_grpc
+from jobstream.v1 import jobs_pb2, schedules_pb2
 
 Job = jobs_pb2.Job
 
@@ -25,16 +26,10 @@ class AsyncClient:
 
     def __init__(self, address=None, *, token=None, tls=None, timeout=30.0, retry_for=60.0,
                  options=None):
-        self._conn = Connection(address, token, tls, options)
-        self._channel = self._conn.aio_channel()
-        self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
-        self._schedules = schedules_pb2_grpc.ScheduleServiceStub(self._channel)
-        self.timeout = timeout
-        self.retry_for = retry_for
+        Client._connect(self, Connection(address, token, tls, options), timeout, retry_for,
+                        aio=True)
 
-    @property
-    def address(self):
-        return self._conn.address
+    address = Client.address
 
     async def close(self):
         await self._channel.close()

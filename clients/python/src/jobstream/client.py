@@ -36,8 +36,11 @@ class Client:
 
     def __init__(self, address=None, *, token=None, tls=None, timeout=30.0, retry_for=60.0,
                  options=None):
-        self._conn = Connection(address, token, tls, options)
-        self._channel = self._conn.channel()
+        self._connect(Connection(address, token, tls, options), timeout, retry_for, aio=False)
+
+    def _connect(self, conn, timeout, retry_for, aio):
+        self._conn = conn
+        self._channel = conn.aio_channel() if aio else conn.channel()
         self._jobs = jobs_pb2_grpc.JobServiceStub(self._channel)
         self._schedules = schedules_pb2_grpc.ScheduleServiceStub(self._channel)
         self.timeout = timeout
