@@ -72,10 +72,12 @@ if [ -n "$prometheus_was_missing" ] && command -v systemctl >/dev/null 2>&1 &&
   as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 step build build
-if [ -f "$JOBSTREAM_ROOT/tests/js/package.json" ]; then
-  echo "== npm ci in tests/js"
-  (cd "$JOBSTREAM_ROOT/tests/js" && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# The Node tests' packages, and the jobstream npm package's own (clients/js: its
+# dependencies, and TypeScript for the check of its declarations).
+for folder in tests/js clients/js; do
+  echo "== npm ci in $folder"
+  (cd "$JOBSTREAM_ROOT/$folder" && npm ci --no-audit --no-fund --loglevel=error)
+done
 step ctest run_ctest "$BUILD_DIR"
 step "sanitizer build" build_fuzz all
 step "sanitizer ctest (ASan + UBSan, and the fuzz smoke)" run_ctest "$FUZZ_BUILD_DIR"
