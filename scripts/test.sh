@@ -57,13 +57,15 @@ run_ctest() {  # BUILD_DIR
 }
 
 # The browser tests drive Debian's chromium; the Python worker runs on Debian's grpcio, and
-# the Python package is pip-installed into a venv (offline: Debian's setuptools and wheel);
+# the Python package is pip-installed into a venv (offline: Debian's setuptools and wheel)
+# where the Flask and FastAPI examples run;
 # the fuzz targets are built with clang 14's libFuzzer and sanitizers; promtool (in
 # prometheus) checks what /metrics serves.
 prometheus_was_missing=
 installed prometheus || prometheus_was_missing=yes
 step install install_missing chromium python3 python3-grpcio python3-protobuf openssl curl \
-  python3-venv python3-setuptools python3-wheel clang-14 libclang-rt-14-dev prometheus
+  python3-venv python3-setuptools python3-wheel python3-flask python3-fastapi python3-uvicorn \
+  clang-14 libclang-rt-14-dev prometheus
 # On a machine with systemd, Debian starts the prometheus service it installs; the tests
 # run promtool and a prometheus of their own on free ports, so one started by this install
 # is stopped.

@@ -9,6 +9,7 @@ See Client, AsyncClient and Worker. Messages (Job, JobEvent, Artifact, Schedule)
 API's own, from proto/jobstream/v1, generated when this package was built.
 """
 
+from jobstream._requests import python as to_python
 from jobstream.aio import AsyncClient
 from jobstream.client import Client
 from jobstream.connect import TLS
@@ -42,5 +43,5 @@ __all__ = [
     "Context", "DeadlineExceeded", "EventType", "FailedPrecondition", "Fatal", "Internal",
     "InvalidArgument", "Job", "JobEvent", "JobFailed", "JobstreamError", "LeaseLost", "NotFound",
     "OutOfRange", "PermissionDenied", "ResourceExhausted", "Retryable", "Schedule", "State", "TLS",
-    "Unauthenticated", "Unavailable", "Worker",
+    "Unauthenticated", "Unavailable", "Worker", "to_python",
 ]

@@ -33,7 +33,8 @@ def value(v, what):
 
 
 def python(message):
-    """A Struct or Value as plain Python (dicts, lists, str, float, bool, None)."""
+    """A Struct or Value (a job's params, result, error details) as plain Python: dicts,
+    lists, str, float, bool, None."""
     return json_format.MessageToDict(message)
 
 

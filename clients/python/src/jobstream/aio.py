@@ -58,7 +58,7 @@ class AsyncClient:
                 await asyncio.sleep(tries.failed(e))
 
     async def submit(self, type, params=None, **options):
-        options.setdefault("request_id", "py-" + uuid.uuid4().hex)
+        options["request_id"] = options.get("request_id") or "py-" + uuid.uuid4().hex
         return await self._retrying(self._jobs.Submit, rq.submit_request(type, params, **options),
                                     self._conn.with_trace(options.get("traceparent")))
 

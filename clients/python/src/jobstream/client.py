@@ -90,7 +90,7 @@ class Client:
         {"url", "events"}), traceparent (W3C). A collision on unique_key returns the job
         holding it, with `deduplicated` set.
         """
-        options.setdefault("request_id", "py-" + uuid.uuid4().hex)
+        options["request_id"] = options.get("request_id") or "py-" + uuid.uuid4().hex
         request = rq.submit_request(type, params, **options)
         return self._retrying(self._jobs.Submit, request,
                               metadata=self._conn.with_trace(options.get("traceparent")))
