@@ -92,6 +92,15 @@ test('a job runs in the worker and is followed to its result', async () => {
   await stopWorker(w);
 });
 
+test('the package carries the API\'s protos and the page\'s module as jobstream/browser', async () => {
+  const pkg = JSON.parse(readFileSync(path.join(HERE, '../../clients/js/package.json'), 'utf8'));
+  assert.equal(pkg.exports['./browser'], './browser/jobstream.js');
+  assert.equal(readFileSync(path.join(HERE, '../../clients/js/browser/jobstream.js'), 'utf8'),
+    readFileSync(path.join(HERE, '../../gateway/web/jobstream.js'), 'utf8'), 'npm ci copied the current module');
+  assert.equal(readFileSync(path.join(HERE, '../../clients/js/proto/jobstream/v1/jobs.proto'), 'utf8'),
+    readFileSync(path.join(HERE, '../../proto/jobstream/v1/jobs.proto'), 'utf8'));
+});
+
 test('bad input is refused with typed errors that say why', async () => {
   await assert.rejects(client.submit('no.such.type'), (e) => e instanceof JobstreamError &&
     e.code === 'INVALID_ARGUMENT' && /no\.such\.type/.test(e.message) && /py\.steps/.test(e.message));

@@ -1,0 +1,172 @@
+"""End-to-end jobs/s through the client packages' workers, beside Celery in the same run.
+
+Each phase starts a fresh jobstream-server (RocksDB, every job synced before it is
+acknowledged) and one worker process running a no-op function; 8 threads submit --jobs jobs
+with jobstream.Client and read each result back (submit -> run -> result, as the Celery
+baseline does). Phases: the Python package's Worker (threads; then `async def`), the npm
+package's Worker, and the bare generated stubs (the package's overhead is its worker's
+CPU per job beyond theirs). Last, Celery 5 + Redis (bench/baseline/celery_env.py: prefork,
+8 processes), the same jobs the same way; Redis does not sync, so nothing it acknowledges
+is durable.
+
+    build/python-venv/bin/python bench/packages/package_bench.py [--jobs=5000] [--rounds=1]
+
+(build/python-venv: made by ctest's python_package_install, or tests/python/install_package.sh.)
+Celery needs Debian's python3-celery, python3-redis and redis-server; without them the run
+says so and fails.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import jobstream
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..", "..")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU of a process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+class Server:
+    def __init__(self, binary):
+        self.dir = tempfile.mkdtemp(prefix="jobstream-pkgbench-")
+        config = os.path.join(self.dir, "config.json")
+        with open(config, "w") as f:
+            json.dump({"types": [{"name": "noop", "external": {"leaseDuration": "30s"}}]}, f)
+        self.process = subprocess.Popen(
+            [binary, "--listen=127.0.0.1:0", "--data_dir=" + os.path.join(self.dir, "data"),
+             "--config=" + config, "--metrics_listen=off", "--log=false"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.process.stdout.readline()
+        if not line.startswith("listening on "):
+            raise SystemExit("the server did not start: %r" % line)
+        self.address = line.split()[-1]
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait()
+        self.process.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def submit_and_read(address, jobs, submitters):
+    """`jobs` no-op jobs from `submitters` threads, each result read back; seconds taken."""
+    client = jobstream.Client(address)
+    per = jobs // submitters
+    errors = []
+
+    def run(k):
+        try:
+            ids = [client.submit("noop", {"n": k * per + i}).id for i in range(per)]
+            for job_id in ids:
+                if client.result(job_id, timeout=600)["n"] is None:
+                    raise AssertionError("a result without its n")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(submitters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.monotonic() - start
+    client.close()
+    if errors:
+        raise SystemExit("a phase failed: %r" % errors[0])
+    return per * submitters, seconds
+
+
+def run_phase(name, command, env, args):
+    """One worker process (`command(address)`, its server in $JOBSTREAM_SERVER too) on a
+    fresh server: a warm-up, then --jobs measured. Returns (jobs/s, worker CPU s per job)."""
+    server = Server(args.server_bin)
+    worker = subprocess.Popen(command(server.address), cwd=HERE, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL,
+                              env=dict(os.environ, JOBSTREAM_SERVER=server.address, **env))
+    try:
+        submit_and_read(server.address, 200, 8)  # connected, first leases made
+        before = cpu_seconds(worker.pid)
+        n, seconds = submit_and_read(server.address, args.jobs, 8)
+        worker_cpu = cpu_seconds(worker.pid) - before
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        server.stop()
+    print("| %s | %d | %.2f s | %.0f | %.0f µs |" % (name, n, seconds, n / seconds,
+                                                     worker_cpu / n * 1e6), flush=True)
+    return n / seconds, worker_cpu / n
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--server_bin", default=os.path.join(ROOT, "build/server/jobstream-server"))
+    parser.add_argument("--celery", action=argparse.BooleanOptionalAction, default=True)
+    args = parser.parse_args()
+    if args.celery:
+        missing = [m for m in ("celery", "redis") if not _importable(m)]
+        if missing or not shutil.which("redis-server"):
+            raise SystemExit("the Celery baseline cannot run: apt-get install python3-celery "
+                             "python3-redis redis-server (missing: %s)"
+                             % ", ".join(missing + ([] if shutil.which("redis-server") else ["redis-server"])))
+    python = sys.executable
+    node = shutil.which("node")
+    phases = [
+        ("Python package, threads", lambda a: [python, "-m", "jobstream.worker", "py_tasks:worker"], {}),
+        ("Python package, asyncio", lambda a: [python, "-m", "jobstream.worker", "py_tasks:worker"],
+         {"BENCH_ASYNC": "1"}),
+        ("raw Python stubs, threads", lambda a: [python, "raw_worker.py", a, "8"], {}),
+        ("npm package", lambda a: [node, "node_worker.mjs", a, "8"], {}),
+    ]
+    print("| worker (8 at once) | jobs | time | jobs/s | worker CPU per job |")
+    print("| --- | --- | --- | --- | --- |")
+    rates = {}
+    for _ in range(args.rounds):
+        for name, command, env in phases:
+            rates.setdefault(name, []).append(run_phase(name, command, env, args))
+    if args.celery:
+        sys.path.insert(0, os.path.join(HERE, "..", "baseline"))
+        import celery_env  # noqa: E402 - after the check above
+
+        best = max(r for r, _ in rates["Python package, threads"])
+        with celery_env.running(8) as tasks:
+            n, seconds = celery_env.run_independent(tasks.work, args.jobs, 8)
+            celery = n / seconds
+            print("| Celery 5 prefork + Redis (not durable) | %d | %.2f s | %.0f | – |"
+                  % (n, seconds, celery), flush=True)
+            print("\nPython package (threads) / Celery: %.1f× (target ≥ 3×)" % (best / celery))
+            raw = max(r for r, _ in rates["raw Python stubs, threads"])
+            pkg_cpu = min(c for _, c in rates["Python package, threads"])
+            raw_cpu = min(c for _, c in rates["raw Python stubs, threads"])
+            print("Package over the raw stubs: jobs/s %.2f×, worker CPU per job +%.0f%% (target ≤ 10%%)"
+                  % (best / raw, (pkg_cpu / raw_cpu - 1) * 100), flush=True)
+
+
+def _importable(module):
+    try:
+        __import__(module)
+        return True
+    except ImportError:
+        return False
+
+
+if __name__ == "__main__":
+    main()
