@@ -134,9 +134,11 @@ test('a cancel reaches the running function; a worker killed mid-job leaves it t
   assert.deepEqual(marks(m), ['started 1', 'cancelled 1']);
 
   const m2 = marker();
-  const killed = await client.submit('py.block', { marker: m2, seconds: 0.5 });
+  const gate = `${m2}.gate`;  // opened once the first attempt's worker is dead
+  const killed = await client.submit('py.block', { marker: m2, gate });
   await until('the first attempt to start', () => marks(m2).length === 1);
   await stopWorker(w);  // kill -9: its 2 s lease runs out
+  writeFileSync(gate, '');
   startWorker(server.address);
   assert.deepEqual(await client.result(killed.id, { timeout: 60 }), { attempt: 2 });
   assert.deepEqual(marks(m2), ['started 1', 'started 2', 'finished 2']);
@@ -145,11 +147,17 @@ test('a cancel reaches the running function; a worker killed mid-job leaves it t
 
 test('SIGTERM lets running jobs finish, then gives back the rest', async () => {
   const m = marker();
+  // The job runs until the test opens its gate, so it is running when SIGTERM comes.
   let w = startWorker(server.address, { TASKS_CONCURRENCY: 1, TASKS_DRAIN_TIMEOUT: 60 });
-  const done = await client.submit('py.block', { marker: m, seconds: 1 });
+  const gate = `${m}.gate`;
+  const done = await client.submit('py.block', { marker: m, gate });
   await until('the job to start', () => marks(m).length === 1);
   w.kill('SIGTERM');
+  const early = await Promise.race([w.exited, new Promise((r) => setTimeout(() => r('draining'), 1000))]);
+  assert.equal(early, 'draining', 'the worker waits for its running job');
+  writeFileSync(gate, '');
   assert.equal(await w.exited, 0);
+  assert.deepEqual(marks(m), ['started 1', 'finished 1']);
   assert.equal((await client.get(done.id)).state, 'SUCCEEDED');
 
   const m2 = marker();

@@ -1,6 +1,6 @@
 // A worker made with the jobstream npm package (clients/js), run by package.test.mjs as a
 // process: JOBSTREAM_SERVER and JOBSTREAM_TOKEN (read by the package), TASKS_* below.
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from 'node:os';
 import { Worker, Fatal, Retryable, Cancelled } from '../../clients/js/index.js';
@@ -29,7 +29,7 @@ worker.task('py.steps', async (ctx, params) => {
 worker.task('py.block', async (ctx, params) => {
   note(params, `started ${ctx.attempt}`);
   const end = Date.now() + (params.seconds ?? 600) * 1000;
-  while (Date.now() < end) {
+  while (Date.now() < end && !(params.gate && existsSync(params.gate))) {
     if (ctx.cancelled) {
       note(params, `cancelled ${ctx.attempt}`);
       throw new Cancelled();

@@ -333,10 +333,12 @@ class WorkerTest(ServerCase):
 
     def test_a_worker_killed_mid_job_leaves_it_to_be_retried(self):
         first = self.workers.start(TASKS_CONCURRENCY=1)
-        job = self.c.submit("py.block", {"marker": self.marker, "seconds": 0.5})
+        gate = self.marker + ".gate"  # opened once the first attempt's worker is dead
+        job = self.c.submit("py.block", {"marker": self.marker, "gate": gate})
         until("the first attempt to start", lambda: self.marks() == ["started 1"])
         first.kill()  # kill -9: no release, no report; its 2 s lease runs out
         first.wait()
+        open(gate, "w").close()
         self.workers.start()
         self.assertEqual(self.c.result(job.id, 60), {"attempt": 2.0})
         self.assertEqual(self.marks(), ["started 1", "started 2", "finished 2"])
@@ -344,10 +346,15 @@ class WorkerTest(ServerCase):
 
     def test_sigterm_lets_running_jobs_finish_and_gives_back_the_rest(self):
         # Finishing within the drain timeout: the job ends where it ran, the worker exits 0.
+        # The job runs until the test opens its gate, so it is running when SIGTERM comes.
         w = self.workers.start(TASKS_CONCURRENCY=1, TASKS_DRAIN_TIMEOUT=60)
-        job = self.c.submit("py.block", {"marker": self.marker, "seconds": 1})
+        gate = self.marker + ".gate"
+        job = self.c.submit("py.block", {"marker": self.marker, "gate": gate})
         until("the job to start", lambda: self.marks() == ["started 1"])
         w.send_signal(signal.SIGTERM)
+        with self.assertRaises(subprocess.TimeoutExpired):
+            w.wait(timeout=1)  # draining: it waits for the job
+        open(gate, "w").close()
         self.assertEqual(w.wait(timeout=60), 0)
         self.assertEqual(self.c.get(job.id).state, jobstream.State.SUCCEEDED)
         self.assertEqual(self.marks(), ["started 1", "finished 1"])

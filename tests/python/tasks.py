@@ -54,10 +54,12 @@ def steps(ctx, params):
 
 @worker.task("py.block")
 def block(ctx, params):
-    """Runs `seconds` (default: until cancelled), writing what happens to params.marker."""
+    """Runs `seconds` (default: until cancelled), or until the file params.gate exists,
+    writing what happens to params.marker."""
     note(params, "started %d" % ctx.attempt)
     end = time.monotonic() + float(params.get("seconds", 600))
-    while time.monotonic() < end:
+    gate = params.get("gate")
+    while time.monotonic() < end and not (gate and os.path.exists(gate)):
         if ctx.cancelled:
             note(params, "cancelled %d" % ctx.attempt)
             raise jobstream.Cancelled()
