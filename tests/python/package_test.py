@@ -264,6 +264,18 @@ class ClientTest(ServerCase):
         listed = list(self.c.list(parent=parent, page_size=5))  # three pages
         self.assertEqual(sorted(j.id for j in listed if j.id in children), sorted(children))
 
+    def test_types_pause_and_resume(self):
+        info = self.c.pause_type("py.async", reason="deploying")
+        self.assertEqual((info.name, info.pause.reason), ("py.async", "deploying"))
+        job = self.c.submit("py.async")
+        paused = {t.name: t for t in self.c.types()}["py.async"]
+        self.assertTrue(paused.HasField("pause"))
+        self.assertEqual(jobstream.State.Name(self.c.get(job.id).state), "QUEUED")
+        self.assertFalse(self.c.resume_type("py.async").HasField("pause"))
+        self.assertEqual(self.c.result(job.id, 60)["async"], True)
+        with self.assertRaises(jobstream.InvalidArgument):
+            self.c.pause_type("no.such.type")
+
     def test_schedules(self):
         made = self.c.create_schedule({"id": "py-nightly", "cron": "30 2 * * *",
                                        "timeZone": "Europe/Berlin",

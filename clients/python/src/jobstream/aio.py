@@ -141,6 +141,13 @@ class AsyncClient:
         return list((await self._call(self._jobs.ListJobTypes,
                                       jobs_pb2.ListJobTypesRequest())).types)
 
+    async def pause_type(self, type, reason=""):
+        return await self._call(self._jobs.PauseType,
+                                jobs_pb2.PauseTypeRequest(type=type, reason=reason))
+
+    async def resume_type(self, type):
+        return await self._call(self._jobs.ResumeType, jobs_pb2.ResumeTypeRequest(type=type))
+
     async def whoami(self):
         return await self._call(self._jobs.WhoAmI, jobs_pb2.WhoAmIRequest())
 

@@ -192,6 +192,13 @@ class Client:
         """The declared job types (jobstream.v1.JobTypeInfo), with queued/running counts."""
         return list(self._call(self._jobs.ListJobTypes, jobs_pb2.ListJobTypesRequest()).types)
 
+    def pause_type(self, type, reason=""):
+        """Holds a type's queued jobs (no worker gets one) until resume_type; role admin."""
+        return self._call(self._jobs.PauseType, jobs_pb2.PauseTypeRequest(type=type, reason=reason))
+
+    def resume_type(self, type):
+        return self._call(self._jobs.ResumeType, jobs_pb2.ResumeTypeRequest(type=type))
+
     def whoami(self):
         """What the server makes of this client's token (name, tenant, roles)."""
         return self._call(self._jobs.WhoAmI, jobs_pb2.WhoAmIRequest())

@@ -45,9 +45,9 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from jobstream import _requests as rq
-from jobstream._resume import backoff
+from jobstream._resume import Tries, backoff
 from jobstream.connect import Connection
-from jobstream.errors import from_rpc_error
+from jobstream.errors import JobstreamError, from_rpc_error
 from jobstream.v1 import jobs_pb2, workers_pb2, workers_pb2_grpc
 
 _CHUNK = 1 << 20  # the server's largest upload message
@@ -404,23 +404,62 @@ class Worker:
             error, outcome = e, None
         else:
             error = None
-        # Ending calls are blocking and retried: off the event loop.
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self._end(lease, result=outcome, error=error))
+        ending = self._ending(lease, outcome, error)
+        if ending is None:
+            return
+        method, request = ending
+        tries = Tries(max(60.0, lease.seconds), (grpc.StatusCode.UNAVAILABLE,))
+        while True:
+            try:
+                await getattr(self._aio_stub, method)(request, timeout=self.timeout,
+                                                      metadata=self._metadata)
+                self.done += 1
+                return
+            except grpc.RpcError as e:
+                try:
+                    pause = tries.failed(e)
+                except JobstreamError as refused:
+                    return self._refused(lease, refused)
+            await asyncio.sleep(pause)
 
     def _end(self, lease, result=None, error=None):
-        """Completes or fails the job, unless its lease is gone or was given back."""
-        if lease.lost or lease.released or isinstance(error, LeaseLost):
+        """Completes or fails the job, unless its lease is gone or was given back; the call
+        is tried again while the server restarts."""
+        ending = self._ending(lease, result, error)
+        if ending is None:
             return
+        method, request = ending
+        tries = Tries(max(60.0, lease.seconds), (grpc.StatusCode.UNAVAILABLE,))
+        with lease.lock:
+            while True:
+                try:
+                    getattr(self._stub, method)(request, timeout=self.timeout,
+                                                metadata=self._metadata)
+                    self.done += 1
+                    return
+                except grpc.RpcError as e:
+                    try:
+                        pause = tries.failed(e)
+                    except JobstreamError as refused:
+                        return self._refused(lease, refused)
+                time.sleep(pause)
+
+    @staticmethod
+    def _refused(lease, error):
+        # FAILED_PRECONDITION: the lease is gone; another worker has the job.
+        print("jobstream worker: job %s: %s" % (lease.leased.job.id, error), file=sys.stderr)
+
+    def _ending(self, lease, result, error):
+        """The call that ends the job as its function did — ("CompleteJob"|"FailJob",
+        request) — or None when the lease is gone or was given back."""
+        if lease.lost or lease.released or isinstance(error, LeaseLost):
+            return None
         if error is None:
             try:
-                request = workers_pb2.CompleteJobRequest(lease_id=lease.id,
-                                                         result=rq.value(result, "the result"))
+                return "CompleteJob", workers_pb2.CompleteJobRequest(
+                    lease_id=lease.id, result=rq.value(result, "the result"))
             except TypeError as e:
                 error = Fatal(str(e))
-            else:
-                self._finish(lease, self._stub.CompleteJob, request)
-                return
         if isinstance(error, Cancelled) or (lease.cancelled and not isinstance(error, Fatal)):
             failure = jobs_pb2.Error(code=1, message="cancelled")
             retryable = False
@@ -429,28 +468,8 @@ class Worker:
             failure.details.update({"exception": type(error).__name__, "traceback": "".join(
                 traceback.format_exception(type(error), error, error.__traceback__))[-4000:]})
             retryable = not isinstance(error, Fatal)
-        self._finish(lease, self._stub.FailJob, workers_pb2.FailJobRequest(
-            lease_id=lease.id, error=failure, retryable=retryable))
-
-    def _finish(self, lease, call, request):
-        """Sends the call that ends the job, tried again while the server restarts."""
-        give_up = time.monotonic() + max(60.0, lease.seconds)
-        attempt = 0
-        with lease.lock:
-            while True:
-                try:
-                    call(request, timeout=self.timeout, metadata=self._metadata)
-                    self.done += 1
-                    return
-                except grpc.RpcError as e:
-                    if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > give_up:
-                        # FAILED_PRECONDITION: the lease is gone; another worker has the job.
-                        print("jobstream worker: job %s: %s" % (lease.leased.job.id,
-                                                                from_rpc_error(e)),
-                              file=sys.stderr)
-                        return
-                time.sleep(backoff(attempt))
-                attempt += 1
+        return "FailJob", workers_pb2.FailJobRequest(lease_id=lease.id, error=failure,
+                                                     retryable=retryable)
 
     def _release(self, lease_id):
         try:
