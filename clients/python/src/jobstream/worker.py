@@ -416,10 +416,9 @@ class Worker:
                 self.done += 1
                 return
             except grpc.RpcError as e:
-                try:
-                    pause = tries.failed(e)
-                except JobstreamError as refused:
-                    return self._refused(lease, refused)
+                pause = self._pause(lease, tries, e)
+                if pause is None:
+                    return
             await asyncio.sleep(pause)
 
     def _end(self, lease, result=None, error=None):
@@ -438,16 +437,20 @@ class Worker:
                     self.done += 1
                     return
                 except grpc.RpcError as e:
-                    try:
-                        pause = tries.failed(e)
-                    except JobstreamError as refused:
-                        return self._refused(lease, refused)
+                    pause = self._pause(lease, tries, e)
+                    if pause is None:
+                        return
                 time.sleep(pause)
 
     @staticmethod
-    def _refused(lease, error):
-        # FAILED_PRECONDITION: the lease is gone; another worker has the job.
-        print("jobstream worker: job %s: %s" % (lease.leased.job.id, error), file=sys.stderr)
+    def _pause(lease, tries, error):
+        """The pause before an ending call is tried again; None once it is refused (said on
+        stderr: FAILED_PRECONDITION means the lease is gone and another worker has the job)."""
+        try:
+            return tries.failed(error)
+        except JobstreamError as refused:
+            print("jobstream worker: job %s: %s" % (lease.leased.job.id, refused), file=sys.stderr)
+            return None
 
     def _ending(self, lease, result, error):
         """The call that ends the job as its function did — ("CompleteJob"|"FailJob",
