@@ -228,6 +228,8 @@ export interface WorkerOptions extends ConnectOptions {
   heartbeat?: number;
   drainTimeout?: number;
   poll?: number;
+  /** Seconds a busy worker waits for a few slots to free before it leases (0.005). */
+  linger?: number;
 }
 
 export class Worker {

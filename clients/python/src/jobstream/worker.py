@@ -277,12 +277,13 @@ class Worker:
     worker_id: shown on jobs and in ListJobTypes (default host:pid). lease_duration:
     seconds (default: the type's). heartbeat: seconds between heartbeats of a silent job
     (at most a third of its lease). drain_timeout: seconds a draining worker lets running
-    jobs finish before giving them back. address, token, tls: as Client's.
+    jobs finish before giving them back. linger: seconds a busy worker waits for a few
+    slots to free before it leases (fewer, larger leases). address, token, tls: as Client's.
     """
 
     def __init__(self, address=None, *, token=None, tls=None, concurrency=4, worker_id=None,
                  lease_duration=None, heartbeat=5.0, drain_timeout=30.0, poll=2.0,
-                 timeout=30.0, options=None):
+                 linger=0.005, timeout=30.0, options=None):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self._conn = Connection(address, token, tls, options)
@@ -295,6 +296,7 @@ class Worker:
         self.heartbeat = heartbeat
         self.drain_timeout = drain_timeout
         self.poll = poll
+        self.linger = linger
         self.timeout = timeout
         self.functions = {}
         self.done = 0  # jobs this worker ended (completed or failed)
@@ -346,6 +348,12 @@ class Worker:
                 continue
             free = 1
             while free < self.concurrency and self._slots.acquire(blocking=False):
+                free += 1
+            # A busy worker frees one slot at a time: waiting a moment for a few more turns
+            # many one-job leases into fewer larger ones (a call saved per job).
+            linger_end = time.monotonic() + self.linger
+            while free < min(self.concurrency, 4) and self._slots.acquire(
+                    timeout=max(0.0, linger_end - time.monotonic())):
                 free += 1
             request = workers_pb2.LeaseJobRequest(types=types, worker_id=self.worker_id,
                                                   max_jobs=free)
