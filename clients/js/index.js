@@ -135,7 +135,11 @@ function credentials(tls) {
 function connect(address, o) {
   const target = address ?? process.env.JOBSTREAM_SERVER ?? '127.0.0.1:50051';
   const token = o.token ?? (process.env.JOBSTREAM_TOKEN ?? '').trim();
-  const options = { 'grpc.max_receive_message_length': 64 << 20, 'grpc.max_send_message_length': 64 << 20 };
+  // Reconnects to a server that went away are tried at least every 2 s (gRPC's default
+  // backoff grows to 2 min): a call made once it is back finds it soon, and the retry loops
+  // here, which bound how long they try, do the waiting.
+  const options = { 'grpc.max_receive_message_length': 64 << 20, 'grpc.max_send_message_length': 64 << 20,
+    'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 2000 };
   if (o.tls?.serverName) options['grpc.ssl_target_name_override'] = o.tls.serverName;
   const metadata = () => {
     const m = new grpc.Metadata();
@@ -250,7 +254,7 @@ export class Client {
     let last = after;
     let failingSince = null;
     for (let attempt = 0; ;) {
-      const call = this.jobs.WatchJob({ jobId, afterSequence: last }, this.metadata(), { waitForReady: true });
+      const call = this.jobs.WatchJob({ jobId, afterSequence: last }, this.metadata());
       try {
         for await (const event of call) {
           if (event.sequence <= last) continue;
@@ -306,7 +310,7 @@ export class Client {
     let failingSince = null;
     for (let attempt = 0; ; attempt++) {
       const offset = await stat(part).then((s) => s.size, () => 0);
-      const call = this.jobs.GetArtifact({ jobId, name, offset }, this.metadata(), { waitForReady: true });
+      const call = this.jobs.GetArtifact({ jobId, name, offset }, this.metadata());
       const out = await open(part, 'a');
       let artifact = null;
       try {

@@ -225,6 +225,11 @@ test('a watch across a kill -9 and restart of the server has no gap and no repea
   await stopWorker(w);
   c.close();
   await again.stop();
+  // A server that stays down: the calls give up after retryFor, saying UNAVAILABLE.
+  const patient = new Client(again.address, { retryFor: 1.5 });
+  await assert.rejects(collect(patient.watch(job.id)), (e) => e.code === 'UNAVAILABLE');
+  await assert.rejects(patient.submit('py.steps'), (e) => e.code === 'UNAVAILABLE');
+  patient.close();
 });
 
 test('tokens over mutual TLS: a worker with its certificate runs a client\'s job; the rest is refused', async () => {

@@ -470,6 +470,21 @@ class RestartTest(ServerCase):
         c.close()
 
 
+    def test_z_calls_give_up_after_retry_for_when_the_server_stays_down(self):  # runs last
+        c = self.client(retry_for=1.5)
+        job = c.submit("py.steps", {"steps": 0})
+        self.server.kill9()
+        start = time.monotonic()
+        with self.assertRaises(jobstream.Unavailable):
+            list(c.watch(job.id))
+        with self.assertRaises(jobstream.Unavailable):
+            c.submit("py.steps")
+        with self.assertRaises(jobstream.Unavailable):
+            c.fetch_artifact(job.id, "x", os.path.join(self.dir, "x"))
+        self.assertLess(time.monotonic() - start, 30)
+        c.close()
+
+
 def _certificates(dir):
     """A CA for the server, one for clients, a server and a worker certificate (openssl,
     P-256 keys, made now: nothing committed)."""

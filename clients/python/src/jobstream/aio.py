@@ -96,8 +96,7 @@ class AsyncClient:
         """An async iterator of the job's events, resumed as Client.watch resumes."""
         watch = _resume.Watch(job_id, after, self.retry_for)
         while True:
-            call = self._jobs.WatchJob(watch.request(), metadata=self._conn.metadata,
-                                       wait_for_ready=True)
+            call = self._jobs.WatchJob(watch.request(), metadata=self._conn.metadata)
             try:
                 async for event in call:
                     if watch.fresh(event):
@@ -155,8 +154,7 @@ class AsyncClient:
         """As Client.fetch_artifact (the file's sha256 is checked off the event loop)."""
         fetch = _resume.Fetch(job_id, name, path, self.retry_for)
         while True:
-            call = self._jobs.GetArtifact(fetch.request(), metadata=self._conn.metadata,
-                                          wait_for_ready=True)
+            call = self._jobs.GetArtifact(fetch.request(), metadata=self._conn.metadata)
             try:
                 with fetch.open() as out:
                     async for message in call:

@@ -145,8 +145,7 @@ class Client:
         """
         watch = _resume.Watch(job_id, after, self.retry_for)
         while True:
-            call = self._jobs.WatchJob(watch.request(), metadata=self._conn.metadata,
-                                       wait_for_ready=True)
+            call = self._jobs.WatchJob(watch.request(), metadata=self._conn.metadata)
             try:
                 yield from filter(watch.fresh, call)
                 return
@@ -213,8 +212,7 @@ class Client:
         """
         fetch = _resume.Fetch(job_id, name, path, self.retry_for)
         while True:
-            call = self._jobs.GetArtifact(fetch.request(), metadata=self._conn.metadata,
-                                          wait_for_ready=True)
+            call = self._jobs.GetArtifact(fetch.request(), metadata=self._conn.metadata)
             try:
                 with fetch.open() as out:
                     for message in call:

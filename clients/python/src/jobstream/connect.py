@@ -9,7 +9,13 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 # result up to --max_params_bytes).
 _OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
             ("grpc.max_send_message_length", 64 << 20),
-            ("grpc.keepalive_time_ms", 30000)]
+            ("grpc.keepalive_time_ms", 30000),
+            # Reconnects to a server that went away are tried at least every 2 s (gRPC's
+            # default backoff grows to 2 min): a call made once it is back finds it soon,
+            # and the retry loops here, which bound how long they try, do the waiting.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
 class TLS:
