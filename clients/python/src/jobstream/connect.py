@@ -13,8 +13,9 @@ _OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
             # Reconnects to a server that went away are tried at least every 2 s (gRPC's
             # default backoff grows to 2 min): a call made once it is back finds it soon,
             # and the retry loops here, which bound how long they try, do the waiting.
+            # (Not grpc.min_reconnect_backoff_ms: that is also how long a connection attempt
+            # may take, a TLS handshake on a busy machine included; its default stays 20 s.)
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000)]
 
 
