@@ -356,6 +356,14 @@ class WorkerTest(ServerCase):
         self.assertEqual(self.marks(), ["started 1", "started 2", "finished 2"])
         self.assertIn("RETRYING", kinds(self.c.watch(job.id)))
 
+    def test_a_silent_function_keeps_its_lease_by_heartbeats_in_any_time_zone(self):
+        # py.block's lease is 2 s and the worker's heartbeat 5 s at most: only a lease
+        # length read right (a third of it, whatever the local time zone) keeps the job.
+        self.workers.start(TZ="America/Los_Angeles", TASKS_HEARTBEAT=5)
+        job = self.c.submit("py.block", {"marker": self.marker, "seconds": 3})
+        self.assertEqual(self.c.result(job.id, 60), {"attempt": 1.0})
+        self.assertEqual(self.marks(), ["started 1", "finished 1"])
+
     def test_sigterm_lets_running_jobs_finish_and_gives_back_the_rest(self):
         # Finishing within the drain timeout: the job ends where it ran, the worker exits 0.
         # The job runs until the test opens its gate, so it is running when SIGTERM comes.

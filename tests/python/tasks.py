@@ -2,7 +2,7 @@
 
 Set by the test through the environment: JOBSTREAM_SERVER and JOBSTREAM_TOKEN (read by
 the package itself), TASKS_TLS_CA / TASKS_TLS_CERT / TASKS_TLS_KEY, TASKS_WORKER_ID,
-TASKS_CONCURRENCY, TASKS_DRAIN_TIMEOUT.
+TASKS_CONCURRENCY, TASKS_DRAIN_TIMEOUT, TASKS_HEARTBEAT.
 """
 
 import asyncio
@@ -20,7 +20,7 @@ if env("TASKS_TLS_CA"):
 worker = jobstream.Worker(tls=tls, worker_id=env("TASKS_WORKER_ID"),
                           concurrency=int(env("TASKS_CONCURRENCY", "4")),
                           drain_timeout=float(env("TASKS_DRAIN_TIMEOUT", "10")),
-                          heartbeat=0.3, poll=0.5)
+                          heartbeat=float(env("TASKS_HEARTBEAT", "0.3")), poll=0.5)
 
 
 def pattern(size):

@@ -76,7 +76,8 @@ class _Lease:
     def __init__(self, leased):
         self.leased = leased
         self.id = leased.lease_id
-        expires = leased.lease_expire_time.ToDatetime().timestamp()
+        # (Not ToDatetime().timestamp(): a naive datetime, read as local time.)
+        expires = leased.lease_expire_time.ToMicroseconds() / 1e6
         self.seconds = max(1.0, expires - time.time())
         self.last_report = time.monotonic()
         self.cancelled = False
