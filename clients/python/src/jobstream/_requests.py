@@ -2,6 +2,7 @@
 in how they send them."""
 
 import datetime
+import uuid
 
 from google.protobuf import json_format, struct_pb2
 
@@ -9,6 +10,12 @@ from jobstream.v1 import jobs_pb2, schedules_pb2
 
 Job = jobs_pb2.Job
 _DEPENDENCY_POLICIES = {"cancel": Job.CANCEL, "fail": Job.FAIL, "run": Job.RUN}
+
+
+def request_id(given):
+    """The idempotency key of a Submit: the caller's, or one made up, so the retries of a
+    call cut off by a restart never make two jobs."""
+    return given or "py-" + uuid.uuid4().hex
 
 
 def struct(value, what):

@@ -7,7 +7,6 @@
 """
 
 import asyncio
-import uuid
 
 import grpc
 
@@ -15,7 +14,7 @@ from jobstream import _requests as rq
 from jobstream import _resume
 from jobstream.client import Client
 from jobstream.connect import Connection
-from jobstream.errors import JobFailed, from_rpc_error
+from jobstream.errors import JobFailed
 from jobstream.v1 import jobs_pb2, schedules_pb2
 
 Job = jobs_pb2.Job
@@ -40,16 +39,8 @@ class AsyncClient:
     async def __aexit__(self, *_):
         await self.close()
 
-    async def _call(self, method, request, metadata=None):
-        try:
-            return await method(request, timeout=self.timeout,
-                                metadata=metadata if metadata is not None else self._conn.metadata)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
-
-    async def _retrying(self, method, request, metadata=None):
-        """A call that is safe to repeat, tried again while the server is unreachable."""
-        tries = _resume.Tries(self.retry_for, (grpc.StatusCode.UNAVAILABLE,))
+    async def _call(self, method, request, metadata=None, retry=False):
+        tries = _resume.Tries(self.retry_for, (grpc.StatusCode.UNAVAILABLE,) if retry else ())
         while True:
             try:
                 return await method(request, timeout=self.timeout, metadata=(
@@ -58,16 +49,15 @@ class AsyncClient:
                 await asyncio.sleep(tries.failed(e))
 
     async def submit(self, type, params=None, **options):
-        options["request_id"] = options.get("request_id") or "py-" + uuid.uuid4().hex
-        return await self._retrying(self._jobs.Submit, rq.submit_request(type, params, **options),
-                                    self._conn.with_trace(options.get("traceparent")))
+        options["request_id"] = rq.request_id(options.get("request_id"))
+        return await self._call(self._jobs.Submit, rq.submit_request(type, params, **options),
+                                self._conn.with_trace(options.get("traceparent")), retry=True)
 
     async def submit_batch(self, children, then=None, *, labels=None, request_id=None,
                            webhook=None):
         request = rq.batch_request(children, then, labels=labels,
-                                   request_id=request_id or "py-" + uuid.uuid4().hex,
-                                   webhook=webhook)
-        response = await self._retrying(self._jobs.SubmitBatch, request)
+                                   request_id=rq.request_id(request_id), webhook=webhook)
+        response = await self._call(self._jobs.SubmitBatch, request, retry=True)
         return response.parent, list(response.child_ids)
 
     async def get(self, job_id):

@@ -12,14 +12,13 @@ every field the server has is there; params and results go in and out as plain P
 """
 
 import time
-import uuid
 
 import grpc
 
 from jobstream import _requests as rq
 from jobstream import _resume
 from jobstream.connect import Connection
-from jobstream.errors import JobFailed, from_rpc_error
+from jobstream.errors import JobFailed
 from jobstream.v1 import (jobs_pb2, jobs_pb2_grpc, schedules_pb2, schedules_pb2_grpc)
 
 Job = jobs_pb2.Job
@@ -59,19 +58,13 @@ class Client:
     def __exit__(self, *_):
         self.close()
 
-    def _call(self, method, request, timeout=None, metadata=None):
-        try:
-            return method(request, timeout=timeout or self.timeout,
-                          metadata=metadata if metadata is not None else self._conn.metadata)
-        except grpc.RpcError as e:
-            raise from_rpc_error(e) from None
-
-    def _retrying(self, method, request, timeout=None, metadata=None):
-        """A call that is safe to repeat, tried again while the server is unreachable."""
-        tries = _resume.Tries(self.retry_for, (grpc.StatusCode.UNAVAILABLE,))
+    def _call(self, method, request, metadata=None, retry=False):
+        """One call; with `retry` (a call safe to repeat), tried again while the server is
+        unreachable, for up to retry_for seconds."""
+        tries = _resume.Tries(self.retry_for, (grpc.StatusCode.UNAVAILABLE,) if retry else ())
         while True:
             try:
-                return method(request, timeout=timeout or self.timeout, metadata=(
+                return method(request, timeout=self.timeout, metadata=(
                     metadata if metadata is not None else self._conn.metadata))
             except grpc.RpcError as e:
                 time.sleep(tries.failed(e))
@@ -90,10 +83,10 @@ class Client:
         {"url", "events"}), traceparent (W3C). A collision on unique_key returns the job
         holding it, with `deduplicated` set.
         """
-        options["request_id"] = options.get("request_id") or "py-" + uuid.uuid4().hex
+        options["request_id"] = rq.request_id(options.get("request_id"))
         request = rq.submit_request(type, params, **options)
-        return self._retrying(self._jobs.Submit, request,
-                              metadata=self._conn.with_trace(options.get("traceparent")))
+        return self._call(self._jobs.Submit, request,
+                          self._conn.with_trace(options.get("traceparent")), retry=True)
 
     def submit_batch(self, children, then=None, *, labels=None, request_id=None, webhook=None):
         """Creates up to 10,000 children and their parent at once (all or none).
@@ -104,9 +97,8 @@ class Client:
         each child ends).
         """
         request = rq.batch_request(children, then, labels=labels,
-                                   request_id=request_id or "py-" + uuid.uuid4().hex,
-                                   webhook=webhook)
-        response = self._retrying(self._jobs.SubmitBatch, request)
+                                   request_id=rq.request_id(request_id), webhook=webhook)
+        response = self._call(self._jobs.SubmitBatch, request, retry=True)
         return response.parent, list(response.child_ids)
 
     def get(self, job_id):
