@@ -307,6 +307,7 @@ class Worker:
         self._lock = threading.Lock()
         self._loop = None
         self._aio_stub = None
+        self._coroutines = set()  # the functions that are `async def` (run() finds them)
 
     def task(self, type):
         """Decorator: the function runs the jobs of `type` (an EXTERNAL type)."""
@@ -329,7 +330,8 @@ class Worker:
                 signal.signal(s, lambda *_: self.stop())
         self._slots = threading.Semaphore(self.concurrency)
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="jobstream-job")
-        if any(inspect.iscoroutinefunction(f) for f in self.functions.values()):
+        self._coroutines = {f for f in self.functions.values() if inspect.iscoroutinefunction(f)}
+        if self._coroutines:
             self._start_loop()
         beat = threading.Thread(target=self._heartbeats, name="jobstream-heartbeat", daemon=True)
         beat.start()
@@ -343,7 +345,9 @@ class Worker:
 
     def _lease_loop(self, pool):
         types = sorted(self.functions)
-        attempt = 0
+        # While the server restarts the lease is asked again, for as long as it takes.
+        tries = Tries(float("inf"), (grpc.StatusCode.UNAVAILABLE,
+                                     grpc.StatusCode.DEADLINE_EXCEEDED))
         while not self._stopping.is_set():
             if not self._slots.acquire(timeout=0.2):
                 continue
@@ -364,14 +368,11 @@ class Worker:
             try:
                 leased = list(self._stub.LeaseJob(request, timeout=self.poll + self.timeout,
                                                   metadata=self._metadata).jobs)
-                attempt = 0
+                tries.ok()
             except grpc.RpcError as e:
                 for _ in range(free):
                     self._slots.release()
-                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise from_rpc_error(e) from None
-                time.sleep(backoff(attempt))  # the server is restarting
-                attempt += 1
+                time.sleep(tries.failed(e))
                 continue
             for _ in range(free - len(leased)):
                 self._slots.release()
@@ -384,7 +385,7 @@ class Worker:
                 with self._lock:
                     self._running[lease.id] = lease
                 fn = self.functions[job.job.type]
-                if inspect.iscoroutinefunction(fn):
+                if fn in self._coroutines:
                     future = asyncio.run_coroutine_threadsafe(self._run_async(fn, lease),
                                                               self._loop)
                 else:
