@@ -5,7 +5,8 @@ acknowledged) and one worker process running a no-op function; 8 threads submit 
 with jobstream.Client and read each result back (submit -> run -> result, as the Celery
 baseline does). Phases: the Python package's Worker (threads; then `async def`), the npm
 package's Worker, and the bare generated stubs (the package's overhead is its worker's
-CPU per job beyond theirs). Last, Celery 5 + Redis (bench/baseline/celery_env.py: prefork,
+CPU per job beyond theirs); then the same number again queued while the type is paused and
+drained once it is resumed (the worker's own pace). Last, Celery 5 + Redis (bench/baseline/celery_env.py: prefork,
 8 processes), the same jobs the same way; Redis does not sync, so nothing it acknowledges
 is durable.
 
@@ -20,6 +21,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,32 +64,38 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def submit_and_read(address, jobs, submitters):
-    """`jobs` no-op jobs from `submitters` threads, each result read back; seconds taken."""
-    client = jobstream.Client(address)
-    per = jobs // submitters
+def in_threads(count, work):
+    """work(k) for k in 0..count-1 on as many threads; the first failure ends the run."""
     errors = []
 
     def run(k):
         try:
-            ids = [client.submit("noop", {"n": k * per + i}).id for i in range(per)]
-            for job_id in ids:
-                if client.result(job_id, timeout=600)["n"] is None:
-                    raise AssertionError("a result without its n")
+            work(k)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    start = time.monotonic()
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(submitters)]
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(count)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    seconds = time.monotonic() - start
-    client.close()
     if errors:
         raise SystemExit("a phase failed: %r" % errors[0])
-    return per * submitters, seconds
+
+
+def submit_and_read(client, jobs):
+    """`jobs` no-op jobs from 8 threads, each result read back; (jobs, seconds taken)."""
+    per = jobs // 8
+
+    def run(k):
+        ids = [client.submit("noop", {"n": k * per + i}).id for i in range(per)]
+        for job_id in ids:
+            if client.result(job_id, timeout=600)["n"] is None:
+                raise AssertionError("a result without its n")
+
+    start = time.monotonic()
+    in_threads(8, run)
+    return per * 8, time.monotonic() - start
 
 
 def drain(client, jobs):
@@ -95,12 +103,7 @@ def drain(client, jobs):
     has ended them all: the worker's own pace, with no submitter in the way."""
     client.pause_type("noop", "the bench fills the queue")
     per = jobs // 8
-    threads = [threading.Thread(target=lambda k=k: [client.submit("noop", {"n": k * per + i})
-                                                    for i in range(per)]) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    in_threads(8, lambda k: [client.submit("noop", {"n": k * per + i}) for i in range(per)])
     start = time.monotonic()
     client.resume_type("noop")
     while True:
@@ -112,16 +115,17 @@ def drain(client, jobs):
 
 def run_phase(name, command, env, args):
     """One worker process (`command(address)`, its server in $JOBSTREAM_SERVER too) on a
-    fresh server: a warm-up, then --jobs measured. Returns (jobs/s, worker CPU s per job)."""
+    fresh server: a warm-up, --jobs end to end, then --jobs drained. Returns (jobs/s,
+    worker CPU s per job end to end, drained jobs/s)."""
     server = Server(args.server_bin)
     worker = subprocess.Popen(command(server.address), cwd=HERE, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL,
                               env=dict(os.environ, JOBSTREAM_SERVER=server.address, **env))
     client = jobstream.Client(server.address)
     try:
-        submit_and_read(server.address, 200, 8)  # connected, first leases made
+        submit_and_read(client, 200)  # connected, first leases made
         before = cpu_seconds(worker.pid)
-        n, seconds = submit_and_read(server.address, args.jobs, 8)
+        n, seconds = submit_and_read(client, args.jobs)
         worker_cpu = cpu_seconds(worker.pid) - before
         drained, drain_seconds = drain(client, args.jobs)
     finally:
@@ -144,12 +148,11 @@ def main():
     parser.add_argument("--server_bin", default=os.path.join(ROOT, "build/server/jobstream-server"))
     parser.add_argument("--celery", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
-    if args.celery:
-        missing = [m for m in ("celery", "redis") if not _importable(m)]
-        if missing or not shutil.which("redis-server"):
-            raise SystemExit("the Celery baseline cannot run: apt-get install python3-celery "
-                             "python3-redis redis-server (missing: %s)"
-                             % ", ".join(missing + ([] if shutil.which("redis-server") else ["redis-server"])))
+    missing = [m for m in ("celery", "redis") if not _importable(m)]
+    missing += [] if shutil.which("redis-server") else ["redis-server"]
+    if args.celery and missing:
+        raise SystemExit("the Celery baseline cannot run: apt-get install python3-celery "
+                         "python3-redis redis-server (missing: %s)" % ", ".join(missing))
     python = sys.executable
     node = shutil.which("node")
     phases = [
@@ -165,27 +168,23 @@ def main():
     for _ in range(args.rounds):
         for name, command, env in phases:
             rates.setdefault(name, []).append(run_phase(name, command, env, args))
+    threads, raw = rates["Python package, threads"], rates["raw Python stubs, threads"]
+    print("\nPackage over the raw stubs: jobs/s %.2f×, worker CPU per job (medians) %+.0f%% "
+          "(target ≤ 10%%)" % (max(r[0] for r in threads) / max(r[0] for r in raw),
+                               (statistics.median(r[1] for r in threads) /
+                                statistics.median(r[1] for r in raw) - 1) * 100), flush=True)
     if args.celery:
         sys.path.insert(0, os.path.join(HERE, "..", "baseline"))
         import celery_env  # noqa: E402 - after the check above
 
-        best = max(r[0] for r in rates["Python package, threads"])
-        best_drain = max(r[2] for r in rates["Python package, threads"])
-        with celery_env.running(8) as tasks:
+        with celery_env.running(8) as tasks:  # it ends the process when done
             n, seconds = celery_env.run_independent(tasks.work, args.jobs, 8)
-            celery = n / seconds
             celery_drain = celery_drained(tasks, args.jobs)
             print("| Celery 5 prefork + Redis (not durable) | %d | %.2f s | %.0f | – | %.0f |"
-                  % (n, seconds, celery, celery_drain), flush=True)
-            print("\nPython package (threads) / Celery: %.1f× end to end, %.1f× draining "
-                  "(target ≥ 3×)" % (best / celery, best_drain / celery_drain))
-            raw = max(r[0] for r in rates["raw Python stubs, threads"])
-            pkg_cpu = sorted(r[1] for r in rates["Python package, threads"])
-            raw_cpu = sorted(r[1] for r in rates["raw Python stubs, threads"])
-            median = lambda v: v[len(v) // 2]  # noqa: E731
-            print("Package over the raw stubs: jobs/s %.2f×, worker CPU per job (medians) "
-                  "%+.0f%% (target ≤ 10%%)" % (best / raw, (median(pkg_cpu) / median(raw_cpu) - 1) * 100),
-                  flush=True)
+                  % (n, seconds, n / seconds, celery_drain))
+            print("Python package (threads) / Celery: %.1f× end to end, %.1f× draining "
+                  "(target ≥ 3×)" % (max(r[0] for r in threads) / (n / seconds),
+                                     max(r[2] for r in threads) / celery_drain), flush=True)
 
 
 def celery_drained(tasks, jobs):
