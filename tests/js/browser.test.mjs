@@ -298,9 +298,17 @@ test('a <video> element plays an artifact and seeks into it with Range requests'
     video.src = js.artifactUrl(jobId, 'tone.wav');
     document.body.appendChild(video);
     video.muted = true;
-    if (video.readyState < 1) await new Promise((r) => video.addEventListener('loadedmetadata', r, { once: true }));
+    // Each wait ends: with the event, the element's error, or a minute's bound saying
+    // where it stood (one once hung the file to ctest's timeout with nothing said).
+    const next = (event) => new Promise((resolve, reject) => {
+      video.addEventListener(event, resolve, { once: true });
+      video.addEventListener('error', () => reject(new Error(`${event}: ${video.error?.message}`)), { once: true });
+      setTimeout(() => reject(new Error(`no ${event} within 60 s: readyState ${video.readyState}, ` +
+        `networkState ${video.networkState}`)), 60000);
+    });
+    if (video.readyState < 1) await next('loadedmetadata');
     const duration = video.duration;
-    const seeked = new Promise((r) => video.addEventListener('seeked', r, { once: true }));
+    const seeked = next('seeked');
     video.currentTime = 20;
     await seeked;
     const at = video.currentTime;
