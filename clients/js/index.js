@@ -53,6 +53,8 @@ export class JobFailed extends JobstreamError {
 }
 const codeName = (code) => Object.keys(grpc.status).find((k) => grpc.status[k] === code) ?? 'UNKNOWN';
 const fromGrpc = (e) => (e instanceof JobstreamError ? e : new JobstreamError(e.details || e.message, codeName(e.code)));
+// A status given by its number, as EndJobs answers each ending.
+const fromCode = (code, message) => new JobstreamError(message || codeName(code), codeName(code));
 
 // Values ------------------------------------------------------------------------------
 
@@ -491,7 +493,9 @@ export class Worker {
     this.linger = options.linger ?? 0.005;
     this.timeout = options.timeout ?? 30;
     this.functions = new Map();
-    this.running = new Map();
+    this.running = new Map(); // lease id -> Lease, until its ending is answered
+    this.active = 0; // functions running: the slots in use
+    this.outbox = []; // endings for the next EndJobs call
     this.done = 0;
     this.stopping = false;
   }
@@ -533,7 +537,7 @@ export class Worker {
   async leaseLoop() {
     const types = [...this.functions.keys()].sort();
     for (let attempt = 0; !this.stopping;) {
-      if (this.running.size >= this.concurrency) {
+      if (this.active >= this.concurrency) {
         await new Promise((r) => { this.wake = r; });
         continue;
       }
@@ -541,10 +545,10 @@ export class Worker {
       // one-job leases into fewer larger ones (a call saved per job).
       const enough = Math.min(4, this.concurrency);
       for (const until = Date.now() + this.linger * 1000;
-        this.concurrency - this.running.size < enough && Date.now() < until && !this.stopping;) {
+        this.concurrency - this.active < enough && Date.now() < until && !this.stopping;) {
         await new Promise((r) => { this.wake = r; setTimeout(r, until - Date.now()); });
       }
-      const free = this.concurrency - this.running.size;
+      const free = this.concurrency - this.active;
       const request = { types, workerId: this.workerId, maxJobs: free, wait: duration(this.poll) };
       if (this.leaseDuration) request.leaseDuration = duration(this.leaseDuration);
       let jobs;
@@ -560,7 +564,12 @@ export class Worker {
         if (this.stopping) { await this.release(leased.leaseId); continue; }
         const lease = new Lease(leased);
         this.running.set(lease.id, lease);
-        this.runJob(lease).finally(() => { this.running.delete(lease.id); this.wake?.(); });
+        this.active += 1;
+        this.runJob(lease).finally(() => {
+          this.active -= 1;
+          if (!lease.ending) this.running.delete(lease.id); // lost or given back
+          this.wake?.();
+        });
       }
     }
   }
@@ -582,7 +591,7 @@ export class Worker {
       } catch (e) {
         error = new Fatal(`the result is not a JSON value: ${e.message}`);
       }
-      if (error === null) return this.finish(lease, 'CompleteJob', { leaseId: lease.id, result: value });
+      if (error === null) return this.finish(lease, { complete: { leaseId: lease.id, result: value } });
     }
     let failure;
     let retryable = false;
@@ -594,27 +603,52 @@ export class Worker {
         details: toStruct({ exception: name, stack: String(error?.stack ?? '').slice(-4000) }) };
       retryable = !(error instanceof Fatal);
     }
-    return this.finish(lease, 'FailJob', { leaseId: lease.id, error: failure, retryable });
+    return this.finish(lease, { fail: { leaseId: lease.id, error: failure, retryable } });
   }
 
-  // Sends the call that ends the job, tried again while the server restarts.
-  finish(lease, method, request) {
-    return lease.serial(async () => {
-      const giveUp = Date.now() + Math.max(60, lease.seconds) * 1000;
-      for (let attempt = 0; ; attempt++) {
+  // Queues the job's ending: its slot is free at once, its lease held until the ending is
+  // answered. Endings that queue while an EndJobs call is on its way go in the next one.
+  finish(lease, ending) {
+    lease.ending = true;
+    this.outbox.push({ lease, ending, giveUp: Date.now() + Math.max(60, lease.seconds) * 1000 });
+    this.sendEndings();
+  }
+
+  // One EndJobs call at a time, up to 1000 endings each; tried again while the server
+  // restarts, each ending within its lease's own time.
+  async sendEndings() {
+    if (this.sending) return;
+    this.sending = true;
+    try {
+      for (let attempt = 0; this.outbox.length > 0;) {
+        const batch = this.outbox.splice(0, 1000);
+        let results;
         try {
-          await this.unary(method, request);
-          this.done += 1;
-          return;
+          ({ results } = await this.unary('EndJobs', { endings: batch.map((b) => b.ending) }));
+          attempt = 0;
         } catch (e) {
-          if (e.code !== grpc.status.UNAVAILABLE || Date.now() > giveUp) {
-            console.error(`jobstream worker: job ${lease.leased.job.id}: ${fromGrpc(e).message}`);
-            return;
+          const again = batch.filter((b) => e.code === grpc.status.UNAVAILABLE && Date.now() <= b.giveUp);
+          for (const b of batch) if (!again.includes(b)) this.ended(b.lease, fromGrpc(e));
+          if (again.length > 0) {
+            await sleep(backoff(attempt++));
+            this.outbox.unshift(...again);
           }
+          continue;
         }
-        await sleep(backoff(attempt));
+        batch.forEach((b, i) => {
+          const error = results[i].error;
+          this.ended(b.lease, error?.code ? fromCode(error.code, error.message) : null);
+        });
       }
-    });
+    } finally {
+      this.sending = false;
+    }
+  }
+
+  ended(lease, refused) {
+    if (refused) console.error(`jobstream worker: job ${lease.leased.job.id}: ${refused.message}`);
+    else this.done += 1;
+    this.running.delete(lease.id);
   }
 
   async release(leaseId) {
@@ -629,7 +663,7 @@ export class Worker {
     const now = Date.now();
     for (const lease of this.running.values()) {
       const every = Math.min(this.heartbeat, lease.seconds / 3) * 1000;
-      if (lease.released || lease.beating || now - lease.lastReport < every) continue;
+      if (lease.released || lease.ending || lease.beating || now - lease.lastReport < every) continue;
       lease.beating = true;
       lease.serial(async () => {
         try {
@@ -647,7 +681,7 @@ export class Worker {
     const end = Date.now() + this.drainTimeout * 1000;
     while (this.running.size > 0 && Date.now() < end) await sleep(50);
     await Promise.all([...this.running.values()].map((lease) => lease.serial(async () => {
-      if (lease.lost) return;
+      if (lease.lost || lease.ending) return;
       lease.released = true;
       await this.release(lease.id);
     })));

@@ -941,14 +941,16 @@ void JobManager::Delete(const std::string& job_id, const auth::Scope& scope,
                         StatusCallback done) {
   if (absl::Status s = ValidateJobId(job_id); !s.ok()) return done(s);
   absl::Status live_error;
+  int64_t end_sequence = 0;  // of a job that ended and is still held
   {
     absl::MutexLock lock(&mu_);
     auto it = live_.find(job_id);
     if (it != live_.end() && !scope.Sees(it->second.job)) {
       live_error = watch::NoSuchJob(job_id);
     } else if (it != live_.end() && IsFinished(it->second.job.state())) {
-      // Ended, its end not written yet: removed once it is.
-      live_error = absl::AbortedError(absl::StrCat("job ", job_id, " is changing state; try again"));
+      // Ended and still held: its end may be written but not yet published (a watcher that
+      // read it from the store has seen it). The stored record says which.
+      end_sequence = it->second.job.last_sequence();
     } else if (it != live_.end()) {
       live_error = StateError(it->second.job, "cancel it first");
     }
@@ -961,7 +963,7 @@ void JobManager::Delete(const std::string& job_id, const auth::Scope& scope,
   if (job->state() == Job::QUEUED || job->state() == Job::WAITING) {
     return done(StateError(*job, "cancel it first"));
   }
-  if (!IsFinished(job->state())) {
+  if (!IsFinished(job->state()) || job->last_sequence() < end_sequence) {
     return done(absl::AbortedError(absl::StrCat("job ", job_id, " is changing state; try again")));
   }
   Batch batch;

@@ -220,4 +220,55 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReleaseJob(grpc::CallbackServerCont
   return reactor;
 }
 
+grpc::ServerUnaryReactor* WorkerServiceImpl::EndJobs(grpc::CallbackServerContext* ctx,
+                                                     const v1::EndJobsRequest* request,
+                                                     v1::EndJobsResponse* response) {
+  constexpr int kMaxEndings = 1000;
+  auto* reactor = calls_->Begin(ctx);
+  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "EndJobs");
+  if (!who.ok()) {
+    calls_->End(reactor, who.status());
+    return reactor;
+  }
+  const int n = request->endings_size();
+  if (n == 0 || n > kMaxEndings) {
+    calls_->End(reactor, absl::InvalidArgumentError(absl::StrCat(
+                             "endings: ", n, " given; send 1..", kMaxEndings)));
+    return reactor;
+  }
+  for (int i = 0; i < n; ++i) {
+    if (request->endings(i).ending_case() == v1::JobEnding::ENDING_NOT_SET) {
+      calls_->End(reactor, absl::InvalidArgumentError(absl::StrCat(
+                               "endings[", i, "]: set one of complete, fail or release")));
+      return reactor;
+    }
+  }
+  // Every result is made before any ending starts: each callback (on whatever thread
+  // ends it) fills its own; the last one to finish answers.
+  for (int i = 0; i < n; ++i) response->add_results();
+  auto left = std::make_shared<std::atomic<int>>(n);
+  const auth::Scope scope = who->scope();
+  for (int i = 0; i < n; ++i) {
+    auto ended = [this, reactor, response, left, i](absl::StatusOr<v1::Job> job) {
+      v1::JobEndingResult& result = *response->mutable_results(i);
+      if (job.ok()) {
+        result.set_job_id(job->id());
+        result.set_state(job->state());
+      } else {
+        result.mutable_error()->set_code(static_cast<int>(job.status().code()));
+        result.mutable_error()->set_message(std::string(job.status().message()));
+      }
+      if (left->fetch_sub(1) == 1) calls_->End(reactor, absl::OkStatus());
+    };
+    const v1::JobEnding& ending = request->endings(i);
+    switch (ending.ending_case()) {
+      case v1::JobEnding::kComplete: manager_->CompleteWork(ending.complete(), scope, ended); break;
+      case v1::JobEnding::kFail: manager_->FailWork(ending.fail(), scope, ended); break;
+      case v1::JobEnding::kRelease: manager_->ReleaseWork(ending.release(), scope, ended); break;
+      case v1::JobEnding::ENDING_NOT_SET: break;  // refused above
+    }
+  }
+  return reactor;
+}
+
 }  // namespace jobstream::rpc

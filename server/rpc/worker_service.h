@@ -33,6 +33,9 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
   grpc::ServerUnaryReactor* ReleaseJob(grpc::CallbackServerContext* ctx,
                                        const v1::ReleaseJobRequest* request,
                                        v1::Job* response) override;
+  grpc::ServerUnaryReactor* EndJobs(grpc::CallbackServerContext* ctx,
+                                    const v1::EndJobsRequest* request,
+                                    v1::EndJobsResponse* response) override;
 
  private:
   jobs::JobBackend* const manager_;

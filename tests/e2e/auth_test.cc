@@ -328,6 +328,17 @@ std::vector<Rpc> EveryRpc(const std::string& job_id) {
          Job j;
          return t.Work(k)->ReleaseJob(c.get(), r, &j);
        }},
+      {"EndJobs", "work", [=](AuthTest& t, const Token* k) {
+         auto c = ctx();
+         v1::EndJobsRequest r;
+         r.add_endings()->mutable_complete()->set_lease_id(job_id + ".1.x");
+         v1::EndJobsResponse e;
+         grpc::Status s = t.Work(k)->EndJobs(c.get(), r, &e);
+         if (!s.ok() || e.results(0).error().code() == 0) return s;
+         // Its one ending's answer, as CompleteJob would have given it.
+         return grpc::Status(static_cast<StatusCode>(e.results(0).error().code()),
+                             e.results(0).error().message());
+       }},
       {"UploadArtifact", "work", [=](AuthTest& t, const Token* k) {
          auto c = ctx();
          v1::Artifact a;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -304,6 +305,88 @@ TEST_P(WorkerTest, MaxJobsLeasesABatchEachWithItsOwnLease) {
   for (const auto* r : {&first, &second}) {
     for (const auto& j : r->jobs()) EXPECT_TRUE(Complete(j.lease_id()).ok());
   }
+}
+
+// EndJobs ends each lease as its single call would, answers each in order, and a refused
+// ending (a lost lease, a bad result) changes nothing for the rest; a malformed call
+// changes nothing at all.
+TEST_P(WorkerTest, EndJobsEndsEachLeaseAsItsOwnCallWouldAndAnswersEach) {
+  StartServer(R"({"name": "report", "external": {"leaseDuration": "30s"}, "maxAttempts": 3})",
+              {"--max_params_bytes=1024"});
+  std::vector<Job> jobs;
+  for (int i = 0; i < 6; ++i) jobs.push_back(Submit("report", absl::StrCat(R"({"n": )", i, "}")));
+  v1::LeaseJobResponse leased;
+  ASSERT_TRUE(Lease({"report"}, &leased, 0, 6).ok());
+  ASSERT_EQ(leased.jobs_size(), 6);
+  std::map<std::string, std::string> lease_of;  // job id -> lease id
+  for (const auto& j : leased.jobs()) lease_of[j.job().id()] = j.lease_id();
+  ASSERT_TRUE(Complete(lease_of[jobs[5].id()]).ok());  // its lease is gone before EndJobs
+
+  auto call = [&](const v1::EndJobsRequest& request, v1::EndJobsResponse* response) {
+    grpc::ClientContext ctx;
+    return workers_->EndJobs(&ctx, request, response);
+  };
+  // Malformed calls first: refused whole, nothing ended.
+  v1::EndJobsRequest none;
+  v1::EndJobsResponse refused;
+  grpc::Status s = call(none, &refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("endings: 0 given"), std::string::npos) << s.error_message();
+  v1::EndJobsRequest unset;
+  unset.add_endings()->mutable_complete()->set_lease_id(lease_of[jobs[0].id()]);
+  unset.add_endings();  // no kind
+  s = call(unset, &refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("endings[1]: set one of"), std::string::npos)
+      << s.error_message();
+  v1::EndJobsRequest too_many;
+  for (int i = 0; i < 1001; ++i) too_many.add_endings()->mutable_release()->set_lease_id("x");
+  EXPECT_EQ(call(too_many, &refused).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Status(jobs[0].id()).state(), Job::RUNNING) << "a refused call ended nothing";
+
+  v1::EndJobsRequest request;
+  auto* done = request.add_endings()->mutable_complete();
+  done->set_lease_id(lease_of[jobs[0].id()]);
+  done->mutable_result()->set_number_value(7);
+  auto* retried = request.add_endings()->mutable_fail();
+  retried->set_lease_id(lease_of[jobs[1].id()]);
+  retried->mutable_error()->set_code(14);
+  retried->mutable_error()->set_message("database busy");
+  retried->set_retryable(true);
+  auto* failed = request.add_endings()->mutable_fail();
+  failed->set_lease_id(lease_of[jobs[2].id()]);
+  failed->mutable_error()->set_code(3);
+  failed->mutable_error()->set_message("bad customer id");
+  request.add_endings()->mutable_release()->set_lease_id(lease_of[jobs[3].id()]);
+  auto* too_big = request.add_endings()->mutable_complete();  // over --max_params_bytes
+  too_big->set_lease_id(lease_of[jobs[4].id()]);
+  too_big->mutable_result()->set_string_value(std::string(2000, 'x'));
+  request.add_endings()->mutable_complete()->set_lease_id(lease_of[jobs[5].id()]);
+  v1::EndJobsResponse response;
+  s = call(request, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(response.results_size(), 6);
+  const Job::State expected[] = {Job::SUCCEEDED, Job::QUEUED, Job::FAILED, Job::QUEUED};
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(response.results(i).job_id(), jobs[i].id()) << i;
+    EXPECT_EQ(response.results(i).state(), expected[i]) << i;
+    EXPECT_EQ(response.results(i).error().code(), 0) << response.results(i).error().message();
+    EXPECT_EQ(Status(jobs[i].id()).state(), expected[i]) << i;
+  }
+  EXPECT_EQ(Status(jobs[0].id()).result().number_value(), 7);
+  EXPECT_EQ(Status(jobs[1].id()).error().message(), "database busy");
+  EXPECT_EQ(Status(jobs[2].id()).error().code(), 3);
+  EXPECT_EQ(Status(jobs[3].id()).attempt(), 0) << "a released attempt is not counted";
+  EXPECT_EQ(response.results(4).error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(response.results(4).error().message().find("result"), std::string::npos)
+      << response.results(4).error().message();
+  EXPECT_TRUE(response.results(4).job_id().empty());
+  EXPECT_EQ(Status(jobs[4].id()).state(), Job::RUNNING) << "its refused ending changed nothing";
+  EXPECT_EQ(response.results(5).error().code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << "its lease had ended";
+  EXPECT_EQ(EventTypes(jobs[0].id()),
+            (std::vector<std::string>{"CREATED", "STARTED", "SUCCEEDED"}));
+  EXPECT_TRUE(Complete(lease_of[jobs[4].id()]).ok()) << "its lease still holds";
 }
 
 // Calls waiting together are answered together (on PostgreSQL by one claim): each gets

@@ -335,8 +335,9 @@ TEST_P(JobManagerTest, RefusesIllegalTransitions) {
   ASSERT_TRUE(Events(quick->id()).status.ok());
   auto cancel_done = Cancel(quick->id());
   EXPECT_TRUE(absl::IsFailedPrecondition(cancel_done.status())) << cancel_done.status();
-  // Deleted the moment its end is seen: the manager let go of it before publishing the
-  // end, so no ABORTED "is changing state".
+  // Deleted the moment its end is seen, no ABORTED "is changing state": the manager lets go
+  // of it before publishing the end, and a watcher that read the end from the store before
+  // that publish finds Delete checking the stored record.
   const absl::Status deleted = Delete(quick->id());
   ASSERT_TRUE(deleted.ok()) << deleted;
   auto gone = manager_->Get(quick->id(), kAll);

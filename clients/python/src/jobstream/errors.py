@@ -73,6 +73,12 @@ def from_rpc_error(error):
     return cls(details or code.name, code)
 
 
+def from_status(code, message):
+    """The JobstreamError for a status given by its number (as EndJobs answers each ending)."""
+    status = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return _BY_CODE.get(status, JobstreamError)(message or status.name, status)
+
+
 # What a watch or a worker meets while a server restarts or a connection drops (INTERNAL:
 # a stream reset mid-message), or when a watcher fell behind: it resumes.
 TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED,

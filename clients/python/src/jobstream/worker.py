@@ -47,7 +47,7 @@ import grpc
 from jobstream import _requests as rq
 from jobstream._resume import Tries, backoff
 from jobstream.connect import Connection
-from jobstream.errors import JobstreamError, from_rpc_error
+from jobstream.errors import JobstreamError, from_rpc_error, from_status
 from jobstream.v1 import jobs_pb2, workers_pb2, workers_pb2_grpc
 
 _CHUNK = 1 << 20  # the server's largest upload message
@@ -83,6 +83,7 @@ class _Lease:
         self.cancelled = False
         self.lost = False
         self.released = False
+        self.ending = False  # its ending is queued or on its way
         self.lock = threading.Lock()
 
     def note(self, reply):
@@ -303,8 +304,10 @@ class Worker:
         self.done = 0  # jobs this worker ended (completed or failed)
         self._stopping = threading.Event()
         self._slots = None  # made by run(), of `concurrency` slots
-        self._running = {}  # lease id -> _Lease
-        self._lock = threading.Lock()
+        self._running = {}  # lease id -> _Lease, until its ending is answered
+        self._outbox = []  # (lease, JobEnding, Tries) for the ending thread
+        self._closing = False  # the ending thread returns once the outbox is empty
+        self._lock = threading.Condition()  # guards the three above
         self._loop = None
         self._aio_stub = None
         self._coroutines = set()  # the functions that are `async def` (run() finds them)
@@ -335,6 +338,8 @@ class Worker:
             self._start_loop()
         beat = threading.Thread(target=self._heartbeats, name="jobstream-heartbeat", daemon=True)
         beat.start()
+        self._ender = threading.Thread(target=self._endings, name="jobstream-endings", daemon=True)
+        self._ender.start()
         try:
             self._lease_loop(pool)
         finally:
@@ -394,7 +399,8 @@ class Worker:
 
     def _finished(self, lease):
         with self._lock:
-            self._running.pop(lease.id, None)
+            if not lease.ending:  # nothing to send: the lease was lost or given back
+                self._running.pop(lease.id, None)
         self._slots.release()
 
     def _run(self, fn, lease):
@@ -411,46 +417,64 @@ class Worker:
         try:
             outcome = await fn(ctx, rq.python(lease.leased.job.params))
         except BaseException as e:  # noqa: B902
-            error, outcome = e, None
+            self._end(lease, error=e)
         else:
-            error = None
-        ending = self._ending(lease, outcome, error)
-        if ending is None:
-            return
-        method, request = ending
-        tries = Tries(max(60.0, lease.seconds), (grpc.StatusCode.UNAVAILABLE,))
-        while True:
-            try:
-                await getattr(self._aio_stub, method)(request, timeout=self.timeout,
-                                                      metadata=self._metadata)
-                self.done += 1
-                return
-            except grpc.RpcError as e:
-                pause = self._pause(lease, tries, e)
-                if pause is None:
-                    return
-            await asyncio.sleep(pause)
+            self._end(lease, result=outcome)
 
     def _end(self, lease, result=None, error=None):
-        """Completes or fails the job, unless its lease is gone or was given back; the call
-        is tried again while the server restarts."""
-        ending = self._ending(lease, result, error)
-        if ending is None:
-            return
-        method, request = ending
-        tries = Tries(max(60.0, lease.seconds), (grpc.StatusCode.UNAVAILABLE,))
-        with lease.lock:
-            while True:
-                try:
-                    getattr(self._stub, method)(request, timeout=self.timeout,
-                                                metadata=self._metadata)
-                    self.done += 1
+        """Queues the job's ending (unless its lease is gone or was given back) for the
+        ending thread, which sends what has queued in one EndJobs call. The job's slot is
+        free at once; its lease stays the worker's until the ending is answered."""
+        with lease.lock:  # not while a drain gives the lease back
+            ending = self._ending(lease, result, error)
+            if ending is None:
+                return
+            tries = Tries(max(60.0, lease.seconds), (grpc.StatusCode.UNAVAILABLE,))
+            with self._lock:
+                lease.ending = True
+                self._outbox.append((lease, ending, tries))
+                self._lock.notify()
+
+    def _endings(self):
+        """Sends the queued endings, up to 1000 a call: those that queue while a call is on
+        its way go in the next, so a busy worker ends many jobs a call. A call that fails is
+        tried again while the server restarts, within each lease's own time."""
+        while True:
+            with self._lock:
+                while not self._outbox and not self._closing:
+                    self._lock.wait()
+                if not self._outbox:
                     return
-                except grpc.RpcError as e:
-                    pause = self._pause(lease, tries, e)
+                batch, self._outbox = self._outbox[:1000], self._outbox[1000:]
+            request = workers_pb2.EndJobsRequest(endings=[ending for _, ending, _ in batch])
+            try:
+                results = self._stub.EndJobs(request, timeout=self.timeout,
+                                             metadata=self._metadata).results
+            except grpc.RpcError as e:
+                again = []
+                for item in batch:
+                    pause = self._pause(item[0], item[2], e)
                     if pause is None:
-                        return
-                time.sleep(pause)
+                        self._settled(item[0])
+                    else:
+                        again.append((pause, item))
+                if again:
+                    time.sleep(min(pause for pause, _ in again))
+                    with self._lock:
+                        self._outbox[:0] = [item for _, item in again]
+                continue
+            for (lease, _, _), result in zip(batch, results):
+                if result.error.code:
+                    refused = from_status(result.error.code, result.error.message)
+                    print("jobstream worker: job %s: %s" % (lease.leased.job.id, refused),
+                          file=sys.stderr)
+                else:
+                    self.done += 1
+                self._settled(lease)
+
+    def _settled(self, lease):
+        with self._lock:
+            self._running.pop(lease.id, None)
 
     @staticmethod
     def _pause(lease, tries, error):
@@ -463,14 +487,14 @@ class Worker:
             return None
 
     def _ending(self, lease, result, error):
-        """The call that ends the job as its function did — ("CompleteJob"|"FailJob",
-        request) — or None when the lease is gone or was given back."""
+        """The JobEnding that ends the job as its function did, or None when the lease is
+        gone or was given back."""
         if lease.lost or lease.released or isinstance(error, LeaseLost):
             return None
         if error is None:
             try:
-                return "CompleteJob", workers_pb2.CompleteJobRequest(
-                    lease_id=lease.id, result=rq.value(result, "the result"))
+                return workers_pb2.JobEnding(complete=workers_pb2.CompleteJobRequest(
+                    lease_id=lease.id, result=rq.value(result, "the result")))
             except TypeError as e:
                 error = Fatal(str(e))
         if isinstance(error, Cancelled) or (lease.cancelled and not isinstance(error, Fatal)):
@@ -481,8 +505,8 @@ class Worker:
             failure.details.update({"exception": type(error).__name__, "traceback": "".join(
                 traceback.format_exception(type(error), error, error.__traceback__))[-4000:]})
             retryable = not isinstance(error, Fatal)
-        return "FailJob", workers_pb2.FailJobRequest(lease_id=lease.id, error=failure,
-                                                     retryable=retryable)
+        return workers_pb2.JobEnding(fail=workers_pb2.FailJobRequest(
+            lease_id=lease.id, error=failure, retryable=retryable))
 
     def _release(self, lease_id):
         try:
@@ -501,7 +525,7 @@ class Worker:
             now = time.monotonic()
             for lease in leases:
                 every = min(self.heartbeat, lease.seconds / 3)
-                if lease.released or now - lease.last_report < every:
+                if lease.released or lease.ending or now - lease.last_report < every:
                     continue
                 if not lease.lock.acquire(blocking=False):
                     continue  # a report or the job's end is on its way
@@ -528,9 +552,13 @@ class Worker:
             left = list(self._running.values())
         for lease in left:  # still running: given back, and the function told to stop
             with lease.lock:
-                if not lease.lost:
+                if not lease.lost and not lease.ending:
                     lease.released = True
                     self._release(lease.id)
+        with self._lock:  # the endings already queued are sent (each within its lease's time)
+            self._closing = True
+            self._lock.notify()
+        self._ender.join()
         pool.shutdown(wait=False)
 
     def _start_loop(self):
