@@ -69,8 +69,12 @@ TEST_P(BatchTest, TenThousandChildrenFanInWithDenseCompleteChildEventsAndTheThen
   EXPECT_EQ(created.batch().total(), kChildren);
   EXPECT_EQ(created.labels().at("sweep"), "nightly");
 
-  const Job parent = Finished(created.id());
-  EXPECT_EQ(parent.state(), Job::SUCCEEDED) << parent.error().message();
+  // ~3 s in memory here; each child is two synced writes, so a slow disk under a loaded
+  // CI machine takes far longer (the bound is ctest's, not a speed target).
+  const Job parent = Finished(created.id(), 300);
+  EXPECT_EQ(parent.state(), Job::SUCCEEDED)
+      << parent.error().message() << "; children ended: " << parent.batch().succeeded() << " + "
+      << parent.batch().failed() << " of " << kChildren;
   EXPECT_EQ(parent.batch().succeeded(), kChildren - 3);
   EXPECT_EQ(parent.batch().failed(), 3);
   EXPECT_DOUBLE_EQ(parent.progress().fraction(), 1.0);

@@ -61,12 +61,12 @@ class JobTest : public StoreTest {
     return job;
   }
 
-  // The job once it has finished (WaitJob, up to 60 s).
-  Job Finished(const std::string& id) {
+  // The job once it has finished (WaitJob, up to `seconds`, at most 300).
+  Job Finished(const std::string& id, int seconds = 60) {
     grpc::ClientContext ctx;
     v1::WaitJobRequest request;
     request.set_job_id(id);
-    request.mutable_timeout()->set_seconds(60);
+    request.mutable_timeout()->set_seconds(seconds);
     Job job;
     grpc::Status s = jobs_->WaitJob(&ctx, request, &job);
     EXPECT_TRUE(s.ok()) << s.error_message();
