@@ -75,7 +75,8 @@ Run RunOnce(const std::string& bin, int jobs, bool batch) {
   for (int w = 0; w < kWorkers; ++w) {
     worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
     workers.emplace_back(jobstream::bench::WorkerLoop, worker_stubs.back().get(), kType,
-                         kPerLease, &stop, &completed, &errors, "");
+                         kPerLease, &stop, &completed, &errors, "",
+                         jobstream::bench::Ending::kCompleteJob);
   }
   absl::SleepFor(absl::Milliseconds(300));  // every worker is waiting
   Run run;

@@ -74,7 +74,7 @@ std::vector<std::shared_ptr<grpc::Channel>> Channels(
 
 EndToEndRates EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                        const std::string& type, int workers, int lease_size,
-                       absl::Duration duration) {
+                       absl::Duration duration, Ending ending) {
   // Submitters keep at most kBacklog jobs waiting, so what is measured is the rate the
   // whole path sustains, not how fast a queue fills.
   constexpr int64_t kBacklog = 4096;
@@ -86,7 +86,7 @@ EndToEndRates EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channe
   for (int w = 0; w < workers; ++w) {
     worker_stubs.push_back(v1::WorkerService::NewStub(channels[4 + w % 4]));
     threads.emplace_back(WorkerLoop, worker_stubs.back().get(), type, lease_size, &stop,
-                         &completed, &errors, "");
+                         &completed, &errors, "", ending);
   }
   absl::Mutex latency_mu;
   EndToEndRates rates;
@@ -234,18 +234,34 @@ std::string BinDir(const char* argv0, const std::string& flag) {
 
 void WorkerLoop(v1::WorkerService::Stub* stub, const std::string& type, int max_jobs,
                 const std::atomic<bool>* stop, std::atomic<int64_t>* completed,
-                std::atomic<int64_t>* errors, const std::string& authorization) {
+                std::atomic<int64_t>* errors, const std::string& authorization, Ending ending) {
+  google::protobuf::RepeatedPtrField<v1::JobEnding> finished;  // for the next lease
+  auto count = [&](const google::protobuf::RepeatedPtrField<v1::JobEndingResult>& results) {
+    for (const auto& r : results) {
+      if (r.error().code() == 0) ++*completed; else ++*errors;
+    }
+  };
   while (!stop->load()) {
     v1::LeaseJobRequest request;
     request.add_types(type);
     request.set_worker_id("bench");
     request.set_max_jobs(max_jobs);
     request.mutable_wait()->set_nanos(200'000'000);
+    request.mutable_endings()->Swap(&finished);
     v1::LeaseJobResponse response;
     grpc::ClientContext ctx;
     if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
     if (!stub->LeaseJob(&ctx, request, &response).ok()) {
       ++*errors;
+      continue;
+    }
+    count(response.ended());
+    if (ending == Ending::kOnLease) {
+      for (const auto& leased : response.jobs()) {
+        auto* complete = finished.Add()->mutable_complete();
+        complete->set_lease_id(leased.lease_id());
+        complete->mutable_result()->set_number_value(1);
+      }
       continue;
     }
     absl::Mutex mu;
@@ -266,6 +282,13 @@ void WorkerLoop(v1::WorkerService::Stub* stub, const std::string& type, int max_
     absl::MutexLock lock(&mu);
     mu.Await(absl::Condition(+[](int* p) { return *p == 0; }, &pending));
   }
+  if (finished.empty()) return;
+  v1::EndJobsRequest last;  // what was leased last, ended on the way out
+  last.mutable_endings()->Swap(&finished);
+  v1::EndJobsResponse response;
+  grpc::ClientContext ctx;
+  if (!authorization.empty()) ctx.AddMetadata("authorization", authorization);
+  if (stub->EndJobs(&ctx, last, &response).ok()) count(response.results()); else ++*errors;
 }
 
 double Percentile(std::vector<double>& v, double q) {

@@ -68,12 +68,17 @@ struct Call {
 
 double Percentile(std::vector<double>& v, double q);
 
+// How a bench worker ends its jobs: a CompleteJob call each, or carried by its next
+// LeaseJob (one round trip a lease).
+enum class Ending { kCompleteJob, kOnLease };
+
 // An external worker: leases up to `max_jobs` jobs of `type` (waiting up to 200 ms) and
 // completes them all at once, as a worker handling a batch in parallel would, until
 // `stop`. `authorization` (if any) goes with each call.
 void WorkerLoop(v1::WorkerService::Stub* stub, const std::string& type, int max_jobs,
                 const std::atomic<bool>* stop, std::atomic<int64_t>* completed,
-                std::atomic<int64_t>* errors, const std::string& authorization = "");
+                std::atomic<int64_t>* errors, const std::string& authorization = "",
+                Ending ending = Ending::kCompleteJob);
 
 // End to end: 64 submitters (on channels 0-3) keep at most 4,096 jobs of `type` waiting,
 // and `workers` WorkerLoops (on channels 4-7) lease `lease_size` at a time; after a second's
@@ -86,7 +91,7 @@ struct EndToEndRates {
 };
 EndToEndRates EndToEnd(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                        const std::string& type, int workers, int lease_size,
-                       absl::Duration duration);
+                       absl::Duration duration, Ending ending = Ending::kCompleteJob);
 
 // Durable Submits of a demo.steps job scheduled a day ahead (so only Submit is measured),
 // spread over `channels`; `authorization` (if any) goes with each call.

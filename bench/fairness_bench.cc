@@ -117,7 +117,8 @@ int main(int argc, char** argv) {
   for (int w = 0; w < 8; ++w) {
     worker_stubs.push_back(WorkerService::NewStub(channels[4 + w % 4]));
     workers.emplace_back(jobstream::bench::WorkerLoop, worker_stubs.back().get(), kType, 16,
-                         &stop, &completed, &errors, absl::StrCat("Bearer ", kRoot));
+                         &stop, &completed, &errors, absl::StrCat("Bearer ", kRoot),
+                         jobstream::bench::Ending::kCompleteJob);
   }
   absl::SleepFor(absl::Seconds(1));  // draining at full speed
 

@@ -42,6 +42,10 @@ ABSL_FLAG(std::vector<std::string>, workers, std::vector<std::string>({"1", "8",
           "worker counts of the workers phase (e.g. 8, to time one case A/B)");
 ABSL_FLAG(std::vector<std::string>, lease_sizes, std::vector<std::string>({"1", "16"}),
           "jobs each LeaseJob call asks for, in the workers phase");
+ABSL_FLAG(std::vector<std::string>, endings,
+          std::vector<std::string>({"complete", "lease"}),
+          "how workers end their jobs in the workers phase: complete (a CompleteJob call "
+          "each) and/or lease (carried by the worker's next LeaseJob)");
 ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
 ABSL_FLAG(std::string, store, "rocksdb",
           "rocksdb, or postgresql: a PostgreSQL 15 started by the bench");
@@ -121,19 +125,39 @@ std::vector<int> Counts(const std::vector<std::string>& flag, absl::string_view 
   return counts;
 }
 
+// --endings as the bench's Ending values; exits with a message on another word.
+std::vector<std::pair<std::string, jobstream::bench::Ending>> Endings() {
+  std::vector<std::pair<std::string, jobstream::bench::Ending>> endings;
+  for (const std::string& s : absl::GetFlag(FLAGS_endings)) {
+    if (s == "complete") {
+      endings.emplace_back("CompleteJob", jobstream::bench::Ending::kCompleteJob);
+    } else if (s == "lease") {
+      endings.emplace_back("next LeaseJob", jobstream::bench::Ending::kOnLease);
+    } else {
+      std::cerr << "--endings: \"" << s << "\" is neither complete nor lease\n";
+      std::exit(2);
+    }
+  }
+  return endings;
+}
+
 // End to end (bench_util's EndToEnd) with --workers workers (1, 8 and 32) leasing
-// --lease_sizes jobs at a time (1 or 16).
+// --lease_sizes jobs at a time (1 or 16), ending them each way --endings names.
 void WorkersPhase(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
                   absl::Duration duration) {
-  Line("| workers | jobs per lease | submitted/s | completed/s (end to end) | p50 / p99 Submit |");
-  Line("| --- | --- | --- | --- | --- |");
+  Line("| workers | jobs per lease | ended by | submitted/s | completed/s (end to end) | p50 / p99 Submit |");
+  Line("| --- | --- | --- | --- | --- | --- |");
+  const auto endings = Endings();
   for (int workers : Counts(absl::GetFlag(FLAGS_workers), "workers")) {
     for (int max_jobs : Counts(absl::GetFlag(FLAGS_lease_sizes), "lease_sizes")) {
-      jobstream::bench::EndToEndRates r =
-          jobstream::bench::EndToEnd(channels, kType, workers, max_jobs, duration);
-      Line(absl::StrFormat("| %d | %d | %.0f | %.0f | %.2f / %.2f ms |", workers, max_jobs,
-                           r.submitted, r.completed, Percentile(r.submit_latency_us, 0.5) / 1000,
-                           Percentile(r.submit_latency_us, 0.99) / 1000));
+      for (const auto& [name, ending] : endings) {
+        jobstream::bench::EndToEndRates r =
+            jobstream::bench::EndToEnd(channels, kType, workers, max_jobs, duration, ending);
+        Line(absl::StrFormat("| %d | %d | %s | %.0f | %.0f | %.2f / %.2f ms |", workers,
+                             max_jobs, name, r.submitted, r.completed,
+                             Percentile(r.submit_latency_us, 0.5) / 1000,
+                             Percentile(r.submit_latency_us, 0.99) / 1000));
+      }
     }
   }
   Line("");

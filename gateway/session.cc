@@ -482,11 +482,20 @@ void Session::SseFlush() {
                      [self = shared_from_this()](beast::error_code, size_t) { self->CloseNow(); });
     return;
   }
+  // Everything pending goes in one write: a burst (a resumed stream's replay) leaves at
+  // once, so only a client whose socket is full keeps events pending long enough to have
+  // its progress conflated.
   sse_->writing = true;
-  SseChunkPtr data = std::move(sse_->pending.front());
-  sse_->pending.pop_front();
-  net::async_write(stream_, http::make_chunk(net::buffer(data->text)),
-                   [self = shared_from_this(), data](beast::error_code ec, size_t) {
+  constexpr size_t kMaxEventsPerWrite = 256;
+  auto batch = std::make_shared<std::vector<SseChunkPtr>>();
+  std::vector<net::const_buffer> buffers;
+  while (!sse_->pending.empty() && batch->size() < kMaxEventsPerWrite) {
+    buffers.push_back(net::buffer(sse_->pending.front()->text));
+    batch->push_back(std::move(sse_->pending.front()));
+    sse_->pending.pop_front();
+  }
+  net::async_write(stream_, http::make_chunk(buffers),
+                   [self = shared_from_this(), batch](beast::error_code ec, size_t) {
                      if (ec) return self->CloseNow();
                      self->sse_->writing = false;
                      self->SseFlush();

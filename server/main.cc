@@ -416,7 +416,8 @@ int main(int argc, char** argv) {
   auto stats = std::make_unique<jobstream::server_metrics::JobStatsHistory>(
       manager, absl::GetFlag(FLAGS_stats_interval));
   service.set_stats(stats.get());
-  jobstream::rpc::WorkerServiceImpl worker_service(manager, &calls, authenticator.get());
+  jobstream::rpc::WorkerServiceImpl worker_service(manager, &*types, &calls,
+                                                  authenticator.get());
   jobstream::rpc::ScheduleServiceImpl schedule_service(&schedule_manager, authenticator.get());
   jobstream::rpc::HealthServiceImpl health_service(
       {"jobstream.v1.JobService", "jobstream.v1.WorkerService", "jobstream.v1.ScheduleService"});

@@ -179,22 +179,15 @@ export class Client {
 
   close() { this.jobs.close(); }
 
-  async call(stub, method, request) {
-    try {
-      return await unary(stub, method, request, this.metadata(), this.timeout);
-    } catch (e) {
-      throw fromGrpc(e);
-    }
-  }
-
-  // A call safe to repeat, tried again while the server is unreachable.
-  async retrying(method, request, metadata = this.metadata()) {
+  // One call; with `retry` (a call safe to repeat), tried again while the server is
+  // unreachable, for up to retryFor seconds.
+  async call(stub, method, request, { retry = false, metadata = this.metadata() } = {}) {
     const giveUp = Date.now() + this.retryFor * 1000;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await unary(this.jobs, method, request, metadata, this.timeout);
+        return await unary(stub, method, request, metadata, this.timeout);
       } catch (e) {
-        if (e.code !== grpc.status.UNAVAILABLE || Date.now() > giveUp) throw fromGrpc(e);
+        if (!retry || e.code !== grpc.status.UNAVAILABLE || Date.now() > giveUp) throw fromGrpc(e);
       }
       await sleep(backoff(attempt));
     }
@@ -206,7 +199,7 @@ export class Client {
     if (options.traceparent) metadata.set('traceparent', options.traceparent);
     // A request id made up when none is given: the retries below never make two jobs.
     const request = submitRequest(type, params, { requestId: `js-${randomUUID()}`, ...options });
-    return plainJob(await this.retrying('Submit', request, metadata));
+    return plainJob(await this.call(this.jobs, 'Submit', request, { retry: true, metadata }));
   }
 
   /** Up to 10,000 children (and an optional `then`) under one parent, all or none. */
@@ -215,7 +208,7 @@ export class Client {
       requestId: options.requestId ?? `js-${randomUUID()}` };
     if (options.then) request.then = childRequest(options.then);
     if (options.webhook) request.webhook = typeof options.webhook === 'string' ? { url: options.webhook } : options.webhook;
-    const r = await this.retrying('SubmitBatch', request);
+    const r = await this.call(this.jobs, 'SubmitBatch', request, { retry: true });
     return { parent: plainJob(r.parent), childIds: r.childIds };
   }
 

@@ -1,13 +1,69 @@
 #include "server/rpc/worker_service.h"
 
 #include <atomic>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "server/jobs/worker_requests.h"
 #include "server/rpc/authorize.h"
 
 namespace jobstream::rpc {
 namespace {
+
+using Endings = google::protobuf::RepeatedPtrField<v1::JobEnding>;
+using EndingResults = google::protobuf::RepeatedPtrField<v1::JobEndingResult>;
+
+constexpr int kMaxEndings = 1000;
+
+// What EndJobs and LeaseJob refuse whole, before anything is ended.
+absl::Status CheckEndings(const Endings& endings) {
+  if (endings.size() > kMaxEndings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("endings: ", endings.size(), " given; send at most ", kMaxEndings));
+  }
+  for (int i = 0; i < endings.size(); ++i) {
+    if (endings[i].ending_case() == v1::JobEnding::ENDING_NOT_SET) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("endings[", i, "]: set one of complete, fail or release"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Ends each of `endings` as its own call would, writing its answer to the same place in
+// `results`; `done` runs once, after the last answer (on whichever thread gives it).
+void EndEach(jobs::JobBackend& manager, const Endings& endings, const auth::Scope& scope,
+             EndingResults* results, std::function<void()> done) {
+  const int n = endings.size();
+  if (n == 0) return done();
+  // Every result exists before any ending starts: each callback fills only its own.
+  for (int i = 0; i < n; ++i) results->Add();
+  auto left = std::make_shared<std::atomic<int>>(n);
+  auto finished = std::make_shared<std::function<void()>>(std::move(done));
+  for (int i = 0; i < n; ++i) {
+    auto answered = [results, left, finished, i](absl::StatusOr<v1::Job> job) {
+      v1::JobEndingResult& result = (*results)[i];
+      if (job.ok()) {
+        result.set_job_id(job->id());
+        result.set_state(job->state());
+      } else {
+        result.mutable_error()->set_code(static_cast<int>(job.status().code()));
+        result.mutable_error()->set_message(std::string(job.status().message()));
+      }
+      if (left->fetch_sub(1) == 1) (*finished)();
+    };
+    const v1::JobEnding& ending = endings[i];
+    switch (ending.ending_case()) {
+      case v1::JobEnding::kComplete: manager.CompleteWork(ending.complete(), scope, answered); break;
+      case v1::JobEnding::kFail: manager.FailWork(ending.fail(), scope, answered); break;
+      case v1::JobEnding::kRelease: manager.ReleaseWork(ending.release(), scope, answered); break;
+      case v1::JobEnding::ENDING_NOT_SET:  // refused by CheckEndings
+        answered(absl::InvalidArgumentError("no ending"));
+        break;
+    }
+  }
+}
 
 // One LeaseJob call. It lives until both gRPC is done with it and LeaseJobs has returned
 // (the answer may come first, from the delivery thread). If the caller goes away while
@@ -17,20 +73,15 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
   LeaseReactor(jobs::JobBackend* manager, CallTracker* calls, grpc::CallbackServerContext* ctx,
                const v1::LeaseJobRequest* request, const auth::Principal& who,
                v1::LeaseJobResponse* response)
-      : manager_(manager), calls_(calls), ctx_(ctx), response_(response), scope_(who.scope()) {
+      : manager_(manager),
+        calls_(calls),
+        ctx_(ctx),
+        request_(request),
+        response_(response),
+        scope_(who.scope()) {
     calls_->Enter();
-    auto waiter = manager_->LeaseJobs(
-        *request, ctx->peer(), scope_, [this](absl::StatusOr<v1::LeaseJobResponse> result) {
-          Answer(std::move(result));
-        });
-    bool cancelled;
-    {
-      absl::MutexLock lock(&mu_);
-      waiter_ = waiter;
-      cancelled = cancelled_;
-    }
-    if (cancelled && waiter) manager_->AbandonWait(waiter);
-    Unref();
+    // The endings first: the slots they free are free for this very lease.
+    EndEach(*manager_, request->endings(), scope_, &ended_, [this] { Lease(); });
   }
 
   void OnCancel() override {
@@ -45,6 +96,21 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
   void OnDone() override { Unref(); }
 
  private:
+  void Lease() {
+    auto waiter = manager_->LeaseJobs(
+        *request_, ctx_->peer(), scope_, [this](absl::StatusOr<v1::LeaseJobResponse> result) {
+          Answer(std::move(result));
+        });
+    bool cancelled;
+    {
+      absl::MutexLock lock(&mu_);
+      waiter_ = waiter;
+      cancelled = cancelled_;
+    }
+    if (cancelled && waiter) manager_->AbandonWait(waiter);
+    Unref();
+  }
+
   void Answer(absl::StatusOr<v1::LeaseJobResponse> result) {
     if (result.ok() && ctx_->IsCancelled()) {
       for (const v1::LeasedJob& job : result->jobs()) {
@@ -54,6 +120,7 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
       }
       result = absl::CancelledError("the call was cancelled; its jobs were given back");
     }
+    if (result.ok()) result->mutable_ended()->Swap(&ended_);
     calls_->Reply(this, response_, std::move(result));
   }
   void Unref() {
@@ -63,9 +130,11 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
   jobs::JobBackend* const manager_;
   CallTracker* const calls_;
   grpc::CallbackServerContext* const ctx_;
+  const v1::LeaseJobRequest* const request_;
   v1::LeaseJobResponse* const response_;
   const auth::Scope scope_;
-  std::atomic<int> refs_{2};  // the constructor's and gRPC's (OnDone)
+  EndingResults ended_;  // the endings' answers, until the reply takes them
+  std::atomic<int> refs_{2};  // Lease()'s and gRPC's (OnDone)
   absl::Mutex mu_;
   std::shared_ptr<jobs::LeaseWaiter> waiter_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
@@ -156,6 +225,17 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContex
     calls_->End(reactor, who.status());
     return reactor;
   }
+  if (request->endings_size() > 0) {  // refused whole, before anything is ended
+    absl::Status s = CheckEndings(request->endings());
+    if (s.ok()) {
+      s = jobs::ParseLeaseJobs(*request, ctx->peer(), who->scope(), *types_, absl::Now()).status();
+    }
+    if (!s.ok()) {
+      auto* reactor = calls_->Begin(ctx);
+      calls_->End(reactor, s);
+      return reactor;
+    }
+  }
   return new LeaseReactor(manager_, calls_, ctx, request, *who, response);
 }
 
@@ -223,51 +303,22 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReleaseJob(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* WorkerServiceImpl::EndJobs(grpc::CallbackServerContext* ctx,
                                                      const v1::EndJobsRequest* request,
                                                      v1::EndJobsResponse* response) {
-  constexpr int kMaxEndings = 1000;
   auto* reactor = calls_->Begin(ctx);
   auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "EndJobs");
   if (!who.ok()) {
     calls_->End(reactor, who.status());
     return reactor;
   }
-  const int n = request->endings_size();
-  if (n == 0 || n > kMaxEndings) {
-    calls_->End(reactor, absl::InvalidArgumentError(absl::StrCat(
-                             "endings: ", n, " given; send 1..", kMaxEndings)));
+  absl::Status s = CheckEndings(request->endings());
+  if (s.ok() && request->endings_size() == 0) {
+    s = absl::InvalidArgumentError(absl::StrCat("endings: none given; send 1..", kMaxEndings));
+  }
+  if (!s.ok()) {
+    calls_->End(reactor, s);
     return reactor;
   }
-  for (int i = 0; i < n; ++i) {
-    if (request->endings(i).ending_case() == v1::JobEnding::ENDING_NOT_SET) {
-      calls_->End(reactor, absl::InvalidArgumentError(absl::StrCat(
-                               "endings[", i, "]: set one of complete, fail or release")));
-      return reactor;
-    }
-  }
-  // Every result is made before any ending starts: each callback (on whatever thread
-  // ends it) fills its own; the last one to finish answers.
-  for (int i = 0; i < n; ++i) response->add_results();
-  auto left = std::make_shared<std::atomic<int>>(n);
-  const auth::Scope scope = who->scope();
-  for (int i = 0; i < n; ++i) {
-    auto ended = [this, reactor, response, left, i](absl::StatusOr<v1::Job> job) {
-      v1::JobEndingResult& result = *response->mutable_results(i);
-      if (job.ok()) {
-        result.set_job_id(job->id());
-        result.set_state(job->state());
-      } else {
-        result.mutable_error()->set_code(static_cast<int>(job.status().code()));
-        result.mutable_error()->set_message(std::string(job.status().message()));
-      }
-      if (left->fetch_sub(1) == 1) calls_->End(reactor, absl::OkStatus());
-    };
-    const v1::JobEnding& ending = request->endings(i);
-    switch (ending.ending_case()) {
-      case v1::JobEnding::kComplete: manager_->CompleteWork(ending.complete(), scope, ended); break;
-      case v1::JobEnding::kFail: manager_->FailWork(ending.fail(), scope, ended); break;
-      case v1::JobEnding::kRelease: manager_->ReleaseWork(ending.release(), scope, ended); break;
-      case v1::JobEnding::ENDING_NOT_SET: break;  // refused above
-    }
-  }
+  EndEach(*manager_, request->endings(), who->scope(), response->mutable_results(),
+          [this, reactor] { calls_->End(reactor, absl::OkStatus()); });
   return reactor;
 }
 

@@ -6,15 +6,16 @@
 #include "jobstream/v1/workers.grpc.pb.h"
 #include "server/auth/tokens.h"
 #include "server/jobs/job_backend.h"
+#include "server/jobs/job_types.h"
 #include "server/rpc/call_tracker.h"
 
 namespace jobstream::rpc {
 
 class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
  public:
-  WorkerServiceImpl(jobs::JobBackend* manager, CallTracker* calls,
+  WorkerServiceImpl(jobs::JobBackend* manager, const jobs::JobTypes* types, CallTracker* calls,
                     const auth::Authenticator* auth)
-      : manager_(manager), calls_(calls), auth_(auth) {}
+      : manager_(manager), types_(types), calls_(calls), auth_(auth) {}
 
   grpc::ServerUnaryReactor* LeaseJob(grpc::CallbackServerContext* ctx,
                                      const v1::LeaseJobRequest* request,
@@ -39,6 +40,7 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
 
  private:
   jobs::JobBackend* const manager_;
+  const jobs::JobTypes* const types_;  // to check a LeaseJob whole before its endings
   CallTracker* const calls_;
   const auth::Authenticator* const auth_;
 };

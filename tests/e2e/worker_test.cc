@@ -331,7 +331,7 @@ TEST_P(WorkerTest, EndJobsEndsEachLeaseAsItsOwnCallWouldAndAnswersEach) {
   v1::EndJobsResponse refused;
   grpc::Status s = call(none, &refused);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(s.error_message().find("endings: 0 given"), std::string::npos) << s.error_message();
+  EXPECT_NE(s.error_message().find("endings: none given"), std::string::npos) << s.error_message();
   v1::EndJobsRequest unset;
   unset.add_endings()->mutable_complete()->set_lease_id(lease_of[jobs[0].id()]);
   unset.add_endings();  // no kind
@@ -387,6 +387,58 @@ TEST_P(WorkerTest, EndJobsEndsEachLeaseAsItsOwnCallWouldAndAnswersEach) {
   EXPECT_EQ(EventTypes(jobs[0].id()),
             (std::vector<std::string>{"CREATED", "STARTED", "SUCCEEDED"}));
   EXPECT_TRUE(Complete(lease_of[jobs[4].id()]).ok()) << "its lease still holds";
+}
+
+// A LeaseJob carrying endings ends them first, as EndJobs would (the slot one frees is
+// free for this very lease), answers each in `ended`, and is refused whole, ending nothing,
+// when any part of it is invalid.
+TEST_P(WorkerTest, ALeaseEndsTheJobsItCarriesFirstAndAnswersEach) {
+  StartServer(R"({"name": "report", "external": {}, "concurrency": 1})");
+  const Job a = Submit("report");
+  const Job b = Submit("report");
+  v1::LeasedJob first = LeaseOne("report");
+  ASSERT_EQ(first.job().id(), a.id());
+
+  // Refused whole: a type no worker may lease, or an ending of no kind. A is still running.
+  for (int bad = 0; bad < 2; ++bad) {
+    v1::LeaseJobRequest request;
+    request.add_types(bad == 0 ? "demo.steps" : "report");
+    request.add_endings()->mutable_complete()->set_lease_id(first.lease_id());
+    if (bad == 1) request.add_endings();
+    v1::LeaseJobResponse response;
+    grpc::ClientContext ctx;
+    grpc::Status s = workers_->LeaseJob(&ctx, request, &response);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_NE(s.error_message().find(bad == 0 ? "runs in the server" : "endings[1]"),
+              std::string::npos)
+        << s.error_message();
+    EXPECT_EQ(Status(a.id()).state(), Job::RUNNING) << "nothing ended";
+  }
+
+  // A's ending frees the type's one slot, so B is leased at once (no wait given); an
+  // ending whose lease id is malformed is refused on its own.
+  v1::LeaseJobRequest request;
+  request.add_types("report");
+  request.set_worker_id("w1");
+  auto* done = request.add_endings()->mutable_complete();
+  done->set_lease_id(first.lease_id());
+  done->mutable_result()->set_number_value(1);
+  request.add_endings()->mutable_release()->set_lease_id(a.id() + ".9.x");
+  v1::LeaseJobResponse response;
+  grpc::ClientContext ctx;
+  grpc::Status s = workers_->LeaseJob(&ctx, request, &response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(response.ended_size(), 2);
+  EXPECT_EQ(response.ended(0).job_id(), a.id());
+  EXPECT_EQ(response.ended(0).state(), Job::SUCCEEDED);
+  EXPECT_EQ(response.ended(1).error().code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(response.ended(1).error().message().find("is not a lease id"), std::string::npos)
+      << response.ended(1).error().message();
+  ASSERT_EQ(response.jobs_size(), 1) << "the slot A freed";
+  EXPECT_EQ(response.jobs(0).job().id(), b.id());
+  EXPECT_EQ(Status(a.id()).result().number_value(), 1);
+  EXPECT_EQ(EventTypes(a.id()), (std::vector<std::string>{"CREATED", "STARTED", "SUCCEEDED"}));
+  EXPECT_TRUE(Complete(response.jobs(0).lease_id()).ok());
 }
 
 // Calls waiting together are answered together (on PostgreSQL by one claim): each gets
