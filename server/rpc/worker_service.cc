@@ -239,76 +239,74 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContex
   return new LeaseReactor(manager_, calls_, ctx, request, *who, response);
 }
 
+std::optional<auth::Scope> WorkerServiceImpl::Begin(grpc::CallbackServerContext* ctx,
+                                                    absl::string_view method,
+                                                    grpc::ServerUnaryReactor** reactor) {
+  *reactor = calls_->Begin(ctx);
+  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, method);
+  if (!who.ok()) {
+    calls_->End(*reactor, who.status());
+    return std::nullopt;
+  }
+  return who->scope();
+}
+
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReportProgress(
     grpc::CallbackServerContext* ctx, const v1::ReportProgressRequest* request,
     v1::ReportProgressResponse* response) {
-  auto* reactor = calls_->Begin(ctx);
-  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "ReportProgress");
-  if (!who.ok()) {
-    calls_->End(reactor, who.status());
-    return reactor;
+  grpc::ServerUnaryReactor* reactor;
+  if (auto scope = Begin(ctx, "ReportProgress", &reactor)) {
+    manager_->ReportWork(*request, *scope, [this, reactor, response](
+                                                absl::StatusOr<v1::ReportProgressResponse> r) {
+      calls_->Reply(reactor, response, std::move(r));
+    });
   }
-  manager_->ReportWork(*request, who->scope(), [this, reactor, response](
-                                     absl::StatusOr<v1::ReportProgressResponse> result) {
-    calls_->Reply(reactor, response, std::move(result));
-  });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteJob(grpc::CallbackServerContext* ctx,
                                                          const v1::CompleteJobRequest* request,
                                                          v1::Job* response) {
-  auto* reactor = calls_->Begin(ctx);
-  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "CompleteJob");
-  if (!who.ok()) {
-    calls_->End(reactor, who.status());
-    return reactor;
+  grpc::ServerUnaryReactor* reactor;
+  if (auto scope = Begin(ctx, "CompleteJob", &reactor)) {
+    manager_->CompleteWork(*request, *scope, Answer(reactor, response));
   }
-  manager_->CompleteWork(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
-    calls_->Reply(reactor, response, std::move(job));
-  });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::FailJob(grpc::CallbackServerContext* ctx,
                                                      const v1::FailJobRequest* request,
                                                      v1::Job* response) {
-  auto* reactor = calls_->Begin(ctx);
-  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "FailJob");
-  if (!who.ok()) {
-    calls_->End(reactor, who.status());
-    return reactor;
+  grpc::ServerUnaryReactor* reactor;
+  if (auto scope = Begin(ctx, "FailJob", &reactor)) {
+    manager_->FailWork(*request, *scope, Answer(reactor, response));
   }
-  manager_->FailWork(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
-    calls_->Reply(reactor, response, std::move(job));
-  });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::ReleaseJob(grpc::CallbackServerContext* ctx,
                                                         const v1::ReleaseJobRequest* request,
                                                         v1::Job* response) {
-  auto* reactor = calls_->Begin(ctx);
-  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "ReleaseJob");
-  if (!who.ok()) {
-    calls_->End(reactor, who.status());
-    return reactor;
+  grpc::ServerUnaryReactor* reactor;
+  if (auto scope = Begin(ctx, "ReleaseJob", &reactor)) {
+    manager_->ReleaseWork(*request, *scope, Answer(reactor, response));
   }
-  manager_->ReleaseWork(*request, who->scope(), [this, reactor, response](absl::StatusOr<v1::Job> job) {
-    calls_->Reply(reactor, response, std::move(job));
-  });
   return reactor;
+}
+
+jobs::JobBackend::JobCallback WorkerServiceImpl::Answer(grpc::ServerUnaryReactor* reactor,
+                                                        v1::Job* response) {
+  return [this, reactor, response](absl::StatusOr<v1::Job> job) {
+    calls_->Reply(reactor, response, std::move(job));
+  };
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::EndJobs(grpc::CallbackServerContext* ctx,
                                                      const v1::EndJobsRequest* request,
                                                      v1::EndJobsResponse* response) {
-  auto* reactor = calls_->Begin(ctx);
-  auto who = Authorize(*auth_, *ctx, auth::Role::kWork, "EndJobs");
-  if (!who.ok()) {
-    calls_->End(reactor, who.status());
-    return reactor;
-  }
+  grpc::ServerUnaryReactor* reactor;
+  auto scope = Begin(ctx, "EndJobs", &reactor);
+  if (!scope) return reactor;
   absl::Status s = CheckEndings(request->endings());
   if (s.ok() && request->endings_size() == 0) {
     s = absl::InvalidArgumentError(absl::StrCat("endings: none given; send 1..", kMaxEndings));
@@ -317,7 +315,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::EndJobs(grpc::CallbackServerContext
     calls_->End(reactor, s);
     return reactor;
   }
-  EndEach(*manager_, request->endings(), who->scope(), response->mutable_results(),
+  EndEach(*manager_, request->endings(), *scope, response->mutable_results(),
           [this, reactor] { calls_->End(reactor, absl::OkStatus()); });
   return reactor;
 }

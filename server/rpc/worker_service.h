@@ -3,6 +3,8 @@
 // the caller goes away.
 #pragma once
 
+#include <optional>
+
 #include "jobstream/v1/workers.grpc.pb.h"
 #include "server/auth/tokens.h"
 #include "server/jobs/job_backend.h"
@@ -39,6 +41,13 @@ class WorkerServiceImpl final : public v1::WorkerService::CallbackService {
                                     v1::EndJobsResponse* response) override;
 
  private:
+  // Begins a call that needs the `work` role: the caller's scope, or nullopt once the
+  // call has been refused (and answered).
+  std::optional<auth::Scope> Begin(grpc::CallbackServerContext* ctx, absl::string_view method,
+                                   grpc::ServerUnaryReactor** reactor);
+  // Answers `reactor` with the job a manager call ends with.
+  jobs::JobBackend::JobCallback Answer(grpc::ServerUnaryReactor* reactor, v1::Job* response);
+
   jobs::JobBackend* const manager_;
   const jobs::JobTypes* const types_;  // to check a LeaseJob whole before its endings
   CallTracker* const calls_;
