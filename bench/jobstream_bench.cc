@@ -30,6 +30,8 @@
 #include "bench/bench_util.h"
 
 ABSL_FLAG(std::string, server_bin, "", "jobstream-server (default: ../server/ beside this binary)");
+ABSL_FLAG(std::vector<std::string>, server_flags, {},
+          "more flags for every server the bench starts, e.g. --log=false to time the request log");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(3), "length of each throughput phase");
 ABSL_FLAG(int, watchers, 1000, "watchers of the event fan-out phase");
 ABSL_FLAG(int, event_rate, 100, "PROGRESS events per second of the watched job");
@@ -128,6 +130,13 @@ Job MustSubmit(JobService::Stub* stub, const std::string& params_json_steps, int
   return job;
 }
 
+// A server's command line: the binary, a free loopback port, `data`, and --server_flags.
+std::vector<std::string> ServerArgs(const std::string& server_bin, const std::string& data) {
+  std::vector<std::string> args = {server_bin, "--listen=127.0.0.1:0", "--data_dir=" + data};
+  for (const std::string& flag : absl::GetFlag(FLAGS_server_flags)) args.push_back(flag);
+  return args;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -178,7 +187,7 @@ int main(int argc, char** argv) {
   // Durable Submit.
   const std::string data = std::filesystem::temp_directory_path() / "jobstream-bench-data";
   std::filesystem::remove_all(data);
-  Child server = Spawn({server_bin, "--listen=127.0.0.1:0", "--data_dir=" + data});
+  Child server = Spawn(ServerArgs(server_bin, data));
   line("| durable Submit | per second | p50 | p99 | ratio to raw synced (64 writers) |");
   line("| --- | --- | --- | --- | --- |");
   {
@@ -197,7 +206,7 @@ int main(int argc, char** argv) {
   line("");
 
   // GetStatus, fan-out and idle streams on a fresh server.
-  server = Spawn({server_bin, "--listen=127.0.0.1:0", "--data_dir=" + data});
+  server = Spawn(ServerArgs(server_bin, data));
   auto channels = Channels(server.address, 8);
   auto stub = JobService::NewStub(channels[0]);
   {
@@ -253,7 +262,7 @@ int main(int argc, char** argv) {
   {
     // A fresh server and connections: what an idle stream costs, apart from what the
     // phases above left in the allocator and in gRPC's per-connection estimates.
-    server = Spawn({server_bin, "--listen=127.0.0.1:0", "--data_dir=" + data});
+    server = Spawn(ServerArgs(server_bin, data));
     channels = Channels(server.address, 8);
     stub = JobService::NewStub(channels[0]);
     const int n = absl::GetFlag(FLAGS_idle_streams);

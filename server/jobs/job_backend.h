@@ -165,6 +165,10 @@ class JobBackend {
                         JobCallback done) = 0;
   virtual void ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
                            JobCallback done) = 0;
+  // Whether a worker call's ending frees what it held (its type's and key's slots) the
+  // moment the call returns, before it is written: then a lease that follows it at once
+  // sees the freed slots, and its STARTED can share the ending's synced write.
+  virtual bool EndingsFreeAtOnce() const { return false; }
 
   // Artifacts (see ArtifactUpload). BeginArtifact checks the header and that `holder`
   // still holds a RUNNING job; BeginWorkerArtifact takes the holder from the lease id.

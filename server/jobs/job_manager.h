@@ -125,6 +125,8 @@ class JobManager : public JobBackend, public ArtifactSink {
                 JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
   void ReleaseWork(const v1::ReleaseJobRequest& request, const auth::Scope& scope,
                    JobCallback done) override ABSL_LOCKS_EXCLUDED(mu_);
+  // EndAttempt gives back the type's and key's slots in memory, before the write.
+  bool EndingsFreeAtOnce() const override { return true; }
   absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginArtifact(
       ArtifactHolder holder, const v1::ArtifactHeader& header) override ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::unique_ptr<ArtifactUpload>> BeginWorkerArtifact(

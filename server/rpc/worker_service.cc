@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -80,8 +81,18 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
         response_(response),
         scope_(who.scope()) {
     calls_->Enter();
-    // The endings first: the slots they free are free for this very lease.
-    EndEach(*manager_, request->endings(), scope_, &ended_, [this] { Lease(); });
+    // The endings first: the slots they free are free for this very lease. Where they are
+    // free as soon as the endings are staged, the lease starts at once, and its STARTED
+    // may share their synced write; the answer still waits for both.
+    if (manager_->EndingsFreeAtOnce()) {
+      EndEach(*manager_, request->endings(), scope_, &ended_, [this] { Ended(); });
+      Lease();
+    } else {
+      EndEach(*manager_, request->endings(), scope_, &ended_, [this] {
+        Ended();
+        Lease();
+      });
+    }
   }
 
   void OnCancel() override {
@@ -120,6 +131,28 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
       }
       result = absl::CancelledError("the call was cancelled; its jobs were given back");
     }
+    {
+      absl::MutexLock lock(&mu_);
+      if (!ended_all_) {  // answered once the endings are
+        answer_ = std::move(result);
+        return;
+      }
+    }
+    Reply(std::move(result));
+  }
+
+  // Every ending is answered.
+  void Ended() {
+    std::optional<absl::StatusOr<v1::LeaseJobResponse>> answer;
+    {
+      absl::MutexLock lock(&mu_);
+      ended_all_ = true;
+      answer.swap(answer_);
+    }
+    if (answer) Reply(*std::move(answer));
+  }
+
+  void Reply(absl::StatusOr<v1::LeaseJobResponse> result) {
     if (result.ok()) result->mutable_ended()->Swap(&ended_);
     calls_->Reply(this, response_, std::move(result));
   }
@@ -138,6 +171,8 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
   absl::Mutex mu_;
   std::shared_ptr<jobs::LeaseWaiter> waiter_ ABSL_GUARDED_BY(mu_);
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_all_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<absl::StatusOr<v1::LeaseJobResponse>> answer_ ABSL_GUARDED_BY(mu_);
 };
 
 // One UploadArtifact stream: the header starts an upload, each message appends to it,
