@@ -82,13 +82,17 @@ def main(folder):
         ratio = statistics.median(new) / statistics.median(old) if statistics.median(old) else float("nan")
         pairs = [n / o for n, o in zip(new, old) if o]
         spread = "%.2f–%.2f" % (min(pairs), max(pairs)) if pairs else "–"
-        worse = any(m in key[2].lower() for m in WORSE_WHEN_LARGER)
+        named = (key[1] + " " + key[2]).lower()
+        worse = "ratio" not in named and any(m in named for m in WORSE_WHEN_LARGER)
         flag = ""
         if pairs and (min(pairs) > 1 or max(pairs) < 1):  # every pair agrees
             slower = (min(pairs) > 1) == worse
             flag = " **worse**" if slower else " better"
         print("| %s | %s | %s | %s | %s | %.2f%s | %s |" % (
             key[0], key[1], key[2], describe(old), describe(new), ratio, flag, spread))
+    print("\nA figure is flagged better or **worse** only when every pair of rounds agrees; with "
+          "%d rounds chance alone does that to a figure that did not move %.0f%% of the time "
+          "(run more rounds to decide)." % (len(rounds), 100 * 2 ** (1 - len(rounds))))
 
 
 if __name__ == "__main__":
