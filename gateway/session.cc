@@ -485,18 +485,19 @@ void Session::SseFlush() {
   // Everything pending goes in one write: a burst (a resumed stream's replay) leaves at
   // once, so only a client whose socket is full keeps events pending long enough to have
   // its progress conflated.
+  // (The session owns sse_ for its whole life, and the handler holds the session.)
   sse_->writing = true;
   constexpr size_t kMaxEventsPerWrite = 256;
-  auto batch = std::make_shared<std::vector<SseChunkPtr>>();
   std::vector<net::const_buffer> buffers;
-  while (!sse_->pending.empty() && batch->size() < kMaxEventsPerWrite) {
+  while (!sse_->pending.empty() && sse_->in_flight.size() < kMaxEventsPerWrite) {
     buffers.push_back(net::buffer(sse_->pending.front()->text));
-    batch->push_back(std::move(sse_->pending.front()));
+    sse_->in_flight.push_back(std::move(sse_->pending.front()));
     sse_->pending.pop_front();
   }
   net::async_write(stream_, http::make_chunk(buffers),
-                   [self = shared_from_this(), batch](beast::error_code ec, size_t) {
+                   [self = shared_from_this()](beast::error_code ec, size_t) {
                      if (ec) return self->CloseNow();
+                     self->sse_->in_flight.clear();
                      self->sse_->writing = false;
                      self->SseFlush();
                    });

@@ -56,6 +56,7 @@ struct SessionSse {
   bool many_jobs = false;  // /v1/events: ids are jobId:sequence, never deduplicated
   std::function<void()> leave;
   std::deque<SseChunkPtr> pending;
+  std::vector<SseChunkPtr> in_flight;  // the chunks the write under way is sending
   bool writing = false;
   bool ending = false;  // the last chunk is queued
 };

@@ -17,11 +17,12 @@ using EndingResults = google::protobuf::RepeatedPtrField<v1::JobEndingResult>;
 
 constexpr int kMaxEndings = 1000;
 
-// What EndJobs and LeaseJob refuse whole, before anything is ended.
-absl::Status CheckEndings(const Endings& endings) {
-  if (endings.size() > kMaxEndings) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("endings: ", endings.size(), " given; send at most ", kMaxEndings));
+// What EndJobs (at least one ending) and LeaseJob (none or more) refuse whole, before
+// anything is ended.
+absl::Status CheckEndings(const Endings& endings, int at_least) {
+  if (endings.size() < at_least || endings.size() > kMaxEndings) {
+    return absl::InvalidArgumentError(absl::StrCat("endings: ", endings.size(), " given; send ",
+                                                   at_least, "..", kMaxEndings));
   }
   for (int i = 0; i < endings.size(); ++i) {
     if (endings[i].ending_case() == v1::JobEnding::ENDING_NOT_SET) {
@@ -84,15 +85,12 @@ class LeaseReactor : public grpc::ServerUnaryReactor {
     // The endings first: the slots they free are free for this very lease. Where they are
     // free as soon as the endings are staged, the lease starts at once, and its STARTED
     // may share their synced write; the answer still waits for both.
-    if (manager_->EndingsFreeAtOnce()) {
-      EndEach(*manager_, request->endings(), scope_, &ended_, [this] { Ended(); });
-      Lease();
-    } else {
-      EndEach(*manager_, request->endings(), scope_, &ended_, [this] {
-        Ended();
-        Lease();
-      });
-    }
+    const bool at_once = manager_->EndingsFreeAtOnce();
+    EndEach(*manager_, request->endings(), scope_, &ended_, [this, at_once] {
+      Ended();
+      if (!at_once) Lease();
+    });
+    if (at_once) Lease();
   }
 
   void OnCancel() override {
@@ -261,7 +259,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContex
     return reactor;
   }
   if (request->endings_size() > 0) {  // refused whole, before anything is ended
-    absl::Status s = CheckEndings(request->endings());
+    absl::Status s = CheckEndings(request->endings(), 0);
     if (s.ok()) {
       s = jobs::ParseLeaseJobs(*request, ctx->peer(), who->scope(), *types_, absl::Now()).status();
     }
@@ -342,11 +340,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::EndJobs(grpc::CallbackServerContext
   grpc::ServerUnaryReactor* reactor;
   auto scope = Begin(ctx, "EndJobs", &reactor);
   if (!scope) return reactor;
-  absl::Status s = CheckEndings(request->endings());
-  if (s.ok() && request->endings_size() == 0) {
-    s = absl::InvalidArgumentError(absl::StrCat("endings: none given; send 1..", kMaxEndings));
-  }
-  if (!s.ok()) {
+  if (absl::Status s = CheckEndings(request->endings(), 1); !s.ok()) {
     calls_->End(reactor, s);
     return reactor;
   }

@@ -65,18 +65,21 @@ _BY_CODE = {cls.code: cls for cls in (
     Unauthenticated, ResourceExhausted, Aborted, Unavailable, DeadlineExceeded, Internal)}
 
 
+def _error(code, message):
+    """The JobstreamError of a grpc.StatusCode: its code's class, else JobstreamError."""
+    return _BY_CODE.get(code, JobstreamError)(message or code.name, code)
+
+
 def from_rpc_error(error):
-    """The JobstreamError for a grpc.RpcError (its code's class, else JobstreamError)."""
+    """The JobstreamError for a grpc.RpcError."""
     code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
-    details = error.details() if callable(getattr(error, "details", None)) else str(error)
-    cls = _BY_CODE.get(code, JobstreamError)
-    return cls(details or code.name, code)
+    return _error(code, error.details() if callable(getattr(error, "details", None)) else str(error))
 
 
 def from_status(code, message):
     """The JobstreamError for a status given by its number (as EndJobs answers each ending)."""
-    status = next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
-    return _BY_CODE.get(status, JobstreamError)(message or status.name, status)
+    return _error(next((c for c in grpc.StatusCode if c.value[0] == code),
+                       grpc.StatusCode.UNKNOWN), message)
 
 
 # What a watch or a worker meets while a server restarts or a connection drops (INTERNAL:

@@ -70,6 +70,12 @@ class LeaseLost(Exception):
     nothing this one reports about it counts."""
 
 
+def _refused(lease, error):
+    """Says on stderr that the job's ending was refused (FAILED_PRECONDITION: the lease is
+    gone; another worker has the job)."""
+    print("jobstream worker: job %s: %s" % (lease.leased.job.id, error), file=sys.stderr)
+
+
 class _Lease:
     """What the worker and the heartbeat share about one running job."""
 
@@ -417,23 +423,31 @@ class Worker:
         try:
             outcome = await fn(ctx, rq.python(lease.leased.job.params))
         except BaseException as e:  # noqa: B902
-            self._end(lease, error=e)
+            error, outcome = e, None
         else:
-            self._end(lease, result=outcome)
+            error = None
+        # A heartbeat holding the lease's lock is a call on its way: waited for off the loop.
+        if not self._end(lease, outcome, error, wait=False):
+            await asyncio.get_running_loop().run_in_executor(None, self._end, lease, outcome, error)
 
-    def _end(self, lease, result=None, error=None):
+    def _end(self, lease, result=None, error=None, wait=True):
         """Queues the job's ending (unless its lease is gone or was given back) for the
         ending thread, which sends what has queued in one EndJobs call. The job's slot is
-        free at once; its lease stays the worker's until the ending is answered."""
-        with lease.lock:  # not while a drain gives the lease back
+        free at once; its lease stays the worker's until the ending is answered. Without
+        `wait`, returns False (doing nothing) if the lease's lock is taken."""
+        if not lease.lock.acquire(blocking=wait):  # not while a drain gives the lease back
+            return False
+        try:
             ending = self._ending(lease, result, error)
-            if ending is None:
-                return
-            tries = Tries(max(60.0, lease.seconds), (grpc.StatusCode.UNAVAILABLE,))
-            with self._lock:
-                lease.ending = True
-                self._outbox.append((lease, ending, tries))
-                self._lock.notify()
+            if ending is not None:
+                tries = Tries(max(60.0, lease.seconds), (grpc.StatusCode.UNAVAILABLE,))
+                with self._lock:
+                    lease.ending = True
+                    self._outbox.append((lease, ending, tries))
+                    self._lock.notify()
+        finally:
+            lease.lock.release()
+        return True
 
     def _endings(self):
         """Sends the queued endings, up to 1000 a call: those that queue while a call is on
@@ -465,9 +479,7 @@ class Worker:
                 continue
             for (lease, _, _), result in zip(batch, results):
                 if result.error.code:
-                    refused = from_status(result.error.code, result.error.message)
-                    print("jobstream worker: job %s: %s" % (lease.leased.job.id, refused),
-                          file=sys.stderr)
+                    _refused(lease, from_status(result.error.code, result.error.message))
                 else:
                     self.done += 1
                 self._settled(lease)
@@ -478,12 +490,11 @@ class Worker:
 
     @staticmethod
     def _pause(lease, tries, error):
-        """The pause before an ending call is tried again; None once it is refused (said on
-        stderr: FAILED_PRECONDITION means the lease is gone and another worker has the job)."""
+        """The pause before an ending call is tried again; None once it is refused."""
         try:
             return tries.failed(error)
         except JobstreamError as refused:
-            print("jobstream worker: job %s: %s" % (lease.leased.job.id, refused), file=sys.stderr)
+            _refused(lease, refused)
             return None
 
     def _ending(self, lease, result, error):
