@@ -14,13 +14,15 @@
 # GetStatus, fan-out to 1,000 watchers, idle streams); workers = jobstream-worker-bench's
 # workers and latency phases (external workers ending by CompleteJob, which every revision
 # serves); gateway = bench/gateway_bench.mjs (SSE through each revision's gateway).
+# NEW's benches are used for both sides, with the flags they have since issue 23 (e.g.
+# jobstream-worker-bench --endings): NEW must be that recent, OLD may be any revision.
 # DURATION (default 2s): each throughput phase. The builds live in $COMPARE_DIR
 # (default /tmp/jobstream-compare), kept between runs so a second comparison builds little.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/scripts/lib.sh"
 
-[ $# -ge 2 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 2 ] || { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 OLD="$1" NEW="$2" ROUNDS="${3:-3}"
 PHASES="${PHASES:-server,workers,gateway}"
 DURATION="${DURATION:-2s}"

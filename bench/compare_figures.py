@@ -27,7 +27,7 @@ def cells(line):
 def figures(path):
     """{(table, row, column[, part]): number} of one report."""
     found = {}
-    header = None
+    header = measured = None
     with open(path) as f:
         lines = f.read().splitlines()
     for i, line in enumerate(lines):
@@ -36,11 +36,11 @@ def figures(path):
             continue
         if i + 1 < len(lines) and lines[i + 1].startswith("| ---"):
             header = cells(line)
+            measured = [any(m in h.lower() for m in MEASURES) for h in header]
             continue
         if header is None or line.startswith("| ---") or header[0].lower() in ("target", "baseline"):
             continue
         row = cells(line)
-        measured = [any(m in h.lower() for m in MEASURES) for h in header]
         if len(row) != len(header) or not any(measured):
             continue
         first = measured.index(True) if not measured[0] else 1
